@@ -1,0 +1,65 @@
+/* Configuration: built-in defaults, then the INI file (-c FILE), then the
+ * environment, then command-line flags. Every INI key is also a flag, by one
+ * table (config.c), so the two can never disagree. Errors name the file, the
+ * line and the key. */
+#ifndef STORMGUARD_CONFIG_H
+#define STORMGUARD_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "stormguard/error.h"
+#include "stormguard/profile.h"
+#include "stormguard/store.h"
+#include "stormguard/util.h"
+
+#define SG_DEFAULT_DB_PATH "/var/lib/stormguard/stormguard.db"
+#define SG_DEFAULT_REDIS_URL "redis://127.0.0.1:6379/0"
+
+typedef struct sg_config {
+    /* [redis] */
+    char *redis_url;
+    int64_t connect_timeout_ms;
+    /* [store] */
+    char *db_path;
+    sg_sync_mode synchronous;
+    /* [profile] */
+    sg_profile_kind profile;
+    char *prefix;
+    /* [snapshot] */
+    sg_strlist match;       /* extra patterns to snapshot */
+    int64_t scan_count;     /* SCAN COUNT, >= 1000 */
+    int64_t keep;           /* snapshots kept, 0 = no count limit */
+    int64_t max_age_s;      /* 0 = no age limit */
+    /* [flush] */
+    sg_strlist protect;     /* namespaces a flush refuses to delete */
+} sg_config;
+
+/* Fills c with the built-in defaults. */
+void sg_config_init(sg_config *c);
+void sg_config_close(sg_config *c);
+
+/* Loads an INI file over c. Errors: "FILE:LINE: [section] key: reason". */
+int sg_config_load_file(sg_config *c, const char *path, sg_error *err);
+
+/* Sets one key ("section", "key") from text, as the file and flags do. A list
+ * value holds items separated by spaces or commas; with append the items are
+ * added to the list, else they replace it. */
+int sg_config_set(sg_config *c, const char *section, const char *key, const char *value,
+                  bool append, sg_error *err);
+
+/* Maps a long flag name ("keep") to its section and key; false if the flag
+ * is not a config key. */
+bool sg_config_flag(const char *flag, const char **section, const char **key, bool *is_list);
+
+/* The i-th config key's flag name; NULL past the last. */
+const char *sg_config_flag_at(size_t i);
+
+/* One line per config key with its flag and meaning, for --help. */
+void sg_config_print_flags(FILE *out);
+
+/* Writes the effective configuration as INI (passwords never included). */
+void sg_config_dump(const sg_config *c, FILE *out);
+
+#endif

@@ -1,0 +1,76 @@
+/* Moving keys between Redis and the store: snapshot (SCAN, then PTTL+DUMP per
+ * page, streamed into one SQLite transaction), restore (RESTORE ... ABSTTL,
+ * pipelined) and the safe flush built on both. */
+#ifndef STORMGUARD_SNAPSHOT_H
+#define STORMGUARD_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "stormguard/error.h"
+#include "stormguard/profile.h"
+#include "stormguard/rconn.h"
+#include "stormguard/store.h"
+#include "stormguard/util.h"
+
+/* Called now and then during long runs with the keys done so far. */
+typedef void (*sg_progress_fn)(void *ud, int64_t done, double elapsed_s);
+
+typedef struct sg_snapshot_opts {
+    sg_profile_kind profile;
+    const char *prefix;         /* profile prefix, "igor" */
+    const sg_strlist *match;    /* extra patterns; with no profile and none: all keys */
+    const sg_strlist *select;   /* if set, exactly these patterns (empty: all keys);
+                                   the profile then only decodes */
+    const char *reason;
+    int64_t scan_count;
+    const int *dbs;             /* databases to take (NULL: the connection's) */
+    int db_count;
+    sg_progress_fn progress;
+    void *progress_ud;
+} sg_snapshot_opts;
+
+typedef struct sg_snapshot_result {
+    int64_t id;
+    int64_t keys, bytes, vanished, undecoded;
+    double seconds;
+    sg_index_counts index;
+} sg_snapshot_result;
+
+/* Takes a snapshot into the store. Either the whole snapshot commits with
+ * state complete, or nothing is written. */
+int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_snapshot_result *out,
+                     sg_error *err);
+
+/* The patterns a snapshot with these options selects (profile's pattern plus
+ * match); empty means every key. */
+void sg_snapshot_patterns(const sg_snapshot_opts *o, sg_strlist *out);
+
+typedef struct sg_restore_opts {
+    bool replace;
+    bool dry_run;
+    const sg_strlist *match;    /* empty: every key */
+    sg_progress_fn progress;
+    void *progress_ud;
+} sg_restore_opts;
+
+#define SG_RESTORE_REASONS 8
+typedef struct sg_restore_result {
+    int64_t restored, skipped_existing, skipped_expired, skipped_unmatched, failed;
+    double seconds;
+    struct {
+        char *reason;
+        int64_t count;
+    } reasons[SG_RESTORE_REASONS]; /* distinct failure reasons, first seen */
+    int reason_count;
+} sg_restore_result;
+
+/* Restores snapshot id (0: latest complete) into the connection's server.
+ * Keys of a one-database snapshot go to the connection's database; a
+ * snapshot of several databases restores each key into its own. */
+int sg_restore_run(sg_rconn *c, sg_store *s, int64_t id, const sg_restore_opts *o,
+                   sg_restore_result *out, sg_error *err);
+void sg_restore_result_close(sg_restore_result *r);
+
+#endif

@@ -1,0 +1,68 @@
+-- Snapshots of a poller's Redis keys and the build index decoded from them
+-- (DESIGN.md, data model). Payloads are DUMP output; expiry is absolute.
+
+CREATE TABLE snapshot (
+    id            INTEGER PRIMARY KEY,
+    taken_at      INTEGER NOT NULL,          -- epoch ms
+    reason        TEXT    NOT NULL,
+    redis         TEXT    NOT NULL,          -- URL without password
+    redis_version TEXT,
+    profile       TEXT    NOT NULL,
+    selection     TEXT    NOT NULL,          -- patterns, or '*'
+    db            INTEGER NOT NULL,          -- database taken, -1 for several
+    key_count     INTEGER NOT NULL DEFAULT 0,
+    bytes         INTEGER NOT NULL DEFAULT 0,
+    vanished      INTEGER NOT NULL DEFAULT 0, -- keys gone between SCAN and DUMP
+    seconds       REAL    NOT NULL DEFAULT 0,
+    state         TEXT    NOT NULL CHECK (state IN ('complete', 'partial', 'suspect'))
+);
+
+-- Rows of one snapshot are appended in one transaction, so they form one
+-- contiguous rowid range and the (snapshot_id) index stays append-only.
+CREATE TABLE snapshot_key (
+    snapshot_id  INTEGER NOT NULL REFERENCES snapshot(id) ON DELETE CASCADE,
+    db           INTEGER NOT NULL,
+    key          BLOB    NOT NULL,
+    type         TEXT    NOT NULL,
+    expire_at_ms INTEGER,                    -- NULL: no expiry
+    payload      BLOB    NOT NULL
+);
+CREATE INDEX snapshot_key_snapshot ON snapshot_key(snapshot_id);
+
+-- Build index decoded by the profile: per source (Jenkins/Travis master) and
+-- job, the Jenkins cursor and the Travis/GitLab last completed/running numbers.
+CREATE TABLE build_index (
+    snapshot_id    INTEGER NOT NULL REFERENCES snapshot(id) ON DELETE CASCADE,
+    source         TEXT    NOT NULL,
+    job            TEXT    NOT NULL,
+    cursor_ms      INTEGER,
+    last_completed INTEGER,
+    last_running   INTEGER,
+    PRIMARY KEY (snapshot_id, source, job)
+) WITHOUT ROWID;
+
+-- Jenkins builds Igor marked POSTED.
+CREATE TABLE posted (
+    snapshot_id INTEGER NOT NULL REFERENCES snapshot(id) ON DELETE CASCADE,
+    source      TEXT    NOT NULL,
+    job         TEXT    NOT NULL,
+    number      INTEGER NOT NULL,
+    PRIMARY KEY (snapshot_id, source, job, number)
+) WITHOUT ROWID;
+
+CREATE TABLE docker_tag (
+    snapshot_id INTEGER NOT NULL REFERENCES snapshot(id) ON DELETE CASCADE,
+    account     TEXT    NOT NULL,
+    repository  TEXT    NOT NULL,
+    tag         TEXT    NOT NULL,
+    digest      TEXT,
+    PRIMARY KEY (snapshot_id, account, repository, tag)
+) WITHOUT ROWID;
+
+CREATE TABLE audit (
+    id     INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,                 -- epoch ms
+    actor  TEXT    NOT NULL,
+    action TEXT    NOT NULL,
+    detail TEXT
+);

@@ -1,0 +1,49 @@
+/* stormguard: dispatches to the subcommands (cli_*.c). */
+#include <stdio.h>
+#include <string.h>
+
+#include "stormguard/cli.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} commands[] = {
+    {"snapshot", sg_cmd_snapshot, "snapshot the poller's Redis keys into the store"},
+    {"snapshots", sg_cmd_snapshots, "list snapshots"},
+    {"restore", sg_cmd_restore, "restore a snapshot into Redis (missing keys only by default)"},
+    {"flush", sg_cmd_flush, "safe flush: refuse protected namespaces, snapshot, delete, verify"},
+    {"inspect", sg_cmd_inspect, "keyspace by namespace, memory and eviction policy"},
+    {"version", sg_cmd_version, "print versions"},
+};
+
+static void usage(FILE *out)
+{
+    fputs("usage: stormguard <command> [options]\n\n"
+          "stormguard keeps a CI poller's Redis cache from turning into a pipeline storm:\n"
+          "it snapshots the poller's state, flushes safely and restores what was lost.\n\n"
+          "commands:\n",
+          out);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fputs("\nRun 'stormguard <command> --help' for its options.\n", out);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version"))
+        return sg_cmd_version(1, argv);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "stormguard: unknown command '%s' (see stormguard --help)\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,591 @@
+/* The SQLite store (store.h): one connection, explicit pragmas, migrations
+ * from the embedded schema, prepared statements for the hot paths. */
+#include "stormguard/store.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "stormguard/util.h"
+
+enum {
+    ST_ADD_KEY,
+    ST_CURSOR,
+    ST_CI_COMPLETED,
+    ST_CI_RUNNING,
+    ST_POSTED,
+    ST_DOCKER,
+    ST_COUNT
+};
+
+static const char *const statement_sql[ST_COUNT] = {
+    [ST_ADD_KEY] = "INSERT INTO snapshot_key(snapshot_id, db, key, type, expire_at_ms, payload) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_CURSOR] = "INSERT INTO build_index(snapshot_id, source, job, cursor_ms) "
+                  "VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET cursor_ms = excluded.cursor_ms",
+    [ST_CI_COMPLETED] = "INSERT INTO build_index(snapshot_id, source, job, last_completed) "
+                        "VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET "
+                        "last_completed = excluded.last_completed",
+    [ST_CI_RUNNING] = "INSERT INTO build_index(snapshot_id, source, job, last_running) "
+                      "VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET "
+                      "last_running = excluded.last_running",
+    [ST_POSTED] = "INSERT OR IGNORE INTO posted(snapshot_id, source, job, number) "
+                  "VALUES (?1, ?2, ?3, ?4)",
+    [ST_DOCKER] = "INSERT OR REPLACE INTO docker_tag(snapshot_id, account, repository, tag, digest) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5)",
+};
+
+struct sg_store {
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *st[ST_COUNT];
+    int64_t snapshot_id; /* open snapshot transaction, 0 if none */
+};
+
+struct sg_key_iter {
+    sg_store *store;
+    sqlite3_stmt *st;
+};
+
+int sg_sync_mode_parse(const char *s, sg_sync_mode *out)
+{
+    if (!strcasecmp(s, "normal"))
+        *out = SG_SYNC_NORMAL;
+    else if (!strcasecmp(s, "full"))
+        *out = SG_SYNC_FULL;
+    else
+        return SG_EINVAL;
+    return 0;
+}
+
+const char *sg_sync_mode_name(sg_sync_mode m)
+{
+    return m == SG_SYNC_FULL ? "full" : "normal";
+}
+
+/* Formats the store's current SQLite error, with the OS reason if any. */
+static int db_error(sg_store *s, sg_error *err, const char *doing)
+{
+    int sys = s->db ? sqlite3_system_errno(s->db) : 0;
+    const char *msg = s->db ? sqlite3_errmsg(s->db) : "out of memory";
+    if (sys && s->db && sqlite3_errcode(s->db) != SQLITE_FULL)
+        return sg_error_set(err, SG_ESTORE, "%s %s: %s (%s)", doing, s->path, msg, strerror(sys));
+    return sg_error_set(err, SG_ESTORE, "%s %s: %s", doing, s->path, msg);
+}
+
+static int exec(sg_store *s, const char *sql, sg_error *err, const char *doing)
+{
+    if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return db_error(s, err, doing);
+    return 0;
+}
+
+static int pragma_int(sg_store *s, const char *sql, int *out, sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "reading store");
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return db_error(s, err, "reading store");
+    }
+    *out = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return 0;
+}
+
+int sg_store_schema_version(sg_store *s)
+{
+    int v = -1;
+    pragma_int(s, "PRAGMA user_version", &v, NULL);
+    return v;
+}
+
+const char *sg_store_path(const sg_store *s)
+{
+    return s->path;
+}
+
+/* Creates the directory of path (one level, 0700) and the file with mode
+ * 0600 before SQLite opens it: snapshots may hold session data. */
+static int create_file(const char *path, sg_error *err)
+{
+    char *copy = sg_xstrdup(path);
+    const char *dir = dirname(copy);
+    struct stat st;
+    if (stat(dir, &st) != 0 && mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        int e = errno;
+        free(copy);
+        return sg_error_set(err, SG_ESTORE, "creating store directory for %s: %s", path,
+                            strerror(e));
+    }
+    free(copy);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return sg_error_set(err, SG_ESTORE, "opening store %s: %s", path, strerror(errno));
+    close(fd);
+    return 0;
+}
+
+static int migrate(sg_store *s, int target, sg_error *err)
+{
+    int current;
+    int rc = pragma_int(s, "PRAGMA user_version", &current, err);
+    if (rc)
+        return sg_error_prefix(err, "not a stormguard store or corrupt");
+    if (current > sg_migration_count)
+        return sg_error_set(err, SG_EVERSION,
+                            "store %s has schema version %d, newer than this stormguard "
+                            "knows (%d): upgrade stormguard",
+                            s->path, current, sg_migration_count);
+    for (int v = current + 1; v <= target; v++) {
+        const sg_migration *m = &sg_migrations[v - 1];
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v);
+        if ((rc = exec(s, "BEGIN IMMEDIATE", err, "migrating store")) ||
+            (rc = exec(s, m->sql, err, "migrating store")) ||
+            (rc = exec(s, pragma, err, "migrating store")) ||
+            (rc = exec(s, "COMMIT", err, "migrating store"))) {
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+            return sg_error_prefix(err, "applying schema %s", m->name);
+        }
+    }
+    return 0;
+}
+
+int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out, sg_error *err)
+{
+    static const sg_store_options defaults = {0};
+    if (!opt)
+        opt = &defaults;
+    int rc;
+    if (!opt->readonly && (rc = create_file(path, err)))
+        return rc;
+
+    sg_store *s = sg_xcalloc(1, sizeof *s);
+    s->path = sg_xstrdup(path);
+    int flags = opt->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+    if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        rc = db_error(s, err, "opening store");
+        sg_store_free(s);
+        return rc;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    char sync[64];
+    snprintf(sync, sizeof sync, "PRAGMA synchronous = %s", sg_sync_mode_name(opt->synchronous));
+    int target = opt->migrate_to > 0 ? opt->migrate_to : sg_migration_count;
+    if ((rc = exec(s, "PRAGMA busy_timeout = 5000", err, "configuring store")) ||
+        (!opt->readonly && (rc = exec(s, "PRAGMA journal_mode = WAL", err, "opening store"))) ||
+        (rc = exec(s, sync, err, "configuring store")) ||
+        (rc = exec(s, "PRAGMA foreign_keys = ON", err, "configuring store")) ||
+        (!opt->readonly && (rc = migrate(s, target, err)))) {
+        sg_store_free(s);
+        return rc;
+    }
+    if (opt->readonly) {
+        int v;
+        if ((rc = pragma_int(s, "PRAGMA user_version", &v, err))) {
+            sg_store_free(s);
+            return rc;
+        }
+        if (v != sg_migration_count) {
+            rc = sg_error_set(err, SG_EVERSION,
+                              "store %s has schema version %d, this stormguard needs %d: "
+                              "open it once read-write to migrate",
+                              path, v, sg_migration_count);
+            sg_store_free(s);
+            return rc;
+        }
+    }
+    *out = s;
+    return 0;
+}
+
+void sg_store_free(sg_store *s)
+{
+    if (!s)
+        return;
+    sg_store_snapshot_abort(s);
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(s->st[i]);
+    if (s->db)
+        sqlite3_close_v2(s->db);
+    free(s->path);
+    free(s);
+}
+
+/* The cached statement i, reset and with its bindings cleared. */
+static sqlite3_stmt *stmt(sg_store *s, int i, sg_error *err)
+{
+    if (!s->st[i]) {
+        if (sqlite3_prepare_v3(s->db, statement_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+                               NULL) != SQLITE_OK) {
+            db_error(s, err, "preparing a statement on");
+            return NULL;
+        }
+    } else {
+        sqlite3_reset(s->st[i]);
+        sqlite3_clear_bindings(s->st[i]);
+    }
+    return s->st[i];
+}
+
+static int step_done(sg_store *s, sqlite3_stmt *st, sg_error *err, const char *doing)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, doing);
+    return 0;
+}
+
+/* ---- snapshots ---- */
+
+void sg_snapshot_info_close(sg_snapshot_info *i)
+{
+    free(i->reason);
+    free(i->redis);
+    free(i->redis_version);
+    free(i->profile);
+    free(i->selection);
+    free(i->state);
+    memset(i, 0, sizeof *i);
+}
+
+int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id, sg_error *err)
+{
+    assert(s->snapshot_id == 0);
+    int rc = exec(s, "BEGIN IMMEDIATE", err, "starting a snapshot in");
+    if (rc)
+        return rc;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO snapshot(taken_at, reason, redis, redis_version, profile, "
+                           "selection, db, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'partial')",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = db_error(s, err, "starting a snapshot in");
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    sqlite3_bind_int64(st, 1, m->taken_at_ms);
+    sqlite3_bind_text(st, 2, m->reason, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, m->redis, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, m->redis_version, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, m->profile, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, m->selection, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 7, m->db);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        rc = db_error(s, err, "starting a snapshot in");
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    s->snapshot_id = sqlite3_last_insert_rowid(s->db);
+    *id = s->snapshot_id;
+    return 0;
+}
+
+int sg_store_snapshot_add_key(sg_store *s, int db, const void *key, size_t key_len,
+                              const char *type, int64_t expire_at_ms, const void *payload,
+                              size_t payload_len, sg_error *err)
+{
+    assert(s->snapshot_id);
+    sqlite3_stmt *st = stmt(s, ST_ADD_KEY, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_int64(st, 1, s->snapshot_id);
+    sqlite3_bind_int(st, 2, db);
+    sqlite3_bind_blob64(st, 3, key, key_len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, type, -1, SQLITE_STATIC);
+    if (expire_at_ms > 0)
+        sqlite3_bind_int64(st, 5, expire_at_ms);
+    sqlite3_bind_blob64(st, 6, payload, payload_len, SQLITE_STATIC);
+    return step_done(s, st, err, "writing a snapshot key to");
+}
+
+static int index_row(sg_store *s, int which, const char *a, size_t alen, const char *b,
+                     size_t blen, int64_t n, sg_error *err)
+{
+    assert(s->snapshot_id);
+    sqlite3_stmt *st = stmt(s, which, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_int64(st, 1, s->snapshot_id);
+    sqlite3_bind_text(st, 2, a, (int)alen, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, b, (int)blen, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, n);
+    return step_done(s, st, err, "writing the build index to");
+}
+
+int sg_store_index_cursor(sg_store *s, const char *source, size_t source_len, const char *job,
+                          size_t job_len, int64_t cursor_ms, sg_error *err)
+{
+    return index_row(s, ST_CURSOR, source, source_len, job, job_len, cursor_ms, err);
+}
+
+int sg_store_index_ci(sg_store *s, const char *source, size_t source_len, const char *job,
+                      size_t job_len, bool running, int64_t number, sg_error *err)
+{
+    return index_row(s, running ? ST_CI_RUNNING : ST_CI_COMPLETED, source, source_len, job,
+                     job_len, number, err);
+}
+
+int sg_store_index_posted(sg_store *s, const char *source, size_t source_len, const char *job,
+                          size_t job_len, int64_t number, sg_error *err)
+{
+    return index_row(s, ST_POSTED, source, source_len, job, job_len, number, err);
+}
+
+int sg_store_index_docker(sg_store *s, const char *account, size_t account_len,
+                          const char *repository, size_t repository_len, const char *tag,
+                          size_t tag_len, const char *digest, size_t digest_len, sg_error *err)
+{
+    assert(s->snapshot_id);
+    sqlite3_stmt *st = stmt(s, ST_DOCKER, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_int64(st, 1, s->snapshot_id);
+    sqlite3_bind_text(st, 2, account, (int)account_len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, repository, (int)repository_len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, tag, (int)tag_len, SQLITE_STATIC);
+    if (digest)
+        sqlite3_bind_text(st, 5, digest, (int)digest_len, SQLITE_STATIC);
+    return step_done(s, st, err, "writing the build index to");
+}
+
+int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *err)
+{
+    assert(s->snapshot_id);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "UPDATE snapshot SET key_count = ?, bytes = ?, vanished = ?, "
+                           "seconds = ?, state = ? WHERE id = ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "finishing a snapshot in");
+    sqlite3_bind_int64(st, 1, t->key_count);
+    sqlite3_bind_int64(st, 2, t->bytes);
+    sqlite3_bind_int64(st, 3, t->vanished);
+    sqlite3_bind_double(st, 4, t->seconds);
+    sqlite3_bind_text(st, 5, t->state ? t->state : "complete", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, s->snapshot_id);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, "finishing a snapshot in");
+    if ((rc = exec(s, "COMMIT", err, "committing a snapshot to")))
+        return rc;
+    s->snapshot_id = 0;
+    return 0;
+}
+
+void sg_store_snapshot_abort(sg_store *s)
+{
+    if (s->snapshot_id) {
+        for (int i = 0; i < ST_COUNT; i++)
+            if (s->st[i])
+                sqlite3_reset(s->st[i]);
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        s->snapshot_id = 0;
+    }
+}
+
+static int count_rows(sg_store *s, const char *sql, int64_t id, int64_t *out, sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "reading");
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : db_error(s, err, "reading");
+}
+
+int sg_store_index_counts(sg_store *s, int64_t id, sg_index_counts *out, sg_error *err)
+{
+    int rc;
+    if ((rc = count_rows(s, "SELECT count(*) FROM build_index WHERE snapshot_id = ?", id,
+                         &out->jobs, err)) ||
+        (rc = count_rows(s, "SELECT count(*) FROM posted WHERE snapshot_id = ?", id, &out->posted,
+                         err)) ||
+        (rc = count_rows(s, "SELECT count(*) FROM docker_tag WHERE snapshot_id = ?", id,
+                         &out->docker_tags, err)))
+        return rc;
+    return 0;
+}
+
+#define SNAPSHOT_COLUMNS                                                                           \
+    "id, taken_at, reason, redis, redis_version, profile, selection, key_count, bytes, "           \
+    "vanished, seconds, state, db"
+
+static char *col_text(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? sg_xstrdup((const char *)t) : NULL;
+}
+
+static void read_info(sqlite3_stmt *st, sg_snapshot_info *i)
+{
+    i->id = sqlite3_column_int64(st, 0);
+    i->taken_at_ms = sqlite3_column_int64(st, 1);
+    i->reason = col_text(st, 2);
+    i->redis = col_text(st, 3);
+    i->redis_version = col_text(st, 4);
+    i->profile = col_text(st, 5);
+    i->selection = col_text(st, 6);
+    i->key_count = sqlite3_column_int64(st, 7);
+    i->bytes = sqlite3_column_int64(st, 8);
+    i->vanished = sqlite3_column_int64(st, 9);
+    i->seconds = sqlite3_column_double(st, 10);
+    i->state = col_text(st, 11);
+    i->db = sqlite3_column_int(st, 12);
+}
+
+int sg_store_snapshot_list(sg_store *s, sg_snapshot_info **out, size_t *count, sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT " SNAPSHOT_COLUMNS " FROM snapshot ORDER BY id DESC",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "listing snapshots in");
+    sg_snapshot_info *list = NULL;
+    size_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        list = sg_xrealloc(list, (n + 1) * sizeof *list);
+        memset(&list[n], 0, sizeof *list);
+        read_info(st, &list[n++]);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        sg_snapshot_list_free(list, n);
+        return db_error(s, err, "listing snapshots in");
+    }
+    *out = list;
+    *count = n;
+    return 0;
+}
+
+void sg_snapshot_list_free(sg_snapshot_info *list, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        sg_snapshot_info_close(&list[i]);
+    free(list);
+}
+
+int sg_store_snapshot_get(sg_store *s, int64_t id, sg_snapshot_info *out, sg_error *err)
+{
+    sqlite3_stmt *st;
+    const char *sql = id ? "SELECT " SNAPSHOT_COLUMNS " FROM snapshot WHERE id = ?"
+                         : "SELECT " SNAPSHOT_COLUMNS " FROM snapshot WHERE state = 'complete' "
+                           "ORDER BY id DESC LIMIT 1";
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "reading snapshots in");
+    if (id)
+        sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        memset(out, 0, sizeof *out);
+        read_info(st, out);
+        sqlite3_finalize(st);
+        return 0;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, "reading snapshots in");
+    if (id)
+        return sg_error_set(err, SG_ENOTFOUND, "no snapshot %lld in %s", (long long)id, s->path);
+    return sg_error_set(err, SG_ENOTFOUND, "no complete snapshot in %s", s->path);
+}
+
+int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *pruned,
+                            sg_error *err)
+{
+    /* Never the latest complete snapshot: it is the index baseline. */
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(
+            s->db,
+            "DELETE FROM snapshot WHERE id != coalesce((SELECT max(id) FROM snapshot WHERE "
+            "state = 'complete'), 0) AND ((?1 > 0 AND id NOT IN (SELECT id FROM snapshot "
+            "ORDER BY id DESC LIMIT ?1)) OR (?2 > 0 AND taken_at < ?3))",
+            -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "pruning snapshots in");
+    sqlite3_bind_int(st, 1, keep);
+    sqlite3_bind_int64(st, 2, max_age_s);
+    sqlite3_bind_int64(st, 3, sg_now_ms() - max_age_s * 1000);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, "pruning snapshots in");
+    *pruned = sqlite3_changes(s->db);
+    return 0;
+}
+
+int sg_store_keys_open(sg_store *s, int64_t snapshot_id, sg_key_iter **out, sg_error *err)
+{
+    sg_key_iter *it = sg_xcalloc(1, sizeof *it);
+    it->store = s;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT db, key, type, expire_at_ms, payload FROM snapshot_key "
+                           "WHERE snapshot_id = ? ORDER BY rowid",
+                           -1, &it->st, NULL) != SQLITE_OK) {
+        free(it);
+        return db_error(s, err, "reading snapshot keys from");
+    }
+    sqlite3_bind_int64(it->st, 1, snapshot_id);
+    *out = it;
+    return 0;
+}
+
+int sg_key_iter_next(sg_key_iter *it, sg_key_row *row, sg_error *err)
+{
+    int rc = sqlite3_step(it->st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return db_error(it->store, err, "reading snapshot keys from");
+    row->db = sqlite3_column_int(it->st, 0);
+    row->key = sqlite3_column_blob(it->st, 1);
+    row->key_len = (size_t)sqlite3_column_bytes(it->st, 1);
+    row->type = (const char *)sqlite3_column_text(it->st, 2);
+    row->expire_at_ms = sqlite3_column_int64(it->st, 3);
+    row->payload = sqlite3_column_blob(it->st, 4);
+    row->payload_len = (size_t)sqlite3_column_bytes(it->st, 4);
+    if (!row->key)
+        row->key = "";
+    return 1;
+}
+
+void sg_key_iter_free(sg_key_iter *it)
+{
+    if (!it)
+        return;
+    sqlite3_finalize(it->st);
+    free(it);
+}
+
+int sg_store_audit(sg_store *s, const char *actor, const char *action, const char *detail,
+                   sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "INSERT INTO audit(at, actor, action, detail) VALUES (?,?,?,?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "writing the audit log to");
+    sqlite3_bind_int64(st, 1, sg_now_ms());
+    sqlite3_bind_text(st, 2, actor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, action, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, detail, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_error(s, err, "writing the audit log to");
+}
