@@ -17,17 +17,18 @@ CREATE TABLE snapshot (
     state         TEXT    NOT NULL CHECK (state IN ('complete', 'partial', 'suspect'))
 );
 
--- Rows of one snapshot are appended in one transaction, so they form one
--- contiguous rowid range and the (snapshot_id) index stays append-only.
+-- id = snapshot_id << 32 | sequence: a snapshot's keys are one range of the
+-- table's own b-tree, appended in order, so neither an index nor a foreign
+-- key check costs anything per key (a snapshot can hold millions), and a
+-- snapshot's keys are read or deleted as one range scan.
 CREATE TABLE snapshot_key (
-    snapshot_id  INTEGER NOT NULL REFERENCES snapshot(id) ON DELETE CASCADE,
+    id           INTEGER PRIMARY KEY,
+    snapshot_id  INTEGER NOT NULL,
     db           INTEGER NOT NULL,
-    key          BLOB    NOT NULL,
-    type         TEXT    NOT NULL,
+    key          BLOB    NOT NULL,           -- the type is the payload's first byte
     expire_at_ms INTEGER,                    -- NULL: no expiry
     payload      BLOB    NOT NULL
 );
-CREATE INDEX snapshot_key_snapshot ON snapshot_key(snapshot_id);
 
 -- Build index decoded by the profile: per source (Jenkins/Travis master) and
 -- job, the Jenkins cursor and the Travis/GitLab last completed/running numbers.

@@ -151,6 +151,7 @@ int sg_cli_fail(sg_cli *cli, int rc)
 {
     if (rc == 1)
         return 0; /* --help */
+    fflush(stdout); /* what was printed comes before the reason it stopped */
     fprintf(stderr, "stormguard %s: %s\n", cli->command, cli->err.msg);
     return sg_error_exit_code(rc);
 }

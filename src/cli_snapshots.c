@@ -32,7 +32,7 @@ static void print_list(const sg_cli *cli, const sg_snapshot_info *list, size_t n
     }
     static const char *const head[] = {"ID", "TAKEN_AT", "REASON", "KEYS", "BYTES", "STATE",
                                        "SELECTION"};
-    sg_table *t = sg_table_new(7, head, "llrrrll");
+    sg_table *t = sg_table_new(7, head, "rllrrll");
     for (size_t i = 0; i < n; i++) {
         snprintf(id, sizeof id, "%lld", (long long)list[i].id);
         snprintf(keys, sizeof keys, "%lld", (long long)list[i].key_count);

@@ -107,6 +107,8 @@ int sg_rconn_select(sg_rconn *c, int db, sg_error *err)
 int sg_rconn_open(sg_rconn *c, const sg_redis_url *u, int timeout_ms, sg_error *err)
 {
     memset(c, 0, sizeof *c);
+    sg_redis_url_copy(&c->url, u);
+    c->timeout_ms = timeout_ms;
     c->address = sg_redis_url_address(u);
     c->redacted = sg_redis_url_redacted(u);
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
@@ -163,7 +165,18 @@ void sg_rconn_close(sg_rconn *c)
         redisFree(c->ctx);
     free(c->address);
     free(c->redacted);
+    sg_redis_url_close(&c->url);
     memset(c, 0, sizeof *c);
+}
+
+int sg_rconn_clone(const sg_rconn *c, sg_rconn *out, sg_error *err)
+{
+    int rc = sg_rconn_open(out, &c->url, c->timeout_ms, err);
+    if (rc == 0 && out->db != c->db)
+        rc = sg_rconn_select(out, c->db, err);
+    if (rc)
+        sg_rconn_close(out);
+    return rc;
 }
 
 int sg_rconn_info_field(sg_rconn *c, const char *section, const char *field, char **out,

@@ -193,6 +193,21 @@ char *sg_redis_url_address(const sg_redis_url *u)
     return sg_xasprintf("%s%s%s:%d", lb, u->host, rb, u->port);
 }
 
+static char *dup_or_null(const char *s)
+{
+    return s ? sg_xstrdup(s) : NULL;
+}
+
+void sg_redis_url_copy(sg_redis_url *out, const sg_redis_url *u)
+{
+    out->host = dup_or_null(u->host);
+    out->port = u->port;
+    out->path = dup_or_null(u->path);
+    out->user = dup_or_null(u->user);
+    out->password = dup_or_null(u->password);
+    out->db = u->db;
+}
+
 void sg_redis_url_close(sg_redis_url *u)
 {
     free(u->host);

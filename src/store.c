@@ -27,8 +27,8 @@ enum {
 };
 
 static const char *const statement_sql[ST_COUNT] = {
-    [ST_ADD_KEY] = "INSERT INTO snapshot_key(snapshot_id, db, key, type, expire_at_ms, payload) "
-                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_ADD_KEY] = "INSERT INTO snapshot_key(id, snapshot_id, db, key, expire_at_ms, payload) "
+                   "VALUES (?6, ?1, ?2, ?3, ?4, ?5)",
     [ST_CURSOR] = "INSERT INTO build_index(snapshot_id, source, job, cursor_ms) "
                   "VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET cursor_ms = excluded.cursor_ms",
     [ST_CI_COMPLETED] = "INSERT INTO build_index(snapshot_id, source, job, last_completed) "
@@ -48,7 +48,13 @@ struct sg_store {
     char *path;
     sqlite3_stmt *st[ST_COUNT];
     int64_t snapshot_id; /* open snapshot transaction, 0 if none */
+    int64_t key_seq;     /* keys added to it so far */
 };
+
+/* A snapshot's keys have ids KEY_ID(snapshot, 0) .. KEY_ID(snapshot, n - 1)
+ * (schema/001_snapshots.sql). */
+#define KEY_ID(snapshot, seq) ((int64_t)(snapshot) << 32 | (int64_t)(seq))
+#define KEY_ID_MAX_SEQ 0xffffffffLL
 
 struct sg_key_iter {
     sg_store *store;
@@ -291,25 +297,32 @@ int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id,
         return rc;
     }
     s->snapshot_id = sqlite3_last_insert_rowid(s->db);
+    s->key_seq = 0;
     *id = s->snapshot_id;
     return 0;
 }
 
 int sg_store_snapshot_add_key(sg_store *s, int db, const void *key, size_t key_len,
-                              const char *type, int64_t expire_at_ms, const void *payload,
-                              size_t payload_len, sg_error *err)
+                              int64_t expire_at_ms, const void *payload, size_t payload_len,
+                              sg_error *err)
 {
     assert(s->snapshot_id);
-    sqlite3_stmt *st = stmt(s, ST_ADD_KEY, err);
-    if (!st)
+    if (s->key_seq > KEY_ID_MAX_SEQ)
+        return sg_error_set(err, SG_ESTORE, "snapshot holds more keys than a store can (%lld)",
+                            KEY_ID_MAX_SEQ);
+    sqlite3_stmt *st = s->st[ST_ADD_KEY];
+    if (!st && !(st = stmt(s, ST_ADD_KEY, err)))
         return SG_ESTORE;
+    /* every parameter is bound on every call: no clear_bindings needed */
     sqlite3_bind_int64(st, 1, s->snapshot_id);
     sqlite3_bind_int(st, 2, db);
     sqlite3_bind_blob64(st, 3, key, key_len, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, type, -1, SQLITE_STATIC);
     if (expire_at_ms > 0)
-        sqlite3_bind_int64(st, 5, expire_at_ms);
-    sqlite3_bind_blob64(st, 6, payload, payload_len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, expire_at_ms);
+    else
+        sqlite3_bind_null(st, 4);
+    sqlite3_bind_blob64(st, 5, payload, payload_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, KEY_ID(s->snapshot_id, s->key_seq++));
     return step_done(s, st, err, "writing a snapshot key to");
 }
 
@@ -508,6 +521,32 @@ int sg_store_snapshot_get(sg_store *s, int64_t id, sg_snapshot_info *out, sg_err
     return sg_error_set(err, SG_ENOTFOUND, "no complete snapshot in %s", s->path);
 }
 
+/* Deletes one snapshot: its key range, then its row (the index tables
+ * follow by ON DELETE CASCADE). */
+static int delete_snapshot(sg_store *s, int64_t id, sg_error *err)
+{
+    static const char *const sql[] = {
+        "DELETE FROM snapshot_key WHERE id BETWEEN ?1 AND ?2",
+        "DELETE FROM snapshot WHERE id = ?3",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL) != SQLITE_OK)
+            return db_error(s, err, "pruning snapshots in");
+        if (i == 0) {
+            sqlite3_bind_int64(st, 1, KEY_ID(id, 0));
+            sqlite3_bind_int64(st, 2, KEY_ID(id, KEY_ID_MAX_SEQ));
+        } else {
+            sqlite3_bind_int64(st, 3, id);
+        }
+        int rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+            return db_error(s, err, "pruning snapshots in");
+    }
+    return 0;
+}
+
 int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *pruned,
                             sg_error *err)
 {
@@ -515,7 +554,7 @@ int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *p
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(
             s->db,
-            "DELETE FROM snapshot WHERE id != coalesce((SELECT max(id) FROM snapshot WHERE "
+            "SELECT id FROM snapshot WHERE id != coalesce((SELECT max(id) FROM snapshot WHERE "
             "state = 'complete'), 0) AND ((?1 > 0 AND id NOT IN (SELECT id FROM snapshot "
             "ORDER BY id DESC LIMIT ?1)) OR (?2 > 0 AND taken_at < ?3))",
             -1, &st, NULL) != SQLITE_OK)
@@ -523,12 +562,29 @@ int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *p
     sqlite3_bind_int(st, 1, keep);
     sqlite3_bind_int64(st, 2, max_age_s);
     sqlite3_bind_int64(st, 3, sg_now_ms() - max_age_s * 1000);
-    int rc = sqlite3_step(st);
+    int64_t *ids = NULL;
+    size_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        ids = sg_xrealloc(ids, (n + 1) * sizeof *ids);
+        ids[n++] = sqlite3_column_int64(st, 0);
+    }
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
+    if (rc != SQLITE_DONE) {
+        free(ids);
         return db_error(s, err, "pruning snapshots in");
-    *pruned = sqlite3_changes(s->db);
-    return 0;
+    }
+    rc = n ? exec(s, "BEGIN IMMEDIATE", err, "pruning snapshots in") : 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = delete_snapshot(s, ids[i], err);
+    if (n && rc == 0)
+        rc = exec(s, "COMMIT", err, "pruning snapshots in");
+    if (rc)
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    free(ids);
+    if (rc == 0)
+        *pruned = (int64_t)n;
+    return rc;
 }
 
 int sg_store_keys_open(sg_store *s, int64_t snapshot_id, sg_key_iter **out, sg_error *err)
@@ -536,13 +592,14 @@ int sg_store_keys_open(sg_store *s, int64_t snapshot_id, sg_key_iter **out, sg_e
     sg_key_iter *it = sg_xcalloc(1, sizeof *it);
     it->store = s;
     if (sqlite3_prepare_v2(s->db,
-                           "SELECT db, key, type, expire_at_ms, payload FROM snapshot_key "
-                           "WHERE snapshot_id = ? ORDER BY rowid",
+                           "SELECT db, key, expire_at_ms, payload FROM snapshot_key "
+                           "WHERE id BETWEEN ?1 AND ?2 ORDER BY id",
                            -1, &it->st, NULL) != SQLITE_OK) {
         free(it);
         return db_error(s, err, "reading snapshot keys from");
     }
-    sqlite3_bind_int64(it->st, 1, snapshot_id);
+    sqlite3_bind_int64(it->st, 1, KEY_ID(snapshot_id, 0));
+    sqlite3_bind_int64(it->st, 2, KEY_ID(snapshot_id, KEY_ID_MAX_SEQ));
     *out = it;
     return 0;
 }
@@ -557,10 +614,9 @@ int sg_key_iter_next(sg_key_iter *it, sg_key_row *row, sg_error *err)
     row->db = sqlite3_column_int(it->st, 0);
     row->key = sqlite3_column_blob(it->st, 1);
     row->key_len = (size_t)sqlite3_column_bytes(it->st, 1);
-    row->type = (const char *)sqlite3_column_text(it->st, 2);
-    row->expire_at_ms = sqlite3_column_int64(it->st, 3);
-    row->payload = sqlite3_column_blob(it->st, 4);
-    row->payload_len = (size_t)sqlite3_column_bytes(it->st, 4);
+    row->expire_at_ms = sqlite3_column_int64(it->st, 2);
+    row->payload = sqlite3_column_blob(it->st, 3);
+    row->payload_len = (size_t)sqlite3_column_bytes(it->st, 3);
     if (!row->key)
         row->key = "";
     return 1;

@@ -17,13 +17,18 @@ typedef struct sg_rconn {
     struct redisContext *ctx;
     char *address;  /* for messages */
     char *redacted; /* URL without password */
-    int db;
+    int db;         /* currently selected */
+    sg_redis_url url; /* to open a second connection (sg_rconn_clone) */
+    int timeout_ms;
 } sg_rconn;
 
 /* Connects, authenticates and selects u->db, waiting at most timeout_ms for
  * the connection. On failure nothing needs closing. */
 int sg_rconn_open(sg_rconn *c, const sg_redis_url *u, int timeout_ms, sg_error *err);
 void sg_rconn_close(sg_rconn *c);
+
+/* Opens another connection to the same server and database as c. */
+int sg_rconn_clone(const sg_rconn *c, sg_rconn *out, sg_error *err);
 
 /* Runs one command (argv form, binary safe) and returns its reply, which the
  * caller frees with freeReplyObject. An error reply is returned as

@@ -28,6 +28,9 @@ char *sg_redis_url_redacted(const sg_redis_url *u);
 /* "10.0.0.5:6379" or the socket path, for error messages; caller frees. */
 char *sg_redis_url_address(const sg_redis_url *u);
 
+/* Deep copy of u into out. */
+void sg_redis_url_copy(sg_redis_url *out, const sg_redis_url *u);
+
 void sg_redis_url_close(sg_redis_url *u);
 
 #endif

@@ -47,6 +47,11 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
  * match); empty means every key. */
 void sg_snapshot_patterns(const sg_snapshot_opts *o, sg_strlist *out);
 
+/* The Redis type of a DUMP payload, from its first byte (the RDB object
+ * type): "string", "list", "set", "zset", "hash", "stream", "module" or
+ * "unknown". */
+const char *sg_payload_type(const void *payload, size_t len);
+
 typedef struct sg_restore_opts {
     bool replace;
     bool dry_run;

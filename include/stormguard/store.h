@@ -65,8 +65,8 @@ void sg_snapshot_info_close(sg_snapshot_info *info);
 /* Starts writing a snapshot: one transaction until commit or abort. */
 int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *meta, int64_t *id, sg_error *err);
 int sg_store_snapshot_add_key(sg_store *s, int db, const void *key, size_t key_len,
-                              const char *type, int64_t expire_at_ms, const void *payload,
-                              size_t payload_len, sg_error *err);
+                              int64_t expire_at_ms, const void *payload, size_t payload_len,
+                              sg_error *err);
 /* Build index rows decoded by the profile (see profile.h). NULL fields are
  * left unchanged when a job's row already exists. */
 int sg_store_index_cursor(sg_store *s, const char *source, size_t source_len, const char *job,
@@ -107,7 +107,6 @@ typedef struct sg_key_row {
     int db;
     const void *key;
     size_t key_len;
-    const char *type;
     int64_t expire_at_ms; /* 0: no expiry */
     const void *payload;
     size_t payload_len;
