@@ -44,7 +44,7 @@ static int plan_key(void *ud, const char *key, size_t len, sg_error *err)
 static int dbsize(sg_rconn *c, int64_t *out, sg_error *err)
 {
     const char *argv[] = {"DBSIZE"};
-    redisReply *r;
+    redisReply *r = NULL;
     int rc = sg_rconn_command(c, &r, err, 1, argv, NULL);
     if (rc)
         return rc;
@@ -98,7 +98,7 @@ static int unlink_flush(unlinker *u, sg_error *err)
         return 0;
     u->argv[0] = "UNLINK";
     u->lens[0] = 6;
-    redisReply *r;
+    redisReply *r = NULL;
     int rc = sg_rconn_command(u->c, &r, err, (int)u->n + 1, u->argv, u->lens);
     for (size_t i = 0; i < u->n; i++)
         free(u->owned[i]);
@@ -153,7 +153,7 @@ static int delete_keys(sg_rconn *c, sg_store *s, const sg_flush_opts *o, const s
         if (o->mode == SG_FLUSH_ALL && (rc = sg_rconn_select(c, res->dbs[0], err)))
             return rc;
         const char *argv[] = {o->mode == SG_FLUSH_ALL ? "FLUSHALL" : "FLUSHDB", "ASYNC"};
-        redisReply *r;
+        redisReply *r = NULL;
         if ((rc = sg_rconn_command(c, &r, err, 2, argv, NULL)))
             return rc;
         freeReplyObject(r);
@@ -194,7 +194,7 @@ static int verify(sg_rconn *c, const sg_flush_opts *o, const sg_strlist *select,
                   sg_flush_result *res, sg_error *err)
 {
     const char *ping[] = {"PING"};
-    redisReply *r;
+    redisReply *r = NULL;
     int rc = sg_rconn_command(c, &r, err, 1, ping, NULL);
     if (rc)
         return sg_error_prefix(err, "verifying the flush");

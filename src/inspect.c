@@ -41,7 +41,7 @@ static int inspect_page(sg_rconn *c, sg_nstally *t, const sg_keypage *page, int6
     }
     for (size_t i = 0; i < page->n && rc == 0; i++) {
         sg_ns_stats *ns = sg_nstally_get(t, page->keys[i], page->lens[i]);
-        redisReply *r;
+        redisReply *r = NULL;
         if ((rc = sg_rconn_read(c, &r, err)))
             break;
         if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0)

@@ -47,7 +47,7 @@ int sg_keyscan_request(sg_keyscan *ks, sg_error *err)
 int sg_keyscan_receive(sg_keyscan *ks, sg_keypage *page, sg_error *err)
 {
     memset(page, 0, sizeof *page);
-    redisReply *r;
+    redisReply *r = NULL;
     int rc = sg_rconn_read(ks->conn, &r, err);
     if (rc)
         return rc;

@@ -86,7 +86,7 @@ int sg_rconn_flush(sg_rconn *c, sg_error *err)
 
 static int simple(sg_rconn *c, sg_error *err, int argc, const char **argv)
 {
-    redisReply *r;
+    redisReply *r = NULL;
     int rc = sg_rconn_command(c, &r, err, argc, argv, NULL);
     if (rc == 0)
         freeReplyObject(r);
@@ -183,7 +183,7 @@ int sg_rconn_info_field(sg_rconn *c, const char *section, const char *field, cha
                         sg_error *err)
 {
     const char *argv[] = {"INFO", section};
-    redisReply *r;
+    redisReply *r = NULL;
     int rc = sg_rconn_command(c, &r, err, 2, argv, NULL);
     if (rc)
         return rc;
@@ -228,7 +228,7 @@ int sg_rdb_version_for_redis(const char *v)
 int sg_rconn_nonempty_dbs(sg_rconn *c, int **out, int *count, sg_error *err)
 {
     const char *argv[] = {"INFO", "keyspace"};
-    redisReply *r;
+    redisReply *r = NULL;
     int rc = sg_rconn_command(c, &r, err, 2, argv, NULL);
     if (rc)
         return rc;

@@ -440,7 +440,7 @@ static int push(restore *rs, expect e, sg_error *err, int argc, const char **arg
 
 static int read_one(restore *rs, sg_error *err)
 {
-    redisReply *r;
+    redisReply *r = NULL;
     int rc = sg_rconn_read(rs->c, &r, err);
     if (rc)
         return rc;
