@@ -1,8 +1,10 @@
 -- Snapshots of a poller's Redis keys and the build index decoded from them
 -- (DESIGN.md, data model). Payloads are DUMP output; expiry is absolute.
 
+-- AUTOINCREMENT: an id printed in output or the audit log never comes to
+-- mean another snapshot after pruning.
 CREATE TABLE snapshot (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     taken_at      INTEGER NOT NULL,          -- epoch ms
     reason        TEXT    NOT NULL,
     redis         TEXT    NOT NULL,          -- URL without password

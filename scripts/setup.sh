@@ -7,7 +7,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  libhiredis-dev libsqlite3-dev libjansson-dev libinih-dev libcmocka-dev
+  libhiredis-dev libsqlite3-dev libjansson-dev libcmocka-dev
   redis-server redis-tools python3 curl
 )
 if [[ "${1:-}" == "--bench" ]]; then

@@ -5,7 +5,6 @@
 #include "stormguard/redis_url.h"
 
 #include <errno.h>
-#include <ini.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,15 +92,10 @@ static bool known_section(const char *section)
     return false;
 }
 
-int sg_config_set(sg_config *c, const char *section, const char *key, const char *value,
-                  bool append, sg_error *err)
+/* Sets k from text; the error says only the reason, the caller adds "[section] key". */
+static int set_value(sg_config *c, const key_spec *k, const char *value, bool append,
+                     sg_error *err)
 {
-    const key_spec *k = find(section, key);
-    if (!k) {
-        if (!known_section(section))
-            return sg_error_set(err, SG_EUSAGE, "unknown section [%s]", section);
-        return sg_error_set(err, SG_EUSAGE, "unknown key '%s' in [%s]", key, section);
-    }
     void *field = (char *)c + k->offset;
     int64_t n;
     switch (k->type) {
@@ -114,33 +108,29 @@ int sg_config_set(sg_config *c, const char *section, const char *key, const char
         /* fall through */
     case T_STRING:
         if (!*value)
-            return sg_error_set(err, SG_EUSAGE, "[%s] %s: must not be empty", section, key);
+            return sg_error_set(err, SG_EUSAGE, "must not be empty");
         free(*(char **)field);
         *(char **)field = sg_xstrdup(value);
         return 0;
     case T_INT:
         if (sg_parse_int64(value, k->min, k->max, &n))
-            return sg_error_set(err, SG_EUSAGE,
-                                "[%s] %s: '%s' is not a whole number from %lld to %lld", section,
-                                key, value, (long long)k->min, (long long)k->max);
+            return sg_error_set(err, SG_EUSAGE, "'%s' is not a whole number from %lld to %lld",
+                                value, (long long)k->min, (long long)k->max);
         *(int64_t *)field = n;
         return 0;
     case T_DURATION:
         if (sg_parse_duration(value, &n))
-            return sg_error_set(err, SG_EUSAGE,
-                                "[%s] %s: '%s' is not a duration (like 90s, 15m, 2h, 7d)",
-                                section, key, value);
+            return sg_error_set(err, SG_EUSAGE, "'%s' is not a duration (like 90s, 15m, 2h, 7d)",
+                                value);
         *(int64_t *)field = n;
         return 0;
     case T_SYNC:
         if (sg_sync_mode_parse(value, (sg_sync_mode *)field))
-            return sg_error_set(err, SG_EUSAGE, "[%s] %s: '%s' must be normal or full", section,
-                                key, value);
+            return sg_error_set(err, SG_EUSAGE, "'%s' must be normal or full", value);
         return 0;
     case T_PROFILE:
         if (sg_profile_kind_parse(value, (sg_profile_kind *)field))
-            return sg_error_set(err, SG_EUSAGE, "[%s] %s: unknown profile '%s' (igor or none)",
-                                section, key, value);
+            return sg_error_set(err, SG_EUSAGE, "unknown profile '%s' (igor or none)", value);
         return 0;
     case T_LIST: {
         sg_strlist *l = field;
@@ -156,31 +146,76 @@ int sg_config_set(sg_config *c, const char *section, const char *key, const char
     return SG_EUSAGE;
 }
 
-typedef struct load_state {
-    sg_config *c;
-    sg_error *err;
-    int failed;
-    const key_spec *lists_seen[NKEYS]; /* list keys set in this file: later ones append */
-    size_t nseen;
-} load_state;
-
-static int on_ini(void *ud, const char *section, const char *name, const char *value)
+int sg_config_set(sg_config *c, const char *section, const char *key, const char *value,
+                  bool append, sg_error *err)
 {
-    load_state *st = ud;
-    if (st->failed)
+    const key_spec *k = find(section, key);
+    if (!k) {
+        if (!known_section(section))
+            return sg_error_set(err, SG_EUSAGE, "unknown section [%s]", section);
+        return sg_error_set(err, SG_EUSAGE, "[%s] %s: unknown key", section, key);
+    }
+    int rc = set_value(c, k, value, append, err);
+    return rc ? sg_error_prefix(err, "[%s] %s", section, key) : 0;
+}
+
+/* Trims spaces and tabs at both ends, in place. */
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n'))
+        *--e = '\0';
+    return s;
+}
+
+/* Cuts an inline comment: ';' or '#' after whitespace. */
+static void cut_comment(char *s)
+{
+    for (char *p = s; *p; p++) {
+        if ((*p == ';' || *p == '#') && p > s && (p[-1] == ' ' || p[-1] == '\t')) {
+            *p = '\0';
+            return;
+        }
+    }
+}
+
+/* One line of the file; section is the current [section] (updated). */
+static int load_line(sg_config *c, char *line, char *section, size_t section_size,
+                     const key_spec **lists_seen, size_t *nseen, sg_error *err)
+{
+    char *s = trim(line);
+    if (!*s || *s == ';' || *s == '#')
         return 0;
-    const key_spec *k = find(section, name);
-    bool append = false;
-    for (size_t i = 0; k && i < st->nseen; i++)
-        if (st->lists_seen[i] == k)
-            append = true;
-    if (k && k->type == T_LIST && !append && st->nseen < NKEYS)
-        st->lists_seen[st->nseen++] = k;
-    if (sg_config_set(st->c, section, name, value, append, st->err)) {
-        st->failed = 1;
+    if (*s == '[') {
+        char *end = strchr(s, ']');
+        if (!end || *trim(end + 1))
+            return sg_error_set(err, SG_EUSAGE, "syntax error: expected [section]");
+        *end = '\0';
+        char *name = trim(s + 1);
+        if (!known_section(name))
+            return sg_error_set(err, SG_EUSAGE, "unknown section [%s]", name);
+        snprintf(section, section_size, "%s", name);
         return 0;
     }
-    return 1;
+    char *eq = strchr(s, '=');
+    if (!eq)
+        return sg_error_set(err, SG_EUSAGE, "syntax error: expected [section] or key = value");
+    *eq = '\0';
+    char *key = trim(s), *value = eq + 1;
+    cut_comment(value);
+    value = trim(value);
+    if (!*section)
+        return sg_error_set(err, SG_EUSAGE, "%s: key outside of any [section]", key);
+    /* a list key given again in the same file adds to the list */
+    const key_spec *k = find(section, key);
+    bool append = false;
+    for (size_t i = 0; k && i < *nseen; i++)
+        append |= lists_seen[i] == k;
+    if (k && k->type == T_LIST && !append)
+        lists_seen[(*nseen)++] = k;
+    return sg_config_set(c, section, key, value, append, err);
 }
 
 int sg_config_load_file(sg_config *c, const char *path, sg_error *err)
@@ -188,17 +223,26 @@ int sg_config_load_file(sg_config *c, const char *path, sg_error *err)
     FILE *f = fopen(path, "r");
     if (!f)
         return sg_error_set(err, SG_EUSAGE, "reading config %s: %s", path, strerror(errno));
-    load_state st = {.c = c, .err = err};
-    int line = ini_parse_file(f, on_ini, &st);
+    char section[64] = "", *line = NULL;
+    size_t cap = 0, nseen = 0;
+    const key_spec *lists_seen[NKEYS];
+    int rc = 0, lineno = 0;
+    ssize_t n;
+    errno = 0;
+    while (rc == 0 && (n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if ((size_t)n != strlen(line))
+            rc = sg_error_set(err, SG_EUSAGE, "line holds a NUL byte");
+        else
+            rc = load_line(c, line, section, sizeof section, lists_seen, &nseen, err);
+        if (rc)
+            sg_error_prefix(err, "%s:%d", path, lineno);
+    }
+    if (rc == 0 && ferror(f))
+        rc = sg_error_set(err, SG_EUSAGE, "reading config %s: %s", path, strerror(errno));
+    free(line);
     fclose(f);
-    if (line == 0)
-        return 0;
-    if (st.failed)
-        return sg_error_prefix(err, "%s:%d", path, line);
-    if (line < 0)
-        return sg_error_set(err, SG_EUSAGE, "reading config %s: out of memory", path);
-    return sg_error_set(err, SG_EUSAGE, "%s:%d: syntax error (expected [section] or key = value)",
-                        path, line);
+    return rc;
 }
 
 bool sg_config_flag(const char *flag, const char **section, const char **key, bool *is_list)

@@ -1,6 +1,7 @@
 /* Igor's Redis key families (DOMAIN.md section 2) and how to read them. */
 #include "stormguard/profile.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include "stormguard/util.h"
@@ -49,7 +50,10 @@ bool sg_parse_slice_int64(sg_slice s, int64_t *out)
     for (i = neg ? 1 : 0; i < s.len; i++) {
         if (s.p[i] < '0' || s.p[i] > '9')
             return false;
-        v = v * 10 + (s.p[i] - '0');
+        int d = s.p[i] - '0';
+        if (v > (INT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
     }
     *out = neg ? -v : v;
     return true;
@@ -74,32 +78,37 @@ static unsigned char ascii_upper(unsigned char c)
     return c >= 'a' && c <= 'z' ? (unsigned char)(c - 32) : c;
 }
 
-/* True if upper is what Java's toUpperCase could make of lower: same number
- * of code points, ASCII ones upper-cased, others non-ASCII on both sides
- * (their case mapping needs Unicode tables we do not carry). */
-static bool is_upper_of(const char *upper, size_t ulen, const char *lower, size_t llen)
+/* True if upper is what Java's toUpperCase could make of lower, compared code
+ * point by code point: ASCII letters must be upper-cased exactly; a non-ASCII
+ * code point on the lower side may become one code point of any kind
+ * ('ı' -> 'I', 'ö' -> 'Ö') or two ASCII letters ('ß' -> "SS"), since we carry
+ * no Unicode case tables. Backtracks only at non-ASCII points. */
+static bool is_upper_of(const char *u, size_t ulen, const char *l, size_t llen)
 {
-    size_t i = 0, j = 0;
-    while (i < ulen && j < llen) {
-        unsigned char u = (unsigned char)upper[i], l = (unsigned char)lower[j];
-        if (u < 0x80 || l < 0x80) {
-            if (u != ascii_upper(l))
+    while (ulen && llen) {
+        unsigned char lc = (unsigned char)*l;
+        if (lc < 0x80) {
+            if ((unsigned char)*u != ascii_upper(lc))
                 return false;
-            i++;
-            j++;
-        } else {
-            i += utf8_len(u);
-            j += utf8_len(l);
+            u++, ulen--, l++, llen--;
+            continue;
         }
+        size_t ln = utf8_len(lc), un = utf8_len((unsigned char)*u);
+        if (ln > llen || un > ulen)
+            return false;
+        if (ulen >= 2 && (unsigned char)u[0] < 0x80 && (unsigned char)u[1] < 0x80 &&
+            is_upper_of(u + 2, ulen - 2, l + ln, llen - ln))
+            return true;
+        u += un, ulen -= un, l += ln, llen -= ln;
     }
-    return i == ulen && j == llen;
+    return ulen == 0 && llen == 0;
 }
 
 bool sg_igor_split_job(const char *s, size_t len, sg_slice *job)
 {
     /* DOMAIN.md section 2: both parts have the same length in Java chars, so
      * for ASCII names the split is exactly in the middle; try that first. */
-    if (len % 2 == 1 && s[len / 2] == ':' &&
+    if (len >= 3 && len % 2 == 1 && s[len / 2] == ':' &&
         is_upper_of(s, len / 2, s + len / 2 + 1, len / 2)) {
         job->p = s + len / 2 + 1;
         job->len = len / 2;
@@ -213,8 +222,9 @@ int sg_igor_parse_key(const char *prefix, const char *key, size_t len, sg_igor_k
         if (split_master_job(s, rest, out)) {
             out->family = SG_KEY_JENKINS_POSTED;
             out->marker = cursor;
+            return 0;
         }
-        return 0;
+        /* not a marker after all: a job whose name ends like one */
     }
     if (split_master_job(s, n, out))
         out->family = SG_KEY_JENKINS_CURSOR;

@@ -3,6 +3,7 @@
 #include "stormguard/redis_url.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -175,14 +176,33 @@ void sg_redis_url_password_from_env(sg_redis_url *u)
         u->password = sg_xstrdup(pw);
 }
 
+/* Percent-encodes what userinfo cannot hold as is, so the redacted URL parses
+ * back to the same user. Caller frees. */
+static char *pct_encode(const char *s)
+{
+    char *out = sg_xmalloc(3 * strlen(s) + 1), *o = out;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (isalnum(c) || strchr("-._~", c))
+            *o++ = (char)c;
+        else
+            o += sprintf(o, "%%%02X", c);
+    }
+    *o = '\0';
+    return out;
+}
+
 char *sg_redis_url_redacted(const sg_redis_url *u)
 {
     if (u->path)
         return u->db ? sg_xasprintf("unix://%s?db=%d", u->path, u->db)
                      : sg_xasprintf("unix://%s", u->path);
     const char *lb = strchr(u->host, ':') ? "[" : "", *rb = *lb ? "]" : "";
-    return sg_xasprintf("redis://%s%s%s%s%s:%d/%d", u->user ? u->user : "", u->user ? "@" : "",
-                        lb, u->host, rb, u->port, u->db);
+    char *user = u->user ? pct_encode(u->user) : NULL;
+    char *url = sg_xasprintf("redis://%s%s%s%s%s:%d/%d", user ? user : "", user ? "@" : "", lb,
+                             u->host, rb, u->port, u->db);
+    free(user);
+    return url;
 }
 
 char *sg_redis_url_address(const sg_redis_url *u)

@@ -188,7 +188,8 @@ int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out,
     sqlite3_extended_result_codes(s->db, 1);
     char sync[64];
     snprintf(sync, sizeof sync, "PRAGMA synchronous = %s", sg_sync_mode_name(opt->synchronous));
-    int target = opt->migrate_to > 0 ? opt->migrate_to : sg_migration_count;
+    int target = opt->migrate_to > 0 && opt->migrate_to < sg_migration_count ? opt->migrate_to
+                                                                              : sg_migration_count;
     if ((rc = exec(s, "PRAGMA busy_timeout = 5000", err, "configuring store")) ||
         (!opt->readonly && (rc = exec(s, "PRAGMA journal_mode = WAL", err, "opening store"))) ||
         (rc = exec(s, sync, err, "configuring store")) ||

@@ -69,12 +69,12 @@ char *sg_xasprintf(const char *fmt, ...)
     return p;
 }
 
-/* Matches one [...] class at *pp against c; advances *pp past the ']'.
- * An unterminated class matches as if it ended at the pattern's end, as in
+/* Matches one [...] class starting at p against c; *next is set past the
+ * closing ']'. An unterminated class runs to the end of the pattern, as in
  * Redis. */
-static bool match_class(const char **pp, unsigned char c)
+static bool match_class(const char *p, unsigned char c, const char **next)
 {
-    const char *p = *pp + 1;
+    p++;
     bool negate = false, hit = false;
     if (*p == '^') {
         negate = true;
@@ -100,56 +100,59 @@ static bool match_class(const char **pp, unsigned char c)
         }
         p++;
     }
-    *pp = *p ? p : p - 1;
+    *next = *p ? p + 1 : p;
     return negate ? !hit : hit;
 }
 
-static bool glob(const char *p, const char *s, size_t len, int depth)
+/* Does the single-character token at p match c? *next is set past it. */
+static bool match_one(const char *p, unsigned char c, const char **next)
 {
-    if (depth > 64)
-        return false; /* pathological patterns: refuse rather than recurse */
-    while (*p) {
-        switch (*p) {
-        case '*':
-            while (p[1] == '*')
-                p++;
-            if (!p[1])
-                return true;
-            for (size_t i = 0; i <= len; i++)
-                if (glob(p + 1, s + i, len - i, depth + 1))
-                    return true;
-            return false;
-        case '?':
-            if (!len)
-                return false;
-            s++;
-            len--;
-            break;
-        case '[':
-            if (!len || !match_class(&p, (unsigned char)*s))
-                return false;
-            s++;
-            len--;
-            break;
-        case '\\':
-            if (p[1])
-                p++;
-            /* fall through */
-        default:
-            if (!len || *p != *s)
-                return false;
-            s++;
-            len--;
-            break;
-        }
-        p++;
+    switch (*p) {
+    case '?':
+        *next = p + 1;
+        return true;
+    case '[':
+        return match_class(p, c, next);
+    case '\\':
+        if (p[1])
+            p++;
+        /* fall through */
+    default:
+        *next = p + 1;
+        return (unsigned char)*p == c;
     }
-    return len == 0;
 }
 
+/* Iterative glob with backtracking to the last '*' only: since '*' matches
+ * any run, an earlier star never needs revisiting, so matching is O(n*m)
+ * whatever the pattern (a recursive matcher is exponential on "a*a*a*...b",
+ * CVE-2022-36021). */
 bool sg_glob_match(const char *pattern, const char *s, size_t len)
 {
-    return glob(pattern, s, len, 0);
+    const char *p = pattern, *star = NULL;
+    size_t i = 0, star_i = 0;
+    while (i < len) {
+        const char *next;
+        if (*p == '*') {
+            while (*p == '*')
+                p++;
+            if (!*p)
+                return true;
+            star = p;
+            star_i = i;
+        } else if (*p && match_one(p, (unsigned char)s[i], &next)) {
+            p = next;
+            i++;
+        } else if (star) {
+            p = star;
+            i = ++star_i;
+        } else {
+            return false;
+        }
+    }
+    while (*p == '*')
+        p++;
+    return *p == '\0';
 }
 
 bool sg_glob_is_literal(const char *pattern)
@@ -212,12 +215,17 @@ int sg_parse_duration(const char *s, int64_t *out_seconds)
 
 void sg_format_time(int64_t epoch_ms, char *buf, size_t size)
 {
-    time_t t = (time_t)(epoch_ms / 1000);
+    int64_t secs = epoch_ms / 1000, ms = epoch_ms % 1000;
+    if (ms < 0) { /* floor division for times before 1970 */
+        secs--;
+        ms += 1000;
+    }
+    time_t t = (time_t)secs;
     struct tm tm;
     gmtime_r(&t, &tm);
     char base[32];
     strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, size, "%s.%03dZ", base, (int)(epoch_ms % 1000));
+    snprintf(buf, size, "%s.%03dZ", base, (int)ms);
 }
 
 void sg_strlist_push(sg_strlist *l, const char *s)

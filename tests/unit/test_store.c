@@ -1,0 +1,824 @@
+/* Tests store.h on real SQLite files: migrations, errors, snapshots, index, prune, audit. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "stormguard/error.h"
+#include "stormguard/store.h"
+#include "stormguard/util.h"
+
+/* Each test gets a fresh mkdtemp directory, removed by the teardown. */
+typedef struct fixture {
+    char dir[64];
+    char db[128];
+} fixture;
+
+static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)type;
+    (void)ftw;
+    chmod(path, 0700); /* a test may have made a directory read-only */
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    snprintf(f->dir, sizeof f->dir, "/tmp/sg-test-store-XXXXXX");
+    if (!mkdtemp(f->dir)) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->db, sizeof f->db, "%s/sg.db", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    chmod(f->dir, 0700);
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+static sg_store *open_ok(const char *path, const sg_store_options *opt)
+{
+    sg_store *s = NULL;
+    sg_error err = {0};
+    int rc = sg_store_open(path, opt, &s, &err);
+    if (rc)
+        fail_msg("opening %s: %d %s", path, rc, err.msg);
+    assert_non_null(s);
+    return s;
+}
+
+/* Opens path expecting failure; returns the code and checks the message
+ * names the path. */
+static int open_fails(const char *path, const sg_store_options *opt, sg_error *err)
+{
+    sg_store *s = (sg_store *)&s; /* must stay untouched on failure */
+    sg_store *const sentinel = s;
+    memset(err, 0, sizeof *err);
+    int rc = sg_store_open(path, opt, &s, err);
+    if (rc == 0) {
+        sg_store_free(s);
+        fail_msg("opening %s succeeded, want an error", path);
+    }
+    assert_ptr_equal(s, sentinel);
+    assert_int_equal(err->code, rc);
+    if (!strstr(err->msg, path))
+        fail_msg("error '%s' does not name %s", err->msg, path);
+    return rc;
+}
+
+/* ---- raw SQLite access, to check what the store wrote ---- */
+
+static int64_t raw_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void raw_exec(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg);
+    sqlite3_close(db);
+}
+
+static const char *const tables[] = {"snapshot", "snapshot_key", "build_index",
+                                     "posted",   "docker_tag",   "audit"};
+
+static void assert_tables(const char *path)
+{
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+        char sql[128];
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '%s'",
+                 tables[i]);
+        if (raw_int(path, sql) != 1)
+            fail_msg("table %s missing from %s", tables[i], path);
+    }
+}
+
+/* ---- snapshot helpers ---- */
+
+static sg_snapshot_info meta(int64_t taken_at_ms, const char *reason)
+{
+    return (sg_snapshot_info){
+        .taken_at_ms = taken_at_ms,
+        .reason = (char *)reason,
+        .redis = "redis://admin@10.0.0.5:6379/0",
+        .redis_version = "7.2.4",
+        .profile = "igor",
+        .selection = "igor:*",
+        .db = 0,
+    };
+}
+
+/* Writes a committed snapshot with one key; returns its id. */
+static int64_t quick_snapshot(sg_store *s, int64_t taken_at_ms, const char *state)
+{
+    sg_snapshot_info m = meta(taken_at_ms, "test");
+    sg_error err = {0};
+    int64_t id = 0;
+    assert_int_equal(sg_store_snapshot_begin(s, &m, &id, &err), 0);
+    char key[32];
+    snprintf(key, sizeof key, "k:%lld", (long long)taken_at_ms);
+    assert_int_equal(sg_store_snapshot_add_key(s, 0, key, strlen(key), 0, "v", 1, &err), 0);
+    assert_int_equal(sg_store_index_cursor(s, "m", 1, "job", 3, taken_at_ms, &err), 0);
+    sg_snapshot_info t = {.key_count = 1, .bytes = 1, .state = (char *)state};
+    assert_int_equal(sg_store_snapshot_commit(s, &t, &err), 0);
+    return id;
+}
+
+static size_t snapshot_count(sg_store *s)
+{
+    sg_snapshot_info *list = NULL;
+    size_t n = 99;
+    sg_error err = {0};
+    assert_int_equal(sg_store_snapshot_list(s, &list, &n, &err), 0);
+    sg_snapshot_list_free(list, n);
+    return n;
+}
+
+/* ---- tests: opening and migrating ---- */
+
+static void sync_mode(void **state)
+{
+    (void)state;
+    sg_sync_mode m = SG_SYNC_FULL;
+    assert_int_equal(sg_sync_mode_parse("normal", &m), 0);
+    assert_int_equal(m, SG_SYNC_NORMAL);
+    assert_int_equal(sg_sync_mode_parse("Full", &m), 0);
+    assert_int_equal(m, SG_SYNC_FULL);
+    assert_int_equal(sg_sync_mode_parse("off", &m), SG_EINVAL);
+    assert_int_equal(sg_sync_mode_parse("", &m), SG_EINVAL);
+    assert_int_equal(m, SG_SYNC_FULL);
+    assert_string_equal(sg_sync_mode_name(SG_SYNC_NORMAL), "normal");
+    assert_string_equal(sg_sync_mode_name(SG_SYNC_FULL), "full");
+}
+
+static void migrations_table(void **state)
+{
+    (void)state;
+    assert_true(sg_migration_count >= 1);
+    for (int i = 0; i < sg_migration_count; i++) {
+        assert_int_equal(sg_migrations[i].version, i + 1);
+        assert_non_null(sg_migrations[i].name);
+        char num[16];
+        snprintf(num, sizeof num, "%03d", i + 1);
+        assert_memory_equal(sg_migrations[i].name, num, 3);
+        assert_non_null(sg_migrations[i].sql);
+        assert_true(strlen(sg_migrations[i].sql) > 0);
+    }
+}
+
+static void open_creates_private_file(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    assert_string_equal(sg_store_path(s), f->db);
+    struct stat st;
+    assert_int_equal(stat(f->db, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0600);
+
+    /* WAL side files hold snapshot data too: never readable by others */
+    quick_snapshot(s, sg_now_ms(), NULL);
+    char side[160];
+    snprintf(side, sizeof side, "%s-wal", f->db);
+    if (stat(side, &st) == 0)
+        assert_int_equal(st.st_mode & 077, 0);
+    sg_store_free(s);
+    assert_int_equal(stat(f->db, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+}
+
+static void open_creates_directory(void **state)
+{
+    fixture *f = *state;
+    char sub[128], path[160];
+    snprintf(sub, sizeof sub, "%s/state", f->dir);
+    snprintf(path, sizeof path, "%s/sg.db", sub);
+    sg_store *s = open_ok(path, NULL);
+    sg_store_free(s);
+    struct stat st;
+    assert_int_equal(stat(sub, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0700);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+}
+
+static void migrate_from_empty(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    assert_int_equal(sg_store_schema_version(s), sg_migration_count);
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "PRAGMA user_version"), sg_migration_count);
+    assert_tables(f->db);
+    /* reopening an up-to-date store changes nothing */
+    s = open_ok(f->db, NULL);
+    assert_int_equal(sg_store_schema_version(s), sg_migration_count);
+    assert_int_equal(snapshot_count(s), 0);
+    sg_store_free(s);
+}
+
+static void migrate_from_each_version(void **state)
+{
+    fixture *f = *state;
+    /* v = count is the trivial case; every earlier version must upgrade */
+    for (int v = 1; v <= sg_migration_count; v++) {
+        char path[160];
+        snprintf(path, sizeof path, "%s/v%d.db", f->dir, v);
+        sg_store_options opt = {.migrate_to = v};
+        sg_store *s = open_ok(path, &opt);
+        assert_int_equal(sg_store_schema_version(s), v);
+        sg_store_free(s);
+
+        s = open_ok(path, NULL);
+        assert_int_equal(sg_store_schema_version(s), sg_migration_count);
+        int64_t id = quick_snapshot(s, sg_now_ms(), NULL);
+        sg_snapshot_info info;
+        sg_error err = {0};
+        assert_int_equal(sg_store_snapshot_get(s, 0, &info, &err), 0);
+        assert_int_equal(info.id, id);
+        sg_snapshot_info_close(&info);
+        assert_int_equal(sg_store_audit(s, "test", "migrate", "from an old version", &err), 0);
+        sg_store_free(s);
+        assert_tables(path);
+    }
+}
+
+static void newer_version_refused(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_store_free(s);
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", sg_migration_count + 1);
+    raw_exec(f->db, sql);
+
+    sg_error err;
+    assert_int_equal(open_fails(f->db, NULL, &err), SG_EVERSION);
+    sg_store_options ro = {.readonly = true};
+    assert_int_equal(open_fails(f->db, &ro, &err), SG_EVERSION);
+    /* and the file was left alone */
+    assert_int_equal(raw_int(f->db, "PRAGMA user_version"), sg_migration_count + 1);
+}
+
+static void corrupt_file(void **state)
+{
+    fixture *f = *state;
+    int fd = open(f->db, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    unsigned char junk[4096];
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < sizeof junk; i++) { /* xorshift: not a SQLite header */
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        junk[i] = (unsigned char)x;
+    }
+    assert_int_equal(write(fd, junk, sizeof junk), (ssize_t)sizeof junk);
+    close(fd);
+
+    sg_error err;
+    int rc = open_fails(f->db, NULL, &err);
+    assert_int_equal(rc, SG_ESTORE);
+    sg_store_options ro = {.readonly = true};
+    open_fails(f->db, &ro, &err);
+
+    /* a short garbage file as well */
+    fd = open(f->db, O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "not a database\n", 15), 15);
+    close(fd);
+    open_fails(f->db, NULL, &err);
+}
+
+static void open_under_a_file_fails(void **state)
+{
+    fixture *f = *state;
+    /* a regular file used as a directory: fails even for root */
+    char file[128], path[192];
+    snprintf(file, sizeof file, "%s/file.txt", f->dir);
+    int fd = open(file, O_WRONLY | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(path, sizeof path, "%s/db", file);
+    sg_error err;
+    open_fails(path, NULL, &err);
+    snprintf(path, sizeof path, "%s/sub/db", file);
+    open_fails(path, NULL, &err);
+}
+
+static void open_readonly_directory_fails(void **state)
+{
+    fixture *f = *state;
+    if (geteuid() == 0)
+        skip(); /* root writes anywhere: the permission check cannot fail */
+    char ro[128], path[160];
+    snprintf(ro, sizeof ro, "%s/ro", f->dir);
+    assert_int_equal(mkdir(ro, 0500), 0);
+    snprintf(path, sizeof path, "%s/sg.db", ro);
+    sg_error err;
+    open_fails(path, NULL, &err);
+    struct stat st;
+    assert_int_not_equal(stat(path, &st), 0);
+}
+
+static void readonly_open(void **state)
+{
+    fixture *f = *state;
+    sg_error err;
+    sg_store_options ro = {.readonly = true};
+    /* a missing file is not created by a read-only open */
+    open_fails(f->db, &ro, &err);
+    struct stat st;
+    assert_int_not_equal(stat(f->db, &st), 0);
+
+    sg_store *s = open_ok(f->db, NULL);
+    int64_t id = quick_snapshot(s, sg_now_ms(), NULL);
+    sg_store_free(s);
+
+    s = open_ok(f->db, &ro);
+    assert_int_equal(sg_store_schema_version(s), sg_migration_count);
+    sg_snapshot_info info;
+    memset(&err, 0, sizeof err);
+    assert_int_equal(sg_store_snapshot_get(s, 0, &info, &err), 0);
+    assert_int_equal(info.id, id);
+    sg_snapshot_info_close(&info);
+    sg_key_iter *it = NULL;
+    sg_key_row row;
+    assert_int_equal(sg_store_keys_open(s, id, &it, &err), 0);
+    assert_int_equal(sg_key_iter_next(it, &row, &err), 1);
+    assert_int_equal(sg_key_iter_next(it, &row, &err), 0);
+    sg_key_iter_free(it);
+    /* writes are refused */
+    assert_int_not_equal(sg_store_audit(s, "test", "write", NULL, &err), 0);
+    sg_store_free(s);
+}
+
+static void readonly_needs_migrated_store(void **state)
+{
+    fixture *f = *state;
+    if (sg_migration_count < 2) {
+        /* an empty file has version 0 */
+        int fd = open(f->db, O_WRONLY | O_CREAT, 0600);
+        assert_true(fd >= 0);
+        close(fd);
+    } else {
+        sg_store_options opt = {.migrate_to = sg_migration_count - 1};
+        sg_store_free(open_ok(f->db, &opt));
+    }
+    sg_store_options ro = {.readonly = true};
+    sg_error err;
+    assert_int_equal(open_fails(f->db, &ro, &err), SG_EVERSION);
+}
+
+/* ---- tests: snapshots ---- */
+
+typedef struct test_key {
+    int db;
+    const char *key;
+    size_t key_len;
+    int64_t expire_at_ms;
+    const char *payload;
+    size_t payload_len;
+} test_key;
+
+static const test_key test_keys[] = {
+    {0, "igor:m:JOB:job", 14, 0, "\x0d\x00\x01payload", 10},
+    {0, "bin\0key", 7, INT64_C(1900000000000), "\x00\x00\x00", 3},
+    {3, "\xff\xfe\x00\x01", 4, 0, "p\0q", 3},
+    {0, "", 0, 0, "empty-key", 9},
+    {0, "zzz", 3, 5, "x", 1},
+};
+#define NTEST_KEYS (sizeof test_keys / sizeof test_keys[0])
+
+static void snapshot_roundtrip(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t now = sg_now_ms();
+    sg_snapshot_info m = meta(now, "before flush");
+    m.db = -1;
+    int64_t id = 0;
+    assert_int_equal(sg_store_snapshot_begin(s, &m, &id, &err), 0);
+    assert_true(id > 0);
+    for (size_t i = 0; i < NTEST_KEYS; i++) {
+        const test_key *k = &test_keys[i];
+        assert_int_equal(sg_store_snapshot_add_key(s, k->db, k->key, k->key_len, k->expire_at_ms,
+                                                   k->payload, k->payload_len, &err),
+                         0);
+    }
+    /* index: the cursor and the CI numbers of one job share a row */
+    assert_int_equal(sg_store_index_cursor(s, "m", 1, "job", 3, 1526029999000, &err), 0);
+    assert_int_equal(sg_store_index_ci(s, "m", 1, "job", 3, false, 41, &err), 0);
+    assert_int_equal(sg_store_index_ci(s, "m", 1, "job", 3, true, 42, &err), 0);
+    /* a later cursor updates the cursor only */
+    assert_int_equal(sg_store_index_cursor(s, "m", 1, "job", 3, 1526030000000, &err), 0);
+    assert_int_equal(sg_store_index_cursor(s, "m2XX", 2, "team-a/svc", 10, 5, &err), 0);
+    assert_int_equal(sg_store_index_posted(s, "m", 1, "job", 3, 40, &err), 0);
+    assert_int_equal(sg_store_index_posted(s, "m", 1, "job", 3, 41, &err), 0);
+    assert_int_equal(sg_store_index_posted(s, "m", 1, "job", 3, 41, &err), 0); /* duplicate */
+    assert_int_equal(
+        sg_store_index_docker(s, "hub", 3, "library/nginx", 13, "1.25", 4, "sha256:abc", 10, &err),
+        0);
+    assert_int_equal(
+        sg_store_index_docker(s, "hub", 3, "library/nginx", 13, "1.26", 4, NULL, 0, &err), 0);
+    sg_snapshot_info t = {.key_count = NTEST_KEYS, .bytes = 26, .vanished = 2, .seconds = 1.5};
+    assert_int_equal(sg_store_snapshot_commit(s, &t, &err), 0);
+
+    /* list */
+    sg_snapshot_info *list = NULL;
+    size_t n = 0;
+    assert_int_equal(sg_store_snapshot_list(s, &list, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(list[0].id, id);
+    assert_true(list[0].taken_at_ms == now);
+    assert_string_equal(list[0].reason, "before flush");
+    assert_string_equal(list[0].redis, "redis://admin@10.0.0.5:6379/0");
+    assert_string_equal(list[0].redis_version, "7.2.4");
+    assert_string_equal(list[0].profile, "igor");
+    assert_string_equal(list[0].selection, "igor:*");
+    assert_int_equal(list[0].key_count, NTEST_KEYS);
+    assert_int_equal(list[0].bytes, 26);
+    assert_int_equal(list[0].vanished, 2);
+    assert_true(list[0].seconds > 1.49 && list[0].seconds < 1.51);
+    assert_string_equal(list[0].state, "complete");
+    assert_int_equal(list[0].db, -1);
+    sg_snapshot_list_free(list, n);
+
+    /* get: by id and latest complete */
+    sg_snapshot_info info;
+    assert_int_equal(sg_store_snapshot_get(s, 0, &info, &err), 0);
+    assert_int_equal(info.id, id);
+    assert_string_equal(info.reason, "before flush");
+    sg_snapshot_info_close(&info);
+    assert_int_equal(sg_store_snapshot_get(s, id, &info, &err), 0);
+    assert_int_equal(info.id, id);
+    sg_snapshot_info_close(&info);
+    assert_int_equal(sg_store_snapshot_get(s, id + 100, &info, &err), SG_ENOTFOUND);
+
+    /* keys come back byte for byte, in insertion order */
+    sg_key_iter *it = NULL;
+    assert_int_equal(sg_store_keys_open(s, id, &it, &err), 0);
+    sg_key_row row;
+    for (size_t i = 0; i < NTEST_KEYS; i++) {
+        const test_key *k = &test_keys[i];
+        assert_int_equal(sg_key_iter_next(it, &row, &err), 1);
+        assert_int_equal(row.db, k->db);
+        assert_int_equal(row.key_len, k->key_len);
+        if (k->key_len)
+            assert_memory_equal(row.key, k->key, k->key_len);
+        assert_non_null(row.key);
+        assert_true(row.expire_at_ms == k->expire_at_ms);
+        assert_int_equal(row.payload_len, k->payload_len);
+        assert_memory_equal(row.payload, k->payload, k->payload_len);
+    }
+    assert_int_equal(sg_key_iter_next(it, &row, &err), 0);
+    sg_key_iter_free(it);
+    sg_key_iter_free(NULL);
+
+    /* index */
+    sg_index_counts c = {-1, -1, -1};
+    assert_int_equal(sg_store_index_counts(s, id, &c, &err), 0);
+    assert_int_equal(c.jobs, 2);
+    assert_int_equal(c.posted, 2);
+    assert_int_equal(c.docker_tags, 2);
+    assert_int_equal(sg_store_index_counts(s, id + 100, &c, &err), 0);
+    assert_int_equal(c.jobs, 0);
+    assert_int_equal(c.posted, 0);
+    assert_int_equal(c.docker_tags, 0);
+    sg_store_free(s);
+
+    assert_int_equal(raw_int(f->db, "SELECT cursor_ms FROM build_index WHERE source = 'm' AND "
+                                    "job = 'job'"),
+                     1526030000000);
+    assert_int_equal(raw_int(f->db, "SELECT last_completed FROM build_index WHERE source = 'm' "
+                                    "AND job = 'job'"),
+                     41);
+    assert_int_equal(raw_int(f->db, "SELECT last_running FROM build_index WHERE source = 'm' AND "
+                                    "job = 'job'"),
+                     42);
+    /* lengths are honoured: "m2XX" with length 2 is "m2" */
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM build_index WHERE source = 'm2' AND "
+                                    "job = 'team-a/svc'"),
+                     1);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM docker_tag WHERE tag = '1.26' AND "
+                                    "digest IS NULL"),
+                     1);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot_key WHERE expire_at_ms IS NULL"),
+                     3);
+}
+
+static void snapshots_are_separate(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t now = sg_now_ms();
+    int64_t a = quick_snapshot(s, now - 2000, NULL);
+    int64_t b = quick_snapshot(s, now - 1000, NULL);
+    int64_t c = quick_snapshot(s, now, "partial"); /* newer, but not complete */
+    assert_true(a < b && b < c);
+
+    sg_snapshot_info *list = NULL;
+    size_t n = 0;
+    assert_int_equal(sg_store_snapshot_list(s, &list, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(list[0].id, c); /* newest first */
+    assert_int_equal(list[1].id, b);
+    assert_int_equal(list[2].id, a);
+    assert_string_equal(list[0].state, "partial");
+    sg_snapshot_list_free(list, n);
+
+    sg_snapshot_info info;
+    assert_int_equal(sg_store_snapshot_get(s, 0, &info, &err), 0);
+    assert_int_equal(info.id, b); /* latest complete, not latest */
+    sg_snapshot_info_close(&info);
+
+    /* each snapshot iterates its own key only */
+    int64_t ids[] = {a, b, c};
+    int64_t times[] = {now - 2000, now - 1000, now};
+    for (int i = 0; i < 3; i++) {
+        sg_key_iter *it;
+        sg_key_row row;
+        assert_int_equal(sg_store_keys_open(s, ids[i], &it, &err), 0);
+        assert_int_equal(sg_key_iter_next(it, &row, &err), 1);
+        char want[32];
+        snprintf(want, sizeof want, "k:%lld", (long long)times[i]);
+        assert_int_equal(row.key_len, strlen(want));
+        assert_memory_equal(row.key, want, row.key_len);
+        assert_int_equal(sg_key_iter_next(it, &row, &err), 0);
+        sg_key_iter_free(it);
+    }
+    sg_store_free(s);
+}
+
+static void no_complete_snapshot(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    sg_snapshot_info info;
+    assert_int_equal(sg_store_snapshot_get(s, 0, &info, &err), SG_ENOTFOUND);
+    assert_non_null(strstr(err.msg, f->db));
+    quick_snapshot(s, sg_now_ms(), "suspect");
+    assert_int_equal(sg_store_snapshot_get(s, 0, &info, &err), SG_ENOTFOUND);
+    assert_int_equal(sg_store_snapshot_get(s, 12345, &info, &err), SG_ENOTFOUND);
+    sg_store_free(s);
+}
+
+static void abort_leaves_nothing(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    sg_store_snapshot_abort(s); /* nothing open: harmless */
+    sg_snapshot_info m = meta(sg_now_ms(), "aborted");
+    int64_t id = 0;
+    assert_int_equal(sg_store_snapshot_begin(s, &m, &id, &err), 0);
+    assert_int_equal(sg_store_snapshot_add_key(s, 0, "k", 1, 0, "v", 1, &err), 0);
+    assert_int_equal(sg_store_index_cursor(s, "m", 1, "j", 1, 1, &err), 0);
+    assert_int_equal(sg_store_index_posted(s, "m", 1, "j", 1, 1, &err), 0);
+    sg_store_snapshot_abort(s);
+    sg_store_snapshot_abort(s);
+    assert_int_equal(snapshot_count(s), 0);
+    sg_snapshot_info info;
+    assert_int_equal(sg_store_snapshot_get(s, id, &info, &err), SG_ENOTFOUND);
+
+    /* the store is usable afterwards, and the next snapshot (which may get
+     * the aborted one's id) holds only its own key */
+    int64_t t = sg_now_ms();
+    int64_t next = quick_snapshot(s, t, NULL);
+    assert_int_equal(snapshot_count(s), 1);
+    sg_key_iter *it;
+    sg_key_row row;
+    char want[32];
+    snprintf(want, sizeof want, "k:%lld", (long long)t);
+    assert_int_equal(sg_store_keys_open(s, next, &it, &err), 0);
+    assert_int_equal(sg_key_iter_next(it, &row, &err), 1);
+    assert_int_equal(row.key_len, strlen(want));
+    assert_memory_equal(row.key, want, row.key_len);
+    assert_int_equal(sg_key_iter_next(it, &row, &err), 0);
+    sg_key_iter_free(it);
+    sg_index_counts c;
+    assert_int_equal(sg_store_index_counts(s, next, &c, &err), 0);
+    assert_int_equal(c.jobs, 1);
+    assert_int_equal(c.posted, 0);
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot_key"), 1);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM posted"), 0);
+
+    /* freeing a store with a snapshot open rolls it back */
+    s = open_ok(f->db, NULL);
+    assert_int_equal(sg_store_snapshot_begin(s, &m, &id, &err), 0);
+    assert_int_equal(sg_store_snapshot_add_key(s, 0, "k2", 2, 0, "v", 1, &err), 0);
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot"), 1);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot_key"), 1);
+}
+
+/* ---- tests: prune ---- */
+
+static void prune_keeps_latest_complete(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t now = sg_now_ms();
+    int64_t a = quick_snapshot(s, now - 100000, NULL);
+    int64_t b = quick_snapshot(s, now - 90000, NULL);
+    int64_t c = quick_snapshot(s, now - 80000, "partial");
+    (void)a;
+    (void)c;
+
+    int64_t pruned = -1;
+    assert_int_equal(sg_store_snapshot_prune(s, 0, 0, &pruned, &err), 0); /* no limits */
+    assert_int_equal(pruned, 0);
+    assert_int_equal(snapshot_count(s), 3);
+
+    /* everything is too old and only one may stay: the latest complete */
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
+    assert_int_equal(pruned, 2);
+    sg_snapshot_info *list = NULL;
+    size_t n = 0;
+    assert_int_equal(sg_store_snapshot_list(s, &list, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(list[0].id, b);
+    sg_snapshot_list_free(list, n);
+
+    /* again: still kept */
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
+    assert_int_equal(pruned, 0);
+    sg_store_free(s);
+
+    /* the pruned snapshots' rows went with them */
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot_key"), 1);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM build_index"), 1);
+    char sql[96];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM snapshot_key WHERE snapshot_id = %lld",
+             (long long)b);
+    assert_int_equal(raw_int(f->db, sql), 1);
+}
+
+static void prune_by_count(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t now = sg_now_ms();
+    int64_t a = quick_snapshot(s, now, NULL);
+    int64_t b = quick_snapshot(s, now, NULL);
+    int64_t c = quick_snapshot(s, now, "suspect");
+    int64_t d = quick_snapshot(s, now, "partial");
+    (void)a;
+
+    int64_t pruned = -1;
+    /* keep the newest two (c, d) and the latest complete (b) */
+    assert_int_equal(sg_store_snapshot_prune(s, 2, 0, &pruned, &err), 0);
+    assert_int_equal(pruned, 1);
+    sg_snapshot_info *list = NULL;
+    size_t n = 0;
+    assert_int_equal(sg_store_snapshot_list(s, &list, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(list[0].id, d);
+    assert_int_equal(list[1].id, c);
+    assert_int_equal(list[2].id, b);
+    sg_snapshot_list_free(list, n);
+
+    /* recent snapshots survive an age limit */
+    assert_int_equal(sg_store_snapshot_prune(s, 0, 3600, &pruned, &err), 0);
+    assert_int_equal(pruned, 0);
+    sg_store_free(s);
+}
+
+/* A pruned newest snapshot's id may be handed out again: the new snapshot
+ * must not inherit its keys or index rows. */
+static void prune_then_snapshot_again(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t now = sg_now_ms();
+    quick_snapshot(s, now - 100000, NULL);
+    sg_snapshot_info m = meta(now - 90000, "partial one");
+    int64_t old = 0;
+    assert_int_equal(sg_store_snapshot_begin(s, &m, &old, &err), 0);
+    for (int i = 0; i < 3; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "old:%d", i);
+        assert_int_equal(sg_store_snapshot_add_key(s, 0, key, strlen(key), 0, "v", 1, &err), 0);
+    }
+    assert_int_equal(sg_store_index_posted(s, "m", 1, "job", 3, 7, &err), 0);
+    assert_int_equal(sg_store_index_docker(s, "a", 1, "r", 1, "t", 1, NULL, 0, &err), 0);
+    sg_snapshot_info t = {.key_count = 3, .state = "partial"};
+    assert_int_equal(sg_store_snapshot_commit(s, &t, &err), 0);
+
+    int64_t pruned = -1;
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
+    assert_int_equal(pruned, 1);
+
+    int64_t fresh = quick_snapshot(s, now, NULL);
+    sg_key_iter *it;
+    sg_key_row row;
+    assert_int_equal(sg_store_keys_open(s, fresh, &it, &err), 0);
+    int n = 0;
+    while (sg_key_iter_next(it, &row, &err) == 1) {
+        n++;
+        assert_false(row.key_len >= 4 && !memcmp(row.key, "old:", 4));
+    }
+    sg_key_iter_free(it);
+    assert_int_equal(n, 1);
+    sg_index_counts c;
+    assert_int_equal(sg_store_index_counts(s, fresh, &c, &err), 0);
+    assert_int_equal(c.jobs, 1);
+    assert_int_equal(c.posted, 0);
+    assert_int_equal(c.docker_tags, 0);
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot_key"), 2);
+}
+
+/* ---- tests: audit ---- */
+
+static void audit(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t before = sg_now_ms();
+    assert_int_equal(sg_store_audit(s, "ops@host", "flush", "cache:* 120 keys", &err), 0);
+    assert_int_equal(sg_store_audit(s, "ops@host", "restore", NULL, &err), 0);
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM audit"), 2);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM audit WHERE actor = 'ops@host' AND "
+                                    "action = 'flush' AND detail = 'cache:* 120 keys'"),
+                     1);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM audit WHERE action = 'restore' AND "
+                                    "detail IS NULL"),
+                     1);
+    assert_true(raw_int(f->db, "SELECT min(at) FROM audit") >= before);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(sync_mode),
+        cmocka_unit_test(migrations_table),
+        T(open_creates_private_file),
+        T(open_creates_directory),
+        T(migrate_from_empty),
+        T(migrate_from_each_version),
+        T(newer_version_refused),
+        T(corrupt_file),
+        T(open_under_a_file_fails),
+        T(open_readonly_directory_fails),
+        T(readonly_open),
+        T(readonly_needs_migrated_store),
+        T(snapshot_roundtrip),
+        T(snapshots_are_separate),
+        T(no_complete_snapshot),
+        T(abort_leaves_nothing),
+        T(prune_keeps_latest_complete),
+        T(prune_by_count),
+        T(prune_then_snapshot_again),
+        T(audit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
