@@ -103,7 +103,8 @@ void sg_nstally_take(sg_nstally *t, sg_ns_stats **out, size_t *count)
         free(t->other);
         t->other = NULL;
     }
-    qsort(t->entries, t->count, sizeof *t->entries, by_keys_desc);
+    if (t->count)
+        qsort(t->entries, t->count, sizeof *t->entries, by_keys_desc);
     *out = t->entries;
     *count = t->count;
     t->entries = NULL;

@@ -451,7 +451,8 @@ static int read_one(restore *rs, sg_error *err)
         if (r->type == REDIS_REPLY_ERROR)
             rc = sg_rconn_reply_error(rs->c, "SELECT", r, err);
     } else if (rs->o->dry_run) {
-        if (r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        /* an existing key would be overwritten with --replace, skipped without */
+        if (r->type == REDIS_REPLY_INTEGER && r->integer > 0 && !rs->o->replace)
             rs->res->skipped_existing++;
         else if (r->type == REDIS_REPLY_INTEGER)
             rs->res->restored++;

@@ -3,27 +3,38 @@
 # Sourced by every test. Each test gets its own temp dir ($TMP) and starts its
 # own redis-server(s) on free 127.0.0.1 ports; an EXIT trap stops every server
 # and background process the test started and removes $TMP on any exit
-# (success, failure, or a signal).
+# (success, failure, or a signal); a watchdog per server does the same if the
+# test's shell is killed outright (SIGKILL, a ctest timeout).
 #
 # Environment (set by tests/CMakeLists.txt):
-#   SG_BIN    path of the built stormguard binary
-#   SG_TESTS  path of the tests directory
+#   SG_BIN       path of the built stormguard binary
+#   SG_TESTS     path of the tests directory
+#   SG_KEEP_TMP  set to keep $TMP after the test (debugging)
+#
+# Variables: TMP, SG_DB (the store, $TMP/sg.db), PORT (current server),
+# SG_URL (when set, sg's default --redis), RCLI_AUTH (password for rcli/rpy),
+# PY (python3 interpreter), SEED_POSTED_PER_JOB.
 #
 # Helpers:
 #   start_redis [args...]   start a redis-server, sets PORT (and REDIS_PID)
 #   stop_redis [port]       stop one (default: the current $PORT)
 #   rcli ...                redis-cli -p $PORT (uses $RCLI_AUTH as password)
-#   rpy 'python code'       run python with r(*args) -> reply, a tiny RESP client
-#   pipe_py 'python expr'   send an iterable of commands through redis-cli --pipe
-#   sg CMD ...              $SG_BIN CMD --db $SG_DB --redis $SG_URL ... (unless given)
+#   rpy 'python code' [args] python with c (a tiny RESP client on $PORT),
+#                           r = c.call, content(key) = (type, value)
+#   pipe_py 'python expr'   send an iterable of commands (lists of bytes/str/
+#                           int) through redis-cli --pipe; fails on errors
+#   seed_igor N [master] [prefix]  N Igor Jenkins jobs (cursor + markers)
+#   sg CMD ...              $SG_BIN CMD --db $SG_DB --redis $SG_URL ... (each
+#                           default only if the arguments do not give it)
 #   sgx ...                 $SG_BIN with no defaults
 #   run CMD ...             run without failing; sets RC, OUT, ERR
-#   ok / fail / assert_eq / assert_ne / assert_contains / assert_not_contains
-#   assert_rc expected msg  check $RC from the last `run`
+#   ok msg / fail msg / finish
+#   assert_eq expected actual msg, assert_ne, assert_le a b msg,
+#   assert_contains haystack needle msg, assert_not_contains,
+#   assert_rc expected msg  (checks $RC of the last `run`, shows its output)
 #   json_get json expr      evaluate a python expression on d = json.loads(json)
-#   seed_igor N             N Igor Jenkins jobs (cursor + posted markers)
 #   bg_track PID            kill PID on exit too
-#   finish                  print the summary line
+#   _port_in_use PORT       true if something listens on 127.0.0.1:PORT
 
 set -euo pipefail
 set -E
@@ -171,6 +182,21 @@ _port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# _sg_watchdog PARENT CHILD: kills CHILD and removes $TMP once PARENT is gone.
+_sg_watchdog() {
+    trap - ERR
+    set +e
+    while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do
+        sleep 0.5
+    done
+    kill -0 "$1" 2>/dev/null && exit 0 # the server stopped, the test goes on
+    kill "$2" 2>/dev/null
+    sleep 2
+    kill -9 "$2" 2>/dev/null
+    rm -rf "$TMP"
+    exit 0
+}
+
 # start_redis [extra redis-server args...]: starts a server on a free port of
 # 127.0.0.1, waits (<= 5 s) until it answers, sets PORT and REDIS_PID.
 start_redis() {
@@ -181,7 +207,8 @@ start_redis() {
         dir=$TMP/redis-$port
         mkdir -p "$dir"
         redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-            --daemonize no --dir "$dir" --logfile "$dir/redis.log" "$@" &
+            --daemonize no --dir "$dir" --logfile "$dir/redis.log" "$@" \
+            </dev/null >/dev/null 2>&1 &
         pid=$!
         _SG_PIDS+=("$pid")
         _SG_PORTS+=("$port")
@@ -196,6 +223,10 @@ start_redis() {
             sleep 0.1
         done
         if [ $up = 1 ]; then
+            # stops the server even if this shell dies without running its
+            # EXIT trap (SIGKILL, e.g. a ctest timeout)
+            _sg_watchdog $$ "$pid" </dev/null >/dev/null 2>&1 &
+            _SG_BG+=("$!")
             PORT=$port
             REDIS_PID=$pid
             echo "# redis-server pid $pid on 127.0.0.1:$port"
@@ -228,7 +259,7 @@ stop_redis() {
         done
         kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
-        _SG_PIDS[$i]=
+        _SG_PIDS[i]=
     done
 }
 

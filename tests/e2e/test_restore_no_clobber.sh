@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # restore never overwrites an existing key unless --replace; --match restores
 # a subset; --dry-run changes nothing; unknown ids fail; `restore latest`.
 source "$SG_TESTS/lib.sh"

@@ -1,9 +1,10 @@
+#!/usr/bin/env bash
 # snapshot -> FLUSHALL -> restore brings back every key of every type, with
 # binary key names and values and TTLs; --json fields; snapshots listing;
 # store file mode; keys whose TTL passed are skipped on restore.
 source "$SG_TESTS/lib.sh"
 
-start_redis
+start_redis --unixsocket "$TMP/redis.sock" --unixsocketperm 700
 
 echo "# seeding every data type, binary keys, TTLs"
 pipe_py "
@@ -101,7 +102,7 @@ assert_eq 0 "$(json_get "$OUT" "d['failed']")" "none failed"
 assert_eq false "$(json_get "$OUT" "d['dry_run']")" "not a dry run"
 assert_eq "$NKEYS" "$(rcli dbsize)" "dbsize back to $NKEYS"
 
-echo "# comparing DUMP / PTTL / TYPE of every key"
+echo "# comparing type, content and PTTL of every key"
 rpy '
 t0, before = pickle.load(open(sys.argv[1], "rb"))
 elapsed_ms = (time.time() - t0) * 1000
@@ -146,8 +147,76 @@ assert_eq 0 "$(json_get "$OUT" "d['failed']")" "failed 0"
 assert_eq 0 "$(rcli exists short:lived)" "expired key not recreated"
 assert_eq v "$(rcli get keep:me)" "the other key is back"
 
-echo "# the first snapshot is still listed and restorable"
+echo "# listing, --reason, pruning with --keep and --max-age"
 run sg snapshots --json
 assert_eq "[$ID2, $ID]" "$(json_get "$OUT" "[s['id'] for s in d['snapshots']]")" "snapshots listed newest first"
+run sg snapshot --json --keep 2 --reason nightly
+assert_rc 0 "snapshot --keep 2 --reason nightly"
+ID3=$(json_get "$OUT" "d['snapshot_id']")
+assert_eq 1 "$(json_get "$OUT" "d['pruned']")" "--keep 2 pruned the oldest snapshot"
+run sg snapshots --json
+assert_eq "[$ID3, $ID2]" "$(json_get "$OUT" "[s['id'] for s in d['snapshots']]")" "the two newest remain"
+assert_eq nightly "$(json_get "$OUT" "d['snapshots'][0]['reason']")" "--reason is recorded"
+run sg restore "$ID" --json
+assert_rc 1 "a pruned snapshot cannot be restored"
+# $ID2 was taken before the 2 s sleep, $ID3 just now
+run sg snapshot --json --keep 0 --max-age 2s
+assert_rc 0 "snapshot --max-age 2s"
+ID4=$(json_get "$OUT" "d['snapshot_id']")
+assert_eq 1 "$(json_get "$OUT" "d['pruned']")" "--max-age pruned the snapshot older than 2 s"
+run sg snapshots --json
+assert_eq "[$ID4, $ID3]" "$(json_get "$OUT" "[s['id'] for s in d['snapshots']]")" "the young snapshots remain"
+run sg snapshot --json --keep 0
+assert_eq 0 "$(json_get "$OUT" "d['pruned']")" "--keep 0 prunes nothing"
+
+echo "# --match selects keys; a big incompressible value; a unix socket URL"
+rcli flushall >/dev/null
+rpy 'r("SET", "big:rand", os.urandom(8 << 20)); r("RPUSH", "big:list", *[os.urandom(40) for _ in range(20000)])'
+rcli mset small:1 a small:2 b other:3 c >/dev/null
+rpy 'pickle.dump({k: content(k) for k in c.scan_all()}, open(sys.argv[1], "wb"))' "$TMP/big.pickle"
+run sg snapshot --json --match 'big:*' --match 'small:1' --redis "unix://$TMP/redis.sock"
+assert_rc 0 "snapshot --match over a unix socket"
+MID=$(json_get "$OUT" "d['snapshot_id']")
+assert_eq 3 "$(json_get "$OUT" "d['keys']")" "--match big:* --match small:1 takes 3 keys"
+assert_eq true "$(json_get "$OUT" "d['bytes'] > 8 << 20")" "the 8 MiB value is in the snapshot"
+assert_eq "unix://$TMP/redis.sock" "$(json_get "$OUT" "d['redis']")" "the unix socket URL is reported"
+run sg snapshots --json
+assert_eq 'big:* small:1' "$(json_get "$OUT" "d['snapshots'][0]['selection']")" "selection lists the patterns"
+rcli flushall >/dev/null
+run sg restore "$MID" --json --redis "unix://$TMP/redis.sock"
+assert_rc 0 "restore over a unix socket"
+assert_eq 3 "$(json_get "$OUT" "d['restored']")" "3 keys restored"
+rpy '
+before = pickle.load(open(sys.argv[1], "rb"))
+now = {k: content(k) for k in c.scan_all()}
+assert set(now) == {b"big:rand", b"big:list", b"small:1"}, sorted(now)
+assert all(now[k] == before[k] for k in now), "values differ"
+' "$TMP/big.pickle"
+ok "the big values are byte-identical"
+rcli -n 1 set in:db1 one >/dev/null
+run sg snapshot --json --redis "unix://$TMP/redis.sock?db=1"
+assert_rc 0 "snapshot of unix://...?db=1"
+assert_eq 1 "$(json_get "$OUT" "d['keys']")" "db 1 over the socket has 1 key"
+
+echo "# an empty database"
+rcli flushall >/dev/null
+run sg snapshot --json
+assert_rc 0 "snapshot of an empty database"
+assert_eq 0 "$(json_get "$OUT" "d['keys']")" "0 keys"
+run sg restore --json
+assert_rc 0 "restore of an empty snapshot"
+assert_eq 0 "$(json_get "$OUT" "d['restored']")" "0 restored"
+
+echo "# a database other than 0"
+rcli -n 2 set in:db2 two >/dev/null
+run sg snapshot --json --redis "redis://127.0.0.1:$PORT/2"
+assert_rc 0 "snapshot of db 2"
+assert_eq 1 "$(json_get "$OUT" "d['keys']")" "db 2 has 1 key"
+assert_eq "redis://127.0.0.1:$PORT/2" "$(json_get "$OUT" "d['redis']")" "the URL names db 2"
+rcli flushall >/dev/null
+run sg restore --json --redis "redis://127.0.0.1:$PORT/2"
+assert_rc 0 "restore into db 2"
+assert_eq two "$(rcli -n 2 get in:db2)" "the key is back in db 2"
+assert_eq 0 "$(rcli -n 0 dbsize)" "db 0 untouched"
 
 finish
