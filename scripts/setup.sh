@@ -8,6 +8,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libhiredis-dev libsqlite3-dev libjansson-dev libcmocka-dev
+  libuv1-dev libh2o-dev libssl-dev libcurl4-openssl-dev
   redis-server redis-tools python3 curl
 )
 if [[ "${1:-}" == "--bench" ]]; then

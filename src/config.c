@@ -2,14 +2,28 @@
  * its flag, its type and limits, and its help line; the INI loader, the flag
  * parser, --help and the dump all read it. */
 #include "stormguard/config.h"
+#include "stormguard/event.h"
 #include "stormguard/redis_url.h"
 
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-typedef enum { T_STRING, T_INT, T_DURATION, T_LIST, T_SYNC, T_PROFILE, T_URL } key_type;
+typedef enum {
+    T_STRING,   /* required, non-empty */
+    T_OPTIONAL, /* may stay unset (NULL) */
+    T_INT,
+    T_SIZE,     /* bytes, with an optional k/m suffix */
+    T_DURATION, /* seconds, with s/m/h/d suffixes */
+    T_LIST,
+    T_SYNC,
+    T_PROFILE,
+    T_URL,
+    T_LOG_FORMAT, /* text or json */
+    T_POINTER,  /* a JSON pointer */
+} key_type;
 
 typedef struct key_spec {
     const char *section, *key, *flag;
@@ -44,6 +58,53 @@ static const key_spec keys[] = {
      "prune snapshots older than this (90s, 15m, 2h, 7d; 0 = never; default 0)"},
     {"flush", "protect", "protect", T_LIST, F(protect), 0, 0,
      "namespaces a flush refuses to delete (default session:* queue:* workflow:* lock:* rate:*)"},
+    {"gate", "listen", "listen", T_STRING, F(listen), 0, 0,
+     "ADDR:PORT the poller posts to (default " SG_DEFAULT_LISTEN ")"},
+    {"gate", "downstream", "downstream", T_OPTIONAL, F(downstream), 0, 0,
+     "the notifier's base URL, e.g. Echo at http://127.0.0.1:8089"},
+    {"gate", "build_paths", "build-path", T_LIST, F(build_paths), 0, 0,
+     "request paths where build events arrive; invalid JSON there is a 400 (default /)"},
+    {"gate", "max_body", "max-body", T_SIZE, F(max_body), 1, 1 << 30,
+     "largest request body, bytes or with k/m (default 1m); larger gets 413"},
+    {"gate", "read_timeout", "read-timeout", T_DURATION, F(read_timeout_s), 1, 3600,
+     "a client must send its whole request within this (default 10s)"},
+    {"gate", "max_connections", "max-connections", T_INT, F(max_connections), 1, 1000000,
+     "open client connections at most (default 1024)"},
+    {"gate", "tls_cert", "tls-cert", T_OPTIONAL, F(tls_cert), 0, 0,
+     "PEM certificate chain: the gate listener speaks TLS (HTTP/2 by ALPN)"},
+    {"gate", "tls_key", "tls-key", T_OPTIONAL, F(tls_key), 0, 0, "PEM private key for tls_cert"},
+    {"gate", "forward_headers", "forward-header", T_LIST, F(forward_headers), 0, 0,
+     "request headers passed downstream, globs (default content-type accept user-agent "
+     "x-spinnaker-* x-request-id)"},
+    {"gate", "notification_source", "notification-source", T_STRING, F(notification_source), 0,
+     0, "source (Jenkins master name) of Jenkins Notification plugin events (default jenkins)"},
+    {"gate", "source_pointer", "source-pointer", T_POINTER, F(source_pointer), 0, 0,
+     "generic events: JSON pointer to the source"},
+    {"gate", "job_pointer", "job-pointer", T_POINTER, F(job_pointer), 0, 0,
+     "generic events: JSON pointer to the job"},
+    {"gate", "number_pointer", "number-pointer", T_POINTER, F(number_pointer), 0, 0,
+     "generic events: JSON pointer to the build number"},
+    {"gate", "timestamp_pointer", "timestamp-pointer", T_POINTER, F(timestamp_pointer), 0, 0,
+     "generic events: JSON pointer to the build start (epoch ms), optional"},
+    {"forward", "max_inflight", "max-inflight", T_INT, F(max_inflight), 1, 10000,
+     "requests in flight to the downstream at most (default 32)"},
+    {"forward", "timeout", "forward-timeout", T_DURATION, F(forward_timeout_s), 1, 3600,
+     "per delivery attempt (default 10s)"},
+    {"forward", "max_age", "forward-max-age", T_DURATION, F(forward_max_age_s), 1, 0,
+     "retry an event until it is this old, then declare it dead (default 24h)"},
+    {"forward", "retry_base_ms", "retry-base-ms", T_INT, F(retry_base_ms), 1, 3600000,
+     "first retry delay in ms, doubling per attempt (default 500)"},
+    {"forward", "retry_max", "retry-max", T_DURATION, F(retry_max_s), 1, 86400,
+     "longest retry delay (default 60s)"},
+    {"admin", "listen", "admin", T_STRING, F(admin_listen), 0, 0,
+     "ADDR:PORT of the admin API (default " SG_DEFAULT_ADMIN "); loopback only without a token"},
+    {"admin", "token", "admin-token", T_OPTIONAL, F(admin_token), 0, 0,
+     "bearer token the admin API requires (prefer token_file)"},
+    {"admin", "token_file", "admin-token-file", T_OPTIONAL, F(admin_token_file), 0, 0,
+     "file holding the admin bearer token"},
+    {"log", "format", "log-format", T_LOG_FORMAT, F(log_format), 0, 0, "text or json (default text)"},
+    {"log", "file", "log-file", T_OPTIONAL, F(log_file), 0, 0,
+     "append logs to this file, reopened on SIGHUP (default: standard error)"},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -64,6 +125,23 @@ void sg_config_init(sg_config *c)
                                           "rate:*"};
     for (size_t i = 0; i < sizeof protect / sizeof protect[0]; i++)
         sg_strlist_push(&c->protect, protect[i]);
+    c->listen = sg_xstrdup(SG_DEFAULT_LISTEN);
+    sg_strlist_push(&c->build_paths, "/");
+    c->max_body = 1 << 20;
+    c->read_timeout_s = 10;
+    c->max_connections = 1024;
+    static const char *const headers[] = {"content-type", "accept", "user-agent",
+                                          "x-spinnaker-*", "x-request-id"};
+    for (size_t i = 0; i < sizeof headers / sizeof headers[0]; i++)
+        sg_strlist_push(&c->forward_headers, headers[i]);
+    c->notification_source = sg_xstrdup("jenkins");
+    c->max_inflight = 32;
+    c->forward_timeout_s = 10;
+    c->forward_max_age_s = 86400;
+    c->retry_base_ms = 500;
+    c->retry_max_s = 60;
+    c->admin_listen = sg_xstrdup(SG_DEFAULT_ADMIN);
+    c->log_format = sg_xstrdup("text");
 }
 
 void sg_config_close(sg_config *c)
@@ -73,6 +151,14 @@ void sg_config_close(sg_config *c)
     free(c->prefix);
     sg_strlist_clear(&c->match);
     sg_strlist_clear(&c->protect);
+    sg_strlist_clear(&c->build_paths);
+    sg_strlist_clear(&c->forward_headers);
+    char **strings[] = {&c->listen, &c->downstream, &c->tls_cert, &c->tls_key,
+                        &c->notification_source, &c->source_pointer, &c->job_pointer,
+                        &c->number_pointer, &c->timestamp_pointer, &c->admin_listen,
+                        &c->admin_token, &c->admin_token_file, &c->log_format, &c->log_file};
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
+        free(*strings[i]);
     memset(c, 0, sizeof *c);
 }
 
@@ -107,11 +193,39 @@ static int set_value(sg_config *c, const key_spec *k, const char *value, bool ap
     }
         /* fall through */
     case T_STRING:
+    case T_OPTIONAL:
         if (!*value)
             return sg_error_set(err, SG_EUSAGE, "must not be empty");
         free(*(char **)field);
         *(char **)field = sg_xstrdup(value);
         return 0;
+    case T_POINTER:
+        if (!sg_json_pointer_valid(value) || !*value)
+            return sg_error_set(err, SG_EUSAGE,
+                                "'%s' is not a JSON pointer (like /content/project/name)",
+                                value);
+        free(*(char **)field);
+        *(char **)field = sg_xstrdup(value);
+        return 0;
+    case T_LOG_FORMAT:
+        if (strcmp(value, "text") && strcmp(value, "json"))
+            return sg_error_set(err, SG_EUSAGE, "'%s' must be text or json", value);
+        free(*(char **)field);
+        *(char **)field = sg_xstrdup(value);
+        return 0;
+    case T_SIZE: {
+        char *end;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        int64_t unit = !strcasecmp(end, "k") ? 1024 : !strcasecmp(end, "m") ? 1 << 20 : 1;
+        if (errno || end == value || (*end && unit == 1) || v < 0 || v > k->max / unit ||
+            v * unit < k->min)
+            return sg_error_set(err, SG_EUSAGE, "'%s' is not a size from %lld bytes to %lld MiB "
+                                "(like 512k or 1m)", value, (long long)k->min,
+                                (long long)(k->max >> 20));
+        *(int64_t *)field = v * unit;
+        return 0;
+    }
     case T_INT:
         if (sg_parse_int64(value, k->min, k->max, &n))
             return sg_error_set(err, SG_EUSAGE, "'%s' is not a whole number from %lld to %lld",
@@ -119,9 +233,10 @@ static int set_value(sg_config *c, const key_spec *k, const char *value, bool ap
         *(int64_t *)field = n;
         return 0;
     case T_DURATION:
-        if (sg_parse_duration(value, &n))
-            return sg_error_set(err, SG_EUSAGE, "'%s' is not a duration (like 90s, 15m, 2h, 7d)",
-                                value);
+        if (sg_parse_duration(value, &n) || n < k->min || (k->max && n > k->max))
+            return sg_error_set(err, SG_EUSAGE,
+                                "'%s' is not a duration (like 90s, 15m, 2h, 7d)%s", value,
+                                k->min ? " of at least 1s" : "");
         *(int64_t *)field = n;
         return 0;
     case T_SYNC:
@@ -281,6 +396,10 @@ void sg_config_dump(const sg_config *c, FILE *out)
         const void *field = (const char *)c + k->offset;
         if (strcmp(section, k->section))
             fprintf(out, "%s[%s]\n", i ? "\n" : "", section = k->section);
+        if ((k->type == T_OPTIONAL || k->type == T_POINTER) && !*(char *const *)field) {
+            fprintf(out, "; %s (not set)\n", k->key);
+            continue;
+        }
         fprintf(out, "%s = ", k->key);
         switch (k->type) {
         case T_URL: {
@@ -293,7 +412,17 @@ void sg_config_dump(const sg_config *c, FILE *out)
             }
             break;
         }
-        case T_STRING: fputs(*(char *const *)field, out); break;
+        case T_STRING:
+        case T_LOG_FORMAT:
+        case T_POINTER:
+        case T_OPTIONAL: {
+            const char *v = *(char *const *)field;
+            if (k->offset == F(admin_token) && v)
+                v = "(set)"; /* a secret: never printed */
+            fputs(v ? v : "", out);
+            break;
+        }
+        case T_SIZE:
         case T_INT:
         case T_DURATION: fprintf(out, "%lld", (long long)*(const int64_t *)field); break;
         case T_SYNC: fputs(sg_sync_mode_name(*(const sg_sync_mode *)field), out); break;

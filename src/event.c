@@ -193,7 +193,7 @@ int sg_event_parse(const char *body, size_t len, bool build_path, const sg_event
     memset(out, 0, sizeof *out);
     out->shape = "other";
     json_error_t jerr;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!root) {
         if (!build_path)
             return 0;

@@ -23,6 +23,9 @@ enum {
     ST_CI_RUNNING,
     ST_POSTED,
     ST_DOCKER,
+    ST_EVENT_INSERT,
+    ST_EVENT_UPDATE,
+    ST_LEDGER_ADD,
     ST_COUNT
 };
 
@@ -41,6 +44,13 @@ static const char *const statement_sql[ST_COUNT] = {
                   "VALUES (?1, ?2, ?3, ?4)",
     [ST_DOCKER] = "INSERT OR REPLACE INTO docker_tag(snapshot_id, account, repository, tag, digest) "
                   "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_EVENT_INSERT] = "INSERT INTO event(received_at, source, job, number, build_ts, kind, "
+                        "reason, state, method, path, headers, body, next_attempt_at, done_at) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    [ST_EVENT_UPDATE] = "UPDATE event SET state = ?1, attempts = ?2, next_attempt_at = ?3, "
+                        "last_error = ?4, done_at = ?5 WHERE id = ?6",
+    [ST_LEDGER_ADD] = "INSERT OR IGNORE INTO ledger(source, job, number, accepted_at, event_id) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5)",
 };
 
 struct sg_store {
@@ -645,4 +655,243 @@ int sg_store_audit(sg_store *s, const char *actor, const char *action, const cha
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : db_error(s, err, "writing the audit log to");
+}
+
+/* ---- the gate's journal ---- */
+
+int sg_store_begin(sg_store *s, sg_error *err)
+{
+    return exec(s, "BEGIN IMMEDIATE", err, "starting a transaction in");
+}
+
+int sg_store_commit(sg_store *s, sg_error *err)
+{
+    return exec(s, "COMMIT", err, "committing to");
+}
+
+void sg_store_rollback(sg_store *s)
+{
+    for (int i = 0; i < ST_COUNT; i++)
+        if (s->st[i])
+            sqlite3_reset(s->st[i]);
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static void bind_int_or_null(sqlite3_stmt *st, int i, int64_t v)
+{
+    if (v)
+        sqlite3_bind_int64(st, i, v);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+int sg_store_event_insert(sg_store *s, sg_event_row *r, sg_error *err)
+{
+    sqlite3_stmt *st = stmt(s, ST_EVENT_INSERT, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_int64(st, 1, r->received_at);
+    bind_text_or_null(st, 2, r->source);
+    bind_text_or_null(st, 3, r->job);
+    bind_int_or_null(st, 4, r->number);
+    bind_int_or_null(st, 5, r->build_ts);
+    sqlite3_bind_text(st, 6, r->kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, r->reason, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 8, r->state, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 9, r->method, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 10, r->path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 11, r->headers, -1, SQLITE_STATIC);
+    sqlite3_bind_blob64(st, 12, r->body ? r->body : "", r->body_len, SQLITE_STATIC);
+    bind_int_or_null(st, 13, r->next_attempt_at);
+    bind_int_or_null(st, 14, r->done_at);
+    int rc = step_done(s, st, err, "journaling an event in");
+    if (rc == 0)
+        r->id = sqlite3_last_insert_rowid(s->db);
+    return rc;
+}
+
+int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t attempts,
+                          int64_t next_attempt_at, const char *last_error, int64_t done_at,
+                          sg_error *err)
+{
+    sqlite3_stmt *st = stmt(s, ST_EVENT_UPDATE, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, attempts);
+    bind_int_or_null(st, 3, next_attempt_at);
+    bind_text_or_null(st, 4, last_error);
+    bind_int_or_null(st, 5, done_at);
+    sqlite3_bind_int64(st, 6, id);
+    return step_done(s, st, err, "updating an event in");
+}
+
+int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
+                        int64_t event_id, sg_error *err)
+{
+    sqlite3_stmt *st = stmt(s, ST_LEDGER_ADD, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, job, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, number);
+    sqlite3_bind_int64(st, 4, sg_now_ms());
+    sqlite3_bind_int64(st, 5, event_id);
+    return step_done(s, st, err, "writing the ledger in");
+}
+
+int sg_store_ledger_each(sg_store *s, sg_ledger_fn fn, void *ud, sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT source, job, number FROM ledger", -1, &st, NULL) !=
+        SQLITE_OK)
+        return db_error(s, err, "reading the ledger in");
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+           sqlite3_column_int64(st, 2));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_error(s, err, "reading the ledger in");
+}
+
+int sg_store_index_each(sg_store *s, int64_t id, const sg_index_visitor *v, void *ud,
+                        sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT source, job, cursor_ms, last_completed FROM build_index "
+                           "WHERE snapshot_id = ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "reading the build index in");
+    sqlite3_bind_int64(st, 1, id);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *source = (const char *)sqlite3_column_text(st, 0);
+        const char *job = (const char *)sqlite3_column_text(st, 1);
+        if (sqlite3_column_type(st, 2) != SQLITE_NULL)
+            v->cursor(ud, source, job, sqlite3_column_int64(st, 2));
+        if (sqlite3_column_type(st, 3) != SQLITE_NULL)
+            v->completed(ud, source, job, sqlite3_column_int64(st, 3));
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, "reading the build index in");
+    if (sqlite3_prepare_v2(s->db, "SELECT source, job, number FROM posted WHERE snapshot_id = ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "reading the build index in");
+    sqlite3_bind_int64(st, 1, id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        v->posted(ud, (const char *)sqlite3_column_text(st, 0),
+                  (const char *)sqlite3_column_text(st, 1), sqlite3_column_int64(st, 2));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_error(s, err, "reading the build index in");
+}
+
+int sg_store_baseline(sg_store *s, int64_t *snapshot_id, sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT coalesce(max(id), 0) FROM snapshot WHERE state = 'complete' "
+                           "AND profile != 'none'",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "reading snapshots in");
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *snapshot_id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : db_error(s, err, "reading snapshots in");
+}
+
+#define EVENT_COLUMNS                                                                              \
+    "id, received_at, source, job, number, build_ts, kind, reason, state, method, path, "         \
+    "headers, body, attempts, next_attempt_at, last_error, done_at"
+
+static void read_event(sqlite3_stmt *st, sg_event_row *r)
+{
+    memset(r, 0, sizeof *r);
+    r->id = sqlite3_column_int64(st, 0);
+    r->received_at = sqlite3_column_int64(st, 1);
+    r->source = (const char *)sqlite3_column_text(st, 2);
+    r->job = (const char *)sqlite3_column_text(st, 3);
+    r->number = sqlite3_column_int64(st, 4);
+    r->build_ts = sqlite3_column_int64(st, 5);
+    r->kind = (const char *)sqlite3_column_text(st, 6);
+    r->reason = (const char *)sqlite3_column_text(st, 7);
+    r->state = (const char *)sqlite3_column_text(st, 8);
+    r->method = (const char *)sqlite3_column_text(st, 9);
+    r->path = (const char *)sqlite3_column_text(st, 10);
+    r->headers = (const char *)sqlite3_column_text(st, 11);
+    r->body = sqlite3_column_blob(st, 12);
+    r->body_len = (size_t)sqlite3_column_bytes(st, 12);
+    r->attempts = sqlite3_column_int64(st, 13);
+    r->next_attempt_at = sqlite3_column_int64(st, 14);
+    r->last_error = (const char *)sqlite3_column_text(st, 15);
+    r->done_at = sqlite3_column_int64(st, 16);
+}
+
+static int each_event(sg_store *s, sqlite3_stmt *st, sg_event_fn fn, void *ud, sg_error *err)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        sg_event_row r;
+        read_event(st, &r);
+        if (fn(ud, &r))
+            break;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_error(s, err, "reading events in");
+}
+
+int sg_store_events_pending(sg_store *s, int64_t after, int limit, sg_event_fn fn, void *ud,
+                            sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT " EVENT_COLUMNS " FROM event WHERE state = 'pending' AND "
+                           "id > ? ORDER BY id LIMIT ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "reading events in");
+    sqlite3_bind_int64(st, 1, after);
+    sqlite3_bind_int(st, 2, limit);
+    return each_event(s, st, fn, ud, err);
+}
+
+int sg_store_events_query(sg_store *s, const char *state, const char *kind, const char *job,
+                          int limit, sg_event_fn fn, void *ud, sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT " EVENT_COLUMNS " FROM event WHERE (?1 IS NULL OR state = ?1) "
+                           "AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR job = ?3) "
+                           "ORDER BY id DESC LIMIT ?4",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "reading events in");
+    bind_text_or_null(st, 1, state);
+    bind_text_or_null(st, 2, kind);
+    bind_text_or_null(st, 3, job);
+    sqlite3_bind_int(st, 4, limit);
+    return each_event(s, st, fn, ud, err);
+}
+
+int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT kind, state, count(*) FROM event GROUP BY kind, state",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "counting events in");
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+           sqlite3_column_int64(st, 2));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_error(s, err, "counting events in");
 }

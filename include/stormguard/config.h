@@ -16,6 +16,8 @@
 
 #define SG_DEFAULT_DB_PATH "/var/lib/stormguard/stormguard.db"
 #define SG_DEFAULT_REDIS_URL "redis://127.0.0.1:6379/0"
+#define SG_DEFAULT_LISTEN "127.0.0.1:8090"
+#define SG_DEFAULT_ADMIN "127.0.0.1:8091"
 
 typedef struct sg_config {
     /* [redis] */
@@ -34,6 +36,30 @@ typedef struct sg_config {
     int64_t max_age_s;      /* 0 = no age limit */
     /* [flush] */
     sg_strlist protect;     /* namespaces a flush refuses to delete */
+    /* [gate] */
+    char *listen;
+    char *downstream;       /* NULL until configured */
+    sg_strlist build_paths; /* paths where build events arrive */
+    int64_t max_body;       /* bytes */
+    int64_t read_timeout_s;
+    int64_t max_connections;
+    char *tls_cert, *tls_key;
+    sg_strlist forward_headers; /* request headers passed on (globs, lower-case) */
+    char *notification_source;
+    char *source_pointer, *job_pointer, *number_pointer, *timestamp_pointer;
+    /* [forward] */
+    int64_t max_inflight;
+    int64_t forward_timeout_s;
+    int64_t forward_max_age_s;
+    int64_t retry_base_ms;
+    int64_t retry_max_s;
+    /* [admin] */
+    char *admin_listen;
+    char *admin_token;
+    char *admin_token_file;
+    /* [log] */
+    char *log_format;       /* text | json */
+    char *log_file;         /* NULL: stderr */
 } sg_config;
 
 /* Fills c with the built-in defaults. */

@@ -116,6 +116,68 @@ int sg_store_keys_open(sg_store *s, int64_t snapshot_id, sg_key_iter **out, sg_e
 int sg_key_iter_next(sg_key_iter *it, sg_key_row *row, sg_error *err);
 void sg_key_iter_free(sg_key_iter *it);
 
+/* ---- the gate's journal (schema/002_gate.sql) ---- */
+
+/* One journaled request. Strings are borrowed for the call. */
+typedef struct sg_event_row {
+    int64_t id;              /* set by sg_store_event_insert */
+    int64_t received_at;     /* epoch ms */
+    const char *source, *job; /* NULL for pass-through */
+    int64_t number, build_ts;
+    const char *kind, *reason, *state;
+    const char *method, *path, *headers;
+    const void *body;
+    size_t body_len;
+    int64_t attempts, next_attempt_at, done_at;
+    const char *last_error;
+} sg_event_row;
+
+/* Explicit transactions, for the journal's group commit. */
+int sg_store_begin(sg_store *s, sg_error *err);
+int sg_store_commit(sg_store *s, sg_error *err);
+void sg_store_rollback(sg_store *s);
+
+int sg_store_event_insert(sg_store *s, sg_event_row *row, sg_error *err);
+/* Records a delivery attempt's outcome: state, attempts, next attempt,
+ * last error, done_at (0 = NULL). */
+int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t attempts,
+                          int64_t next_attempt_at, const char *last_error, int64_t done_at,
+                          sg_error *err);
+/* Adds a build to the ledger; an existing entry is kept. */
+int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
+                        int64_t event_id, sg_error *err);
+
+/* Calls fn for every ledger entry (to rebuild the in-memory ledger). */
+typedef void (*sg_ledger_fn)(void *ud, const char *source, const char *job, int64_t number);
+int sg_store_ledger_each(sg_store *s, sg_ledger_fn fn, void *ud, sg_error *err);
+
+/* Calls the visitor for every row of a snapshot's build index. */
+typedef struct sg_index_visitor {
+    void (*cursor)(void *ud, const char *source, const char *job, int64_t cursor_ms);
+    void (*completed)(void *ud, const char *source, const char *job, int64_t number);
+    void (*posted)(void *ud, const char *source, const char *job, int64_t number);
+} sg_index_visitor;
+int sg_store_index_each(sg_store *s, int64_t snapshot_id, const sg_index_visitor *v, void *ud,
+                        sg_error *err);
+
+/* The newest complete snapshot taken with a profile (the classification
+ * baseline); 0 if none. */
+int sg_store_baseline(sg_store *s, int64_t *snapshot_id, sg_error *err);
+
+/* Events in state pending with id > after, oldest first, at most limit; the
+ * row's pointers are valid during the call only. */
+typedef int (*sg_event_fn)(void *ud, const sg_event_row *row);
+int sg_store_events_pending(sg_store *s, int64_t after, int limit, sg_event_fn fn, void *ud,
+                            sg_error *err);
+
+/* Events newest first, filtered by state, kind and job (each may be NULL). */
+int sg_store_events_query(sg_store *s, const char *state, const char *kind, const char *job,
+                          int limit, sg_event_fn fn, void *ud, sg_error *err);
+
+/* Calls fn(ud, kind, state, count) for every (kind, state) pair present. */
+typedef void (*sg_count_fn)(void *ud, const char *kind, const char *state, int64_t count);
+int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err);
+
 /* Records an audit entry (flushes, restores). */
 int sg_store_audit(sg_store *s, const char *actor, const char *action, const char *detail,
                    sg_error *err);

@@ -1,0 +1,51 @@
+/* The journal: every write the daemon makes to the store goes through one
+ * writer thread that commits all pending writes in one transaction (group
+ * commit) and reports each write's outcome back on the loop thread. Requests
+ * that arrive while a transaction commits ride in the next one, so the cost
+ * of a commit is shared by everything that waited for it. */
+#ifndef STORMGUARD_JOURNAL_H
+#define STORMGUARD_JOURNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "stormguard/error.h"
+#include "stormguard/store.h"
+
+struct uv_loop_s;
+
+typedef struct sg_journal sg_journal;
+
+typedef enum sg_jop_type {
+    SG_JOP_INSERT, /* insert row (its id is set), and the ledger entry if ledger */
+    SG_JOP_UPDATE, /* update row.id's state, attempts, next attempt, error, done_at */
+} sg_jop_type;
+
+typedef struct sg_jop sg_jop;
+struct sg_jop {
+    sg_jop_type type;
+    sg_event_row row;   /* borrowed strings: must live until done runs */
+    bool ledger;        /* INSERT: also add (source, job, number) to the ledger */
+    int status;         /* after commit: 0 or an SG_E* code */
+    char errmsg[256];   /* why, when status != 0 */
+    double commit_s;    /* how long the transaction that carried it took */
+    void (*done)(sg_jop *op); /* on the loop thread, after the commit */
+    void *ud;
+    sg_jop *next;       /* private to the journal */
+};
+
+/* Opens the store at path for writing on a new thread. */
+int sg_journal_start(struct uv_loop_s *loop, const char *path, sg_sync_mode sync,
+                     sg_journal **out, sg_error *err);
+
+/* Queues op (loop thread). The caller keeps op alive until op->done. */
+void sg_journal_submit(sg_journal *j, sg_jop *op);
+
+/* Writes still queued or committing. */
+int sg_journal_depth(const sg_journal *j);
+
+/* Commits what is queued, stops the thread, closes the store and calls
+ * stopped(ud) on the loop thread; j is then freed. */
+void sg_journal_stop(sg_journal *j, void (*stopped)(void *ud), void *ud);
+
+#endif

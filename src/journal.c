@@ -1,0 +1,197 @@
+/* The writer thread and its group commit (journal.h).
+ *
+ * Loop thread                      writer thread
+ *   submit(op) -> queue, signal      wait for ops; take them all
+ *                                    BEGIN; apply each; COMMIT (or ROLLBACK:
+ *                                    then every op of the batch fails)
+ *   async cb <- done list, async     move the batch to the done list
+ *   op->done(op) for each
+ *
+ * A failed batch fails all its ops: the gate answers 503 for each and the
+ * poller retries, so nothing is half-written. */
+#include "stormguard/journal.h"
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "stormguard/util.h"
+
+struct sg_journal {
+    uv_loop_t *loop;
+    uv_async_t async;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    sg_jop *queue, **queue_tail; /* submitted, not yet taken */
+    sg_jop *done, **done_tail;   /* committed, not yet reported */
+    int depth;                   /* submitted and not reported */
+    bool stopping;
+    sg_store *store;
+    void (*stopped)(void *ud);
+    void *stopped_ud;
+};
+
+static void apply(sg_journal *j, sg_jop *op, sg_error *err, int *rc)
+{
+    if (*rc)
+        return;
+    sg_event_row *r = &op->row;
+    if (op->type == SG_JOP_INSERT) {
+        *rc = sg_store_event_insert(j->store, r, err);
+        if (*rc == 0 && op->ledger)
+            *rc = sg_store_ledger_add(j->store, r->source, r->job, r->number, r->id, err);
+    } else {
+        *rc = sg_store_event_update(j->store, r->id, r->state, r->attempts, r->next_attempt_at,
+                                    r->last_error, r->done_at, err);
+    }
+}
+
+static void commit_batch(sg_journal *j, sg_jop *batch)
+{
+    sg_error err = {0};
+    double started = sg_mono_s();
+    int rc = sg_store_begin(j->store, &err);
+    for (sg_jop *op = batch; op; op = op->next)
+        apply(j, op, &err, &rc);
+    if (rc == 0)
+        rc = sg_store_commit(j->store, &err);
+    if (rc)
+        sg_store_rollback(j->store);
+    double took = sg_mono_s() - started;
+    for (sg_jop *op = batch; op; op = op->next) {
+        op->status = rc;
+        op->commit_s = took;
+        if (rc) {
+            size_t n = strnlen(err.msg, sizeof op->errmsg - 1);
+            memcpy(op->errmsg, err.msg, n);
+            op->errmsg[n] = '\0';
+        }
+    }
+}
+
+static void *writer(void *arg)
+{
+    sg_journal *j = arg;
+    pthread_mutex_lock(&j->lock);
+    for (;;) {
+        while (!j->queue && !j->stopping)
+            pthread_cond_wait(&j->wake, &j->lock);
+        if (!j->queue && j->stopping)
+            break;
+        sg_jop *batch = j->queue;
+        j->queue = NULL;
+        j->queue_tail = &j->queue;
+        pthread_mutex_unlock(&j->lock);
+
+        commit_batch(j, batch);
+
+        pthread_mutex_lock(&j->lock);
+        *j->done_tail = batch;
+        while (*j->done_tail)
+            j->done_tail = &(*j->done_tail)->next;
+        pthread_mutex_unlock(&j->lock);
+        uv_async_send(&j->async);
+        pthread_mutex_lock(&j->lock);
+    }
+    pthread_mutex_unlock(&j->lock);
+    return NULL;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    sg_journal *j = h->data;
+    void (*stopped)(void *) = j->stopped;
+    void *ud = j->stopped_ud;
+    pthread_mutex_destroy(&j->lock);
+    pthread_cond_destroy(&j->wake);
+    free(j);
+    if (stopped)
+        stopped(ud);
+}
+
+static void on_async(uv_async_t *a)
+{
+    sg_journal *j = a->data;
+    pthread_mutex_lock(&j->lock);
+    sg_jop *list = j->done;
+    j->done = NULL;
+    j->done_tail = &j->done;
+    pthread_mutex_unlock(&j->lock);
+    while (list) {
+        sg_jop *op = list;
+        list = op->next;
+        op->next = NULL;
+        j->depth--;
+        op->done(op);
+    }
+    if (j->stopping && j->depth == 0 && !uv_is_closing((uv_handle_t *)&j->async)) {
+        pthread_join(j->thread, NULL);
+        sg_store_free(j->store);
+        uv_close((uv_handle_t *)&j->async, on_closed);
+    }
+}
+
+int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_journal **out,
+                     sg_error *err)
+{
+    sg_journal *j = sg_xcalloc(1, sizeof *j);
+    sg_store_options opt = {.synchronous = sync};
+    int rc = sg_store_open(path, &opt, &j->store, err);
+    if (rc) {
+        free(j);
+        return rc;
+    }
+    j->loop = loop;
+    j->queue_tail = &j->queue;
+    j->done_tail = &j->done;
+    pthread_mutex_init(&j->lock, NULL);
+    pthread_cond_init(&j->wake, NULL);
+    int r = uv_async_init(loop, &j->async, on_async);
+    if (r != 0) {
+        sg_store_free(j->store);
+        free(j);
+        return sg_error_set(err, SG_EIO, "starting the journal: %s", uv_strerror(r));
+    }
+    j->async.data = j;
+    if ((r = pthread_create(&j->thread, NULL, writer, j)) != 0) {
+        sg_store_free(j->store);
+        j->stopping = true;
+        uv_close((uv_handle_t *)&j->async, on_closed);
+        return sg_error_set(err, SG_EIO, "starting the journal thread: %s", strerror(r));
+    }
+    *out = j;
+    return 0;
+}
+
+void sg_journal_submit(sg_journal *j, sg_jop *op)
+{
+    assert(!j->stopping);
+    op->next = NULL;
+    op->status = 0;
+    j->depth++;
+    pthread_mutex_lock(&j->lock);
+    *j->queue_tail = op;
+    j->queue_tail = &op->next;
+    pthread_cond_signal(&j->wake);
+    pthread_mutex_unlock(&j->lock);
+}
+
+int sg_journal_depth(const sg_journal *j)
+{
+    return j->depth;
+}
+
+void sg_journal_stop(sg_journal *j, void (*stopped)(void *ud), void *ud)
+{
+    j->stopped = stopped;
+    j->stopped_ud = ud;
+    pthread_mutex_lock(&j->lock);
+    j->stopping = true;
+    pthread_cond_signal(&j->wake);
+    pthread_mutex_unlock(&j->lock);
+    /* the async callback finishes the stop once everything is reported */
+    uv_async_send(&j->async);
+}
