@@ -1,6 +1,8 @@
 /* Shared plumbing of the subcommands (cli.h). */
 #include "stormguard/cli.h"
 
+#include <curl/curl.h>
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,4 +156,80 @@ int sg_cli_fail(sg_cli *cli, int rc)
     fflush(stdout); /* what was printed comes before the reason it stopped */
     fprintf(stderr, "stormguard %s: %s\n", cli->command, cli->err.msg);
     return sg_error_exit_code(rc);
+}
+
+static size_t collect(char *p, size_t size, size_t n, void *ud)
+{
+    sg_buf_append(ud, p, size * n);
+    return size * n;
+}
+
+/* The admin token as the daemon reads it: [admin] token, else token_file. */
+static int read_token(sg_cli *cli, char **out)
+{
+    *out = NULL;
+    if (cli->cfg.admin_token) {
+        *out = sg_xstrdup(cli->cfg.admin_token);
+        return 0;
+    }
+    if (!cli->cfg.admin_token_file)
+        return 0;
+    FILE *f = fopen(cli->cfg.admin_token_file, "r");
+    if (!f)
+        return sg_error_set(&cli->err, SG_EUSAGE, "reading admin token file %s: %s",
+                            cli->cfg.admin_token_file, strerror(errno));
+    char line[512] = "";
+    if (!fgets(line, sizeof line, f))
+        line[0] = '\0';
+    fclose(f);
+    line[strcspn(line, "\r\n")] = '\0';
+    *out = sg_xstrdup(line);
+    return 0;
+}
+
+int sg_cli_admin_get(sg_cli *cli, const char *path, sg_buf *body, long *status)
+{
+    char *token;
+    int rc = read_token(cli, &token);
+    if (rc)
+        return rc;
+    CURL *c = curl_easy_init();
+    if (!c) {
+        free(token);
+        return sg_error_set(&cli->err, SG_EIO, "curl_easy_init failed");
+    }
+    char *url = sg_xasprintf("http://%s%s", cli->cfg.admin_listen, path);
+    char *auth = token ? sg_xasprintf("Authorization: Bearer %s", token) : NULL;
+    struct curl_slist *headers = auth ? curl_slist_append(NULL, auth) : NULL;
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    CURLcode cc = curl_easy_perform(c);
+    if (cc != CURLE_OK)
+        rc = sg_error_set(&cli->err, SG_EIO, "cannot reach the stormguard admin API at %s: %s",
+                          cli->cfg.admin_listen, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+    else
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(c);
+    free(url);
+    if (auth) {
+        memset(auth, 0, strlen(auth));
+        free(auth);
+    }
+    free(token);
+    if (rc == 0 && *status == 401)
+        rc = sg_error_set(&cli->err, SG_EUSAGE,
+                          "the admin API at %s refused the token: set [admin] token or "
+                          "token_file as the daemon has them",
+                          cli->cfg.admin_listen);
+    else if (rc == 0 && *status != 200)
+        rc = sg_error_set(&cli->err, SG_EIO, "the admin API at %s answered %ld: %.300s",
+                          cli->cfg.admin_listen, *status, body->p ? body->p : "");
+    return rc;
 }

@@ -154,6 +154,28 @@ static int parse_igor(json_t *root, sg_event *out, sg_error *err, bool *matched)
                 json_object_get(build, "number"), json_object_get(build, "timestamp"), err);
 }
 
+/* "job/a/job/b/" -> "a/b"; NULL if url is not a job URL of that form. */
+static char *full_name(const char *url)
+{
+    if (!url || strncmp(url, "job/", 4))
+        return NULL;
+    sg_buf b = {0};
+    const char *p = url;
+    while (!strncmp(p, "job/", 4)) {
+        p += 4;
+        size_t n = strcspn(p, "/");
+        if (n == 0)
+            break;
+        if (b.len)
+            sg_buf_append(&b, "/", 1);
+        sg_buf_append(&b, p, n);
+        p += n;
+        if (*p == '/')
+            p++;
+    }
+    return b.p;
+}
+
 /* Jenkins Notification plugin: one build sends QUEUED, STARTED, COMPLETED and
  * FINALIZED; only the last two are a completed build (DOMAIN.md section 3). */
 static int parse_notification(json_t *root, const sg_event_config *cfg, sg_event *out,
@@ -168,16 +190,23 @@ static int parse_notification(json_t *root, const sg_event_config *cfg, sg_event
     const char *ph = json_string_value(phase);
     if (strcmp(ph, "COMPLETED") && strcmp(ph, "FINALIZED"))
         return 0;
-    return fill(out, "jenkins-notification",
-                cfg && cfg->notification_source ? cfg->notification_source : "jenkins",
-                json_string_value(name), json_object_get(build, "number"),
-                json_object_get(build, "timestamp"), err);
+    /* "name" is the job's short name; Igor knows a folder job by its full
+     * name, which the job URL spells as job/<a>/job/<b>/ */
+    char *full = full_name(json_string_value(json_object_get(root, "url")));
+    int rc = fill(out, "jenkins-notification",
+                  cfg && cfg->notification_source ? cfg->notification_source : "jenkins",
+                  full ? full : json_string_value(name), json_object_get(build, "number"),
+                  json_object_get(build, "timestamp"), err);
+    free(full);
+    return rc;
 }
 
 static int parse_generic(json_t *root, const sg_event_config *cfg, sg_event *out, sg_error *err,
                          bool *matched)
 {
     const sg_event_pointers *p = &cfg->generic;
+    if (!p->source || !p->job || !p->number)
+        return 0; /* an incomplete configuration selects nothing */
     json_t *source = resolve(root, p->source), *job = resolve(root, p->job);
     json_t *number = resolve(root, p->number);
     if (!json_is_string(source) || !json_is_string(job) || !number)

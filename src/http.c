@@ -46,7 +46,7 @@ struct sg_http_req {
 };
 
 typedef struct conn {
-    uv_tcp_t tcp;
+    uv_tcp_t tcp; /* first: on_conn_closed finds the conn from the handle */
     sg_http *http;
 } conn;
 
@@ -169,7 +169,8 @@ void sg_http_reply(sg_http_req *r, int status, const char *content_type, const c
 
 static void on_conn_closed(uv_handle_t *handle)
 {
-    conn *c = handle->data;
+    /* h2o's binding owns handle->data; the handle is conn's first member */
+    conn *c = (conn *)handle;
     sg_http *h = c->http;
     free(c);
     h->connections--;
@@ -207,7 +208,6 @@ static void on_accept(uv_stream_t *listener, int status)
         free(c);
         return;
     }
-    c->tcp.data = c;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
         uv_close((uv_handle_t *)&c->tcp, on_refused_closed);
         return;
@@ -360,7 +360,9 @@ void sg_http_stop(sg_http *h, void (*done)(void *ud), void *ud)
     h->stopping = true;
     h->done = done;
     h->done_ud = ud;
-    /* keep-alive connections close after their current request */
-    h2o_context_request_shutdown(&h->ctx);
+    /* Idle keep-alive connections close when read_timeout expires: with
+     * Debian's h2o 2.2.5, h2o_context_request_shutdown leaves a timeout entry
+     * behind that makes h2o_context_dispose abort (observed), so it is not
+     * used, and h2o cannot close idle HTTP/1 connections on request. */
     uv_close((uv_handle_t *)&h->listener, on_listener_closed);
 }

@@ -9,6 +9,9 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *help;
 } commands[] = {
+    {"run", sg_cmd_run, "the webhook gate daemon in front of the notifier"},
+    {"status", sg_cmd_status, "what a running gate is doing"},
+    {"events", sg_cmd_events, "recent events the gate journaled"},
     {"snapshot", sg_cmd_snapshot, "snapshot the poller's Redis keys into the store"},
     {"snapshots", sg_cmd_snapshots, "list snapshots"},
     {"restore", sg_cmd_restore, "restore a snapshot into Redis (missing keys only by default)"},

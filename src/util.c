@@ -176,8 +176,8 @@ double sg_mono_s(void)
 
 int sg_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
 {
-    if (!s || !*s)
-        return SG_EINVAL;
+    if (!s || !((*s >= '0' && *s <= '9') || (*s == '-' && s[1] >= '0' && s[1] <= '9')))
+        return SG_EINVAL; /* strtoll would skip spaces and accept '+' */
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
@@ -259,4 +259,39 @@ bool sg_strlist_match(const sg_strlist *patterns, const char *s, size_t len)
         if (sg_glob_match(patterns->items[i], s, len))
             return true;
     return false;
+}
+
+void sg_buf_append(sg_buf *b, const void *data, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->p = sg_xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void sg_buf_printf(sg_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n <= 0)
+        return;
+    if (b->len + (size_t)n + 1 > b->cap) {
+        b->cap = (b->len + (size_t)n + 1) * 2;
+        b->p = sg_xrealloc(b->p, b->cap);
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void sg_buf_free(sg_buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
 }

@@ -10,6 +10,7 @@
 #include "stormguard/error.h"
 #include "stormguard/rconn.h"
 #include "stormguard/store.h"
+#include "stormguard/util.h"
 
 #define SG_VERSION "0.1.0"
 
@@ -54,6 +55,10 @@ int sg_cli_connect(sg_cli *cli, sg_rconn *conn);
 /* Opens the configured store read-write (migrating it). */
 int sg_cli_open_store(sg_cli *cli, sg_store **store);
 
+/* GETs path from the running daemon's admin API ([admin] listen, with the
+ * configured token); body receives the answer and *status its HTTP status. */
+int sg_cli_admin_get(sg_cli *cli, const char *path, sg_buf *body, long *status);
+
 /* Prints cli->err as "stormguard <command>: message" and returns the exit
  * code for rc. */
 int sg_cli_fail(sg_cli *cli, int rc);
@@ -64,5 +69,8 @@ int sg_cmd_restore(int argc, char **argv);
 int sg_cmd_flush(int argc, char **argv);
 int sg_cmd_inspect(int argc, char **argv);
 int sg_cmd_version(int argc, char **argv);
+int sg_cmd_run(int argc, char **argv);
+int sg_cmd_status(int argc, char **argv);
+int sg_cmd_events(int argc, char **argv);
 
 #endif

@@ -38,6 +38,7 @@ typedef struct sg_fwd_item {
     int64_t received_at;     /* epoch ms */
     int64_t attempts;
     int64_t next_attempt_at; /* epoch ms; 0 = now */
+    int tag;                 /* the owner's (the gate: the event's kind) */
     struct sg_fwd_item *next;
 } sg_fwd_item;
 

@@ -35,6 +35,16 @@ int sg_parse_duration(const char *s, int64_t *out_seconds);
 /* Formats epoch ms as ISO 8601 UTC ("2026-11-22T04:00:00.123Z"). */
 void sg_format_time(int64_t epoch_ms, char *buf, size_t size);
 
+/* A growable text buffer. */
+typedef struct sg_buf {
+    char *p;
+    size_t len, cap;
+} sg_buf;
+
+void sg_buf_append(sg_buf *b, const void *data, size_t n);
+void sg_buf_printf(sg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sg_buf_free(sg_buf *b);
+
 /* A growable list of owned strings. */
 typedef struct sg_strlist {
     char **items;

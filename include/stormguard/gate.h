@@ -1,0 +1,37 @@
+/* The webhook gate (stormguard run): receives the poller's events over HTTP,
+ * journals each one durably before answering, classifies it (replay / new /
+ * unknown / pass-through), suppresses replays and forwards the rest to the
+ * notifier. Everything runs on one libuv loop; SQLite writes go through the
+ * journal's writer thread. */
+#ifndef STORMGUARD_GATE_H
+#define STORMGUARD_GATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "stormguard/config.h"
+#include "stormguard/error.h"
+#include "stormguard/util.h"
+
+struct json_t;
+
+typedef struct sg_gate sg_gate;
+
+/* Runs the daemon until SIGTERM or SIGINT, then stops cleanly: stops
+ * accepting, finishes the commits in flight, closes every handle. Returns 0,
+ * or an error if it could not start. */
+int sg_gate_run(const sg_config *cfg, sg_error *err);
+
+/* ---- for the admin API (admin.c) ---- */
+
+/* The /v1/status document. */
+struct json_t *sg_gate_status(sg_gate *g);
+/* The /v1/events document; filters may be NULL. */
+int sg_gate_events(sg_gate *g, const char *state, const char *kind, const char *job, int limit,
+                   struct json_t **out, sg_error *err);
+/* Prometheus text. */
+void sg_gate_metrics(sg_gate *g, sg_buf *out);
+/* Ready: journal writable and downstream reachable; reasons lists what is not. */
+bool sg_gate_ready(sg_gate *g, struct json_t *reasons);
+
+#endif

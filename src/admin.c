@@ -1,0 +1,151 @@
+/* The admin API (admin.h): routing, the bearer token, JSON and text out. */
+#include "stormguard/admin.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stormguard/classify.h"
+#include "stormguard/util.h"
+
+bool sg_token_equal(const char *token, size_t len, const char *expected)
+{
+    size_t n = strlen(expected);
+    /* compare every byte of the longer of the two, whatever differs first */
+    unsigned char diff = len != n;
+    size_t m = len > n ? len : n;
+    for (size_t i = 0; i < m; i++) {
+        unsigned char a = i < len ? (unsigned char)token[i] : 0;
+        unsigned char b = i < n ? (unsigned char)expected[i] : 0;
+        diff |= a ^ b;
+    }
+    return diff == 0;
+}
+
+static void reply(sg_http_req *req, int status, json_t *doc)
+{
+    char *body = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    sg_http_reply(req, status, "application/json", body, strlen(body), 0);
+    free(body);
+}
+
+static void reply_error(sg_http_req *req, int status, const char *msg)
+{
+    reply(req, status, json_pack("{s:s}", "error", msg));
+}
+
+static bool authorized(const sg_admin *a, const sg_http_req *req)
+{
+    if (!a->token)
+        return true;
+    sg_str v;
+    if (!sg_http_header(req, "authorization", &v) || v.len < 7 || strncmp(v.p, "Bearer ", 7))
+        return false;
+    return sg_token_equal(v.p + 7, v.len - 7, a->token);
+}
+
+/* Copies the value of query parameter name into buf; false if absent. No
+ * percent-decoding: values are states, kinds, numbers and job names, which
+ * clients should encode only as needed ('/' is fine in a query). */
+static bool query_param(sg_str path, const char *name, char *buf, size_t size)
+{
+    const char *q = memchr(path.p, '?', path.len);
+    if (!q)
+        return false;
+    const char *end = path.p + path.len, *p = q + 1;
+    size_t n = strlen(name);
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - p) > n && !strncmp(p, name, n) && p[n] == '=') {
+            size_t len = (size_t)(stop - p - n - 1);
+            if (len >= size)
+                len = size - 1;
+            memcpy(buf, p + n + 1, len);
+            buf[len] = '\0';
+            for (char *c = buf; *c; c++)
+                if (c[0] == '%' && c[1] == '2' && (c[2] == 'F' || c[2] == 'f')) {
+                    *c = '/';
+                    memmove(c + 1, c + 3, strlen(c + 3) + 1);
+                }
+            return true;
+        }
+        p = stop + 1;
+    }
+    return false;
+}
+
+static void events(sg_admin *a, sg_http_req *req, sg_str path)
+{
+    char state[32], kind[32], job[512], limit_s[16];
+    bool has_state = query_param(path, "state", state, sizeof state);
+    bool has_kind = query_param(path, "kind", kind, sizeof kind);
+    bool has_job = query_param(path, "job", job, sizeof job);
+    int64_t limit = 100;
+    if (query_param(path, "limit", limit_s, sizeof limit_s) &&
+        sg_parse_int64(limit_s, 1, 10000, &limit)) {
+        reply_error(req, 400, "limit must be a number from 1 to 10000");
+        return;
+    }
+    sg_kind k;
+    if (has_kind && sg_kind_parse(kind, &k)) {
+        reply_error(req, 400, "kind must be passthrough, new, replay or unknown");
+        return;
+    }
+    json_t *doc;
+    sg_error err;
+    if (sg_gate_events(a->gate, has_state ? state : NULL, has_kind ? kind : NULL,
+                       has_job ? job : NULL, (int)limit, &doc, &err)) {
+        reply_error(req, 500, err.msg);
+        return;
+    }
+    reply(req, 200, doc);
+}
+
+static bool route_is(sg_str path, const char *route)
+{
+    size_t n = strlen(route);
+    return path.len >= n && !memcmp(path.p, route, n) && (path.len == n || path.p[n] == '?');
+}
+
+void sg_admin_handle(void *ud, sg_http_req *req)
+{
+    sg_admin *a = ud;
+    sg_str method = sg_http_method(req), path = sg_http_path(req);
+    bool get = method.len == 3 && !memcmp(method.p, "GET", 3);
+    if (route_is(path, "/healthz")) {
+        reply(req, 200, json_pack("{s:s}", "status", "ok"));
+        return;
+    }
+    if (route_is(path, "/readyz")) {
+        json_t *reasons = json_array();
+        bool ready = sg_gate_ready(a->gate, reasons);
+        reply(req, ready ? 200 : 503, json_pack("{s:b,s:o}", "ready", ready, "reasons", reasons));
+        return;
+    }
+    if (route_is(path, "/metrics")) {
+        sg_buf b = {0};
+        sg_gate_metrics(a->gate, &b);
+        sg_http_reply(req, 200, "text/plain; version=0.0.4", b.p, b.len, 0);
+        sg_buf_free(&b);
+        return;
+    }
+    if (path.len >= 4 && !memcmp(path.p, "/v1/", 4) && !authorized(a, req)) {
+        reply_error(req, 401, "missing or wrong bearer token (Authorization: Bearer ...)");
+        return;
+    }
+    if (route_is(path, "/v1/status") || route_is(path, "/v1/events")) {
+        if (!get) {
+            reply_error(req, 405, "use GET");
+            return;
+        }
+        if (route_is(path, "/v1/status"))
+            reply(req, 200, sg_gate_status(a->gate));
+        else
+            events(a, req, path);
+        return;
+    }
+    reply_error(req, 404, "no such endpoint (try /v1/status, /v1/events, /metrics, /healthz, "
+                          "/readyz)");
+}

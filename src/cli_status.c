@@ -1,0 +1,101 @@
+/* stormguard status: what a running gate is doing (GET /v1/status). */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "stormguard/cli.h"
+#include "stormguard/output.h"
+
+/* ": <value>" of an optional string field, or "". */
+static const char *opt(json_t *o, const char *key, char *buf, size_t size)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    snprintf(buf, size, "%s%s", s ? ": " : "", s ? s : "");
+    return buf;
+}
+
+static const char *str(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "-";
+}
+
+static void print_text(json_t *doc)
+{
+    json_t *j = json_object_get(doc, "journal"), *d = json_object_get(doc, "downstream");
+    json_t *snap = json_object_get(doc, "snapshot");
+    printf("mode %s, up %llds since %s\n", str(doc, "mode"),
+           (long long)json_integer_value(json_object_get(doc, "uptime_s")), str(doc, "started_at"));
+    char buf[512];
+    printf("journal: %s, %lld writes queued%s\n",
+           json_is_true(json_object_get(j, "writable")) ? "writable" : "NOT WRITABLE",
+           (long long)json_integer_value(json_object_get(j, "depth")),
+           opt(j, "error", buf, sizeof buf));
+    printf("downstream %s: %s, %lld in flight, %lld queued; last ok %s, last failure %s%s\n",
+           str(d, "url"), json_is_true(json_object_get(d, "healthy")) ? "healthy" : "FAILING",
+           (long long)json_integer_value(json_object_get(d, "inflight")),
+           (long long)json_integer_value(json_object_get(d, "backlog")), str(d, "last_ok"),
+           str(d, "last_failure"), opt(d, "last_error", buf, sizeof buf));
+    if (json_is_object(snap))
+        printf("baseline: snapshot %lld of %s (%lld jobs); ledger %lld builds\n",
+               (long long)json_integer_value(json_object_get(snap, "id")), str(snap, "taken_at"),
+               (long long)json_integer_value(json_object_get(snap, "jobs")),
+               (long long)json_integer_value(json_object_get(doc, "ledger")));
+    else
+        printf("baseline: no snapshot yet (every job is unknown until one is taken); ledger "
+               "%lld builds\n",
+               (long long)json_integer_value(json_object_get(doc, "ledger")));
+    static const char *const head[] = {"KIND", "PENDING", "FORWARDED", "SUPPRESSED", "HELD",
+                                       "DEAD"};
+    static const char *const states[] = {"pending", "forwarded", "suppressed", "held", "dead"};
+    sg_table *t = sg_table_new(6, head, "lrrrrr");
+    const char *kind;
+    json_t *by_state;
+    json_object_foreach(json_object_get(doc, "counts"), kind, by_state)
+    {
+        char cells[5][24];
+        const char *row[6] = {kind};
+        for (int i = 0; i < 5; i++) {
+            snprintf(cells[i], sizeof cells[i], "%lld",
+                     (long long)json_integer_value(json_object_get(by_state, states[i])));
+            row[i + 1] = cells[i];
+        }
+        sg_table_row(t, row);
+    }
+    sg_table_print(t, stdout);
+    sg_table_free(t);
+}
+
+int sg_cmd_status(int argc, char **argv)
+{
+    sg_cli_spec spec = {
+        .command = "status",
+        .usage = "[--admin ADDR:PORT] [--json]",
+        .summary = "Shows what the running gate is doing: mode, journal, downstream health,\n"
+                   "baseline snapshot and event counts by kind and state. --json prints the\n"
+                   "/v1/status document as is.",
+    };
+    sg_cli cli;
+    int rc = sg_cli_parse(&cli, &spec, argc, argv);
+    sg_buf body = {0};
+    long status = 0;
+    if (rc == 0)
+        rc = sg_cli_admin_get(&cli, "/v1/status", &body, &status);
+    if (rc == 0) {
+        json_error_t jerr;
+        json_t *doc = json_loadb(body.p, body.len, 0, &jerr);
+        if (!doc) {
+            rc = sg_error_set(&cli.err, SG_EIO, "the admin API sent invalid JSON: %s", jerr.text);
+        } else if (cli.json) {
+            printf("%.*s\n", (int)body.len, body.p);
+            json_decref(doc);
+        } else {
+            print_text(doc);
+            json_decref(doc);
+        }
+    }
+    sg_buf_free(&body);
+    rc = rc ? sg_cli_fail(&cli, rc) : 0;
+    sg_cli_close(&cli);
+    return rc;
+}

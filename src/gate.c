@@ -1,0 +1,865 @@
+/* The webhook gate (gate.h).
+ *
+ * A request's path:  http -> parse (event.c) -> classify (classify.c) ->
+ * journal (writer thread, group commit) -> answer 200 once durable (503 if
+ * the journal failed: the poller retries, nothing is half-written) ->
+ * forward (forward.c) unless suppressed.
+ *
+ * The ledger entry of a forwardable build is made in memory at
+ * classification time, so a duplicate arriving while the first is still
+ * committing is already a replay; if the commit fails the entry is taken
+ * back. The same transaction writes the event and its ledger row, so after a
+ * crash both or neither exist.
+ *
+ * Delivery order: events reach the forwarder in journal (id) order. While
+ * the forwarder's backlog is under SPILL_AT, committed events are pushed to it
+ * directly; past that, the journal is the queue ("spilled") and the
+ * forwarder is refilled from the store in id order as it drains, so memory
+ * stays bounded however long the notifier is down. Startup is the spilled
+ * state: pending events of the previous run are resumed the same way. */
+#include "stormguard/gate.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "stormguard/admin.h"
+#include "stormguard/classify.h"
+#include "stormguard/event.h"
+#include "stormguard/forward.h"
+#include "stormguard/http.h"
+#include "stormguard/journal.h"
+#include "stormguard/log.h"
+#include "stormguard/metrics.h"
+#include "stormguard/store.h"
+
+#define SPILL_AT 4096           /* forwarder backlog held in memory at most */
+#define REFILL_BATCH 512
+#define BASELINE_CHECK_MS 5000  /* how often a newer snapshot is looked for */
+
+enum { N_KINDS = 4, N_STATES = 8 };
+static const char *const state_names[N_STATES] = {
+    "pending", "forwarded", "suppressed", "held", "released", "dropped", "superseded", "dead"};
+enum { ST_PENDING, ST_FORWARDED, ST_SUPPRESSED, ST_HELD, ST_RELEASED, ST_DROPPED, ST_SUPERSEDED,
+       ST_DEAD };
+
+static int state_index(const char *s)
+{
+    for (int i = 0; i < N_STATES; i++)
+        if (!strcmp(s, state_names[i]))
+            return i;
+    return -1;
+}
+
+struct sg_gate {
+    uv_loop_t *loop;
+    const sg_config *cfg;
+    sg_http *http, *admin_http;
+    sg_admin admin;
+    char *admin_token;
+    sg_journal *journal;
+    sg_forward *fwd;
+    sg_store *reader; /* read-only connection: admin queries, refills */
+    sg_event_config evcfg;
+
+    sg_index index;
+    sg_ledger ledger;
+    int64_t baseline_id;
+    bool reloading;
+
+    bool spilled;
+    int64_t loaded_upto; /* highest event id handed to the forwarder */
+
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t tick;
+    bool stopping;
+    int stop_waits; /* components whose stop callback is pending */
+
+    int64_t started_at;
+    int64_t counts[N_KINDS][N_STATES];
+    uint64_t received[N_KINDS], rejected, unavailable;
+    uint64_t fwd_attempts, fwd_failures;
+    sg_histogram commit_hist, forward_hist;
+    bool journal_ok;
+    char journal_error[256];
+    bool downstream_ok;
+    int64_t downstream_last_ok, downstream_last_fail;
+    char downstream_error[256];
+};
+
+/* ---- answering ---- */
+
+static void reply_json(sg_http_req *req, int status, json_t *doc, int retry_after)
+{
+    char *body = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    sg_http_reply(req, status, "application/json", body, strlen(body), retry_after);
+    free(body);
+}
+
+static void reply_error(sg_http_req *req, int status, const char *msg, int retry_after)
+{
+    reply_json(req, status, json_pack("{s:s}", "error", msg), retry_after);
+}
+
+/* ---- forwarding ---- */
+
+static sg_fwd_item *item_from_row(const sg_event_row *r)
+{
+    sg_fwd_item *it = sg_xcalloc(1, sizeof *it);
+    it->id = r->id;
+    it->lane = r->source && r->job ? sg_hash_job(r->source, r->job) : 0;
+    it->method = sg_xstrdup(r->method);
+    it->path = sg_xstrdup(r->path);
+    it->headers = sg_xstrdup(r->headers ? r->headers : "");
+    it->body = sg_xmalloc(r->body_len + 1);
+    if (r->body_len)
+        memcpy(it->body, r->body, r->body_len);
+    it->body_len = r->body_len;
+    it->received_at = r->received_at;
+    it->attempts = r->attempts;
+    it->next_attempt_at = r->next_attempt_at;
+    sg_kind kind = SG_KIND_PASSTHROUGH;
+    sg_kind_parse(r->kind, &kind);
+    it->tag = (int)kind;
+    return it;
+}
+
+static int refill_one(void *ud, const sg_event_row *r)
+{
+    sg_gate *g = ud;
+    sg_forward_push(g->fwd, item_from_row(r));
+    g->loaded_upto = r->id;
+    return 0;
+}
+
+/* Moves pending events from the journal to the forwarder, in id order,
+ * while it has room. */
+static void refill(sg_gate *g)
+{
+    while (g->spilled && !g->stopping && sg_forward_backlog(g->fwd) < SPILL_AT / 2) {
+        size_t before = sg_forward_backlog(g->fwd);
+        int64_t upto = g->loaded_upto;
+        sg_error err;
+        if (sg_store_events_pending(g->reader, g->loaded_upto, REFILL_BATCH, refill_one, g,
+                                    &err)) {
+            sg_log(SG_LOG_ERROR, "forward", "reading pending events: %s", err.msg);
+            return;
+        }
+        size_t loaded = sg_forward_backlog(g->fwd) - before;
+        if (loaded < REFILL_BATCH || g->loaded_upto == upto)
+            g->spilled = false; /* caught up with the journal */
+    }
+}
+
+typedef struct fwd_update {
+    sg_jop op;
+    sg_gate *g;
+    char *error;
+} fwd_update;
+
+static void on_update_done(sg_jop *op)
+{
+    fwd_update *u = op->ud;
+    if (op->status)
+        sg_log(SG_LOG_ERROR, "journal",
+               "recording the delivery of event %lld failed (%s): it stays pending and is "
+               "delivered again after a restart",
+               (long long)op->row.id, op->errmsg);
+    free(u->error);
+    free(u);
+}
+
+static void on_forward_result(void *ud, sg_fwd_item *it, sg_fwd_outcome outcome, long status,
+                              const char *error, double seconds)
+{
+    sg_gate *g = ud;
+    g->fwd_attempts++;
+    sg_histogram_observe(&g->forward_hist, seconds);
+    int64_t now = sg_now_ms();
+    if (outcome == SG_FWD_DELIVERED) {
+        g->downstream_ok = true;
+        g->downstream_last_ok = now;
+    } else {
+        g->fwd_failures++;
+        g->downstream_last_fail = now;
+        snprintf(g->downstream_error, sizeof g->downstream_error, "%s", error ? error : "");
+        /* a refusal (4xx) is about the event; anything else about the downstream */
+        if (outcome == SG_FWD_RETRY || status == 0 || status >= 500)
+            g->downstream_ok = false;
+    }
+    if (g->stopping) {
+        if (outcome != SG_FWD_RETRY)
+            sg_fwd_item_free(it);
+        return;
+    }
+    fwd_update *u = sg_xcalloc(1, sizeof *u);
+    u->g = g;
+    u->error = error ? sg_xstrdup(error) : NULL;
+    u->op.type = SG_JOP_UPDATE;
+    u->op.row.id = it->id;
+    u->op.row.attempts = it->attempts;
+    u->op.row.last_error = u->error;
+    u->op.done = on_update_done;
+    u->op.ud = u;
+    switch (outcome) {
+    case SG_FWD_DELIVERED:
+        u->op.row.state = "forwarded";
+        u->op.row.done_at = now;
+        break;
+    case SG_FWD_RETRY:
+        u->op.row.state = "pending";
+        u->op.row.next_attempt_at = it->next_attempt_at;
+        sg_log(SG_LOG_WARN, "forward", "event %lld attempt %lld failed: %s; retrying in %lld ms",
+               (long long)it->id, (long long)it->attempts, error ? error : "?",
+               (long long)(it->next_attempt_at - now));
+        break;
+    case SG_FWD_DEAD:
+        u->op.row.state = "dead";
+        u->op.row.done_at = now;
+        sg_log(SG_LOG_ERROR, "forward", "event %lld %s %s is dead after %lld attempts: %s",
+               (long long)it->id, it->method, it->path, (long long)it->attempts,
+               error ? error : "?");
+        break;
+    }
+    sg_journal_submit(g->journal, &u->op);
+    if (outcome != SG_FWD_RETRY) {
+        g->counts[it->tag][ST_PENDING]--;
+        g->counts[it->tag][outcome == SG_FWD_DELIVERED ? ST_FORWARDED : ST_DEAD]++;
+        sg_fwd_item_free(it);
+    }
+    refill(g);
+}
+
+/* ---- incoming events ---- */
+
+typedef struct incoming {
+    sg_jop op;
+    sg_gate *g;
+    sg_http_req *req;
+    sg_event ev;
+    sg_kind kind;
+    char *method, *path, *body;
+    size_t body_len;
+    sg_buf headers;
+} incoming;
+
+static void incoming_free(incoming *in)
+{
+    sg_event_close(&in->ev);
+    free(in->method);
+    free(in->path);
+    free(in->body);
+    sg_buf_free(&in->headers);
+    free(in);
+}
+
+static bool forwardable(sg_kind k)
+{
+    return k == SG_KIND_NEW || k == SG_KIND_UNKNOWN;
+}
+
+static void on_incoming_done(sg_jop *op)
+{
+    incoming *in = op->ud;
+    sg_gate *g = in->g;
+    if (op->status) {
+        if (forwardable(in->kind))
+            sg_ledger_forget(&g->ledger, in->ev.source, in->ev.job, in->ev.number);
+        if (g->journal_ok)
+            sg_log(SG_LOG_ERROR, "journal", "cannot journal events, answering 503: %s",
+                   op->errmsg);
+        g->journal_ok = false;
+        snprintf(g->journal_error, sizeof g->journal_error, "%s", op->errmsg);
+        g->unavailable++;
+        char msg[400];
+        snprintf(msg, sizeof msg, "event not accepted: the journal cannot be written (%s)",
+                 op->errmsg);
+        reply_error(in->req, 503, msg, 1);
+        incoming_free(in);
+        return;
+    }
+    if (!g->journal_ok)
+        sg_log(SG_LOG_INFO, "journal", "journal writable again");
+    g->journal_ok = true;
+    sg_histogram_observe(&g->commit_hist, op->commit_s);
+    int st = state_index(op->row.state);
+    g->counts[in->kind][st]++;
+    g->received[in->kind]++;
+    reply_json(in->req, 200,
+               json_pack("{s:I,s:s,s:s}", "id", (json_int_t)op->row.id, "kind",
+                         sg_kind_name(in->kind), "state", op->row.state),
+               0);
+    if (st == ST_PENDING) {
+        if (!g->spilled && sg_forward_backlog(g->fwd) < SPILL_AT) {
+            sg_fwd_item *it = sg_xcalloc(1, sizeof *it);
+            it->id = op->row.id;
+            it->lane = forwardable(in->kind) ? sg_hash_job(in->ev.source, in->ev.job) : 0;
+            it->method = in->method;
+            it->path = in->path;
+            it->headers = in->headers.p ? in->headers.p : sg_xstrdup("");
+            it->body = in->body;
+            it->body_len = in->body_len;
+            it->received_at = op->row.received_at;
+            it->tag = (int)in->kind;
+            in->method = in->path = in->body = NULL;
+            in->headers.p = NULL;
+            g->loaded_upto = it->id;
+            sg_forward_push(g->fwd, it);
+        } else {
+            g->spilled = true;
+            refill(g);
+        }
+    }
+    incoming_free(in);
+}
+
+/* The request's headers the downstream should see, "name: value\n" each. */
+static void collect_headers(const sg_gate *g, const sg_http_req *req, sg_buf *out)
+{
+    for (size_t i = 0; i < sg_http_header_count(req); i++) {
+        sg_str name, value;
+        sg_http_header_at(req, i, &name, &value);
+        if (!sg_strlist_match(&g->cfg->forward_headers, name.p, name.len))
+            continue;
+        if (memchr(value.p, '\n', value.len) || memchr(value.p, '\r', value.len))
+            continue;
+        sg_buf_append(out, name.p, name.len);
+        sg_buf_append(out, ": ", 2);
+        sg_buf_append(out, value.p, value.len);
+        sg_buf_append(out, "\n", 1);
+    }
+}
+
+static bool is_build_path(const sg_gate *g, sg_str path)
+{
+    const char *q = memchr(path.p, '?', path.len);
+    size_t n = q ? (size_t)(q - path.p) : path.len;
+    return sg_strlist_match(&g->cfg->build_paths, path.p, n);
+}
+
+static void on_request(void *ud, sg_http_req *req)
+{
+    sg_gate *g = ud;
+    if (g->stopping) {
+        reply_error(req, 503, "stormguard is shutting down", 1);
+        return;
+    }
+    sg_str method = sg_http_method(req), path = sg_http_path(req), body = sg_http_body(req);
+    incoming *in = sg_xcalloc(1, sizeof *in);
+    in->g = g;
+    in->req = req;
+    sg_error err;
+    if (sg_event_parse(body.p, body.len, is_build_path(g, path), &g->evcfg, &in->ev, &err)) {
+        g->rejected++;
+        reply_error(req, 400, err.msg, 0);
+        incoming_free(in);
+        return;
+    }
+    sg_reason why;
+    in->kind = sg_classify(&g->index, &g->ledger, &in->ev, &why);
+    if (forwardable(in->kind))
+        sg_ledger_add(&g->ledger, in->ev.source, in->ev.job, in->ev.number);
+    /* copies: h2o may free the request (an HTTP/2 reset) while the journal
+     * thread still reads them */
+    in->method = sg_xstrndup(method.p, method.len);
+    in->path = sg_xstrndup(path.p, path.len);
+    in->body = sg_xmalloc(body.len + 1);
+    memcpy(in->body, body.p, body.len);
+    in->body_len = body.len;
+    collect_headers(g, req, &in->headers);
+
+    int64_t now = sg_now_ms();
+    sg_event_row *r = &in->op.row;
+    r->received_at = now;
+    r->source = in->ev.source;
+    r->job = in->ev.job;
+    r->number = in->ev.number;
+    r->build_ts = in->ev.build_ts;
+    r->kind = sg_kind_name(in->kind);
+    r->reason = sg_reason_name(why);
+    r->state = in->kind == SG_KIND_REPLAY ? "suppressed" : "pending";
+    r->done_at = in->kind == SG_KIND_REPLAY ? now : 0;
+    r->method = in->method;
+    r->path = in->path;
+    r->headers = in->headers.p ? in->headers.p : "";
+    r->body = in->body;
+    r->body_len = in->body_len;
+    in->op.type = SG_JOP_INSERT;
+    in->op.ledger = forwardable(in->kind);
+    in->op.done = on_incoming_done;
+    in->op.ud = in;
+    sg_journal_submit(g->journal, &in->op);
+}
+
+/* ---- the build index baseline ---- */
+
+static void ix_cursor(void *ud, const char *s, const char *j, int64_t v)
+{
+    sg_index_cursor(ud, s, j, v);
+}
+
+static void ix_completed(void *ud, const char *s, const char *j, int64_t v)
+{
+    sg_index_completed(ud, s, j, v);
+}
+
+static void ix_posted(void *ud, const char *s, const char *j, int64_t v)
+{
+    sg_index_posted(ud, s, j, v);
+}
+
+static const sg_index_visitor index_visitor = {ix_cursor, ix_completed, ix_posted};
+
+/* Loads the newest baseline into ix if it is not `current`; *id says which. */
+static int load_baseline(const char *path, int64_t current, sg_index *ix, int64_t *id,
+                         sg_error *err)
+{
+    sg_store *s;
+    sg_store_options opt = {.readonly = true};
+    int rc = sg_store_open(path, &opt, &s, err);
+    if (rc)
+        return rc;
+    rc = sg_store_baseline(s, id, err);
+    if (rc == 0 && *id && *id != current) {
+        sg_index_init(ix);
+        ix->snapshot_id = *id;
+        rc = sg_store_index_each(s, *id, &index_visitor, ix, err);
+        if (rc)
+            sg_index_close(ix);
+    }
+    sg_store_free(s);
+    return rc;
+}
+
+typedef struct reload {
+    uv_work_t work;
+    sg_gate *g;
+    int64_t current, id;
+    sg_index ix;
+    int rc;
+    sg_error err;
+} reload;
+
+static void reload_work(uv_work_t *w)
+{
+    reload *r = w->data;
+    r->rc = load_baseline(r->g->cfg->db_path, r->current, &r->ix, &r->id, &r->err);
+}
+
+static void reload_done(uv_work_t *w, int status)
+{
+    reload *r = w->data;
+    sg_gate *g = r->g;
+    g->reloading = false;
+    if (status == 0 && r->rc == 0 && r->id && r->id != r->current) {
+        sg_index_close(&g->index);
+        g->index = r->ix;
+        g->baseline_id = r->id;
+        sg_log(SG_LOG_INFO, "gate", "classifying against snapshot %lld (%zu jobs)",
+               (long long)r->id, g->index.jobs.len);
+    } else if (r->rc) {
+        sg_log(SG_LOG_ERROR, "gate", "reloading the build index: %s", r->err.msg);
+    }
+    free(r);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    sg_gate *g = t->data;
+    refill(g);
+    if (g->reloading || g->stopping)
+        return;
+    reload *r = sg_xcalloc(1, sizeof *r);
+    r->g = g;
+    r->current = g->baseline_id;
+    r->work.data = r;
+    if (uv_queue_work(g->loop, &r->work, reload_work, reload_done) == 0)
+        g->reloading = true;
+    else
+        free(r);
+}
+
+/* ---- status for the admin API ---- */
+
+json_t *sg_gate_status(sg_gate *g)
+{
+    json_t *counts = json_object();
+    int64_t pending = 0;
+    for (int k = 0; k < N_KINDS; k++) {
+        json_t *by_state = json_object();
+        for (int s = 0; s < N_STATES; s++)
+            if (g->counts[k][s])
+                json_object_set_new(by_state, state_names[s], json_integer(g->counts[k][s]));
+        json_object_set_new(counts, sg_kind_name((sg_kind)k), by_state);
+        pending += g->counts[k][ST_PENDING];
+    }
+    char started[40], ok[40] = "", fail[40] = "";
+    sg_format_time(g->started_at, started, sizeof started);
+    if (g->downstream_last_ok)
+        sg_format_time(g->downstream_last_ok, ok, sizeof ok);
+    if (g->downstream_last_fail)
+        sg_format_time(g->downstream_last_fail, fail, sizeof fail);
+    json_t *snapshot = json_null();
+    sg_snapshot_info info;
+    sg_error err;
+    if (g->baseline_id && sg_store_snapshot_get(g->reader, g->baseline_id, &info, &err) == 0) {
+        char when[40];
+        sg_format_time(info.taken_at_ms, when, sizeof when);
+        snapshot = json_pack("{s:I,s:s,s:s,s:I,s:I}", "id", (json_int_t)info.id, "taken_at",
+                             when, "reason", info.reason, "keys", (json_int_t)info.key_count,
+                             "jobs", (json_int_t)g->index.jobs.len);
+        sg_snapshot_info_close(&info);
+    }
+    return json_pack(
+        "{s:s,s:s,s:I,s:o,s:I,s:{s:b,s:i,s:s?},s:{s:s,s:b,s:I,s:I,s:s?,s:s?,s:s?},s:o,s:I,s:s}",
+        "mode", "normal", "started_at", started, "uptime_s",
+        (json_int_t)((sg_now_ms() - g->started_at) / 1000), "counts", counts, "pending",
+        (json_int_t)pending, "journal", "writable", g->journal_ok, "depth",
+        sg_journal_depth(g->journal), "error", g->journal_ok ? NULL : g->journal_error,
+        "downstream", "url", g->cfg->downstream, "healthy", g->downstream_ok, "inflight",
+        (json_int_t)sg_forward_inflight(g->fwd), "backlog",
+        (json_int_t)sg_forward_backlog(g->fwd), "last_ok", g->downstream_last_ok ? ok : NULL,
+        "last_failure", g->downstream_last_fail ? fail : NULL, "last_error",
+        g->downstream_last_fail ? g->downstream_error : NULL, "snapshot", snapshot, "ledger",
+        (json_int_t)g->ledger.builds.len, "redis", "not watched");
+}
+
+static int event_json(void *ud, const sg_event_row *r)
+{
+    json_t *arr = ud;
+    char when[40];
+    sg_format_time(r->received_at, when, sizeof when);
+    json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "id", (json_int_t)r->id,
+                          "received_at", when, "kind", r->kind, "state", r->state, "reason",
+                          r->reason, "method", r->method, "path", r->path, "attempts",
+                          (json_int_t)r->attempts);
+    if (r->source) {
+        json_object_set_new(o, "source", json_string(r->source));
+        json_object_set_new(o, "job", json_string(r->job));
+        json_object_set_new(o, "number", json_integer(r->number));
+    }
+    if (r->build_ts)
+        json_object_set_new(o, "build_ts", json_integer(r->build_ts));
+    if (r->last_error)
+        json_object_set_new(o, "last_error", json_string(r->last_error));
+    json_array_append_new(arr, o);
+    return 0;
+}
+
+int sg_gate_events(sg_gate *g, const char *state, const char *kind, const char *job, int limit,
+                   json_t **out, sg_error *err)
+{
+    json_t *arr = json_array();
+    int rc = sg_store_events_query(g->reader, state, kind, job, limit, event_json, arr, err);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = json_pack("{s:o}", "events", arr);
+    return 0;
+}
+
+void sg_gate_metrics(sg_gate *g, sg_buf *b)
+{
+    sg_metric_family(b, "stormguard_events_received_total", "counter",
+                     "Events journaled and answered 200, by kind");
+    for (int k = 0; k < N_KINDS; k++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "kind=\"%s\"", sg_kind_name((sg_kind)k));
+        sg_metric_sample(b, "stormguard_events_received_total", labels, (double)g->received[k]);
+    }
+    sg_metric_family(b, "stormguard_events", "gauge", "Journaled events by kind and state");
+    for (int k = 0; k < N_KINDS; k++)
+        for (int s = 0; s < N_STATES; s++) {
+            char labels[96];
+            snprintf(labels, sizeof labels, "kind=\"%s\",state=\"%s\"", sg_kind_name((sg_kind)k),
+                     state_names[s]);
+            sg_metric_sample(b, "stormguard_events", labels, (double)g->counts[k][s]);
+        }
+    sg_metric_family(b, "stormguard_requests_rejected_total", "counter",
+                     "Requests answered 400 (malformed or absurd events)");
+    sg_metric_sample(b, "stormguard_requests_rejected_total", "", (double)g->rejected);
+    sg_metric_family(b, "stormguard_requests_unavailable_total", "counter",
+                     "Requests answered 503 because the journal could not be written");
+    sg_metric_sample(b, "stormguard_requests_unavailable_total", "", (double)g->unavailable);
+    sg_metric_family(b, "stormguard_forward_attempts_total", "counter",
+                     "Delivery attempts to the downstream");
+    sg_metric_sample(b, "stormguard_forward_attempts_total", "", (double)g->fwd_attempts);
+    sg_metric_family(b, "stormguard_forward_failures_total", "counter",
+                     "Delivery attempts that failed (retried or dead)");
+    sg_metric_sample(b, "stormguard_forward_failures_total", "", (double)g->fwd_failures);
+    int64_t pending = 0, held = 0;
+    for (int k = 0; k < N_KINDS; k++) {
+        pending += g->counts[k][ST_PENDING];
+        held += g->counts[k][ST_HELD];
+    }
+    sg_metric_family(b, "stormguard_pending", "gauge", "Events waiting for delivery");
+    sg_metric_sample(b, "stormguard_pending", "", (double)pending);
+    sg_metric_family(b, "stormguard_held", "gauge", "Events held during a storm");
+    sg_metric_sample(b, "stormguard_held", "", (double)held);
+    sg_metric_family(b, "stormguard_forward_inflight", "gauge", "Deliveries in flight");
+    sg_metric_sample(b, "stormguard_forward_inflight", "", (double)sg_forward_inflight(g->fwd));
+    sg_metric_family(b, "stormguard_journal_depth", "gauge", "Journal writes not yet committed");
+    sg_metric_sample(b, "stormguard_journal_depth", "", (double)sg_journal_depth(g->journal));
+    sg_metric_histogram(b, "stormguard_journal_commit_seconds",
+                        "Duration of the journal transactions events waited for",
+                        &g->commit_hist);
+    sg_metric_histogram(b, "stormguard_forward_seconds", "Duration of delivery attempts",
+                        &g->forward_hist);
+}
+
+bool sg_gate_ready(sg_gate *g, json_t *reasons)
+{
+    bool ready = true;
+    if (!g->journal_ok) {
+        json_array_append_new(reasons, json_sprintf("journal not writable: %s", g->journal_error));
+        ready = false;
+    }
+    if (!g->downstream_ok) {
+        json_array_append_new(reasons,
+                              json_sprintf("downstream %s unreachable: %s", g->cfg->downstream,
+                                           g->downstream_error));
+        ready = false;
+    }
+    if (g->stopping) {
+        json_array_append_new(reasons, json_string("shutting down"));
+        ready = false;
+    }
+    return ready;
+}
+
+/* ---- start and stop ---- */
+
+static void on_closed_signal(uv_handle_t *h)
+{
+    (void)h;
+}
+
+/* The last stage: the journal has committed everything. */
+static void on_journal_stopped(void *ud)
+{
+    sg_gate *g = ud;
+    g->journal = NULL;
+    uv_close((uv_handle_t *)&g->sigterm, on_closed_signal);
+    uv_close((uv_handle_t *)&g->sigint, on_closed_signal);
+    uv_close((uv_handle_t *)&g->sighup, on_closed_signal);
+}
+
+static void on_forward_stopped(void *ud)
+{
+    sg_gate *g = ud;
+    g->fwd = NULL;
+    sg_journal_stop(g->journal, on_journal_stopped, g);
+}
+
+/* Both listeners are closed: every answered event is committed (answers are
+ * sent after commits), so deliveries can stop and the journal drain. */
+static void on_http_stopped(void *ud)
+{
+    sg_gate *g = ud;
+    if (--g->stop_waits > 0)
+        return;
+    g->http = g->admin_http = NULL;
+    sg_forward_stop(g->fwd, on_forward_stopped, g);
+}
+
+static void stop(sg_gate *g, const char *why)
+{
+    if (g->stopping)
+        return;
+    g->stopping = true;
+    sg_log(SG_LOG_INFO, "gate", "%s: stopping (finishing commits in flight)", why);
+    uv_close((uv_handle_t *)&g->tick, NULL);
+    g->stop_waits = 2;
+    sg_http_stop(g->http, on_http_stopped, g);
+    sg_http_stop(g->admin_http, on_http_stopped, g);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    sg_gate *g = s->data;
+    if (signum == SIGHUP) {
+        sg_log_reopen();
+        return;
+    }
+    stop(g, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void count_events(void *ud, const char *kind, const char *state, int64_t n)
+{
+    sg_gate *g = ud;
+    sg_kind k;
+    int s = state_index(state);
+    if (sg_kind_parse(kind, &k) == 0 && s >= 0)
+        g->counts[k][s] = n;
+}
+
+static void ledger_add(void *ud, const char *source, const char *job, int64_t number)
+{
+    sg_ledger_add(ud, source, job, number);
+}
+
+static bool loopback(const char *listen)
+{
+    return !strncmp(listen, "127.", 4) || !strncmp(listen, "[::1]:", 6) ||
+           !strncmp(listen, "localhost:", 10);
+}
+
+/* The admin token: from the config, or the first line of token_file. */
+static int admin_token(const sg_config *c, char **out, sg_error *err)
+{
+    *out = NULL;
+    if (c->admin_token) {
+        *out = sg_xstrdup(c->admin_token);
+    } else if (c->admin_token_file) {
+        FILE *f = fopen(c->admin_token_file, "r");
+        if (!f)
+            return sg_error_set(err, SG_EUSAGE, "reading admin token file %s: %s",
+                                c->admin_token_file, strerror(errno));
+        char line[512] = "";
+        if (!fgets(line, sizeof line, f))
+            line[0] = '\0';
+        fclose(f);
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!*line)
+            return sg_error_set(err, SG_EUSAGE, "admin token file %s is empty",
+                                c->admin_token_file);
+        *out = sg_xstrdup(line);
+    }
+    if (!*out && !loopback(c->admin_listen))
+        return sg_error_set(err, SG_EUSAGE,
+                            "the admin API listens on %s, beyond loopback, but no admin token "
+                            "is configured ([admin] token or token_file)",
+                            c->admin_listen);
+    return 0;
+}
+
+static int start(sg_gate *g, sg_error *err)
+{
+    const sg_config *c = g->cfg;
+    int rc;
+    if (!c->downstream)
+        return sg_error_set(err, SG_EUSAGE,
+                            "no downstream: give the notifier's URL with --downstream or "
+                            "[gate] downstream");
+    if ((c->source_pointer || c->job_pointer || c->number_pointer) &&
+        !(c->source_pointer && c->job_pointer && c->number_pointer))
+        return sg_error_set(err, SG_EUSAGE,
+                            "generic events need source_pointer, job_pointer and "
+                            "number_pointer together");
+    if ((rc = admin_token(c, &g->admin_token, err)))
+        return rc;
+    g->evcfg.generic = (sg_event_pointers){c->source_pointer, c->job_pointer, c->number_pointer,
+                                           c->timestamp_pointer};
+    g->evcfg.notification_source = c->notification_source;
+
+    if ((rc = sg_journal_start(g->loop, c->db_path, c->synchronous, &g->journal, err)))
+        return rc;
+    sg_store_options ro = {.readonly = true};
+    if ((rc = sg_store_open(c->db_path, &ro, &g->reader, err)) ||
+        (rc = sg_store_ledger_each(g->reader, ledger_add, &g->ledger, err)) ||
+        (rc = sg_store_event_counts(g->reader, count_events, g, err)))
+        return rc;
+    sg_index fresh;
+    if ((rc = load_baseline(c->db_path, 0, &fresh, &g->baseline_id, err)))
+        return rc;
+    if (g->baseline_id)
+        g->index = fresh;
+
+    sg_forward_opts fo = {.downstream = c->downstream,
+                          .max_inflight = (int)c->max_inflight,
+                          .timeout_ms = (int)(c->forward_timeout_s * 1000),
+                          .max_age_ms = c->forward_max_age_s * 1000,
+                          .retry_base_ms = (int)c->retry_base_ms,
+                          .retry_max_ms = (int)(c->retry_max_s * 1000)};
+    if ((rc = sg_forward_start(g->loop, &fo, on_forward_result, g, &g->fwd, err)))
+        return rc;
+    sg_http_opts ho = {.listen = c->listen,
+                       .max_body = (size_t)c->max_body,
+                       .read_timeout_ms = (int)(c->read_timeout_s * 1000),
+                       .max_connections = (int)c->max_connections,
+                       .tls_cert = c->tls_cert,
+                       .tls_key = c->tls_key};
+    if ((rc = sg_http_start(g->loop, &ho, on_request, g, &g->http, err)))
+        return sg_error_prefix(err, "gate");
+    g->admin = (sg_admin){.gate = g, .token = g->admin_token};
+    sg_http_opts ao = {.listen = c->admin_listen,
+                       .max_body = 64 << 10,
+                       .read_timeout_ms = (int)(c->read_timeout_s * 1000),
+                       .max_connections = 64};
+    if ((rc = sg_http_start(g->loop, &ao, sg_admin_handle, &g->admin, &g->admin_http, err)))
+        return sg_error_prefix(err, "admin API");
+
+    uv_signal_init(g->loop, &g->sigterm);
+    uv_signal_init(g->loop, &g->sigint);
+    uv_signal_init(g->loop, &g->sighup);
+    g->sigterm.data = g->sigint.data = g->sighup.data = g;
+    uv_signal_start(&g->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&g->sigint, on_signal, SIGINT);
+    uv_signal_start(&g->sighup, on_signal, SIGHUP);
+    uv_timer_init(g->loop, &g->tick);
+    g->tick.data = g;
+    uv_timer_start(&g->tick, on_tick, BASELINE_CHECK_MS, BASELINE_CHECK_MS);
+
+    int64_t pending = 0;
+    for (int k = 0; k < N_KINDS; k++)
+        pending += g->counts[k][ST_PENDING];
+    sg_log(SG_LOG_INFO, "gate",
+           "listening on %s (admin %s%s), forwarding to %s; baseline snapshot %lld (%zu jobs), "
+           "ledger %zu builds, %lld events pending",
+           c->listen, c->admin_listen, g->admin_token ? ", token required" : "", c->downstream,
+           (long long)g->baseline_id, g->index.jobs.len, g->ledger.builds.len,
+           (long long)pending);
+    g->spilled = true; /* resume what the last run left pending */
+    refill(g);
+    return 0;
+}
+
+int sg_gate_run(const sg_config *cfg, sg_error *err)
+{
+    int rc = sg_log_open(cfg->log_format, cfg->log_file, err);
+    if (rc)
+        return rc;
+    sg_hash_seed_random();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    sg_gate *g = sg_xcalloc(1, sizeof *g);
+    g->loop = &loop;
+    g->cfg = cfg;
+    g->started_at = sg_now_ms();
+    g->journal_ok = g->downstream_ok = true;
+    sg_index_init(&g->index);
+    sg_ledger_init(&g->ledger);
+
+    rc = start(g, err);
+    if (rc) {
+        /* unwind whatever started, then let the loop close the handles */
+        g->stopping = true;
+        if (g->http)
+            sg_http_stop(g->http, NULL, NULL);
+        if (g->admin_http)
+            sg_http_stop(g->admin_http, NULL, NULL);
+        if (g->fwd)
+            sg_forward_stop(g->fwd, NULL, NULL);
+        if (g->journal)
+            sg_journal_stop(g->journal, NULL, NULL);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    int busy = uv_loop_close(&loop);
+    if (rc == 0 && busy)
+        sg_log(SG_LOG_WARN, "gate", "libuv handles still open at exit: %s", uv_strerror(busy));
+    if (rc == 0)
+        sg_log(SG_LOG_INFO, "gate", "stopped");
+    sg_store_free(g->reader);
+    sg_index_close(&g->index);
+    sg_ledger_close(&g->ledger);
+    free(g->admin_token);
+    free(g);
+    sg_log_close();
+    return rc;
+}
