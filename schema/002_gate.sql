@@ -22,8 +22,11 @@ CREATE TABLE event (
     last_error      TEXT,
     done_at         INTEGER                      -- forwarded, suppressed or dead at
 );
-CREATE INDEX event_state ON event(state, id);
-CREATE INDEX event_job ON event(source, job, id);
+-- Only events still waiting for something are indexed by state: every event
+-- passes through pending, and a full (state, id) index would cost a b-tree
+-- delete and insert per delivery for rows nobody looks up by state again.
+-- Listing forwarded or suppressed events walks the table newest first.
+CREATE INDEX event_open ON event(state, id) WHERE state IN ('pending', 'held', 'dead');
 
 -- Every build the gate accepted for forwarding, ever (pruned by age): its own
 -- memory, which survives a Redis wipe. A build is forwarded at most once.

@@ -12,7 +12,7 @@ packages=(
   redis-server redis-tools python3 curl
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(time)
+  packages+=(time wrk nginx-light)
 fi
 
 missing=()

@@ -15,9 +15,13 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "stormguard/util.h"
+
+#define LINGER_US 250    /* longest a write waits for company */
+#define LINGER_UNTIL 64  /* no lingering once this many writes wait */
 
 struct sg_journal {
     uv_loop_t *loop;
@@ -26,6 +30,7 @@ struct sg_journal {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     sg_jop *queue, **queue_tail; /* submitted, not yet taken */
+    int queued;                  /* ops on queue */
     sg_jop *done, **done_tail;   /* committed, not yet reported */
     int depth;                   /* submitted and not reported */
     bool stopping;
@@ -81,7 +86,22 @@ static void *writer(void *arg)
             pthread_cond_wait(&j->wake, &j->lock);
         if (!j->queue && j->stopping)
             break;
+        /* a short linger when few writes wait: more of them share one commit
+         * (fewer WAL page writes per event) for at most LINGER_US of latency */
+        if (j->queued < LINGER_UNTIL && !j->stopping) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += LINGER_US * 1000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            while (j->queued < LINGER_UNTIL && !j->stopping)
+                if (pthread_cond_timedwait(&j->wake, &j->lock, &until) != 0)
+                    break;
+        }
         sg_jop *batch = j->queue;
+        j->queued = 0;
         j->queue = NULL;
         j->queue_tail = &j->queue;
         pthread_mutex_unlock(&j->lock);
@@ -138,7 +158,10 @@ int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_jo
                      sg_error *err)
 {
     sg_journal *j = sg_xcalloc(1, sizeof *j);
-    sg_store_options opt = {.synchronous = sync};
+    /* A bigger cache and checkpoint interval let the many small commits of a
+     * busy gate rewrite hot pages (the table's tail, the ledger) in memory and
+     * in the WAL, and copy each to the database once per checkpoint. */
+    sg_store_options opt = {.synchronous = sync, .cache_kib = 8192, .checkpoint_pages = 4000};
     int rc = sg_store_open(path, &opt, &j->store, err);
     if (rc) {
         free(j);
@@ -175,7 +198,8 @@ void sg_journal_submit(sg_journal *j, sg_jop *op)
     pthread_mutex_lock(&j->lock);
     *j->queue_tail = op;
     j->queue_tail = &op->next;
-    pthread_cond_signal(&j->wake);
+    if (++j->queued == 1 || j->queued >= LINGER_UNTIL)
+        pthread_cond_signal(&j->wake);
     pthread_mutex_unlock(&j->lock);
 }
 

@@ -208,6 +208,19 @@ int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out,
         sg_store_free(s);
         return rc;
     }
+    char tune[96];
+    if (rc == 0 && opt->cache_kib) {
+        snprintf(tune, sizeof tune, "PRAGMA cache_size = -%d", opt->cache_kib);
+        rc = exec(s, tune, err, "configuring store");
+    }
+    if (rc == 0 && opt->checkpoint_pages) {
+        snprintf(tune, sizeof tune, "PRAGMA wal_autocheckpoint = %d", opt->checkpoint_pages);
+        rc = exec(s, tune, err, "configuring store");
+    }
+    if (rc) {
+        sg_store_free(s);
+        return rc;
+    }
     if (opt->readonly) {
         int v;
         if ((rc = pragma_int(s, "PRAGMA user_version", &v, err))) {

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The gate's throughput and latency against the reference named in issue 3,
+# side by side in one run, same sink, same wrk connections and duration:
+#   (a) nginx proxy_pass with limit_req in front of the sink (what people use
+#       today; the limit is set high so it shapes nothing and rejects nothing)
+#   (b) stormguard run in front of the same sink, journaling every event in
+#       SQLite (synchronous=NORMAL) before answering
+# The sink is nginx answering 200. Every request is an Igor build event with
+# a distinct build number (igor_post.lua). Then, at a fixed ~1,000 req/s, the
+# p99 reply latency of stormguard, and its RSS sampled over a 60 s run.
+#
+# usage: tests/bench/bench_gate.sh [SECONDS] [CONNECTIONS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION=${1:-20}
+CONNS=${2:-32}
+RSS_SECONDS=${RSS_SECONDS:-60}
+scripts/setup.sh --bench
+cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DSG_TESTS=OFF >/dev/null
+cmake --build build-bench -j"$(nproc)" >/dev/null
+sg=$PWD/build-bench/stormguard
+lua=$PWD/tests/bench/igor_post.lua
+
+source scripts/redis-helpers.sh
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+sink_port=$(sg_free_port) proxy_port=$(sg_free_port)
+gate_port=$(sg_free_port) admin_port=$(sg_free_port)
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx;
+  proxy_temp_path $work/nginx;
+  fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx;
+  scgi_temp_path $work/nginx;
+  limit_req_zone \$binary_remote_addr zone=igor:10m rate=1000000r/s;
+  upstream sink { server 127.0.0.1:$sink_port; keepalive 64; }
+  server {
+    listen 127.0.0.1:$sink_port;
+    location / { return 200 'ok'; }
+  }
+  server {
+    listen 127.0.0.1:$proxy_port;
+    location / {
+      limit_req zone=igor burst=100000 nodelay;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass http://sink;
+    }
+  }
+}
+CONF
+nginx -c "$work/nginx.conf"
+
+"$sg" run --db "$work/sg.db" --downstream "http://127.0.0.1:$sink_port" \
+  --listen "127.0.0.1:$gate_port" --admin "127.0.0.1:$admin_port" 2>"$work/gate.log" &
+gate=$!
+pids+=("$gate")
+for _ in $(seq 1 50); do
+  curl -sf "http://127.0.0.1:$admin_port/healthz" >/dev/null && break
+  sleep 0.1
+done
+
+# wrk_run NAME PORT SECONDS CONNS: prints "req/s non2xx p50 p99 total"
+wrk_run() {
+  local out
+  out=$(wrk -t2 -c"$4" -d"$3"s --latency -s "$lua" "http://127.0.0.1:$2/" 2>&1)
+  echo "$out" >"$work/wrk-$1.txt"
+  local rps non2xx p50 p99 total
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  total=$(awk '/requests in/ {print $1}' <<<"$out")
+  echo "$rps ${non2xx:-0} $p50 $p99 $total"
+}
+
+echo "throughput: wrk -t2 -c$CONNS -d${DURATION}s, distinct Igor build events"
+read -r n_rps n_err n_p50 n_p99 n_total < <(wrk_run nginx "$proxy_port" "$DURATION" "$CONNS")
+read -r s_rps s_err s_p50 s_p99 s_total < <(wrk_run gate "$gate_port" "$DURATION" "$CONNS")
+journaled=$(curl -s "http://127.0.0.1:$admin_port/metrics" |
+  awk '/^stormguard_events_received_total/ {s += $2} END {print s}')
+
+printf '\n%-44s %12s %9s %9s %9s\n' "" "accepted/s" "non-2xx" "p50" "p99"
+printf '%-44s %12s %9s %9s %9s\n' "(a) nginx proxy_pass + limit_req -> sink" "$n_rps" "$n_err" "$n_p50" "$n_p99"
+printf '%-44s %12s %9s %9s %9s\n' "(b) stormguard (journal, NORMAL) -> sink" "$s_rps" "$s_err" "$s_p50" "$s_p99"
+printf 'ratio stormguard / nginx: %.2fx (target >= 0.5x); journaled %s of %s requests\n' \
+  "$(awk "BEGIN{print $s_rps / $n_rps}")" "$journaled" "$s_total"
+
+echo
+echo "latency at ~1,000 req/s: 10 connections, each waiting 10 ms between requests, 20 s"
+read -r r_rps r_err r_p50 r_p99 r_total < <(SG_DELAY_MS=10 wrk_run rate "$gate_port" 20 10)
+printf 'stormguard at %s req/s: p50 %s, p99 %s (target p99 < 5 ms)\n' "$r_rps" "$r_p50" "$r_p99"
+
+echo
+echo "RSS over ${RSS_SECONDS}s of full load (VmRSS of the gate, sampled every 5 s):"
+wrk -t2 -c"$CONNS" -d"${RSS_SECONDS}"s -s "$lua" "http://127.0.0.1:$gate_port/" >/dev/null 2>&1 &
+load=$!
+pids+=("$load")
+samples=()
+for _ in $(seq 0 5 "$RSS_SECONDS"); do
+  samples+=("$(awk '/VmRSS/ {print $2}' "/proc/$gate/status")")
+  sleep 5
+done
+wait "$load" || true
+echo "  KiB: ${samples[*]}"
+printf '  first %s KiB, last %s KiB, growth %s KiB over %s events journaled in total\n' \
+  "${samples[0]}" "${samples[-1]}" "$((samples[-1] - samples[0]))" \
+  "$(curl -s "http://127.0.0.1:$admin_port/metrics" |
+    awk '/^stormguard_events_received_total/ {s += $2} END {print s}')"
