@@ -8,12 +8,18 @@
  *   op->done(op) for each
  *
  * A failed batch fails all its ops: the gate answers 503 for each and the
- * poller retries, so nothing is half-written. */
+ * poller retries, so nothing is half-written.
+ *
+ * Checkpoints (copying the WAL into the database, with an fsync) run on a
+ * third thread with its own connection, never inside a commit: done by the
+ * committing connection, as SQLite does by default, one commit in a thousand
+ * would take tens of milliseconds and every answer waiting on it with it. */
 #include "stormguard/journal.h"
 
 #include <assert.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <uv.h>
@@ -29,12 +35,15 @@ struct sg_journal {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t wake;
+    pthread_cond_t ckpt_wake;
     sg_jop *queue, **queue_tail; /* submitted, not yet taken */
     int queued;                  /* ops on queue */
     sg_jop *done, **done_tail;   /* committed, not yet reported */
     int depth;                   /* submitted and not reported */
     bool stopping;
     sg_store *store;
+    pthread_t checkpointer;
+    sg_store *ckpt_store;
     void (*stopped)(void *ud);
     void *stopped_ud;
 };
@@ -120,6 +129,33 @@ static void *writer(void *arg)
     return NULL;
 }
 
+#define CHECKPOINT_EVERY_MS 500
+
+static void *checkpointer(void *arg)
+{
+    sg_journal *j = arg;
+    pthread_mutex_lock(&j->lock);
+    while (!j->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += CHECKPOINT_EVERY_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000;
+        until.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&j->ckpt_wake, &j->lock, &until);
+        if (j->stopping)
+            break;
+        pthread_mutex_unlock(&j->lock);
+        sg_error err;
+        if (sg_store_checkpoint(j->ckpt_store, &err))
+            fprintf(stderr, "stormguard: journal checkpoint: %s\n", err.msg);
+        pthread_mutex_lock(&j->lock);
+    }
+    pthread_mutex_unlock(&j->lock);
+    sg_error err;
+    sg_store_checkpoint(j->ckpt_store, &err); /* leave a short WAL behind */
+    return NULL;
+}
+
 static void on_closed(uv_handle_t *h)
 {
     sg_journal *j = h->data;
@@ -127,6 +163,7 @@ static void on_closed(uv_handle_t *h)
     void *ud = j->stopped_ud;
     pthread_mutex_destroy(&j->lock);
     pthread_cond_destroy(&j->wake);
+    pthread_cond_destroy(&j->ckpt_wake);
     free(j);
     if (stopped)
         stopped(ud);
@@ -149,7 +186,9 @@ static void on_async(uv_async_t *a)
     }
     if (j->stopping && j->depth == 0 && !uv_is_closing((uv_handle_t *)&j->async)) {
         pthread_join(j->thread, NULL);
+        pthread_join(j->checkpointer, NULL);
         sg_store_free(j->store);
+        sg_store_free(j->ckpt_store);
         uv_close((uv_handle_t *)&j->async, on_closed);
     }
 }
@@ -158,12 +197,18 @@ int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_jo
                      sg_error *err)
 {
     sg_journal *j = sg_xcalloc(1, sizeof *j);
-    /* A bigger cache and checkpoint interval let the many small commits of a
-     * busy gate rewrite hot pages (the table's tail, the ledger) in memory and
-     * in the WAL, and copy each to the database once per checkpoint. */
-    sg_store_options opt = {.synchronous = sync, .cache_kib = 8192, .checkpoint_pages = 4000};
+    /* A bigger cache lets the many small commits of a busy gate rewrite hot
+     * pages (the table's tail, the ledger) in memory; checkpoints are the
+     * checkpointer thread's. */
+    sg_store_options opt = {.synchronous = sync, .cache_kib = 8192, .checkpoint_pages = -1};
     int rc = sg_store_open(path, &opt, &j->store, err);
     if (rc) {
+        free(j);
+        return rc;
+    }
+    sg_store_options ckpt = {.synchronous = sync, .checkpoint_pages = -1};
+    if ((rc = sg_store_open(path, &ckpt, &j->ckpt_store, err))) {
+        sg_store_free(j->store);
         free(j);
         return rc;
     }
@@ -172,18 +217,32 @@ int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_jo
     j->done_tail = &j->done;
     pthread_mutex_init(&j->lock, NULL);
     pthread_cond_init(&j->wake, NULL);
+    pthread_cond_init(&j->ckpt_wake, NULL);
     int r = uv_async_init(loop, &j->async, on_async);
     if (r != 0) {
         sg_store_free(j->store);
+        sg_store_free(j->ckpt_store);
         free(j);
         return sg_error_set(err, SG_EIO, "starting the journal: %s", uv_strerror(r));
     }
     j->async.data = j;
     if ((r = pthread_create(&j->thread, NULL, writer, j)) != 0) {
         sg_store_free(j->store);
+        sg_store_free(j->ckpt_store);
         j->stopping = true;
         uv_close((uv_handle_t *)&j->async, on_closed);
         return sg_error_set(err, SG_EIO, "starting the journal thread: %s", strerror(r));
+    }
+    if ((r = pthread_create(&j->checkpointer, NULL, checkpointer, j)) != 0) {
+        pthread_mutex_lock(&j->lock);
+        j->stopping = true;
+        pthread_cond_signal(&j->wake);
+        pthread_mutex_unlock(&j->lock);
+        pthread_join(j->thread, NULL);
+        sg_store_free(j->store);
+        sg_store_free(j->ckpt_store);
+        uv_close((uv_handle_t *)&j->async, on_closed);
+        return sg_error_set(err, SG_EIO, "starting the checkpoint thread: %s", strerror(r));
     }
     *out = j;
     return 0;
@@ -215,6 +274,7 @@ void sg_journal_stop(sg_journal *j, void (*stopped)(void *ud), void *ud)
     pthread_mutex_lock(&j->lock);
     j->stopping = true;
     pthread_cond_signal(&j->wake);
+    pthread_cond_signal(&j->ckpt_wake);
     pthread_mutex_unlock(&j->lock);
     /* the async callback finishes the stop once everything is reported */
     uv_async_send(&j->async);

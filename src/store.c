@@ -214,7 +214,8 @@ int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out,
         rc = exec(s, tune, err, "configuring store");
     }
     if (rc == 0 && opt->checkpoint_pages) {
-        snprintf(tune, sizeof tune, "PRAGMA wal_autocheckpoint = %d", opt->checkpoint_pages);
+        snprintf(tune, sizeof tune, "PRAGMA wal_autocheckpoint = %d",
+                 opt->checkpoint_pages < 0 ? 0 : opt->checkpoint_pages);
         rc = exec(s, tune, err, "configuring store");
     }
     if (rc) {
@@ -671,6 +672,14 @@ int sg_store_audit(sg_store *s, const char *actor, const char *action, const cha
 }
 
 /* ---- the gate's journal ---- */
+
+int sg_store_checkpoint(sg_store *s, sg_error *err)
+{
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+        return db_error(s, err, "checkpointing");
+    return 0;
+}
 
 int sg_store_begin(sg_store *s, sg_error *err)
 {

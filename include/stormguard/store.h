@@ -31,6 +31,9 @@ typedef struct sg_store_options {
     sg_sync_mode synchronous;
     bool readonly;       /* open an existing database for reading only */
     int migrate_to;      /* 0: latest; tests stop at an earlier version */
+    int cache_kib;       /* page cache; 0: SQLite's default (2 MiB) */
+    int checkpoint_pages; /* WAL auto-checkpoint interval; 0: SQLite's default (1000),
+                             -1: never (someone calls sg_store_checkpoint) */
 } sg_store_options;
 
 /* Opens (creating with mode 0600 and its directory if needed) and migrates
@@ -131,6 +134,10 @@ typedef struct sg_event_row {
     int64_t attempts, next_attempt_at, done_at;
     const char *last_error;
 } sg_event_row;
+
+/* Copies what the WAL holds into the database without blocking writers
+ * (a passive checkpoint). */
+int sg_store_checkpoint(sg_store *s, sg_error *err);
 
 /* Explicit transactions, for the journal's group commit. */
 int sg_store_begin(sg_store *s, sg_error *err);
