@@ -45,9 +45,14 @@ static bool authorized(const sg_admin *a, const sg_http_req *req)
     return sg_token_equal(v.p + 7, v.len - 7, a->token);
 }
 
-/* Copies the value of query parameter name into buf; false if absent. No
- * percent-decoding: values are states, kinds, numbers and job names, which
- * clients should encode only as needed ('/' is fine in a query). */
+static int hex(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Copies the percent-decoded value of query parameter name into buf; false if
+ * absent. A value too long for buf, or with a bad or NUL escape, is absent. */
 static bool query_param(sg_str path, const char *name, char *buf, size_t size)
 {
     const char *q = memchr(path.p, '?', path.len);
@@ -59,16 +64,24 @@ static bool query_param(sg_str path, const char *name, char *buf, size_t size)
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *stop = amp ? amp : end;
         if ((size_t)(stop - p) > n && !strncmp(p, name, n) && p[n] == '=') {
-            size_t len = (size_t)(stop - p - n - 1);
-            if (len >= size)
-                len = size - 1;
-            memcpy(buf, p + n + 1, len);
-            buf[len] = '\0';
-            for (char *c = buf; *c; c++)
-                if (c[0] == '%' && c[1] == '2' && (c[2] == 'F' || c[2] == 'f')) {
-                    *c = '/';
-                    memmove(c + 1, c + 3, strlen(c + 3) + 1);
+            size_t o = 0;
+            for (const char *c = p + n + 1; c < stop; c++) {
+                int ch = (unsigned char)*c;
+                if (ch == '+') {
+                    ch = ' ';
+                } else if (ch == '%') {
+                    int hi = c + 1 < stop ? hex(c[1]) : -1;
+                    int lo = c + 2 < stop ? hex(c[2]) : -1;
+                    if (hi < 0 || lo < 0 || (hi | lo) == 0)
+                        return false;
+                    ch = hi * 16 + lo;
+                    c += 2;
                 }
+                if (o + 1 >= size)
+                    return false;
+                buf[o++] = (char)ch;
+            }
+            buf[o] = '\0';
             return true;
         }
         p = stop + 1;

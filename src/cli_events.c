@@ -1,4 +1,5 @@
 /* stormguard events: recent events the gate journaled (GET /v1/events). */
+#include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,13 +23,16 @@ typedef struct args {
 
 static int on_opt(void *ud, int id, const char *arg, sg_error *err)
 {
+    (void)err;
     args *a = ud;
     static const char *const names[] = {"", "state", "kind", "job", "limit"};
-    for (const char *c = arg; *c; c++)
-        if (*c == '&' || *c == '?' || *c == '#' || *c == ' ' || *c == '%')
-            return sg_error_set(err, SG_EUSAGE, "--%s: '%s' holds a character the filter "
-                                "cannot carry (& ? # %% or space)", names[id], arg);
-    sg_buf_printf(&a->query, "%c%s=%s", a->query.len ? '&' : '?', names[id], arg);
+    sg_buf_printf(&a->query, "%c%s=", a->query.len ? '&' : '?', names[id]);
+    for (const unsigned char *c = (const unsigned char *)arg; *c; c++) {
+        if (isalnum(*c) || strchr("-._~/:", *c))
+            sg_buf_append(&a->query, c, 1);
+        else
+            sg_buf_printf(&a->query, "%%%02X", *c);
+    }
     return 0;
 }
 

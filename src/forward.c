@@ -81,6 +81,7 @@ void sg_fwd_item_free(sg_fwd_item *it)
 
 static void check_finished(sg_forward *f);
 static void pump(sg_forward *f);
+static void finish(sg_forward *f, struct transfer *t, CURLcode cc);
 static void on_retry_timer(uv_timer_t *t);
 
 /* ---- lanes ---- */
@@ -232,8 +233,10 @@ static void start(sg_forward *f, lane *l)
     curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "stormguard");
     free(url);
     CURLMcode mc = curl_multi_add_handle(f->multi, t->easy);
-    if (mc != CURLM_OK)
-        snprintf(t->error, sizeof t->error, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+    if (mc != CURLM_OK) {
+        snprintf(t->error, sizeof t->error, "starting the transfer: %s", curl_multi_strerror(mc));
+        finish(f, t, CURLE_FAILED_INIT); /* retried like any failure */
+    }
 }
 
 static void pump(sg_forward *f)

@@ -88,6 +88,9 @@ struct sg_gate {
     char journal_error[256];
     bool downstream_ok;
     int64_t downstream_last_ok, downstream_last_fail;
+    /* what the last activity line reported */
+    uint64_t logged_received[N_KINDS], logged_attempts, logged_failures, logged_rejected;
+    int ticks;
     char downstream_error[256];
 };
 
@@ -468,10 +471,41 @@ static void reload_done(uv_work_t *w, int status)
     free(r);
 }
 
+/* One line of activity per SUMMARY_TICKS ticks, when there was any. */
+#define SUMMARY_TICKS 2
+
+static void log_activity(sg_gate *g)
+{
+    uint64_t got[N_KINDS], total = 0;
+    for (int k = 0; k < N_KINDS; k++) {
+        got[k] = g->received[k] - g->logged_received[k];
+        total += got[k];
+        g->logged_received[k] = g->received[k];
+    }
+    uint64_t attempts = g->fwd_attempts - g->logged_attempts;
+    uint64_t failures = g->fwd_failures - g->logged_failures;
+    uint64_t rejected = g->rejected - g->logged_rejected;
+    g->logged_attempts = g->fwd_attempts;
+    g->logged_failures = g->fwd_failures;
+    g->logged_rejected = g->rejected;
+    if (!total && !attempts && !rejected)
+        return;
+    sg_log(SG_LOG_INFO, "gate",
+           "last %ds: %llu events (%llu new, %llu unknown, %llu replays suppressed, %llu "
+           "pass-through), %llu rejected; %llu deliveries, %llu failed",
+           SUMMARY_TICKS * BASELINE_CHECK_MS / 1000, (unsigned long long)total,
+           (unsigned long long)got[SG_KIND_NEW], (unsigned long long)got[SG_KIND_UNKNOWN],
+           (unsigned long long)got[SG_KIND_REPLAY], (unsigned long long)got[SG_KIND_PASSTHROUGH],
+           (unsigned long long)rejected, (unsigned long long)(attempts - failures),
+           (unsigned long long)failures);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     sg_gate *g = t->data;
     refill(g);
+    if (++g->ticks % SUMMARY_TICKS == 0)
+        log_activity(g);
     if (g->reloading || g->stopping)
         return;
     reload *r = sg_xcalloc(1, sizeof *r);
