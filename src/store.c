@@ -59,6 +59,7 @@ struct sg_store {
     sqlite3_stmt *st[ST_COUNT];
     int64_t snapshot_id; /* open snapshot transaction, 0 if none */
     int64_t key_seq;     /* keys added to it so far */
+    sg_sync_mode sync;   /* the configured synchronous mode */
 };
 
 /* A snapshot's keys have ids KEY_ID(snapshot, 0) .. KEY_ID(snapshot, n - 1)
@@ -189,6 +190,7 @@ int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out,
 
     sg_store *s = sg_xcalloc(1, sizeof *s);
     s->path = sg_xstrdup(path);
+    s->sync = opt->synchronous;
     int flags = opt->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
     if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         rc = db_error(s, err, "opening store");
@@ -292,10 +294,24 @@ void sg_snapshot_info_close(sg_snapshot_info *i)
     memset(i, 0, sizeof *i);
 }
 
+/* Back to the configured synchronous mode after a snapshot's transaction. */
+static void restore_sync(sg_store *s)
+{
+    char sync[48];
+    snprintf(sync, sizeof sync, "PRAGMA synchronous = %s", sg_sync_mode_name(s->sync));
+    exec(s, sync, NULL, "configuring store");
+}
+
 int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id, sg_error *err)
 {
     assert(s->snapshot_id == 0);
-    int rc = exec(s, "BEGIN IMMEDIATE", err, "starting a snapshot in");
+    /* A snapshot is what a flush deletes against: its commit reaches the disk
+     * (WAL fsync) whatever the store's synchronous setting, so a power loss
+     * right after a flush cannot take the snapshot with it. (The setting
+     * cannot change inside a transaction, hence here.) */
+    int rc = exec(s, "PRAGMA synchronous = FULL", err, "starting a snapshot in");
+    if (rc == 0 && (rc = exec(s, "BEGIN IMMEDIATE", err, "starting a snapshot in")))
+        restore_sync(s);
     if (rc)
         return rc;
     sqlite3_stmt *st;
@@ -305,6 +321,7 @@ int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id,
                            -1, &st, NULL) != SQLITE_OK) {
         rc = db_error(s, err, "starting a snapshot in");
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        restore_sync(s);
         return rc;
     }
     sqlite3_bind_int64(st, 1, m->taken_at_ms);
@@ -319,6 +336,7 @@ int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id,
     if (rc != SQLITE_DONE) {
         rc = db_error(s, err, "starting a snapshot in");
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        restore_sync(s);
         return rc;
     }
     s->snapshot_id = sqlite3_last_insert_rowid(s->db);
@@ -423,6 +441,7 @@ int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *e
     if ((rc = exec(s, "COMMIT", err, "committing a snapshot to")))
         return rc;
     s->snapshot_id = 0;
+    restore_sync(s);
     return 0;
 }
 
@@ -434,6 +453,7 @@ void sg_store_snapshot_abort(sg_store *s)
                 sqlite3_reset(s->st[i]);
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         s->snapshot_id = 0;
+        restore_sync(s);
     }
 }
 
