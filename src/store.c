@@ -146,9 +146,16 @@ static int create_file(const char *path, sg_error *err)
                             strerror(e));
     }
     free(copy);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    /* O_EXCL: only a file nobody has open is ever closed here. close() drops
+     * every POSIX lock this process holds on the file, SQLite's included: a
+     * second connection opened beside a live one would otherwise release the
+     * first one's SHARED lock, and another process closing the database
+     * would take it for the last user and delete the WAL under it. */
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
-        return sg_error_set(err, SG_ESTORE, "opening store %s: %s", path, strerror(errno));
+        return errno == EEXIST ? 0
+                               : sg_error_set(err, SG_ESTORE, "opening store %s: %s", path,
+                                              strerror(errno));
     close(fd);
     return 0;
 }

@@ -9,10 +9,12 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "stormguard/error.h"
@@ -794,6 +796,42 @@ static void audit(void **state)
     assert_true(raw_int(f->db, "SELECT min(at) FROM audit") >= before);
 }
 
+/* Whether another process would see a lock on the byte range SQLite uses
+ * for SHARED locks (pending byte + 2, 510 bytes: os_unix.c). F_GETLK never
+ * reports the caller's own locks, hence the child. */
+static bool shared_lock_visible(const char *path)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(path, O_RDWR);
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
+                           .l_start = 0x40000000 + 2, .l_len = 510};
+        if (fd < 0 || fcntl(fd, F_GETLK, &fl) != 0)
+            _exit(2);
+        _exit(fl.l_type == F_UNLCK ? 1 : 0);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 2);
+    return WEXITSTATUS(status) == 0;
+}
+
+/* A second connection in the same process must leave the first one's locks
+ * alone: otherwise another process closing the database takes itself for the
+ * last user and checkpoints and deletes the WAL under the live one. */
+static void second_open_keeps_locks(void **state)
+{
+    fixture *f = *state;
+    sg_store *a = open_ok(f->db, NULL);
+    assert_true(shared_lock_visible(f->db));
+    sg_store *b = open_ok(f->db, NULL);
+    sg_store_free(b);
+    assert_true(shared_lock_visible(f->db));
+    sg_store_free(a);
+    assert_false(shared_lock_visible(f->db));
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -803,6 +841,7 @@ int main(void)
         cmocka_unit_test(migrations_table),
         T(open_creates_private_file),
         T(open_creates_directory),
+        T(second_open_keeps_locks),
         T(migrate_from_empty),
         T(migrate_from_each_version),
         T(newer_version_refused),
