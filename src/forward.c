@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <uv.h>
 
 #include "stormguard/hashset.h"
@@ -205,14 +206,20 @@ static void start(sg_forward *f, lane *l)
 
     char *url = sg_xasprintf("%s%s", f->base, it->path[0] == '/' ? it->path : "/");
     t->easy = f->nspare ? f->spare[--f->nspare] : curl_easy_init();
+    bool has_type = false;
     for (char *line = it->headers, *eol; line && *line; line = eol + 1) {
         eol = strchr(line, '\n');
         if (!eol)
             break;
         *eol = '\0';
         t->headers = curl_slist_append(t->headers, line);
+        has_type = has_type || strncasecmp(line, "content-type:", 13) == 0;
         *eol = '\n';
     }
+    /* The notifier sees the request as the poller sent it: libcurl adds a
+     * form Content-Type to any request with a body unless told not to. */
+    if (!has_type)
+        t->headers = curl_slist_append(t->headers, "Content-Type:");
     char id[64];
     snprintf(id, sizeof id, "X-Stormguard-Event-Id: %lld", (long long)it->id);
     t->headers = curl_slist_append(t->headers, id);

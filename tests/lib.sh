@@ -450,3 +450,345 @@ sg() {
 sgx() {
     "$SG_BIN" "$@"
 }
+
+# ---- the webhook gate (stormguard run) --------------------------------------
+#
+# Helpers of the gate tests (tests/e2e/test_gate_*.sh):
+#   start_sink              a downstream HTTP server (python3 stdlib) on a free
+#                           127.0.0.1 port: one JSON line per request in
+#                           $SINK_LOG ({method, path, event_id, headers, body
+#                           (UTF-8, invalid bytes replaced), len, sha256,
+#                           status, t}); sets SINK_PORT, SINK_URL, SINK_PID
+#   sink_set STATUS [MS [RA]]  from now on the sink answers STATUS after MS
+#                           ms, with a Retry-After: RA header if RA is given
+#                           (a control file: stormguard cannot reach it)
+#   sink_py 'code'          python with recs (every logged request), ok (those
+#                           answered 2xx) and by_id (event id -> ok records)
+#   start_gate [args...]    `stormguard run` on free ports with --db $SG_DB,
+#                           --downstream $SINK_URL, --read-timeout 2s, --listen
+#                           and --admin 127.0.0.1:<free port> unless args give
+#                           them; waits for /healthz (<= 15 s); sets GATE_PID,
+#                           GATE_PORT, ADMIN_PORT, GATE_URL (http://listen),
+#                           ADMIN (admin ADDR:PORT), GATE_LOG (its stderr),
+#                           GATE_ARGS
+#   restart_gate            the same again, same ports and arguments
+#   stop_gate [SIG]         SIG (default TERM), waits <= 15 s; sets GATE_RC
+#   kill_gate               kill -9, waited for
+#   gate_post PATH BODY [curl args...]   POST to the gate; sets HTTP_STATUS,
+#                           REPLY, REPLY_HEADERS (000 if no answer)
+#   admin_get PATH [curl args...]        GET on the admin API (with
+#                           $ADMIN_TOKEN as bearer token if set); same vars
+#   gate_status             prints /v1/status
+#   wait_for SECONDS MSG CMD...          runs CMD every 0.1 s until it
+#                           succeeds; fails the test with MSG on timeout
+#   igor_event JOB NUMBER TIMESTAMP [MASTER] [CI_TYPE]   an Igor build event
+
+SINK_PORT=
+SINK_URL=
+SINK_PID=
+SINK_LOG=$TMP/sink.jsonl
+SINK_CTL=$TMP/sink.ctl
+GATE_PID=
+GATE_PORT=
+ADMIN_PORT=
+GATE_URL=
+ADMIN=
+GATE_LOG=
+GATE_RC=
+GATE_ARGS=()
+ADMIN_TOKEN=
+HTTP_STATUS=
+REPLY=
+REPLY_HEADERS=
+_SG_GATE_N=0
+
+cat >"$TMP/sink.py" <<'PY'
+import hashlib, json, os, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log_path, ctl_path, port_path = sys.argv[1:4]
+lock = threading.Lock()
+
+def control():
+    """(status, delay ms, Retry-After) from the control file; 200 at once
+    without one."""
+    try:
+        with open(ctl_path) as f:
+            parts = f.read().split()
+        return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0,
+                parts[2] if len(parts) > 2 else None)
+    except (OSError, ValueError, IndexError):
+        return 200, 0, None
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def any(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n > 0 else b""
+        status, delay, retry_after = control()
+        if delay:
+            time.sleep(delay / 1000)
+        rec = {"method": self.command, "path": self.path,
+               "event_id": self.headers.get("X-Stormguard-Event-Id"),
+               "headers": {k.lower(): v for k, v in self.headers.items()},
+               "body": body.decode("utf-8", "replace"), "len": len(body),
+               "sha256": hashlib.sha256(body).hexdigest(), "status": status,
+               "t": time.time()}
+        with lock:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        out = json.dumps({"status": status}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        if retry_after:
+            self.send_header("Retry-After", retry_after)
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = any
+
+    def log_message(self, *args):
+        pass
+
+srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+srv.daemon_threads = True
+with open(port_path + ".tmp", "w") as f:
+    f.write(str(srv.server_address[1]))
+os.rename(port_path + ".tmp", port_path)
+srv.serve_forever()
+PY
+
+# _sg_need_curl: the gate helpers talk HTTP with curl(1).
+_sg_need_curl() {
+    command -v curl >/dev/null || fail "curl not found (the gate tests need it)"
+}
+
+# start_sink: starts the sink, waits (<= 10 s) until it listens.
+start_sink() {
+    local i
+    _sg_need_curl
+    : >"$SINK_LOG"
+    rm -f "$SINK_CTL" "$TMP/sink.port"
+    "$PY" "$TMP/sink.py" "$SINK_LOG" "$SINK_CTL" "$TMP/sink.port" </dev/null \
+        >"$TMP/sink.out" 2>&1 &
+    SINK_PID=$!
+    bg_track "$SINK_PID"
+    _sg_watchdog $$ "$SINK_PID" </dev/null >/dev/null 2>&1 &
+    bg_track "$!"
+    for i in $(seq 1 100); do
+        [ -s "$TMP/sink.port" ] && break
+        kill -0 "$SINK_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -s "$TMP/sink.port" ] || { cat "$TMP/sink.out" >&2; fail "the sink did not start"; }
+    SINK_PORT=$(cat "$TMP/sink.port")
+    SINK_URL=http://127.0.0.1:$SINK_PORT
+    echo "# sink pid $SINK_PID on $SINK_URL"
+}
+
+# sink_set STATUS [DELAY_MS [RETRY_AFTER]]
+sink_set() {
+    echo "$1 ${2:-0} ${3:-}" >"$SINK_CTL.tmp"
+    mv -f "$SINK_CTL.tmp" "$SINK_CTL"
+}
+
+# sink_py 'code' [args...]: recs, ok, by_id as above; sys.argv[1:] = args.
+sink_py() {
+    "$PY" -c "
+import json, sys
+recs = []
+with open('$SINK_LOG') as f:
+    for line in f:
+        if line.endswith('\n'):
+            recs.append(json.loads(line))
+ok = [r for r in recs if 200 <= r['status'] < 300]
+by_id = {}
+for r in ok:
+    by_id.setdefault(r['event_id'], []).append(r)
+$1
+" "${@:2}"
+}
+
+# sink_count: requests the sink answered 2xx so far.
+sink_count() {
+    sink_py 'print(len(ok))'
+}
+
+# _sg_free_port: a port of 127.0.0.1 nothing listens on (racy, so callers
+# retry when the bind fails).
+_sg_free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 20001))
+        _port_in_use "$port" || break
+    done
+    echo "$port"
+}
+
+# wait_for SECONDS MSG CMD...: runs CMD until it succeeds, at most SECONDS.
+wait_for() {
+    local secs=$1 msg=$2 deadline
+    shift 2
+    deadline=$(($(date +%s%N) / 1000000 + secs * 1000))
+    until "$@" >/dev/null 2>&1; do
+        if [ $(($(date +%s%N) / 1000000)) -ge "$deadline" ]; then
+            fail "$msg: not within $secs s"
+        fi
+        sleep 0.1
+    done
+}
+
+# _sg_launch_gate: starts `stormguard run` with GATE_ARGS on GATE_PORT and
+# ADMIN_PORT; 0 once /healthz answers, 1 if it exited (GATE_RC, GATE_LOG).
+_sg_launch_gate() {
+    local a prev= have_db=0 have_down=0 have_rt=0 have_listen=0 have_admin=0 i
+    local listen=127.0.0.1:$GATE_PORT admin=127.0.0.1:$ADMIN_PORT
+    for a in "${GATE_ARGS[@]}"; do
+        case "$prev" in
+        --listen) listen=$a ;;
+        --admin) admin=$a ;;
+        esac
+        case "$a" in
+        --db | --db=*) have_db=1 ;;
+        --downstream | --downstream=*) have_down=1 ;;
+        --read-timeout | --read-timeout=*) have_rt=1 ;;
+        --listen) have_listen=1 ;;
+        --listen=*) have_listen=1; listen=${a#--listen=} ;;
+        --admin) have_admin=1 ;;
+        --admin=*) have_admin=1; admin=${a#--admin=} ;;
+        esac
+        prev=$a
+    done
+    local defaults=()
+    [ $have_db = 1 ] || defaults+=(--db "$SG_DB")
+    [ $have_down = 1 ] || defaults+=(--downstream "$SINK_URL")
+    [ $have_rt = 1 ] || defaults+=(--read-timeout 2s)
+    [ $have_listen = 1 ] || defaults+=(--listen "127.0.0.1:$GATE_PORT")
+    [ $have_admin = 1 ] || defaults+=(--admin "127.0.0.1:$ADMIN_PORT")
+    _SG_GATE_N=$((_SG_GATE_N + 1))
+    GATE_LOG=$TMP/gate-$_SG_GATE_N.log
+    GATE_RC=
+    "$SG_BIN" run "${defaults[@]}" "${GATE_ARGS[@]}" </dev/null >"$GATE_LOG.out" 2>"$GATE_LOG" &
+    GATE_PID=$!
+    bg_track "$GATE_PID"
+    _sg_watchdog $$ "$GATE_PID" </dev/null >/dev/null 2>&1 &
+    bg_track "$!"
+    # a wildcard address is reached on loopback
+    GATE_URL=http://${listen/#0.0.0.0:/127.0.0.1:}
+    ADMIN=${admin/#0.0.0.0:/127.0.0.1:}
+    for i in $(seq 1 150); do
+        if ! kill -0 "$GATE_PID" 2>/dev/null; then
+            GATE_RC=0
+            wait "$GATE_PID" || GATE_RC=$?
+            return 1
+        fi
+        if curl -s -o /dev/null --max-time 2 "http://$ADMIN/healthz"; then
+            echo "# stormguard run pid $GATE_PID on $GATE_URL (admin $ADMIN), log $GATE_LOG"
+            return 0
+        fi
+        sleep 0.1
+    done
+    kill -9 "$GATE_PID" 2>/dev/null || true
+    cat "$GATE_LOG" >&2
+    fail "stormguard run did not answer /healthz within 15 s"
+}
+
+# start_gate [args...]: see above; retries other ports if the bind fails.
+start_gate() {
+    local attempt
+    _sg_need_curl
+    GATE_ARGS=("$@")
+    for attempt in $(seq 1 10); do
+        GATE_PORT=$(_sg_free_port)
+        ADMIN_PORT=$(_sg_free_port)
+        [ "$GATE_PORT" != "$ADMIN_PORT" ] || continue
+        _sg_launch_gate && return 0
+        grep -qi "in use" "$GATE_LOG" && continue
+        cat "$GATE_LOG" >&2
+        fail "stormguard run $* exited with $GATE_RC at startup"
+    done
+    fail "no free ports for stormguard run after 10 attempts"
+}
+
+# restart_gate: same ports and arguments as the last start_gate.
+restart_gate() {
+    _sg_launch_gate && return 0
+    cat "$GATE_LOG" >&2
+    fail "stormguard run ${GATE_ARGS[*]} exited with $GATE_RC at restart"
+}
+
+# stop_gate [SIGNAL]: sends SIGNAL (default TERM), waits <= 15 s, sets GATE_RC.
+stop_gate() {
+    local sig=${1:-TERM} i
+    kill -"$sig" "$GATE_PID" 2>/dev/null || true
+    for i in $(seq 1 150); do
+        kill -0 "$GATE_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$GATE_PID" 2>/dev/null; then
+        kill -9 "$GATE_PID" 2>/dev/null || true
+        wait "$GATE_PID" 2>/dev/null || true
+        tail -n 30 "$GATE_LOG" >&2
+        fail "stormguard run did not stop within 15 s of SIG$sig"
+    fi
+    GATE_RC=0
+    wait "$GATE_PID" || GATE_RC=$?
+}
+
+# kill_gate: SIGKILL, waited for.
+kill_gate() {
+    kill -9 "$GATE_PID" 2>/dev/null || true
+    wait "$GATE_PID" 2>/dev/null || true
+}
+
+# _sg_curl URL [curl args...]: sets HTTP_STATUS, REPLY, REPLY_HEADERS.
+_sg_curl() {
+    local url=$1
+    shift
+    HTTP_STATUS=$(curl -s -o "$TMP/.curl.body" -D "$TMP/.curl.headers" -w '%{http_code}' \
+        --max-time 15 "$@" "$url" || true)
+    [ -n "$HTTP_STATUS" ] || HTTP_STATUS=000
+    REPLY=$(cat "$TMP/.curl.body" 2>/dev/null || true)
+    REPLY_HEADERS=$(tr -d '\r' <"$TMP/.curl.headers" 2>/dev/null || true)
+    rm -f "$TMP/.curl.body" "$TMP/.curl.headers"
+}
+
+# gate_post PATH BODY [curl args...]
+gate_post() {
+    local path=$1 body=$2
+    shift 2
+    printf '%s' "$body" >"$TMP/.post.body"
+    _sg_curl "$GATE_URL$path" -X POST -H 'Content-Type: application/json' \
+        --data-binary "@$TMP/.post.body" "$@"
+}
+
+# admin_get PATH [curl args...]
+admin_get() {
+    local path=$1
+    shift
+    if [ -n "$ADMIN_TOKEN" ]; then
+        _sg_curl "http://$ADMIN$path" -H "Authorization: Bearer $ADMIN_TOKEN" "$@"
+    else
+        _sg_curl "http://$ADMIN$path" "$@"
+    fi
+}
+
+# gate_status: prints the /v1/status document.
+gate_status() {
+    if [ -n "$ADMIN_TOKEN" ]; then
+        curl -sf --max-time 10 -H "Authorization: Bearer $ADMIN_TOKEN" "http://$ADMIN/v1/status"
+    else
+        curl -sf --max-time 10 "http://$ADMIN/v1/status"
+    fi
+}
+
+# igor_event JOB NUMBER TIMESTAMP [MASTER] [CI_TYPE]: an Igor build event;
+# NUMBER is raw JSON, TIMESTAMP a string (as Igor sends it).
+igor_event() {
+    local type=
+    [ -z "${5:-}" ] || type=",\"type\":\"$5\""
+    printf '{"details":{"type":"build","source":"igor","created":"1427237764257"},"content":{"master":"%s"%s,"project":{"name":"%s","lastBuild":{"number":%s,"result":"SUCCESS","building":false,"timestamp":"%s","duration":93000,"url":"https://jenkins/job/%s/%s/"}}}}' \
+        "${4:-jenkins-prod}" "$type" "$1" "$2" "$3" "$1" "${2//\"/}"
+}
