@@ -21,7 +21,8 @@ typedef enum {
     T_SYNC,
     T_PROFILE,
     T_URL,
-    T_LOG_FORMAT, /* text or json */
+    T_CHOICE,   /* one of the words in choices, "a|b|c" */
+    T_BOOL,     /* on/off, true/false, yes/no, 1/0 */
     T_POINTER,  /* a JSON pointer */
 } key_type;
 
@@ -40,6 +41,10 @@ static const key_spec keys[] = {
      "redis://[user[:password]@]host[:port][/db] or unix:///path[?db=N]"},
     {"redis", "connect_timeout", "connect-timeout", T_INT, F(connect_timeout_ms), 1, 600000,
      "milliseconds to wait for a connection (default 5000)"},
+    {"redis", "canary", "canary", T_STRING, F(canary), 0, 0,
+     "key the daemon owns to confirm a wipe (default stormguard:canary)"},
+    {"redis", "check_interval_ms", "check-interval-ms", T_INT, F(check_interval_ms), 10, 600000,
+     "wipe check period in ms, the fallback to client tracking (default 1000)"},
     {"store", "path", "db", T_STRING, F(db_path), 0, 0,
      "SQLite database file (default " SG_DEFAULT_DB_PATH ")"},
     {"store", "synchronous", "synchronous", T_SYNC, F(synchronous), 0, 0,
@@ -56,6 +61,11 @@ static const key_spec keys[] = {
      "snapshots kept, 0 for no limit (default 20)"},
     {"snapshot", "max_age", "max-age", T_DURATION, F(max_age_s), 0, 0,
      "prune snapshots older than this (90s, 15m, 2h, 7d; 0 = never; default 0)"},
+    {"snapshot", "interval", "snapshot-interval", T_DURATION, F(snapshot_interval_s), 0, 0,
+     "stormguard run snapshots the profile's keys this often (0 = never; default 60s)"},
+    {"snapshot", "suspect_below", "suspect-below", T_INT, F(suspect_below_pct), 0, 100,
+     "a profile snapshot with fewer than this % of the last good one's keys is suspect, never "
+     "a baseline (0 = off; default 50)"},
     {"flush", "protect", "protect", T_LIST, F(protect), 0, 0,
      "namespaces a flush refuses to delete (default session:* queue:* workflow:* lock:* rate:*)"},
     {"gate", "listen", "listen", T_STRING, F(listen), 0, 0,
@@ -96,13 +106,38 @@ static const key_spec keys[] = {
      "first retry delay in ms, doubling per attempt (default 500)"},
     {"forward", "retry_max", "retry-max", T_DURATION, F(retry_max_s), 1, 86400,
      "longest retry delay (default 60s)"},
+    {"guard", "duration", "guard-duration", T_DURATION, F(guard_duration_s), 1, 0,
+     "guard mode after a wipe lasts this long, extended while a storm goes on (default 10m)"},
+    {"guard", "rewarm", "rewarm", T_BOOL, F(rewarm), 0, 0,
+     "on a wipe, restore the profile's missing keys from the last good snapshot (default off)"},
+    {"storm", "window", "storm-window", T_DURATION, F(storm_window_s), 1, 86400,
+     "the storm signals count events within this window (default 60s)"},
+    {"storm", "same_job_builds", "storm-same-job", T_INT, F(storm_same_job), 2, 1000000,
+     "builds of one job within the window that make a storm (default 3)"},
+    {"storm", "first_seen_jobs", "storm-first-seen", T_INT, F(storm_first_seen), 1, 1000000,
+     "first-seen jobs of one source within the window that make a storm (default 20)"},
+    {"storm", "replay_share", "storm-replay-share", T_INT, F(storm_replay_pct), 1, 100,
+     "% of replays among a source's recent events that makes a storm (default 50)"},
+    {"storm", "replay_min", "storm-replay-min", T_INT, F(storm_replay_min), 1, 1000000,
+     "events of a source in the window before replay_share applies (default 20)"},
+    {"storm", "rate_factor", "storm-rate-factor", T_INT, F(storm_rate_factor), 2, 1000,
+     "new+unknown events/s above this times their moving average make a storm (default 5)"},
+    {"storm", "rate_floor", "storm-rate-floor", T_INT, F(storm_rate_floor), 1, 1000000,
+     "the rate signal never fires below this many new+unknown events/s (default 20)"},
+    {"storm", "cooldown", "storm-cooldown", T_DURATION, F(storm_cooldown_s), 1, 86400,
+     "a storm ends after this long without a signal (default 5m)"},
+    {"storm", "on_storm", "on-storm", T_CHOICE, F(on_storm), 0, 0,
+     "what happens to held events: hold (until an operator acts), drain (at drain_rate, "
+     "newest build per job) or drop (default hold)"},
+    {"storm", "drain_rate", "drain-rate", T_INT, F(drain_rate), 1, 100000,
+     "on_storm = drain: held events released per second (default 5)"},
     {"admin", "listen", "admin", T_STRING, F(admin_listen), 0, 0,
      "ADDR:PORT of the admin API (default " SG_DEFAULT_ADMIN "); loopback only without a token"},
     {"admin", "token", "admin-token", T_OPTIONAL, F(admin_token), 0, 0,
      "bearer token the admin API requires (prefer token_file)"},
     {"admin", "token_file", "admin-token-file", T_OPTIONAL, F(admin_token_file), 0, 0,
      "file holding the admin bearer token"},
-    {"log", "format", "log-format", T_LOG_FORMAT, F(log_format), 0, 0, "text or json (default text)"},
+    {"log", "format", "log-format", T_CHOICE, F(log_format), 0, 0, "text or json (default text)"},
     {"log", "file", "log-file", T_OPTIONAL, F(log_file), 0, 0,
      "append logs to this file, reopened on SIGHUP (default: standard error)"},
 };
@@ -114,12 +149,16 @@ void sg_config_init(sg_config *c)
     memset(c, 0, sizeof *c);
     c->redis_url = sg_xstrdup(SG_DEFAULT_REDIS_URL);
     c->connect_timeout_ms = 5000;
+    c->canary = sg_xstrdup("stormguard:canary");
+    c->check_interval_ms = 1000;
     c->db_path = sg_xstrdup(SG_DEFAULT_DB_PATH);
     c->synchronous = SG_SYNC_NORMAL;
     c->profile = SG_PROFILE_NONE;
     c->prefix = sg_xstrdup("igor");
     c->scan_count = 1000;
     c->keep = 20;
+    c->snapshot_interval_s = 60;
+    c->suspect_below_pct = 50;
     /* DOMAIN.md section 6: what runbooks say must never be flushed */
     static const char *const protect[] = {"session:*", "queue:*", "workflow:*", "lock:*",
                                           "rate:*"};
@@ -140,6 +179,17 @@ void sg_config_init(sg_config *c)
     c->forward_max_age_s = 86400;
     c->retry_base_ms = 500;
     c->retry_max_s = 60;
+    c->guard_duration_s = 600;
+    c->storm_window_s = 60;
+    c->storm_same_job = 3;
+    c->storm_first_seen = 20;
+    c->storm_replay_pct = 50;
+    c->storm_replay_min = 20;
+    c->storm_rate_factor = 5;
+    c->storm_rate_floor = 20;
+    c->storm_cooldown_s = 300;
+    c->on_storm = sg_xstrdup("hold");
+    c->drain_rate = 5;
     c->admin_listen = sg_xstrdup(SG_DEFAULT_ADMIN);
     c->log_format = sg_xstrdup("text");
 }
@@ -153,7 +203,7 @@ void sg_config_close(sg_config *c)
     sg_strlist_clear(&c->protect);
     sg_strlist_clear(&c->build_paths);
     sg_strlist_clear(&c->forward_headers);
-    char **strings[] = {&c->listen, &c->downstream, &c->tls_cert, &c->tls_key,
+    char **strings[] = {&c->canary, &c->on_storm, &c->listen, &c->downstream, &c->tls_cert, &c->tls_key,
                         &c->notification_source, &c->source_pointer, &c->job_pointer,
                         &c->number_pointer, &c->timestamp_pointer, &c->admin_listen,
                         &c->admin_token, &c->admin_token_file, &c->log_format, &c->log_file};
@@ -175,6 +225,32 @@ static bool known_section(const char *section)
     for (size_t i = 0; i < NKEYS; i++)
         if (!strcmp(keys[i].section, section))
             return true;
+    return false;
+}
+
+/* The words a T_CHOICE key accepts, "a|b|c". */
+static const struct {
+    size_t offset;
+    const char *words;
+} choice_sets[] = {{F(log_format), "text|json"}, {F(on_storm), "hold|drain|drop"}};
+
+static const char *choices_of(const key_spec *k)
+{
+    for (size_t i = 0; i < sizeof choice_sets / sizeof choice_sets[0]; i++)
+        if (choice_sets[i].offset == k->offset)
+            return choice_sets[i].words;
+    return "";
+}
+
+static bool choice_valid(const char *choices, const char *value)
+{
+    size_t n = strlen(value);
+    for (const char *p = choices; n && p;) {
+        if (!strncmp(p, value, n) && (p[n] == '|' || p[n] == '\0'))
+            return true;
+        p = strchr(p, '|');
+        p = p ? p + 1 : NULL;
+    }
     return false;
 }
 
@@ -207,11 +283,26 @@ static int set_value(sg_config *c, const key_spec *k, const char *value, bool ap
         free(*(char **)field);
         *(char **)field = sg_xstrdup(value);
         return 0;
-    case T_LOG_FORMAT:
-        if (strcmp(value, "text") && strcmp(value, "json"))
-            return sg_error_set(err, SG_EUSAGE, "'%s' must be text or json", value);
+    case T_CHOICE:
+        if (!choice_valid(choices_of(k), value)) {
+            char words[128];
+            snprintf(words, sizeof words, "%s", choices_of(k));
+            for (char *p = words; *p; p++)
+                *p = *p == '|' ? ',' : *p;
+            return sg_error_set(err, SG_EUSAGE, "'%s' must be one of %s", value, words);
+        }
         free(*(char **)field);
         *(char **)field = sg_xstrdup(value);
+        return 0;
+    case T_BOOL:
+        if (!strcasecmp(value, "on") || !strcasecmp(value, "true") ||
+            !strcasecmp(value, "yes") || !strcmp(value, "1"))
+            *(bool *)field = true;
+        else if (!strcasecmp(value, "off") || !strcasecmp(value, "false") ||
+                 !strcasecmp(value, "no") || !strcmp(value, "0"))
+            *(bool *)field = false;
+        else
+            return sg_error_set(err, SG_EUSAGE, "'%s' must be on or off", value);
         return 0;
     case T_SIZE: {
         char *end;
@@ -413,7 +504,7 @@ void sg_config_dump(const sg_config *c, FILE *out)
             break;
         }
         case T_STRING:
-        case T_LOG_FORMAT:
+        case T_CHOICE:
         case T_POINTER:
         case T_OPTIONAL: {
             const char *v = *(char *const *)field;
@@ -426,6 +517,7 @@ void sg_config_dump(const sg_config *c, FILE *out)
         case T_INT:
         case T_DURATION: fprintf(out, "%lld", (long long)*(const int64_t *)field); break;
         case T_SYNC: fputs(sg_sync_mode_name(*(const sg_sync_mode *)field), out); break;
+        case T_BOOL: fputs(*(const bool *)field ? "on" : "off", out); break;
         case T_PROFILE: fputs(sg_profile_kind_name(*(const sg_profile_kind *)field), out); break;
         case T_LIST: {
             const sg_strlist *l = field;

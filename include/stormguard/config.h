@@ -23,6 +23,8 @@ typedef struct sg_config {
     /* [redis] */
     char *redis_url;
     int64_t connect_timeout_ms;
+    char *canary;               /* key the daemon owns to confirm wipes */
+    int64_t check_interval_ms;  /* wipe check period, fallback to tracking */
     /* [store] */
     char *db_path;
     sg_sync_mode synchronous;
@@ -34,6 +36,8 @@ typedef struct sg_config {
     int64_t scan_count;     /* SCAN COUNT, >= 1000 */
     int64_t keep;           /* snapshots kept, 0 = no count limit */
     int64_t max_age_s;      /* 0 = no age limit */
+    int64_t snapshot_interval_s; /* the daemon's periodic snapshots, 0 = off */
+    int64_t suspect_below_pct;   /* profile keys below this % of the last good: suspect */
     /* [flush] */
     sg_strlist protect;     /* namespaces a flush refuses to delete */
     /* [gate] */
@@ -53,6 +57,16 @@ typedef struct sg_config {
     int64_t forward_max_age_s;
     int64_t retry_base_ms;
     int64_t retry_max_s;
+    /* [guard] */
+    int64_t guard_duration_s;
+    bool rewarm;
+    /* [storm] */
+    int64_t storm_window_s;
+    int64_t storm_same_job, storm_first_seen, storm_replay_pct, storm_replay_min;
+    int64_t storm_rate_factor, storm_rate_floor;
+    int64_t storm_cooldown_s;
+    char *on_storm;         /* hold | drain | drop */
+    int64_t drain_rate;     /* events/s */
     /* [admin] */
     char *admin_listen;
     char *admin_token;

@@ -261,6 +261,39 @@ static void error_bad_values(void **state)
     check_load_error("[profile]\nname = jenkins\n", 2, "name");
     check_load_error("[store]\nsynchronous = sometimes\n", 2, "synchronous");
     check_load_error("[store]\npath =\n", 2, "path");
+    check_load_error("[storm]\non_storm = panic\n", 2, "must be one of hold,drain,drop");
+    check_load_error("[storm]\non_storm = dra\n", 2, "must be one of hold,drain,drop");
+    check_load_error("[guard]\nrewarm = maybe\n", 2, "must be on or off");
+    check_load_error("[snapshot]\nsuspect_below = 101\n", 2, "suspect_below");
+    check_load_error("[storm]\nsame_job_builds = 1\n", 2, "same_job_builds");
+}
+
+static void load_guard_and_storm(void **state)
+{
+    (void)state;
+    const char *path = write_ini("[redis]\ncanary = sg:canary\ncheck_interval_ms = 250\n"
+                                 "[snapshot]\ninterval = 5m\nsuspect_below = 0\n"
+                                 "[guard]\nduration = 30m\nrewarm = on\n"
+                                 "[storm]\nwindow = 2m\nsame_job_builds = 5\n"
+                                 "on_storm = drain\ndrain_rate = 50\n");
+    sg_config *c = new_config();
+    assert_false(c->rewarm);
+    assert_string_equal(c->on_storm, "hold");
+    sg_error err = {0};
+    if (sg_config_load_file(c, path, &err))
+        fail_msg("load: %s", err.msg);
+    assert_string_equal(c->canary, "sg:canary");
+    assert_int_equal(c->check_interval_ms, 250);
+    assert_int_equal(c->snapshot_interval_s, 300);
+    assert_int_equal(c->suspect_below_pct, 0);
+    assert_int_equal(c->guard_duration_s, 1800);
+    assert_true(c->rewarm);
+    assert_int_equal(c->storm_window_s, 120);
+    assert_int_equal(c->storm_same_job, 5);
+    assert_string_equal(c->on_storm, "drain");
+    assert_int_equal(c->drain_rate, 50);
+    assert_int_equal(sg_config_set(c, "guard", "rewarm", "off", false, &err), 0);
+    assert_false(c->rewarm);
 }
 
 static void error_bad_url(void **state)
@@ -412,9 +445,9 @@ static void flag_at_table(void **state)
 {
     (void)state;
     size_t n = 0;
-    const char *flags[64], *sections[64], *keys[64];
+    const char *flags[128], *sections[128], *keys[128];
     for (const char *f; (f = sg_config_flag_at(n)) != NULL; n++) {
-        assert_true(n < 64);
+        assert_true(n < 128);
         bool is_list;
         /* every flag maps back to a config key */
         assert_true(sg_config_flag(f, &sections[n], &keys[n], &is_list));
@@ -434,7 +467,7 @@ static void flag_at_table(void **state)
     /* the table is walked to its end: flags of every section are there */
     static const char *const expected[] = {"redis", "db", "profile", "keep", "protect",
                                            "listen", "downstream", "max-inflight", "admin",
-                                           "log-format"};
+                                           "guard-duration", "on-storm", "log-format"};
     for (size_t e = 0; e < sizeof expected / sizeof expected[0]; e++) {
         bool found = false;
         for (size_t j = 0; j < n; j++)
@@ -538,6 +571,7 @@ int main(void)
         cmocka_unit_test_teardown(error_unknown_key, cleanup),
         cmocka_unit_test_teardown(error_unknown_section, cleanup),
         cmocka_unit_test_teardown(error_bad_values, cleanup),
+        cmocka_unit_test_teardown(load_guard_and_storm, cleanup),
         cmocka_unit_test_teardown(error_bad_url, cleanup),
         cmocka_unit_test_teardown(error_syntax, cleanup),
         cmocka_unit_test_teardown(error_line_matches_reason, cleanup),
