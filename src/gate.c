@@ -72,7 +72,9 @@ struct sg_gate {
     bool reloading;
 
     bool spilled;
-    int64_t loaded_upto; /* highest event id handed to the forwarder */
+    /* the delivery queue's order is (qgen, id): store.h, 003_held.sql */
+    int64_t qgen;                   /* generation new pending events join */
+    int64_t loaded_gen, loaded_id;  /* the last event handed to the forwarder */
 
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t tick;
@@ -136,7 +138,8 @@ static int refill_one(void *ud, const sg_event_row *r)
 {
     sg_gate *g = ud;
     sg_forward_push(g->fwd, item_from_row(r));
-    g->loaded_upto = r->id;
+    g->loaded_gen = r->qgen;
+    g->loaded_id = r->id;
     return 0;
 }
 
@@ -146,15 +149,15 @@ static void refill(sg_gate *g)
 {
     while (g->spilled && !g->stopping && sg_forward_backlog(g->fwd) < SPILL_AT / 2) {
         size_t before = sg_forward_backlog(g->fwd);
-        int64_t upto = g->loaded_upto;
+        int64_t upto = g->loaded_id;
         sg_error err;
-        if (sg_store_events_pending(g->reader, g->loaded_upto, REFILL_BATCH, refill_one, g,
-                                    &err)) {
+        if (sg_store_events_pending(g->reader, g->loaded_gen, g->loaded_id, REFILL_BATCH,
+                                    refill_one, g, &err)) {
             sg_log(SG_LOG_ERROR, "forward", "reading pending events: %s", err.msg);
             return;
         }
         size_t loaded = sg_forward_backlog(g->fwd) - before;
-        if (loaded < REFILL_BATCH || g->loaded_upto == upto)
+        if (loaded < REFILL_BATCH || g->loaded_id == upto)
             g->spilled = false; /* caught up with the journal */
     }
 }
@@ -311,7 +314,8 @@ static void on_incoming_done(sg_jop *op)
             it->tag = (int)in->kind;
             in->method = in->path = in->body = NULL;
             in->headers.p = NULL;
-            g->loaded_upto = it->id;
+            g->loaded_gen = op->row.qgen;
+            g->loaded_id = it->id;
             sg_forward_push(g->fwd, it);
         } else {
             g->spilled = true;
@@ -387,6 +391,7 @@ static void on_request(void *ud, sg_http_req *req)
     r->reason = sg_reason_name(why);
     r->state = in->kind == SG_KIND_REPLAY ? "suppressed" : "pending";
     r->done_at = in->kind == SG_KIND_REPLAY ? now : 0;
+    r->qgen = in->kind == SG_KIND_REPLAY ? 0 : g->qgen;
     r->method = in->method;
     r->path = in->path;
     r->headers = in->headers.p ? in->headers.p : "";
@@ -796,6 +801,7 @@ static int start(sg_gate *g, sg_error *err)
         return rc;
     sg_store_options ro = {.readonly = true};
     if ((rc = sg_store_open(c->db_path, &ro, &g->reader, err)) ||
+        (rc = sg_store_queue_gen(g->reader, &g->qgen, err)) ||
         (rc = sg_store_ledger_each(g->reader, ledger_add, &g->ledger, err)) ||
         (rc = sg_store_event_counts(g->reader, count_events, g, err)))
         return rc;

@@ -48,19 +48,44 @@ struct sg_journal {
     void *stopped_ud;
 };
 
+static int apply_one(sg_store *s, sg_jop *op, sg_error *err)
+{
+    sg_event_row *r = &op->row;
+    int64_t now = sg_now_ms();
+    switch (op->type) {
+    case SG_JOP_INSERT: {
+        int rc = sg_store_event_insert(s, r, err);
+        if (rc == 0 && op->ledger)
+            rc = sg_store_ledger_add(s, r->source, r->job, r->number, r->id, err);
+        return rc;
+    }
+    case SG_JOP_UPDATE:
+        return sg_store_event_update(s, r->id, r->state, r->attempts, r->next_attempt_at,
+                                     r->last_error, r->done_at, err);
+    case SG_JOP_RELEASE:
+        return sg_store_held_release(s, &op->hold, op->newest_only, op->qgen, now,
+                                     &op->released, &op->superseded, err);
+    case SG_JOP_DROP:
+        return sg_store_held_drop(s, &op->hold, op->reason, now, &op->dropped, err);
+    case SG_JOP_AUDIT:
+        return 0;
+    case SG_JOP_EPISODE:
+        if (op->episode_id == 0)
+            return sg_store_episode_open(s, op->at, op->cause, op->detail, &op->episode_id,
+                                         err);
+        return sg_store_episode_update(s, op->episode_id, op->ended_at, op->detail, err);
+    }
+    return sg_error_set(err, SG_EINVAL, "unknown journal operation %d", (int)op->type);
+}
+
 static void apply(sg_journal *j, sg_jop *op, sg_error *err, int *rc)
 {
     if (*rc)
         return;
-    sg_event_row *r = &op->row;
-    if (op->type == SG_JOP_INSERT) {
-        *rc = sg_store_event_insert(j->store, r, err);
-        if (*rc == 0 && op->ledger)
-            *rc = sg_store_ledger_add(j->store, r->source, r->job, r->number, r->id, err);
-    } else {
-        *rc = sg_store_event_update(j->store, r->id, r->state, r->attempts, r->next_attempt_at,
-                                    r->last_error, r->done_at, err);
-    }
+    *rc = apply_one(j->store, op, err);
+    if (*rc == 0 && op->action)
+        *rc = sg_store_audit(j->store, op->actor ? op->actor : "stormguard", op->action,
+                             op->detail, err);
 }
 
 static void commit_batch(sg_journal *j, sg_jop *batch)

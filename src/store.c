@@ -45,8 +45,9 @@ static const char *const statement_sql[ST_COUNT] = {
     [ST_DOCKER] = "INSERT OR REPLACE INTO docker_tag(snapshot_id, account, repository, tag, digest) "
                   "VALUES (?1, ?2, ?3, ?4, ?5)",
     [ST_EVENT_INSERT] = "INSERT INTO event(received_at, source, job, number, build_ts, kind, "
-                        "reason, state, method, path, headers, body, next_attempt_at, done_at) "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                        "reason, state, method, path, headers, body, next_attempt_at, done_at, "
+                        "qgen) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     [ST_EVENT_UPDATE] = "UPDATE event SET state = ?1, attempts = ?2, next_attempt_at = ?3, "
                         "last_error = ?4, done_at = ?5 WHERE id = ?6",
     [ST_LEDGER_ADD] = "INSERT OR IGNORE INTO ledger(source, job, number, accepted_at, event_id) "
@@ -762,6 +763,7 @@ int sg_store_event_insert(sg_store *s, sg_event_row *r, sg_error *err)
     sqlite3_bind_blob64(st, 12, r->body ? r->body : "", r->body_len, SQLITE_STATIC);
     bind_int_or_null(st, 13, r->next_attempt_at);
     bind_int_or_null(st, 14, r->done_at);
+    sqlite3_bind_int64(st, 15, r->qgen);
     int rc = step_done(s, st, err, "journaling an event in");
     if (rc == 0)
         r->id = sqlite3_last_insert_rowid(s->db);
@@ -862,7 +864,7 @@ int sg_store_baseline(sg_store *s, int64_t *snapshot_id, sg_error *err)
 
 #define EVENT_COLUMNS                                                                              \
     "id, received_at, source, job, number, build_ts, kind, reason, state, method, path, "         \
-    "headers, body, attempts, next_attempt_at, last_error, done_at"
+    "headers, body, attempts, next_attempt_at, last_error, done_at, qgen"
 
 static void read_event(sqlite3_stmt *st, sg_event_row *r)
 {
@@ -885,6 +887,7 @@ static void read_event(sqlite3_stmt *st, sg_event_row *r)
     r->next_attempt_at = sqlite3_column_int64(st, 14);
     r->last_error = (const char *)sqlite3_column_text(st, 15);
     r->done_at = sqlite3_column_int64(st, 16);
+    r->qgen = sqlite3_column_int64(st, 17);
 }
 
 static int each_event(sg_store *s, sqlite3_stmt *st, sg_event_fn fn, void *ud, sg_error *err)
@@ -900,18 +903,167 @@ static int each_event(sg_store *s, sqlite3_stmt *st, sg_event_fn fn, void *ud, s
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_error(s, err, "reading events in");
 }
 
-int sg_store_events_pending(sg_store *s, int64_t after, int limit, sg_event_fn fn, void *ud,
-                            sg_error *err)
+int sg_store_events_pending(sg_store *s, int64_t after_gen, int64_t after_id, int limit,
+                            sg_event_fn fn, void *ud, sg_error *err)
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "SELECT " EVENT_COLUMNS " FROM event WHERE state = 'pending' AND "
-                           "id > ? ORDER BY id LIMIT ?",
+                           "(qgen, id) > (?1, ?2) ORDER BY qgen, id LIMIT ?3",
                            -1, &st, NULL) != SQLITE_OK)
         return db_error(s, err, "reading events in");
-    sqlite3_bind_int64(st, 1, after);
-    sqlite3_bind_int(st, 2, limit);
+    sqlite3_bind_int64(st, 1, after_gen);
+    sqlite3_bind_int64(st, 2, after_id);
+    sqlite3_bind_int(st, 3, limit);
     return each_event(s, st, fn, ud, err);
+}
+
+int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT coalesce(max(qgen), 0) FROM event WHERE state = 'pending'", -1,
+                           &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "reading the delivery queue in");
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *gen = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : db_error(s, err, "reading the delivery queue in");
+}
+
+/* ---- the held queue ---- */
+
+/* The selection of held events, bound as ?1 source and ?2 job glob. */
+#define HELD_WHERE "state = 'held' AND (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR job GLOB ?2)"
+
+static sqlite3_stmt *held_stmt(sg_store *s, const char *sql, const sg_hold_filter *f,
+                               sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        db_error(s, err, "changing held events in");
+        return NULL;
+    }
+    bind_text_or_null(st, 1, f->all ? NULL : f->source);
+    bind_text_or_null(st, 2, f->all ? NULL : f->job);
+    return st;
+}
+
+static int held_step(sg_store *s, sqlite3_stmt *st, int64_t *changed, sg_error *err)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, "changing held events in");
+    *changed = sqlite3_changes(s->db);
+    return 0;
+}
+
+int sg_store_held_release(sg_store *s, const sg_hold_filter *f, bool newest_only, int64_t qgen,
+                          int64_t now, int64_t *released, int64_t *superseded, sg_error *err)
+{
+    int64_t gone = 0, moved = 0;
+    sqlite3_stmt *st;
+    int rc;
+    if (newest_only) {
+        /* per job, every build below the newest held one; the CTE is grouped
+         * once (not a correlated max per row: a storm can hold millions) */
+        st = held_stmt(s,
+                       "WITH newest AS (SELECT source, job, max(number) AS number FROM event "
+                       "WHERE " HELD_WHERE " GROUP BY source, job) "
+                       "UPDATE event SET state = 'superseded', done_at = ?3, "
+                       "last_error = 'superseded by build ' || newest.number "
+                       "FROM newest WHERE event.state = 'held' AND event.source = newest.source "
+                       "AND event.job = newest.job AND event.number < newest.number",
+                       f, err);
+        if (!st)
+            return SG_ESTORE;
+        sqlite3_bind_int64(st, 3, now);
+        if ((rc = held_step(s, st, &gone, err)))
+            return rc;
+    }
+    st = held_stmt(s,
+                   "UPDATE event SET state = 'pending', qgen = ?3, next_attempt_at = NULL "
+                   "WHERE id IN (SELECT id FROM event WHERE " HELD_WHERE " ORDER BY id LIMIT ?4)",
+                   f, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_int64(st, 3, qgen);
+    sqlite3_bind_int64(st, 4, f->limit > 0 ? f->limit : -1);
+    if ((rc = held_step(s, st, &moved, err)))
+        return rc;
+    *released = moved;
+    *superseded = gone;
+    return 0;
+}
+
+int sg_store_held_drop(sg_store *s, const sg_hold_filter *f, const char *reason, int64_t now,
+                       int64_t *dropped, sg_error *err)
+{
+    sqlite3_stmt *st = held_stmt(s,
+                                 "UPDATE event SET state = 'dropped', done_at = ?3, "
+                                 "last_error = ?4 WHERE " HELD_WHERE,
+                                 f, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_int64(st, 3, now);
+    sqlite3_bind_text(st, 4, reason, -1, SQLITE_STATIC);
+    return held_step(s, st, dropped, err);
+}
+
+int sg_store_held_summary(sg_store *s, sg_held_fn fn, void *ud, sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT source, job, count(*), min(number), max(number) FROM event "
+                           "WHERE state = 'held' GROUP BY source, job ORDER BY source, job",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "reading held events in");
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+           sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 4));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_error(s, err, "reading held events in");
+}
+
+/* ---- episodes ---- */
+
+int sg_store_episode_open(sg_store *s, int64_t at, const char *cause, const char *detail,
+                          int64_t *id, sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO episode(started_at, cause, detail) VALUES (?, ?, ?)", -1,
+                           &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "recording an episode in");
+    sqlite3_bind_int64(st, 1, at);
+    sqlite3_bind_text(st, 2, cause, -1, SQLITE_STATIC);
+    bind_text_or_null(st, 3, detail);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, "recording an episode in");
+    *id = sqlite3_last_insert_rowid(s->db);
+    return 0;
+}
+
+int sg_store_episode_update(sg_store *s, int64_t id, int64_t ended_at, const char *detail,
+                            sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "UPDATE episode SET ended_at = coalesce(?2, ended_at), "
+                           "detail = coalesce(detail || '; ' || ?3, ?3, detail) WHERE id = ?1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "recording an episode in");
+    sqlite3_bind_int64(st, 1, id);
+    bind_int_or_null(st, 2, ended_at);
+    bind_text_or_null(st, 3, detail);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_error(s, err, "recording an episode in");
 }
 
 int sg_store_events_query(sg_store *s, const char *state, const char *kind, const char *job,

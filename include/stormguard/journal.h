@@ -17,8 +17,12 @@ struct uv_loop_s;
 typedef struct sg_journal sg_journal;
 
 typedef enum sg_jop_type {
-    SG_JOP_INSERT, /* insert row (its id is set), and the ledger entry if ledger */
-    SG_JOP_UPDATE, /* update row.id's state, attempts, next attempt, error, done_at */
+    SG_JOP_INSERT,  /* insert row (its id is set), and the ledger entry if ledger */
+    SG_JOP_UPDATE,  /* update row.id's state, attempts, next attempt, error, done_at */
+    SG_JOP_RELEASE, /* held events of hold become pending in qgen (store.h) */
+    SG_JOP_DROP,    /* held events of hold become dropped with reason */
+    SG_JOP_AUDIT,   /* only the audit row below */
+    SG_JOP_EPISODE, /* opens an episode (episode_id 0: set) or updates one */
 } sg_jop_type;
 
 typedef struct sg_jop sg_jop;
@@ -26,6 +30,17 @@ struct sg_jop {
     sg_jop_type type;
     sg_event_row row;   /* borrowed strings: must live until done runs */
     bool ledger;        /* INSERT: also add (source, job, number) to the ledger */
+    /* RELEASE, DROP: which events, how; results after commit */
+    sg_hold_filter hold;
+    bool newest_only;
+    int64_t qgen;
+    const char *reason;
+    int64_t released, superseded, dropped;
+    /* any type: with an action, an audit row in the same transaction */
+    const char *actor, *action, *detail;
+    /* EPISODE: cause (on open), detail (appended), ended_at (0: open) */
+    int64_t episode_id, at, ended_at;
+    const char *cause;
     int status;         /* after commit: 0 or an SG_E* code */
     char errmsg[256];   /* why, when status != 0 */
     double commit_s;    /* how long the transaction that carried it took */

@@ -133,6 +133,7 @@ typedef struct sg_event_row {
     size_t body_len;
     int64_t attempts, next_attempt_at, done_at;
     const char *last_error;
+    int64_t qgen;            /* queue generation of a pending event (003_held.sql) */
 } sg_event_row;
 
 /* Copies what the WAL holds into the database without blocking writers
@@ -171,10 +172,43 @@ int sg_store_index_each(sg_store *s, int64_t snapshot_id, const sg_index_visitor
  * baseline); 0 if none. */
 int sg_store_baseline(sg_store *s, int64_t *snapshot_id, sg_error *err);
 
-/* Events in state pending with id > after, oldest first, at most limit; the
- * row's pointers are valid during the call only. */
+/* Pending events after (after_gen, after_id) in queue order (qgen, id), at
+ * most limit; the row's pointers are valid during the call only. */
 typedef int (*sg_event_fn)(void *ud, const sg_event_row *row);
-int sg_store_events_pending(sg_store *s, int64_t after, int limit, sg_event_fn fn, void *ud,
+int sg_store_events_pending(sg_store *s, int64_t after_gen, int64_t after_id, int limit,
+                            sg_event_fn fn, void *ud, sg_error *err);
+/* The highest queue generation among pending events (0 if none). */
+int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err);
+
+/* Which held events a release or drop applies to: all, or those of source
+ * (NULL: any) whose job matches the glob job (NULL: any); limit > 0 releases
+ * at most that many, oldest first. */
+typedef struct sg_hold_filter {
+    bool all;
+    const char *source;
+    const char *job;
+    int64_t limit;
+} sg_hold_filter;
+
+/* Held events of f become pending in queue generation qgen. With
+ * newest_only, the held builds of each job below its newest held build are
+ * superseded first (never forwarded). Counts go to *released, *superseded. */
+int sg_store_held_release(sg_store *s, const sg_hold_filter *f, bool newest_only, int64_t qgen,
+                          int64_t now, int64_t *released, int64_t *superseded, sg_error *err);
+/* Held events of f become dropped with reason; the count goes to *dropped. */
+int sg_store_held_drop(sg_store *s, const sg_hold_filter *f, const char *reason, int64_t now,
+                       int64_t *dropped, sg_error *err);
+/* Calls fn once per (source, job) with held events: count, lowest and highest
+ * build number. Strings are valid during the call only. */
+typedef void (*sg_held_fn)(void *ud, const char *source, const char *job, int64_t count,
+                           int64_t oldest, int64_t newest);
+int sg_store_held_summary(sg_store *s, sg_held_fn fn, void *ud, sg_error *err);
+
+/* Episodes: a wipe or a storm, opened when detected; the update sets
+ * ended_at (0: unchanged) and appends to the detail (NULL: unchanged). */
+int sg_store_episode_open(sg_store *s, int64_t at, const char *cause, const char *detail,
+                          int64_t *id, sg_error *err);
+int sg_store_episode_update(sg_store *s, int64_t id, int64_t ended_at, const char *detail,
                             sg_error *err);
 
 /* Events newest first, filtered by state, kind and job (each may be NULL). */

@@ -796,6 +796,147 @@ static void audit(void **state)
     assert_true(raw_int(f->db, "SELECT min(at) FROM audit") >= before);
 }
 
+/* ---- the held queue ---- */
+
+static int64_t put_event(sg_store *s, const char *state, const char *job, int64_t number,
+                         int64_t qgen)
+{
+    sg_event_row r = {.received_at = 1000 + number, .source = "jenkins-prod", .job = job,
+                      .number = number, .kind = "unknown", .reason = "unknown-job",
+                      .state = state, .method = "POST", .path = "/", .headers = "",
+                      .body = "{}", .body_len = 2, .qgen = qgen};
+    sg_error err = {0};
+    if (sg_store_event_insert(s, &r, &err))
+        fail_msg("insert: %s", err.msg);
+    return r.id;
+}
+
+typedef struct pending_seen {
+    int64_t ids[16];
+    int n;
+} pending_seen;
+
+static int collect_pending(void *ud, const sg_event_row *r)
+{
+    pending_seen *p = ud;
+    assert_true(p->n < 16);
+    p->ids[p->n++] = r->id;
+    return 0;
+}
+
+typedef struct held_seen {
+    char jobs[8][32];
+    int64_t count[8], oldest[8], newest[8];
+    int n;
+} held_seen;
+
+static void collect_held(void *ud, const char *source, const char *job, int64_t count,
+                         int64_t oldest, int64_t newest)
+{
+    held_seen *h = ud;
+    assert_string_equal(source, "jenkins-prod");
+    assert_true(h->n < 8);
+    snprintf(h->jobs[h->n], sizeof h->jobs[h->n], "%s", job);
+    h->count[h->n] = count;
+    h->oldest[h->n] = oldest;
+    h->newest[h->n++] = newest;
+}
+
+/* A release queues held events behind what is already pending and ahead of
+ * what arrives later; newest-only supersedes older builds of the job. */
+static void held_release_order(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t a1 = put_event(s, "held", "team-a/app", 101, 0);
+    int64_t p1 = put_event(s, "pending", "team-b/lib", 7, 0);
+    int64_t a2 = put_event(s, "held", "team-a/app", 102, 0);
+    int64_t c1 = put_event(s, "held", "team-c/web", 5, 0);
+    int64_t d1 = put_event(s, "held", "ops/deploy", 1, 0);
+
+    held_seen h = {0};
+    assert_int_equal(sg_store_held_summary(s, collect_held, &h, &err), 0);
+    assert_int_equal(h.n, 3);
+    assert_string_equal(h.jobs[0], "ops/deploy");
+    assert_string_equal(h.jobs[1], "team-a/app");
+    assert_int_equal(h.count[1], 2);
+    assert_int_equal(h.oldest[1], 101);
+    assert_int_equal(h.newest[1], 102);
+
+    /* team-* only, newest per job: a1 superseded, a2 and c1 released */
+    int64_t released = -1, superseded = -1, dropped = -1;
+    sg_hold_filter team = {.job = "team-*"};
+    assert_int_equal(sg_store_held_release(s, &team, true, 1, 5000, &released, &superseded, &err),
+                     0);
+    assert_int_equal(released, 2);
+    assert_int_equal(superseded, 1);
+    int64_t late = put_event(s, "pending", "team-b/lib", 8, 1);
+
+    pending_seen p = {0};
+    assert_int_equal(sg_store_events_pending(s, 0, 0, 10, collect_pending, &p, &err), 0);
+    assert_int_equal(p.n, 4);
+    assert_int_equal(p.ids[0], p1);   /* queued before the release */
+    assert_int_equal(p.ids[1], a2);   /* released, in id order */
+    assert_int_equal(p.ids[2], c1);
+    assert_int_equal(p.ids[3], late); /* arrived after it */
+    /* the cursor is (qgen, id): after a2, only c1 and late */
+    p.n = 0;
+    assert_int_equal(sg_store_events_pending(s, 1, a2, 10, collect_pending, &p, &err), 0);
+    assert_int_equal(p.n, 2);
+    assert_int_equal(p.ids[0], c1);
+    int64_t gen = -1;
+    assert_int_equal(sg_store_queue_gen(s, &gen, &err), 0);
+    assert_int_equal(gen, 1);
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'superseded' AND "
+                                    "last_error = 'superseded by build 102'"),
+                     1);
+    (void)a1;
+
+    /* a limited release takes the oldest; drop takes the rest with its reason */
+    s = open_ok(f->db, NULL);
+    int64_t d2 = put_event(s, "held", "ops/deploy", 2, 0);
+    sg_hold_filter one = {.all = true, .limit = 1};
+    assert_int_equal(sg_store_held_release(s, &one, false, 2, 6000, &released, &superseded, &err),
+                     0);
+    assert_int_equal(released, 1);
+    assert_int_equal(superseded, 0);
+    p.n = 0;
+    assert_int_equal(sg_store_events_pending(s, 1, late, 10, collect_pending, &p, &err), 0);
+    assert_int_equal(p.n, 1);
+    assert_int_equal(p.ids[0], d1);
+    sg_hold_filter other_source = {.source = "jenkins-dev"};
+    assert_int_equal(sg_store_held_drop(s, &other_source, "not ours", 7000, &dropped, &err), 0);
+    assert_int_equal(dropped, 0);
+    sg_hold_filter all = {.all = true, .source = "ignored when all"};
+    assert_int_equal(sg_store_held_drop(s, &all, "stale storm", 7000, &dropped, &err), 0);
+    assert_int_equal(dropped, 1);
+    sg_store_free(s);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM event WHERE id = %lld AND state = 'dropped' "
+             "AND last_error = 'stale storm'", (long long)d2);
+    assert_int_equal(raw_int(f->db, sql), 1);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'held'"), 0);
+}
+
+static void episodes(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t id = 0;
+    assert_int_equal(sg_store_episode_open(s, 1000, "flush", "canary gone", &id, &err), 0);
+    assert_true(id > 0);
+    assert_int_equal(sg_store_episode_update(s, id, 0, "rewarmed 20 keys", &err), 0);
+    assert_int_equal(sg_store_episode_update(s, id, 5000, NULL, &err), 0);
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "SELECT ended_at FROM episode"), 5000);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM episode WHERE detail = "
+                                    "'canary gone; rewarmed 20 keys' AND cause = 'flush'"),
+                     1);
+}
+
 /* Whether another process would see a lock on the byte range SQLite uses
  * for SHARED locks (pending byte + 2, 510 bytes: os_unix.c). F_GETLK never
  * reports the caller's own locks, hence the child. */
@@ -858,6 +999,8 @@ int main(void)
         T(prune_by_count),
         T(prune_then_snapshot_again),
         T(audit),
+        T(held_release_order),
+        T(episodes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
