@@ -102,5 +102,9 @@ int sg_cmd_version(int argc, char **argv);
 int sg_cmd_run(int argc, char **argv);
 int sg_cmd_status(int argc, char **argv);
 int sg_cmd_events(int argc, char **argv);
+int sg_cmd_held(int argc, char **argv);
+int sg_cmd_release(int argc, char **argv);
+int sg_cmd_drop(int argc, char **argv);
+int sg_cmd_guard(int argc, char **argv);
 
 #endif
