@@ -36,6 +36,7 @@ typedef struct sg_config {
     int64_t max_age_s;      /* 0 = no age limit */
     /* [flush] */
     sg_strlist protect;     /* namespaces a flush refuses to delete */
+    bool flush_announce;    /* a flush needs the daemon's confirmation first */
     /* [gate] */
     char *listen;
     char *downstream;       /* NULL until configured */
