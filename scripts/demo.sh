@@ -24,6 +24,8 @@ url = $url
 path = $work/stormguard.db
 [profile]
 name = igor
+[flush]
+announce = no    ; no gate (stormguard run) runs in this demo to announce a flush to
 INI
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }

@@ -4,9 +4,12 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "stormguard/util.h"
 
@@ -187,7 +190,61 @@ static int read_token(sg_cli *cli, char **out)
     return 0;
 }
 
-int sg_cli_admin_get(sg_cli *cli, const char *path, sg_buf *body, long *status)
+/* "$USER@host" as far as known, else "cli": who asked, for the daemon's audit. */
+void sg_cli_actor(char *buf, size_t size)
+{
+    const char *user = getenv("USER");
+    if (!user || !*user) {
+        struct passwd *pw = getpwuid(geteuid());
+        user = pw && pw->pw_name && *pw->pw_name ? pw->pw_name : "cli";
+    }
+    char host[256];
+    if (gethostname(host, sizeof host) == 0 && host[0]) {
+        host[sizeof host - 1] = '\0';
+        snprintf(buf, size, "%s@%s", user, host);
+    } else {
+        snprintf(buf, size, "%s", user);
+    }
+}
+
+/* The "error" text of a daemon's error answer, else its first bytes. */
+static void answer_error(const sg_buf *body, char *out, size_t size)
+{
+    json_t *doc = body->len ? json_loadb(body->p, body->len, 0, NULL) : NULL;
+    const char *msg = json_string_value(json_object_get(doc, "error"));
+    if (msg)
+        snprintf(out, size, "%s", msg);
+    else if (body->len)
+        snprintf(out, size, "%.*s", (int)(body->len > 300 ? 300 : body->len), body->p);
+    else
+        snprintf(out, size, "(no body)");
+    json_decref(doc);
+}
+
+/* The error for a non-2xx answer: what the daemon said, and an exit code that
+ * matches who is at fault (DESIGN.md: 2 usage, 3 refused, else 1). */
+static int answer_status_error(sg_cli *cli, const char *method, const char *path, long status,
+                               const sg_buf *body)
+{
+    const char *admin = cli->cfg.admin_listen;
+    if (status == 401)
+        return sg_error_set(&cli->err, SG_EUSAGE,
+                            "the admin API at %s refused the token: set [admin] token or "
+                            "token_file as the daemon has them",
+                            admin);
+    char msg[512];
+    answer_error(body, msg, sizeof msg);
+    int code = status == 400 || status == 422   ? SG_EUSAGE
+               : status == 403 || status == 409 ? SG_EREFUSED
+                                                : SG_EIO;
+    const char *hint =
+        status == 404 || status == 405 ? " (is the daemon older than this command?)" : "";
+    return sg_error_set(&cli->err, code, "the admin API at %s answered %s %s with %ld: %s%s", admin,
+                        method, path, status, msg, hint);
+}
+
+int sg_cli_admin_request(sg_cli *cli, const char *method, const char *path, const char *json_body,
+                         long timeout_ms, sg_buf *body, long *status)
 {
     char *token;
     int rc = read_token(cli, &token);
@@ -201,20 +258,42 @@ int sg_cli_admin_get(sg_cli *cli, const char *path, sg_buf *body, long *status)
     char *url = sg_xasprintf("http://%s%s", cli->cfg.admin_listen, path);
     char *auth = token ? sg_xasprintf("Authorization: Bearer %s", token) : NULL;
     struct curl_slist *headers = auth ? curl_slist_append(NULL, auth) : NULL;
+    if (json_body)
+        headers = curl_slist_append(headers, "Content-Type: application/json");
+    sg_buf answer = {0};
     char errbuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    CURLcode cc = curl_easy_perform(c);
+    CURLcode cc = CURLE_OK;
+    /* every setopt is checked: a failed one would send a different request */
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(c, CURLOPT_URL, url);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (cc == CURLE_OK && json_body)
+        cc = curl_easy_setopt(c, CURLOPT_POSTFIELDS, json_body);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(c, CURLOPT_WRITEDATA, &answer);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    if (cc == CURLE_OK)
+        cc = curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (cc == CURLE_OK)
+        cc = curl_easy_perform(c);
+    long code = 0;
+    if (cc == CURLE_OK)
+        cc = curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
     if (cc != CURLE_OK)
-        rc = sg_error_set(&cli->err, SG_EIO, "cannot reach the stormguard admin API at %s: %s",
+        rc = sg_error_set(&cli->err, SG_EIO,
+                          "admin API at %s unreachable: %s (is stormguard run listening there? "
+                          "see --admin)",
                           cli->cfg.admin_listen, errbuf[0] ? errbuf : curl_easy_strerror(cc));
-    else
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    else if (code < 200 || code > 299)
+        rc = answer_status_error(cli, method, path, code, &answer);
     curl_slist_free_all(headers);
     curl_easy_cleanup(c);
     free(url);
@@ -223,13 +302,46 @@ int sg_cli_admin_get(sg_cli *cli, const char *path, sg_buf *body, long *status)
         free(auth);
     }
     free(token);
-    if (rc == 0 && *status == 401)
-        rc = sg_error_set(&cli->err, SG_EUSAGE,
-                          "the admin API at %s refused the token: set [admin] token or "
-                          "token_file as the daemon has them",
-                          cli->cfg.admin_listen);
-    else if (rc == 0 && *status != 200)
-        rc = sg_error_set(&cli->err, SG_EIO, "the admin API at %s answered %ld: %.300s",
-                          cli->cfg.admin_listen, *status, body->p ? body->p : "");
+    if (rc == 0) {
+        sg_buf_append(body, answer.p, answer.len);
+        *status = code;
+    }
+    sg_buf_free(&answer);
     return rc;
+}
+
+int sg_cli_admin_json(sg_cli *cli, const char *method, const char *path, json_t *request,
+                      long timeout_ms, json_t **answer, sg_buf *raw)
+{
+    char *text = request ? json_dumps(request, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    if (request && !text)
+        return sg_error_set(&cli->err, SG_EIO, "encoding the request to %s %s", method, path);
+    sg_buf body = {0};
+    long status;
+    int rc = sg_cli_admin_request(cli, method, path, text, timeout_ms, &body, &status);
+    free(text);
+    json_t *doc = NULL;
+    if (rc == 0) {
+        json_error_t jerr;
+        doc = json_loadb(body.p ? body.p : "", body.len, 0, &jerr);
+        if (!doc)
+            rc = sg_error_set(&cli->err, SG_EIO,
+                              "the admin API at %s sent invalid JSON for %s %s: %s",
+                              cli->cfg.admin_listen, method, path, jerr.text);
+    }
+    if (rc == 0) {
+        *answer = doc;
+        if (raw)
+            sg_buf_append(raw, body.p, body.len);
+    }
+    sg_buf_free(&body);
+    return rc;
+}
+
+void sg_cli_print_raw(const sg_buf *raw)
+{
+    /* the daemon's document as is, one per line */
+    fwrite(raw->p ? raw->p : "", 1, raw->len, stdout);
+    if (!raw->len || raw->p[raw->len - 1] != '\n')
+        fputc('\n', stdout);
 }

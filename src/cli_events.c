@@ -86,29 +86,21 @@ int sg_cmd_events(int argc, char **argv)
     };
     sg_cli cli;
     int rc = sg_cli_parse(&cli, &spec, argc, argv);
-    sg_buf body = {0};
-    long status = 0;
+    sg_buf raw = {0};
+    json_t *doc = NULL;
     if (rc == 0) {
         if (!strstr(a.query.p ? a.query.p : "", "limit="))
             sg_buf_printf(&a.query, "%climit=50", a.query.len ? '&' : '?');
         char *path = sg_xasprintf("/v1/events%s", a.query.p);
-        rc = sg_cli_admin_get(&cli, path, &body, &status);
+        rc = sg_cli_admin_json(&cli, "GET", path, NULL, SG_CLI_ADMIN_READ_MS, &doc, &raw);
         free(path);
     }
-    if (rc == 0) {
-        json_error_t jerr;
-        json_t *doc = json_loadb(body.p, body.len, 0, &jerr);
-        if (!doc) {
-            rc = sg_error_set(&cli.err, SG_EIO, "the admin API sent invalid JSON: %s", jerr.text);
-        } else {
-            if (cli.json)
-                printf("%.*s\n", (int)body.len, body.p);
-            else
-                print_text(doc);
-            json_decref(doc);
-        }
-    }
-    sg_buf_free(&body);
+    if (rc == 0 && cli.json)
+        sg_cli_print_raw(&raw);
+    else if (rc == 0)
+        print_text(doc);
+    json_decref(doc);
+    sg_buf_free(&raw);
     sg_buf_free(&a.query);
     rc = rc ? sg_cli_fail(&cli, rc) : 0;
     sg_cli_close(&cli);

@@ -77,24 +77,16 @@ int sg_cmd_status(int argc, char **argv)
     };
     sg_cli cli;
     int rc = sg_cli_parse(&cli, &spec, argc, argv);
-    sg_buf body = {0};
-    long status = 0;
+    sg_buf raw = {0};
+    json_t *doc = NULL;
     if (rc == 0)
-        rc = sg_cli_admin_get(&cli, "/v1/status", &body, &status);
-    if (rc == 0) {
-        json_error_t jerr;
-        json_t *doc = json_loadb(body.p, body.len, 0, &jerr);
-        if (!doc) {
-            rc = sg_error_set(&cli.err, SG_EIO, "the admin API sent invalid JSON: %s", jerr.text);
-        } else if (cli.json) {
-            printf("%.*s\n", (int)body.len, body.p);
-            json_decref(doc);
-        } else {
-            print_text(doc);
-            json_decref(doc);
-        }
-    }
-    sg_buf_free(&body);
+        rc = sg_cli_admin_json(&cli, "GET", "/v1/status", NULL, SG_CLI_ADMIN_READ_MS, &doc, &raw);
+    if (rc == 0 && cli.json)
+        sg_cli_print_raw(&raw);
+    else if (rc == 0)
+        print_text(doc);
+    json_decref(doc);
+    sg_buf_free(&raw);
     rc = rc ? sg_cli_fail(&cli, rc) : 0;
     sg_cli_close(&cli);
     return rc;

@@ -24,6 +24,7 @@ typedef enum {
     T_CHOICE,   /* one of the words in choices, "a|b|c" */
     T_BOOL,     /* on/off, true/false, yes/no, 1/0 */
     T_POINTER,  /* a JSON pointer */
+    T_BOOL,     /* yes/no, true/false, on/off, 1/0 */
 } key_type;
 
 typedef struct key_spec {
@@ -68,6 +69,9 @@ static const key_spec keys[] = {
      "a baseline (0 = off; default 50)"},
     {"flush", "protect", "protect", T_LIST, F(protect), 0, 0,
      "namespaces a flush refuses to delete (default session:* queue:* workflow:* lock:* rate:*)"},
+    {"flush", "announce", "announce", T_BOOL, F(flush_announce), 0, 0,
+     "a flush first tells the daemon at [admin] listen and needs its confirmation (default "
+     "yes; no where no gate runs)"},
     {"gate", "listen", "listen", T_STRING, F(listen), 0, 0,
      "ADDR:PORT the poller posts to (default " SG_DEFAULT_LISTEN ")"},
     {"gate", "downstream", "downstream", T_OPTIONAL, F(downstream), 0, 0,
@@ -164,6 +168,7 @@ void sg_config_init(sg_config *c)
                                           "rate:*"};
     for (size_t i = 0; i < sizeof protect / sizeof protect[0]; i++)
         sg_strlist_push(&c->protect, protect[i]);
+    c->flush_announce = true;
     c->listen = sg_xstrdup(SG_DEFAULT_LISTEN);
     sg_strlist_push(&c->build_paths, "/");
     c->max_body = 1 << 20;
@@ -334,6 +339,17 @@ static int set_value(sg_config *c, const key_spec *k, const char *value, bool ap
         if (sg_sync_mode_parse(value, (sg_sync_mode *)field))
             return sg_error_set(err, SG_EUSAGE, "'%s' must be normal or full", value);
         return 0;
+    case T_BOOL: {
+        static const char *const yes[] = {"yes", "true", "on", "1"};
+        static const char *const no[] = {"no", "false", "off", "0"};
+        for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+            if (!strcasecmp(value, yes[i]) || !strcasecmp(value, no[i])) {
+                *(bool *)field = !strcasecmp(value, yes[i]);
+                return 0;
+            }
+        }
+        return sg_error_set(err, SG_EUSAGE, "'%s' must be yes or no", value);
+    }
     case T_PROFILE:
         if (sg_profile_kind_parse(value, (sg_profile_kind *)field))
             return sg_error_set(err, SG_EUSAGE, "unknown profile '%s' (igor or none)", value);
@@ -516,6 +532,7 @@ void sg_config_dump(const sg_config *c, FILE *out)
         case T_SIZE:
         case T_INT:
         case T_DURATION: fprintf(out, "%lld", (long long)*(const int64_t *)field); break;
+        case T_BOOL: fputs(*(const bool *)field ? "yes" : "no", out); break;
         case T_SYNC: fputs(sg_sync_mode_name(*(const sg_sync_mode *)field), out); break;
         case T_BOOL: fputs(*(const bool *)field ? "on" : "off", out); break;
         case T_PROFILE: fputs(sg_profile_kind_name(*(const sg_profile_kind *)field), out); break;

@@ -258,6 +258,8 @@ int sg_flush_run(sg_rconn *c, sg_store *s, const sg_snapshot_opts *snap, const s
         out->seconds = sg_mono_s() - started;
         return 0;
     }
+    if (o->before_delete && (rc = o->before_delete(o->before_delete_ud, out, err)))
+        return rc;
     if (o->snapshot) {
         /* the snapshot covers exactly what will be deleted, decoded by the
          * profile; if it fails nothing is deleted */

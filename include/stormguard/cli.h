@@ -5,6 +5,7 @@
 #define STORMGUARD_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "stormguard/config.h"
 #include "stormguard/error.h"
@@ -13,6 +14,8 @@
 #include "stormguard/util.h"
 
 #define SG_VERSION "0.1.0"
+
+struct json_t;
 
 typedef struct sg_cli {
     const char *command;
@@ -55,9 +58,36 @@ int sg_cli_connect(sg_cli *cli, sg_rconn *conn);
 /* Opens the configured store read-write (migrating it). */
 int sg_cli_open_store(sg_cli *cli, sg_store **store);
 
-/* GETs path from the running daemon's admin API ([admin] listen, with the
- * configured token); body receives the answer and *status its HTTP status. */
-int sg_cli_admin_get(sg_cli *cli, const char *path, sg_buf *body, long *status);
+/* How long one admin API call may take: a read; a change (release, drop,
+ * guard: a journal transaction that may queue behind a storm's commits); the
+ * flush announce (the daemon takes a snapshot before it answers). */
+#define SG_CLI_ADMIN_READ_MS 10000L
+#define SG_CLI_ADMIN_WRITE_MS 30000L
+#define SG_CLI_ADMIN_FLUSH_MS 120000L
+
+/* Sends one request to the running daemon's admin API ([admin] listen, with
+ * the configured bearer token). json_body (NULL for none) goes as
+ * application/json; timeout_ms bounds the whole exchange. On a 2xx answer
+ * returns 0, appends the answer to body and sets *status. Otherwise returns
+ * an error naming the admin API and showing the daemon's "error" text:
+ * SG_EIO when it is unreachable, answers 5xx or an unexpected status,
+ * SG_EUSAGE for 400, 422 and 401 (the token), SG_EREFUSED for 403 and 409. */
+int sg_cli_admin_request(sg_cli *cli, const char *method, const char *path, const char *json_body,
+                         long timeout_ms, sg_buf *body, long *status);
+
+/* sg_cli_admin_request with JSON both ways: request (NULL for none; not
+ * stolen) is sent compact, the answer must be JSON. On success *answer is the
+ * parsed answer (the caller decrefs it) and, when raw is not NULL, the text as
+ * received is appended to raw (what --json prints). */
+int sg_cli_admin_json(sg_cli *cli, const char *method, const char *path, struct json_t *request,
+                      long timeout_ms, struct json_t **answer, sg_buf *raw);
+
+/* Prints a daemon's document as received, on one line of stdout (--json). */
+void sg_cli_print_raw(const sg_buf *raw);
+
+/* Who runs the command, for the daemon's audit: "$USER@host" ("cli" for an
+ * unknown user; the host is left out when unknown). */
+void sg_cli_actor(char *buf, size_t size);
 
 /* Prints cli->err as "stormguard <command>: message" and returns the exit
  * code for rc. */
@@ -72,5 +102,9 @@ int sg_cmd_version(int argc, char **argv);
 int sg_cmd_run(int argc, char **argv);
 int sg_cmd_status(int argc, char **argv);
 int sg_cmd_events(int argc, char **argv);
+int sg_cmd_held(int argc, char **argv);
+int sg_cmd_release(int argc, char **argv);
+int sg_cmd_drop(int argc, char **argv);
+int sg_cmd_guard(int argc, char **argv);
 
 #endif

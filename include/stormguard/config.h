@@ -40,6 +40,7 @@ typedef struct sg_config {
     int64_t suspect_below_pct;   /* profile keys below this % of the last good: suspect */
     /* [flush] */
     sg_strlist protect;     /* namespaces a flush refuses to delete */
+    bool flush_announce;    /* a flush needs the daemon's confirmation first */
     /* [gate] */
     char *listen;
     char *downstream;       /* NULL until configured */

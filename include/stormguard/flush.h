@@ -22,18 +22,6 @@ typedef enum sg_flush_mode {
 
 const char *sg_flush_mode_name(sg_flush_mode m);
 
-typedef struct sg_flush_opts {
-    sg_flush_mode mode;
-    const sg_strlist *match;    /* SG_FLUSH_MATCH patterns */
-    const sg_strlist *protect;  /* protected namespaces */
-    bool force;                 /* delete protected keys too */
-    bool snapshot;              /* take the pre-flush snapshot (default) */
-    bool dry_run;
-    int64_t scan_count;
-    sg_progress_fn progress;
-    void *progress_ud;
-} sg_flush_opts;
-
 typedef struct sg_flush_result {
     int64_t planned;            /* keys the flush would delete */
     sg_ns_stats *namespaces;    /* sorted by key count, descending */
@@ -48,6 +36,25 @@ typedef struct sg_flush_result {
     bool verified;              /* PING answered after the flush */
     double seconds;
 } sg_flush_result;
+
+typedef struct sg_flush_opts {
+    sg_flush_mode mode;
+    const sg_strlist *match;    /* SG_FLUSH_MATCH patterns */
+    const sg_strlist *protect;  /* protected namespaces */
+    bool force;                 /* delete protected keys too */
+    bool snapshot;              /* take the pre-flush snapshot (default) */
+    bool dry_run;
+    int64_t scan_count;
+    sg_progress_fn progress;
+    void *progress_ud;
+    /* Called once the plan passed the protection check, before the pre-flush
+     * snapshot, only when keys are to be deleted (never on a dry run or an
+     * empty plan); the CLI announces the flush to the gate here. A non-zero
+     * return stops the flush with nothing snapshotted or deleted, and is
+     * returned with err as the hook left it. */
+    int (*before_delete)(void *ud, const sg_flush_result *plan, sg_error *err);
+    void *before_delete_ud;
+} sg_flush_opts;
 
 /* Plans and, unless dry_run, performs the flush. Returns SG_EREFUSED (and
  * deletes nothing) when protected keys would go without force; the result

@@ -2,7 +2,8 @@
 # Authentication and ACLs: requirepass with the password from the URL,
 # STORMGUARD_REDIS_PASSWORD or REDISCLI_AUTH; the password never shows up in
 # output or in the store; wrong passwords and ACL denials get clear messages;
-# an unreachable redis is named.
+# an unreachable redis is named. No stormguard daemon runs here: flushes say
+# --no-announce.
 source "$SG_TESTS/lib.sh"
 
 PW='pa:ss@w/rd-Q7x'        # holds ':' '@' '/', percent-encoded in the URL
@@ -52,7 +53,7 @@ run sg restore --json --redis "redis://:$PW_URL@127.0.0.1:$PORT"
 assert_rc 0 "restore with the password in the URL"
 assert_eq 1 "$(json_get "$OUT" "d['restored']")" "the deleted key is restored"
 no_leak "$OUT$ERR" "restore"
-run sg flush --match 'cache:*' --json --redis "redis://:$PW_URL@127.0.0.1:$PORT"
+run sg flush --no-announce --match 'cache:*' --json --redis "redis://:$PW_URL@127.0.0.1:$PORT"
 assert_rc 0 "flush with the password in the URL"
 no_leak "$OUT$ERR" "flush"
 run sg snapshots
@@ -94,12 +95,12 @@ assert_rc 0 "snapshot as ACL user snap"
 assert_eq "$N" "$(json_get "$OUT" "d['keys']")" "every key taken"
 assert_eq "redis://snap@127.0.0.1:$PORT/0" "$(json_get "$OUT" "d['redis']")" "the reported URL keeps the user, drops the password"
 
-run sg flush --flushdb --redis "redis://snap:pw@127.0.0.1:$PORT"
+run sg flush --no-announce --flushdb --redis "redis://snap:pw@127.0.0.1:$PORT"
 assert_rc 1 "flush --flushdb as a user denied FLUSHDB exits 1"
 assert_contains "$ERR" "FLUSHDB" "the message names FLUSHDB"
 assert_contains "$ERR" "ACL" "the message says the ACL denied it"
 assert_eq "$N" "$(rcli dbsize)" "nothing was deleted"
-run sg flush --all --redis "redis://snap:pw@127.0.0.1:$PORT"
+run sg flush --no-announce --all --redis "redis://snap:pw@127.0.0.1:$PORT"
 assert_rc 1 "flush --all as a user denied FLUSHALL exits 1"
 assert_contains "$ERR" "FLUSHALL" "the message names FLUSHALL"
 assert_eq "$N" "$(rcli dbsize)" "nothing was deleted"
@@ -156,7 +157,7 @@ assert_contains "$ERR" "cannot reach redis 127.0.0.1:$DEAD: Connection refused" 
 run sg inspect --redis "redis://127.0.0.1:$DEAD"
 assert_rc 1 "inspect against a closed port exits 1"
 assert_contains "$ERR" "cannot reach redis 127.0.0.1:$DEAD: Connection refused" "inspect names the address and the reason"
-run sg flush --match 'x:*' --redis "redis://127.0.0.1:$DEAD"
+run sg flush --no-announce --match 'x:*' --redis "redis://127.0.0.1:$DEAD"
 assert_rc 1 "flush against a closed port exits 1"
 assert_contains "$ERR" "cannot reach redis 127.0.0.1:$DEAD: Connection refused" "flush names the address and the reason"
 run sg restore --redis "redis://127.0.0.1:$DEAD"

@@ -112,7 +112,7 @@ help_lists() {
 help_lists snapshot --redis --db --profile --prefix --match --reason --keep --max-age --scan-count --json
 help_lists snapshots --db --json
 help_lists restore --replace --dry-run --match --redis --db --json latest
-help_lists flush --match --flushdb --all --force --no-snapshot --dry-run --protect --redis --db --json
+help_lists flush --match --flushdb --all --force --no-snapshot --dry-run --no-announce --reason --admin --protect --redis --db --json
 help_lists inspect --samples --redis --json
 help_lists version --json
 run sg flush --help --bogus-after-help

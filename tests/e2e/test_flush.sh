@@ -2,7 +2,9 @@
 # flush: --match deletes only what matches after a pre-flush snapshot that
 # restores it; protected namespaces refuse (exit 3) unless --force; custom
 # --protect; --dry-run; --all across databases; a flush whose snapshot cannot
-# be written deletes nothing; --json fields.
+# be written deletes nothing; --json fields. No stormguard daemon runs here,
+# so every flush that would delete says --no-announce (the announce to the
+# daemon is tested in test_cli_held.sh).
 source "$SG_TESTS/lib.sh"
 
 start_redis
@@ -24,7 +26,7 @@ nsnap() { json_get "$(sg snapshots --json)" "len(d['snapshots'])"; }
 
 echo "# flush --match 'cache:*'"
 seed_mixed
-run sg flush --match 'cache:*' --json
+run sg flush --no-announce --match 'cache:*' --json
 assert_rc 0 "flush --match cache:* succeeds"
 J=$OUT
 assert_eq flushed "$(json_get "$J" "d['outcome']")" "outcome flushed"
@@ -55,7 +57,7 @@ assert_eq $NALL "$(rcli dbsize)" "all $NALL keys exist again"
 assert_eq cached-7 "$(rcli get cache:7)" "cache:7 has its value back"
 assert_eq v "$(rcli hget cache:h f)" "cache:h has its value back"
 
-run sg flush --match 'cache:*'
+run sg flush --no-announce --match 'cache:*'
 assert_rc 0 "flush --match (text output)"
 assert_contains "$OUT" "pre-flush snapshot" "text output names the pre-flush snapshot"
 assert_contains "$OUT" "restore" "text output says how to restore"
@@ -63,7 +65,7 @@ assert_contains "$OUT" "restore" "text output says how to restore"
 echo "# --flushdb refuses when session:* keys exist"
 seed_mixed
 N0=$(nsnap)
-run sg flush --flushdb
+run sg flush --no-announce --flushdb
 assert_rc 3 "flush --flushdb with sessions exits 3"
 assert_contains "$ERR" "session:*" "the refusal names the namespace"
 assert_contains "$ERR" "session:* 3" "the refusal gives its key count"
@@ -71,7 +73,7 @@ assert_contains "$ERR" "queue:* 1" "the refusal names every protected namespace 
 assert_eq $NALL "$(rcli dbsize)" "nothing was deleted"
 assert_eq "$N0" "$(nsnap)" "no snapshot was taken"
 
-run sg flush --flushdb --json
+run sg flush --no-announce --flushdb --json
 assert_rc 3 "flush --flushdb --json exits 3"
 assert_eq refused "$(json_get "$OUT" "d['outcome']")" "outcome refused"
 assert_eq 3 "$(json_get "$OUT" "d['protected']['session:*']")" "protected counts session:* 3"
@@ -80,12 +82,12 @@ assert_eq $NALL "$(json_get "$OUT" "d['planned']")" "planned counts every key"
 assert_eq null "$(json_get "$OUT" "d['snapshot_id']")" "no snapshot id on refusal"
 assert_eq $NALL "$(rcli dbsize)" "still nothing deleted"
 
-run sg flush --match 'session:*'
+run sg flush --no-announce --match 'session:*'
 assert_rc 3 "flush --match session:* refused"
 assert_eq 3 "$(rcli --scan --pattern 'session:*' | wc -l)" "sessions survive"
 
 echo "# --force overrides"
-run sg flush --flushdb --force --json
+run sg flush --no-announce --flushdb --force --json
 assert_rc 0 "flush --flushdb --force"
 assert_eq flushed "$(json_get "$OUT" "d['outcome']")" "outcome flushed"
 assert_eq $NALL "$(json_get "$OUT" "d['deleted']")" "deleted $NALL"
@@ -101,16 +103,16 @@ assert_eq true "$([ "$TTL" -gt 3000 ] && echo true || echo "false ($TTL)")" "ses
 
 echo "# custom --protect"
 seed_mixed
-run sg flush --match 'cache:*' --protect 'cache:1*'
+run sg flush --no-announce --match 'cache:*' --protect 'cache:1*'
 assert_rc 3 "flush refused by a custom --protect"
 assert_contains "$ERR" "cache:1*" "the refusal names the custom pattern"
 assert_contains "$ERR" "cache:1* 11" "and its count (cache:1, cache:10..19)"
 assert_eq $NALL "$(rcli dbsize)" "nothing deleted"
-run sg flush --match 'app:*' --protect 'cache:*' --protect 'app:*' --json
+run sg flush --no-announce --match 'app:*' --protect 'cache:*' --protect 'app:*' --json
 assert_rc 3 "a repeated --protect adds patterns"
 assert_eq 1 "$(json_get "$OUT" "d['protected']['app:*']")" "app:* protected"
 printf '[flush]\nprotect = app:*\n' >"$TMP/protect.ini"
-run sg flush --match 'app:*' -c "$TMP/protect.ini"
+run sg flush --no-announce --match 'app:*' -c "$TMP/protect.ini"
 assert_rc 3 "protect from the config file"
 assert_contains "$ERR" "app:*" "the refusal names the configured pattern"
 assert_eq keep "$(rcli get app:x)" "app:x still there"
@@ -139,7 +141,7 @@ assert_eq $NALL "$(rcli dbsize)" "dry run of a refused flush deletes nothing (ex
 
 echo "# --no-snapshot"
 N0=$(nsnap)
-run sg flush --match 'cache:*' --no-snapshot --json
+run sg flush --no-announce --match 'cache:*' --no-snapshot --json
 assert_rc 0 "flush --no-snapshot"
 assert_eq null "$(json_get "$OUT" "d['snapshot_id']")" "snapshot_id null"
 assert_eq $NCACHE "$(json_get "$OUT" "d['deleted']")" "deleted $NCACHE"
@@ -150,7 +152,7 @@ rcli flushall >/dev/null
 for i in 1 2 3 4 5; do rcli -n 0 set "cache:d0:$i" "zero-$i" >/dev/null; done
 for i in 1 2 3; do rcli -n 3 set "cache:d3:$i" "three-$i" >/dev/null; done
 rcli -n 3 hset cache:d3:h f v >/dev/null
-run sg flush --all --json
+run sg flush --no-announce --all --json
 assert_rc 0 "flush --all"
 assert_eq flushed "$(json_get "$OUT" "d['outcome']")" "outcome flushed"
 assert_eq 9 "$(json_get "$OUT" "d['planned']")" "planned 9 keys in 2 databases"
@@ -173,7 +175,7 @@ echo "# --all refuses when a protected key lives in another database"
 rcli flushall >/dev/null
 rcli -n 0 set cache:a v >/dev/null
 rcli -n 4 set lock:deploy held >/dev/null
-run sg flush --all
+run sg flush --no-announce --all
 assert_rc 3 "flush --all with lock:* in db 4 exits 3"
 assert_contains "$ERR" "lock:* 1" "the refusal names lock:* in db 4"
 assert_eq "1 1" "$(rcli -n 0 dbsize) $(rcli -n 4 dbsize)" "nothing deleted in any database"
@@ -183,7 +185,7 @@ rcli flushall >/dev/null
 rcli -n 0 set cache:zero v >/dev/null
 rcli -n 2 set cache:two v >/dev/null
 rcli -n 2 set cache:two:b v >/dev/null
-run sg flush --flushdb --json --redis "redis://127.0.0.1:$PORT/2"
+run sg flush --no-announce --flushdb --json --redis "redis://127.0.0.1:$PORT/2"
 assert_rc 0 "flush --flushdb of db 2"
 assert_eq 2 "$(json_get "$OUT" "d['deleted']")" "deleted the 2 keys of db 2"
 assert_eq "1 0" "$(rcli -n 0 dbsize) $(rcli -n 2 dbsize)" "db 0 untouched, db 2 empty"
@@ -195,7 +197,7 @@ assert_eq "1 2" "$(rcli -n 0 dbsize) $(rcli -n 2 dbsize)" "db 2 restored, db 0 u
 echo "# binary key names"
 rcli flushall >/dev/null
 pipe_py "[['SET', b'cache:\x00nul', b'\x00'], ['SET', b'cache:new\nline', 'n'], ['SET', b'cache:\xff\xfe', 'ff'], ['SET', b'app:\x00keep', 'k']]"
-run sg flush --match 'cache:*' --json
+run sg flush --no-announce --match 'cache:*' --json
 assert_rc 0 "flush --match over binary key names"
 assert_eq 3 "$(json_get "$OUT" "d['deleted']")" "the 3 binary cache keys deleted"
 assert_eq 1 "$(rcli dbsize)" "the binary app key is left"
@@ -209,20 +211,20 @@ echo "# the snapshot cannot be written: nothing is deleted"
 seed_mixed
 : >"$TMP/file"
 N0=$(nsnap)
-run sg flush --match 'cache:*' --db "$TMP/file/sg.db"
+run sg flush --no-announce --match 'cache:*' --db "$TMP/file/sg.db"
 assert_rc 1 "store under a regular file: flush fails with exit 1"
 assert_contains "$ERR" "$TMP/file/sg.db" "the message names the store path"
 assert_eq $NALL "$(rcli dbsize)" "nothing deleted (store under a regular file)"
-run sg flush --flushdb --force --db "$TMP/file/sg.db"
+run sg flush --no-announce --flushdb --force --db "$TMP/file/sg.db"
 assert_rc 1 "flush --flushdb --force with an unwritable store fails"
 assert_eq $NALL "$(rcli dbsize)" "nothing deleted (--flushdb --force)"
-run sg flush --all --db "$TMP/file/sg.db" --force
+run sg flush --no-announce --all --db "$TMP/file/sg.db" --force
 assert_rc 1 "flush --all --force with an unwritable store fails"
 assert_eq $NALL "$(rcli dbsize)" "nothing deleted (--all --force)"
 
 head -c 65536 /dev/urandom >"$TMP/garbage.db"
 SUM=$(md5sum <"$TMP/garbage.db")
-run sg flush --match 'cache:*' --db "$TMP/garbage.db"
+run sg flush --no-announce --match 'cache:*' --db "$TMP/garbage.db"
 assert_rc 1 "corrupt store (garbage bytes): flush fails with exit 1"
 assert_contains "$ERR" "$TMP/garbage.db" "the message names the corrupt store"
 assert_eq $NALL "$(rcli dbsize)" "nothing deleted (corrupt store)"
@@ -230,7 +232,7 @@ assert_eq "$SUM" "$(md5sum <"$TMP/garbage.db")" "the corrupt file was not modifi
 
 # an SQLite file that is not a stormguard store
 "$PY" -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute("create table snapshot(x)"); c.execute("pragma user_version = 999"); c.commit()' "$TMP/alien.db"
-run sg flush --match 'cache:*' --db "$TMP/alien.db"
+run sg flush --no-announce --match 'cache:*' --db "$TMP/alien.db"
 assert_rc 1 "store with a newer schema version: flush fails"
 assert_eq $NALL "$(rcli dbsize)" "nothing deleted (foreign store)"
 
@@ -247,7 +249,7 @@ LOCKER=$!
 bg_track $LOCKER
 for i in $(seq 1 50); do grep -q locked "$TMP/locker.out" && break; sleep 0.1; done
 grep -q locked "$TMP/locker.out" || fail "could not lock $TMP/locked.db"
-run timeout 60 "$SG_BIN" flush --match 'cache:*' --db "$TMP/locked.db" --redis "redis://127.0.0.1:$PORT"
+run timeout 60 "$SG_BIN" flush --no-announce --match 'cache:*' --db "$TMP/locked.db" --redis "redis://127.0.0.1:$PORT"
 assert_rc 1 "store locked by another writer: flush fails with exit 1"
 assert_contains "$ERR" "nothing was deleted" "the message says nothing was deleted"
 assert_eq $NALL "$(rcli dbsize)" "nothing deleted (locked store)"
@@ -257,7 +259,7 @@ wait $LOCKER 2>/dev/null || true
 if [ "$(id -u)" != 0 ]; then
     sg snapshot --match 'none:*' --db "$TMP/ro.db" >/dev/null
     chmod 0400 "$TMP/ro.db"
-    run sg flush --match 'cache:*' --db "$TMP/ro.db"
+    run sg flush --no-announce --match 'cache:*' --db "$TMP/ro.db"
     assert_rc 1 "read-only store file: flush fails"
     assert_eq $NALL "$(rcli dbsize)" "nothing deleted (read-only store)"
 else
@@ -266,13 +268,13 @@ fi
 
 # redis refuses the DUMPs of the snapshot (ACL): still nothing deleted
 rcli acl setuser nodump on '>pw' '~*' '+@all' '-dump' >/dev/null
-run sg flush --match 'cache:*' --redis "redis://nodump:pw@127.0.0.1:$PORT"
+run sg flush --no-announce --match 'cache:*' --redis "redis://nodump:pw@127.0.0.1:$PORT"
 assert_rc 1 "flush as a user that may not DUMP fails"
 assert_contains "$ERR" "nothing was deleted" "the message says nothing was deleted"
 assert_eq $NALL "$(rcli dbsize)" "nothing deleted (DUMP denied)"
 
 echo "# nothing to flush"
-run sg flush --match 'nomatch:*' --json
+run sg flush --no-announce --match 'nomatch:*' --json
 assert_rc 0 "flush of a pattern with no keys"
 assert_eq nothing-to-flush "$(json_get "$OUT" "d['outcome']")" "outcome nothing-to-flush"
 assert_eq 0 "$(json_get "$OUT" "d['planned']")" "planned 0"

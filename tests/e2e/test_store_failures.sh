@@ -2,7 +2,8 @@
 # The store fails under a snapshot or a flush: a full disk (a 2 MiB tmpfs),
 # a corrupt database file, a path that cannot be a file. Each failure is an
 # exit code 1 with a message naming the store and the reason, the store holds
-# no partial snapshot, and a flush deletes nothing.
+# no partial snapshot, and a flush deletes nothing. No stormguard daemon runs
+# here: flushes say --no-announce.
 source "$(dirname "$0")/../lib.sh"
 
 start_redis
@@ -28,7 +29,7 @@ if [ -n "$MNT" ]; then
     assert_rc 0 "the store is still readable after the failed snapshot"
     assert_eq 0 "$(json_get "$OUT" "len(d['snapshots'])")" "no partial snapshot was recorded"
 
-    run sg flush --match 'key:*' --db "$MNT/sg.db"
+    run sg flush --no-announce --match 'key:*' --db "$MNT/sg.db"
     assert_rc 1 "flush with a full store fails"
     assert_contains "$ERR" "nothing was deleted" "the flush says nothing was deleted"
     assert_eq 20000 "$(rcli dbsize)" "every key is still there"
@@ -40,7 +41,7 @@ run sg snapshot --db "$TMP/corrupt.db"
 assert_rc 1 "snapshot into a corrupt store fails with exit 1"
 assert_contains "$ERR" "$TMP/corrupt.db" "the message names the corrupt store"
 assert_contains "$ERR" "not a database" "the message says it is not a database"
-run sg flush --match 'key:*' --db "$TMP/corrupt.db"
+run sg flush --no-announce --match 'key:*' --db "$TMP/corrupt.db"
 assert_rc 1 "flush with a corrupt store fails"
 assert_eq 20000 "$(rcli dbsize)" "and deletes nothing"
 

@@ -95,6 +95,7 @@ static void defaults(void **state)
     assert_int_equal(c->keep, 20);
     assert_int_equal(c->max_age_s, 0);
     ASSERT_LIST(&c->protect, "session:*", "queue:*", "workflow:*", "lock:*", "rate:*");
+    assert_true(c->flush_announce);
     sg_config_close(c);
     assert_null(c->redis_url);
     assert_int_equal(c->protect.len, 0);
@@ -520,6 +521,46 @@ static void dump_hides_password(void **state)
     free(out);
 }
 
+/* [flush] announce: a yes/no key; a bad value names both and keeps the old one. */
+static void bool_key(void **state)
+{
+    (void)state;
+    sg_config *c = new_config();
+    sg_error err = {0};
+    static const char *const no[] = {"no", "NO", "false", "off", "0"};
+    static const char *const yes[] = {"yes", "True", "on", "1"};
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+        assert_int_equal(sg_config_set(c, "flush", "announce", "yes", false, &err), 0);
+        assert_int_equal(sg_config_set(c, "flush", "announce", no[i], false, &err), 0);
+        assert_false(c->flush_announce);
+    }
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        assert_int_equal(sg_config_set(c, "flush", "announce", yes[i], false, &err), 0);
+        assert_true(c->flush_announce);
+    }
+    assert_int_equal(sg_config_set(c, "flush", "announce", "maybe", false, &err), SG_EUSAGE);
+    assert_non_null(strstr(err.msg, "[flush] announce"));
+    assert_non_null(strstr(err.msg, "yes or no"));
+    assert_true(c->flush_announce);
+    assert_int_equal(sg_config_set(c, "flush", "announce", "", false, &err), SG_EUSAGE);
+
+    const char *section, *key;
+    bool is_list;
+    assert_true(sg_config_flag("announce", &section, &key, &is_list));
+    assert_string_equal(section, "flush");
+    assert_string_equal(key, "announce");
+    assert_false(is_list);
+
+    assert_int_equal(sg_config_set(c, "flush", "announce", "no", false, &err), 0);
+    char *out = dump(c);
+    assert_non_null(strstr(out, "announce = no\n"));
+    const char *path = write_ini(out);
+    free(out);
+    sg_config *b = new_config();
+    assert_int_equal(sg_config_load_file(b, path, &err), 0);
+    assert_false(b->flush_announce);
+}
+
 /* The dump is a config file: loaded again it gives the same settings
  * (minus the password). */
 static void dump_roundtrips(void **state)
@@ -581,6 +622,7 @@ int main(void)
         cmocka_unit_test_teardown(flag_at_table, cleanup),
         cmocka_unit_test_teardown(dump_hides_password, cleanup),
         cmocka_unit_test_teardown(dump_roundtrips, cleanup),
+        cmocka_unit_test_teardown(bool_key, cleanup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
