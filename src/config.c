@@ -24,7 +24,6 @@ typedef enum {
     T_CHOICE,   /* one of the words in choices, "a|b|c" */
     T_BOOL,     /* on/off, true/false, yes/no, 1/0 */
     T_POINTER,  /* a JSON pointer */
-    T_BOOL,     /* yes/no, true/false, on/off, 1/0 */
 } key_type;
 
 typedef struct key_spec {
@@ -299,16 +298,6 @@ static int set_value(sg_config *c, const key_spec *k, const char *value, bool ap
         free(*(char **)field);
         *(char **)field = sg_xstrdup(value);
         return 0;
-    case T_BOOL:
-        if (!strcasecmp(value, "on") || !strcasecmp(value, "true") ||
-            !strcasecmp(value, "yes") || !strcmp(value, "1"))
-            *(bool *)field = true;
-        else if (!strcasecmp(value, "off") || !strcasecmp(value, "false") ||
-                 !strcasecmp(value, "no") || !strcmp(value, "0"))
-            *(bool *)field = false;
-        else
-            return sg_error_set(err, SG_EUSAGE, "'%s' must be on or off", value);
-        return 0;
     case T_SIZE: {
         char *end;
         errno = 0;
@@ -348,7 +337,7 @@ static int set_value(sg_config *c, const key_spec *k, const char *value, bool ap
                 return 0;
             }
         }
-        return sg_error_set(err, SG_EUSAGE, "'%s' must be yes or no", value);
+        return sg_error_set(err, SG_EUSAGE, "'%s' must be yes or no (on or off)", value);
     }
     case T_PROFILE:
         if (sg_profile_kind_parse(value, (sg_profile_kind *)field))
@@ -534,7 +523,6 @@ void sg_config_dump(const sg_config *c, FILE *out)
         case T_DURATION: fprintf(out, "%lld", (long long)*(const int64_t *)field); break;
         case T_BOOL: fputs(*(const bool *)field ? "yes" : "no", out); break;
         case T_SYNC: fputs(sg_sync_mode_name(*(const sg_sync_mode *)field), out); break;
-        case T_BOOL: fputs(*(const bool *)field ? "on" : "off", out); break;
         case T_PROFILE: fputs(sg_profile_kind_name(*(const sg_profile_kind *)field), out); break;
         case T_LIST: {
             const sg_strlist *l = field;
