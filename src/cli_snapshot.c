@@ -7,18 +7,36 @@
 #include "stormguard/output.h"
 #include "stormguard/snapshot.h"
 
-enum { OPT_REASON = 1 };
+enum { OPT_REASON = 1, OPT_SUSPECT_BELOW };
 
 static const sg_cli_opt opts[] = {
     {"reason", "TEXT", OPT_REASON, "why the snapshot is taken, recorded with it (default manual)"},
+    {"suspect-below", "PCT", OPT_SUSPECT_BELOW,
+     "mark the snapshot suspect below PCT% of the last good one's profile keys (default 50; "
+     "0: off)"},
     {NULL, NULL, 0, NULL},
 };
 
+typedef struct args {
+    const char *reason;
+    int suspect_below; /* -1: not given */
+} args;
+
 static int on_opt(void *ud, int id, const char *arg, sg_error *err)
 {
-    (void)err;
-    if (id == OPT_REASON)
-        *(const char **)ud = arg;
+    args *a = ud;
+    int64_t pct;
+    switch (id) {
+    case OPT_REASON:
+        a->reason = arg;
+        break;
+    case OPT_SUSPECT_BELOW:
+        if (sg_parse_int64(arg, 0, 100, &pct))
+            return sg_error_set(err, SG_EUSAGE,
+                                "--suspect-below: '%s' is not a percentage from 0 to 100", arg);
+        a->suspect_below = (int)pct;
+        break;
+    }
     return 0;
 }
 
@@ -29,19 +47,30 @@ static void print_result(const sg_cli *cli, const sg_snapshot_result *r, const c
     if (cli->json) {
         json_t *doc = json_pack(
             "{s:I,s:s,s:I,s:I,s:f,s:f,s:I,s:I,s:s,s:s,s:{s:I,s:I,s:I},s:I}", "snapshot_id",
-            (json_int_t)r->id, "state", "complete", "keys", (json_int_t)r->keys, "bytes",
-            (json_int_t)r->bytes, "seconds", r->seconds, "keys_per_second", rate, "vanished",
-            (json_int_t)r->vanished, "undecoded", (json_int_t)r->undecoded, "redis", redis,
-            "profile", sg_profile_kind_name(cli->cfg.profile), "index", "jobs",
-            (json_int_t)r->index.jobs, "posted", (json_int_t)r->index.posted, "docker_tags",
-            (json_int_t)r->index.docker_tags, "pruned", (json_int_t)pruned);
+            (json_int_t)r->id, "state", r->suspect ? "suspect" : "complete", "keys",
+            (json_int_t)r->keys, "bytes", (json_int_t)r->bytes, "seconds", r->seconds,
+            "keys_per_second", rate, "vanished", (json_int_t)r->vanished, "undecoded",
+            (json_int_t)r->undecoded, "redis", redis, "profile",
+            sg_profile_kind_name(cli->cfg.profile), "index", "jobs", (json_int_t)r->index.jobs,
+            "posted", (json_int_t)r->index.posted, "docker_tags", (json_int_t)r->index.docker_tags,
+            "pruned", (json_int_t)pruned);
+        if (r->profile_keys >= 0)
+            json_object_set_new(doc, "profile_keys", json_integer(r->profile_keys));
+        if (r->suspect)
+            json_object_set_new(doc, "suspect_reason", json_string(r->suspect_reason));
         sg_json_print(doc, stdout);
         return;
     }
     char size[32];
-    printf("snapshot %lld complete: %lld keys, %s in %.2f s (%.0f keys/s) from %s\n",
-           (long long)r->id, (long long)r->keys, sg_human_bytes(r->bytes, size, sizeof size),
-           r->seconds, rate, redis);
+    printf("snapshot %lld %s: %lld keys, %s in %.2f s (%.0f keys/s) from %s\n", (long long)r->id,
+           r->suspect ? "SUSPECT" : "complete", (long long)r->keys,
+           sg_human_bytes(r->bytes, size, sizeof size), r->seconds, rate, redis);
+    if (r->suspect)
+        printf("  suspect: %s.\n"
+               "  Redis was probably wiped. The snapshot is kept, but it is neither the\n"
+               "  classification baseline nor what `restore latest` takes (restore it by id).\n"
+               "  If the poller really has fewer keys now, take one with --suspect-below 0.\n",
+               r->suspect_reason);
     if (r->vanished)
         printf("  %lld keys vanished between SCAN and DUMP (deleted meanwhile; skipped)\n",
                (long long)r->vanished);
@@ -58,19 +87,24 @@ static void print_result(const sg_cli *cli, const sg_snapshot_result *r, const c
 
 int sg_cmd_snapshot(int argc, char **argv)
 {
-    const char *reason = "manual";
+    args a = {.reason = "manual", .suspect_below = -1};
     sg_cli_spec spec = {
         .command = "snapshot",
-        .usage = "[--redis URL] [--db PATH] [--profile igor] [--match PATTERN]... [--json]",
+        .usage = "[--redis URL] [--db PATH] [--profile igor] [--match PATTERN]... "
+                 "[--suspect-below PCT] [--json]",
         .summary =
             "Snapshots the poller's Redis keys into the SQLite store: SCAN (never KEYS),\n"
             "DUMP and PTTL per key, streamed into one transaction, so the snapshot is\n"
             "complete or absent. With --profile igor it also decodes Igor's build index\n"
             "(Jenkins cursors and posted markers, Travis/GitLab build numbers, Docker tags).\n"
-            "With neither --profile nor --match, every key of the database is taken.",
+            "With neither --profile nor --match, every key of the database is taken.\n"
+            "A profile snapshot with fewer than PCT% (--suspect-below) of the profile keys\n"
+            "of the last good snapshot of the same server and database is kept as suspect:\n"
+            "never the classification baseline nor the default of `restore latest`. It\n"
+            "still exits 0: the snapshot was taken.",
         .opts = opts,
         .on_opt = on_opt,
-        .ud = &reason,
+        .ud = &a,
     };
     sg_cli cli;
     int rc = sg_cli_parse(&cli, &spec, argc, argv);
@@ -83,11 +117,15 @@ int sg_cmd_snapshot(int argc, char **argv)
     if (rc == 0) {
         sg_progress progress;
         sg_progress_init(&progress, "snapshot", cli.json);
+        /* [snapshot] suspect_below (config.c) goes here once the key exists:
+         * the flag wins, then the configuration, then the default. */
+        int suspect_below = a.suspect_below >= 0 ? a.suspect_below : SG_SUSPECT_BELOW_DEFAULT;
         sg_snapshot_opts o = {.profile = cli.cfg.profile,
                               .prefix = cli.cfg.prefix,
                               .match = &cli.cfg.match,
-                              .reason = reason,
+                              .reason = a.reason,
                               .scan_count = cli.cfg.scan_count,
+                              .suspect_below_pct = suspect_below,
                               .progress = sg_progress_update,
                               .progress_ud = &progress};
         sg_snapshot_result res;

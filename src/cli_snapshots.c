@@ -13,15 +13,17 @@ static void print_list(const sg_cli *cli, const sg_snapshot_info *list, size_t n
         json_t *arr = json_array();
         for (size_t i = 0; i < n; i++) {
             sg_format_time(list[i].taken_at_ms, when, sizeof when);
-            json_array_append_new(
-                arr, json_pack("{s:I,s:s,s:s,s:I,s:I,s:s,s:f,s:s,s:s?,s:s,s:s,s:i,s:I}", "id",
-                               (json_int_t)list[i].id, "taken_at", when, "reason", list[i].reason,
-                               "keys", (json_int_t)list[i].key_count, "bytes",
-                               (json_int_t)list[i].bytes, "state", list[i].state, "seconds",
-                               list[i].seconds, "redis", list[i].redis, "redis_version",
-                               list[i].redis_version, "profile", list[i].profile, "selection",
-                               list[i].selection, "db", list[i].db, "vanished",
-                               (json_int_t)list[i].vanished));
+            json_t *row = json_pack(
+                "{s:I,s:s,s:s,s:I,s:I,s:s,s:f,s:s,s:s?,s:s,s:s,s:i,s:I,s:s?}", "id",
+                (json_int_t)list[i].id, "taken_at", when, "reason", list[i].reason, "keys",
+                (json_int_t)list[i].key_count, "bytes", (json_int_t)list[i].bytes, "state",
+                list[i].state, "seconds", list[i].seconds, "redis", list[i].redis, "redis_version",
+                list[i].redis_version, "profile", list[i].profile, "selection", list[i].selection,
+                "db", list[i].db, "vanished", (json_int_t)list[i].vanished, "suspect_reason",
+                list[i].suspect_reason);
+            if (list[i].profile_keys >= 0)
+                json_object_set_new(row, "profile_keys", json_integer(list[i].profile_keys));
+            json_array_append_new(arr, row);
         }
         sg_json_print(json_pack("{s:o}", "snapshots", arr), stdout);
         return;
@@ -44,6 +46,9 @@ static void print_list(const sg_cli *cli, const sg_snapshot_info *list, size_t n
     }
     sg_table_print(t, stdout);
     sg_table_free(t);
+    for (size_t i = 0; i < n; i++)
+        if (list[i].suspect_reason)
+            printf("snapshot %lld is suspect: %s\n", (long long)list[i].id, list[i].suspect_reason);
 }
 
 int sg_cmd_snapshots(int argc, char **argv)
@@ -51,7 +56,8 @@ int sg_cmd_snapshots(int argc, char **argv)
     sg_cli_spec spec = {
         .command = "snapshots",
         .usage = "[--db PATH] [--json]",
-        .summary = "Lists the snapshots in the store, newest first.",
+        .summary = "Lists the snapshots in the store, newest first. A suspect snapshot (far\n"
+                   "fewer profile keys than the last good one) is listed with its reason.",
     };
     sg_cli cli;
     int rc = sg_cli_parse(&cli, &spec, argc, argv);

@@ -69,6 +69,7 @@ typedef struct page {
     sg_keypage keys;
     value_kind *value;     /* per key: profile read sent after the dumps */
     sg_igor_key *parsed;   /* per key, when value != NONE */
+    bool *mine;            /* per key: under the profile's prefix */
     size_t expected;       /* replies the page's commands will produce */
     redisReply **replies;  /* read, not yet stored */
     size_t nreplies;
@@ -81,6 +82,7 @@ typedef struct snap {
     sg_snapshot_result *res;
     const char *prefix;
     int db;
+    bool count_profile; /* res->profile_keys is counted */
     double started, last_progress;
 } snap;
 
@@ -92,6 +94,7 @@ static void page_close(page *p)
     sg_keypage_close(&p->keys);
     free(p->value);
     free(p->parsed);
+    free(p->mine);
     memset(p, 0, sizeof *p);
 }
 
@@ -113,10 +116,12 @@ static int send_page(snap *sn, page *p, sg_error *err)
         return 0;
     p->value = sg_xcalloc(n, sizeof *p->value);
     p->parsed = sg_xcalloc(n, sizeof *p->parsed);
+    p->mine = sg_xcalloc(n, sizeof *p->mine);
     for (size_t i = 0; i < n; i++) {
         sg_igor_key *k = &p->parsed[i];
         if (sg_igor_parse_key(sn->prefix, p->keys.keys[i], p->keys.lens[i], k))
             continue;
+        p->mine[i] = true;
         switch (k->family) {
         case SG_KEY_JENKINS_CURSOR:
         case SG_KEY_JENKINS_POSTED:
@@ -242,7 +247,10 @@ static int store_page(snap *sn, page *p, sg_error *err)
             return sg_rconn_reply_error(sn->c, "DUMP", dump, err);
         if (ttl->type == REDIS_REPLY_ERROR)
             return sg_rconn_reply_error(sn->c, "PTTL", ttl, err);
+        int64_t before = sn->res->keys;
         rc = store_key(sn, p->keys.keys[i], p->keys.lens[i], ttl, dump, err);
+        if (sn->count_profile && p->mine && p->mine[i])
+            sn->res->profile_keys += sn->res->keys - before;
     }
     for (size_t i = 0; p->value && i < n && rc == 0; i++) {
         if (p->value[i] == VALUE_NONE)
@@ -329,6 +337,48 @@ static char *join(const sg_strlist *l)
     return s;
 }
 
+/* The profile's pattern if the snapshot takes every key it matches, so its
+ * profile keys can be counted and compared; NULL otherwise (no profile, or a
+ * --select that leaves some out, as a flush of cache:* with the igor profile
+ * does). Caller frees. */
+static char *counted_pattern(const sg_snapshot_opts *o, const char *prefix)
+{
+    char *p = sg_profile_pattern(o->profile, prefix);
+    if (!p || !o->select || o->select->len == 0)
+        return p;
+    for (size_t i = 0; i < o->select->len; i++)
+        if (!strcmp(o->select->items[i], p) || !strcmp(o->select->items[i], "*"))
+            return p;
+    free(p);
+    return NULL;
+}
+
+/* Marks res suspect when its profile keys fall below o->suspect_below_pct of
+ * the last good snapshot's. Only profile keys are compared, never all keys:
+ * --match extras come and go with other applications, and what a wipe takes
+ * is the poller's state. The comparison is with the last good snapshot, not
+ * the previous one, so a run of snapshots after a wipe stays suspect until the
+ * poller has rebuilt its keys (or an operator takes one with the check off). */
+static int judge(sg_store *s, const sg_snapshot_opts *o, const sg_snapshot_info *meta,
+                 sg_snapshot_result *res, sg_error *err)
+{
+    if (o->suspect_below_pct <= 0)
+        return 0;
+    int64_t good_id = 0, good_keys = 0;
+    int rc = sg_store_last_good(s, meta->redis, meta->db, meta->profile_pattern, &good_id,
+                                &good_keys, err);
+    if (rc || good_id == 0)
+        return rc;
+    if (res->profile_keys * 100 >= good_keys * o->suspect_below_pct)
+        return 0;
+    res->suspect = true;
+    snprintf(res->suspect_reason, sizeof res->suspect_reason,
+             "found %lld %s keys, the last good snapshot %lld had %lld (below %d%%)",
+             (long long)res->profile_keys, meta->profile, (long long)good_id, (long long)good_keys,
+             o->suspect_below_pct);
+    return 0;
+}
+
 int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_snapshot_result *out,
                      sg_error *err)
 {
@@ -337,6 +387,10 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
     sn.started = sn.last_progress = sg_mono_s();
     sg_strlist patterns = {0};
     sg_snapshot_patterns(o, &patterns);
+    char *profile_pattern = counted_pattern(o, sn.prefix);
+    sn.count_profile = profile_pattern != NULL;
+    if (!profile_pattern)
+        res.profile_keys = -1;
     char *version = NULL;
     int rc = sg_rconn_info_field(c, "server", "redis_version", &version, err);
     if (rc)
@@ -355,6 +409,7 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
         .db = ndb == 1 ? dbs[0] : -1,
     };
     meta.selection = join(&patterns);
+    meta.profile_pattern = profile_pattern;
     rc = sg_store_snapshot_begin(s, &meta, &res.id, err);
     free(meta.selection);
     if (rc)
@@ -378,11 +433,17 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
         goto done;
     }
     res.seconds = sg_mono_s() - sn.started;
+    if (meta.profile_pattern && (rc = judge(s, o, &meta, &res, err))) {
+        sg_store_snapshot_abort(s);
+        goto done;
+    }
     sg_snapshot_info totals = {.key_count = res.keys,
                                .bytes = res.bytes,
                                .vanished = res.vanished,
                                .seconds = res.seconds,
-                               .state = "complete"};
+                               .state = res.suspect ? "suspect" : "complete",
+                               .profile_keys = res.profile_keys,
+                               .suspect_reason = res.suspect ? res.suspect_reason : NULL};
     if ((rc = sg_store_snapshot_commit(s, &totals, err))) {
         sg_store_snapshot_abort(s);
         goto done;
@@ -392,6 +453,7 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
         goto done;
     *out = res;
 done:
+    free(profile_pattern);
     free(version);
     sg_strlist_clear(&patterns);
     if (rc)

@@ -299,6 +299,8 @@ void sg_snapshot_info_close(sg_snapshot_info *i)
     free(i->profile);
     free(i->selection);
     free(i->state);
+    free(i->profile_pattern);
+    free(i->suspect_reason);
     memset(i, 0, sizeof *i);
 }
 
@@ -325,7 +327,8 @@ int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id,
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "INSERT INTO snapshot(taken_at, reason, redis, redis_version, profile, "
-                           "selection, db, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'partial')",
+                           "selection, db, profile_pattern, state) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'partial')",
                            -1, &st, NULL) != SQLITE_OK) {
         rc = db_error(s, err, "starting a snapshot in");
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -339,6 +342,7 @@ int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id,
     sqlite3_bind_text(st, 5, m->profile, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 6, m->selection, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 7, m->db);
+    sqlite3_bind_text(st, 8, m->profile_pattern, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
@@ -432,8 +436,9 @@ int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *e
     assert(s->snapshot_id);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
-                           "UPDATE snapshot SET key_count = ?, bytes = ?, vanished = ?, "
-                           "seconds = ?, state = ? WHERE id = ?",
+                           "UPDATE snapshot SET key_count = ?1, bytes = ?2, vanished = ?3, "
+                           "seconds = ?4, state = ?5, profile_keys = CASE WHEN profile_pattern "
+                           "IS NULL THEN NULL ELSE ?7 END, suspect_reason = ?8 WHERE id = ?6",
                            -1, &st, NULL) != SQLITE_OK)
         return db_error(s, err, "finishing a snapshot in");
     sqlite3_bind_int64(st, 1, t->key_count);
@@ -442,6 +447,8 @@ int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *e
     sqlite3_bind_double(st, 4, t->seconds);
     sqlite3_bind_text(st, 5, t->state ? t->state : "complete", -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, s->snapshot_id);
+    sqlite3_bind_int64(st, 7, t->profile_keys);
+    sqlite3_bind_text(st, 8, t->suspect_reason, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
@@ -493,7 +500,7 @@ int sg_store_index_counts(sg_store *s, int64_t id, sg_index_counts *out, sg_erro
 
 #define SNAPSHOT_COLUMNS                                                                           \
     "id, taken_at, reason, redis, redis_version, profile, selection, key_count, bytes, "           \
-    "vanished, seconds, state, db"
+    "vanished, seconds, state, db, profile_pattern, profile_keys, suspect_reason"
 
 static char *col_text(sqlite3_stmt *st, int i)
 {
@@ -516,6 +523,10 @@ static void read_info(sqlite3_stmt *st, sg_snapshot_info *i)
     i->seconds = sqlite3_column_double(st, 10);
     i->state = col_text(st, 11);
     i->db = sqlite3_column_int(st, 12);
+    i->profile_pattern = col_text(st, 13);
+    i->profile_keys =
+        sqlite3_column_type(st, 14) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 14);
+    i->suspect_reason = col_text(st, 15);
 }
 
 int sg_store_snapshot_list(sg_store *s, sg_snapshot_info **out, size_t *count, sg_error *err)
@@ -574,6 +585,30 @@ int sg_store_snapshot_get(sg_store *s, int64_t id, sg_snapshot_info *out, sg_err
     return sg_error_set(err, SG_ENOTFOUND, "no complete snapshot in %s", s->path);
 }
 
+int sg_store_last_good(sg_store *s, const char *redis, int db, const char *profile_pattern,
+                       int64_t *id, int64_t *profile_keys, sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT id, profile_keys FROM snapshot WHERE state = 'complete' AND "
+                           "redis = ?1 AND db = ?2 AND profile_pattern = ?3 AND profile_keys IS "
+                           "NOT NULL ORDER BY id DESC LIMIT 1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "reading snapshots in");
+    sqlite3_bind_text(st, 1, redis, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, db);
+    sqlite3_bind_text(st, 3, profile_pattern, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        *profile_keys = sqlite3_column_int64(st, 1);
+    } else if (rc == SQLITE_DONE) {
+        *id = 0;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_error(s, err, "reading snapshots in");
+}
+
 /* Deletes one snapshot: its key range, then its row (the index tables
  * follow by ON DELETE CASCADE). */
 static int delete_snapshot(sg_store *s, int64_t id, sg_error *err)
@@ -603,13 +638,16 @@ static int delete_snapshot(sg_store *s, int64_t id, sg_error *err)
 int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *pruned,
                             sg_error *err)
 {
-    /* Never the latest complete snapshot: it is the index baseline. */
+    /* Never the latest complete snapshot (what `restore latest` takes) nor the
+     * latest complete one with a profile (the index baseline, sg_store_baseline):
+     * a suspect or partial snapshot is neither, however new. */
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(
             s->db,
             "SELECT id FROM snapshot WHERE id != coalesce((SELECT max(id) FROM snapshot WHERE "
-            "state = 'complete'), 0) AND ((?1 > 0 AND id NOT IN (SELECT id FROM snapshot "
-            "ORDER BY id DESC LIMIT ?1)) OR (?2 > 0 AND taken_at < ?3))",
+            "state = 'complete'), 0) AND id != coalesce((SELECT max(id) FROM snapshot WHERE "
+            "state = 'complete' AND profile != 'none'), 0) AND ((?1 > 0 AND id NOT IN (SELECT "
+            "id FROM snapshot ORDER BY id DESC LIMIT ?1)) OR (?2 > 0 AND taken_at < ?3))",
             -1, &st, NULL) != SQLITE_OK)
         return db_error(s, err, "pruning snapshots in");
     sqlite3_bind_int(st, 1, keep);

@@ -14,6 +14,10 @@
 #include "stormguard/store.h"
 #include "stormguard/util.h"
 
+/* The default of sg_snapshot_opts.suspect_below_pct for the CLI and the
+ * daemon (a zero-initialised sg_snapshot_opts disables the check). */
+#define SG_SUSPECT_BELOW_DEFAULT 50
+
 /* Called now and then during long runs with the keys done so far. */
 typedef void (*sg_progress_fn)(void *ud, int64_t done, double elapsed_s);
 
@@ -27,19 +31,28 @@ typedef struct sg_snapshot_opts {
     int64_t scan_count;
     const int *dbs;             /* databases to take (NULL: the connection's) */
     int db_count;
+    /* With a profile: a snapshot holding fewer than this percentage of the
+     * profile keys the last good snapshot (sg_store_last_good) held is
+     * committed as suspect. 0 disables the check. */
+    int suspect_below_pct;
     sg_progress_fn progress;
     void *progress_ud;
 } sg_snapshot_opts;
 
+#define SG_SUSPECT_REASON_MAX 256
+
 typedef struct sg_snapshot_result {
     int64_t id;
     int64_t keys, bytes, vanished, undecoded;
+    int64_t profile_keys; /* keys matching the profile's pattern; -1 without profile */
     double seconds;
     sg_index_counts index;
+    bool suspect; /* committed as suspect; then suspect_reason says why */
+    char suspect_reason[SG_SUSPECT_REASON_MAX];
 } sg_snapshot_result;
 
-/* Takes a snapshot into the store. Either the whole snapshot commits with
- * state complete, or nothing is written. */
+/* Takes a snapshot into the store. Either the whole snapshot commits, with
+ * state complete or (see suspect_below_pct) suspect, or nothing is written. */
 int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_snapshot_result *out,
                      sg_error *err);
 

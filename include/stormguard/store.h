@@ -61,11 +61,16 @@ typedef struct sg_snapshot_info {
     double seconds;
     char *state;         /* complete | partial | suspect */
     int db;              /* database taken, or -1 for several (a FLUSHALL) */
+    char *profile_pattern; /* the profile's pattern ("igor:*"); NULL without profile */
+    int64_t profile_keys;  /* keys matching profile_pattern; -1 when not counted */
+    char *suspect_reason;  /* why the state is suspect; NULL otherwise */
 } sg_snapshot_info;
 
 void sg_snapshot_info_close(sg_snapshot_info *info);
 
-/* Starts writing a snapshot: one transaction until commit or abort. */
+/* Starts writing a snapshot: one transaction until commit or abort. Of meta,
+ * taken_at_ms, reason, redis, redis_version, profile, selection, db and
+ * profile_pattern are recorded. */
 int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *meta, int64_t *id, sg_error *err);
 int sg_store_snapshot_add_key(sg_store *s, int db, const void *key, size_t key_len,
                               int64_t expire_at_ms, const void *payload, size_t payload_len,
@@ -81,7 +86,9 @@ int sg_store_index_posted(sg_store *s, const char *source, size_t source_len, co
 int sg_store_index_docker(sg_store *s, const char *account, size_t account_len,
                           const char *repository, size_t repository_len, const char *tag,
                           size_t tag_len, const char *digest, size_t digest_len, sg_error *err);
-/* Finishes the snapshot row with the totals and state, and commits. */
+/* Finishes the snapshot row with the totals (key_count, bytes, vanished,
+ * seconds, state, and for a snapshot begun with a profile_pattern,
+ * profile_keys and suspect_reason), and commits. */
 int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *totals, sg_error *err);
 /* Rolls back everything since begin. Safe to call when nothing is open. */
 void sg_store_snapshot_abort(sg_store *s);
@@ -95,11 +102,23 @@ int sg_store_index_counts(sg_store *s, int64_t snapshot_id, sg_index_counts *out
 int sg_store_snapshot_list(sg_store *s, sg_snapshot_info **out, size_t *count, sg_error *err);
 void sg_snapshot_list_free(sg_snapshot_info *list, size_t count);
 
-/* Looks up one snapshot; id 0 means the latest complete one. */
+/* Looks up one snapshot; id 0 means the latest complete one (never a partial
+ * or suspect one; those are found by their id only). */
 int sg_store_snapshot_get(sg_store *s, int64_t id, sg_snapshot_info *out, sg_error *err);
 
+/* The last good snapshot of a profile: the newest complete snapshot of the
+ * same server (redacted URL), database and profile pattern whose profile
+ * keys were counted. It is what a new snapshot's profile key count is compared
+ * with, and what a rewarm restores by default. *id is 0 (and *profile_keys
+ * untouched) if there is none. Sees the caller's open snapshot transaction,
+ * whose own row is not complete yet. */
+int sg_store_last_good(sg_store *s, const char *redis, int db, const char *profile_pattern,
+                       int64_t *id, int64_t *profile_keys, sg_error *err);
+
 /* Deletes snapshots beyond the newest `keep` (0: no count limit) or older
- * than max_age_s (0: no age limit), never the latest complete one. */
+ * than max_age_s (0: no age limit), never the latest complete one nor the
+ * baseline (sg_store_baseline): partial and suspect snapshots do not count as
+ * good ones and go by the limits like any other. */
 int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *pruned,
                             sg_error *err);
 
@@ -169,7 +188,7 @@ int sg_store_index_each(sg_store *s, int64_t snapshot_id, const sg_index_visitor
                         sg_error *err);
 
 /* The newest complete snapshot taken with a profile (the classification
- * baseline); 0 if none. */
+ * baseline; a suspect snapshot never is); 0 if none. */
 int sg_store_baseline(sg_store *s, int64_t *snapshot_id, sg_error *err);
 
 /* Pending events after (after_gen, after_id) in queue order (qgen, id), at

@@ -162,6 +162,48 @@ static int64_t quick_snapshot(sg_store *s, int64_t taken_at_ms, const char *stat
     return id;
 }
 
+/* Writes a committed profile snapshot of redis (igor:*, db 0) that counted
+ * profile_keys profile keys; returns its id. */
+static int64_t counted_snapshot(sg_store *s, const char *redis, const char *state,
+                                int64_t profile_keys, const char *suspect_reason)
+{
+    sg_snapshot_info m = meta(sg_now_ms(), "periodic");
+    m.redis = (char *)redis;
+    m.profile_pattern = "igor:*";
+    sg_error err = {0};
+    int64_t id = 0;
+    assert_int_equal(sg_store_snapshot_begin(s, &m, &id, &err), 0);
+    assert_int_equal(sg_store_snapshot_add_key(s, 0, "igor:k", 6, 0, "v", 1, &err), 0);
+    sg_snapshot_info t = {.key_count = profile_keys,
+                          .state = (char *)state,
+                          .profile_keys = profile_keys,
+                          .suspect_reason = (char *)suspect_reason};
+    assert_int_equal(sg_store_snapshot_commit(s, &t, &err), 0);
+    return id;
+}
+
+/* A snapshot without profile (all keys); returns its id. */
+static int64_t plain_snapshot(sg_store *s)
+{
+    sg_snapshot_info m = meta(sg_now_ms(), "manual");
+    m.profile = "none";
+    m.selection = "*";
+    sg_error err = {0};
+    int64_t id = 0;
+    assert_int_equal(sg_store_snapshot_begin(s, &m, &id, &err), 0);
+    sg_snapshot_info t = {.state = "complete"};
+    assert_int_equal(sg_store_snapshot_commit(s, &t, &err), 0);
+    return id;
+}
+
+static int64_t baseline(sg_store *s)
+{
+    sg_error err = {0};
+    int64_t id = -1;
+    assert_int_equal(sg_store_baseline(s, &id, &err), 0);
+    return id;
+}
+
 static size_t snapshot_count(sg_store *s)
 {
     sg_snapshot_info *list = NULL;
@@ -256,6 +298,32 @@ static void migrate_from_empty(void **state)
     sg_store_free(s);
 }
 
+/* Snapshot rows as a store before 003_suspect.sql held them: an Igor snapshot
+ * of igor:* only (its key count is its profile key count), one with --match
+ * extras and one without profile (neither counted). */
+static void insert_pre003_snapshots(const char *path)
+{
+    raw_exec(path, "INSERT INTO snapshot(id, taken_at, reason, redis, profile, selection, db, "
+                   "key_count, state) VALUES "
+                   "(1, 1, 'periodic', 'redis://r:6379/0', 'igor', 'igor:*', 0, 2000, "
+                   "'complete'), "
+                   "(2, 2, 'manual', 'redis://r:6379/0', 'igor', 'igor:* extra:*', 0, 2010, "
+                   "'complete'), "
+                   "(3, 3, 'manual', 'redis://r:6379/0', 'none', '*', 0, 5000, 'complete')");
+}
+
+static void assert_pre003_backfilled(const char *path)
+{
+    assert_int_equal(raw_int(path, "SELECT profile_keys FROM snapshot WHERE id = 1"), 2000);
+    assert_int_equal(raw_int(path, "SELECT profile_pattern = 'igor:*' FROM snapshot WHERE id = 1"),
+                     1);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM snapshot WHERE id IN (2, 3) AND "
+                                   "profile_keys IS NULL AND profile_pattern IS NULL"),
+                     2);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM snapshot WHERE suspect_reason IS NULL"),
+                     3);
+}
+
 static void migrate_from_each_version(void **state)
 {
     fixture *f = *state;
@@ -267,8 +335,21 @@ static void migrate_from_each_version(void **state)
         sg_store *s = open_ok(path, &opt);
         assert_int_equal(sg_store_schema_version(s), v);
         sg_store_free(s);
+        if (v < 3)
+            insert_pre003_snapshots(path);
 
         s = open_ok(path, NULL);
+        if (v < 3) {
+            assert_pre003_backfilled(path);
+            /* the backfilled count is a comparison reference */
+            sg_error err = {0};
+            int64_t good = -1, keys = -1;
+            assert_int_equal(
+                sg_store_last_good(s, "redis://r:6379/0", 0, "igor:*", &good, &keys, &err), 0);
+            assert_int_equal(good, 1);
+            assert_int_equal(keys, 2000);
+            raw_exec(path, "DELETE FROM snapshot");
+        }
         assert_int_equal(sg_store_schema_version(s), sg_migration_count);
         int64_t id = quick_snapshot(s, sg_now_ms(), NULL);
         sg_snapshot_info info;
@@ -775,6 +856,145 @@ static void prune_then_snapshot_again(void **state)
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot_key"), 2);
 }
 
+/* ---- tests: suspect snapshots ---- */
+
+#define SERVER "redis://10.0.0.5:6379/0"
+
+static void suspect_is_never_baseline(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    assert_int_equal(baseline(s), 0);
+    int64_t suspect_first = counted_snapshot(s, SERVER, "suspect", 3, "found 3 igor keys");
+    assert_int_equal(baseline(s), 0); /* a suspect snapshot alone is no baseline */
+    int64_t good = counted_snapshot(s, SERVER, "complete", 2000, NULL);
+    int64_t bad = counted_snapshot(s, SERVER, "suspect", 3,
+                                   "found 3 igor keys, the last good snapshot 2 had 2000 (below "
+                                   "50%)");
+    assert_int_equal(baseline(s), good);
+
+    /* restore latest skips it; by id it is there, with its reason */
+    sg_snapshot_info info;
+    assert_int_equal(sg_store_snapshot_get(s, 0, &info, &err), 0);
+    assert_int_equal(info.id, good);
+    assert_int_equal(info.profile_keys, 2000);
+    assert_null(info.suspect_reason);
+    assert_string_equal(info.profile_pattern, "igor:*");
+    sg_snapshot_info_close(&info);
+    assert_int_equal(sg_store_snapshot_get(s, bad, &info, &err), 0);
+    assert_string_equal(info.state, "suspect");
+    assert_int_equal(info.profile_keys, 3);
+    assert_non_null(strstr(info.suspect_reason, "had 2000 (below 50%)"));
+    sg_snapshot_info_close(&info);
+
+    /* a newer snapshot without profile is restore's latest, not the baseline */
+    int64_t plain = plain_snapshot(s);
+    assert_int_equal(baseline(s), good);
+    assert_int_equal(sg_store_snapshot_get(s, 0, &info, &err), 0);
+    assert_int_equal(info.id, plain);
+    assert_int_equal(info.profile_keys, -1);
+    assert_null(info.profile_pattern);
+    sg_snapshot_info_close(&info);
+
+    /* the list shows every state and reason */
+    sg_snapshot_info *list = NULL;
+    size_t n = 0;
+    assert_int_equal(sg_store_snapshot_list(s, &list, &n, &err), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(list[1].id, bad);
+    assert_string_equal(list[1].state, "suspect");
+    assert_non_null(list[1].suspect_reason);
+    assert_int_equal(list[3].id, suspect_first);
+    sg_snapshot_list_free(list, n);
+    sg_store_free(s);
+}
+
+static void last_good_reference(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t id = -1, keys = -1;
+    assert_int_equal(sg_store_last_good(s, SERVER, 0, "igor:*", &id, &keys, &err), 0);
+    assert_int_equal(id, 0);
+    assert_int_equal(keys, -1); /* untouched */
+
+    int64_t good = counted_snapshot(s, SERVER, "complete", 2000, NULL);
+    counted_snapshot(s, SERVER, "suspect", 3, "found 3 igor keys");
+    counted_snapshot(s, SERVER, "partial", 2100, NULL);
+    counted_snapshot(s, "redis://10.0.0.6:6379/0", "complete", 10, NULL); /* another server */
+    quick_snapshot(s, sg_now_ms(), NULL); /* profile keys not counted */
+    plain_snapshot(s);
+    assert_int_equal(sg_store_last_good(s, SERVER, 0, "igor:*", &id, &keys, &err), 0);
+    assert_int_equal(id, good);
+    assert_int_equal(keys, 2000);
+    assert_int_equal(sg_store_last_good(s, SERVER, 1, "igor:*", &id, &keys, &err), 0);
+    assert_int_equal(id, 0); /* another database */
+    assert_int_equal(sg_store_last_good(s, SERVER, 0, "spin:*", &id, &keys, &err), 0);
+    assert_int_equal(id, 0); /* another prefix */
+
+    /* seen from inside a snapshot being written: its own row is not complete */
+    sg_snapshot_info m = meta(sg_now_ms(), "periodic");
+    m.redis = SERVER;
+    m.profile_pattern = "igor:*";
+    int64_t open_id = 0;
+    assert_int_equal(sg_store_snapshot_begin(s, &m, &open_id, &err), 0);
+    assert_int_equal(sg_store_last_good(s, SERVER, 0, "igor:*", &id, &keys, &err), 0);
+    assert_int_equal(id, good);
+    sg_snapshot_info t = {.state = "complete", .profile_keys = 1900};
+    assert_int_equal(sg_store_snapshot_commit(s, &t, &err), 0);
+    assert_int_equal(sg_store_last_good(s, SERVER, 0, "igor:*", &id, &keys, &err), 0);
+    assert_int_equal(id, open_id);
+    assert_int_equal(keys, 1900);
+    sg_store_free(s);
+}
+
+static void prune_never_keeps_suspect_as_good(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t good = counted_snapshot(s, SERVER, "complete", 2000, NULL);
+    int64_t bad[3];
+    for (int i = 0; i < 3; i++)
+        bad[i] = counted_snapshot(s, SERVER, "suspect", 3, "found 3 igor keys");
+
+    /* keep one: the newest (a suspect one) stays by count, the good one as
+     * the last good and baseline; the other suspects go */
+    int64_t pruned = -1;
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 0, &pruned, &err), 0);
+    assert_int_equal(pruned, 2);
+    sg_snapshot_info *list = NULL;
+    size_t n = 0;
+    assert_int_equal(sg_store_snapshot_list(s, &list, &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(list[0].id, bad[2]);
+    assert_int_equal(list[1].id, good);
+    sg_snapshot_list_free(list, n);
+
+    /* by age: every suspect goes, the good one stays */
+    sg_store_free(s);
+    raw_exec(f->db, "UPDATE snapshot SET taken_at = 0");
+    s = open_ok(f->db, NULL);
+    assert_int_equal(sg_store_snapshot_prune(s, 0, 1, &pruned, &err), 0);
+    assert_int_equal(pruned, 1);
+    assert_int_equal(snapshot_count(s), 1);
+    assert_int_equal(baseline(s), good);
+
+    /* a newer complete snapshot without profile does not cost the baseline */
+    int64_t plain = plain_snapshot(s);
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
+    assert_int_equal(pruned, 0);
+    assert_int_equal(snapshot_count(s), 2);
+    assert_int_equal(baseline(s), good);
+    sg_snapshot_info info;
+    assert_int_equal(sg_store_snapshot_get(s, 0, &info, &err), 0);
+    assert_int_equal(info.id, plain);
+    sg_snapshot_info_close(&info);
+    sg_store_free(s);
+}
+
 /* ---- tests: audit ---- */
 
 static void audit(void **state)
@@ -998,6 +1218,9 @@ int main(void)
         T(prune_keeps_latest_complete),
         T(prune_by_count),
         T(prune_then_snapshot_again),
+        T(suspect_is_never_baseline),
+        T(last_good_reference),
+        T(prune_never_keeps_suspect_as_good),
         T(audit),
         T(held_release_order),
         T(episodes),
