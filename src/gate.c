@@ -72,7 +72,7 @@ struct sg_gate {
     bool reloading;
 
     bool spilled;
-    /* the delivery queue's order is (qgen, id): store.h, 003_held.sql */
+    /* the delivery queue's order is (qgen, id): store.h, 004_held.sql */
     int64_t qgen;                   /* generation new pending events join */
     int64_t loaded_gen, loaded_id;  /* the last event handed to the forwarder */
 

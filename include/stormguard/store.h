@@ -152,7 +152,7 @@ typedef struct sg_event_row {
     size_t body_len;
     int64_t attempts, next_attempt_at, done_at;
     const char *last_error;
-    int64_t qgen;            /* queue generation of a pending event (003_held.sql) */
+    int64_t qgen;            /* queue generation of a pending event (004_held.sql) */
 } sg_event_row;
 
 /* Copies what the WAL holds into the database without blocking writers
