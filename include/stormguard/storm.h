@@ -1,0 +1,112 @@
+/* Storm detection (DOMAIN.md section 4). The detector watches classified
+ * build events for the signatures of a poller replaying its history (many
+ * builds of one job within a poll interval, many jobs seen for the first
+ * time, a high share of replays, a rate far above the usual). Pure: no I/O,
+ * no clock. Every function takes the time as now_ms, so tests are
+ * deterministic. */
+#ifndef STORMGUARD_STORM_H
+#define STORMGUARD_STORM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stormguard/classify.h"
+#include "stormguard/error.h"
+
+/* ---- detector ---- */
+
+typedef enum sg_storm_signal {
+    SG_STORM_SAME_JOB = 0, /* many builds of one job within the window (per source) */
+    SG_STORM_FIRST_SEEN,   /* many jobs seen for the first time (per source) */
+    SG_STORM_REPLAY_SHARE, /* a high share of replays among the source's events */
+    SG_STORM_RATE,         /* new + unknown builds per second over the baseline (global) */
+    SG_STORM_NSIGNALS,
+} sg_storm_signal;
+
+/* "same_job", "first_seen", "replay_share", "rate"; "?" out of range. */
+const char *sg_storm_signal_name(sg_storm_signal sig);
+
+/* The largest same_job_builds accepted: the detector keeps that many build
+ * times per tracked job. */
+#define SG_STORM_SAME_JOB_MAX 64
+
+/* Thresholds. A signal whose threshold is 0 is off (for the rate backstop:
+ * rate_factor 0). */
+typedef struct sg_storm_opts {
+    int64_t window_ms;        /* the sliding window of the per-source signals */
+    int64_t same_job_builds;  /* builds of one job within the window; 0 or 2..64 */
+    int64_t first_seen_jobs;  /* distinct jobs classified unknown within the window */
+    int64_t replay_min;       /* events within the window before the share counts */
+    int64_t replay_share_pct; /* replays among them, percent; 0..100 */
+    double rate_factor;       /* a second above rate_factor x baseline trips */
+    int64_t rate_floor;       /* per second; the threshold is never below it */
+    int64_t rate_baseline_ms; /* time constant of the baseline's moving average */
+    int64_t max_jobs;         /* jobs tracked at once; the least recent is evicted */
+    int64_t max_sources;      /* sources tracked at once; likewise */
+} sg_storm_opts;
+
+/* The defaults: window 60 s (Igor's default poll interval), same_job 3,
+ * first_seen 20, replay_min 20 at 50 %, rate 5 x baseline with a floor of 20/s
+ * over a 5 min baseline, 50,000 jobs, 256 sources. */
+void sg_storm_opts_default(sg_storm_opts *o);
+
+/* Checks o's ranges; SG_EINVAL with the offending field named in err. */
+int sg_storm_opts_check(const sg_storm_opts *o, sg_error *err);
+
+/* A signal firing on one event. */
+typedef struct sg_storm_trigger {
+    sg_storm_signal signal;
+    const char *name;  /* sg_storm_signal_name(signal) */
+    const char *scope; /* the source argument of sg_storm_observe, or NULL: global */
+    bool repeat;       /* already reported for this scope within the window */
+    /* What tripped: same_job the builds within the window (the detector keeps
+     * threshold of them, so it says threshold), first_seen the jobs,
+     * replay_share the percentage of replays, rate the builds this second. */
+    int64_t count;
+    int64_t threshold; /* the limit count reached (rate: exceeded) */
+    char message[512]; /* for logs and status, with the numbers; may be truncated */
+} sg_storm_trigger;
+
+/* The detector. Embedded; the fields are private to storm.c. */
+typedef struct sg_storm {
+    sg_storm_opts opts;
+    int64_t now_ms; /* the latest time observed: time never runs backwards */
+    int64_t bucket_ms, nbuckets;
+    char window_text[24], factor_text[24]; /* for messages */
+    struct sg_storm_table *jobs, *sources;
+    /* rate backstop */
+    double alpha, baseline;
+    int64_t rate_sec, rate_count, rate_reported_ms;
+    bool rate_tripped;
+} sg_storm;
+
+/* Initializes s with a copy of opts (checked as sg_storm_opts_check does;
+ * s is untouched on error). */
+int sg_storm_init(sg_storm *s, const sg_storm_opts *opts, sg_error *err);
+void sg_storm_close(sg_storm *s);
+
+/* Counts one classified event and fills out[0..n) with the n signals firing
+ * on it (0 to SG_STORM_NSIGNALS, cheapest first), which it returns. A signal
+ * keeps firing on every event while its condition holds, so the caller can
+ * extend the storm; the first time in a window per scope and signal it comes
+ * with repeat false (log it, audit it), otherwise repeat true. Pass-through
+ * events count for nothing. out[i].scope is source itself, so it stays valid
+ * as long as the caller's string; the detector keeps only keyed hashes of
+ * the names. An earlier now_ms than before is taken as the latest seen. */
+size_t sg_storm_observe(sg_storm *s, int64_t now_ms, const char *source, const char *job,
+                        sg_kind kind, sg_storm_trigger out[SG_STORM_NSIGNALS]);
+
+/* Gauges for status and metrics. */
+typedef struct sg_storm_stats {
+    size_t jobs, sources;   /* tracked now */
+    size_t evicted_jobs;    /* evicted by max_jobs (not expired), ever */
+    size_t evicted_sources; /* likewise by max_sources */
+    size_t bytes;           /* memory held by the tracking tables */
+    double baseline;        /* new + unknown builds per second, moving average */
+    int64_t rate_threshold; /* a second with more builds than this trips */
+} sg_storm_stats;
+
+void sg_storm_stats_get(const sg_storm *s, sg_storm_stats *out);
+
+#endif
