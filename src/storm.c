@@ -1,4 +1,4 @@
-/* Storm detector (storm.h).
+/* Storm detector and mode machine (storm.h).
  *
  * The detector keeps two bounded tables, both keyed by the keyed SipHash of
  * the names (hashset.h) rather than the names, and both ordered by recency:
@@ -540,4 +540,243 @@ void sg_storm_stats_get(const sg_storm *s, sg_storm_stats *out)
     out->bytes = table_bytes(s->jobs) + table_bytes(s->sources);
     out->baseline = s->baseline;
     out->rate_threshold = rate_threshold(s);
+}
+
+/* ---- modes ---- */
+
+struct sg_modes_scope {
+    char *scope; /* NULL: global */
+    char *message;
+    int64_t since_ms, until_ms;
+};
+
+static const char *const mode_names[] = {"normal", "guard", "storm"};
+
+const char *sg_mode_name(sg_mode m)
+{
+    return (unsigned)m < sizeof mode_names / sizeof mode_names[0] ? mode_names[m] : "?";
+}
+
+void sg_modes_init(sg_modes *m, sg_modes_cb cb, void *cb_arg)
+{
+    memset(m, 0, sizeof *m);
+    m->cb = cb;
+    m->cb_arg = cb_arg;
+    /* the sources, plus the global storm */
+    m->storms = sg_xcalloc(SG_MODES_MAX_STORMS + 1, sizeof *m->storms);
+}
+
+void sg_modes_close(sg_modes *m)
+{
+    for (size_t i = 0; i < m->nstorms; i++) {
+        free(m->storms[i].scope);
+        free(m->storms[i].message);
+    }
+    free(m->storms);
+    free(m->guard_reason);
+    memset(m, 0, sizeof *m);
+}
+
+static void report(const sg_modes *m, sg_mode mode, bool started, bool forced, const char *scope,
+                   const char *detail, int64_t since_ms, int64_t until_ms)
+{
+    if (!m->cb)
+        return;
+    sg_mode_change c = {.mode = mode,
+                        .started = started,
+                        .forced = forced,
+                        .scope = scope,
+                        .detail = detail,
+                        .since_ms = since_ms,
+                        .until_ms = until_ms};
+    m->cb(&c, m->cb_arg);
+}
+
+static void guard_end(sg_modes *m, int64_t at_ms, bool forced)
+{
+    assert(m->guard_on);
+    m->guard_on = false;
+    report(m, SG_MODE_GUARD, false, forced, NULL, m->guard_reason, m->guard_since, at_ms);
+    free(m->guard_reason);
+    m->guard_reason = NULL;
+}
+
+bool sg_modes_guard(sg_modes *m, int64_t now_ms, int64_t duration_ms, const char *reason)
+{
+    if (duration_ms < 1)
+        duration_ms = 1;
+    if (m->guard_on && m->guard_until <= now_ms)
+        guard_end(m, m->guard_until, false);
+    m->guard_ms = duration_ms;
+    if (m->guard_on) {
+        if (m->guard_until < now_ms + duration_ms)
+            m->guard_until = now_ms + duration_ms;
+        return false;
+    }
+    m->guard_on = true;
+    m->guard_since = now_ms;
+    m->guard_until = now_ms + duration_ms;
+    m->guard_reason = sg_xstrdup(reason ? reason : "");
+    report(m, SG_MODE_GUARD, true, false, NULL, m->guard_reason, now_ms, 0);
+    return true;
+}
+
+bool sg_modes_guard_off(sg_modes *m, int64_t now_ms)
+{
+    if (!m->guard_on)
+        return false;
+    if (m->guard_until <= now_ms) {
+        guard_end(m, m->guard_until, false); /* it had ended on its own */
+        return false;
+    }
+    guard_end(m, now_ms, true);
+    return true;
+}
+
+static bool same_scope(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}
+
+static size_t storm_find(const sg_modes *m, const char *scope)
+{
+    for (size_t i = 0; i < m->nstorms; i++)
+        if (same_scope(m->storms[i].scope, scope))
+            return i;
+    return SIZE_MAX;
+}
+
+static void storm_end(sg_modes *m, size_t i, int64_t at_ms, bool forced)
+{
+    struct sg_modes_scope *x = &m->storms[i];
+    report(m, SG_MODE_STORM, false, forced, x->scope, x->message, x->since_ms, at_ms);
+    free(x->scope);
+    free(x->message);
+    m->storms[i] = m->storms[--m->nstorms];
+}
+
+static void storms_expire(sg_modes *m, int64_t now_ms)
+{
+    for (size_t i = 0; i < m->nstorms;) {
+        if (m->storms[i].until_ms <= now_ms)
+            storm_end(m, i, m->storms[i].until_ms, false);
+        else
+            i++;
+    }
+}
+
+bool sg_modes_storm(sg_modes *m, int64_t now_ms, const char *scope, int64_t cooldown_ms,
+                    const char *message)
+{
+    if (cooldown_ms < 1)
+        cooldown_ms = 1;
+    /* "guard mode for guard.duration, extended while the storm detector
+     * still fires" */
+    if (m->guard_on && m->guard_until > now_ms && m->guard_until < now_ms + m->guard_ms)
+        m->guard_until = now_ms + m->guard_ms;
+
+    size_t i = storm_find(m, scope);
+    if (i != SIZE_MAX && m->storms[i].until_ms <= now_ms) {
+        storm_end(m, i, m->storms[i].until_ms, false);
+        i = SIZE_MAX;
+    }
+    if (i != SIZE_MAX) {
+        if (m->storms[i].until_ms < now_ms + cooldown_ms)
+            m->storms[i].until_ms = now_ms + cooldown_ms;
+        return false;
+    }
+    if (scope) {
+        size_t sources = m->nstorms - (storm_find(m, NULL) != SIZE_MAX);
+        if (sources >= SG_MODES_MAX_STORMS) {
+            storms_expire(m, now_ms);
+            sources = m->nstorms - (storm_find(m, NULL) != SIZE_MAX);
+        }
+        if (sources >= SG_MODES_MAX_STORMS) {
+            char *msg = sg_xasprintf("storms on more than %d sources; %s on %s",
+                                     SG_MODES_MAX_STORMS, message ? message : "a trigger", scope);
+            bool started = sg_modes_storm(m, now_ms, NULL, cooldown_ms, msg);
+            free(msg);
+            return started;
+        }
+    }
+    assert(m->nstorms <= SG_MODES_MAX_STORMS);
+    struct sg_modes_scope *x = &m->storms[m->nstorms++];
+    x->scope = scope ? sg_xstrdup(scope) : NULL;
+    x->message = sg_xstrdup(message ? message : "");
+    x->since_ms = now_ms;
+    x->until_ms = now_ms + cooldown_ms;
+    report(m, SG_MODE_STORM, true, false, x->scope, x->message, now_ms, 0);
+    return true;
+}
+
+bool sg_modes_storm_off(sg_modes *m, int64_t now_ms, const char *scope)
+{
+    size_t i = storm_find(m, scope);
+    if (i == SIZE_MAX)
+        return false;
+    if (m->storms[i].until_ms <= now_ms) {
+        storm_end(m, i, m->storms[i].until_ms, false);
+        return false;
+    }
+    storm_end(m, i, now_ms, true);
+    return true;
+}
+
+void sg_modes_tick(sg_modes *m, int64_t now_ms)
+{
+    storms_expire(m, now_ms);
+    if (m->guard_on && m->guard_until <= now_ms)
+        guard_end(m, m->guard_until, false);
+}
+
+static bool guard_active(const sg_modes *m, int64_t now_ms)
+{
+    return m->guard_on && m->guard_until > now_ms;
+}
+
+sg_mode sg_modes_for(const sg_modes *m, int64_t now_ms, const char *source)
+{
+    for (size_t i = 0; i < m->nstorms; i++) {
+        const struct sg_modes_scope *x = &m->storms[i];
+        if (x->until_ms > now_ms && (!x->scope || (source && !strcmp(x->scope, source))))
+            return SG_MODE_STORM;
+    }
+    return guard_active(m, now_ms) ? SG_MODE_GUARD : SG_MODE_NORMAL;
+}
+
+sg_mode sg_modes_overall(const sg_modes *m, int64_t now_ms)
+{
+    for (size_t i = 0; i < m->nstorms; i++)
+        if (m->storms[i].until_ms > now_ms)
+            return SG_MODE_STORM;
+    return guard_active(m, now_ms) ? SG_MODE_GUARD : SG_MODE_NORMAL;
+}
+
+bool sg_modes_guard_info(const sg_modes *m, int64_t now_ms, sg_guard_info *out)
+{
+    if (!guard_active(m, now_ms))
+        return false;
+    if (out) {
+        out->since_ms = m->guard_since;
+        out->until_ms = m->guard_until;
+        out->reason = m->guard_reason;
+    }
+    return true;
+}
+
+size_t sg_modes_storms(const sg_modes *m, int64_t now_ms, sg_mode_storm_info *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->nstorms; i++) {
+        const struct sg_modes_scope *x = &m->storms[i];
+        if (x->until_ms <= now_ms)
+            continue;
+        if (n < max)
+            out[n] = (sg_mode_storm_info){.scope = x->scope,
+                                          .message = x->message,
+                                          .since_ms = x->since_ms,
+                                          .until_ms = x->until_ms};
+        n++;
+    }
+    return n;
 }

@@ -1,9 +1,10 @@
-/* Storm detection (DOMAIN.md section 4). The detector watches classified
- * build events for the signatures of a poller replaying its history (many
- * builds of one job within a poll interval, many jobs seen for the first
- * time, a high share of replays, a rate far above the usual). Pure: no I/O,
- * no clock. Every function takes the time as now_ms, so tests are
- * deterministic. */
+/* Storm detection and the gate's modes (DOMAIN.md section 4). The detector
+ * watches classified build events for the signatures of a poller replaying
+ * its history (many builds of one job within a poll interval, many jobs seen
+ * for the first time, a high share of replays, a rate far above the usual);
+ * the mode machine turns its triggers and wipe alarms into normal / guard /
+ * storm. Pure: no I/O, no clock. Every function takes the time as now_ms,
+ * so tests are deterministic. */
 #ifndef STORMGUARD_STORM_H
 #define STORMGUARD_STORM_H
 
@@ -108,5 +109,98 @@ typedef struct sg_storm_stats {
 } sg_storm_stats;
 
 void sg_storm_stats_get(const sg_storm *s, sg_storm_stats *out);
+
+/* ---- modes ---- */
+
+typedef enum sg_mode {
+    SG_MODE_NORMAL = 0, /* forward new and unknown builds */
+    SG_MODE_GUARD,      /* a wipe was seen or announced: hold what cannot be told apart */
+    SG_MODE_STORM,      /* the detector fires: hold */
+} sg_mode;
+
+/* "normal", "guard", "storm"; "?" out of range. */
+const char *sg_mode_name(sg_mode m);
+
+/* A transition, reported to the listener given to sg_modes_init. The strings
+ * are valid only during the call. */
+typedef struct sg_mode_change {
+    sg_mode mode;       /* SG_MODE_GUARD or SG_MODE_STORM */
+    bool started;       /* false: ended */
+    bool forced;        /* ended by sg_modes_guard_off or sg_modes_storm_off */
+    const char *scope;  /* storm: the source, NULL when global; guard: NULL */
+    const char *detail; /* guard: its reason; storm: the trigger that started it */
+    int64_t since_ms;   /* when it started */
+    int64_t until_ms;   /* when it ended (its expiry, or the off call's time); 0 if started */
+} sg_mode_change;
+
+typedef void (*sg_modes_cb)(const sg_mode_change *change, void *arg);
+
+/* More sources in storm at once than this, and the storm goes global. */
+#define SG_MODES_MAX_STORMS 64
+
+/* The mode machine. Embedded; the fields are private to storm.c. */
+typedef struct sg_modes {
+    sg_modes_cb cb;
+    void *cb_arg;
+    bool guard_on; /* a guard episode not yet reported as ended */
+    int64_t guard_since, guard_until, guard_ms;
+    char *guard_reason;
+    struct sg_modes_scope *storms;
+    size_t nstorms;
+} sg_modes;
+
+/* cb (may be NULL) hears of every start and end, synchronously, from the
+ * function that notices it; it must not call back into m. */
+void sg_modes_init(sg_modes *m, sg_modes_cb cb, void *cb_arg);
+/* Frees m without reporting the episodes still on. */
+void sg_modes_close(sg_modes *m);
+
+/* Enters guard mode, or extends it: guard until max(current, now +
+ * duration_ms). Later storm triggers extend it by duration_ms again. reason
+ * is copied; an extension keeps the first reason. True if guard started. */
+bool sg_modes_guard(sg_modes *m, int64_t now_ms, int64_t duration_ms, const char *reason);
+
+/* Ends guard mode now; true if it was on. */
+bool sg_modes_guard_off(sg_modes *m, int64_t now_ms);
+
+/* Enters or extends a storm on scope (a source; NULL: global) until now +
+ * cooldown_ms, and extends an active guard (see sg_modes_guard). message
+ * (the trigger's, copied) describes a storm that starts; an extension keeps
+ * the first. Past SG_MODES_MAX_STORMS sources the storm goes global. True if
+ * a storm started. */
+bool sg_modes_storm(sg_modes *m, int64_t now_ms, const char *scope, int64_t cooldown_ms,
+                    const char *message);
+
+/* Ends the storm on scope (NULL: the global one) now; true if it was on. */
+bool sg_modes_storm_off(sg_modes *m, int64_t now_ms, const char *scope);
+
+/* Reports (and forgets) every episode that expired by now_ms. Queries are
+ * right without it; call it about once a second so ends are heard soon. */
+void sg_modes_tick(sg_modes *m, int64_t now_ms);
+
+/* The mode for an event of source (NULL: no source): storm if that source or
+ * everything is in storm, else guard if on, else normal. */
+sg_mode sg_modes_for(const sg_modes *m, int64_t now_ms, const char *source);
+
+/* The mode for /v1/status: storm if any storm is on, else guard, else normal. */
+sg_mode sg_modes_overall(const sg_modes *m, int64_t now_ms);
+
+typedef struct sg_guard_info {
+    int64_t since_ms, until_ms;
+    const char *reason; /* valid until m next changes */
+} sg_guard_info;
+
+/* True if guard is on at now_ms; fills out (may be NULL) only then. */
+bool sg_modes_guard_info(const sg_modes *m, int64_t now_ms, sg_guard_info *out);
+
+typedef struct sg_mode_storm_info {
+    const char *scope;   /* NULL: global; valid until m next changes */
+    const char *message; /* likewise */
+    int64_t since_ms, until_ms;
+} sg_mode_storm_info;
+
+/* Fills out[0..max) with the storms on at now_ms and returns how many are on
+ * (which may exceed max). */
+size_t sg_modes_storms(const sg_modes *m, int64_t now_ms, sg_mode_storm_info *out, size_t max);
 
 #endif

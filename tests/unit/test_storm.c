@@ -1,7 +1,8 @@
 /* Tests storm.h: each storm signal at its threshold and just below, window
  * expiry, per-source scopes, repeat suppression, the rate backstop's floor
  * and its baseline that must not learn a storm, bounded memory under a flood
- * of distinct names. Time is passed explicitly, so nothing here sleeps. */
+ * of distinct names; the mode machine (guard, storm, extension, expiry,
+ * transitions). Time is passed explicitly, so nothing here sleeps. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -674,6 +675,285 @@ static void million_jobs_over_time_expire(void **state)
     sg_storm_close(&r.s);
 }
 
+/* ---- modes ---- */
+
+typedef struct heard {
+    sg_mode_change c[16];
+    char scope[16][64], detail[16][600];
+    size_t n;
+} heard;
+
+static void listen_cb(const sg_mode_change *change, void *arg)
+{
+    heard *h = arg;
+    assert_true(h->n < 16);
+    h->c[h->n] = *change;
+    /* the strings are only valid during the call */
+    snprintf(h->scope[h->n], sizeof h->scope[0], "%s", change->scope ? change->scope : "(global)");
+    snprintf(h->detail[h->n], sizeof h->detail[0], "%s", change->detail ? change->detail : "");
+    h->c[h->n].scope = h->scope[h->n];
+    h->c[h->n].detail = h->detail[h->n];
+    h->n++;
+}
+
+static void guard_enters_extends_expires(void **state)
+{
+    (void)state;
+    heard h = {0};
+    sg_modes m;
+    memset(&m, 0x5a, sizeof m);
+    sg_modes_init(&m, listen_cb, &h);
+    assert_int_equal(sg_modes_overall(&m, T0), SG_MODE_NORMAL);
+    assert_false(sg_modes_guard_info(&m, T0, NULL));
+
+    assert_true(sg_modes_guard(&m, T0, 60 * SEC, "redis wipe detected"));
+    assert_int_equal(h.n, 1);
+    assert_int_equal(h.c[0].mode, SG_MODE_GUARD);
+    assert_true(h.c[0].started);
+    assert_string_equal(h.c[0].detail, "redis wipe detected");
+    assert_int_equal(h.c[0].since_ms, T0);
+
+    assert_int_equal(sg_modes_for(&m, T0, PROD), SG_MODE_GUARD);
+    assert_int_equal(sg_modes_for(&m, T0, NULL), SG_MODE_GUARD);
+    assert_int_equal(sg_modes_overall(&m, T0), SG_MODE_GUARD);
+
+    /* a shorter guard does not shorten it; a longer one extends it */
+    assert_false(sg_modes_guard(&m, T0 + 10 * SEC, 30 * SEC, "flush announced"));
+    sg_guard_info gi;
+    assert_true(sg_modes_guard_info(&m, T0 + 10 * SEC, &gi));
+    assert_int_equal(gi.until_ms, T0 + 60 * SEC);
+    assert_false(sg_modes_guard(&m, T0 + 50 * SEC, 60 * SEC, "flush announced"));
+    assert_true(sg_modes_guard_info(&m, T0 + 50 * SEC, &gi));
+    assert_int_equal(gi.since_ms, T0);
+    assert_int_equal(gi.until_ms, T0 + 110 * SEC);
+    assert_string_equal(gi.reason, "redis wipe detected");
+    assert_int_equal(h.n, 1);
+
+    /* over at its until, even before a tick reports it */
+    assert_int_equal(sg_modes_for(&m, T0 + 110 * SEC - 1, PROD), SG_MODE_GUARD);
+    assert_int_equal(sg_modes_for(&m, T0 + 110 * SEC, PROD), SG_MODE_NORMAL);
+    assert_int_equal(sg_modes_overall(&m, T0 + 110 * SEC), SG_MODE_NORMAL);
+    assert_false(sg_modes_guard_info(&m, T0 + 110 * SEC, &gi));
+    sg_modes_tick(&m, T0 + 100 * SEC);
+    assert_int_equal(h.n, 1);
+    sg_modes_tick(&m, T0 + 200 * SEC);
+    assert_int_equal(h.n, 2);
+    assert_false(h.c[1].started);
+    assert_false(h.c[1].forced);
+    assert_int_equal(h.c[1].mode, SG_MODE_GUARD);
+    assert_int_equal(h.c[1].since_ms, T0);
+    assert_int_equal(h.c[1].until_ms, T0 + 110 * SEC); /* when it ended, not when heard */
+    assert_string_equal(h.c[1].detail, "redis wipe detected");
+    sg_modes_tick(&m, T0 + 300 * SEC);
+    assert_int_equal(h.n, 2);
+
+    /* a new episode after the end; an expired one not yet ticked is
+     * reported ended before the new one starts */
+    assert_true(sg_modes_guard(&m, T0 + 400 * SEC, 10 * SEC, "second"));
+    assert_true(sg_modes_guard(&m, T0 + 500 * SEC, 10 * SEC, "third"));
+    assert_int_equal(h.n, 5);
+    assert_true(h.c[2].started);
+    assert_false(h.c[3].started);
+    assert_string_equal(h.c[3].detail, "second");
+    assert_int_equal(h.c[3].until_ms, T0 + 410 * SEC);
+    assert_true(h.c[4].started);
+    assert_string_equal(h.c[4].detail, "third");
+    sg_modes_close(&m); /* with guard on: nothing leaks */
+}
+
+static void guard_off(void **state)
+{
+    (void)state;
+    heard h = {0};
+    sg_modes m;
+    sg_modes_init(&m, listen_cb, &h);
+    assert_false(sg_modes_guard_off(&m, T0));
+    assert_true(sg_modes_guard(&m, T0, 60 * SEC, NULL));
+    assert_true(sg_modes_guard_off(&m, T0 + 5 * SEC));
+    assert_int_equal(sg_modes_for(&m, T0 + 5 * SEC, PROD), SG_MODE_NORMAL);
+    assert_int_equal(h.n, 2);
+    assert_false(h.c[1].started);
+    assert_true(h.c[1].forced);
+    assert_int_equal(h.c[1].until_ms, T0 + 5 * SEC);
+    assert_string_equal(h.c[1].detail, "");
+    assert_false(sg_modes_guard_off(&m, T0 + 6 * SEC));
+    assert_int_equal(h.n, 2);
+
+    /* off after it ran out on its own: reported as its natural end */
+    assert_true(sg_modes_guard(&m, T0 + 10 * SEC, 10 * SEC, "x"));
+    assert_false(sg_modes_guard_off(&m, T0 + 30 * SEC));
+    assert_int_equal(h.n, 4);
+    assert_false(h.c[3].forced);
+    assert_int_equal(h.c[3].until_ms, T0 + 20 * SEC);
+
+    /* guard off leaves storms alone */
+    sg_modes_guard(&m, T0 + 40 * SEC, 60 * SEC, "x");
+    sg_modes_storm(&m, T0 + 40 * SEC, PROD, 60 * SEC, "m");
+    assert_true(sg_modes_guard_off(&m, T0 + 41 * SEC));
+    assert_int_equal(sg_modes_for(&m, T0 + 41 * SEC, PROD), SG_MODE_STORM);
+    assert_int_equal(sg_modes_for(&m, T0 + 41 * SEC, STAGING), SG_MODE_NORMAL);
+    sg_modes_close(&m);
+}
+
+static void storm_per_source_and_overall(void **state)
+{
+    (void)state;
+    heard h = {0};
+    sg_modes m;
+    sg_modes_init(&m, listen_cb, &h);
+    const char *msg = "job svc on jenkins-prod completed 3 builds within 60 s (threshold 3)";
+
+    assert_true(sg_modes_storm(&m, T0, PROD, 120 * SEC, msg));
+    assert_int_equal(h.n, 1);
+    assert_int_equal(h.c[0].mode, SG_MODE_STORM);
+    assert_true(h.c[0].started);
+    assert_string_equal(h.c[0].scope, PROD);
+    assert_string_equal(h.c[0].detail, msg);
+
+    assert_int_equal(sg_modes_for(&m, T0, PROD), SG_MODE_STORM);
+    assert_int_equal(sg_modes_for(&m, T0, STAGING), SG_MODE_NORMAL);
+    assert_int_equal(sg_modes_for(&m, T0, NULL), SG_MODE_NORMAL);
+    assert_int_equal(sg_modes_overall(&m, T0), SG_MODE_STORM);
+    /* with guard on too: storm where it storms, guard elsewhere */
+    sg_modes_guard(&m, T0, 10 * SEC, "wipe");
+    assert_int_equal(sg_modes_for(&m, T0, PROD), SG_MODE_STORM);
+    assert_int_equal(sg_modes_for(&m, T0, STAGING), SG_MODE_GUARD);
+    assert_int_equal(sg_modes_overall(&m, T0), SG_MODE_STORM);
+    assert_true(sg_modes_guard_off(&m, T0));
+
+    /* extended by a later trigger; the first message stays */
+    assert_false(sg_modes_storm(&m, T0 + 100 * SEC, PROD, 120 * SEC, "later"));
+    sg_mode_storm_info si[4];
+    assert_int_equal(sg_modes_storms(&m, T0 + 100 * SEC, si, 4), 1);
+    assert_string_equal(si[0].scope, PROD);
+    assert_string_equal(si[0].message, msg);
+    assert_int_equal(si[0].since_ms, T0);
+    assert_int_equal(si[0].until_ms, T0 + 220 * SEC);
+
+    /* a global storm covers every source, and events without one */
+    assert_true(sg_modes_storm(&m, T0 + 100 * SEC, NULL, 30 * SEC, "rate"));
+    assert_int_equal(sg_modes_for(&m, T0 + 100 * SEC, STAGING), SG_MODE_STORM);
+    assert_int_equal(sg_modes_for(&m, T0 + 100 * SEC, NULL), SG_MODE_STORM);
+    assert_int_equal(sg_modes_storms(&m, T0 + 100 * SEC, si, 4), 2);
+    assert_int_equal(sg_modes_storms(&m, T0 + 100 * SEC, si, 1), 2); /* fills one */
+    assert_int_equal(sg_modes_storms(&m, T0 + 100 * SEC, NULL, 0), 2);
+
+    /* the global one ends first */
+    assert_int_equal(sg_modes_for(&m, T0 + 130 * SEC, STAGING), SG_MODE_NORMAL);
+    assert_int_equal(sg_modes_for(&m, T0 + 130 * SEC, PROD), SG_MODE_STORM);
+    assert_int_equal(sg_modes_storms(&m, T0 + 130 * SEC, si, 4), 1);
+    size_t before = h.n;
+    sg_modes_tick(&m, T0 + 130 * SEC);
+    assert_int_equal(h.n, before + 1);
+    assert_string_equal(h.c[before].scope, "(global)");
+    assert_false(h.c[before].started);
+    assert_int_equal(h.c[before].until_ms, T0 + 130 * SEC);
+
+    /* then the source's, at now + cooldown of its last trigger */
+    assert_int_equal(sg_modes_overall(&m, T0 + 220 * SEC - 1), SG_MODE_STORM);
+    assert_int_equal(sg_modes_overall(&m, T0 + 220 * SEC), SG_MODE_NORMAL);
+    sg_modes_tick(&m, T0 + 221 * SEC);
+    assert_int_equal(h.n, before + 2);
+    assert_string_equal(h.c[before + 1].scope, PROD);
+    assert_string_equal(h.c[before + 1].detail, msg);
+    assert_int_equal(h.c[before + 1].since_ms, T0);
+    assert_int_equal(h.c[before + 1].until_ms, T0 + 220 * SEC);
+
+    /* a trigger after expiry but before a tick: the old one is reported
+     * over, a new one starts */
+    assert_true(sg_modes_storm(&m, T0 + 300 * SEC, STAGING, 10 * SEC, "a"));
+    assert_true(sg_modes_storm(&m, T0 + 400 * SEC, STAGING, 10 * SEC, "b"));
+    assert_int_equal(h.n, before + 5);
+    assert_false(h.c[before + 3].started);
+    assert_int_equal(h.c[before + 3].until_ms, T0 + 310 * SEC);
+    assert_true(h.c[before + 4].started);
+    assert_string_equal(h.c[before + 4].detail, "b");
+
+    /* storm off */
+    assert_false(sg_modes_storm_off(&m, T0 + 401 * SEC, PROD));
+    assert_true(sg_modes_storm_off(&m, T0 + 401 * SEC, STAGING));
+    assert_true(h.c[h.n - 1].forced);
+    assert_int_equal(sg_modes_overall(&m, T0 + 401 * SEC), SG_MODE_NORMAL);
+    sg_modes_close(&m);
+}
+
+static void storm_triggers_extend_guard(void **state)
+{
+    (void)state;
+    heard h = {0};
+    sg_modes m;
+    sg_modes_init(&m, listen_cb, &h);
+    sg_guard_info gi;
+
+    /* a storm while guard is off does not start it */
+    sg_modes_storm(&m, T0, PROD, 10 * SEC, "x");
+    assert_false(sg_modes_guard_info(&m, T0, NULL));
+    assert_int_equal(sg_modes_for(&m, T0, STAGING), SG_MODE_NORMAL);
+
+    /* guard for 60 s; triggers keep pushing it to now + 60 s */
+    sg_modes_guard(&m, T0 + 100 * SEC, 60 * SEC, "wipe");
+    sg_modes_storm(&m, T0 + 150 * SEC, PROD, 10 * SEC, "x");
+    assert_true(sg_modes_guard_info(&m, T0 + 150 * SEC, &gi));
+    assert_int_equal(gi.until_ms, T0 + 210 * SEC);
+    sg_modes_storm(&m, T0 + 200 * SEC, NULL, 10 * SEC, "y");
+    assert_true(sg_modes_guard_info(&m, T0 + 200 * SEC, &gi));
+    assert_int_equal(gi.until_ms, T0 + 260 * SEC);
+    /* the storm is over long before guard; elsewhere it is still guard */
+    assert_int_equal(sg_modes_for(&m, T0 + 230 * SEC, PROD), SG_MODE_GUARD);
+    assert_int_equal(sg_modes_overall(&m, T0 + 230 * SEC), SG_MODE_GUARD);
+    /* once the detector stops, guard runs out */
+    assert_int_equal(sg_modes_overall(&m, T0 + 260 * SEC), SG_MODE_NORMAL);
+    /* a trigger after guard ran out does not bring it back */
+    sg_modes_storm(&m, T0 + 270 * SEC, PROD, 10 * SEC, "z");
+    assert_false(sg_modes_guard_info(&m, T0 + 270 * SEC, NULL));
+    assert_int_equal(sg_modes_for(&m, T0 + 270 * SEC, STAGING), SG_MODE_NORMAL);
+    sg_modes_tick(&m, T0 + 1000 * SEC);
+    for (size_t i = 0; i < h.n; i++)
+        if (h.c[i].mode == SG_MODE_GUARD && !h.c[i].started)
+            assert_int_equal(h.c[i].until_ms, T0 + 260 * SEC);
+    sg_modes_close(&m);
+}
+
+static void too_many_storm_sources_go_global(void **state)
+{
+    (void)state;
+    sg_modes m;
+    sg_modes_init(&m, NULL, NULL);
+    char source[32];
+    for (int i = 0; i < SG_MODES_MAX_STORMS; i++) {
+        snprintf(source, sizeof source, "jenkins-%d", i);
+        assert_true(sg_modes_storm(&m, T0, source, 60 * SEC, "m"));
+    }
+    assert_int_equal(sg_modes_for(&m, T0, "elsewhere"), SG_MODE_NORMAL);
+    assert_true(sg_modes_storm(&m, T0, "one-more", 60 * SEC, "trigger"));
+    assert_int_equal(sg_modes_for(&m, T0, "elsewhere"), SG_MODE_STORM);
+    sg_mode_storm_info si[SG_MODES_MAX_STORMS + 1];
+    assert_int_equal(sg_modes_storms(&m, T0, si, SG_MODES_MAX_STORMS + 1), SG_MODES_MAX_STORMS + 1);
+    bool global = false;
+    for (int i = 0; i <= SG_MODES_MAX_STORMS; i++) {
+        if (!si[i].scope) {
+            global = true;
+            assert_string_equal(si[i].message,
+                                "storms on more than 64 sources; trigger on one-more");
+        }
+    }
+    assert_true(global);
+    /* expired sources make room again */
+    assert_true(sg_modes_storm(&m, T0 + 61 * SEC, "late", 60 * SEC, "m"));
+    assert_int_equal(sg_modes_storms(&m, T0 + 61 * SEC, si, SG_MODES_MAX_STORMS + 1), 1);
+    sg_modes_close(&m);
+}
+
+static void mode_names(void **state)
+{
+    (void)state;
+    assert_string_equal(sg_mode_name(SG_MODE_NORMAL), "normal");
+    assert_string_equal(sg_mode_name(SG_MODE_GUARD), "guard");
+    assert_string_equal(sg_mode_name(SG_MODE_STORM), "storm");
+    assert_string_equal(sg_mode_name((sg_mode)3), "?");
+    assert_string_equal(sg_mode_name((sg_mode)-1), "?");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -694,6 +974,12 @@ int main(void)
         cmocka_unit_test(signal_names),
         cmocka_unit_test(million_jobs_at_once_stay_capped),
         cmocka_unit_test(million_jobs_over_time_expire),
+        cmocka_unit_test(guard_enters_extends_expires),
+        cmocka_unit_test(guard_off),
+        cmocka_unit_test(storm_per_source_and_overall),
+        cmocka_unit_test(storm_triggers_extend_guard),
+        cmocka_unit_test(too_many_storm_sources_go_global),
+        cmocka_unit_test(mode_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
