@@ -1,4 +1,4 @@
-/* Storm detector and mode machine (storm.h).
+/* Storm detector, mode machine, drain bucket and superseding (storm.h).
  *
  * The detector keeps two bounded tables, both keyed by the keyed SipHash of
  * the names (hashset.h) rather than the names, and both ordered by recency:
@@ -779,4 +779,91 @@ size_t sg_modes_storms(const sg_modes *m, int64_t now_ms, sg_mode_storm_info *ou
         n++;
     }
     return n;
+}
+
+/* ---- token bucket ---- */
+
+void sg_bucket_init(sg_bucket *b, double rate_per_s, int64_t burst)
+{
+    memset(b, 0, sizeof *b);
+    /* tokens/s x 1e6 micro-tokens / 1000 ms: a granularity of 0.001/s */
+    if (rate_per_s > 0) {
+        double r = rate_per_s * 1000.0;
+        b->rate_u = r >= 1e15 ? INT64_C(1000000000000000) : r < 1 ? 1 : llround(r);
+    }
+    if (burst < 1)
+        burst = 1;
+    if (burst > INT64_C(1000000000000))
+        burst = INT64_C(1000000000000);
+    b->burst_u = burst * MICRO;
+    b->tokens_u = b->burst_u;
+    b->last_ms = NEVER;
+}
+
+/* The tokens at now_ms (no earlier than the last take's time). */
+static int64_t bucket_level(const sg_bucket *b, int64_t now_ms)
+{
+    if (b->last_ms == NEVER || now_ms <= b->last_ms || !b->rate_u)
+        return b->tokens_u;
+    int64_t missing = b->burst_u - b->tokens_u, elapsed = now_ms - b->last_ms;
+    if (elapsed >= missing / b->rate_u + 1)
+        return b->burst_u;
+    return b->tokens_u + elapsed * b->rate_u;
+}
+
+int64_t sg_bucket_take(sg_bucket *b, int64_t now_ms, int64_t n)
+{
+    b->tokens_u = bucket_level(b, now_ms);
+    if (b->last_ms == NEVER || now_ms > b->last_ms)
+        b->last_ms = now_ms;
+    if (n <= 0)
+        return 0;
+    int64_t have = b->tokens_u / MICRO, take = n < have ? n : have;
+    b->tokens_u -= take * MICRO;
+    return take;
+}
+
+int64_t sg_bucket_wait_ms(const sg_bucket *b, int64_t now_ms)
+{
+    int64_t level = bucket_level(b, now_ms);
+    if (level >= MICRO)
+        return 0;
+    if (!b->rate_u)
+        return -1;
+    return (MICRO - level + b->rate_u - 1) / b->rate_u;
+}
+
+/* ---- superseding ---- */
+
+static bool newer(const sg_held_ref *a, const sg_held_ref *b)
+{
+    return a->number > b->number || (a->number == b->number && a->id > b->id);
+}
+
+size_t sg_storm_supersede(const sg_held_ref *held, size_t n, bool *keep)
+{
+    sg_u64map best; /* sg_hash_job -> index of the newest build */
+    sg_u64map_init(&best, sizeof(size_t));
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        keep[i] = !held[i].source || !held[i].job;
+        if (keep[i]) {
+            kept++;
+            continue;
+        }
+        bool created;
+        size_t *at = sg_u64map_put(&best, sg_hash_job(held[i].source, held[i].job), &created);
+        if (created || newer(&held[i], &held[*at]))
+            *at = i;
+    }
+    for (size_t s = 0; s < best.cap; s++) {
+        if (!best.keys[s])
+            continue;
+        size_t i;
+        memcpy(&i, best.vals + s * best.val_size, sizeof i);
+        keep[i] = true;
+        kept++;
+    }
+    sg_u64map_clear(&best);
+    return kept;
 }

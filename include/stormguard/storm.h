@@ -3,8 +3,9 @@
  * its history (many builds of one job within a poll interval, many jobs seen
  * for the first time, a high share of replays, a rate far above the usual);
  * the mode machine turns its triggers and wipe alarms into normal / guard /
- * storm. Pure: no I/O, no clock. Every function takes the time as now_ms,
- * so tests are deterministic. */
+ * storm; the token bucket paces the release of held events. Pure: no I/O, no
+ * clock. Every function takes the time as now_ms, so tests are
+ * deterministic. */
 #ifndef STORMGUARD_STORM_H
 #define STORMGUARD_STORM_H
 
@@ -202,5 +203,42 @@ typedef struct sg_mode_storm_info {
 /* Fills out[0..max) with the storms on at now_ms and returns how many are on
  * (which may exceed max). */
 size_t sg_modes_storms(const sg_modes *m, int64_t now_ms, sg_mode_storm_info *out, size_t max);
+
+/* ---- draining ---- */
+
+/* A token bucket: rate_per_s tokens a second, at most burst saved up. It
+ * starts full. Exact (integer micro-tokens), so repeated takes do not drift. */
+typedef struct sg_bucket {
+    int64_t rate_u;   /* micro-tokens per ms */
+    int64_t burst_u;  /* capacity in micro-tokens */
+    int64_t tokens_u; /* as of last_ms */
+    int64_t last_ms;
+} sg_bucket;
+
+/* burst is at least 1; a rate of 0 (or below) never refills. */
+void sg_bucket_init(sg_bucket *b, double rate_per_s, int64_t burst);
+
+/* How many of n may go at now_ms; takes their tokens. */
+int64_t sg_bucket_take(sg_bucket *b, int64_t now_ms, int64_t n);
+
+/* Milliseconds from now_ms until a token is there (0: one is there now; -1:
+ * never, as the rate is 0). */
+int64_t sg_bucket_wait_ms(const sg_bucket *b, int64_t now_ms);
+
+/* ---- superseding ---- */
+
+/* A held build, as the release path sees it. */
+typedef struct sg_held_ref {
+    int64_t id; /* the event's journal id */
+    const char *source, *job;
+    int64_t number;
+} sg_held_ref;
+
+/* "Newest only": sets keep[i] for the one build of each (source, job) with
+ * the highest number (on a tie, the highest id: the latest received) and
+ * clears it for the rest, which are superseded. An entry without source or
+ * job is kept. Returns how many are kept. DOMAIN.md section 4: releasing old
+ * builds after new ones is how environments end on random versions. */
+size_t sg_storm_supersede(const sg_held_ref *held, size_t n, bool *keep);
 
 #endif

@@ -2,7 +2,8 @@
  * expiry, per-source scopes, repeat suppression, the rate backstop's floor
  * and its baseline that must not learn a storm, bounded memory under a flood
  * of distinct names; the mode machine (guard, storm, extension, expiry,
- * transitions). Time is passed explicitly, so nothing here sleeps. */
+ * transitions); the drain bucket; superseding. Time is passed explicitly, so
+ * nothing here sleeps. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -954,6 +955,84 @@ static void mode_names(void **state)
     assert_string_equal(sg_mode_name((sg_mode)-1), "?");
 }
 
+/* ---- bucket ---- */
+
+static void bucket_burst_then_rate(void **state)
+{
+    (void)state;
+    sg_bucket b;
+    sg_bucket_init(&b, 10, 5);
+    /* starts full */
+    assert_int_equal(sg_bucket_wait_ms(&b, T0), 0);
+    assert_int_equal(sg_bucket_take(&b, T0, 100), 5);
+    assert_int_equal(sg_bucket_take(&b, T0, 1), 0);
+    assert_int_equal(sg_bucket_wait_ms(&b, T0), 100);
+    assert_int_equal(sg_bucket_wait_ms(&b, T0 + 40), 60);
+    assert_int_equal(sg_bucket_take(&b, T0 + 99, 1), 0);
+    assert_int_equal(sg_bucket_take(&b, T0 + 100, 3), 1);
+    assert_int_equal(sg_bucket_take(&b, T0 + 100, 0), 0);
+    assert_int_equal(sg_bucket_take(&b, T0 + 100, -3), 0);
+
+    /* exactly the rate over ten seconds, however often it is asked */
+    int64_t total = 0;
+    for (int64_t t = T0 + 110; t <= T0 + 10100; t += 10)
+        total += sg_bucket_take(&b, t, 1000);
+    assert_int_equal(total, 100);
+    for (int64_t t = T0 + 10108; t <= T0 + 20100; t += 8)
+        total += sg_bucket_take(&b, t, 1);
+    assert_int_equal(total, 200);
+
+    /* idle time saves up no more than the burst */
+    assert_int_equal(sg_bucket_take(&b, T0 + 3600 * SEC, 100), 5);
+    /* a clock going backwards refills nothing */
+    assert_int_equal(sg_bucket_take(&b, T0, 100), 0);
+    assert_int_equal(sg_bucket_take(&b, T0 + 3600 * SEC + 100, 100), 1);
+}
+
+static void bucket_slow_and_stopped(void **state)
+{
+    (void)state;
+    sg_bucket b;
+    sg_bucket_init(&b, 0.5, 1); /* one every two seconds */
+    assert_int_equal(sg_bucket_take(&b, T0, 10), 1);
+    assert_int_equal(sg_bucket_wait_ms(&b, T0), 2000);
+    assert_int_equal(sg_bucket_take(&b, T0 + 1999, 10), 0);
+    assert_int_equal(sg_bucket_wait_ms(&b, T0 + 1999), 1);
+    assert_int_equal(sg_bucket_take(&b, T0 + 2000, 10), 1);
+
+    sg_bucket_init(&b, 0, 0); /* rate 0: the burst (at least 1), then never */
+    assert_int_equal(sg_bucket_take(&b, T0, 10), 1);
+    assert_int_equal(sg_bucket_wait_ms(&b, T0), -1);
+    assert_int_equal(sg_bucket_take(&b, T0 + 3600 * SEC, 10), 0);
+
+    sg_bucket_init(&b, 1000, 1000); /* fast */
+    assert_int_equal(sg_bucket_take(&b, T0, 5000), 1000);
+    assert_int_equal(sg_bucket_wait_ms(&b, T0), 1);
+    assert_int_equal(sg_bucket_take(&b, T0 + 250, 5000), 250);
+}
+
+/* ---- superseding ---- */
+
+static void supersede_newest_only(void **state)
+{
+    (void)state;
+    const sg_held_ref held[] = {
+        {1, PROD, "svc", 10},  {2, PROD, "svc", 12},   {3, PROD, "svc", 11}, {4, STAGING, "svc", 5},
+        {5, PROD, "other", 3}, {6, PROD, "svc", 12},   {7, NULL, NULL, 0},   {8, "a/b", "c", 1},
+        {9, "a", "b/c", 1},    {10, PROD, "other", 2},
+    };
+    const size_t n = sizeof held / sizeof held[0];
+    bool keep[sizeof held / sizeof held[0]];
+    memset(keep, 0x5a, sizeof keep);
+    assert_int_equal(sg_storm_supersede(held, n, keep), 6);
+    /* the highest number per job; on a tie the latest received */
+    const bool want[] = {false, false, false, true, true, true, true, true, true, false};
+    for (size_t i = 0; i < n; i++)
+        if (keep[i] != want[i])
+            fail_msg("held id %lld: keep %d, want %d", (long long)held[i].id, keep[i], want[i]);
+    assert_int_equal(sg_storm_supersede(held, 0, keep), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -980,6 +1059,9 @@ int main(void)
         cmocka_unit_test(storm_triggers_extend_guard),
         cmocka_unit_test(too_many_storm_sources_go_global),
         cmocka_unit_test(mode_names),
+        cmocka_unit_test(bucket_burst_then_rate),
+        cmocka_unit_test(bucket_slow_and_stopped),
+        cmocka_unit_test(supersede_newest_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
