@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <netinet/in.h>
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +35,7 @@
 
 static int g_port;
 static pid_t g_redis = -1;
+static char g_dir[64]; /* the servers' --dir: a replica writes the RDB it receives there */
 
 static int free_port(void)
 {
@@ -94,6 +97,18 @@ static void redis_kill(void)
     g_redis = -1;
 }
 
+static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void cleanup(void)
+{
+    redis_kill();
+    if (g_dir[0])
+        nftw(g_dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 /* Starts a redis-server on port, waits until it answers PING, returns its pid. */
 static pid_t redis_spawn(int port)
 {
@@ -115,7 +130,8 @@ static pid_t redis_spawn(int port)
         char p[16];
         snprintf(p, sizeof p, "%d", port);
         execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--repl-diskless-sync-delay", "0", (char *)NULL);
+               "--appendonly", "no", "--repl-diskless-sync-delay", "0", "--dir", g_dir,
+               (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 500; i++) {
@@ -765,8 +781,13 @@ int main(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     unsetenv("STORMGUARD_REDIS_PASSWORD");
     unsetenv("REDISCLI_AUTH");
+    snprintf(g_dir, sizeof g_dir, "/tmp/sg-test-watch-XXXXXX");
+    if (!mkdtemp(g_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
     g_port = free_port();
-    atexit(redis_kill);
+    atexit(cleanup);
     const struct CMUnitTest tests[] = {
         T(bad_options_refused),         T(first_connect_creates_canary),
         T(connects_by_host_name),       T(flushall_detected_at_once),
