@@ -1,0 +1,803 @@
+/* Integration test of watch.h against a real redis-server that the test starts
+ * itself on a free 127.0.0.1 port (and kills on any exit: teardown, atexit,
+ * and PR_SET_PDEATHSIG if the test process dies outright). Each test drives
+ * its own uv loop and ends by asserting uv_loop_close() == 0. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "stormguard/watch.h"
+
+#define CANARY "stormguard:canary"
+
+/* ---- the redis-server under test ---- */
+
+static int g_port;
+static pid_t g_redis = -1;
+static char g_dir[64]; /* the servers' --dir: a replica writes the RDB it receives there */
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        perror("finding a free port");
+        exit(1);
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static redisContext *rconnect_port(int port)
+{
+    struct timeval tv = {1, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (c && !c->err) {
+        redisSetTimeout(c, tv);
+        return c;
+    }
+    if (c)
+        redisFree(c);
+    return NULL;
+}
+
+static redisContext *rconnect(void)
+{
+    return rconnect_port(g_port);
+}
+
+static bool redis_pings(int port)
+{
+    redisContext *c = rconnect_port(port);
+    if (!c)
+        return false;
+    redisReply *r = redisCommand(c, "PING");
+    bool ok = r && r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "PONG");
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return ok;
+}
+
+static void redis_kill(void)
+{
+    if (g_redis <= 0)
+        return;
+    kill(g_redis, SIGKILL);
+    waitpid(g_redis, NULL, 0);
+    g_redis = -1;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void cleanup(void)
+{
+    redis_kill();
+    if (g_dir[0])
+        nftw(g_dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Starts a redis-server on port, waits until it answers PING, returns its pid. */
+static pid_t redis_spawn(int port)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        exit(1);
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) {
+            dup2(null, 1);
+            dup2(null, 2);
+        }
+        char p[16];
+        snprintf(p, sizeof p, "%d", port);
+        execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--repl-diskless-sync-delay", "0", "--dir", g_dir,
+               (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 500; i++) {
+        if (redis_pings(port))
+            return pid;
+        sleep_ms(10);
+    }
+    fprintf(stderr, "redis-server on port %d does not answer PING\n", port);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    exit(1);
+}
+
+static void redis_start(void)
+{
+    g_redis = redis_spawn(g_port);
+}
+
+/* Runs a command (words separated by spaces) on a fresh synchronous
+ * connection to db; NULL if Redis cannot be reached. */
+static redisReply *rcmd_db(int db, const char *cmd)
+{
+    redisContext *c = rconnect();
+    if (!c)
+        return NULL;
+    if (db) {
+        redisReply *s = redisCommand(c, "SELECT %d", db);
+        if (s)
+            freeReplyObject(s);
+    }
+    char buf[256];
+    const char *argv[16];
+    int argc = 0;
+    snprintf(buf, sizeof buf, "%s", cmd);
+    for (char *save, *t = strtok_r(buf, " ", &save); t && argc < 16; t = strtok_r(NULL, " ", &save))
+        argv[argc++] = t;
+    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
+    redisFree(c);
+    return r;
+}
+
+/* Runs a command in db 0 and requires a non-error reply. */
+static void rok(const char *cmd)
+{
+    redisReply *r = rcmd_db(0, cmd);
+    assert_non_null(r);
+    if (r->type == REDIS_REPLY_ERROR)
+        fail_msg("%s: %s", cmd, r->str);
+    freeReplyObject(r);
+}
+
+static long long rinteger(const char *cmd)
+{
+    redisReply *r = rcmd_db(0, cmd);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+static char *server_run_id(void)
+{
+    redisReply *r = rcmd_db(0, "INFO server");
+    assert_non_null(r);
+    char *p = strstr(r->str, "run_id:");
+    assert_non_null(p);
+    char *id = strndup(p + 7, strcspn(p + 7, "\r\n"));
+    freeReplyObject(r);
+    return id;
+}
+
+/* ---- a loop with a watcher ---- */
+
+typedef struct wipe_ev {
+    sg_wipe_cause cause;
+    char detail[512];
+    int64_t at;
+    uint64_t hr; /* uv_hrtime at the callback */
+} wipe_ev;
+
+typedef struct fx {
+    uv_loop_t loop;
+    uv_timer_t tick; /* wakes uv_run(ONCE) every 5 ms; counts to prove the loop runs */
+    int ticks;
+    sg_watch *w;
+    bool stopped, closed;
+    bool stop_in_wipe;
+    wipe_ev wipes[16];
+    int nwipes;
+    int ups, downs;
+    char link_detail[512];
+    pid_t other; /* a second redis-server, killed by the teardown */
+} fx;
+
+#define RUN_UNTIL(f, cond, ms)                                                                     \
+    do {                                                                                           \
+        uint64_t end_ = uv_hrtime() + (uint64_t)(ms)*1000000u;                                     \
+        while (!(cond) && uv_hrtime() < end_)                                                      \
+            uv_run(&(f)->loop, UV_RUN_ONCE);                                                       \
+    } while (0)
+
+static void run_for(fx *f, int ms)
+{
+    RUN_UNTIL(f, false, ms);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    ((fx *)t->data)->ticks++;
+}
+
+static void on_stopped(void *ud)
+{
+    ((fx *)ud)->stopped = true;
+}
+
+static void on_wipe(void *ud, sg_wipe_cause cause, const char *detail, int64_t at)
+{
+    fx *f = ud;
+    if (f->nwipes < 16) {
+        wipe_ev *e = &f->wipes[f->nwipes];
+        e->cause = cause;
+        snprintf(e->detail, sizeof e->detail, "%s", detail);
+        e->at = at;
+        e->hr = uv_hrtime();
+    }
+    f->nwipes++;
+    printf("  wipe: %s: %s\n", sg_wipe_cause_name(cause), detail);
+    if (f->stop_in_wipe) {
+        sg_watch_stop(f->w, on_stopped, f);
+        f->w = NULL;
+    }
+}
+
+static void on_link(void *ud, bool up, const char *detail)
+{
+    fx *f = ud;
+    if (up)
+        f->ups++;
+    else
+        f->downs++;
+    snprintf(f->link_detail, sizeof f->link_detail, "%s", detail);
+    printf("  link %s: %s\n", up ? "up" : "down", detail);
+}
+
+static void start_watch_url(fx *f, const char *url, int check_ms, int timeout_ms)
+{
+    sg_watch_opts o = {.redis_url = url,
+                       .canary = CANARY,
+                       .check_ms = check_ms,
+                       .connect_timeout_ms = timeout_ms,
+                       .count_pattern = "k*"};
+    sg_error err = {0};
+    int rc = sg_watch_start(&f->loop, &o, on_wipe, on_link, f, &f->w, &err);
+    if (rc)
+        fail_msg("sg_watch_start: %s", err.msg);
+}
+
+static void start_watch(fx *f, int check_ms)
+{
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", g_port);
+    start_watch_url(f, url, check_ms, 2000);
+}
+
+static bool canary_exists(void)
+{
+    redisReply *r = rcmd_db(0, "EXISTS " CANARY);
+    bool yes = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    if (r)
+        freeReplyObject(r);
+    return yes;
+}
+
+static bool armed(fx *f)
+{
+    json_t *st = sg_watch_status(f->w);
+    bool yes = json_is_true(json_object_get(st, "armed"));
+    json_decref(st);
+    return yes;
+}
+
+/* Waits for the link to come up and the watcher to confirm its canary. */
+static void wait_up(fx *f, int ups)
+{
+    RUN_UNTIL(f, f->ups >= ups, 5000);
+    assert_int_equal(f->ups, ups);
+    RUN_UNTIL(f, armed(f), 1000);
+    assert_true(armed(f));
+    assert_true(canary_exists());
+}
+
+/* Stops the watcher, runs the loop dry and requires it to close. */
+static void finish(fx *f)
+{
+    if (f->w) {
+        sg_watch_stop(f->w, on_stopped, f);
+        f->w = NULL;
+    }
+    RUN_UNTIL(f, f->stopped, 5000);
+    assert_true(f->stopped);
+    uv_close((uv_handle_t *)&f->tick, NULL);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    f->closed = true;
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+}
+
+static json_t *status(fx *f)
+{
+    json_t *st = sg_watch_status(f->w);
+    assert_non_null(st);
+    return st;
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int setup(void **state)
+{
+    if (g_redis <= 0 || !redis_pings(g_port)) {
+        redis_kill();
+        redis_start();
+    }
+    redisReply *r = rcmd_db(0, "REPLICAOF NO ONE"); /* after the failover test */
+    if (r)
+        freeReplyObject(r);
+    r = rcmd_db(0, "FLUSHALL");
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        return -1;
+    freeReplyObject(r);
+    fx *f = calloc(1, sizeof *f);
+    if (!f || uv_loop_init(&f->loop) != 0)
+        return -1;
+    uv_timer_init(&f->loop, &f->tick);
+    f->tick.data = f;
+    uv_timer_start(&f->tick, on_tick, 5, 5);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    if (!f->closed) { /* a failed test: release what can be released */
+        if (f->w)
+            sg_watch_stop(f->w, NULL, NULL);
+        if (!uv_is_closing((uv_handle_t *)&f->tick))
+            uv_close((uv_handle_t *)&f->tick, NULL);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&f->loop);
+    }
+    if (f->other > 0) {
+        kill(f->other, SIGKILL);
+        waitpid(f->other, NULL, 0);
+    }
+    free(f);
+    unsetenv("STORMGUARD_REDIS_PASSWORD");
+    return 0;
+}
+
+/* ---- tests ---- */
+
+static void first_connect_creates_canary(void **state)
+{
+    fx *f = *state;
+    assert_int_equal(rinteger("EXISTS " CANARY), 0);
+    start_watch(f, 100);
+    wait_up(f, 1);
+    run_for(f, 300);
+    assert_int_equal(f->nwipes, 0);
+    assert_int_equal(f->downs, 0);
+
+    json_t *st = status(f);
+    char *run_id = server_run_id();
+    assert_string_equal(jstr(st, "link"), "up");
+    assert_string_equal(jstr(st, "run_id"), run_id);
+    assert_string_equal(jstr(st, "role"), "master");
+    assert_true(json_is_true(json_object_get(st, "tracking")));
+    assert_non_null(jstr(st, "last_check"));
+    assert_null(jstr(st, "last_error"));
+    assert_int_equal(json_integer_value(json_object_get(st, "wipes")), 0);
+    free(run_id);
+    json_decref(st);
+    finish(f);
+}
+
+/* A host name goes through uv_getaddrinfo, off the loop thread. */
+static void connects_by_host_name(void **state)
+{
+    fx *f = *state;
+    char url[64];
+    snprintf(url, sizeof url, "redis://localhost:%d", g_port);
+    start_watch_url(f, url, 100, 2000);
+    wait_up(f, 1);
+    finish(f);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The periodic check is far away (10 s): only the invalidation can report. */
+static void flushall_detected_at_once(void **state)
+{
+    fx *f = *state;
+    start_watch(f, 10000);
+    wait_up(f, 1);
+    enum { ROUNDS = 7 };
+    double ms[ROUNDS];
+    for (int i = 0; i < ROUNDS; i++) {
+        rok("SET k1 v");
+        uint64_t t0 = uv_hrtime();
+        rok("FLUSHALL");
+        RUN_UNTIL(f, f->nwipes == i + 1, 2000);
+        assert_int_equal(f->nwipes, i + 1);
+        wipe_ev *e = &f->wipes[i];
+        ms[i] = (double)(e->hr - t0) / 1e6;
+        assert_int_equal(e->cause, SG_WIPE_FLUSH);
+        assert_non_null(strstr(e->detail, "FLUSHALL/FLUSHDB: canary " CANARY " gone, dbsize 0"));
+        assert_true(e->at > 0);
+        RUN_UNTIL(f, armed(f), 1000); /* the canary is back before the next round */
+        assert_true(armed(f) && canary_exists());
+    }
+    qsort(ms, ROUNDS, sizeof *ms, cmp_double);
+    printf("  FLUSHALL -> on_wipe over %d rounds: min %.2f ms, median %.2f ms, max %.2f ms\n",
+           ROUNDS, ms[0], ms[ROUNDS / 2], ms[ROUNDS - 1]);
+    assert_true(ms[ROUNDS - 1] < 2000);
+    run_for(f, 300);
+    assert_int_equal(f->nwipes, ROUNDS);
+    finish(f);
+}
+
+/* FLUSHDB of another database signals too, but the canary confirms nothing
+ * was lost here; FLUSHDB of the watched database is one wipe, not two, even
+ * with the periodic check running. */
+static void flushdb_detected_once(void **state)
+{
+    fx *f = *state;
+    redisReply *r = rcmd_db(1, "SET other v");
+    assert_non_null(r);
+    freeReplyObject(r);
+    start_watch(f, 100);
+    wait_up(f, 1);
+    r = rcmd_db(1, "FLUSHDB");
+    assert_non_null(r);
+    freeReplyObject(r);
+    run_for(f, 400);
+    assert_int_equal(f->nwipes, 0);
+
+    uint64_t t0 = uv_hrtime();
+    rok("FLUSHDB");
+    RUN_UNTIL(f, f->nwipes == 1, 2000);
+    assert_int_equal(f->nwipes, 1);
+    printf("  FLUSHDB -> on_wipe: %.2f ms\n", (double)(f->wipes[0].hr - t0) / 1e6);
+    assert_int_equal(f->wipes[0].cause, SG_WIPE_FLUSH);
+    run_for(f, 500);
+    assert_int_equal(f->nwipes, 1);
+    json_t *st = status(f);
+    assert_int_equal(json_integer_value(json_object_get(st, "wipes")), 1);
+    json_decref(st);
+    finish(f);
+}
+
+/* The watched server becomes a replica of an empty one: same run_id, new role
+ * and replication id, data gone. */
+static void failover_detected(void **state)
+{
+    fx *f = *state;
+    int port = free_port();
+    f->other = redis_spawn(port);
+    start_watch(f, 100);
+    wait_up(f, 1);
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "REPLICAOF 127.0.0.1 %d", port);
+    rok(cmd);
+    RUN_UNTIL(f, f->nwipes == 1, 5000);
+    assert_int_equal(f->nwipes, 1);
+    assert_int_equal(f->wipes[0].cause, SG_WIPE_FAILOVER);
+    assert_non_null(strstr(f->wipes[0].detail, "failover ("));
+    run_for(f, 400); /* a replica refuses the canary: no second report */
+    assert_int_equal(f->nwipes, 1);
+    json_t *st = status(f);
+    assert_string_equal(jstr(st, "role"), "slave");
+    assert_false(json_is_true(json_object_get(st, "armed")));
+    assert_non_null(strstr(jstr(st, "last_error"), "READONLY"));
+    json_decref(st);
+    finish(f);
+}
+
+static void restart_detected(void **state)
+{
+    fx *f = *state;
+    start_watch(f, 100);
+    wait_up(f, 1);
+    char *old_id = server_run_id();
+    redis_kill();
+    redis_start();
+    RUN_UNTIL(f, f->nwipes == 1, 5000);
+    assert_int_equal(f->nwipes, 1);
+    assert_int_equal(f->wipes[0].cause, SG_WIPE_RESTART);
+    assert_non_null(strstr(f->wipes[0].detail, "redis restarted"));
+    assert_true(f->downs >= 1);
+    assert_int_equal(f->ups, 2);
+    char *new_id = server_run_id();
+    assert_string_not_equal(old_id, new_id);
+    json_t *st = status(f);
+    assert_string_equal(jstr(st, "run_id"), new_id);
+    json_decref(st);
+    run_for(f, 300);
+    assert_int_equal(f->nwipes, 1);
+    free(old_id);
+    free(new_id);
+    finish(f);
+}
+
+static void sampled_keys_vanishing_detected(void **state)
+{
+    fx *f = *state;
+    const char *keys[10];
+    char names[10][8];
+    for (int i = 0; i < 10; i++) {
+        snprintf(names[i], sizeof names[i], "k%d", i);
+        keys[i] = names[i];
+        char cmd[32];
+        snprintf(cmd, sizeof cmd, "SET k%d v", i);
+        rok(cmd);
+    }
+    start_watch(f, 100);
+    sg_watch_set_sample(f->w, keys, 10);
+    wait_up(f, 1);
+    rok("DEL k0 k1 k2 k3"); /* 4 of 10: not yet half */
+    run_for(f, 400);
+    assert_int_equal(f->nwipes, 0);
+    rok("DEL k4");
+    RUN_UNTIL(f, f->nwipes == 1, 2000);
+    assert_int_equal(f->nwipes, 1);
+    assert_int_equal(f->wipes[0].cause, SG_WIPE_KEYS);
+    assert_non_null(strstr(f->wipes[0].detail, "5 of 10 sampled keys (k*) gone"));
+    run_for(f, 400);
+    assert_int_equal(f->nwipes, 1); /* the sample went with the wipe */
+    json_t *st = status(f);
+    assert_int_equal(json_integer_value(json_object_get(st, "sample")), 0);
+    json_decref(st);
+    finish(f);
+}
+
+static void quiet_redis_reports_nothing(void **state)
+{
+    fx *f = *state;
+    rok("SET k1 v");
+    start_watch(f, 100);
+    const char *keys[] = {"k1"};
+    sg_watch_set_sample(f->w, keys, 1);
+    wait_up(f, 1);
+    run_for(f, 1500);
+    assert_int_equal(f->nwipes, 0);
+    assert_int_equal(f->downs, 0);
+    json_t *st = status(f);
+    assert_string_equal(jstr(st, "link"), "up");
+    assert_int_equal(json_integer_value(json_object_get(st, "dbsize")), 2);
+    json_decref(st);
+    finish(f);
+}
+
+static void redis_down_then_back(void **state)
+{
+    fx *f = *state;
+    start_watch(f, 100);
+    wait_up(f, 1);
+    redis_kill();
+    RUN_UNTIL(f, f->downs == 1, 2000);
+    assert_int_equal(f->downs, 1);
+    int ticks = f->ticks;
+    run_for(f, 1500);
+    printf("  loop ticks (5 ms timer) during 1.5 s of redis down: %d\n", f->ticks - ticks);
+    assert_true(f->ticks - ticks > 50);
+    assert_int_equal(f->downs, 1); /* reported once, not per attempt */
+    json_t *st = status(f);
+    assert_string_equal(jstr(st, "link"), "down");
+    assert_non_null(jstr(st, "last_error"));
+    printf("  last_error: %s\n", jstr(st, "last_error"));
+    json_decref(st);
+
+    redis_start();
+    wait_up(f, 2);
+    RUN_UNTIL(f, f->nwipes == 1, 2000);
+    assert_int_equal(f->nwipes, 1);
+    assert_int_equal(f->wipes[0].cause, SG_WIPE_RESTART);
+    finish(f);
+}
+
+/* An ACL user that may not enable tracking: the periodic check alone sees the
+ * flush. */
+static void no_tracking_falls_back_to_timer(void **state)
+{
+    fx *f = *state;
+    rok("ACL SETUSER sgw on >pw ~* &* +@all -client|tracking");
+    char url[96];
+    snprintf(url, sizeof url, "redis://sgw:pw@127.0.0.1:%d", g_port);
+    start_watch_url(f, url, 200, 2000);
+    wait_up(f, 1);
+    assert_non_null(strstr(f->link_detail, "no client tracking"));
+    json_t *st = status(f);
+    assert_false(json_is_true(json_object_get(st, "tracking")));
+    json_decref(st);
+    uint64_t t0 = uv_hrtime();
+    rok("FLUSHALL");
+    RUN_UNTIL(f, f->nwipes == 1, 2000);
+    assert_int_equal(f->nwipes, 1);
+    printf("  FLUSHALL -> on_wipe without tracking (check every 200 ms): %.1f ms\n",
+           (double)(f->wipes[0].hr - t0) / 1e6);
+    assert_int_equal(f->wipes[0].cause, SG_WIPE_FLUSH);
+    assert_non_null(strstr(f->wipes[0].detail, "periodic check"));
+    run_for(f, 500);
+    assert_int_equal(f->nwipes, 1);
+    finish(f);
+    rok("ACL DELUSER sgw");
+}
+
+/* A user without the invalidation channel (Redis 7's default for new users):
+ * hiredis 0.14 drops the tracking connection on the SUBSCRIBE error; the link
+ * still comes up. The password comes from the environment. */
+static void subscribe_refused_still_up(void **state)
+{
+    fx *f = *state;
+    rok("ACL SETUSER sgw2 on >pw2 ~* resetchannels +@all");
+    setenv("STORMGUARD_REDIS_PASSWORD", "pw2", 1);
+    char url[96];
+    snprintf(url, sizeof url, "redis://sgw2@127.0.0.1:%d", g_port);
+    start_watch_url(f, url, 100, 2000);
+    wait_up(f, 1);
+    assert_non_null(strstr(f->link_detail, "SUBSCRIBE"));
+    rok("FLUSHALL");
+    RUN_UNTIL(f, f->nwipes == 1, 2000);
+    assert_int_equal(f->nwipes, 1);
+    assert_int_equal(f->downs, 0);
+    finish(f);
+    rok("ACL DELUSER sgw2");
+}
+
+static void wrong_password_reported(void **state)
+{
+    fx *f = *state;
+    char url[96];
+    snprintf(url, sizeof url, "redis://nobody:bad@127.0.0.1:%d", g_port);
+    start_watch_url(f, url, 100, 2000);
+    RUN_UNTIL(f, f->downs == 1, 2000);
+    assert_int_equal(f->downs, 1);
+    assert_non_null(strstr(f->link_detail, "authenticating"));
+    assert_int_equal(f->ups, 0);
+    finish(f);
+}
+
+/* A listener that never answers: the handshake timer ends the attempt. */
+static void handshake_timeout(void **state)
+{
+    fx *f = *state;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", ntohs(a.sin_port));
+    start_watch_url(f, url, 100, 300);
+    RUN_UNTIL(f, f->downs == 1, 2000);
+    assert_int_equal(f->downs, 1);
+    assert_non_null(strstr(f->link_detail, "did not answer the handshake within 300 ms"));
+    finish(f);
+    close(fd);
+}
+
+static void refused_reported_and_stop_while_retrying(void **state)
+{
+    fx *f = *state;
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", free_port());
+    start_watch_url(f, url, 100, 2000);
+    RUN_UNTIL(f, f->downs == 1, 2000);
+    assert_int_equal(f->downs, 1);
+    assert_non_null(strstr(f->link_detail, "cannot reach redis"));
+    run_for(f, 200);
+    assert_int_equal(f->downs, 1);
+    finish(f);
+}
+
+/* Stop while the host name is being resolved on the thread pool. */
+static void stop_while_resolving(void **state)
+{
+    fx *f = *state;
+    char url[64];
+    snprintf(url, sizeof url, "redis://localhost:%d", g_port);
+    start_watch_url(f, url, 100, 2000);
+    uv_run(&f->loop, UV_RUN_NOWAIT); /* the first attempt starts */
+    finish(f);
+    assert_int_equal(f->ups, 0);
+}
+
+/* The owner may stop the watcher from its wipe callback (inside a hiredis
+ * reply callback). */
+static void stop_from_wipe_callback(void **state)
+{
+    fx *f = *state;
+    f->stop_in_wipe = true;
+    start_watch(f, 100);
+    wait_up(f, 1);
+    rok("FLUSHALL");
+    RUN_UNTIL(f, f->stopped, 2000);
+    assert_true(f->stopped);
+    assert_int_equal(f->nwipes, 1);
+    finish(f);
+}
+
+static void bad_options_refused(void **state)
+{
+    fx *f = *state;
+    sg_watch *w = NULL; /* must stay untouched */
+    sg_watch *const orig = w;
+    sg_error err = {0};
+    sg_watch_opts o = {.redis_url = "http://x", .canary = CANARY};
+    assert_int_equal(sg_watch_start(&f->loop, &o, on_wipe, NULL, f, &w, &err), SG_EUSAGE);
+    assert_ptr_equal(w, orig);
+    o.redis_url = "redis://someone@127.0.0.1:1";
+    unsetenv("REDISCLI_AUTH");
+    assert_int_equal(sg_watch_start(&f->loop, &o, on_wipe, NULL, f, &w, &err), SG_EUSAGE);
+    assert_non_null(strstr(err.msg, "no password"));
+    o.redis_url = "redis://127.0.0.1:1";
+    o.canary = "";
+    assert_int_equal(sg_watch_start(&f->loop, &o, on_wipe, NULL, f, &w, &err), SG_EUSAGE);
+    assert_ptr_equal(w, orig);
+    assert_string_equal(sg_wipe_cause_name(SG_WIPE_FAILOVER), "failover");
+    f->stopped = true;
+    finish(f);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    unsetenv("STORMGUARD_REDIS_PASSWORD");
+    unsetenv("REDISCLI_AUTH");
+    snprintf(g_dir, sizeof g_dir, "/tmp/sg-test-watch-XXXXXX");
+    if (!mkdtemp(g_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    g_port = free_port();
+    atexit(cleanup);
+    const struct CMUnitTest tests[] = {
+        T(bad_options_refused),         T(first_connect_creates_canary),
+        T(connects_by_host_name),       T(flushall_detected_at_once),
+        T(flushdb_detected_once),       T(sampled_keys_vanishing_detected),
+        T(quiet_redis_reports_nothing), T(no_tracking_falls_back_to_timer),
+        T(subscribe_refused_still_up),  T(wrong_password_reported),
+        T(handshake_timeout),           T(refused_reported_and_stop_while_retrying),
+        T(stop_while_resolving),        T(stop_from_wipe_callback),
+        T(failover_detected),           T(restart_detected),
+        T(redis_down_then_back),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
