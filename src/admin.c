@@ -122,6 +122,122 @@ static bool route_is(sg_str path, const char *route)
     return path.len >= n && !memcmp(path.p, route, n) && (path.len == n || path.p[n] == '?');
 }
 
+/* Reads the JSON body of an operator's request into r (strings borrowed
+ * from *doc, which the caller releases). False, with a 400 sent, if the body
+ * is not a JSON object of the expected fields. */
+static bool operator_request(sg_http_req *req, sg_op_request *r, json_t **doc)
+{
+    memset(r, 0, sizeof *r);
+    sg_str body = sg_http_body(req);
+    json_error_t jerr;
+    *doc = body.len ? json_loadb(body.p, body.len, 0, &jerr) : json_object();
+    if (!*doc || !json_is_object(*doc)) {
+        char msg[256];
+        if (*doc)
+            snprintf(msg, sizeof msg, "the request body must be a JSON object");
+        else
+            snprintf(msg, sizeof msg, "invalid JSON at line %d column %d: %s", jerr.line,
+                     jerr.column, jerr.text);
+        json_decref(*doc);
+        *doc = NULL;
+        reply_error(req, 400, msg);
+        return false;
+    }
+    static const char *const strings[] = {"source", "job", "reason", "actor"};
+    const char **dest[] = {&r->hold.source, &r->hold.job, &r->reason, &r->actor};
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+        json_t *v = json_object_get(*doc, strings[i]);
+        if (v && !json_is_null(v) && (!json_is_string(v) || !*json_string_value(v))) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "\"%s\" must be a non-empty string", strings[i]);
+            reply_error(req, 400, msg);
+            json_decref(*doc);
+            *doc = NULL;
+            return false;
+        }
+        *dest[i] = v ? json_string_value(v) : NULL;
+    }
+    static const char *const flags[] = {"all", "newest_only"};
+    bool *fdest[] = {&r->hold.all, &r->newest_only};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        json_t *v = json_object_get(*doc, flags[i]);
+        if (v && !json_is_boolean(v)) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "\"%s\" must be true or false", flags[i]);
+            reply_error(req, 400, msg);
+            json_decref(*doc);
+            *doc = NULL;
+            return false;
+        }
+        *fdest[i] = v && json_is_true(v);
+    }
+    if (!r->actor)
+        r->actor = "admin-api";
+    return true;
+}
+
+/* Release and drop act on an explicit selection only: never everything by
+ * accident of an empty body. */
+static bool has_selection(sg_http_req *req, const sg_op_request *r)
+{
+    if (r->hold.all || r->hold.source || r->hold.job)
+        return true;
+    reply_error(req, 400, "say which held events: \"all\": true, \"source\" or \"job\"");
+    return false;
+}
+
+static bool is_method(sg_str method, const char *name)
+{
+    return method.len == strlen(name) && !memcmp(method.p, name, method.len);
+}
+
+/* The operator's routes: /v1/held, /v1/release, /v1/drop, /v1/guard,
+ * /v1/flush. True if path was one of them (and answered). */
+static bool operator_route(sg_admin *a, sg_http_req *req, sg_str method, sg_str path)
+{
+    bool post = is_method(method, "POST");
+    if (route_is(path, "/v1/held")) {
+        if (is_method(method, "GET"))
+            sg_gate_held(a->gate, req);
+        else
+            reply_error(req, 405, "use GET");
+        return true;
+    }
+    int which = route_is(path, "/v1/release") ? 1 : route_is(path, "/v1/drop") ? 2
+                : route_is(path, "/v1/guard") ? 3 : route_is(path, "/v1/flush") ? 4 : 0;
+    if (!which)
+        return false;
+    bool del = which == 3 && is_method(method, "DELETE");
+    if (!post && !del) {
+        reply_error(req, 405, which == 3 ? "use POST (guard on) or DELETE (guard off)"
+                                         : "use POST");
+        return true;
+    }
+    sg_op_request r;
+    json_t *doc;
+    if (!operator_request(req, &r, &doc))
+        return true;
+    switch (which) {
+    case 1:
+        if (has_selection(req, &r))
+            sg_gate_release(a->gate, req, &r);
+        break;
+    case 2:
+        if (!has_selection(req, &r))
+            break;
+        if (!r.reason)
+            reply_error(req, 400, "a drop needs a \"reason\"");
+        else
+            sg_gate_drop(a->gate, req, &r);
+        break;
+    case 3: sg_gate_guard(a->gate, req, post, &r); break;
+    case 4: sg_gate_flush_announce(a->gate, req, &r); break;
+    }
+    json_decref(doc);
+    return true;
+}
+
+
 void sg_admin_handle(void *ud, sg_http_req *req)
 {
     sg_admin *a = ud;
@@ -133,8 +249,12 @@ void sg_admin_handle(void *ud, sg_http_req *req)
     }
     if (route_is(path, "/readyz")) {
         json_t *reasons = json_array();
+        json_t *degraded = json_array();
         bool ready = sg_gate_ready(a->gate, reasons);
-        reply(req, ready ? 200 : 503, json_pack("{s:b,s:o}", "ready", ready, "reasons", reasons));
+        sg_gate_degraded(a->gate, degraded);
+        reply(req, ready ? 200 : 503,
+              json_pack("{s:b,s:o,s:o}", "ready", ready, "reasons", reasons, "degraded",
+                        degraded));
         return;
     }
     if (route_is(path, "/metrics")) {
@@ -159,6 +279,8 @@ void sg_admin_handle(void *ud, sg_http_req *req)
             events(a, req, path);
         return;
     }
-    reply_error(req, 404, "no such endpoint (try /v1/status, /v1/events, /metrics, /healthz, "
-                          "/readyz)");
+    if (operator_route(a, req, method, path))
+        return;
+    reply_error(req, 404, "no such endpoint (try /v1/status, /v1/events, /v1/held, /metrics, "
+                          "/healthz, /readyz)");
 }

@@ -29,6 +29,7 @@ const char *sg_reason_name(sg_reason r)
     case SG_REASON_CURSOR: return "started at or before the job's cursor";
     case SG_REASON_NUMBER: return "at or below the job's last completed build";
     case SG_REASON_BEYOND: return "beyond everything known of the job";
+    case SG_REASON_LEDGER_JOB: return "job known only from the gate's ledger";
     case SG_REASON_UNKNOWN_JOB: return "job unknown to snapshot and ledger";
     case SG_REASON_NOT_A_BUILD: return "not a completed build";
     default: return "";
@@ -123,7 +124,7 @@ sg_kind sg_classify(const sg_index *ix, const sg_ledger *l, const sg_event *e, s
         return SG_KIND_NEW;
     }
     if (sg_u64set_has(&l->jobs, job)) {
-        *why = SG_REASON_BEYOND;
+        *why = SG_REASON_LEDGER_JOB;
         return SG_KIND_NEW;
     }
     *why = SG_REASON_UNKNOWN_JOB;

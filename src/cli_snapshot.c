@@ -7,36 +7,23 @@
 #include "stormguard/output.h"
 #include "stormguard/snapshot.h"
 
-enum { OPT_REASON = 1, OPT_SUSPECT_BELOW };
+enum { OPT_REASON = 1 };
 
 static const sg_cli_opt opts[] = {
     {"reason", "TEXT", OPT_REASON, "why the snapshot is taken, recorded with it (default manual)"},
-    {"suspect-below", "PCT", OPT_SUSPECT_BELOW,
-     "mark the snapshot suspect below PCT% of the last good one's profile keys (default 50; "
-     "0: off)"},
     {NULL, NULL, 0, NULL},
 };
 
 typedef struct args {
     const char *reason;
-    int suspect_below; /* -1: not given */
 } args;
 
 static int on_opt(void *ud, int id, const char *arg, sg_error *err)
 {
     args *a = ud;
-    int64_t pct;
-    switch (id) {
-    case OPT_REASON:
+    (void)err;
+    if (id == OPT_REASON)
         a->reason = arg;
-        break;
-    case OPT_SUSPECT_BELOW:
-        if (sg_parse_int64(arg, 0, 100, &pct))
-            return sg_error_set(err, SG_EUSAGE,
-                                "--suspect-below: '%s' is not a percentage from 0 to 100", arg);
-        a->suspect_below = (int)pct;
-        break;
-    }
     return 0;
 }
 
@@ -87,7 +74,7 @@ static void print_result(const sg_cli *cli, const sg_snapshot_result *r, const c
 
 int sg_cmd_snapshot(int argc, char **argv)
 {
-    args a = {.reason = "manual", .suspect_below = -1};
+    args a = {.reason = "manual"};
     sg_cli_spec spec = {
         .command = "snapshot",
         .usage = "[--redis URL] [--db PATH] [--profile igor] [--match PATTERN]... "
@@ -117,15 +104,12 @@ int sg_cmd_snapshot(int argc, char **argv)
     if (rc == 0) {
         sg_progress progress;
         sg_progress_init(&progress, "snapshot", cli.json);
-        /* [snapshot] suspect_below (config.c) goes here once the key exists:
-         * the flag wins, then the configuration, then the default. */
-        int suspect_below = a.suspect_below >= 0 ? a.suspect_below : SG_SUSPECT_BELOW_DEFAULT;
         sg_snapshot_opts o = {.profile = cli.cfg.profile,
                               .prefix = cli.cfg.prefix,
                               .match = &cli.cfg.match,
                               .reason = a.reason,
                               .scan_count = cli.cfg.scan_count,
-                              .suspect_below_pct = suspect_below,
+                              .suspect_below_pct = (int)cli.cfg.suspect_below_pct,
                               .progress = sg_progress_update,
                               .progress_ud = &progress};
         sg_snapshot_result res;

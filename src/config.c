@@ -41,6 +41,8 @@ static const key_spec keys[] = {
      "redis://[user[:password]@]host[:port][/db] or unix:///path[?db=N]"},
     {"redis", "connect_timeout", "connect-timeout", T_INT, F(connect_timeout_ms), 1, 600000,
      "milliseconds to wait for a connection (default 5000)"},
+    {"redis", "watch", "watch", T_BOOL, F(watch), 0, 0,
+     "stormguard run watches Redis for wipes (default on)"},
     {"redis", "canary", "canary", T_STRING, F(canary), 0, 0,
      "key the daemon owns to confirm a wipe (default stormguard:canary)"},
     {"redis", "check_interval_ms", "check-interval-ms", T_INT, F(check_interval_ms), 10, 600000,
@@ -115,7 +117,7 @@ static const key_spec keys[] = {
      "on a wipe, restore the profile's missing keys from the last good snapshot (default off)"},
     {"storm", "window", "storm-window", T_DURATION, F(storm_window_s), 1, 86400,
      "the storm signals count events within this window (default 60s)"},
-    {"storm", "same_job_builds", "storm-same-job", T_INT, F(storm_same_job), 2, 1000000,
+    {"storm", "same_job_builds", "storm-same-job", T_INT, F(storm_same_job), 2, 64,
      "builds of one job within the window that make a storm (default 3)"},
     {"storm", "first_seen_jobs", "storm-first-seen", T_INT, F(storm_first_seen), 1, 1000000,
      "first-seen jobs of one source within the window that make a storm (default 20)"},
@@ -152,6 +154,7 @@ void sg_config_init(sg_config *c)
     memset(c, 0, sizeof *c);
     c->redis_url = sg_xstrdup(SG_DEFAULT_REDIS_URL);
     c->connect_timeout_ms = 5000;
+    c->watch = true;
     c->canary = sg_xstrdup("stormguard:canary");
     c->check_interval_ms = 1000;
     c->db_path = sg_xstrdup(SG_DEFAULT_DB_PATH);

@@ -18,6 +18,7 @@
  * stays bounded however long the notifier is down. Startup is the spilled
  * state: pending events of the previous run are resumed the same way. */
 #include "stormguard/gate.h"
+#include "gate_int.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -37,68 +38,9 @@
 #include "stormguard/metrics.h"
 #include "stormguard/store.h"
 
-#define SPILL_AT 4096           /* forwarder backlog held in memory at most */
-#define REFILL_BATCH 512
-#define BASELINE_CHECK_MS 5000  /* how often a newer snapshot is looked for */
-
-enum { N_KINDS = 4, N_STATES = 8 };
-static const char *const state_names[N_STATES] = {
-    "pending", "forwarded", "suppressed", "held", "released", "dropped", "superseded", "dead"};
-enum { ST_PENDING, ST_FORWARDED, ST_SUPPRESSED, ST_HELD, ST_RELEASED, ST_DROPPED, ST_SUPERSEDED,
-       ST_DEAD };
-
-static int state_index(const char *s)
-{
-    for (int i = 0; i < N_STATES; i++)
-        if (!strcmp(s, state_names[i]))
-            return i;
-    return -1;
-}
-
-struct sg_gate {
-    uv_loop_t *loop;
-    const sg_config *cfg;
-    sg_http *http, *admin_http;
-    sg_admin admin;
-    char *admin_token;
-    sg_journal *journal;
-    sg_forward *fwd;
-    sg_store *reader; /* read-only connection: admin queries, refills */
-    sg_event_config evcfg;
-
-    sg_index index;
-    sg_ledger ledger;
-    int64_t baseline_id;
-    bool reloading;
-
-    bool spilled;
-    /* the delivery queue's order is (qgen, id): store.h, 004_held.sql */
-    int64_t qgen;                   /* generation new pending events join */
-    int64_t loaded_gen, loaded_id;  /* the last event handed to the forwarder */
-
-    uv_signal_t sigterm, sigint, sighup;
-    uv_timer_t tick;
-    bool stopping;
-    int stop_waits; /* components whose stop callback is pending */
-
-    int64_t started_at;
-    int64_t counts[N_KINDS][N_STATES];
-    uint64_t received[N_KINDS], rejected, unavailable;
-    uint64_t fwd_attempts, fwd_failures;
-    sg_histogram commit_hist, forward_hist;
-    bool journal_ok;
-    char journal_error[256];
-    bool downstream_ok;
-    int64_t downstream_last_ok, downstream_last_fail;
-    /* what the last activity line reported */
-    uint64_t logged_received[N_KINDS], logged_attempts, logged_failures, logged_rejected;
-    int ticks;
-    char downstream_error[256];
-};
-
 /* ---- answering ---- */
 
-static void reply_json(sg_http_req *req, int status, json_t *doc, int retry_after)
+void sg_gate_reply_json(sg_http_req *req, int status, json_t *doc, int retry_after)
 {
     char *body = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(doc);
@@ -106,9 +48,9 @@ static void reply_json(sg_http_req *req, int status, json_t *doc, int retry_afte
     free(body);
 }
 
-static void reply_error(sg_http_req *req, int status, const char *msg, int retry_after)
+void sg_gate_reply_error(sg_http_req *req, int status, const char *msg, int retry_after)
 {
-    reply_json(req, status, json_pack("{s:s}", "error", msg), retry_after);
+    sg_gate_reply_json(req, status, json_pack("{s:s}", "error", msg), retry_after);
 }
 
 /* ---- forwarding ---- */
@@ -145,7 +87,7 @@ static int refill_one(void *ud, const sg_event_row *r)
 
 /* Moves pending events from the journal to the forwarder, in id order,
  * while it has room. */
-static void refill(sg_gate *g)
+void sg_gate_refill(sg_gate *g)
 {
     while (g->spilled && !g->stopping && sg_forward_backlog(g->fwd) < SPILL_AT / 2) {
         size_t before = sg_forward_backlog(g->fwd);
@@ -238,7 +180,7 @@ static void on_forward_result(void *ud, sg_fwd_item *it, sg_fwd_outcome outcome,
         g->counts[it->tag][outcome == SG_FWD_DELIVERED ? ST_FORWARDED : ST_DEAD]++;
         sg_fwd_item_free(it);
     }
-    refill(g);
+    sg_gate_refill(g);
 }
 
 /* ---- incoming events ---- */
@@ -285,7 +227,7 @@ static void on_incoming_done(sg_jop *op)
         char msg[400];
         snprintf(msg, sizeof msg, "event not accepted: the journal cannot be written (%s)",
                  op->errmsg);
-        reply_error(in->req, 503, msg, 1);
+        sg_gate_reply_error(in->req, 503, msg, 1);
         incoming_free(in);
         return;
     }
@@ -296,7 +238,7 @@ static void on_incoming_done(sg_jop *op)
     int st = state_index(op->row.state);
     g->counts[in->kind][st]++;
     g->received[in->kind]++;
-    reply_json(in->req, 200,
+    sg_gate_reply_json(in->req, 200,
                json_pack("{s:I,s:s,s:s}", "id", (json_int_t)op->row.id, "kind",
                          sg_kind_name(in->kind), "state", op->row.state),
                0);
@@ -319,7 +261,7 @@ static void on_incoming_done(sg_jop *op)
             sg_forward_push(g->fwd, it);
         } else {
             g->spilled = true;
-            refill(g);
+            sg_gate_refill(g);
         }
     }
     incoming_free(in);
@@ -353,7 +295,7 @@ static void on_request(void *ud, sg_http_req *req)
 {
     sg_gate *g = ud;
     if (g->stopping) {
-        reply_error(req, 503, "stormguard is shutting down", 1);
+        sg_gate_reply_error(req, 503, "stormguard is shutting down", 1);
         return;
     }
     sg_str method = sg_http_method(req), path = sg_http_path(req), body = sg_http_body(req);
@@ -363,12 +305,20 @@ static void on_request(void *ud, sg_http_req *req)
     sg_error err;
     if (sg_event_parse(body.p, body.len, is_build_path(g, path), &g->evcfg, &in->ev, &err)) {
         g->rejected++;
-        reply_error(req, 400, err.msg, 0);
+        sg_gate_reply_error(req, 400, err.msg, 0);
         incoming_free(in);
         return;
     }
     sg_reason why;
     in->kind = sg_classify(&g->index, &g->ledger, &in->ev, &why);
+    int64_t now = sg_now_ms();
+    if (in->kind != SG_KIND_PASSTHROUGH)
+        sg_guard_observe(g, now, in->ev.source, in->ev.job, in->kind);
+    /* In guard or storm mode only a snapshot makes a job known: the ledger
+     * has no cursor, so an old build of a job it knows cannot be told from a
+     * new one, and the first build held would let the rest through. */
+    if (why == SG_REASON_LEDGER_JOB && sg_gate_mode_for(g, now, in->ev.source) != SG_MODE_NORMAL)
+        in->kind = SG_KIND_UNKNOWN;
     if (forwardable(in->kind))
         sg_ledger_add(&g->ledger, in->ev.source, in->ev.job, in->ev.number);
     /* copies: h2o may free the request (an HTTP/2 reset) while the journal
@@ -380,7 +330,6 @@ static void on_request(void *ud, sg_http_req *req)
     in->body_len = body.len;
     collect_headers(g, req, &in->headers);
 
-    int64_t now = sg_now_ms();
     sg_event_row *r = &in->op.row;
     r->received_at = now;
     r->source = in->ev.source;
@@ -389,9 +338,10 @@ static void on_request(void *ud, sg_http_req *req)
     r->build_ts = in->ev.build_ts;
     r->kind = sg_kind_name(in->kind);
     r->reason = sg_reason_name(why);
-    r->state = in->kind == SG_KIND_REPLAY ? "suppressed" : "pending";
-    r->done_at = in->kind == SG_KIND_REPLAY ? now : 0;
-    r->qgen = in->kind == SG_KIND_REPLAY ? 0 : g->qgen;
+    r->state = sg_hold_state(g, in->kind, in->ev.source, now, &r->last_error);
+    bool pending = !strcmp(r->state, "pending");
+    r->done_at = pending || !strcmp(r->state, "held") ? 0 : now;
+    r->qgen = pending ? g->qgen : 0;
     r->method = in->method;
     r->path = in->path;
     r->headers = in->headers.p ? in->headers.p : "";
@@ -470,6 +420,7 @@ static void reload_done(uv_work_t *w, int status)
         g->baseline_id = r->id;
         sg_log(SG_LOG_INFO, "gate", "classifying against snapshot %lld (%zu jobs)",
                (long long)r->id, g->index.jobs.len);
+        sg_guard_baseline(g, r->id);
     } else if (r->rc) {
         sg_log(SG_LOG_ERROR, "gate", "reloading the build index: %s", r->err.msg);
     }
@@ -508,7 +459,7 @@ static void log_activity(sg_gate *g)
 static void on_tick(uv_timer_t *t)
 {
     sg_gate *g = t->data;
-    refill(g);
+    sg_gate_refill(g);
     if (++g->ticks % SUMMARY_TICKS == 0)
         log_activity(g);
     if (g->reloading || g->stopping)
@@ -554,18 +505,24 @@ json_t *sg_gate_status(sg_gate *g)
                              "jobs", (json_int_t)g->index.jobs.len);
         sg_snapshot_info_close(&info);
     }
-    return json_pack(
-        "{s:s,s:s,s:I,s:o,s:I,s:{s:b,s:i,s:s?},s:{s:s,s:b,s:I,s:I,s:s?,s:s?,s:s?},s:o,s:I,s:s}",
-        "mode", "normal", "started_at", started, "uptime_s",
-        (json_int_t)((sg_now_ms() - g->started_at) / 1000), "counts", counts, "pending",
-        (json_int_t)pending, "journal", "writable", g->journal_ok, "depth",
+    json_t *doc = json_pack(
+        "{s:s,s:s,s:I,s:o,s:I,s:{s:b,s:i,s:s?},s:{s:s,s:b,s:I,s:I,s:s?,s:s?,s:s?},s:o,s:I}",
+        "mode", sg_mode_name(sg_modes_overall(&g->modes, sg_now_ms())), "started_at", started,
+        "uptime_s", (json_int_t)((sg_now_ms() - g->started_at) / 1000), "counts", counts,
+        "pending", (json_int_t)pending, "journal", "writable", g->journal_ok, "depth",
         sg_journal_depth(g->journal), "error", g->journal_ok ? NULL : g->journal_error,
         "downstream", "url", g->cfg->downstream, "healthy", g->downstream_ok, "inflight",
         (json_int_t)sg_forward_inflight(g->fwd), "backlog",
         (json_int_t)sg_forward_backlog(g->fwd), "last_ok", g->downstream_last_ok ? ok : NULL,
         "last_failure", g->downstream_last_fail ? fail : NULL, "last_error",
         g->downstream_last_fail ? g->downstream_error : NULL, "snapshot", snapshot, "ledger",
-        (json_int_t)g->ledger.builds.len, "redis", "not watched");
+        (json_int_t)g->ledger.builds.len);
+    json_object_set_new(doc, "redis",
+                        g->watch ? sg_watch_status(g->watch) : json_string("not watched"));
+    json_t *modes = sg_guard_status(g);
+    json_object_update(doc, modes);
+    json_decref(modes);
+    return doc;
 }
 
 static int event_json(void *ud, const sg_event_row *r)
@@ -641,6 +598,23 @@ void sg_gate_metrics(sg_gate *g, sg_buf *b)
     sg_metric_sample(b, "stormguard_pending", "", (double)pending);
     sg_metric_family(b, "stormguard_held", "gauge", "Events held during a storm");
     sg_metric_sample(b, "stormguard_held", "", (double)held);
+    sg_metric_family(b, "stormguard_mode", "gauge",
+                     "1 for the gate's current mode (normal, guard or storm)");
+    sg_mode mode = sg_modes_overall(&g->modes, sg_now_ms());
+    for (int m = SG_MODE_NORMAL; m <= SG_MODE_STORM; m++) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "mode=\"%s\"", sg_mode_name((sg_mode)m));
+        sg_metric_sample(b, "stormguard_mode", labels, m == (int)mode);
+    }
+    sg_metric_family(b, "stormguard_wipes_total", "counter", "Redis wipes detected");
+    sg_metric_sample(b, "stormguard_wipes_total", "", (double)g->wipes);
+    sg_metric_family(b, "stormguard_storm_signals_total", "counter",
+                     "Storm signals reported (the first per source and window)");
+    sg_metric_sample(b, "stormguard_storm_signals_total", "", (double)g->storms);
+    sg_metric_family(b, "stormguard_rewarms_total", "counter", "Rewarms after a wipe");
+    sg_metric_sample(b, "stormguard_rewarms_total", "", (double)g->rewarms);
+    sg_metric_family(b, "stormguard_redis_up", "gauge", "1 while the watched Redis answers");
+    sg_metric_sample(b, "stormguard_redis_up", "", g->watch && g->redis_up);
     sg_metric_family(b, "stormguard_forward_inflight", "gauge", "Deliveries in flight");
     sg_metric_sample(b, "stormguard_forward_inflight", "", (double)sg_forward_inflight(g->fwd));
     sg_metric_family(b, "stormguard_journal_depth", "gauge", "Journal writes not yet committed");
@@ -670,6 +644,20 @@ bool sg_gate_ready(sg_gate *g, json_t *reasons)
         ready = false;
     }
     return ready;
+}
+
+void sg_gate_degraded(sg_gate *g, json_t *reasons)
+{
+    /* the gate keeps classifying and forwarding without Redis: degraded, not
+     * unready, but wipes go unnoticed until it is back */
+    if (!g->watch || g->redis_up)
+        return;
+    json_t *w = sg_watch_status(g->watch);
+    const char *addr = json_string_value(json_object_get(w, "address"));
+    const char *why = json_string_value(json_object_get(w, "last_error"));
+    json_array_append_new(reasons, json_sprintf("Redis %s unreachable (%s): wipes go unnoticed",
+                                                addr ? addr : "?", why ? why : "no answer yet"));
+    json_decref(w);
 }
 
 /* ---- start and stop ---- */
@@ -714,6 +702,8 @@ static void stop(sg_gate *g, const char *why)
     g->stopping = true;
     sg_log(SG_LOG_INFO, "gate", "%s: stopping (finishing commits in flight)", why);
     uv_close((uv_handle_t *)&g->tick, NULL);
+    sg_hold_stop(g);
+    sg_guard_stop(g);
     g->stop_waits = 2;
     sg_http_stop(g->http, on_http_stopped, g);
     sg_http_stop(g->admin_http, on_http_stopped, g);
@@ -855,8 +845,11 @@ static int start(sg_gate *g, sg_error *err)
            c->listen, c->admin_listen, g->admin_token ? ", token required" : "", c->downstream,
            (long long)g->baseline_id, g->index.jobs.len, g->ledger.builds.len,
            (long long)pending);
+    sg_hold_start(g);
+    if ((rc = sg_guard_start(g, err)))
+        return rc;
     g->spilled = true; /* resume what the last run left pending */
-    refill(g);
+    sg_gate_refill(g);
     return 0;
 }
 
@@ -888,6 +881,10 @@ int sg_gate_run(const sg_config *cfg, sg_error *err)
             sg_forward_stop(g->fwd, NULL, NULL);
         if (g->journal)
             sg_journal_stop(g->journal, NULL, NULL);
+        if (g->drain.loop)
+            sg_hold_stop(g);
+        if (g->guard_tick.loop)
+            sg_guard_stop(g);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     int busy = uv_loop_close(&loop);
@@ -896,6 +893,7 @@ int sg_gate_run(const sg_config *cfg, sg_error *err)
     if (rc == 0)
         sg_log(SG_LOG_INFO, "gate", "stopped");
     sg_store_free(g->reader);
+    sg_guard_close(g);
     sg_index_close(&g->index);
     sg_ledger_close(&g->ledger);
     free(g->admin_token);

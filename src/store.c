@@ -1066,6 +1066,43 @@ int sg_store_held_summary(sg_store *s, sg_held_fn fn, void *ud, sg_error *err)
     return rc == SQLITE_DONE ? 0 : db_error(s, err, "reading held events in");
 }
 
+int sg_store_sample_keys(sg_store *s, int64_t snapshot_id, const char *glob, int n,
+                         sg_key_fn fn, void *ud, sg_error *err)
+{
+    /* point lookups of every step-th key, so the sample spreads over the
+     * snapshot without reading it: 4n candidates for n keys that qualify */
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq "
+                           "WHERE i + 1 < 4 * ?5), "
+                           "step(n) AS (SELECT max(1, key_count / (4 * ?5)) FROM snapshot "
+                           "WHERE id = ?4) "
+                           "SELECT key FROM seq, step, snapshot_key "
+                           "WHERE snapshot_key.id = ?1 + seq.i * step.n AND snapshot_key.id <= ?2 "
+                           "AND expire_at_ms IS NULL AND (?3 IS NULL OR CAST(key AS TEXT) GLOB ?3) LIMIT ?5",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "sampling snapshot keys in");
+    sqlite3_bind_int64(st, 1, KEY_ID(snapshot_id, 0));
+    sqlite3_bind_int64(st, 2, KEY_ID(snapshot_id, KEY_ID_MAX_SEQ));
+    bind_text_or_null(st, 3, glob);
+    sqlite3_bind_int64(st, 4, snapshot_id);
+    sqlite3_bind_int(st, 5, n);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *key = sqlite3_column_blob(st, 0);
+        int len = sqlite3_column_bytes(st, 0);
+        if (!key || memchr(key, '\0', (size_t)len))
+            continue; /* the watcher takes C strings */
+        char *copy = sg_xstrndup(key, (size_t)len);
+        int stop = fn(ud, copy);
+        free(copy);
+        if (stop)
+            break;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_error(s, err, "sampling snapshot keys in");
+}
+
 /* ---- episodes ---- */
 
 int sg_store_episode_open(sg_store *s, int64_t at, const char *cause, const char *detail,

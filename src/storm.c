@@ -832,38 +832,3 @@ int64_t sg_bucket_wait_ms(const sg_bucket *b, int64_t now_ms)
         return -1;
     return (MICRO - level + b->rate_u - 1) / b->rate_u;
 }
-
-/* ---- superseding ---- */
-
-static bool newer(const sg_held_ref *a, const sg_held_ref *b)
-{
-    return a->number > b->number || (a->number == b->number && a->id > b->id);
-}
-
-size_t sg_storm_supersede(const sg_held_ref *held, size_t n, bool *keep)
-{
-    sg_u64map best; /* sg_hash_job -> index of the newest build */
-    sg_u64map_init(&best, sizeof(size_t));
-    size_t kept = 0;
-    for (size_t i = 0; i < n; i++) {
-        keep[i] = !held[i].source || !held[i].job;
-        if (keep[i]) {
-            kept++;
-            continue;
-        }
-        bool created;
-        size_t *at = sg_u64map_put(&best, sg_hash_job(held[i].source, held[i].job), &created);
-        if (created || newer(&held[i], &held[*at]))
-            *at = i;
-    }
-    for (size_t s = 0; s < best.cap; s++) {
-        if (!best.keys[s])
-            continue;
-        size_t i;
-        memcpy(&i, best.vals + s * best.val_size, sizeof i);
-        keep[i] = true;
-        kept++;
-    }
-    sg_u64map_clear(&best);
-    return kept;
-}

@@ -263,6 +263,28 @@ stop_redis() {
     done
 }
 
+# restart_redis_empty: stops the server on $PORT and starts an empty one on
+# the same port (a restart without persistence). Sets REDIS_PID.
+restart_redis_empty() {
+    local port=$PORT dir=$TMP/redis-$PORT-again i pid
+    stop_redis "$port"
+    mkdir -p "$dir"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        --daemonize no --dir "$dir" --logfile "$dir/redis.log" </dev/null >/dev/null 2>&1 &
+    pid=$!
+    _SG_PIDS+=("$pid")
+    _SG_PORTS+=("$port")
+    for i in $(seq 1 50); do
+        case "$(redis-cli -p "$port" ping 2>&1 || true)" in
+        *PONG*) REDIS_PID=$pid; _sg_watchdog $$ "$pid" </dev/null >/dev/null 2>&1 &
+            _SG_BG+=("$!"); return 0 ;;
+        esac
+        sleep 0.1
+    done
+    echo "redis-server did not start again on port $port" >&2
+    return 1
+}
+
 bg_track() {
     _SG_BG+=("$1")
 }
@@ -643,7 +665,7 @@ wait_for() {
 # _sg_launch_gate: starts `stormguard run` with GATE_ARGS on GATE_PORT and
 # ADMIN_PORT; 0 once /healthz answers, 1 if it exited (GATE_RC, GATE_LOG).
 _sg_launch_gate() {
-    local a prev= have_db=0 have_down=0 have_rt=0 have_listen=0 have_admin=0 i
+    local a prev= have_db=0 have_down=0 have_rt=0 have_listen=0 have_admin=0 have_redis=0 i
     local listen=127.0.0.1:$GATE_PORT admin=127.0.0.1:$ADMIN_PORT
     for a in "${GATE_ARGS[@]}"; do
         case "$prev" in
@@ -658,6 +680,7 @@ _sg_launch_gate() {
         --listen=*) have_listen=1; listen=${a#--listen=} ;;
         --admin) have_admin=1 ;;
         --admin=*) have_admin=1; admin=${a#--admin=} ;;
+        --redis | --redis=* | --watch | --watch=*) have_redis=1 ;;
         esac
         prev=$a
     done
@@ -667,6 +690,8 @@ _sg_launch_gate() {
     [ $have_rt = 1 ] || defaults+=(--read-timeout 2s)
     [ $have_listen = 1 ] || defaults+=(--listen "127.0.0.1:$GATE_PORT")
     [ $have_admin = 1 ] || defaults+=(--admin "127.0.0.1:$ADMIN_PORT")
+    # a gate test watches Redis only when it says which (--redis URL)
+    [ $have_redis = 1 ] || defaults+=(--watch off)
     _SG_GATE_N=$((_SG_GATE_N + 1))
     GATE_LOG=$TMP/gate-$_SG_GATE_N.log
     GATE_RC=
@@ -772,6 +797,19 @@ admin_get() {
         _sg_curl "http://$ADMIN$path" -H "Authorization: Bearer $ADMIN_TOKEN" "$@"
     else
         _sg_curl "http://$ADMIN$path" "$@"
+    fi
+}
+
+# admin_send METHOD PATH JSON: a JSON request to the admin API.
+admin_send() {
+    local method=$1 path=$2 body=$3
+    printf '%s' "$body" >"$TMP/.admin.body"
+    if [ -n "$ADMIN_TOKEN" ]; then
+        _sg_curl "http://$ADMIN$path" -X "$method" -H "Authorization: Bearer $ADMIN_TOKEN" \
+            -H 'Content-Type: application/json' --data-binary "@$TMP/.admin.body"
+    else
+        _sg_curl "http://$ADMIN$path" -X "$method" -H 'Content-Type: application/json' \
+            --data-binary "@$TMP/.admin.body"
     fi
 }
 

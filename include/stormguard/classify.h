@@ -62,6 +62,7 @@ typedef enum sg_reason {
     SG_REASON_CURSOR,      /* started at or before the job's Jenkins cursor */
     SG_REASON_NUMBER,      /* at or below the job's last completed number */
     SG_REASON_BEYOND,      /* known job, beyond everything known */
+    SG_REASON_LEDGER_JOB,  /* job in the ledger only: new, but no cursor to tell */
     SG_REASON_UNKNOWN_JOB, /* job in neither snapshot nor ledger */
     SG_REASON_NOT_A_BUILD,
 } sg_reason;

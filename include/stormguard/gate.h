@@ -11,9 +11,11 @@
 
 #include "stormguard/config.h"
 #include "stormguard/error.h"
+#include "stormguard/store.h"
 #include "stormguard/util.h"
 
 struct json_t;
+struct sg_http_req;
 
 typedef struct sg_gate sg_gate;
 
@@ -31,7 +33,28 @@ int sg_gate_events(sg_gate *g, const char *state, const char *kind, const char *
                    struct json_t **out, sg_error *err);
 /* Prometheus text. */
 void sg_gate_metrics(sg_gate *g, sg_buf *out);
+/* An operator's request (admin API); strings are borrowed for the call. */
+typedef struct sg_op_request {
+    sg_hold_filter hold; /* release, drop: which held events */
+    bool newest_only;    /* release: older builds of a job are superseded */
+    const char *reason;  /* drop (required), guard, flush */
+    const char *actor;   /* who asked, for the audit log */
+} sg_op_request;
+
+/* Each of these answers req, now or once the change is durable. */
+void sg_gate_held(sg_gate *g, struct sg_http_req *req);
+void sg_gate_release(sg_gate *g, struct sg_http_req *req, const sg_op_request *r);
+void sg_gate_drop(sg_gate *g, struct sg_http_req *req, const sg_op_request *r);
+/* Guard mode on (for [guard] duration) or off. */
+void sg_gate_guard(sg_gate *g, struct sg_http_req *req, bool on, const sg_op_request *r);
+/* A flush is coming (stormguard flush): guard mode on, a fresh snapshot;
+ * answered once the snapshot is committed. */
+void sg_gate_flush_announce(sg_gate *g, struct sg_http_req *req, const sg_op_request *r);
+
 /* Ready: journal writable and downstream reachable; reasons lists what is not. */
 bool sg_gate_ready(sg_gate *g, struct json_t *reasons);
+/* What works only in part (Redis unreachable: no wipe detection), appended
+ * to reasons; the gate is still ready. */
+void sg_gate_degraded(sg_gate *g, struct json_t *reasons);
 
 #endif

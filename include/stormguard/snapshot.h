@@ -14,10 +14,6 @@
 #include "stormguard/store.h"
 #include "stormguard/util.h"
 
-/* The default of sg_snapshot_opts.suspect_below_pct for the CLI and the
- * daemon (a zero-initialised sg_snapshot_opts disables the check). */
-#define SG_SUSPECT_BELOW_DEFAULT 50
-
 /* Called now and then during long runs with the keys done so far. */
 typedef void (*sg_progress_fn)(void *ud, int64_t done, double elapsed_s);
 

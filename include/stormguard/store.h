@@ -223,6 +223,13 @@ typedef void (*sg_held_fn)(void *ud, const char *source, const char *job, int64_
                            int64_t oldest, int64_t newest);
 int sg_store_held_summary(sg_store *s, sg_held_fn fn, void *ud, sg_error *err);
 
+/* Calls fn with up to n keys of snapshot_id spread over it: keys without
+ * expiry that match glob (NULL: any) and hold no NUL byte. The string is
+ * valid during the call; fn returns non-zero to stop. */
+typedef int (*sg_key_fn)(void *ud, const char *key);
+int sg_store_sample_keys(sg_store *s, int64_t snapshot_id, const char *glob, int n,
+                         sg_key_fn fn, void *ud, sg_error *err);
+
 /* Episodes: a wipe or a storm, opened when detected; the update sets
  * ended_at (0: unchanged) and appends to the detail (NULL: unchanged). */
 int sg_store_episode_open(sg_store *s, int64_t at, const char *cause, const char *detail,

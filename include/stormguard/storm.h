@@ -225,20 +225,4 @@ int64_t sg_bucket_take(sg_bucket *b, int64_t now_ms, int64_t n);
  * never, as the rate is 0). */
 int64_t sg_bucket_wait_ms(const sg_bucket *b, int64_t now_ms);
 
-/* ---- superseding ---- */
-
-/* A held build, as the release path sees it. */
-typedef struct sg_held_ref {
-    int64_t id; /* the event's journal id */
-    const char *source, *job;
-    int64_t number;
-} sg_held_ref;
-
-/* "Newest only": sets keep[i] for the one build of each (source, job) with
- * the highest number (on a tie, the highest id: the latest received) and
- * clears it for the rest, which are superseded. An entry without source or
- * job is kept. Returns how many are kept. DOMAIN.md section 4: releasing old
- * builds after new ones is how environments end on random versions. */
-size_t sg_storm_supersede(const sg_held_ref *held, size_t n, bool *keep);
-
 #endif

@@ -256,9 +256,9 @@ static void job_known_only_from_ledger_is_new(void **state)
     /* the snapshot is gone (cold start after the wipe), but the gate
      * forwarded another build of the job */
     assert_true(sg_ledger_add(&f->l, "jenkins-prod", "svc", 7));
-    EXPECT(f, "jenkins-prod", "svc", 8, T0, JENKINS, SG_KIND_NEW, SG_REASON_BEYOND);
-    EXPECT(f, "jenkins-prod", "svc", 6, T0, JENKINS, SG_KIND_NEW, SG_REASON_BEYOND);
-    EXPECT(f, "jenkins-prod", "svc", 8, T0, TRAVIS, SG_KIND_NEW, SG_REASON_BEYOND);
+    EXPECT(f, "jenkins-prod", "svc", 8, T0, JENKINS, SG_KIND_NEW, SG_REASON_LEDGER_JOB);
+    EXPECT(f, "jenkins-prod", "svc", 6, T0, JENKINS, SG_KIND_NEW, SG_REASON_LEDGER_JOB);
+    EXPECT(f, "jenkins-prod", "svc", 8, T0, TRAVIS, SG_KIND_NEW, SG_REASON_LEDGER_JOB);
     EXPECT(f, "jenkins-prod", "svc", 7, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
 }
 
@@ -282,7 +282,7 @@ static void job_in_neither_is_unknown(void **state)
     EXPECT(f, "jenkins-prod", "svc-b", 5, T0, TRAVIS, SG_KIND_REPLAY, SG_REASON_NUMBER);
     EXPECT(f, "jenkins-prod", "svc-c", 3, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_POSTED);
     EXPECT(f, "jenkins-prod", "svc-d", 4, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
-    EXPECT(f, "jenkins-prod", "svc-d", 5, T0, JENKINS, SG_KIND_NEW, SG_REASON_BEYOND);
+    EXPECT(f, "jenkins-prod", "svc-d", 5, T0, JENKINS, SG_KIND_NEW, SG_REASON_LEDGER_JOB);
 }
 
 static void passthrough_event(void **state)
@@ -316,7 +316,7 @@ static void ledger_forget(void **state)
     EXPECT(f, "jenkins-prod", "svc", 5, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
     sg_ledger_forget(&f->l, "jenkins-prod", "svc", 5);
     /* not a replay any more; the job stays known */
-    EXPECT(f, "jenkins-prod", "svc", 5, T0, JENKINS, SG_KIND_NEW, SG_REASON_BEYOND);
+    EXPECT(f, "jenkins-prod", "svc", 5, T0, JENKINS, SG_KIND_NEW, SG_REASON_LEDGER_JOB);
     EXPECT(f, "jenkins-prod", "svc", 6, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
     /* forgetting twice, or a build never added, changes nothing */
     sg_ledger_forget(&f->l, "jenkins-prod", "svc", 5);
@@ -330,7 +330,7 @@ static void ledger_forget(void **state)
     /* forgetting the only build of a job known from the ledger alone */
     assert_true(sg_ledger_add(&f->l, "jenkins-prod", "lonely", 1));
     sg_ledger_forget(&f->l, "jenkins-prod", "lonely", 1);
-    EXPECT(f, "jenkins-prod", "lonely", 1, T0, JENKINS, SG_KIND_NEW, SG_REASON_BEYOND);
+    EXPECT(f, "jenkins-prod", "lonely", 1, T0, JENKINS, SG_KIND_NEW, SG_REASON_LEDGER_JOB);
     /* forgetting does not touch the snapshot's verdict */
     sg_index_cursor(&f->ix, "jenkins-prod", "svc", T0);
     sg_ledger_forget(&f->l, "jenkins-prod", "svc", 5);

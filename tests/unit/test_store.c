@@ -1140,6 +1140,47 @@ static void held_release_order(void **state)
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'held'"), 0);
 }
 
+static int push_key(void *ud, const char *key)
+{
+    sg_strlist_push(ud, key);
+    return 0;
+}
+
+/* The watcher's sample: spread over the snapshot, profile keys without
+ * expiry only. */
+static void sample_keys(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    sg_snapshot_info m = meta(sg_now_ms(), "sample");
+    int64_t id = 0;
+    assert_int_equal(sg_store_snapshot_begin(s, &m, &id, &err), 0);
+    char key[64];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, sizeof key, "%s:%04d", i % 2 == 0 ? "igor" : "session", i);
+        assert_int_equal(sg_store_snapshot_add_key(s, 0, key, strlen(key),
+                                                   i % 10 == 0 ? 99999 : 0, "v", 1, &err),
+                         0);
+    }
+    sg_snapshot_info t = {.key_count = 1000, .bytes = 1000, .state = "complete"};
+    assert_int_equal(sg_store_snapshot_commit(s, &t, &err), 0);
+    sg_strlist got = {0};
+    assert_int_equal(sg_store_sample_keys(s, id, "igor:*", 32, push_key, &got, &err), 0);
+    assert_true(got.len >= 16 && got.len <= 32);
+    for (size_t i = 0; i < got.len; i++) {
+        assert_true(!strncmp(got.items[i], "igor:", 5));
+        int n = atoi(got.items[i] + 5);
+        assert_true(n % 10 != 0); /* those expire */
+    }
+    /* spread: the sample reaches into the second half of the snapshot */
+    assert_true(atoi(got.items[got.len - 1] + 5) > 500);
+    sg_strlist_clear(&got);
+    assert_int_equal(sg_store_sample_keys(s, id + 1, NULL, 32, push_key, &got, &err), 0);
+    assert_int_equal(got.len, 0);
+    sg_store_free(s);
+}
+
 static void episodes(void **state)
 {
     fixture *f = *state;
@@ -1224,6 +1265,7 @@ int main(void)
         T(audit),
         T(held_release_order),
         T(episodes),
+        T(sample_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1011,28 +1011,6 @@ static void bucket_slow_and_stopped(void **state)
     assert_int_equal(sg_bucket_take(&b, T0 + 250, 5000), 250);
 }
 
-/* ---- superseding ---- */
-
-static void supersede_newest_only(void **state)
-{
-    (void)state;
-    const sg_held_ref held[] = {
-        {1, PROD, "svc", 10},  {2, PROD, "svc", 12},   {3, PROD, "svc", 11}, {4, STAGING, "svc", 5},
-        {5, PROD, "other", 3}, {6, PROD, "svc", 12},   {7, NULL, NULL, 0},   {8, "a/b", "c", 1},
-        {9, "a", "b/c", 1},    {10, PROD, "other", 2},
-    };
-    const size_t n = sizeof held / sizeof held[0];
-    bool keep[sizeof held / sizeof held[0]];
-    memset(keep, 0x5a, sizeof keep);
-    assert_int_equal(sg_storm_supersede(held, n, keep), 6);
-    /* the highest number per job; on a tie the latest received */
-    const bool want[] = {false, false, false, true, true, true, true, true, true, false};
-    for (size_t i = 0; i < n; i++)
-        if (keep[i] != want[i])
-            fail_msg("held id %lld: keep %d, want %d", (long long)held[i].id, keep[i], want[i]);
-    assert_int_equal(sg_storm_supersede(held, 0, keep), 0);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1061,7 +1039,6 @@ int main(void)
         cmocka_unit_test(mode_names),
         cmocka_unit_test(bucket_burst_then_rate),
         cmocka_unit_test(bucket_slow_and_stopped),
-        cmocka_unit_test(supersede_newest_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

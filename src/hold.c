@@ -1,0 +1,241 @@
+/* The held queue (DESIGN.md: hold, and the "held" state of the data model).
+ *
+ * While guard or storm mode is on for its source, a build of a job the index
+ * has never seen (kind unknown) is not forwarded: it is journaled as held, or
+ * dropped when on_storm = drop, and waits for an operator's release or drop,
+ * or for the drain (on_storm = drain). Replays stay suppressed and new builds
+ * are forwarded in every mode: they are genuine (DOMAIN.md section 4).
+ *
+ * Held events live only in the store, so a million of them cost no memory and
+ * all of them survive a restart. A release moves them to a new queue
+ * generation (004_held.sql) and lets the forwarder's refill find them: the
+ * same path that resumes pending events after a restart, so a released build
+ * is delivered at most once like any other. Leaving guard or storm mode
+ * releases nothing by itself. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gate_int.h"
+#include "stormguard/log.h"
+
+#define DRAIN_TICK_MS 1000
+
+const char *sg_hold_state(sg_gate *g, sg_kind kind, const char *source, int64_t now,
+                          const char **why)
+{
+    *why = NULL;
+    if (kind == SG_KIND_REPLAY)
+        return "suppressed";
+    if (kind != SG_KIND_UNKNOWN || sg_gate_mode_for(g, now, source) == SG_MODE_NORMAL)
+        return "pending";
+    if (!strcmp(g->cfg->on_storm, "drop")) {
+        *why = "dropped on arrival: guard or storm mode with on_storm = drop";
+        return "dropped";
+    }
+    return "held";
+}
+
+/* ---- release and drop ---- */
+
+typedef struct hold_op {
+    sg_jop op;
+    sg_gate *g;
+    sg_http_req *req; /* NULL for the drain */
+    char *source, *job, *reason, *actor, *detail;
+} hold_op;
+
+static void hold_op_free(hold_op *h)
+{
+    free(h->source);
+    free(h->job);
+    free(h->reason);
+    free(h->actor);
+    free(h->detail);
+    free(h);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? sg_xstrdup(s) : NULL;
+}
+
+/* Applies a committed release or drop to the counts; released events join
+ * the delivery queue through the refill. */
+static void on_hold_done(sg_jop *op)
+{
+    hold_op *h = op->ud;
+    sg_gate *g = h->g;
+    if (op->status) {
+        sg_log(SG_LOG_ERROR, "hold", "%s failed: %s", op->action, op->errmsg);
+        if (h->req) {
+            char msg[400];
+            snprintf(msg, sizeof msg, "%s failed: the journal cannot be written (%s)", op->action,
+                     op->errmsg);
+            sg_gate_reply_error(h->req, 503, msg, 1);
+        }
+        if (!h->req)
+            g->draining = false;
+        hold_op_free(h);
+        return;
+    }
+    int64_t *c = g->counts[SG_KIND_UNKNOWN];
+    json_t *doc;
+    if (op->type == SG_JOP_RELEASE) {
+        c[ST_HELD] -= op->released + op->superseded;
+        c[ST_PENDING] += op->released;
+        c[ST_SUPERSEDED] += op->superseded;
+        doc = json_pack("{s:I,s:I}", "released", (json_int_t)op->released, "superseded",
+                        (json_int_t)op->superseded);
+        if (op->released || op->superseded)
+            sg_log(SG_LOG_INFO, "hold", "%s by %s: %lld released, %lld superseded (%s)", op->action,
+                   op->actor, (long long)op->released, (long long)op->superseded, op->detail);
+        if (op->released && !g->stopping) {
+            g->spilled = true;
+            sg_gate_refill(g);
+        }
+    } else {
+        c[ST_HELD] -= op->dropped;
+        c[ST_DROPPED] += op->dropped;
+        doc = json_pack("{s:I}", "dropped", (json_int_t)op->dropped);
+        sg_log(SG_LOG_INFO, "hold", "drop by %s: %lld dropped (%s)", op->actor,
+               (long long)op->dropped, op->detail);
+    }
+    if (h->req)
+        sg_gate_reply_json(h->req, 200, doc, 0);
+    else
+        json_decref(doc);
+    if (!h->req)
+        g->draining = false;
+    hold_op_free(h);
+}
+
+/* "source jenkins-prod, job team-a/..., newest only": what the audit row and
+ * the log say about a selection. */
+static char *describe(const sg_hold_filter *f, bool newest_only, const char *reason)
+{
+    sg_buf b = {0};
+    if (f->all || (!f->source && !f->job))
+        sg_buf_printf(&b, "all held events");
+    if (!f->all && f->source)
+        sg_buf_printf(&b, "source %s", f->source);
+    if (!f->all && f->job)
+        sg_buf_printf(&b, "%sjob %s", f->source ? ", " : "", f->job);
+    if (f->limit > 0)
+        sg_buf_printf(&b, ", at most %lld", (long long)f->limit);
+    if (newest_only)
+        sg_buf_printf(&b, ", newest build per job only");
+    if (reason)
+        sg_buf_printf(&b, "; reason: %s", reason);
+    return b.p;
+}
+
+static hold_op *hold_op_new(sg_gate *g, sg_http_req *req, sg_jop_type type, const sg_op_request *r,
+                            const char *action)
+{
+    hold_op *h = sg_xcalloc(1, sizeof *h);
+    h->g = g;
+    h->req = req;
+    h->source = dup_or_null(r->hold.all ? NULL : r->hold.source);
+    h->job = dup_or_null(r->hold.all ? NULL : r->hold.job);
+    h->reason = dup_or_null(r->reason);
+    h->actor = sg_xstrdup(r->actor ? r->actor : "stormguard");
+    h->detail = describe(&r->hold, r->newest_only, r->reason);
+    h->op.type = type;
+    h->op.hold = (sg_hold_filter){
+        .all = r->hold.all, .source = h->source, .job = h->job, .limit = r->hold.limit};
+    h->op.newest_only = r->newest_only;
+    h->op.reason = h->reason;
+    h->op.actor = h->actor;
+    h->op.action = action;
+    h->op.detail = h->detail;
+    h->op.done = on_hold_done;
+    h->op.ud = h;
+    if (type == SG_JOP_RELEASE) {
+        /* released events queue behind everything submitted so far and
+         * ahead of what arrives after: the next generation (store.h) */
+        h->op.qgen = ++g->qgen;
+    }
+    return h;
+}
+
+static bool refuse_stopping(sg_gate *g, sg_http_req *req)
+{
+    if (!g->stopping)
+        return false;
+    sg_gate_reply_error(req, 503, "stormguard is shutting down", 1);
+    return true;
+}
+
+void sg_gate_release(sg_gate *g, sg_http_req *req, const sg_op_request *r)
+{
+    if (refuse_stopping(g, req))
+        return;
+    hold_op *h = hold_op_new(g, req, SG_JOP_RELEASE, r, "release");
+    sg_journal_submit(g->journal, &h->op);
+}
+
+void sg_gate_drop(sg_gate *g, sg_http_req *req, const sg_op_request *r)
+{
+    if (refuse_stopping(g, req))
+        return;
+    hold_op *h = hold_op_new(g, req, SG_JOP_DROP, r, "drop");
+    sg_journal_submit(g->journal, &h->op);
+}
+
+/* ---- the drain ---- */
+
+/* With on_storm = drain, held events leave at drain_rate per second, newest
+ * build of each job only: the older ones are superseded, as an operator's
+ * `release --newest-only` would do. One release at a time. */
+static void on_drain_tick(uv_timer_t *t)
+{
+    sg_gate *g = t->data;
+    if (g->draining || g->stopping || g->counts[SG_KIND_UNKNOWN][ST_HELD] <= 0)
+        return;
+    int64_t n = g->cfg->drain_rate * DRAIN_TICK_MS / 1000;
+    sg_op_request r = {.hold = {.all = true, .limit = n > 0 ? n : 1},
+                       .newest_only = true,
+                       .actor = "stormguard (drain)"};
+    g->draining = true;
+    hold_op *h = hold_op_new(g, NULL, SG_JOP_RELEASE, &r, "drain");
+    sg_journal_submit(g->journal, &h->op);
+}
+
+void sg_hold_start(sg_gate *g)
+{
+    uv_timer_init(g->loop, &g->drain);
+    g->drain.data = g;
+    if (!strcmp(g->cfg->on_storm, "drain"))
+        uv_timer_start(&g->drain, on_drain_tick, DRAIN_TICK_MS, DRAIN_TICK_MS);
+}
+
+void sg_hold_stop(sg_gate *g)
+{
+    uv_close((uv_handle_t *)&g->drain, NULL);
+}
+
+/* ---- the held summary ---- */
+
+static void held_job(void *ud, const char *source, const char *job, int64_t count, int64_t oldest,
+                     int64_t newest)
+{
+    json_array_append_new(ud, json_pack("{s:s,s:s,s:I,s:I,s:I}", "source", source, "job", job,
+                                        "count", (json_int_t)count, "oldest", (json_int_t)oldest,
+                                        "newest", (json_int_t)newest));
+}
+
+void sg_gate_held(sg_gate *g, sg_http_req *req)
+{
+    json_t *jobs = json_array();
+    sg_error err;
+    if (sg_store_held_summary(g->reader, held_job, jobs, &err)) {
+        json_decref(jobs);
+        sg_gate_reply_error(req, 500, err.msg, 0);
+        return;
+    }
+    int64_t held = 0;
+    for (size_t i = 0; i < json_array_size(jobs); i++)
+        held += json_integer_value(json_object_get(json_array_get(jobs, i), "count"));
+    sg_gate_reply_json(req, 200, json_pack("{s:I,s:o}", "held", (json_int_t)held, "jobs", jobs), 0);
+}
