@@ -46,8 +46,9 @@ static const char *const statement_sql[ST_COUNT] = {
                   "VALUES (?1, ?2, ?3, ?4, ?5)",
     [ST_EVENT_INSERT] = "INSERT INTO event(received_at, source, job, number, build_ts, kind, "
                         "reason, state, method, path, headers, body, next_attempt_at, done_at, "
-                        "qgen) "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                        "qgen, last_error) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+                        "?16)",
     [ST_EVENT_UPDATE] = "UPDATE event SET state = ?1, attempts = ?2, next_attempt_at = ?3, "
                         "last_error = ?4, done_at = ?5 WHERE id = ?6",
     [ST_LEDGER_ADD] = "INSERT OR IGNORE INTO ledger(source, job, number, accepted_at, event_id) "
@@ -802,6 +803,7 @@ int sg_store_event_insert(sg_store *s, sg_event_row *r, sg_error *err)
     bind_int_or_null(st, 13, r->next_attempt_at);
     bind_int_or_null(st, 14, r->done_at);
     sqlite3_bind_int64(st, 15, r->qgen);
+    bind_text_or_null(st, 16, r->last_error);
     int rc = step_done(s, st, err, "journaling an event in");
     if (rc == 0)
         r->id = sqlite3_last_insert_rowid(s->db);
