@@ -3,7 +3,10 @@
 # (Jenkins cursors and posted markers, Travis build numbers, Docker digests)
 # next to other applications' keys. stormguard inspects it, snapshots the
 # poller's state, refuses a runbook FLUSHDB that would log everyone out,
-# flushes only what was asked (after a snapshot), and restores it.
+# flushes only what was asked (after a snapshot), and restores it. Then the
+# daemon: stormguard run in front of a stand-in notifier notices a FLUSHALL
+# within milliseconds, rewarms the poller's keys, and holds the builds it
+# cannot tell from replays until an operator releases the newest of each job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -13,7 +16,8 @@ sg=$PWD/build/stormguard
 
 source scripts/redis-helpers.sh
 work=$(mktemp -d)
-trap 'sg_stop_redis; rm -rf "$work"' EXIT
+daemon_pids=()
+trap 'kill "${daemon_pids[@]}" 2>/dev/null; wait "${daemon_pids[@]}" 2>/dev/null; sg_stop_redis; rm -rf "$work"' EXIT
 sg_start_redis "$work"
 url=redis://127.0.0.1:$SG_REDIS_PORT/0
 export STORMGUARD_CONFIG=$work/stormguard.ini
@@ -25,7 +29,7 @@ path = $work/stormguard.db
 [profile]
 name = igor
 [flush]
-announce = no    ; no gate (stormguard run) runs in this demo to announce a flush to
+announce = no    ; the first half of this demo runs no gate to announce a flush to
 INI
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -77,3 +81,72 @@ run "$sg" restore latest
 
 say "The snapshots kept in the store"
 run "$sg" snapshots
+
+say "Now the daemon. A stand-in notifier (Echo) that logs what reaches it:"
+sink_port=$(sg_free_port)
+python3 -u -c '
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        b = body["content"]["project"]
+        print("  notifier <- %s #%s" % (b["name"], b["lastBuild"]["number"]), flush=True)
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+' "$sink_port" &
+daemon_pids+=($!)
+gate_port=$(sg_free_port)
+admin_port=$(sg_free_port)
+cat >>"$STORMGUARD_CONFIG" <<INI
+[gate]
+listen = 127.0.0.1:$gate_port
+downstream = http://127.0.0.1:$sink_port
+[admin]
+listen = 127.0.0.1:$admin_port
+[guard]
+rewarm = yes
+INI
+printf '$ stormguard run --rewarm on   (log: %s)\n' "$work/run.log"
+"$sg" run >"$work/run.log" 2>&1 &
+daemon_pids+=($!)
+for _ in $(seq 1 50); do
+  curl -sf "http://127.0.0.1:$admin_port/healthz" >/dev/null && break
+  sleep 0.1
+done
+sleep 0.5
+run "$sg" status
+
+say "Someone runs FLUSHALL by hand. stormguard notices it and puts the poller's keys back:"
+printf '$ redis-cli FLUSHALL\n'
+redis-cli -p "$SG_REDIS_PORT" flushall >/dev/null
+sleep 1
+grep -E "wiped|rewarmed|guard mode" "$work/run.log" | sed 's/^/  log: /'
+printf 'igor keys: %s\n' "$(redis-cli -p "$SG_REDIS_PORT" --scan --pattern 'igor:*' | wc -l)"
+
+say "Builds arriving now, as a poller that lost its memory would post them:"
+event() { # job number timestamp
+  printf '{"details":{"type":"build","source":"igor"},"content":{"master":"jenkins-prod","project":{"name":"%s","lastBuild":{"number":%s,"result":"SUCCESS","building":false,"timestamp":"%s","url":"https://jenkins/job/%s/%s/"}}}}' \
+    "$1" "$2" "$3" "$1" "$2"
+}
+post() {
+  printf '  post %-24s #%-4s -> ' "$1" "$2"
+  curl -s -X POST -H 'Content-Type: application/json' --data-binary "$(event "$@")" \
+    "http://127.0.0.1:$gate_port/"
+  echo
+}
+cursor=$(redis-cli -p "$SG_REDIS_PORT" hget 'igor:jenkins-prod:TEAM-1/SERVICE-1:team-1/service-1' lastPollCycleTimestamp)
+post team-1/service-1 101 "$((cursor - 3600000))"      # announced long ago: a replay
+post team-1/service-1 900 "$((cursor + 60000))"        # genuinely new: forwarded at once
+for n in 41 42 43; do post team-9/created-later "$n" "$((cursor + n))"; done  # unknown job
+sleep 0.5
+
+say "Held until someone decides. The newest build of each job goes, the older ones are superseded:"
+run "$sg" held
+run "$sg" release --all --newest-only
+sleep 0.5
+say "The operator ends guard mode; jenkins-prod stays in storm mode for a while"
+echo "(three builds of one job within a minute tripped the storm detector; it ends once"
+echo "[storm] cooldown passes without another signal)"
+run "$sg" guard off --reason "demo over"
+run "$sg" status

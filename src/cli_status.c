@@ -20,12 +20,43 @@ static const char *str(json_t *o, const char *key)
     return s ? s : "-";
 }
 
+/* The mode's why: guard until when and for what, each storm, the watcher. */
+static void print_modes(json_t *doc)
+{
+    json_t *g = json_object_get(doc, "guard");
+    if (json_is_object(g))
+        printf("guard mode until %s: %s\n", str(g, "until"), str(g, "reason"));
+    size_t i;
+    json_t *st;
+    json_array_foreach(json_object_get(doc, "storms"), i, st)
+    {
+        const char *src = json_string_value(json_object_get(st, "source"));
+        printf("storm on %s until %s: %s\n", src ? src : "all sources", str(st, "until"),
+               str(st, "trigger"));
+    }
+    json_t *r = json_object_get(doc, "redis");
+    if (json_is_object(r)) {
+        char buf[512];
+        printf("redis %s: link %s, canary %s%s%s\n", str(r, "address"), str(r, "link"),
+               str(r, "canary"), json_is_true(json_object_get(r, "tracking")) ? ", tracking" : "",
+               opt(r, "last_error", buf, sizeof buf));
+    } else {
+        printf("redis: not watched\n");
+    }
+    printf("wipes %lld, storm signals %lld, rewarms %lld, held %lld\n",
+           (long long)json_integer_value(json_object_get(doc, "wipes")),
+           (long long)json_integer_value(json_object_get(doc, "storm_signals")),
+           (long long)json_integer_value(json_object_get(doc, "rewarms")),
+           (long long)json_integer_value(json_object_get(doc, "held")));
+}
+
 static void print_text(json_t *doc)
 {
     json_t *j = json_object_get(doc, "journal"), *d = json_object_get(doc, "downstream");
     json_t *snap = json_object_get(doc, "snapshot");
     printf("mode %s, up %llds since %s\n", str(doc, "mode"),
            (long long)json_integer_value(json_object_get(doc, "uptime_s")), str(doc, "started_at"));
+    print_modes(doc);
     char buf[512];
     printf("journal: %s, %lld writes queued%s\n",
            json_is_true(json_object_get(j, "writable")) ? "writable" : "NOT WRITABLE",
@@ -71,8 +102,9 @@ int sg_cmd_status(int argc, char **argv)
     sg_cli_spec spec = {
         .command = "status",
         .usage = "[--admin ADDR:PORT] [--json]",
-        .summary = "Shows what the running gate is doing: mode, journal, downstream health,\n"
-                   "baseline snapshot and event counts by kind and state. --json prints the\n"
+        .summary = "Shows what the running gate is doing: mode (and why: guard mode, storms,\n"
+                   "the watched Redis), journal, downstream health, baseline snapshot and\n"
+                   "event counts by kind and state. --json prints the\n"
                    "/v1/status document as is.",
     };
     sg_cli cli;
