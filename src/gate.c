@@ -420,7 +420,7 @@ static void reload_done(uv_work_t *w, int status)
         g->baseline_id = r->id;
         sg_log(SG_LOG_INFO, "gate", "classifying against snapshot %lld (%zu jobs)",
                (long long)r->id, g->index.jobs.len);
-        sg_guard_baseline(g, r->id);
+        sg_guard_baseline(g, r->id, false);
     } else if (r->rc) {
         sg_log(SG_LOG_ERROR, "gate", "reloading the build index: %s", r->err.msg);
     }
@@ -825,6 +825,9 @@ static int start(sg_gate *g, sg_error *err)
     if ((rc = sg_http_start(g->loop, &ao, sg_admin_handle, &g->admin, &g->admin_http, err)))
         return sg_error_prefix(err, "admin API");
 
+    sg_hold_start(g);
+    if ((rc = sg_guard_start(g, err)))
+        return rc;
     uv_signal_init(g->loop, &g->sigterm);
     uv_signal_init(g->loop, &g->sigint);
     uv_signal_init(g->loop, &g->sighup);
@@ -845,9 +848,6 @@ static int start(sg_gate *g, sg_error *err)
            c->listen, c->admin_listen, g->admin_token ? ", token required" : "", c->downstream,
            (long long)g->baseline_id, g->index.jobs.len, g->ledger.builds.len,
            (long long)pending);
-    sg_hold_start(g);
-    if ((rc = sg_guard_start(g, err)))
-        return rc;
     g->spilled = true; /* resume what the last run left pending */
     sg_gate_refill(g);
     return 0;

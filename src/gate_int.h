@@ -121,8 +121,9 @@ void sg_guard_stop(sg_gate *g);  /* closes handles (loop still running) */
 void sg_guard_close(sg_gate *g); /* frees the rest, after the loop ended */
 sg_mode sg_gate_mode_for(sg_gate *g, int64_t now, const char *source);
 void sg_guard_observe(sg_gate *g, int64_t now, const char *source, const char *job, sg_kind kind);
-/* A new baseline snapshot: the watcher samples its keys. */
-void sg_guard_baseline(sg_gate *g, int64_t snapshot_id);
+/* A new baseline snapshot: the watcher samples its keys, unless the
+ * snapshot predates the last wipe; keys_back (after a rewarm) arms anyway. */
+void sg_guard_baseline(sg_gate *g, int64_t snapshot_id, bool keys_back);
 /* The mode part of /v1/status: guard, storms, counters. */
 json_t *sg_guard_status(sg_gate *g);
 

@@ -150,12 +150,24 @@ static int sample_key(void *ud, const char *key)
 
 /* Hands the watcher keys of snapshot id to look for (a wipe of the poller's
  * keys alone leaves the canary). */
-void sg_guard_baseline(sg_gate *g, int64_t id)
+void sg_guard_baseline(sg_gate *g, int64_t id, bool keys_back)
 {
     if (!g->watch || !id)
         return;
-    sg_strlist keys = {0};
     sg_error err;
+    /* A snapshot taken before the last wipe names keys that are gone (a
+     * flush's own pre-flush snapshot, say): watching them would report the
+     * same wipe again. Only a rewarm, or a snapshot taken since, re-arms. */
+    sg_snapshot_info info;
+    if (!keys_back && g->last_wipe_at) {
+        if (sg_store_snapshot_get(g->reader, id, &info, &err))
+            return;
+        bool stale = info.taken_at_ms <= g->last_wipe_at;
+        sg_snapshot_info_close(&info);
+        if (stale)
+            return;
+    }
+    sg_strlist keys = {0};
     char glob[256];
     snprintf(glob, sizeof glob, "%s:*", g->cfg->prefix);
     if (sg_store_sample_keys(g->reader, id, g->cfg->profile == SG_PROFILE_NONE ? NULL : glob,
@@ -194,7 +206,7 @@ static void on_snapshot_done(void *ud, const sg_sidecar_result *r)
         sg_log(SG_LOG_INFO, "guard", "snapshot %lld: %lld keys in %.2fs", (long long)r->snapshot_id,
                (long long)r->keys, r->seconds);
     if (!r->suspect)
-        sg_guard_baseline(g, r->snapshot_id);
+        sg_guard_baseline(g, r->snapshot_id, false);
     if (a->req)
         /* "mode": what the announce put the gate in (the CLI checks it);
          * a storm on some source may be on as well */
@@ -239,7 +251,7 @@ static void on_rewarm_done(void *ud, const sg_sidecar_result *r)
                  (long long)r->skipped_existing, (long long)r->skipped_expired,
                  (long long)r->failed);
         sg_log(SG_LOG_INFO, "guard", "%s", detail);
-        sg_guard_baseline(g, r->snapshot_id); /* the keys are back: watch them again */
+        sg_guard_baseline(g, r->snapshot_id, true); /* the keys are back: watch them */
     }
     g->rewarms++;
     episode(g, NULL, detail, 0);
@@ -399,8 +411,11 @@ int sg_guard_start(sg_gate *g, sg_error *err)
     so.rate_factor = (double)c->storm_rate_factor;
     so.rate_floor = c->storm_rate_floor;
     int rc = sg_storm_init(&g->storm, &so, err);
-    if (rc)
-        return sg_error_prefix(err, "[storm]");
+    if (rc) {
+        char msg[SG_ERRMSG_MAX];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        return sg_error_set(err, SG_EUSAGE, "[storm] %s", msg); /* a configuration error */
+    }
     g->storm_on = true;
     sg_modes_init(&g->modes, on_mode_change, g);
     uv_timer_init(g->loop, &g->guard_tick);
@@ -418,7 +433,7 @@ int sg_guard_start(sg_gate *g, sg_error *err)
                         .count_pattern = c->profile == SG_PROFILE_NONE ? NULL : pattern};
     if ((rc = sg_watch_start(g->loop, &wo, on_wipe, on_link, g, &g->watch, err)))
         return sg_error_prefix(err, "watching Redis");
-    sg_guard_baseline(g, g->baseline_id);
+    sg_guard_baseline(g, g->baseline_id, false);
     return 0;
 }
 

@@ -665,7 +665,7 @@ wait_for() {
 # _sg_launch_gate: starts `stormguard run` with GATE_ARGS on GATE_PORT and
 # ADMIN_PORT; 0 once /healthz answers, 1 if it exited (GATE_RC, GATE_LOG).
 _sg_launch_gate() {
-    local a prev= have_db=0 have_down=0 have_rt=0 have_listen=0 have_admin=0 have_redis=0 i
+    local a prev= have_db=0 have_down=0 have_rt=0 have_listen=0 have_admin=0 have_redis=0 have_storm=0 i
     local listen=127.0.0.1:$GATE_PORT admin=127.0.0.1:$ADMIN_PORT
     for a in "${GATE_ARGS[@]}"; do
         case "$prev" in
@@ -681,6 +681,7 @@ _sg_launch_gate() {
         --admin) have_admin=1 ;;
         --admin=*) have_admin=1; admin=${a#--admin=} ;;
         --redis | --redis=* | --watch | --watch=*) have_redis=1 ;;
+        --storm-* | --on-storm*) have_storm=1 ;;
         esac
         prev=$a
     done
@@ -692,6 +693,10 @@ _sg_launch_gate() {
     [ $have_admin = 1 ] || defaults+=(--admin "127.0.0.1:$ADMIN_PORT")
     # a gate test watches Redis only when it says which (--redis URL)
     [ $have_redis = 1 ] || defaults+=(--watch off)
+    # nor does it meet the storm detector unless it sets a --storm-* flag:
+    # tests of other features post several builds of one job in a second
+    [ $have_storm = 1 ] || defaults+=(--storm-same-job 0 --storm-first-seen 0
+        --storm-replay-share 0 --storm-rate-factor 0)
     _SG_GATE_N=$((_SG_GATE_N + 1))
     GATE_LOG=$TMP/gate-$_SG_GATE_N.log
     GATE_RC=

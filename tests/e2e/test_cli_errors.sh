@@ -141,4 +141,13 @@ run sg snapshot --db "$TMP/sg-runtime.db"
 assert_rc 1 "snapshot against a closed port exits 1"
 assert_contains "$ERR" "cannot reach redis 127.0.0.1:1" "the message names the address"
 
+echo "# stormguard run: a storm threshold out of range is a usage error, and the daemon exits"
+run timeout 20 "$SG_BIN" run --downstream http://127.0.0.1:9 --db "$TMP/sg-run.db" --watch off \
+    --listen 127.0.0.1:0 --admin 127.0.0.1:0 --storm-same-job 1
+assert_rc 2 "--storm-same-job 1 exits 2 (not hanging)"
+assert_contains "$ERR" "same_job_builds 1 is out of range" "the message names the setting"
+run sgx run --downstream http://127.0.0.1:9 --on-storm panic
+assert_rc 2 "--on-storm panic is a usage error"
+assert_contains "$ERR" "hold,drain,drop" "the message names the choices"
+
 finish

@@ -266,7 +266,7 @@ static void error_bad_values(void **state)
     check_load_error("[storm]\non_storm = dra\n", 2, "must be one of hold,drain,drop");
     check_load_error("[guard]\nrewarm = maybe\n", 2, "must be yes or no");
     check_load_error("[snapshot]\nsuspect_below = 101\n", 2, "suspect_below");
-    check_load_error("[storm]\nsame_job_builds = 1\n", 2, "same_job_builds");
+    check_load_error("[storm]\nsame_job_builds = 65\n", 2, "same_job_builds");
 }
 
 static void load_guard_and_storm(void **state)
