@@ -28,7 +28,7 @@ delivered() { # JOB: build numbers of JOB the sink got, in order
 }
 
 echo "# the same-job signal: storm mode for one source"
-start_gate --watch off --storm-same-job 3 --storm-cooldown 3s --on-storm drain --drain-rate 2
+start_gate --watch off --storm-same-job 3 --storm-cooldown 60s --on-storm drain --drain-rate 2
 post "$(igor_event team-a/service-1 201 $(($(cursor 1) + 1000)))" new pending "build 201 of service-1: new"
 post "$(igor_event team-a/service-1 202 $(($(cursor 1) + 2000)))" new pending "build 202: new"
 assert_eq normal "$(mode)" "two builds of one job: still normal"
