@@ -59,13 +59,13 @@ ok "the drain is audited"
 
 echo "# the storm ends after its cooldown; held events stay held"
 stop_gate
-start_gate --watch off --storm-same-job 3 --storm-cooldown 2s --on-storm hold
+start_gate --watch off --storm-same-job 3 --storm-cooldown 5s --on-storm hold
 for n in 301 302 303; do
     gate_post / "$(igor_event team-a/service-2 $n $(($(cursor 2) + n)))"
 done
 assert_eq storm "$(mode)" "storm mode again (on_storm = hold)"
 post "$(igor_event team-h/held 1 1526040000000)" unknown held "an unknown build is held"
-wait_for 10 "the storm ends" status_is "d['mode']" normal
+wait_for 20 "the storm ends" status_is "d['mode']" normal
 sleep 1.5 # a drain would have run by now
 assert_eq 1 "$(json_get "$(gate_status)" "d['held']")" "leaving storm mode released nothing"
 assert_contains "$(cat "$GATE_LOG")" "stay held until released or dropped" "the log says events stay held"
