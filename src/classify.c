@@ -87,6 +87,11 @@ bool sg_ledger_add(sg_ledger *l, const char *source, const char *job, int64_t nu
     return sg_u64set_add(&l->builds, sg_hash_build(source, job, number));
 }
 
+void sg_ledger_add_job(sg_ledger *l, const char *source, const char *job)
+{
+    sg_u64set_add(&l->jobs, sg_hash_job(source, job));
+}
+
 void sg_ledger_forget(sg_ledger *l, const char *source, const char *job, int64_t number)
 {
     sg_u64set_remove(&l->builds, sg_hash_build(source, job, number));

@@ -191,6 +191,7 @@ typedef struct incoming {
     sg_http_req *req;
     sg_event ev;
     sg_kind kind;
+    bool remembered; /* added the build to the in-memory ledger */
     char *method, *path, *body;
     size_t body_len;
     sg_buf headers;
@@ -216,7 +217,7 @@ static void on_incoming_done(sg_jop *op)
     incoming *in = op->ud;
     sg_gate *g = in->g;
     if (op->status) {
-        if (forwardable(in->kind))
+        if (in->remembered)
             sg_ledger_forget(&g->ledger, in->ev.source, in->ev.job, in->ev.number);
         if (g->journal_ok)
             sg_log(SG_LOG_ERROR, "journal", "cannot journal events, answering 503: %s",
@@ -235,6 +236,8 @@ static void on_incoming_done(sg_jop *op)
         sg_log(SG_LOG_INFO, "journal", "journal writable again");
     g->journal_ok = true;
     sg_histogram_observe(&g->commit_hist, op->commit_s);
+    if (op->duplicate)
+        in->kind = SG_KIND_REPLAY; /* of a build the store's ledger had */
     int st = state_index(op->row.state);
     g->counts[in->kind][st]++;
     g->received[in->kind]++;
@@ -319,8 +322,6 @@ static void on_request(void *ud, sg_http_req *req)
      * new one, and the first build held would let the rest through. */
     if (why == SG_REASON_LEDGER_JOB && sg_gate_mode_for(g, now, in->ev.source) != SG_MODE_NORMAL)
         in->kind = SG_KIND_UNKNOWN;
-    if (forwardable(in->kind))
-        sg_ledger_add(&g->ledger, in->ev.source, in->ev.job, in->ev.number);
     /* copies: h2o may free the request (an HTTP/2 reset) while the journal
      * thread still reads them */
     in->method = sg_xstrndup(method.p, method.len);
@@ -340,6 +341,10 @@ static void on_request(void *ud, sg_http_req *req)
     r->reason = sg_reason_name(why);
     r->state = sg_hold_state(g, in->kind, in->ev.source, now, &r->last_error);
     bool pending = !strcmp(r->state, "pending");
+    if (forwardable(in->kind) && pending)
+        in->remembered = sg_ledger_add(&g->ledger, in->ev.source, in->ev.job, in->ev.number);
+    else if (forwardable(in->kind))
+        sg_ledger_add_job(&g->ledger, in->ev.source, in->ev.job);
     r->done_at = pending || !strcmp(r->state, "held") ? 0 : now;
     r->qgen = pending ? g->qgen : 0;
     r->method = in->method;
@@ -728,9 +733,13 @@ static void count_events(void *ud, const char *kind, const char *state, int64_t 
         g->counts[k][s] = n;
 }
 
-static void ledger_add(void *ud, const char *source, const char *job, int64_t number)
+static void ledger_add(void *ud, const char *source, const char *job, int64_t number,
+                       bool parked)
 {
-    sg_ledger_add(ud, source, job, number);
+    if (parked)
+        sg_ledger_add_job(ud, source, job);
+    else
+        sg_ledger_add(ud, source, job, number);
 }
 
 static bool loopback(const char *listen)

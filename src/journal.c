@@ -24,6 +24,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "stormguard/classify.h"
 #include "stormguard/util.h"
 
 #define LINGER_US 250    /* longest a write waits for company */
@@ -54,8 +55,25 @@ static int apply_one(sg_store *s, sg_jop *op, sg_error *err)
     int64_t now = sg_now_ms();
     switch (op->type) {
     case SG_JOP_INSERT: {
-        int rc = sg_store_event_insert(s, r, err);
-        if (rc == 0 && op->ledger)
+        /* The store's ledger has the last word on "accepted before": a held
+         * build is not in the loop's memory (classify.h), so its second
+         * delivery is caught here, and in the same transaction as the
+         * first when both ride in one batch. */
+        op->duplicate = false;
+        int rc = 0;
+        if (op->ledger &&
+            (rc = sg_store_ledger_has(s, r->source, r->job, r->number, &op->duplicate, err)))
+            return rc;
+        if (op->duplicate) {
+            r->kind = sg_kind_name(SG_KIND_REPLAY);
+            r->reason = sg_reason_name(SG_REASON_LEDGER);
+            r->state = "suppressed";
+            r->last_error = NULL;
+            r->done_at = now;
+            r->qgen = 0;
+        }
+        rc = sg_store_event_insert(s, r, err);
+        if (rc == 0 && op->ledger && !op->duplicate)
             rc = sg_store_ledger_add(s, r->source, r->job, r->number, r->id, err);
         return rc;
     }

@@ -26,6 +26,7 @@ enum {
     ST_EVENT_INSERT,
     ST_EVENT_UPDATE,
     ST_LEDGER_ADD,
+    ST_LEDGER_HAS,
     ST_COUNT
 };
 
@@ -53,6 +54,7 @@ static const char *const statement_sql[ST_COUNT] = {
                         "last_error = ?4, done_at = ?5 WHERE id = ?6",
     [ST_LEDGER_ADD] = "INSERT OR IGNORE INTO ledger(source, job, number, accepted_at, event_id) "
                       "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_LEDGER_HAS] = "SELECT 1 FROM ledger WHERE source = ?1 AND job = ?2 AND number = ?3",
 };
 
 struct sg_store {
@@ -840,16 +842,34 @@ int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_
     return step_done(s, st, err, "writing the ledger in");
 }
 
+int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number,
+                        bool *found, sg_error *err)
+{
+    sqlite3_stmt *st = stmt(s, ST_LEDGER_HAS, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, job, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, number);
+    int rc = sqlite3_step(st);
+    *found = rc == SQLITE_ROW;
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_error(s, err, "reading the ledger in");
+}
+
 int sg_store_ledger_each(sg_store *s, sg_ledger_fn fn, void *ud, sg_error *err)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "SELECT source, job, number FROM ledger", -1, &st, NULL) !=
-        SQLITE_OK)
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT l.source, l.job, l.number,"
+                           " coalesce(e.state IN ('held', 'dropped', 'superseded'), 0)"
+                           " FROM ledger l LEFT JOIN event e ON e.id = l.event_id",
+                           -1, &st, NULL) != SQLITE_OK)
         return db_error(s, err, "reading the ledger in");
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
-           sqlite3_column_int64(st, 2));
+           sqlite3_column_int64(st, 2), sqlite3_column_int(st, 3) != 0);
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : db_error(s, err, "reading the ledger in");
 }

@@ -40,15 +40,23 @@ void sg_index_cursor(sg_index *ix, const char *source, const char *job, int64_t 
 void sg_index_completed(sg_index *ix, const char *source, const char *job, int64_t number);
 void sg_index_posted(sg_index *ix, const char *source, const char *job, int64_t number);
 
+/* The in-memory part of the gate's ledger. The store's ledger table is the
+ * authority on "accepted before" (the journal checks it for every build it
+ * accepts); this is its fast path for builds queued for forwarding, so that
+ * their replays are told at classification time. Held builds only make
+ * their jobs known: a million of them must not cost memory (the held queue
+ * lives on disk). */
 typedef struct sg_ledger {
-    sg_u64set builds; /* sg_hash_build of every build accepted for forwarding */
-    sg_u64set jobs;   /* sg_hash_job of their jobs */
+    sg_u64set builds; /* sg_hash_build of builds accepted for forwarding */
+    sg_u64set jobs;   /* sg_hash_job of every accepted build's job, held too */
 } sg_ledger;
 
 void sg_ledger_init(sg_ledger *l);
 void sg_ledger_close(sg_ledger *l);
-/* Records a build; false if it was already there. */
+/* Records a build and its job; false if the build was already there. */
 bool sg_ledger_add(sg_ledger *l, const char *source, const char *job, int64_t number);
+/* Records only a job (a held build's: the store keeps the build). */
+void sg_ledger_add_job(sg_ledger *l, const char *source, const char *job);
 /* Forgets a build (its journal write failed, so it was never accepted). The
  * job stays known: harmless, as a job is only "known" to tell new from
  * unknown. */

@@ -30,6 +30,8 @@ struct sg_jop {
     sg_jop_type type;
     sg_event_row row;   /* borrowed strings: must live until done runs */
     bool ledger;        /* INSERT: also add (source, job, number) to the ledger */
+    bool duplicate;     /* INSERT with ledger: the ledger had the build, so the
+                         * row went in as a suppressed replay instead */
     /* RELEASE, DROP: which events, how; results after commit */
     sg_hold_filter hold;
     bool newest_only;

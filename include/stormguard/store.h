@@ -174,8 +174,15 @@ int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t at
 int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
                         int64_t event_id, sg_error *err);
 
-/* Calls fn for every ledger entry (to rebuild the in-memory ledger). */
-typedef void (*sg_ledger_fn)(void *ud, const char *source, const char *job, int64_t number);
+/* Whether the ledger has the build (*found). */
+int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number,
+                        bool *found, sg_error *err);
+
+/* Calls fn for every ledger entry (to rebuild the in-memory ledger); parked
+ * says its event waits on an operator or never leaves (held, dropped,
+ * superseded). */
+typedef void (*sg_ledger_fn)(void *ud, const char *source, const char *job, int64_t number,
+                             bool parked);
 int sg_store_ledger_each(sg_store *s, sg_ledger_fn fn, void *ud, sg_error *err);
 
 /* Calls the visitor for every row of a snapshot's build index. */

@@ -66,6 +66,8 @@ for n in 1 2 3; do
     post "$(igor_event team-z/stale $n 1526040000000)" unknown held "unknown job team-z/stale build $n is held"
 done
 post "$(igor_event team-y/other 7 1526040000000)" unknown held "unknown job team-y/other build 7 is held"
+post "$(igor_event team-z/stale 2 1526040000000)" replay suppressed \
+    "a second delivery of a held build is a replay (the store's ledger has it)"
 sleep 0.5
 assert_eq $((NFWD + 1)) "$(sink_count)" "only the new build reached the sink"
 assert_eq 4 "$(json_get "$(gate_status)" "d['held']")" "4 events held"
@@ -75,6 +77,8 @@ kill_gate
 restart_gate
 wait_for 10 "the watcher reconnects" link_up
 assert_eq 4 "$(json_get "$(gate_status)" "d['held']")" "still 4 held after kill -9 and restart"
+post "$(igor_event team-z/stale 3 1526040000000)" replay suppressed \
+    "after the restart a held build's second delivery is still a replay"
 
 echo "# the held summary and release --newest-only"
 run op held --json
@@ -110,6 +114,8 @@ run op guard off --reason "storm over"
 assert_rc 0 "guard off"
 assert_eq normal "$(mode)" "normal mode"
 post "$(igor_event team-x/fresh 1 1526040000000)" unknown pending "unknown builds are forwarded in normal mode"
+post "$(igor_event team-z/stale 1 1526040000000)" replay suppressed "a superseded build stays suppressed in normal mode"
+post "$(igor_event team-y/other 7 1526040000000)" replay suppressed "a dropped build stays suppressed in normal mode"
 run op guard on --reason "maintenance"
 assert_rc 0 "guard on"
 assert_eq guard "$(mode)" "guard mode again"
