@@ -686,6 +686,11 @@ static void on_forward_stopped(void *ud)
 {
     sg_gate *g = ud;
     g->fwd = NULL;
+    /* The journal's read-write connections must close last: only such a
+     * last connection checkpoints and removes the WAL. Nothing reads from
+     * here on (the listeners and the forwarder are stopped). */
+    sg_store_free(g->reader);
+    g->reader = NULL;
     sg_journal_stop(g->journal, on_journal_stopped, g);
 }
 

@@ -152,7 +152,7 @@ static int sample_key(void *ud, const char *key)
  * keys alone leaves the canary). */
 void sg_guard_baseline(sg_gate *g, int64_t id, bool keys_back)
 {
-    if (!g->watch || !id)
+    if (!g->watch || !id || !g->reader) /* no reader: stopping */
         return;
     sg_error err;
     /* A snapshot taken before the last wipe names keys that are gone (a

@@ -45,6 +45,7 @@ struct sg_journal {
     sg_store *store;
     pthread_t checkpointer;
     sg_store *ckpt_store;
+    bool wal_warned;             /* writer: said once that the WAL cannot be emptied */
     void (*stopped)(void *ud);
     void *stopped_ud;
 };
@@ -129,6 +130,30 @@ static void commit_batch(sg_journal *j, sg_jop *batch)
     }
 }
 
+/* The checkpointer's passive checkpoints copy the WAL into the database
+ * without stopping commits, but under a steady stream of commits they never
+ * copy all of it, and SQLite starts the WAL file over only after a checkpoint
+ * that did: left alone, the WAL grows without end (gigabytes in minutes at
+ * full load, and the shared-memory index with it). So once it passes
+ * WAL_RESET_FRAMES pages, the writer itself, between two batches, finishes
+ * the copy and empties the file. The passive checkpoints have copied nearly
+ * everything by then, so the pause is short. */
+#define WAL_RESET_FRAMES 8192 /* 32 MiB of 4 KiB pages */
+
+static void bound_wal(sg_journal *j)
+{
+    if (sg_store_wal_frames(j->store) < WAL_RESET_FRAMES)
+        return;
+    sg_error err;
+    if (sg_store_checkpoint(j->store, SG_CHECKPOINT_TRUNCATE, NULL, &err)) {
+        if (!j->wal_warned)
+            fprintf(stderr, "stormguard: journal: cannot empty the WAL: %s\n", err.msg);
+        j->wal_warned = true;
+        return;
+    }
+    j->wal_warned = false;
+}
+
 static void *writer(void *arg)
 {
     sg_journal *j = arg;
@@ -159,6 +184,7 @@ static void *writer(void *arg)
         pthread_mutex_unlock(&j->lock);
 
         commit_batch(j, batch);
+        bound_wal(j);
 
         pthread_mutex_lock(&j->lock);
         *j->done_tail = batch;
@@ -189,13 +215,14 @@ static void *checkpointer(void *arg)
             break;
         pthread_mutex_unlock(&j->lock);
         sg_error err;
-        if (sg_store_checkpoint(j->ckpt_store, &err))
+        if (sg_store_checkpoint(j->ckpt_store, SG_CHECKPOINT_PASSIVE, NULL, &err))
             fprintf(stderr, "stormguard: journal checkpoint: %s\n", err.msg);
         pthread_mutex_lock(&j->lock);
     }
     pthread_mutex_unlock(&j->lock);
     sg_error err;
-    sg_store_checkpoint(j->ckpt_store, &err); /* leave a short WAL behind */
+    /* the writer has stopped: leave an empty WAL behind */
+    sg_store_checkpoint(j->ckpt_store, SG_CHECKPOINT_TRUNCATE, NULL, &err);
     return NULL;
 }
 

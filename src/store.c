@@ -64,6 +64,7 @@ struct sg_store {
     int64_t snapshot_id; /* open snapshot transaction, 0 if none */
     int64_t key_seq;     /* keys added to it so far */
     sg_sync_mode sync;   /* the configured synchronous mode */
+    int wal_frames;      /* the WAL's length after this connection's last commit */
 };
 
 /* A snapshot's keys have ids KEY_ID(snapshot, 0) .. KEY_ID(snapshot, n - 1)
@@ -190,6 +191,14 @@ static int migrate(sg_store *s, int target, sg_error *err)
     return 0;
 }
 
+static int on_wal_commit(void *ud, sqlite3 *db, const char *name, int frames)
+{
+    (void)db;
+    (void)name;
+    ((sg_store *)ud)->wal_frames = frames;
+    return SQLITE_OK;
+}
+
 int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out, sg_error *err)
 {
     static const sg_store_options defaults = {0};
@@ -226,11 +235,12 @@ int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out,
         snprintf(tune, sizeof tune, "PRAGMA cache_size = -%d", opt->cache_kib);
         rc = exec(s, tune, err, "configuring store");
     }
-    if (rc == 0 && opt->checkpoint_pages) {
-        snprintf(tune, sizeof tune, "PRAGMA wal_autocheckpoint = %d",
-                 opt->checkpoint_pages < 0 ? 0 : opt->checkpoint_pages);
+    if (rc == 0 && opt->checkpoint_pages > 0) {
+        snprintf(tune, sizeof tune, "PRAGMA wal_autocheckpoint = %d", opt->checkpoint_pages);
         rc = exec(s, tune, err, "configuring store");
     }
+    if (rc == 0 && opt->checkpoint_pages < 0)
+        sqlite3_wal_hook(s->db, on_wal_commit, s); /* replaces the auto-checkpoint */
     if (rc) {
         sg_store_free(s);
         return rc;
@@ -742,9 +752,20 @@ int sg_store_audit(sg_store *s, const char *actor, const char *action, const cha
 
 /* ---- the gate's journal ---- */
 
-int sg_store_checkpoint(sg_store *s, sg_error *err)
+int sg_store_wal_frames(const sg_store *s)
 {
-    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return s->wal_frames;
+}
+
+int sg_store_checkpoint(sg_store *s, sg_checkpoint_mode mode, int *wal_frames, sg_error *err)
+{
+    int frames = -1, done = -1;
+    int rc = sqlite3_wal_checkpoint_v2(
+        s->db, NULL, mode == SG_CHECKPOINT_TRUNCATE ? SQLITE_CHECKPOINT_TRUNCATE
+                                                    : SQLITE_CHECKPOINT_PASSIVE,
+        &frames, &done);
+    if (wal_frames)
+        *wal_frames = rc == SQLITE_OK ? frames : -1;
     if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
         return db_error(s, err, "checkpointing");
     return 0;

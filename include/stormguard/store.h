@@ -33,7 +33,8 @@ typedef struct sg_store_options {
     int migrate_to;      /* 0: latest; tests stop at an earlier version */
     int cache_kib;       /* page cache; 0: SQLite's default (2 MiB) */
     int checkpoint_pages; /* WAL auto-checkpoint interval; 0: SQLite's default (1000),
-                             -1: never (someone calls sg_store_checkpoint) */
+                             -1: never (someone calls sg_store_checkpoint and
+                             watches sg_store_wal_frames) */
 } sg_store_options;
 
 /* Opens (creating with mode 0600 and its directory if needed) and migrates
@@ -155,9 +156,18 @@ typedef struct sg_event_row {
     int64_t qgen;            /* queue generation of a pending event (004_held.sql) */
 } sg_event_row;
 
-/* Copies what the WAL holds into the database without blocking writers
- * (a passive checkpoint). */
-int sg_store_checkpoint(sg_store *s, sg_error *err);
+/* Copies what the WAL holds into the database. Passive never blocks
+ * writers, but under a steady stream of commits it never catches up either,
+ * and SQLite starts the WAL over only after a checkpoint that did: truncate
+ * waits for the writer, copies the rest and empties the file. *wal_frames
+ * (may be NULL) is the WAL's length in frames (pages) afterwards, -1 if
+ * unknown (another checkpoint or a writer held it up). */
+typedef enum sg_checkpoint_mode { SG_CHECKPOINT_PASSIVE, SG_CHECKPOINT_TRUNCATE } sg_checkpoint_mode;
+int sg_store_checkpoint(sg_store *s, sg_checkpoint_mode mode, int *wal_frames, sg_error *err);
+
+/* With checkpoint_pages -1: the WAL's length in frames after this
+ * connection's last commit. */
+int sg_store_wal_frames(const sg_store *s);
 
 /* Explicit transactions, for the journal's group commit. */
 int sg_store_begin(sg_store *s, sg_error *err);

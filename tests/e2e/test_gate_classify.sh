@@ -213,6 +213,8 @@ run sg snapshot --json
 assert_rc 0 "a snapshot of everything, without --profile"
 stop_gate
 assert_eq 0 "$GATE_RC" "SIGTERM stops the gate with exit 0"
+assert_eq no "$([[ -e $SG_DB-wal ]] && echo yes || echo no)" \
+    "a clean stop checkpoints and removes the WAL"
 restart_gate
 assert_eq "$SNAP2" "$(json_get "$(gate_status)" "d['snapshot']['id']")" \
     "after the restart the baseline is still igor snapshot $SNAP2"
