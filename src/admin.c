@@ -197,10 +197,15 @@ static bool operator_route(sg_admin *a, sg_http_req *req, sg_str method, sg_str 
 {
     bool post = is_method(method, "POST");
     if (route_is(path, "/v1/held")) {
-        if (is_method(method, "GET"))
-            sg_gate_held(a->gate, req);
-        else
+        char limit_s[16];
+        int64_t limit = 100;
+        if (!is_method(method, "GET"))
             reply_error(req, 405, "use GET");
+        else if (query_param(path, "limit", limit_s, sizeof limit_s) &&
+                 sg_parse_int64(limit_s, 1, 10000, &limit))
+            reply_error(req, 400, "limit must be a number from 1 to 10000");
+        else
+            sg_gate_held(a->gate, req, limit);
         return true;
     }
     int which = route_is(path, "/v1/release") ? 1 : route_is(path, "/v1/drop") ? 2

@@ -57,26 +57,50 @@ static void print_held(json_t *doc)
     sg_table_print(t, stdout);
     sg_table_free(t);
     free(rows);
-    printf("%lld event%s held in %zu job%s\n", num(doc, "held"), num(doc, "held") == 1 ? "" : "s",
-           n, n == 1 ? "" : "s");
+    long long held = num(doc, "held"), total = num(doc, "jobs_total");
+    printf("%lld event%s held in %lld job%s", held, held == 1 ? "" : "s", total,
+           total == 1 ? "" : "s");
+    if ((long long)n < total)
+        printf(" (shown: the %zu with the most; --limit N for more)", n);
+    printf("\n");
+}
+
+static int on_held_opt(void *ud, int id, const char *arg, sg_error *err)
+{
+    (void)id;
+    if (sg_parse_int64(arg, 1, 10000, ud))
+        return sg_error_set(err, SG_EUSAGE, "--limit must be a number from 1 to 10000, not '%s'",
+                            arg);
+    return 0;
 }
 
 int sg_cmd_held(int argc, char **argv)
 {
+    static const sg_cli_opt opts[] = {
+        {"limit", "N", 1, "list the N jobs with the most held events (1 to 10000; default 100)"},
+        {NULL, NULL, 0, NULL},
+    };
+    int64_t limit = 100;
     sg_cli_spec spec = {
         .command = "held",
-        .usage = "[--admin ADDR:PORT] [--json]",
+        .usage = "[--limit N] [--admin ADDR:PORT] [--json]",
         .summary = "Lists the events the running gate holds, per source and job: how many, and\n"
-                   "their oldest and newest build numbers. --json prints the /v1/held document\n"
+                   "their oldest and newest build numbers, for the jobs with the most held\n"
+                   "events, and the totals over all jobs. --json prints the /v1/held document\n"
                    "as is. Release them with 'stormguard release', discard them with\n"
                    "'stormguard drop'.",
+        .opts = opts,
+        .on_opt = on_held_opt,
+        .ud = &limit,
     };
     sg_cli cli;
     int rc = sg_cli_parse(&cli, &spec, argc, argv);
     sg_buf raw = {0};
     json_t *doc = NULL;
+    char path[48];
+    snprintf(path, sizeof path, "/v1/held?limit=%lld", (long long)limit);
     if (rc == 0)
-        rc = sg_cli_admin_json(&cli, "GET", "/v1/held", NULL, SG_CLI_ADMIN_READ_MS, &doc, &raw);
+        rc = sg_cli_admin_json(&cli, "GET", path, NULL, SG_CLI_ADMIN_READ_MS, &doc, &raw);
     if (rc == 0 && cli.json)
         sg_cli_print_raw(&raw);
     else if (rc == 0)

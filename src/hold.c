@@ -219,6 +219,20 @@ void sg_hold_stop(sg_gate *g)
 
 /* ---- the held summary ---- */
 
+/* The summary groups every held row: a million of them take a second to
+ * read, so it runs on libuv's thread pool with its own read-only connection
+ * and the loop goes on answering meanwhile. The reply lists the `limit` jobs
+ * with the most held events and the totals over all of them. */
+typedef struct held_query {
+    uv_work_t work;
+    sg_gate *g;
+    sg_http_req *req;
+    int64_t limit, held, jobs_total;
+    json_t *jobs;
+    int rc;
+    sg_error err;
+} held_query;
+
 static void held_job(void *ud, const char *source, const char *job, int64_t count, int64_t oldest,
                      int64_t newest)
 {
@@ -227,17 +241,49 @@ static void held_job(void *ud, const char *source, const char *job, int64_t coun
                                         "newest", (json_int_t)newest));
 }
 
-void sg_gate_held(sg_gate *g, sg_http_req *req)
+static void held_work(uv_work_t *w)
 {
-    json_t *jobs = json_array();
-    sg_error err;
-    if (sg_store_held_summary(g->reader, held_job, jobs, &err)) {
-        json_decref(jobs);
-        sg_gate_reply_error(req, 500, err.msg, 0);
-        return;
+    held_query *q = w->data;
+    sg_store *s;
+    sg_store_options ro = {.readonly = true};
+    q->rc = sg_store_open(q->g->cfg->db_path, &ro, &s, &q->err);
+    if (q->rc == 0) {
+        q->rc = sg_store_held_summary(s, q->limit, held_job, q->jobs, &q->held, &q->jobs_total,
+                                      &q->err);
+        sg_store_free(s);
     }
-    int64_t held = 0;
-    for (size_t i = 0; i < json_array_size(jobs); i++)
-        held += json_integer_value(json_object_get(json_array_get(jobs, i), "count"));
-    sg_gate_reply_json(req, 200, json_pack("{s:I,s:o}", "held", (json_int_t)held, "jobs", jobs), 0);
+}
+
+static void held_done(uv_work_t *w, int status)
+{
+    held_query *q = w->data;
+    if (status)
+        sg_gate_reply_error(q->req, 503, "stormguard is shutting down", 1);
+    else if (q->rc)
+        sg_gate_reply_error(q->req, 500, q->err.msg, 0);
+    else
+        sg_gate_reply_json(q->req, 200,
+                           json_pack("{s:I,s:I,s:O}", "held", (json_int_t)q->held, "jobs_total",
+                                     (json_int_t)q->jobs_total, "jobs", q->jobs),
+                           0);
+    json_decref(q->jobs);
+    free(q);
+}
+
+void sg_gate_held(sg_gate *g, sg_http_req *req, int64_t limit)
+{
+    held_query *q = sg_xcalloc(1, sizeof *q);
+    q->g = g;
+    q->req = req;
+    q->limit = limit;
+    q->jobs = json_array();
+    q->work.data = q;
+    int r = uv_queue_work(g->loop, &q->work, held_work, held_done);
+    if (r) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "cannot read the held queue now: %s", uv_strerror(r));
+        sg_gate_reply_error(req, 503, msg, 1);
+        json_decref(q->jobs);
+        free(q);
+    }
 }

@@ -46,6 +46,7 @@ struct sg_journal {
     pthread_t checkpointer;
     sg_store *ckpt_store;
     bool wal_warned;             /* writer: said once that the WAL cannot be emptied */
+    double wal_retry_at;         /* writer: no attempt to empty it before (sg_mono_s) */
     void (*stopped)(void *ud);
     void *stopped_ud;
 };
@@ -140,18 +141,28 @@ static void commit_batch(sg_journal *j, sg_jop *batch)
  * everything by then, so the pause is short. */
 #define WAL_RESET_FRAMES 8192 /* 32 MiB of 4 KiB pages */
 
+#define WAL_RETRY_MS 100      /* after a reader kept it from emptying the WAL */
+
 static void bound_wal(sg_journal *j)
 {
     if (sg_store_wal_frames(j->store) < WAL_RESET_FRAMES)
         return;
+    double now = sg_mono_s();
+    if (now < j->wal_retry_at)
+        return;
+    /* A long read (a held summary, a rewarm reading its snapshot) keeps the
+     * WAL from being emptied; the checkpoint does not wait for it, so the
+     * commits do not either: the WAL grows past the bound until it ends. */
     sg_error err;
-    if (sg_store_checkpoint(j->store, SG_CHECKPOINT_TRUNCATE, NULL, &err)) {
+    int frames;
+    if (sg_store_checkpoint(j->store, SG_CHECKPOINT_TRUNCATE, &frames, &err)) {
         if (!j->wal_warned)
             fprintf(stderr, "stormguard: journal: cannot empty the WAL: %s\n", err.msg);
         j->wal_warned = true;
-        return;
+    } else {
+        j->wal_warned = false;
     }
-    j->wal_warned = false;
+    j->wal_retry_at = frames == 0 ? 0 : now + WAL_RETRY_MS / 1000.0;
 }
 
 static void *writer(void *arg)

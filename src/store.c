@@ -191,6 +191,8 @@ static int migrate(sg_store *s, int target, sg_error *err)
     return 0;
 }
 
+#define BUSY_TIMEOUT_MS 5000 /* how long a statement waits for another connection's lock */
+
 static int on_wal_commit(void *ud, sqlite3 *db, const char *name, int frames)
 {
     (void)db;
@@ -222,8 +224,8 @@ int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out,
     snprintf(sync, sizeof sync, "PRAGMA synchronous = %s", sg_sync_mode_name(opt->synchronous));
     int target = opt->migrate_to > 0 && opt->migrate_to < sg_migration_count ? opt->migrate_to
                                                                               : sg_migration_count;
-    if ((rc = exec(s, "PRAGMA busy_timeout = 5000", err, "configuring store")) ||
-        (!opt->readonly && (rc = exec(s, "PRAGMA journal_mode = WAL", err, "opening store"))) ||
+    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    if ((!opt->readonly && (rc = exec(s, "PRAGMA journal_mode = WAL", err, "opening store"))) ||
         (rc = exec(s, sync, err, "configuring store")) ||
         (rc = exec(s, "PRAGMA foreign_keys = ON", err, "configuring store")) ||
         (!opt->readonly && (rc = migrate(s, target, err)))) {
@@ -760,10 +762,14 @@ int sg_store_wal_frames(const sg_store *s)
 int sg_store_checkpoint(sg_store *s, sg_checkpoint_mode mode, int *wal_frames, sg_error *err)
 {
     int frames = -1, done = -1;
+    bool truncate = mode == SG_CHECKPOINT_TRUNCATE;
+    if (truncate)
+        sqlite3_busy_timeout(s->db, 0); /* never wait for a reader: try again later */
     int rc = sqlite3_wal_checkpoint_v2(
-        s->db, NULL, mode == SG_CHECKPOINT_TRUNCATE ? SQLITE_CHECKPOINT_TRUNCATE
-                                                    : SQLITE_CHECKPOINT_PASSIVE,
-        &frames, &done);
+        s->db, NULL, truncate ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, &frames,
+        &done);
+    if (truncate)
+        sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
     if (wal_frames)
         *wal_frames = rc == SQLITE_OK ? frames : -1;
     if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
@@ -1093,20 +1099,35 @@ int sg_store_held_drop(sg_store *s, const sg_hold_filter *f, const char *reason,
     return held_step(s, st, dropped, err);
 }
 
-int sg_store_held_summary(sg_store *s, sg_held_fn fn, void *ud, sg_error *err)
+int sg_store_held_summary(sg_store *s, int64_t limit, sg_held_fn fn, void *ud, int64_t *held,
+                          int64_t *jobs, sg_error *err)
 {
+    /* one pass over the held rows' index; the totals ride on every row */
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
-                           "SELECT source, job, count(*), min(number), max(number) FROM event "
-                           "WHERE state = 'held' GROUP BY source, job ORDER BY source, job",
+                           "SELECT source, job, count(*), min(number), max(number), "
+                           "sum(count(*)) OVER (), count(*) OVER () FROM event "
+                           "WHERE state = 'held' GROUP BY source, job "
+                           "ORDER BY 3 DESC, source, job LIMIT ?1",
                            -1, &st, NULL) != SQLITE_OK)
         return db_error(s, err, "reading held events in");
+    sqlite3_bind_int64(st, 1, limit > 0 ? limit : 1);
+    int64_t total = 0, groups = 0;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        total = sqlite3_column_int64(st, 5);
+        groups = sqlite3_column_int64(st, 6);
         fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
            sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 4));
+    }
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : db_error(s, err, "reading held events in");
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, "reading held events in");
+    if (held)
+        *held = total;
+    if (jobs)
+        *jobs = groups;
+    return 0;
 }
 
 int sg_store_sample_keys(sg_store *s, int64_t snapshot_id, const char *glob, int n,

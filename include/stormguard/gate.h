@@ -42,7 +42,7 @@ typedef struct sg_op_request {
 } sg_op_request;
 
 /* Each of these answers req, now or once the change is durable. */
-void sg_gate_held(sg_gate *g, struct sg_http_req *req);
+void sg_gate_held(sg_gate *g, struct sg_http_req *req, int64_t limit);
 void sg_gate_release(sg_gate *g, struct sg_http_req *req, const sg_op_request *r);
 void sg_gate_drop(sg_gate *g, struct sg_http_req *req, const sg_op_request *r);
 /* Guard mode on (for [guard] duration) or off. */

@@ -234,11 +234,14 @@ int sg_store_held_release(sg_store *s, const sg_hold_filter *f, bool newest_only
 /* Held events of f become dropped with reason; the count goes to *dropped. */
 int sg_store_held_drop(sg_store *s, const sg_hold_filter *f, const char *reason, int64_t now,
                        int64_t *dropped, sg_error *err);
-/* Calls fn once per (source, job) with held events: count, lowest and highest
- * build number. Strings are valid during the call only. */
+/* Calls fn for the (source, job) pairs with held events, most held first,
+ * at most limit of them: count, lowest and highest build number. Strings
+ * are valid during the call only. *held and *jobs (may be NULL) get the
+ * totals over all pairs. */
 typedef void (*sg_held_fn)(void *ud, const char *source, const char *job, int64_t count,
                            int64_t oldest, int64_t newest);
-int sg_store_held_summary(sg_store *s, sg_held_fn fn, void *ud, sg_error *err);
+int sg_store_held_summary(sg_store *s, int64_t limit, sg_held_fn fn, void *ud, int64_t *held,
+                          int64_t *jobs, sg_error *err);
 
 /* Calls fn with up to n keys of snapshot_id spread over it: keys without
  * expiry that match glob (NULL: any) and hold no NUL byte. The string is

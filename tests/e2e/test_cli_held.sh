@@ -117,12 +117,12 @@ ACTOR=tester@$(hostname)
 sga() { "$SG_BIN" "$@" --admin "$FAKE" --admin-token tok; }
 
 echo "# held"
-HELD='{"held": 7, "jobs": [{"source": "travis", "job": "org/lib", "count": 1, "oldest": 9, "newest": 9}, {"source": "jenkins-prod", "job": "team-b/api", "count": 2, "oldest": 40, "newest": 41}, {"source": "jenkins-prod", "job": "team-a/web", "count": 4, "oldest": 100, "newest": 104}]}'
-route "GET /v1/held" 200 "$HELD"
+HELD='{"held": 7, "jobs_total": 3, "jobs": [{"source": "travis", "job": "org/lib", "count": 1, "oldest": 9, "newest": 9}, {"source": "jenkins-prod", "job": "team-b/api", "count": 2, "oldest": 40, "newest": 41}, {"source": "jenkins-prod", "job": "team-a/web", "count": 4, "oldest": 100, "newest": 104}]}'
+route "GET /v1/held?limit=100" 200 "$HELD"
 reqs_reset
 run sga held
 assert_rc 0 "held"
-assert_eq "GET /v1/held" "$(last_req "r['method'] + ' ' + r['path']")" "held: GET /v1/held"
+assert_eq "GET /v1/held?limit=100" "$(last_req "r['method'] + ' ' + r['path']")" "held: GET /v1/held, the top 100 jobs"
 assert_eq "Bearer tok" "$(last_req "r['headers'].get('authorization')")" "held sends the bearer token"
 assert_eq "SOURCE JOB HELD OLDEST NEWEST" "$(echo "$OUT" | sed -n 1p | tr -s ' ')" "held: the header row"
 assert_eq "jenkins-prod team-a/web 4 100 104" "$(echo "$OUT" | sed -n 2p | tr -s ' ')" "held: rows by source, then job"
@@ -132,7 +132,18 @@ assert_eq "7 events held in 3 jobs" "$(echo "$OUT" | sed -n 5p)" "held: the tota
 run sga held --json
 assert_rc 0 "held --json"
 assert_eq "$HELD" "$OUT" "held --json prints the daemon's document as is"
-route "GET /v1/held" 200 '{"held": 0, "jobs": []}'
+route "GET /v1/held?limit=2" 200 '{"held": 7, "jobs_total": 3, "jobs": [{"source": "jenkins-prod", "job": "team-b/api", "count": 2, "oldest": 40, "newest": 41}, {"source": "jenkins-prod", "job": "team-a/web", "count": 4, "oldest": 100, "newest": 104}]}'
+run sga held --limit 2
+assert_rc 0 "held --limit 2"
+assert_eq "GET /v1/held?limit=2" "$(last_req "r['method'] + ' ' + r['path']")" "held --limit 2 asks for 2 jobs"
+assert_eq "7 events held in 3 jobs (shown: the 2 with the most; --limit N for more)" \
+    "$(echo "$OUT" | tail -n 1)" "held says when it lists only some jobs"
+for bad in 0 10001 x; do
+    run sga held --limit $bad
+    assert_rc 2 "held --limit $bad is a usage error"
+    assert_contains "$OUT$ERR" "--limit must be a number from 1 to 10000" "held --limit $bad says why"
+done
+route "GET /v1/held?limit=100" 200 '{"held": 0, "jobs_total": 0, "jobs": []}'
 run sga held
 assert_rc 0 "held with nothing held"
 assert_eq "nothing held" "$OUT" "held says nothing is held"
@@ -232,11 +243,11 @@ route "POST /v1/guard" 409 '{"error":"a wipe episode is in progress"}'
 run sga guard on
 assert_rc 3 "a 409 answer: exit 3 (refused)"
 assert_contains "$ERR" "a wipe episode is in progress" "the daemon's reason is shown"
-route "GET /v1/held" 401 '{"error":"unauthorized"}'
+route "GET /v1/held?limit=100" 401 '{"error":"unauthorized"}'
 run sga held
 assert_rc 2 "a 401 answer: exit 2"
 assert_contains "$ERR" "token" "the message is about the token"
-route "GET /v1/held" 200 'not json'
+route "GET /v1/held?limit=100" 200 'not json'
 run sga held
 assert_rc 1 "an answer that is not JSON: exit 1"
 assert_contains "$ERR" "invalid JSON" "the message says so"

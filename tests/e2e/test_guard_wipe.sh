@@ -84,6 +84,10 @@ echo "# the held summary and release --newest-only"
 run op held --json
 assert_rc 0 "stormguard held --json"
 assert_eq 4 "$(json_get "$OUT" "d['held']")" "held --json counts 4"
+assert_eq 2 "$(json_get "$OUT" "d['jobs_total']")" "in 2 jobs"
+run op held --json --limit 1
+assert_eq "team-z/stale 4 2" "$(json_get "$OUT" "' '.join(str(x) for x in (d['jobs'][0]['job'], d['held'], d['jobs_total']))")" \
+    "held --limit 1: the job with the most held events, and the totals over all"
 assert_eq "3 1 3" "$(json_get "$OUT" "' '.join(str(j[k]) for j in d['jobs'] if j['job'] == 'team-z/stale' for k in ('count', 'oldest', 'newest'))")" \
     "team-z/stale: 3 held, builds 1 to 3"
 run op release --job 'team-z/*' --newest-only

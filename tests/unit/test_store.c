@@ -1075,14 +1075,25 @@ static void held_release_order(void **state)
     int64_t c1 = put_event(s, "held", "team-c/web", 5, 0);
     int64_t d1 = put_event(s, "held", "ops/deploy", 1, 0);
 
+    /* most held first, then by name; the totals cover every job */
     held_seen h = {0};
-    assert_int_equal(sg_store_held_summary(s, collect_held, &h, &err), 0);
+    int64_t held = -1, jobs = -1;
+    assert_int_equal(sg_store_held_summary(s, 10, collect_held, &h, &held, &jobs, &err), 0);
     assert_int_equal(h.n, 3);
-    assert_string_equal(h.jobs[0], "ops/deploy");
-    assert_string_equal(h.jobs[1], "team-a/app");
-    assert_int_equal(h.count[1], 2);
-    assert_int_equal(h.oldest[1], 101);
-    assert_int_equal(h.newest[1], 102);
+    assert_string_equal(h.jobs[0], "team-a/app");
+    assert_int_equal(h.count[0], 2);
+    assert_int_equal(h.oldest[0], 101);
+    assert_int_equal(h.newest[0], 102);
+    assert_string_equal(h.jobs[1], "ops/deploy");
+    assert_string_equal(h.jobs[2], "team-c/web");
+    assert_int_equal(held, 4);
+    assert_int_equal(jobs, 3);
+    held_seen top = {0};
+    assert_int_equal(sg_store_held_summary(s, 1, collect_held, &top, &held, &jobs, &err), 0);
+    assert_int_equal(top.n, 1);
+    assert_string_equal(top.jobs[0], "team-a/app");
+    assert_int_equal(held, 4);
+    assert_int_equal(jobs, 3);
 
     /* team-* only, newest per job: a1 superseded, a2 and c1 released */
     int64_t released = -1, superseded = -1, dropped = -1;
