@@ -40,10 +40,18 @@ const char *sg_hold_state(sg_gate *g, sg_kind kind, const char *source, int64_t 
 
 /* ---- release and drop ---- */
 
+/* A release or drop of many events runs as chunks of CHUNK events, one
+ * journal transaction each, so the gate's own commits (every answer to the
+ * poller waits on one) slip in between instead of waiting seconds for a
+ * single transaction over a million rows. */
+#define CHUNK 5000
+
 typedef struct hold_op {
     sg_jop op;
     sg_gate *g;
     sg_http_req *req; /* NULL for the drain */
+    bool chunked;     /* go on while a chunk says there may be more */
+    int64_t released, superseded, dropped; /* over all chunks so far */
     char *source, *job, *reason, *actor, *detail;
 } hold_op;
 
@@ -62,36 +70,43 @@ static char *dup_or_null(const char *s)
     return s ? sg_xstrdup(s) : NULL;
 }
 
-/* Applies a committed release or drop to the counts; released events join
- * the delivery queue through the refill. */
+static void hold_op_reply(hold_op *h, int status, json_t *doc)
+{
+    if (h->req)
+        sg_gate_reply_json(h->req, status, doc, status == 503 ? 1 : 0);
+    else
+        json_decref(doc);
+    if (!h->req)
+        h->g->draining = false;
+    hold_op_free(h);
+}
+
+/* Applies a committed chunk to the counts (released events join the
+ * delivery queue through the refill), then submits the next chunk or
+ * answers. */
 static void on_hold_done(sg_jop *op)
 {
     hold_op *h = op->ud;
     sg_gate *g = h->g;
+    bool release = op->type == SG_JOP_RELEASE;
     if (op->status) {
-        sg_log(SG_LOG_ERROR, "hold", "%s failed: %s", op->action, op->errmsg);
-        if (h->req) {
-            char msg[400];
-            snprintf(msg, sizeof msg, "%s failed: the journal cannot be written (%s)", op->action,
-                     op->errmsg);
-            sg_gate_reply_error(h->req, 503, msg, 1);
-        }
-        if (!h->req)
-            g->draining = false;
-        hold_op_free(h);
+        sg_log(SG_LOG_ERROR, "hold", "%s failed: %s", op->action ? op->action : "release or drop",
+               op->errmsg);
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "%s stopped: the journal cannot be written (%s); %lld done before that",
+                 release ? "release" : "drop", op->errmsg,
+                 (long long)(release ? h->released + h->superseded : h->dropped));
+        hold_op_reply(h, 503, json_pack("{s:s}", "error", msg));
         return;
     }
     int64_t *c = g->counts[SG_KIND_UNKNOWN];
-    json_t *doc;
-    if (op->type == SG_JOP_RELEASE) {
+    if (release) {
         c[ST_HELD] -= op->released + op->superseded;
         c[ST_PENDING] += op->released;
         c[ST_SUPERSEDED] += op->superseded;
-        doc = json_pack("{s:I,s:I}", "released", (json_int_t)op->released, "superseded",
-                        (json_int_t)op->superseded);
-        if (op->released || op->superseded)
-            sg_log(SG_LOG_INFO, "hold", "%s by %s: %lld released, %lld superseded (%s)", op->action,
-                   op->actor, (long long)op->released, (long long)op->superseded, op->detail);
+        h->released += op->released;
+        h->superseded += op->superseded;
         if (op->released && !g->stopping) {
             g->spilled = true;
             sg_gate_refill(g);
@@ -99,17 +114,38 @@ static void on_hold_done(sg_jop *op)
     } else {
         c[ST_HELD] -= op->dropped;
         c[ST_DROPPED] += op->dropped;
-        doc = json_pack("{s:I}", "dropped", (json_int_t)op->dropped);
-        sg_log(SG_LOG_INFO, "hold", "drop by %s: %lld dropped (%s)", op->actor,
-               (long long)op->dropped, op->detail);
+        h->dropped += op->dropped;
     }
-    if (h->req)
-        sg_gate_reply_json(h->req, 200, doc, 0);
-    else
-        json_decref(doc);
-    if (!h->req)
-        g->draining = false;
-    hold_op_free(h);
+    if (h->chunked && op->more && !g->stopping) {
+        /* the audit row went with the first chunk; each chunk of a release
+         * queues in a generation of its own, behind what arrived meanwhile */
+        op->action = NULL;
+        if (release)
+            op->qgen = ++g->qgen;
+        sg_journal_submit(g->journal, op);
+        return;
+    }
+    if (release && (h->released || h->superseded))
+        sg_log(SG_LOG_INFO, "hold", "%s by %s: %lld released, %lld superseded (%s)",
+               h->req ? "release" : "drain", h->actor, (long long)h->released,
+               (long long)h->superseded, h->detail);
+    if (!release)
+        sg_log(SG_LOG_INFO, "hold", "drop by %s: %lld dropped (%s)", h->actor,
+               (long long)h->dropped, h->detail);
+    if (h->chunked && op->more) { /* g->stopping */
+        char msg[300];
+        snprintf(msg, sizeof msg,
+                 "stormguard is shutting down: %lld %s so far; run the command again after "
+                 "the restart for the rest",
+                 (long long)(release ? h->released : h->dropped),
+                 release ? "released" : "dropped");
+        hold_op_reply(h, 503, json_pack("{s:s}", "error", msg));
+        return;
+    }
+    hold_op_reply(h, 200,
+                  release ? json_pack("{s:I,s:I}", "released", (json_int_t)h->released,
+                                      "superseded", (json_int_t)h->superseded)
+                          : json_pack("{s:I}", "dropped", (json_int_t)h->dropped));
 }
 
 /* "source jenkins-prod, job team-a/..., newest only": what the audit row and
@@ -123,8 +159,6 @@ static char *describe(const sg_hold_filter *f, bool newest_only, const char *rea
         sg_buf_printf(&b, "source %s", f->source);
     if (!f->all && f->job)
         sg_buf_printf(&b, "%sjob %s", f->source ? ", " : "", f->job);
-    if (f->limit > 0)
-        sg_buf_printf(&b, ", at most %lld", (long long)f->limit);
     if (newest_only)
         sg_buf_printf(&b, ", newest build per job only");
     if (reason)
@@ -132,20 +166,24 @@ static char *describe(const sg_hold_filter *f, bool newest_only, const char *rea
     return b.p;
 }
 
+/* limit > 0: one chunk of that many (the drain); 0: all, in chunks. */
 static hold_op *hold_op_new(sg_gate *g, sg_http_req *req, sg_jop_type type, const sg_op_request *r,
-                            const char *action)
+                            const char *action, int64_t limit)
 {
     hold_op *h = sg_xcalloc(1, sizeof *h);
     h->g = g;
     h->req = req;
+    h->chunked = limit <= 0;
     h->source = dup_or_null(r->hold.all ? NULL : r->hold.source);
     h->job = dup_or_null(r->hold.all ? NULL : r->hold.job);
     h->reason = dup_or_null(r->reason);
     h->actor = sg_xstrdup(r->actor ? r->actor : "stormguard");
     h->detail = describe(&r->hold, r->newest_only, r->reason);
     h->op.type = type;
-    h->op.hold = (sg_hold_filter){
-        .all = r->hold.all, .source = h->source, .job = h->job, .limit = r->hold.limit};
+    h->op.hold = (sg_hold_filter){.all = r->hold.all,
+                                  .source = h->source,
+                                  .job = h->job,
+                                  .limit = limit > 0 ? limit : CHUNK};
     h->op.newest_only = r->newest_only;
     h->op.reason = h->reason;
     h->op.actor = h->actor;
@@ -173,7 +211,7 @@ void sg_gate_release(sg_gate *g, sg_http_req *req, const sg_op_request *r)
 {
     if (refuse_stopping(g, req))
         return;
-    hold_op *h = hold_op_new(g, req, SG_JOP_RELEASE, r, "release");
+    hold_op *h = hold_op_new(g, req, SG_JOP_RELEASE, r, "release", 0);
     sg_journal_submit(g->journal, &h->op);
 }
 
@@ -181,7 +219,7 @@ void sg_gate_drop(sg_gate *g, sg_http_req *req, const sg_op_request *r)
 {
     if (refuse_stopping(g, req))
         return;
-    hold_op *h = hold_op_new(g, req, SG_JOP_DROP, r, "drop");
+    hold_op *h = hold_op_new(g, req, SG_JOP_DROP, r, "drop", 0);
     sg_journal_submit(g->journal, &h->op);
 }
 
@@ -196,11 +234,9 @@ static void on_drain_tick(uv_timer_t *t)
     if (g->draining || g->stopping || g->counts[SG_KIND_UNKNOWN][ST_HELD] <= 0)
         return;
     int64_t n = g->cfg->drain_rate * DRAIN_TICK_MS / 1000;
-    sg_op_request r = {.hold = {.all = true, .limit = n > 0 ? n : 1},
-                       .newest_only = true,
-                       .actor = "stormguard (drain)"};
+    sg_op_request r = {.hold = {.all = true}, .newest_only = true, .actor = "stormguard (drain)"};
     g->draining = true;
-    hold_op *h = hold_op_new(g, NULL, SG_JOP_RELEASE, &r, "drain");
+    hold_op *h = hold_op_new(g, NULL, SG_JOP_RELEASE, &r, "drain", n > 0 ? n : 1);
     sg_journal_submit(g->journal, &h->op);
 }
 

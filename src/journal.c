@@ -84,9 +84,9 @@ static int apply_one(sg_store *s, sg_jop *op, sg_error *err)
                                      r->last_error, r->done_at, err);
     case SG_JOP_RELEASE:
         return sg_store_held_release(s, &op->hold, op->newest_only, op->qgen, now,
-                                     &op->released, &op->superseded, err);
+                                     &op->released, &op->superseded, &op->more, err);
     case SG_JOP_DROP:
-        return sg_store_held_drop(s, &op->hold, op->reason, now, &op->dropped, err);
+        return sg_store_held_drop(s, &op->hold, op->reason, now, &op->dropped, &op->more, err);
     case SG_JOP_AUDIT:
         return 0;
     case SG_JOP_EPISODE:

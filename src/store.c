@@ -1024,6 +1024,8 @@ int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err)
 /* The selection of held events, bound as ?1 source and ?2 job glob. */
 #define HELD_WHERE "state = 'held' AND (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR job GLOB ?2)"
 
+/* (statements that do not name ?1 and ?2 but a higher parameter ignore
+ * them) */
 static sqlite3_stmt *held_stmt(sg_store *s, const char *sql, const sg_hold_filter *f,
                                sg_error *err)
 {
@@ -1047,56 +1049,102 @@ static int held_step(sg_store *s, sqlite3_stmt *st, int64_t *changed, sg_error *
     return 0;
 }
 
-int sg_store_held_release(sg_store *s, const sg_hold_filter *f, bool newest_only, int64_t qgen,
-                          int64_t now, int64_t *released, int64_t *superseded, sg_error *err)
+/* One call handles one chunk: at most f->limit of the oldest held events of
+ * f (all of them with limit 0), so a release of a million events commits as
+ * many short transactions, with the gate's own commits in between. *more
+ * says whether the chunk was full (there may be more to do). */
+
+static int release_newest(sg_store *s, const sg_hold_filter *f, int64_t qgen, int64_t now,
+                          int64_t *released, int64_t *superseded, bool *more, sg_error *err)
 {
-    int64_t gone = 0, moved = 0;
-    sqlite3_stmt *st;
+    /* The chunk is the jobs of the oldest held events (so a job is handled
+     * whole: its newest build is known); per job, every build below the
+     * newest held one is superseded and the newest released. */
+    int64_t picked = 0, gone = 0, moved = 0;
     int rc;
-    if (newest_only) {
-        /* per job, every build below the newest held one; the CTE is grouped
-         * once (not a correlated max per row: a storm can hold millions) */
-        st = held_stmt(s,
-                       "WITH newest AS (SELECT source, job, max(number) AS number FROM event "
-                       "WHERE " HELD_WHERE " GROUP BY source, job) "
-                       "UPDATE event SET state = 'superseded', done_at = ?3, "
-                       "last_error = 'superseded by build ' || newest.number "
-                       "FROM newest WHERE event.state = 'held' AND event.source = newest.source "
-                       "AND event.job = newest.job AND event.number < newest.number",
-                       f, err);
-        if (!st)
-            return SG_ESTORE;
-        sqlite3_bind_int64(st, 3, now);
-        if ((rc = held_step(s, st, &gone, err)))
-            return rc;
-    }
+    sqlite3_stmt *st;
+    if ((rc = exec(s,
+                   "CREATE TEMP TABLE IF NOT EXISTS release_job (source TEXT, job TEXT, "
+                   "PRIMARY KEY (source, job)) WITHOUT ROWID; DELETE FROM release_job",
+                   err, "releasing held events in")))
+        return rc;
+    st = held_stmt(s,
+                   "INSERT OR IGNORE INTO release_job SELECT source, job FROM event "
+                   "WHERE " HELD_WHERE " ORDER BY id LIMIT ?3",
+                   f, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_int64(st, 3, f->limit > 0 ? f->limit : -1);
+    if ((rc = held_step(s, st, &picked, err)))
+        return rc;
+    st = held_stmt(s,
+                   "WITH newest AS (SELECT e.source, e.job, max(e.number) AS number "
+                   "FROM release_job r JOIN event e ON e.source = r.source AND e.job = r.job "
+                   "AND e.state = 'held' GROUP BY e.source, e.job) "
+                   "UPDATE event SET state = 'superseded', done_at = ?3, "
+                   "last_error = 'superseded by build ' || newest.number "
+                   "FROM newest WHERE event.state = 'held' AND event.source = newest.source "
+                   "AND event.job = newest.job AND event.number < newest.number",
+                   f, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_int64(st, 3, now);
+    if ((rc = held_step(s, st, &gone, err)))
+        return rc;
     st = held_stmt(s,
                    "UPDATE event SET state = 'pending', qgen = ?3, next_attempt_at = NULL "
-                   "WHERE id IN (SELECT id FROM event WHERE " HELD_WHERE " ORDER BY id LIMIT ?4)",
+                   "WHERE state = 'held' AND (source, job) IN (SELECT source, job FROM release_job)",
                    f, err);
     if (!st)
         return SG_ESTORE;
     sqlite3_bind_int64(st, 3, qgen);
-    sqlite3_bind_int64(st, 4, f->limit > 0 ? f->limit : -1);
     if ((rc = held_step(s, st, &moved, err)))
         return rc;
     *released = moved;
     *superseded = gone;
+    *more = f->limit > 0 && picked > 0; /* the chunk after the last one picks none */
     return 0;
 }
 
-int sg_store_held_drop(sg_store *s, const sg_hold_filter *f, const char *reason, int64_t now,
-                       int64_t *dropped, sg_error *err)
+int sg_store_held_release(sg_store *s, const sg_hold_filter *f, bool newest_only, int64_t qgen,
+                          int64_t now, int64_t *released, int64_t *superseded, bool *more,
+                          sg_error *err)
 {
+    *released = *superseded = 0;
+    *more = false;
+    if (newest_only)
+        return release_newest(s, f, qgen, now, released, superseded, more, err);
+    sqlite3_stmt *st = held_stmt(s,
+                                 "UPDATE event SET state = 'pending', qgen = ?3, "
+                                 "next_attempt_at = NULL WHERE id IN (SELECT id FROM event "
+                                 "WHERE " HELD_WHERE " ORDER BY id LIMIT ?4)",
+                                 f, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_int64(st, 3, qgen);
+    sqlite3_bind_int64(st, 4, f->limit > 0 ? f->limit : -1);
+    int rc = held_step(s, st, released, err);
+    *more = rc == 0 && f->limit > 0 && *released == f->limit;
+    return rc;
+}
+
+int sg_store_held_drop(sg_store *s, const sg_hold_filter *f, const char *reason, int64_t now,
+                       int64_t *dropped, bool *more, sg_error *err)
+{
+    *dropped = 0;
     sqlite3_stmt *st = held_stmt(s,
                                  "UPDATE event SET state = 'dropped', done_at = ?3, "
-                                 "last_error = ?4 WHERE " HELD_WHERE,
+                                 "last_error = ?4 WHERE id IN (SELECT id FROM event "
+                                 "WHERE " HELD_WHERE " ORDER BY id LIMIT ?5)",
                                  f, err);
     if (!st)
         return SG_ESTORE;
     sqlite3_bind_int64(st, 3, now);
     sqlite3_bind_text(st, 4, reason, -1, SQLITE_STATIC);
-    return held_step(s, st, dropped, err);
+    sqlite3_bind_int64(st, 5, f->limit > 0 ? f->limit : -1);
+    int rc = held_step(s, st, dropped, err);
+    *more = rc == 0 && f->limit > 0 && *dropped == f->limit;
+    return rc;
 }
 
 int sg_store_held_summary(sg_store *s, int64_t limit, sg_held_fn fn, void *ud, int64_t *held,

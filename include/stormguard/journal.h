@@ -38,6 +38,7 @@ struct sg_jop {
     int64_t qgen;
     const char *reason;
     int64_t released, superseded, dropped;
+    bool more;          /* a chunk (hold.limit): another may find more */
     /* any type: with an action, an audit row in the same transaction */
     const char *actor, *action, *detail;
     /* EPISODE: cause (on open), detail (appended), ended_at (0: open) */

@@ -217,8 +217,8 @@ int sg_store_events_pending(sg_store *s, int64_t after_gen, int64_t after_id, in
 int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err);
 
 /* Which held events a release or drop applies to: all, or those of source
- * (NULL: any) whose job matches the glob job (NULL: any); limit > 0 releases
- * at most that many, oldest first. */
+ * (NULL: any) whose job matches the glob job (NULL: any); limit > 0: one
+ * chunk of at most that many, oldest first (see below). */
 typedef struct sg_hold_filter {
     bool all;
     const char *source;
@@ -228,12 +228,18 @@ typedef struct sg_hold_filter {
 
 /* Held events of f become pending in queue generation qgen. With
  * newest_only, the held builds of each job below its newest held build are
- * superseded first (never forwarded). Counts go to *released, *superseded. */
+ * superseded (never forwarded) and only the newest released. Counts go to
+ * *released, *superseded. With f->limit, one chunk: the limit oldest held
+ * events (with newest_only: all held events of their jobs); *more says
+ * whether another chunk may find some, so a million events are released in
+ * many short transactions. */
 int sg_store_held_release(sg_store *s, const sg_hold_filter *f, bool newest_only, int64_t qgen,
-                          int64_t now, int64_t *released, int64_t *superseded, sg_error *err);
-/* Held events of f become dropped with reason; the count goes to *dropped. */
+                          int64_t now, int64_t *released, int64_t *superseded, bool *more,
+                          sg_error *err);
+/* Held events of f become dropped with reason; the count goes to *dropped.
+ * Chunked by f->limit like a release. */
 int sg_store_held_drop(sg_store *s, const sg_hold_filter *f, const char *reason, int64_t now,
-                       int64_t *dropped, sg_error *err);
+                       int64_t *dropped, bool *more, sg_error *err);
 /* Calls fn for the (source, job) pairs with held events, most held first,
  * at most limit of them: count, lowest and highest build number. Strings
  * are valid during the call only. *held and *jobs (may be NULL) get the

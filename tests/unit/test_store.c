@@ -1097,9 +1097,11 @@ static void held_release_order(void **state)
 
     /* team-* only, newest per job: a1 superseded, a2 and c1 released */
     int64_t released = -1, superseded = -1, dropped = -1;
+    bool more = true;
     sg_hold_filter team = {.job = "team-*"};
-    assert_int_equal(sg_store_held_release(s, &team, true, 1, 5000, &released, &superseded, &err),
-                     0);
+    assert_int_equal(
+        sg_store_held_release(s, &team, true, 1, 5000, &released, &superseded, &more, &err), 0);
+    assert_false(more); /* no limit: everything in one go */
     assert_int_equal(released, 2);
     assert_int_equal(superseded, 1);
     int64_t late = put_event(s, "pending", "team-b/lib", 8, 1);
@@ -1129,19 +1131,21 @@ static void held_release_order(void **state)
     s = open_ok(f->db, NULL);
     int64_t d2 = put_event(s, "held", "ops/deploy", 2, 0);
     sg_hold_filter one = {.all = true, .limit = 1};
-    assert_int_equal(sg_store_held_release(s, &one, false, 2, 6000, &released, &superseded, &err),
-                     0);
+    assert_int_equal(
+        sg_store_held_release(s, &one, false, 2, 6000, &released, &superseded, &more, &err), 0);
     assert_int_equal(released, 1);
     assert_int_equal(superseded, 0);
+    assert_true(more); /* a full chunk: there may be more */
     p.n = 0;
     assert_int_equal(sg_store_events_pending(s, 1, late, 10, collect_pending, &p, &err), 0);
     assert_int_equal(p.n, 1);
     assert_int_equal(p.ids[0], d1);
     sg_hold_filter other_source = {.source = "jenkins-dev"};
-    assert_int_equal(sg_store_held_drop(s, &other_source, "not ours", 7000, &dropped, &err), 0);
+    assert_int_equal(
+        sg_store_held_drop(s, &other_source, "not ours", 7000, &dropped, &more, &err), 0);
     assert_int_equal(dropped, 0);
     sg_hold_filter all = {.all = true, .source = "ignored when all"};
-    assert_int_equal(sg_store_held_drop(s, &all, "stale storm", 7000, &dropped, &err), 0);
+    assert_int_equal(sg_store_held_drop(s, &all, "stale storm", 7000, &dropped, &more, &err), 0);
     assert_int_equal(dropped, 1);
     sg_store_free(s);
     char sql[128];
@@ -1149,6 +1153,60 @@ static void held_release_order(void **state)
              "AND last_error = 'stale storm'", (long long)d2);
     assert_int_equal(raw_int(f->db, sql), 1);
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'held'"), 0);
+}
+
+/* Chunks of a newest-only release take whole jobs (their oldest held events
+ * first), so each job's newest build is the one released however the chunks
+ * fall; the chunk after the last finds nothing. Chunked drops likewise. */
+static void held_release_chunks(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    char job[32];
+    /* 5 jobs x 4 builds, interleaved: job j build n arrives in round n */
+    for (int n = 1; n <= 4; n++)
+        for (int j = 0; j < 5; j++) {
+            snprintf(job, sizeof job, "team/job-%d", j);
+            put_event(s, "held", job, 100 + n, 0);
+        }
+    sg_hold_filter chunk = {.all = true, .limit = 2};
+    int64_t released = 0, superseded = 0, r, sup;
+    bool more = true;
+    int chunks = 0;
+    while (more) {
+        assert_int_equal(sg_store_held_release(s, &chunk, true, 1 + chunks, 5000, &r, &sup, &more,
+                                               &err),
+                         0);
+        assert_true(r <= 2);
+        released += r;
+        superseded += sup;
+        assert_true(++chunks < 10);
+    }
+    assert_int_equal(released, 5);
+    assert_int_equal(superseded, 15);
+    assert_int_equal(chunks, 4); /* 2 + 2 + 1 jobs, then an empty one */
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'pending' "
+                                    "AND number = 104"),
+                     5);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'held'"), 0);
+
+    s = open_ok(f->db, NULL);
+    for (int i = 0; i < 7; i++)
+        put_event(s, "held", "team/late", 200 + i, 0);
+    sg_hold_filter three = {.all = true, .limit = 3};
+    int64_t dropped = 0, d;
+    chunks = 0;
+    more = true;
+    while (more) {
+        assert_int_equal(sg_store_held_drop(s, &three, "stale", 6000, &d, &more, &err), 0);
+        dropped += d;
+        assert_true(++chunks < 10);
+    }
+    assert_int_equal(dropped, 7);
+    assert_int_equal(chunks, 3);
+    sg_store_free(s);
 }
 
 static int push_key(void *ud, const char *key)
@@ -1275,6 +1333,7 @@ int main(void)
         T(prune_never_keeps_suspect_as_good),
         T(audit),
         T(held_release_order),
+        T(held_release_chunks),
         T(episodes),
         T(sample_keys),
     };
