@@ -61,8 +61,11 @@ struct sg_store {
     sqlite3 *db;
     char *path;
     sqlite3_stmt *st[ST_COUNT];
-    int64_t snapshot_id; /* open snapshot transaction, 0 if none */
+    int64_t snapshot_id; /* snapshot being written, 0 if none */
     int64_t key_seq;     /* keys added to it so far */
+    unsigned snap_rows;  /* rows written since the clock was last read */
+    double snap_since;   /* the snapshot's transaction began (sg_mono_s) */
+    bool eager;          /* sg_store_options.eager_wait */
     sg_sync_mode sync;   /* the configured synchronous mode */
     int wal_frames;      /* the WAL's length after this connection's last commit */
 };
@@ -192,6 +195,31 @@ static int migrate(sg_store *s, int target, sg_error *err)
 }
 
 #define BUSY_TIMEOUT_MS 5000 /* how long a statement waits for another connection's lock */
+#define EAGER_POLL_US 200
+
+/* SQLite's own busy handler sleeps longer and longer between tries (up to
+ * 100 ms): a writer that must not miss the short gaps a snapshot leaves
+ * between its slices tries every EAGER_POLL_US instead. */
+static int busy_eager(void *ud, int tries)
+{
+    (void)ud;
+    if ((long)tries * EAGER_POLL_US >= BUSY_TIMEOUT_MS * 1000L)
+        return 0;
+    usleep(EAGER_POLL_US);
+    return 1;
+}
+
+/* wait: how this connection waits for another's lock (the configured way),
+ * or not at all */
+static void set_busy(sg_store *s, bool wait)
+{
+    if (!wait)
+        sqlite3_busy_timeout(s->db, 0);
+    else if (s->eager)
+        sqlite3_busy_handler(s->db, busy_eager, NULL);
+    else
+        sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+}
 
 static int on_wal_commit(void *ud, sqlite3 *db, const char *name, int frames)
 {
@@ -224,7 +252,8 @@ int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out,
     snprintf(sync, sizeof sync, "PRAGMA synchronous = %s", sg_sync_mode_name(opt->synchronous));
     int target = opt->migrate_to > 0 && opt->migrate_to < sg_migration_count ? opt->migrate_to
                                                                               : sg_migration_count;
-    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    s->eager = opt->eager_wait;
+    set_busy(s, true);
     if ((!opt->readonly && (rc = exec(s, "PRAGMA journal_mode = WAL", err, "opening store"))) ||
         (rc = exec(s, sync, err, "configuring store")) ||
         (rc = exec(s, "PRAGMA foreign_keys = ON", err, "configuring store")) ||
@@ -327,18 +356,43 @@ static void restore_sync(sg_store *s)
     exec(s, sync, NULL, "configuring store");
 }
 
+/* A snapshot is written in slices: one transaction holds the database's
+ * write lock for at most SNAPSHOT_SLICE_S, then commits and lets the other
+ * writers in (the gate's journal: every answer to the poller waits on one of
+ * its commits) before it goes on. Until its last commit the snapshot's row
+ * says 'partial', which no reader takes for a snapshot; an abort deletes
+ * what the slices wrote. The slices commit without an fsync; the last
+ * commit's covers them all (below). */
+#define SNAPSHOT_SLICE_S 0.05
+#define SNAPSHOT_YIELD_US 2000 /* the pause between slices */
+
+static int snapshot_slice(sg_store *s, sg_error *err)
+{
+    if (++s->snap_rows < 128)
+        return 0;
+    s->snap_rows = 0;
+    double now = sg_mono_s();
+    if (now - s->snap_since < SNAPSHOT_SLICE_S)
+        return 0;
+    int rc = exec(s, "COMMIT", err, "writing a snapshot to");
+    if (rc)
+        return rc;
+    usleep(SNAPSHOT_YIELD_US);
+    rc = exec(s, "BEGIN IMMEDIATE", err, "writing a snapshot to");
+    s->snap_since = sg_mono_s();
+    return rc;
+}
+
 int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id, sg_error *err)
 {
     assert(s->snapshot_id == 0);
-    /* A snapshot is what a flush deletes against: its commit reaches the disk
-     * (WAL fsync) whatever the store's synchronous setting, so a power loss
-     * right after a flush cannot take the snapshot with it. (The setting
-     * cannot change inside a transaction, hence here.) */
-    int rc = exec(s, "PRAGMA synchronous = FULL", err, "starting a snapshot in");
+    int rc = exec(s, "PRAGMA synchronous = OFF", err, "starting a snapshot in");
     if (rc == 0 && (rc = exec(s, "BEGIN IMMEDIATE", err, "starting a snapshot in")))
         restore_sync(s);
     if (rc)
         return rc;
+    s->snap_since = sg_mono_s();
+    s->snap_rows = 0;
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "INSERT INTO snapshot(taken_at, reason, redis, redis_version, profile, "
@@ -393,7 +447,8 @@ int sg_store_snapshot_add_key(sg_store *s, int db, const void *key, size_t key_l
         sqlite3_bind_null(st, 4);
     sqlite3_bind_blob64(st, 5, payload, payload_len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, KEY_ID(s->snapshot_id, s->key_seq++));
-    return step_done(s, st, err, "writing a snapshot key to");
+    int rc = step_done(s, st, err, "writing a snapshot key to");
+    return rc ? rc : snapshot_slice(s, err);
 }
 
 static int index_row(sg_store *s, int which, const char *a, size_t alen, const char *b,
@@ -407,7 +462,8 @@ static int index_row(sg_store *s, int which, const char *a, size_t alen, const c
     sqlite3_bind_text(st, 2, a, (int)alen, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, b, (int)blen, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, n);
-    return step_done(s, st, err, "writing the build index to");
+    int rc = step_done(s, st, err, "writing the build index to");
+    return rc ? rc : snapshot_slice(s, err);
 }
 
 int sg_store_index_cursor(sg_store *s, const char *source, size_t source_len, const char *job,
@@ -443,12 +499,23 @@ int sg_store_index_docker(sg_store *s, const char *account, size_t account_len,
     sqlite3_bind_text(st, 4, tag, (int)tag_len, SQLITE_STATIC);
     if (digest)
         sqlite3_bind_text(st, 5, digest, (int)digest_len, SQLITE_STATIC);
-    return step_done(s, st, err, "writing the build index to");
+    int rc = step_done(s, st, err, "writing the build index to");
+    return rc ? rc : snapshot_slice(s, err);
 }
 
 int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *err)
 {
     assert(s->snapshot_id);
+    /* A snapshot is what a flush deletes against: its last commit reaches
+     * the disk (WAL fsync, which covers the slices before it) whatever the
+     * store's synchronous setting, so a power loss right after a flush
+     * cannot take the snapshot with it. (The setting cannot change inside a
+     * transaction, hence the last slice's commit first.) */
+    int rc;
+    if ((rc = exec(s, "COMMIT", err, "committing a snapshot to")) ||
+        (rc = exec(s, "PRAGMA synchronous = FULL", err, "committing a snapshot to")) ||
+        (rc = exec(s, "BEGIN IMMEDIATE", err, "committing a snapshot to")))
+        return rc;
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "UPDATE snapshot SET key_count = ?1, bytes = ?2, vanished = ?3, "
@@ -464,7 +531,7 @@ int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *e
     sqlite3_bind_int64(st, 6, s->snapshot_id);
     sqlite3_bind_int64(st, 7, t->profile_keys);
     sqlite3_bind_text(st, 8, t->suspect_reason, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
+    rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return db_error(s, err, "finishing a snapshot in");
@@ -477,14 +544,31 @@ int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *e
 
 void sg_store_snapshot_abort(sg_store *s)
 {
-    if (s->snapshot_id) {
-        for (int i = 0; i < ST_COUNT; i++)
-            if (s->st[i])
-                sqlite3_reset(s->st[i]);
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-        s->snapshot_id = 0;
-        restore_sync(s);
+    if (!s->snapshot_id)
+        return;
+    for (int i = 0; i < ST_COUNT; i++)
+        if (s->st[i])
+            sqlite3_reset(s->st[i]);
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    /* what earlier slices committed; if even this fails (the disk is full,
+     * say), the row stays 'partial': never read, pruned like any other */
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "DELETE FROM snapshot_key WHERE id BETWEEN ?1 AND ?2", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, KEY_ID(s->snapshot_id, 0));
+        sqlite3_bind_int64(st, 2, KEY_ID(s->snapshot_id, KEY_ID_MAX_SEQ));
+        sqlite3_step(st);
+        sqlite3_finalize(st);
     }
+    if (sqlite3_prepare_v2(s->db, "DELETE FROM snapshot WHERE id = ?1 AND state = 'partial'", -1,
+                           &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, s->snapshot_id);
+        sqlite3_step(st);
+        sqlite3_finalize(st);
+    }
+    s->snapshot_id = 0;
+    restore_sync(s);
 }
 
 static int count_rows(sg_store *s, const char *sql, int64_t id, int64_t *out, sg_error *err)
@@ -764,12 +848,12 @@ int sg_store_checkpoint(sg_store *s, sg_checkpoint_mode mode, int *wal_frames, s
     int frames = -1, done = -1;
     bool truncate = mode == SG_CHECKPOINT_TRUNCATE;
     if (truncate)
-        sqlite3_busy_timeout(s->db, 0); /* never wait for a reader: try again later */
+        set_busy(s, false); /* never wait for a reader: try again later */
     int rc = sqlite3_wal_checkpoint_v2(
         s->db, NULL, truncate ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, &frames,
         &done);
     if (truncate)
-        sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+        set_busy(s, true);
     if (wal_frames)
         *wal_frames = rc == SQLITE_OK ? frames : -1;
     if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)

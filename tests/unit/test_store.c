@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -1209,6 +1210,89 @@ static void held_release_chunks(void **state)
     sg_store_free(s);
 }
 
+/* A slow snapshot (its keys come from Redis over the network) on a thread
+ * of its own, as the daemon runs it. */
+typedef struct slow_snapshot {
+    const char *db;
+    double seconds;    /* how long it keeps adding keys */
+    bool abort;        /* abort instead of commit */
+    volatile int begun; /* set once the snapshot's first transaction is open */
+    int rc;
+} slow_snapshot;
+
+static void *slow_snapshot_run(void *arg)
+{
+    slow_snapshot *w = arg;
+    sg_store *s = open_ok(w->db, NULL);
+    sg_error err = {0};
+    sg_snapshot_info m = meta(sg_now_ms(), "slow");
+    int64_t id;
+    w->rc = sg_store_snapshot_begin(s, &m, &id, &err);
+    __atomic_store_n(&w->begun, 1, __ATOMIC_SEQ_CST);
+    double until = sg_mono_s() + w->seconds;
+    char key[32];
+    for (int i = 0; w->rc == 0 && sg_mono_s() < until; i++) {
+        snprintf(key, sizeof key, "igor:key-%d", i);
+        w->rc = sg_store_snapshot_add_key(s, 0, key, strlen(key), 0, "payload", 7, &err);
+        if (i % 100 == 99)
+            usleep(1000); /* the next page of SCAN and DUMP replies */
+    }
+    sg_snapshot_info t = {.key_count = 1, .state = "complete"};
+    if (w->abort)
+        sg_store_snapshot_abort(s);
+    else if (w->rc == 0)
+        w->rc = sg_store_snapshot_commit(s, &t, &err);
+    sg_store_free(s);
+    return NULL;
+}
+
+/* A snapshot gives the write lock up between slices: another writer (the
+ * gate's journal) commits within a slice's time, not after the snapshot. */
+static void snapshot_lets_writers_in(void **state)
+{
+    fixture *f = *state;
+    sg_store_free(open_ok(f->db, NULL)); /* the schema */
+    slow_snapshot w = {.db = f->db, .seconds = 1.5};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_snapshot_run, &w), 0);
+    while (!__atomic_load_n(&w.begun, __ATOMIC_SEQ_CST))
+        usleep(1000);
+    sg_store_options eager = {.eager_wait = true};
+    sg_store *j = open_ok(f->db, &eager);
+    sg_error err = {0};
+    double worst = 0;
+    for (int i = 0; i < 10; i++) {
+        double t0 = sg_mono_s();
+        assert_int_equal(sg_store_begin(j, &err), 0);
+        assert_int_equal(sg_store_audit(j, "test", "probe", "a write during a snapshot", &err),
+                         0);
+        assert_int_equal(sg_store_commit(j, &err), 0);
+        double took = sg_mono_s() - t0;
+        worst = took > worst ? took : worst;
+        usleep(20 * 1000);
+    }
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, 0);
+    sg_store_free(j);
+    /* without slices every write would wait for the whole 1.5 s */
+    assert_true(worst < 0.5);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot WHERE state = 'complete'"), 1);
+}
+
+/* An abort takes back what the committed slices wrote. */
+static void snapshot_abort_after_slices(void **state)
+{
+    fixture *f = *state;
+    sg_store_free(open_ok(f->db, NULL));
+    slow_snapshot w = {.db = f->db, .seconds = 0.3, .abort = true};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_snapshot_run, &w), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, 0);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot"), 0);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot_key"), 0);
+}
+
 static int push_key(void *ud, const char *key)
 {
     sg_strlist_push(ud, key);
@@ -1334,6 +1418,8 @@ int main(void)
         T(audit),
         T(held_release_order),
         T(held_release_chunks),
+        T(snapshot_lets_writers_in),
+        T(snapshot_abort_after_slices),
         T(episodes),
         T(sample_keys),
     };
