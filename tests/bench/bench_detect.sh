@@ -90,8 +90,8 @@ chmod 600 "$work/token"
 # start_gate NAME URL: the daemon on free ports, log in $work/NAME.log; sets
 # gate (pid) and admin (ADDR:PORT) once /healthz answers.
 start_gate() {
-  local name=$1 url=$2 attempt
-  for attempt in 1 2 3 4 5; do
+  local name=$1 url=$2
+  for _ in 1 2 3 4 5; do
     local lp ap
     lp=$(sg_free_port) ap=$(sg_free_port)
     [[ $lp != "$ap" ]] || continue

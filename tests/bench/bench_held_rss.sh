@@ -52,6 +52,7 @@ BUILD=${SG_BUILD:-build-bench}
 ((HELD >= 1000 && HELD % THREADS == 0)) || { echo "SG_HELD must be even and >= 1000" >&2; exit 2; }
 ((HELD_JOBS >= 1)) || { echo "SG_HELD_JOBS must be >= 1" >&2; exit 2; }
 STEP=$((HELD / 10))
+read -ra run_args <<<"${SG_RUN_ARGS:-}"
 
 scripts/setup.sh --bench
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSG_TESTS=ON >/dev/null
@@ -61,7 +62,7 @@ lua=$PWD/tests/bench/held_post.lua
 
 source scripts/redis-helpers.sh
 work=$(mktemp -d)
-gate= sink= load=
+gate='' sink='' load=''
 stop_pid() { # PID: TERM, up to 10 s, then KILL
   [[ -n $1 ]] || return 0
   kill "$1" 2>/dev/null || true
@@ -138,12 +139,12 @@ sink=$!
 for _ in $(seq 1 100); do [[ -s $work/sink.port ]] && break; sleep 0.05; done
 [[ -s $work/sink.port ]] || { cat "$work/sink.log" >&2; echo "the sink did not start" >&2; exit 1; }
 
-for attempt in 1 2 3 4 5; do
+for _ in 1 2 3 4 5; do
   gate_port=$(sg_free_port) admin_port=$(sg_free_port)
   [[ $gate_port != "$admin_port" ]] || continue
   "$sg" run --redis "$url" --profile igor --db "$work/sg.db" --on-storm hold \
     --guard-duration 1h --listen "127.0.0.1:$gate_port" --admin "127.0.0.1:$admin_port" \
-    --downstream "http://127.0.0.1:$(cat "$work/sink.port")" ${SG_RUN_ARGS:-} \
+    --downstream "http://127.0.0.1:$(cat "$work/sink.port")" "${run_args[@]}" \
     </dev/null >/dev/null 2>"$work/gate.log" &
   gate=$!
   for _ in $(seq 1 100); do
@@ -200,7 +201,7 @@ SG_START=0 SG_COUNT=$HELD SG_THREADS=$THREADS SG_JOBS=$HELD_JOBS \
   wrk -t"$THREADS" -c"$CONNS" -d"${DEADLINE}s" -s "$lua" "http://127.0.0.1:$gate_port/" \
   >"$work/wrk.out" 2>&1 &
 load=$!
-t0=$SECONDS
+t0=$(date +%s.%N)
 next=$STEP
 journaled=0
 while kill -0 "$load" 2>/dev/null; do
@@ -212,7 +213,7 @@ while kill -0 "$load" 2>/dev/null; do
   ((journaled >= HELD)) && break
   sleep 0.25
 done
-elapsed=$((SECONDS - t0))
+elapsed=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')
 # every event answered: end wrk's sleep (its threads have stopped)
 kill -INT "$load" 2>/dev/null || true
 wait "$load" 2>/dev/null || true
@@ -251,7 +252,7 @@ non2xx=$(awk '/Non-2xx/ {print $5}' "$work/wrk.out")
 errors=$(grep "Socket errors" "$work/wrk.out" | sed 's/^ *//' || true)
 read -r lat_avg lat_max < <(awk '$1 == "Latency" {print $2, $4}' "$work/wrk.out")
 printf 'posting: %s events journaled in %s s (%s/s); wrk non-2xx: %s; latency avg %s, max %s' \
-  "$journaled" "$elapsed" "$(awk "BEGIN{printf \"%.0f\", $journaled / ($elapsed ? $elapsed : 1)}")" \
+  "$journaled" "$elapsed" "$(awk "BEGIN{printf \"%.0f\", $journaled / $elapsed}")" \
   "${non2xx:-0}" "$lat_avg" "$lat_max"
 # wrk counts an answer slower than its --timeout (2 s) as a "timeout" error
 # and leaves it out of the latency figures
