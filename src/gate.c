@@ -21,6 +21,7 @@
 #include "gate_int.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -403,6 +404,7 @@ typedef struct reload {
     uv_work_t work;
     sg_gate *g;
     int64_t current, id;
+    bool trim; /* give freed memory back to the system first */
     sg_index ix;
     int rc;
     sg_error err;
@@ -411,6 +413,8 @@ typedef struct reload {
 static void reload_work(uv_work_t *w)
 {
     reload *r = w->data;
+    if (r->trim)
+        malloc_trim(0); /* the index the last reload replaced (see sidecar.c) */
     r->rc = load_baseline(r->g->cfg->db_path, r->current, &r->ix, &r->id, &r->err);
 }
 
@@ -421,6 +425,7 @@ static void reload_done(uv_work_t *w, int status)
     g->reloading = false;
     if (status == 0 && r->rc == 0 && r->id && r->id != r->current) {
         sg_index_close(&g->index);
+        g->trim_pending = true;
         g->index = r->ix;
         g->baseline_id = r->id;
         sg_log(SG_LOG_INFO, "gate", "classifying against snapshot %lld (%zu jobs)",
@@ -472,6 +477,8 @@ static void on_tick(uv_timer_t *t)
     reload *r = sg_xcalloc(1, sizeof *r);
     r->g = g;
     r->current = g->baseline_id;
+    r->trim = g->trim_pending;
+    g->trim_pending = false;
     r->work.data = r;
     if (uv_queue_work(g->loop, &r->work, reload_work, reload_done) == 0)
         g->reloading = true;

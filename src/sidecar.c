@@ -14,6 +14,7 @@
 
 #include <assert.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -69,6 +70,14 @@ static int job_open(job *j, sg_store **store, sg_rconn *conn)
     return rc;
 }
 
+/* A job's buffers (pipelined replies, SQLite's page cache) came from this
+ * worker thread's malloc arena; glibc keeps freed arena memory mapped, so a
+ * daemon that snapshots every minute would carry its peak for good. */
+static void release_memory(void)
+{
+    malloc_trim(0);
+}
+
 static void snapshot_work(uv_work_t *req)
 {
     job *j = req->data;
@@ -100,6 +109,7 @@ static void snapshot_work(uv_work_t *req)
     sg_store_free(store);
 out:
     r->seconds = sg_mono_s() - started;
+    release_memory();
 }
 
 /* Restores the profile's keys of snapshot r->snapshot_id (resolved first when
@@ -163,6 +173,7 @@ static void rewarm_work(uv_work_t *req)
         sg_store_free(store);
     }
     j->res.seconds = sg_mono_s() - started;
+    release_memory();
 }
 
 static void after_work(uv_work_t *req, int status)
