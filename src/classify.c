@@ -77,24 +77,12 @@ void sg_ledger_init(sg_ledger *l)
 
 void sg_ledger_close(sg_ledger *l)
 {
-    sg_u64set_clear(&l->builds);
     sg_u64set_clear(&l->jobs);
 }
 
-bool sg_ledger_add(sg_ledger *l, const char *source, const char *job, int64_t number)
+void sg_ledger_add(sg_ledger *l, const char *source, const char *job)
 {
     sg_u64set_add(&l->jobs, sg_hash_job(source, job));
-    return sg_u64set_add(&l->builds, sg_hash_build(source, job, number));
-}
-
-void sg_ledger_add_job(sg_ledger *l, const char *source, const char *job)
-{
-    sg_u64set_add(&l->jobs, sg_hash_job(source, job));
-}
-
-void sg_ledger_forget(sg_ledger *l, const char *source, const char *job, int64_t number)
-{
-    sg_u64set_remove(&l->builds, sg_hash_build(source, job, number));
 }
 
 sg_kind sg_classify(const sg_index *ix, const sg_ledger *l, const sg_event *e, sg_reason *why)
@@ -104,10 +92,6 @@ sg_kind sg_classify(const sg_index *ix, const sg_ledger *l, const sg_event *e, s
         return SG_KIND_PASSTHROUGH;
     }
     uint64_t build = sg_hash_build(e->source, e->job, e->number);
-    if (sg_u64set_has(&l->builds, build)) {
-        *why = SG_REASON_LEDGER;
-        return SG_KIND_REPLAY;
-    }
     uint64_t job = sg_hash_job(e->source, e->job);
     const sg_job_facts *f = sg_u64map_get(&ix->jobs, job);
     if (f) {

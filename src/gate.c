@@ -5,11 +5,11 @@
  * the journal failed: the poller retries, nothing is half-written) ->
  * forward (forward.c) unless suppressed.
  *
- * The ledger entry of a forwardable build is made in memory at
- * classification time, so a duplicate arriving while the first is still
- * committing is already a replay; if the commit fails the entry is taken
- * back. The same transaction writes the event and its ledger row, so after a
- * crash both or neither exist.
+ * A second delivery of a build the gate accepted before is told by the
+ * journal, which checks the store's ledger in the transaction that would
+ * add the build to it, so two deliveries racing each other cannot both be
+ * accepted, and a crash leaves both the event and its ledger row or neither.
+ * The loop only remembers which jobs the ledger knows.
  *
  * Delivery order: events reach the forwarder in journal (id) order. While
  * the forwarder's backlog is under SPILL_AT, committed events are pushed to it
@@ -192,7 +192,6 @@ typedef struct incoming {
     sg_http_req *req;
     sg_event ev;
     sg_kind kind;
-    bool remembered; /* added the build to the in-memory ledger */
     char *method, *path, *body;
     size_t body_len;
     sg_buf headers;
@@ -218,8 +217,6 @@ static void on_incoming_done(sg_jop *op)
     incoming *in = op->ud;
     sg_gate *g = in->g;
     if (op->status) {
-        if (in->remembered)
-            sg_ledger_forget(&g->ledger, in->ev.source, in->ev.job, in->ev.number);
         if (g->journal_ok)
             sg_log(SG_LOG_ERROR, "journal", "cannot journal events, answering 503: %s",
                    op->errmsg);
@@ -239,6 +236,10 @@ static void on_incoming_done(sg_jop *op)
     sg_histogram_observe(&g->commit_hist, op->commit_s);
     if (op->duplicate)
         in->kind = SG_KIND_REPLAY; /* of a build the store's ledger had */
+    else if (op->ledger)
+        g->ledger_builds++;
+    if (in->kind != SG_KIND_PASSTHROUGH)
+        sg_guard_observe(g, op->row.received_at, in->ev.source, in->ev.job, in->kind);
     int st = state_index(op->row.state);
     g->counts[in->kind][st]++;
     g->received[in->kind]++;
@@ -316,8 +317,6 @@ static void on_request(void *ud, sg_http_req *req)
     sg_reason why;
     in->kind = sg_classify(&g->index, &g->ledger, &in->ev, &why);
     int64_t now = sg_now_ms();
-    if (in->kind != SG_KIND_PASSTHROUGH)
-        sg_guard_observe(g, now, in->ev.source, in->ev.job, in->kind);
     /* In guard or storm mode only a snapshot makes a job known: the ledger
      * has no cursor, so an old build of a job it knows cannot be told from a
      * new one, and the first build held would let the rest through. */
@@ -342,10 +341,8 @@ static void on_request(void *ud, sg_http_req *req)
     r->reason = sg_reason_name(why);
     r->state = sg_hold_state(g, in->kind, in->ev.source, now, &r->last_error);
     bool pending = !strcmp(r->state, "pending");
-    if (forwardable(in->kind) && pending)
-        in->remembered = sg_ledger_add(&g->ledger, in->ev.source, in->ev.job, in->ev.number);
-    else if (forwardable(in->kind))
-        sg_ledger_add_job(&g->ledger, in->ev.source, in->ev.job);
+    if (forwardable(in->kind))
+        sg_ledger_add(&g->ledger, in->ev.source, in->ev.job);
     r->done_at = pending || !strcmp(r->state, "held") ? 0 : now;
     r->qgen = pending ? g->qgen : 0;
     r->method = in->method;
@@ -528,7 +525,7 @@ json_t *sg_gate_status(sg_gate *g)
         (json_int_t)sg_forward_backlog(g->fwd), "last_ok", g->downstream_last_ok ? ok : NULL,
         "last_failure", g->downstream_last_fail ? fail : NULL, "last_error",
         g->downstream_last_fail ? g->downstream_error : NULL, "snapshot", snapshot, "ledger",
-        (json_int_t)g->ledger.builds.len);
+        (json_int_t)g->ledger_builds);
     json_object_set_new(doc, "redis",
                         g->watch ? sg_watch_status(g->watch) : json_string("not watched"));
     json_t *modes = sg_guard_status(g);
@@ -745,13 +742,9 @@ static void count_events(void *ud, const char *kind, const char *state, int64_t 
         g->counts[k][s] = n;
 }
 
-static void ledger_add(void *ud, const char *source, const char *job, int64_t number,
-                       bool parked)
+static void ledger_add(void *ud, const char *source, const char *job)
 {
-    if (parked)
-        sg_ledger_add_job(ud, source, job);
-    else
-        sg_ledger_add(ud, source, job, number);
+    sg_ledger_add(ud, source, job);
 }
 
 static bool loopback(const char *listen)
@@ -813,7 +806,7 @@ static int start(sg_gate *g, sg_error *err)
     sg_store_options ro = {.readonly = true};
     if ((rc = sg_store_open(c->db_path, &ro, &g->reader, err)) ||
         (rc = sg_store_queue_gen(g->reader, &g->qgen, err)) ||
-        (rc = sg_store_ledger_each(g->reader, ledger_add, &g->ledger, err)) ||
+        (rc = sg_store_ledger_jobs(g->reader, ledger_add, &g->ledger, &g->ledger_builds, err)) ||
         (rc = sg_store_event_counts(g->reader, count_events, g, err)))
         return rc;
     sg_index fresh;
@@ -865,9 +858,9 @@ static int start(sg_gate *g, sg_error *err)
         pending += g->counts[k][ST_PENDING];
     sg_log(SG_LOG_INFO, "gate",
            "listening on %s (admin %s%s), forwarding to %s; baseline snapshot %lld (%zu jobs), "
-           "ledger %zu builds, %lld events pending",
+           "ledger %lld builds of %zu jobs, %lld events pending",
            c->listen, c->admin_listen, g->admin_token ? ", token required" : "", c->downstream,
-           (long long)g->baseline_id, g->index.jobs.len, g->ledger.builds.len,
+           (long long)g->baseline_id, g->index.jobs.len, (long long)g->ledger_builds, g->ledger.jobs.len,
            (long long)pending);
     g->spilled = true; /* resume what the last run left pending */
     sg_gate_refill(g);

@@ -6,10 +6,10 @@
  * or for the drain (on_storm = drain). Replays stay suppressed and new builds
  * are forwarded in every mode: they are genuine (DOMAIN.md section 4).
  *
- * Held events live only in the store: a held build is not in the in-memory
- * ledger (the journal checks the store's ledger for a second delivery), only
- * its job is, so a million of them cost a few megabytes at most and all of
- * them survive a restart. A release moves them to a new queue
+ * Held events live only in the store (the classifier remembers their jobs,
+ * the journal tells their second delivery from the store's ledger), so a
+ * million of them cost no memory per event and all of them survive a
+ * restart. A release moves them to a new queue
  * generation (004_held.sql) and lets the forwarder's refill find them: the
  * same path that resumes pending events after a restart, so a released build
  * is delivered at most once like any other. Leaving guard or storm mode

@@ -57,10 +57,9 @@ static int apply_one(sg_store *s, sg_jop *op, sg_error *err)
     int64_t now = sg_now_ms();
     switch (op->type) {
     case SG_JOP_INSERT: {
-        /* The store's ledger has the last word on "accepted before": a held
-         * build is not in the loop's memory (classify.h), so its second
-         * delivery is caught here, and in the same transaction as the
-         * first when both ride in one batch. */
+        /* The store's ledger has the last word on "accepted before"
+         * (classify.h): a second delivery of a build is caught here, also
+         * when both ride in one batch. */
         op->duplicate = false;
         int rc = 0;
         if (op->ledger &&

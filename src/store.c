@@ -968,19 +968,18 @@ int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_error(s, err, "reading the ledger in");
 }
 
-int sg_store_ledger_each(sg_store *s, sg_ledger_fn fn, void *ud, sg_error *err)
+int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds,
+                         sg_error *err)
 {
+    int rc = count_rows(s, "SELECT count(*) FROM ledger", 0, builds, err);
+    if (rc)
+        return rc;
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT l.source, l.job, l.number,"
-                           " coalesce(e.state IN ('held', 'dropped', 'superseded'), 0)"
-                           " FROM ledger l LEFT JOIN event e ON e.id = l.event_id",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(s->db, "SELECT DISTINCT source, job FROM ledger", -1, &st, NULL) !=
+        SQLITE_OK)
         return db_error(s, err, "reading the ledger in");
-    int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
-           sqlite3_column_int64(st, 2), sqlite3_column_int(st, 3) != 0);
+        fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1));
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : db_error(s, err, "reading the ledger in");
 }

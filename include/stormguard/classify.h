@@ -1,8 +1,9 @@
 /* Telling a replay from a new build (DOMAIN.md section 4). The index is the
  * poller's own memory, decoded from the latest good snapshot; the ledger is
- * the gate's memory of every build it accepted for forwarding, which survives
- * a Redis wipe. Both live in memory as keyed hashes (hashset.h). Pure: no
- * I/O. */
+ * the gate's memory of the builds it accepted, which survives a Redis wipe:
+ * its jobs here, its builds in the store (a second delivery of an accepted
+ * build is told by the journal). Both live in memory as keyed hashes
+ * (hashset.h). Pure: no I/O. */
 #ifndef STORMGUARD_CLASSIFY_H
 #define STORMGUARD_CLASSIFY_H
 
@@ -40,32 +41,24 @@ void sg_index_cursor(sg_index *ix, const char *source, const char *job, int64_t 
 void sg_index_completed(sg_index *ix, const char *source, const char *job, int64_t number);
 void sg_index_posted(sg_index *ix, const char *source, const char *job, int64_t number);
 
-/* The in-memory part of the gate's ledger. The store's ledger table is the
- * authority on "accepted before" (the journal checks it for every build it
- * accepts); this is its fast path for builds queued for forwarding, so that
- * their replays are told at classification time. Held builds only make
- * their jobs known: a million of them must not cost memory (the held queue
- * lives on disk). */
+/* What the classifier knows of the gate's ledger: the jobs of the builds it
+ * accepted. The builds themselves are in the store's ledger table, which is
+ * the authority on "accepted before": the journal checks it for every build
+ * it accepts and journals a second delivery as a replay (journal.h). So the
+ * daemon's memory grows with the number of jobs, never with the number of
+ * events. */
 typedef struct sg_ledger {
-    sg_u64set builds; /* sg_hash_build of builds accepted for forwarding */
-    sg_u64set jobs;   /* sg_hash_job of every accepted build's job, held too */
+    sg_u64set jobs; /* sg_hash_job of every accepted build's job */
 } sg_ledger;
 
 void sg_ledger_init(sg_ledger *l);
 void sg_ledger_close(sg_ledger *l);
-/* Records a build and its job; false if the build was already there. */
-bool sg_ledger_add(sg_ledger *l, const char *source, const char *job, int64_t number);
-/* Records only a job (a held build's: the store keeps the build). */
-void sg_ledger_add_job(sg_ledger *l, const char *source, const char *job);
-/* Forgets a build (its journal write failed, so it was never accepted). The
- * job stays known: harmless, as a job is only "known" to tell new from
- * unknown. */
-void sg_ledger_forget(sg_ledger *l, const char *source, const char *job, int64_t number);
+void sg_ledger_add(sg_ledger *l, const char *source, const char *job);
 
 /* Why an event got its kind, for the journal and the logs. */
 typedef enum sg_reason {
     SG_REASON_NONE = 0,
-    SG_REASON_LEDGER,      /* the gate accepted this build before */
+    SG_REASON_LEDGER,      /* the gate accepted this build before (the journal's verdict) */
     SG_REASON_POSTED,      /* Igor's posted marker names it */
     SG_REASON_CURSOR,      /* started at or before the job's Jenkins cursor */
     SG_REASON_NUMBER,      /* at or below the job's last completed number */

@@ -190,12 +190,11 @@ int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_
 int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number,
                         bool *found, sg_error *err);
 
-/* Calls fn for every ledger entry (to rebuild the in-memory ledger); parked
- * says its event waits on an operator or never leaves (held, dropped,
- * superseded). */
-typedef void (*sg_ledger_fn)(void *ud, const char *source, const char *job, int64_t number,
-                             bool parked);
-int sg_store_ledger_each(sg_store *s, sg_ledger_fn fn, void *ud, sg_error *err);
+/* Calls fn for every job with a build in the ledger (the classifier's
+ * sg_ledger); *builds gets the number of builds. */
+typedef void (*sg_ledger_fn)(void *ud, const char *source, const char *job);
+int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds,
+                         sg_error *err);
 
 /* Calls the visitor for every row of a snapshot's build index. */
 typedef struct sg_index_visitor {

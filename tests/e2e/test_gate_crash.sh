@@ -61,7 +61,7 @@ BEFORE=$(n200)
 echo "# kill -9 after $BEFORE events answered 200; in flight then: $(json_get "$ST" "d.get('downstream', {}).get('inflight')"), pending $(json_get "$ST" "d.get('pending')")"
 sleep 0.5
 restart_gate
-grep -q "events pending" "$GATE_LOG" && echo "# $(grep -o 'ledger [0-9]* builds, [0-9]* events pending' "$GATE_LOG")"
+grep -q "events pending" "$GATE_LOG" && echo "# $(grep -o 'ledger [0-9]* builds of [0-9]* jobs, [0-9]* events pending' "$GATE_LOG")"
 
 posters_done() { [ "$(ls "$TMP"/poster?.done 2>/dev/null | wc -l)" = $P ]; }
 wait_for 60 "the posters finished" posters_done

@@ -88,21 +88,6 @@ static void expect_kind_at(const fixture *f, const char *source, const char *job
 
 /* ---- replays ---- */
 
-static void ledger_hit_is_replay(void **state)
-{
-    fixture *f = *state;
-    assert_true(sg_ledger_add(&f->l, "jenkins-prod", "svc", 5));
-    assert_false(sg_ledger_add(&f->l, "jenkins-prod", "svc", 5));
-    EXPECT(f, "jenkins-prod", "svc", 5, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
-    EXPECT(f, "jenkins-prod", "svc", 5, 0, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
-    EXPECT(f, "jenkins-prod", "svc", 5, T0, TRAVIS, SG_KIND_REPLAY, SG_REASON_LEDGER);
-    /* the ledger wins even where the snapshot would call it new */
-    sg_index_cursor(&f->ix, "jenkins-prod", "svc", T0 - 60 * SEC);
-    EXPECT(f, "jenkins-prod", "svc", 5, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
-    /* another build of the same job is not in the ledger */
-    EXPECT(f, "jenkins-prod", "svc", 6, T0, JENKINS, SG_KIND_NEW, SG_REASON_BEYOND);
-}
-
 static void posted_marker_is_replay(void **state)
 {
     fixture *f = *state;
@@ -175,20 +160,15 @@ static void jenkins_out_of_order_completions(void **state)
     sg_index_cursor(&f->ix, "jenkins-prod", "svc", t100);
 
     EXPECT(f, "jenkins-prod", "svc", 102, t102, JENKINS, SG_KIND_NEW, SG_REASON_BEYOND);
-    assert_true(sg_ledger_add(&f->l, "jenkins-prod", "svc", 102)); /* the gate forwards it */
+    sg_ledger_add(&f->l, "jenkins-prod", "svc"); /* the gate forwards it */
     EXPECT(f, "jenkins-prod", "svc", 101, t101, JENKINS, SG_KIND_NEW, SG_REASON_BEYOND);
-    assert_true(sg_ledger_add(&f->l, "jenkins-prod", "svc", 101));
 
     /* a later snapshot records 102 as the job's highest build: 101 is still
-     * not judged by its number */
+     * not judged by its number (its second delivery is the journal's to
+     * tell, from the store's ledger) */
     sg_index_completed(&f->ix, "jenkins-prod", "svc", 102);
-    sg_ledger_forget(&f->l, "jenkins-prod", "svc", 101);
     EXPECT(f, "jenkins-prod", "svc", 101, t101, JENKINS, SG_KIND_NEW, SG_REASON_BEYOND);
 
-    /* replays of both once accepted */
-    assert_true(sg_ledger_add(&f->l, "jenkins-prod", "svc", 101));
-    EXPECT(f, "jenkins-prod", "svc", 101, t101, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
-    EXPECT(f, "jenkins-prod", "svc", 102, t102, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
     /* 100 itself and anything before it: the cursor */
     EXPECT(f, "jenkins-prod", "svc", 100, t100, JENKINS, SG_KIND_REPLAY, SG_REASON_CURSOR);
     EXPECT(f, "jenkins-prod", "svc", 99, t100 - 90 * SEC, JENKINS, SG_KIND_REPLAY,
@@ -255,11 +235,10 @@ static void job_known_only_from_ledger_is_new(void **state)
     fixture *f = *state;
     /* the snapshot is gone (cold start after the wipe), but the gate
      * forwarded another build of the job */
-    assert_true(sg_ledger_add(&f->l, "jenkins-prod", "svc", 7));
+    sg_ledger_add(&f->l, "jenkins-prod", "svc");
     EXPECT(f, "jenkins-prod", "svc", 8, T0, JENKINS, SG_KIND_NEW, SG_REASON_LEDGER_JOB);
     EXPECT(f, "jenkins-prod", "svc", 6, T0, JENKINS, SG_KIND_NEW, SG_REASON_LEDGER_JOB);
     EXPECT(f, "jenkins-prod", "svc", 8, T0, TRAVIS, SG_KIND_NEW, SG_REASON_LEDGER_JOB);
-    EXPECT(f, "jenkins-prod", "svc", 7, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
 }
 
 static void job_in_neither_is_unknown(void **state)
@@ -271,7 +250,7 @@ static void job_in_neither_is_unknown(void **state)
     sg_index_cursor(&f->ix, "jenkins-prod", "svc-a", T0);
     sg_index_completed(&f->ix, "jenkins-prod", "svc-b", 10);
     sg_index_posted(&f->ix, "jenkins-prod", "svc-c", 3);
-    assert_true(sg_ledger_add(&f->l, "jenkins-prod", "svc-d", 4));
+    sg_ledger_add(&f->l, "jenkins-prod", "svc-d");
     EXPECT(f, "jenkins-prod", "svc", 1, T0 - 60 * SEC, JENKINS, SG_KIND_UNKNOWN,
            SG_REASON_UNKNOWN_JOB);
     EXPECT(f, "jenkins-prod", "svc-a/child", 1, T0 - 60 * SEC, JENKINS, SG_KIND_UNKNOWN,
@@ -281,7 +260,6 @@ static void job_in_neither_is_unknown(void **state)
     EXPECT(f, "jenkins-prod", "svc-a", 1, T0 - 60 * SEC, JENKINS, SG_KIND_REPLAY, SG_REASON_CURSOR);
     EXPECT(f, "jenkins-prod", "svc-b", 5, T0, TRAVIS, SG_KIND_REPLAY, SG_REASON_NUMBER);
     EXPECT(f, "jenkins-prod", "svc-c", 3, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_POSTED);
-    EXPECT(f, "jenkins-prod", "svc-d", 4, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
     EXPECT(f, "jenkins-prod", "svc-d", 5, T0, JENKINS, SG_KIND_NEW, SG_REASON_LEDGER_JOB);
 }
 
@@ -298,7 +276,7 @@ static void passthrough_event(void **state)
     sg_event_close(&e);
 
     /* even with names that the ledger and index know */
-    assert_true(sg_ledger_add(&f->l, "m", "job", 3));
+    sg_ledger_add(&f->l, "m", "job");
     sg_index_cursor(&f->ix, "m", "job", T0);
     e = build_event("m", "job", 3, T0 - 1, false);
     e.type = SG_EVENT_PASSTHROUGH;
@@ -308,35 +286,6 @@ static void passthrough_event(void **state)
     sg_event_close(&e);
 }
 
-static void ledger_forget(void **state)
-{
-    fixture *f = *state;
-    assert_true(sg_ledger_add(&f->l, "jenkins-prod", "svc", 5));
-    assert_true(sg_ledger_add(&f->l, "jenkins-prod", "svc", 6));
-    EXPECT(f, "jenkins-prod", "svc", 5, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
-    sg_ledger_forget(&f->l, "jenkins-prod", "svc", 5);
-    /* not a replay any more; the job stays known */
-    EXPECT(f, "jenkins-prod", "svc", 5, T0, JENKINS, SG_KIND_NEW, SG_REASON_LEDGER_JOB);
-    EXPECT(f, "jenkins-prod", "svc", 6, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
-    /* forgetting twice, or a build never added, changes nothing */
-    sg_ledger_forget(&f->l, "jenkins-prod", "svc", 5);
-    sg_ledger_forget(&f->l, "jenkins-prod", "svc", 77);
-    sg_ledger_forget(&f->l, "elsewhere", "svc", 6);
-    EXPECT(f, "jenkins-prod", "svc", 6, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
-    assert_int_equal(f->l.builds.len, 1);
-    /* it can be accepted again */
-    assert_true(sg_ledger_add(&f->l, "jenkins-prod", "svc", 5));
-    EXPECT(f, "jenkins-prod", "svc", 5, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
-    /* forgetting the only build of a job known from the ledger alone */
-    assert_true(sg_ledger_add(&f->l, "jenkins-prod", "lonely", 1));
-    sg_ledger_forget(&f->l, "jenkins-prod", "lonely", 1);
-    EXPECT(f, "jenkins-prod", "lonely", 1, T0, JENKINS, SG_KIND_NEW, SG_REASON_LEDGER_JOB);
-    /* forgetting does not touch the snapshot's verdict */
-    sg_index_cursor(&f->ix, "jenkins-prod", "svc", T0);
-    sg_ledger_forget(&f->l, "jenkins-prod", "svc", 5);
-    EXPECT(f, "jenkins-prod", "svc", 5, T0, JENKINS, SG_KIND_REPLAY, SG_REASON_CURSOR);
-}
-
 static void jobs_separated_by_source(void **state)
 {
     fixture *f = *state;
@@ -344,7 +293,7 @@ static void jobs_separated_by_source(void **state)
     sg_index_cursor(&f->ix, "jenkins-a", "svc", T0);
     sg_index_posted(&f->ix, "jenkins-a", "svc", 6);
     sg_index_completed(&f->ix, "jenkins-a", "svc", 9);
-    assert_true(sg_ledger_add(&f->l, "jenkins-a", "svc", 5));
+    sg_ledger_add(&f->l, "jenkins-a", "svc");
     EXPECT(f, "jenkins-b", "svc", 5, T0 - 60 * SEC, JENKINS, SG_KIND_UNKNOWN,
            SG_REASON_UNKNOWN_JOB);
     EXPECT(f, "jenkins-b", "svc", 6, T0 - 60 * SEC, JENKINS, SG_KIND_UNKNOWN,
@@ -378,7 +327,7 @@ static void many_jobs(void **state)
         else
             sg_index_completed(&f->ix, "m", job, i + 1);
         if (i % 3 == 0)
-            assert_true(sg_ledger_add(&f->l, "m", job, 1000000 + i));
+            sg_ledger_add(&f->l, "m", job);
     }
     assert_int_equal(f->ix.jobs.len, N);
     for (int i = 0; i < N; i++) {
@@ -390,8 +339,6 @@ static void many_jobs(void **state)
             EXPECT(f, "m", job, i + 1, T0, TRAVIS, SG_KIND_REPLAY, SG_REASON_NUMBER);
             EXPECT(f, "m", job, i + 2, T0, TRAVIS, SG_KIND_NEW, SG_REASON_BEYOND);
         }
-        if (i % 3 == 0)
-            EXPECT(f, "m", job, 1000000 + i, T0 + N + 1, JENKINS, SG_KIND_REPLAY, SG_REASON_LEDGER);
         snprintf(job, sizeof job, "other-%d", i);
         EXPECT(f, "m", job, 1, T0, JENKINS, SG_KIND_UNKNOWN, SG_REASON_UNKNOWN_JOB);
     }
@@ -509,7 +456,6 @@ static void reason_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(ledger_hit_is_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(posted_marker_is_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(posted_marker_alone_makes_job_known, setup, teardown),
         cmocka_unit_test_setup_teardown(jenkins_cursor, setup, teardown),
@@ -524,7 +470,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(job_known_only_from_ledger_is_new, setup, teardown),
         cmocka_unit_test_setup_teardown(job_in_neither_is_unknown, setup, teardown),
         cmocka_unit_test_setup_teardown(passthrough_event, setup, teardown),
-        cmocka_unit_test_setup_teardown(ledger_forget, setup, teardown),
         cmocka_unit_test_setup_teardown(jobs_separated_by_source, setup, teardown),
         cmocka_unit_test_setup_teardown(many_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(classify_parsed_events, setup, teardown),
