@@ -58,10 +58,45 @@ int sg_rconn_command(sg_rconn *c, redisReply **out, sg_error *err, int argc, con
     return 0;
 }
 
+static char *put_count(char *p, char type, size_t n)
+{
+    char digits[24];
+    int i = 0;
+    do
+        digits[i++] = (char)('0' + n % 10);
+    while ((n /= 10));
+    *p++ = type;
+    while (i)
+        *p++ = digits[--i];
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+/* The command in RESP, written in one pass into one buffer: hiredis's own
+ * formatting (sdscatfmt, an allocation per argument) was a tenth of a
+ * snapshot's CPU time, which pipelines two commands per key. */
 int sg_rconn_append(sg_rconn *c, sg_error *err, int argc, const char **argv,
                     const size_t *argvlen)
 {
-    if (redisAppendCommandArgv(c->ctx, argc, argv, argvlen) != REDIS_OK)
+    size_t total = 24 + 2;
+    for (int i = 0; i < argc; i++)
+        total += 24 + 2 + (argvlen ? argvlen[i] : strlen(argv[i])) + 2;
+    char stack[1024];
+    char *buf = total <= sizeof stack ? stack : sg_xmalloc(total);
+    char *p = put_count(buf, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        size_t n = argvlen ? argvlen[i] : strlen(argv[i]);
+        p = put_count(p, '$', n);
+        memcpy(p, argv[i], n);
+        p += n;
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    int rc = redisAppendFormattedCommand(c->ctx, buf, (size_t)(p - buf));
+    if (buf != stack)
+        free(buf);
+    if (rc != REDIS_OK)
         return io_error(c, err, "queueing a command for");
     return 0;
 }
