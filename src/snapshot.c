@@ -83,6 +83,7 @@ typedef struct snap {
     const char *prefix;
     int db;
     bool count_profile; /* res->profile_keys is counted */
+    bool with_ttl;      /* the database has keys with an expiry: PTTL each key */
     double started, last_progress;
 } snap;
 
@@ -105,12 +106,12 @@ static int send_page(snap *sn, page *p, sg_error *err)
     for (size_t i = 0; i < n; i++) {
         const char *argv[2] = {"PTTL", p->keys.keys[i]};
         size_t lens[2] = {4, p->keys.lens[i]};
-        if ((rc = sg_rconn_append(sn->c, err, 2, argv, lens)))
+        if (sn->with_ttl && (rc = sg_rconn_append(sn->c, err, 2, argv, lens)))
             return rc;
         argv[0] = "DUMP";
         if ((rc = sg_rconn_append(sn->c, err, 2, argv, lens)))
             return rc;
-        p->expected += 2;
+        p->expected += sn->with_ttl ? 2 : 1;
     }
     if (sn->o->profile != SG_PROFILE_IGOR)
         return 0;
@@ -160,12 +161,13 @@ static int store_key(snap *sn, const char *key, size_t klen, const redisReply *t
         sn->res->vanished++; /* deleted between SCAN and DUMP */
         return 0;
     }
-    if (!ttl || ttl->type != REDIS_REPLY_INTEGER || ttl->integer == -2) {
+    /* ttl NULL: the database had no key with an expiry (snapshot_db) */
+    if (ttl && (ttl->type != REDIS_REPLY_INTEGER || ttl->integer == -2)) {
         sn->res->vanished++;
         return 0;
     }
-    int64_t expire_at = ttl->integer >= 0 ? sg_now_ms() + ttl->integer : 0;
-    if (ttl->integer == 0)
+    int64_t expire_at = ttl && ttl->integer >= 0 ? sg_now_ms() + ttl->integer : 0;
+    if (ttl && ttl->integer == 0)
         expire_at = sg_now_ms() + 1;
     int rc = sg_store_snapshot_add_key(sn->s, sn->db, key, klen, expire_at, dump->str, dump->len,
                                        err);
@@ -242,10 +244,10 @@ static int store_page(snap *sn, page *p, sg_error *err)
     int rc = 0;
     size_t n = p->keys.n, next = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        redisReply *ttl = p->replies[next++], *dump = p->replies[next++];
+        redisReply *ttl = sn->with_ttl ? p->replies[next++] : NULL, *dump = p->replies[next++];
         if (dump->type == REDIS_REPLY_ERROR)
             return sg_rconn_reply_error(sn->c, "DUMP", dump, err);
-        if (ttl->type == REDIS_REPLY_ERROR)
+        if (ttl && ttl->type == REDIS_REPLY_ERROR)
             return sg_rconn_reply_error(sn->c, "PTTL", ttl, err);
         int64_t before = sn->res->keys;
         rc = store_key(sn, p->keys.keys[i], p->keys.lens[i], ttl, dump, err);
@@ -279,9 +281,53 @@ static void progress(snap *sn, bool final)
  * the oldest, Redis works on the others and never waits for us. */
 #define PAGES_IN_FLIGHT 2
 
-/* Snapshots the current database. SCAN runs on its own connection (scan) so
- * the cursor chain can run ahead of the PTTL/DUMP pipeline on sn->c. */
+#define SNAPSHOT_AGAIN (-1000) /* snapshot_db: take the snapshot again, with PTTL */
+
+static int snapshot_keys(snap *sn, sg_rconn *scan, const sg_strlist *patterns, sg_error *err);
+
+/* How many keys of the connection's database have an expiry (INFO
+ * keyspace; a database without keys has no line: 0). */
+static int db_expires(sg_rconn *c, int64_t *expires, sg_error *err)
+{
+    char field[16], *line = NULL;
+    snprintf(field, sizeof field, "db%d", c->db);
+    int rc = sg_rconn_info_field(c, "keyspace", field, &line, err);
+    if (rc)
+        return rc;
+    const char *e = line ? strstr(line, "expires=") : NULL;
+    *expires = e ? strtoll(e + 8, NULL, 10) : 0;
+    free(line);
+    return 0;
+}
+
 static int snapshot_db(snap *sn, sg_rconn *scan, const sg_strlist *patterns, sg_error *err)
+{
+    /* A key's PTTL costs Redis nearly as much as its DUMP. In a database
+     * where no key expires (a Jenkins-only Igor keeps no key with a TTL,
+     * DOMAIN.md section 2) it is not asked: every key is stored without
+     * expiry. Should a key with an expiry appear meanwhile, which key it
+     * was is unknown: the caller takes the snapshot again with PTTL. */
+    int64_t expires = 1;
+    if (!sn->with_ttl) {
+        int rc = db_expires(sn->c, &expires, err);
+        if (rc)
+            return rc;
+        if (expires > 0)
+            sn->with_ttl = true;
+    }
+    int rc = snapshot_keys(sn, scan, patterns, err);
+    if (rc == 0 && !sn->with_ttl && (rc = db_expires(sn->c, &expires, err)) == 0 &&
+        expires > 0) {
+        sn->with_ttl = true;
+        return SNAPSHOT_AGAIN;
+    }
+    return rc;
+}
+
+/* Snapshots the current database's keys. SCAN runs on its own connection
+ * (scan) so the cursor chain can run ahead of the PTTL/DUMP pipeline on
+ * sn->c. */
+static int snapshot_keys(snap *sn, sg_rconn *scan, const sg_strlist *patterns, sg_error *err)
 {
     sg_keyscan ks;
     sg_keyscan_init(&ks, scan, patterns, sn->o->scan_count);
@@ -410,24 +456,33 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
     };
     meta.selection = join(&patterns);
     meta.profile_pattern = profile_pattern;
-    rc = sg_store_snapshot_begin(s, &meta, &res.id, err);
-    free(meta.selection);
-    if (rc)
-        goto done;
-    sg_rconn scan = {0};
-    if ((rc = sg_rconn_clone(c, &scan, err)) == 0) {
-        for (int i = 0; i < ndb && rc == 0; i++) {
-            if (dbs[i] != c->db && (rc = sg_rconn_select(c, dbs[i], err)))
-                break;
-            if (dbs[i] != scan.db && (rc = sg_rconn_select(&scan, dbs[i], err)))
-                break;
-            sn.db = dbs[i];
-            rc = snapshot_db(&sn, &scan, &patterns, err);
+    for (;;) {
+        rc = sg_store_snapshot_begin(s, &meta, &res.id, err);
+        if (rc)
+            break;
+        sg_rconn scan = {0};
+        if ((rc = sg_rconn_clone(c, &scan, err)) == 0) {
+            for (int i = 0; i < ndb && rc == 0; i++) {
+                if (dbs[i] != c->db && (rc = sg_rconn_select(c, dbs[i], err)))
+                    break;
+                if (dbs[i] != scan.db && (rc = sg_rconn_select(&scan, dbs[i], err)))
+                    break;
+                sn.db = dbs[i];
+                rc = snapshot_db(&sn, &scan, &patterns, err);
+            }
+            sg_rconn_close(&scan);
         }
-        sg_rconn_close(&scan);
+        if (rc == 0 && c->db != home)
+            rc = sg_rconn_select(c, home, err);
+        if (rc != SNAPSHOT_AGAIN)
+            break;
+        /* a key with an expiry appeared while PTTL was not asked: again,
+         * asking it for every key (sn.with_ttl is now set) */
+        sg_store_snapshot_abort(s);
+        res = (sg_snapshot_result){.profile_keys = profile_pattern ? 0 : -1};
+        sn.started = sn.last_progress = sg_mono_s();
     }
-    if (rc == 0 && c->db != home)
-        rc = sg_rconn_select(c, home, err);
+    free(meta.selection);
     if (rc) {
         sg_store_snapshot_abort(s);
         goto done;

@@ -21,6 +21,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +35,10 @@
 #include <uv.h>
 
 #include "stormguard/error.h"
+#include "stormguard/rconn.h"
 #include "stormguard/sidecar.h"
+#include "stormguard/snapshot.h"
+#include "stormguard/store.h"
 #include "stormguard/util.h"
 
 /* ---- the redis-server fixture ---- */
@@ -573,6 +577,86 @@ static void password_from_environment(void **state)
     cmd_ok(f, "AUTH s3cret");
 }
 
+/* ---- the snapshot's PTTL-free path (snapshot.c) ---- */
+
+typedef struct ttl_probe {
+    fixture *f;
+    int calls;
+} ttl_probe;
+
+/* The first progress report, mid-snapshot: a key with an expiry appears. */
+static void key_with_ttl_appears(void *ud, int64_t done, double elapsed)
+{
+    (void)done;
+    (void)elapsed;
+    ttl_probe *p = ud;
+    if (p->calls++ == 0)
+        cmd_ok(p->f, "SET late:ttl v PX 3600000");
+}
+
+static int64_t store_int(fixture *f, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* A database where no key expires is snapshotted without PTTL; a key with an
+ * expiry that appears meanwhile makes the snapshot start over with PTTL, so
+ * no key is stored without the expiry it had. */
+static void snapshot_skips_pttl_without_expiring_keys(void **state)
+{
+    fixture *f = *state;
+    enum { N = 300000 };
+    for (int i = 0; i < N; i++)
+        redisAppendCommand(f->rc, "SET plain:%d v", i);
+    for (int i = 0; i < N; i++) {
+        void *r;
+        assert_int_equal(redisGetReply(f->rc, &r), REDIS_OK);
+        freeReplyObject(r);
+    }
+    sg_redis_url u;
+    sg_error err = {0};
+    assert_int_equal(sg_redis_url_parse(f->url, &u, &err), 0);
+    sg_rconn c;
+    assert_int_equal(sg_rconn_open(&c, &u, 5000, &err), 0);
+    sg_store *s;
+    sg_store_options so = {0};
+    assert_int_equal(sg_store_open(f->db, &so, &s, &err), 0);
+
+    /* no expiring key before or after: stored without expiry, one pass */
+    sg_snapshot_opts o = {.scan_count = 1000};
+    sg_snapshot_result r;
+    assert_int_equal(sg_snapshot_take(&c, s, &o, &r, &err), 0);
+    assert_int_equal(r.keys, N);
+    assert_int_equal(store_int(f, "SELECT count(*) FROM snapshot_key WHERE expire_at_ms IS NULL"),
+                     N);
+
+    /* one appears mid-snapshot: taken again, with PTTL */
+    ttl_probe p = {.f = f};
+    o.progress = key_with_ttl_appears;
+    o.progress_ud = &p;
+    assert_int_equal(sg_snapshot_take(&c, s, &o, &r, &err), 0);
+    assert_true(p.calls >= 2); /* a report came before the end */
+    assert_int_equal(r.keys, N + 1);
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM snapshot_key WHERE snapshot_id = %lld AND "
+             "CAST(key AS TEXT) = 'late:ttl' AND expire_at_ms > %lld",
+             (long long)r.id, (long long)sg_now_ms());
+    assert_int_equal(store_int(f, sql), 1);
+    assert_int_equal(store_int(f, "SELECT count(*) FROM snapshot"), 2);
+    sg_store_free(s);
+    sg_rconn_close(&c);
+    sg_redis_url_close(&u);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -581,7 +665,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(snapshot_flush_rewarm),     T(suspect_snapshot_is_not_rewarmed_by_default),
         T(loop_keeps_running),        T(errors),
-        T(password_from_environment),
+        T(password_from_environment), T(snapshot_skips_pttl_without_expiring_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
