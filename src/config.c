@@ -51,6 +51,9 @@ static const key_spec keys[] = {
      "SQLite database file (default " SG_DEFAULT_DB_PATH ")"},
     {"store", "synchronous", "synchronous", T_SYNC, F(synchronous), 0, 0,
      "normal (survives a crash of the process) or full (survives power loss)"},
+    {"store", "keep_events", "keep-events", T_DURATION, F(keep_events_s), 0, 0,
+     "stormguard run deletes journaled events this much older than now once they are "
+     "forwarded, suppressed, dropped or superseded (0 = never; default 30d)"},
     {"profile", "name", "profile", T_PROFILE, F(profile), 0, 0,
      "igor (Igor's key families, decoded into the build index) or none"},
     {"profile", "prefix", "prefix", T_STRING, F(prefix), 0, 0,
@@ -185,6 +188,7 @@ void sg_config_init(sg_config *c)
     c->max_inflight = 32;
     c->forward_timeout_s = 10;
     c->forward_max_age_s = 86400;
+    c->keep_events_s = 30 * 86400;
     c->retry_base_ms = 500;
     c->retry_max_s = 60;
     c->guard_duration_s = 600;

@@ -463,12 +463,55 @@ static void log_activity(sg_gate *g)
            (unsigned long long)failures);
 }
 
+/* ---- the journal's retention ---- */
+
+/* Once an hour (the first time shortly after the start), events older than
+ * [store] keep_events that are done with are deleted, a chunk per journal
+ * transaction so the gate's own commits go in between. Without it the
+ * journal, every body included, grows until the disk is full. */
+#define PRUNE_FIRST_MS 10000
+#define PRUNE_EVERY_MS (3600 * 1000LL)
+
+static void on_prune_done(sg_jop *op)
+{
+    sg_gate *g = op->ud;
+    if (op->status) {
+        sg_log(SG_LOG_WARN, "journal", "pruning events older than %llds: %s (next try in an hour)",
+               (long long)g->cfg->keep_events_s, op->errmsg);
+    } else {
+        g->pruned_pass += op->pruned;
+        if (op->more && !g->stopping) {
+            sg_journal_submit(g->journal, op);
+            return;
+        }
+        if (g->pruned_pass)
+            sg_log(SG_LOG_INFO, "journal", "pruned %lld events older than %llds",
+                   (long long)g->pruned_pass, (long long)g->cfg->keep_events_s);
+    }
+    g->pruning = false;
+    g->next_prune_at = sg_now_ms() + PRUNE_EVERY_MS;
+}
+
+static void maybe_prune(sg_gate *g, int64_t now)
+{
+    if (g->pruning || g->stopping || !g->cfg->keep_events_s || now < g->next_prune_at)
+        return;
+    g->pruning = true;
+    g->pruned_pass = 0;
+    g->prune = (sg_jop){.type = SG_JOP_PRUNE,
+                        .prune_before = now - g->cfg->keep_events_s * 1000,
+                        .done = on_prune_done,
+                        .ud = g};
+    sg_journal_submit(g->journal, &g->prune);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     sg_gate *g = t->data;
     sg_gate_refill(g);
     if (++g->ticks % SUMMARY_TICKS == 0)
         log_activity(g);
+    maybe_prune(g, sg_now_ms());
     if (g->reloading || g->stopping)
         return;
     reload *r = sg_xcalloc(1, sizeof *r);
@@ -849,6 +892,7 @@ static int start(sg_gate *g, sg_error *err)
     uv_signal_start(&g->sigterm, on_signal, SIGTERM);
     uv_signal_start(&g->sigint, on_signal, SIGINT);
     uv_signal_start(&g->sighup, on_signal, SIGHUP);
+    g->next_prune_at = sg_now_ms() + PRUNE_FIRST_MS;
     uv_timer_init(g->loop, &g->tick);
     g->tick.data = g;
     uv_timer_start(&g->tick, on_tick, BASELINE_CHECK_MS, BASELINE_CHECK_MS);

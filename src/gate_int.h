@@ -73,6 +73,10 @@ struct sg_gate {
 
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t tick;
+    /* the journal's retention ([store] keep_events): a pass of chunks */
+    sg_jop prune;
+    bool pruning;
+    int64_t next_prune_at, pruned_pass;
     bool stopping;
     int stop_waits; /* components whose stop callback is pending */
 

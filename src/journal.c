@@ -51,6 +51,8 @@ struct sg_journal {
     void *stopped_ud;
 };
 
+#define PRUNE_CHUNK 5000 /* events looked at per retention transaction */
+
 static int apply_one(sg_store *s, sg_jop *op, sg_error *err)
 {
     sg_event_row *r = &op->row;
@@ -88,6 +90,9 @@ static int apply_one(sg_store *s, sg_jop *op, sg_error *err)
         return sg_store_held_drop(s, &op->hold, op->reason, now, &op->dropped, &op->more, err);
     case SG_JOP_AUDIT:
         return 0;
+    case SG_JOP_PRUNE:
+        return sg_store_events_prune(s, op->prune_before, PRUNE_CHUNK, &op->prune_cursor,
+                                     &op->pruned, &op->more, err);
     case SG_JOP_EPISODE:
         if (op->episode_id == 0)
             return sg_store_episode_open(s, op->at, op->cause, op->detail, &op->episode_id,

@@ -953,6 +953,48 @@ int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_
     return step_done(s, st, err, "writing the ledger in");
 }
 
+int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *cursor,
+                          int64_t *deleted, bool *more, sg_error *err)
+{
+    /* the chunk: the next `limit` ids (the table's own b-tree, no index),
+     * its last id and whether its newest event is still too young */
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT max(id), max(received_at) FROM (SELECT id, received_at "
+                           "FROM event WHERE id > ?1 ORDER BY id LIMIT ?2)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "pruning the journal in");
+    sqlite3_bind_int64(st, 1, *cursor);
+    sqlite3_bind_int64(st, 2, limit);
+    int rc = sqlite3_step(st);
+    bool empty = rc == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_NULL;
+    int64_t last = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    int64_t newest = rc == SQLITE_ROW ? sqlite3_column_int64(st, 1) : 0;
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return db_error(s, err, "pruning the journal in");
+    *deleted = 0;
+    *more = false;
+    if (empty)
+        return 0;
+    if (sqlite3_prepare_v2(s->db,
+                           "DELETE FROM event WHERE id > ?1 AND id <= ?2 AND received_at < ?3 "
+                           "AND state IN ('forwarded', 'suppressed', 'dropped', 'superseded')",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "pruning the journal in");
+    sqlite3_bind_int64(st, 1, *cursor);
+    sqlite3_bind_int64(st, 2, last);
+    sqlite3_bind_int64(st, 3, before);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, "pruning the journal in");
+    *deleted = sqlite3_changes(s->db);
+    *cursor = last;
+    *more = newest < before;
+    return 0;
+}
+
 int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number,
                         bool *found, sg_error *err)
 {

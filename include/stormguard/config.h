@@ -29,6 +29,7 @@ typedef struct sg_config {
     /* [store] */
     char *db_path;
     sg_sync_mode synchronous;
+    int64_t keep_events_s;  /* finished events older than this are deleted, 0 = never */
     /* [profile] */
     sg_profile_kind profile;
     char *prefix;

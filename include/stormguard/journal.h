@@ -23,6 +23,7 @@ typedef enum sg_jop_type {
     SG_JOP_DROP,    /* held events of hold become dropped with reason */
     SG_JOP_AUDIT,   /* only the audit row below */
     SG_JOP_EPISODE, /* opens an episode (episode_id 0: set) or updates one */
+    SG_JOP_PRUNE,   /* one chunk of the journal's retention (store.h) */
 } sg_jop_type;
 
 typedef struct sg_jop sg_jop;
@@ -38,7 +39,10 @@ struct sg_jop {
     int64_t qgen;
     const char *reason;
     int64_t released, superseded, dropped;
-    bool more;          /* a chunk (hold.limit): another may find more */
+    bool more;          /* a chunk (hold.limit, PRUNE): another may find more */
+    /* PRUNE: events received before prune_before, from prune_cursor on
+     * (moved past the chunk); how many went */
+    int64_t prune_before, prune_cursor, pruned;
     /* any type: with an action, an audit row in the same transaction */
     const char *actor, *action, *detail;
     /* EPISODE: cause (on open), detail (appended), ended_at (0: open) */

@@ -186,6 +186,15 @@ int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t at
 int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
                         int64_t event_id, sg_error *err);
 
+/* One chunk of the journal's retention: among the `limit` events after id
+ * *cursor, deletes those received before `before` (epoch ms) that are done
+ * with (forwarded, suppressed, dropped, superseded; never pending, held or
+ * dead). *cursor moves past the chunk; *deleted counts; *more is false once
+ * the chunk reached events received at or after `before` (or the end). The
+ * ledger keeps its rows: it still tells a second delivery. */
+int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *cursor,
+                          int64_t *deleted, bool *more, sg_error *err);
+
 /* Whether the ledger has the build (*found). */
 int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number,
                         bool *found, sg_error *err);

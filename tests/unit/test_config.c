@@ -94,6 +94,7 @@ static void defaults(void **state)
     assert_int_equal(c->scan_count, 1000);
     assert_int_equal(c->keep, 20);
     assert_int_equal(c->max_age_s, 0);
+    assert_int_equal(c->keep_events_s, 30 * 86400);
     ASSERT_LIST(&c->protect, "session:*", "queue:*", "workflow:*", "lock:*", "rate:*");
     assert_true(c->flush_announce);
     sg_config_close(c);
@@ -359,6 +360,10 @@ static void set_scalars(void **state)
     assert_int_equal(c->keep, 7);
     assert_int_equal(sg_config_set(c, "snapshot", "max_age", "2h", false, &err), 0);
     assert_int_equal(c->max_age_s, 7200);
+    assert_int_equal(sg_config_set(c, "store", "keep_events", "0", false, &err), 0);
+    assert_int_equal(c->keep_events_s, 0);
+    assert_int_equal(sg_config_set(c, "store", "keep_events", "90d", false, &err), 0);
+    assert_int_equal(c->keep_events_s, 90 * 86400);
     assert_int_equal(sg_config_set(c, "store", "synchronous", "FULL", false, &err), 0);
     assert_int_equal(c->synchronous, SG_SYNC_FULL);
     assert_int_equal(sg_config_set(c, "profile", "name", "igor", false, &err), 0);
@@ -427,6 +432,7 @@ static void flag_mapping(void **state)
         {"profile", "profile", "name"},
         {"scan-count", "snapshot", "scan_count"},
         {"max-age", "snapshot", "max_age"},
+        {"keep-events", "store", "keep_events"},
     };
     for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
         assert_true(sg_config_flag(named[i].flag, &section, &key, &is_list));

@@ -1156,6 +1156,41 @@ static void held_release_order(void **state)
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'held'"), 0);
 }
 
+/* The journal's retention works through the table a chunk at a time, takes
+ * only old events that are done with, and stops at the first young chunk. */
+static void events_prune(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    /* put_event: received_at = 1000 + number */
+    static const char *const states[] = {"forwarded", "suppressed", "held",      "pending",
+                                         "dropped",   "superseded", "dead",      "forwarded"};
+    for (int i = 0; i < 8; i++)
+        put_event(s, states[i], "team/job", i + 1, 0);     /* received 1001..1008 */
+    int64_t young = put_event(s, "forwarded", "team/job", 100, 0); /* received 1100 */
+    int64_t cursor = 0, deleted, total = 0;
+    bool more = true;
+    int chunks = 0;
+    while (more) {
+        assert_int_equal(sg_store_events_prune(s, 1050, 3, &cursor, &deleted, &more, &err), 0);
+        total += deleted;
+        assert_true(++chunks < 10);
+    }
+    assert_int_equal(total, 5); /* not held, pending or dead; not the young one */
+    assert_int_equal(chunks, 3); /* 3 + 3 + (2 old and the young one) */
+    assert_int_equal(cursor, young);
+    /* past the end: nothing, no more */
+    assert_int_equal(sg_store_events_prune(s, 1050, 3, &cursor, &deleted, &more, &err), 0);
+    assert_int_equal(deleted, 0);
+    assert_false(more);
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event"), 4);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state IN ('held', "
+                                    "'pending', 'dead')"),
+                     3);
+}
+
 /* Chunks of a newest-only release take whole jobs (their oldest held events
  * first), so each job's newest build is the one released however the chunks
  * fall; the chunk after the last finds nothing. Chunked drops likewise. */
@@ -1418,6 +1453,7 @@ int main(void)
         T(audit),
         T(held_release_order),
         T(held_release_chunks),
+        T(events_prune),
         T(snapshot_lets_writers_in),
         T(snapshot_abort_after_slices),
         T(episodes),
