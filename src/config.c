@@ -84,6 +84,8 @@ static const key_spec keys[] = {
      "request paths where build events arrive; invalid JSON there is a 400 (default /)"},
     {"gate", "max_body", "max-body", T_SIZE, F(max_body), 1, 1 << 30,
      "largest request body, bytes or with k/m (default 1m); larger gets 413"},
+    {"gate", "max_header", "max-header", T_SIZE, F(max_header), 1024, 256 << 10,
+     "largest request header section, bytes or with k (default 16k); larger gets 431"},
     {"gate", "read_timeout", "read-timeout", T_DURATION, F(read_timeout_s), 1, 3600,
      "a client must send its whole request within this (default 10s)"},
     {"gate", "max_connections", "max-connections", T_INT, F(max_connections), 1, 1000000,
@@ -178,6 +180,7 @@ void sg_config_init(sg_config *c)
     c->listen = sg_xstrdup(SG_DEFAULT_LISTEN);
     sg_strlist_push(&c->build_paths, "/");
     c->max_body = 1 << 20;
+    c->max_header = 16 << 10;
     c->read_timeout_s = 10;
     c->max_connections = 1024;
     static const char *const headers[] = {"content-type", "accept", "user-agent",

@@ -868,6 +868,7 @@ static int start(sg_gate *g, sg_error *err)
         return rc;
     sg_http_opts ho = {.listen = c->listen,
                        .max_body = (size_t)c->max_body,
+                       .max_header = (size_t)c->max_header,
                        .read_timeout_ms = (int)(c->read_timeout_s * 1000),
                        .max_connections = (int)c->max_connections,
                        .tls_cert = c->tls_cert,
@@ -877,6 +878,7 @@ static int start(sg_gate *g, sg_error *err)
     g->admin = (sg_admin){.gate = g, .token = g->admin_token};
     sg_http_opts ao = {.listen = c->admin_listen,
                        .max_body = 64 << 10,
+                       .max_header = (size_t)c->max_header,
                        .read_timeout_ms = (int)(c->read_timeout_s * 1000),
                        .max_connections = 64};
     if ((rc = sg_http_start(g->loop, &ao, sg_admin_handle, &g->admin, &g->admin_http, err)))

@@ -30,6 +30,7 @@ struct sg_http {
     void *ud;
     int port;
     int connections, max_connections;
+    size_t max_header;
     bool stopping, listener_closed;
     void (*done)(void *ud);
     void *done_ud;
@@ -66,6 +67,15 @@ static void on_pool_dispose(void *p)
     unref_req(r);
 }
 
+/* The request line and headers as they came, give or take the separators. */
+static size_t header_bytes(const h2o_req_t *req)
+{
+    size_t n = req->method.len + req->path.len + 12;
+    for (size_t i = 0; i < req->headers.size; i++)
+        n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    return n;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     sg_http *h = ((sg_h2o_handler *)self)->http;
@@ -74,6 +84,17 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     r->refs = 2;
     sg_http_req **link = h2o_mem_alloc_shared(&req->pool, sizeof *link, on_pool_dispose);
     *link = r;
+    size_t got = header_bytes(req);
+    if (h->max_header && got > h->max_header) {
+        char msg[160];
+        int n = snprintf(msg, sizeof msg,
+                         "{\"error\":\"request header section of %zu bytes is over the limit "
+                         "of %zu ([gate] max_header)\"}",
+                         got, h->max_header);
+        req->http1_is_persistent = 0; /* what follows on the connection is suspect */
+        sg_http_reply(r, 431, "application/json", msg, (size_t)n, 0);
+        return 0;
+    }
     h->handler(h->ud, r);
     return 0;
 }
@@ -136,6 +157,7 @@ static const char *reason_phrase(int status)
     case 413: return "Payload Too Large";
     case 422: return "Unprocessable Entity";
     case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
@@ -277,6 +299,7 @@ int sg_http_start(uv_loop_t *loop, const sg_http_opts *o, sg_http_handler handle
     h->handler = handler;
     h->ud = ud;
     h->max_connections = o->max_connections > 0 ? o->max_connections : 1024;
+    h->max_header = o->max_header;
     h2o_config_init(&h->config);
     h->config.server_name = h2o_iovec_init(H2O_STRLIT("stormguard"));
     h->config.max_request_entity_size = o->max_body;

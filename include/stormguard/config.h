@@ -48,6 +48,7 @@ typedef struct sg_config {
     char *downstream;       /* NULL until configured */
     sg_strlist build_paths; /* paths where build events arrive */
     int64_t max_body;       /* bytes */
+    int64_t max_header;     /* bytes of the request line and headers */
     int64_t read_timeout_s;
     int64_t max_connections;
     char *tls_cert, *tls_key;

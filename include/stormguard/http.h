@@ -4,11 +4,11 @@
  * later, e.g. once its event is durable, and a request whose client went
  * away meanwhile is answered into the void safely.
  *
- * Limits h2o enforces by itself: a body over max_body gets 413 and a close; a
- * client that does not complete its request within read_timeout_ms is
- * disconnected (slowloris). Two it enforces differently from what one might
- * expect: an unparsable request and a header section over 8 KiB
- * (H2O_MAX_REQLEN) are answered by closing the connection, with no status. */
+ * Limits: a body over max_body gets 413 and a close; a header section (the
+ * request line and headers) over max_header gets 431 and a close; a client
+ * that does not complete its request within read_timeout_ms is disconnected
+ * (slowloris). h2o answers an unparsable request, more than 100 headers or a
+ * header section beyond its own buffer (about 400 KiB) with 400 and a close. */
 #ifndef STORMGUARD_HTTP_H
 #define STORMGUARD_HTTP_H
 
@@ -25,6 +25,7 @@ typedef struct sg_http_req sg_http_req;
 typedef struct sg_http_opts {
     const char *listen;      /* "ADDR:PORT" ("127.0.0.1:8090", "[::1]:8090"); port 0 = any */
     size_t max_body;         /* bytes */
+    size_t max_header;       /* bytes of the request line and headers; 0: h2o's own limit */
     int read_timeout_ms;     /* to receive a whole request */
     int max_connections;
     const char *tls_cert;    /* PEM files; both or neither */

@@ -10,7 +10,7 @@
 source "$SG_TESTS/lib.sh"
 
 start_sink
-start_gate --max-body 1k --read-timeout 2s
+start_gate --max-body 1k --read-timeout 2s --max-header 2k
 
 # still_serving: a good event is answered 200 at once
 still_serving() {
@@ -90,6 +90,13 @@ elif mode == "garbage":
     s.sendall(b"HELLO THERE\r\n\r\n")
 elif mode == "bad-length":
     s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -4\r\n\r\n{}")
+elif mode == "big-header":    # a header section over --max-header 2k
+    s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 3000 +
+              b"\r\nContent-Length: 2\r\n\r\n{}")
+elif mode == "many-headers":  # more headers than the parser takes (100)
+    s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n" +
+              b"".join(b"X-H%d: v\r\n" % i for i in range(120)) +
+              b"Content-Length: 2\r\n\r\n{}")
 data = b""
 try:
     while True:
@@ -134,8 +141,16 @@ assert_eq closed "$OUT" "a truncated request (Content-Length 500, 100 bytes sent
 run raw garbage
 assert_contains "$OUT" "closed after" "a garbage request line is answered and closed: $OUT"
 assert_not_contains "$OUT" "status 2" "and not with a 2xx"
+assert_contains "$OUT" "status 400" "with 400: $OUT"
 run raw bad-length
 assert_not_contains "$OUT" "status 2" "a negative Content-Length is not accepted: $OUT"
+run raw big-header
+assert_contains "$OUT" "status 431" "a header section over --max-header 2k gets 431 and a close: $OUT"
+run raw many-headers
+assert_contains "$OUT" "status 400" "120 headers get 400 and a close: $OUT"
+gate_post / '{}' -H "X-Pad: $(printf 'a%.0s' $(seq 1 2500))"
+assert_eq 431 "$HTTP_STATUS" "curl with a 2.5 KB header: 431"
+assert_contains "$REPLY" "over the limit of 2048 ([gate] max_header)" "the answer says which limit"
 still_serving
 ok "the gate still serves after slow, truncated and malformed requests"
 
