@@ -109,7 +109,15 @@ int sg_cmd_restore(int argc, char **argv)
         a.o.progress = sg_progress_update;
         a.o.progress_ud = &progress;
         sg_snapshot_info info;
-        if ((rc = sg_store_snapshot_get(store, id, &info, &cli.err)) == 0) {
+        rc = sg_store_snapshot_get(store, id, &info, &cli.err);
+        if (rc == 0 && info.state && !strcmp(info.state, "partial")) {
+            rc = sg_error_set(&cli.err, SG_EREFUSED,
+                              "snapshot %lld is partial (being written, or its writer stopped "
+                              "midway): it would restore only some keys",
+                              (long long)info.id);
+            sg_snapshot_info_close(&info);
+        }
+        if (rc == 0) {
             sg_restore_result res;
             rc = sg_restore_run(&conn, store, info.id, &a.o, &res, &cli.err);
             sg_progress_done(&progress);

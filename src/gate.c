@@ -238,8 +238,6 @@ static void on_incoming_done(sg_jop *op)
         in->kind = SG_KIND_REPLAY; /* of a build the store's ledger had */
     else if (op->ledger)
         g->ledger_builds++;
-    if (in->kind != SG_KIND_PASSTHROUGH)
-        sg_guard_observe(g, op->row.received_at, in->ev.source, in->ev.job, in->kind);
     int st = state_index(op->row.state);
     g->counts[in->kind][st]++;
     g->received[in->kind]++;
@@ -317,6 +315,11 @@ static void on_request(void *ud, sg_http_req *req)
     sg_reason why;
     in->kind = sg_classify(&g->index, &g->ledger, &in->ev, &why);
     int64_t now = sg_now_ms();
+    /* The storm detector sees each event as it arrives, so the event that
+     * trips it is already held; a second delivery the journal will call a
+     * replay is counted as what it looked like here. */
+    if (in->kind != SG_KIND_PASSTHROUGH)
+        sg_guard_observe(g, now, in->ev.source, in->ev.job, in->kind);
     /* In guard or storm mode only a snapshot makes a job known: the ledger
      * has no cursor, so an old build of a job it knows cannot be told from a
      * new one, and the first build held would let the rest through. */

@@ -84,10 +84,18 @@ static int apply_one(sg_store *s, sg_jop *op, sg_error *err)
         return sg_store_event_update(s, r->id, r->state, r->attempts, r->next_attempt_at,
                                      r->last_error, r->done_at, err);
     case SG_JOP_RELEASE:
+    case SG_JOP_DROP: {
+        /* a release or drop in chunks acts on what was held when it began,
+         * not on what a storm holds while it runs */
+        int rc = op->hold.max_id ? 0 : sg_store_last_event_id(s, &op->hold.max_id, err);
+        if (rc)
+            return rc;
+        if (op->type == SG_JOP_DROP)
+            return sg_store_held_drop(s, &op->hold, op->reason, now, &op->dropped, &op->more,
+                                      err);
         return sg_store_held_release(s, &op->hold, op->newest_only, op->qgen, now,
                                      &op->released, &op->superseded, &op->more, err);
-    case SG_JOP_DROP:
-        return sg_store_held_drop(s, &op->hold, op->reason, now, &op->dropped, &op->more, err);
+    }
     case SG_JOP_AUDIT:
         return 0;
     case SG_JOP_PRUNE:
@@ -199,7 +207,6 @@ static void *writer(void *arg)
         pthread_mutex_unlock(&j->lock);
 
         commit_batch(j, batch);
-        bound_wal(j);
 
         pthread_mutex_lock(&j->lock);
         *j->done_tail = batch;
@@ -207,6 +214,7 @@ static void *writer(void *arg)
             j->done_tail = &(*j->done_tail)->next;
         pthread_mutex_unlock(&j->lock);
         uv_async_send(&j->async);
+        bound_wal(j); /* after the batch is answered: its answers do not wait for it */
         pthread_mutex_lock(&j->lock);
     }
     pthread_mutex_unlock(&j->lock);
@@ -285,8 +293,7 @@ int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_jo
     /* A bigger cache lets the many small commits of a busy gate rewrite hot
      * pages (the table's tail, the ledger) in memory; checkpoints are the
      * checkpointer thread's. */
-    sg_store_options opt = {
-        .synchronous = sync, .cache_kib = 8192, .checkpoint_pages = -1, .eager_wait = true};
+    sg_store_options opt = {.synchronous = sync, .cache_kib = 8192, .checkpoint_pages = -1};
     int rc = sg_store_open(path, &opt, &j->store, err);
     if (rc) {
         free(j);

@@ -285,39 +285,53 @@ static void progress(snap *sn, bool final)
 
 static int snapshot_keys(snap *sn, sg_rconn *scan, const sg_strlist *patterns, sg_error *err);
 
-/* How many keys of the connection's database have an expiry (INFO
- * keyspace; a database without keys has no line: 0). */
-static int db_expires(sg_rconn *c, int64_t *expires, sg_error *err)
+/* Whether any key could carry an expiry: keys with one in any database of
+ * the server (INFO keyspace), and how many keys the server has expired so
+ * far (INFO stats, server-wide too: a key that got an expiry and lost it
+ * again between two looks shows there). */
+typedef struct ttl_look {
+    int64_t expires, expired;
+} ttl_look;
+
+static int look_ttl(sg_rconn *c, ttl_look *out, sg_error *err)
 {
-    char field[16], *line = NULL;
-    snprintf(field, sizeof field, "db%d", c->db);
-    int rc = sg_rconn_info_field(c, "keyspace", field, &line, err);
+    const char *argv[] = {"INFO", "keyspace"};
+    redisReply *r = NULL;
+    int rc = sg_rconn_command(c, &r, err, 2, argv, NULL);
     if (rc)
         return rc;
-    const char *e = line ? strstr(line, "expires=") : NULL;
-    *expires = e ? strtoll(e + 8, NULL, 10) : 0;
-    free(line);
+    out->expires = 0;
+    for (const char *e = r->type == REDIS_REPLY_STRING ? strstr(r->str, "expires=") : NULL; e;
+         e = strstr(e + 8, "expires="))
+        out->expires += strtoll(e + 8, NULL, 10);
+    freeReplyObject(r);
+    char *expired = NULL;
+    if ((rc = sg_rconn_info_field(c, "stats", "expired_keys", &expired, err)))
+        return rc;
+    out->expired = expired ? strtoll(expired, NULL, 10) : -1;
+    free(expired);
     return 0;
 }
 
 static int snapshot_db(snap *sn, sg_rconn *scan, const sg_strlist *patterns, sg_error *err)
 {
-    /* A key's PTTL costs Redis nearly as much as its DUMP. In a database
+    /* A key's PTTL costs Redis nearly as much as its DUMP. On a server
      * where no key expires (a Jenkins-only Igor keeps no key with a TTL,
      * DOMAIN.md section 2) it is not asked: every key is stored without
-     * expiry. Should a key with an expiry appear meanwhile, which key it
-     * was is unknown: the caller takes the snapshot again with PTTL. */
-    int64_t expires = 1;
+     * expiry. Should a key with an expiry appear meanwhile (or appear and
+     * expire), which key it was is unknown: the caller takes the snapshot
+     * again with PTTL. */
+    ttl_look before = {0}, after = {0};
     if (!sn->with_ttl) {
-        int rc = db_expires(sn->c, &expires, err);
+        int rc = look_ttl(sn->c, &before, err);
         if (rc)
             return rc;
-        if (expires > 0)
+        if (before.expires > 0 || before.expired < 0)
             sn->with_ttl = true;
     }
     int rc = snapshot_keys(sn, scan, patterns, err);
-    if (rc == 0 && !sn->with_ttl && (rc = db_expires(sn->c, &expires, err)) == 0 &&
-        expires > 0) {
+    if (rc == 0 && !sn->with_ttl && (rc = look_ttl(sn->c, &after, err)) == 0 &&
+        (after.expires > 0 || after.expired != before.expired)) {
         sn->with_ttl = true;
         return SNAPSHOT_AGAIN;
     }

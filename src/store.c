@@ -65,7 +65,6 @@ struct sg_store {
     int64_t key_seq;     /* keys added to it so far */
     unsigned snap_rows;  /* rows written since the clock was last read */
     double snap_since;   /* the snapshot's transaction began (sg_mono_s) */
-    bool eager;          /* sg_store_options.eager_wait */
     sg_sync_mode sync;   /* the configured synchronous mode */
     int wal_frames;      /* the WAL's length after this connection's last commit */
 };
@@ -198,8 +197,10 @@ static int migrate(sg_store *s, int target, sg_error *err)
 #define EAGER_POLL_US 200
 
 /* SQLite's own busy handler sleeps longer and longer between tries (up to
- * 100 ms): a writer that must not miss the short gaps a snapshot leaves
- * between its slices tries every EAGER_POLL_US instead. */
+ * 100 ms): a writer would miss the short gaps another leaves between its
+ * transactions (a snapshot between its slices, the journal between its
+ * batches) and could wait for the whole busy timeout. Every connection
+ * tries every EAGER_POLL_US instead. */
 static int busy_eager(void *ud, int tries)
 {
     (void)ud;
@@ -215,10 +216,8 @@ static void set_busy(sg_store *s, bool wait)
 {
     if (!wait)
         sqlite3_busy_timeout(s->db, 0);
-    else if (s->eager)
-        sqlite3_busy_handler(s->db, busy_eager, NULL);
     else
-        sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+        sqlite3_busy_handler(s->db, busy_eager, NULL);
 }
 
 static int on_wal_commit(void *ud, sqlite3 *db, const char *name, int frames)
@@ -252,7 +251,6 @@ int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out,
     snprintf(sync, sizeof sync, "PRAGMA synchronous = %s", sg_sync_mode_name(opt->synchronous));
     int target = opt->migrate_to > 0 && opt->migrate_to < sg_migration_count ? opt->migrate_to
                                                                               : sg_migration_count;
-    s->eager = opt->eager_wait;
     set_busy(s, true);
     if ((!opt->readonly && (rc = exec(s, "PRAGMA journal_mode = WAL", err, "opening store"))) ||
         (rc = exec(s, sync, err, "configuring store")) ||
@@ -348,6 +346,8 @@ void sg_snapshot_info_close(sg_snapshot_info *i)
     memset(i, 0, sizeof *i);
 }
 
+static int delete_snapshot(sg_store *s, int64_t id, sg_error *err);
+
 /* Back to the configured synchronous mode after a snapshot's transaction. */
 static void restore_sync(sg_store *s)
 {
@@ -361,8 +361,11 @@ static void restore_sync(sg_store *s)
  * writers in (the gate's journal: every answer to the poller waits on one of
  * its commits) before it goes on. Until its last commit the snapshot's row
  * says 'partial', which no reader takes for a snapshot; an abort deletes
- * what the slices wrote. The slices commit without an fsync; the last
- * commit's covers them all (below). */
+ * what the slices wrote. The slices commit at synchronous = NORMAL (no fsync
+ * at commit; a checkpoint that copies their pages into the database syncs
+ * it); the last commit's fsync (FULL) covers the WAL they left. Not OFF: a
+ * checkpoint would then copy pages into the database file without a sync,
+ * and the WAL that was the only durable copy could be started over. */
 #define SNAPSHOT_SLICE_S 0.05
 #define SNAPSHOT_YIELD_US 2000 /* the pause between slices */
 
@@ -386,7 +389,7 @@ static int snapshot_slice(sg_store *s, sg_error *err)
 int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id, sg_error *err)
 {
     assert(s->snapshot_id == 0);
-    int rc = exec(s, "PRAGMA synchronous = OFF", err, "starting a snapshot in");
+    int rc = exec(s, "PRAGMA synchronous = NORMAL", err, "starting a snapshot in");
     if (rc == 0 && (rc = exec(s, "BEGIN IMMEDIATE", err, "starting a snapshot in")))
         restore_sync(s);
     if (rc)
@@ -535,6 +538,11 @@ int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *e
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return db_error(s, err, "finishing a snapshot in");
+    if (sqlite3_changes(s->db) != 1)
+        return sg_error_set(err, SG_ESTORE,
+                            "snapshot %lld was deleted from %s while it was being written "
+                            "(pruned by another stormguard?)",
+                            (long long)s->snapshot_id, s->path);
     if ((rc = exec(s, "COMMIT", err, "committing a snapshot to")))
         return rc;
     s->snapshot_id = 0;
@@ -551,22 +559,9 @@ void sg_store_snapshot_abort(sg_store *s)
             sqlite3_reset(s->st[i]);
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     /* what earlier slices committed; if even this fails (the disk is full,
-     * say), the row stays 'partial': never read, pruned like any other */
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "DELETE FROM snapshot_key WHERE id BETWEEN ?1 AND ?2", -1, &st,
-                           NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, KEY_ID(s->snapshot_id, 0));
-        sqlite3_bind_int64(st, 2, KEY_ID(s->snapshot_id, KEY_ID_MAX_SEQ));
-        sqlite3_step(st);
-        sqlite3_finalize(st);
-    }
-    if (sqlite3_prepare_v2(s->db, "DELETE FROM snapshot WHERE id = ?1 AND state = 'partial'", -1,
-                           &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, s->snapshot_id);
-        sqlite3_step(st);
-        sqlite3_finalize(st);
-    }
+     * say), the row stays 'partial': never read, pruned later */
+    sg_error ignored;
+    delete_snapshot(s, s->snapshot_id, &ignored);
     s->snapshot_id = 0;
     restore_sync(s);
 }
@@ -710,29 +705,49 @@ int sg_store_last_good(sg_store *s, const char *redis, int db, const char *profi
 
 /* Deletes one snapshot: its key range, then its row (the index tables
  * follow by ON DELETE CASCADE). */
+/* Deletes snapshot id in slices of DELETE_SLICE keys, each its own
+ * transaction, so the gate's journal commits in between (a million keys take
+ * seconds to delete). The row turns 'partial' first, in a transaction of its
+ * own, so that nothing reads a half-deleted snapshot, and a crash midway
+ * leaves a partial row that the next prune takes. Outside any transaction. */
+#define DELETE_SLICE 20000
+
+/* (a statement without ?2 ignores b) */
+static int step_sql(sg_store *s, const char *sql, int64_t a, int64_t b, const char *doing,
+                    sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, doing);
+    sqlite3_bind_int64(st, 1, a);
+    sqlite3_bind_int64(st, 2, b);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_error(s, err, doing);
+}
+
 static int delete_snapshot(sg_store *s, int64_t id, sg_error *err)
 {
-    static const char *const sql[] = {
-        "DELETE FROM snapshot_key WHERE id BETWEEN ?1 AND ?2",
-        "DELETE FROM snapshot WHERE id = ?3",
-    };
-    for (size_t i = 0; i < 2; i++) {
-        sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(s->db, sql[i], -1, &st, NULL) != SQLITE_OK)
-            return db_error(s, err, "pruning snapshots in");
-        if (i == 0) {
-            sqlite3_bind_int64(st, 1, KEY_ID(id, 0));
-            sqlite3_bind_int64(st, 2, KEY_ID(id, KEY_ID_MAX_SEQ));
-        } else {
-            sqlite3_bind_int64(st, 3, id);
+    const char *doing = "deleting a snapshot in";
+    int rc = step_sql(s, "UPDATE snapshot SET state = 'partial' WHERE id = ?1", id, 0,
+                      doing, err);
+    for (int64_t from = KEY_ID(id, 0); rc == 0; from += DELETE_SLICE) {
+        rc = step_sql(s, "DELETE FROM snapshot_key WHERE id >= ?1 AND id < ?2", from,
+                      from + DELETE_SLICE, doing, err);
+        if (rc == 0 && sqlite3_changes(s->db) < DELETE_SLICE) {
+            /* a short slice: keys are dense from 0, unless a crash left
+             * gaps; one range delete of the rest settles it */
+            rc = step_sql(s, "DELETE FROM snapshot_key WHERE id >= ?1 AND id <= ?2",
+                          from + DELETE_SLICE, KEY_ID(id, KEY_ID_MAX_SEQ), doing, err);
+            break;
         }
-        int rc = sqlite3_step(st);
-        sqlite3_finalize(st);
-        if (rc != SQLITE_DONE)
-            return db_error(s, err, "pruning snapshots in");
     }
-    return 0;
+    /* the build index rows go with the row (ON DELETE CASCADE) */
+    return rc ? rc : step_sql(s, "DELETE FROM snapshot WHERE id = ?1", id, 0, doing,
+                              err);
 }
+
+#define PARTIAL_GRACE_MS (3600 * 1000LL)
 
 int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *pruned,
                             sg_error *err)
@@ -746,12 +761,16 @@ int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *p
             "SELECT id FROM snapshot WHERE id != coalesce((SELECT max(id) FROM snapshot WHERE "
             "state = 'complete'), 0) AND id != coalesce((SELECT max(id) FROM snapshot WHERE "
             "state = 'complete' AND profile != 'none'), 0) AND ((?1 > 0 AND id NOT IN (SELECT "
-            "id FROM snapshot ORDER BY id DESC LIMIT ?1)) OR (?2 > 0 AND taken_at < ?3))",
+            "id FROM snapshot ORDER BY id DESC LIMIT ?1)) OR (?2 > 0 AND taken_at < ?3)) "
+            "AND NOT (state = 'partial' AND taken_at > ?4)",
             -1, &st, NULL) != SQLITE_OK)
         return db_error(s, err, "pruning snapshots in");
     sqlite3_bind_int(st, 1, keep);
     sqlite3_bind_int64(st, 2, max_age_s);
     sqlite3_bind_int64(st, 3, sg_now_ms() - max_age_s * 1000);
+    /* a partial snapshot younger than this may still be being written (by
+     * another process: the daemon's periodic one, a flush's) */
+    sqlite3_bind_int64(st, 4, sg_now_ms() - PARTIAL_GRACE_MS);
     int64_t *ids = NULL;
     size_t n = 0;
     int rc;
@@ -764,13 +783,9 @@ int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *p
         free(ids);
         return db_error(s, err, "pruning snapshots in");
     }
-    rc = n ? exec(s, "BEGIN IMMEDIATE", err, "pruning snapshots in") : 0;
+    rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++)
         rc = delete_snapshot(s, ids[i], err);
-    if (n && rc == 0)
-        rc = exec(s, "COMMIT", err, "pruning snapshots in");
-    if (rc)
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     free(ids);
     if (rc == 0)
         *pruned = (int64_t)n;
@@ -951,6 +966,11 @@ int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_
     sqlite3_bind_int64(st, 4, sg_now_ms());
     sqlite3_bind_int64(st, 5, event_id);
     return step_done(s, st, err, "writing the ledger in");
+}
+
+int sg_store_last_event_id(sg_store *s, int64_t *id, sg_error *err)
+{
+    return count_rows(s, "SELECT coalesce(max(id), 0) FROM event", 0, id, err);
 }
 
 int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *cursor,
@@ -1146,8 +1166,11 @@ int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err)
 
 /* ---- the held queue ---- */
 
-/* The selection of held events, bound as ?1 source and ?2 job glob. */
-#define HELD_WHERE "state = 'held' AND (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR job GLOB ?2)"
+/* The selection of held events, bound as ?1 source, ?2 job glob and ?9 the
+ * highest id (sg_hold_filter.max_id). */
+#define HELD_WHERE                                                                         \
+    "state = 'held' AND (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR job GLOB ?2) AND "  \
+    "(?9 IS NULL OR id <= ?9)"
 
 /* (statements that do not name ?1 and ?2 but a higher parameter ignore
  * them) */
@@ -1161,6 +1184,10 @@ static sqlite3_stmt *held_stmt(sg_store *s, const char *sql, const sg_hold_filte
     }
     bind_text_or_null(st, 1, f->all ? NULL : f->source);
     bind_text_or_null(st, 2, f->all ? NULL : f->job);
+    if (f->max_id > 0)
+        sqlite3_bind_int64(st, 9, f->max_id);
+    else
+        sqlite3_bind_null(st, 9);
     return st;
 }
 
@@ -1205,11 +1232,13 @@ static int release_newest(sg_store *s, const sg_hold_filter *f, int64_t qgen, in
     st = held_stmt(s,
                    "WITH newest AS (SELECT e.source, e.job, max(e.number) AS number "
                    "FROM release_job r JOIN event e ON e.source = r.source AND e.job = r.job "
-                   "AND e.state = 'held' GROUP BY e.source, e.job) "
+                   "AND e.state = 'held' AND (?9 IS NULL OR e.id <= ?9) "
+                   "GROUP BY e.source, e.job) "
                    "UPDATE event SET state = 'superseded', done_at = ?3, "
                    "last_error = 'superseded by build ' || newest.number "
                    "FROM newest WHERE event.state = 'held' AND event.source = newest.source "
-                   "AND event.job = newest.job AND event.number < newest.number",
+                   "AND event.job = newest.job AND event.number < newest.number "
+                   "AND (?9 IS NULL OR event.id <= ?9)",
                    f, err);
     if (!st)
         return SG_ESTORE;
@@ -1218,7 +1247,8 @@ static int release_newest(sg_store *s, const sg_hold_filter *f, int64_t qgen, in
         return rc;
     st = held_stmt(s,
                    "UPDATE event SET state = 'pending', qgen = ?3, next_attempt_at = NULL "
-                   "WHERE state = 'held' AND (source, job) IN (SELECT source, job FROM release_job)",
+                   "WHERE state = 'held' AND (source, job) IN (SELECT source, job FROM release_job) "
+                   "AND (?9 IS NULL OR id <= ?9)",
                    f, err);
     if (!st)
         return SG_ESTORE;

@@ -35,8 +35,6 @@ typedef struct sg_store_options {
     int checkpoint_pages; /* WAL auto-checkpoint interval; 0: SQLite's default (1000),
                              -1: never (someone calls sg_store_checkpoint and
                              watches sg_store_wal_frames) */
-    bool eager_wait;     /* wait for another connection's lock by polling every 0.2 ms
-                            (the journal: never miss a snapshot's pause) */
 } sg_store_options;
 
 /* Opens (creating with mode 0600 and its directory if needed) and migrates
@@ -186,6 +184,9 @@ int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t at
 int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
                         int64_t event_id, sg_error *err);
 
+/* The highest event id journaled so far (0 if none). */
+int sg_store_last_event_id(sg_store *s, int64_t *id, sg_error *err);
+
 /* One chunk of the journal's retention: among the `limit` events after id
  * *cursor, deletes those received before `before` (epoch ms) that are done
  * with (forwarded, suppressed, dropped, superseded; never pending, held or
@@ -234,6 +235,7 @@ typedef struct sg_hold_filter {
     const char *source;
     const char *job;
     int64_t limit;
+    int64_t max_id; /* > 0: only events up to this id (those journaled before the command) */
 } sg_hold_filter;
 
 /* Held events of f become pending in queue generation qgen. With

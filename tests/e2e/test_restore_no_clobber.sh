@@ -132,4 +132,12 @@ assert_eq 1 "$(rcli dbsize)" "dry run --replace restored nothing"
 assert_eq 5 "$(json_get "$OUT" "d['restored']")" "dry run --replace counts the existing key as one it would overwrite"
 assert_eq 0 "$(json_get "$OUT" "d['skipped_existing']")" "dry run --replace would skip nothing"
 
+echo "# a partial snapshot (being written, or its writer stopped midway) is refused"
+sqlite3 "$SG_DB" "UPDATE snapshot SET state = 'partial' WHERE id = $ID"
+rcli flushall >/dev/null
+run sg restore "$ID"
+assert_rc 3 "restore of a partial snapshot: refused"
+assert_contains "$ERR" "snapshot $ID is partial" "and says why"
+assert_eq 0 "$(rcli dbsize)" "nothing restored"
+
 finish

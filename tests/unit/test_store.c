@@ -747,7 +747,8 @@ static void prune_keeps_latest_complete(void **state)
     int64_t now = sg_now_ms();
     int64_t a = quick_snapshot(s, now - 100000, NULL);
     int64_t b = quick_snapshot(s, now - 90000, NULL);
-    int64_t c = quick_snapshot(s, now - 80000, "partial");
+    /* a partial snapshot from a crash two hours ago */
+    int64_t c = quick_snapshot(s, now - 2 * 3600 * 1000, "partial");
     (void)a;
     (void)c;
 
@@ -769,11 +770,20 @@ static void prune_keeps_latest_complete(void **state)
     /* again: still kept */
     assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
     assert_int_equal(pruned, 0);
+
+    /* a partial snapshot of the last hour may be being written by another
+     * process: not pruned, however the limits read */
+    int64_t young = quick_snapshot(s, now - 1000, "partial");
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
+    assert_int_equal(pruned, 0);
+    assert_int_equal(snapshot_count(s), 2);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot WHERE state = 'partial'"), 1);
+    (void)young;
     sg_store_free(s);
 
-    /* the pruned snapshots' rows went with them */
-    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot_key"), 1);
-    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM build_index"), 1);
+    /* the pruned snapshots' rows went with them (b's and young's remain) */
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot_key"), 2);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM build_index"), 2);
     char sql[96];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM snapshot_key WHERE snapshot_id = %lld",
              (long long)b);
@@ -820,7 +830,7 @@ static void prune_then_snapshot_again(void **state)
     sg_error err = {0};
     int64_t now = sg_now_ms();
     quick_snapshot(s, now - 100000, NULL);
-    sg_snapshot_info m = meta(now - 90000, "partial one");
+    sg_snapshot_info m = meta(now - 2 * 3600 * 1000, "partial one, from a crash");
     int64_t old = 0;
     assert_int_equal(sg_store_snapshot_begin(s, &m, &old, &err), 0);
     for (int i = 0; i < 3; i++) {
@@ -1228,7 +1238,25 @@ static void held_release_chunks(void **state)
                      5);
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'held'"), 0);
 
+    /* a bound (the last id when the command began): later arrivals stay */
     s = open_ok(f->db, NULL);
+    int64_t before = put_event(s, "held", "team/bound", 1, 0);
+    put_event(s, "held", "team/bound", 2, 0);
+    sg_hold_filter bounded = {.all = true, .max_id = before};
+    assert_int_equal(sg_store_held_release(s, &bounded, true, 9, 5000, &r, &sup, &more, &err), 0);
+    assert_int_equal(r, 1);
+    assert_int_equal(sup, 0); /* build 2 is not below the bound's newest: untouched */
+    int64_t dropped_b = 0;
+    assert_int_equal(sg_store_held_drop(s, &bounded, "x", 5000, &dropped_b, &more, &err), 0);
+    assert_int_equal(dropped_b, 0);
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE job = 'team/bound' AND "
+                                    "state = 'held' AND number = 2"),
+                     1);
+    s = open_ok(f->db, NULL);
+    sg_hold_filter rest = {.job = "team/bound"};
+    assert_int_equal(sg_store_held_drop(s, &rest, "x", 5000, &dropped_b, &more, &err), 0);
+    assert_int_equal(dropped_b, 1);
     for (int i = 0; i < 7; i++)
         put_event(s, "held", "team/late", 200 + i, 0);
     sg_hold_filter three = {.all = true, .limit = 3};
@@ -1292,8 +1320,7 @@ static void snapshot_lets_writers_in(void **state)
     assert_int_equal(pthread_create(&t, NULL, slow_snapshot_run, &w), 0);
     while (!__atomic_load_n(&w.begun, __ATOMIC_SEQ_CST))
         usleep(1000);
-    sg_store_options eager = {.eager_wait = true};
-    sg_store *j = open_ok(f->db, &eager);
+    sg_store *j = open_ok(f->db, NULL);
     sg_error err = {0};
     double worst = 0;
     for (int i = 0; i < 10; i++) {
