@@ -293,7 +293,8 @@ int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_jo
     /* A bigger cache lets the many small commits of a busy gate rewrite hot
      * pages (the table's tail, the ledger) in memory; checkpoints are the
      * checkpointer thread's. */
-    sg_store_options opt = {.synchronous = sync, .cache_kib = 8192, .checkpoint_pages = -1};
+    sg_store_options opt = {
+        .synchronous = sync, .cache_kib = 8192, .checkpoint_pages = -1, .eager_wait = true};
     int rc = sg_store_open(path, &opt, &j->store, err);
     if (rc) {
         free(j);

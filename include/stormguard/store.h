@@ -35,6 +35,8 @@ typedef struct sg_store_options {
     int checkpoint_pages; /* WAL auto-checkpoint interval; 0: SQLite's default (1000),
                              -1: never (someone calls sg_store_checkpoint and
                              watches sg_store_wal_frames) */
+    bool eager_wait;     /* poll for another connection's lock every 0.2 ms (the
+                            journal: never miss a snapshot's pause) */
 } sg_store_options;
 
 /* Opens (creating with mode 0600 and its directory if needed) and migrates

@@ -1320,7 +1320,8 @@ static void snapshot_lets_writers_in(void **state)
     assert_int_equal(pthread_create(&t, NULL, slow_snapshot_run, &w), 0);
     while (!__atomic_load_n(&w.begun, __ATOMIC_SEQ_CST))
         usleep(1000);
-    sg_store *j = open_ok(f->db, NULL);
+    sg_store_options eager = {.eager_wait = true}; /* as the journal's */
+    sg_store *j = open_ok(f->db, &eager);
     sg_error err = {0};
     double worst = 0;
     for (int i = 0; i < 10; i++) {
