@@ -287,8 +287,10 @@ static int snapshot_keys(snap *sn, sg_rconn *scan, const sg_strlist *patterns, s
 
 /* Whether any key could carry an expiry: keys with one in any database of
  * the server (INFO keyspace), and how many keys the server has expired so
- * far (INFO stats, server-wide too: a key that got an expiry and lost it
- * again between two looks shows there). */
+ * far (INFO stats, server-wide too: a key that got an expiry and expired
+ * between two looks shows there). A key that gets an expiry and loses it
+ * to PERSIST, DEL or SET between the looks goes unseen: it is stored
+ * without the expiry it had for a moment. */
 typedef struct ttl_look {
     int64_t expires, expired;
 } ttl_look;

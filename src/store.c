@@ -401,10 +401,12 @@ int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id,
     s->eager = true; /* never miss the gaps the journal leaves (restore_sync undoes it) */
     set_busy(s, true);
     int rc = exec(s, "PRAGMA synchronous = NORMAL", err, "starting a snapshot in");
-    if (rc == 0 && (rc = exec(s, "BEGIN IMMEDIATE", err, "starting a snapshot in")))
+    if (rc == 0)
+        rc = exec(s, "BEGIN IMMEDIATE", err, "starting a snapshot in");
+    if (rc) {
         restore_sync(s);
-    if (rc)
         return rc;
+    }
     s->snap_since = sg_mono_s();
     s->snap_rows = 0;
     sqlite3_stmt *st;
@@ -740,22 +742,33 @@ static int step_sql(sg_store *s, const char *sql, int64_t a, int64_t b, const ch
 static int delete_snapshot(sg_store *s, int64_t id, sg_error *err)
 {
     const char *doing = "deleting a snapshot in";
+    /* many short transactions: like a snapshot's slices, they must not miss
+     * the gaps a busy journal leaves */
+    bool was_eager = s->eager;
+    s->eager = true;
+    set_busy(s, true);
+    int64_t end = KEY_ID(id, KEY_ID_MAX_SEQ); /* the last key id this snapshot can have */
     int rc = step_sql(s, "UPDATE snapshot SET state = 'partial' WHERE id = ?1", id, 0,
                       doing, err);
     for (int64_t from = KEY_ID(id, 0); rc == 0; from += DELETE_SLICE) {
-        rc = step_sql(s, "DELETE FROM snapshot_key WHERE id >= ?1 AND id < ?2", from,
-                      from + DELETE_SLICE, doing, err);
-        if (rc == 0 && sqlite3_changes(s->db) < DELETE_SLICE) {
+        int64_t to = end - from < DELETE_SLICE ? end : from + DELETE_SLICE - 1;
+        rc = step_sql(s, "DELETE FROM snapshot_key WHERE id >= ?1 AND id <= ?2", from, to,
+                      doing, err);
+        if (rc == 0 && (to == end || sqlite3_changes(s->db) < DELETE_SLICE)) {
             /* a short slice: keys are dense from 0, unless a crash left
              * gaps; one range delete of the rest settles it */
-            rc = step_sql(s, "DELETE FROM snapshot_key WHERE id >= ?1 AND id <= ?2",
-                          from + DELETE_SLICE, KEY_ID(id, KEY_ID_MAX_SEQ), doing, err);
+            if (to < end)
+                rc = step_sql(s, "DELETE FROM snapshot_key WHERE id > ?1 AND id <= ?2", to, end,
+                              doing, err);
             break;
         }
     }
     /* the build index rows go with the row (ON DELETE CASCADE) */
-    return rc ? rc : step_sql(s, "DELETE FROM snapshot WHERE id = ?1", id, 0, doing,
-                              err);
+    if (rc == 0)
+        rc = step_sql(s, "DELETE FROM snapshot WHERE id = ?1", id, 0, doing, err);
+    s->eager = was_eager;
+    set_busy(s, true);
+    return rc;
 }
 
 #define PARTIAL_GRACE_MS (3600 * 1000LL)

@@ -1342,6 +1342,72 @@ static void snapshot_lets_writers_in(void **state)
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot WHERE state = 'complete'"), 1);
 }
 
+/* A journal committing back to back, as under full load, until told to stop. */
+typedef struct busy_writer {
+    const char *db;
+    volatile int stop;
+    int commits;
+} busy_writer;
+
+static void *busy_writer_run(void *arg)
+{
+    busy_writer *w = arg;
+    sg_store_options eager = {.eager_wait = true};
+    sg_store *j = open_ok(w->db, &eager);
+    sg_error err = {0};
+    while (!__atomic_load_n(&w->stop, __ATOMIC_SEQ_CST)) {
+        if (sg_store_begin(j, &err) == 0) {
+            for (int i = 0; i < 20; i++)
+                sg_store_audit(j, "test", "probe", "a busy journal", &err);
+            if (sg_store_commit(j, &err) == 0)
+                w->commits++;
+        }
+    }
+    sg_store_free(j);
+    return NULL;
+}
+
+/* Pruning deletes in many short transactions: against a journal that
+ * commits back to back it must still get its turns, not time out. */
+static void prune_beside_a_busy_journal(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    sg_snapshot_info m = meta(sg_now_ms() - 60000, "big");
+    int64_t big = 0;
+    assert_int_equal(sg_store_snapshot_begin(s, &m, &big, &err), 0);
+    char key[32];
+    for (int i = 0; i < 60000; i++) {
+        snprintf(key, sizeof key, "igor:k-%d", i);
+        assert_int_equal(sg_store_snapshot_add_key(s, 0, key, strlen(key), 0, "v", 1, &err), 0);
+    }
+    sg_snapshot_info t = {.key_count = 60000, .state = "complete"};
+    assert_int_equal(sg_store_snapshot_commit(s, &t, &err), 0);
+    quick_snapshot(s, sg_now_ms(), NULL);
+
+    busy_writer w = {.db = f->db};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, busy_writer_run, &w), 0);
+    usleep(100 * 1000);
+    int64_t pruned = -1;
+    double t0 = sg_mono_s();
+    int rc = sg_store_snapshot_prune(s, 1, 0, &pruned, &err);
+    double took = sg_mono_s() - t0;
+    __atomic_store_n(&w.stop, 1, __ATOMIC_SEQ_CST);
+    pthread_join(th, NULL);
+    if (rc)
+        fail_msg("prune beside a busy journal: %s", err.msg);
+    assert_int_equal(pruned, 1);
+    assert_true(took < 4.0);
+    assert_true(w.commits > 0);
+    sg_store_free(s);
+    char sql[96];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM snapshot_key WHERE snapshot_id = %lld",
+             (long long)big);
+    assert_int_equal(raw_int(f->db, sql), 0);
+}
+
 /* An abort takes back what the committed slices wrote. */
 static void snapshot_abort_after_slices(void **state)
 {
@@ -1484,6 +1550,7 @@ int main(void)
         T(events_prune),
         T(snapshot_lets_writers_in),
         T(snapshot_abort_after_slices),
+        T(prune_beside_a_busy_journal),
         T(episodes),
         T(sample_keys),
     };
