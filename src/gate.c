@@ -234,9 +234,13 @@ static void on_incoming_done(sg_jop *op)
         sg_log(SG_LOG_INFO, "journal", "journal writable again");
     g->journal_ok = true;
     sg_histogram_observe(&g->commit_hist, op->commit_s);
-    if (op->duplicate)
-        in->kind = SG_KIND_REPLAY; /* of a build the store's ledger had */
-    else if (op->ledger)
+    if (op->duplicate) {
+        /* of a build the store's ledger had; the storm detector saw it as
+         * what it looked like at classification: set it right */
+        if (in->kind != SG_KIND_REPLAY)
+            sg_guard_replayed(g, op->row.received_at, in->ev.source);
+        in->kind = SG_KIND_REPLAY;
+    } else if (op->ledger)
         g->ledger_builds++;
     int st = state_index(op->row.state);
     g->counts[in->kind][st]++;
@@ -317,7 +321,7 @@ static void on_request(void *ud, sg_http_req *req)
     int64_t now = sg_now_ms();
     /* The storm detector sees each event as it arrives, so the event that
      * trips it is already held; a second delivery the journal will call a
-     * replay is counted as what it looked like here. */
+     * replay is corrected once it does (on_incoming_done). */
     if (in->kind != SG_KIND_PASSTHROUGH)
         sg_guard_observe(g, now, in->ev.source, in->ev.job, in->kind);
     /* In guard or storm mode only a snapshot makes a job known: the ledger

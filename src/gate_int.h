@@ -127,6 +127,8 @@ void sg_guard_stop(sg_gate *g);  /* closes handles (loop still running) */
 void sg_guard_close(sg_gate *g); /* frees the rest, after the loop ended */
 sg_mode sg_gate_mode_for(sg_gate *g, int64_t now, const char *source);
 void sg_guard_observe(sg_gate *g, int64_t now, const char *source, const char *job, sg_kind kind);
+/* An event observed (at observed) as new or unknown was a replay after all. */
+void sg_guard_replayed(sg_gate *g, int64_t observed, const char *source);
 /* A new baseline snapshot: the watcher samples its keys, unless the
  * snapshot predates the last wipe; keys_back (after a rewarm) arms anyway. */
 void sg_guard_baseline(sg_gate *g, int64_t snapshot_id, bool keys_back);

@@ -75,10 +75,8 @@ static void episode(sg_gate *g, const char *cause, const char *detail, int64_t e
 
 /* ---- storms ---- */
 
-void sg_guard_observe(sg_gate *g, int64_t now, const char *source, const char *job, sg_kind kind)
+static void on_triggers(sg_gate *g, int64_t now, const sg_storm_trigger *t, size_t n)
 {
-    sg_storm_trigger t[SG_STORM_NSIGNALS];
-    size_t n = sg_storm_observe(&g->storm, now, source, job, kind, t);
     for (size_t i = 0; i < n; i++) {
         /* every firing extends the storm (and guard mode); the first in a
          * window is reported */
@@ -89,6 +87,19 @@ void sg_guard_observe(sg_gate *g, int64_t now, const char *source, const char *j
         sg_log(SG_LOG_WARN, "guard", "storm signal %s on %s: %s", t[i].name,
                t[i].scope ? t[i].scope : "all sources", t[i].message);
     }
+}
+
+void sg_guard_observe(sg_gate *g, int64_t now, const char *source, const char *job, sg_kind kind)
+{
+    sg_storm_trigger t[SG_STORM_NSIGNALS];
+    on_triggers(g, now, t, sg_storm_observe(&g->storm, now, source, job, kind, t));
+}
+
+void sg_guard_replayed(sg_gate *g, int64_t observed, const char *source)
+{
+    sg_storm_trigger t[SG_STORM_NSIGNALS];
+    int64_t now = sg_now_ms();
+    on_triggers(g, now, t, sg_storm_replayed(&g->storm, observed, now, source, t));
 }
 
 static void guard_on(sg_gate *g, int64_t now, const char *reason)

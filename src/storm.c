@@ -444,6 +444,9 @@ static void trigger_fill(const sg_storm *s, sg_storm_trigger *t, sg_storm_signal
         *reported = s->now_ms;
 }
 
+static size_t replay_share(sg_storm *s, source_state *st, const char *source,
+                           sg_storm_trigger *out);
+
 static size_t observe_source(sg_storm *s, const char *source, const char *job, sg_kind kind,
                              sg_storm_trigger *out)
 {
@@ -482,19 +485,26 @@ static size_t observe_source(sg_storm *s, const char *source, const char *job, s
                  "%lld jobs never seen before reported on %s within %s (threshold %lld)",
                  (long long)t->count, source, s->window_text, (long long)t->threshold);
     }
+    return n + replay_share(s, st, source, out + n);
+}
+
+/* The replay share of a source's events: 0 or 1 trigger. */
+static size_t replay_share(sg_storm *s, source_state *st, const char *source,
+                           sg_storm_trigger *out)
+{
+    const sg_storm_opts *o = &s->opts;
     int64_t total = st->sum.total, replay = st->sum.replay;
-    if (o->replay_share_pct && total >= o->replay_min &&
-        replay * 100 >= o->replay_share_pct * total) {
-        sg_storm_trigger *t = &out[n++];
-        trigger_fill(s, t, SG_STORM_REPLAY_SHARE, source, replay * 100 / total, o->replay_share_pct,
-                     &st->reported[SG_STORM_REPLAY_SHARE]);
-        snprintf(t->message, sizeof t->message,
-                 "%lld of %lld builds from %s within %s were replays (%lld%%, threshold %lld%% of "
-                 "at least %lld)",
-                 (long long)replay, (long long)total, source, s->window_text, (long long)t->count,
-                 (long long)t->threshold, (long long)o->replay_min);
-    }
-    return n;
+    if (!o->replay_share_pct || total < o->replay_min || replay * 100 < o->replay_share_pct * total)
+        return 0;
+    sg_storm_trigger *t = out;
+    trigger_fill(s, t, SG_STORM_REPLAY_SHARE, source, replay * 100 / total, o->replay_share_pct,
+                 &st->reported[SG_STORM_REPLAY_SHARE]);
+    snprintf(t->message, sizeof t->message,
+             "%lld of %lld builds from %s within %s were replays (%lld%%, threshold %lld%% of "
+             "at least %lld)",
+             (long long)replay, (long long)total, source, s->window_text, (long long)t->count,
+             (long long)t->threshold, (long long)o->replay_min);
+    return 1;
 }
 
 size_t sg_storm_observe(sg_storm *s, int64_t now_ms, const char *source, const char *job,
@@ -528,6 +538,25 @@ size_t sg_storm_observe(sg_storm *s, int64_t now_ms, const char *source, const c
     }
     assert(n <= SG_STORM_NSIGNALS);
     return n;
+}
+
+size_t sg_storm_replayed(sg_storm *s, int64_t observed_ms, int64_t now_ms, const char *source,
+                         sg_storm_trigger out[SG_STORM_NSIGNALS])
+{
+    if (now_ms > s->now_ms)
+        s->now_ms = now_ms;
+    table_expire(s->jobs, s->now_ms - s->opts.window_ms);
+    table_expire(s->sources, s->now_ms - s->opts.window_ms);
+    rate_roll(s, s->now_ms);
+    /* the backstop counted it within its second, if that second still runs */
+    if (observed_ms / 1000 == s->rate_sec && s->rate_count > 0)
+        s->rate_count--;
+    source_state *st = source_get(s, source ? source : "");
+    if (st->sum.replay >= st->sum.total)
+        return 0; /* its own count has left the window meanwhile */
+    st->b[st->bucket % s->nbuckets].replay++;
+    st->sum.replay++;
+    return replay_share(s, st, source ? source : "", out);
 }
 
 void sg_storm_stats_get(const sg_storm *s, sg_storm_stats *out)

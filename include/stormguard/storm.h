@@ -99,6 +99,13 @@ void sg_storm_close(sg_storm *s);
 size_t sg_storm_observe(sg_storm *s, int64_t now_ms, const char *source, const char *job,
                         sg_kind kind, sg_storm_trigger out[SG_STORM_NSIGNALS]);
 
+/* An event observed at observed_ms as new or unknown turned out to be a
+ * replay (the journal found its build in the ledger): from now on it counts
+ * as one, for replay_share and not for the rate backstop. Fires like
+ * sg_storm_observe (replay_share only). */
+size_t sg_storm_replayed(sg_storm *s, int64_t observed_ms, int64_t now_ms, const char *source,
+                         sg_storm_trigger out[SG_STORM_NSIGNALS]);
+
 /* Gauges for status and metrics. */
 typedef struct sg_storm_stats {
     size_t jobs, sources;   /* tracked now */

@@ -94,4 +94,19 @@ assert_eq 1 "$OUT" "the newer suspect snapshots did not become the baseline"
 assert_contains "$(cat "$GATE_LOG")" "is suspect and not a baseline" "the log says so"
 stop_gate
 assert_eq 0 "$GATE_RC" "SIGTERM: exit 0"
+
+echo "# second deliveries the journal tells count as replays for the storm detector"
+start_gate --watch off --storm-replay-share 50 --storm-replay-min 4 --storm-same-job 0 \
+    --storm-first-seen 0 --storm-rate-factor 0
+for n in 1 2; do
+    post "$(igor_event team-r/redeliver-$n 5 1526040000000)" unknown pending "team-r/redeliver-$n build 5 forwarded"
+done
+assert_eq normal "$(mode)" "normal mode after two new builds"
+for n in 1 2; do
+    post "$(igor_event team-r/redeliver-$n 5 1526040000000)" replay suppressed "its second delivery is a replay"
+done
+in_storm() { [ "$(mode)" = storm ]; }
+wait_for 5 "2 replays of 4 events trip replay_share" in_storm
+assert_contains "$(cat "$GATE_LOG")" "storm signal replay_share on jenkins-prod: 2 of 4 builds" "the log names the signal"
+stop_gate
 finish

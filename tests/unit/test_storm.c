@@ -364,6 +364,49 @@ static int rate_second(run *r, int64_t sec_ms, int count, sg_kind kind)
     return trips;
 }
 
+/* Events observed as new that the journal found to be replays after all
+ * (sg_storm_replayed) count as replays for the share and stop counting for
+ * the rate backstop within their second. */
+static void replayed_corrects_share_and_rate(void **state)
+{
+    (void)state;
+    run r;
+    char job[64];
+    sg_storm_opts o = opts_off();
+    o.replay_min = 20;
+    o.replay_share_pct = 50;
+    o.rate_factor = 5;
+    o.rate_floor = 20;
+    storm_init(&r.s, &o);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(feed(&r, T0 + i, PROD, job_name(job, sizeof job, i), SG_KIND_NEW), 0);
+    /* 9 of 20 turn out replays: 45 %, below the share */
+    for (int i = 0; i < 9; i++) {
+        r.n = sg_storm_replayed(&r.s, T0 + i, T0 + 100 + i, PROD, r.out);
+        assert_int_equal(r.n, 0);
+    }
+    /* the tenth: 10 of 20 */
+    r.n = sg_storm_replayed(&r.s, T0 + 9, T0 + 200, PROD, r.out);
+    assert_int_equal(r.n, 1);
+    const sg_storm_trigger *t = fired(&r, SG_STORM_REPLAY_SHARE);
+    assert_non_null(t);
+    assert_ptr_equal(t->scope, PROD);
+    assert_string_equal(t->message, "10 of 20 builds from jenkins-prod within 60 s were replays "
+                                    "(50%, threshold 50% of at least 20)");
+    /* the rate: 20 counted in this second, 10 of them taken back, so ten
+     * more new ones stay at the floor (without the correction the first
+     * of them would be the 21st) */
+    for (int i = 0; i < 10; i++)
+        assert_null((feed(&r, T0 + 300 + i, STAGING, "svc", SG_KIND_NEW), fired(&r, SG_STORM_RATE)));
+    assert_non_null((feed(&r, T0 + 400, STAGING, "svc", SG_KIND_NEW), fired(&r, SG_STORM_RATE)));
+    /* a correction for a second that is over takes nothing from the next */
+    r.n = sg_storm_replayed(&r.s, T0 + 500, T0 + SEC + 10, STAGING, r.out);
+    for (int i = 0; i < 20; i++)
+        assert_null((feed(&r, T0 + SEC + 20 + i, STAGING, "svc", SG_KIND_NEW), fired(&r, SG_STORM_RATE)));
+    assert_non_null((feed(&r, T0 + SEC + 50, STAGING, "svc", SG_KIND_NEW), fired(&r, SG_STORM_RATE)));
+    sg_storm_close(&r.s);
+}
+
 static void rate_floor(void **state)
 {
     (void)state;
@@ -1023,6 +1066,7 @@ int main(void)
         cmocka_unit_test(first_seen_window_expiry),
         cmocka_unit_test(replay_share_trips_at_threshold),
         cmocka_unit_test(replay_share_below_and_scopes),
+        cmocka_unit_test(replayed_corrects_share_and_rate),
         cmocka_unit_test(rate_floor),
         cmocka_unit_test(rate_baseline_does_not_learn_the_storm),
         cmocka_unit_test(rate_repeat_suppression),
