@@ -386,7 +386,20 @@ static int snapshot_slice(sg_store *s, sg_error *err)
     double now = sg_mono_s();
     if (now - s->snap_since < SNAPSHOT_SLICE_S)
         return 0;
-    int rc = exec(s, "COMMIT", err, "writing a snapshot to");
+    /* the heartbeat: seconds so far, so that a prune elsewhere can tell a
+     * snapshot still being written from one whose writer died */
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "UPDATE snapshot SET seconds = (?2 - taken_at) / 1000.0 "
+                                  "WHERE id = ?1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "writing a snapshot to");
+    sqlite3_bind_int64(st, 1, s->snapshot_id);
+    sqlite3_bind_int64(st, 2, sg_now_ms());
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, "writing a snapshot to");
+    rc = exec(s, "COMMIT", err, "writing a snapshot to");
     if (rc)
         return rc;
     usleep(SNAPSHOT_YIELD_US);
@@ -771,7 +784,7 @@ static int delete_snapshot(sg_store *s, int64_t id, sg_error *err)
     return rc;
 }
 
-#define PARTIAL_GRACE_MS (3600 * 1000LL)
+#define PARTIAL_GRACE_MS (10 * 60 * 1000LL)
 
 int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *pruned,
                             sg_error *err)
@@ -786,14 +799,15 @@ int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *p
             "state = 'complete'), 0) AND id != coalesce((SELECT max(id) FROM snapshot WHERE "
             "state = 'complete' AND profile != 'none'), 0) AND ((?1 > 0 AND id NOT IN (SELECT "
             "id FROM snapshot ORDER BY id DESC LIMIT ?1)) OR (?2 > 0 AND taken_at < ?3)) "
-            "AND NOT (state = 'partial' AND taken_at > ?4)",
+            "AND NOT (state = 'partial' AND taken_at + CAST(seconds * 1000 AS INTEGER) > ?4)",
             -1, &st, NULL) != SQLITE_OK)
         return db_error(s, err, "pruning snapshots in");
     sqlite3_bind_int(st, 1, keep);
     sqlite3_bind_int64(st, 2, max_age_s);
     sqlite3_bind_int64(st, 3, sg_now_ms() - max_age_s * 1000);
-    /* a partial snapshot younger than this may still be being written (by
-     * another process: the daemon's periodic one, a flush's) */
+    /* a partial snapshot whose writer wrote a slice (its heartbeat: taken_at
+     * + seconds) within this may still be being written, by another
+     * process: the daemon's periodic one, a flush's */
     sqlite3_bind_int64(st, 4, sg_now_ms() - PARTIAL_GRACE_MS);
     int64_t *ids = NULL;
     size_t n = 0;

@@ -771,13 +771,30 @@ static void prune_keeps_latest_complete(void **state)
     assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
     assert_int_equal(pruned, 0);
 
-    /* a partial snapshot of the last hour may be being written by another
-     * process: not pruned, however the limits read */
+    /* a partial snapshot with a heartbeat (taken_at + seconds) in the last
+     * ten minutes may be being written by another process: not pruned,
+     * however the limits read; one started two hours ago but still writing
+     * neither */
     int64_t young = quick_snapshot(s, now - 1000, "partial");
+    int64_t long_running = quick_snapshot(s, now - 2 * 3600 * 1000, "partial");
+    sg_store_free(s);
+    char beat[128];
+    snprintf(beat, sizeof beat, "UPDATE snapshot SET seconds = %d WHERE id = %lld", 2 * 3600 - 30,
+             (long long)long_running);
+    raw_exec(f->db, beat);
+    s = open_ok(f->db, NULL);
     assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
     assert_int_equal(pruned, 0);
-    assert_int_equal(snapshot_count(s), 2);
-    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot WHERE state = 'partial'"), 1);
+    assert_int_equal(snapshot_count(s), 3);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot WHERE state = 'partial'"), 2);
+    /* its writer stopped writing 20 minutes ago: it goes */
+    sg_store_free(s);
+    snprintf(beat, sizeof beat, "UPDATE snapshot SET seconds = %d WHERE id = %lld", 2 * 3600 - 1200,
+             (long long)long_running);
+    raw_exec(f->db, beat);
+    s = open_ok(f->db, NULL);
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
+    assert_int_equal(pruned, 1);
     (void)young;
     sg_store_free(s);
 
@@ -1320,6 +1337,14 @@ static void snapshot_lets_writers_in(void **state)
     assert_int_equal(pthread_create(&t, NULL, slow_snapshot_run, &w), 0);
     while (!__atomic_load_n(&w.begun, __ATOMIC_SEQ_CST))
         usleep(1000);
+    /* its heartbeat shows while it writes */
+    bool beat = false;
+    for (int i = 0; i < 100 && !beat; i++) {
+        beat = raw_int(f->db, "SELECT count(*) FROM snapshot WHERE state = 'partial' AND "
+                              "seconds > 0") == 1;
+        usleep(10 * 1000);
+    }
+    assert_true(beat);
     sg_store_options eager = {.eager_wait = true}; /* as the journal's */
     sg_store *j = open_ok(f->db, &eager);
     sg_error err = {0};
