@@ -72,12 +72,12 @@ static char *dup_or_null(const char *s)
 
 static void hold_op_reply(hold_op *h, int status, json_t *doc)
 {
-    if (h->req)
+    if (h->req) {
         sg_gate_reply_json(h->req, status, doc, status == 503 ? 1 : 0);
-    else
+    } else { /* the drain: nobody to answer */
         json_decref(doc);
-    if (!h->req)
         h->g->draining = false;
+    }
     hold_op_free(h);
 }
 

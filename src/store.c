@@ -1239,6 +1239,17 @@ static int held_step(sg_store *s, sqlite3_stmt *st, int64_t *changed, sg_error *
     return 0;
 }
 
+/* A statement over the selection f with one more integer, ?3. */
+static int held_exec(sg_store *s, const char *sql, const sg_hold_filter *f, int64_t p3,
+                     int64_t *changed, sg_error *err)
+{
+    sqlite3_stmt *st = held_stmt(s, sql, f, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_int64(st, 3, p3);
+    return held_step(s, st, changed, err);
+}
+
 /* One call handles one chunk: at most f->limit of the oldest held events of
  * f (all of them with limit 0), so a release of a million events commits as
  * many short transactions, with the gate's own commits in between. *more
@@ -1252,46 +1263,30 @@ static int release_newest(sg_store *s, const sg_hold_filter *f, int64_t qgen, in
      * newest held one is superseded and the newest released. */
     int64_t picked = 0, gone = 0, moved = 0;
     int rc;
-    sqlite3_stmt *st;
     if ((rc = exec(s,
                    "CREATE TEMP TABLE IF NOT EXISTS release_job (source TEXT, job TEXT, "
                    "PRIMARY KEY (source, job)) WITHOUT ROWID; DELETE FROM release_job",
-                   err, "releasing held events in")))
-        return rc;
-    st = held_stmt(s,
-                   "INSERT OR IGNORE INTO release_job SELECT source, job FROM event "
-                   "WHERE " HELD_WHERE " ORDER BY id LIMIT ?3",
-                   f, err);
-    if (!st)
-        return SG_ESTORE;
-    sqlite3_bind_int64(st, 3, f->limit > 0 ? f->limit : -1);
-    if ((rc = held_step(s, st, &picked, err)))
-        return rc;
-    st = held_stmt(s,
-                   "WITH newest AS (SELECT e.source, e.job, max(e.number) AS number "
-                   "FROM release_job r JOIN event e ON e.source = r.source AND e.job = r.job "
-                   "AND e.state = 'held' AND (?9 IS NULL OR e.id <= ?9) "
-                   "GROUP BY e.source, e.job) "
-                   "UPDATE event SET state = 'superseded', done_at = ?3, "
-                   "last_error = 'superseded by build ' || newest.number "
-                   "FROM newest WHERE event.state = 'held' AND event.source = newest.source "
-                   "AND event.job = newest.job AND event.number < newest.number "
-                   "AND (?9 IS NULL OR event.id <= ?9)",
-                   f, err);
-    if (!st)
-        return SG_ESTORE;
-    sqlite3_bind_int64(st, 3, now);
-    if ((rc = held_step(s, st, &gone, err)))
-        return rc;
-    st = held_stmt(s,
-                   "UPDATE event SET state = 'pending', qgen = ?3, next_attempt_at = NULL "
-                   "WHERE state = 'held' AND (source, job) IN (SELECT source, job FROM release_job) "
-                   "AND (?9 IS NULL OR id <= ?9)",
-                   f, err);
-    if (!st)
-        return SG_ESTORE;
-    sqlite3_bind_int64(st, 3, qgen);
-    if ((rc = held_step(s, st, &moved, err)))
+                   err, "releasing held events in")) ||
+        (rc = held_exec(s,
+                        "INSERT OR IGNORE INTO release_job SELECT source, job FROM event "
+                        "WHERE " HELD_WHERE " ORDER BY id LIMIT ?3",
+                        f, f->limit > 0 ? f->limit : -1, &picked, err)) ||
+        (rc = held_exec(s,
+                        "WITH newest AS (SELECT e.source, e.job, max(e.number) AS number "
+                        "FROM release_job r JOIN event e ON e.source = r.source "
+                        "AND e.job = r.job AND e.state = 'held' AND (?9 IS NULL OR e.id <= ?9) "
+                        "GROUP BY e.source, e.job) "
+                        "UPDATE event SET state = 'superseded', done_at = ?3, "
+                        "last_error = 'superseded by build ' || newest.number "
+                        "FROM newest WHERE event.state = 'held' AND event.source = newest.source "
+                        "AND event.job = newest.job AND event.number < newest.number "
+                        "AND (?9 IS NULL OR event.id <= ?9)",
+                        f, now, &gone, err)) ||
+        (rc = held_exec(s,
+                        "UPDATE event SET state = 'pending', qgen = ?3, next_attempt_at = NULL "
+                        "WHERE state = 'held' AND (source, job) IN "
+                        "(SELECT source, job FROM release_job) AND (?9 IS NULL OR id <= ?9)",
+                        f, qgen, &moved, err)))
         return rc;
     *released = moved;
     *superseded = gone;
