@@ -86,21 +86,7 @@ port=$SG_REDIS_PORT
 url=redis://127.0.0.1:$port
 
 echo "seeding $INDEX_JOBS Igor jobs ($((2 * INDEX_JOBS)) keys)..."
-python3 - "$INDEX_JOBS" <<'PY' | redis-cli -p "$port" --pipe >"$work/seed.out"
-import sys
-n = int(sys.argv[1])
-out = sys.stdout.buffer
-def cmd(*args):
-    args = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-    out.write(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
-for i in range(1, n + 1):
-    job = "team-a/service-%d" % i
-    base = "igor:jenkins-prod:%s:%s" % (job.upper(), job)
-    cursor = 1526030000000 + i * 1000
-    cmd("HSET", base, "lastPollCycleTimestamp", cursor)
-    cmd("HSET", "%s:lastPollCycleTimestamp:%d" % (base, cursor),
-        100 + i, "POSTED", 101 + i, "POSTED", 102 + i, "POSTED")
-PY
+python3 tests/bench/igor_seed.py "$INDEX_JOBS" | redis-cli -p "$port" --pipe >"$work/seed.out"
 grep -q "errors: 0," "$work/seed.out" || { cat "$work/seed.out" >&2; exit 1; }
 
 # the sink: 200 to anything, counting requests in $work/sink.count

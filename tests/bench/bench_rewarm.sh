@@ -40,23 +40,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 # seed_file N: the HSET commands of N Igor jobs, as RESP, in $work/seed-N.resp
-seed_file() {
-  python3 - "$1" >"$work/seed-$1.resp" <<'PY'
-import sys
-n = int(sys.argv[1])
-out = sys.stdout.buffer
-def cmd(*args):
-    args = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-    out.write(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
-for i in range(1, n + 1):
-    job = "team-a/service-%d" % i
-    base = "igor:jenkins-prod:%s:%s" % (job.upper(), job)
-    cursor = 1526030000000 + i * 1000
-    cmd("HSET", base, "lastPollCycleTimestamp", cursor)
-    cmd("HSET", "%s:lastPollCycleTimestamp:%d" % (base, cursor),
-        100 + i, "POSTED", 101 + i, "POSTED", 102 + i, "POSTED")
-PY
-}
+seed_file() { python3 tests/bench/igor_seed.py "$1" >"$work/seed-$1.resp"; }
 
 expect_keys() {
   local got
