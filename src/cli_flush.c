@@ -288,7 +288,8 @@ int sg_cmd_flush(int argc, char **argv)
         a.o.match = &a.match;
         a.o.protect = &cli.cfg.protect;
         a.o.scan_count = cli.cfg.scan_count;
-        sg_snapshot_opts snap = {.profile = cli.cfg.profile,
+        sg_snapshot_opts snap = {.method = sg_snapshot_method_named(cli.cfg.snapshot_method),
+                                 .profile = cli.cfg.profile,
                                  .prefix = cli.cfg.prefix,
                                  .scan_count = cli.cfg.scan_count,
                                  .progress = sg_progress_update,

@@ -59,7 +59,7 @@ static void print_result(const sg_cli *cli, const sg_snapshot_result *r, const c
                "  If the poller really has fewer keys now, take one with --suspect-below 0.\n",
                r->suspect_reason);
     if (r->vanished)
-        printf("  %lld keys vanished between SCAN and DUMP (deleted meanwhile; skipped)\n",
+        printf("  %lld keys vanished before they were read (deleted or expired; skipped)\n",
                (long long)r->vanished);
     if (cli->cfg.profile != SG_PROFILE_NONE)
         printf("  build index: %lld jobs, %lld posted builds, %lld docker tags%s\n",
@@ -78,13 +78,17 @@ int sg_cmd_snapshot(int argc, char **argv)
     sg_cli_spec spec = {
         .command = "snapshot",
         .usage = "[--redis URL] [--db PATH] [--profile igor] [--match PATTERN]... "
-                 "[--suspect-below PCT] [--json]",
+                 "[--method scan|sync] [--suspect-below PCT] [--json]",
         .summary =
             "Snapshots the poller's Redis keys into the SQLite store: SCAN (never KEYS),\n"
             "DUMP and PTTL per key, streamed into one transaction, so the snapshot is\n"
             "complete or absent. With --profile igor it also decodes Igor's build index\n"
             "(Jenkins cursors and posted markers, Travis/GitLab build numbers, Docker tags).\n"
             "With neither --profile nor --match, every key of the database is taken.\n"
+            "--method sync reads the keys from the RDB Redis sends a replica (SYNC, as\n"
+            "redis-cli --rdb does) instead: Redis forks, its main thread does next to no\n"
+            "work, and every key is from one point in time; the user needs REPLCONF and\n"
+            "SYNC.\n"
             "A profile snapshot with fewer than PCT% (--suspect-below) of the profile keys\n"
             "of the last good snapshot of the same server and database is kept as suspect:\n"
             "never the classification baseline nor the default of `restore latest`. It\n"
@@ -104,7 +108,8 @@ int sg_cmd_snapshot(int argc, char **argv)
     if (rc == 0) {
         sg_progress progress;
         sg_progress_init(&progress, "snapshot", cli.json);
-        sg_snapshot_opts o = {.profile = cli.cfg.profile,
+        sg_snapshot_opts o = {.method = sg_snapshot_method_named(cli.cfg.snapshot_method),
+                              .profile = cli.cfg.profile,
                               .prefix = cli.cfg.prefix,
                               .match = &cli.cfg.match,
                               .reason = a.reason,

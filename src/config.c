@@ -62,6 +62,9 @@ static const key_spec keys[] = {
      "extra key patterns to snapshot (repeatable)"},
     {"snapshot", "scan_count", "scan-count", T_INT, F(scan_count), 1000, 1000000,
      "SCAN COUNT per page, at least 1000 (default 1000)"},
+    {"snapshot", "method", "method", T_CHOICE, F(snapshot_method), 0, 0,
+     "scan (SCAN and DUMP per key, the default) or sync (read the RDB a replica gets; Redis "
+     "forks, the user needs SYNC; whole databases in one consistent cut)"},
     {"snapshot", "keep", "keep", T_INT, F(keep), 0, 1000000,
      "snapshots kept, 0 for no limit (default 20)"},
     {"snapshot", "max_age", "max-age", T_DURATION, F(max_age_s), 0, 0,
@@ -204,6 +207,7 @@ void sg_config_init(sg_config *c)
     c->storm_rate_floor = 20;
     c->storm_cooldown_s = 300;
     c->on_storm = sg_xstrdup("hold");
+    c->snapshot_method = sg_xstrdup("scan");
     c->drain_rate = 5;
     c->admin_listen = sg_xstrdup(SG_DEFAULT_ADMIN);
     c->log_format = sg_xstrdup("text");
@@ -218,8 +222,8 @@ void sg_config_close(sg_config *c)
     sg_strlist_clear(&c->protect);
     sg_strlist_clear(&c->build_paths);
     sg_strlist_clear(&c->forward_headers);
-    char **strings[] = {&c->canary, &c->on_storm, &c->listen, &c->downstream, &c->tls_cert, &c->tls_key,
-                        &c->notification_source, &c->source_pointer, &c->job_pointer,
+    char **strings[] = {&c->canary, &c->on_storm, &c->snapshot_method, &c->listen,
+                        &c->downstream, &c->tls_cert, &c->tls_key, &c->notification_source, &c->source_pointer, &c->job_pointer,
                         &c->number_pointer, &c->timestamp_pointer, &c->admin_listen,
                         &c->admin_token, &c->admin_token_file, &c->log_format, &c->log_file};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
@@ -247,7 +251,8 @@ static bool known_section(const char *section)
 static const struct {
     size_t offset;
     const char *words;
-} choice_sets[] = {{F(log_format), "text|json"}, {F(on_storm), "hold|drain|drop"}};
+} choice_sets[] = {{F(log_format), "text|json"}, {F(on_storm), "hold|drain|drop"},
+                   {F(snapshot_method), "scan|sync"}};
 
 static const char *choices_of(const key_spec *k)
 {

@@ -148,6 +148,7 @@ static void sidecar_opts(const sg_gate *g, sg_sidecar_opts *o)
                            .profile = c->profile,
                            .prefix = c->prefix,
                            .scan_count = c->scan_count,
+                           .method = sg_snapshot_method_named(c->snapshot_method),
                            .keep = c->keep,
                            .max_age_s = c->max_age_s,
                            .suspect_below_pct = (int)c->suspect_below_pct};

@@ -39,6 +39,7 @@ typedef struct job {
     sg_profile_kind profile;
     char *prefix;
     int64_t scan_count, keep, max_age_s;
+    sg_snapshot_method method;
     int suspect_below_pct;
     char *reason;        /* snapshot */
     int64_t snapshot_id; /* rewarm: requested, 0 for the last good one */
@@ -87,7 +88,8 @@ static void snapshot_work(uv_work_t *req)
     sg_rconn conn;
     if ((r->rc = job_open(j, &store, &conn)))
         goto out;
-    sg_snapshot_opts o = {.profile = j->profile,
+    sg_snapshot_opts o = {.method = j->method,
+                          .profile = j->profile,
                           .prefix = j->prefix,
                           .reason = j->reason,
                           .scan_count = j->scan_count,
@@ -212,6 +214,7 @@ static int submit(struct uv_loop_s *loop, job_kind kind, const sg_sidecar_opts *
     j->profile = o->profile;
     j->prefix = o->prefix ? sg_xstrdup(o->prefix) : NULL;
     j->scan_count = o->scan_count;
+    j->method = o->method;
     j->keep = o->keep;
     j->max_age_s = o->max_age_s;
     j->suspect_below_pct = o->suspect_below_pct;

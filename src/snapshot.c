@@ -19,12 +19,16 @@
 #include "stormguard/snapshot.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <hiredis/hiredis.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "stormguard/keyscan.h"
+#include "stormguard/rdb.h"
 
 #define PROGRESS_EVERY_S 0.25
 
@@ -45,6 +49,11 @@ const char *sg_payload_type(const void *payload, size_t len)
     }
 }
 
+sg_snapshot_method sg_snapshot_method_named(const char *name)
+{
+    return name && !strcmp(name, "sync") ? SG_SNAPSHOT_SYNC : SG_SNAPSHOT_SCAN;
+}
+
 void sg_snapshot_patterns(const sg_snapshot_opts *o, sg_strlist *out)
 {
     sg_strlist_clear(out);
@@ -62,16 +71,13 @@ void sg_snapshot_patterns(const sg_snapshot_opts *o, sg_strlist *out)
             sg_strlist_push(out, o->match->items[i]);
 }
 
-/* What a page's commands were, so replies can be matched up. */
-typedef enum { VALUE_NONE = 0, VALUE_HASH, VALUE_STRING } value_kind;
-
+/* A SCAN page and the replies to its commands. */
 typedef struct page {
     sg_keypage keys;
-    value_kind *value;     /* per key: profile read sent after the dumps */
-    sg_igor_key *parsed;   /* per key, when value != NONE */
-    bool *mine;            /* per key: under the profile's prefix */
-    size_t expected;       /* replies the page's commands will produce */
-    redisReply **replies;  /* read, not yet stored */
+    sg_igor_key *parsed;  /* per key, with the igor profile */
+    bool *mine;           /* per key: an Igor key under the profile's prefix */
+    size_t expected;      /* replies the page's commands will produce */
+    redisReply **replies; /* read, not yet stored */
     size_t nreplies;
 } page;
 
@@ -93,7 +99,6 @@ static void page_close(page *p)
         freeReplyObject(p->replies[i]);
     free(p->replies);
     sg_keypage_close(&p->keys);
-    free(p->value);
     free(p->parsed);
     free(p->mine);
     memset(p, 0, sizeof *p);
@@ -115,28 +120,11 @@ static int send_page(snap *sn, page *p, sg_error *err)
     }
     if (sn->o->profile != SG_PROFILE_IGOR)
         return 0;
-    p->value = sg_xcalloc(n, sizeof *p->value);
     p->parsed = sg_xcalloc(n, sizeof *p->parsed);
     p->mine = sg_xcalloc(n, sizeof *p->mine);
-    for (size_t i = 0; i < n; i++) {
-        sg_igor_key *k = &p->parsed[i];
-        if (sg_igor_parse_key(sn->prefix, p->keys.keys[i], p->keys.lens[i], k))
-            continue;
-        p->mine[i] = true;
-        switch (k->family) {
-        case SG_KEY_JENKINS_CURSOR:
-        case SG_KEY_JENKINS_POSTED:
-        case SG_KEY_DOCKER_TAG: p->value[i] = VALUE_HASH; break;
-        case SG_KEY_CI_COMPLETED:
-        case SG_KEY_CI_RUNNING: p->value[i] = VALUE_STRING; break;
-        default: continue;
-        }
-        const char *argv[2] = {p->value[i] == VALUE_HASH ? "HGETALL" : "GET", p->keys.keys[i]};
-        size_t lens[2] = {strlen(argv[0]), p->keys.lens[i]};
-        if ((rc = sg_rconn_append(sn->c, err, 2, argv, lens)))
-            return rc;
-        p->expected++;
-    }
+    for (size_t i = 0; i < n; i++)
+        p->mine[i] =
+            sg_igor_parse_key(sn->prefix, p->keys.keys[i], p->keys.lens[i], &p->parsed[i]) == 0;
     return 0;
 }
 
@@ -153,9 +141,108 @@ static int read_page(snap *sn, page *p, sg_error *err)
     return 0;
 }
 
+/* Decoding one index hash: its family decides which fields count. */
+typedef struct decoding {
+    snap *sn;
+    const sg_igor_key *k;
+    bool used;
+    int rc;
+    sg_error *err;
+} decoding;
+
+static int decode_pair(void *ud, sg_slice field, sg_slice value)
+{
+    decoding *d = ud;
+    const sg_igor_key *k = d->k;
+    sg_store *s = d->sn->s;
+    int64_t n;
+    switch (k->family) {
+    case SG_KEY_JENKINS_CURSOR:
+        if (field.len == strlen(SG_IGOR_CURSOR_FIELD) &&
+            !memcmp(field.p, SG_IGOR_CURSOR_FIELD, field.len) && sg_parse_slice_int64(value, &n)) {
+            d->rc = sg_store_index_cursor(s, k->source.p, k->source.len, k->job.p, k->job.len, n,
+                                          d->err);
+            d->used = true;
+        }
+        break;
+    case SG_KEY_JENKINS_POSTED:
+        /* field = build number, value POSTED (DOMAIN.md section 2) */
+        if (sg_parse_slice_int64(field, &n)) {
+            d->rc = sg_store_index_posted(s, k->source.p, k->source.len, k->job.p, k->job.len, n,
+                                          d->err);
+            d->used = true;
+        }
+        break;
+    case SG_KEY_DOCKER_TAG:
+        if (field.len == 6 && !memcmp(field.p, "digest", 6)) {
+            d->rc = sg_store_index_docker(s, k->source.p, k->source.len, k->job.p, k->job.len,
+                                          k->tag.p, k->tag.len, value.p, value.len, d->err);
+            d->used = true;
+        }
+        break;
+    default:
+        break;
+    }
+    return d->rc;
+}
+
+/* Decodes the build index (DOMAIN.md section 2) from an Igor key's DUMP
+ * payload: the value is read out of the payload, so the index costs Redis
+ * no command beyond the DUMP. A value of a type or shape the family does not
+ * have is counted as undecoded. */
+static int decode_payload(snap *sn, const sg_igor_key *k, const char *payload, size_t len,
+                          sg_error *err)
+{
+    switch (k->family) {
+    case SG_KEY_CI_COMPLETED:
+    case SG_KEY_CI_RUNNING: {
+        sg_buf v = {0};
+        int64_t number;
+        int rc = 0;
+        if (sg_rdb_string(payload, len, &v) ||
+            !sg_parse_slice_int64((sg_slice){v.p, v.len}, &number))
+            sn->res->undecoded++;
+        else
+            rc = sg_store_index_ci(sn->s, k->source.p, k->source.len, k->job.p, k->job.len,
+                                   k->family == SG_KEY_CI_RUNNING, number, err);
+        sg_buf_free(&v);
+        return rc;
+    }
+    case SG_KEY_JENKINS_CURSOR:
+    case SG_KEY_JENKINS_POSTED:
+    case SG_KEY_DOCKER_TAG: {
+        decoding d = {.sn = sn, .k = k, .err = err};
+        int rc = sg_rdb_hash_each(payload, len, decode_pair, &d);
+        if (d.rc)
+            return d.rc;
+        if (rc || !d.used)
+            sn->res->undecoded++;
+        return 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* Stores a key and, for an Igor key, its part of the build index. */
+static int take_key(snap *sn, const char *key, size_t klen, int64_t expire_at, const char *payload,
+                    size_t len, const sg_igor_key *igor, sg_error *err)
+{
+    int rc = sg_store_snapshot_add_key(sn->s, sn->db, key, klen, expire_at, payload, len, err);
+    if (rc)
+        return rc;
+    sn->res->keys++;
+    sn->res->bytes += (int64_t)(klen + len);
+    if (!igor)
+        return 0;
+    if (sn->count_profile)
+        sn->res->profile_keys++;
+    return decode_payload(sn, igor, payload, len, err);
+}
+
 /* Stores one key from its PTTL and DUMP replies. */
 static int store_key(snap *sn, const char *key, size_t klen, const redisReply *ttl,
-                     const redisReply *dump, sg_error *err)
+                     const redisReply *dump, const sg_igor_key *igor, sg_error *err)
 {
     if (!dump || dump->type != REDIS_REPLY_STRING) {
         sn->res->vanished++; /* deleted between SCAN and DUMP */
@@ -169,73 +256,7 @@ static int store_key(snap *sn, const char *key, size_t klen, const redisReply *t
     int64_t expire_at = ttl && ttl->integer >= 0 ? sg_now_ms() + ttl->integer : 0;
     if (ttl && ttl->integer == 0)
         expire_at = sg_now_ms() + 1;
-    int rc = sg_store_snapshot_add_key(sn->s, sn->db, key, klen, expire_at, dump->str, dump->len,
-                                       err);
-    if (rc)
-        return rc;
-    sn->res->keys++;
-    sn->res->bytes += (int64_t)(klen + dump->len);
-    return 0;
-}
-
-static int decode_value(snap *sn, const sg_igor_key *k, const redisReply *r, sg_error *err)
-{
-    if (r->type == REDIS_REPLY_NIL)
-        return 0; /* vanished: counted with its DUMP */
-    if (r->type == REDIS_REPLY_STRING &&
-        (k->family == SG_KEY_CI_COMPLETED || k->family == SG_KEY_CI_RUNNING)) {
-        int64_t number;
-        if (!sg_parse_slice_int64((sg_slice){r->str, r->len}, &number)) {
-            sn->res->undecoded++;
-            return 0;
-        }
-        return sg_store_index_ci(sn->s, k->source.p, k->source.len, k->job.p, k->job.len,
-                                 k->family == SG_KEY_CI_RUNNING, number, err);
-    }
-    if (r->type != REDIS_REPLY_ARRAY) {
-        sn->res->undecoded++;
-        return 0;
-    }
-    int rc = 0;
-    bool used = false;
-    for (size_t i = 0; i + 1 < r->elements && rc == 0; i += 2) {
-        const redisReply *f = r->element[i], *v = r->element[i + 1];
-        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
-            continue;
-        sg_slice field = {f->str, f->len}, value = {v->str, v->len};
-        int64_t n;
-        switch (k->family) {
-        case SG_KEY_JENKINS_CURSOR:
-            if (field.len == strlen(SG_IGOR_CURSOR_FIELD) &&
-                !memcmp(field.p, SG_IGOR_CURSOR_FIELD, field.len) &&
-                sg_parse_slice_int64(value, &n)) {
-                rc = sg_store_index_cursor(sn->s, k->source.p, k->source.len, k->job.p,
-                                           k->job.len, n, err);
-                used = true;
-            }
-            break;
-        case SG_KEY_JENKINS_POSTED:
-            /* field = build number, value POSTED (DOMAIN.md section 2) */
-            if (sg_parse_slice_int64(field, &n)) {
-                rc = sg_store_index_posted(sn->s, k->source.p, k->source.len, k->job.p,
-                                           k->job.len, n, err);
-                used = true;
-            }
-            break;
-        case SG_KEY_DOCKER_TAG:
-            if (field.len == 6 && !memcmp(field.p, "digest", 6)) {
-                rc = sg_store_index_docker(sn->s, k->source.p, k->source.len, k->job.p,
-                                           k->job.len, k->tag.p, k->tag.len, value.p, value.len,
-                                           err);
-                used = true;
-            }
-            break;
-        default: break;
-        }
-    }
-    if (!used && rc == 0)
-        sn->res->undecoded++;
-    return rc;
+    return take_key(sn, key, klen, expire_at, dump->str, dump->len, igor, err);
 }
 
 /* Stores the keys of page p from the replies read_page collected. */
@@ -249,19 +270,8 @@ static int store_page(snap *sn, page *p, sg_error *err)
             return sg_rconn_reply_error(sn->c, "DUMP", dump, err);
         if (ttl && ttl->type == REDIS_REPLY_ERROR)
             return sg_rconn_reply_error(sn->c, "PTTL", ttl, err);
-        int64_t before = sn->res->keys;
-        rc = store_key(sn, p->keys.keys[i], p->keys.lens[i], ttl, dump, err);
-        if (sn->count_profile && p->mine && p->mine[i])
-            sn->res->profile_keys += sn->res->keys - before;
-    }
-    for (size_t i = 0; p->value && i < n && rc == 0; i++) {
-        if (p->value[i] == VALUE_NONE)
-            continue;
-        redisReply *r = p->replies[next++];
-        if (r->type == REDIS_REPLY_ERROR)
-            sn->res->undecoded++; /* WRONGTYPE: not what the profile expects */
-        else
-            rc = decode_value(sn, &p->parsed[i], r, err);
+        rc = store_key(sn, p->keys.keys[i], p->keys.lens[i], ttl, dump,
+                       p->mine && p->mine[i] ? &p->parsed[i] : NULL, err);
     }
     return rc;
 }
@@ -381,6 +391,177 @@ static int snapshot_keys(snap *sn, sg_rconn *scan, const sg_strlist *patterns, s
     return rc;
 }
 
+/* ---- The sync method: the RDB a replica would get ------------------------ */
+
+/* Silence from the server longer than this ends a sync snapshot. Redis sends
+ * a newline a second while it prepares the RDB (replicationCron), so only a
+ * dead server or link stays silent this long. */
+#define SYNC_IDLE_MS 30000
+
+typedef struct sync_src {
+    int fd;
+    int64_t left; /* bytes of a "$<len>" transfer still to come; -1: end mark */
+    const char *address;
+} sync_src;
+
+static int sync_read(void *ud, void *buf, size_t cap, size_t *got, sg_error *err)
+{
+    sync_src *src = ud;
+    *got = 0;
+    if (src->left == 0)
+        return 0;
+    if (src->left > 0 && (uint64_t)src->left < cap)
+        cap = (size_t)src->left;
+    for (;;) {
+        struct pollfd pfd = {.fd = src->fd, .events = POLLIN};
+        int ready = poll(&pfd, 1, SYNC_IDLE_MS);
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready == 0)
+            return sg_error_set(err, SG_EREDIS,
+                                "redis %s sent nothing for %d s during the RDB "
+                                "transfer",
+                                src->address, SYNC_IDLE_MS / 1000);
+        ssize_t n = ready < 0 ? -1 : read(src->fd, buf, cap);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return sg_error_set(err, SG_EREDIS, "reading the RDB from redis %s: %s", src->address,
+                                strerror(errno));
+        *got = (size_t)n;
+        if (src->left > 0)
+            src->left -= n;
+        return 0;
+    }
+}
+
+/* Reads SYNC's preamble: newlines while the server prepares the RDB, then
+ * "$EOF:<40-byte mark>" (diskless: the mark follows the RDB) or "$<length>",
+ * or an error line. */
+static int sync_preamble(sync_src *src, char mark[40], bool *has_mark, sg_error *err)
+{
+    char line[128];
+    size_t n = 0;
+    for (;;) {
+        char ch;
+        size_t got;
+        int rc = sync_read(src, &ch, 1, &got, err);
+        if (rc)
+            return rc;
+        if (got == 0)
+            return sg_error_set(err, SG_EREDIS, "redis %s closed the connection before the RDB",
+                                src->address);
+        if (n == 0 && ch == '\n')
+            continue; /* keepalive */
+        if (ch == '\n')
+            break;
+        if (n < sizeof line - 1)
+            line[n++] = ch;
+    }
+    while (n && line[n - 1] == '\r')
+        n--;
+    line[n] = '\0';
+    if (line[0] == '-') {
+        bool acl = !strncmp(line + 1, "NOPERM", 6);
+        return sg_error_set(err, SG_EREDIS, "redis %s refused SYNC: %s%s", src->address, line + 1,
+                            acl ? " (the sync method needs a user allowed SYNC and REPLCONF; "
+                                  "--method scan needs only SCAN and DUMP)"
+                                : "");
+    }
+    if (!strncmp(line, "$EOF:", 5) && n == 5 + 40) {
+        memcpy(mark, line + 5, 40);
+        *has_mark = true;
+        src->left = -1;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    long long len = line[0] == '$' ? strtoll(line + 1, &end, 10) : -1;
+    if (len < 0 || errno || *end)
+        return sg_error_set(err, SG_EREDIS, "redis %s answered SYNC with \"%s\", not an RDB",
+                            src->address, line);
+    *has_mark = false;
+    src->left = len;
+    return 0;
+}
+
+typedef struct sync_take {
+    snap *sn;
+    const sg_strlist *patterns;
+    const int *dbs;
+    int ndb;
+    int64_t now_ms, seen;
+} sync_take;
+
+static int sync_key(void *ud, const sg_rdb_key *k, sg_error *err)
+{
+    sync_take *t = ud;
+    snap *sn = t->sn;
+    if ((++t->seen & 1023) == 0)
+        progress(sn, false);
+    int i = 0;
+    while (i < t->ndb && t->dbs[i] != k->db)
+        i++;
+    if (i == t->ndb || (t->patterns->len && !sg_strlist_match(t->patterns, k->key, k->key_len)))
+        return 0;
+    if (k->expire_at_ms > 0 && k->expire_at_ms <= t->now_ms) {
+        sn->res->vanished++; /* expired, not yet reclaimed: DUMP would not see it */
+        return 0;
+    }
+    sg_igor_key igor;
+    bool mine = sn->o->profile == SG_PROFILE_IGOR &&
+                sg_igor_parse_key(sn->prefix, k->key, k->key_len, &igor) == 0;
+    sn->db = k->db;
+    return take_key(sn, k->key, k->key_len, k->expire_at_ms, k->payload, k->payload_len,
+                    mine ? &igor : NULL, err);
+}
+
+/* Snapshots databases dbs from one RDB, read over a connection of its own
+ * that asks for it as a replica would (REPLCONF rdb-only 1 on Redis 7.0 and
+ * later: no replication stream follows). The keys are one consistent cut of
+ * the server, taken by a fork of Redis, as BGSAVE takes them. */
+static int snapshot_sync(snap *sn, const sg_strlist *patterns, const int *dbs, int ndb,
+                         sg_error *err)
+{
+    sg_rconn r = {0};
+    int rc = sg_rconn_clone(sn->c, &r, err);
+    if (rc)
+        return rc;
+    redisReply *reply = NULL;
+    const char *capa[] = {"REPLCONF", "capa", "eof"};
+    const char *only[] = {"REPLCONF", "rdb-only", "1"};
+    const char *sync[] = {"SYNC"};
+    if ((rc = sg_rconn_command(&r, &reply, err, 3, capa, NULL)) == 0)
+        freeReplyObject(reply);
+    /* Before 7.0 rdb-only is unknown (an error reply): the replication
+     * stream then follows the RDB, unread, until the connection closes. */
+    if (rc == 0 && (rc = sg_rconn_append(&r, err, 3, only, NULL)) == 0 &&
+        (rc = sg_rconn_read(&r, &reply, err)) == 0)
+        freeReplyObject(reply);
+    if (rc == 0 && (rc = sg_rconn_append(&r, err, 1, sync, NULL)) == 0)
+        rc = sg_rconn_flush(&r, err);
+    sync_src src = {.fd = r.ctx->fd, .left = -1, .address = r.address};
+    char mark[40];
+    bool has_mark = false;
+    if (rc == 0)
+        rc = sync_preamble(&src, mark, &has_mark, err);
+    if (rc == 0) {
+        sync_take t = {
+            .sn = sn, .patterns = patterns, .dbs = dbs, .ndb = ndb, .now_ms = sg_now_ms()};
+        rc = sg_rdb_parse(sync_read, &src, has_mark ? mark : NULL, has_mark ? 40 : 0, sync_key, &t,
+                          NULL, err);
+        if (rc == 0 && src.left > 0)
+            rc = sg_error_set(err, SG_EREDIS,
+                              "redis %s announced %lld more RDB bytes than the "
+                              "RDB held",
+                              r.address, (long long)src.left);
+    }
+    if (rc == SG_EINVAL)
+        sg_error_prefix(err, "reading the RDB of redis %s", r.address);
+    sg_rconn_close(&r);
+    return rc;
+}
+
 static char *join(const sg_strlist *l)
 {
     if (!l->len)
@@ -477,7 +658,9 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
         if (rc)
             break;
         sg_rconn scan = {0};
-        if ((rc = sg_rconn_clone(c, &scan, err)) == 0) {
+        if (o->method == SG_SNAPSHOT_SYNC) {
+            rc = snapshot_sync(&sn, &patterns, dbs, ndb, err);
+        } else if ((rc = sg_rconn_clone(c, &scan, err)) == 0) {
             for (int i = 0; i < ndb && rc == 0; i++) {
                 if (dbs[i] != c->db && (rc = sg_rconn_select(c, dbs[i], err)))
                     break;
@@ -614,8 +797,8 @@ static int drain_to(restore *rs, size_t keep, sg_error *err)
     return rc;
 }
 
-static int restore_row(restore *rs, const sg_key_row *row, int target_db, int max_rdb,
-                       int64_t now, sg_error *err)
+static int restore_row(restore *rs, const sg_key_row *row, int target_db, int max_rdb, int64_t now,
+                       sg_error *err)
 {
     if (rs->o->match && rs->o->match->len &&
         !sg_strlist_match(rs->o->match, row->key, row->key_len)) {

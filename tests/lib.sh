@@ -206,8 +206,11 @@ start_redis() {
         _port_in_use "$port" && continue
         dir=$TMP/redis-$port
         mkdir -p "$dir"
+        # no 5 s wait before a diskless SYNC (the sync snapshot method);
+        # a test that wants Redis's default passes its own
         redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-            --daemonize no --dir "$dir" --logfile "$dir/redis.log" "$@" \
+            --daemonize no --dir "$dir" --logfile "$dir/redis.log" \
+            --repl-diskless-sync-delay 0 "$@" \
             </dev/null >/dev/null 2>&1 &
         pid=$!
         _SG_PIDS+=("$pid")
@@ -449,7 +452,8 @@ seed_igor() {
 # ---- stormguard -------------------------------------------------------------
 
 # sg CMD [args...]: the binary with --db $SG_DB and --redis $SG_URL (default
-# redis://127.0.0.1:$PORT) unless the arguments name their own.
+# redis://127.0.0.1:$PORT) unless the arguments name their own, and with
+# --method $SG_METHOD when the test runs as a snapshot method variant.
 sg() {
     if [ $# -eq 0 ] || [ "${1#-}" != "$1" ]; then
         "$SG_BIN" "$@"
@@ -466,6 +470,7 @@ sg() {
     local defaults=()
     [ $have_db = 1 ] || defaults+=(--db "$SG_DB")
     [ $have_redis = 1 ] || defaults+=(--redis "${SG_URL:-redis://127.0.0.1:$PORT}")
+    [ -z "${SG_METHOD:-}" ] || defaults+=(--method "$SG_METHOD")
     "$SG_BIN" "$cmd" "${defaults[@]}" "$@"
 }
 

@@ -36,6 +36,7 @@ typedef struct sg_config {
     /* [snapshot] */
     sg_strlist match;       /* extra patterns to snapshot */
     int64_t scan_count;     /* SCAN COUNT, >= 1000 */
+    char *snapshot_method;  /* scan | sync */
     int64_t keep;           /* snapshots kept, 0 = no count limit */
     int64_t max_age_s;      /* 0 = no age limit */
     int64_t snapshot_interval_s; /* the daemon's periodic snapshots, 0 = off */

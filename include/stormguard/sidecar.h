@@ -12,6 +12,7 @@
 
 #include "stormguard/error.h"
 #include "stormguard/profile.h"
+#include "stormguard/snapshot.h"
 
 struct uv_loop_s;
 
@@ -25,6 +26,7 @@ typedef struct sg_sidecar_opts {
     sg_profile_kind profile; /* required: the key families taken and rewarmed */
     const char *prefix;      /* profile prefix; NULL: "igor" */
     int64_t scan_count;      /* 0: the SCAN default */
+    sg_snapshot_method method;
     int64_t keep, max_age_s; /* retention applied after a snapshot, as the CLI does
                                 (0, 0: keep everything) */
     int suspect_below_pct;   /* sg_snapshot_opts.suspect_below_pct; 0: off */

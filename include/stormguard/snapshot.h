@@ -17,15 +17,25 @@
 /* Called now and then during long runs with the keys done so far. */
 typedef void (*sg_progress_fn)(void *ud, int64_t done, double elapsed_s);
 
+/* How the keys are read: SCAN with pipelined DUMP (and PTTL where keys
+ * expire), or the RDB Redis sends a replica on SYNC (a fork of Redis writes
+ * it; one consistent cut, about half the server's work per key). */
+typedef enum { SG_SNAPSHOT_SCAN = 0, SG_SNAPSHOT_SYNC } sg_snapshot_method;
+
+/* "sync" is SG_SNAPSHOT_SYNC; anything else ([snapshot] method checks the
+ * word) SG_SNAPSHOT_SCAN. */
+sg_snapshot_method sg_snapshot_method_named(const char *name);
+
 typedef struct sg_snapshot_opts {
+    sg_snapshot_method method;
     sg_profile_kind profile;
-    const char *prefix;         /* profile prefix, "igor" */
-    const sg_strlist *match;    /* extra patterns; with no profile and none: all keys */
-    const sg_strlist *select;   /* if set, exactly these patterns (empty: all keys);
-                                   the profile then only decodes */
+    const char *prefix;       /* profile prefix, "igor" */
+    const sg_strlist *match;  /* extra patterns; with no profile and none: all keys */
+    const sg_strlist *select; /* if set, exactly these patterns (empty: all keys);
+                                 the profile then only decodes */
     const char *reason;
     int64_t scan_count;
-    const int *dbs;             /* databases to take (NULL: the connection's) */
+    const int *dbs; /* databases to take (NULL: the connection's) */
     int db_count;
     /* With a profile: a snapshot holding fewer than this percentage of the
      * profile keys the last good snapshot (sg_store_last_good) held is
@@ -64,7 +74,7 @@ const char *sg_payload_type(const void *payload, size_t len);
 typedef struct sg_restore_opts {
     bool replace;
     bool dry_run;
-    const sg_strlist *match;    /* empty: every key */
+    const sg_strlist *match; /* empty: every key */
     sg_progress_fn progress;
     void *progress_ud;
 } sg_restore_opts;

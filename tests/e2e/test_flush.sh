@@ -266,11 +266,17 @@ else
     echo "# running as root: the chmod 0400 store case is covered by the tricks above"
 fi
 
-# redis refuses the DUMPs of the snapshot (ACL): still nothing deleted
-rcli acl setuser nodump on '>pw' '~*' '+@all' '-dump' >/dev/null
+# redis refuses the snapshot's DUMPs, or its SYNC (ACL): still nothing deleted
+DENY=-dump
+[ "${SG_METHOD:-scan}" = sync ] && DENY=-sync
+rcli acl setuser nodump on '>pw' '~*' '+@all' "$DENY" >/dev/null
 run sg flush --no-announce --match 'cache:*' --redis "redis://nodump:pw@127.0.0.1:$PORT"
-assert_rc 1 "flush as a user that may not DUMP fails"
+assert_rc 1 "flush as a user that may not ${DENY#-} fails"
 assert_contains "$ERR" "nothing was deleted" "the message says nothing was deleted"
+if [ "$DENY" = -sync ]; then
+    assert_contains "$ERR" "refused SYNC: NOPERM" "the message names the refused SYNC"
+    assert_contains "$ERR" "--method scan" "and the method that needs no SYNC"
+fi
 assert_eq $NALL "$(rcli dbsize)" "nothing deleted (DUMP denied)"
 
 echo "# nothing to flush"

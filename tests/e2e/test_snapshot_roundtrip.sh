@@ -69,6 +69,19 @@ assert_eq true "$(json_get "$SNAP" "isinstance(d['seconds'], (int, float)) and 0
 assert_eq none "$(json_get "$SNAP" "d['profile']")" "profile none by default"
 assert_eq "redis://127.0.0.1:$PORT/0" "$(json_get "$SNAP" "d['redis']")" "redis URL reported"
 
+echo "# every stored payload is what DUMP returns for the key"
+rpy '
+import sqlite3
+_, before = pickle.load(open(sys.argv[1], "rb"))
+db = sqlite3.connect("file:%s?mode=ro" % sys.argv[2], uri=True)
+rows = {bytes(k): bytes(p) for k, p in db.execute("SELECT key, payload FROM snapshot_key WHERE snapshot_id = ?", (int(sys.argv[3]),))}
+assert set(rows) == set(before), "stored keys differ: %r" % (set(rows) ^ set(before))
+bad = [k for k in before if rows[k] != before[k][0]]
+assert not bad, "payloads differ from DUMP for %r" % bad
+print("ok - %d payloads byte-identical to DUMP" % len(rows))
+' "$TMP/before.pickle" "$SG_DB" "$ID"
+ok "stored payloads equal DUMP"
+
 echo "# store file"
 [ -f "$SG_DB" ] || fail "store $SG_DB was not created"
 assert_eq 600 "$(stat -c %a "$SG_DB")" "store file mode is 0600"

@@ -110,7 +110,8 @@ static int try_start(fixture *f, int port)
         freopen("/dev/null", "w", stdout);
         freopen("/dev/null", "w", stderr);
         execlp("redis-server", "redis-server", "--port", ports, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", f->dir, (char *)NULL);
+               "--appendonly", "no", "--dir", f->dir, "--repl-diskless-sync-delay", "0",
+               (char *)NULL);
         _exit(127);
     }
     f->redis = pid;
@@ -323,7 +324,7 @@ static outcome run_ok(const sg_sidecar_opts *o, bool rewarm, int64_t snapshot_id
 
 #define TRACK_KEY "igor:builds:track:travis-ci:ORG/REPO:org/repo:43"
 
-static void snapshot_flush_rewarm(void **state)
+static void flush_rewarm(void **state, sg_snapshot_method method)
 {
     fixture *f = *state;
     enum { JOBS = 200 };
@@ -331,6 +332,7 @@ static void snapshot_flush_rewarm(void **state)
     cmd_ok(f, "SET %s %s EX 18000", TRACK_KEY, "marked as running");
     cmd_ok(f, "SET cache:1 not-igor");
     sg_sidecar_opts o = opts_for(f);
+    o.method = method;
 
     outcome snap = run_ok(&o, false, 0);
     assert_true(snap.r.snapshot_id > 0);
@@ -390,6 +392,17 @@ static void snapshot_flush_rewarm(void **state)
     v = hget_cursor(f, 7);
     assert_string_equal(v, "1526039999999");
     free(v);
+}
+
+static void snapshot_flush_rewarm(void **state)
+{
+    flush_rewarm(state, SG_SNAPSHOT_SCAN);
+}
+
+/* The same with the daemon's snapshots read from the RDB of a SYNC. */
+static void snapshot_flush_rewarm_sync(void **state)
+{
+    flush_rewarm(state, SG_SNAPSHOT_SYNC);
 }
 
 static void suspect_snapshot_is_not_rewarmed_by_default(void **state)
@@ -663,9 +676,13 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as the daemon: a dropped connection is an error, not a kill */
     const struct CMUnitTest tests[] = {
-        T(snapshot_flush_rewarm),     T(suspect_snapshot_is_not_rewarmed_by_default),
-        T(loop_keeps_running),        T(errors),
-        T(password_from_environment), T(snapshot_skips_pttl_without_expiring_keys),
+        T(snapshot_flush_rewarm),
+        T(snapshot_flush_rewarm_sync),
+        T(suspect_snapshot_is_not_rewarmed_by_default),
+        T(loop_keeps_running),
+        T(errors),
+        T(password_from_environment),
+        T(snapshot_skips_pttl_without_expiring_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
