@@ -79,6 +79,7 @@ typedef struct page {
     size_t expected;      /* replies the page's commands will produce */
     redisReply **replies; /* read, not yet stored */
     size_t nreplies;
+    int64_t sent_ms;       /* the page's commands were sent no earlier */
 } page;
 
 typedef struct snap {
@@ -107,6 +108,7 @@ static void page_close(page *p)
 static int send_page(snap *sn, page *p, sg_error *err)
 {
     size_t n = p->keys.n;
+    p->sent_ms = sg_now_ms();
     int rc;
     for (size_t i = 0; i < n; i++) {
         const char *argv[2] = {"PTTL", p->keys.keys[i]};
@@ -240,9 +242,12 @@ static int take_key(snap *sn, const char *key, size_t klen, int64_t expire_at, c
     return decode_payload(sn, igor, payload, len, err);
 }
 
-/* Stores one key from its PTTL and DUMP replies. */
+/* Stores one key from its PTTL and DUMP replies. A remaining TTL counts
+ * from when the page was sent, before Redis answered: the stored expiry is
+ * never later than the key's own (it is earlier by the round trip at most). */
 static int store_key(snap *sn, const char *key, size_t klen, const redisReply *ttl,
-                     const redisReply *dump, const sg_igor_key *igor, sg_error *err)
+                     const redisReply *dump, int64_t sent_ms, const sg_igor_key *igor,
+                     sg_error *err)
 {
     if (!dump || dump->type != REDIS_REPLY_STRING) {
         sn->res->vanished++; /* deleted between SCAN and DUMP */
@@ -253,9 +258,9 @@ static int store_key(snap *sn, const char *key, size_t klen, const redisReply *t
         sn->res->vanished++;
         return 0;
     }
-    int64_t expire_at = ttl && ttl->integer >= 0 ? sg_now_ms() + ttl->integer : 0;
+    int64_t expire_at = ttl && ttl->integer >= 0 ? sent_ms + ttl->integer : 0;
     if (ttl && ttl->integer == 0)
-        expire_at = sg_now_ms() + 1;
+        expire_at = sent_ms + 1;
     return take_key(sn, key, klen, expire_at, dump->str, dump->len, igor, err);
 }
 
@@ -270,7 +275,7 @@ static int store_page(snap *sn, page *p, sg_error *err)
             return sg_rconn_reply_error(sn->c, "DUMP", dump, err);
         if (ttl && ttl->type == REDIS_REPLY_ERROR)
             return sg_rconn_reply_error(sn->c, "PTTL", ttl, err);
-        rc = store_key(sn, p->keys.keys[i], p->keys.lens[i], ttl, dump,
+        rc = store_key(sn, p->keys.keys[i], p->keys.lens[i], ttl, dump, p->sent_ms,
                        p->mine && p->mine[i] ? &p->parsed[i] : NULL, err);
     }
     return rc;
