@@ -8,9 +8,9 @@
  * version (2 bytes, little endian) and a CRC64 of all that. So splitting a
  * stream into payloads means walking each value's structure without
  * interpreting it: lengths, strings (raw, integer or LZF encoded), doubles,
- * stream metadata and module opcodes. Layouts follow Redis's rdb.c (types
- * up to 7.2's stream v3 and set listpack; 7.4's hash field expiry types are
- * refused with a message that names them).
+ * stream metadata and module opcodes. Layouts follow Redis's rdb.c, types
+ * up to 7.4's hashes with field expiry; the pre-release forms of those (22,
+ * 23) and anything newer fail the parse with a message naming the type.
  *
  * The stream parser keeps one read buffer. The file CRC is taken over each
  * span of the buffer once it has been consumed, not byte by byte. */
@@ -131,6 +131,8 @@ enum {
     T_STREAM_LISTPACKS_2 = 19,
     T_SET_LISTPACK = 20,
     T_STREAM_LISTPACKS_3 = 21,
+    T_HASH_METADATA = 24,
+    T_HASH_LISTPACK_EX = 25,
 };
 
 enum {
@@ -149,6 +151,10 @@ enum {
 };
 
 enum { ENC_INT8 = 0, ENC_INT16 = 1, ENC_INT32 = 2, ENC_LZF = 3 };
+
+/* LZF expands at most 88-fold (a 3-byte back reference copies 264 bytes):
+ * a claimed length beyond that is a lie, not an allocation to attempt. */
+#define LZF_MAX_OUT(clen) ((uint64_t)(clen) * 88 + 88)
 
 enum { MOD_EOF = 0, MOD_SINT = 1, MOD_UINT = 2, MOD_FLOAT = 3, MOD_DOUBLE = 4, MOD_STRING = 5 };
 
@@ -317,8 +323,8 @@ static int rd_string(rd *r, sg_buf *out)
     uint64_t clen = 0, ulen = 0;
     if ((rc = rd_len(r, &clen, NULL)) || (rc = rd_len(r, &ulen, NULL)))
         return rc;
-    if (clen > SIZE_MAX / 2 || ulen > SIZE_MAX / 2)
-        return rd_fail(r, "a compressed string longer than memory");
+    if (clen > SIZE_MAX / 2 || ulen > LZF_MAX_OUT(clen))
+        return rd_fail(r, "a compressed string claims more than its bytes can expand to");
     if (!out)
         return rd_take(r, (size_t)clen, NULL);
     sg_buf c = {0};
@@ -476,6 +482,15 @@ static int rd_value(rd *r, unsigned type)
         return rc;
     case T_MODULE_2:
         return (rc = rd_lens(r, 1)) ? rc : rd_module_body(r); /* module id */
+    case T_HASH_LISTPACK_EX: /* minimum field expiry (8 bytes), the listpack */
+        return (rc = rd_take(r, 8, NULL)) ? rc : rd_string(r, NULL);
+    case T_HASH_METADATA: /* minimum field expiry, then per field: its TTL, field, value */
+        if ((rc = rd_take(r, 8, NULL)) || (rc = rd_len(r, &n, NULL)))
+            return rc;
+        for (uint64_t i = 0; rc == 0 && i < n; i++)
+            if ((rc = rd_lens(r, 1)) == 0 && (rc = rd_string(r, NULL)) == 0)
+                rc = rd_string(r, NULL);
+        return rc;
     case T_STREAM_LISTPACKS:
     case T_STREAM_LISTPACKS_2:
     case T_STREAM_LISTPACKS_3:
@@ -581,7 +596,7 @@ int sg_rdb_parse(sg_rdb_read_fn read, void *read_ud, const void *trailer, size_t
         case OP_EXPIRETIME_MS:
         case OP_EXPIRETIME:
             if ((rc = rd_le(&r, op == OP_EXPIRETIME_MS ? 8 : 4, &n)) == 0)
-                expire = op == OP_EXPIRETIME_MS ? (int64_t)n : (int64_t)n * 1000;
+                expire = op == OP_EXPIRETIME_MS ? (int64_t)n : (int64_t)(int32_t)n * 1000;
             if (rc == 0 && expire <= 0)
                 expire = 1; /* long expired; still marks the key as expiring */
             continue;
@@ -692,7 +707,7 @@ static bool cur_string(cur *c, sg_buf *tmp, sg_slice *out)
     } else if (len == ENC_LZF) {
         uint64_t clen, ulen;
         if (!cur_len(c, &clen, &special) || special || !cur_len(c, &ulen, &special) || special ||
-            clen > (uint64_t)(c->end - c->p) || ulen > (64u << 20))
+            clen > (uint64_t)(c->end - c->p) || ulen > LZF_MAX_OUT(clen))
             return false;
         sg_buf_append(tmp, "", 0);
         if (tmp->cap < ulen + 1) {
@@ -779,6 +794,8 @@ static bool lp_next(const unsigned char **pp, const unsigned char *end, char num
     } else {
         return false;
     }
+    if (len > (size_t)(end - p) - head)
+        return false; /* (also keeps head + len from wrapping) */
     size_t entry = head + len;
     /* lpEncodeBacklen's size classes */
     size_t back = entry <= 127        ? 1
@@ -861,7 +878,7 @@ static bool zl_next(const unsigned char **pp, const unsigned char *end, char num
         *pp = p + head + n;
         return true;
     }
-    if ((size_t)(end - p) < head + len)
+    if ((size_t)(end - p) < head || len > (size_t)(end - p) - head)
         return false;
     *out = (sg_slice){(const char *)p + head, len};
     *pp = p + head + len;

@@ -399,9 +399,10 @@ static int snapshot_keys(snap *sn, sg_rconn *scan, const sg_strlist *patterns, s
 /* ---- The sync method: the RDB a replica would get ------------------------ */
 
 /* Silence from the server longer than this ends a sync snapshot. Redis sends
- * a newline a second while it prepares the RDB (replicationCron), so only a
- * dead server or link stays silent this long. */
-#define SYNC_IDLE_MS 30000
+ * a newline a second while it prepares the RDB (replicationCron); during a
+ * diskless transfer it may pause for a slow replica fed by the same fork,
+ * for as long as its repl-timeout (60 s by default) lets that one live. */
+#define SYNC_IDLE_MS 90000
 
 typedef struct sync_src {
     int fd;
@@ -460,8 +461,10 @@ static int sync_preamble(sync_src *src, char mark[40], bool *has_mark, sg_error 
             continue; /* keepalive */
         if (ch == '\n')
             break;
-        if (n < sizeof line - 1)
-            line[n++] = ch;
+        if (n == sizeof line - 1)
+            return sg_error_set(err, SG_EREDIS, "redis %s answered SYNC with a line longer "
+                                "than %zu bytes, not an RDB header", src->address, n);
+        line[n++] = ch;
     }
     while (n && line[n - 1] == '\r')
         n--;

@@ -350,9 +350,9 @@ static void parse_rejects_bad_streams(void **state)
     assert_int_equal(parse_bytes("HELLO0010\xff", 10, &err), SG_EINVAL);
     assert_non_null(strstr(err.msg, "not an RDB"));
     /* a value type it does not know is named */
-    static const char unknown[] = "REDIS0012\xfe\x00\x18\x01k\x00";
+    static const char unknown[] = "REDIS0012\xfe\x00\x17\x01k\x00"; /* 23: pre-release 7.4 */
     assert_int_equal(parse_bytes(unknown, sizeof unknown - 1, &err), SG_EINVAL);
-    assert_non_null(strstr(err.msg, "value type 24 is not supported"));
+    assert_non_null(strstr(err.msg, "value type 23 is not supported"));
     assert_non_null(strstr(err.msg, "--method scan"));
     /* every single-byte change either parses or fails cleanly (ASan watches) */
     for (size_t i = 9; i < len; i++)
@@ -362,6 +362,57 @@ static void parse_rejects_bad_streams(void **state)
             copy[i] = (char)v;
             parse_bytes(copy, len, &err);
         }
+}
+
+/* A key claiming to decompress to 2^44 bytes from one: refused as the lie it
+ * is, never attempted as an allocation. */
+static void parse_refuses_lzf_bomb(void **state)
+{
+    (void)state;
+    static const char bomb[] = "REDIS0010\xfe\x00"
+                               "\x00"                                     /* a string */
+                               "\xc3\x01\x81\x00\x00\x10\x00\x00\x00\x00\x00" /* key */
+                               "a\x01v\xff";
+    sg_error err = {0};
+    assert_int_equal(parse_bytes(bomb, sizeof bomb - 1, &err), SG_EINVAL);
+    assert_non_null(strstr(err.msg, "more than its bytes can expand to"));
+}
+
+/* Redis 7.4's hashes with field expiry (types 24 and 25) are carried as
+ * payloads like any other value. */
+static void parse_hashes_with_field_expiry(void **state)
+{
+    (void)state;
+    char rdb[256];
+    size_t n = 0;
+#define PUT(s, len) (memcpy(rdb + n, s, len), n += (len))
+    PUT("REDIS0012\xfe\x00", 11);
+    /* type 25: minimum expiry, then the listpack (the posted vector's) */
+    PUT("\x19\x02lx" "\x00\xb4\xc5\xda\xb8\x01\x00\x00", 12);
+    PUT(posted + 1, sizeof posted - 1 - 1 - 10);
+    /* type 24: minimum expiry, 2 fields: TTL, field, value each */
+    PUT("\x18\x02md" "\x00\xb4\xc5\xda\xb8\x01\x00\x00" "\x02"
+        "\x00\x01" "a" "\x01" "1" "\x81\x00\x00\x01\xb8\xda\xc5\xb4\x00\x01" "b" "\x01" "2", 31);
+    PUT("\xff", 1);
+    uint64_t crc = sg_crc64(0, rdb, n);
+    for (int i = 0; i < 8; i++)
+        rdb[n++] = (char)(crc >> (8 * i));
+#undef PUT
+    src s = {rdb, n, 0, 5};
+    seen got = {0};
+    sg_error err = {0};
+    int version = 0;
+    assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, on_key, &got, &version, &err), 0);
+    assert_int_equal(version, 12);
+    assert_int_equal(got.n, 2);
+    assert_string_equal(got.key[0], "lx");
+    assert_int_equal(got.payload_len[0], 1 + 8 + (sizeof posted - 1 - 1 - 10) + 10);
+    assert_int_equal((unsigned char)got.payload[0][0], 25);
+    assert_memory_equal(got.payload[0] + 9, posted + 1, sizeof posted - 1 - 1 - 10);
+    assert_int_equal(got.payload[0][got.payload_len[0] - 10], 12); /* RDB version */
+    assert_string_equal(got.key[1], "md");
+    assert_int_equal((unsigned char)got.payload[1][0], 24);
+    assert_int_equal(got.payload_len[1], 1 + 27 + 10);
 }
 
 static int stop_key(void *ud, const sg_rdb_key *k, sg_error *err)
@@ -398,6 +449,8 @@ int main(void)
         cmocka_unit_test(parse_checks_trailer),
         cmocka_unit_test(parse_rejects_bad_streams),
         cmocka_unit_test(parse_stops_on_callback_error),
+        cmocka_unit_test(parse_refuses_lzf_bomb),
+        cmocka_unit_test(parse_hashes_with_field_expiry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
