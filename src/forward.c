@@ -473,6 +473,10 @@ int sg_forward_start(uv_loop_t *loop, const sg_forward_opts *o, sg_fwd_result_fn
     curl_multi_setopt(f->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
     curl_multi_setopt(f->multi, CURLMOPT_TIMERDATA, f);
     curl_multi_setopt(f->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)o->max_inflight);
+    /* Keep every connection max_inflight transfers may use: curl's default
+     * cache (4 per easy handle in use at the moment) shrinks when the load
+     * dips and closes connections it will open again a moment later. */
+    curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, (long)o->max_inflight);
     uv_timer_init(loop, &f->curl_timer);
     uv_timer_init(loop, &f->retry_timer);
     f->curl_timer.data = f->retry_timer.data = f;

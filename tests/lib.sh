@@ -561,7 +561,7 @@ class Handler(BaseHTTPRequestHandler):
                "headers": {k.lower(): v for k, v in self.headers.items()},
                "body": body.decode("utf-8", "replace"), "len": len(body),
                "sha256": hashlib.sha256(body).hexdigest(), "status": status,
-               "t": time.time()}
+               "t": time.time(), "peer": self.client_address[1]}
         with lock:
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
