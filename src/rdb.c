@@ -547,7 +547,8 @@ static int rd_end(rd *r, int version, const void *trailer, size_t trailer_len)
 }
 
 int sg_rdb_parse(sg_rdb_read_fn read, void *read_ud, const void *trailer, size_t trailer_len,
-                 sg_rdb_key_fn fn, void *fn_ud, int *version, sg_error *err)
+                 sg_rdb_want_fn want, sg_rdb_key_fn fn, void *fn_ud, int *version,
+                 sg_error *err)
 {
     rd r = {.read = read, .read_ud = read_ud, .buf = sg_xmalloc(RD_BUF), .err = err};
     sg_buf key = {0}, payload = {0};
@@ -612,6 +613,11 @@ int sg_rdb_parse(sg_rdb_read_fn read, void *read_ud, const void *trailer, size_t
         sg_buf_append(&payload, &(char){(char)op}, 1);
         if ((rc = rd_string(&r, &key)))
             break;
+        if (want && !want(fn_ud, db, key.p ? key.p : "", key.len)) {
+            rc = rd_value(&r, op); /* read past, not captured */
+            expire = 0;
+            continue;
+        }
         rd_capture(&r, &payload);
         rc = rd_value(&r, op);
         rd_capture(&r, NULL);

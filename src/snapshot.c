@@ -383,7 +383,9 @@ static int snapshot_keys(snap *sn, sg_rconn *scan, const sg_strlist *patterns, s
         if (rc || count == 0)
             break;
         page *oldest = &flight[head];
-        if ((rc = read_page(sn, oldest, err)) || (rc = store_page(sn, oldest, err)))
+        /* the yield: a run of pages that match few keys ends slices too */
+        if ((rc = read_page(sn, oldest, err)) || (rc = store_page(sn, oldest, err)) ||
+            (rc = sg_store_snapshot_yield(sn->s, err)))
             break;
         page_close(oldest);
         head = (head + 1) % PAGES_IN_FLIGHT;
@@ -408,6 +410,7 @@ typedef struct sync_src {
     int fd;
     int64_t left; /* bytes of a "$<len>" transfer still to come; -1: end mark */
     const char *address;
+    sg_store *store; /* once the snapshot's transaction runs: slices end on time */
 } sync_src;
 
 static int sync_read(void *ud, void *buf, size_t cap, size_t *got, sg_error *err)
@@ -418,6 +421,11 @@ static int sync_read(void *ud, void *buf, size_t cap, size_t *got, sg_error *err
         return 0;
     if (src->left > 0 && (uint64_t)src->left < cap)
         cap = (size_t)src->left;
+    /* between keys, and while Redis is slow to send: the store's other
+     * writers get their turn as when keys are added */
+    int rc = src->store ? sg_store_snapshot_yield(src->store, err) : 0;
+    if (rc)
+        return rc;
     for (;;) {
         struct pollfd pfd = {.fd = src->fd, .events = POLLIN};
         int ready = poll(&pfd, 1, SYNC_IDLE_MS);
@@ -501,17 +509,23 @@ typedef struct sync_take {
     int64_t now_ms, seen;
 } sync_take;
 
+/* Whether a key of the RDB is taken: its database and name are selected.
+ * The values of the others are read past, never held in memory. */
+static bool sync_want(void *ud, int db, const char *key, size_t len)
+{
+    sync_take *t = ud;
+    if ((++t->seen & 1023) == 0)
+        progress(t->sn, false);
+    int i = 0;
+    while (i < t->ndb && t->dbs[i] != db)
+        i++;
+    return i < t->ndb && (!t->patterns->len || sg_strlist_match(t->patterns, key, len));
+}
+
 static int sync_key(void *ud, const sg_rdb_key *k, sg_error *err)
 {
     sync_take *t = ud;
     snap *sn = t->sn;
-    if ((++t->seen & 1023) == 0)
-        progress(sn, false);
-    int i = 0;
-    while (i < t->ndb && t->dbs[i] != k->db)
-        i++;
-    if (i == t->ndb || (t->patterns->len && !sg_strlist_match(t->patterns, k->key, k->key_len)))
-        return 0;
     if (k->expire_at_ms > 0 && k->expire_at_ms <= t->now_ms) {
         sn->res->vanished++; /* expired, not yet reclaimed: DUMP would not see it */
         return 0;
@@ -524,49 +538,98 @@ static int sync_key(void *ud, const sg_rdb_key *k, sg_error *err)
                     mine ? &igor : NULL, err);
 }
 
-/* Snapshots databases dbs from one RDB, read over a connection of its own
- * that asks for it as a replica would (REPLCONF rdb-only 1 on Redis 7.0 and
- * later: no replication stream follows). The keys are one consistent cut of
- * the server, taken by a fork of Redis, as BGSAVE takes them. */
-static int snapshot_sync(snap *sn, const sg_strlist *patterns, const int *dbs, int ndb,
-                         sg_error *err)
+/* CONFIG GET name's value, or NULL where it cannot be read (ACL, renamed
+ * CONFIG). Caller frees. */
+static char *config_value(sg_rconn *r, const char *name)
 {
-    sg_rconn r = {0};
-    int rc = sg_rconn_clone(sn->c, &r, err);
-    if (rc)
+    const char *argv[] = {"CONFIG", "GET", name};
+    redisReply *reply = NULL;
+    sg_error ignored;
+    if (sg_rconn_command(r, &reply, &ignored, 3, argv, NULL))
+        return NULL;
+    char *v = NULL;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[1]->type == REDIS_REPLY_STRING)
+        v = sg_xstrndup(reply->element[1]->str, reply->element[1]->len);
+    freeReplyObject(reply);
+    return v;
+}
+
+/* Redis writes the RDB of a SYNC to its disk (dbfilename) unless
+ * repl-diskless-sync is on, the default since 7.0. On a server that keeps no
+ * persistence (save "", appendonly no) that file would be loaded by its next
+ * restart: the data of the snapshot's time instead of the empty start its
+ * operator chose, and a wipe hidden from the watcher. Refused there. Where
+ * CONFIG cannot be read, the snapshot goes ahead. */
+static int sync_check_disk(sg_rconn *r, sg_error *err)
+{
+    char *diskless = config_value(r, "repl-diskless-sync");
+    char *save = config_value(r, "save"), *aof = config_value(r, "appendonly");
+    bool refuse = diskless && !strcmp(diskless, "no") && save && !*save && aof &&
+                  !strcmp(aof, "no");
+    free(diskless);
+    free(save);
+    free(aof);
+    if (refuse)
+        return sg_error_set(err, SG_EREFUSED,
+                            "redis %s would write this snapshot's RDB to its disk "
+                            "(repl-diskless-sync no) although it keeps no persistence (save \"\", "
+                            "appendonly no): its next restart would load that file; use --method "
+                            "scan, or set repl-diskless-sync yes",
+                            r->address);
+    return 0;
+}
+
+/* The sync method: the RDB a replica would get, over a connection of its
+ * own (REPLCONF rdb-only 1 on Redis 7.0 and later: no replication stream
+ * follows). The keys are one consistent cut of the server, taken by a fork
+ * of Redis, as BGSAVE takes them. Two steps: sync_start asks for the RDB and
+ * waits until it begins (Redis may first wait out repl-diskless-sync-delay,
+ * 5 s by default, or a BGSAVE already running) before the snapshot's
+ * transaction starts, so the store's write lock is not held meanwhile;
+ * sync_keys then reads it. */
+typedef struct sync_conn {
+    sg_rconn r;
+    sync_src src;
+    char mark[40];
+    bool has_mark;
+} sync_conn;
+
+static int sync_start(snap *sn, sync_conn *sc, sg_error *err)
+{
+    int rc = sg_rconn_clone(sn->c, &sc->r, err);
+    if (rc || (rc = sync_check_disk(&sc->r, err)))
         return rc;
     redisReply *reply = NULL;
     const char *capa[] = {"REPLCONF", "capa", "eof"};
     const char *only[] = {"REPLCONF", "rdb-only", "1"};
     const char *sync[] = {"SYNC"};
-    if ((rc = sg_rconn_command(&r, &reply, err, 3, capa, NULL)) == 0)
+    if ((rc = sg_rconn_command(&sc->r, &reply, err, 3, capa, NULL)) == 0)
         freeReplyObject(reply);
     /* Before 7.0 rdb-only is unknown (an error reply): the replication
      * stream then follows the RDB, unread, until the connection closes. */
-    if (rc == 0 && (rc = sg_rconn_append(&r, err, 3, only, NULL)) == 0 &&
-        (rc = sg_rconn_read(&r, &reply, err)) == 0)
+    if (rc == 0 && (rc = sg_rconn_append(&sc->r, err, 3, only, NULL)) == 0 &&
+        (rc = sg_rconn_read(&sc->r, &reply, err)) == 0)
         freeReplyObject(reply);
-    if (rc == 0 && (rc = sg_rconn_append(&r, err, 1, sync, NULL)) == 0)
-        rc = sg_rconn_flush(&r, err);
-    sync_src src = {.fd = r.ctx->fd, .left = -1, .address = r.address};
-    char mark[40];
-    bool has_mark = false;
-    if (rc == 0)
-        rc = sync_preamble(&src, mark, &has_mark, err);
-    if (rc == 0) {
-        sync_take t = {
-            .sn = sn, .patterns = patterns, .dbs = dbs, .ndb = ndb, .now_ms = sg_now_ms()};
-        rc = sg_rdb_parse(sync_read, &src, has_mark ? mark : NULL, has_mark ? 40 : 0, sync_key, &t,
-                          NULL, err);
-        if (rc == 0 && src.left > 0)
-            rc = sg_error_set(err, SG_EREDIS,
-                              "redis %s announced %lld more RDB bytes than the "
-                              "RDB held",
-                              r.address, (long long)src.left);
-    }
+    if (rc == 0 && (rc = sg_rconn_append(&sc->r, err, 1, sync, NULL)) == 0)
+        rc = sg_rconn_flush(&sc->r, err);
+    sc->src = (sync_src){.fd = sc->r.ctx->fd, .left = -1, .address = sc->r.address};
+    return rc ? rc : sync_preamble(&sc->src, sc->mark, &sc->has_mark, err);
+}
+
+static int sync_keys(snap *sn, sync_conn *sc, const sg_strlist *patterns, const int *dbs,
+                     int ndb, sg_error *err)
+{
+    sync_take t = {.sn = sn, .patterns = patterns, .dbs = dbs, .ndb = ndb, .now_ms = sg_now_ms()};
+    sc->src.store = sn->s;
+    int rc = sg_rdb_parse(sync_read, &sc->src, sc->has_mark ? sc->mark : NULL,
+                          sc->has_mark ? 40 : 0, sync_want, sync_key, &t, NULL, err);
+    sc->src.store = NULL;
+    if (rc == 0 && sc->src.left > 0)
+        rc = sg_error_set(err, SG_EREDIS, "redis %s announced %lld more RDB bytes than the RDB held",
+                          sc->r.address, (long long)sc->src.left);
     if (rc == SG_EINVAL)
-        sg_error_prefix(err, "reading the RDB of redis %s", r.address);
-    sg_rconn_close(&r);
+        sg_error_prefix(err, "reading the RDB of redis %s", sc->r.address);
     return rc;
 }
 
@@ -651,6 +714,11 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
     int one_db[1] = {home};
     const int *dbs = o->dbs ? o->dbs : one_db;
     int ndb = o->dbs ? o->db_count : 1;
+    sync_conn sc = {0};
+    if (o->method == SG_SNAPSHOT_SYNC && (rc = sync_start(&sn, &sc, err))) {
+        sg_rconn_close(&sc.r);
+        goto done;
+    }
     sg_snapshot_info meta = {
         .taken_at_ms = sg_now_ms(),
         .reason = (char *)(o->reason ? o->reason : "manual"),
@@ -667,7 +735,7 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
             break;
         sg_rconn scan = {0};
         if (o->method == SG_SNAPSHOT_SYNC) {
-            rc = snapshot_sync(&sn, &patterns, dbs, ndb, err);
+            rc = sync_keys(&sn, &sc, &patterns, dbs, ndb, err);
         } else if ((rc = sg_rconn_clone(c, &scan, err)) == 0) {
             for (int i = 0; i < ndb && rc == 0; i++) {
                 if (dbs[i] != c->db && (rc = sg_rconn_select(c, dbs[i], err)))
@@ -690,6 +758,7 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
         sn.started = sn.last_progress = sg_mono_s();
     }
     free(meta.selection);
+    sg_rconn_close(&sc.r);
     if (rc) {
         sg_store_snapshot_abort(s);
         goto done;

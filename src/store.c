@@ -399,7 +399,8 @@ static void bind_key(sg_store *s, sqlite3_stmt *st, int base, const struct pendi
     sqlite3_bind_blob64(st, base + 6, bytes + k->payload_at, k->payload_len, SQLITE_STATIC);
 }
 
-/* Inserts the pending snapshot keys. */
+/* Inserts the pending snapshot keys; the buffer is empty afterwards, also
+ * after an error. */
 static int flush_keys(sg_store *s, sg_error *err)
 {
     int rc = 0;
@@ -414,18 +415,21 @@ static int flush_keys(sg_store *s, sg_error *err)
                                          &s->add_keys, NULL);
             sg_buf_free(&sql);
             if (prc != SQLITE_OK)
-                return db_error(s, err, "preparing a statement on");
+                rc = db_error(s, err, "preparing a statement on");
         }
-        for (int i = 0; i < KEY_BATCH; i++)
+        for (int i = 0; rc == 0 && i < KEY_BATCH; i++)
             bind_key(s, s->add_keys, 6 * i, &s->pending[i]);
-        rc = step_done(s, s->add_keys, err, "writing snapshot keys to");
+        if (rc == 0)
+            rc = step_done(s, s->add_keys, err, "writing snapshot keys to");
     } else {
         for (int i = 0; i < s->npending && rc == 0; i++) {
             sqlite3_stmt *st = s->st[ST_ADD_KEY];
             if (!st && !(st = stmt(s, ST_ADD_KEY, err)))
-                return SG_ESTORE;
-            bind_key(s, st, 0, &s->pending[i]);
-            rc = step_done(s, st, err, "writing a snapshot key to");
+                rc = SG_ESTORE;
+            if (rc == 0) {
+                bind_key(s, st, 0, &s->pending[i]);
+                rc = step_done(s, st, err, "writing a snapshot key to");
+            }
         }
     }
     s->npending = 0;
@@ -446,10 +450,9 @@ static int flush_keys(sg_store *s, sg_error *err)
 #define SNAPSHOT_SLICE_S 0.05
 #define SNAPSHOT_YIELD_US 2000 /* the pause between slices */
 
-static int snapshot_slice(sg_store *s, sg_error *err)
+int sg_store_snapshot_yield(sg_store *s, sg_error *err)
 {
-    if (++s->snap_rows < 128)
-        return 0;
+    assert(s->snapshot_id);
     s->snap_rows = 0;
     double now = sg_mono_s();
     if (now - s->snap_since < SNAPSHOT_SLICE_S)
@@ -477,6 +480,13 @@ static int snapshot_slice(sg_store *s, sg_error *err)
     rc = exec(s, "BEGIN IMMEDIATE", err, "writing a snapshot to");
     s->snap_since = sg_mono_s();
     return rc;
+}
+
+/* After a row: a slice ends after SNAPSHOT_SLICE_S; the clock is read every
+ * 128 rows. */
+static int snapshot_slice(sg_store *s, sg_error *err)
+{
+    return ++s->snap_rows < 128 ? 0 : sg_store_snapshot_yield(s, err);
 }
 
 int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id, sg_error *err)
@@ -534,6 +544,27 @@ int sg_store_snapshot_add_key(sg_store *s, int db, const void *key, size_t key_l
     if (s->key_seq > KEY_ID_MAX_SEQ)
         return sg_error_set(err, SG_ESTORE, "snapshot holds more keys than a store can (%lld)",
                             KEY_ID_MAX_SEQ);
+    assert(s->npending < KEY_BATCH);
+    if (key_len + payload_len >= KEY_BATCH_BYTES) {
+        /* a big value goes in as it is, not copied into the buffer first */
+        int rc = flush_keys(s, err);
+        sqlite3_stmt *st = s->st[ST_ADD_KEY];
+        if (rc == 0 && !st && !(st = stmt(s, ST_ADD_KEY, err)))
+            rc = SG_ESTORE;
+        if (rc == 0) {
+            sqlite3_bind_int64(st, 1, KEY_ID(s->snapshot_id, s->key_seq++));
+            sqlite3_bind_int64(st, 2, s->snapshot_id);
+            sqlite3_bind_int(st, 3, db);
+            sqlite3_bind_blob64(st, 4, key_len ? key : "", key_len, SQLITE_STATIC);
+            if (expire_at_ms > 0)
+                sqlite3_bind_int64(st, 5, expire_at_ms);
+            else
+                sqlite3_bind_null(st, 5);
+            sqlite3_bind_blob64(st, 6, payload, payload_len, SQLITE_STATIC);
+            rc = step_done(s, st, err, "writing a snapshot key to");
+        }
+        return rc ? rc : snapshot_slice(s, err);
+    }
     struct pending_key *k = &s->pending[s->npending++];
     *k = (struct pending_key){.db = db,
                               .id = KEY_ID(s->snapshot_id, s->key_seq++),

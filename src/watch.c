@@ -799,8 +799,13 @@ static sg_wipe_cause classify(const sg_watch *w, const check *c, char *what, siz
                  w->address, k->run_id, f->run_id, (long long)f->uptime_s, f->role);
         return SG_WIPE_FAILOVER;
     }
+    /* A new role, or a replica following another master, is a failover. A
+     * master that only got a new master_replid started a replication history:
+     * Redis does that when it creates a backlog for a replica (or for a
+     * snapshot with --method sync) and when it frees an idle one. */
     char change[256];
-    if (k->run_id && replication_change(k, f, change, sizeof change)) {
+    if (k->run_id && replication_change(k, f, change, sizeof change) &&
+        (strcmp(k->role, f->role) || strcmp(f->role, "master"))) {
         snprintf(what, size, "failover (%s)", change);
         return SG_WIPE_FAILOVER;
     }

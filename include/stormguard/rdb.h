@@ -38,14 +38,20 @@ typedef int (*sg_rdb_key_fn)(void *ud, const sg_rdb_key *k, sg_error *err);
 /* Fills buf with up to cap bytes of the stream; *got = 0 at its end. */
 typedef int (*sg_rdb_read_fn)(void *ud, void *buf, size_t cap, size_t *got, sg_error *err);
 
+/* Whether a key is wanted; the value of one that is not is read past, never
+ * held in memory, and fn is not called for it. */
+typedef bool (*sg_rdb_want_fn)(void *ud, int db, const char *key, size_t key_len);
+
 /* Reads one RDB ("REDIS0010" ... EOF opcode, checksum) from read and calls
- * fn for each key, in stream order. The file checksum is verified (unless
+ * fn for each key that want (if given) wants, in stream order; both get
+ * fn_ud. The file checksum is verified (unless
  * the server wrote 0: rdbchecksum no). If trailer is given, those bytes must
  * follow the RDB (the end mark of a diskless SYNC). Errors (SG_EINVAL) name
  * the byte offset and what was malformed or unsupported; *version gets the
  * RDB version of the stream. */
 int sg_rdb_parse(sg_rdb_read_fn read, void *read_ud, const void *trailer, size_t trailer_len,
-                 sg_rdb_key_fn fn, void *fn_ud, int *version, sg_error *err);
+                 sg_rdb_want_fn want, sg_rdb_key_fn fn, void *fn_ud, int *version,
+                 sg_error *err);
 
 /* Calls fn for each field and value of a hash DUMP payload (hash table,
  * ziplist or listpack encoding). Returns 0, fn's nonzero return, or 1 if

@@ -71,6 +71,12 @@ typedef struct sg_snapshot_info {
 
 void sg_snapshot_info_close(sg_snapshot_info *info);
 
+/* Commits the snapshot's current slice if it has held the write lock for
+ * its time (50 ms), letting other writers in. sg_store_snapshot_add_key does
+ * this itself; a snapshot that goes a while without adding keys (skipping
+ * keys it does not take, waiting for Redis) calls it. */
+int sg_store_snapshot_yield(sg_store *s, sg_error *err);
+
 /* Starts writing a snapshot: one transaction until commit or abort. Of meta,
  * taken_at_ms, reason, redis, redis_version, profile, selection, db and
  * profile_pattern are recorded. */

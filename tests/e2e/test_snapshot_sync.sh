@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # snapshot --method sync reads the RDB Redis sends a replica: both framings
-# (diskless with an end mark, after Redis's own delay; from disk with a
-# length), payloads equal to DUMP, keys already expired but not yet reclaimed
-# are left out, several databases at once, and a server that refuses SYNC.
+# (diskless with an end mark, after Redis's own delay, during which the store
+# stays writable; from disk with a length, refused where Redis keeps no
+# persistence), payloads equal to DUMP, keys already expired but not yet
+# reclaimed are left out, the values of keys not taken are never held in
+# memory, several databases at once, and a server that refuses SYNC.
 # The round trip of every type runs as e2e_test_snapshot_roundtrip_sync.
 source "$SG_TESTS/lib.sh"
 
@@ -40,8 +42,19 @@ start_redis --repl-diskless-sync-delay 5
 seed
 NKEYS=$(rcli dbsize)
 START=$(date +%s)
-run sg snapshot --method sync --json
-assert_rc 0 "snapshot --method sync"
+sg snapshot --method sync --json >"$TMP/delayed.json" 2>"$TMP/delayed.err" &
+SNAP_PID=$!
+sleep 1.5
+# the snapshot waits for Redis without holding the store's write lock
+T0=$(date +%s%N)
+"$PY" -c 'import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=3, isolation_level=None)
+c.execute("BEGIN IMMEDIATE"); c.execute("COMMIT")' "$SG_DB"
+WAITED_MS=$((($(date +%s%N) - T0) / 1000000))
+assert_le "$WAITED_MS" 1000 "a writer got the store at once while the snapshot waited (${WAITED_MS} ms)"
+wait "$SNAP_PID"
+assert_eq 0 "$?" "snapshot --method sync"
+OUT=$(cat "$TMP/delayed.json")
 assert_eq "$NKEYS" "$(json_get "$OUT" "d['keys']")" "every key taken"
 assert_eq 0 "$(json_get "$OUT" "d['vanished']")" "nothing vanished"
 assert_eq 1 "$(( $(date +%s) - START >= 4 ))" "it waited out the diskless delay"
@@ -49,11 +62,16 @@ payloads_equal_dump "$(json_get "$OUT" "d['snapshot_id']")"
 ok "diskless: payloads equal DUMP"
 stop_redis
 
-echo "# SYNC from disk: the length framing"
+echo "# SYNC from disk: refused without persistence, else the length framing"
 start_redis --repl-diskless-sync no --enable-debug-command local
 seed
 run sg snapshot --method sync --json
-assert_rc 0 "snapshot --method sync from a disk-based server"
+assert_rc 3 "a disk-based SYNC on a server without persistence is refused"
+assert_contains "$ERR" "would write this snapshot's RDB to its disk" "the refusal says why"
+assert_eq 0 "$(ls "$TMP/redis-$PORT" | grep -c '\.rdb$')" "no RDB file was written"
+rcli config set save "3600 1" >/dev/null
+run sg snapshot --method sync --json
+assert_rc 0 "snapshot --method sync from a disk-based server that persists anyway"
 assert_eq "$NKEYS" "$(json_get "$OUT" "d['keys']")" "every key taken"
 payloads_equal_dump "$(json_get "$OUT" "d['snapshot_id']")"
 ok "disk-based: payloads equal DUMP"
@@ -67,6 +85,18 @@ assert_rc 0 "snapshot with an expired, unreclaimed key"
 assert_eq "$NKEYS" "$(json_get "$OUT" "d['keys']")" "the expired key is not among the keys"
 assert_eq 1 "$(json_get "$OUT" "d['vanished']")" "it is counted as vanished"
 rcli debug set-active-expire 1 >/dev/null
+
+echo "# a big value the snapshot does not take is never held in memory"
+rpy 'r("SELECT", 3); r("SET", "big:other-db", os.urandom(64 << 20)); r("SELECT", 0)'
+"$PY" -c '
+import resource, subprocess, sys
+rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)
+print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)' \
+    "$SG_BIN" snapshot --method sync --db "$SG_DB" --redis "redis://127.0.0.1:$PORT/0" >"$TMP/rss"
+read -r RC RSS_MB <"$TMP/rss"
+assert_eq 0 "$RC" "snapshot of db 0 beside a 64 MiB value in db 3"
+assert_le "$RSS_MB" 40 "its peak RSS (${RSS_MB} MiB) stays far below the value's size"
+rcli -n 3 del big:other-db >/dev/null
 
 echo "# flush --all: every database from one RDB"
 rcli -n 2 set in:db2 two >/dev/null

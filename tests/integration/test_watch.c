@@ -527,6 +527,50 @@ static void failover_detected(void **state)
     finish(f);
 }
 
+static char *server_replid(void)
+{
+    redisReply *r = rcmd_db(0, "INFO replication");
+    assert_non_null(r);
+    char *p = strstr(r->str, "master_replid:"), *id = NULL;
+    if (p)
+        id = strndup(p + 14, 40);
+    freeReplyObject(r);
+    assert_non_null(id);
+    return id;
+}
+
+/* A master's master_replid changes when Redis creates a replication backlog
+ * for a replica (a snapshot with --method sync is one) and when it frees an
+ * idle one: not a failover. The periodic check is far away, so the FLUSHALL
+ * is judged against the facts from the connection. */
+static void new_replid_on_master_is_not_failover(void **state)
+{
+    fx *f = *state;
+    rok("CONFIG SET repl-backlog-ttl 1");
+    start_watch(f, 10000);
+    wait_up(f, 1);
+    char *before = server_replid(), *after = NULL;
+    char cmd[PATH_MAX + 80];
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d --rdb %s/sync.rdb >/dev/null 2>&1", g_port, g_dir);
+    assert_int_equal(system(cmd), 0);
+    for (int i = 0; i < 60; i++) { /* freed after a second without replicas */
+        free(after);
+        after = server_replid();
+        if (strcmp(before, after))
+            break;
+        run_for(f, 100);
+    }
+    assert_string_not_equal(before, after);
+    rok("CONFIG SET repl-backlog-ttl 3600");
+    rok("FLUSHALL");
+    RUN_UNTIL(f, f->nwipes == 1, 2000);
+    assert_int_equal(f->nwipes, 1);
+    assert_int_equal(f->wipes[0].cause, SG_WIPE_FLUSH);
+    free(before);
+    free(after);
+    finish(f);
+}
+
 static void restart_detected(void **state)
 {
     fx *f = *state;
@@ -796,7 +840,8 @@ int main(void)
         T(subscribe_refused_still_up),  T(wrong_password_reported),
         T(handshake_timeout),           T(refused_reported_and_stop_while_retrying),
         T(stop_while_resolving),        T(stop_from_wipe_callback),
-        T(failover_detected),           T(restart_detected),
+        T(failover_detected),           T(new_replid_on_master_is_not_failover),
+        T(restart_detected),
         T(redis_down_then_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -278,7 +278,7 @@ static void parse_splits_keys(void **state)
         seen got = {0};
         sg_error err = {0};
         int version = 0;
-        assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, on_key, &got, &version, &err), 0);
+        assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, NULL, on_key, &got, &version, &err), 0);
         assert_int_equal(version, 10);
         assert_int_equal(got.n, 3);
         assert_string_equal(got.key[0], "posted");
@@ -299,8 +299,32 @@ static void parse_splits_keys(void **state)
     src s = {rdb, len, 0, 0};
     seen got = {0};
     sg_error err = {0};
-    assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, on_key, &got, NULL, &err), 0);
+    assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, NULL, on_key, &got, NULL, &err), 0);
     assert_int_equal(got.n, 3);
+}
+
+static bool not_posted(void *ud, int db, const char *key, size_t len)
+{
+    seen *s = ud;
+    s->db[7] += db + 1; /* every key is asked about: dbs 0, 0, 3 */
+    return !(len == 6 && !memcmp(key, "posted", 6));
+}
+
+static void parse_skips_unwanted(void **state)
+{
+    (void)state;
+    char rdb[512];
+    size_t len = build_rdb(rdb, true);
+    src s = {rdb, len, 0, 4};
+    seen got = {0};
+    sg_error err = {0};
+    assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, not_posted, on_key, &got, NULL, &err),
+                     0);
+    assert_int_equal(got.db[7], 1 + 1 + 4);
+    assert_int_equal(got.n, 2); /* the skipped one's value was read past, checksum intact */
+    assert_string_equal(got.key[0], "12345");
+    assert_memory_equal(got.payload[0], num, sizeof num - 1);
+    assert_string_equal(got.key[1], "bbbbbbbbbbbbbbbbbbbbbbbbb");
 }
 
 static void parse_checks_trailer(void **state)
@@ -313,12 +337,12 @@ static void parse_checks_trailer(void **state)
     seen got = {0};
     sg_error err = {0};
     assert_int_equal(sg_rdb_parse(src_read, &s, "0123456789012345678901234567890123456789", 40,
-                                  on_key, &got, NULL, &err),
+                                  NULL, on_key, &got, NULL, &err),
                      0);
     s.at = 0;
     got.n = 0;
     assert_int_equal(sg_rdb_parse(src_read, &s, "x123456789012345678901234567890123456789", 40,
-                                  on_key, &got, NULL, &err),
+                                  NULL, on_key, &got, NULL, &err),
                      SG_EINVAL);
     assert_non_null(strstr(err.msg, "end mark"));
 }
@@ -327,7 +351,7 @@ static int parse_bytes(const char *p, size_t len, sg_error *err)
 {
     src s = {p, len, 0, 3};
     seen got = {0};
-    return sg_rdb_parse(src_read, &s, NULL, 0, on_key, &got, NULL, err);
+    return sg_rdb_parse(src_read, &s, NULL, 0, NULL, on_key, &got, NULL, err);
 }
 
 static void parse_rejects_bad_streams(void **state)
@@ -402,7 +426,7 @@ static void parse_hashes_with_field_expiry(void **state)
     seen got = {0};
     sg_error err = {0};
     int version = 0;
-    assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, on_key, &got, &version, &err), 0);
+    assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, NULL, on_key, &got, &version, &err), 0);
     assert_int_equal(version, 12);
     assert_int_equal(got.n, 2);
     assert_string_equal(got.key[0], "lx");
@@ -430,7 +454,7 @@ static void parse_stops_on_callback_error(void **state)
     src s = {rdb, len, 0, 0};
     int calls = 0;
     sg_error err = {0};
-    assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, stop_key, &calls, NULL, &err), SG_ESTORE);
+    assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, NULL, stop_key, &calls, NULL, &err), SG_ESTORE);
     assert_int_equal(calls, 1);
     assert_string_equal(err.msg, "store full");
 }
@@ -446,6 +470,7 @@ int main(void)
         cmocka_unit_test(hash_rejects_other_types_and_garbage),
         cmocka_unit_test(string_payloads),
         cmocka_unit_test(parse_splits_keys),
+        cmocka_unit_test(parse_skips_unwanted),
         cmocka_unit_test(parse_checks_trailer),
         cmocka_unit_test(parse_rejects_bad_streams),
         cmocka_unit_test(parse_stops_on_callback_error),
