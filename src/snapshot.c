@@ -617,6 +617,27 @@ static int sync_start(snap *sn, sync_conn *sc, sg_error *err)
     return rc ? rc : sync_preamble(&sc->src, sc->mark, &sc->has_mark, err);
 }
 
+/* The caller's connection sat idle through the transfer: a server with a
+ * client `timeout` shorter than that has closed it. A flush goes on with it,
+ * so it is opened again if it no longer answers. */
+static int revive(sg_rconn *c, sg_error *err)
+{
+    const char *argv[] = {"PING"};
+    redisReply *r = NULL;
+    sg_error ignored;
+    if (sg_rconn_command(c, &r, &ignored, 1, argv, NULL) == 0) {
+        freeReplyObject(r);
+        return 0;
+    }
+    sg_rconn fresh = {0};
+    int rc = sg_rconn_clone(c, &fresh, err);
+    if (rc == 0) {
+        sg_rconn_close(c);
+        *c = fresh;
+    }
+    return rc;
+}
+
 static int sync_keys(snap *sn, sync_conn *sc, const sg_strlist *patterns, const int *dbs,
                      int ndb, sg_error *err)
 {
@@ -630,7 +651,7 @@ static int sync_keys(snap *sn, sync_conn *sc, const sg_strlist *patterns, const 
                           sc->r.address, (long long)sc->src.left);
     if (rc == SG_EINVAL)
         sg_error_prefix(err, "reading the RDB of redis %s", sc->r.address);
-    return rc;
+    return rc ? rc : revive(sn->c, err);
 }
 
 static char *join(const sg_strlist *l)

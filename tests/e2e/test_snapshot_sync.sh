@@ -98,10 +98,15 @@ assert_eq 0 "$RC" "snapshot of db 0 beside a 64 MiB value in db 3"
 assert_le "$RSS_MB" 40 "its peak RSS (${RSS_MB} MiB) stays far below the value's size"
 rcli -n 3 del big:other-db >/dev/null
 
-echo "# flush --all: every database from one RDB"
+echo "# flush --all: every database from one RDB, on a server that closes idle clients"
 rcli -n 2 set in:db2 two >/dev/null
 rcli -n 5 hset in:db5 f v >/dev/null
+# the flush's own connection idles through a 2 s wait: Redis closes it
+rcli config set repl-diskless-sync yes >/dev/null
+rcli config set repl-diskless-sync-delay 2 >/dev/null
+rcli config set timeout 1 >/dev/null
 run sg flush --no-announce --all --method sync --json
+rcli config set timeout 0 >/dev/null
 assert_rc 0 "flush --all --method sync"
 FID=$(json_get "$OUT" "d['snapshot_id']")
 run sg snapshots --json
