@@ -364,6 +364,79 @@ static void migrate_from_each_version(void **state)
     }
 }
 
+/* 005 rebuilds the event table (CHECKs and the open index without IN lists):
+ * every row and id survives, ids are never reused, the constraints still
+ * hold and the pending queue still reads through its index. */
+static void migration_005_keeps_events(void **state)
+{
+    fixture *f = *state;
+    sg_store_options opt = {.migrate_to = 4};
+    sg_store *s = open_ok(f->db, &opt);
+    sg_store_free(s);
+    raw_exec(f->db,
+             "INSERT INTO event(received_at, source, job, number, kind, reason, state, method, "
+             "path, headers, body, qgen) VALUES "
+             "(1, 'j', 'a', 1, 'new', 'r', 'pending', 'POST', '/', '', x'01', 0), "
+             "(2, 'j', 'a', 2, 'new', 'r', 'held', 'POST', '/', '', x'02', 0), "
+             "(3, NULL, NULL, NULL, 'passthrough', 'r', 'forwarded', 'GET', '/p', "
+             "'a: b' || char(10), "
+             "x'', 0), "
+             "(4, 'j', 'b', 9, 'unknown', 'r', 'dead', 'POST', '/', '', x'04', 0);"
+             "DELETE FROM event WHERE id = 4;");
+    assert_int_equal(raw_int(f->db, "SELECT seq FROM sqlite_sequence WHERE name = 'event'"), 4);
+
+    s = open_ok(f->db, NULL);
+    assert_int_equal(sg_store_schema_version(s), sg_migration_count);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event"), 3);
+    assert_int_equal(raw_int(f->db, "SELECT sum(id) FROM event"), 1 + 2 + 3);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE id = 3 AND headers = "
+                                    "'a: b' || char(10) AND body = x'' AND method = 'GET'"),
+                     1);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema WHERE name = 'event' "
+                                    "AND sql LIKE '%CHECK (state = ''pending''%'"),
+                     1);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema WHERE tbl_name = "
+                                    "'event' AND sql LIKE '% IN (%'"),
+                     0);
+    /* the next id continues after the pruned 4 */
+    sg_event_row r = {.received_at = 5, .source = "j", .job = "c", .number = 1, .kind = "new",
+                      .reason = "r", .state = "pending", .method = "POST", .path = "/",
+                      .headers = "", .body = "x", .body_len = 1};
+    sg_error err = {0};
+    assert_int_equal(sg_store_event_insert(s, &r, &err), 0);
+    assert_int_equal(r.id, 5);
+    sg_store_free(s);
+    /* the constraints hold */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "INSERT INTO event(received_at, kind, reason, state, method, "
+                                  "path, headers, body) VALUES (1, 'new', 'r', 'lost', 'GET', "
+                                  "'/', '', x'')",
+                                  NULL, NULL, NULL),
+                     SQLITE_CONSTRAINT);
+    assert_int_equal(sqlite3_exec(db,
+                                  "INSERT INTO event(received_at, kind, reason, state, method, "
+                                  "path, headers, body) VALUES (1, 'old', 'r', 'held', 'GET', "
+                                  "'/', '', x'')",
+                                  NULL, NULL, NULL),
+                     SQLITE_CONSTRAINT);
+    /* the pending queue and the held scan use their indexes */
+    const char *plans[] = {"EXPLAIN QUERY PLAN SELECT id FROM event WHERE state = 'pending' "
+                           "ORDER BY qgen, id",
+                           "EXPLAIN QUERY PLAN SELECT id FROM event WHERE state = 'dead'"};
+    for (size_t i = 0; i < sizeof plans / sizeof plans[0]; i++) {
+        sqlite3_stmt *st;
+        assert_int_equal(sqlite3_prepare_v2(db, plans[i], -1, &st, NULL), SQLITE_OK);
+        bool indexed = false;
+        while (sqlite3_step(st) == SQLITE_ROW)
+            indexed = indexed || strstr((const char *)sqlite3_column_text(st, 3), "event_open");
+        sqlite3_finalize(st);
+        assert_true(indexed);
+    }
+    sqlite3_close(db);
+}
+
 static void newer_version_refused(void **state)
 {
     fixture *f = *state;
@@ -1553,6 +1626,7 @@ int main(void)
         T(second_open_keeps_locks),
         T(migrate_from_empty),
         T(migrate_from_each_version),
+        T(migration_005_keeps_events),
         T(newer_version_refused),
         T(corrupt_file),
         T(open_under_a_file_fails),
