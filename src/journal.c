@@ -63,22 +63,23 @@ static int apply_one(sg_store *s, sg_jop *op, sg_error *err)
          * (classify.h): a second delivery of a build is caught here, also
          * when both ride in one batch. */
         op->duplicate = false;
-        int rc = 0;
-        if (op->ledger &&
-            (rc = sg_store_ledger_has(s, r->source, r->job, r->number, &op->duplicate, err)))
+        int rc = sg_store_event_insert(s, r, err);
+        bool added = true;
+        if (rc || !op->ledger ||
+            (rc = sg_store_ledger_add(s, r->source, r->job, r->number, r->id, &added, err)) ||
+            added)
             return rc;
-        if (op->duplicate) {
-            r->kind = sg_kind_name(SG_KIND_REPLAY);
-            r->reason = sg_reason_name(SG_REASON_LEDGER);
-            r->state = "suppressed";
-            r->last_error = NULL;
-            r->done_at = now;
-            r->qgen = 0;
-        }
-        rc = sg_store_event_insert(s, r, err);
-        if (rc == 0 && op->ledger && !op->duplicate)
-            rc = sg_store_ledger_add(s, r->source, r->job, r->number, r->id, err);
-        return rc;
+        /* the ledger had the build: the event is a replay after all (one
+         * statement per event on the common path, this one more on the rare) */
+        op->duplicate = true;
+        r->kind = sg_kind_name(SG_KIND_REPLAY);
+        r->reason = sg_reason_name(SG_REASON_LEDGER);
+        r->state = "suppressed";
+        r->last_error = NULL;
+        r->done_at = now;
+        r->qgen = 0;
+        return sg_store_event_reclassify(s, r->id, r->kind, r->reason, r->state, r->done_at,
+                                         err);
     }
     case SG_JOP_UPDATE:
         return sg_store_event_update(s, r->id, r->state, r->attempts, r->next_attempt_at,

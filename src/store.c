@@ -26,7 +26,7 @@ enum {
     ST_EVENT_INSERT,
     ST_EVENT_UPDATE,
     ST_LEDGER_ADD,
-    ST_LEDGER_HAS,
+    ST_EVENT_RECLASSIFY,
     ST_COUNT
 };
 
@@ -54,7 +54,8 @@ static const char *const statement_sql[ST_COUNT] = {
                         "last_error = ?4, done_at = ?5 WHERE id = ?6",
     [ST_LEDGER_ADD] = "INSERT OR IGNORE INTO ledger(source, job, number, accepted_at, event_id) "
                       "VALUES (?1, ?2, ?3, ?4, ?5)",
-    [ST_LEDGER_HAS] = "SELECT 1 FROM ledger WHERE source = ?1 AND job = ?2 AND number = ?3",
+    [ST_EVENT_RECLASSIFY] = "UPDATE event SET kind = ?1, reason = ?2, state = ?3, done_at = ?4, "
+                            "qgen = 0, last_error = NULL WHERE id = ?5",
 };
 
 /* Snapshot keys go in KEY_BATCH rows per INSERT (or fewer once their bytes
@@ -1098,7 +1099,7 @@ int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t at
 }
 
 int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
-                        int64_t event_id, sg_error *err)
+                        int64_t event_id, bool *added, sg_error *err)
 {
     sqlite3_stmt *st = stmt(s, ST_LEDGER_ADD, err);
     if (!st)
@@ -1108,7 +1109,26 @@ int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_
     sqlite3_bind_int64(st, 3, number);
     sqlite3_bind_int64(st, 4, sg_now_ms());
     sqlite3_bind_int64(st, 5, event_id);
-    return step_done(s, st, err, "writing the ledger in");
+    int rc = step_done(s, st, err, "writing the ledger in");
+    *added = rc == 0 && sqlite3_changes(s->db) > 0;
+    return rc;
+}
+
+int sg_store_event_reclassify(sg_store *s, int64_t id, const char *kind, const char *reason,
+                              const char *state, int64_t done_at, sg_error *err)
+{
+    sqlite3_stmt *st = stmt(s, ST_EVENT_RECLASSIFY, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, reason, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, state, -1, SQLITE_STATIC);
+    if (done_at)
+        sqlite3_bind_int64(st, 4, done_at);
+    else
+        sqlite3_bind_null(st, 4);
+    sqlite3_bind_int64(st, 5, id);
+    return step_done(s, st, err, "reclassifying an event in");
 }
 
 int sg_store_last_event_id(sg_store *s, int64_t *id, sg_error *err)
@@ -1156,21 +1176,6 @@ int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *c
     *cursor = last;
     *more = newest < before;
     return 0;
-}
-
-int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number,
-                        bool *found, sg_error *err)
-{
-    sqlite3_stmt *st = stmt(s, ST_LEDGER_HAS, err);
-    if (!st)
-        return SG_ESTORE;
-    sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, job, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, number);
-    int rc = sqlite3_step(st);
-    *found = rc == SQLITE_ROW;
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_error(s, err, "reading the ledger in");
 }
 
 int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds,

@@ -188,9 +188,15 @@ int sg_store_event_insert(sg_store *s, sg_event_row *row, sg_error *err);
 int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t attempts,
                           int64_t next_attempt_at, const char *last_error, int64_t done_at,
                           sg_error *err);
-/* Adds a build to the ledger; an existing entry is kept. */
+/* Adds a build to the ledger; an existing entry is kept, and *added says
+ * which happened. */
 int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
-                        int64_t event_id, sg_error *err);
+                        int64_t event_id, bool *added, sg_error *err);
+/* Gives a journaled event another kind, reason, state and done_at (the
+ * journal's second look, when the ledger already had its build); it leaves
+ * the queue (qgen 0). */
+int sg_store_event_reclassify(sg_store *s, int64_t id, const char *kind, const char *reason,
+                              const char *state, int64_t done_at, sg_error *err);
 
 /* The highest event id journaled so far (0 if none). */
 int sg_store_last_event_id(sg_store *s, int64_t *id, sg_error *err);
@@ -203,10 +209,6 @@ int sg_store_last_event_id(sg_store *s, int64_t *id, sg_error *err);
  * ledger keeps its rows: it still tells a second delivery. */
 int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *cursor,
                           int64_t *deleted, bool *more, sg_error *err);
-
-/* Whether the ledger has the build (*found). */
-int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number,
-                        bool *found, sg_error *err);
 
 /* Calls fn for every job with a build in the ledger (the classifier's
  * sg_ledger); *builds gets the number of builds. */
