@@ -154,7 +154,7 @@ enum { ENC_INT8 = 0, ENC_INT16 = 1, ENC_INT32 = 2, ENC_LZF = 3 };
 
 /* LZF expands at most 88-fold (a 3-byte back reference copies 264 bytes):
  * a claimed length beyond that is a lie, not an allocation to attempt. */
-#define LZF_MAX_OUT(clen) ((uint64_t)(clen) * 88 + 88)
+#define LZF_MAX_OUT(clen) (88 * (uint64_t)(clen) + 88)
 
 enum { MOD_EOF = 0, MOD_SINT = 1, MOD_UINT = 2, MOD_FLOAT = 3, MOD_DOUBLE = 4, MOD_STRING = 5 };
 
@@ -547,8 +547,7 @@ static int rd_end(rd *r, int version, const void *trailer, size_t trailer_len)
 }
 
 int sg_rdb_parse(sg_rdb_read_fn read, void *read_ud, const void *trailer, size_t trailer_len,
-                 sg_rdb_want_fn want, sg_rdb_key_fn fn, void *fn_ud, int *version,
-                 sg_error *err)
+                 sg_rdb_want_fn want, sg_rdb_key_fn fn, void *fn_ud, int *version, sg_error *err)
 {
     rd r = {.read = read, .read_ud = read_ud, .buf = sg_xmalloc(RD_BUF), .err = err};
     sg_buf key = {0}, payload = {0};

@@ -50,8 +50,7 @@ typedef bool (*sg_rdb_want_fn)(void *ud, int db, const char *key, size_t key_len
  * the byte offset and what was malformed or unsupported; *version gets the
  * RDB version of the stream. */
 int sg_rdb_parse(sg_rdb_read_fn read, void *read_ud, const void *trailer, size_t trailer_len,
-                 sg_rdb_want_fn want, sg_rdb_key_fn fn, void *fn_ud, int *version,
-                 sg_error *err);
+                 sg_rdb_want_fn want, sg_rdb_key_fn fn, void *fn_ud, int *version, sg_error *err);
 
 /* Calls fn for each field and value of a hash DUMP payload (hash table,
  * ziplist or listpack encoding). Returns 0, fn's nonzero return, or 1 if

@@ -278,7 +278,8 @@ static void parse_splits_keys(void **state)
         seen got = {0};
         sg_error err = {0};
         int version = 0;
-        assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, NULL, on_key, &got, &version, &err), 0);
+        assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, NULL, on_key, &got, &version, &err),
+                         0);
         assert_int_equal(version, 10);
         assert_int_equal(got.n, 3);
         assert_string_equal(got.key[0], "posted");
@@ -318,8 +319,7 @@ static void parse_skips_unwanted(void **state)
     src s = {rdb, len, 0, 4};
     seen got = {0};
     sg_error err = {0};
-    assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, not_posted, on_key, &got, NULL, &err),
-                     0);
+    assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, not_posted, on_key, &got, NULL, &err), 0);
     assert_int_equal(got.db[7], 1 + 1 + 4);
     assert_int_equal(got.n, 2); /* the skipped one's value was read past, checksum intact */
     assert_string_equal(got.key[0], "12345");
@@ -394,7 +394,7 @@ static void parse_refuses_lzf_bomb(void **state)
 {
     (void)state;
     static const char bomb[] = "REDIS0010\xfe\x00"
-                               "\x00"                                     /* a string */
+                               "\x00"                                         /* a string */
                                "\xc3\x01\x81\x00\x00\x10\x00\x00\x00\x00\x00" /* key */
                                "a\x01v\xff";
     sg_error err = {0};
@@ -412,11 +412,23 @@ static void parse_hashes_with_field_expiry(void **state)
 #define PUT(s, len) (memcpy(rdb + n, s, len), n += (len))
     PUT("REDIS0012\xfe\x00", 11);
     /* type 25: minimum expiry, then the listpack (the posted vector's) */
-    PUT("\x19\x02lx" "\x00\xb4\xc5\xda\xb8\x01\x00\x00", 12);
+    PUT("\x19\x02lx"
+        "\x00\xb4\xc5\xda\xb8\x01\x00\x00",
+        12);
     PUT(posted + 1, sizeof posted - 1 - 1 - 10);
     /* type 24: minimum expiry, 2 fields: TTL, field, value each */
-    PUT("\x18\x02md" "\x00\xb4\xc5\xda\xb8\x01\x00\x00" "\x02"
-        "\x00\x01" "a" "\x01" "1" "\x81\x00\x00\x01\xb8\xda\xc5\xb4\x00\x01" "b" "\x01" "2", 31);
+    PUT("\x18\x02md"
+        "\x00\xb4\xc5\xda\xb8\x01\x00\x00"
+        "\x02"
+        "\x00\x01"
+        "a"
+        "\x01"
+        "1"
+        "\x81\x00\x00\x01\xb8\xda\xc5\xb4\x00\x01"
+        "b"
+        "\x01"
+        "2",
+        31);
     PUT("\xff", 1);
     uint64_t crc = sg_crc64(0, rdb, n);
     for (int i = 0; i < 8; i++)
@@ -454,7 +466,8 @@ static void parse_stops_on_callback_error(void **state)
     src s = {rdb, len, 0, 0};
     int calls = 0;
     sg_error err = {0};
-    assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, NULL, stop_key, &calls, NULL, &err), SG_ESTORE);
+    assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, NULL, stop_key, &calls, NULL, &err),
+                     SG_ESTORE);
     assert_int_equal(calls, 1);
     assert_string_equal(err.msg, "store full");
 }
