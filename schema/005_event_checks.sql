@@ -6,6 +6,12 @@
 -- with them and 13 us with the same conditions written as comparisons. Same
 -- meaning, as ORs; the table is rebuilt (SQLite cannot change a CHECK in
 -- place) with every row, id and the AUTOINCREMENT counter kept.
+--
+-- event_open now serves the delivery queue (pending, in qgen, id order) and
+-- the dead: no query could use its IN-list condition, so the queue was read
+-- by a scan and a sort. Held events stay out of it: the held queue's
+-- statements read event_held, by job, and a held row in event_open as well
+-- made the planner pick that instead (every held row per statement).
 CREATE TABLE event_new (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at     INTEGER NOT NULL,            -- epoch ms
@@ -48,6 +54,5 @@ WHERE name = 'event_new';
 DROP TABLE event;
 ALTER TABLE event_new RENAME TO event;
 
-CREATE INDEX event_open ON event(state, qgen, id)
-    WHERE state = 'pending' OR state = 'held' OR state = 'dead';
+CREATE INDEX event_open ON event(state, qgen, id) WHERE state = 'pending' OR state = 'dead';
 CREATE INDEX event_held ON event(source, job, number) WHERE state = 'held';

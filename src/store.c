@@ -1101,6 +1101,9 @@ int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t at
 int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
                         int64_t event_id, bool *added, sg_error *err)
 {
+    /* OR IGNORE would skip a row with a NULL key just as silently as a
+     * duplicate; build events always have both (event.c refuses others) */
+    assert(source && job);
     sqlite3_stmt *st = stmt(s, ST_LEDGER_ADD, err);
     if (!st)
         return SG_ESTORE;

@@ -364,9 +364,49 @@ static void migrate_from_each_version(void **state)
     }
 }
 
-/* 005 rebuilds the event table (CHECKs and the open index without IN lists):
- * every row and id survives, ids are never reused, the constraints still
- * hold and the pending queue still reads through its index. */
+/* Every row of event, all columns, as one text (for before/after). */
+static char *event_dump(const char *path)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT group_concat(quote(id) || quote(received_at) || "
+                                        "quote(source) || quote(job) || quote(number) || "
+                                        "quote(build_ts) || quote(kind) || quote(reason) || "
+                                        "quote(state) || quote(method) || quote(path) || "
+                                        "quote(headers) || quote(body) || quote(attempts) || "
+                                        "quote(next_attempt_at) || quote(last_error) || "
+                                        "quote(done_at) || quote(qgen), ';') FROM "
+                                        "(SELECT * FROM event ORDER BY id)",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    char *out = strdup(sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return out;
+}
+
+/* The plan of sql names index (EXPLAIN QUERY PLAN's details). */
+static bool plan_uses(sqlite3 *db, const char *sql, const char *index)
+{
+    char *eqp = sqlite3_mprintf("EXPLAIN QUERY PLAN %s", sql);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, eqp, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", eqp, sqlite3_errmsg(db));
+    sqlite3_free(eqp);
+    bool uses = false;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        uses = uses || strstr((const char *)sqlite3_column_text(st, 3), index);
+    sqlite3_finalize(st);
+    return uses;
+}
+
+/* 005 rebuilds the event table (CHECKs and the open index without IN
+ * lists): every row, column and id survives, ids are never reused, the
+ * constraints hold as before, the delivery queue reads through event_open
+ * and the held queue through event_held. */
 static void migration_005_keeps_events(void **state)
 {
     fixture *f = *state;
@@ -374,41 +414,70 @@ static void migration_005_keeps_events(void **state)
     sg_store *s = open_ok(f->db, &opt);
     sg_store_free(s);
     raw_exec(f->db,
-             "INSERT INTO event(received_at, source, job, number, kind, reason, state, method, "
-             "path, headers, body, qgen) VALUES "
-             "(1, 'j', 'a', 1, 'new', 'r', 'pending', 'POST', '/', '', x'01', 0), "
-             "(2, 'j', 'a', 2, 'new', 'r', 'held', 'POST', '/', '', x'02', 0), "
-             "(3, NULL, NULL, NULL, 'passthrough', 'r', 'forwarded', 'GET', '/p', "
-             "'a: b' || char(10), "
-             "x'', 0), "
-             "(4, 'j', 'b', 9, 'unknown', 'r', 'dead', 'POST', '/', '', x'04', 0);"
-             "DELETE FROM event WHERE id = 4;");
-    assert_int_equal(raw_int(f->db, "SELECT seq FROM sqlite_sequence WHERE name = 'event'"), 4);
+             "INSERT INTO event(received_at, source, job, number, build_ts, kind, reason, "
+             "state, method, path, headers, body, attempts, next_attempt_at, last_error, "
+             "done_at, qgen) VALUES "
+             "(11, 'j', 'a', 1, 101, 'new', 'r1', 'pending', 'POST', '/a', 'x: 1', x'01', 2, "
+             "1001, 'e1', NULL, 3), "
+             "(12, 'j', 'a', 2, 102, 'unknown', 'r2', 'held', 'PUT', '/b?q', '', x'02', 0, "
+             "NULL, NULL, NULL, 0), "
+             "(13, NULL, NULL, NULL, NULL, 'passthrough', 'r3', 'forwarded', 'GET', '/p', "
+             "'a: b' || char(10), x'', 1, NULL, NULL, 1003, 0), "
+             "(14, 'j', 'b', 9, 104, 'replay', 'r4', 'dead', 'POST', '/', '', x'04', 7, NULL, "
+             "'HTTP 404', 1004, 0), "
+             "(15, 'j', 'c', 5, 105, 'new', 'r5', 'released', 'POST', '/', '', x'05', 0, NULL, "
+             "NULL, NULL, 0);"
+             "DELETE FROM event WHERE id = 5;");
+    char *before = event_dump(f->db);
+    assert_int_equal(raw_int(f->db, "SELECT seq FROM sqlite_sequence WHERE name = 'event'"), 5);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM pragma_table_info('event')"), 18);
+    int64_t columns_hash = raw_int(f->db,
+                                   "SELECT sum(unicode(name) * cid + length(type) + \"notnull\" * 7 "
+                                   "+ coalesce(length(dflt_value), 0) * 11 + pk * 13) "
+                                   "FROM pragma_table_info('event')");
 
     s = open_ok(f->db, NULL);
     assert_int_equal(sg_store_schema_version(s), sg_migration_count);
-    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event"), 3);
-    assert_int_equal(raw_int(f->db, "SELECT sum(id) FROM event"), 1 + 2 + 3);
-    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE id = 3 AND headers = "
-                                    "'a: b' || char(10) AND body = x'' AND method = 'GET'"),
-                     1);
-    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema WHERE name = 'event' "
-                                    "AND sql LIKE '%CHECK (state = ''pending''%'"),
-                     1);
+    char *after = event_dump(f->db);
+    assert_string_equal(after, before);
+    free(before);
+    free(after);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM pragma_table_info('event')"), 18);
+    assert_int_equal(raw_int(f->db,
+                             "SELECT sum(unicode(name) * cid + length(type) + \"notnull\" * 7 "
+                             "+ coalesce(length(dflt_value), 0) * 11 + pk * 13) "
+                             "FROM pragma_table_info('event')"),
+                     columns_hash);
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema WHERE tbl_name = "
                                     "'event' AND sql LIKE '% IN (%'"),
                      0);
-    /* the next id continues after the pruned 4 */
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema WHERE type = 'index' "
+                                    "AND name IN ('event_open', 'event_held')"),
+                     2);
+    /* the next id continues after the deleted 5 */
     sg_event_row r = {.received_at = 5, .source = "j", .job = "c", .number = 1, .kind = "new",
                       .reason = "r", .state = "pending", .method = "POST", .path = "/",
                       .headers = "", .body = "x", .body_len = 1};
     sg_error err = {0};
     assert_int_equal(sg_store_event_insert(s, &r, &err), 0);
-    assert_int_equal(r.id, 5);
+    assert_int_equal(r.id, 6);
     sg_store_free(s);
-    /* the constraints hold */
+
     sqlite3 *db;
     assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    /* every kind and state is still accepted, anything else refused */
+    const char *kinds[] = {"passthrough", "new", "replay", "unknown"};
+    const char *states[] = {"pending",  "forwarded", "suppressed", "held",
+                            "released", "dropped",   "superseded", "dead"};
+    for (size_t k = 0; k < 4; k++)
+        for (size_t i = 0; i < 8; i++) {
+            char *sql = sqlite3_mprintf("INSERT INTO event(received_at, kind, reason, state, "
+                                        "method, path, headers, body) VALUES (1, %Q, 'r', %Q, "
+                                        "'GET', '/', '', x'')",
+                                        kinds[k], states[i]);
+            assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+            sqlite3_free(sql);
+        }
     assert_int_equal(sqlite3_exec(db,
                                   "INSERT INTO event(received_at, kind, reason, state, method, "
                                   "path, headers, body) VALUES (1, 'new', 'r', 'lost', 'GET', "
@@ -421,19 +490,25 @@ static void migration_005_keeps_events(void **state)
                                   "'/', '', x'')",
                                   NULL, NULL, NULL),
                      SQLITE_CONSTRAINT);
-    /* the pending queue and the held scan use their indexes */
-    const char *plans[] = {"EXPLAIN QUERY PLAN SELECT id FROM event WHERE state = 'pending' "
-                           "ORDER BY qgen, id",
-                           "EXPLAIN QUERY PLAN SELECT id FROM event WHERE state = 'dead'"};
-    for (size_t i = 0; i < sizeof plans / sizeof plans[0]; i++) {
-        sqlite3_stmt *st;
-        assert_int_equal(sqlite3_prepare_v2(db, plans[i], -1, &st, NULL), SQLITE_OK);
-        bool indexed = false;
-        while (sqlite3_step(st) == SQLITE_ROW)
-            indexed = indexed || strstr((const char *)sqlite3_column_text(st, 3), "event_open");
-        sqlite3_finalize(st);
-        assert_true(indexed);
-    }
+    /* the statements of store.c that read the queues, as they are written */
+    assert_true(plan_uses(db,
+                          "SELECT id FROM event WHERE state = 'pending' AND (qgen, id) > (?1, ?2) "
+                          "ORDER BY qgen, id LIMIT ?3",
+                          "event_open"));
+    assert_true(plan_uses(db,
+                          "SELECT source, job, count(*), min(number), max(number), "
+                          "sum(count(*)) OVER (), count(*) OVER () FROM event "
+                          "WHERE state = 'held' GROUP BY source, job "
+                          "ORDER BY 3 DESC, source, job LIMIT ?1",
+                          "event_held"));
+    assert_int_equal(sqlite3_exec(db, "CREATE TEMP TABLE release_job(source, job)", NULL, NULL,
+                                  NULL),
+                     SQLITE_OK);
+    assert_true(plan_uses(db,
+                          "UPDATE event SET state = 'pending', qgen = ?3, next_attempt_at = NULL "
+                          "WHERE state = 'held' AND (source, job) IN "
+                          "(SELECT source, job FROM release_job) AND (?9 IS NULL OR id <= ?9)",
+                          "event_held"));
     sqlite3_close(db);
 }
 
