@@ -152,6 +152,30 @@ enum {
 
 enum { ENC_INT8 = 0, ENC_INT16 = 1, ENC_INT32 = 2, ENC_LZF = 3 };
 
+/* Bytes of an integer-encoded string: 1, 2 or 4. */
+static size_t enc_int_size(uint64_t enc)
+{
+    return enc == ENC_INT8 ? 1 : enc == ENC_INT16 ? 2 : 4;
+}
+
+/* n little-endian bytes (1..8), unsigned and sign-extended: the integers of
+ * RDB strings, listpacks and ziplists. */
+static uint64_t le_unsigned(const unsigned char *p, size_t n)
+{
+    uint64_t u = 0;
+    for (size_t i = 0; i < n; i++)
+        u |= (uint64_t)p[i] << (8 * i);
+    return u;
+}
+
+static int64_t le_signed(const unsigned char *p, size_t n)
+{
+    uint64_t u = le_unsigned(p, n);
+    if (n < 8 && (u >> (8 * n - 1)) & 1)
+        u |= ~0ULL << (8 * n);
+    return (int64_t)u;
+}
+
 /* LZF expands at most 88-fold (a 3-byte back reference copies 264 bytes):
  * a claimed length beyond that is a lie, not an allocation to attempt. */
 #define LZF_MAX_OUT(clen) (88 * (uint64_t)(clen) + 88)
@@ -238,17 +262,17 @@ static int rd_byte(rd *r, unsigned *out)
     return 0;
 }
 
-/* Little-endian fixed-width integer of n bytes (expiry times). */
-static int rd_le(rd *r, size_t n, uint64_t *out)
+/* n (at most 8) little-endian bytes of the stream. */
+static int rd_le(rd *r, size_t n, unsigned char bytes[8])
 {
-    sg_buf b = {0};
-    int rc = rd_take(r, n, &b);
-    uint64_t v = 0;
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        v |= (uint64_t)(unsigned char)b.p[i] << (8 * i);
-    sg_buf_free(&b);
-    *out = v;
-    return rc;
+    for (size_t i = 0; i < n; i++) {
+        unsigned c;
+        int rc = rd_byte(r, &c);
+        if (rc)
+            return rc;
+        bytes[i] = (unsigned char)c;
+    }
+    return 0;
 }
 
 /* An RDB length; *special is set for the string encodings (11xxxxxx). */
@@ -305,17 +329,11 @@ static int rd_string(rd *r, sg_buf *out)
             return rd_fail(r, "a string longer than memory");
         return rd_take(r, (size_t)len, out);
     }
-    if (len == ENC_INT8 || len == ENC_INT16 || len == ENC_INT32) {
-        size_t n = len == ENC_INT8 ? 1 : len == ENC_INT16 ? 2 : 4;
-        sg_buf b = {0};
-        if ((rc = rd_take(r, n, &b)) == 0 && out) {
-            uint32_t u = 0;
-            for (size_t i = 0; i < n; i++)
-                u |= (uint32_t)(unsigned char)b.p[i] << (8 * i);
-            int64_t v = n == 1 ? (int8_t)u : n == 2 ? (int16_t)u : (int32_t)u;
-            sg_buf_printf(out, "%lld", (long long)v);
-        }
-        sg_buf_free(&b);
+    if (len <= ENC_INT32) {
+        unsigned char b[8];
+        size_t n = enc_int_size(len);
+        if ((rc = rd_le(r, n, b)) == 0 && out)
+            sg_buf_printf(out, "%lld", (long long)le_signed(b, n));
         return rc;
     }
     if (len != ENC_LZF)
@@ -530,8 +548,11 @@ static int rd_end(rd *r, int version, const void *trailer, size_t trailer_len)
     r->crc = sg_crc64(r->crc, r->buf + r->crc_from, r->pos - r->crc_from);
     r->crc_from = r->pos;
     uint64_t want = r->crc, sum = 0;
-    int rc = version >= 5 ? rd_le(r, 8, &sum) : 0;
-    if (rc == 0 && version >= 5 && sum != 0 && sum != want) {
+    unsigned char b[8];
+    int rc = version >= 5 ? rd_le(r, 8, b) : 0;
+    if (rc == 0 && version >= 5)
+        sum = le_unsigned(b, 8);
+    if (sum != 0 && sum != want) {
         char what[96];
         snprintf(what, sizeof what, "checksum %016llx, but the content sums to %016llx",
                  (unsigned long long)sum, (unsigned long long)want);
@@ -594,12 +615,16 @@ int sg_rdb_parse(sg_rdb_read_fn read, void *read_ud, const void *trailer, size_t
             rc = rd_take(&r, 1, NULL);
             continue;
         case OP_EXPIRETIME_MS:
-        case OP_EXPIRETIME:
-            if ((rc = rd_le(&r, op == OP_EXPIRETIME_MS ? 8 : 4, &n)) == 0)
-                expire = op == OP_EXPIRETIME_MS ? (int64_t)n : (int64_t)(int32_t)n * 1000;
+        case OP_EXPIRETIME: {
+            /* milliseconds, or (before RDB 5) signed seconds */
+            unsigned char b[8];
+            size_t width = op == OP_EXPIRETIME_MS ? 8 : 4;
+            if ((rc = rd_le(&r, width, b)) == 0)
+                expire = width == 8 ? le_signed(b, 8) : le_signed(b, 4) * 1000;
             if (rc == 0 && expire <= 0)
                 expire = 1; /* long expired; still marks the key as expiring */
             continue;
+        }
         case OP_FUNCTION_PRE_GA:
             rc = rd_fail(&r, "functions in the Redis 7.0 release candidate format are not "
                              "supported (take this snapshot with --method scan)");
@@ -700,15 +725,11 @@ static bool cur_string(cur *c, sg_buf *tmp, sg_slice *out)
     }
     tmp->len = 0;
     if (len <= ENC_INT32) {
-        size_t n = len == ENC_INT8 ? 1 : len == ENC_INT16 ? 2 : 4;
+        size_t n = enc_int_size(len);
         if ((size_t)(c->end - c->p) < n)
             return false;
-        uint32_t u = 0;
-        for (size_t i = 0; i < n; i++)
-            u |= (uint32_t)c->p[i] << (8 * i);
+        sg_buf_printf(tmp, "%lld", (long long)le_signed(c->p, n));
         c->p += n;
-        int64_t v = n == 1 ? (int8_t)u : n == 2 ? (int16_t)u : (int32_t)u;
-        sg_buf_printf(tmp, "%lld", (long long)v);
     } else if (len == ENC_LZF) {
         uint64_t clen, ulen;
         if (!cur_len(c, &clen, &special) || special || !cur_len(c, &ulen, &special) || special ||
@@ -790,12 +811,7 @@ static bool lp_next(const unsigned char **pp, const unsigned char *end, char num
         size_t n = b == 0xf1 ? 2 : b == 0xf2 ? 3 : b == 0xf3 ? 4 : 8;
         if ((size_t)(end - p) < 1 + n)
             return false;
-        uint64_t u = 0;
-        for (size_t i = 0; i < n; i++)
-            u |= (uint64_t)p[1 + i] << (8 * i);
-        if (n < 8 && (u >> (8 * n - 1)) & 1)
-            u |= ~0ULL << (8 * n); /* sign extend */
-        head = 1 + n, v = (int64_t)u;
+        head = 1 + n, v = le_signed(p + 1, n);
     } else {
         return false;
     }
@@ -870,14 +886,8 @@ static bool zl_next(const unsigned char **pp, const unsigned char *end, char num
         }
         if ((size_t)(end - p) < head + n)
             return false;
-        if (n) {
-            uint64_t u = 0;
-            for (size_t i = 0; i < n; i++)
-                u |= (uint64_t)p[1 + i] << (8 * i);
-            if (n < 8 && (u >> (8 * n - 1)) & 1)
-                u |= ~0ULL << (8 * n);
-            v = (int64_t)u;
-        }
+        if (n)
+            v = le_signed(p + 1, n);
         snprintf(num, 24, "%lld", (long long)v);
         *out = (sg_slice){num, strlen(num)};
         *pp = p + head + n;

@@ -244,7 +244,8 @@ static int take_key(snap *sn, const char *key, size_t klen, int64_t expire_at, c
 
 /* Stores one key from its PTTL and DUMP replies. A remaining TTL counts
  * from when the page was sent, before Redis answered: the stored expiry is
- * never later than the key's own (it is earlier by the round trip at most). */
+ * never later than the key's own (earlier by at most the time the page
+ * waited for its answers). */
 static int store_key(snap *sn, const char *key, size_t klen, const redisReply *ttl,
                      const redisReply *dump, int64_t sent_ms, const sg_igor_key *igor,
                      sg_error *err)

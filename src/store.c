@@ -385,19 +385,27 @@ static void restore_sync(sg_store *s)
     exec(s, sync, NULL, "configuring store");
 }
 
-/* Binds pending key k as the statement's row starting at parameter base. */
-static void bind_key(sg_store *s, sqlite3_stmt *st, int base, const struct pending_key *k)
+/* Binds one snapshot key as the statement's row at parameter base + 1. */
+static void bind_key(sg_store *s, sqlite3_stmt *st, int base, int64_t id, int db,
+                     const void *key, size_t key_len, int64_t expire_at_ms,
+                     const void *payload, size_t payload_len)
 {
-    const char *bytes = s->pending_bytes.p;
-    sqlite3_bind_int64(st, base + 1, k->id);
+    sqlite3_bind_int64(st, base + 1, id);
     sqlite3_bind_int64(st, base + 2, s->snapshot_id);
-    sqlite3_bind_int(st, base + 3, k->db);
-    sqlite3_bind_blob64(st, base + 4, bytes + k->key_at, k->key_len, SQLITE_STATIC);
-    if (k->expire_at_ms > 0)
-        sqlite3_bind_int64(st, base + 5, k->expire_at_ms);
+    sqlite3_bind_int(st, base + 3, db);
+    sqlite3_bind_blob64(st, base + 4, key_len ? key : "", key_len, SQLITE_STATIC);
+    if (expire_at_ms > 0)
+        sqlite3_bind_int64(st, base + 5, expire_at_ms);
     else
         sqlite3_bind_null(st, base + 5);
-    sqlite3_bind_blob64(st, base + 6, bytes + k->payload_at, k->payload_len, SQLITE_STATIC);
+    sqlite3_bind_blob64(st, base + 6, payload, payload_len, SQLITE_STATIC);
+}
+
+static void bind_pending(sg_store *s, sqlite3_stmt *st, int base, const struct pending_key *k)
+{
+    const char *bytes = s->pending_bytes.p;
+    bind_key(s, st, base, k->id, k->db, bytes + k->key_at, k->key_len, k->expire_at_ms,
+             bytes + k->payload_at, k->payload_len);
 }
 
 /* Inserts the pending snapshot keys; the buffer is empty afterwards, also
@@ -419,7 +427,7 @@ static int flush_keys(sg_store *s, sg_error *err)
                 rc = db_error(s, err, "preparing a statement on");
         }
         for (int i = 0; rc == 0 && i < KEY_BATCH; i++)
-            bind_key(s, s->add_keys, 6 * i, &s->pending[i]);
+            bind_pending(s, s->add_keys, 6 * i, &s->pending[i]);
         if (rc == 0)
             rc = step_done(s, s->add_keys, err, "writing snapshot keys to");
     } else {
@@ -428,7 +436,7 @@ static int flush_keys(sg_store *s, sg_error *err)
             if (!st && !(st = stmt(s, ST_ADD_KEY, err)))
                 rc = SG_ESTORE;
             if (rc == 0) {
-                bind_key(s, st, 0, &s->pending[i]);
+                bind_pending(s, st, 0, &s->pending[i]);
                 rc = step_done(s, st, err, "writing a snapshot key to");
             }
         }
@@ -553,15 +561,8 @@ int sg_store_snapshot_add_key(sg_store *s, int db, const void *key, size_t key_l
         if (rc == 0 && !st && !(st = stmt(s, ST_ADD_KEY, err)))
             rc = SG_ESTORE;
         if (rc == 0) {
-            sqlite3_bind_int64(st, 1, KEY_ID(s->snapshot_id, s->key_seq++));
-            sqlite3_bind_int64(st, 2, s->snapshot_id);
-            sqlite3_bind_int(st, 3, db);
-            sqlite3_bind_blob64(st, 4, key_len ? key : "", key_len, SQLITE_STATIC);
-            if (expire_at_ms > 0)
-                sqlite3_bind_int64(st, 5, expire_at_ms);
-            else
-                sqlite3_bind_null(st, 5);
-            sqlite3_bind_blob64(st, 6, payload, payload_len, SQLITE_STATIC);
+            bind_key(s, st, 0, KEY_ID(s->snapshot_id, s->key_seq++), db, key, key_len,
+                     expire_at_ms, payload, payload_len);
             rc = step_done(s, st, err, "writing a snapshot key to");
         }
         return rc ? rc : snapshot_slice(s, err);
