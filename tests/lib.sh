@@ -485,7 +485,8 @@ sgx() {
 #                           127.0.0.1 port: one JSON line per request in
 #                           $SINK_LOG ({method, path, event_id, headers, body
 #                           (UTF-8, invalid bytes replaced), len, sha256,
-#                           status, t}); sets SINK_PORT, SINK_URL, SINK_PID
+#                           status, t}); sets SINK_PORT, SINK_URL, SINK_PID;
+#                           with SINK_TLS=CERT:KEY it answers HTTPS
 #   sink_set STATUS [MS [RA]]  from now on the sink answers STATUS after MS
 #                           ms, with a Retry-After: RA header if RA is given
 #                           (a control file: stormguard cannot reach it)
@@ -581,6 +582,12 @@ class Handler(BaseHTTPRequestHandler):
 
 srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 srv.daemon_threads = True
+if os.environ.get("SINK_TLS"):  # "CERT:KEY": answer HTTPS
+    import ssl
+    cert, key = os.environ["SINK_TLS"].split(":")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    srv.socket = tls.wrap_socket(srv.socket, server_side=True)
 with open(port_path + ".tmp", "w") as f:
     f.write(str(srv.server_address[1]))
 os.rename(port_path + ".tmp", port_path)
@@ -592,10 +599,12 @@ _sg_need_curl() {
     command -v curl >/dev/null || fail "curl not found (the gate tests need it)"
 }
 
-# start_sink: starts the sink, waits (<= 10 s) until it listens.
+# start_sink: starts the sink, waits (<= 10 s) until it listens (a running
+# one is stopped first).
 start_sink() {
     local i
     _sg_need_curl
+    [ -z "${SINK_PID:-}" ] || { kill "$SINK_PID" 2>/dev/null; wait "$SINK_PID" 2>/dev/null || true; }
     : >"$SINK_LOG"
     rm -f "$SINK_CTL" "$TMP/sink.port"
     "$PY" "$TMP/sink.py" "$SINK_LOG" "$SINK_CTL" "$TMP/sink.port" </dev/null \
@@ -611,7 +620,7 @@ start_sink() {
     done
     [ -s "$TMP/sink.port" ] || { cat "$TMP/sink.out" >&2; fail "the sink did not start"; }
     SINK_PORT=$(cat "$TMP/sink.port")
-    SINK_URL=http://127.0.0.1:$SINK_PORT
+    SINK_URL=http${SINK_TLS:+s}://127.0.0.1:$SINK_PORT
     echo "# sink pid $SINK_PID on $SINK_URL"
 }
 

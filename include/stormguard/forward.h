@@ -1,7 +1,6 @@
-/* Delivery to the downstream notifier with libcurl's multi interface on the
- * daemon's loop: curl's socket and timer callbacks drive uv_poll and
- * uv_timer, so there is no thread per request and no blocking call (curl
- * resolves names on its own threads). Connections are kept alive; in-flight
+/* Delivery to the downstream notifier with h2o's HTTP/1.1 client on the
+ * daemon's loop: no thread per request and no blocking call (names are
+ * looked up on libuv's thread pool). Connections are kept alive; in-flight
  * requests are capped; events of one lane (a build's source and job) are
  * delivered one at a time in order; failures are retried with exponential
  * backoff and jitter, honouring Retry-After, until the downstream accepts or
@@ -19,9 +18,9 @@ struct uv_loop_s;
 typedef struct sg_forward sg_forward;
 
 typedef struct sg_forward_opts {
-    const char *downstream;  /* base URL: "http://127.0.0.1:8089" */
+    const char *downstream;  /* base URL: "http://127.0.0.1:8089", https:// too */
     int max_inflight;
-    int timeout_ms;          /* per attempt */
+    int timeout_ms;          /* per attempt, from its start to the end of the answer */
     int64_t max_age_ms;      /* give up on events older than this */
     int retry_base_ms;       /* first retry delay; doubles per attempt */
     int retry_max_ms;        /* cap of the delay */

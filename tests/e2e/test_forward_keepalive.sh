@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # stormguard run keeps its connections to the downstream between bursts:
 # two bursts of concurrent deliveries with a lull between them go over the
-# same connections, never more than --max-inflight of them. (curl's default
-# connection cache shrinks with the transfers in flight and would close the
-# idle ones in the lull, to open new ones for the next burst.)
+# same connections, never more than --max-inflight of them: a connection is
+# back in the pool before the next delivery starts, and stays there through
+# the 1 s lull (closed after 2 s idle).
 source "$SG_TESTS/lib.sh"
 
 start_sink
