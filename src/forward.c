@@ -19,7 +19,9 @@
  * Every transfer has the same timeout, so the in-flight list, kept in start
  * order, is also in deadline order: one uv_timer watches its oldest entry.
  * A transfer's outcome is reported from a uv_idle callback, after h2o has
- * returned the connection to its pool, so the next transfer reuses it.
+ * returned the connection to its pool, so the next transfer reuses it; new
+ * items start from there too, once the loop has done what it was doing (the
+ * gate answers a committed batch before its deliveries start).
  *
  * Names are resolved with uv_getaddrinfo (the loop never blocks), again
  * after a minute or after a failed connection; a new address gets a new
@@ -135,6 +137,7 @@ void sg_fwd_item_free(sg_fwd_item *it)
 
 static void pump(sg_forward *f);
 static void on_retry_timer(uv_timer_t *t);
+static void on_report(uv_idle_t *h);
 
 /* ---- lanes ---- */
 
@@ -219,7 +222,11 @@ void sg_forward_push(sg_forward *f, sg_fwd_item *it)
     l->tail = it;
     f->backlog++;
     schedule(f, l);
-    pump(f);
+    /* started from the idle callback: the loop finishes what it is doing
+     * first (the gate answers a whole committed batch before its deliveries
+     * start) */
+    if (!f->stopping)
+        uv_idle_start(&f->report, on_report);
 }
 
 size_t sg_forward_backlog(const sg_forward *f)
@@ -311,7 +318,6 @@ static void maybe_resolve(sg_forward *f)
 
 /* ---- transfers ---- */
 
-static void on_report(uv_idle_t *h);
 static void on_deadline(uv_timer_t *h);
 
 static void arm_deadline(sg_forward *f)

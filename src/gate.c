@@ -218,8 +218,7 @@ static void on_incoming_done(sg_jop *op)
     sg_gate *g = in->g;
     if (op->status) {
         if (g->journal_ok)
-            sg_log(SG_LOG_ERROR, "journal", "cannot journal events, answering 503: %s",
-                   op->errmsg);
+            sg_log(SG_LOG_ERROR, "journal", "cannot journal events, answering 503: %s", op->errmsg);
         g->journal_ok = false;
         snprintf(g->journal_error, sizeof g->journal_error, "%s", op->errmsg);
         g->unavailable++;
@@ -245,10 +244,11 @@ static void on_incoming_done(sg_jop *op)
     int st = state_index(op->row.state);
     g->counts[in->kind][st]++;
     g->received[in->kind]++;
-    sg_gate_reply_json(in->req, 200,
-               json_pack("{s:I,s:s,s:s}", "id", (json_int_t)op->row.id, "kind",
-                         sg_kind_name(in->kind), "state", op->row.state),
-               0);
+    /* kind and state are fixed names (classify.h, the schema): no escaping */
+    char reply[128];
+    int n = snprintf(reply, sizeof reply, "{\"id\":%lld,\"kind\":\"%s\",\"state\":\"%s\"}",
+                     (long long)op->row.id, sg_kind_name(in->kind), op->row.state);
+    sg_http_reply(in->req, 200, "application/json", reply, (size_t)n, 0);
     if (st == ST_PENDING) {
         if (!g->spilled && sg_forward_backlog(g->fwd) < SPILL_AT) {
             sg_fwd_item *it = sg_xcalloc(1, sizeof *it);
@@ -559,21 +559,21 @@ json_t *sg_gate_status(sg_gate *g)
     if (g->baseline_id && sg_store_snapshot_get(g->reader, g->baseline_id, &info, &err) == 0) {
         char when[40];
         sg_format_time(info.taken_at_ms, when, sizeof when);
-        snapshot = json_pack("{s:I,s:s,s:s,s:I,s:I}", "id", (json_int_t)info.id, "taken_at",
-                             when, "reason", info.reason, "keys", (json_int_t)info.key_count,
-                             "jobs", (json_int_t)g->index.jobs.len);
+        snapshot = json_pack("{s:I,s:s,s:s,s:I,s:I}", "id", (json_int_t)info.id, "taken_at", when,
+                             "reason", info.reason, "keys", (json_int_t)info.key_count, "jobs",
+                             (json_int_t)g->index.jobs.len);
         sg_snapshot_info_close(&info);
     }
     json_t *doc = json_pack(
-        "{s:s,s:s,s:I,s:o,s:I,s:{s:b,s:i,s:s?},s:{s:s,s:b,s:I,s:I,s:s?,s:s?,s:s?},s:o,s:I}",
-        "mode", sg_mode_name(sg_modes_overall(&g->modes, sg_now_ms())), "started_at", started,
-        "uptime_s", (json_int_t)((sg_now_ms() - g->started_at) / 1000), "counts", counts,
-        "pending", (json_int_t)pending, "journal", "writable", g->journal_ok, "depth",
+        "{s:s,s:s,s:I,s:o,s:I,s:{s:b,s:i,s:s?},s:{s:s,s:b,s:I,s:I,s:s?,s:s?,s:s?},s:o,s:I}", "mode",
+        sg_mode_name(sg_modes_overall(&g->modes, sg_now_ms())), "started_at", started, "uptime_s",
+        (json_int_t)((sg_now_ms() - g->started_at) / 1000), "counts", counts, "pending",
+        (json_int_t)pending, "journal", "writable", g->journal_ok, "depth",
         sg_journal_depth(g->journal), "error", g->journal_ok ? NULL : g->journal_error,
         "downstream", "url", g->cfg->downstream, "healthy", g->downstream_ok, "inflight",
-        (json_int_t)sg_forward_inflight(g->fwd), "backlog",
-        (json_int_t)sg_forward_backlog(g->fwd), "last_ok", g->downstream_last_ok ? ok : NULL,
-        "last_failure", g->downstream_last_fail ? fail : NULL, "last_error",
+        (json_int_t)sg_forward_inflight(g->fwd), "backlog", (json_int_t)sg_forward_backlog(g->fwd),
+        "last_ok", g->downstream_last_ok ? ok : NULL, "last_failure",
+        g->downstream_last_fail ? fail : NULL, "last_error",
         g->downstream_last_fail ? g->downstream_error : NULL, "snapshot", snapshot, "ledger",
         (json_int_t)g->ledger_builds);
     json_object_set_new(doc, "redis",
@@ -589,10 +589,10 @@ static int event_json(void *ud, const sg_event_row *r)
     json_t *arr = ud;
     char when[40];
     sg_format_time(r->received_at, when, sizeof when);
-    json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "id", (json_int_t)r->id,
-                          "received_at", when, "kind", r->kind, "state", r->state, "reason",
-                          r->reason, "method", r->method, "path", r->path, "attempts",
-                          (json_int_t)r->attempts);
+    json_t *o =
+        json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "id", (json_int_t)r->id, "received_at", when,
+                  "kind", r->kind, "state", r->state, "reason", r->reason, "method", r->method,
+                  "path", r->path, "attempts", (json_int_t)r->attempts);
     if (r->source) {
         json_object_set_new(o, "source", json_string(r->source));
         json_object_set_new(o, "job", json_string(r->job));
@@ -679,8 +679,7 @@ void sg_gate_metrics(sg_gate *g, sg_buf *b)
     sg_metric_family(b, "stormguard_journal_depth", "gauge", "Journal writes not yet committed");
     sg_metric_sample(b, "stormguard_journal_depth", "", (double)sg_journal_depth(g->journal));
     sg_metric_histogram(b, "stormguard_journal_commit_seconds",
-                        "Duration of the journal transactions events waited for",
-                        &g->commit_hist);
+                        "Duration of the journal transactions events waited for", &g->commit_hist);
     sg_metric_histogram(b, "stormguard_forward_seconds", "Duration of delivery attempts",
                         &g->forward_hist);
 }
@@ -693,9 +692,8 @@ bool sg_gate_ready(sg_gate *g, json_t *reasons)
         ready = false;
     }
     if (!g->downstream_ok) {
-        json_array_append_new(reasons,
-                              json_sprintf("downstream %s unreachable: %s", g->cfg->downstream,
-                                           g->downstream_error));
+        json_array_append_new(reasons, json_sprintf("downstream %s unreachable: %s",
+                                                    g->cfg->downstream, g->downstream_error));
         ready = false;
     }
     if (g->stopping) {
@@ -913,8 +911,8 @@ static int start(sg_gate *g, sg_error *err)
            "listening on %s (admin %s%s), forwarding to %s; baseline snapshot %lld (%zu jobs), "
            "ledger %lld builds of %zu jobs, %lld events pending",
            c->listen, c->admin_listen, g->admin_token ? ", token required" : "", c->downstream,
-           (long long)g->baseline_id, g->index.jobs.len, (long long)g->ledger_builds, g->ledger.jobs.len,
-           (long long)pending);
+           (long long)g->baseline_id, g->index.jobs.len, (long long)g->ledger_builds,
+           g->ledger.jobs.len, (long long)pending);
     g->spilled = true; /* resume what the last run left pending */
     sg_gate_refill(g);
     return 0;
