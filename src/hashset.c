@@ -220,6 +220,15 @@ void *sg_u64map_get(const sg_u64map *m, uint64_t h)
     return NULL;
 }
 
+void sg_u64map_reset(sg_u64map *m)
+{
+    if (m->cap) {
+        memset(m->keys, 0, m->cap * sizeof *m->keys);
+        memset(m->vals, 0, m->cap * m->val_size);
+    }
+    m->len = 0;
+}
+
 void sg_u64map_clear(sg_u64map *m)
 {
     free(m->keys);

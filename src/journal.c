@@ -10,6 +10,14 @@
  * A failed batch fails all its ops: the gate answers 503 for each and the
  * poller retries, so nothing is half-written.
  *
+ * The ledger is written in bulk (schema/006_ledger_mark.sql). A build the
+ * journal accepts goes into the writer's memory ("recent") with its event;
+ * a second delivery is looked up there, then in the store's ledger. About
+ * once a second the recent builds go into the ledger in the transaction of
+ * the batch at hand, with the mark that says up to which event it is
+ * complete. A crash loses only the memory: opening the journal adds the
+ * builds of the events after the mark from the event table.
+ *
  * Checkpoints (copying the WAL into the database, with an fsync) run on a
  * third thread with its own connection, never inside a commit: done by the
  * committing connection, as SQLite does by default, one commit in a thousand
@@ -25,10 +33,20 @@
 #include <uv.h>
 
 #include "stormguard/classify.h"
+#include "stormguard/hashset.h"
+#include "stormguard/log.h"
 #include "stormguard/util.h"
 
-#define LINGER_US 250    /* longest a write waits for company */
-#define LINGER_UNTIL 64  /* no lingering once this many writes wait */
+#define LINGER_US 250   /* longest a write waits for company */
+#define LINGER_UNTIL 64 /* no lingering once this many writes wait */
+
+#define LEDGER_EVERY_S 1.0 /* recent builds go into the ledger this often */
+#define LEDGER_AT 16384    /* or once this many wait */
+
+typedef struct recent_build {
+    char *source, *job;
+    int64_t number, event_id, accepted_at;
+} recent_build;
 
 struct sg_journal {
     uv_loop_t *loop;
@@ -45,41 +63,130 @@ struct sg_journal {
     sg_store *store;
     pthread_t checkpointer;
     sg_store *ckpt_store;
-    bool wal_warned;             /* writer: said once that the WAL cannot be emptied */
-    double wal_retry_at;         /* writer: no attempt to empty it before (sg_mono_s) */
+    /* writer thread only: builds accepted since the ledger was last written */
+    recent_build *recent;
+    size_t nrecent, caprecent;
+    sg_u64map recent_ix; /* sg_hash_build -> index into recent */
+    double recent_since; /* sg_mono_s of the oldest */
+    int64_t last_id;     /* the last event id journaled */
+    bool ledger_now;     /* this transaction writes them, due or not */
+    bool wal_warned;     /* writer: said once that the WAL cannot be emptied */
+    double wal_retry_at; /* writer: no attempt to empty it before (sg_mono_s) */
     void (*stopped)(void *ud);
     void *stopped_ud;
 };
 
 #define PRUNE_CHUNK 5000 /* events looked at per retention transaction */
 
-static int apply_one(sg_store *s, sg_jop *op, sg_error *err)
+/* ---- the ledger in bulk ---- */
+
+static bool same_build(const recent_build *b, const sg_event_row *r)
 {
+    return b->number == r->number && !strcmp(b->source, r->source) && !strcmp(b->job, r->job);
+}
+
+/* Whether the build of r was accepted before: recently, or in the ledger. */
+static int ledger_seen(sg_journal *j, const sg_event_row *r, bool *seen, sg_error *err)
+{
+    size_t *at = sg_u64map_get(&j->recent_ix, sg_hash_build(r->source, r->job, r->number));
+    if (at && same_build(&j->recent[*at], r)) {
+        *seen = true;
+        return 0;
+    }
+    return sg_store_ledger_has(j->store, r->source, r->job, r->number, seen, err);
+}
+
+/* Remembers the build of r, journaled as event r->id, for the next write. */
+static int ledger_remember(sg_journal *j, const sg_event_row *r, int64_t now, sg_error *err)
+{
+    bool created;
+    size_t *at =
+        sg_u64map_put(&j->recent_ix, sg_hash_build(r->source, r->job, r->number), &created);
+    if (!created) {
+        /* another build with the same 64-bit hash: this one goes into the
+         * ledger at once, where the next look finds it */
+        bool added;
+        return sg_store_ledger_add(j->store, r->source, r->job, r->number, r->id, &added, err);
+    }
+    if (j->nrecent == j->caprecent) {
+        j->caprecent = j->caprecent ? j->caprecent * 2 : 256;
+        j->recent = sg_xrealloc(j->recent, j->caprecent * sizeof *j->recent);
+    }
+    if (j->nrecent == 0)
+        j->recent_since = sg_mono_s();
+    *at = j->nrecent;
+    j->recent[j->nrecent++] =
+        (recent_build){sg_xstrdup(r->source), sg_xstrdup(r->job), r->number, r->id, now};
+    return 0;
+}
+
+/* Drops the recent builds from index `from` on (written, or rolled back). */
+static void ledger_forget(sg_journal *j, size_t from)
+{
+    for (size_t i = from; i < j->nrecent; i++) {
+        free(j->recent[i].source);
+        free(j->recent[i].job);
+    }
+    j->nrecent = from;
+    sg_u64map_reset(&j->recent_ix);
+    for (size_t i = 0; i < j->nrecent; i++) {
+        bool created;
+        const recent_build *b = &j->recent[i];
+        *(size_t *)sg_u64map_put(&j->recent_ix, sg_hash_build(b->source, b->job, b->number),
+                                 &created) = i;
+    }
+}
+
+/* Writes the recent builds into the ledger, in the open transaction, and
+ * the mark: every event journaled so far has its build there. */
+static int ledger_write(sg_journal *j, sg_error *err)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < j->nrecent; i++) {
+        const recent_build *b = &j->recent[i];
+        bool added;
+        rc = sg_store_ledger_add(j->store, b->source, b->job, b->number, b->event_id, &added, err);
+    }
+    return rc ? rc : sg_store_ledger_set_mark(j->store, j->last_id, err);
+}
+
+static bool ledger_due(const sg_journal *j)
+{
+    return j->nrecent >= LEDGER_AT ||
+           (j->nrecent && sg_mono_s() - j->recent_since >= LEDGER_EVERY_S);
+}
+
+/* ---- applying writes ---- */
+
+static int apply_one(sg_journal *j, sg_jop *op, sg_error *err)
+{
+    sg_store *s = j->store;
     sg_event_row *r = &op->row;
     int64_t now = sg_now_ms();
     switch (op->type) {
     case SG_JOP_INSERT: {
-        /* The store's ledger has the last word on "accepted before"
-         * (classify.h): a second delivery of a build is caught here, also
-         * when both ride in one batch. */
+        /* The ledger has the last word on "accepted before" (classify.h): a
+         * second delivery of a build is caught here, also when both ride in
+         * one batch, and goes in as a suppressed replay. */
         op->duplicate = false;
-        int rc = sg_store_event_insert(s, r, err);
-        bool added = true;
-        if (rc || !op->ledger ||
-            (rc = sg_store_ledger_add(s, r->source, r->job, r->number, r->id, &added, err)) ||
-            added)
+        bool seen = false;
+        int rc = op->ledger ? ledger_seen(j, r, &seen, err) : 0;
+        if (rc)
             return rc;
-        /* the ledger had the build: the event is a replay after all (one
-         * statement per event on the common path, this one more on the rare) */
-        op->duplicate = true;
-        r->kind = sg_kind_name(SG_KIND_REPLAY);
-        r->reason = sg_reason_name(SG_REASON_LEDGER);
-        r->state = "suppressed";
-        r->last_error = NULL;
-        r->done_at = now;
-        r->qgen = 0;
-        return sg_store_event_reclassify(s, r->id, r->kind, r->reason, r->state, r->done_at,
-                                         err);
+        if (seen) {
+            op->duplicate = true;
+            r->kind = sg_kind_name(SG_KIND_REPLAY);
+            r->reason = sg_reason_name(SG_REASON_LEDGER);
+            r->state = "suppressed";
+            r->last_error = NULL;
+            r->next_attempt_at = 0;
+            r->done_at = now;
+            r->qgen = 0;
+        }
+        if ((rc = sg_store_event_insert(s, r, err)))
+            return rc;
+        j->last_id = r->id;
+        return op->ledger && !seen ? ledger_remember(j, r, now, err) : 0;
     }
     case SG_JOP_UPDATE:
         return sg_store_event_update(s, r->id, r->state, r->attempts, r->next_attempt_at,
@@ -92,20 +199,21 @@ static int apply_one(sg_store *s, sg_jop *op, sg_error *err)
         if (rc)
             return rc;
         if (op->type == SG_JOP_DROP)
-            return sg_store_held_drop(s, &op->hold, op->reason, now, &op->dropped, &op->more,
-                                      err);
-        return sg_store_held_release(s, &op->hold, op->newest_only, op->qgen, now,
-                                     &op->released, &op->superseded, &op->more, err);
+            return sg_store_held_drop(s, &op->hold, op->reason, now, &op->dropped, &op->more, err);
+        return sg_store_held_release(s, &op->hold, op->newest_only, op->qgen, now, &op->released,
+                                     &op->superseded, &op->more, err);
     }
     case SG_JOP_AUDIT:
         return 0;
     case SG_JOP_PRUNE:
+        /* the recent builds go into the ledger in this transaction: the
+         * events that would bring them back after a crash may be deleted */
+        j->ledger_now = true;
         return sg_store_events_prune(s, op->prune_before, PRUNE_CHUNK, &op->prune_cursor,
                                      &op->pruned, &op->more, err);
     case SG_JOP_EPISODE:
         if (op->episode_id == 0)
-            return sg_store_episode_open(s, op->at, op->cause, op->detail, &op->episode_id,
-                                         err);
+            return sg_store_episode_open(s, op->at, op->cause, op->detail, &op->episode_id, err);
         return sg_store_episode_update(s, op->episode_id, op->ended_at, op->detail, err);
     }
     return sg_error_set(err, SG_EINVAL, "unknown journal operation %d", (int)op->type);
@@ -115,23 +223,34 @@ static void apply(sg_journal *j, sg_jop *op, sg_error *err, int *rc)
 {
     if (*rc)
         return;
-    *rc = apply_one(j->store, op, err);
+    *rc = apply_one(j, op, err);
     if (*rc == 0 && op->action)
-        *rc = sg_store_audit(j->store, op->actor ? op->actor : "stormguard", op->action,
-                             op->detail, err);
+        *rc = sg_store_audit(j->store, op->actor ? op->actor : "stormguard", op->action, op->detail,
+                             err);
 }
 
 static void commit_batch(sg_journal *j, sg_jop *batch)
 {
     sg_error err = {0};
     double started = sg_mono_s();
+    size_t kept = j->nrecent; /* builds of committed transactions */
+    int64_t last_id = j->last_id;
+    j->ledger_now = false;
     int rc = sg_store_begin(j->store, &err);
     for (sg_jop *op = batch; op; op = op->next)
         apply(j, op, &err, &rc);
+    bool write = rc == 0 && (j->ledger_now || ledger_due(j));
+    if (write)
+        rc = ledger_write(j, &err);
     if (rc == 0)
         rc = sg_store_commit(j->store, &err);
-    if (rc)
+    if (rc) {
         sg_store_rollback(j->store);
+        ledger_forget(j, kept); /* their events are not journaled either */
+        j->last_id = last_id;
+    } else if (write) {
+        ledger_forget(j, 0);
+    }
     double took = sg_mono_s() - started;
     for (sg_jop *op = batch; op; op = op->next) {
         op->status = rc;
@@ -154,7 +273,7 @@ static void commit_batch(sg_journal *j, sg_jop *batch)
  * everything by then, so the pause is short. */
 #define WAL_RESET_FRAMES 8192 /* 32 MiB of 4 KiB pages */
 
-#define WAL_RETRY_MS 100      /* after a reader kept it from emptying the WAL */
+#define WAL_RETRY_MS 100 /* after a reader kept it from emptying the WAL */
 
 static void bound_wal(sg_journal *j)
 {
@@ -183,13 +302,18 @@ static void *writer(void *arg)
     sg_journal *j = arg;
     pthread_mutex_lock(&j->lock);
     for (;;) {
-        while (!j->queue && !j->stopping)
+        bool slept = false;
+        while (!j->queue && !j->stopping) {
             pthread_cond_wait(&j->wake, &j->lock);
+            slept = true;
+        }
         if (!j->queue && j->stopping)
             break;
-        /* a short linger when few writes wait: more of them share one commit
-         * (fewer WAL page writes per event) for at most LINGER_US of latency */
-        if (j->queued < LINGER_UNTIL && !j->stopping) {
+        /* Woken by a first write: a short linger lets the writes the loop is
+         * reading at this moment share its commit (fewer WAL pages per
+         * event), for at most LINGER_US of latency. Back from a commit, the
+         * writes waiting have waited for it: they go at once. */
+        if (slept && j->queued < LINGER_UNTIL && !j->stopping) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_nsec += LINGER_US * 1000;
@@ -219,6 +343,25 @@ static void *writer(void *arg)
         pthread_mutex_lock(&j->lock);
     }
     pthread_mutex_unlock(&j->lock);
+    /* the recent builds go into the ledger before the store closes (were the
+     * process killed instead, the next start would add them) */
+    if (j->nrecent) {
+        sg_error err;
+        int rc = sg_store_begin(j->store, &err);
+        if (rc == 0)
+            rc = ledger_write(j, &err);
+        if (rc == 0)
+            rc = sg_store_commit(j->store, &err);
+        if (rc) {
+            sg_store_rollback(j->store);
+            sg_log(SG_LOG_WARN, "journal",
+                   "writing %zu builds into the ledger at stop: %s (the next start adds them)",
+                   j->nrecent, err.msg);
+        }
+    }
+    ledger_forget(j, 0);
+    free(j->recent);
+    sg_u64map_clear(&j->recent_ix);
     return NULL;
 }
 
@@ -301,6 +444,20 @@ int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_jo
         free(j);
         return rc;
     }
+    /* builds of events a crash kept out of the ledger (see above) */
+    int64_t added;
+    if ((rc = sg_store_ledger_catch_up(j->store, &added, err)) ||
+        (rc = sg_store_last_event_id(j->store, &j->last_id, err))) {
+        sg_store_free(j->store);
+        free(j);
+        return rc;
+    }
+    if (added)
+        sg_log(SG_LOG_INFO, "journal",
+               "added %lld builds to the ledger: accepted before the last run stopped without "
+               "writing them",
+               (long long)added);
+    sg_u64map_init(&j->recent_ix, sizeof(size_t));
     sg_store_options ckpt = {.synchronous = sync, .checkpoint_pages = -1};
     if ((rc = sg_store_open(path, &ckpt, &j->ckpt_store, err))) {
         sg_store_free(j->store);

@@ -26,15 +26,16 @@ enum {
     ST_EVENT_INSERT,
     ST_EVENT_UPDATE,
     ST_LEDGER_ADD,
-    ST_EVENT_RECLASSIFY,
+    ST_LEDGER_HAS,
     ST_COUNT
 };
 
 static const char *const statement_sql[ST_COUNT] = {
     [ST_ADD_KEY] = "INSERT INTO snapshot_key(id, snapshot_id, db, key, expire_at_ms, payload) "
                    "VALUES (?, ?, ?, ?, ?, ?)", /* bind_key; flush_keys for KEY_BATCH rows */
-    [ST_CURSOR] = "INSERT INTO build_index(snapshot_id, source, job, cursor_ms) "
-                  "VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET cursor_ms = excluded.cursor_ms",
+    [ST_CURSOR] =
+        "INSERT INTO build_index(snapshot_id, source, job, cursor_ms) "
+        "VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET cursor_ms = excluded.cursor_ms",
     [ST_CI_COMPLETED] = "INSERT INTO build_index(snapshot_id, source, job, last_completed) "
                         "VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET "
                         "last_completed = excluded.last_completed",
@@ -43,8 +44,9 @@ static const char *const statement_sql[ST_COUNT] = {
                       "last_running = excluded.last_running",
     [ST_POSTED] = "INSERT OR IGNORE INTO posted(snapshot_id, source, job, number) "
                   "VALUES (?1, ?2, ?3, ?4)",
-    [ST_DOCKER] = "INSERT OR REPLACE INTO docker_tag(snapshot_id, account, repository, tag, digest) "
-                  "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_DOCKER] =
+        "INSERT OR REPLACE INTO docker_tag(snapshot_id, account, repository, tag, digest) "
+        "VALUES (?1, ?2, ?3, ?4, ?5)",
     [ST_EVENT_INSERT] = "INSERT INTO event(received_at, source, job, number, build_ts, kind, "
                         "reason, state, method, path, headers, body, next_attempt_at, done_at, "
                         "qgen, last_error) "
@@ -54,8 +56,7 @@ static const char *const statement_sql[ST_COUNT] = {
                         "last_error = ?4, done_at = ?5 WHERE id = ?6",
     [ST_LEDGER_ADD] = "INSERT OR IGNORE INTO ledger(source, job, number, accepted_at, event_id) "
                       "VALUES (?1, ?2, ?3, ?4, ?5)",
-    [ST_EVENT_RECLASSIFY] = "UPDATE event SET kind = ?1, reason = ?2, state = ?3, done_at = ?4, "
-                            "qgen = 0, last_error = NULL WHERE id = ?5",
+    [ST_LEDGER_HAS] = "SELECT 1 FROM ledger WHERE source = ?1 AND job = ?2 AND number = ?3",
 };
 
 /* Snapshot keys go in KEY_BATCH rows per INSERT (or fewer once their bytes
@@ -180,9 +181,9 @@ static int create_file(const char *path, sg_error *err)
      * would take it for the last user and delete the WAL under it. */
     int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
-        return errno == EEXIST ? 0
-                               : sg_error_set(err, SG_ESTORE, "opening store %s: %s", path,
-                                              strerror(errno));
+        return errno == EEXIST
+                   ? 0
+                   : sg_error_set(err, SG_ESTORE, "opening store %s: %s", path, strerror(errno));
     close(fd);
     return 0;
 }
@@ -274,7 +275,7 @@ int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out,
     char sync[64];
     snprintf(sync, sizeof sync, "PRAGMA synchronous = %s", sg_sync_mode_name(opt->synchronous));
     int target = opt->migrate_to > 0 && opt->migrate_to < sg_migration_count ? opt->migrate_to
-                                                                              : sg_migration_count;
+                                                                             : sg_migration_count;
     s->eager = s->eager_opt = opt->eager_wait;
     set_busy(s, true);
     if ((!opt->readonly && (rc = exec(s, "PRAGMA journal_mode = WAL", err, "opening store"))) ||
@@ -386,9 +387,8 @@ static void restore_sync(sg_store *s)
 }
 
 /* Binds one snapshot key as the statement's row at parameter base + 1. */
-static void bind_key(sg_store *s, sqlite3_stmt *st, int base, int64_t id, int db,
-                     const void *key, size_t key_len, int64_t expire_at_ms,
-                     const void *payload, size_t payload_len)
+static void bind_key(sg_store *s, sqlite3_stmt *st, int base, int64_t id, int db, const void *key,
+                     size_t key_len, int64_t expire_at_ms, const void *payload, size_t payload_len)
 {
     sqlite3_bind_int64(st, base + 1, id);
     sqlite3_bind_int64(st, base + 2, s->snapshot_id);
@@ -420,8 +420,8 @@ static int flush_keys(sg_store *s, sg_error *err)
                                 "expire_at_ms, payload) VALUES ");
             for (int i = 0; i < KEY_BATCH; i++)
                 sg_buf_printf(&sql, "%s(?, ?, ?, ?, ?, ?)", i ? ", " : "");
-            int prc = sqlite3_prepare_v3(s->db, sql.p, -1, SQLITE_PREPARE_PERSISTENT,
-                                         &s->add_keys, NULL);
+            int prc =
+                sqlite3_prepare_v3(s->db, sql.p, -1, SQLITE_PREPARE_PERSISTENT, &s->add_keys, NULL);
             sg_buf_free(&sql);
             if (prc != SQLITE_OK)
                 rc = db_error(s, err, "preparing a statement on");
@@ -472,8 +472,9 @@ int sg_store_snapshot_yield(sg_store *s, sg_error *err)
     /* the heartbeat: seconds so far, so that a prune elsewhere can tell a
      * snapshot still being written from one whose writer died */
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "UPDATE snapshot SET seconds = (?2 - taken_at) / 1000.0 "
-                                  "WHERE id = ?1",
+    if (sqlite3_prepare_v2(s->db,
+                           "UPDATE snapshot SET seconds = (?2 - taken_at) / 1000.0 "
+                           "WHERE id = ?1",
                            -1, &st, NULL) != SQLITE_OK)
         return db_error(s, err, "writing a snapshot to");
     sqlite3_bind_int64(st, 1, s->snapshot_id);
@@ -561,8 +562,8 @@ int sg_store_snapshot_add_key(sg_store *s, int db, const void *key, size_t key_l
         if (rc == 0 && !st && !(st = stmt(s, ST_ADD_KEY, err)))
             rc = SG_ESTORE;
         if (rc == 0) {
-            bind_key(s, st, 0, KEY_ID(s->snapshot_id, s->key_seq++), db, key, key_len,
-                     expire_at_ms, payload, payload_len);
+            bind_key(s, st, 0, KEY_ID(s->snapshot_id, s->key_seq++), db, key, key_len, expire_at_ms,
+                     payload, payload_len);
             rc = step_done(s, st, err, "writing a snapshot key to");
         }
         return rc ? rc : snapshot_slice(s, err);
@@ -583,8 +584,8 @@ int sg_store_snapshot_add_key(sg_store *s, int db, const void *key, size_t key_l
     return rc ? rc : snapshot_slice(s, err);
 }
 
-static int index_row(sg_store *s, int which, const char *a, size_t alen, const char *b,
-                     size_t blen, int64_t n, sg_error *err)
+static int index_row(sg_store *s, int which, const char *a, size_t alen, const char *b, size_t blen,
+                     int64_t n, sg_error *err)
 {
     assert(s->snapshot_id);
     sqlite3_stmt *st = stmt(s, which, err);
@@ -607,8 +608,8 @@ int sg_store_index_cursor(sg_store *s, const char *source, size_t source_len, co
 int sg_store_index_ci(sg_store *s, const char *source, size_t source_len, const char *job,
                       size_t job_len, bool running, int64_t number, sg_error *err)
 {
-    return index_row(s, running ? ST_CI_RUNNING : ST_CI_COMPLETED, source, source_len, job,
-                     job_len, number, err);
+    return index_row(s, running ? ST_CI_RUNNING : ST_CI_COMPLETED, source, source_len, job, job_len,
+                     number, err);
 }
 
 int sg_store_index_posted(sg_store *s, const char *source, size_t source_len, const char *job,
@@ -759,8 +760,8 @@ static void read_info(sqlite3_stmt *st, sg_snapshot_info *i)
 int sg_store_snapshot_list(sg_store *s, sg_snapshot_info **out, size_t *count, sg_error *err)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "SELECT " SNAPSHOT_COLUMNS " FROM snapshot ORDER BY id DESC",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(s->db, "SELECT " SNAPSHOT_COLUMNS " FROM snapshot ORDER BY id DESC", -1,
+                           &st, NULL) != SQLITE_OK)
         return db_error(s, err, "listing snapshots in");
     sg_snapshot_info *list = NULL;
     size_t n = 0;
@@ -868,12 +869,11 @@ static int delete_snapshot(sg_store *s, int64_t id, sg_error *err)
     s->eager = true;
     set_busy(s, true);
     int64_t end = KEY_ID(id, KEY_ID_MAX_SEQ); /* the last key id this snapshot can have */
-    int rc = step_sql(s, "UPDATE snapshot SET state = 'partial' WHERE id = ?1", id, 0,
-                      doing, err);
+    int rc = step_sql(s, "UPDATE snapshot SET state = 'partial' WHERE id = ?1", id, 0, doing, err);
     for (int64_t from = KEY_ID(id, 0); rc == 0; from += DELETE_SLICE) {
         int64_t to = end - from < DELETE_SLICE ? end : from + DELETE_SLICE - 1;
-        rc = step_sql(s, "DELETE FROM snapshot_key WHERE id >= ?1 AND id <= ?2", from, to,
-                      doing, err);
+        rc = step_sql(s, "DELETE FROM snapshot_key WHERE id >= ?1 AND id <= ?2", from, to, doing,
+                      err);
         if (rc == 0 && (to == end || sqlite3_changes(s->db) < DELETE_SLICE)) {
             /* a short slice: keys are dense from 0, unless a crash left
              * gaps; one range delete of the rest settles it */
@@ -1118,21 +1118,75 @@ int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_
     return rc;
 }
 
-int sg_store_event_reclassify(sg_store *s, int64_t id, const char *kind, const char *reason,
-                              const char *state, int64_t done_at, sg_error *err)
+int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number, bool *has,
+                        sg_error *err)
 {
-    sqlite3_stmt *st = stmt(s, ST_EVENT_RECLASSIFY, err);
+    sqlite3_stmt *st = stmt(s, ST_LEDGER_HAS, err);
     if (!st)
         return SG_ESTORE;
-    sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, reason, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, state, -1, SQLITE_STATIC);
-    if (done_at)
-        sqlite3_bind_int64(st, 4, done_at);
-    else
-        sqlite3_bind_null(st, 4);
-    sqlite3_bind_int64(st, 5, id);
-    return step_done(s, st, err, "reclassifying an event in");
+    sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, job, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, number);
+    int rc = sqlite3_step(st);
+    *has = rc == SQLITE_ROW;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_error(s, err, "reading the ledger in");
+    return 0;
+}
+
+int sg_store_ledger_mark(sg_store *s, int64_t *upto, sg_error *err)
+{
+    return count_rows(s, "SELECT upto FROM ledger_mark WHERE id = 1", 0, upto, err);
+}
+
+int sg_store_ledger_set_mark(sg_store *s, int64_t upto, sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "UPDATE ledger_mark SET upto = ?1 WHERE id = 1", -1, &st, NULL) !=
+        SQLITE_OK)
+        return db_error(s, err, "writing the ledger mark in");
+    sqlite3_bind_int64(st, 1, upto);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_error(s, err, "writing the ledger mark in");
+}
+
+int sg_store_ledger_catch_up(sg_store *s, int64_t *added, sg_error *err)
+{
+    int64_t upto = 0, last = 0;
+    int rc;
+    if ((rc = sg_store_ledger_mark(s, &upto, err)) || (rc = sg_store_last_event_id(s, &last, err)))
+        return rc;
+    *added = 0;
+    if (last <= upto)
+        return 0;
+    if ((rc = sg_store_begin(s, err)))
+        return rc;
+    /* the events the ledger should hold: kinds new and unknown (the journal
+     * turns a second delivery into a replay) */
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT OR IGNORE INTO ledger(source, job, number, accepted_at, "
+                           "event_id) SELECT source, job, number, received_at, id FROM event "
+                           "WHERE id > ?1 AND (kind = 'new' OR kind = 'unknown') "
+                           "ORDER BY source, job, number",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = db_error(s, err, "catching the ledger up in");
+    } else {
+        sqlite3_bind_int64(st, 1, upto);
+        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(s, err, "catching the ledger up in");
+        *added = sqlite3_changes(s->db);
+        sqlite3_finalize(st);
+    }
+    if (rc == 0)
+        rc = sg_store_ledger_set_mark(s, last, err);
+    if (rc == 0)
+        rc = sg_store_commit(s, err);
+    if (rc)
+        sg_store_rollback(s);
+    return rc;
 }
 
 int sg_store_last_event_id(sg_store *s, int64_t *id, sg_error *err)
@@ -1182,8 +1236,7 @@ int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *c
     return 0;
 }
 
-int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds,
-                         sg_error *err)
+int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds, sg_error *err)
 {
     int rc = count_rows(s, "SELECT count(*) FROM ledger", 0, builds, err);
     if (rc)
@@ -1198,8 +1251,7 @@ int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds
     return rc == SQLITE_DONE ? 0 : db_error(s, err, "reading the ledger in");
 }
 
-int sg_store_index_each(sg_store *s, int64_t id, const sg_index_visitor *v, void *ud,
-                        sg_error *err)
+int sg_store_index_each(sg_store *s, int64_t id, const sg_index_visitor *v, void *ud, sg_error *err)
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
@@ -1247,7 +1299,7 @@ int sg_store_baseline(sg_store *s, int64_t *snapshot_id, sg_error *err)
 }
 
 #define EVENT_COLUMNS                                                                              \
-    "id, received_at, source, job, number, build_ts, kind, reason, state, method, path, "         \
+    "id, received_at, source, job, number, build_ts, kind, reason, state, method, path, "          \
     "headers, body, attempts, next_attempt_at, last_error, done_at, qgen"
 
 static void read_event(sqlite3_stmt *st, sg_event_row *r)
@@ -1320,14 +1372,13 @@ int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err)
 
 /* The selection of held events, bound as ?1 source, ?2 job glob and ?9 the
  * highest id (sg_hold_filter.max_id). */
-#define HELD_WHERE                                                                         \
-    "state = 'held' AND (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR job GLOB ?2) AND "  \
+#define HELD_WHERE                                                                                 \
+    "state = 'held' AND (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR job GLOB ?2) AND "          \
     "(?9 IS NULL OR id <= ?9)"
 
 /* (statements that do not name ?1 and ?2 but a higher parameter ignore
  * them) */
-static sqlite3_stmt *held_stmt(sg_store *s, const char *sql, const sg_hold_filter *f,
-                               sg_error *err)
+static sqlite3_stmt *held_stmt(sg_store *s, const char *sql, const sg_hold_filter *f, sg_error *err)
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
@@ -1480,21 +1531,22 @@ int sg_store_held_summary(sg_store *s, int64_t limit, sg_held_fn fn, void *ud, i
     return 0;
 }
 
-int sg_store_sample_keys(sg_store *s, int64_t snapshot_id, const char *glob, int n,
-                         sg_key_fn fn, void *ud, sg_error *err)
+int sg_store_sample_keys(sg_store *s, int64_t snapshot_id, const char *glob, int n, sg_key_fn fn,
+                         void *ud, sg_error *err)
 {
     /* point lookups of every step-th key, so the sample spreads over the
      * snapshot without reading it: 4n candidates for n keys that qualify */
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq "
-                           "WHERE i + 1 < 4 * ?5), "
-                           "step(n) AS (SELECT max(1, key_count / (4 * ?5)) FROM snapshot "
-                           "WHERE id = ?4) "
-                           "SELECT key FROM seq, step, snapshot_key "
-                           "WHERE snapshot_key.id = ?1 + seq.i * step.n AND snapshot_key.id <= ?2 "
-                           "AND expire_at_ms IS NULL AND (?3 IS NULL OR CAST(key AS TEXT) GLOB ?3) LIMIT ?5",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            s->db,
+            "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq "
+            "WHERE i + 1 < 4 * ?5), "
+            "step(n) AS (SELECT max(1, key_count / (4 * ?5)) FROM snapshot "
+            "WHERE id = ?4) "
+            "SELECT key FROM seq, step, snapshot_key "
+            "WHERE snapshot_key.id = ?1 + seq.i * step.n AND snapshot_key.id <= ?2 "
+            "AND expire_at_ms IS NULL AND (?3 IS NULL OR CAST(key AS TEXT) GLOB ?3) LIMIT ?5",
+            -1, &st, NULL) != SQLITE_OK)
         return db_error(s, err, "sampling snapshot keys in");
     sqlite3_bind_int64(st, 1, KEY_ID(snapshot_id, 0));
     sqlite3_bind_int64(st, 2, KEY_ID(snapshot_id, KEY_ID_MAX_SEQ));
@@ -1514,7 +1566,8 @@ int sg_store_sample_keys(sg_store *s, int64_t snapshot_id, const char *glob, int
             break;
     }
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_error(s, err, "sampling snapshot keys in");
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0
+                                                 : db_error(s, err, "sampling snapshot keys in");
 }
 
 /* ---- episodes ---- */
@@ -1523,9 +1576,8 @@ int sg_store_episode_open(sg_store *s, int64_t at, const char *cause, const char
                           int64_t *id, sg_error *err)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "INSERT INTO episode(started_at, cause, detail) VALUES (?, ?, ?)", -1,
-                           &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(s->db, "INSERT INTO episode(started_at, cause, detail) VALUES (?, ?, ?)",
+                           -1, &st, NULL) != SQLITE_OK)
         return db_error(s, err, "recording an episode in");
     sqlite3_bind_int64(st, 1, at);
     sqlite3_bind_text(st, 2, cause, -1, SQLITE_STATIC);

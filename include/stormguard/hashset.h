@@ -47,5 +47,7 @@ void sg_u64map_init(sg_u64map *m, size_t val_size);
 void *sg_u64map_put(sg_u64map *m, uint64_t h, bool *created);
 void *sg_u64map_get(const sg_u64map *m, uint64_t h);
 void sg_u64map_clear(sg_u64map *m);
+/* Empties m and keeps its memory. */
+void sg_u64map_reset(sg_u64map *m);
 
 #endif

@@ -192,11 +192,17 @@ int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t at
  * which happened. */
 int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
                         int64_t event_id, bool *added, sg_error *err);
-/* Gives a journaled event another kind, reason, state and done_at (the
- * journal's second look, when the ledger already had its build); it leaves
- * the queue (qgen 0). */
-int sg_store_event_reclassify(sg_store *s, int64_t id, const char *kind, const char *reason,
-                              const char *state, int64_t done_at, sg_error *err);
+/* Whether the ledger has the build. */
+int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number,
+                        bool *has, sg_error *err);
+/* The ledger is written in bulk (journal.c, 006_ledger_mark.sql): every
+ * event up to *upto that it should hold (kind new or unknown) is in it. */
+int sg_store_ledger_mark(sg_store *s, int64_t *upto, sg_error *err);
+int sg_store_ledger_set_mark(sg_store *s, int64_t upto, sg_error *err);
+/* Adds the builds of the events after the mark to the ledger and moves the
+ * mark to the last event, in a transaction of its own; *added counts the
+ * builds that were missing. */
+int sg_store_ledger_catch_up(sg_store *s, int64_t *added, sg_error *err);
 
 /* The highest event id journaled so far (0 if none). */
 int sg_store_last_event_id(sg_store *s, int64_t *id, sg_error *err);

@@ -1,6 +1,8 @@
 /* Tests journal.h on a real SQLite file and a real libuv loop: every op is
- * reported once, the store's ledger catches a build's second delivery (also
- * within one batch), and the WAL stays bounded however much is written. */
+ * reported once, the ledger catches a build's second delivery (also within
+ * one batch, from the journal's memory and from the store, and after a
+ * crash between two ledger writes), and the WAL stays bounded however much
+ * is written. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -132,6 +134,114 @@ static void test_second_delivery_is_replay(void **state)
     assert_string_equal(again.row.state, "suppressed");
 }
 
+static int64_t ledger_rows(const fixture *f, const char *job)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT count(*) FROM ledger WHERE job = ?1", -1, &st, NULL),
+        SQLITE_OK);
+    sqlite3_bind_text(st, 1, job, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+static int64_t ledger_upto(const fixture *f)
+{
+    sg_store *s;
+    sg_error err;
+    sg_store_options ro = {.readonly = true};
+    assert_int_equal(sg_store_open(f->db, &ro, &s, &err), 0);
+    int64_t upto = -1;
+    assert_int_equal(sg_store_ledger_mark(s, &upto, &err), 0);
+    sg_store_free(s);
+    return upto;
+}
+
+/* The ledger is written in bulk: a build accepted a moment ago is told by
+ * the journal's memory; about a second later it is in the store's ledger,
+ * with the mark at the last event, and still told. */
+static void test_ledger_written_in_bulk(void **state)
+{
+    fixture *f = *state;
+    sg_jop first, again, later, last;
+    fill(f, &first, "team-b/svc", 1, "{}", 2);
+    sg_journal_submit(f->j, &first);
+    wait_reported(f, 1);
+    assert_int_equal(ledger_rows(f, "team-b/svc"), 0); /* in memory only */
+    fill(f, &again, "team-b/svc", 1, "{}", 2);
+    sg_journal_submit(f->j, &again);
+    wait_reported(f, 2);
+    assert_true(again.duplicate);
+
+    usleep(1100 * 1000); /* past LEDGER_EVERY_S: the next commit writes it */
+    fill(f, &later, "team-b/svc", 2, "{}", 2);
+    sg_journal_submit(f->j, &later);
+    wait_reported(f, 3);
+    assert_int_equal(ledger_rows(f, "team-b/svc"), 2);
+    assert_int_equal(ledger_upto(f), later.row.id);
+    fill(f, &last, "team-b/svc", 1, "{}", 2);
+    sg_journal_submit(f->j, &last);
+    wait_reported(f, 4);
+    assert_true(last.duplicate); /* told by the store's ledger now */
+}
+
+/* A crash between two ledger writes: events journaled after the mark have
+ * builds the ledger lacks. Opening the journal adds them, so their second
+ * delivery is still a replay; the builds of replays and pass-through events
+ * are not added. */
+static void test_ledger_caught_up_after_crash(void **state)
+{
+    fixture *f = *state;
+    sg_journal_stop(f->j, on_stopped, f);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_true(f->stopped);
+    f->stopped = false;
+
+    sg_store *s;
+    sg_error err;
+    sg_store_options rw = {0};
+    assert_int_equal(sg_store_open(f->db, &rw, &s, &err), 0);
+    assert_int_equal(sg_store_begin(s, &err), 0);
+    const char *kinds[] = {"new", "unknown", "replay", "passthrough"};
+    for (int i = 0; i < 4; i++) {
+        sg_event_row r = {.received_at = sg_now_ms(),
+                          .source = "jenkins-prod",
+                          .job = "team-c/crashed",
+                          .number = 10 + i,
+                          .kind = kinds[i],
+                          .reason = "test",
+                          .state = "forwarded",
+                          .method = "POST",
+                          .path = "/",
+                          .headers = "",
+                          .body = "{}",
+                          .body_len = 2,
+                          .done_at = 1};
+        assert_int_equal(sg_store_event_insert(s, &r, &err), 0);
+    }
+    assert_int_equal(sg_store_commit(s, &err), 0);
+    sg_store_free(s);
+    assert_int_equal(ledger_rows(f, "team-c/crashed"), 0);
+
+    assert_int_equal(sg_journal_start(&f->loop, f->db, SG_SYNC_NORMAL, &f->j, &err), 0);
+    assert_int_equal(ledger_rows(f, "team-c/crashed"), 2); /* new and unknown */
+    sg_jop ops[3];
+    fill(f, &ops[0], "team-c/crashed", 10, "{}", 2);
+    fill(f, &ops[1], "team-c/crashed", 11, "{}", 2);
+    fill(f, &ops[2], "team-c/crashed", 12, "{}", 2);
+    for (int i = 0; i < 3; i++)
+        sg_journal_submit(f->j, &ops[i]);
+    wait_reported(f, 3);
+    assert_true(ops[0].duplicate);
+    assert_true(ops[1].duplicate);
+    assert_false(ops[2].duplicate); /* a replay's build was never accepted */
+}
+
 /* A steady stream of commits must not grow the WAL without end: well past
  * the bound's worth of pages, the file is no longer than the bound plus one
  * batch. */
@@ -213,6 +323,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_second_delivery_is_replay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_written_in_bulk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_caught_up_after_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_stays_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_reader_does_not_stall_commits, setup, teardown),
     };
