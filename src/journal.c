@@ -70,6 +70,10 @@ struct sg_journal {
     double recent_since; /* sg_mono_s of the oldest */
     int64_t last_id;     /* the last event id journaled */
     bool ledger_now;     /* this transaction writes them, due or not */
+    bool ckpt_kicked;    /* the writer woke the checkpointer (under lock) */
+    int64_t ckpt_passes; /* passive checkpoints done (under lock) */
+    int kicked_at;       /* writer: the WAL's length when it last woke it */
+    int64_t reset_after; /* writer: start the WAL over after this pass (0: no) */
     bool wal_warned;     /* writer: said once that the WAL cannot be emptied */
     double wal_retry_at; /* writer: no attempt to empty it before (sg_mono_s) */
     void (*stopped)(void *ud);
@@ -263,38 +267,75 @@ static void commit_batch(sg_journal *j, sg_jop *batch)
     }
 }
 
-/* The checkpointer's passive checkpoints copy the WAL into the database
- * without stopping commits, but under a steady stream of commits they never
- * copy all of it, and SQLite starts the WAL file over only after a checkpoint
- * that did: left alone, the WAL grows without end (gigabytes in minutes at
- * full load, and the shared-memory index with it). So once it passes
- * WAL_RESET_FRAMES pages, the writer itself, between two batches, finishes
- * the copy and empties the file. The passive checkpoints have copied nearly
- * everything by then, so the pause is short. */
-#define WAL_RESET_FRAMES 8192 /* 32 MiB of 4 KiB pages */
+/* The WAL. Passive checkpoints copy it into the database without stopping
+ * commits, but under a steady stream of commits they never copy all of it,
+ * and SQLite starts the WAL file over only after a checkpoint that did: left
+ * alone, it grows without end (gigabytes in minutes at full load, and the
+ * shared-memory index with it). So:
+ *  - every WAL_KICK_FRAMES pages the writer wakes the checkpointer, whose
+ *    passive checkpoint copies and syncs what is there, commits going on;
+ *  - past WAL_RESET_FRAMES the writer, between two batches and once a passive
+ *    checkpoint that began after that point is done, copies the little that
+ *    came since and syncs it (a restart checkpoint), and its next commit
+ *    writes the WAL from its start again. Commits wait for that part only:
+ *    a few ms here, where emptying the WAL at once used to hold every answer
+ *    for 30 to 90 ms (half the WAL to copy, two syncs and a truncate);
+ *  - past WAL_BOUND_FRAMES (no such pass came) it does it anyway.
+ * The file is kept and overwritten, not truncated and grown again;
+ * journal_size_limit cuts it back to WAL_RESET_FRAMES after a long reader
+ * let it grow. */
+#define WAL_KICK_FRAMES 2048   /* 8 MiB of 4 KiB pages */
+#define WAL_RESET_FRAMES 8192  /* 32 MiB */
+#define WAL_BOUND_FRAMES 16384 /* 64 MiB */
 
-#define WAL_RETRY_MS 100 /* after a reader kept it from emptying the WAL */
+#define WAL_RETRY_MS 100 /* after a reader kept it from starting over */
+
+static void kick_checkpointer(sg_journal *j)
+{
+    pthread_mutex_lock(&j->lock);
+    j->ckpt_kicked = true;
+    pthread_cond_signal(&j->ckpt_wake);
+    pthread_mutex_unlock(&j->lock);
+}
 
 static void bound_wal(sg_journal *j)
 {
-    if (sg_store_wal_frames(j->store) < WAL_RESET_FRAMES)
+    int frames = sg_store_wal_frames(j->store);
+    if (frames < j->kicked_at) /* the WAL started over */
+        j->kicked_at = 0;
+    if (frames - j->kicked_at >= WAL_KICK_FRAMES) {
+        j->kicked_at = frames;
+        kick_checkpointer(j);
+    }
+    if (frames < WAL_RESET_FRAMES)
         return;
+    pthread_mutex_lock(&j->lock);
+    int64_t passes = j->ckpt_passes;
+    pthread_mutex_unlock(&j->lock);
+    if (!j->reset_after) {
+        j->reset_after = passes + 1; /* a pass that begins from now */
+        kick_checkpointer(j);
+    }
     double now = sg_mono_s();
-    if (now < j->wal_retry_at)
+    if ((passes < j->reset_after && frames < WAL_BOUND_FRAMES) || now < j->wal_retry_at)
         return;
     /* A long read (a held summary, a rewarm reading its snapshot) keeps the
-     * WAL from being emptied; the checkpoint does not wait for it, so the
+     * WAL from starting over; the checkpoint does not wait for it, so the
      * commits do not either: the WAL grows past the bound until it ends. */
     sg_error err;
-    int frames;
-    if (sg_store_checkpoint(j->store, SG_CHECKPOINT_TRUNCATE, &frames, &err)) {
+    if (sg_store_checkpoint(j->store, SG_CHECKPOINT_RESTART, &frames, &err)) {
         if (!j->wal_warned)
-            fprintf(stderr, "stormguard: journal: cannot empty the WAL: %s\n", err.msg);
+            fprintf(stderr, "stormguard: journal: cannot start the WAL over: %s\n", err.msg);
         j->wal_warned = true;
     } else {
         j->wal_warned = false;
     }
-    j->wal_retry_at = frames == 0 ? 0 : now + WAL_RETRY_MS / 1000.0;
+    if (frames >= 0) {
+        j->reset_after = 0;
+        j->wal_retry_at = 0;
+    } else {
+        j->wal_retry_at = now + WAL_RETRY_MS / 1000.0;
+    }
 }
 
 static void *writer(void *arg)
@@ -377,7 +418,10 @@ static void *checkpointer(void *arg)
         until.tv_nsec += CHECKPOINT_EVERY_MS * 1000000L;
         until.tv_sec += until.tv_nsec / 1000000000;
         until.tv_nsec %= 1000000000;
-        pthread_cond_timedwait(&j->ckpt_wake, &j->lock, &until);
+        while (!j->ckpt_kicked && !j->stopping)
+            if (pthread_cond_timedwait(&j->ckpt_wake, &j->lock, &until) != 0)
+                break;
+        j->ckpt_kicked = false;
         if (j->stopping)
             break;
         pthread_mutex_unlock(&j->lock);
@@ -385,6 +429,7 @@ static void *checkpointer(void *arg)
         if (sg_store_checkpoint(j->ckpt_store, SG_CHECKPOINT_PASSIVE, NULL, &err))
             fprintf(stderr, "stormguard: journal checkpoint: %s\n", err.msg);
         pthread_mutex_lock(&j->lock);
+        j->ckpt_passes++;
     }
     pthread_mutex_unlock(&j->lock);
     sg_error err;
@@ -437,8 +482,11 @@ int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_jo
     /* A bigger cache lets the many small commits of a busy gate rewrite hot
      * pages (the table's tail, the ledger) in memory; checkpoints are the
      * checkpointer thread's. */
-    sg_store_options opt = {
-        .synchronous = sync, .cache_kib = 8192, .checkpoint_pages = -1, .eager_wait = true};
+    sg_store_options opt = {.synchronous = sync,
+                            .cache_kib = 8192,
+                            .checkpoint_pages = -1,
+                            .eager_wait = true,
+                            .wal_limit_kib = WAL_RESET_FRAMES * 4};
     int rc = sg_store_open(path, &opt, &j->store, err);
     if (rc) {
         free(j);
@@ -458,7 +506,8 @@ int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_jo
                "writing them",
                (long long)added);
     sg_u64map_init(&j->recent_ix, sizeof(size_t));
-    sg_store_options ckpt = {.synchronous = sync, .checkpoint_pages = -1};
+    sg_store_options ckpt = {
+        .synchronous = sync, .checkpoint_pages = -1, .wal_limit_kib = WAL_RESET_FRAMES * 4};
     if ((rc = sg_store_open(path, &ckpt, &j->ckpt_store, err))) {
         sg_store_free(j->store);
         free(j);

@@ -296,6 +296,11 @@ int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out,
     }
     if (rc == 0 && opt->checkpoint_pages < 0)
         sqlite3_wal_hook(s->db, on_wal_commit, s); /* replaces the auto-checkpoint */
+    if (rc == 0 && opt->wal_limit_kib > 0) {
+        snprintf(tune, sizeof tune, "PRAGMA journal_size_limit = %lld",
+                 (long long)opt->wal_limit_kib * 1024);
+        rc = exec(s, tune, err, "configuring store");
+    }
     if (rc) {
         sg_store_free(s);
         return rc;
@@ -1006,13 +1011,14 @@ int sg_store_wal_frames(const sg_store *s)
 int sg_store_checkpoint(sg_store *s, sg_checkpoint_mode mode, int *wal_frames, sg_error *err)
 {
     int frames = -1, done = -1;
-    bool truncate = mode == SG_CHECKPOINT_TRUNCATE;
-    if (truncate)
-        set_busy(s, false); /* never wait for a reader: try again later */
-    int rc = sqlite3_wal_checkpoint_v2(
-        s->db, NULL, truncate ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, &frames,
-        &done);
-    if (truncate)
+    static const int modes[] = {[SG_CHECKPOINT_PASSIVE] = SQLITE_CHECKPOINT_PASSIVE,
+                                [SG_CHECKPOINT_RESTART] = SQLITE_CHECKPOINT_RESTART,
+                                [SG_CHECKPOINT_TRUNCATE] = SQLITE_CHECKPOINT_TRUNCATE};
+    bool waits = mode != SG_CHECKPOINT_PASSIVE;
+    if (waits)
+        set_busy(s, false); /* never wait for the writer or a reader: try again later */
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, modes[mode], &frames, &done);
+    if (waits)
         set_busy(s, true);
     if (wal_frames)
         *wal_frames = rc == SQLITE_OK ? frames : -1;

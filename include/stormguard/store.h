@@ -37,6 +37,8 @@ typedef struct sg_store_options {
                              watches sg_store_wal_frames) */
     bool eager_wait;     /* poll for another connection's lock every 0.2 ms (the
                             journal: never miss a snapshot's pause) */
+    int wal_limit_kib;   /* journal_size_limit: a WAL starting over is cut to
+                            this; 0: never cut */
 } sg_store_options;
 
 /* Opens (creating with mode 0600 and its directory if needed) and migrates
@@ -166,11 +168,17 @@ typedef struct sg_event_row {
 
 /* Copies what the WAL holds into the database. Passive never blocks
  * writers, but under a steady stream of commits it never catches up either,
- * and SQLite starts the WAL over only after a checkpoint that did: truncate
- * waits for the writer, copies the rest and empties the file. *wal_frames
- * (may be NULL) is the WAL's length in frames (pages) afterwards, -1 if
- * unknown (another checkpoint or a writer held it up). */
-typedef enum sg_checkpoint_mode { SG_CHECKPOINT_PASSIVE, SG_CHECKPOINT_TRUNCATE } sg_checkpoint_mode;
+ * and SQLite starts the WAL over only after a checkpoint that did: restart
+ * and truncate take the write lock (never waiting for it, nor for readers),
+ * copy the rest, and let the next commit write the WAL from its start;
+ * truncate also empties the file. *wal_frames (may be NULL) is the WAL's
+ * length in frames (pages) afterwards (0 once truncated), -1 if unknown (a
+ * writer or reader held it up). */
+typedef enum sg_checkpoint_mode {
+    SG_CHECKPOINT_PASSIVE,
+    SG_CHECKPOINT_RESTART,  /* like truncate, but the next commit overwrites the file */
+    SG_CHECKPOINT_TRUNCATE
+} sg_checkpoint_mode;
 int sg_store_checkpoint(sg_store *s, sg_checkpoint_mode mode, int *wal_frames, sg_error *err);
 
 /* With checkpoint_pages -1: the WAL's length in frames after this

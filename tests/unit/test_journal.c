@@ -242,9 +242,17 @@ static void test_ledger_caught_up_after_crash(void **state)
     assert_false(ops[2].duplicate); /* a replay's build was never accepted */
 }
 
+static off_t wal_size(const fixture *f)
+{
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", f->db);
+    struct stat st;
+    return stat(wal, &st) == 0 ? st.st_size : -1;
+}
+
 /* A steady stream of commits must not grow the WAL without end: well past
- * the bound's worth of pages, the file is no longer than the bound plus one
- * batch. */
+ * 32 MiB of pages it starts over (once a passive checkpoint has copied most
+ * of it) and the file is cut back to 32 MiB. */
 static void test_wal_stays_bounded(void **state)
 {
     fixture *f = *state;
@@ -259,26 +267,24 @@ static void test_wal_stays_bounded(void **state)
             wait_reported(f, i + 1); /* many commits, not one */
     }
     wait_reported(f, N);
-    char wal[160];
-    snprintf(wal, sizeof wal, "%s-wal", f->db);
-    struct stat st;
-    assert_int_equal(stat(wal, &st), 0);
-    /* N * BODY is about 48 MiB; the bound is 32 MiB, a batch here ~2 MiB */
-    assert_true(st.st_size < 36 * 1024 * 1024);
+    /* N * BODY is about 48 MiB; the hard bound, should the checkpointer lag
+     * (ASan), is 64 MiB */
+    assert_true(wal_size(f) < 66 * 1024 * 1024);
+    sg_jop more[60];
+    int tries = 0;
+    while (tries < 60 && wal_size(f) > 32 * 1024 * 1024) {
+        usleep(100 * 1000);
+        fill(f, &more[tries], "team-b/big", N + 1 + tries, "{}", 2);
+        sg_journal_submit(f->j, &more[tries]);
+        wait_reported(f, N + ++tries);
+    }
+    assert_true(wal_size(f) <= 32 * 1024 * 1024);
     free(ops);
     free(body);
 }
 
-static off_t wal_size(const fixture *f)
-{
-    char wal[160];
-    snprintf(wal, sizeof wal, "%s-wal", f->db);
-    struct stat st;
-    return stat(wal, &st) == 0 ? st.st_size : -1;
-}
-
-/* A long read keeps the WAL from being emptied: commits must not wait for
- * it, and the WAL is emptied once it ends. */
+/* A long read keeps the WAL from starting over: commits must not wait for
+ * it, and once it ends the WAL starts over and is cut back to 32 MiB. */
 static void test_long_reader_does_not_stall_commits(void **state)
 {
     fixture *f = *state;
@@ -303,18 +309,17 @@ static void test_long_reader_does_not_stall_commits(void **state)
     assert_true(wal_size(f) > 40 * 1024 * 1024); /* held up by the reader */
     assert_int_equal(sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(reader);
-    /* the next commit past the retry delay empties it, unless the
-     * checkpointer's passive checkpoint is running just then: a few tries
-     * (more on a machine busy with other tests) */
+    /* the next commits start it over, once a checkpoint got past the
+     * reader's end: a few tries (more on a machine busy with other tests) */
     sg_jop more[60];
     int tries = 0;
-    while (tries < 60 && wal_size(f) >= 1024 * 1024) {
+    while (tries < 60 && wal_size(f) > 32 * 1024 * 1024) {
         usleep(150 * 1000);
         fill(f, &more[tries], "team-c/big", N + 1 + tries, body, BODY);
         sg_journal_submit(f->j, &more[tries]);
         wait_reported(f, N + ++tries);
     }
-    assert_true(wal_size(f) < 1024 * 1024);
+    assert_true(wal_size(f) <= 32 * 1024 * 1024);
     free(ops);
     free(body);
 }
