@@ -45,6 +45,10 @@ typedef struct sg_event {
 int sg_event_parse(const char *body, size_t len, bool build_path, const sg_event_config *cfg,
                    sg_event *out, sg_error *err);
 void sg_event_close(sg_event *e);
+/* The same, always through jansson's tree (sg_event_parse reads most bodies
+ * without building one): tests compare the two. */
+int sg_event_parse_tree(const char *body, size_t len, bool build_path,
+                        const sg_event_config *cfg, sg_event *out, sg_error *err);
 
 /* Validates a JSON pointer ("" or "/a/b~1c"). */
 bool sg_json_pointer_valid(const char *pointer);

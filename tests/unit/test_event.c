@@ -1,7 +1,9 @@
 /* Tests event.h: Igor, Jenkins Notification and generic build events
  * (DOMAIN.md section 3), pass-through of everything else, invalid JSON on and
- * off the build path, absurd fields, JSON pointers. Every parse result is
- * released with sg_event_close so AddressSanitizer catches leaks. */
+ * off the build path, absurd fields, JSON pointers. Every case is parsed by
+ * both readers (the scanner and jansson's tree), which must agree. Every
+ * parse result is released with sg_event_close so AddressSanitizer catches
+ * leaks. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -32,14 +34,41 @@ static const char IGOR_JENKINS[] =
 
 /* ---- helpers ---- */
 
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}
+
+/* sg_event_parse (which reads most bodies without jansson's tree) and
+ * sg_event_parse_tree must agree on everything: result, error, event. */
+static int parse_both(const char *body, size_t len, bool build_path, const sg_event_config *cfg,
+                      sg_event *ev, sg_error *err)
+{
+    sg_event tree;
+    sg_error tree_err;
+    memset(ev, 0x5a, sizeof *ev);
+    memset(err, 0, sizeof *err);
+    memset(&tree_err, 0, sizeof tree_err);
+    int rc = sg_event_parse(body, len, build_path, cfg, ev, err);
+    int tree_rc = sg_event_parse_tree(body, len, build_path, cfg, &tree, &tree_err);
+    if (rc != tree_rc || (rc && strcmp(err->msg, tree_err.msg)) || ev->type != tree.type ||
+        !same_str(ev->shape, tree.shape) || !same_str(ev->source, tree.source) ||
+        !same_str(ev->job, tree.job) || ev->number != tree.number ||
+        ev->build_ts != tree.build_ts || ev->ci_number_cursor != tree.ci_number_cursor)
+        fail_msg("the scanner and jansson disagree on %.*s: rc %d/%d (%s / %s), job %s/%s, "
+                 "number %lld/%lld",
+                 (int)len, body, rc, tree_rc, err->msg, tree_err.msg, ev->job ? ev->job : "-",
+                 tree.job ? tree.job : "-", (long long)ev->number, (long long)tree.number);
+    sg_event_close(&tree);
+    return rc;
+}
+
 /* Parses a NUL-terminated body; the event is poisoned first so that fields
  * the parser forgets to set show up. */
 static int parse(const char *body, bool build_path, const sg_event_config *cfg, sg_event *ev,
                  sg_error *err)
 {
-    memset(ev, 0x5a, sizeof *ev);
-    memset(err, 0, sizeof *err);
-    return sg_event_parse(body, strlen(body), build_path, cfg, ev, err);
+    return parse_both(body, strlen(body), build_path, cfg, ev, err);
 }
 
 static void check_build(const sg_event *ev, const char *shape, const char *source, const char *job,
@@ -621,6 +650,58 @@ static void close_is_idempotent(void **state)
     sg_event_close(&zero);
 }
 
+/* Thousands of bodies near valid ones: every truncation, and every byte
+ * replaced by one that matters to a JSON reader, of an Igor event (escapes,
+ * numbers, UTF-8 and a duplicate key included) and a Notification event. The
+ * scanner must give what jansson gives, or leave the body to it. */
+static void scanner_agrees_with_jansson(void **state)
+{
+    (void)state;
+    static const char *const bases[] = {
+        IGOR_JENKINS,
+        "{\"details\":{\"type\":\"build\"},\"content\":{\"master\":\"m\u00e9\",\"type\":"
+        "\"travis\",\"project\":{\"name\":\"a/b\",\"lastBuild\":{\"number\":\"12\","
+        "\"building\":false,\"timestamp\":1526030000000,\"x\":[1.5e3,-0,\"\\ud83d\\ude00\","
+        "null,true,{}]}}}}",
+        "{\"name\":\"svc\",\"url\":\"job/f/job/svc/\",\"build\":{\"phase\":\"COMPLETED\","
+        "\"number\":7,\"timestamp\":1526030000000,\"notes\":\"caf\xc3\xa9 \\n\"}}",
+        "{\"details\":{\"type\":\"build\"},\"content\":{\"master\":\"m\",\"project\":"
+        "{\"name\":\"j\",\"lastBuild\":{\"number\":3,\"number\":4}}}}",
+    };
+    static const char swaps[] = "\"\\{}[],:0-1eE.+ tu/nx\x80\xc3\xe0\xff";
+    sg_event_config cfg = {.notification_source = "ci"};
+    char buf[1024];
+    long cases = 0;
+    for (size_t b = 0; b < sizeof bases / sizeof *bases; b++) {
+        size_t n = strlen(bases[b]);
+        assert_true(n < sizeof buf);
+        for (size_t i = 0; i <= n; i++) {
+            sg_event ev;
+            sg_error err;
+            for (int path = 0; path < 2; path++) {
+                parse_both(bases[b], i, path, &cfg, &ev, &err); /* truncated */
+                sg_event_close(&ev);
+                cases++;
+            }
+            if (i == n)
+                break;
+            for (size_t k = 0; k < sizeof swaps - 1; k++) {
+                memcpy(buf, bases[b], n);
+                buf[i] = swaps[k];
+                parse_both(buf, n, true, &cfg, &ev, &err);
+                sg_event_close(&ev);
+                cases++;
+            }
+            memcpy(buf, bases[b], i); /* a byte deleted */
+            memcpy(buf + i, bases[b] + i + 1, n - i - 1);
+            parse_both(buf, n - 1, true, &cfg, &ev, &err);
+            sg_event_close(&ev);
+            cases++;
+        }
+    }
+    assert_true(cases > 5000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -653,6 +734,7 @@ int main(void)
         cmocka_unit_test(empty_source_or_job),
         cmocka_unit_test(json_pointer_valid),
         cmocka_unit_test(close_is_idempotent),
+        cmocka_unit_test(scanner_agrees_with_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
