@@ -1,9 +1,10 @@
 /* The writer thread and its group commit (journal.h).
  *
  * Loop thread                      writer thread
- *   submit(op) -> queue, signal      wait for ops; take them all
- *                                    BEGIN; apply each; COMMIT (or ROLLBACK:
- *                                    then every op of the batch fails)
+ *   submit(op) -> queue, signal      wait for ops; BEGIN; apply the queued
+ *                                    ops, and those queued meanwhile, until
+ *                                    none is left; COMMIT (or ROLLBACK: then
+ *                                    every op of the batch fails)
  *   async cb <- done list, async     move the batch to the done list
  *   op->done(op) for each
  *
@@ -39,6 +40,7 @@
 
 #define LINGER_US 250   /* longest a write waits for company */
 #define LINGER_UNTIL 64 /* no lingering once this many writes wait */
+#define BATCH_MAX 256   /* a transaction takes no more ops than this */
 
 #define LEDGER_EVERY_S 1.0 /* recent builds go into the ledger this often */
 #define LEDGER_AT 16384    /* or once this many wait */
@@ -233,35 +235,62 @@ static void apply(sg_journal *j, sg_jop *op, sg_error *err, int *rc)
                              err);
 }
 
-static void commit_batch(sg_journal *j, sg_jop *batch)
+/* One transaction: ops are applied as the writer takes them, and committed
+ * together. */
+typedef struct txn {
+    sg_error err;
+    int rc;
+    double started;
+    size_t kept;     /* recent builds of committed transactions */
+    int64_t last_id; /* the last event id before it */
+    sg_jop *ops, **tail;
+} txn;
+
+static void txn_begin(sg_journal *j, txn *t)
 {
-    sg_error err = {0};
-    double started = sg_mono_s();
-    size_t kept = j->nrecent; /* builds of committed transactions */
-    int64_t last_id = j->last_id;
+    memset(&t->err, 0, sizeof t->err);
+    t->started = sg_mono_s();
+    t->kept = j->nrecent;
+    t->last_id = j->last_id;
+    t->ops = NULL;
+    t->tail = &t->ops;
     j->ledger_now = false;
-    int rc = sg_store_begin(j->store, &err);
-    for (sg_jop *op = batch; op; op = op->next)
-        apply(j, op, &err, &rc);
+    t->rc = sg_store_begin(j->store, &t->err);
+}
+
+/* Applies a list of ops (after a failure, only collects them: they fail with
+ * the transaction). */
+static void txn_apply(sg_journal *j, txn *t, sg_jop *ops)
+{
+    *t->tail = ops;
+    for (sg_jop *op = ops; op; op = op->next) {
+        apply(j, op, &t->err, &t->rc);
+        t->tail = &op->next;
+    }
+}
+
+static void txn_end(sg_journal *j, txn *t)
+{
+    int rc = t->rc;
     bool write = rc == 0 && (j->ledger_now || ledger_due(j));
     if (write)
-        rc = ledger_write(j, &err);
+        rc = ledger_write(j, &t->err);
     if (rc == 0)
-        rc = sg_store_commit(j->store, &err);
+        rc = sg_store_commit(j->store, &t->err);
     if (rc) {
         sg_store_rollback(j->store);
-        ledger_forget(j, kept); /* their events are not journaled either */
-        j->last_id = last_id;
+        ledger_forget(j, t->kept); /* their events are not journaled either */
+        j->last_id = t->last_id;
     } else if (write) {
         ledger_forget(j, 0);
     }
-    double took = sg_mono_s() - started;
-    for (sg_jop *op = batch; op; op = op->next) {
+    double took = sg_mono_s() - t->started;
+    for (sg_jop *op = t->ops; op; op = op->next) {
         op->status = rc;
         op->commit_s = took;
         if (rc) {
-            size_t n = strnlen(err.msg, sizeof op->errmsg - 1);
-            memcpy(op->errmsg, err.msg, n);
+            size_t n = strnlen(t->err.msg, sizeof op->errmsg - 1);
+            memcpy(op->errmsg, t->err.msg, n);
             op->errmsg[n] = '\0';
         }
     }
@@ -338,6 +367,17 @@ static void bound_wal(sg_journal *j)
     }
 }
 
+/* Takes the queue (lock held); how many ops it had. */
+static sg_jop *take(sg_journal *j, int *n)
+{
+    sg_jop *ops = j->queue;
+    *n = j->queued;
+    j->queued = 0;
+    j->queue = NULL;
+    j->queue_tail = &j->queue;
+    return ops;
+}
+
 static void *writer(void *arg)
 {
     sg_journal *j = arg;
@@ -350,32 +390,43 @@ static void *writer(void *arg)
         }
         if (!j->queue && j->stopping)
             break;
-        /* Woken by a first write: a short linger lets the writes the loop is
-         * reading at this moment share its commit (fewer WAL pages per
-         * event), for at most LINGER_US of latency. Back from a commit, the
-         * writes waiting have waited for it: they go at once. */
-        if (slept && j->queued < LINGER_UNTIL && !j->stopping) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += LINGER_US * 1000;
-            if (until.tv_nsec >= 1000000000) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000;
-            }
-            while (j->queued < LINGER_UNTIL && !j->stopping)
-                if (pthread_cond_timedwait(&j->wake, &j->lock, &until) != 0)
-                    break;
+        /* The ops are applied as they come, while the loop reads the next
+         * requests, and the transaction commits once the queue is empty:
+         * the answers wait for the commit, not for all of the statements.
+         * Woken by a first write, the transaction stays open LINGER_US for
+         * the writes the loop is reading at this moment (they share its
+         * WAL pages); back from a commit, the writes that waited for it
+         * commit as soon as they are applied. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += slept ? LINGER_US * 1000 : 0;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
         }
-        sg_jop *batch = j->queue;
-        j->queued = 0;
-        j->queue = NULL;
-        j->queue_tail = &j->queue;
+        int n, total = 0;
+        sg_jop *ops = take(j, &n);
         pthread_mutex_unlock(&j->lock);
-
-        commit_batch(j, batch);
+        txn t;
+        txn_begin(j, &t);
+        for (;;) {
+            txn_apply(j, &t, ops);
+            total += n;
+            pthread_mutex_lock(&j->lock);
+            if (t.rc || total >= BATCH_MAX || j->stopping)
+                break;
+            if (!j->queue && total < LINGER_UNTIL)
+                pthread_cond_timedwait(&j->wake, &j->lock, &until);
+            if (!j->queue)
+                break;
+            ops = take(j, &n);
+            pthread_mutex_unlock(&j->lock);
+        }
+        pthread_mutex_unlock(&j->lock);
+        txn_end(j, &t);
 
         pthread_mutex_lock(&j->lock);
-        *j->done_tail = batch;
+        *j->done_tail = t.ops;
         while (*j->done_tail)
             j->done_tail = &(*j->done_tail)->next;
         pthread_mutex_unlock(&j->lock);
