@@ -38,9 +38,10 @@
 #include "stormguard/log.h"
 #include "stormguard/util.h"
 
-#define LINGER_US 250   /* longest a write waits for company */
-#define LINGER_UNTIL 64 /* no lingering once this many writes wait */
-#define BATCH_MAX 256   /* a transaction takes no more ops than this */
+#define LINGER_US 250    /* longest a write waits for company */
+#define LINGER_UNTIL 64  /* no lingering once this many writes wait */
+#define BATCH_MAX 256    /* a transaction takes no more ops than this */
+#define LINGER_GAP_US 60 /* nor once this long passed without one */
 
 #define LEDGER_EVERY_S 1.0 /* recent builds go into the ledger this often */
 #define LEDGER_AT 16384    /* or once this many wait */
@@ -415,8 +416,19 @@ static void *writer(void *arg)
             pthread_mutex_lock(&j->lock);
             if (t.rc || total >= BATCH_MAX || j->stopping)
                 break;
-            if (!j->queue && total < LINGER_UNTIL)
-                pthread_cond_timedwait(&j->wake, &j->lock, &until);
+            if (!j->queue && total < LINGER_UNTIL && slept) {
+                /* until LINGER_GAP_US pass without a write, LINGER_US at most */
+                struct timespec gap;
+                clock_gettime(CLOCK_REALTIME, &gap);
+                gap.tv_nsec += LINGER_GAP_US * 1000;
+                if (gap.tv_nsec >= 1000000000) {
+                    gap.tv_sec++;
+                    gap.tv_nsec -= 1000000000;
+                }
+                bool sooner = gap.tv_sec < until.tv_sec ||
+                              (gap.tv_sec == until.tv_sec && gap.tv_nsec < until.tv_nsec);
+                pthread_cond_timedwait(&j->wake, &j->lock, sooner ? &gap : &until);
+            }
             if (!j->queue)
                 break;
             ops = take(j, &n);
