@@ -13,11 +13,15 @@
  *
  * The ledger is written in bulk (schema/006_ledger_mark.sql). A build the
  * journal accepts goes into the writer's memory ("recent") with its event;
- * a second delivery is looked up there, then in the store's ledger. About
- * once a second the recent builds go into the ledger in the transaction of
- * the batch at hand, with the mark that says up to which event it is
- * complete. A crash loses only the memory: opening the journal adds the
- * builds of the events after the mark from the event table.
+ * a second delivery is looked up there, then among the builds being
+ * written, then in the store's ledger. About once a second the recent
+ * builds become the ones being written: sorted, they go into the ledger 256
+ * per transaction while the writer has nothing else to do (with the ops
+ * when it never has), and the last one moves the mark that says up to which
+ * event the ledger is complete. Written at once, 16k builds held every
+ * answer for 30 to 120 ms. A crash loses only the memory: opening the
+ * journal adds the builds of the events after the mark from the event
+ * table.
  *
  * Checkpoints (copying the WAL into the database, with an fsync) run on a
  * third thread with its own connection, never inside a commit: done by the
@@ -45,6 +49,7 @@
 
 #define LEDGER_EVERY_S 1.0 /* recent builds go into the ledger this often */
 #define LEDGER_AT 16384    /* or once this many wait */
+#define LEDGER_CHUNK 256   /* builds a writing transaction takes */
 
 typedef struct recent_build {
     char *source, *job;
@@ -71,14 +76,19 @@ struct sg_journal {
     size_t nrecent, caprecent;
     sg_u64map recent_ix; /* sg_hash_build -> index into recent */
     double recent_since; /* sg_mono_s of the oldest */
-    int64_t last_id;     /* the last event id journaled */
-    bool ledger_now;     /* this transaction writes them, due or not */
-    bool ckpt_kicked;    /* the writer woke the checkpointer (under lock) */
-    int64_t ckpt_passes; /* passive checkpoints done (under lock) */
-    int kicked_at;       /* writer: the WAL's length when it last woke it */
-    int64_t reset_after; /* writer: start the WAL over after this pass (0: no) */
-    bool wal_warned;     /* writer: said once that the WAL cannot be emptied */
-    double wal_retry_at; /* writer: no attempt to empty it before (sg_mono_s) */
+    /* the builds being written, sorted, a chunk at a time (writer only) */
+    recent_build *flushing;
+    size_t nflushing, flushed;
+    int64_t flushing_upto; /* the mark once they are all written */
+    double flushing_since; /* sg_mono_s when they were cut from recent */
+    int64_t last_id;       /* the last event id journaled */
+    bool ledger_now;       /* this transaction writes them, due or not */
+    bool ckpt_kicked;      /* the writer woke the checkpointer (under lock) */
+    int64_t ckpt_passes;   /* passive checkpoints done (under lock) */
+    int kicked_at;         /* writer: the WAL's length when it last woke it */
+    int64_t reset_after;   /* writer: start the WAL over after this pass (0: no) */
+    bool wal_warned;       /* writer: said once that the WAL cannot be emptied */
+    double wal_retry_at;   /* writer: no attempt to empty it before (sg_mono_s) */
     void (*stopped)(void *ud);
     void *stopped_ud;
 };
@@ -92,13 +102,43 @@ static bool same_build(const recent_build *b, const sg_event_row *r)
     return b->number == r->number && !strcmp(b->source, r->source) && !strcmp(b->job, r->job);
 }
 
-/* Whether the build of r was accepted before: recently, or in the ledger. */
+static int build_cmp(const char *source, const char *job, int64_t number, const recent_build *b)
+{
+    int c = strcmp(source, b->source);
+    if (!c)
+        c = strcmp(job, b->job);
+    if (!c)
+        c = number < b->number ? -1 : number > b->number;
+    return c;
+}
+
+static int sort_cmp(const void *x, const void *y)
+{
+    const recent_build *a = x;
+    return build_cmp(a->source, a->job, a->number, y);
+}
+
+/* Whether the build of r was accepted before: recently, being written, or
+ * in the ledger. */
 static int ledger_seen(sg_journal *j, const sg_event_row *r, bool *seen, sg_error *err)
 {
     size_t *at = sg_u64map_get(&j->recent_ix, sg_hash_build(r->source, r->job, r->number));
     if (at && same_build(&j->recent[*at], r)) {
         *seen = true;
         return 0;
+    }
+    size_t lo = 0, hi = j->nflushing;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = build_cmp(r->source, r->job, r->number, &j->flushing[mid]);
+        if (!c) {
+            *seen = true;
+            return 0;
+        }
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
     }
     return sg_store_ledger_has(j->store, r->source, r->job, r->number, seen, err);
 }
@@ -144,11 +184,57 @@ static void ledger_forget(sg_journal *j, size_t from)
     }
 }
 
-/* Writes the recent builds into the ledger, in the open transaction, and
- * the mark: every event journaled so far has its build there. */
-static int ledger_write(sg_journal *j, sg_error *err)
+/* The recent builds become the ones being written, sorted (neighbours in
+ * the ledger's b-tree go in together); the mark will be the last event so
+ * far. Between transactions, when none is being written. */
+static void ledger_cut(sg_journal *j)
+{
+    j->flushing = j->recent;
+    j->nflushing = j->nrecent;
+    j->flushed = 0;
+    j->flushing_upto = j->last_id;
+    j->flushing_since = sg_mono_s();
+    qsort(j->flushing, j->nflushing, sizeof *j->flushing, sort_cmp);
+    j->recent = NULL;
+    j->nrecent = j->caprecent = 0;
+    sg_u64map_reset(&j->recent_ix);
+}
+
+static void flushing_free(sg_journal *j)
+{
+    for (size_t i = 0; i < j->nflushing; i++) {
+        free(j->flushing[i].source);
+        free(j->flushing[i].job);
+    }
+    free(j->flushing);
+    j->flushing = NULL;
+    j->nflushing = j->flushed = 0;
+}
+
+/* Writes builds being written from *pos on, at most n of them, in the open
+ * transaction, and the mark once they are all there; *pos moves past them.
+ * The caller keeps *pos only if the transaction commits. */
+static int ledger_write_chunk(sg_journal *j, size_t *pos, size_t n, sg_error *err)
 {
     int rc = 0;
+    size_t end = *pos + n < j->nflushing ? *pos + n : j->nflushing;
+    for (; rc == 0 && *pos < end; (*pos)++) {
+        const recent_build *b = &j->flushing[*pos];
+        bool added;
+        rc = sg_store_ledger_add(j->store, b->source, b->job, b->number, b->event_id, &added, err);
+    }
+    if (rc == 0 && *pos == j->nflushing)
+        rc = sg_store_ledger_set_mark(j->store, j->flushing_upto, err);
+    return rc;
+}
+
+/* Writes every build accepted so far, in the open transaction, and the mark
+ * at the last event (a prune, the stop). The caller forgets them once the
+ * transaction commits. */
+static int ledger_write_all(sg_journal *j, sg_error *err)
+{
+    size_t pos = j->flushed;
+    int rc = ledger_write_chunk(j, &pos, j->nflushing, err);
     for (size_t i = 0; rc == 0 && i < j->nrecent; i++) {
         const recent_build *b = &j->recent[i];
         bool added;
@@ -161,6 +247,39 @@ static bool ledger_due(const sg_journal *j)
 {
     return j->nrecent >= LEDGER_AT ||
            (j->nrecent && sg_mono_s() - j->recent_since >= LEDGER_EVERY_S);
+}
+
+/* Between transactions: cuts the recent builds when due, and writes those
+ * being written a chunk per transaction while no op waits (the writer's idle
+ * time; a long write would hold every answer). Chunks go into the ops'
+ * transactions instead (txn_end) when the writer finds no idle time. */
+static void ledger_idle_work(sg_journal *j)
+{
+    for (;;) {
+        if (!j->flushing && ledger_due(j))
+            ledger_cut(j);
+        if (!j->flushing)
+            return;
+        pthread_mutex_lock(&j->lock);
+        bool waiting = j->queue != NULL || j->stopping;
+        pthread_mutex_unlock(&j->lock);
+        if (waiting)
+            return;
+        sg_error err;
+        size_t pos = j->flushed;
+        int rc = sg_store_begin(j->store, &err);
+        if (rc == 0)
+            rc = ledger_write_chunk(j, &pos, LEDGER_CHUNK, &err);
+        if (rc == 0)
+            rc = sg_store_commit(j->store, &err);
+        if (rc) {
+            sg_store_rollback(j->store);
+            return; /* tried again after the next transaction */
+        }
+        j->flushed = pos;
+        if (j->flushed == j->nflushing)
+            flushing_free(j);
+    }
 }
 
 /* ---- applying writes ---- */
@@ -273,17 +392,27 @@ static void txn_apply(sg_journal *j, txn *t, sg_jop *ops)
 static void txn_end(sg_journal *j, txn *t)
 {
     int rc = t->rc;
-    bool write = rc == 0 && (j->ledger_now || ledger_due(j));
-    if (write)
-        rc = ledger_write(j, &t->err);
+    size_t pos = j->flushed;
+    if (rc == 0 && j->ledger_now) {
+        rc = ledger_write_all(j, &t->err);
+    } else if (rc == 0 && j->flushing && sg_mono_s() - j->flushing_since >= LEDGER_EVERY_S) {
+        /* no idle time to write them in: a chunk rides with the ops,
+         * bigger than what they add to recent */
+        rc = ledger_write_chunk(j, &pos, LEDGER_CHUNK + (j->nrecent - t->kept), &t->err);
+    }
     if (rc == 0)
         rc = sg_store_commit(j->store, &t->err);
     if (rc) {
         sg_store_rollback(j->store);
         ledger_forget(j, t->kept); /* their events are not journaled either */
         j->last_id = t->last_id;
-    } else if (write) {
+    } else if (j->ledger_now) {
+        flushing_free(j);
         ledger_forget(j, 0);
+    } else {
+        j->flushed = pos;
+        if (j->flushing && j->flushed == j->nflushing)
+            flushing_free(j);
     }
     double took = sg_mono_s() - t->started;
     for (sg_jop *op = t->ops; op; op = op->next) {
@@ -444,25 +573,27 @@ static void *writer(void *arg)
         pthread_mutex_unlock(&j->lock);
         uv_async_send(&j->async);
         bound_wal(j); /* after the batch is answered: its answers do not wait for it */
+        ledger_idle_work(j);
         pthread_mutex_lock(&j->lock);
     }
     pthread_mutex_unlock(&j->lock);
     /* the recent builds go into the ledger before the store closes (were the
      * process killed instead, the next start would add them) */
-    if (j->nrecent) {
+    if (j->nrecent || j->flushing) {
         sg_error err;
         int rc = sg_store_begin(j->store, &err);
         if (rc == 0)
-            rc = ledger_write(j, &err);
+            rc = ledger_write_all(j, &err);
         if (rc == 0)
             rc = sg_store_commit(j->store, &err);
         if (rc) {
             sg_store_rollback(j->store);
             sg_log(SG_LOG_WARN, "journal",
                    "writing %zu builds into the ledger at stop: %s (the next start adds them)",
-                   j->nrecent, err.msg);
+                   j->nrecent + j->nflushing - j->flushed, err.msg);
         }
     }
+    flushing_free(j);
     ledger_forget(j, 0);
     free(j->recent);
     sg_u64map_clear(&j->recent_ix);

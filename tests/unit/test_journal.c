@@ -164,7 +164,8 @@ static int64_t ledger_upto(const fixture *f)
 
 /* The ledger is written in bulk: a build accepted a moment ago is told by
  * the journal's memory; about a second later it is in the store's ledger,
- * with the mark at the last event, and still told. */
+ * with the mark at the last event, and still told. Many builds are written
+ * in chunks, each told throughout. */
 static void test_ledger_written_in_bulk(void **state)
 {
     fixture *f = *state;
@@ -178,16 +179,53 @@ static void test_ledger_written_in_bulk(void **state)
     wait_reported(f, 2);
     assert_true(again.duplicate);
 
-    usleep(1100 * 1000); /* past LEDGER_EVERY_S: the next commit writes it */
+    usleep(1100 * 1000); /* past LEDGER_EVERY_S: written after the next commit */
     fill(f, &later, "team-b/svc", 2, "{}", 2);
     sg_journal_submit(f->j, &later);
     wait_reported(f, 3);
+    for (int i = 0; i < 200 && ledger_rows(f, "team-b/svc") < 2; i++)
+        usleep(10 * 1000); /* in the writer's idle time, after the answer */
     assert_int_equal(ledger_rows(f, "team-b/svc"), 2);
     assert_int_equal(ledger_upto(f), later.row.id);
     fill(f, &last, "team-b/svc", 1, "{}", 2);
     sg_journal_submit(f->j, &last);
     wait_reported(f, 4);
     assert_true(last.duplicate); /* told by the store's ledger now */
+
+    /* 3000 builds of 50 jobs (written in chunks of 256), then all of them
+     * again at once, while they are being written: every one a replay */
+    enum { M = 3000 };
+    sg_jop *ops = sg_xcalloc(2 * M, sizeof *ops);
+    char(*jobs)[32] = sg_xcalloc(50, sizeof *jobs);
+    for (int i = 0; i < 50; i++)
+        snprintf(jobs[i], sizeof jobs[i], "team-m/job-%d", i);
+    for (int i = 0; i < M; i++) {
+        fill(f, &ops[i], jobs[i % 50], 100 + i, "{}", 2);
+        sg_journal_submit(f->j, &ops[i]);
+    }
+    wait_reported(f, 4 + M);
+    usleep(1100 * 1000);
+    for (int i = 0; i < M; i++) {
+        fill(f, &ops[M + i], jobs[i % 50], 100 + i, "{}", 2);
+        sg_journal_submit(f->j, &ops[M + i]);
+    }
+    wait_reported(f, 4 + 2 * M);
+    for (int i = 0; i < M; i++) {
+        assert_false(ops[i].duplicate);
+        assert_true(ops[M + i].duplicate);
+    }
+    int64_t rows = 0;
+    for (int k = 0; k < 300 && rows < M; k++) {
+        rows = 0;
+        for (int i = 0; i < 50; i++)
+            rows += ledger_rows(f, jobs[i]);
+        if (rows < M)
+            usleep(10 * 1000);
+    }
+    assert_int_equal(rows, M);
+    assert_true(ledger_upto(f) >= ops[M - 1].row.id);
+    free(jobs);
+    free(ops);
 }
 
 /* A crash between two ledger writes: events journaled after the mark have
