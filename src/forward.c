@@ -449,6 +449,20 @@ static bool own_header(const char *line, size_t n)
     return false;
 }
 
+static void append_str(sg_buf *b, const char *s)
+{
+    sg_buf_append(b, s, strlen(s));
+}
+
+static void append_uint(sg_buf *b, uint64_t v)
+{
+    char digits[24], *p = digits + sizeof digits;
+    do
+        *--p = (char)('0' + v % 10);
+    while (v /= 10);
+    sg_buf_append(b, p, (size_t)(digits + sizeof digits - p));
+}
+
 static void start(sg_forward *f, lane *l)
 {
     sg_fwd_item *it = l->head;
@@ -467,9 +481,15 @@ static void start(sg_forward *f, lane *l)
     f->inflight++;
     it->attempts++;
 
-    sg_buf *b = &t->head;
-    sg_buf_printf(b, "%s %s%s HTTP/1.1\r\nHost: %s\r\n", it->method, f->prefix,
-                  it->path[0] == '/' ? it->path : "/", f->authority);
+    sg_buf *b = &t->head; /* appends, not printf: this runs for every event */
+    const char *path = it->path[0] == '/' ? it->path : "/";
+    append_str(b, it->method);
+    sg_buf_append(b, " ", 1);
+    append_str(b, f->prefix);
+    append_str(b, path);
+    append_str(b, " HTTP/1.1\r\nHost: ");
+    append_str(b, f->authority);
+    sg_buf_append(b, "\r\n", 2);
     bool has_agent = false;
     for (const char *line = it->headers, *eol; line && *line; line = eol + 1) {
         if (!(eol = strchr(line, '\n')))
@@ -482,10 +502,15 @@ static void start(sg_forward *f, lane *l)
         sg_buf_append(b, "\r\n", 2);
     }
     if (!has_agent)
-        sg_buf_printf(b, "User-Agent: stormguard\r\n");
-    sg_buf_printf(b, "X-Stormguard-Event-Id: %lld\r\n", (long long)it->id);
-    if (it->body_len || strcmp(it->method, "GET"))
-        sg_buf_printf(b, "Content-Length: %zu\r\n", it->body_len);
+        append_str(b, "User-Agent: stormguard\r\n");
+    append_str(b, "X-Stormguard-Event-Id: ");
+    append_uint(b, (uint64_t)it->id);
+    sg_buf_append(b, "\r\n", 2);
+    if (it->body_len || strcmp(it->method, "GET")) {
+        append_str(b, "Content-Length: ");
+        append_uint(b, it->body_len);
+        sg_buf_append(b, "\r\n", 2);
+    }
     sg_buf_append(b, "\r\n", 2);
     t->req[0] = h2o_iovec_init(b->p, b->len);
     t->req[1] = h2o_iovec_init(it->body, it->body_len);
