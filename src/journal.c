@@ -75,20 +75,23 @@ struct sg_journal {
     recent_build *recent;
     size_t nrecent, caprecent;
     sg_u64map recent_ix; /* sg_hash_build -> index into recent */
+    sg_u64map newest;    /* sg_hash_job -> its highest build accepted (a
+                            job's later build needs no look in the ledger) */
     double recent_since; /* sg_mono_s of the oldest */
     /* the builds being written, sorted, a chunk at a time (writer only) */
     recent_build *flushing;
     size_t nflushing, flushed;
-    int64_t flushing_upto; /* the mark once they are all written */
-    double flushing_since; /* sg_mono_s when they were cut from recent */
-    int64_t last_id;       /* the last event id journaled */
-    bool ledger_now;       /* this transaction writes them, due or not */
-    bool ckpt_kicked;      /* the writer woke the checkpointer (under lock) */
-    int64_t ckpt_passes;   /* passive checkpoints done (under lock) */
-    int kicked_at;         /* writer: the WAL's length when it last woke it */
-    int64_t reset_after;   /* writer: start the WAL over after this pass (0: no) */
-    bool wal_warned;       /* writer: said once that the WAL cannot be emptied */
-    double wal_retry_at;   /* writer: no attempt to empty it before (sg_mono_s) */
+    int64_t flushing_upto;   /* the mark once they are all written */
+    double flushing_since;   /* sg_mono_s when they were cut from recent */
+    int64_t flushing_oldest; /* accepted_at (epoch ms) of the oldest of them */
+    int64_t last_id;         /* the last event id journaled */
+    bool ledger_now;         /* this transaction writes them, due or not */
+    bool ckpt_kicked;        /* the writer woke the checkpointer (under lock) */
+    int64_t ckpt_passes;     /* passive checkpoints done (under lock) */
+    int kicked_at;           /* writer: the WAL's length when it last woke it */
+    int64_t reset_after;     /* writer: start the WAL over after this pass (0: no) */
+    bool wal_warned;         /* writer: said once that the WAL cannot be emptied */
+    double wal_retry_at;     /* writer: no attempt to empty it before (sg_mono_s) */
     void (*stopped)(void *ud);
     void *stopped_ud;
 };
@@ -127,6 +130,13 @@ static int ledger_seen(sg_journal *j, const sg_event_row *r, bool *seen, sg_erro
         *seen = true;
         return 0;
     }
+    /* beyond the job's highest build accepted: nowhere (two jobs sharing a
+     * hash only make that highest higher, and the look below happen) */
+    const int64_t *top = sg_u64map_get(&j->newest, sg_hash_job(r->source, r->job));
+    if (!top || r->number > *top) {
+        *seen = false;
+        return 0;
+    }
     size_t lo = 0, hi = j->nflushing;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -159,6 +169,10 @@ static int ledger_remember(sg_journal *j, const sg_event_row *r, int64_t now, sg
         j->caprecent = j->caprecent ? j->caprecent * 2 : 256;
         j->recent = sg_xrealloc(j->recent, j->caprecent * sizeof *j->recent);
     }
+    bool fresh;
+    int64_t *top = sg_u64map_put(&j->newest, sg_hash_job(r->source, r->job), &fresh);
+    if (fresh || r->number > *top)
+        *top = r->number;
     if (j->nrecent == 0)
         j->recent_since = sg_mono_s();
     *at = j->nrecent;
@@ -194,6 +208,7 @@ static void ledger_cut(sg_journal *j)
     j->flushed = 0;
     j->flushing_upto = j->last_id;
     j->flushing_since = sg_mono_s();
+    j->flushing_oldest = j->nrecent ? j->recent[0].accepted_at : 0;
     qsort(j->flushing, j->nflushing, sizeof *j->flushing, sort_cmp);
     j->recent = NULL;
     j->nrecent = j->caprecent = 0;
@@ -331,12 +346,18 @@ static int apply_one(sg_journal *j, sg_jop *op, sg_error *err)
     }
     case SG_JOP_AUDIT:
         return 0;
-    case SG_JOP_PRUNE:
-        /* the recent builds go into the ledger in this transaction: the
-         * events that would bring them back after a crash may be deleted */
-        j->ledger_now = true;
+    case SG_JOP_PRUNE: {
+        /* builds not yet in the ledger whose events it may delete (a short
+         * keep_events) go in first, in this transaction: after a crash
+         * those events would not be there to bring them back */
+        int64_t oldest = j->flushing ? j->flushing_oldest : 0;
+        if (j->nrecent && (!oldest || j->recent[0].accepted_at < oldest))
+            oldest = j->recent[0].accepted_at;
+        if (oldest && oldest < op->prune_before)
+            j->ledger_now = true;
         return sg_store_events_prune(s, op->prune_before, PRUNE_CHUNK, &op->prune_cursor,
                                      &op->pruned, &op->more, err);
+    }
     case SG_JOP_EPISODE:
         if (op->episode_id == 0)
             return sg_store_episode_open(s, op->at, op->cause, op->detail, &op->episode_id, err);
@@ -597,6 +618,7 @@ static void *writer(void *arg)
     ledger_forget(j, 0);
     free(j->recent);
     sg_u64map_clear(&j->recent_ix);
+    sg_u64map_clear(&j->newest);
     return NULL;
 }
 
@@ -669,6 +691,15 @@ static void on_async(uv_async_t *a)
     }
 }
 
+static void remember_newest(void *ud, const char *source, const char *job, int64_t number)
+{
+    sg_journal *j = ud;
+    bool fresh;
+    int64_t *top = sg_u64map_put(&j->newest, sg_hash_job(source, job), &fresh);
+    if (fresh || number > *top)
+        *top = number;
+}
+
 int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_journal **out,
                      sg_error *err)
 {
@@ -700,9 +731,17 @@ int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_jo
                "writing them",
                (long long)added);
     sg_u64map_init(&j->recent_ix, sizeof(size_t));
+    sg_u64map_init(&j->newest, sizeof(int64_t));
+    if ((rc = sg_store_ledger_newest(j->store, remember_newest, j, err))) {
+        sg_u64map_clear(&j->newest);
+        sg_store_free(j->store);
+        free(j);
+        return rc;
+    }
     sg_store_options ckpt = {
         .synchronous = sync, .checkpoint_pages = -1, .wal_limit_kib = WAL_RESET_FRAMES * 4};
     if ((rc = sg_store_open(path, &ckpt, &j->ckpt_store, err))) {
+        sg_u64map_clear(&j->newest);
         sg_store_free(j->store);
         free(j);
         return rc;
@@ -715,6 +754,7 @@ int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_jo
     pthread_cond_init(&j->ckpt_wake, NULL);
     int r = uv_async_init(loop, &j->async, on_async);
     if (r != 0) {
+        sg_u64map_clear(&j->newest);
         sg_store_free(j->store);
         sg_store_free(j->ckpt_store);
         free(j);
@@ -722,6 +762,7 @@ int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_jo
     }
     j->async.data = j;
     if ((r = pthread_create(&j->thread, NULL, writer, j)) != 0) {
+        sg_u64map_clear(&j->newest);
         sg_store_free(j->store);
         sg_store_free(j->ckpt_store);
         j->stopping = true;

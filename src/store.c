@@ -1142,6 +1142,22 @@ int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_
     return 0;
 }
 
+int sg_store_ledger_newest(sg_store *s, sg_ledger_newest_fn fn, void *ud, sg_error *err)
+{
+    sqlite3_stmt *st;
+    /* the primary key's order: one pass, no sort */
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT source, job, max(number) FROM ledger GROUP BY source, job", -1,
+                           &st, NULL) != SQLITE_OK)
+        return db_error(s, err, "reading the ledger in");
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+           sqlite3_column_int64(st, 2));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_error(s, err, "reading the ledger in");
+}
+
 int sg_store_ledger_mark(sg_store *s, int64_t *upto, sg_error *err)
 {
     return count_rows(s, "SELECT upto FROM ledger_mark WHERE id = 1", 0, upto, err);

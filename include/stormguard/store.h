@@ -203,6 +203,10 @@ int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_
 /* Whether the ledger has the build. */
 int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number,
                         bool *has, sg_error *err);
+/* Calls fn with every job of the ledger and its highest build number. */
+typedef void (*sg_ledger_newest_fn)(void *ud, const char *source, const char *job,
+                                    int64_t number);
+int sg_store_ledger_newest(sg_store *s, sg_ledger_newest_fn fn, void *ud, sg_error *err);
 /* The ledger is written in bulk (journal.c, 006_ledger_mark.sql): every
  * event up to *upto that it should hold (kind new or unknown) is in it. */
 int sg_store_ledger_mark(sg_store *s, int64_t *upto, sg_error *err);
