@@ -77,6 +77,8 @@ typedef struct transfer {
 
 typedef struct pool {
     h2o_socketpool_t h2o;
+    struct sockaddr_storage addr; /* the pool's peer */
+    socklen_t len;
     struct pool *older;
 } pool;
 
@@ -247,7 +249,22 @@ static void use_address(sg_forward *f, const struct sockaddr *sa, socklen_t len)
 {
     if (f->pool && len == f->addr_len && !memcmp(sa, &f->addr, len))
         return;
+    /* a name whose answers rotate comes back to an address it had: its pool
+     * again, so there are never more pools than addresses */
+    for (pool **pp = &f->pool; *pp; pp = &(*pp)->older) {
+        pool *p = *pp;
+        if (p->len == len && !memcmp(&p->addr, sa, len)) {
+            *pp = p->older;
+            p->older = f->pool;
+            f->pool = p;
+            memcpy(&f->addr, sa, len);
+            f->addr_len = len;
+            return;
+        }
+    }
     pool *p = sg_xcalloc(1, sizeof *p);
+    memcpy(&p->addr, sa, len);
+    p->len = len;
     h2o_socketpool_init_by_address(&p->h2o, (struct sockaddr *)sa, len, f->tls,
                                    (size_t)f->o.max_inflight);
     if (f->tls) {
@@ -556,8 +573,12 @@ static int64_t backoff_ms(const sg_forward *f, int64_t attempts, long retry_afte
     if (d > f->o.retry_max_ms)
         d = f->o.retry_max_ms;
     d = d / 2 + (int64_t)((double)(d / 2) * ((double)rand() / RAND_MAX));
-    if (retry_after_s > 0 && retry_after_s * 1000 > d)
-        d = retry_after_s * 1000;
+    /* an absurd Retry-After (a date in 9999) neither overflows nor waits
+     * past max_age: the caller stops at the event's last chance */
+    if (retry_after_s > 0)
+        d = retry_after_s > f->o.max_age_ms / 1000
+                ? f->o.max_age_ms
+                : (retry_after_s * 1000 > d ? retry_after_s * 1000 : d);
     return d;
 }
 
@@ -588,7 +609,9 @@ static void finish(sg_forward *f, transfer *t)
                      (long long)it->attempts, (long long)((now - it->received_at) / 1000));
         } else {
             outcome = SG_FWD_RETRY;
-            it->next_attempt_at = now + backoff_ms(f, it->attempts, status ? t->retry_after_s : 0);
+            int64_t d = backoff_ms(f, it->attempts, status ? t->retry_after_s : 0);
+            int64_t last_chance = it->received_at + f->o.max_age_ms - now; /* > 0 here */
+            it->next_attempt_at = now + (d < last_chance ? d : last_chance);
         }
     }
     sg_buf_free(&t->head);
@@ -604,10 +627,16 @@ static void finish(sg_forward *f, transfer *t)
         f->backlog--;
     }
     f->fn(f->ud, it, outcome, status, error[0] ? error : NULL, took);
-    if (l->solo && outcome != SG_FWD_RETRY)
-        free(l);
-    else
+    if (l->head) {
         schedule(f, l);
+    } else if (!l->solo) {
+        /* ordered lanes live in the map while they have items: one per job
+         * ever seen would grow with every job name */
+        sg_u64map_remove(&f->lanes, l->key);
+        free(l);
+    } else {
+        free(l);
+    }
 }
 
 static void on_report(uv_idle_t *h)

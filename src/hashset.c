@@ -220,6 +220,29 @@ void *sg_u64map_get(const sg_u64map *m, uint64_t h)
     return NULL;
 }
 
+bool sg_u64map_remove(sg_u64map *m, uint64_t h)
+{
+    if (!m->cap)
+        return false;
+    size_t i = slot_of(h, m->cap), mask = m->cap - 1;
+    for (; m->keys[i] != h; i = (i + 1) & mask)
+        if (!m->keys[i])
+            return false;
+    /* backward-shift, as in sg_u64set_remove, moving the values along */
+    for (size_t j = (i + 1) & mask; m->keys[j]; j = (j + 1) & mask) {
+        size_t home = slot_of(m->keys[j], m->cap);
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            m->keys[i] = m->keys[j];
+            memcpy(m->vals + i * m->val_size, m->vals + j * m->val_size, m->val_size);
+            i = j;
+        }
+    }
+    m->keys[i] = 0;
+    memset(m->vals + i * m->val_size, 0, m->val_size);
+    m->len--;
+    return true;
+}
+
 void sg_u64map_reset(sg_u64map *m)
 {
     if (m->cap) {

@@ -53,7 +53,7 @@
 
 typedef struct recent_build {
     char *source, *job;
-    int64_t number, event_id, accepted_at;
+    int64_t number, event_id, received_at; /* the event's, epoch ms */
 } recent_build;
 
 struct sg_journal {
@@ -83,7 +83,7 @@ struct sg_journal {
     size_t nflushing, flushed;
     int64_t flushing_upto;   /* the mark once they are all written */
     double flushing_since;   /* sg_mono_s when they were cut from recent */
-    int64_t flushing_oldest; /* accepted_at (epoch ms) of the oldest of them */
+    int64_t flushing_oldest; /* received_at (epoch ms) of the oldest of them */
     int64_t last_id;         /* the last event id journaled */
     bool ledger_now;         /* this transaction writes them, due or not */
     bool ckpt_kicked;        /* the writer woke the checkpointer (under lock) */
@@ -154,8 +154,14 @@ static int ledger_seen(sg_journal *j, const sg_event_row *r, bool *seen, sg_erro
 }
 
 /* Remembers the build of r, journaled as event r->id, for the next write. */
-static int ledger_remember(sg_journal *j, const sg_event_row *r, int64_t now, sg_error *err)
+static int ledger_remember(sg_journal *j, const sg_event_row *r, sg_error *err)
 {
+    /* first: every accepted build counts in its job's highest, also one
+     * written at once below (ledger_seen skips the ledger above it) */
+    bool fresh;
+    int64_t *top = sg_u64map_put(&j->newest, sg_hash_job(r->source, r->job), &fresh);
+    if (fresh || r->number > *top)
+        *top = r->number;
     bool created;
     size_t *at =
         sg_u64map_put(&j->recent_ix, sg_hash_build(r->source, r->job, r->number), &created);
@@ -169,15 +175,12 @@ static int ledger_remember(sg_journal *j, const sg_event_row *r, int64_t now, sg
         j->caprecent = j->caprecent ? j->caprecent * 2 : 256;
         j->recent = sg_xrealloc(j->recent, j->caprecent * sizeof *j->recent);
     }
-    bool fresh;
-    int64_t *top = sg_u64map_put(&j->newest, sg_hash_job(r->source, r->job), &fresh);
-    if (fresh || r->number > *top)
-        *top = r->number;
     if (j->nrecent == 0)
         j->recent_since = sg_mono_s();
     *at = j->nrecent;
+    /* received_at: what the journal's retention deletes events by */
     j->recent[j->nrecent++] =
-        (recent_build){sg_xstrdup(r->source), sg_xstrdup(r->job), r->number, r->id, now};
+        (recent_build){sg_xstrdup(r->source), sg_xstrdup(r->job), r->number, r->id, r->received_at};
     return 0;
 }
 
@@ -208,7 +211,7 @@ static void ledger_cut(sg_journal *j)
     j->flushed = 0;
     j->flushing_upto = j->last_id;
     j->flushing_since = sg_mono_s();
-    j->flushing_oldest = j->nrecent ? j->recent[0].accepted_at : 0;
+    j->flushing_oldest = j->nrecent ? j->recent[0].received_at : 0;
     qsort(j->flushing, j->nflushing, sizeof *j->flushing, sort_cmp);
     j->recent = NULL;
     j->nrecent = j->caprecent = 0;
@@ -327,7 +330,7 @@ static int apply_one(sg_journal *j, sg_jop *op, sg_error *err)
         if ((rc = sg_store_event_insert(s, r, err)))
             return rc;
         j->last_id = r->id;
-        return op->ledger && !seen ? ledger_remember(j, r, now, err) : 0;
+        return op->ledger && !seen ? ledger_remember(j, r, err) : 0;
     }
     case SG_JOP_UPDATE:
         return sg_store_event_update(s, r->id, r->state, r->attempts, r->next_attempt_at,
@@ -351,8 +354,8 @@ static int apply_one(sg_journal *j, sg_jop *op, sg_error *err)
          * keep_events) go in first, in this transaction: after a crash
          * those events would not be there to bring them back */
         int64_t oldest = j->flushing ? j->flushing_oldest : 0;
-        if (j->nrecent && (!oldest || j->recent[0].accepted_at < oldest))
-            oldest = j->recent[0].accepted_at;
+        if (j->nrecent && (!oldest || j->recent[0].received_at < oldest))
+            oldest = j->recent[0].received_at;
         if (oldest && oldest < op->prune_before)
             j->ledger_now = true;
         return sg_store_events_prune(s, op->prune_before, PRUNE_CHUNK, &op->prune_cursor,

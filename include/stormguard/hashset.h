@@ -46,6 +46,8 @@ void sg_u64map_init(sg_u64map *m, size_t val_size);
  * pointer is valid until the next insertion. */
 void *sg_u64map_put(sg_u64map *m, uint64_t h, bool *created);
 void *sg_u64map_get(const sg_u64map *m, uint64_t h);
+/* Removes h; true if it was there. Value pointers from before are stale. */
+bool sg_u64map_remove(sg_u64map *m, uint64_t h);
 void sg_u64map_clear(sg_u64map *m);
 /* Empties m and keeps its memory. */
 void sg_u64map_reset(sg_u64map *m);

@@ -84,6 +84,21 @@ assert_contains "$(json_get "$(gate_status)" "d['downstream']['last_error']")" \
 stop_gate
 assert_eq 0 "$GATE_RC" "SIGTERM with a delivery failing: exit 0"
 
+echo "# a Retry-After beyond max_age (or any clock) waits no longer than max_age"
+unset SINK_TLS
+start_sink
+for ra in 99999999999 "Fri, 31 Dec 9999 23:59:59 GMT"; do
+    sink_set 503 0 "$ra"
+    start_gate --forward-max-age 2s --retry-base-ms 100 --retry-max 1s
+    gate_post / "$(igor_event team-h/throttled 1 1526040000000)"
+    assert_eq 200 "$HTTP_STATUS" "event accepted (Retry-After: $ra)"
+    dead_one() { admin_get "/v1/events?state=dead"; [ "$(json_get "$REPLY" "len(d['events'])")" = 1 ]; }
+    wait_for 10 "the event dead after max_age despite Retry-After: $ra" dead_one
+    stop_gate
+    assert_eq 0 "$GATE_RC" "SIGTERM: exit 0"
+    rm -f "$SG_DB" "$SG_DB-wal" "$SG_DB-shm"
+done
+
 echo "# a bad downstream URL is refused at startup"
 for url in "ftp://x" "http://" "http://h:0" "http://h:99999" "http://u@h" "http://h?q" "http://[::1"; do
     run "$SG_BIN" run --db "$TMP/bad.db" --downstream "$url" --listen 127.0.0.1:0 --admin 127.0.0.1:0 --watch off
