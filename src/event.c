@@ -379,6 +379,23 @@ static int scan_number(scan *s, value *v)
 
 static int scan_value(scan *s, int field);
 
+/* After a member or an element: 1 past the closing bracket, 0 past a comma
+ * (another follows), -1 for anything else. */
+static int next_or_close(scan *s, unsigned char close)
+{
+    skip_ws(s);
+    if (s->p >= s->end)
+        return -1;
+    if (*s->p == close) {
+        s->p++;
+        return 1;
+    }
+    if (*s->p != ',')
+        return -1;
+    s->p++;
+    return 0;
+}
+
 static int scan_object(scan *s, int field)
 {
     struct {
@@ -419,18 +436,9 @@ static int scan_object(scan *s, int field)
             return -1;
         s->p++;
         skip_ws(s);
-        if (scan_value(s, child))
-            return -1;
-        skip_ws(s);
-        if (s->p >= s->end)
-            return -1;
-        if (*s->p == '}') {
-            s->p++;
-            return 0;
-        }
-        if (*s->p != ',')
-            return -1;
-        s->p++;
+        int next = scan_value(s, child) ? -1 : next_or_close(s, '}');
+        if (next)
+            return next < 0 ? -1 : 0;
     }
 }
 
@@ -444,18 +452,9 @@ static int scan_array(scan *s)
     }
     for (;;) {
         skip_ws(s);
-        if (scan_value(s, UNTRACKED))
-            return -1;
-        skip_ws(s);
-        if (s->p >= s->end)
-            return -1;
-        if (*s->p == ']') {
-            s->p++;
-            return 0;
-        }
-        if (*s->p != ',')
-            return -1;
-        s->p++;
+        int next = scan_value(s, UNTRACKED) ? -1 : next_or_close(s, ']');
+        if (next)
+            return next < 0 ? -1 : 0;
     }
 }
 
@@ -536,6 +535,17 @@ static int fields_of_scan(const char *body, size_t len, value *fv)
 
 /* ---- the shapes ---- */
 
+/* An integer from a string value of digits (its bytes are not NUL-ended). */
+static int int_of_string(const value *v, int64_t min, int64_t max, int64_t *out)
+{
+    char digits[32];
+    if (v->len >= sizeof digits)
+        return SG_EINVAL;
+    memcpy(digits, v->s, v->len);
+    digits[v->len] = '\0';
+    return sg_parse_int64(digits, min, max, out) ? SG_EINVAL : 0;
+}
+
 /* A build number from an integer, or a string of digits. */
 static int number_of(const value *v, int64_t *out)
 {
@@ -543,12 +553,7 @@ static int number_of(const value *v, int64_t *out)
     if (v->type == V_INT) {
         n = v->i;
     } else if (v->type == V_STRING) {
-        char digits[32];
-        if (v->len >= sizeof digits)
-            return SG_EINVAL;
-        memcpy(digits, v->s, v->len);
-        digits[v->len] = '\0';
-        if (sg_parse_int64(digits, 1, MAX_BUILD_NUMBER, &n))
+        if (int_of_string(v, 1, MAX_BUILD_NUMBER, &n))
             return SG_EINVAL;
     } else if (v->type == V_REAL) {
         double d = v->d;
@@ -575,12 +580,7 @@ static int timestamp_of(const value *v, int64_t *out)
     if (v->type == V_INT) {
         t = v->i;
     } else if (v->type == V_STRING) {
-        char digits[32];
-        if (v->len >= sizeof digits)
-            return SG_EINVAL;
-        memcpy(digits, v->s, v->len);
-        digits[v->len] = '\0';
-        if (sg_parse_int64(digits, 0, INT64_MAX, &t))
+        if (int_of_string(v, 0, INT64_MAX, &t))
             return SG_EINVAL;
     } else {
         return SG_EINVAL;
