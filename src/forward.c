@@ -18,6 +18,8 @@
  *
  * Every transfer has the same timeout, so the in-flight list, kept in start
  * order, is also in deadline order: one uv_timer watches its oldest entry.
+ * Transfers start a few per turn of the loop (pump), so that reading and
+ * answering requests is not held up behind a burst of deliveries.
  * A transfer's outcome is reported from a uv_idle callback, after h2o has
  * returned the connection to its pool, so the next transfer reuses it; new
  * items start from there too, once the loop has done what it was doing (the
@@ -50,6 +52,8 @@
 #define POOL_IDLE_MS 2000 /* an idle connection is closed after this (h2o proxy's default) */
 #define RESOLVE_EVERY_MS 60000
 #define RESOLVE_RETRY_MS 1000
+#define PUMP_PER_TURN 4   /* transfers started per turn of the loop... */
+#define PUMP_CATCH_UP 256 /* ...while fewer than this wait to start */
 
 typedef struct lane {
     uint64_t key;
@@ -552,7 +556,17 @@ static void pump(sg_forward *f)
     if (!f->pool && f->lookup)
         return; /* resumed when the name is resolved */
     f->pumping = true;
+    /* A few per turn of the loop, the rest on the next turns (the idle
+     * callback again): between them the loop reads requests and answers
+     * the poller, which the journal's writer waits for. All at once, unless
+     * the backlog is big enough to need it. */
+    int started = 0;
+    bool few = f->backlog - f->inflight < PUMP_CATCH_UP;
     while (f->ready && f->inflight < (size_t)f->o.max_inflight) {
+        if (few && started++ == PUMP_PER_TURN) {
+            uv_idle_start(&f->report, on_report);
+            break;
+        }
         lane *l = f->ready;
         f->ready = l->next;
         if (!f->ready)
