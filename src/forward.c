@@ -100,10 +100,9 @@ struct sg_forward {
     char *authority; /* the Host header */
     char *prefix;    /* the URL's path, without a trailing '/' */
     char port[8];
-    bool literal; /* host is an address: never resolved */
-    struct sockaddr_storage addr;
-    socklen_t addr_len;
-    pool *pool;              /* for addr; NULL before the first resolution */
+    bool literal;            /* host is an address: never resolved */
+    pool *pool;              /* the current address's (older ones after it); NULL before
+                                the first resolution */
     resolve *lookup;         /* the name's lookup in progress */
     bool stale;              /* a connection failed: resolve again */
     uint64_t resolved_at;    /* uv_now of the last resolution */
@@ -249,20 +248,17 @@ size_t sg_forward_inflight(const sg_forward *f)
 
 static void maybe_stopped(sg_forward *f);
 
+/* Makes the pool of sa the current one. A name whose answers rotate comes
+ * back to an address it had: its pool again, so there are never more pools
+ * than addresses. */
 static void use_address(sg_forward *f, const struct sockaddr *sa, socklen_t len)
 {
-    if (f->pool && len == f->addr_len && !memcmp(sa, &f->addr, len))
-        return;
-    /* a name whose answers rotate comes back to an address it had: its pool
-     * again, so there are never more pools than addresses */
     for (pool **pp = &f->pool; *pp; pp = &(*pp)->older) {
         pool *p = *pp;
         if (p->len == len && !memcmp(&p->addr, sa, len)) {
             *pp = p->older;
             p->older = f->pool;
             f->pool = p;
-            memcpy(&f->addr, sa, len);
-            f->addr_len = len;
             return;
         }
     }
@@ -280,8 +276,6 @@ static void use_address(sg_forward *f, const struct sockaddr *sa, socklen_t len)
     h2o_socketpool_set_timeout(&p->h2o, f->loop, POOL_IDLE_MS);
     p->older = f->pool;
     f->pool = p;
-    memcpy(&f->addr, sa, len);
-    f->addr_len = len;
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -689,8 +683,10 @@ static void on_deadline(uv_timer_t *h)
 
 /* ---- start and stop ---- */
 
-/* Splits an http:// or https:// URL into its parts. */
-static int parse_downstream(sg_forward *f, const char *url, sg_error *err)
+/* Splits an http:// or https:// URL into its parts; *literal_len is 0
+ * unless the host is an address, then in *literal. */
+static int parse_downstream(sg_forward *f, const char *url, struct sockaddr_storage *literal,
+                            socklen_t *literal_len, sg_error *err)
 {
     const char *p;
     if (!strncmp(url, "http://", 7)) {
@@ -743,19 +739,19 @@ static int parse_downstream(sg_forward *f, const char *url, sg_error *err)
     size_t n = strlen(f->prefix);
     while (n > 0 && f->prefix[n - 1] == '/')
         f->prefix[--n] = '\0';
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&f->addr;
-    struct sockaddr_in *sin = (struct sockaddr_in *)&f->addr;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)literal;
+    struct sockaddr_in *sin = (struct sockaddr_in *)literal;
+    *literal_len = 0;
     if (inet_pton(AF_INET, f->host, &sin->sin_addr) == 1) {
         sin->sin_family = AF_INET;
         sin->sin_port = htons((uint16_t)portnum);
-        f->addr_len = sizeof *sin;
-        f->literal = true;
+        *literal_len = sizeof *sin;
     } else if (inet_pton(AF_INET6, f->host, &sin6->sin6_addr) == 1) {
         sin6->sin6_family = AF_INET6;
         sin6->sin6_port = htons((uint16_t)portnum);
-        f->addr_len = sizeof *sin6;
-        f->literal = true;
+        *literal_len = sizeof *sin6;
     }
+    f->literal = *literal_len > 0;
     return 0;
 }
 
@@ -822,7 +818,10 @@ int sg_forward_start(uv_loop_t *loop, const sg_forward_opts *o, sg_fwd_result_fn
     f->ud = ud;
     f->ended_tail = &f->ended;
     int rc;
-    if ((rc = parse_downstream(f, o->downstream, err)) || (rc = setup_tls(f, err))) {
+    struct sockaddr_storage literal = {0};
+    socklen_t literal_len;
+    if ((rc = parse_downstream(f, o->downstream, &literal, &literal_len, err)) ||
+        (rc = setup_tls(f, err))) {
         free_forward(f);
         return rc;
     }
@@ -835,10 +834,8 @@ int sg_forward_start(uv_loop_t *loop, const sg_forward_opts *o, sg_fwd_result_fn
     uv_timer_init(loop, &f->retry_timer);
     uv_idle_init(loop, &f->report);
     f->deadline.data = f->retry_timer.data = f->report.data = f;
-    if (f->literal) {
-        struct sockaddr_storage a = f->addr;
-        use_address(f, (struct sockaddr *)&a, f->addr_len);
-    }
+    if (f->literal)
+        use_address(f, (struct sockaddr *)&literal, literal_len);
     maybe_resolve(f);
     *out = f;
     return 0;
