@@ -396,6 +396,18 @@ static int next_or_close(scan *s, unsigned char close)
     return 0;
 }
 
+/* Past the opening bracket: true if the closing one follows (consumed). */
+static bool opens_empty(scan *s, unsigned char close)
+{
+    s->p++;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        return true;
+    }
+    return false;
+}
+
 static int scan_object(scan *s, int field)
 {
     struct {
@@ -403,12 +415,8 @@ static int scan_object(scan *s, int field)
         size_t len;
     } keys[SCAN_KEYS];
     int nkeys = 0;
-    s->p++; /* '{' */
-    skip_ws(s);
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
+    if (opens_empty(s, '}'))
         return 0;
-    }
     for (;;) {
         skip_ws(s);
         if (s->p >= s->end || *s->p != '"')
@@ -444,12 +452,8 @@ static int scan_object(scan *s, int field)
 
 static int scan_array(scan *s)
 {
-    s->p++; /* '[' */
-    skip_ws(s);
-    if (s->p < s->end && *s->p == ']') {
-        s->p++;
+    if (opens_empty(s, ']'))
         return 0;
-    }
     for (;;) {
         skip_ws(s);
         int next = scan_value(s, UNTRACKED) ? -1 : next_or_close(s, ']');

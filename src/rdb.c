@@ -275,7 +275,8 @@ static int rd_le(rd *r, size_t n, unsigned char bytes[8])
     return 0;
 }
 
-/* An RDB length; *special is set for the string encodings (11xxxxxx). */
+/* An RDB length; *special is set for the string encodings (a first byte
+ * whose top two bits are 11). */
 static int rd_len(rd *r, uint64_t *len, bool *special)
 {
     unsigned b, c;
