@@ -819,7 +819,7 @@ int sg_forward_start(uv_loop_t *loop, const sg_forward_opts *o, sg_fwd_result_fn
     f->ended_tail = &f->ended;
     int rc;
     struct sockaddr_storage literal = {0};
-    socklen_t literal_len;
+    socklen_t literal_len = 0;
     if ((rc = parse_downstream(f, o->downstream, &literal, &literal_len, err)) ||
         (rc = setup_tls(f, err))) {
         free_forward(f);
