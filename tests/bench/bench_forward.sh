@@ -19,31 +19,17 @@ bin=$PWD/build-bench/tests/bench_forward
 [ -x "$bin" ] || bin=$(find build-bench -name bench_forward -type f -perm -u+x | head -1)
 
 source scripts/redis-helpers.sh
+source tests/bench/nginx.sh
 work=$(mktemp -d)
 cleanup() {
-  [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  sg_stop_nginx "$work"
   rm -rf "$work"
 }
 trap cleanup EXIT
 sink_port=$(sg_free_port)
-mkdir -p "$work/nginx"
-cat >"$work/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx;
-  scgi_temp_path $work/nginx;
+sg_start_nginx "$work" "
   keepalive_requests 1000000;
-  server { listen 127.0.0.1:$sink_port; location / { return 200 'ok'; } }
-}
-CONF
-nginx -c "$work/nginx.conf"
+  server { listen 127.0.0.1:$sink_port; location / { return 200 'ok'; } }"
 sleep 0.3
 
 echo "$N POSTs, $C in flight, to nginx answering 200; $ROUNDS rounds, alternating"

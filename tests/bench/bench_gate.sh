@@ -24,11 +24,12 @@ sg=$PWD/build-bench/stormguard
 lua=$PWD/tests/bench/igor_post.lua
 
 source scripts/redis-helpers.sh
+source tests/bench/nginx.sh
 work=$(mktemp -d)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  sg_stop_nginx "$work"
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -36,19 +37,7 @@ trap cleanup EXIT
 
 sink_port=$(sg_free_port) proxy_port=$(sg_free_port)
 gate_port=$(sg_free_port) admin_port=$(sg_free_port)
-mkdir -p "$work/nginx"
-cat >"$work/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx;
-  scgi_temp_path $work/nginx;
+sg_start_nginx "$work" "
   limit_req_zone \$binary_remote_addr zone=igor:10m rate=1000000r/s;
   upstream sink { server 127.0.0.1:$sink_port; keepalive 64; }
   server {
@@ -60,13 +49,10 @@ http {
     location / {
       limit_req zone=igor burst=100000 nodelay;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection \"\";
       proxy_pass http://sink;
     }
-  }
-}
-CONF
-nginx -c "$work/nginx.conf"
+  }"
 
 # No Redis to watch here, and the storm detector stays off: a benchmark
 # posting thousands of first-seen jobs a second is a storm by every signal
