@@ -9,7 +9,7 @@ packages=(
   build-essential cmake pkg-config
   libhiredis-dev libsqlite3-dev libjansson-dev libcmocka-dev
   libuv1-dev libh2o-dev libssl-dev libcurl4-openssl-dev
-  redis-server redis-tools python3 curl sqlite3 openssl
+  redis-server redis-tools python3 curl sqlite3 openssl clang-format
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(time wrk nginx-light)

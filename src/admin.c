@@ -47,8 +47,10 @@ static bool authorized(const sg_admin *a, const sg_http_req *req)
 
 static int hex(int c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* Copies the percent-decoded value of query parameter name into buf; false if
@@ -208,14 +210,17 @@ static bool operator_route(sg_admin *a, sg_http_req *req, sg_str method, sg_str 
             sg_gate_held(a->gate, req, limit);
         return true;
     }
-    int which = route_is(path, "/v1/release") ? 1 : route_is(path, "/v1/drop") ? 2
-                : route_is(path, "/v1/guard") ? 3 : route_is(path, "/v1/flush") ? 4 : 0;
+    int which = route_is(path, "/v1/release") ? 1
+                : route_is(path, "/v1/drop")  ? 2
+                : route_is(path, "/v1/guard") ? 3
+                : route_is(path, "/v1/flush") ? 4
+                                              : 0;
     if (!which)
         return false;
     bool del = which == 3 && is_method(method, "DELETE");
     if (!post && !del) {
-        reply_error(req, 405, which == 3 ? "use POST (guard on) or DELETE (guard off)"
-                                         : "use POST");
+        reply_error(req, 405,
+                    which == 3 ? "use POST (guard on) or DELETE (guard off)" : "use POST");
         return true;
     }
     sg_op_request r;
@@ -235,13 +240,16 @@ static bool operator_route(sg_admin *a, sg_http_req *req, sg_str method, sg_str 
         else
             sg_gate_drop(a->gate, req, &r);
         break;
-    case 3: sg_gate_guard(a->gate, req, post, &r); break;
-    case 4: sg_gate_flush_announce(a->gate, req, &r); break;
+    case 3:
+        sg_gate_guard(a->gate, req, post, &r);
+        break;
+    case 4:
+        sg_gate_flush_announce(a->gate, req, &r);
+        break;
     }
     json_decref(doc);
     return true;
 }
-
 
 void sg_admin_handle(void *ud, sg_http_req *req)
 {
@@ -258,8 +266,7 @@ void sg_admin_handle(void *ud, sg_http_req *req)
         bool ready = sg_gate_ready(a->gate, reasons);
         sg_gate_degraded(a->gate, degraded);
         reply(req, ready ? 200 : 503,
-              json_pack("{s:b,s:o,s:o}", "ready", ready, "reasons", reasons, "degraded",
-                        degraded));
+              json_pack("{s:b,s:o,s:o}", "ready", ready, "reasons", reasons, "degraded", degraded));
         return;
     }
     if (route_is(path, "/metrics")) {
@@ -286,6 +293,7 @@ void sg_admin_handle(void *ud, sg_http_req *req)
     }
     if (operator_route(a, req, method, path))
         return;
-    reply_error(req, 404, "no such endpoint (try /v1/status, /v1/events, /v1/held, /metrics, "
-                          "/healthz, /readyz)");
+    reply_error(req, 404,
+                "no such endpoint (try /v1/status, /v1/events, /v1/held, /metrics, "
+                "/healthz, /readyz)");
 }

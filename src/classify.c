@@ -24,15 +24,24 @@ int sg_kind_parse(const char *s, sg_kind *out)
 const char *sg_reason_name(sg_reason r)
 {
     switch (r) {
-    case SG_REASON_LEDGER: return "already accepted by the gate";
-    case SG_REASON_POSTED: return "posted marker in snapshot";
-    case SG_REASON_CURSOR: return "started at or before the job's cursor";
-    case SG_REASON_NUMBER: return "at or below the job's last completed build";
-    case SG_REASON_BEYOND: return "beyond everything known of the job";
-    case SG_REASON_LEDGER_JOB: return "job known only from the gate's ledger";
-    case SG_REASON_UNKNOWN_JOB: return "job unknown to snapshot and ledger";
-    case SG_REASON_NOT_A_BUILD: return "not a completed build";
-    default: return "";
+    case SG_REASON_LEDGER:
+        return "already accepted by the gate";
+    case SG_REASON_POSTED:
+        return "posted marker in snapshot";
+    case SG_REASON_CURSOR:
+        return "started at or before the job's cursor";
+    case SG_REASON_NUMBER:
+        return "at or below the job's last completed build";
+    case SG_REASON_BEYOND:
+        return "beyond everything known of the job";
+    case SG_REASON_LEDGER_JOB:
+        return "job known only from the gate's ledger";
+    case SG_REASON_UNKNOWN_JOB:
+        return "job unknown to snapshot and ledger";
+    case SG_REASON_NOT_A_BUILD:
+        return "not a completed build";
+    default:
+        return "";
     }
 }
 

@@ -68,9 +68,9 @@ int sg_cli_parse(sg_cli *cli, const sg_cli_spec *spec, int argc, char **argv)
     struct option *lopts = sg_xcalloc(nlocal + nconf + 4, sizeof *lopts);
     size_t n = 0;
     for (size_t i = 0; i < nlocal; i++)
-        lopts[n++] = (struct option){spec->opts[i].name,
-                                     spec->opts[i].arg ? required_argument : no_argument, NULL,
-                                     OPT_LOCAL + (int)i};
+        lopts[n++] =
+            (struct option){spec->opts[i].name, spec->opts[i].arg ? required_argument : no_argument,
+                            NULL, OPT_LOCAL + (int)i};
     for (size_t i = 0; i < nconf; i++)
         if (!is_local(spec, sg_config_flag_at(i)))
             lopts[n++] = (struct option){sg_config_flag_at(i), required_argument, NULL,
@@ -94,7 +94,8 @@ int sg_cli_parse(sg_cli *cli, const sg_cli_spec *spec, int argc, char **argv)
         } else if (c == 'c' || c == OPT_CONFIG) {
             config_path = optarg;
         } else if (c >= OPT_CONFIG_FLAG) {
-            flags[nflags++] = (flag_value){sg_config_flag_at((size_t)(c - OPT_CONFIG_FLAG)), optarg};
+            flags[nflags++] =
+                (flag_value){sg_config_flag_at((size_t)(c - OPT_CONFIG_FLAG)), optarg};
         } else if (c >= OPT_LOCAL && (size_t)(c - OPT_LOCAL) < nlocal) {
             rc = spec->on_opt(spec->ud, spec->opts[c - OPT_LOCAL].id, optarg, &cli->err);
         } else if (c == ':') {
@@ -155,7 +156,7 @@ int sg_cli_open_store(sg_cli *cli, sg_store **store)
 int sg_cli_fail(sg_cli *cli, int rc)
 {
     if (rc == 1)
-        return 0; /* --help */
+        return 0;   /* --help */
     fflush(stdout); /* what was printed comes before the reason it stopped */
     fprintf(stderr, "stormguard %s: %s\n", cli->command, cli->err.msg);
     return sg_error_exit_code(rc);

@@ -49,8 +49,9 @@ static void print_text(json_t *doc)
         printf("no events\n");
         return;
     }
-    static const char *const head[] = {"ID", "RECEIVED_AT", "KIND", "STATE", "SOURCE", "JOB",
-                                       "BUILD", "TRIES", "REASON / LAST ERROR"};
+    static const char *const head[] = {"ID",    "RECEIVED_AT", "KIND",
+                                       "STATE", "SOURCE",      "JOB",
+                                       "BUILD", "TRIES",       "REASON / LAST ERROR"};
     sg_table *t = sg_table_new(9, head, "rlllllrrl");
     size_t i;
     json_t *e;
@@ -63,9 +64,17 @@ static void print_text(json_t *doc)
                      (long long)json_integer_value(json_object_get(e, "number")));
         snprintf(tries, sizeof tries, "%lld",
                  (long long)json_integer_value(json_object_get(e, "attempts")));
-        const char *why = json_object_get(e, "last_error") ? str(e, "last_error") : str(e, "reason");
-        const char *row[] = {id, str(e, "received_at"), str(e, "kind"), str(e, "state"),
-                             str(e, "source"), str(e, "job"), number, tries, why};
+        const char *why =
+            json_object_get(e, "last_error") ? str(e, "last_error") : str(e, "reason");
+        const char *row[] = {id,
+                             str(e, "received_at"),
+                             str(e, "kind"),
+                             str(e, "state"),
+                             str(e, "source"),
+                             str(e, "job"),
+                             number,
+                             tries,
+                             why};
         sg_table_row(t, row);
     }
     sg_table_print(t, stdout);

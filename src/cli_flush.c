@@ -64,13 +64,29 @@ static int on_opt(void *ud, int id, const char *arg, sg_error *err)
             a->modes++;
         a->o.mode = SG_FLUSH_MATCH;
         break;
-    case OPT_FLUSHDB: a->o.mode = SG_FLUSH_DB; a->modes++; break;
-    case OPT_ALL: a->o.mode = SG_FLUSH_ALL; a->modes++; break;
-    case OPT_FORCE: a->o.force = true; break;
-    case OPT_NO_SNAPSHOT: a->o.snapshot = false; break;
-    case OPT_DRY_RUN: a->o.dry_run = true; break;
-    case OPT_NO_ANNOUNCE: a->no_announce = true; break;
-    case OPT_REASON: a->reason = arg; break;
+    case OPT_FLUSHDB:
+        a->o.mode = SG_FLUSH_DB;
+        a->modes++;
+        break;
+    case OPT_ALL:
+        a->o.mode = SG_FLUSH_ALL;
+        a->modes++;
+        break;
+    case OPT_FORCE:
+        a->o.force = true;
+        break;
+    case OPT_NO_SNAPSHOT:
+        a->o.snapshot = false;
+        break;
+    case OPT_DRY_RUN:
+        a->o.dry_run = true;
+        break;
+    case OPT_NO_ANNOUNCE:
+        a->no_announce = true;
+        break;
+    case OPT_REASON:
+        a->reason = arg;
+        break;
     }
     return 0;
 }
@@ -232,8 +248,7 @@ static void print_text(const args *a, const sg_flush_result *r, int rc, const ch
     }
     if (r->snapshot.id)
         printf("pre-flush snapshot %lld: %lld keys (restore with: stormguard restore %lld)\n",
-               (long long)r->snapshot.id, (long long)r->snapshot.keys,
-               (long long)r->snapshot.id);
+               (long long)r->snapshot.id, (long long)r->snapshot.keys, (long long)r->snapshot.id);
     else
         printf("no pre-flush snapshot (--no-snapshot)\n");
     printf("deleted %lld keys in %.2f s; redis %s; %lld selected keys remain%s\n",

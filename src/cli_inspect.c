@@ -35,18 +35,17 @@ static void print_result(const sg_cli *cli, const sg_inspect_result *r, const ch
         for (size_t i = 0; i < r->namespace_count; i++) {
             const sg_ns_stats *ns = &r->namespaces[i];
             json_array_append_new(
-                arr, json_pack("{s:s,s:I,s:I,s:f,s:I,s:I}", "namespace", ns->ns, "keys",
-                               (json_int_t)ns->keys, "with_ttl", (json_int_t)ns->with_ttl,
-                               "ttl_share", ns->keys ? (double)ns->with_ttl / (double)ns->keys : 0.0,
-                               "sampled", (json_int_t)ns->sampled, "memory_estimate",
-                               (json_int_t)estimate(ns)));
+                arr,
+                json_pack("{s:s,s:I,s:I,s:f,s:I,s:I}", "namespace", ns->ns, "keys",
+                          (json_int_t)ns->keys, "with_ttl", (json_int_t)ns->with_ttl, "ttl_share",
+                          ns->keys ? (double)ns->with_ttl / (double)ns->keys : 0.0, "sampled",
+                          (json_int_t)ns->sampled, "memory_estimate", (json_int_t)estimate(ns)));
         }
         sg_json_print(json_pack("{s:s,s:{s:s,s:I,s:I,s:s},s:i,s:I,s:f,s:o}", "redis", redis,
                                 "server", "redis_version", r->redis_version, "used_memory",
-                                (json_int_t)r->used_memory, "maxmemory",
-                                (json_int_t)r->maxmemory, "maxmemory_policy",
-                                r->maxmemory_policy ? r->maxmemory_policy : "", "db", r->db,
-                                "keys", (json_int_t)r->keys, "seconds", r->seconds,
+                                (json_int_t)r->used_memory, "maxmemory", (json_int_t)r->maxmemory,
+                                "maxmemory_policy", r->maxmemory_policy ? r->maxmemory_policy : "",
+                                "db", r->db, "keys", (json_int_t)r->keys, "seconds", r->seconds,
                                 "namespaces", arr),
                       stdout);
         return;
@@ -67,7 +66,8 @@ static void print_result(const sg_cli *cli, const sg_inspect_result *r, const ch
         const sg_ns_stats *ns = &r->namespaces[i];
         char keys[24], ttl[24], mem[32];
         snprintf(keys, sizeof keys, "%lld", (long long)ns->keys);
-        snprintf(ttl, sizeof ttl, "%.0f%%", ns->keys ? 100.0 * (double)ns->with_ttl / (double)ns->keys : 0.0);
+        snprintf(ttl, sizeof ttl, "%.0f%%",
+                 ns->keys ? 100.0 * (double)ns->with_ttl / (double)ns->keys : 0.0);
         const char *row[] = {ns->ns[0] ? ns->ns : "(no namespace)", keys, ttl,
                              ns->sampled ? sg_human_bytes(estimate(ns), mem, sizeof mem) : "-"};
         sg_table_row(t, row);

@@ -27,9 +27,15 @@ static int on_opt(void *ud, int id, const char *arg, sg_error *err)
     (void)err;
     args *a = ud;
     switch (id) {
-    case OPT_REPLACE: a->o.replace = true; break;
-    case OPT_DRY_RUN: a->o.dry_run = true; break;
-    case OPT_MATCH: sg_strlist_push(&a->match, arg); break;
+    case OPT_REPLACE:
+        a->o.replace = true;
+        break;
+    case OPT_DRY_RUN:
+        a->o.dry_run = true;
+        break;
+    case OPT_MATCH:
+        sg_strlist_push(&a->match, arg);
+        break;
     }
     return 0;
 }
@@ -55,12 +61,11 @@ static void print_result(const sg_cli *cli, const sg_restore_result *r, int64_t 
             json_array_append_new(reasons, json_pack("{s:s,s:I}", "reason", r->reasons[i].reason,
                                                      "count", (json_int_t)r->reasons[i].count));
         sg_json_print(json_pack("{s:I,s:b,s:I,s:I,s:I,s:I,s:I,s:f,s:o}", "snapshot_id",
-                                (json_int_t)id, "dry_run", dry, "restored",
-                                (json_int_t)r->restored, "skipped_existing",
-                                (json_int_t)r->skipped_existing, "skipped_expired",
-                                (json_int_t)r->skipped_expired, "skipped_unmatched",
-                                (json_int_t)r->skipped_unmatched, "failed", (json_int_t)r->failed,
-                                "seconds", r->seconds, "errors", reasons),
+                                (json_int_t)id, "dry_run", dry, "restored", (json_int_t)r->restored,
+                                "skipped_existing", (json_int_t)r->skipped_existing,
+                                "skipped_expired", (json_int_t)r->skipped_expired,
+                                "skipped_unmatched", (json_int_t)r->skipped_unmatched, "failed",
+                                (json_int_t)r->failed, "seconds", r->seconds, "errors", reasons),
                       stdout);
         return;
     }
@@ -125,8 +130,8 @@ int sg_cmd_restore(int argc, char **argv)
                 char *detail = sg_xasprintf("snapshot=%lld restored=%lld skipped=%lld "
                                             "failed=%lld redis=%s",
                                             (long long)info.id, (long long)res.restored,
-                                            (long long)res.skipped_existing,
-                                            (long long)res.failed, conn.redacted);
+                                            (long long)res.skipped_existing, (long long)res.failed,
+                                            conn.redacted);
                 rc = sg_store_audit(store, "cli", "restore", detail, &cli.err);
                 free(detail);
             }

@@ -32,15 +32,19 @@ static void print_list(const sg_cli *cli, const sg_snapshot_info *list, size_t n
         printf("no snapshots in %s\n", cli->cfg.db_path);
         return;
     }
-    static const char *const head[] = {"ID", "TAKEN_AT", "REASON", "KEYS", "BYTES", "STATE",
-                                       "SELECTION"};
+    static const char *const head[] = {"ID",    "TAKEN_AT", "REASON",   "KEYS",
+                                       "BYTES", "STATE",    "SELECTION"};
     sg_table *t = sg_table_new(7, head, "rllrrll");
     for (size_t i = 0; i < n; i++) {
         snprintf(id, sizeof id, "%lld", (long long)list[i].id);
         snprintf(keys, sizeof keys, "%lld", (long long)list[i].key_count);
         sg_format_time(list[i].taken_at_ms, when, sizeof when);
-        const char *row[] = {id, when, list[i].reason, keys,
-                             sg_human_bytes(list[i].bytes, size, sizeof size), list[i].state,
+        const char *row[] = {id,
+                             when,
+                             list[i].reason,
+                             keys,
+                             sg_human_bytes(list[i].bytes, size, sizeof size),
+                             list[i].state,
                              list[i].selection};
         sg_table_row(t, row);
     }

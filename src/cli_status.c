@@ -76,8 +76,8 @@ static void print_text(json_t *doc)
         printf("baseline: no snapshot yet (every job is unknown until one is taken); ledger "
                "%lld builds\n",
                (long long)json_integer_value(json_object_get(doc, "ledger")));
-    static const char *const head[] = {"KIND", "PENDING", "FORWARDED", "SUPPRESSED", "HELD",
-                                       "DEAD"};
+    static const char *const head[] = {"KIND",       "PENDING", "FORWARDED",
+                                       "SUPPRESSED", "HELD",    "DEAD"};
     static const char *const states[] = {"pending", "forwarded", "suppressed", "held", "dead"};
     sg_table *t = sg_table_new(6, head, "lrrrrr");
     const char *kind;

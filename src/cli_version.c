@@ -9,7 +9,8 @@
 
 int sg_cmd_version(int argc, char **argv)
 {
-    sg_cli_spec spec = {.command = "version", .usage = "[--json]",
+    sg_cli_spec spec = {.command = "version",
+                        .usage = "[--json]",
                         .summary = "Prints the version of stormguard and of its libraries."};
     sg_cli cli;
     int rc = sg_cli_parse(&cli, &spec, argc, argv);

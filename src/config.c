@@ -21,9 +21,9 @@ typedef enum {
     T_SYNC,
     T_PROFILE,
     T_URL,
-    T_CHOICE,   /* one of the words in choices, "a|b|c" */
-    T_BOOL,     /* on/off, true/false, yes/no, 1/0 */
-    T_POINTER,  /* a JSON pointer */
+    T_CHOICE,  /* one of the words in choices, "a|b|c" */
+    T_BOOL,    /* on/off, true/false, yes/no, 1/0 */
+    T_POINTER, /* a JSON pointer */
 } key_type;
 
 typedef struct key_spec {
@@ -99,8 +99,8 @@ static const key_spec keys[] = {
     {"gate", "forward_headers", "forward-header", T_LIST, F(forward_headers), 0, 0,
      "request headers passed downstream, globs (default content-type accept user-agent "
      "x-spinnaker-* x-request-id)"},
-    {"gate", "notification_source", "notification-source", T_STRING, F(notification_source), 0,
-     0, "source (Jenkins master name) of Jenkins Notification plugin events (default jenkins)"},
+    {"gate", "notification_source", "notification-source", T_STRING, F(notification_source), 0, 0,
+     "source (Jenkins master name) of Jenkins Notification plugin events (default jenkins)"},
     {"gate", "source_pointer", "source-pointer", T_POINTER, F(source_pointer), 0, 0,
      "generic events: JSON pointer to the source"},
     {"gate", "job_pointer", "job-pointer", T_POINTER, F(job_pointer), 0, 0,
@@ -175,8 +175,7 @@ void sg_config_init(sg_config *c)
     c->snapshot_interval_s = 60;
     c->suspect_below_pct = 50;
     /* DOMAIN.md section 6: what runbooks say must never be flushed */
-    static const char *const protect[] = {"session:*", "queue:*", "workflow:*", "lock:*",
-                                          "rate:*"};
+    static const char *const protect[] = {"session:*", "queue:*", "workflow:*", "lock:*", "rate:*"};
     for (size_t i = 0; i < sizeof protect / sizeof protect[0]; i++)
         sg_strlist_push(&c->protect, protect[i]);
     c->flush_announce = true;
@@ -186,8 +185,8 @@ void sg_config_init(sg_config *c)
     c->max_header = 16 << 10;
     c->read_timeout_s = 10;
     c->max_connections = 1024;
-    static const char *const headers[] = {"content-type", "accept", "user-agent",
-                                          "x-spinnaker-*", "x-request-id"};
+    static const char *const headers[] = {"content-type", "accept", "user-agent", "x-spinnaker-*",
+                                          "x-request-id"};
     for (size_t i = 0; i < sizeof headers / sizeof headers[0]; i++)
         sg_strlist_push(&c->forward_headers, headers[i]);
     c->notification_source = sg_xstrdup("jenkins");
@@ -222,10 +221,12 @@ void sg_config_close(sg_config *c)
     sg_strlist_clear(&c->protect);
     sg_strlist_clear(&c->build_paths);
     sg_strlist_clear(&c->forward_headers);
-    char **strings[] = {&c->canary, &c->on_storm, &c->snapshot_method, &c->listen,
-                        &c->downstream, &c->tls_cert, &c->tls_key, &c->notification_source, &c->source_pointer, &c->job_pointer,
-                        &c->number_pointer, &c->timestamp_pointer, &c->admin_listen,
-                        &c->admin_token, &c->admin_token_file, &c->log_format, &c->log_file};
+    char **strings[] = {
+        &c->canary,         &c->on_storm,    &c->snapshot_method,  &c->listen,
+        &c->downstream,     &c->tls_cert,    &c->tls_key,          &c->notification_source,
+        &c->source_pointer, &c->job_pointer, &c->number_pointer,   &c->timestamp_pointer,
+        &c->admin_listen,   &c->admin_token, &c->admin_token_file, &c->log_format,
+        &c->log_file};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         free(*strings[i]);
     memset(c, 0, sizeof *c);
@@ -251,7 +252,8 @@ static bool known_section(const char *section)
 static const struct {
     size_t offset;
     const char *words;
-} choice_sets[] = {{F(log_format), "text|json"}, {F(on_storm), "hold|drain|drop"},
+} choice_sets[] = {{F(log_format), "text|json"},
+                   {F(on_storm), "hold|drain|drop"},
                    {F(snapshot_method), "scan|sync"}};
 
 static const char *choices_of(const key_spec *k)
@@ -275,8 +277,7 @@ static bool choice_valid(const char *choices, const char *value)
 }
 
 /* Sets k from text; the error says only the reason, the caller adds "[section] key". */
-static int set_value(sg_config *c, const key_spec *k, const char *value, bool append,
-                     sg_error *err)
+static int set_value(sg_config *c, const key_spec *k, const char *value, bool append, sg_error *err)
 {
     void *field = (char *)c + k->offset;
     int64_t n;
@@ -298,8 +299,7 @@ static int set_value(sg_config *c, const key_spec *k, const char *value, bool ap
     case T_POINTER:
         if (!sg_json_pointer_valid(value) || !*value)
             return sg_error_set(err, SG_EUSAGE,
-                                "'%s' is not a JSON pointer (like /content/project/name)",
-                                value);
+                                "'%s' is not a JSON pointer (like /content/project/name)", value);
         free(*(char **)field);
         *(char **)field = sg_xstrdup(value);
         return 0;
@@ -321,9 +321,10 @@ static int set_value(sg_config *c, const key_spec *k, const char *value, bool ap
         int64_t unit = !strcasecmp(end, "k") ? 1024 : !strcasecmp(end, "m") ? 1 << 20 : 1;
         if (errno || end == value || (*end && unit == 1) || v < 0 || v > k->max / unit ||
             v * unit < k->min)
-            return sg_error_set(err, SG_EUSAGE, "'%s' is not a size from %lld bytes to %lld MiB "
-                                "(like 512k or 1m)", value, (long long)k->min,
-                                (long long)(k->max >> 20));
+            return sg_error_set(err, SG_EUSAGE,
+                                "'%s' is not a size from %lld bytes to %lld MiB "
+                                "(like 512k or 1m)",
+                                value, (long long)k->min, (long long)(k->max >> 20));
         *(int64_t *)field = v * unit;
         return 0;
     }
@@ -335,9 +336,8 @@ static int set_value(sg_config *c, const key_spec *k, const char *value, bool ap
         return 0;
     case T_DURATION:
         if (sg_parse_duration(value, &n) || n < k->min || (k->max && n > k->max))
-            return sg_error_set(err, SG_EUSAGE,
-                                "'%s' is not a duration (like 90s, 15m, 2h, 7d)%s", value,
-                                k->min ? " of at least 1s" : "");
+            return sg_error_set(err, SG_EUSAGE, "'%s' is not a duration (like 90s, 15m, 2h, 7d)%s",
+                                value, k->min ? " of at least 1s" : "");
         *(int64_t *)field = n;
         return 0;
     case T_SYNC:
@@ -536,10 +536,18 @@ void sg_config_dump(const sg_config *c, FILE *out)
         }
         case T_SIZE:
         case T_INT:
-        case T_DURATION: fprintf(out, "%lld", (long long)*(const int64_t *)field); break;
-        case T_BOOL: fputs(*(const bool *)field ? "yes" : "no", out); break;
-        case T_SYNC: fputs(sg_sync_mode_name(*(const sg_sync_mode *)field), out); break;
-        case T_PROFILE: fputs(sg_profile_kind_name(*(const sg_profile_kind *)field), out); break;
+        case T_DURATION:
+            fprintf(out, "%lld", (long long)*(const int64_t *)field);
+            break;
+        case T_BOOL:
+            fputs(*(const bool *)field ? "yes" : "no", out);
+            break;
+        case T_SYNC:
+            fputs(sg_sync_mode_name(*(const sg_sync_mode *)field), out);
+            break;
+        case T_PROFILE:
+            fputs(sg_profile_kind_name(*(const sg_profile_kind *)field), out);
+            break;
         case T_LIST: {
             const sg_strlist *l = field;
             for (size_t j = 0; j < l->len; j++)

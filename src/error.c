@@ -8,16 +8,26 @@
 const char *sg_strerror(int code)
 {
     switch (code) {
-    case SG_OK: return "ok";
-    case SG_EUSAGE: return "usage or configuration error";
-    case SG_EINVAL: return "invalid input";
-    case SG_EIO: return "I/O error";
-    case SG_EREDIS: return "redis error";
-    case SG_ESTORE: return "store error";
-    case SG_ENOTFOUND: return "not found";
-    case SG_EREFUSED: return "refused by a safety rule";
-    case SG_EVERSION: return "incompatible version";
-    default: return "unknown error";
+    case SG_OK:
+        return "ok";
+    case SG_EUSAGE:
+        return "usage or configuration error";
+    case SG_EINVAL:
+        return "invalid input";
+    case SG_EIO:
+        return "I/O error";
+    case SG_EREDIS:
+        return "redis error";
+    case SG_ESTORE:
+        return "store error";
+    case SG_ENOTFOUND:
+        return "not found";
+    case SG_EREFUSED:
+        return "refused by a safety rule";
+    case SG_EVERSION:
+        return "incompatible version";
+    default:
+        return "unknown error";
     }
 }
 
@@ -61,9 +71,13 @@ int sg_error_prefix(sg_error *err, const char *fmt, ...)
 int sg_error_exit_code(int code)
 {
     switch (code) {
-    case SG_OK: return 0;
-    case SG_EUSAGE: return 2;
-    case SG_EREFUSED: return 3;
-    default: return 1;
+    case SG_OK:
+        return 0;
+    case SG_EUSAGE:
+        return 2;
+    case SG_EREFUSED:
+        return 3;
+    default:
+        return 1;
     }
 }

@@ -269,17 +269,18 @@ int sg_flush_run(sg_rconn *c, sg_store *s, const sg_snapshot_opts *snap, const s
         so.dbs = out->dbs;
         so.db_count = out->db_count;
         if ((rc = sg_snapshot_take(c, s, &so, &out->snapshot, err)))
-            return sg_error_prefix(err, "nothing was deleted because the pre-flush snapshot failed");
+            return sg_error_prefix(err,
+                                   "nothing was deleted because the pre-flush snapshot failed");
     }
     if ((rc = delete_keys(c, s, o, select, out, err)))
         return sg_error_prefix(err, "flushing %s", c->redacted);
     rc = verify(c, o, select, out, err);
     out->seconds = sg_mono_s() - started;
     if (s) {
-        char *detail = sg_xasprintf("mode=%s deleted=%lld snapshot=%lld remaining=%lld redis=%s",
-                                    sg_flush_mode_name(o->mode), (long long)out->deleted,
-                                    (long long)out->snapshot.id, (long long)out->remaining,
-                                    c->redacted);
+        char *detail =
+            sg_xasprintf("mode=%s deleted=%lld snapshot=%lld remaining=%lld redis=%s",
+                         sg_flush_mode_name(o->mode), (long long)out->deleted,
+                         (long long)out->snapshot.id, (long long)out->remaining, c->redacted);
         sg_error ignored;
         sg_store_audit(s, "cli", "flush", detail, &ignored);
         free(detail);

@@ -62,7 +62,7 @@ struct sg_gate {
     sg_index index;
     sg_ledger ledger;
     int64_t ledger_builds; /* rows of the store's ledger */
-    bool trim_pending; /* the next reload job first runs malloc_trim */
+    bool trim_pending;     /* the next reload job first runs malloc_trim */
     int64_t baseline_id;
     bool reloading;
 

@@ -49,8 +49,8 @@ const char *sg_hold_state(sg_gate *g, sg_kind kind, const char *source, int64_t 
 typedef struct hold_op {
     sg_jop op;
     sg_gate *g;
-    sg_http_req *req; /* NULL for the drain */
-    bool chunked;     /* go on while a chunk says there may be more */
+    sg_http_req *req;                      /* NULL for the drain */
+    bool chunked;                          /* go on while a chunk says there may be more */
     int64_t released, superseded, dropped; /* over all chunks so far */
     char *source, *job, *reason, *actor, *detail;
 } hold_op;
@@ -137,8 +137,7 @@ static void on_hold_done(sg_jop *op)
         snprintf(msg, sizeof msg,
                  "stormguard is shutting down: %lld %s so far; run the command again after "
                  "the restart for the rest",
-                 (long long)(release ? h->released : h->dropped),
-                 release ? "released" : "dropped");
+                 (long long)(release ? h->released : h->dropped), release ? "released" : "dropped");
         hold_op_reply(h, 503, json_pack("{s:s}", "error", msg));
         return;
     }
@@ -180,10 +179,8 @@ static hold_op *hold_op_new(sg_gate *g, sg_http_req *req, sg_jop_type type, cons
     h->actor = sg_xstrdup(r->actor ? r->actor : "stormguard");
     h->detail = describe(&r->hold, r->newest_only, r->reason);
     h->op.type = type;
-    h->op.hold = (sg_hold_filter){.all = r->hold.all,
-                                  .source = h->source,
-                                  .job = h->job,
-                                  .limit = limit > 0 ? limit : CHUNK};
+    h->op.hold = (sg_hold_filter){
+        .all = r->hold.all, .source = h->source, .job = h->job, .limit = limit > 0 ? limit : CHUNK};
     h->op.newest_only = r->newest_only;
     h->op.reason = h->reason;
     h->op.actor = h->actor;

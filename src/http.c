@@ -144,24 +144,42 @@ bool sg_http_header(const sg_http_req *r, const char *name, sg_str *value)
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Status";
     }
 }
 
@@ -305,8 +323,8 @@ int sg_http_start(uv_loop_t *loop, const sg_http_opts *o, sg_http_handler handle
     h->config.max_request_entity_size = o->max_body;
     h->config.http1.req_timeout = (uint64_t)o->read_timeout_ms;
     h->config.http2.idle_timeout = (uint64_t)o->read_timeout_ms;
-    h2o_hostconf_t *host = h2o_config_register_host(&h->config, h2o_iovec_init(H2O_STRLIT("default")),
-                                                    65535);
+    h2o_hostconf_t *host =
+        h2o_config_register_host(&h->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     sg_h2o_handler *hh = (sg_h2o_handler *)h2o_create_handler(path, sizeof *hh);
     hh->super.on_req = on_req;
@@ -335,7 +353,7 @@ int sg_http_start(uv_loop_t *loop, const sg_http_opts *o, sg_http_handler handle
     int len = sizeof bound;
     uv_tcp_getsockname(&h->listener, (struct sockaddr *)&bound, &len);
     h->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                               : ((struct sockaddr_in *)&bound)->sin_port);
+                                                : ((struct sockaddr_in *)&bound)->sin_port);
     *out = h;
     return 0;
 fail:

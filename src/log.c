@@ -66,8 +66,8 @@ void sg_log(sg_log_level level, const char *what, const char *fmt, ...)
     sg_format_time(sg_now_ms(), when, sizeof when);
     FILE *out = lg.out ? lg.out : stderr;
     if (lg.json) {
-        json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "ts", when, "level", names[level], "what",
-                              what, "msg", msg);
+        json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "ts", when, "level", names[level], "what", what,
+                              "msg", msg);
         char *line = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         fprintf(out, "%s\n", line ? line : msg);
         free(line);

@@ -3,9 +3,8 @@
 
 #include <math.h>
 
-const double sg_hist_bounds[SG_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-                                                0.005,  0.01,    0.025,  0.05,  0.1,
-                                                0.25,   0.5,     1,      10};
+const double sg_hist_bounds[SG_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                0.025,  0.05,    0.1,    0.25,  0.5,    1,     10};
 
 void sg_histogram_observe(sg_histogram *h, double s)
 {
@@ -53,6 +52,5 @@ void sg_metric_histogram(sg_buf *b, const char *name, const char *help, const sg
                       (unsigned long long)cum);
     }
     sg_buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.17g\n%s_count %llu\n", name,
-                  (unsigned long long)h->count, name, h->sum, name,
-                  (unsigned long long)h->count);
+                  (unsigned long long)h->count, name, h->sum, name, (unsigned long long)h->count);
 }

@@ -11,9 +11,9 @@
 struct sg_nstally {
     sg_ns_stats *entries; /* dense, in order of first sight */
     size_t count, cap;
-    size_t *slots;        /* index + 1 into entries, 0 = empty */
+    size_t *slots; /* index + 1 into entries, 0 = empty */
     size_t nslots;
-    sg_ns_stats *other;   /* overflow bucket, once SG_NS_MAX is reached */
+    sg_ns_stats *other; /* overflow bucket, once SG_NS_MAX is reached */
 };
 
 static uint64_t hash(const char *s, size_t n)

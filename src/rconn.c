@@ -25,8 +25,8 @@ int sg_rconn_reply_error(sg_rconn *c, const char *command, const redisReply *r, 
 {
     const char *msg = r->str ? r->str : "error";
     if (!strncmp(msg, "NOPERM", 6))
-        return sg_error_set(err, SG_EREDIS, "redis %s denied %s to this user (ACL): %s",
-                            c->address, command, msg);
+        return sg_error_set(err, SG_EREDIS, "redis %s denied %s to this user (ACL): %s", c->address,
+                            command, msg);
     if (!strncasecmp(msg, "ERR unknown command", 19))
         return sg_error_set(err, SG_EREDIS, "redis %s does not offer %s (renamed or disabled): %s",
                             c->address, command, msg);
@@ -46,8 +46,7 @@ int sg_rconn_command(sg_rconn *c, redisReply **out, sg_error *err, int argc, con
         return io_error(c, err, "talking to");
     if (r->type == REDIS_REPLY_ERROR) {
         char name[32];
-        snprintf(name, sizeof name, "%.*s", (int)(argvlen ? argvlen[0] : strlen(argv[0])),
-                 argv[0]);
+        snprintf(name, sizeof name, "%.*s", (int)(argvlen ? argvlen[0] : strlen(argv[0])), argv[0]);
         for (char *p = name; *p; p++)
             *p = (char)toupper((unsigned char)*p);
         int rc = sg_rconn_reply_error(c, name, r, err);
@@ -76,8 +75,7 @@ static char *put_count(char *p, char type, size_t n)
 /* The command in RESP, written in one pass into one buffer: hiredis's own
  * formatting (sdscatfmt, an allocation per argument) was a tenth of a
  * snapshot's CPU time, which pipelines two commands per key. */
-int sg_rconn_append(sg_rconn *c, sg_error *err, int argc, const char **argv,
-                    const size_t *argvlen)
+int sg_rconn_append(sg_rconn *c, sg_error *err, int argc, const char **argv, const size_t *argvlen)
 {
     size_t total = 24 + 2;
     for (int i = 0; i < argc; i++)

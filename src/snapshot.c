@@ -38,14 +38,40 @@ const char *sg_payload_type(const void *payload, size_t len)
     if (len < 11)
         return "unknown";
     switch ((unsigned char)p[0]) {
-    case 0: return "string";
-    case 1: case 10: case 14: case 18: return "list";
-    case 2: case 11: case 20: return "set";
-    case 3: case 5: case 12: case 17: return "zset";
-    case 4: case 9: case 13: case 16: case 22: case 23: case 24: case 25: return "hash";
-    case 15: case 19: case 21: return "stream";
-    case 6: case 7: return "module";
-    default: return "unknown";
+    case 0:
+        return "string";
+    case 1:
+    case 10:
+    case 14:
+    case 18:
+        return "list";
+    case 2:
+    case 11:
+    case 20:
+        return "set";
+    case 3:
+    case 5:
+    case 12:
+    case 17:
+        return "zset";
+    case 4:
+    case 9:
+    case 13:
+    case 16:
+    case 22:
+    case 23:
+    case 24:
+    case 25:
+        return "hash";
+    case 15:
+    case 19:
+    case 21:
+        return "stream";
+    case 6:
+    case 7:
+        return "module";
+    default:
+        return "unknown";
     }
 }
 
@@ -79,7 +105,7 @@ typedef struct page {
     size_t expected;      /* replies the page's commands will produce */
     redisReply **replies; /* read, not yet stored */
     size_t nreplies;
-    int64_t sent_ms;       /* the page's commands were sent no earlier */
+    int64_t sent_ms; /* the page's commands were sent no earlier */
 } page;
 
 typedef struct snap {
@@ -471,8 +497,10 @@ static int sync_preamble(sync_src *src, char mark[40], bool *has_mark, sg_error 
         if (ch == '\n')
             break;
         if (n == sizeof line - 1)
-            return sg_error_set(err, SG_EREDIS, "redis %s answered SYNC with a line longer "
-                                "than %zu bytes, not an RDB header", src->address, n);
+            return sg_error_set(err, SG_EREDIS,
+                                "redis %s answered SYNC with a line longer "
+                                "than %zu bytes, not an RDB header",
+                                src->address, n);
         line[n++] = ch;
     }
     while (n && line[n - 1] == '\r')
@@ -566,8 +594,8 @@ static int sync_check_disk(sg_rconn *r, sg_error *err)
 {
     char *diskless = config_value(r, "repl-diskless-sync");
     char *save = config_value(r, "save"), *aof = config_value(r, "appendonly");
-    bool refuse = diskless && !strcmp(diskless, "no") && save && !*save && aof &&
-                  !strcmp(aof, "no");
+    bool refuse =
+        diskless && !strcmp(diskless, "no") && save && !*save && aof && !strcmp(aof, "no");
     free(diskless);
     free(save);
     free(aof);
@@ -639,8 +667,8 @@ static int revive(sg_rconn *c, sg_error *err)
     return rc;
 }
 
-static int sync_keys(snap *sn, sync_conn *sc, const sg_strlist *patterns, const int *dbs,
-                     int ndb, sg_error *err)
+static int sync_keys(snap *sn, sync_conn *sc, const sg_strlist *patterns, const int *dbs, int ndb,
+                     sg_error *err)
 {
     sync_take t = {.sn = sn, .patterns = patterns, .dbs = dbs, .ndb = ndb, .now_ms = sg_now_ms()};
     sc->src.store = sn->s;
@@ -648,8 +676,9 @@ static int sync_keys(snap *sn, sync_conn *sc, const sg_strlist *patterns, const 
                           sc->has_mark ? 40 : 0, sync_want, sync_key, &t, NULL, err);
     sc->src.store = NULL;
     if (rc == 0 && sc->src.left > 0)
-        rc = sg_error_set(err, SG_EREDIS, "redis %s announced %lld more RDB bytes than the RDB held",
-                          sc->r.address, (long long)sc->src.left);
+        rc =
+            sg_error_set(err, SG_EREDIS, "redis %s announced %lld more RDB bytes than the RDB held",
+                         sc->r.address, (long long)sc->src.left);
     if (rc == SG_EINVAL)
         sg_error_prefix(err, "reading the RDB of redis %s", sc->r.address);
     return rc ? rc : revive(sn->c, err);

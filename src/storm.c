@@ -489,8 +489,7 @@ static size_t observe_source(sg_storm *s, const char *source, const char *job, s
 }
 
 /* The replay share of a source's events: 0 or 1 trigger. */
-static size_t replay_share(sg_storm *s, source_state *st, const char *source,
-                           sg_storm_trigger *out)
+static size_t replay_share(sg_storm *s, source_state *st, const char *source, sg_storm_trigger *out)
 {
     const sg_storm_opts *o = &s->opts;
     int64_t total = st->sum.total, replay = st->sum.replay;

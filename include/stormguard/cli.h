@@ -21,7 +21,7 @@ typedef struct sg_cli {
     const char *command;
     sg_config cfg;
     bool json;
-    int nargs;      /* positional arguments left after the options */
+    int nargs; /* positional arguments left after the options */
     char **args;
     sg_error err;
 } sg_cli;
@@ -37,8 +37,8 @@ typedef struct sg_cli_opt {
 
 typedef struct sg_cli_spec {
     const char *command;
-    const char *usage;   /* after "stormguard <command> " */
-    const char *summary; /* paragraph for --help */
+    const char *usage;      /* after "stormguard <command> " */
+    const char *summary;    /* paragraph for --help */
     const sg_cli_opt *opts; /* terminated by {NULL} */
     int max_args;
     /* Called for each of the subcommand's options; returns 0 or an error. */

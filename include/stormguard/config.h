@@ -23,27 +23,27 @@ typedef struct sg_config {
     /* [redis] */
     char *redis_url;
     int64_t connect_timeout_ms;
-    bool watch;                 /* the daemon watches Redis for wipes */
-    char *canary;               /* key the daemon owns to confirm wipes */
-    int64_t check_interval_ms;  /* wipe check period, fallback to tracking */
+    bool watch;                /* the daemon watches Redis for wipes */
+    char *canary;              /* key the daemon owns to confirm wipes */
+    int64_t check_interval_ms; /* wipe check period, fallback to tracking */
     /* [store] */
     char *db_path;
     sg_sync_mode synchronous;
-    int64_t keep_events_s;  /* finished events older than this are deleted, 0 = never */
+    int64_t keep_events_s; /* finished events older than this are deleted, 0 = never */
     /* [profile] */
     sg_profile_kind profile;
     char *prefix;
     /* [snapshot] */
-    sg_strlist match;       /* extra patterns to snapshot */
-    int64_t scan_count;     /* SCAN COUNT, >= 1000 */
-    char *snapshot_method;  /* scan | sync */
-    int64_t keep;           /* snapshots kept, 0 = no count limit */
-    int64_t max_age_s;      /* 0 = no age limit */
+    sg_strlist match;            /* extra patterns to snapshot */
+    int64_t scan_count;          /* SCAN COUNT, >= 1000 */
+    char *snapshot_method;       /* scan | sync */
+    int64_t keep;                /* snapshots kept, 0 = no count limit */
+    int64_t max_age_s;           /* 0 = no age limit */
     int64_t snapshot_interval_s; /* the daemon's periodic snapshots, 0 = off */
     int64_t suspect_below_pct;   /* profile keys below this % of the last good: suspect */
     /* [flush] */
-    sg_strlist protect;     /* namespaces a flush refuses to delete */
-    bool flush_announce;    /* a flush needs the daemon's confirmation first */
+    sg_strlist protect;  /* namespaces a flush refuses to delete */
+    bool flush_announce; /* a flush needs the daemon's confirmation first */
     /* [gate] */
     char *listen;
     char *downstream;       /* NULL until configured */
@@ -70,15 +70,15 @@ typedef struct sg_config {
     int64_t storm_same_job, storm_first_seen, storm_replay_pct, storm_replay_min;
     int64_t storm_rate_factor, storm_rate_floor;
     int64_t storm_cooldown_s;
-    char *on_storm;         /* hold | drain | drop */
-    int64_t drain_rate;     /* events/s */
+    char *on_storm;     /* hold | drain | drop */
+    int64_t drain_rate; /* events/s */
     /* [admin] */
     char *admin_listen;
     char *admin_token;
     char *admin_token_file;
     /* [log] */
-    char *log_format;       /* text | json */
-    char *log_file;         /* NULL: stderr */
+    char *log_format; /* text | json */
+    char *log_file;   /* NULL: stderr */
 } sg_config;
 
 /* Fills c with the built-in defaults. */

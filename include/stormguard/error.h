@@ -6,11 +6,11 @@
 
 enum {
     SG_OK = 0,
-    SG_EUSAGE = -1,   /* bad command line or configuration */
-    SG_EINVAL = -2,   /* bad input data */
-    SG_EIO = -3,      /* a system call or file failed */
-    SG_EREDIS = -4,   /* redis unreachable or answered with an error */
-    SG_ESTORE = -5,   /* the SQLite store failed */
+    SG_EUSAGE = -1, /* bad command line or configuration */
+    SG_EINVAL = -2, /* bad input data */
+    SG_EIO = -3,    /* a system call or file failed */
+    SG_EREDIS = -4, /* redis unreachable or answered with an error */
+    SG_ESTORE = -5, /* the SQLite store failed */
     SG_ENOTFOUND = -6,
     SG_EREFUSED = -7, /* a safety rule refused the operation */
     SG_EVERSION = -8, /* incompatible versions (schema, RDB payload) */

@@ -28,11 +28,11 @@ typedef struct sg_event_config {
 
 typedef struct sg_event {
     sg_event_type type;
-    const char *shape; /* "igor", "jenkins-notification", "generic", "other" */
-    char *source;      /* Jenkins/Travis master (owned) */
-    char *job;         /* job name as the poller writes it (owned) */
-    int64_t number;    /* build number */
-    int64_t build_ts;  /* build start, epoch ms; 0 when unknown */
+    const char *shape;     /* "igor", "jenkins-notification", "generic", "other" */
+    char *source;          /* Jenkins/Travis master (owned) */
+    char *job;             /* job name as the poller writes it (owned) */
+    int64_t number;        /* build number */
+    int64_t build_ts;      /* build start, epoch ms; 0 when unknown */
     bool ci_number_cursor; /* Travis/GitLab: replays are numbers <= last completed */
 } sg_event;
 
@@ -47,8 +47,8 @@ int sg_event_parse(const char *body, size_t len, bool build_path, const sg_event
 void sg_event_close(sg_event *e);
 /* The same, always through jansson's tree (sg_event_parse reads most bodies
  * without building one): tests compare the two. */
-int sg_event_parse_tree(const char *body, size_t len, bool build_path,
-                        const sg_event_config *cfg, sg_event *out, sg_error *err);
+int sg_event_parse_tree(const char *body, size_t len, bool build_path, const sg_event_config *cfg,
+                        sg_event *out, sg_error *err);
 
 /* Validates a JSON pointer ("" or "/a/b~1c"). */
 bool sg_json_pointer_valid(const char *pointer);

@@ -23,26 +23,26 @@ typedef enum sg_flush_mode {
 const char *sg_flush_mode_name(sg_flush_mode m);
 
 typedef struct sg_flush_result {
-    int64_t planned;            /* keys the flush would delete */
-    sg_ns_stats *namespaces;    /* sorted by key count, descending */
+    int64_t planned;         /* keys the flush would delete */
+    sg_ns_stats *namespaces; /* sorted by key count, descending */
     size_t namespace_count;
-    int64_t *protected_counts;  /* per protect pattern, in opts order */
+    int64_t *protected_counts; /* per protect pattern, in opts order */
     int64_t protected_total;
-    int *dbs;                   /* databases the flush covers */
+    int *dbs; /* databases the flush covers */
     int db_count;
     sg_snapshot_result snapshot; /* id 0 when none was taken */
     int64_t deleted;
-    int64_t remaining;          /* keys left that the flush selected */
-    bool verified;              /* PING answered after the flush */
+    int64_t remaining; /* keys left that the flush selected */
+    bool verified;     /* PING answered after the flush */
     double seconds;
 } sg_flush_result;
 
 typedef struct sg_flush_opts {
     sg_flush_mode mode;
-    const sg_strlist *match;    /* SG_FLUSH_MATCH patterns */
-    const sg_strlist *protect;  /* protected namespaces */
-    bool force;                 /* delete protected keys too */
-    bool snapshot;              /* take the pre-flush snapshot (default) */
+    const sg_strlist *match;   /* SG_FLUSH_MATCH patterns */
+    const sg_strlist *protect; /* protected namespaces */
+    bool force;                /* delete protected keys too */
+    bool snapshot;             /* take the pre-flush snapshot (default) */
     bool dry_run;
     int64_t scan_count;
     sg_progress_fn progress;

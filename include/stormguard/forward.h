@@ -18,23 +18,23 @@ struct uv_loop_s;
 typedef struct sg_forward sg_forward;
 
 typedef struct sg_forward_opts {
-    const char *downstream;  /* base URL: "http://127.0.0.1:8089", https:// too */
+    const char *downstream; /* base URL: "http://127.0.0.1:8089", https:// too */
     int max_inflight;
-    int timeout_ms;          /* per attempt, from its start to the end of the answer */
-    int64_t max_age_ms;      /* give up on events older than this */
-    int retry_base_ms;       /* first retry delay; doubles per attempt */
-    int retry_max_ms;        /* cap of the delay */
+    int timeout_ms;     /* per attempt, from its start to the end of the answer */
+    int64_t max_age_ms; /* give up on events older than this */
+    int retry_base_ms;  /* first retry delay; doubles per attempt */
+    int retry_max_ms;   /* cap of the delay */
 } sg_forward_opts;
 
 /* An event to deliver; the forwarder owns it from push until the result. */
 typedef struct sg_fwd_item {
     int64_t id;
-    uint64_t lane;           /* same lane: delivered in order, one at a time */
-    char *method, *path;     /* path with the query string */
-    char *headers;           /* "name: value\n" lines to send */
+    uint64_t lane;       /* same lane: delivered in order, one at a time */
+    char *method, *path; /* path with the query string */
+    char *headers;       /* "name: value\n" lines to send */
     char *body;
     size_t body_len;
-    int64_t received_at;     /* epoch ms */
+    int64_t received_at; /* epoch ms */
     int64_t attempts;
     int64_t next_attempt_at; /* epoch ms; 0 = now */
     int tag;                 /* the owner's (the gate: the event's kind) */

@@ -23,12 +23,12 @@ typedef struct sg_http sg_http;
 typedef struct sg_http_req sg_http_req;
 
 typedef struct sg_http_opts {
-    const char *listen;      /* "ADDR:PORT" ("127.0.0.1:8090", "[::1]:8090"); port 0 = any */
-    size_t max_body;         /* bytes */
-    size_t max_header;       /* bytes of the request line and headers; 0: h2o's own limit */
-    int read_timeout_ms;     /* to receive a whole request */
+    const char *listen;  /* "ADDR:PORT" ("127.0.0.1:8090", "[::1]:8090"); port 0 = any */
+    size_t max_body;     /* bytes */
+    size_t max_header;   /* bytes of the request line and headers; 0: h2o's own limit */
+    int read_timeout_ms; /* to receive a whole request */
     int max_connections;
-    const char *tls_cert;    /* PEM files; both or neither */
+    const char *tls_cert; /* PEM files; both or neither */
     const char *tls_key;
 } sg_http_opts;
 

@@ -29,17 +29,17 @@ typedef enum sg_jop_type {
 typedef struct sg_jop sg_jop;
 struct sg_jop {
     sg_jop_type type;
-    sg_event_row row;   /* borrowed strings: must live until done runs */
-    bool ledger;        /* INSERT: also add (source, job, number) to the ledger */
-    bool duplicate;     /* INSERT with ledger: the ledger had the build, so the
-                         * row went in as a suppressed replay instead */
+    sg_event_row row; /* borrowed strings: must live until done runs */
+    bool ledger;      /* INSERT: also add (source, job, number) to the ledger */
+    bool duplicate;   /* INSERT with ledger: the ledger had the build, so the
+                       * row went in as a suppressed replay instead */
     /* RELEASE, DROP: which events, how; results after commit */
     sg_hold_filter hold;
     bool newest_only;
     int64_t qgen;
     const char *reason;
     int64_t released, superseded, dropped;
-    bool more;          /* a chunk (hold.limit, PRUNE): another may find more */
+    bool more; /* a chunk (hold.limit, PRUNE): another may find more */
     /* PRUNE: events received before prune_before, from prune_cursor on
      * (moved past the chunk); how many went */
     int64_t prune_before, prune_cursor, pruned;
@@ -48,17 +48,17 @@ struct sg_jop {
     /* EPISODE: cause (on open), detail (appended), ended_at (0: open) */
     int64_t episode_id, at, ended_at;
     const char *cause;
-    int status;         /* after commit: 0 or an SG_E* code */
-    char errmsg[256];   /* why, when status != 0 */
-    double commit_s;    /* how long the transaction that carried it took */
+    int status;               /* after commit: 0 or an SG_E* code */
+    char errmsg[256];         /* why, when status != 0 */
+    double commit_s;          /* how long the transaction that carried it took */
     void (*done)(sg_jop *op); /* on the loop thread, after the commit */
     void *ud;
-    sg_jop *next;       /* private to the journal */
+    sg_jop *next; /* private to the journal */
 };
 
 /* Opens the store at path for writing on a new thread. */
-int sg_journal_start(struct uv_loop_s *loop, const char *path, sg_sync_mode sync,
-                     sg_journal **out, sg_error *err);
+int sg_journal_start(struct uv_loop_s *loop, const char *path, sg_sync_mode sync, sg_journal **out,
+                     sg_error *err);
 
 /* Queues op (loop thread). The caller keeps op alive until op->done. */
 void sg_journal_submit(sg_journal *j, sg_jop *op);

@@ -18,7 +18,7 @@ typedef struct sg_keyscan {
     const sg_strlist *patterns; /* empty: every key */
     int64_t count;
     char cursor[32];
-    int done;                   /* the server returned cursor 0 */
+    int done; /* the server returned cursor 0 */
 } sg_keyscan;
 
 /* One page of selected keys. The keys point into the SCAN reply the page

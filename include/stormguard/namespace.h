@@ -8,10 +8,10 @@
 #include <stdint.h>
 
 typedef struct sg_ns_stats {
-    char *ns;               /* "" for keys without ':' */
+    char *ns; /* "" for keys without ':' */
     int64_t keys;
     int64_t with_ttl;
-    int64_t sampled;        /* keys whose MEMORY USAGE was read */
+    int64_t sampled; /* keys whose MEMORY USAGE was read */
     int64_t sampled_bytes;
     int64_t protected_keys; /* keys a flush must not delete */
 } sg_ns_stats;

@@ -20,13 +20,13 @@ int sg_profile_kind_parse(const char *name, sg_profile_kind *out);
 const char *sg_profile_kind_name(sg_profile_kind kind);
 
 typedef enum sg_key_family {
-    SG_KEY_OTHER = 0,       /* under the prefix but not a family we decode */
-    SG_KEY_JENKINS_CURSOR,  /* igor:<master>:<JOB>:<job> hash */
-    SG_KEY_JENKINS_POSTED,  /* ...:lastPollCycleTimestamp:<cursor> hash */
-    SG_KEY_CI_COMPLETED,    /* igor:builds:completed:<master>:<JOB>:<job> string */
-    SG_KEY_CI_RUNNING,      /* igor:builds:running:... string */
-    SG_KEY_CI_TRACK,        /* igor:builds:track:...:<buildId> string */
-    SG_KEY_DOCKER_TAG,      /* igor:dockerRegistry:v2:<account>:<repo>:<tag> hash */
+    SG_KEY_OTHER = 0,      /* under the prefix but not a family we decode */
+    SG_KEY_JENKINS_CURSOR, /* igor:<master>:<JOB>:<job> hash */
+    SG_KEY_JENKINS_POSTED, /* ...:lastPollCycleTimestamp:<cursor> hash */
+    SG_KEY_CI_COMPLETED,   /* igor:builds:completed:<master>:<JOB>:<job> string */
+    SG_KEY_CI_RUNNING,     /* igor:builds:running:... string */
+    SG_KEY_CI_TRACK,       /* igor:builds:track:...:<buildId> string */
+    SG_KEY_DOCKER_TAG,     /* igor:dockerRegistry:v2:<account>:<repo>:<tag> hash */
 } sg_key_family;
 
 /* A slice of the key being parsed; not NUL-terminated. */
@@ -38,10 +38,10 @@ typedef struct sg_slice {
 /* What a key name says. Slices point into the key passed to the parser. */
 typedef struct sg_igor_key {
     sg_key_family family;
-    sg_slice source;     /* Jenkins/Travis master, or Docker account */
-    sg_slice job;        /* job as written (not upper-cased); Docker: repository */
-    sg_slice tag;        /* Docker tag */
-    int64_t marker;      /* posted marker's cursor; Travis tracking build id */
+    sg_slice source; /* Jenkins/Travis master, or Docker account */
+    sg_slice job;    /* job as written (not upper-cased); Docker: repository */
+    sg_slice tag;    /* Docker tag */
+    int64_t marker;  /* posted marker's cursor; Travis tracking build id */
 } sg_igor_key;
 
 /* Classifies key (binary, len bytes) for the Igor profile with the given

@@ -15,9 +15,9 @@ struct redisReply;
 
 typedef struct sg_rconn {
     struct redisContext *ctx;
-    char *address;  /* for messages */
-    char *redacted; /* URL without password */
-    int db;         /* currently selected */
+    char *address;    /* for messages */
+    char *redacted;   /* URL without password */
+    int db;           /* currently selected */
     sg_redis_url url; /* to open a second connection (sg_rconn_clone) */
     int timeout_ms;
 } sg_rconn;
@@ -38,8 +38,7 @@ int sg_rconn_command(sg_rconn *c, struct redisReply **out, sg_error *err, int ar
                      const char **argv, const size_t *argvlen);
 
 /* Queues a command without sending it (pipelining) / reads the next reply. */
-int sg_rconn_append(sg_rconn *c, sg_error *err, int argc, const char **argv,
-                    const size_t *argvlen);
+int sg_rconn_append(sg_rconn *c, sg_error *err, int argc, const char **argv, const size_t *argvlen);
 int sg_rconn_read(sg_rconn *c, struct redisReply **out, sg_error *err);
 /* Sends what is queued without waiting for replies (so the server works while
  * the caller does). */

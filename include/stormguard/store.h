@@ -29,16 +29,16 @@ const char *sg_sync_mode_name(sg_sync_mode m);
 
 typedef struct sg_store_options {
     sg_sync_mode synchronous;
-    bool readonly;       /* open an existing database for reading only */
-    int migrate_to;      /* 0: latest; tests stop at an earlier version */
-    int cache_kib;       /* page cache; 0: SQLite's default (2 MiB) */
+    bool readonly;        /* open an existing database for reading only */
+    int migrate_to;       /* 0: latest; tests stop at an earlier version */
+    int cache_kib;        /* page cache; 0: SQLite's default (2 MiB) */
     int checkpoint_pages; /* WAL auto-checkpoint interval; 0: SQLite's default (1000),
                              -1: never (someone calls sg_store_checkpoint and
                              watches sg_store_wal_frames) */
-    bool eager_wait;     /* poll for another connection's lock every 0.2 ms (the
-                            journal: never miss a snapshot's pause) */
-    int wal_limit_kib;   /* journal_size_limit: a WAL starting over is cut to
-                            this; 0: never cut */
+    bool eager_wait;      /* poll for another connection's lock every 0.2 ms (the
+                             journal: never miss a snapshot's pause) */
+    int wal_limit_kib;    /* journal_size_limit: a WAL starting over is cut to
+                             this; 0: never cut */
 } sg_store_options;
 
 /* Opens (creating with mode 0600 and its directory if needed) and migrates
@@ -56,16 +56,16 @@ typedef struct sg_snapshot_info {
     int64_t id;
     int64_t taken_at_ms;
     char *reason;
-    char *redis;         /* redacted URL */
+    char *redis; /* redacted URL */
     char *redis_version;
     char *profile;
-    char *selection;     /* what was selected: patterns, or "all keys" */
+    char *selection; /* what was selected: patterns, or "all keys" */
     int64_t key_count;
     int64_t bytes;
-    int64_t vanished;    /* keys that disappeared between SCAN and DUMP */
+    int64_t vanished; /* keys that disappeared between SCAN and DUMP */
     double seconds;
-    char *state;         /* complete | partial | suspect */
-    int db;              /* database taken, or -1 for several (a FLUSHALL) */
+    char *state;           /* complete | partial | suspect */
+    int db;                /* database taken, or -1 for several (a FLUSHALL) */
     char *profile_pattern; /* the profile's pattern ("igor:*"); NULL without profile */
     int64_t profile_keys;  /* keys matching profile_pattern; -1 when not counted */
     char *suspect_reason;  /* why the state is suspect; NULL otherwise */
@@ -153,8 +153,8 @@ void sg_key_iter_free(sg_key_iter *it);
 
 /* One journaled request. Strings are borrowed for the call. */
 typedef struct sg_event_row {
-    int64_t id;              /* set by sg_store_event_insert */
-    int64_t received_at;     /* epoch ms */
+    int64_t id;               /* set by sg_store_event_insert */
+    int64_t received_at;      /* epoch ms */
     const char *source, *job; /* NULL for pass-through */
     int64_t number, build_ts;
     const char *kind, *reason, *state;
@@ -163,7 +163,7 @@ typedef struct sg_event_row {
     size_t body_len;
     int64_t attempts, next_attempt_at, done_at;
     const char *last_error;
-    int64_t qgen;            /* queue generation of a pending event (004_held.sql) */
+    int64_t qgen; /* queue generation of a pending event (004_held.sql) */
 } sg_event_row;
 
 /* Copies what the WAL holds into the database. Passive never blocks
@@ -176,7 +176,7 @@ typedef struct sg_event_row {
  * writer or reader held it up). */
 typedef enum sg_checkpoint_mode {
     SG_CHECKPOINT_PASSIVE,
-    SG_CHECKPOINT_RESTART,  /* like truncate, but the next commit overwrites the file */
+    SG_CHECKPOINT_RESTART, /* like truncate, but the next commit overwrites the file */
     SG_CHECKPOINT_TRUNCATE
 } sg_checkpoint_mode;
 int sg_store_checkpoint(sg_store *s, sg_checkpoint_mode mode, int *wal_frames, sg_error *err);
@@ -201,11 +201,10 @@ int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t at
 int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
                         int64_t event_id, bool *added, sg_error *err);
 /* Whether the ledger has the build. */
-int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number,
-                        bool *has, sg_error *err);
+int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number, bool *has,
+                        sg_error *err);
 /* Calls fn with every job of the ledger and its highest build number. */
-typedef void (*sg_ledger_newest_fn)(void *ud, const char *source, const char *job,
-                                    int64_t number);
+typedef void (*sg_ledger_newest_fn)(void *ud, const char *source, const char *job, int64_t number);
 int sg_store_ledger_newest(sg_store *s, sg_ledger_newest_fn fn, void *ud, sg_error *err);
 /* The ledger is written in bulk (journal.c, 006_ledger_mark.sql): every
  * event up to *upto that it should hold (kind new or unknown) is in it. */
@@ -231,8 +230,7 @@ int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *c
 /* Calls fn for every job with a build in the ledger (the classifier's
  * sg_ledger); *builds gets the number of builds. */
 typedef void (*sg_ledger_fn)(void *ud, const char *source, const char *job);
-int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds,
-                         sg_error *err);
+int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds, sg_error *err);
 
 /* Calls the visitor for every row of a snapshot's build index. */
 typedef struct sg_index_visitor {
@@ -293,8 +291,8 @@ int sg_store_held_summary(sg_store *s, int64_t limit, sg_held_fn fn, void *ud, i
  * expiry that match glob (NULL: any) and hold no NUL byte. The string is
  * valid during the call; fn returns non-zero to stop. */
 typedef int (*sg_key_fn)(void *ud, const char *key);
-int sg_store_sample_keys(sg_store *s, int64_t snapshot_id, const char *glob, int n,
-                         sg_key_fn fn, void *ud, sg_error *err);
+int sg_store_sample_keys(sg_store *s, int64_t snapshot_id, const char *glob, int n, sg_key_fn fn,
+                         void *ud, sg_error *err);
 
 /* Episodes: a wipe or a storm, opened when detected; the update sets
  * ended_at (0: unchanged) and appends to the detail (NULL: unchanged). */

@@ -472,9 +472,9 @@ static void flag_at_table(void **state)
         }
     }
     /* the table is walked to its end: flags of every section are there */
-    static const char *const expected[] = {"redis", "db", "profile", "keep", "protect",
-                                           "listen", "downstream", "max-inflight", "admin",
-                                           "guard-duration", "on-storm", "log-format"};
+    static const char *const expected[] = {
+        "redis",      "db",           "profile", "keep",           "protect",  "listen",
+        "downstream", "max-inflight", "admin",   "guard-duration", "on-storm", "log-format"};
     for (size_t e = 0; e < sizeof expected / sizeof expected[0]; e++) {
         bool found = false;
         for (size_t j = 0; j < n; j++)

@@ -431,10 +431,10 @@ static void migration_005_keeps_events(void **state)
     char *before = event_dump(f->db);
     assert_int_equal(raw_int(f->db, "SELECT seq FROM sqlite_sequence WHERE name = 'event'"), 5);
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM pragma_table_info('event')"), 18);
-    int64_t columns_hash = raw_int(f->db,
-                                   "SELECT sum(unicode(name) * cid + length(type) + \"notnull\" * 7 "
-                                   "+ coalesce(length(dflt_value), 0) * 11 + pk * 13) "
-                                   "FROM pragma_table_info('event')");
+    int64_t columns_hash =
+        raw_int(f->db, "SELECT sum(unicode(name) * cid + length(type) + \"notnull\" * 7 "
+                       "+ coalesce(length(dflt_value), 0) * 11 + pk * 13) "
+                       "FROM pragma_table_info('event')");
 
     s = open_ok(f->db, NULL);
     assert_int_equal(sg_store_schema_version(s), sg_migration_count);
@@ -455,9 +455,18 @@ static void migration_005_keeps_events(void **state)
                                     "AND name IN ('event_open', 'event_held')"),
                      2);
     /* the next id continues after the deleted 5 */
-    sg_event_row r = {.received_at = 5, .source = "j", .job = "c", .number = 1, .kind = "new",
-                      .reason = "r", .state = "pending", .method = "POST", .path = "/",
-                      .headers = "", .body = "x", .body_len = 1};
+    sg_event_row r = {.received_at = 5,
+                      .source = "j",
+                      .job = "c",
+                      .number = 1,
+                      .kind = "new",
+                      .reason = "r",
+                      .state = "pending",
+                      .method = "POST",
+                      .path = "/",
+                      .headers = "",
+                      .body = "x",
+                      .body_len = 1};
     sg_error err = {0};
     assert_int_equal(sg_store_event_insert(s, &r, &err), 0);
     assert_int_equal(r.id, 6);
@@ -501,9 +510,9 @@ static void migration_005_keeps_events(void **state)
                           "WHERE state = 'held' GROUP BY source, job "
                           "ORDER BY 3 DESC, source, job LIMIT ?1",
                           "event_held"));
-    assert_int_equal(sqlite3_exec(db, "CREATE TEMP TABLE release_job(source, job)", NULL, NULL,
-                                  NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "CREATE TEMP TABLE release_job(source, job)", NULL, NULL, NULL),
+        SQLITE_OK);
     assert_true(plan_uses(db,
                           "UPDATE event SET state = 'pending', qgen = ?3, next_attempt_at = NULL "
                           "WHERE state = 'held' AND (source, job) IN "
@@ -1197,10 +1206,19 @@ static void audit(void **state)
 static int64_t put_event(sg_store *s, const char *state, const char *job, int64_t number,
                          int64_t qgen)
 {
-    sg_event_row r = {.received_at = 1000 + number, .source = "jenkins-prod", .job = job,
-                      .number = number, .kind = "unknown", .reason = "unknown-job",
-                      .state = state, .method = "POST", .path = "/", .headers = "",
-                      .body = "{}", .body_len = 2, .qgen = qgen};
+    sg_event_row r = {.received_at = 1000 + number,
+                      .source = "jenkins-prod",
+                      .job = job,
+                      .number = number,
+                      .kind = "unknown",
+                      .reason = "unknown-job",
+                      .state = state,
+                      .method = "POST",
+                      .path = "/",
+                      .headers = "",
+                      .body = "{}",
+                      .body_len = 2,
+                      .qgen = qgen};
     sg_error err = {0};
     if (sg_store_event_insert(s, &r, &err))
         fail_msg("insert: %s", err.msg);
@@ -1285,8 +1303,8 @@ static void held_release_order(void **state)
     pending_seen p = {0};
     assert_int_equal(sg_store_events_pending(s, 0, 0, 10, collect_pending, &p, &err), 0);
     assert_int_equal(p.n, 4);
-    assert_int_equal(p.ids[0], p1);   /* queued before the release */
-    assert_int_equal(p.ids[1], a2);   /* released, in id order */
+    assert_int_equal(p.ids[0], p1); /* queued before the release */
+    assert_int_equal(p.ids[1], a2); /* released, in id order */
     assert_int_equal(p.ids[2], c1);
     assert_int_equal(p.ids[3], late); /* arrived after it */
     /* the cursor is (qgen, id): after a2, only c1 and late */
@@ -1317,16 +1335,18 @@ static void held_release_order(void **state)
     assert_int_equal(p.n, 1);
     assert_int_equal(p.ids[0], d1);
     sg_hold_filter other_source = {.source = "jenkins-dev"};
-    assert_int_equal(
-        sg_store_held_drop(s, &other_source, "not ours", 7000, &dropped, &more, &err), 0);
+    assert_int_equal(sg_store_held_drop(s, &other_source, "not ours", 7000, &dropped, &more, &err),
+                     0);
     assert_int_equal(dropped, 0);
     sg_hold_filter all = {.all = true, .source = "ignored when all"};
     assert_int_equal(sg_store_held_drop(s, &all, "stale storm", 7000, &dropped, &more, &err), 0);
     assert_int_equal(dropped, 1);
     sg_store_free(s);
     char sql[128];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM event WHERE id = %lld AND state = 'dropped' "
-             "AND last_error = 'stale storm'", (long long)d2);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM event WHERE id = %lld AND state = 'dropped' "
+             "AND last_error = 'stale storm'",
+             (long long)d2);
     assert_int_equal(raw_int(f->db, sql), 1);
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'held'"), 0);
 }
@@ -1339,10 +1359,10 @@ static void events_prune(void **state)
     sg_store *s = open_ok(f->db, NULL);
     sg_error err = {0};
     /* put_event: received_at = 1000 + number */
-    static const char *const states[] = {"forwarded", "suppressed", "held",      "pending",
-                                         "dropped",   "superseded", "dead",      "forwarded"};
+    static const char *const states[] = {"forwarded", "suppressed", "held", "pending",
+                                         "dropped",   "superseded", "dead", "forwarded"};
     for (int i = 0; i < 8; i++)
-        put_event(s, states[i], "team/job", i + 1, 0);     /* received 1001..1008 */
+        put_event(s, states[i], "team/job", i + 1, 0);             /* received 1001..1008 */
     int64_t young = put_event(s, "forwarded", "team/job", 100, 0); /* received 1100 */
     int64_t cursor = 0, deleted, total = 0;
     bool more = true;
@@ -1352,7 +1372,7 @@ static void events_prune(void **state)
         total += deleted;
         assert_true(++chunks < 10);
     }
-    assert_int_equal(total, 5); /* not held, pending or dead; not the young one */
+    assert_int_equal(total, 5);  /* not held, pending or dead; not the young one */
     assert_int_equal(chunks, 3); /* 3 + 3 + (2 old and the young one) */
     assert_int_equal(cursor, young);
     /* past the end: nothing, no more */
@@ -1386,9 +1406,8 @@ static void held_release_chunks(void **state)
     bool more = true;
     int chunks = 0;
     while (more) {
-        assert_int_equal(sg_store_held_release(s, &chunk, true, 1 + chunks, 5000, &r, &sup, &more,
-                                               &err),
-                         0);
+        assert_int_equal(
+            sg_store_held_release(s, &chunk, true, 1 + chunks, 5000, &r, &sup, &more, &err), 0);
         assert_true(r <= 2);
         released += r;
         superseded += sup;
@@ -1442,8 +1461,8 @@ static void held_release_chunks(void **state)
  * of its own, as the daemon runs it. */
 typedef struct slow_snapshot {
     const char *db;
-    double seconds;    /* how long it keeps adding keys */
-    bool abort;        /* abort instead of commit */
+    double seconds;     /* how long it keeps adding keys */
+    bool abort;         /* abort instead of commit */
     volatile int begun; /* set once the snapshot's first transaction is open */
     int rc;
 } slow_snapshot;
@@ -1500,8 +1519,7 @@ static void snapshot_lets_writers_in(void **state)
     for (int i = 0; i < 10; i++) {
         double t0 = sg_mono_s();
         assert_int_equal(sg_store_begin(j, &err), 0);
-        assert_int_equal(sg_store_audit(j, "test", "probe", "a write during a snapshot", &err),
-                         0);
+        assert_int_equal(sg_store_audit(j, "test", "probe", "a write during a snapshot", &err), 0);
         assert_int_equal(sg_store_commit(j, &err), 0);
         double took = sg_mono_s() - t0;
         worst = took > worst ? took : worst;
@@ -1614,8 +1632,8 @@ static void sample_keys(void **state)
     char key[64];
     for (int i = 0; i < 1000; i++) {
         snprintf(key, sizeof key, "%s:%04d", i % 2 == 0 ? "igor" : "session", i);
-        assert_int_equal(sg_store_snapshot_add_key(s, 0, key, strlen(key),
-                                                   i % 10 == 0 ? 99999 : 0, "v", 1, &err),
+        assert_int_equal(sg_store_snapshot_add_key(s, 0, key, strlen(key), i % 10 == 0 ? 99999 : 0,
+                                                   "v", 1, &err),
                          0);
     }
     sg_snapshot_info t = {.key_count = 1000, .bytes = 1000, .state = "complete"};
@@ -1662,8 +1680,8 @@ static bool shared_lock_visible(const char *path)
     assert_true(pid >= 0);
     if (pid == 0) {
         int fd = open(path, O_RDWR);
-        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
-                           .l_start = 0x40000000 + 2, .l_len = 510};
+        struct flock fl = {
+            .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0x40000000 + 2, .l_len = 510};
         if (fd < 0 || fcntl(fd, F_GETLK, &fl) != 0)
             _exit(2);
         _exit(fl.l_type == F_UNLCK ? 1 : 0);

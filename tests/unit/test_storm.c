@@ -397,13 +397,16 @@ static void replayed_corrects_share_and_rate(void **state)
      * more new ones stay at the floor (without the correction the first
      * of them would be the 21st) */
     for (int i = 0; i < 10; i++)
-        assert_null((feed(&r, T0 + 300 + i, STAGING, "svc", SG_KIND_NEW), fired(&r, SG_STORM_RATE)));
+        assert_null(
+            (feed(&r, T0 + 300 + i, STAGING, "svc", SG_KIND_NEW), fired(&r, SG_STORM_RATE)));
     assert_non_null((feed(&r, T0 + 400, STAGING, "svc", SG_KIND_NEW), fired(&r, SG_STORM_RATE)));
     /* a correction for a second that is over takes nothing from the next */
     r.n = sg_storm_replayed(&r.s, T0 + 500, T0 + SEC + 10, STAGING, r.out);
     for (int i = 0; i < 20; i++)
-        assert_null((feed(&r, T0 + SEC + 20 + i, STAGING, "svc", SG_KIND_NEW), fired(&r, SG_STORM_RATE)));
-    assert_non_null((feed(&r, T0 + SEC + 50, STAGING, "svc", SG_KIND_NEW), fired(&r, SG_STORM_RATE)));
+        assert_null(
+            (feed(&r, T0 + SEC + 20 + i, STAGING, "svc", SG_KIND_NEW), fired(&r, SG_STORM_RATE)));
+    assert_non_null(
+        (feed(&r, T0 + SEC + 50, STAGING, "svc", SG_KIND_NEW), fired(&r, SG_STORM_RATE)));
     sg_storm_close(&r.s);
 }
 
