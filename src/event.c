@@ -601,6 +601,16 @@ static int fill(sg_event *out, const char *shape, const char *source, size_t sou
 {
     if (!source || !source_len || !job || !job_len)
         return sg_error_set(err, SG_EINVAL, "%s build event without a source or job name", shape);
+    if (source_len > SG_EVENT_NAME_MAX || job_len > SG_EVENT_NAME_MAX)
+        return sg_error_set(err, SG_EINVAL,
+                            "%s build event for job '%.64s...': the %s name is %zu bytes, over "
+                            "the limit of %d",
+                            shape, job, source_len > SG_EVENT_NAME_MAX ? "source" : "job",
+                            source_len > SG_EVENT_NAME_MAX ? source_len : job_len,
+                            SG_EVENT_NAME_MAX);
+    if (memchr(source, '\0', source_len) || memchr(job, '\0', job_len))
+        return sg_error_set(err, SG_EINVAL, "%s build event: a NUL character in the %s name", shape,
+                            memchr(source, '\0', source_len) ? "source" : "job");
     if (number_of(number, &out->number))
         return sg_error_set(err, SG_EINVAL,
                             "%s build event for job '%.*s': build number is not a whole number "

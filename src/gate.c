@@ -639,6 +639,10 @@ void sg_gate_metrics(sg_gate *g, sg_buf *b)
     sg_metric_family(b, "stormguard_requests_rejected_total", "counter",
                      "Requests answered 400 (malformed or absurd events)");
     sg_metric_sample(b, "stormguard_requests_rejected_total", "", (double)g->rejected);
+    sg_metric_family(b, "stormguard_http_refused_total", "counter",
+                     "Requests refused before they were read as events (a method, target or "
+                     "header the gate could not forward; a header section over max_header)");
+    sg_metric_sample(b, "stormguard_http_refused_total", "", (double)sg_http_refused(g->http));
     sg_metric_family(b, "stormguard_requests_unavailable_total", "counter",
                      "Requests answered 503 because the journal could not be written");
     sg_metric_sample(b, "stormguard_requests_unavailable_total", "", (double)g->unavailable);

@@ -31,6 +31,7 @@ struct sg_http {
     int port;
     int connections, max_connections;
     size_t max_header;
+    uint64_t refused; /* requests answered 4xx before the handler */
     bool stopping, listener_closed;
     void (*done)(void *ud);
     void *done_ud;
@@ -76,6 +77,77 @@ static size_t header_bytes(const h2o_req_t *req)
     return n;
 }
 
+/* RFC 9110 5.6.2: token = 1*tchar. */
+static bool tchar(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static bool is_token(const char *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!tchar((unsigned char)p[i]))
+            return false;
+    return len > 0;
+}
+
+/* Why the request cannot be taken as it is, or NULL. h2o's parser lets
+ * through what a handler that copies the request on (the gate forwards its
+ * method, path and headers) must not: a method that is empty or not a token,
+ * a target that is not a path, bytes in it that are not ASCII, and folded
+ * header lines, which h2o hands over as a header with an empty name. Such a
+ * request could never be delivered the same way, so it is refused before
+ * the handler sees it (RFC 9110 5.6.2, 9112 3.2 and 5.2). */
+static const char *malformed(const h2o_req_t *req, char *buf, size_t size)
+{
+    if (req->method.len > SG_HTTP_METHOD_MAX || !is_token(req->method.base, req->method.len))
+        return "the request method is not an HTTP token of 1 to 32 characters";
+    if (!req->path.len || req->path.base[0] != '/')
+        return "the request target is not a path starting with '/' (origin-form)";
+    for (size_t i = 0; i < req->path.len; i++) {
+        unsigned char c = (unsigned char)req->path.base[i];
+        if (c <= 0x20 || c >= 0x7f) {
+            snprintf(buf, size,
+                     "the request target has byte 0x%02x at offset %zu: "
+                     "percent-encode it",
+                     c, i);
+            return buf;
+        }
+    }
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_header_t *hd = &req->headers.entries[i];
+        if (hd->name->len == 0)
+            return "a folded header line (obs-fold, RFC 9112 5.2): send each header on one line";
+        if (!is_token(hd->name->base, hd->name->len))
+            return "a header name is not an HTTP token";
+        for (size_t k = 0; k < hd->value.len; k++) {
+            unsigned char c = (unsigned char)hd->value.base[k];
+            if (c == '\0' || c == '\r' || c == '\n') {
+                snprintf(buf, size, "header '%.*s' has a NUL, CR or LF in its value",
+                         (int)(hd->name->len < 64 ? hd->name->len : 64), hd->name->base);
+                return buf;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Answers r with status and {"error": why}; why holds no character JSON
+ * must escape (the messages above, a header name that is a token). */
+static void refuse(sg_http_req *r, int status, const char *why)
+{
+    char msg[320];
+    int n = snprintf(msg, sizeof msg, "{\"error\":\"%s\"}", why);
+    r->req->http1_is_persistent = 0; /* what follows on the connection is suspect */
+    sg_http_reply(r, status, "application/json", msg, (size_t)n, 0);
+}
+
+uint64_t sg_http_refused(const sg_http *h)
+{
+    return h ? h->refused : 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     sg_http *h = ((sg_h2o_handler *)self)->http;
@@ -85,14 +157,20 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     sg_http_req **link = h2o_mem_alloc_shared(&req->pool, sizeof *link, on_pool_dispose);
     *link = r;
     size_t got = header_bytes(req);
+    char why[200];
     if (h->max_header && got > h->max_header) {
-        char msg[160];
-        int n = snprintf(msg, sizeof msg,
-                         "{\"error\":\"request header section of %zu bytes is over the limit "
-                         "of %zu ([gate] max_header)\"}",
-                         got, h->max_header);
-        req->http1_is_persistent = 0; /* what follows on the connection is suspect */
-        sg_http_reply(r, 431, "application/json", msg, (size_t)n, 0);
+        snprintf(why, sizeof why,
+                 "request header section of %zu bytes is over the limit of %zu ([gate] "
+                 "max_header)",
+                 got, h->max_header);
+        h->refused++;
+        refuse(r, 431, why);
+        return 0;
+    }
+    const char *bad = malformed(req, why, sizeof why);
+    if (bad) {
+        h->refused++;
+        refuse(r, 400, bad);
         return 0;
     }
     h->handler(h->ud, r);

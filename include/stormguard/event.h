@@ -11,6 +11,11 @@
 
 #include "stormguard/error.h"
 
+/* Longest source (master) or job name a build event may carry, in bytes.
+ * Jenkins' own names are far shorter (a folder path of a few hundred
+ * bytes at most); a longer one is not a build the notifier could match. */
+#define SG_EVENT_NAME_MAX 1024
+
 typedef enum sg_event_type {
     SG_EVENT_PASSTHROUGH = 0, /* not a completed build: forwarded untouched */
     SG_EVENT_BUILD,           /* a completed build: classified */
@@ -40,7 +45,8 @@ typedef struct sg_event {
  * events arrive: there, invalid JSON is an error (SG_EINVAL, err has the
  * parser's line and column); elsewhere anything unparsable passes through.
  * A build with absurd fields (number <= 0 or > 2^53, a timestamp that is not
- * epoch milliseconds) is SG_EINVAL too. On success *out is filled; release it
+ * epoch milliseconds, a source or job name over SG_EVENT_NAME_MAX bytes or
+ * with a NUL in it) is SG_EINVAL too. On success *out is filled; release it
  * with sg_event_close. */
 int sg_event_parse(const char *body, size_t len, bool build_path, const sg_event_config *cfg,
                    sg_event *out, sg_error *err);

@@ -8,16 +8,25 @@
  * request line and headers) over max_header gets 431 and a close; a client
  * that does not complete its request within read_timeout_ms is disconnected
  * (slowloris). h2o answers an unparsable request, more than 100 headers or a
- * header section beyond its own buffer (about 400 KiB) with 400 and a close. */
+ * header section beyond its own buffer (about 400 KiB) with 400 and a close.
+ *
+ * What a handler receives can be copied on as it is: a request whose method
+ * is not a token of 1 to SG_HTTP_METHOD_MAX characters, whose target is not
+ * an origin-form path of printable ASCII, with a folded header line
+ * (obs-fold) or a NUL, CR or LF in a header value gets 400 and a close
+ * before any handler sees it. */
 #ifndef STORMGUARD_HTTP_H
 #define STORMGUARD_HTTP_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "stormguard/error.h"
 
 struct uv_loop_s;
+
+#define SG_HTTP_METHOD_MAX 32
 
 typedef struct sg_http sg_http;
 typedef struct sg_http_req sg_http_req;
@@ -41,6 +50,10 @@ int sg_http_start(struct uv_loop_s *loop, const sg_http_opts *opts, sg_http_hand
 
 /* The port actually bound (useful with port 0). */
 int sg_http_port(const sg_http *h);
+
+/* Requests refused before any handler saw them (malformed, or a header
+ * section over max_header); 0 for NULL. */
+uint64_t sg_http_refused(const sg_http *h);
 
 /* Stops accepting and closes idle connections; calls done(ud) once every
  * connection is closed and h is freed. Requests still waiting for a reply
