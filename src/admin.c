@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "stormguard/classify.h"
 #include "stormguard/util.h"
@@ -40,9 +41,13 @@ static bool authorized(const sg_admin *a, const sg_http_req *req)
     if (!a->token)
         return true;
     sg_str v;
-    if (!sg_http_header(req, "authorization", &v) || v.len < 7 || strncmp(v.p, "Bearer ", 7))
+    /* RFC 9110 11.1: the scheme name is case-insensitive, then 1*SP */
+    if (!sg_http_header(req, "authorization", &v) || v.len < 7 || strncasecmp(v.p, "bearer ", 7))
         return false;
-    return sg_token_equal(v.p + 7, v.len - 7, a->token);
+    size_t at = 7;
+    while (at < v.len && v.p[at] == ' ')
+        at++;
+    return sg_token_equal(v.p + at, v.len - at, a->token);
 }
 
 static int hex(int c)

@@ -168,29 +168,6 @@ static size_t collect(char *p, size_t size, size_t n, void *ud)
     return size * n;
 }
 
-/* The admin token as the daemon reads it: [admin] token, else token_file. */
-static int read_token(sg_cli *cli, char **out)
-{
-    *out = NULL;
-    if (cli->cfg.admin_token) {
-        *out = sg_xstrdup(cli->cfg.admin_token);
-        return 0;
-    }
-    if (!cli->cfg.admin_token_file)
-        return 0;
-    FILE *f = fopen(cli->cfg.admin_token_file, "r");
-    if (!f)
-        return sg_error_set(&cli->err, SG_EUSAGE, "reading admin token file %s: %s",
-                            cli->cfg.admin_token_file, strerror(errno));
-    char line[512] = "";
-    if (!fgets(line, sizeof line, f))
-        line[0] = '\0';
-    fclose(f);
-    line[strcspn(line, "\r\n")] = '\0';
-    *out = sg_xstrdup(line);
-    return 0;
-}
-
 /* "$USER@host" as far as known, else "cli": who asked, for the daemon's audit. */
 void sg_cli_actor(char *buf, size_t size)
 {
@@ -248,7 +225,7 @@ int sg_cli_admin_request(sg_cli *cli, const char *method, const char *path, cons
                          long timeout_ms, sg_buf *body, long *status)
 {
     char *token;
-    int rc = read_token(cli, &token);
+    int rc = sg_config_admin_token(&cli->cfg, &token, &cli->err);
     if (rc)
         return rc;
     CURL *c = curl_easy_init();

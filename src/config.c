@@ -558,3 +558,47 @@ void sg_config_dump(const sg_config *c, FILE *out)
         fputc('\n', out);
     }
 }
+
+/* The token without the whitespace around it: a header value cannot carry
+ * it (RFC 9110 5.5), and a file of blanks is not a token. */
+static char *trimmed(const char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+        n--;
+    return sg_xstrndup(s, n);
+}
+
+int sg_config_admin_token(const sg_config *c, char **out, sg_error *err)
+{
+    char *token = NULL;
+    if (c->admin_token) {
+        token = trimmed(c->admin_token);
+        if (!*token) {
+            free(token);
+            return sg_error_set(err, SG_EUSAGE, "[admin] token is empty");
+        }
+    } else if (c->admin_token_file) {
+        FILE *f = fopen(c->admin_token_file, "r");
+        if (!f)
+            return sg_error_set(err, SG_EUSAGE, "reading admin token file %s: %s",
+                                c->admin_token_file, strerror(errno));
+        char line[512] = "";
+        if (!fgets(line, sizeof line, f))
+            line[0] = '\0';
+        fclose(f);
+        line[strcspn(line, "\r\n")] = '\0';
+        token = trimmed(line);
+        if (!*token) {
+            free(token);
+            return sg_error_set(err, SG_EUSAGE,
+                                "admin token file %s holds no token (its first line is empty or "
+                                "blank)",
+                                c->admin_token_file);
+        }
+    }
+    *out = token;
+    return 0;
+}

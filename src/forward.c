@@ -32,6 +32,7 @@
 #include "stormguard/forward.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <h2o.h>
 #include <h2o/http1client.h>
 #include <h2o/socketpool.h>
@@ -143,6 +144,8 @@ void sg_fwd_item_free(sg_fwd_item *it)
 static void pump(sg_forward *f);
 static void on_retry_timer(uv_timer_t *t);
 static void on_report(uv_idle_t *h);
+static void free_lane(sg_forward *f, lane *l);
+static void maybe_drained(sg_forward *f);
 
 /* ---- lanes ---- */
 
@@ -206,6 +209,7 @@ static void on_retry_timer(uv_timer_t *t)
 
 void sg_forward_push(sg_forward *f, sg_fwd_item *it)
 {
+    assert(!f->stopping);
     lane *l;
     it->next = NULL;
     if (it->lane == 0) {
@@ -230,18 +234,17 @@ void sg_forward_push(sg_forward *f, sg_fwd_item *it)
     /* started from the idle callback: the loop finishes what it is doing
      * first (the gate answers a whole committed batch before its deliveries
      * start) */
-    if (!f->stopping)
-        uv_idle_start(&f->report, on_report);
+    uv_idle_start(&f->report, on_report);
 }
 
 size_t sg_forward_backlog(const sg_forward *f)
 {
-    return f->backlog;
+    return f ? f->backlog : 0;
 }
 
 size_t sg_forward_inflight(const sg_forward *f)
 {
-    return f->inflight;
+    return f ? f->inflight : 0;
 }
 
 /* ---- the downstream's address ---- */
@@ -635,7 +638,13 @@ static void finish(sg_forward *f, transfer *t)
         f->backlog--;
     }
     f->fn(f->ud, it, outcome, status, error[0] ? error : NULL, took);
-    if (l->head) {
+    if (f->stopping) {
+        /* draining: the retry, and whatever waits behind it, is the next
+         * run's (it stays pending in the journal) */
+        if (!l->solo)
+            sg_u64map_remove(&f->lanes, l->key);
+        free_lane(f, l);
+    } else if (l->head) {
         schedule(f, l);
     } else if (!l->solo) {
         /* ordered lanes live in the map while they have items: one per job
@@ -661,7 +670,10 @@ static void on_report(uv_idle_t *h)
         finish(f, t);
     }
     f->pumping = false;
-    pump(f);
+    if (f->stopping)
+        maybe_drained(f);
+    else
+        pump(f);
 }
 
 static void on_deadline(uv_timer_t *h)
@@ -684,9 +696,10 @@ static void on_deadline(uv_timer_t *h)
 /* ---- start and stop ---- */
 
 /* Splits an http:// or https:// URL into its parts; *literal_len is 0
- * unless the host is an address, then in *literal. */
-static int parse_downstream(sg_forward *f, const char *url, struct sockaddr_storage *literal,
-                            socklen_t *literal_len, sg_error *err)
+ * unless the host is an address, then in *literal. Messages show the URL as
+ * shown (redacted: it may hold a password). */
+static int parse_downstream(sg_forward *f, const char *url, const char *shown,
+                            struct sockaddr_storage *literal, socklen_t *literal_len, sg_error *err)
 {
     const char *p;
     if (!strncmp(url, "http://", 7)) {
@@ -696,23 +709,23 @@ static int parse_downstream(sg_forward *f, const char *url, struct sockaddr_stor
         f->tls = true;
     } else {
         return sg_error_set(err, SG_EUSAGE, "downstream '%s' must be an http:// or https:// URL",
-                            url);
+                            shown);
     }
     size_t alen = strcspn(p, "/?#");
-    if (p[alen] == '?' || p[alen] == '#' || strchr(p, '@') || alen == 0)
+    if (strpbrk(p, "?#@") || alen == 0)
         return sg_error_set(err, SG_EUSAGE,
                             "downstream '%s': give scheme, host, port and path only "
                             "(no user, query or fragment)",
-                            url);
+                            shown);
     const char *host = p, *hend, *port = NULL;
     if (*p == '[') {
         hend = memchr(p, ']', alen);
         if (!hend)
-            return sg_error_set(err, SG_EUSAGE, "downstream '%s': unclosed '[' in the host", url);
+            return sg_error_set(err, SG_EUSAGE, "downstream '%s': unclosed '[' in the host", shown);
         host = p + 1;
         if (hend + 1 < p + alen) {
             if (hend[1] != ':')
-                return sg_error_set(err, SG_EUSAGE, "downstream '%s': bad host", url);
+                return sg_error_set(err, SG_EUSAGE, "downstream '%s': bad host", shown);
             port = hend + 2;
         }
     } else {
@@ -728,10 +741,10 @@ static int parse_downstream(sg_forward *f, const char *url, struct sockaddr_stor
         portnum = strtol(port, &end, 10);
         if (end != p + alen || end == port || portnum < 1 || portnum > 65535)
             return sg_error_set(err, SG_EUSAGE, "downstream '%s': the port must be 1 to 65535",
-                                url);
+                                shown);
     }
     if (hend == host)
-        return sg_error_set(err, SG_EUSAGE, "downstream '%s' has no host", url);
+        return sg_error_set(err, SG_EUSAGE, "downstream '%s' has no host", shown);
     f->host = sg_xstrndup(host, (size_t)(hend - host));
     f->authority = sg_xstrndup(p, alen);
     snprintf(f->port, sizeof f->port, "%ld", portnum);
@@ -795,6 +808,7 @@ static void dispose_h2o(sg_forward *f)
 static void free_forward(sg_forward *f)
 {
     dispose_h2o(f);
+    sg_u64map_clear(&f->lanes); /* empty by now: every lane ended or was freed */
     while (f->pool) {
         pool *p = f->pool;
         f->pool = p->older;
@@ -820,8 +834,10 @@ int sg_forward_start(uv_loop_t *loop, const sg_forward_opts *o, sg_fwd_result_fn
     int rc;
     struct sockaddr_storage literal = {0};
     socklen_t literal_len = 0;
-    if ((rc = parse_downstream(f, o->downstream, &literal, &literal_len, err)) ||
-        (rc = setup_tls(f, err))) {
+    char *shown = sg_url_redacted(o->downstream);
+    rc = parse_downstream(f, o->downstream, shown, &literal, &literal_len, err);
+    free(shown);
+    if (rc || (rc = setup_tls(f, err))) {
         free_forward(f);
         return rc;
     }
@@ -861,7 +877,7 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void maybe_stopped(sg_forward *f)
 {
-    if (!f->stopping || f->closing)
+    if (!f->stopping || !f->disposed || f->closing)
         return;
     void (*done)(void *) = f->done;
     void *ud = f->done_ud;
@@ -870,44 +886,11 @@ static void maybe_stopped(sg_forward *f)
         done(ud);
 }
 
-void sg_forward_stop(sg_forward *f, void (*done)(void *ud), void *ud)
+/* Every transfer has ended and been reported: the handles close. */
+static void maybe_drained(sg_forward *f)
 {
-    f->stopping = true;
-    f->done = done;
-    f->done_ud = ud;
-    /* in flight or not yet reported: abandoned; their events stay pending in
-     * the journal and are delivered again after a restart */
-    while (f->first) {
-        transfer *t = f->first;
-        if (t->client) {
-            /* the pool goes below, before a TLS connection finishes closing */
-            if (t->client->sock)
-                t->client->sock->on_close.cb = NULL;
-            h2o_http1client_cancel(t->client);
-        }
-        ended(t);
-    }
-    for (transfer *t = f->ended, *next; t; t = next) {
-        next = t->next;
-        if (t->lane->solo)
-            free_lane(f, t->lane);
-        sg_buf_free(&t->head);
-        free(t);
-    }
-    f->ended = NULL;
-    /* solo lanes live only on the lists; ordered lanes live in the map */
-    for (lane **list = &f->ready; list; list = list == &f->ready ? &f->waiting : NULL) {
-        for (lane *l = *list, *next; l; l = next) {
-            next = l->next;
-            if (l->solo)
-                free_lane(f, l);
-        }
-    }
-    for (size_t i = 0; i < f->lanes.cap; i++)
-        if (f->lanes.keys[i])
-            free_lane(f, *(lane **)(f->lanes.vals + i * f->lanes.val_size));
-    sg_u64map_clear(&f->lanes);
-    f->ready = f->ready_tail = f->waiting = NULL;
+    if (!f->stopping || f->inflight || f->ended || f->disposed)
+        return;
     if (f->lookup)
         uv_cancel((uv_req_t *)&f->lookup->req);
     f->closing += 3;
@@ -915,4 +898,46 @@ void sg_forward_stop(sg_forward *f, void (*done)(void *ud), void *ud)
     uv_close((uv_handle_t *)&f->retry_timer, on_handle_closed);
     uv_close((uv_handle_t *)&f->report, on_handle_closed);
     dispose_h2o(f); /* after the handles above: see there */
+}
+
+void sg_forward_stop(sg_forward *f, void (*done)(void *ud), void *ud)
+{
+    f->stopping = true;
+    f->done = done;
+    f->done_ud = ud;
+    /* What has not started stays pending in the journal for the next run.
+     * What is in flight may have reached the downstream already: it runs to
+     * its end (the attempt's deadline bounds the wait) and is reported as
+     * usual, so its result is journaled and it is not delivered again. */
+    for (lane **list = &f->ready; list; list = list == &f->ready ? &f->waiting : NULL) {
+        for (lane *l = *list, *next; l; l = next) {
+            next = l->next;
+            if (l->solo)
+                free_lane(f, l);
+        }
+    }
+    f->ready = f->ready_tail = f->waiting = NULL;
+    for (size_t i = 0; i < f->lanes.cap; i++) {
+        if (!f->lanes.keys[i])
+            continue;
+        lane *l = *(lane **)(f->lanes.vals + i * f->lanes.val_size);
+        if (l->busy) {
+            /* keep its head, in flight; the items behind it go */
+            sg_fwd_item *behind = l->head->next;
+            l->head->next = NULL;
+            l->tail = l->head;
+            while (behind) {
+                sg_fwd_item *it = behind;
+                behind = it->next;
+                sg_fwd_item_free(it);
+                f->backlog--;
+            }
+        } else {
+            sg_u64map_remove(&f->lanes, l->key);
+            free_lane(f, l);
+            i--; /* removal may move another lane into this slot */
+        }
+    }
+    uv_timer_stop(&f->retry_timer);
+    maybe_drained(f);
 }

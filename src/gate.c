@@ -141,11 +141,9 @@ static void on_forward_result(void *ud, sg_fwd_item *it, sg_fwd_outcome outcome,
         if (outcome == SG_FWD_RETRY || status == 0 || status >= 500)
             g->downstream_ok = false;
     }
-    if (g->stopping) {
-        if (outcome != SG_FWD_RETRY)
-            sg_fwd_item_free(it);
-        return;
-    }
+    /* also while stopping: the forwarder lets the deliveries in flight end
+     * so that their results are journaled (a delivery the downstream took
+     * must not go again after the restart) */
     fwd_update *u = sg_xcalloc(1, sizeof *u);
     u->g = g;
     u->error = error ? sg_xstrdup(error) : NULL;
@@ -249,7 +247,7 @@ static void on_incoming_done(sg_jop *op)
     int n = snprintf(reply, sizeof reply, "{\"id\":%lld,\"kind\":\"%s\",\"state\":\"%s\"}",
                      (long long)op->row.id, sg_kind_name(in->kind), op->row.state);
     sg_http_reply(in->req, 200, "application/json", reply, (size_t)n, 0);
-    if (st == ST_PENDING) {
+    if (st == ST_PENDING && !g->stopping) { /* else the next run delivers it */
         if (!g->spilled && sg_forward_backlog(g->fwd) < SPILL_AT) {
             sg_fwd_item *it = sg_xcalloc(1, sizeof *it);
             it->id = op->row.id;
@@ -738,27 +736,27 @@ static void on_journal_stopped(void *ud)
     uv_close((uv_handle_t *)&g->sighup, on_closed_signal);
 }
 
-static void on_forward_stopped(void *ud)
-{
-    sg_gate *g = ud;
-    g->fwd = NULL;
-    /* The journal's read-write connections must close last: only such a
-     * last connection checkpoints and removes the WAL. Nothing reads from
-     * here on (the listeners and the forwarder are stopped). */
-    sg_store_free(g->reader);
-    g->reader = NULL;
-    sg_journal_stop(g->journal, on_journal_stopped, g);
-}
-
-/* Both listeners are closed: every answered event is committed (answers are
- * sent after commits), so deliveries can stop and the journal drain. */
-static void on_http_stopped(void *ud)
+/* Both listeners are closed, so every answered event is committed (answers
+ * are sent after commits), and the deliveries in flight have ended and had
+ * their results submitted: the journal commits what is queued and stops.
+ * The journal's read-write connections close last: only such a last
+ * connection checkpoints and removes the WAL. Nothing reads from here on. */
+static void on_part_stopped(void *ud)
 {
     sg_gate *g = ud;
     if (--g->stop_waits > 0)
         return;
     g->http = g->admin_http = NULL;
-    sg_forward_stop(g->fwd, on_forward_stopped, g);
+    sg_store_free(g->reader);
+    g->reader = NULL;
+    sg_journal_stop(g->journal, on_journal_stopped, g);
+}
+
+static void on_forward_stopped(void *ud)
+{
+    sg_gate *g = ud;
+    g->fwd = NULL;
+    on_part_stopped(g);
 }
 
 static void stop(sg_gate *g, const char *why)
@@ -766,13 +764,17 @@ static void stop(sg_gate *g, const char *why)
     if (g->stopping)
         return;
     g->stopping = true;
-    sg_log(SG_LOG_INFO, "gate", "%s: stopping (finishing commits in flight)", why);
+    size_t inflight = sg_forward_inflight(g->fwd);
+    sg_log(SG_LOG_INFO, "gate",
+           "%s: stopping (finishing commits in flight and %zu deliveries, at most %llds)", why,
+           inflight, (long long)g->cfg->forward_timeout_s);
     uv_close((uv_handle_t *)&g->tick, NULL);
     sg_hold_stop(g);
     sg_guard_stop(g);
-    g->stop_waits = 2;
-    sg_http_stop(g->http, on_http_stopped, g);
-    sg_http_stop(g->admin_http, on_http_stopped, g);
+    g->stop_waits = 3;
+    sg_forward_stop(g->fwd, on_forward_stopped, g);
+    sg_http_stop(g->http, on_part_stopped, g);
+    sg_http_stop(g->admin_http, on_part_stopped, g);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -805,33 +807,16 @@ static bool loopback(const char *listen)
            !strncmp(listen, "localhost:", 10);
 }
 
-/* The admin token: from the config, or the first line of token_file. */
+/* The admin token; none is allowed only on loopback. */
 static int admin_token(const sg_config *c, char **out, sg_error *err)
 {
-    *out = NULL;
-    if (c->admin_token) {
-        *out = sg_xstrdup(c->admin_token);
-    } else if (c->admin_token_file) {
-        FILE *f = fopen(c->admin_token_file, "r");
-        if (!f)
-            return sg_error_set(err, SG_EUSAGE, "reading admin token file %s: %s",
-                                c->admin_token_file, strerror(errno));
-        char line[512] = "";
-        if (!fgets(line, sizeof line, f))
-            line[0] = '\0';
-        fclose(f);
-        line[strcspn(line, "\r\n")] = '\0';
-        if (!*line)
-            return sg_error_set(err, SG_EUSAGE, "admin token file %s is empty",
-                                c->admin_token_file);
-        *out = sg_xstrdup(line);
-    }
-    if (!*out && !loopback(c->admin_listen))
+    int rc = sg_config_admin_token(c, out, err);
+    if (rc == 0 && !*out && !loopback(c->admin_listen))
         return sg_error_set(err, SG_EUSAGE,
                             "the admin API listens on %s, beyond loopback, but no admin token "
                             "is configured ([admin] token or token_file)",
                             c->admin_listen);
-    return 0;
+    return rc;
 }
 
 static int start(sg_gate *g, sg_error *err)

@@ -295,3 +295,27 @@ void sg_buf_free(sg_buf *b)
     free(b->p);
     memset(b, 0, sizeof *b);
 }
+
+char *sg_url_redacted(const char *url)
+{
+    const char *rest = strstr(url, "://");
+    rest = rest ? rest + 3 : url;
+    size_t authority = strcspn(rest, "/?#");
+    const char *at = NULL;
+    for (const char *p = rest; p < rest + authority; p++)
+        if (*p == '@')
+            at = p;
+    const char *query = strchr(rest, '?');
+    sg_buf b = {0};
+    sg_buf_append(&b, url, (size_t)(rest - url));
+    if (at) {
+        sg_buf_append(&b, "***", 3);
+        rest = at;
+    }
+    size_t keep = query ? (size_t)(query - rest) : strlen(rest);
+    sg_buf_append(&b, rest, keep);
+    if (query)
+        sg_buf_append(&b, "?***", 4);
+    sg_buf_append(&b, "", 1);
+    return b.p;
+}

@@ -104,6 +104,12 @@ const char *sg_config_flag_at(size_t i);
 /* One line per config key with its flag and meaning, for --help. */
 void sg_config_print_flags(FILE *out);
 
+/* The admin API's bearer token: [admin] token, else the first line of
+ * token_file, without surrounding whitespace; *out is NULL when neither is
+ * set (free it). A token file that cannot be read or holds no token is
+ * SG_EUSAGE, naming the file. */
+int sg_config_admin_token(const sg_config *c, char **out, sg_error *err);
+
 /* Writes the effective configuration as INI (passwords never included). */
 void sg_config_dump(const sg_config *c, FILE *out);
 

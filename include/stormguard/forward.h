@@ -55,14 +55,18 @@ typedef void (*sg_fwd_result_fn)(void *ud, sg_fwd_item *item, sg_fwd_outcome out
 
 int sg_forward_start(struct uv_loop_s *loop, const sg_forward_opts *o, sg_fwd_result_fn fn,
                      void *ud, sg_forward **out, sg_error *err);
-/* Queues an item (loop thread). */
+/* Queues an item (loop thread; not after sg_forward_stop). */
 void sg_forward_push(sg_forward *f, sg_fwd_item *item);
-/* Items queued or in flight. */
+/* Items queued or in flight; 0 for NULL (a forwarder stopped). */
 size_t sg_forward_backlog(const sg_forward *f);
 size_t sg_forward_inflight(const sg_forward *f);
-/* Aborts what is in flight (it stays pending in the journal and is sent
- * again after a restart), frees every queued item, closes the handles and
- * calls done(ud). */
+/* Stops: starts no new transfer and frees every queued item (its event
+ * stays pending in the journal, delivered by the next run). Transfers in
+ * flight run to their end, at most timeout_ms, and are reported through the
+ * result callback as usual, so that a delivery the downstream accepted is
+ * recorded and never sent again; a RETRY reported now is not retried (the
+ * forwarder frees the item after the callback). Then the handles close and
+ * done(ud) runs; f is freed. Loop thread, not from the result callback. */
 void sg_forward_stop(sg_forward *f, void (*done)(void *ud), void *ud);
 
 void sg_fwd_item_free(sg_fwd_item *item);

@@ -15,6 +15,10 @@ char *sg_xstrdup(const char *s);
 char *sg_xstrndup(const char *s, size_t n);
 char *sg_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* A copy of url fit for a message: a user and password ("scheme://u:p@host")
+ * become "***", a query string "?***". Caller frees. */
+char *sg_url_redacted(const char *url);
+
 /* Redis glob semantics (as SCAN MATCH): * ? [abc] [^a-z] and \ escapes,
  * binary safe on the string side. */
 bool sg_glob_match(const char *pattern, const char *s, size_t len);

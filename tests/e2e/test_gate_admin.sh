@@ -168,6 +168,19 @@ ADMIN_TOKEN=secret2 admin_get /v1/status
 assert_eq 200 "$HTTP_STATUS" "--admin-token-file: its token is accepted"
 admin_get /v1/status -H 'Authorization: Bearer secret'
 assert_eq 401 "$HTTP_STATUS" "and another is not"
+admin_get /v1/status -H 'Authorization: bearer secret2'
+assert_eq 200 "$HTTP_STATUS" "the scheme name in lower case (RFC 9110 11.1: case-insensitive): 200"
+admin_get /v1/status -H 'Authorization: BEARER   secret2'
+assert_eq 200 "$HTTP_STATUS" "in upper case, with several spaces before the token: 200"
+admin_get /v1/status -H 'Authorization: Basic secret2'
+assert_eq 401 "$HTTP_STATUS" "another scheme with the right token: 401"
+stop_gate
+printf '  secret3 \t\r\nsecond line\n' >"$TMP/token3"
+start_gate --admin-token-file "$TMP/token3"
+ADMIN_TOKEN=secret3 admin_get /v1/status
+assert_eq 200 "$HTTP_STATUS" "a token file's first line is the token, without the blanks around it"
+run sgx status --admin "$ADMIN" --admin-token-file "$TMP/token3" --json
+assert_rc 0 "stormguard status reads the token file the same way"
 stop_gate
 assert_eq 0 "$GATE_RC" "SIGTERM: exit 0"
 
@@ -191,6 +204,20 @@ assert_contains "$ERR" "$TMP/no-such-file" "the message names the file"
 run timeout 20 "$SG_BIN" run --db "$SG_DB" --downstream "$SINK_URL" --listen "127.0.0.1:$P1" --admin "127.0.0.1:$P2" --admin-token-file "$TMP/empty-token"
 assert_rc 2 "an empty --admin-token-file: exit 2"
 assert_contains "$ERR" "empty" "the message says it is empty"
+printf '   \t \n' >"$TMP/blank-token"
+run timeout 20 "$SG_BIN" run --db "$SG_DB" --downstream "$SINK_URL" --listen "127.0.0.1:$P1" --admin "127.0.0.1:$P2" --admin-token-file "$TMP/blank-token"
+assert_rc 2 "an --admin-token-file of blanks only: exit 2"
+assert_contains "$ERR" "blank-token holds no token" "the message names the file and says it holds no token"
+run timeout 20 "$SG_BIN" run --db "$SG_DB" --downstream "$SINK_URL" --listen "127.0.0.1:$P1" --admin "127.0.0.1:$P2" --admin-token ' '
+assert_rc 2 "an --admin-token of blanks: exit 2"
+run timeout 20 "$SG_BIN" run --db "$SG_DB" --downstream "http://echo:pa55w0rd-xyz@127.0.0.1:9/" --listen "127.0.0.1:$P1" --admin "127.0.0.1:$P2"
+assert_rc 2 "a --downstream with user:password@: exit 2"
+assert_contains "$ERR" "no user" "the message says a user is not allowed"
+assert_not_contains "$ERR$OUT" "pa55w0rd-xyz" "and does not print the password"
+assert_not_contains "$ERR$OUT" "echo:" "nor the user"
+run timeout 20 "$SG_BIN" run --db "$SG_DB" --downstream "http://127.0.0.1:9/hook?token=t0ps3cret" --listen "127.0.0.1:$P1" --admin "127.0.0.1:$P2"
+assert_rc 2 "a --downstream with a query: exit 2"
+assert_not_contains "$ERR$OUT" "t0ps3cret" "the message does not print the query, which may hold a secret"
 
 echo "# a non-loopback admin API with a token starts"
 start_gate --admin "0.0.0.0:$P2" --admin-token secret
