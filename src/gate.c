@@ -27,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <uv.h>
 
 #include "stormguard/admin.h"
@@ -210,15 +212,59 @@ static bool forwardable(sg_kind k)
     return k == SG_KIND_NEW || k == SG_KIND_UNKNOWN;
 }
 
+/* ---- the journal's health ---- */
+
+/* While the journal cannot be written (a full or read-only disk), a probe
+ * write every PROBE_EVERY_MS tells when it can again, so that /readyz comes
+ * back by itself and not only with the next event a poller posts. */
+#define PROBE_EVERY_MS 1000
+
+static void journal_writable(sg_gate *g)
+{
+    if (g->journal_ok)
+        return;
+    sg_log(SG_LOG_INFO, "journal", "journal writable again");
+    g->journal_ok = true;
+    uv_timer_stop(&g->probe_timer);
+}
+
+static void on_probe_done(sg_jop *op)
+{
+    sg_gate *g = op->ud;
+    g->probing = false;
+    if (op->status == 0)
+        journal_writable(g);
+    else
+        snprintf(g->journal_error, sizeof g->journal_error, "%s", op->errmsg);
+}
+
+static void on_probe_timer(uv_timer_t *t)
+{
+    sg_gate *g = t->data;
+    if (g->probing || g->stopping || g->journal_ok)
+        return;
+    g->probing = true;
+    g->probe = (sg_jop){.type = SG_JOP_PROBE, .done = on_probe_done, .ud = g};
+    sg_journal_submit(g->journal, &g->probe);
+}
+
+static void journal_failed(sg_gate *g, const char *why)
+{
+    snprintf(g->journal_error, sizeof g->journal_error, "%s", why);
+    if (!g->journal_ok)
+        return;
+    sg_log(SG_LOG_ERROR, "journal", "cannot journal events, answering 503: %s", why);
+    g->journal_ok = false;
+    if (!g->stopping)
+        uv_timer_start(&g->probe_timer, on_probe_timer, PROBE_EVERY_MS, PROBE_EVERY_MS);
+}
+
 static void on_incoming_done(sg_jop *op)
 {
     incoming *in = op->ud;
     sg_gate *g = in->g;
     if (op->status) {
-        if (g->journal_ok)
-            sg_log(SG_LOG_ERROR, "journal", "cannot journal events, answering 503: %s", op->errmsg);
-        g->journal_ok = false;
-        snprintf(g->journal_error, sizeof g->journal_error, "%s", op->errmsg);
+        journal_failed(g, op->errmsg);
         g->unavailable++;
         char msg[400];
         snprintf(msg, sizeof msg, "event not accepted: the journal cannot be written (%s)",
@@ -227,9 +273,7 @@ static void on_incoming_done(sg_jop *op)
         incoming_free(in);
         return;
     }
-    if (!g->journal_ok)
-        sg_log(SG_LOG_INFO, "journal", "journal writable again");
-    g->journal_ok = true;
+    journal_writable(g);
     sg_histogram_observe(&g->commit_hist, op->commit_s);
     if (op->duplicate) {
         /* of a build the store's ledger had; the storm detector saw it as
@@ -510,6 +554,65 @@ static void maybe_prune(sg_gate *g, int64_t now)
     sg_journal_submit(g->journal, &g->prune);
 }
 
+/* ---- the store's disk space ---- */
+
+typedef struct space_job {
+    uv_work_t work;
+    sg_gate *g;
+    int64_t free_bytes, store_bytes; /* -1: unknown */
+} space_job;
+
+static void space_work(uv_work_t *w)
+{
+    space_job *j = w->data;
+    const char *path = j->g->cfg->db_path;
+    char *dir = sg_xstrdup(path), *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    struct statvfs vfs;
+    j->free_bytes = statvfs(dir, &vfs) == 0 ? (int64_t)vfs.f_bavail * (int64_t)vfs.f_frsize : -1;
+    free(dir);
+    j->store_bytes = 0;
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char *file = sg_xasprintf("%s%s", path, suffixes[i]);
+        struct stat st;
+        if (stat(file, &st) == 0)
+            j->store_bytes += (int64_t)st.st_blocks * 512;
+        free(file);
+    }
+}
+
+static void space_done(uv_work_t *w, int status)
+{
+    space_job *j = w->data;
+    j->g->measuring = false;
+    if (status == 0) {
+        j->g->store_free_bytes = j->free_bytes;
+        j->g->store_bytes = j->store_bytes;
+    }
+    free(j);
+}
+
+/* How much room the store has, off the loop (statvfs may wait on a network
+ * file system): /v1/status reports it. */
+static void measure_space(sg_gate *g)
+{
+    if (g->measuring || g->stopping)
+        return;
+    space_job *j = sg_xcalloc(1, sizeof *j);
+    j->g = g;
+    j->work.data = j;
+    if (uv_queue_work(g->loop, &j->work, space_work, space_done) == 0)
+        g->measuring = true;
+    else
+        free(j);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     sg_gate *g = t->data;
@@ -517,6 +620,7 @@ static void on_tick(uv_timer_t *t)
     if (++g->ticks % SUMMARY_TICKS == 0)
         log_activity(g);
     maybe_prune(g, sg_now_ms());
+    measure_space(g);
     if (g->reloading || g->stopping)
         return;
     reload *r = sg_xcalloc(1, sizeof *r);
@@ -574,6 +678,14 @@ json_t *sg_gate_status(sg_gate *g)
         g->downstream_last_fail ? fail : NULL, "last_error",
         g->downstream_last_fail ? g->downstream_error : NULL, "snapshot", snapshot, "ledger",
         (json_int_t)g->ledger_builds);
+    json_t *journal = json_object_get(doc, "journal");
+    json_object_set_new(journal, "headroom_bytes", json_integer(SG_JOURNAL_HEADROOM_BYTES));
+    if (g->store_free_bytes >= 0) {
+        json_object_set_new(journal, "free_bytes", json_integer(g->store_free_bytes));
+        json_object_set_new(journal, "store_bytes", json_integer(g->store_bytes));
+        json_object_set_new(journal, "low_space",
+                            json_boolean(g->store_free_bytes < SG_JOURNAL_HEADROOM_BYTES));
+    }
     json_object_set_new(doc, "redis",
                         g->watch ? sg_watch_status(g->watch) : json_string("not watched"));
     json_t *modes = sg_guard_status(g);
@@ -707,6 +819,12 @@ bool sg_gate_ready(sg_gate *g, json_t *reasons)
 
 void sg_gate_degraded(sg_gate *g, json_t *reasons)
 {
+    if (g->store_free_bytes >= 0 && g->store_free_bytes < SG_JOURNAL_HEADROOM_BYTES)
+        json_array_append_new(
+            reasons, json_sprintf("the store's file system has %lld MiB free; the journal needs "
+                                  "%lld MiB of headroom (commits may fail for want of space)",
+                                  (long long)(g->store_free_bytes >> 20),
+                                  (long long)(SG_JOURNAL_HEADROOM_BYTES >> 20)));
     /* the gate keeps classifying and forwarding without Redis: degraded, not
      * unready, but wipes go unnoticed until it is back */
     if (!g->watch || g->redis_up)
@@ -769,6 +887,7 @@ static void stop(sg_gate *g, const char *why)
            "%s: stopping (finishing commits in flight and %zu deliveries, at most %llds)", why,
            inflight, (long long)g->cfg->forward_timeout_s);
     uv_close((uv_handle_t *)&g->tick, NULL);
+    uv_close((uv_handle_t *)&g->probe_timer, NULL);
     sg_hold_stop(g);
     sg_guard_stop(g);
     g->stop_waits = 3;
@@ -840,6 +959,20 @@ static int start(sg_gate *g, sg_error *err)
 
     if ((rc = sg_journal_start(g->loop, c->db_path, c->synchronous, &g->journal, err)))
         return rc;
+    /* SQLite maps the WAL's index (<db>-shm) into memory: when its file
+     * system fails (NFS gone, a remount, the file made immutable) touching
+     * it raises SIGBUS. Nothing can be journaled after that, and nothing
+     * lost by stopping: every event answered 200 is committed. So one clear
+     * line and exit 1, for the supervisor to restart the daemon once the
+     * store is back, instead of a crash report. */
+    char *bus = sg_xasprintf(
+        "the store %s could not be read or written through its memory map (SIGBUS; the "
+        "WAL index %s-shm or the database on a file system that failed, went read-only or "
+        "was removed): exiting; every event answered 200 is committed and resumes at the "
+        "next start",
+        c->db_path, c->db_path);
+    sg_log_fatal_signal(SIGBUS, "store", bus);
+    free(bus);
     sg_store_options ro = {.readonly = true};
     if ((rc = sg_store_open(c->db_path, &ro, &g->reader, err)) ||
         (rc = sg_store_queue_gen(g->reader, &g->qgen, err)) ||
@@ -891,6 +1024,9 @@ static int start(sg_gate *g, sg_error *err)
     g->next_prune_at = sg_now_ms() + PRUNE_FIRST_MS;
     uv_timer_init(g->loop, &g->tick);
     g->tick.data = g;
+    uv_timer_init(g->loop, &g->probe_timer);
+    g->probe_timer.data = g;
+    measure_space(g);
     uv_timer_start(&g->tick, on_tick, BASELINE_CHECK_MS, BASELINE_CHECK_MS);
 
     int64_t pending = 0;
@@ -920,6 +1056,7 @@ int sg_gate_run(const sg_config *cfg, sg_error *err)
     g->cfg = cfg;
     g->started_at = sg_now_ms();
     g->journal_ok = g->downstream_ok = true;
+    g->store_free_bytes = -1; /* until measured */
     sg_index_init(&g->index);
     sg_ledger_init(&g->ledger);
 

@@ -87,6 +87,11 @@ struct sg_gate {
     sg_histogram commit_hist, forward_hist;
     bool journal_ok;
     char journal_error[256];
+    uv_timer_t probe_timer; /* while !journal_ok: a probe write a second */
+    sg_jop probe;
+    bool probing;
+    bool measuring;                        /* a space_job is running */
+    int64_t store_free_bytes, store_bytes; /* -1 until measured */
     bool downstream_ok;
     int64_t downstream_last_ok, downstream_last_fail;
     /* what the last activity line reported */

@@ -134,7 +134,8 @@ struct sg_journal {
     int64_t ckpt_passes;     /* passive checkpoints done (under lock) */
     int kicked_at;           /* writer: the WAL's length when it last woke it */
     int64_t reset_after;     /* writer: start the WAL over after this pass (0: no) */
-    bool wal_warned;         /* writer: said once that the WAL cannot be emptied */
+    sg_log_limit wal_log;    /* writer: the WAL could not start over */
+    sg_log_limit ckpt_log;   /* checkpointer: a checkpoint failed */
     double wal_retry_at;     /* writer: no attempt to empty it before (sg_mono_s) */
     void (*stopped)(void *ud);
     void *stopped_ud;
@@ -392,6 +393,8 @@ static int apply_one(sg_journal *j, sg_jop *op, sg_error *err)
     }
     case SG_JOP_AUDIT:
         return 0;
+    case SG_JOP_PROBE:
+        return sg_store_probe_write(s, err);
     case SG_JOP_PRUNE: {
         /* builds not yet in the ledger whose events it may delete (a short
          * keep_events) go in first, in this transaction: after a crash
@@ -512,7 +515,7 @@ static void txn_end(sg_journal *j, txn *t)
  * let it grow. */
 #define WAL_KICK_FRAMES 2048   /* 8 MiB of 4 KiB pages */
 #define WAL_RESET_FRAMES 8192  /* 32 MiB */
-#define WAL_BOUND_FRAMES 16384 /* 64 MiB */
+#define WAL_BOUND_FRAMES 16384 /* 64 MiB: half of SG_JOURNAL_HEADROOM_BYTES */
 
 #define WAL_RETRY_MS 100 /* after a reader kept it from starting over */
 
@@ -549,13 +552,9 @@ static void bound_wal(sg_journal *j)
      * WAL from starting over; the checkpoint does not wait for it, so the
      * commits do not either: the WAL grows past the bound until it ends. */
     sg_error err;
-    if (sg_store_checkpoint(j->store, SG_CHECKPOINT_RESTART, &frames, &err)) {
-        if (!j->wal_warned)
-            fprintf(stderr, "stormguard: journal: cannot start the WAL over: %s\n", err.msg);
-        j->wal_warned = true;
-    } else {
-        j->wal_warned = false;
-    }
+    if (sg_store_checkpoint(j->store, SG_CHECKPOINT_RESTART, &frames, &err))
+        sg_log_limited(&j->wal_log, SG_LOG_WARN, "journal", "cannot start the WAL over: %s",
+                       err.msg);
     if (frames >= 0) {
         j->reset_after = 0;
         j->wal_retry_at = 0;
@@ -689,7 +688,8 @@ static void *checkpointer(void *arg)
         pthread_mutex_unlock(&j->lock);
         sg_error err;
         if (sg_store_checkpoint(j->ckpt_store, SG_CHECKPOINT_PASSIVE, NULL, &err))
-            fprintf(stderr, "stormguard: journal checkpoint: %s\n", err.msg);
+            sg_log_limited(&j->ckpt_log, SG_LOG_WARN, "journal",
+                           "checkpoint (copying the WAL into the database): %s", err.msg);
         pthread_mutex_lock(&j->lock);
         j->ckpt_passes++;
     }

@@ -1175,6 +1175,12 @@ int sg_store_ledger_set_mark(sg_store *s, int64_t upto, sg_error *err)
     return rc == SQLITE_DONE ? 0 : db_error(s, err, "writing the ledger mark in");
 }
 
+int sg_store_probe_write(sg_store *s, sg_error *err)
+{
+    return exec(s, "UPDATE ledger_mark SET upto = upto WHERE id = 1", err,
+                "writing a probe row in");
+}
+
 int sg_store_ledger_catch_up(sg_store *s, int64_t *added, sg_error *err)
 {
     int64_t upto = 0, last = 0;

@@ -14,6 +14,13 @@
 
 struct uv_loop_s;
 
+/* Free space the store's file system needs beyond the store's own files:
+ * the WAL grows to 64 MiB at most before it starts over (journal.c), and
+ * the database grows by as much when the WAL is copied into it. With less,
+ * a commit may fail for want of space (the gate answers 503), and space
+ * freed on a full disk goes first to that copy. */
+#define SG_JOURNAL_HEADROOM_BYTES (128LL << 20)
+
 typedef struct sg_journal sg_journal;
 
 typedef enum sg_jop_type {
@@ -24,6 +31,7 @@ typedef enum sg_jop_type {
     SG_JOP_AUDIT,   /* only the audit row below */
     SG_JOP_EPISODE, /* opens an episode (episode_id 0: set) or updates one */
     SG_JOP_PRUNE,   /* one chunk of the journal's retention (store.h) */
+    SG_JOP_PROBE,   /* a write that changes nothing: does the store take commits? */
 } sg_jop_type;
 
 typedef struct sg_jop sg_jop;

@@ -210,6 +210,10 @@ int sg_store_ledger_newest(sg_store *s, sg_ledger_newest_fn fn, void *ud, sg_err
  * event up to *upto that it should hold (kind new or unknown) is in it. */
 int sg_store_ledger_mark(sg_store *s, int64_t *upto, sg_error *err);
 int sg_store_ledger_set_mark(sg_store *s, int64_t upto, sg_error *err);
+/* Rewrites one row as it is (the ledger mark), in the open transaction:
+ * its commit writes a page as a journaled event's does, so it tells whether
+ * the store takes writes again. */
+int sg_store_probe_write(sg_store *s, sg_error *err);
 /* Adds the builds of the events after the mark to the ledger and moves the
  * mark to the last event, in a transaction of its own; *added counts the
  * builds that were missing. */

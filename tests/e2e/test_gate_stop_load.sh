@@ -3,9 +3,9 @@
 # builds while the downstream is slow, so deliveries are in flight at every
 # moment. SIGTERM lets them finish and records their results before the
 # gate exits: after the restart no event reaches the downstream twice. A
-# kill -9 may deliver again at most what was in flight (the same event id),
-# never a build as two events; in both cases every build answered 200 is
-# delivered.
+# kill -9 may deliver again what was in flight or done but not yet recorded
+# (the same event id), never a build as two events; in both cases every
+# build answered 200 is delivered.
 source "$SG_TESTS/lib.sh"
 
 N=1600
@@ -66,7 +66,9 @@ wait_for 30 "the backlog delivered after the kill" pending0
 sleep 0.3
 AGAIN=$(($(redelivered) - BEFORE))
 echo "# kill -9: $AGAIN events reached the sink a second time"
-assert_le "$AGAIN" $INFLIGHT "kill -9: re-deliveries at most --max-inflight ($INFLIGHT)"
+# the crash window: deliveries in flight, and those done whose result was
+# not yet committed (the journal's next group commit, a few ms)
+assert_le "$AGAIN" $((2 * INFLIGHT)) "kill -9: re-deliveries at most twice --max-inflight ($INFLIGHT)"
 
 admin_get "/v1/events?limit=10000"
 echo "$REPLY" >"$TMP/events.json"
