@@ -55,15 +55,19 @@ post_big "$GOT503"
 assert_eq 200 "$HTTP_STATUS" "and the refused build is accepted"
 
 echo "# the database immutable: checkpoint failures go to the log, rate-limited"
-: >"$GATE_LOG"
+FROM=$(($(wc -l <"$LOG") + 1))
+ERR_FROM=$(($(wc -l <"$GATE_LOG") + 1))
 chattr +i "$SG_DB"
 for n in $(seq 100 130); do post_big "$n"; done # fill the WAL: checkpoints are due
 sleep 3
 chattr -i "$SG_DB"
-NCKPT=$(grep -c '"msg":"checkpoint' "$LOG" || true)
+NCKPT=$(tail -n +"$FROM" "$LOG" | grep -c '"msg":"checkpoint' || true)
 [ "$NCKPT" -ge 1 ] || fail "no checkpoint failure in the log: $(tail -n 5 "$LOG")"
 assert_le "$NCKPT" 2 "checkpoint failures: $NCKPT lines in 3 s (one per cause per minute)"
-assert_eq "" "$(cat "$GATE_LOG")" "nothing on stderr: every line went to the log file"
+# h2o's connection pool prints one line of its own, once per process, when
+# the downstream closed an idle connection (README, Limits): not ours
+assert_eq "" "$(tail -n +"$ERR_FROM" "$GATE_LOG" | grep -v '^\[WARN\] detected close by upstream' || true)" \
+    "nothing on stderr: every line went to the log file"
 json_lines() { "$PY" -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1])]; print("ok")' "$LOG"; }
 assert_eq ok "$(json_lines)" "every log line is a JSON object"
 
