@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "stormguard/cli.h"
+#include "cli/cli.h"
 
 static const struct {
     const char *name;

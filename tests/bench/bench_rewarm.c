@@ -10,8 +10,8 @@
 #include <string.h>
 #include <uv.h>
 
-#include "stormguard/sidecar.h"
-#include "stormguard/util.h"
+#include "stormguard/snapshot/sidecar.h"
+#include "stormguard/base/util.h"
 
 static void on_done(void *ud, const sg_sidecar_result *r)
 {

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stormguard/event.h"
+#include "stormguard/gate/event.h"
 
 static int same(const char *a, const char *b)
 {

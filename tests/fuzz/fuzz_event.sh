@@ -17,7 +17,7 @@ fi
 out=build-fuzz
 mkdir -p "$out"
 clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
-  tests/fuzz/fuzz_event.c src/event.c src/util.c src/error.c \
+  tests/fuzz/fuzz_event.c src/gate/event.c src/base/util.c src/base/error.c \
   $(pkg-config --cflags --libs jansson) -lm -o "$out/fuzz_event"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -34,12 +34,12 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "stormguard/error.h"
-#include "stormguard/rconn.h"
-#include "stormguard/sidecar.h"
-#include "stormguard/snapshot.h"
-#include "stormguard/store.h"
-#include "stormguard/util.h"
+#include "stormguard/base/error.h"
+#include "stormguard/redis/rconn.h"
+#include "stormguard/snapshot/sidecar.h"
+#include "stormguard/snapshot/snapshot.h"
+#include "stormguard/store/store.h"
+#include "stormguard/base/util.h"
 
 /* ---- the redis-server fixture ---- */
 

@@ -27,7 +27,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "stormguard/watch.h"
+#include "stormguard/redis/watch.h"
 
 #define CANARY "stormguard:canary"
 

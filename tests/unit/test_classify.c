@@ -12,11 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stormguard/classify.h"
-#include "stormguard/error.h"
-#include "stormguard/event.h"
-#include "stormguard/hashset.h"
-#include "stormguard/util.h"
+#include "stormguard/gate/classify.h"
+#include "stormguard/base/error.h"
+#include "stormguard/gate/event.h"
+#include "stormguard/base/hashset.h"
+#include "stormguard/base/util.h"
 
 #define T0 INT64_C(1526030000000) /* a build start, epoch ms */
 #define SEC INT64_C(1000)

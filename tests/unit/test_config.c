@@ -10,8 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "stormguard/config.h"
-#include "stormguard/error.h"
+#include "stormguard/base/config.h"
+#include "stormguard/base/error.h"
 
 #define SECRET "Secr3tPw"
 

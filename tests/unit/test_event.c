@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stormguard/error.h"
-#include "stormguard/event.h"
+#include "stormguard/base/error.h"
+#include "stormguard/gate/event.h"
 
 #define TS "1526030000000"
 #define TS_MS INT64_C(1526030000000)

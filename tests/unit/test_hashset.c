@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stormguard/hashset.h"
+#include "stormguard/base/hashset.h"
 
 /* ---- helpers ---- */
 

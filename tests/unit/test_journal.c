@@ -18,9 +18,9 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "stormguard/journal.h"
-#include "stormguard/store.h"
-#include "stormguard/util.h"
+#include "stormguard/gate/journal.h"
+#include "stormguard/store/store.h"
+#include "stormguard/base/util.h"
 
 typedef struct fixture {
     char dir[64];

@@ -11,9 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "stormguard/error.h"
-#include "stormguard/profile.h"
-#include "stormguard/util.h"
+#include "stormguard/base/error.h"
+#include "stormguard/snapshot/profile.h"
+#include "stormguard/base/util.h"
 
 static void assert_slice(sg_slice s, const char *want)
 {

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stormguard/rdb.h"
+#include "stormguard/snapshot/rdb.h"
 
 #define VEC(s) s, sizeof(s) - 1
 

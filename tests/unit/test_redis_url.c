@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stormguard/error.h"
-#include "stormguard/redis_url.h"
+#include "stormguard/base/error.h"
+#include "stormguard/redis/redis_url.h"
 
 #define SECRET "Sup3rS3cret"
 

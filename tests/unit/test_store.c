@@ -18,9 +18,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "stormguard/error.h"
-#include "stormguard/store.h"
-#include "stormguard/util.h"
+#include "stormguard/base/error.h"
+#include "stormguard/store/store.h"
+#include "stormguard/base/util.h"
 
 /* Each test gets a fresh mkdtemp directory, removed by the teardown. */
 typedef struct fixture {

@@ -17,10 +17,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "stormguard/classify.h"
-#include "stormguard/error.h"
-#include "stormguard/storm.h"
-#include "stormguard/util.h"
+#include "stormguard/gate/classify.h"
+#include "stormguard/base/error.h"
+#include "stormguard/gate/storm.h"
+#include "stormguard/base/util.h"
 
 #define T0 INT64_C(1526030000000) /* epoch ms, on a second boundary */
 #define SEC INT64_C(1000)

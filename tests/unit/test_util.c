@@ -12,8 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "stormguard/error.h"
-#include "stormguard/util.h"
+#include "stormguard/base/error.h"
+#include "stormguard/base/util.h"
 
 /* Matches a NUL-terminated string (the common case). */
 static bool m(const char *pattern, const char *s)

@@ -1,0 +1,22 @@
+/* The admin API on its own listener: /v1/status, /v1/events, /metrics,
+ * /healthz, /readyz. The /v1 routes need the bearer token when one is configured
+ * (compared in constant time); health and metrics do not, for probes and
+ * scrapers. JSON in and out. */
+#ifndef STORMGUARD_ADMIN_H
+#define STORMGUARD_ADMIN_H
+
+#include "stormguard/gate/gate.h"
+#include "stormguard/gate/http.h"
+
+typedef struct sg_admin {
+    sg_gate *gate;
+    const char *token; /* NULL: no token (then the listener is loopback only) */
+} sg_admin;
+
+/* An sg_http_handler; ud is an sg_admin. */
+void sg_admin_handle(void *ud, sg_http_req *req);
+
+/* True if token equals expected, in time independent of where they differ. */
+bool sg_token_equal(const char *token, size_t len, const char *expected);
+
+#endif

@@ -1,0 +1,77 @@
+/* Telling a replay from a new build (DOMAIN.md section 4). The index is the
+ * poller's own memory, decoded from the latest good snapshot; the ledger is
+ * the gate's memory of the builds it accepted, which survives a Redis wipe:
+ * its jobs here, its builds in the store (a second delivery of an accepted
+ * build is told by the journal). Both live in memory as keyed hashes
+ * (hashset.h). Pure: no I/O. */
+#ifndef STORMGUARD_CLASSIFY_H
+#define STORMGUARD_CLASSIFY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "stormguard/gate/event.h"
+#include "stormguard/base/hashset.h"
+
+typedef enum sg_kind {
+    SG_KIND_PASSTHROUGH = 0, /* not a build event: forwarded untouched */
+    SG_KIND_NEW,             /* a known job, a build beyond everything known */
+    SG_KIND_REPLAY,          /* announced before: suppressed */
+    SG_KIND_UNKNOWN,         /* a job neither the snapshot nor the ledger knows */
+} sg_kind;
+
+const char *sg_kind_name(sg_kind k);
+int sg_kind_parse(const char *s, sg_kind *out);
+
+/* Per job, from the snapshot's build index. */
+typedef struct sg_job_facts {
+    int64_t cursor_ms;      /* Jenkins: lastPollCycleTimestamp, 0 if none */
+    int64_t last_completed; /* Travis/GitLab: last completed number, 0 if none */
+} sg_job_facts;
+
+typedef struct sg_index {
+    sg_u64map jobs;   /* sg_hash_job -> sg_job_facts */
+    sg_u64set posted; /* sg_hash_build of builds Igor marked POSTED */
+    int64_t snapshot_id;
+} sg_index;
+
+void sg_index_init(sg_index *ix);
+void sg_index_close(sg_index *ix);
+void sg_index_cursor(sg_index *ix, const char *source, const char *job, int64_t cursor_ms);
+void sg_index_completed(sg_index *ix, const char *source, const char *job, int64_t number);
+void sg_index_posted(sg_index *ix, const char *source, const char *job, int64_t number);
+
+/* What the classifier knows of the gate's ledger: the jobs of the builds it
+ * accepted. The builds themselves are in the store's ledger table, which is
+ * the authority on "accepted before": the journal checks it for every build
+ * it accepts and journals a second delivery as a replay (journal.h). So the
+ * daemon's memory grows with the number of jobs, never with the number of
+ * events. */
+typedef struct sg_ledger {
+    sg_u64set jobs; /* sg_hash_job of every accepted build's job */
+} sg_ledger;
+
+void sg_ledger_init(sg_ledger *l);
+void sg_ledger_close(sg_ledger *l);
+void sg_ledger_add(sg_ledger *l, const char *source, const char *job);
+
+/* Why an event got its kind, for the journal and the logs. */
+typedef enum sg_reason {
+    SG_REASON_NONE = 0,
+    SG_REASON_LEDGER,      /* the gate accepted this build before (the journal's verdict) */
+    SG_REASON_POSTED,      /* Igor's posted marker names it */
+    SG_REASON_CURSOR,      /* started at or before the job's Jenkins cursor */
+    SG_REASON_NUMBER,      /* at or below the job's last completed number */
+    SG_REASON_BEYOND,      /* known job, beyond everything known */
+    SG_REASON_LEDGER_JOB,  /* job in the ledger only: new, but no cursor to tell */
+    SG_REASON_UNKNOWN_JOB, /* job in neither snapshot nor ledger */
+    SG_REASON_NOT_A_BUILD,
+} sg_reason;
+
+const char *sg_reason_name(sg_reason r);
+
+/* Classifies e. Never "number <= highest seen" for Jenkins: builds finish out
+ * of order, so a long build 101 completing after 102 is genuine. */
+sg_kind sg_classify(const sg_index *ix, const sg_ledger *l, const sg_event *e, sg_reason *why);
+
+#endif

@@ -1,0 +1,62 @@
+/* Turning a request body into an event (DOMAIN.md section 3): an Igor build
+ * event, a Jenkins Notification plugin event, or a generic event whose fields
+ * JSON pointers name. Anything else passes through untouched and is never
+ * classified. Pure: no I/O. */
+#ifndef STORMGUARD_EVENT_H
+#define STORMGUARD_EVENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stormguard/base/error.h"
+
+/* Longest source (master) or job name a build event may carry, in bytes.
+ * Jenkins' own names are far shorter (a folder path of a few hundred
+ * bytes at most); a longer one is not a build the notifier could match. */
+#define SG_EVENT_NAME_MAX 1024
+
+typedef enum sg_event_type {
+    SG_EVENT_PASSTHROUGH = 0, /* not a completed build: forwarded untouched */
+    SG_EVENT_BUILD,           /* a completed build: classified */
+} sg_event_type;
+
+/* JSON pointers (RFC 6901) of a generic build event; all four or none. */
+typedef struct sg_event_pointers {
+    char *source, *job, *number, *timestamp; /* timestamp may be NULL */
+} sg_event_pointers;
+
+typedef struct sg_event_config {
+    sg_event_pointers generic;       /* used when source is set */
+    const char *notification_source; /* source of Jenkins Notification events */
+} sg_event_config;
+
+typedef struct sg_event {
+    sg_event_type type;
+    const char *shape;     /* "igor", "jenkins-notification", "generic", "other" */
+    char *source;          /* Jenkins/Travis master (owned) */
+    char *job;             /* job name as the poller writes it (owned) */
+    int64_t number;        /* build number */
+    int64_t build_ts;      /* build start, epoch ms; 0 when unknown */
+    bool ci_number_cursor; /* Travis/GitLab: replays are numbers <= last completed */
+} sg_event;
+
+/* Parses body. build_path says whether the request's path is one where build
+ * events arrive: there, invalid JSON is an error (SG_EINVAL, err has the
+ * parser's line and column); elsewhere anything unparsable passes through.
+ * A build with absurd fields (number <= 0 or > 2^53, a timestamp that is not
+ * epoch milliseconds, a source or job name over SG_EVENT_NAME_MAX bytes or
+ * with a NUL in it) is SG_EINVAL too. On success *out is filled; release it
+ * with sg_event_close. */
+int sg_event_parse(const char *body, size_t len, bool build_path, const sg_event_config *cfg,
+                   sg_event *out, sg_error *err);
+void sg_event_close(sg_event *e);
+/* The same, always through jansson's tree (sg_event_parse reads most bodies
+ * without building one): tests compare the two. */
+int sg_event_parse_tree(const char *body, size_t len, bool build_path, const sg_event_config *cfg,
+                        sg_event *out, sg_error *err);
+
+/* Validates a JSON pointer ("" or "/a/b~1c"). */
+bool sg_json_pointer_valid(const char *pointer);
+
+#endif

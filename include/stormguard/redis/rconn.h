@@ -1,0 +1,67 @@
+/* A synchronous Redis connection for the one-shot subcommands (snapshot,
+ * restore, flush, inspect): connect, AUTH, SELECT with messages that name the
+ * server and the reason, plus the few server facts those commands need. */
+#ifndef STORMGUARD_RCONN_H
+#define STORMGUARD_RCONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stormguard/base/error.h"
+#include "stormguard/redis/redis_url.h"
+
+struct redisContext;
+struct redisReply;
+
+typedef struct sg_rconn {
+    struct redisContext *ctx;
+    char *address;    /* for messages */
+    char *redacted;   /* URL without password */
+    int db;           /* currently selected */
+    sg_redis_url url; /* to open a second connection (sg_rconn_clone) */
+    int timeout_ms;
+} sg_rconn;
+
+/* Connects, authenticates and selects u->db, waiting at most timeout_ms for
+ * the connection. On failure nothing needs closing. */
+int sg_rconn_open(sg_rconn *c, const sg_redis_url *u, int timeout_ms, sg_error *err);
+void sg_rconn_close(sg_rconn *c);
+
+/* Opens another connection to the same server and database as c. */
+int sg_rconn_clone(const sg_rconn *c, sg_rconn *out, sg_error *err);
+
+/* Runs one command (argv form, binary safe) and returns its reply, which the
+ * caller frees with freeReplyObject. An error reply is returned as
+ * SG_EREDIS with err naming the command and Redis's message; *out is then
+ * not written. */
+int sg_rconn_command(sg_rconn *c, struct redisReply **out, sg_error *err, int argc,
+                     const char **argv, const size_t *argvlen);
+
+/* Queues a command without sending it (pipelining) / reads the next reply. */
+int sg_rconn_append(sg_rconn *c, sg_error *err, int argc, const char **argv, const size_t *argvlen);
+int sg_rconn_read(sg_rconn *c, struct redisReply **out, sg_error *err);
+/* Sends what is queued without waiting for replies (so the server works while
+ * the caller does). */
+int sg_rconn_flush(sg_rconn *c, sg_error *err);
+
+/* Value of field in the INFO section (e.g. "server", "redis_version"); NULL if
+ * absent. Caller frees. */
+int sg_rconn_info_field(sg_rconn *c, const char *section, const char *field, char **out,
+                        sg_error *err);
+
+/* The highest RDB format version the server's DUMP/RESTORE speak, derived from
+ * its redis_version (7.0 = 10, 7.2 = 11, 7.4 = 12; DOMAIN.md section 5). */
+int sg_rdb_version_for_redis(const char *redis_version);
+
+/* Databases that hold keys (from INFO keyspace), ascending; caller frees. */
+int sg_rconn_nonempty_dbs(sg_rconn *c, int **out, int *count, sg_error *err);
+
+/* SELECT db on the connection. */
+int sg_rconn_select(sg_rconn *c, int db, sg_error *err);
+
+/* Describes an error reply for a command, recognising ACL denials and missing
+ * commands ("redis denied FLUSHALL to this user (ACL): ..."). */
+int sg_rconn_reply_error(sg_rconn *c, const char *command, const struct redisReply *r,
+                         sg_error *err);
+
+#endif

@@ -1,0 +1,85 @@
+/* Wipe detection: notices within milliseconds that the poller's Redis lost its
+ * data (FLUSHALL/FLUSHDB, a restart without persistence, a failover to an
+ * empty replica, or the poller's keys vanishing some other way) and tells the
+ * owner once per wipe. Runs on the caller's libuv loop with two async hiredis
+ * connections (client tracking for the immediate signal, a command connection
+ * for confirmation) plus a periodic check as fallback; reconnects with backoff
+ * and never blocks the loop. DOMAIN.md section 5 explains the Redis side. */
+#ifndef STORMGUARD_WATCH_H
+#define STORMGUARD_WATCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stormguard/base/error.h"
+
+struct uv_loop_s;
+struct json_t;
+
+typedef struct sg_watch sg_watch;
+
+typedef enum sg_wipe_cause {
+    SG_WIPE_FLUSH,    /* the canary vanished on the same server (FLUSHALL/FLUSHDB) */
+    SG_WIPE_RESTART,  /* a new run_id and the canary gone: restart without persistence */
+    SG_WIPE_FAILOVER, /* role or replication id changed (or another server answers) and
+                       * the canary is gone */
+    SG_WIPE_KEYS,     /* the canary survives but most of the sampled keys are gone */
+} sg_wipe_cause;
+
+/* "flush", "restart", "failover", "keys". */
+const char *sg_wipe_cause_name(sg_wipe_cause c);
+
+typedef struct sg_watch_opts {
+    /* redis://[user[:pw]@]host[:port][/db] or unix:///path[?db=N]; a missing
+     * password is taken from STORMGUARD_REDIS_PASSWORD or REDISCLI_AUTH. */
+    const char *redis_url;
+    /* A key the watcher owns in that database ("stormguard:canary"); it is
+     * created when missing and re-created after each wipe. Give each watcher
+     * of one Redis its own canary. */
+    const char *canary;
+    int check_ms;              /* period of the fallback check; 0: 1000 */
+    int connect_timeout_ms;    /* connect + handshake, and the longest wait for a
+                                * check's replies; 0: 5000 */
+    const char *count_pattern; /* the profile's key pattern ("igor:*"), named in
+                                * details; may be NULL */
+} sg_watch_opts;
+
+/* One call per wipe. detail names the evidence with numbers ("FLUSHALL/FLUSHDB:
+ * canary stormguard:canary gone, dbsize 0") and is valid during the call only.
+ * detected_at_ms (epoch ms) is when the first sign arrived: the invalidation
+ * message, or the start of the check that found it. */
+typedef void (*sg_wipe_fn)(void *ud, sg_wipe_cause cause, const char *detail,
+                           int64_t detected_at_ms);
+/* Link transitions: up once the first check of a session succeeded (a missing
+ * canary is being created at that moment: status "armed"), down on
+ * the first failure after that (or when the first attempt fails), with the
+ * reason. Not repeated while Redis stays down. */
+typedef void (*sg_link_fn)(void *ud, bool up, const char *detail);
+
+/* Starts watching: parses the URL and begins connecting on loop; returns at
+ * once (Redis being down is not an error here, it is reported through on_link).
+ * on_link may be NULL. Both callbacks run on the loop thread and may call
+ * sg_watch_stop. An error (bad URL or options) writes nothing to *out. */
+int sg_watch_start(struct uv_loop_s *loop, const sg_watch_opts *o, sg_wipe_fn on_wipe,
+                   sg_link_fn on_link, void *ud, sg_watch **out, sg_error *err);
+
+/* Keys (NUL-terminated) from the last good snapshot. The watcher copies up to
+ * 32 of them, spread over the list, and checks on every check that at least
+ * half still exist; n == 0 clears the sample. A wipe clears the sample: set a
+ * new one after the keys are back (rewarm or a new snapshot). */
+void sg_watch_set_sample(sg_watch *w, const char *const *keys, size_t n);
+
+/* A new JSON object for status pages: {"link": "up|down|connecting",
+ * "address", "canary", "run_id", "role", "redis_version", "tracking",
+ * "armed" (the canary is confirmed: a flush would be seen), "last_check" (ISO
+ * time or null), "dbsize", "sample", "last_error", "wipes"}. The caller owns
+ * the reference. */
+struct json_t *sg_watch_status(const sg_watch *w);
+
+/* Closes both connections and every handle, then calls done(ud) (done may be
+ * NULL) from the loop; w is freed before done runs and must not be used after
+ * this call. No callback of w runs after this call returns. */
+void sg_watch_stop(sg_watch *w, void (*done)(void *ud), void *ud);
+
+#endif

@@ -1,0 +1,321 @@
+/* Allocation, glob matching, clocks and number parsing used everywhere. */
+#include "stormguard/base/util.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "stormguard/base/error.h"
+
+static void out_of_memory(size_t n)
+{
+    fprintf(stderr, "stormguard: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *sg_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        out_of_memory(n);
+    return p;
+}
+
+void *sg_xcalloc(size_t count, size_t n)
+{
+    void *p = calloc(count ? count : 1, n ? n : 1);
+    if (!p)
+        out_of_memory(count * n);
+    return p;
+}
+
+void *sg_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        out_of_memory(n);
+    return q;
+}
+
+char *sg_xstrdup(const char *s)
+{
+    return sg_xstrndup(s, strlen(s));
+}
+
+char *sg_xstrndup(const char *s, size_t n)
+{
+    char *p = sg_xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *sg_xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        out_of_memory(0);
+    char *p = sg_xmalloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+/* Matches one [...] class starting at p against c; *next is set past the
+ * closing ']'. An unterminated class runs to the end of the pattern, as in
+ * Redis. */
+static bool match_class(const char *p, unsigned char c, const char **next)
+{
+    p++;
+    bool negate = false, hit = false;
+    if (*p == '^') {
+        negate = true;
+        p++;
+    }
+    while (*p && *p != ']') {
+        if (*p == '\\' && p[1]) {
+            p++;
+            if ((unsigned char)*p == c)
+                hit = true;
+        } else if (p[1] == '-' && p[2] && p[2] != ']') {
+            unsigned char lo = (unsigned char)p[0], hi = (unsigned char)p[2];
+            if (lo > hi) {
+                unsigned char t = lo;
+                lo = hi;
+                hi = t;
+            }
+            if (c >= lo && c <= hi)
+                hit = true;
+            p += 2;
+        } else if ((unsigned char)*p == c) {
+            hit = true;
+        }
+        p++;
+    }
+    *next = *p ? p + 1 : p;
+    return negate ? !hit : hit;
+}
+
+/* Does the single-character token at p match c? *next is set past it. */
+static bool match_one(const char *p, unsigned char c, const char **next)
+{
+    switch (*p) {
+    case '?':
+        *next = p + 1;
+        return true;
+    case '[':
+        return match_class(p, c, next);
+    case '\\':
+        if (p[1])
+            p++;
+        /* fall through */
+    default:
+        *next = p + 1;
+        return (unsigned char)*p == c;
+    }
+}
+
+/* Iterative glob with backtracking to the last '*' only: since '*' matches
+ * any run, an earlier star never needs revisiting, so matching is O(n*m)
+ * whatever the pattern (a recursive matcher is exponential on "a*a*a*...b",
+ * CVE-2022-36021). */
+bool sg_glob_match(const char *pattern, const char *s, size_t len)
+{
+    const char *p = pattern, *star = NULL;
+    size_t i = 0, star_i = 0;
+    while (i < len) {
+        const char *next;
+        if (*p == '*') {
+            while (*p == '*')
+                p++;
+            if (!*p)
+                return true;
+            star = p;
+            star_i = i;
+        } else if (*p && match_one(p, (unsigned char)s[i], &next)) {
+            p = next;
+            i++;
+        } else if (star) {
+            p = star;
+            i = ++star_i;
+        } else {
+            return false;
+        }
+    }
+    while (*p == '*')
+        p++;
+    return *p == '\0';
+}
+
+bool sg_glob_is_literal(const char *pattern)
+{
+    return strpbrk(pattern, "*?[\\") == NULL;
+}
+
+int64_t sg_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+double sg_mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int sg_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    if (!s || !((*s >= '0' && *s <= '9') || (*s == '-' && s[1] >= '0' && s[1] <= '9')))
+        return SG_EINVAL; /* strtoll would skip spaces and accept '+' */
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || end == s || v < min || v > max)
+        return SG_EINVAL;
+    *out = v;
+    return 0;
+}
+
+int sg_parse_duration(const char *s, int64_t *out_seconds)
+{
+    if (!s || !*s)
+        return SG_EINVAL;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || v < 0)
+        return SG_EINVAL;
+    int64_t unit;
+    if (!strcmp(end, "") || !strcmp(end, "s"))
+        unit = 1;
+    else if (!strcmp(end, "m"))
+        unit = 60;
+    else if (!strcmp(end, "h"))
+        unit = 3600;
+    else if (!strcmp(end, "d"))
+        unit = 86400;
+    else
+        return SG_EINVAL;
+    if (v > INT64_MAX / unit)
+        return SG_EINVAL;
+    *out_seconds = v * unit;
+    return 0;
+}
+
+void sg_format_time(int64_t epoch_ms, char *buf, size_t size)
+{
+    int64_t secs = epoch_ms / 1000, ms = epoch_ms % 1000;
+    if (ms < 0) { /* floor division for times before 1970 */
+        secs--;
+        ms += 1000;
+    }
+    time_t t = (time_t)secs;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char base[32];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, size, "%s.%03dZ", base, (int)ms);
+}
+
+void sg_strlist_push(sg_strlist *l, const char *s)
+{
+    if (l->len == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 4;
+        l->items = sg_xrealloc(l->items, l->cap * sizeof *l->items);
+    }
+    l->items[l->len++] = sg_xstrdup(s);
+}
+
+void sg_strlist_clear(sg_strlist *l)
+{
+    for (size_t i = 0; i < l->len; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->len = l->cap = 0;
+}
+
+void sg_strlist_copy(sg_strlist *l, const sg_strlist *src)
+{
+    sg_strlist_clear(l);
+    for (size_t i = 0; i < src->len; i++)
+        sg_strlist_push(l, src->items[i]);
+}
+
+bool sg_strlist_match(const sg_strlist *patterns, const char *s, size_t len)
+{
+    for (size_t i = 0; i < patterns->len; i++)
+        if (sg_glob_match(patterns->items[i], s, len))
+            return true;
+    return false;
+}
+
+void sg_buf_append(sg_buf *b, const void *data, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->p = sg_xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void sg_buf_printf(sg_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n <= 0)
+        return;
+    if (b->len + (size_t)n + 1 > b->cap) {
+        b->cap = (b->len + (size_t)n + 1) * 2;
+        b->p = sg_xrealloc(b->p, b->cap);
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void sg_buf_free(sg_buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+char *sg_url_redacted(const char *url)
+{
+    const char *rest = strstr(url, "://");
+    rest = rest ? rest + 3 : url;
+    size_t authority = strcspn(rest, "/?#");
+    const char *at = NULL;
+    for (const char *p = rest; p < rest + authority; p++)
+        if (*p == '@')
+            at = p;
+    const char *query = strchr(rest, '?');
+    sg_buf b = {0};
+    sg_buf_append(&b, url, (size_t)(rest - url));
+    if (at) {
+        sg_buf_append(&b, "***", 3);
+        rest = at;
+    }
+    size_t keep = query ? (size_t)(query - rest) : strlen(rest);
+    sg_buf_append(&b, rest, keep);
+    if (query)
+        sg_buf_append(&b, "?***", 4);
+    sg_buf_append(&b, "", 1);
+    return b.p;
+}

@@ -1,0 +1,244 @@
+/* Parsing of Redis URLs (see redis_url.h). Userinfo is percent-decoded so a
+ * password may hold ':' '@' or '/'. */
+#include "stormguard/redis/redis_url.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stormguard/base/util.h"
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..n) into a new string; NULL on a bad escape or NUL. */
+static char *pct_decode(const char *s, size_t n)
+{
+    char *out = sg_xmalloc(n + 1), *o = out;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            int hi = i + 1 < n ? hexval((unsigned char)s[i + 1]) : -1;
+            int lo = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+                free(out);
+                return NULL;
+            }
+            *o++ = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            *o++ = s[i];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static int parse_db(const char *s, size_t n, int *out)
+{
+    char buf[16];
+    if (n == 0 || n >= sizeof buf)
+        return SG_EINVAL;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    int64_t v;
+    if (sg_parse_int64(buf, 0, 1000000, &v))
+        return SG_EINVAL;
+    *out = (int)v;
+    return 0;
+}
+
+static int fail(sg_redis_url *out, sg_error *err, const char *url, const char *why)
+{
+    sg_redis_url_close(out);
+    /* never echo the URL itself: it may hold a password */
+    (void)url;
+    return sg_error_set(err, SG_EUSAGE, "bad redis URL: %s", why);
+}
+
+static int parse_unix(const char *url, sg_redis_url *out, sg_error *err)
+{
+    const char *path = url + strlen("unix://");
+    if (*path != '/')
+        return fail(out, err, url, "unix:// needs an absolute socket path (unix:///path)");
+    const char *q = strchr(path, '?');
+    size_t plen = q ? (size_t)(q - path) : strlen(path);
+    if (plen < 2)
+        return fail(out, err, url, "unix:// socket path is empty");
+    out->path = sg_xstrndup(path, plen);
+    if (q) {
+        if (strncmp(q + 1, "db=", 3) || parse_db(q + 4, strlen(q + 4), &out->db))
+            return fail(out, err, url, "the only unix:// query is ?db=N with N a number");
+    }
+    return 0;
+}
+
+int sg_redis_url_parse(const char *url, sg_redis_url *out, sg_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->port = 6379;
+    if (!url || !*url)
+        return fail(out, err, url, "empty");
+    if (!strncmp(url, "unix://", 7))
+        return parse_unix(url, out, err);
+    if (!strncmp(url, "rediss://", 9))
+        return fail(out, err, url,
+                    "rediss:// (TLS) is not supported by this build's hiredis 0.14; "
+                    "use a local TLS tunnel and redis://");
+    if (strncmp(url, "redis://", 8))
+        return fail(out, err, url, "must start with redis:// or unix://");
+
+    const char *p = url + 8;
+    const char *end_auth = strpbrk(p, "/?");
+    size_t hostpart_len = end_auth ? (size_t)(end_auth - p) : strlen(p);
+    const char *at = memrchr(p, '@', hostpart_len);
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        size_t ulen = colon ? (size_t)(colon - p) : (size_t)(at - p);
+        if (ulen) {
+            out->user = pct_decode(p, ulen);
+            if (!out->user)
+                return fail(out, err, url, "bad %-escape in the user name");
+        }
+        if (colon) {
+            out->password = pct_decode(colon + 1, (size_t)(at - colon - 1));
+            if (!out->password)
+                return fail(out, err, url, "bad %-escape in the password");
+            if (!*out->password) {
+                free(out->password);
+                out->password = NULL;
+            }
+        }
+        hostpart_len -= (size_t)(at + 1 - p);
+        p = at + 1;
+    }
+
+    const char *host_end;
+    if (*p == '[') {
+        const char *rb = memchr(p, ']', hostpart_len);
+        if (!rb)
+            return fail(out, err, url, "unterminated [ in an IPv6 address");
+        out->host = sg_xstrndup(p + 1, (size_t)(rb - p - 1));
+        host_end = rb + 1;
+    } else {
+        const char *colon = memchr(p, ':', hostpart_len);
+        host_end = colon ? colon : p + hostpart_len;
+        out->host = sg_xstrndup(p, (size_t)(host_end - p));
+    }
+    if (!*out->host)
+        return fail(out, err, url, "no host");
+    const char *rest = p + hostpart_len;
+    if (host_end < rest) {
+        if (*host_end != ':')
+            return fail(out, err, url, "unexpected text after the host");
+        char buf[8];
+        size_t n = (size_t)(rest - host_end - 1);
+        int64_t port;
+        if (n == 0 || n >= sizeof buf)
+            return fail(out, err, url, "port must be a number from 1 to 65535");
+        memcpy(buf, host_end + 1, n);
+        buf[n] = '\0';
+        if (sg_parse_int64(buf, 1, 65535, &port))
+            return fail(out, err, url, "port must be a number from 1 to 65535");
+        out->port = (int)port;
+    }
+    if (*rest == '/') {
+        rest++;
+        size_t n = strcspn(rest, "?");
+        if (n && parse_db(rest, n, &out->db))
+            return fail(out, err, url, "database must be a number (redis://host:port/N)");
+        rest += n;
+    }
+    if (*rest == '?') {
+        if (strncmp(rest + 1, "db=", 3) || parse_db(rest + 4, strlen(rest + 4), &out->db))
+            return fail(out, err, url, "the only query is ?db=N with N a number");
+    } else if (*rest) {
+        return fail(out, err, url, "unexpected text after the host");
+    }
+    return 0;
+}
+
+void sg_redis_url_password_from_env(sg_redis_url *u)
+{
+    if (u->password)
+        return;
+    const char *pw = getenv("STORMGUARD_REDIS_PASSWORD");
+    if (!pw || !*pw)
+        pw = getenv("REDISCLI_AUTH");
+    if (pw && *pw)
+        u->password = sg_xstrdup(pw);
+}
+
+/* Percent-encodes what userinfo cannot hold as is, so the redacted URL parses
+ * back to the same user. Caller frees. */
+static char *pct_encode(const char *s)
+{
+    char *out = sg_xmalloc(3 * strlen(s) + 1), *o = out;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (isalnum(c) || strchr("-._~", c))
+            *o++ = (char)c;
+        else
+            o += sprintf(o, "%%%02X", c);
+    }
+    *o = '\0';
+    return out;
+}
+
+char *sg_redis_url_redacted(const sg_redis_url *u)
+{
+    if (u->path)
+        return u->db ? sg_xasprintf("unix://%s?db=%d", u->path, u->db)
+                     : sg_xasprintf("unix://%s", u->path);
+    const char *lb = strchr(u->host, ':') ? "[" : "", *rb = *lb ? "]" : "";
+    char *user = u->user ? pct_encode(u->user) : NULL;
+    char *url = sg_xasprintf("redis://%s%s%s%s%s:%d/%d", user ? user : "", user ? "@" : "", lb,
+                             u->host, rb, u->port, u->db);
+    free(user);
+    return url;
+}
+
+char *sg_redis_url_address(const sg_redis_url *u)
+{
+    if (u->path)
+        return sg_xstrdup(u->path);
+    const char *lb = strchr(u->host, ':') ? "[" : "", *rb = *lb ? "]" : "";
+    return sg_xasprintf("%s%s%s:%d", lb, u->host, rb, u->port);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? sg_xstrdup(s) : NULL;
+}
+
+void sg_redis_url_copy(sg_redis_url *out, const sg_redis_url *u)
+{
+    out->host = dup_or_null(u->host);
+    out->port = u->port;
+    out->path = dup_or_null(u->path);
+    out->user = dup_or_null(u->user);
+    out->password = dup_or_null(u->password);
+    out->db = u->db;
+}
+
+void sg_redis_url_close(sg_redis_url *u)
+{
+    free(u->host);
+    free(u->path);
+    free(u->user);
+    if (u->password) {
+        /* do not leave the secret in freed memory */
+        volatile char *p = u->password;
+        while (*p)
+            *p++ = 0;
+        free(u->password);
+    }
+    memset(u, 0, sizeof *u);
+}
