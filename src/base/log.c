@@ -2,6 +2,7 @@
  * journal's threads: one lock keeps them whole and the file steady while
  * SIGHUP reopens it. */
 #include "stormguard/base/log.h"
+#include "stormguard/base/clock.h"
 
 #include <errno.h>
 #include <jansson.h>

@@ -160,20 +160,6 @@ bool sg_glob_is_literal(const char *pattern)
     return strpbrk(pattern, "*?[\\") == NULL;
 }
 
-int64_t sg_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-double sg_mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int sg_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
 {
     if (!s || !((*s >= '0' && *s <= '9') || (*s == '-' && s[1] >= '0' && s[1] <= '9')))

@@ -30,6 +30,7 @@
  * pool, and the old one is kept until the forwarder stops, for the
  * connections still in flight on it. */
 #include "stormguard/gate/forward.h"
+#include "stormguard/base/clock.h"
 
 #include <arpa/inet.h>
 #include <assert.h>

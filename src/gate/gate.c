@@ -18,6 +18,7 @@
  * stays bounded however long the notifier is down. Startup is the spilled
  * state: pending events of the previous run are resumed the same way. */
 #include "stormguard/gate/gate.h"
+#include "stormguard/base/clock.h"
 #include "gate_int.h"
 
 #include <errno.h>

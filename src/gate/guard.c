@@ -20,6 +20,7 @@
 
 #include "gate_int.h"
 #include "stormguard/base/log.h"
+#include "stormguard/base/clock.h"
 
 #define GUARD_TICK_MS 1000
 #define EXPECTED_WIPE_MS (10 * 60 * 1000) /* an announced flush is expected this long */

@@ -28,6 +28,7 @@
  * committing connection, as SQLite does by default, one commit in a thousand
  * would take tens of milliseconds and every answer waiting on it with it. */
 #include "stormguard/gate/journal.h"
+#include "stormguard/base/clock.h"
 
 #include <assert.h>
 #include <pthread.h>

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "stormguard/snapshot/sidecar.h"
+#include "stormguard/base/clock.h"
 #include "stormguard/base/util.h"
 
 static void on_done(void *ud, const sg_sidecar_result *r)

@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "stormguard/gate/journal.h"
+#include "stormguard/base/clock.h"
 #include "stormguard/store/store.h"
 #include "stormguard/base/util.h"
 

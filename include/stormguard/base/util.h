@@ -1,11 +1,15 @@
 /* Small helpers every module uses: allocation that never returns NULL,
- * Redis-compatible glob matching, clocks, durations and checked integers. */
+ * Redis-compatible glob matching, durations and checked integers (time is
+ * clock.h's). */
 #ifndef STORMGUARD_UTIL_H
 #define STORMGUARD_UTIL_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* until every user of the real clock includes clock.h itself */
+#include "stormguard/base/clock.h"
 
 /* Allocation wrappers: abort with a message on exhaustion, never NULL. */
 void *sg_xmalloc(size_t n);
@@ -25,10 +29,6 @@ bool sg_glob_match(const char *pattern, const char *s, size_t len);
 
 /* True if pattern has no glob metacharacters, so it names a single key. */
 bool sg_glob_is_literal(const char *pattern);
-
-/* Wall clock in epoch milliseconds; monotonic clock in seconds. */
-int64_t sg_now_ms(void);
-double sg_mono_s(void);
 
 /* Parses a base-10 integer in [min, max] with no trailing text. */
 int sg_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out);
