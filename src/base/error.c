@@ -26,6 +26,8 @@ const char *sg_strerror(int code)
         return "refused by a safety rule";
     case SG_EVERSION:
         return "incompatible version";
+    case SG_EBUSY:
+        return "busy or stopping: try again";
     default:
         return "unknown error";
     }

@@ -1,4 +1,6 @@
-/* The admin API (admin.h): routing, the bearer token, JSON and text out. */
+/* The admin API (admin.h): routing, the bearer token, and every answer the
+ * operator gets, JSON and Prometheus text, made from what the gate, its
+ * core, the guard and the held queue report. */
 #include "stormguard/gate/admin.h"
 
 #include <jansson.h>
@@ -6,8 +8,11 @@
 #include <string.h>
 #include <strings.h>
 
-#include "stormguard/gate/classify.h"
 #include "stormguard/base/util.h"
+#include "stormguard/gate/classify.h"
+#include "stormguard/gate/core.h"
+#include "stormguard/gate/forward.h"
+#include "stormguard/redis/watch.h"
 
 bool sg_token_equal(const char *token, size_t len, const char *expected)
 {
@@ -23,17 +28,32 @@ bool sg_token_equal(const char *token, size_t len, const char *expected)
     return diff == 0;
 }
 
-static void reply(sg_http_req *req, int status, json_t *doc)
+/* Answers with doc (its reference taken), with Retry-After when > 0. */
+static void reply_after(sg_http_req *req, int status, json_t *doc, int retry_after)
 {
     char *body = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(doc);
-    sg_http_reply(req, status, "application/json", body, strlen(body), 0);
+    sg_http_reply(req, status, "application/json", body, strlen(body), retry_after);
     free(body);
+}
+
+static void reply(sg_http_req *req, int status, json_t *doc)
+{
+    reply_after(req, status, doc, 0);
 }
 
 static void reply_error(sg_http_req *req, int status, const char *msg)
 {
     reply(req, status, json_pack("{s:s}", "error", msg));
+}
+
+/* 503 while the daemon stops: true if it answered. */
+static bool refuse_stopping(sg_admin *a, sg_http_req *req)
+{
+    if (!sg_core_stopping(sg_gate_core(a->gate)))
+        return false;
+    reply_after(req, 503, json_pack("{s:s}", "error", "stormguard is shutting down"), 1);
+    return true;
 }
 
 static bool authorized(const sg_admin *a, const sg_http_req *req)
@@ -96,6 +116,247 @@ static bool query_param(sg_str path, const char *name, char *buf, size_t size)
     return false;
 }
 
+/* ---- /v1/status ---- */
+
+static json_t *time_or_null(int64_t ms)
+{
+    if (!ms)
+        return json_null();
+    char when[40];
+    sg_format_time(ms, when, sizeof when);
+    return json_string(when);
+}
+
+/* Guard, storms and the guard's counters, merged into the status. */
+static void guard_status(json_t *doc, const sg_guard_report *gr, int64_t held)
+{
+    json_t *guard = json_null();
+    if (gr->guard)
+        guard = json_pack("{s:o,s:o,s:s?}", "since", time_or_null(gr->guard_since_ms), "until",
+                          time_or_null(gr->guard_until_ms), "reason", gr->guard_reason);
+    json_t *storms = json_array();
+    for (size_t i = 0; i < gr->nstorms && i < SG_GUARD_MAX_STORMS; i++) {
+        const sg_mode_storm_info *si = &gr->storms[i];
+        json_array_append_new(storms,
+                              json_pack("{s:s?,s:s?,s:o,s:o}", "source", si->scope, "trigger",
+                                        si->message, "since", time_or_null(si->since_ms), "until",
+                                        time_or_null(si->until_ms)));
+    }
+    json_object_set_new(doc, "guard", guard);
+    json_object_set_new(doc, "storms", storms);
+    json_object_set_new(doc, "wipes", json_integer((json_int_t)gr->wipes));
+    json_object_set_new(doc, "storm_signals", json_integer((json_int_t)gr->storm_signals));
+    json_object_set_new(doc, "rewarms", json_integer((json_int_t)gr->rewarms));
+    json_object_set_new(doc, "held", json_integer(held));
+}
+
+static json_t *status_doc(sg_admin *a)
+{
+    sg_core *core = sg_gate_core(a->gate);
+    sg_core_stats st;
+    sg_core_stats_get(core, &st);
+    sg_gate_info gi;
+    sg_gate_info_get(a->gate, &gi);
+    sg_guard_report gr;
+    sg_guard_report_get(sg_core_guard(core), &gr);
+    json_t *counts = json_object();
+    for (int k = 0; k < SG_CORE_KINDS; k++) {
+        json_t *by_state = json_object();
+        for (int s = 0; s < SG_CORE_STATES; s++)
+            if (st.counts[k][s])
+                json_object_set_new(by_state, sg_core_state_names[s],
+                                    json_integer(st.counts[k][s]));
+        json_object_set_new(counts, sg_kind_name((sg_kind)k), by_state);
+    }
+    json_t *snapshot = json_null();
+    if (st.baseline_id)
+        snapshot = json_pack("{s:I,s:o,s:s,s:I,s:I}", "id", (json_int_t)st.baseline_id, "taken_at",
+                             time_or_null(st.baseline_taken_at_ms), "reason",
+                             st.baseline_reason ? st.baseline_reason : "", "keys",
+                             (json_int_t)st.baseline_keys, "jobs", (json_int_t)st.baseline_jobs);
+    json_t *doc = json_pack(
+        "{s:s,s:o,s:I,s:o,s:I,s:{s:b,s:i,s:s?},s:{s:s,s:b,s:I,s:I,s:o,s:o,s:s?},s:o,s:I}", "mode",
+        sg_mode_name(gr.mode), "started_at", time_or_null(st.started_at_ms), "uptime_s",
+        (json_int_t)((st.now_ms - st.started_at_ms) / 1000), "counts", counts, "pending",
+        (json_int_t)st.pending, "journal", "writable", st.journal_ok, "depth", st.journal_depth,
+        "error", st.journal_error, "downstream", "url", gi.downstream, "healthy", st.downstream_ok,
+        "inflight", (json_int_t)gi.inflight, "backlog", (json_int_t)gi.backlog, "last_ok",
+        time_or_null(st.downstream_last_ok), "last_failure", time_or_null(st.downstream_last_fail),
+        "last_error", st.downstream_error, "snapshot", snapshot, "ledger",
+        (json_int_t)st.ledger_builds);
+    json_t *journal = json_object_get(doc, "journal");
+    json_object_set_new(journal, "headroom_bytes", json_integer(SG_JOURNAL_HEADROOM_BYTES));
+    if (st.free_bytes >= 0) {
+        json_object_set_new(journal, "free_bytes", json_integer(st.free_bytes));
+        json_object_set_new(journal, "store_bytes", json_integer(st.store_bytes));
+        json_object_set_new(journal, "low_space",
+                            json_boolean(st.free_bytes < SG_JOURNAL_HEADROOM_BYTES));
+    }
+    json_object_set_new(doc, "redis",
+                        gi.watch ? sg_watch_status(gi.watch) : json_string("not watched"));
+    guard_status(doc, &gr, sg_core_held(core));
+    return doc;
+}
+
+/* ---- /readyz ---- */
+
+/* Ready: the journal takes writes and the downstream answers; reasons lists
+ * what is not. */
+static bool ready(sg_admin *a, json_t *reasons)
+{
+    sg_core_stats st;
+    sg_core_stats_get(sg_gate_core(a->gate), &st);
+    sg_gate_info gi;
+    sg_gate_info_get(a->gate, &gi);
+    bool ok = true;
+    if (!st.journal_ok) {
+        json_array_append_new(reasons, json_sprintf("journal not writable: %s", st.journal_error));
+        ok = false;
+    }
+    if (!st.downstream_ok) {
+        json_array_append_new(reasons,
+                              json_sprintf("downstream %s unreachable: %s", gi.downstream,
+                                           st.downstream_error ? st.downstream_error : ""));
+        ok = false;
+    }
+    if (gi.stopping) {
+        json_array_append_new(reasons, json_string("shutting down"));
+        ok = false;
+    }
+    return ok;
+}
+
+/* What works only in part, appended to reasons; the gate is still ready. */
+static void degraded(sg_admin *a, json_t *reasons)
+{
+    sg_core_stats st;
+    sg_core_stats_get(sg_gate_core(a->gate), &st);
+    if (st.free_bytes >= 0 && st.free_bytes < SG_JOURNAL_HEADROOM_BYTES)
+        json_array_append_new(
+            reasons, json_sprintf("the store's file system has %lld MiB free; the journal needs "
+                                  "%lld MiB of headroom (commits may fail for want of space)",
+                                  (long long)(st.free_bytes >> 20),
+                                  (long long)(SG_JOURNAL_HEADROOM_BYTES >> 20)));
+    /* the gate keeps classifying and forwarding without Redis: degraded, not
+     * unready, but wipes go unnoticed until it is back */
+    sg_gate_info gi;
+    sg_gate_info_get(a->gate, &gi);
+    if (!gi.watch || gi.redis_up)
+        return;
+    json_t *w = sg_watch_status(gi.watch);
+    const char *addr = json_string_value(json_object_get(w, "address"));
+    const char *why = json_string_value(json_object_get(w, "last_error"));
+    json_array_append_new(reasons, json_sprintf("Redis %s unreachable (%s): wipes go unnoticed",
+                                                addr ? addr : "?", why ? why : "no answer yet"));
+    json_decref(w);
+}
+
+/* ---- /metrics ---- */
+
+static void metrics(sg_admin *a, sg_buf *b)
+{
+    sg_core *core = sg_gate_core(a->gate);
+    sg_core_stats st;
+    sg_core_stats_get(core, &st);
+    sg_gate_info gi;
+    sg_gate_info_get(a->gate, &gi);
+    sg_guard_report gr;
+    sg_guard_report_get(sg_core_guard(core), &gr);
+    sg_metric_family(b, "stormguard_events_received_total", "counter",
+                     "Events journaled and answered 200, by kind");
+    for (int k = 0; k < SG_CORE_KINDS; k++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "kind=\"%s\"", sg_kind_name((sg_kind)k));
+        sg_metric_sample(b, "stormguard_events_received_total", labels, (double)st.received[k]);
+    }
+    sg_metric_family(b, "stormguard_events", "gauge", "Journaled events by kind and state");
+    for (int k = 0; k < SG_CORE_KINDS; k++)
+        for (int s = 0; s < SG_CORE_STATES; s++) {
+            char labels[96];
+            snprintf(labels, sizeof labels, "kind=\"%s\",state=\"%s\"", sg_kind_name((sg_kind)k),
+                     sg_core_state_names[s]);
+            sg_metric_sample(b, "stormguard_events", labels, (double)st.counts[k][s]);
+        }
+    sg_metric_family(b, "stormguard_requests_rejected_total", "counter",
+                     "Requests answered 400 (malformed or absurd events)");
+    sg_metric_sample(b, "stormguard_requests_rejected_total", "", (double)st.rejected);
+    sg_metric_family(b, "stormguard_http_refused_total", "counter",
+                     "Requests refused before they were read as events (a method, target or "
+                     "header the gate could not forward; a header section over max_header)");
+    sg_metric_sample(b, "stormguard_http_refused_total", "", (double)gi.refused);
+    sg_metric_family(b, "stormguard_requests_unavailable_total", "counter",
+                     "Requests answered 503 because the journal could not be written");
+    sg_metric_sample(b, "stormguard_requests_unavailable_total", "", (double)st.unavailable);
+    sg_metric_family(b, "stormguard_forward_attempts_total", "counter",
+                     "Delivery attempts to the downstream");
+    sg_metric_sample(b, "stormguard_forward_attempts_total", "", (double)st.fwd_attempts);
+    sg_metric_family(b, "stormguard_forward_failures_total", "counter",
+                     "Delivery attempts that failed (retried or dead)");
+    sg_metric_sample(b, "stormguard_forward_failures_total", "", (double)st.fwd_failures);
+    sg_metric_family(b, "stormguard_pending", "gauge", "Events waiting for delivery");
+    sg_metric_sample(b, "stormguard_pending", "", (double)st.pending);
+    sg_metric_family(b, "stormguard_held", "gauge", "Events held during a storm");
+    sg_metric_sample(b, "stormguard_held", "", (double)st.held);
+    sg_metric_family(b, "stormguard_mode", "gauge",
+                     "1 for the gate's current mode (normal, guard or storm)");
+    for (int m = SG_MODE_NORMAL; m <= SG_MODE_STORM; m++) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "mode=\"%s\"", sg_mode_name((sg_mode)m));
+        sg_metric_sample(b, "stormguard_mode", labels, m == (int)gr.mode);
+    }
+    sg_metric_family(b, "stormguard_wipes_total", "counter", "Redis wipes detected");
+    sg_metric_sample(b, "stormguard_wipes_total", "", (double)gr.wipes);
+    sg_metric_family(b, "stormguard_storm_signals_total", "counter",
+                     "Storm signals reported (the first per source and window)");
+    sg_metric_sample(b, "stormguard_storm_signals_total", "", (double)gr.storm_signals);
+    sg_metric_family(b, "stormguard_rewarms_total", "counter", "Rewarms after a wipe");
+    sg_metric_sample(b, "stormguard_rewarms_total", "", (double)gr.rewarms);
+    sg_metric_family(b, "stormguard_redis_up", "gauge", "1 while the watched Redis answers");
+    sg_metric_sample(b, "stormguard_redis_up", "", gi.watch && gi.redis_up);
+    sg_metric_family(b, "stormguard_forward_inflight", "gauge", "Deliveries in flight");
+    sg_metric_sample(b, "stormguard_forward_inflight", "", (double)gi.inflight);
+    sg_metric_family(b, "stormguard_journal_depth", "gauge", "Journal writes not yet committed");
+    sg_metric_sample(b, "stormguard_journal_depth", "", (double)st.journal_depth);
+    sg_metric_histogram(b, "stormguard_journal_commit_seconds",
+                        "Duration of the journal transactions events waited for", st.commit_hist);
+    sg_metric_histogram(b, "stormguard_forward_seconds", "Duration of delivery attempts",
+                        st.forward_hist);
+}
+
+/* ---- /v1/events ---- */
+
+static void on_events(void *ud, int status, const char *error, const sg_event_row *rows, size_t n)
+{
+    sg_http_req *req = ud;
+    if (status) {
+        reply_error(req, 500, error);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const sg_event_row *r = &rows[i];
+        char when[40];
+        sg_format_time(r->received_at, when, sizeof when);
+        json_t *o =
+            json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "id", (json_int_t)r->id, "received_at",
+                      when, "kind", r->kind, "state", r->state, "reason", r->reason, "method",
+                      r->method, "path", r->path, "attempts", (json_int_t)r->attempts);
+        if (!o)
+            continue; /* not UTF-8: left out rather than failing the whole list */
+        if (r->source) {
+            json_object_set_new(o, "source", json_string(r->source));
+            json_object_set_new(o, "job", json_string(r->job));
+            json_object_set_new(o, "number", json_integer(r->number));
+        }
+        if (r->build_ts)
+            json_object_set_new(o, "build_ts", json_integer(r->build_ts));
+        if (r->last_error)
+            json_object_set_new(o, "last_error", json_string(r->last_error));
+        json_array_append_new(arr, o);
+    }
+    reply(req, 200, json_pack("{s:o}", "events", arr));
+}
+
 static void events(sg_admin *a, sg_http_req *req, sg_str path)
 {
     char state[32], kind[32], job[512], limit_s[16];
@@ -113,15 +374,19 @@ static void events(sg_admin *a, sg_http_req *req, sg_str path)
         reply_error(req, 400, "kind must be passthrough, new, replay or unknown");
         return;
     }
-    json_t *doc;
-    sg_error err;
-    if (sg_gate_events(a->gate, has_state ? state : NULL, has_kind ? kind : NULL,
-                       has_job ? job : NULL, (int)limit, &doc, &err)) {
-        reply_error(req, 500, err.msg);
-        return;
-    }
-    reply(req, 200, doc);
+    sg_core_events(sg_gate_core(a->gate), has_state ? state : NULL, has_kind ? kind : NULL,
+                   has_job ? job : NULL, (int)limit, on_events, req);
 }
+
+/* ---- operators ---- */
+
+/* An operator's request (a JSON body); strings borrowed from its document. */
+typedef struct sg_op_request {
+    sg_hold_filter hold; /* release, drop: which held events */
+    bool newest_only;    /* release: older builds of a job are superseded */
+    const char *reason;  /* drop (required), guard, flush */
+    const char *actor;   /* who asked, for the audit log */
+} sg_op_request;
 
 static bool route_is(sg_str path, const char *route)
 {
@@ -198,11 +463,102 @@ static bool is_method(sg_str method, const char *name)
     return method.len == strlen(name) && !memcmp(method.p, name, method.len);
 }
 
+static void on_held(void *ud, int status, const char *error, int64_t held, int64_t jobs_total,
+                    const sg_held_job *jobs, size_t n)
+{
+    sg_http_req *req = ud;
+    if (status) {
+        reply_error(req, 500, error);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:I,s:I,s:I}", "source", jobs[i].source,
+                                             "job", jobs[i].job, "count", (json_int_t)jobs[i].count,
+                                             "oldest", (json_int_t)jobs[i].oldest, "newest",
+                                             (json_int_t)jobs[i].newest));
+    reply(req, 200,
+          json_pack("{s:I,s:I,s:o}", "held", (json_int_t)held, "jobs_total", (json_int_t)jobs_total,
+                    "jobs", arr));
+}
+
+static void on_hold_done(void *ud, const sg_hold_result *r)
+{
+    sg_http_req *req = ud;
+    if (r->status) {
+        reply_after(req, 503, json_pack("{s:s}", "error", r->error), 1);
+        return;
+    }
+    reply(req, 200,
+          json_pack("{s:I,s:I}", "released", (json_int_t)r->released, "superseded",
+                    (json_int_t)r->superseded));
+}
+
+static void on_drop_done(void *ud, const sg_hold_result *r)
+{
+    sg_http_req *req = ud;
+    if (r->status) {
+        reply_after(req, 503, json_pack("{s:s}", "error", r->error), 1);
+        return;
+    }
+    reply(req, 200, json_pack("{s:I}", "dropped", (json_int_t)r->dropped));
+}
+
+typedef struct guard_reply {
+    sg_admin *a;
+    sg_http_req *req;
+} guard_reply;
+
+static void on_guard_audited(void *ud, int status, const char *error)
+{
+    guard_reply *g = ud;
+    if (status)
+        reply_after(g->req, 503, json_pack("{s:s}", "error", error), 1);
+    else
+        reply(g->req, 200, status_doc(g->a));
+    free(g);
+}
+
+static void guard(sg_admin *a, sg_http_req *req, bool on, const sg_op_request *r)
+{
+    sg_core *core = sg_gate_core(a->gate);
+    char reason[512];
+    snprintf(reason, sizeof reason, "%s by %s%s%s", on ? "turned on" : "turned off", r->actor,
+             r->reason ? ": " : "", r->reason ? r->reason : "");
+    if (on)
+        sg_guard_on(sg_core_guard(core), reason);
+    else
+        sg_guard_off(sg_core_guard(core), reason);
+    guard_reply *g = sg_xcalloc(1, sizeof *g);
+    g->a = a;
+    g->req = req;
+    sg_core_audit(core, r->actor, on ? "guard on" : "guard off", reason, on_guard_audited, g);
+}
+
+static void on_announced(void *ud, const sg_announce_result *r)
+{
+    guard_reply *g = ud;
+    if (r->status) {
+        reply_after(g->req, 503, json_pack("{s:s}", "error", r->error), r->retry_after);
+    } else {
+        /* "mode": what the announce put the gate in (the CLI checks it); a
+         * storm on some source may be on as well */
+        sg_guard_report gr;
+        sg_guard_report_get(sg_core_guard(sg_gate_core(g->a->gate)), &gr);
+        reply(g->req, 200,
+              json_pack("{s:s,s:s,s:I,s:b}", "mode", gr.guard ? "guard" : "normal", "overall_mode",
+                        sg_mode_name(gr.mode), "snapshot_id", (json_int_t)r->snapshot_id, "suspect",
+                        r->suspect));
+    }
+    free(g);
+}
+
 /* The operator's routes: /v1/held, /v1/release, /v1/drop, /v1/guard,
  * /v1/flush. True if path was one of them (and answered). */
 static bool operator_route(sg_admin *a, sg_http_req *req, sg_str method, sg_str path)
 {
     bool post = is_method(method, "POST");
+    sg_core *core = sg_gate_core(a->gate);
     if (route_is(path, "/v1/held")) {
         char limit_s[16];
         int64_t limit = 100;
@@ -212,7 +568,7 @@ static bool operator_route(sg_admin *a, sg_http_req *req, sg_str method, sg_str 
                  sg_parse_int64(limit_s, 1, 10000, &limit))
             reply_error(req, 400, "limit must be a number from 1 to 10000");
         else
-            sg_gate_held(a->gate, req, limit);
+            sg_core_held_summary(core, limit, on_held, req);
         return true;
     }
     int which = route_is(path, "/v1/release") ? 1
@@ -232,10 +588,16 @@ static bool operator_route(sg_admin *a, sg_http_req *req, sg_str method, sg_str 
     json_t *doc;
     if (!operator_request(req, &r, &doc))
         return true;
+    if (refuse_stopping(a, req)) {
+        json_decref(doc);
+        return true;
+    }
+    sg_hold_request hr = {
+        .filter = r.hold, .newest_only = r.newest_only, .reason = r.reason, .actor = r.actor};
     switch (which) {
     case 1:
         if (has_selection(req, &r))
-            sg_gate_release(a->gate, req, &r);
+            sg_hold_release(sg_core_hold(core), &hr, on_hold_done, req);
         break;
     case 2:
         if (!has_selection(req, &r))
@@ -243,14 +605,18 @@ static bool operator_route(sg_admin *a, sg_http_req *req, sg_str method, sg_str 
         if (!r.reason)
             reply_error(req, 400, "a drop needs a \"reason\"");
         else
-            sg_gate_drop(a->gate, req, &r);
+            sg_hold_drop(sg_core_hold(core), &hr, on_drop_done, req);
         break;
     case 3:
-        sg_gate_guard(a->gate, req, post, &r);
+        guard(a, req, post, &r);
         break;
-    case 4:
-        sg_gate_flush_announce(a->gate, req, &r);
+    case 4: {
+        guard_reply *g = sg_xcalloc(1, sizeof *g);
+        g->a = a;
+        g->req = req;
+        sg_gate_flush_announce(a->gate, r.actor, r.reason, on_announced, g);
         break;
+    }
     }
     json_decref(doc);
     return true;
@@ -267,16 +633,16 @@ void sg_admin_handle(void *ud, sg_http_req *req)
     }
     if (route_is(path, "/readyz")) {
         json_t *reasons = json_array();
-        json_t *degraded = json_array();
-        bool ready = sg_gate_ready(a->gate, reasons);
-        sg_gate_degraded(a->gate, degraded);
-        reply(req, ready ? 200 : 503,
-              json_pack("{s:b,s:o,s:o}", "ready", ready, "reasons", reasons, "degraded", degraded));
+        json_t *partial = json_array();
+        bool ok = ready(a, reasons);
+        degraded(a, partial);
+        reply(req, ok ? 200 : 503,
+              json_pack("{s:b,s:o,s:o}", "ready", ok, "reasons", reasons, "degraded", partial));
         return;
     }
     if (route_is(path, "/metrics")) {
         sg_buf b = {0};
-        sg_gate_metrics(a->gate, &b);
+        metrics(a, &b);
         sg_http_reply(req, 200, "text/plain; version=0.0.4", b.p, b.len, 0);
         sg_buf_free(&b);
         return;
@@ -291,7 +657,7 @@ void sg_admin_handle(void *ud, sg_http_req *req)
             return;
         }
         if (route_is(path, "/v1/status"))
-            reply(req, 200, sg_gate_status(a->gate));
+            reply(req, 200, status_doc(a));
         else
             events(a, req, path);
         return;

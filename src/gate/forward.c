@@ -71,7 +71,7 @@ typedef struct transfer {
     struct sg_forward *f;
     h2o_http1client_t *client; /* NULL once h2o is done with it */
     lane *lane;
-    double started;    /* sg_mono_s */
+    double started;    /* the clock's monotonic seconds */
     uint64_t deadline; /* uv_now */
     sg_buf head;       /* request line and headers */
     h2o_iovec_t req[2];
@@ -131,17 +131,6 @@ struct sg_forward {
     void *done_ud;
 };
 
-void sg_fwd_item_free(sg_fwd_item *it)
-{
-    if (!it)
-        return;
-    free(it->method);
-    free(it->path);
-    free(it->headers);
-    free(it->body);
-    free(it);
-}
-
 static void pump(sg_forward *f);
 static void on_retry_timer(uv_timer_t *t);
 static void on_report(uv_idle_t *h);
@@ -171,7 +160,7 @@ static void arm_retry_timer(sg_forward *f)
         uv_timer_stop(&f->retry_timer);
         return;
     }
-    int64_t delay = earliest - sg_now_ms();
+    int64_t delay = earliest - sg_clock_ms(f->o.clock);
     uv_timer_start(&f->retry_timer, on_retry_timer, delay > 0 ? (uint64_t)delay : 0, 0);
 }
 
@@ -180,7 +169,7 @@ static void schedule(sg_forward *f, lane *l)
 {
     if (l->busy || l->listed || !l->head)
         return;
-    if (l->head->next_attempt_at <= sg_now_ms()) {
+    if (l->head->next_attempt_at <= sg_clock_ms(f->o.clock)) {
         make_ready(f, l);
         return;
     }
@@ -193,7 +182,7 @@ static void schedule(sg_forward *f, lane *l)
 static void on_retry_timer(uv_timer_t *t)
 {
     sg_forward *f = t->data;
-    int64_t now = sg_now_ms();
+    int64_t now = sg_clock_ms(f->o.clock);
     lane **pp = &f->waiting;
     while (*pp) {
         lane *l = *pp;
@@ -488,7 +477,7 @@ static void start(sg_forward *f, lane *l)
     transfer *t = sg_xcalloc(1, sizeof *t);
     t->f = f;
     t->lane = l;
-    t->started = sg_mono_s();
+    t->started = sg_clock_mono(f->o.clock);
     t->deadline = uv_now(f->loop) + (uint64_t)f->o.timeout_ms;
     t->prev = f->last;
     if (f->last)
@@ -599,7 +588,7 @@ static void finish(sg_forward *f, transfer *t)
     lane *l = t->lane;
     sg_fwd_item *it = l->head;
     long status = t->failed ? 0 : t->status;
-    double took = sg_mono_s() - t->started;
+    double took = sg_clock_mono(f->o.clock) - t->started;
     char error[sizeof t->error + 64];
     sg_fwd_outcome outcome;
     if (status >= 200 && status < 300) {
@@ -613,7 +602,7 @@ static void finish(sg_forward *f, transfer *t)
             snprintf(error, sizeof error, "downstream answered %ld", status);
         else
             snprintf(error, sizeof error, "%s", t->error);
-        int64_t now = sg_now_ms();
+        int64_t now = sg_clock_ms(f->o.clock);
         if (now - it->received_at >= f->o.max_age_ms) {
             outcome = SG_FWD_DEAD;
             size_t n = strlen(error);
@@ -829,6 +818,8 @@ int sg_forward_start(uv_loop_t *loop, const sg_forward_opts *o, sg_fwd_result_fn
     sg_forward *f = sg_xcalloc(1, sizeof *f);
     f->loop = loop;
     f->o = *o;
+    if (!f->o.clock)
+        f->o.clock = &sg_clock_real;
     f->fn = fn;
     f->ud = ud;
     f->ended_tail = &f->ended;

@@ -1,37 +1,56 @@
-/* The held queue (DESIGN.md: hold, and the "held" state of the data model).
- *
- * While guard or storm mode is on for its source, a build of a job the index
- * has never seen (kind unknown) is not forwarded: it is journaled as held, or
- * dropped when on_storm = drop, and waits for an operator's release or drop,
- * or for the drain (on_storm = drain). Replays stay suppressed and new builds
- * are forwarded in every mode: they are genuine (DOMAIN.md section 4).
- *
- * Held events live only in the store (the classifier remembers their jobs,
- * the journal tells their second delivery from the store's ledger), so a
- * million of them cost no memory per event and all of them survive a
- * restart. A release moves them to a new queue
- * generation (004_held.sql) and lets the forwarder's refill find them: the
- * same path that resumes pending events after a restart, so a released build
- * is delivered at most once like any other. Leaving guard or storm mode
- * releases nothing by itself. */
+/* The held queue (hold.h). */
+#include "stormguard/gate/hold.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "gate_int.h"
 #include "stormguard/base/log.h"
+#include "stormguard/base/util.h"
 
-#define DRAIN_TICK_MS 1000
+/* A release or drop of many events runs as chunks of CHUNK events, one
+ * journal transaction each, so the gate's own commits (every answer to the
+ * poller waits on one) slip in between instead of waiting seconds for a
+ * single transaction over a million rows. */
+#define CHUNK 5000
 
-const char *sg_hold_state(sg_gate *g, sg_kind kind, const char *source, int64_t now,
-                          const char **why)
+struct sg_hold {
+    sg_hold_opts o;
+    bool draining; /* a drain release is in the journal */
+    bool stopping;
+};
+
+int sg_on_storm_parse(const char *s, sg_on_storm *out)
+{
+    static const char *const names[] = {"hold", "drain", "drop"};
+    for (int i = 0; i < 3; i++)
+        if (s && !strcmp(s, names[i])) {
+            *out = (sg_on_storm)i;
+            return 0;
+        }
+    return SG_EINVAL;
+}
+
+sg_hold *sg_hold_new(const sg_hold_opts *o)
+{
+    sg_hold *h = sg_xcalloc(1, sizeof *h);
+    h->o = *o;
+    return h;
+}
+
+void sg_hold_free(sg_hold *h)
+{
+    free(h);
+}
+
+const char *sg_hold_state(const sg_hold *h, sg_kind kind, const char *source, const char **why)
 {
     *why = NULL;
     if (kind == SG_KIND_REPLAY)
         return "suppressed";
-    if (kind != SG_KIND_UNKNOWN || sg_gate_mode_for(g, now, source) == SG_MODE_NORMAL)
+    if (kind != SG_KIND_UNKNOWN || sg_guard_mode(h->o.guard, source) == SG_MODE_NORMAL)
         return "pending";
-    if (!strcmp(g->cfg->on_storm, "drop")) {
+    if (h->o.on_storm == SG_ON_STORM_DROP) {
         *why = "dropped on arrival: guard or storm mode with on_storm = drop";
         return "dropped";
     }
@@ -40,29 +59,24 @@ const char *sg_hold_state(sg_gate *g, sg_kind kind, const char *source, int64_t 
 
 /* ---- release and drop ---- */
 
-/* A release or drop of many events runs as chunks of CHUNK events, one
- * journal transaction each, so the gate's own commits (every answer to the
- * poller waits on one) slip in between instead of waiting seconds for a
- * single transaction over a million rows. */
-#define CHUNK 5000
-
 typedef struct hold_op {
     sg_jop op;
-    sg_gate *g;
-    sg_http_req *req;                      /* NULL for the drain */
-    bool chunked;                          /* go on while a chunk says there may be more */
-    int64_t released, superseded, dropped; /* over all chunks so far */
+    sg_hold *h;
+    sg_hold_done_fn done; /* NULL: the drain */
+    void *ud;
+    bool chunked;       /* go on while a chunk says there may be more */
+    sg_hold_result res; /* over all chunks so far */
     char *source, *job, *reason, *actor, *detail;
 } hold_op;
 
-static void hold_op_free(hold_op *h)
+static void hold_op_free(hold_op *x)
 {
-    free(h->source);
-    free(h->job);
-    free(h->reason);
-    free(h->actor);
-    free(h->detail);
-    free(h);
+    free(x->source);
+    free(x->job);
+    free(x->reason);
+    free(x->actor);
+    free(x->detail);
+    free(x);
 }
 
 static char *dup_or_null(const char *s)
@@ -70,81 +84,70 @@ static char *dup_or_null(const char *s)
     return s ? sg_xstrdup(s) : NULL;
 }
 
-static void hold_op_reply(hold_op *h, int status, json_t *doc)
+static void finish(hold_op *x)
 {
-    if (h->req) {
-        sg_gate_reply_json(h->req, status, doc, status == 503 ? 1 : 0);
-    } else { /* the drain: nobody to answer */
-        json_decref(doc);
-        h->g->draining = false;
-    }
-    hold_op_free(h);
+    if (x->done)
+        x->done(x->ud, &x->res);
+    else /* the drain: nobody to answer */
+        x->h->draining = false;
+    hold_op_free(x);
 }
 
-/* Applies a committed chunk to the counts (released events join the
- * delivery queue through the refill), then submits the next chunk or
- * answers. */
+/* Reports a committed chunk, then submits the next one or finishes. */
 static void on_hold_done(sg_jop *op)
 {
-    hold_op *h = op->ud;
-    sg_gate *g = h->g;
+    hold_op *x = op->ud;
+    sg_hold *h = x->h;
     bool release = op->type == SG_JOP_RELEASE;
     if (op->status) {
         sg_log(SG_LOG_ERROR, "hold", "%s failed: %s", op->action ? op->action : "release or drop",
                op->errmsg);
-        char msg[400];
-        snprintf(msg, sizeof msg,
+        x->res.status = SG_ESTORE;
+        snprintf(x->res.error, sizeof x->res.error,
                  "%s stopped: the journal cannot be written (%s); %lld done before that",
                  release ? "release" : "drop", op->errmsg,
-                 (long long)(release ? h->released + h->superseded : h->dropped));
-        hold_op_reply(h, 503, json_pack("{s:s}", "error", msg));
+                 (long long)(release ? x->res.released + x->res.superseded : x->res.dropped));
+        finish(x);
         return;
     }
-    int64_t *c = g->counts[SG_KIND_UNKNOWN];
+    sg_hold_moved m = {0};
     if (release) {
-        c[ST_HELD] -= op->released + op->superseded;
-        c[ST_PENDING] += op->released;
-        c[ST_SUPERSEDED] += op->superseded;
-        h->released += op->released;
-        h->superseded += op->superseded;
-        if (op->released && !g->stopping) {
-            g->spilled = true;
-            sg_gate_refill(g);
-        }
+        m.released = op->released;
+        m.superseded = op->superseded;
+        x->res.released += op->released;
+        x->res.superseded += op->superseded;
     } else {
-        c[ST_HELD] -= op->dropped;
-        c[ST_DROPPED] += op->dropped;
-        h->dropped += op->dropped;
+        m.dropped = op->dropped;
+        x->res.dropped += op->dropped;
     }
-    if (h->chunked && op->more && !g->stopping) {
+    if (h->o.hooks.moved)
+        h->o.hooks.moved(h->o.hooks.ud, &m);
+    if (x->chunked && op->more && !h->stopping) {
         /* the audit row went with the first chunk; each chunk of a release
          * queues in a generation of its own, behind what arrived meanwhile */
         op->action = NULL;
+        op->at = 0; /* stamped again: the time the chunk goes in */
         if (release)
-            op->qgen = ++g->qgen;
-        sg_journal_submit(g->journal, op);
+            op->qgen = h->o.hooks.next_gen(h->o.hooks.ud);
+        sg_journal_submit(h->o.journal, op);
         return;
     }
-    if (release && (h->released || h->superseded))
+    if (release && (x->res.released || x->res.superseded))
         sg_log(SG_LOG_INFO, "hold", "%s by %s: %lld released, %lld superseded (%s)",
-               h->req ? "release" : "drain", h->actor, (long long)h->released,
-               (long long)h->superseded, h->detail);
+               x->done ? "release" : "drain", x->actor, (long long)x->res.released,
+               (long long)x->res.superseded, x->detail);
     if (!release)
-        sg_log(SG_LOG_INFO, "hold", "drop by %s: %lld dropped (%s)", h->actor,
-               (long long)h->dropped, h->detail);
-    if (h->chunked && op->more) { /* g->stopping */
-        char msg[300];
-        snprintf(msg, sizeof msg,
+        sg_log(SG_LOG_INFO, "hold", "drop by %s: %lld dropped (%s)", x->actor,
+               (long long)x->res.dropped, x->detail);
+    if (x->chunked && op->more) { /* stopping */
+        x->res.status = SG_EBUSY;
+        snprintf(x->res.error, sizeof x->res.error,
                  "stormguard is shutting down: %lld %s so far; run the command again after "
                  "the restart for the rest",
-                 (long long)(release ? h->released : h->dropped), release ? "released" : "dropped");
-        hold_op_reply(h, 503, json_pack("{s:s}", "error", msg));
-        return;
+                 (long long)(release ? x->res.released : x->res.dropped),
+                 release ? "released" : "dropped");
     }
-    hold_op_reply(h, 200,
-                  release ? json_pack("{s:I,s:I}", "released", (json_int_t)h->released,
-                                      "superseded", (json_int_t)h->superseded)
-                          : json_pack("{s:I}", "dropped", (json_int_t)h->dropped));
+    finish(x);
 }
 
 /* "source jenkins-prod, job team-a/..., newest only": what the audit row and
@@ -166,157 +169,69 @@ static char *describe(const sg_hold_filter *f, bool newest_only, const char *rea
 }
 
 /* limit > 0: one chunk of that many (the drain); 0: all, in chunks. */
-static hold_op *hold_op_new(sg_gate *g, sg_http_req *req, sg_jop_type type, const sg_op_request *r,
-                            const char *action, int64_t limit)
+static void submit(sg_hold *h, sg_jop_type type, const sg_hold_request *r, const char *action,
+                   int64_t limit, sg_hold_done_fn done, void *ud)
 {
-    hold_op *h = sg_xcalloc(1, sizeof *h);
-    h->g = g;
-    h->req = req;
-    h->chunked = limit <= 0;
-    h->source = dup_or_null(r->hold.all ? NULL : r->hold.source);
-    h->job = dup_or_null(r->hold.all ? NULL : r->hold.job);
-    h->reason = dup_or_null(r->reason);
-    h->actor = sg_xstrdup(r->actor ? r->actor : "stormguard");
-    h->detail = describe(&r->hold, r->newest_only, r->reason);
-    h->op.type = type;
-    h->op.hold = (sg_hold_filter){
-        .all = r->hold.all, .source = h->source, .job = h->job, .limit = limit > 0 ? limit : CHUNK};
-    h->op.newest_only = r->newest_only;
-    h->op.reason = h->reason;
-    h->op.actor = h->actor;
-    h->op.action = action;
-    h->op.detail = h->detail;
-    h->op.done = on_hold_done;
-    h->op.ud = h;
-    if (type == SG_JOP_RELEASE) {
-        /* released events queue behind everything submitted so far and
-         * ahead of what arrives after: the next generation (store.h) */
-        h->op.qgen = ++g->qgen;
+    hold_op *x = sg_xcalloc(1, sizeof *x);
+    x->h = h;
+    x->done = done;
+    x->ud = ud;
+    if (h->stopping) {
+        x->res.status = SG_EBUSY;
+        snprintf(x->res.error, sizeof x->res.error, "stormguard is shutting down");
+        finish(x);
+        return;
     }
-    return h;
+    x->chunked = limit <= 0;
+    const sg_hold_filter *f = &r->filter;
+    x->source = dup_or_null(f->all ? NULL : f->source);
+    x->job = dup_or_null(f->all ? NULL : f->job);
+    x->reason = dup_or_null(r->reason);
+    x->actor = sg_xstrdup(r->actor ? r->actor : "stormguard");
+    x->detail = describe(f, r->newest_only, r->reason);
+    x->op.type = type;
+    x->op.hold = (sg_hold_filter){
+        .all = f->all, .source = x->source, .job = x->job, .limit = limit > 0 ? limit : CHUNK};
+    x->op.newest_only = r->newest_only;
+    x->op.reason = x->reason;
+    x->op.actor = x->actor;
+    x->op.action = action;
+    x->op.detail = x->detail;
+    x->op.done = on_hold_done;
+    x->op.ud = x;
+    if (type == SG_JOP_RELEASE)
+        x->op.qgen = h->o.hooks.next_gen(h->o.hooks.ud);
+    sg_journal_submit(h->o.journal, &x->op);
 }
 
-static bool refuse_stopping(sg_gate *g, sg_http_req *req)
+void sg_hold_release(sg_hold *h, const sg_hold_request *r, sg_hold_done_fn done, void *ud)
 {
-    if (!g->stopping)
-        return false;
-    sg_gate_reply_error(req, 503, "stormguard is shutting down", 1);
-    return true;
+    submit(h, SG_JOP_RELEASE, r, "release", 0, done, ud);
 }
 
-void sg_gate_release(sg_gate *g, sg_http_req *req, const sg_op_request *r)
+void sg_hold_drop(sg_hold *h, const sg_hold_request *r, sg_hold_done_fn done, void *ud)
 {
-    if (refuse_stopping(g, req))
-        return;
-    hold_op *h = hold_op_new(g, req, SG_JOP_RELEASE, r, "release", 0);
-    sg_journal_submit(g->journal, &h->op);
-}
-
-void sg_gate_drop(sg_gate *g, sg_http_req *req, const sg_op_request *r)
-{
-    if (refuse_stopping(g, req))
-        return;
-    hold_op *h = hold_op_new(g, req, SG_JOP_DROP, r, "drop", 0);
-    sg_journal_submit(g->journal, &h->op);
+    submit(h, SG_JOP_DROP, r, "drop", 0, done, ud);
 }
 
 /* ---- the drain ---- */
 
 /* With on_storm = drain, held events leave at drain_rate per second, newest
  * build of each job only: the older ones are superseded, as an operator's
- * `release --newest-only` would do. One release at a time. */
-static void on_drain_tick(uv_timer_t *t)
+ * `release --newest-only` would do. One release at a time; the owner ticks
+ * once a second. */
+void sg_hold_tick(sg_hold *h, int64_t held)
 {
-    sg_gate *g = t->data;
-    if (g->draining || g->stopping || g->counts[SG_KIND_UNKNOWN][ST_HELD] <= 0)
+    if (h->o.on_storm != SG_ON_STORM_DRAIN || h->draining || h->stopping || held <= 0)
         return;
-    int64_t n = g->cfg->drain_rate * DRAIN_TICK_MS / 1000;
-    sg_op_request r = {.hold = {.all = true}, .newest_only = true, .actor = "stormguard (drain)"};
-    g->draining = true;
-    hold_op *h = hold_op_new(g, NULL, SG_JOP_RELEASE, &r, "drain", n > 0 ? n : 1);
-    sg_journal_submit(g->journal, &h->op);
+    int64_t n = h->o.drain_rate;
+    sg_hold_request r = {
+        .filter = {.all = true}, .newest_only = true, .actor = "stormguard (drain)"};
+    h->draining = true;
+    submit(h, SG_JOP_RELEASE, &r, "drain", n > 0 ? n : 1, NULL, NULL);
 }
 
-void sg_hold_start(sg_gate *g)
+void sg_hold_stop(sg_hold *h)
 {
-    uv_timer_init(g->loop, &g->drain);
-    g->drain.data = g;
-    if (!strcmp(g->cfg->on_storm, "drain"))
-        uv_timer_start(&g->drain, on_drain_tick, DRAIN_TICK_MS, DRAIN_TICK_MS);
-}
-
-void sg_hold_stop(sg_gate *g)
-{
-    uv_close((uv_handle_t *)&g->drain, NULL);
-}
-
-/* ---- the held summary ---- */
-
-/* The summary groups every held row: a million of them take a second to
- * read, so it runs on libuv's thread pool with its own read-only connection
- * and the loop goes on answering meanwhile. The reply lists the `limit` jobs
- * with the most held events and the totals over all of them. */
-typedef struct held_query {
-    uv_work_t work;
-    sg_gate *g;
-    sg_http_req *req;
-    int64_t limit, held, jobs_total;
-    json_t *jobs;
-    int rc;
-    sg_error err;
-} held_query;
-
-static void held_job(void *ud, const char *source, const char *job, int64_t count, int64_t oldest,
-                     int64_t newest)
-{
-    json_array_append_new(ud, json_pack("{s:s,s:s,s:I,s:I,s:I}", "source", source, "job", job,
-                                        "count", (json_int_t)count, "oldest", (json_int_t)oldest,
-                                        "newest", (json_int_t)newest));
-}
-
-static void held_work(uv_work_t *w)
-{
-    held_query *q = w->data;
-    sg_store *s;
-    sg_store_options ro = {.readonly = true};
-    q->rc = sg_store_open(q->g->cfg->db_path, &ro, &s, &q->err);
-    if (q->rc == 0) {
-        q->rc = sg_store_held_summary(s, q->limit, held_job, q->jobs, &q->held, &q->jobs_total,
-                                      &q->err);
-        sg_store_free(s);
-    }
-}
-
-static void held_done(uv_work_t *w, int status)
-{
-    held_query *q = w->data;
-    if (status)
-        sg_gate_reply_error(q->req, 503, "stormguard is shutting down", 1);
-    else if (q->rc)
-        sg_gate_reply_error(q->req, 500, q->err.msg, 0);
-    else
-        sg_gate_reply_json(q->req, 200,
-                           json_pack("{s:I,s:I,s:O}", "held", (json_int_t)q->held, "jobs_total",
-                                     (json_int_t)q->jobs_total, "jobs", q->jobs),
-                           0);
-    json_decref(q->jobs);
-    free(q);
-}
-
-void sg_gate_held(sg_gate *g, sg_http_req *req, int64_t limit)
-{
-    held_query *q = sg_xcalloc(1, sizeof *q);
-    q->g = g;
-    q->req = req;
-    q->limit = limit;
-    q->jobs = json_array();
-    q->work.data = q;
-    int r = uv_queue_work(g->loop, &q->work, held_work, held_done);
-    if (r) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "cannot read the held queue now: %s", uv_strerror(r));
-        sg_gate_reply_error(req, 503, msg, 1);
-        json_decref(q->jobs);
-        free(q);
-    }
+    h->stopping = true;
 }

@@ -23,6 +23,11 @@
  * journal adds the builds of the events after the mark from the event
  * table.
  *
+ * Times. What the writer records comes with the op (op->at, stamped by the
+ * submitter's clock on the loop thread: virtual time in the simulator);
+ * the writer's own pacing (lingering, the ledger's cadence, the WAL's
+ * restarts) is real time, as it is about this machine's disk.
+ *
  * Checkpoints (copying the WAL into the database, with an fsync) run on a
  * third thread with its own connection, never inside a commit: done by the
  * committing connection, as SQLite does by default, one commit in a thousand
@@ -101,6 +106,7 @@ typedef struct recent_build {
 
 struct sg_journal {
     uv_loop_t *loop;
+    const sg_clock *clock; /* read on the loop thread only, in submit */
     uv_async_t async;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -351,7 +357,7 @@ static int apply_one(sg_journal *j, sg_jop *op, sg_error *err)
 {
     sg_store *s = j->store;
     sg_event_row *r = &op->row;
-    int64_t now = sg_now_ms();
+    int64_t now = op->at; /* the submitter's clock: the writer reads none */
     switch (op->type) {
     case SG_JOP_INSERT: {
         /* The ledger has the last word on "accepted before" (classify.h): a
@@ -747,10 +753,11 @@ static void remember_newest(void *ud, const char *source, const char *job, int64
         *top = number;
 }
 
-int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_journal **out,
-                     sg_error *err)
+int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, const sg_clock *clock,
+                     sg_journal **out, sg_error *err)
 {
     sg_journal *j = sg_xcalloc(1, sizeof *j);
+    j->clock = clock ? clock : &sg_clock_real;
     /* A bigger cache lets the many small commits of a busy gate rewrite hot
      * pages (the table's tail, the ledger) in memory; checkpoints are the
      * checkpointer thread's. */
@@ -834,6 +841,8 @@ int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, sg_jo
 void sg_journal_submit(sg_journal *j, sg_jop *op)
 {
     assert(!j->stopping);
+    if (!op->at)
+        op->at = sg_clock_ms(j->clock);
     op->next = NULL;
     op->status = 0;
     j->depth++;

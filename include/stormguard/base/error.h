@@ -14,6 +14,7 @@ enum {
     SG_ENOTFOUND = -6,
     SG_EREFUSED = -7, /* a safety rule refused the operation */
     SG_EVERSION = -8, /* incompatible versions (schema, RDB payload) */
+    SG_EBUSY = -9,    /* not now: the daemon is stopping or busy; try again */
 };
 
 #define SG_ERRMSG_MAX 1024

@@ -1,7 +1,9 @@
-/* The admin API on its own listener: /v1/status, /v1/events, /metrics,
- * /healthz, /readyz. The /v1 routes need the bearer token when one is configured
- * (compared in constant time); health and metrics do not, for probes and
- * scrapers. JSON in and out. */
+/* The admin API on its own listener: /v1/status, /v1/events, /v1/held,
+ * /v1/release, /v1/drop, /v1/guard, /v1/flush, /metrics, /healthz, /readyz.
+ * The /v1 routes need the bearer token when one is configured (compared in
+ * constant time); health and metrics do not, for probes and scrapers. JSON
+ * in and out: the only module that turns what the gate, its core, the guard
+ * and the held queue report into HTTP answers. Loop thread. */
 #ifndef STORMGUARD_ADMIN_H
 #define STORMGUARD_ADMIN_H
 

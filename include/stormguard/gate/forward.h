@@ -11,7 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "stormguard/base/clock.h"
 #include "stormguard/base/error.h"
+#include "stormguard/gate/delivery.h"
 
 struct uv_loop_s;
 
@@ -20,32 +22,12 @@ typedef struct sg_forward sg_forward;
 typedef struct sg_forward_opts {
     const char *downstream; /* base URL: "http://127.0.0.1:8089", https:// too */
     int max_inflight;
-    int timeout_ms;     /* per attempt, from its start to the end of the answer */
-    int64_t max_age_ms; /* give up on events older than this */
-    int retry_base_ms;  /* first retry delay; doubles per attempt */
-    int retry_max_ms;   /* cap of the delay */
+    int timeout_ms;        /* per attempt, from its start to the end of the answer */
+    int64_t max_age_ms;    /* give up on events older than this */
+    int retry_base_ms;     /* first retry delay; doubles per attempt */
+    int retry_max_ms;      /* cap of the delay */
+    const sg_clock *clock; /* the events' ages and retry times; NULL: the real one */
 } sg_forward_opts;
-
-/* An event to deliver; the forwarder owns it from push until the result. */
-typedef struct sg_fwd_item {
-    int64_t id;
-    uint64_t lane;       /* same lane: delivered in order, one at a time */
-    char *method, *path; /* path with the query string */
-    char *headers;       /* "name: value\n" lines to send */
-    char *body;
-    size_t body_len;
-    int64_t received_at; /* epoch ms */
-    int64_t attempts;
-    int64_t next_attempt_at; /* epoch ms; 0 = now */
-    int tag;                 /* the owner's (the gate: the event's kind) */
-    struct sg_fwd_item *next;
-} sg_fwd_item;
-
-typedef enum sg_fwd_outcome {
-    SG_FWD_DELIVERED, /* 2xx */
-    SG_FWD_RETRY,     /* will be tried again at item->next_attempt_at */
-    SG_FWD_DEAD,      /* refused (4xx) or too old: never retried */
-} sg_fwd_outcome;
 
 /* Reports each attempt. For RETRY the item stays with the forwarder (the
  * callback may record the attempt); for DELIVERED and DEAD the callback now
@@ -55,7 +37,8 @@ typedef void (*sg_fwd_result_fn)(void *ud, sg_fwd_item *item, sg_fwd_outcome out
 
 int sg_forward_start(struct uv_loop_s *loop, const sg_forward_opts *o, sg_fwd_result_fn fn,
                      void *ud, sg_forward **out, sg_error *err);
-/* Queues an item (loop thread; not after sg_forward_stop). */
+/* Queues an item (loop thread; not after sg_forward_stop); the forwarder
+ * owns it from now until its result. */
 void sg_forward_push(sg_forward *f, sg_fwd_item *item);
 /* Items queued or in flight; 0 for NULL (a forwarder stopped). */
 size_t sg_forward_backlog(const sg_forward *f);
@@ -68,7 +51,5 @@ size_t sg_forward_inflight(const sg_forward *f);
  * forwarder frees the item after the callback). Then the handles close and
  * done(ud) runs; f is freed. Loop thread, not from the result callback. */
 void sg_forward_stop(sg_forward *f, void (*done)(void *ud), void *ud);
-
-void sg_fwd_item_free(sg_fwd_item *item);
 
 #endif

@@ -1,60 +1,60 @@
-/* The webhook gate (stormguard run): receives the poller's events over HTTP,
- * journals each one durably before answering, classifies it (replay / new /
- * unknown / pass-through), suppresses replays and forwards the rest to the
- * notifier. Everything runs on one libuv loop; SQLite writes go through the
- * journal's writer thread. */
+/* The webhook gate daemon (`stormguard run`): the gate core (core.h) behind
+ * the HTTP front end, on one libuv loop. It owns the listeners (the
+ * poller's and the admin API's), the forwarder that delivers to the
+ * notifier, the Redis watcher, the periodic snapshots and the rewarm, the
+ * signals and the timer that ticks the core. SQLite writes go through the
+ * core's journal (its writer thread). */
 #ifndef STORMGUARD_GATE_H
 #define STORMGUARD_GATE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "stormguard/base/config.h"
 #include "stormguard/base/error.h"
-#include "stormguard/store/store.h"
-#include "stormguard/base/util.h"
+#include "stormguard/gate/core.h"
 
-struct json_t;
-struct sg_http_req;
+struct sg_watch;
 
 typedef struct sg_gate sg_gate;
 
 /* Runs the daemon until SIGTERM or SIGINT, then stops cleanly: stops
- * accepting, finishes the commits in flight, closes every handle. Returns 0,
- * or an error if it could not start. */
+ * accepting, lets the deliveries in flight finish and records them, commits
+ * what is queued, closes every handle. Returns 0, or an error if it could
+ * not start. */
 int sg_gate_run(const sg_config *cfg, sg_error *err);
 
-/* ---- for the admin API (admin.c) ---- */
+/* ---- for the admin API (admin.c), on the loop thread ---- */
 
-/* The /v1/status document. */
-struct json_t *sg_gate_status(sg_gate *g);
-/* The /v1/events document; filters may be NULL. */
-int sg_gate_events(sg_gate *g, const char *state, const char *kind, const char *job, int limit,
-                   struct json_t **out, sg_error *err);
-/* Prometheus text. */
-void sg_gate_metrics(sg_gate *g, sg_buf *out);
-/* An operator's request (admin API); strings are borrowed for the call. */
-typedef struct sg_op_request {
-    sg_hold_filter hold; /* release, drop: which held events */
-    bool newest_only;    /* release: older builds of a job are superseded */
-    const char *reason;  /* drop (required), guard, flush */
-    const char *actor;   /* who asked, for the audit log */
-} sg_op_request;
+sg_core *sg_gate_core(sg_gate *g);
 
-/* Each of these answers req, now or once the change is durable. */
-void sg_gate_held(sg_gate *g, struct sg_http_req *req, int64_t limit);
-void sg_gate_release(sg_gate *g, struct sg_http_req *req, const sg_op_request *r);
-void sg_gate_drop(sg_gate *g, struct sg_http_req *req, const sg_op_request *r);
-/* Guard mode on (for [guard] duration) or off. */
-void sg_gate_guard(sg_gate *g, struct sg_http_req *req, bool on, const sg_op_request *r);
-/* A flush is coming (stormguard flush): guard mode on, a fresh snapshot;
- * answered once the snapshot is committed. */
-void sg_gate_flush_announce(sg_gate *g, struct sg_http_req *req, const sg_op_request *r);
+typedef struct sg_gate_info {
+    bool stopping;
+    const char *downstream;       /* the notifier's URL */
+    size_t inflight, backlog;     /* the forwarder's */
+    uint64_t refused;             /* requests the listener refused (http.h) */
+    const struct sg_watch *watch; /* NULL: Redis not watched */
+    bool redis_up;
+} sg_gate_info;
+void sg_gate_info_get(const sg_gate *g, sg_gate_info *out);
 
-/* Ready: journal writable and downstream reachable; reasons lists what is not. */
-bool sg_gate_ready(sg_gate *g, struct json_t *reasons);
-/* What works only in part (Redis unreachable: no wipe detection), appended
- * to reasons; the gate is still ready. */
-void sg_gate_degraded(sg_gate *g, struct json_t *reasons);
+/* The answer to a flush announce (stormguard flush, POST /v1/flush). */
+typedef struct sg_announce_result {
+    int status; /* 0; SG_EBUSY (a snapshot is being taken, or stopping); SG_EREDIS
+                 * or SG_ESTORE (the pre-flush snapshot failed) */
+    char error[SG_ERRMSG_MAX + 64];
+    int retry_after; /* seconds, when it is worth asking again soon */
+    int64_t snapshot_id;
+    bool suspect;
+} sg_announce_result;
+typedef void (*sg_gate_announce_fn)(void *ud, const sg_announce_result *r);
+
+/* A flush is coming: guard mode on, the wipe it causes expected (no
+ * rewarm), an audit row, and a fresh snapshot of the profile's keys; done
+ * runs once, after the snapshot committed or failed (r valid during the
+ * call). actor and reason are copied. */
+void sg_gate_flush_announce(sg_gate *g, const char *actor, const char *reason,
+                            sg_gate_announce_fn done, void *ud);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "stormguard/base/clock.h"
 #include "stormguard/base/error.h"
 #include "stormguard/store/store.h"
 
@@ -53,8 +54,12 @@ struct sg_jop {
     int64_t prune_before, prune_cursor, pruned;
     /* any type: with an action, an audit row in the same transaction */
     const char *actor, *action, *detail;
+    /* any type: when it was submitted (epoch ms; 0: sg_journal_submit sets
+     * it from the journal's clock): the time the store records for it
+     * (a duplicate's done_at, a release's or drop's, an episode's opening) */
+    int64_t at;
     /* EPISODE: cause (on open), detail (appended), ended_at (0: open) */
-    int64_t episode_id, at, ended_at;
+    int64_t episode_id, ended_at;
     const char *cause;
     int status;               /* after commit: 0 or an SG_E* code */
     char errmsg[256];         /* why, when status != 0 */
@@ -64,9 +69,10 @@ struct sg_jop {
     sg_jop *next; /* private to the journal */
 };
 
-/* Opens the store at path for writing on a new thread. */
-int sg_journal_start(struct uv_loop_s *loop, const char *path, sg_sync_mode sync, sg_journal **out,
-                     sg_error *err);
+/* Opens the store at path for writing on a new thread. clock (NULL: the
+ * real one) stamps op->at at submit when the submitter left it 0. */
+int sg_journal_start(struct uv_loop_s *loop, const char *path, sg_sync_mode sync,
+                     const sg_clock *clock, sg_journal **out, sg_error *err);
 
 /* Queues op (loop thread). The caller keeps op alive until op->done. */
 void sg_journal_submit(sg_journal *j, sg_jop *op);

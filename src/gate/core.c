@@ -1,0 +1,1349 @@
+/* The gate core (core.h).
+ *
+ * A second delivery of a build the gate accepted before is told by the
+ * journal, which checks the store's ledger in the transaction that would
+ * add the build to it, so two deliveries racing each other cannot both be
+ * accepted, and a crash leaves both the event and its ledger row or
+ * neither. The core only remembers which jobs the ledger knows.
+ *
+ * The delivery queue. While the deliverer's backlog is under SPILL_AT,
+ * committed pending events are pushed to it directly; past that (and at a
+ * start, and after a release) the journal is the queue and refills read it
+ * in queue order (qgen, id) after the last event handed over. A refill
+ * runs on the thread pool; events committed meanwhile are not pushed (that
+ * would jump the queue) but make the refill run again once it is back,
+ * since it may have read the journal before they were in it. */
+#include "stormguard/gate/core.h"
+
+#include <assert.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <uv.h>
+
+#include "stormguard/base/log.h"
+
+#define SPILL_AT 4096 /* deliverer backlog held in memory at most */
+#define REFILL_BATCH 512
+#define RELOAD_EVERY_MS 5000   /* how often a newer baseline is looked for */
+#define SPACE_EVERY_MS 5000    /* the store's free space */
+#define SUMMARY_EVERY_MS 10000 /* a line of activity in the log */
+#define PROBE_EVERY_MS 1000    /* a probe write while the journal is unwritable */
+#define PRUNE_FIRST_MS 10000   /* the retention's first pass after the start */
+#define PRUNE_EVERY_MS (3600 * 1000LL)
+
+const char *const sg_core_state_names[SG_CORE_STATES] = {
+    "pending", "forwarded", "suppressed", "held", "released", "dropped", "superseded", "dead"};
+enum {
+    ST_PENDING,
+    ST_FORWARDED,
+    ST_SUPPRESSED,
+    ST_HELD,
+    ST_RELEASED,
+    ST_DROPPED,
+    ST_SUPERSEDED,
+    ST_DEAD
+};
+
+static int state_index(const char *s)
+{
+    for (int i = 0; i < SG_CORE_STATES; i++)
+        if (!strcmp(s, sg_core_state_names[i]))
+            return i;
+    return -1;
+}
+
+/* A read of the store off the loop. Serial ones share the core's reader
+ * connection, one at a time, in order; the others (operators' queries that
+ * may take a second) open a connection of their own and run alongside. */
+typedef struct read_job read_job;
+struct read_job {
+    uv_work_t work;
+    sg_core *c;
+    bool serial;
+    void (*run)(read_job *j, sg_store *s); /* on the thread pool */
+    void (*done)(read_job *j, int status); /* on the loop; frees j */
+    int rc;
+    sg_error err;
+    read_job *next;
+};
+
+struct sg_core {
+    uv_loop_t *loop;
+    sg_core_opts o;
+    const sg_clock *clock;
+    sg_journal *journal;
+    sg_guard *guard;
+    sg_hold *hold;
+    sg_store *reader; /* the serial read jobs' connection */
+    read_job *reads, **reads_tail;
+    bool reading; /* a serial read job is on the thread pool */
+    int readers;  /* read jobs not yet done, serial or not */
+
+    sg_index index;
+    sg_ledger ledger;
+    int64_t ledger_builds;
+    int64_t baseline_id, baseline_taken_at, baseline_keys;
+    char *baseline_reason;
+    bool reloading, trim_pending;
+    const char *sample_glob;
+    sg_core_baseline_fn on_baseline;
+    void *on_baseline_ud;
+
+    /* the delivery queue */
+    sg_deliverer deliverer;
+    bool has_deliverer;
+    bool spilled, refilling, refill_again;
+    int64_t qgen;                  /* generation new pending events join */
+    int64_t loaded_gen, loaded_id; /* the last event handed to the deliverer */
+
+    int64_t counts[SG_CORE_KINDS][SG_CORE_STATES];
+    uint64_t received[SG_CORE_KINDS], rejected, unavailable;
+    uint64_t fwd_attempts, fwd_failures;
+    sg_histogram commit_hist, forward_hist;
+    bool journal_ok;
+    char journal_error[256];
+    sg_jop probe;
+    bool probing;
+    int64_t next_probe_at;
+    int64_t failed_at;   /* the last failed write */
+    size_t failed_bytes; /* the largest request that failed since the last success */
+    bool downstream_ok;
+    int64_t downstream_last_ok, downstream_last_fail;
+    char downstream_error[256];
+
+    /* the tick's periodic work */
+    int64_t started_at, next_reload_at, next_space_at, next_summary_at;
+    bool measuring;
+    int64_t free_bytes, store_bytes;
+    int64_t space_at; /* when the last measurement began */
+    sg_jop prune;
+    bool pruning;
+    int64_t next_prune_at, pruned_pass;
+    uint64_t logged_received[SG_CORE_KINDS], logged_attempts, logged_failures, logged_rejected;
+
+    bool stopping, closing;
+    void (*closed)(void *ud);
+    void *closed_ud;
+};
+
+static int64_t now_ms(const sg_core *c)
+{
+    return sg_clock_ms(c->clock);
+}
+
+static void maybe_close(sg_core *c);
+
+/* ---- reading the store off the loop ---- */
+
+static void read_work(uv_work_t *w)
+{
+    read_job *j = w->data;
+    sg_store *s = j->c->reader;
+    if (!j->serial) {
+        sg_store_options ro = {.readonly = true};
+        if ((j->rc = sg_store_open(j->c->o.db_path, &ro, &s, &j->err)))
+            return;
+    }
+    j->run(j, s);
+    if (!j->serial)
+        sg_store_free(s);
+}
+
+static void start_reads(sg_core *c);
+
+static void read_done(uv_work_t *w, int status)
+{
+    read_job *j = w->data;
+    sg_core *c = j->c;
+    bool serial = j->serial;
+    j->done(j, status);
+    c->readers--;
+    if (serial) {
+        c->reading = false;
+        start_reads(c);
+    }
+    maybe_close(c);
+}
+
+static void queue_work(sg_core *c, read_job *j)
+{
+    j->work.data = j;
+    int r = uv_queue_work(c->loop, &j->work, read_work, read_done);
+    if (r == 0)
+        return;
+    j->rc = sg_error_set(&j->err, SG_EIO, "reading the store off the loop: %s", uv_strerror(r));
+    /* reported on the loop's next turn, not inside the call that caused it */
+    c->readers--;
+    if (j->serial)
+        c->reading = false;
+    j->done(j, r);
+}
+
+static void start_reads(sg_core *c)
+{
+    if (c->reading || !c->reads)
+        return;
+    read_job *j = c->reads;
+    c->reads = j->next;
+    if (!c->reads)
+        c->reads_tail = &c->reads;
+    c->reading = true;
+    queue_work(c, j);
+}
+
+/* j (calloc'ed by the caller, run and done set) runs on the thread pool. */
+static void read_submit(sg_core *c, read_job *j, bool serial)
+{
+    j->c = c;
+    j->serial = serial;
+    c->readers++;
+    if (!serial) {
+        queue_work(c, j);
+        return;
+    }
+    j->next = NULL;
+    *c->reads_tail = j;
+    c->reads_tail = &j->next;
+    start_reads(c);
+}
+
+/* ---- the delivery queue ---- */
+
+static sg_fwd_item *item_from_row(const sg_event_row *r)
+{
+    sg_fwd_item *it = sg_xcalloc(1, sizeof *it);
+    it->id = r->id;
+    it->lane = r->source && r->job ? sg_hash_job(r->source, r->job) : 0;
+    it->method = sg_xstrdup(r->method);
+    it->path = sg_xstrdup(r->path);
+    it->headers = sg_xstrdup(r->headers ? r->headers : "");
+    it->body = sg_xmalloc(r->body_len + 1);
+    if (r->body_len)
+        memcpy(it->body, r->body, r->body_len);
+    it->body_len = r->body_len;
+    it->received_at = r->received_at;
+    it->attempts = r->attempts;
+    it->next_attempt_at = r->next_attempt_at;
+    sg_kind kind = SG_KIND_PASSTHROUGH;
+    sg_kind_parse(r->kind, &kind);
+    it->tag = (int)kind;
+    return it;
+}
+
+static size_t backlog(const sg_core *c)
+{
+    return c->has_deliverer ? c->deliverer.backlog(c->deliverer.ud) : 0;
+}
+
+typedef struct refill_job {
+    read_job rj;
+    int64_t after_gen, after_id;
+    sg_fwd_item *items, **tail;
+    size_t n;
+    int64_t last_gen, last_id;
+} refill_job;
+
+static int refill_row(void *ud, const sg_event_row *r)
+{
+    refill_job *f = ud;
+    sg_fwd_item *it = item_from_row(r);
+    *f->tail = it;
+    f->tail = &it->next;
+    f->n++;
+    f->last_gen = r->qgen;
+    f->last_id = r->id;
+    return 0;
+}
+
+static void refill_run(read_job *j, sg_store *s)
+{
+    refill_job *f = (refill_job *)j;
+    j->rc =
+        sg_store_events_pending(s, f->after_gen, f->after_id, REFILL_BATCH, refill_row, f, &j->err);
+}
+
+static void refill(sg_core *c);
+
+static void refill_done(read_job *j, int status)
+{
+    refill_job *f = (refill_job *)j;
+    sg_core *c = j->c;
+    c->refilling = false;
+    bool ok = status == 0 && j->rc == 0;
+    if (!ok)
+        sg_log(SG_LOG_ERROR, "forward", "reading pending events: %s",
+               status ? uv_strerror(status) : j->err.msg);
+    for (sg_fwd_item *it = f->items, *next; it; it = next) {
+        next = it->next;
+        it->next = NULL;
+        if (c->stopping) { /* the next run delivers them */
+            sg_fwd_item_free(it);
+            continue;
+        }
+        c->deliverer.push(c->deliverer.ud, it);
+    }
+    if (ok && f->n) {
+        c->loaded_gen = f->last_gen;
+        c->loaded_id = f->last_id;
+    }
+    /* caught up with the journal, unless events came in while it read */
+    if (ok && f->n < REFILL_BATCH && !c->refill_again)
+        c->spilled = false;
+    free(f);
+    if (ok)
+        refill(c);
+}
+
+/* Moves pending events from the journal to the deliverer, in queue order,
+ * while it has room. */
+static void refill(sg_core *c)
+{
+    if (!c->spilled || c->stopping || c->refilling || !c->has_deliverer ||
+        backlog(c) >= SPILL_AT / 2)
+        return;
+    refill_job *f = sg_xcalloc(1, sizeof *f);
+    f->after_gen = c->loaded_gen;
+    f->after_id = c->loaded_id;
+    f->tail = &f->items;
+    f->rj.run = refill_run;
+    f->rj.done = refill_done;
+    c->refilling = true;
+    c->refill_again = false;
+    read_submit(c, &f->rj, true);
+}
+
+static void spill(sg_core *c)
+{
+    c->spilled = true;
+    if (c->refilling)
+        c->refill_again = true;
+    refill(c);
+}
+
+static int64_t next_gen(void *ud)
+{
+    sg_core *c = ud;
+    return ++c->qgen;
+}
+
+static void on_moved(void *ud, const sg_hold_moved *m)
+{
+    sg_core *c = ud;
+    int64_t *n = c->counts[SG_KIND_UNKNOWN];
+    n[ST_HELD] -= m->released + m->superseded + m->dropped;
+    n[ST_PENDING] += m->released;
+    n[ST_SUPERSEDED] += m->superseded;
+    n[ST_DROPPED] += m->dropped;
+    if (m->released && !c->stopping)
+        spill(c);
+}
+
+/* ---- the journal's health ---- */
+
+/* While the journal cannot be written (a full or read-only disk), a probe
+ * write a second tells when it can again, so /readyz comes back by itself
+ * and not only with the next event a poller posts. On a full disk a probe
+ * of one page can succeed where the events that failed cannot: it is made
+ * only once a measurement taken after the failure finds room for twice the
+ * largest failed request and 1 MiB more. */
+static void journal_writable(sg_core *c)
+{
+    c->failed_bytes = 0;
+    if (c->journal_ok)
+        return;
+    sg_log(SG_LOG_INFO, "journal", "journal writable again");
+    c->journal_ok = true;
+}
+
+static void journal_failed(sg_core *c, const char *why, size_t bytes)
+{
+    snprintf(c->journal_error, sizeof c->journal_error, "%s", why);
+    c->failed_at = now_ms(c);
+    if (bytes > c->failed_bytes)
+        c->failed_bytes = bytes;
+    if (!c->journal_ok)
+        return;
+    sg_log(SG_LOG_ERROR, "journal", "cannot journal events, answering 503: %s", why);
+    c->journal_ok = false;
+    c->next_probe_at = now_ms(c) + PROBE_EVERY_MS;
+}
+
+static void on_probe_done(sg_jop *op)
+{
+    sg_core *c = op->ud;
+    c->probing = false;
+    if (op->status == 0)
+        journal_writable(c);
+    else
+        snprintf(c->journal_error, sizeof c->journal_error, "%s", op->errmsg);
+    maybe_close(c);
+}
+
+static void measure_space(sg_core *c);
+
+static void maybe_probe(sg_core *c, int64_t now)
+{
+    if (c->journal_ok || c->probing || c->stopping || now < c->next_probe_at)
+        return;
+    c->next_probe_at = now + PROBE_EVERY_MS;
+    if (c->space_at <= c->failed_at) {
+        measure_space(c); /* the probe comes at the next tick */
+        return;
+    }
+    int64_t need = 2 * (int64_t)c->failed_bytes + (1 << 20);
+    if (c->free_bytes >= 0 && c->free_bytes < need) {
+        measure_space(c);
+        return;
+    }
+    c->probing = true;
+    c->probe = (sg_jop){.type = SG_JOP_PROBE, .done = on_probe_done, .ud = c};
+    sg_journal_submit(c->journal, &c->probe);
+}
+
+/* ---- deliveries ---- */
+
+typedef struct fwd_update {
+    sg_jop op;
+    char *error;
+} fwd_update;
+
+static void on_update_done(sg_jop *op)
+{
+    fwd_update *u = op->ud;
+    if (op->status)
+        sg_log(SG_LOG_ERROR, "journal",
+               "recording the delivery of event %lld failed (%s): it stays pending and is "
+               "delivered again after a restart",
+               (long long)op->row.id, op->errmsg);
+    free(u->error);
+    free(u);
+}
+
+void sg_core_delivered(sg_core *c, sg_fwd_item *it, sg_fwd_outcome outcome, long status,
+                       const char *error, double seconds)
+{
+    c->fwd_attempts++;
+    sg_histogram_observe(&c->forward_hist, seconds);
+    int64_t now = now_ms(c);
+    if (outcome == SG_FWD_DELIVERED) {
+        c->downstream_ok = true;
+        c->downstream_last_ok = now;
+    } else {
+        c->fwd_failures++;
+        c->downstream_last_fail = now;
+        snprintf(c->downstream_error, sizeof c->downstream_error, "%s", error ? error : "");
+        /* a refusal (4xx) is about the event; anything else about the downstream */
+        if (outcome == SG_FWD_RETRY || status == 0 || status >= 500)
+            c->downstream_ok = false;
+    }
+    /* also while stopping: the deliveries in flight end so that their
+     * results are journaled (one the downstream took must not go again
+     * after the restart) */
+    fwd_update *u = sg_xcalloc(1, sizeof *u);
+    u->error = error ? sg_xstrdup(error) : NULL;
+    u->op.type = SG_JOP_UPDATE;
+    u->op.at = now;
+    u->op.row.id = it->id;
+    u->op.row.attempts = it->attempts;
+    u->op.row.last_error = u->error;
+    u->op.done = on_update_done;
+    u->op.ud = u;
+    switch (outcome) {
+    case SG_FWD_DELIVERED:
+        u->op.row.state = "forwarded";
+        u->op.row.done_at = now;
+        break;
+    case SG_FWD_RETRY:
+        u->op.row.state = "pending";
+        u->op.row.next_attempt_at = it->next_attempt_at;
+        sg_log(SG_LOG_WARN, "forward", "event %lld attempt %lld failed: %s; retrying in %lld ms",
+               (long long)it->id, (long long)it->attempts, error ? error : "?",
+               (long long)(it->next_attempt_at - now));
+        break;
+    case SG_FWD_DEAD:
+        u->op.row.state = "dead";
+        u->op.row.done_at = now;
+        sg_log(SG_LOG_ERROR, "forward", "event %lld %s %s is dead after %lld attempts: %s",
+               (long long)it->id, it->method, it->path, (long long)it->attempts,
+               error ? error : "?");
+        break;
+    }
+    sg_journal_submit(c->journal, &u->op);
+    if (outcome != SG_FWD_RETRY) {
+        c->counts[it->tag][ST_PENDING]--;
+        c->counts[it->tag][outcome == SG_FWD_DELIVERED ? ST_FORWARDED : ST_DEAD]++;
+        sg_fwd_item_free(it);
+    }
+    refill(c);
+}
+
+/* ---- incoming events ---- */
+
+typedef struct incoming {
+    sg_jop op;
+    sg_core *c;
+    sg_answer_fn answer;
+    void *ud;
+    sg_event ev;
+    sg_kind kind;
+    char *method, *path, *headers, *body;
+    size_t body_len;
+} incoming;
+
+static void incoming_free(incoming *in)
+{
+    sg_event_close(&in->ev);
+    free(in->method);
+    free(in->path);
+    free(in->headers);
+    free(in->body);
+    free(in);
+}
+
+static bool forwardable(sg_kind k)
+{
+    return k == SG_KIND_NEW || k == SG_KIND_UNKNOWN;
+}
+
+static void on_incoming_done(sg_jop *op)
+{
+    incoming *in = op->ud;
+    sg_core *c = in->c;
+    if (op->status) {
+        journal_failed(c, op->errmsg, in->body_len);
+        c->unavailable++;
+        char msg[400];
+        snprintf(msg, sizeof msg, "event not accepted: the journal cannot be written (%s)",
+                 op->errmsg);
+        in->answer(in->ud, &(sg_answer){.status = 503, .retry_after = 1, .error = msg});
+        incoming_free(in);
+        maybe_close(c);
+        return;
+    }
+    journal_writable(c);
+    sg_histogram_observe(&c->commit_hist, op->commit_s);
+    if (op->duplicate) {
+        /* of a build the store's ledger had; the storm detector saw it as
+         * what it looked like at classification: set it right */
+        if (in->kind != SG_KIND_REPLAY)
+            sg_guard_replayed(c->guard, op->row.received_at, in->ev.source);
+        in->kind = SG_KIND_REPLAY;
+    } else if (op->ledger) {
+        c->ledger_builds++;
+    }
+    int st = state_index(op->row.state);
+    assert(st >= 0);
+    c->counts[in->kind][st]++;
+    c->received[in->kind]++;
+    in->answer(in->ud, &(sg_answer){.status = 200,
+                                    .id = op->row.id,
+                                    .kind = in->kind,
+                                    .state = sg_core_state_names[st]});
+    if (st == ST_PENDING && !c->stopping) { /* else the next run delivers it */
+        if (!c->spilled && c->has_deliverer && backlog(c) < SPILL_AT) {
+            sg_fwd_item *it = sg_xcalloc(1, sizeof *it);
+            it->id = op->row.id;
+            it->lane = forwardable(in->kind) ? sg_hash_job(in->ev.source, in->ev.job) : 0;
+            it->method = in->method;
+            it->path = in->path;
+            it->headers = in->headers;
+            it->body = in->body;
+            it->body_len = in->body_len;
+            it->received_at = op->row.received_at;
+            it->tag = (int)in->kind;
+            in->method = in->path = in->headers = in->body = NULL;
+            c->loaded_gen = op->row.qgen;
+            c->loaded_id = it->id;
+            c->deliverer.push(c->deliverer.ud, it);
+        } else {
+            spill(c);
+        }
+    }
+    incoming_free(in);
+    maybe_close(c);
+}
+
+static bool is_build_path(const sg_core *c, const char *path, size_t len)
+{
+    const char *q = memchr(path, '?', len);
+    size_t n = q ? (size_t)(q - path) : len;
+    return sg_strlist_match(c->o.build_paths, path, n);
+}
+
+int sg_core_submit(sg_core *c, const sg_request *rq, sg_answer_fn answer, void *ud, sg_error *err)
+{
+    if (c->stopping)
+        return sg_error_set(err, SG_EBUSY, "stormguard is shutting down");
+    incoming *in = sg_xcalloc(1, sizeof *in);
+    if (sg_event_parse(rq->body, rq->body_len, is_build_path(c, rq->path, rq->path_len),
+                       &c->o.events, &in->ev, err)) {
+        c->rejected++;
+        incoming_free(in);
+        return err->code;
+    }
+    in->c = c;
+    in->answer = answer;
+    in->ud = ud;
+    sg_reason why;
+    in->kind = sg_classify(&c->index, &c->ledger, &in->ev, &why);
+    int64_t now = now_ms(c);
+    /* The storm detector sees each event as it arrives, so the event that
+     * trips it is already held; a second delivery the journal will call a
+     * replay is corrected once it does (on_incoming_done). */
+    if (in->kind != SG_KIND_PASSTHROUGH)
+        sg_guard_observe(c->guard, in->ev.source, in->ev.job, in->kind);
+    /* In guard or storm mode only a snapshot makes a job known: the ledger
+     * has no cursor, so an old build of a job it knows cannot be told from a
+     * new one, and the first build held would let the rest through. */
+    if (why == SG_REASON_LEDGER_JOB && sg_guard_mode(c->guard, in->ev.source) != SG_MODE_NORMAL)
+        in->kind = SG_KIND_UNKNOWN;
+    /* copies: the front end may free the request (an HTTP/2 reset) while
+     * the journal thread still reads them */
+    in->method = sg_xstrndup(rq->method, rq->method_len);
+    in->path = sg_xstrndup(rq->path, rq->path_len);
+    in->headers = sg_xstrdup(rq->headers ? rq->headers : "");
+    in->body = sg_xmalloc(rq->body_len + 1);
+    if (rq->body_len)
+        memcpy(in->body, rq->body, rq->body_len);
+    in->body_len = rq->body_len;
+
+    sg_event_row *r = &in->op.row;
+    r->received_at = now;
+    r->source = in->ev.source;
+    r->job = in->ev.job;
+    r->number = in->ev.number;
+    r->build_ts = in->ev.build_ts;
+    r->kind = sg_kind_name(in->kind);
+    r->reason = sg_reason_name(why);
+    r->state = sg_hold_state(c->hold, in->kind, in->ev.source, &r->last_error);
+    bool pending = !strcmp(r->state, "pending");
+    if (forwardable(in->kind))
+        sg_ledger_add(&c->ledger, in->ev.source, in->ev.job);
+    r->done_at = pending || !strcmp(r->state, "held") ? 0 : now;
+    r->qgen = pending ? c->qgen : 0;
+    r->method = in->method;
+    r->path = in->path;
+    r->headers = in->headers;
+    r->body = in->body;
+    r->body_len = in->body_len;
+    in->op.type = SG_JOP_INSERT;
+    in->op.at = now;
+    in->op.ledger = forwardable(in->kind);
+    in->op.done = on_incoming_done;
+    in->op.ud = in;
+    sg_journal_submit(c->journal, &in->op);
+    return 0;
+}
+
+/* ---- the build index baseline ---- */
+
+static void ix_cursor(void *ud, const char *s, const char *j, int64_t v)
+{
+    sg_index_cursor(ud, s, j, v);
+}
+
+static void ix_completed(void *ud, const char *s, const char *j, int64_t v)
+{
+    sg_index_completed(ud, s, j, v);
+}
+
+static void ix_posted(void *ud, const char *s, const char *j, int64_t v)
+{
+    sg_index_posted(ud, s, j, v);
+}
+
+static const sg_index_visitor index_visitor = {ix_cursor, ix_completed, ix_posted};
+
+typedef struct baseline {
+    int64_t id;
+    sg_index ix;
+    sg_snapshot_info info;
+} baseline;
+
+/* Loads the newest baseline into b if it is not `current` (b->id says
+ * which; 0: none). */
+static int load_baseline(sg_store *s, int64_t current, baseline *b, sg_error *err)
+{
+    int rc = sg_store_baseline(s, &b->id, err);
+    if (rc || !b->id || b->id == current)
+        return rc;
+    if ((rc = sg_store_snapshot_get(s, b->id, &b->info, err)))
+        return rc;
+    sg_index_init(&b->ix);
+    b->ix.snapshot_id = b->id;
+    if ((rc = sg_store_index_each(s, b->id, &index_visitor, &b->ix, err))) {
+        sg_index_close(&b->ix);
+        sg_snapshot_info_close(&b->info);
+    }
+    return rc;
+}
+
+static void use_baseline(sg_core *c, baseline *b)
+{
+    sg_index_close(&c->index);
+    c->index = b->ix;
+    c->baseline_id = b->id;
+    c->baseline_taken_at = b->info.taken_at_ms;
+    c->baseline_keys = b->info.key_count;
+    free(c->baseline_reason);
+    c->baseline_reason = b->info.reason;
+    b->info.reason = NULL;
+    sg_snapshot_info_close(&b->info);
+}
+
+typedef struct reload_job {
+    read_job rj;
+    int64_t current;
+    bool trim; /* give the replaced index's memory back to the system first */
+    baseline b;
+} reload_job;
+
+static void reload_run(read_job *j, sg_store *s)
+{
+    reload_job *r = (reload_job *)j;
+    if (r->trim)
+        malloc_trim(0); /* the index the last reload replaced (see sidecar.c) */
+    j->rc = load_baseline(s, r->current, &r->b, &j->err);
+}
+
+static void reload_done(read_job *j, int status)
+{
+    reload_job *r = (reload_job *)j;
+    sg_core *c = j->c;
+    c->reloading = false;
+    if (status == 0 && j->rc == 0 && r->b.id && r->b.id != r->current) {
+        use_baseline(c, &r->b);
+        c->trim_pending = true;
+        sg_log(SG_LOG_INFO, "gate", "classifying against snapshot %lld (%zu jobs)",
+               (long long)c->baseline_id, c->index.jobs.len);
+        if (c->on_baseline)
+            c->on_baseline(c->on_baseline_ud, c->baseline_id, c->baseline_taken_at);
+    } else if (status || j->rc) {
+        sg_log(SG_LOG_ERROR, "gate", "reloading the build index: %s",
+               status ? uv_strerror(status) : j->err.msg);
+    }
+    free(r);
+}
+
+void sg_core_reload(sg_core *c)
+{
+    if (c->reloading || c->stopping)
+        return;
+    reload_job *r = sg_xcalloc(1, sizeof *r);
+    r->current = c->baseline_id;
+    r->trim = c->trim_pending;
+    c->trim_pending = false;
+    r->rj.run = reload_run;
+    r->rj.done = reload_done;
+    c->reloading = true;
+    read_submit(c, &r->rj, true);
+}
+
+void sg_core_on_baseline(sg_core *c, sg_core_baseline_fn fn, void *ud)
+{
+    c->on_baseline = fn;
+    c->on_baseline_ud = ud;
+}
+
+/* ---- keys of a snapshot, for the watcher ---- */
+
+typedef struct sample_job {
+    read_job rj;
+    int64_t snapshot_id;
+    char *glob;
+    sg_strlist keys;
+    sg_core_sample_fn fn;
+    void *ud;
+} sample_job;
+
+static int sample_key(void *ud, const char *key)
+{
+    sg_strlist_push(ud, key);
+    return 0;
+}
+
+static void sample_run(read_job *j, sg_store *s)
+{
+    sample_job *x = (sample_job *)j;
+    j->rc = sg_store_sample_keys(s, x->snapshot_id, x->glob, SG_CORE_SAMPLE_KEYS, sample_key,
+                                 &x->keys, &j->err);
+}
+
+static void sample_done(read_job *j, int status)
+{
+    sample_job *x = (sample_job *)j;
+    if (status || j->rc)
+        sg_log(SG_LOG_WARN, "guard", "reading sample keys of snapshot %lld: %s",
+               (long long)x->snapshot_id, status ? uv_strerror(status) : j->err.msg);
+    else
+        x->fn(x->ud, x->snapshot_id, (const char *const *)x->keys.items, x->keys.len);
+    sg_strlist_clear(&x->keys);
+    free(x->glob);
+    free(x);
+}
+
+void sg_core_sample(sg_core *c, int64_t snapshot_id, const char *glob, sg_core_sample_fn fn,
+                    void *ud)
+{
+    sample_job *x = sg_xcalloc(1, sizeof *x);
+    x->snapshot_id = snapshot_id;
+    x->glob = glob ? sg_xstrdup(glob) : NULL;
+    x->fn = fn;
+    x->ud = ud;
+    x->rj.run = sample_run;
+    x->rj.done = sample_done;
+    read_submit(c, &x->rj, true);
+}
+
+/* ---- the tick ---- */
+
+static void log_activity(sg_core *c)
+{
+    uint64_t got[SG_CORE_KINDS], total = 0;
+    for (int k = 0; k < SG_CORE_KINDS; k++) {
+        got[k] = c->received[k] - c->logged_received[k];
+        total += got[k];
+        c->logged_received[k] = c->received[k];
+    }
+    uint64_t attempts = c->fwd_attempts - c->logged_attempts;
+    uint64_t failures = c->fwd_failures - c->logged_failures;
+    uint64_t rejected = c->rejected - c->logged_rejected;
+    c->logged_attempts = c->fwd_attempts;
+    c->logged_failures = c->fwd_failures;
+    c->logged_rejected = c->rejected;
+    if (!total && !attempts && !rejected)
+        return;
+    sg_log(SG_LOG_INFO, "gate",
+           "last %ds: %llu events (%llu new, %llu unknown, %llu replays suppressed, %llu "
+           "pass-through), %llu rejected; %llu deliveries, %llu failed",
+           SUMMARY_EVERY_MS / 1000, (unsigned long long)total, (unsigned long long)got[SG_KIND_NEW],
+           (unsigned long long)got[SG_KIND_UNKNOWN], (unsigned long long)got[SG_KIND_REPLAY],
+           (unsigned long long)got[SG_KIND_PASSTHROUGH], (unsigned long long)rejected,
+           (unsigned long long)(attempts - failures), (unsigned long long)failures);
+}
+
+/* The journal's retention ([store] keep_events): once an hour (the first
+ * time shortly after the start), events older than it that are done with
+ * are deleted, a chunk per journal transaction so the gate's own commits go
+ * in between. Without it the journal, every body included, grows until the
+ * disk is full. */
+static void on_prune_done(sg_jop *op)
+{
+    sg_core *c = op->ud;
+    long long keep_s = (long long)(c->o.keep_events_ms / 1000);
+    if (op->status) {
+        sg_log(SG_LOG_WARN, "journal", "pruning events older than %llds: %s (next try in an hour)",
+               keep_s, op->errmsg);
+    } else {
+        c->pruned_pass += op->pruned;
+        if (op->more && !c->stopping) {
+            op->at = 0;
+            sg_journal_submit(c->journal, op);
+            return;
+        }
+        if (c->pruned_pass)
+            sg_log(SG_LOG_INFO, "journal", "pruned %lld events older than %llds",
+                   (long long)c->pruned_pass, keep_s);
+    }
+    c->pruning = false;
+    c->next_prune_at = now_ms(c) + PRUNE_EVERY_MS;
+    maybe_close(c);
+}
+
+static void maybe_prune(sg_core *c, int64_t now)
+{
+    if (c->pruning || c->stopping || !c->o.keep_events_ms || now < c->next_prune_at)
+        return;
+    c->pruning = true;
+    c->pruned_pass = 0;
+    c->prune = (sg_jop){.type = SG_JOP_PRUNE,
+                        .prune_before = now - c->o.keep_events_ms,
+                        .done = on_prune_done,
+                        .ud = c};
+    sg_journal_submit(c->journal, &c->prune);
+}
+
+/* How much room the store has (statvfs may wait on a network file system,
+ * so off the loop): /v1/status reports it. */
+typedef struct space_job {
+    uv_work_t work;
+    sg_core *c;
+    int64_t free_bytes, store_bytes; /* -1: unknown */
+    int64_t started_at;
+} space_job;
+
+static void space_work(uv_work_t *w)
+{
+    space_job *j = w->data;
+    const char *path = j->c->o.db_path;
+    char *dir = sg_xstrdup(path), *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    struct statvfs vfs;
+    j->free_bytes = statvfs(dir, &vfs) == 0 ? (int64_t)vfs.f_bavail * (int64_t)vfs.f_frsize : -1;
+    free(dir);
+    j->store_bytes = 0;
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char *file = sg_xasprintf("%s%s", path, suffixes[i]);
+        struct stat st;
+        if (stat(file, &st) == 0)
+            j->store_bytes += (int64_t)st.st_blocks * 512;
+        free(file);
+    }
+}
+
+static void space_done(uv_work_t *w, int status)
+{
+    space_job *j = w->data;
+    sg_core *c = j->c;
+    c->measuring = false;
+    if (status == 0) {
+        c->free_bytes = j->free_bytes;
+        c->store_bytes = j->store_bytes;
+        c->space_at = j->started_at;
+    }
+    free(j);
+    maybe_close(c);
+}
+
+static void measure_space(sg_core *c)
+{
+    if (c->measuring || c->stopping)
+        return;
+    space_job *j = sg_xcalloc(1, sizeof *j);
+    j->c = c;
+    j->started_at = now_ms(c);
+    j->work.data = j;
+    if (uv_queue_work(c->loop, &j->work, space_work, space_done) == 0)
+        c->measuring = true;
+    else
+        free(j);
+}
+
+void sg_core_tick(sg_core *c)
+{
+    if (c->stopping)
+        return;
+    int64_t now = now_ms(c);
+    sg_guard_tick(c->guard);
+    sg_hold_tick(c->hold, c->counts[SG_KIND_UNKNOWN][ST_HELD]);
+    refill(c);
+    maybe_probe(c, now);
+    maybe_prune(c, now);
+    if (now >= c->next_space_at) {
+        c->next_space_at = now + SPACE_EVERY_MS;
+        measure_space(c);
+    }
+    if (now >= c->next_reload_at) {
+        c->next_reload_at = now + RELOAD_EVERY_MS;
+        sg_core_reload(c);
+    }
+    if (now >= c->next_summary_at) {
+        c->next_summary_at = now + SUMMARY_EVERY_MS;
+        log_activity(c);
+    }
+}
+
+/* ---- the guard's mode changes ---- */
+
+static void on_mode(void *ud, const sg_mode_change *ch)
+{
+    sg_core *c = ud;
+    if (ch->started || sg_guard_mode(c->guard, NULL) != SG_MODE_NORMAL)
+        return;
+    int64_t held = c->counts[SG_KIND_UNKNOWN][ST_HELD];
+    if (held)
+        sg_log(SG_LOG_WARN, "guard",
+               "back to normal mode; %lld events stay held until released or dropped "
+               "(stormguard held)",
+               (long long)held);
+}
+
+/* ---- audit rows ---- */
+
+typedef struct audit_op {
+    sg_jop op;
+    sg_core *c;
+    sg_core_done_fn done;
+    void *ud;
+    char *actor, *action, *detail;
+} audit_op;
+
+static void on_audit_done(sg_jop *op)
+{
+    audit_op *a = op->ud;
+    if (op->status)
+        sg_log(SG_LOG_ERROR, "guard", "writing the audit row (%s) failed: %s", a->action,
+               op->errmsg);
+    if (a->done)
+        a->done(a->ud, op->status, op->status ? op->errmsg : NULL);
+    sg_core *c = a->c;
+    free(a->actor);
+    free(a->action);
+    free(a->detail);
+    free(a);
+    maybe_close(c);
+}
+
+void sg_core_audit(sg_core *c, const char *actor, const char *action, const char *detail,
+                   sg_core_done_fn done, void *ud)
+{
+    audit_op *a = sg_xcalloc(1, sizeof *a);
+    a->c = c;
+    a->done = done;
+    a->ud = ud;
+    a->actor = sg_xstrdup(actor);
+    a->action = sg_xstrdup(action);
+    a->detail = sg_xstrdup(detail);
+    a->op.type = SG_JOP_AUDIT;
+    a->op.actor = a->actor;
+    a->op.action = a->action;
+    a->op.detail = a->detail;
+    a->op.done = on_audit_done;
+    a->op.ud = a;
+    sg_journal_submit(c->journal, &a->op);
+}
+
+/* ---- queries for the admin API ---- */
+
+typedef struct events_job {
+    read_job rj;
+    char *state, *kind, *job;
+    int limit;
+    sg_core_events_fn fn;
+    void *ud;
+    /* the rows, copied off the statement */
+    sg_event_row *rows;
+    size_t n, cap;
+} events_job;
+
+static char *keep(const char *s)
+{
+    return s ? sg_xstrdup(s) : NULL;
+}
+
+static int events_row(void *ud, const sg_event_row *r)
+{
+    events_job *x = ud;
+    if (x->n == x->cap) {
+        x->cap = x->cap ? 2 * x->cap : 64;
+        x->rows = sg_xrealloc(x->rows, x->cap * sizeof *x->rows);
+    }
+    sg_event_row *o = &x->rows[x->n++];
+    *o = *r;
+    o->source = keep(r->source);
+    o->job = keep(r->job);
+    o->kind = keep(r->kind);
+    o->reason = keep(r->reason);
+    o->state = keep(r->state);
+    o->method = keep(r->method);
+    o->path = keep(r->path);
+    o->headers = NULL;
+    o->body = NULL;
+    o->body_len = 0;
+    o->last_error = keep(r->last_error);
+    return 0;
+}
+
+static void events_run(read_job *j, sg_store *s)
+{
+    events_job *x = (events_job *)j;
+    j->rc = sg_store_events_query(s, x->state, x->kind, x->job, x->limit, events_row, x, &j->err);
+}
+
+static void events_done(read_job *j, int status)
+{
+    events_job *x = (events_job *)j;
+    if (status || j->rc)
+        x->fn(x->ud, status ? SG_EIO : j->rc, status ? uv_strerror(status) : j->err.msg, NULL, 0);
+    else
+        x->fn(x->ud, 0, NULL, x->rows, x->n);
+    for (size_t i = 0; i < x->n; i++) {
+        sg_event_row *r = &x->rows[i];
+        free((char *)r->source);
+        free((char *)r->job);
+        free((char *)r->kind);
+        free((char *)r->reason);
+        free((char *)r->state);
+        free((char *)r->method);
+        free((char *)r->path);
+        free((char *)r->last_error);
+    }
+    free(x->rows);
+    free(x->state);
+    free(x->kind);
+    free(x->job);
+    free(x);
+}
+
+void sg_core_events(sg_core *c, const char *state, const char *kind, const char *job, int limit,
+                    sg_core_events_fn fn, void *ud)
+{
+    events_job *x = sg_xcalloc(1, sizeof *x);
+    x->state = state ? sg_xstrdup(state) : NULL;
+    x->kind = kind ? sg_xstrdup(kind) : NULL;
+    x->job = job ? sg_xstrdup(job) : NULL;
+    x->limit = limit;
+    x->fn = fn;
+    x->ud = ud;
+    x->rj.run = events_run;
+    x->rj.done = events_done;
+    read_submit(c, &x->rj, false);
+}
+
+typedef struct held_job {
+    read_job rj;
+    int64_t limit, held, jobs_total;
+    sg_held_job *jobs;
+    size_t n, cap;
+    sg_core_held_fn fn;
+    void *ud;
+} held_job;
+
+static void held_row(void *ud, const char *source, const char *job, int64_t count, int64_t oldest,
+                     int64_t newest)
+{
+    held_job *x = ud;
+    if (x->n == x->cap) {
+        x->cap = x->cap ? 2 * x->cap : 64;
+        x->jobs = sg_xrealloc(x->jobs, x->cap * sizeof *x->jobs);
+    }
+    x->jobs[x->n++] = (sg_held_job){sg_xstrdup(source), sg_xstrdup(job), count, oldest, newest};
+}
+
+static void held_run(read_job *j, sg_store *s)
+{
+    held_job *x = (held_job *)j;
+    j->rc = sg_store_held_summary(s, x->limit, held_row, x, &x->held, &x->jobs_total, &j->err);
+}
+
+static void held_done(read_job *j, int status)
+{
+    held_job *x = (held_job *)j;
+    if (status || j->rc)
+        x->fn(x->ud, status ? SG_EIO : j->rc, status ? uv_strerror(status) : j->err.msg, 0, 0, NULL,
+              0);
+    else
+        x->fn(x->ud, 0, NULL, x->held, x->jobs_total, x->jobs, x->n);
+    for (size_t i = 0; i < x->n; i++) {
+        free((char *)x->jobs[i].source);
+        free((char *)x->jobs[i].job);
+    }
+    free(x->jobs);
+    free(x);
+}
+
+void sg_core_held_summary(sg_core *c, int64_t limit, sg_core_held_fn fn, void *ud)
+{
+    held_job *x = sg_xcalloc(1, sizeof *x);
+    x->limit = limit;
+    x->fn = fn;
+    x->ud = ud;
+    x->rj.run = held_run;
+    x->rj.done = held_done;
+    read_submit(c, &x->rj, false);
+}
+
+/* ---- reports ---- */
+
+void sg_core_stats_get(const sg_core *c, sg_core_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    memcpy(out->counts, c->counts, sizeof out->counts);
+    memcpy(out->received, c->received, sizeof out->received);
+    out->rejected = c->rejected;
+    out->unavailable = c->unavailable;
+    for (int k = 0; k < SG_CORE_KINDS; k++) {
+        out->pending += c->counts[k][ST_PENDING];
+        out->held += c->counts[k][ST_HELD];
+    }
+    out->journal_ok = c->journal_ok;
+    out->journal_error = c->journal_ok ? NULL : c->journal_error;
+    out->journal_depth = c->journal ? sg_journal_depth(c->journal) : 0;
+    out->reads = c->readers;
+    out->free_bytes = c->free_bytes;
+    out->store_bytes = c->store_bytes;
+    out->ledger_builds = c->ledger_builds;
+    out->ledger_jobs = c->ledger.jobs.len;
+    out->baseline_id = c->baseline_id;
+    out->baseline_taken_at_ms = c->baseline_taken_at;
+    out->baseline_keys = c->baseline_keys;
+    out->baseline_reason = c->baseline_reason;
+    out->baseline_jobs = c->index.jobs.len;
+    out->fwd_attempts = c->fwd_attempts;
+    out->fwd_failures = c->fwd_failures;
+    out->downstream_ok = c->downstream_ok;
+    out->downstream_last_ok = c->downstream_last_ok;
+    out->downstream_last_fail = c->downstream_last_fail;
+    out->downstream_error = c->downstream_last_fail ? c->downstream_error : NULL;
+    out->commit_hist = &c->commit_hist;
+    out->forward_hist = &c->forward_hist;
+    out->started_at_ms = c->started_at;
+    out->now_ms = now_ms(c);
+}
+
+sg_guard *sg_core_guard(sg_core *c)
+{
+    return c->guard;
+}
+
+sg_hold *sg_core_hold(sg_core *c)
+{
+    return c->hold;
+}
+
+int64_t sg_core_held(const sg_core *c)
+{
+    return c->counts[SG_KIND_UNKNOWN][ST_HELD];
+}
+
+/* ---- start and stop ---- */
+
+static void count_events(void *ud, const char *kind, const char *state, int64_t n)
+{
+    sg_core *c = ud;
+    sg_kind k;
+    int s = state_index(state);
+    if (sg_kind_parse(kind, &k) == 0 && s >= 0)
+        c->counts[k][s] = n;
+}
+
+static void ledger_add(void *ud, const char *source, const char *job)
+{
+    sg_ledger_add(ud, source, job);
+}
+
+int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_error *err)
+{
+    sg_core *c = sg_xcalloc(1, sizeof *c);
+    c->loop = loop;
+    c->o = *o;
+    c->clock = o->clock ? o->clock : &sg_clock_real;
+    c->reads_tail = &c->reads;
+    c->journal_ok = c->downstream_ok = true;
+    c->free_bytes = c->store_bytes = -1; /* until measured */
+    c->started_at = now_ms(c);
+    c->next_prune_at = c->started_at + PRUNE_FIRST_MS;
+    c->next_reload_at = c->started_at + RELOAD_EVERY_MS;
+    c->next_summary_at = c->started_at + SUMMARY_EVERY_MS;
+    c->spilled = true; /* resume what the last run left pending */
+    sg_index_init(&c->index);
+    sg_ledger_init(&c->ledger);
+    int rc;
+    sg_store_options ro = {.readonly = true};
+    if ((rc = sg_journal_start(loop, o->db_path, o->synchronous, c->clock, &c->journal, err)) ||
+        (rc = sg_store_open(o->db_path, &ro, &c->reader, err)) ||
+        (rc = sg_store_queue_gen(c->reader, &c->qgen, err)) ||
+        (rc = sg_store_ledger_jobs(c->reader, ledger_add, &c->ledger, &c->ledger_builds, err)) ||
+        (rc = sg_store_event_counts(c->reader, count_events, c, err)))
+        goto fail;
+    baseline b = {0};
+    if ((rc = load_baseline(c->reader, 0, &b, err)))
+        goto fail;
+    if (b.id)
+        use_baseline(c, &b);
+    sg_guard_opts go = {.storm = o->storm,
+                        .guard_ms = o->guard_ms,
+                        .cooldown_ms = o->cooldown_ms,
+                        .clock = c->clock,
+                        .journal = c->journal,
+                        .drops_unknown = o->on_storm == SG_ON_STORM_DROP};
+    if ((rc = sg_guard_new(&go, on_mode, c, &c->guard, err)))
+        goto fail;
+    sg_hold_opts ho = {.on_storm = o->on_storm,
+                       .drain_rate = o->drain_rate,
+                       .guard = c->guard,
+                       .journal = c->journal,
+                       .clock = c->clock,
+                       .hooks = {.next_gen = next_gen, .moved = on_moved, .ud = c}};
+    c->hold = sg_hold_new(&ho);
+    measure_space(c);
+    *out = c;
+    return 0;
+fail:
+    /* the journal stops on the loop: the caller runs it to the end */
+    if (c->journal)
+        sg_journal_stop(c->journal, NULL, NULL);
+    c->journal = NULL;
+    sg_core_free(c);
+    return rc;
+}
+
+void sg_core_set_deliverer(sg_core *c, const sg_deliverer *d)
+{
+    c->deliverer = *d;
+    c->has_deliverer = true;
+    refill(c);
+}
+
+int64_t sg_core_pending(const sg_core *c)
+{
+    int64_t n = 0;
+    for (int k = 0; k < SG_CORE_KINDS; k++)
+        n += c->counts[k][ST_PENDING];
+    return n;
+}
+
+void sg_core_stop(sg_core *c)
+{
+    c->stopping = true;
+    sg_hold_stop(c->hold);
+}
+
+bool sg_core_stopping(const sg_core *c)
+{
+    return c->stopping;
+}
+
+static void on_journal_stopped(void *ud)
+{
+    sg_core *c = ud;
+    c->journal = NULL;
+    if (c->closed)
+        c->closed(c->closed_ud);
+}
+
+/* The journal's read-write connections close last: only such a last
+ * connection checkpoints and removes the WAL; the reader goes first, once
+ * no read uses it. */
+static void maybe_close(sg_core *c)
+{
+    if (!c->closing || c->readers || c->measuring || !c->journal)
+        return;
+    sg_store_free(c->reader);
+    c->reader = NULL;
+    sg_journal *j = c->journal;
+    c->closing = false;
+    sg_journal_stop(j, on_journal_stopped, c);
+}
+
+void sg_core_close(sg_core *c, void (*done)(void *ud), void *ud)
+{
+    assert(c->stopping);
+    c->closing = true;
+    c->closed = done;
+    c->closed_ud = ud;
+    maybe_close(c);
+}
+
+void sg_core_free(sg_core *c)
+{
+    if (!c)
+        return;
+    sg_store_free(c->reader);
+    sg_hold_free(c->hold);
+    sg_guard_free(c->guard);
+    sg_index_close(&c->index);
+    sg_ledger_close(&c->ledger);
+    free(c->baseline_reason);
+    free(c);
+}

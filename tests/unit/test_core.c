@@ -1,0 +1,416 @@
+/* Tests the gate core (core.h) without sockets, as the simulator drives it:
+ * a virtual clock, a real journal on a temporary SQLite file, a real libuv
+ * loop, and a deliverer that records what it is handed. Each test names the
+ * behaviour it would catch breaking: classification and the ledger, guard
+ * and storm modes in virtual time, the held queue's release and drain, the
+ * delivery queue's spill and refill order, refusals. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "stormguard/base/clock.h"
+#include "stormguard/base/util.h"
+#include "stormguard/gate/core.h"
+
+#define T0 1700000000000LL
+#define MAX_PUSHED 256
+
+typedef struct fixture {
+    char dir[64], db[128];
+    uv_loop_t loop;
+    sg_vclock clock;
+    sg_strlist build_paths;
+    sg_core *core;
+    sg_fwd_item *pushed[MAX_PUSHED];
+    size_t npushed, nreported;
+    bool full; /* the deliverer says its backlog is beyond the spill point */
+    sg_answer last;
+    bool answered;
+    sg_hold_result hold;
+    bool hold_done;
+    bool closed;
+} fixture;
+
+static void push(void *ud, sg_fwd_item *it)
+{
+    fixture *f = ud;
+    assert_true(f->npushed < MAX_PUSHED);
+    f->pushed[f->npushed++] = it;
+}
+
+static size_t backlog(void *ud)
+{
+    fixture *f = ud;
+    return f->full ? 100000 : f->npushed - f->nreported;
+}
+
+static void settle(fixture *f);
+
+static void start_core(fixture *f, sg_on_storm on_storm, int64_t drain_rate, bool storms)
+{
+    sg_core_opts o = {.db_path = f->db,
+                      .clock = &f->clock.clock,
+                      .build_paths = &f->build_paths,
+                      .guard_ms = 600000,
+                      .cooldown_ms = 300000,
+                      .on_storm = on_storm,
+                      .drain_rate = drain_rate};
+    o.events.notification_source = "jenkins";
+    sg_storm_opts_default(&o.storm);
+    if (!storms) {
+        o.storm.same_job_builds = 0;
+        o.storm.first_seen_jobs = 0;
+        o.storm.replay_share_pct = 0;
+        o.storm.rate_factor = 0;
+    }
+    sg_error err;
+    if (sg_core_start(&f->loop, &o, &f->core, &err))
+        fail_msg("sg_core_start: %s", err.msg);
+    sg_deliverer d = {.push = push, .backlog = backlog, .ud = f};
+    sg_core_set_deliverer(f->core, &d);
+    settle(f); /* the first refill (nothing pending) is back */
+}
+
+static int setup(void **state)
+{
+    fixture *f = sg_xcalloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/sg-core-XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->db, sizeof f->db, "%s/sg.db", f->dir);
+    uv_loop_init(&f->loop);
+    sg_vclock_init(&f->clock, T0);
+    sg_strlist_push(&f->build_paths, "/");
+    *state = f;
+    return 0;
+}
+
+static void on_closed(void *ud)
+{
+    ((fixture *)ud)->closed = true;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    if (f->core) {
+        sg_core_stop(f->core);
+        sg_core_close(f->core, on_closed, f);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_true(f->closed);
+        sg_core_free(f->core);
+    }
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    for (size_t i = 0; i < f->npushed; i++)
+        sg_fwd_item_free(f->pushed[i]);
+    free((char *)f->last.state);
+    sg_strlist_clear(&f->build_paths);
+    char path[160];
+    const char *suffix[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s%s", f->db, suffix[i]);
+        unlink(path);
+    }
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void on_answer(void *ud, const sg_answer *a)
+{
+    fixture *f = ud;
+    f->last = *a;
+    f->last.state = a->state ? strdup(a->state) : NULL; /* freed by the next post */
+    f->answered = true;
+}
+
+/* Runs the loop until the core has nothing left in the journal or the
+ * thread pool (a refill, a reload). */
+static void settle(fixture *f)
+{
+    int quiet = 0;
+    for (int i = 0; i < 20000; i++) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        sg_core_stats st;
+        sg_core_stats_get(f->core, &st);
+        quiet = st.journal_depth == 0 && st.reads == 0 ? quiet + 1 : 0;
+        if (quiet == 3)
+            return;
+        usleep(500);
+    }
+    fail_msg("the core did not settle");
+}
+
+/* Posts an Igor build event of job (jenkins-prod) and waits for its answer. */
+static const sg_answer *post(fixture *f, const char *job, int64_t number)
+{
+    char body[512];
+    int n =
+        snprintf(body, sizeof body,
+                 "{\"details\":{\"type\":\"build\",\"source\":\"igor\"},\"content\":{\"master\":"
+                 "\"jenkins-prod\",\"project\":{\"name\":\"%s\",\"lastBuild\":{\"number\":%lld,"
+                 "\"result\":\"SUCCESS\",\"building\":false,\"timestamp\":\"%lld\"}}}}",
+                 job, (long long)number, (long long)(T0 - 86400000 + number));
+    sg_request rq = {.method = "POST",
+                     .method_len = 4,
+                     .path = "/",
+                     .path_len = 1,
+                     .headers = "content-type: application/json\n",
+                     .body = body,
+                     .body_len = (size_t)n};
+    free((char *)f->last.state);
+    memset(&f->last, 0, sizeof f->last);
+    f->answered = false;
+    sg_error err;
+    int rc = sg_core_submit(f->core, &rq, on_answer, f, &err);
+    if (rc)
+        fail_msg("submit: %s", err.msg);
+    while (!f->answered)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    settle(f);
+    return &f->last;
+}
+
+static void deliver_all(fixture *f)
+{
+    while (f->nreported < f->npushed) {
+        sg_fwd_item *it = f->pushed[f->nreported];
+        f->pushed[f->nreported++] = NULL; /* the core takes it */
+        it->attempts++;
+        sg_core_delivered(f->core, it, SG_FWD_DELIVERED, 200, NULL, 0.001);
+    }
+    settle(f);
+}
+
+static void advance(fixture *f, int64_t ms)
+{
+    sg_vclock_set(&f->clock, f->clock.now_ms + ms);
+    sg_core_tick(f->core);
+    settle(f);
+}
+
+static void on_hold(void *ud, const sg_hold_result *r)
+{
+    fixture *f = ud;
+    f->hold = *r;
+    f->hold_done = true;
+}
+
+/* An unknown job's build is forwarded in normal mode; posted again it is a
+ * replay, answered 200 and not delivered (the journal's ledger check). */
+static void unknown_forwarded_then_replay_suppressed(void **state)
+{
+    fixture *f = *state;
+    start_core(f, SG_ON_STORM_HOLD, 0, false);
+    const sg_answer *a = post(f, "team-a/svc", 7);
+    assert_int_equal(a->status, 200);
+    assert_int_equal(a->kind, SG_KIND_UNKNOWN);
+    assert_string_equal(a->state, "pending");
+    assert_int_equal(f->npushed, 1);
+    assert_int_equal(f->pushed[0]->id, a->id);
+    deliver_all(f);
+    a = post(f, "team-a/svc", 7);
+    assert_int_equal(a->kind, SG_KIND_REPLAY);
+    assert_string_equal(a->state, "suppressed");
+    assert_int_equal(f->npushed, 1);
+    sg_core_stats st;
+    sg_core_stats_get(f->core, &st);
+    assert_int_equal(st.counts[SG_KIND_UNKNOWN][1], 1); /* forwarded */
+    assert_int_equal(st.counts[SG_KIND_REPLAY][2], 1);  /* suppressed */
+    assert_int_equal(st.ledger_builds, 1);
+}
+
+/* A wipe turns guard mode on: an unknown build is held, not delivered; once
+ * guard_ms passed on the virtual clock the mode is over and the next one is
+ * forwarded (with the real clock the mode would still be on). */
+static void guard_holds_unknown_until_it_expires(void **state)
+{
+    fixture *f = *state;
+    start_core(f, SG_ON_STORM_HOLD, 0, false);
+    sg_guard *g = sg_core_guard(f->core);
+    bool expected = sg_guard_wipe(g, "flush", "canary gone", f->clock.now_ms);
+    assert_false(expected);
+    assert_int_equal(sg_guard_mode(g, "jenkins-prod"), SG_MODE_GUARD);
+    const sg_answer *a = post(f, "team-b/svc", 1);
+    assert_string_equal(a->state, "held");
+    assert_int_equal(f->npushed, 0);
+    assert_int_equal(sg_core_held(f->core), 1);
+    advance(f, 600001);
+    assert_int_equal(sg_guard_mode(g, NULL), SG_MODE_NORMAL);
+    a = post(f, "team-c/svc", 1);
+    assert_string_equal(a->state, "pending");
+    assert_int_equal(f->npushed, 1);
+    assert_int_equal(sg_core_held(f->core), 1); /* leaving guard mode releases nothing */
+}
+
+/* A flush announced before the wipe: the wipe is expected (no rewarm), but
+ * an announce is expected only for expect_wipe_ms (10 min) of virtual time. */
+static void announced_wipe_is_expected_for_ten_minutes(void **state)
+{
+    fixture *f = *state;
+    start_core(f, SG_ON_STORM_HOLD, 0, false);
+    sg_guard *g = sg_core_guard(f->core);
+    sg_guard_announce(g, "flush announced by test");
+    assert_true(sg_guard_wipe(g, "flush", "canary gone", f->clock.now_ms));
+    sg_guard_announce(g, "flush announced by test");
+    advance(f, 10 * 60 * 1000 + 1);
+    assert_false(sg_guard_wipe(g, "flush", "canary gone", f->clock.now_ms));
+    sg_guard_report gr;
+    sg_guard_report_get(g, &gr);
+    assert_int_equal(gr.wipes, 2);
+}
+
+/* release --newest-only: of a job's held builds only the newest is
+ * released (and delivered, through the refill), the older superseded. */
+static void release_newest_only(void **state)
+{
+    fixture *f = *state;
+    start_core(f, SG_ON_STORM_HOLD, 0, false);
+    sg_guard_on(sg_core_guard(f->core), "turned on by test");
+    for (int n = 1; n <= 3; n++)
+        assert_string_equal(post(f, "team-d/svc", n)->state, "held");
+    assert_string_equal(post(f, "team-e/svc", 9)->state, "held");
+    sg_hold_request r = {.filter = {.all = true}, .newest_only = true, .actor = "test"};
+    sg_hold_release(sg_core_hold(f->core), &r, on_hold, f);
+    while (!f->hold_done)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    settle(f);
+    assert_int_equal(f->hold.status, 0);
+    assert_int_equal(f->hold.released, 2);
+    assert_int_equal(f->hold.superseded, 2);
+    assert_int_equal(f->npushed, 2);
+    int64_t numbers[2];
+    for (int i = 0; i < 2; i++) {
+        const char *body = f->pushed[i]->body;
+        const char *at = strstr(body, "\"number\":");
+        assert_non_null(at);
+        numbers[i] = strtoll(at + 9, NULL, 10);
+    }
+    assert_true((numbers[0] == 3 && numbers[1] == 9) || (numbers[0] == 9 && numbers[1] == 3));
+    assert_int_equal(sg_core_held(f->core), 0);
+}
+
+/* on_storm = drain at 2 a second: each tick releases at most 2 held builds
+ * (newest per job), on the virtual clock's ticks. */
+static void drain_releases_at_its_rate(void **state)
+{
+    fixture *f = *state;
+    start_core(f, SG_ON_STORM_DRAIN, 2, false);
+    sg_guard_on(sg_core_guard(f->core), "turned on by test");
+    char job[32];
+    for (int i = 0; i < 5; i++) {
+        snprintf(job, sizeof job, "team-f/svc-%d", i);
+        assert_string_equal(post(f, job, 1)->state, "held");
+    }
+    advance(f, 1000);
+    assert_int_equal(f->npushed, 2);
+    advance(f, 1000);
+    assert_int_equal(f->npushed, 4);
+    advance(f, 1000);
+    assert_int_equal(f->npushed, 5);
+    assert_int_equal(sg_core_held(f->core), 0);
+}
+
+/* Past the spill point the journal is the queue: nothing is pushed while
+ * the deliverer is full; once it has room the refill hands the events over
+ * in journal order. */
+static void spill_and_refill_in_order(void **state)
+{
+    fixture *f = *state;
+    start_core(f, SG_ON_STORM_HOLD, 0, false);
+    f->full = true;
+    int64_t ids[6];
+    char job[32];
+    for (int i = 0; i < 6; i++) {
+        snprintf(job, sizeof job, "team-g/svc-%d", i % 3);
+        ids[i] = post(f, job, i + 1)->id;
+    }
+    assert_int_equal(f->npushed, 0);
+    f->full = false;
+    advance(f, 1000);
+    assert_int_equal(f->npushed, 6);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(f->pushed[i]->id, ids[i]);
+    /* caught up: the next one goes straight to the deliverer */
+    int64_t id = post(f, "team-g/svc-9", 1)->id;
+    assert_int_equal(f->npushed, 7);
+    assert_int_equal(f->pushed[6]->id, id);
+}
+
+/* The storm detector in virtual time: the third build of one job within the
+ * window starts storm mode for its source, and it is held; the storm ends
+ * after its cooldown without another signal. */
+static void storm_signal_holds_then_cools_down(void **state)
+{
+    fixture *f = *state;
+    start_core(f, SG_ON_STORM_HOLD, 0, true);
+    assert_string_equal(post(f, "team-h/svc", 1)->state, "pending");
+    assert_string_equal(post(f, "team-h/svc", 2)->state, "pending");
+    assert_string_equal(post(f, "team-h/svc", 3)->state, "held");
+    sg_guard *g = sg_core_guard(f->core);
+    assert_int_equal(sg_guard_mode(g, "jenkins-prod"), SG_MODE_STORM);
+    assert_int_equal(sg_guard_mode(g, "jenkins-other"), SG_MODE_NORMAL);
+    advance(f, 600001); /* past the cooldown (300 s) and the guard it extended (600 s) */
+    assert_int_equal(sg_guard_mode(g, NULL), SG_MODE_NORMAL);
+}
+
+/* A malformed event is refused without a trace; a stopping core refuses
+ * everything. */
+static void refusals(void **state)
+{
+    fixture *f = *state;
+    start_core(f, SG_ON_STORM_HOLD, 0, false);
+    sg_request rq = {.method = "POST",
+                     .method_len = 4,
+                     .path = "/",
+                     .path_len = 1,
+                     .headers = "",
+                     .body = "{\"details\": oops",
+                     .body_len = 16};
+    sg_error err;
+    assert_int_equal(sg_core_submit(f->core, &rq, on_answer, f, &err), SG_EINVAL);
+    assert_non_null(strstr(err.msg, "line 1"));
+    settle(f);
+    sg_core_stats st;
+    sg_core_stats_get(f->core, &st);
+    assert_int_equal(st.rejected, 1);
+    int64_t journaled = 0;
+    for (int k = 0; k < SG_CORE_KINDS; k++)
+        for (int s = 0; s < SG_CORE_STATES; s++)
+            journaled += st.counts[k][s];
+    assert_int_equal(journaled, 0);
+    assert_false(f->answered);
+    sg_core_stop(f->core);
+    rq.body = "{}";
+    rq.body_len = 2;
+    assert_int_equal(sg_core_submit(f->core, &rq, on_answer, f, &err), SG_EBUSY);
+    sg_hold_request r = {.filter = {.all = true}, .actor = "test"};
+    sg_hold_release(sg_core_hold(f->core), &r, on_hold, f);
+    assert_true(f->hold_done);
+    assert_int_equal(f->hold.status, SG_EBUSY);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(unknown_forwarded_then_replay_suppressed, setup, teardown),
+        cmocka_unit_test_setup_teardown(guard_holds_unknown_until_it_expires, setup, teardown),
+        cmocka_unit_test_setup_teardown(announced_wipe_is_expected_for_ten_minutes, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(release_newest_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(drain_releases_at_its_rate, setup, teardown),
+        cmocka_unit_test_setup_teardown(spill_and_refill_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(storm_signal_holds_then_cools_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(refusals, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
