@@ -2,7 +2,7 @@
 #include <stdio.h>
 
 #include "cli.h"
-#include "stormguard/gate/gate.h"
+#include "stormguard/gate/daemon.h"
 
 int sg_cmd_run(int argc, char **argv)
 {
@@ -21,7 +21,7 @@ int sg_cmd_run(int argc, char **argv)
     sg_cli cli;
     int rc = sg_cli_parse(&cli, &spec, argc, argv);
     if (rc == 0)
-        rc = sg_gate_run(&cli.cfg, &cli.err);
+        rc = sg_daemon_run(&cli.cfg, &cli.err);
     rc = rc ? sg_cli_fail(&cli, rc) : 0;
     sg_cli_close(&cli);
     return rc;

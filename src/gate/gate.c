@@ -16,6 +16,7 @@
  * and the last handles close. */
 #include "stormguard/gate/gate.h"
 
+#include <assert.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,7 +25,6 @@
 #include <uv.h>
 
 #include "stormguard/base/log.h"
-#include "stormguard/gate/admin.h"
 #include "stormguard/gate/forward.h"
 #include "stormguard/gate/http.h"
 #include "stormguard/redis/watch.h"
@@ -36,18 +36,17 @@ struct sg_gate {
     uv_loop_t *loop;
     const sg_config *cfg;
     sg_core *core;
-    sg_http *http, *admin_http;
-    sg_admin admin;
-    char *admin_token;
+    sg_http *http; /* the poller's listener */
     sg_forward *fwd;
     sg_watch *watch;
     bool redis_up, snapshotting;
     int64_t last_snapshot_at;
     char sample_glob[256]; /* the profile's keys, for the watcher's sample */
-    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t tick;
     bool stopping;
     int stop_waits; /* parts whose stop callback is pending */
+    void (*stopped)(void *ud), (*closed)(void *ud);
+    void *stopped_ud, *closed_ud;
 };
 
 sg_core *sg_gate_core(sg_gate *g)
@@ -341,30 +340,24 @@ static void on_tick(uv_timer_t *t)
 
 /* ---- start and stop ---- */
 
-static void on_closed_signal(uv_handle_t *h)
-{
-    (void)h;
-}
-
-/* The last stage: the journal has committed everything. */
 static void on_core_closed(void *ud)
 {
     sg_gate *g = ud;
-    uv_close((uv_handle_t *)&g->sigterm, on_closed_signal);
-    uv_close((uv_handle_t *)&g->sigint, on_closed_signal);
-    uv_close((uv_handle_t *)&g->sighup, on_closed_signal);
+    if (g->closed)
+        g->closed(g->closed_ud);
 }
 
-/* Both listeners are closed, so every answered event is committed (answers
+/* The listener is closed, so every answered event is committed (answers
  * are sent after commits), and the deliveries in flight have ended and had
- * their results submitted: the core commits what is queued and stops. */
+ * their results submitted. */
 static void on_part_stopped(void *ud)
 {
     sg_gate *g = ud;
     if (--g->stop_waits > 0)
         return;
-    g->http = g->admin_http = NULL;
-    sg_core_close(g->core, on_core_closed, g);
+    g->http = NULL;
+    if (g->stopped)
+        g->stopped(g->stopped_ud);
 }
 
 static void on_forward_stopped(void *ud)
@@ -380,51 +373,39 @@ static void on_watch_stopped(void *ud)
     g->watch = NULL;
 }
 
-static void stop(sg_gate *g, const char *why)
+void sg_gate_stop(sg_gate *g, void (*stopped)(void *ud), void *ud)
 {
-    if (g->stopping)
-        return;
+    assert(!g->stopping);
     g->stopping = true;
-    size_t inflight = sg_forward_inflight(g->fwd);
-    sg_log(SG_LOG_INFO, "gate",
-           "%s: stopping (finishing commits in flight and %zu deliveries, at most %llds)", why,
-           inflight, (long long)g->cfg->forward_timeout_s);
-    sg_core_stop(g->core);
-    uv_close((uv_handle_t *)&g->tick, NULL);
+    g->stopped = stopped;
+    g->stopped_ud = ud;
+    if (g->core)
+        sg_core_stop(g->core);
+    if (g->tick.loop)
+        uv_close((uv_handle_t *)&g->tick, NULL);
     if (g->watch)
         sg_watch_stop(g->watch, on_watch_stopped, g);
-    g->stop_waits = 3;
-    sg_forward_stop(g->fwd, on_forward_stopped, g);
-    sg_http_stop(g->http, on_part_stopped, g);
-    sg_http_stop(g->admin_http, on_part_stopped, g);
+    g->stop_waits = 1 + (g->fwd != NULL) + (g->http != NULL);
+    if (g->fwd)
+        sg_forward_stop(g->fwd, on_forward_stopped, g);
+    if (g->http)
+        sg_http_stop(g->http, on_part_stopped, g);
+    on_part_stopped(g); /* the one for the call itself */
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+void sg_gate_close(sg_gate *g, void (*closed)(void *ud), void *ud)
 {
-    sg_gate *g = s->data;
-    if (signum == SIGHUP) {
-        sg_log_reopen();
-        return;
-    }
-    stop(g, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    g->closed = closed;
+    g->closed_ud = ud;
+    if (g->core)
+        sg_core_close(g->core, on_core_closed, g);
+    else if (closed)
+        closed(ud);
 }
 
-static bool loopback(const char *listen)
+bool sg_gate_stopping(const sg_gate *g)
 {
-    return !strncmp(listen, "127.", 4) || !strncmp(listen, "[::1]:", 6) ||
-           !strncmp(listen, "localhost:", 10);
-}
-
-/* The admin token; none is allowed only on loopback. */
-static int admin_token(const sg_config *c, char **out, sg_error *err)
-{
-    int rc = sg_config_admin_token(c, out, err);
-    if (rc == 0 && !*out && !loopback(c->admin_listen))
-        return sg_error_set(err, SG_EUSAGE,
-                            "the admin API listens on %s, beyond loopback, but no admin token "
-                            "is configured ([admin] token or token_file)",
-                            c->admin_listen);
-    return rc;
+    return g->stopping;
 }
 
 static int core_opts(const sg_config *c, sg_core_opts *o, sg_error *err)
@@ -488,8 +469,6 @@ static int start(sg_gate *g, sg_error *err)
         return sg_error_set(err, SG_EUSAGE,
                             "generic events need source_pointer, job_pointer and "
                             "number_pointer together");
-    if ((rc = admin_token(c, &g->admin_token, err)))
-        return rc;
     sg_core_opts co;
     if ((rc = core_opts(c, &co, err)) || (rc = sg_core_start(g->loop, &co, &g->core, err)))
         return rc;
@@ -526,83 +505,36 @@ static int start(sg_gate *g, sg_error *err)
                        .tls_key = c->tls_key};
     if ((rc = sg_http_start(g->loop, &ho, on_request, g, &g->http, err)))
         return sg_error_prefix(err, "gate");
-    g->admin = (sg_admin){.gate = g, .token = g->admin_token};
-    sg_http_opts ao = {.listen = c->admin_listen,
-                       .max_body = 64 << 10,
-                       .max_header = (size_t)c->max_header,
-                       .read_timeout_ms = (int)(c->read_timeout_s * 1000),
-                       .max_connections = 64};
-    if ((rc = sg_http_start(g->loop, &ao, sg_admin_handle, &g->admin, &g->admin_http, err)))
-        return sg_error_prefix(err, "admin API");
     if ((rc = start_watch(g, err)))
         return rc;
     sg_core_on_baseline(g->core, on_baseline, g);
-
-    uv_signal_init(g->loop, &g->sigterm);
-    uv_signal_init(g->loop, &g->sigint);
-    uv_signal_init(g->loop, &g->sighup);
-    g->sigterm.data = g->sigint.data = g->sighup.data = g;
-    uv_signal_start(&g->sigterm, on_signal, SIGTERM);
-    uv_signal_start(&g->sigint, on_signal, SIGINT);
-    uv_signal_start(&g->sighup, on_signal, SIGHUP);
     uv_timer_init(g->loop, &g->tick);
     g->tick.data = g;
     uv_timer_start(&g->tick, on_tick, TICK_MS, TICK_MS);
-
-    sg_core_stats st;
-    sg_core_stats_get(g->core, &st);
-    sg_log(SG_LOG_INFO, "gate",
-           "listening on %s (admin %s%s), forwarding to %s; baseline snapshot %lld (%zu jobs), "
-           "ledger %lld builds of %zu jobs, %lld events pending",
-           c->listen, c->admin_listen, g->admin_token ? ", token required" : "", c->downstream,
-           (long long)st.baseline_id, st.baseline_jobs, (long long)st.ledger_builds, st.ledger_jobs,
-           (long long)st.pending);
     sg_deliverer d = {.push = deliver, .backlog = deliver_backlog, .ud = g};
     sg_core_set_deliverer(g->core, &d); /* resumes what the last run left pending */
     return 0;
 }
 
-/* Undoes a start that failed part way; the loop then closes the handles. */
-static void unwind(sg_gate *g)
+int sg_gate_start(uv_loop_t *loop, const sg_config *cfg, sg_gate **out, sg_error *err)
 {
-    g->stopping = true;
-    if (g->http)
-        sg_http_stop(g->http, NULL, NULL);
-    if (g->admin_http)
-        sg_http_stop(g->admin_http, NULL, NULL);
-    if (g->fwd)
-        sg_forward_stop(g->fwd, NULL, NULL);
-    if (g->watch)
-        sg_watch_stop(g->watch, NULL, NULL);
-    if (g->core) {
-        sg_core_stop(g->core);
-        sg_core_close(g->core, NULL, NULL);
+    sg_gate *g = sg_xcalloc(1, sizeof *g);
+    g->loop = loop;
+    g->cfg = cfg;
+    *out = g;
+    int rc = start(g, err);
+    if (rc) {
+        /* undo what started; the loop closes the handles */
+        sg_gate_stop(g, NULL, NULL);
+        sg_gate_close(g, NULL, NULL);
     }
+    return rc;
 }
 
-int sg_gate_run(const sg_config *cfg, sg_error *err)
+void sg_gate_free(sg_gate *g)
 {
-    int rc = sg_log_open(cfg->log_format, cfg->log_file, err);
-    if (rc)
-        return rc;
-    sg_hash_seed_random();
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    sg_gate *g = sg_xcalloc(1, sizeof *g);
-    g->loop = &loop;
-    g->cfg = cfg;
-    rc = start(g, err);
-    if (rc)
-        unwind(g);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    int busy = uv_loop_close(&loop);
-    if (rc == 0 && busy)
-        sg_log(SG_LOG_WARN, "gate", "libuv handles still open at exit: %s", uv_strerror(busy));
-    if (rc == 0)
-        sg_log(SG_LOG_INFO, "gate", "stopped");
+    if (!g)
+        return;
     sg_core_free(g->core);
-    free(g->admin_token);
     free(g);
-    sg_log_close();
-    return rc;
 }

@@ -1,9 +1,9 @@
-/* The webhook gate daemon (`stormguard run`): the gate core (core.h) behind
- * the HTTP front end, on one libuv loop. It owns the listeners (the
- * poller's and the admin API's), the forwarder that delivers to the
- * notifier, the Redis watcher, the periodic snapshots and the rewarm, the
- * signals and the timer that ticks the core. SQLite writes go through the
- * core's journal (its writer thread). */
+/* The webhook gate (`stormguard run`): the gate core (core.h) behind its
+ * HTTP front end on a libuv loop. It owns the poller's listener, the
+ * forwarder that delivers to the notifier, the Redis watcher, the periodic
+ * snapshots and the rewarm, and the timer that ticks the core. SQLite
+ * writes go through the core's journal (its writer thread). The daemon
+ * (daemon.h) runs it with the admin API beside it. Loop thread only. */
 #ifndef STORMGUARD_GATE_H
 #define STORMGUARD_GATE_H
 
@@ -16,14 +16,26 @@
 #include "stormguard/gate/core.h"
 
 struct sg_watch;
+struct uv_loop_s;
 
 typedef struct sg_gate sg_gate;
 
-/* Runs the daemon until SIGTERM or SIGINT, then stops cleanly: stops
- * accepting, lets the deliveries in flight finish and records them, commits
- * what is queued, closes every handle. Returns 0, or an error if it could
- * not start. */
-int sg_gate_run(const sg_config *cfg, sg_error *err);
+/* Starts the gate on loop with cfg (borrowed for its life): the core, the
+ * listener, the forwarder, the watcher. *out is set either way: on error
+ * (a bad downstream, the store, the listen address) what started is being
+ * stopped; run the loop to its end, then sg_gate_free. */
+int sg_gate_start(struct uv_loop_s *loop, const sg_config *cfg, sg_gate **out, sg_error *err);
+
+/* Stops taking requests and starting deliveries: the listener closes
+ * (requests waiting for their commit are answered first), the deliveries in
+ * flight end and are recorded, the watcher stops; then stopped(ud). */
+void sg_gate_stop(sg_gate *g, void (*stopped)(void *ud), void *ud);
+bool sg_gate_stopping(const sg_gate *g);
+/* After stopped, once nothing else submits to it (the admin API closed):
+ * commits what is queued, closes the journal, then closed(ud). */
+void sg_gate_close(sg_gate *g, void (*closed)(void *ud), void *ud);
+/* Frees g (NULL is fine), after closed or once the loop ended. */
+void sg_gate_free(sg_gate *g);
 
 /* ---- for the admin API (admin.c), on the loop thread ---- */
 

@@ -1,0 +1,16 @@
+/* `stormguard run`: the gate (gate.h) and the admin API (admin.h) on one
+ * libuv loop, with the signals a daemon answers: SIGTERM and SIGINT stop it
+ * cleanly, SIGHUP reopens the log file. */
+#ifndef STORMGUARD_DAEMON_H
+#define STORMGUARD_DAEMON_H
+
+#include "stormguard/base/config.h"
+#include "stormguard/base/error.h"
+
+/* Runs until SIGTERM or SIGINT, then stops cleanly: stops accepting, lets
+ * the deliveries in flight finish and records them, commits what is
+ * queued, closes every handle. Returns 0, or an error if it could not
+ * start. */
+int sg_daemon_run(const sg_config *cfg, sg_error *err);
+
+#endif

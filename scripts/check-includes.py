@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""The module graph of stormguard's includes, and a check that it has no
+circle. A module is a source file and its header (src/gate/core.c with
+include/stormguard/gate/core.h); module A depends on B when A's .c or .h
+includes B's header. Layers must depend downwards only (base <- redis,
+store <- snapshot <- gate <- cli; simulations may use every layer), so a
+header of a lower layer including one of a higher layer fails the check
+too.
+
+usage: scripts/check-includes.py [--graph]   (--graph prints every edge)
+Exit 0 when the graph is acyclic and layered, 1 otherwise."""
+import os
+import re
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+LAYERS = ["base", "redis", "store", "snapshot", "gate", "sim", "cli"]
+INC = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+
+
+def module_of(path):
+    """(layer, name) of a source or header path relative to ROOT."""
+    parts = path.split(os.sep)
+    if parts[0] == "include":
+        return parts[2], os.path.splitext(parts[3])[0]
+    if parts[0] == "src" and len(parts) == 3:
+        return parts[1], os.path.splitext(parts[2])[0]
+    if parts[0] == "src":
+        return "cli", "main"
+    return None
+
+
+def included_module(inc, src_dir):
+    if inc.startswith("stormguard/"):
+        parts = inc.split("/")
+        if len(parts) == 3:
+            return parts[1], os.path.splitext(parts[2])[0]
+        return None
+    # a private header next to the source ("cli.h", "store_int.h"), or in
+    # a layer's folder seen from src/ ("cli/cli.h")
+    layer = inc.split("/")[0] if "/" in inc else os.path.basename(src_dir)
+    return layer, os.path.splitext(os.path.basename(inc))[0]
+
+
+edges = {}
+for top in ("src", "include"):
+    for d, _, files in os.walk(os.path.join(ROOT, top)):
+        for f in files:
+            if not f.endswith((".c", ".h")):
+                continue
+            path = os.path.relpath(os.path.join(d, f), ROOT)
+            m = module_of(path)
+            if not m:
+                continue
+            text = open(os.path.join(ROOT, path), encoding="utf-8").read()
+            for inc in INC.findall(text):
+                t = included_module(inc, d)
+                if t and t != m:
+                    edges.setdefault(m, set()).add(t)
+
+problems = []
+for a, targets in sorted(edges.items()):
+    for b in sorted(targets):
+        if LAYERS.index(b[0]) > LAYERS.index(a[0]):
+            problems.append("%s/%s includes %s/%s, a higher layer" % (a + b))
+
+# cycles, by depth-first search
+state, stack = {}, []
+
+
+def visit(n):
+    state[n] = 1
+    stack.append(n)
+    for t in sorted(edges.get(n, ())):
+        if state.get(t) == 1:
+            cyc = stack[stack.index(t):] + [t]
+            problems.append("circle: " + " -> ".join("%s/%s" % m for m in cyc))
+        elif not state.get(t):
+            visit(t)
+    stack.pop()
+    state[n] = 2
+
+
+for n in sorted(edges):
+    if not state.get(n):
+        visit(n)
+
+if "--graph" in sys.argv:
+    for a, targets in sorted(edges.items()):
+        print("%s/%s -> %s" % (a[0], a[1], ", ".join("%s/%s" % t for t in sorted(targets))))
+if problems:
+    print("\n".join("check-includes: " + p for p in problems), file=sys.stderr)
+    sys.exit(1)
+print("check-includes: %d modules, %d edges, no circle, layers depend downwards" %
+      (len(set(edges) | {t for ts in edges.values() for t in ts}),
+       sum(len(t) for t in edges.values())))

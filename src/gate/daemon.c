@@ -1,0 +1,156 @@
+/* `stormguard run` (daemon.h).
+ *
+ * Stopping: the gate stops (its listener closes, its deliveries in flight
+ * end) while the admin listener closes; once both are done nothing else can
+ * submit to the journal, so the gate closes it, and the signal handles go
+ * last. */
+#include "stormguard/gate/daemon.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "stormguard/base/log.h"
+#include "stormguard/gate/admin.h"
+#include "stormguard/gate/gate.h"
+#include "stormguard/gate/http.h"
+
+typedef struct run_state {
+    uv_loop_t loop;
+    const sg_config *cfg;
+    sg_gate *gate;
+    sg_http *admin_http;
+    sg_admin admin;
+    char *admin_token;
+    uv_signal_t sigterm, sigint, sighup;
+    bool signals, stopping;
+    int stop_waits;
+} run_state;
+
+static void on_closed_signal(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void on_gate_closed(void *ud)
+{
+    run_state *d = ud;
+    if (!d->signals)
+        return;
+    uv_close((uv_handle_t *)&d->sigterm, on_closed_signal);
+    uv_close((uv_handle_t *)&d->sigint, on_closed_signal);
+    uv_close((uv_handle_t *)&d->sighup, on_closed_signal);
+}
+
+static void on_part_stopped(void *ud)
+{
+    run_state *d = ud;
+    if (--d->stop_waits > 0)
+        return;
+    d->admin_http = NULL;
+    sg_gate_close(d->gate, on_gate_closed, d);
+}
+
+static void stop(run_state *d, const char *why)
+{
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    sg_gate_info gi;
+    sg_gate_info_get(d->gate, &gi);
+    sg_log(SG_LOG_INFO, "gate",
+           "%s: stopping (finishing commits in flight and %zu deliveries, at most %llds)", why,
+           gi.inflight, (long long)d->cfg->forward_timeout_s);
+    d->stop_waits = 1 + (d->admin_http != NULL);
+    sg_gate_stop(d->gate, on_part_stopped, d);
+    if (d->admin_http)
+        sg_http_stop(d->admin_http, on_part_stopped, d);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    run_state *d = s->data;
+    if (signum == SIGHUP) {
+        sg_log_reopen();
+        return;
+    }
+    stop(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static bool loopback(const char *listen)
+{
+    return !strncmp(listen, "127.", 4) || !strncmp(listen, "[::1]:", 6) ||
+           !strncmp(listen, "localhost:", 10);
+}
+
+/* The admin token; none is allowed only on loopback. */
+static int admin_token(const sg_config *c, char **out, sg_error *err)
+{
+    int rc = sg_config_admin_token(c, out, err);
+    if (rc == 0 && !*out && !loopback(c->admin_listen))
+        return sg_error_set(err, SG_EUSAGE,
+                            "the admin API listens on %s, beyond loopback, but no admin token "
+                            "is configured ([admin] token or token_file)",
+                            c->admin_listen);
+    return rc;
+}
+
+static int start(run_state *d, sg_error *err)
+{
+    const sg_config *c = d->cfg;
+    int rc;
+    if ((rc = admin_token(c, &d->admin_token, err)) ||
+        (rc = sg_gate_start(&d->loop, c, &d->gate, err)))
+        return rc;
+    d->admin = (sg_admin){.gate = d->gate, .token = d->admin_token};
+    sg_http_opts ao = {.listen = c->admin_listen,
+                       .max_body = 64 << 10,
+                       .max_header = (size_t)c->max_header,
+                       .read_timeout_ms = (int)(c->read_timeout_s * 1000),
+                       .max_connections = 64};
+    if ((rc = sg_http_start(&d->loop, &ao, sg_admin_handle, &d->admin, &d->admin_http, err)))
+        return sg_error_prefix(err, "admin API");
+    uv_signal_init(&d->loop, &d->sigterm);
+    uv_signal_init(&d->loop, &d->sigint);
+    uv_signal_init(&d->loop, &d->sighup);
+    d->sigterm.data = d->sigint.data = d->sighup.data = d;
+    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d->sigint, on_signal, SIGINT);
+    uv_signal_start(&d->sighup, on_signal, SIGHUP);
+    d->signals = true;
+    sg_core_stats st;
+    sg_core_stats_get(sg_gate_core(d->gate), &st);
+    sg_log(SG_LOG_INFO, "gate",
+           "listening on %s (admin %s%s), forwarding to %s; baseline snapshot %lld (%zu jobs), "
+           "ledger %lld builds of %zu jobs, %lld events pending",
+           c->listen, c->admin_listen, d->admin_token ? ", token required" : "", c->downstream,
+           (long long)st.baseline_id, st.baseline_jobs, (long long)st.ledger_builds, st.ledger_jobs,
+           (long long)st.pending);
+    return 0;
+}
+
+int sg_daemon_run(const sg_config *cfg, sg_error *err)
+{
+    int rc = sg_log_open(cfg->log_format, cfg->log_file, err);
+    if (rc)
+        return rc;
+    sg_hash_seed_random();
+    run_state *d = sg_xcalloc(1, sizeof *d);
+    d->cfg = cfg;
+    uv_loop_init(&d->loop);
+    rc = start(d, err);
+    if (rc && d->gate && !sg_gate_stopping(d->gate)) /* the admin API failed */
+        stop(d, "start failed");
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    int busy = uv_loop_close(&d->loop);
+    if (rc == 0 && busy)
+        sg_log(SG_LOG_WARN, "gate", "libuv handles still open at exit: %s", uv_strerror(busy));
+    if (rc == 0)
+        sg_log(SG_LOG_INFO, "gate", "stopped");
+    sg_gate_free(d->gate);
+    free(d->admin_token);
+    free(d);
+    sg_log_close();
+    return rc;
+}
