@@ -15,20 +15,7 @@
 #include <unistd.h>
 
 #include "stormguard/base/util.h"
-
-enum {
-    ST_ADD_KEY,
-    ST_CURSOR,
-    ST_CI_COMPLETED,
-    ST_CI_RUNNING,
-    ST_POSTED,
-    ST_DOCKER,
-    ST_EVENT_INSERT,
-    ST_EVENT_UPDATE,
-    ST_LEDGER_ADD,
-    ST_LEDGER_HAS,
-    ST_COUNT
-};
+#include "store_int.h"
 
 static const char *const statement_sql[ST_COUNT] = {
     [ST_ADD_KEY] = "INSERT INTO snapshot_key(id, snapshot_id, db, key, expire_at_ms, payload) "
@@ -59,37 +46,6 @@ static const char *const statement_sql[ST_COUNT] = {
     [ST_LEDGER_HAS] = "SELECT 1 FROM ledger WHERE source = ?1 AND job = ?2 AND number = ?3",
 };
 
-/* Snapshot keys go in KEY_BATCH rows per INSERT (or fewer once their bytes
- * pass KEY_BATCH_BYTES). One statement keeps its cursor at the table's end
- * from row to row; a statement per row descends the b-tree again and pays
- * its setup each time. Measured with 1M rows of 100-byte values: 32 rows a
- * statement take a quarter less time than one. */
-#define KEY_BATCH 32
-#define KEY_BATCH_BYTES (1 << 20)
-
-struct sg_store {
-    sqlite3 *db;
-    char *path;
-    sqlite3_stmt *st[ST_COUNT];
-    int64_t snapshot_id; /* snapshot being written, 0 if none */
-    int64_t key_seq;     /* keys added to it so far */
-    unsigned snap_rows;  /* rows written since the clock was last read */
-    double snap_since;   /* the snapshot's transaction began (sg_mono_s) */
-    bool eager;          /* polls for busy locks (sg_store_options.eager_wait, snapshots) */
-    bool eager_opt;      /* sg_store_options.eager_wait */
-    sg_sync_mode sync;   /* the configured synchronous mode */
-    int wal_frames;      /* the WAL's length after this connection's last commit */
-    /* snapshot keys not yet inserted (flush_keys) */
-    struct pending_key {
-        int db;
-        int64_t id, expire_at_ms;
-        size_t key_at, key_len, payload_at, payload_len; /* in pending_bytes */
-    } pending[KEY_BATCH];
-    int npending;
-    sg_buf pending_bytes;
-    sqlite3_stmt *add_keys; /* INSERT of KEY_BATCH rows */
-};
-
 /* A snapshot's keys have ids KEY_ID(snapshot, 0) .. KEY_ID(snapshot, n - 1)
  * (schema/001_snapshots.sql). */
 #define KEY_ID(snapshot, seq) ((int64_t)(snapshot) << 32 | (int64_t)(seq))
@@ -116,8 +72,7 @@ const char *sg_sync_mode_name(sg_sync_mode m)
     return m == SG_SYNC_FULL ? "full" : "normal";
 }
 
-/* Formats the store's current SQLite error, with the OS reason if any. */
-static int db_error(sg_store *s, sg_error *err, const char *doing)
+int sg_store_db_error(sg_store *s, sg_error *err, const char *doing)
 {
     int sys = s->db ? sqlite3_system_errno(s->db) : 0;
     const char *msg = s->db ? sqlite3_errmsg(s->db) : "out of memory";
@@ -126,10 +81,10 @@ static int db_error(sg_store *s, sg_error *err, const char *doing)
     return sg_error_set(err, SG_ESTORE, "%s %s: %s", doing, s->path, msg);
 }
 
-static int exec(sg_store *s, const char *sql, sg_error *err, const char *doing)
+int sg_store_exec(sg_store *s, const char *sql, sg_error *err, const char *doing)
 {
     if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
-        return db_error(s, err, doing);
+        return sg_store_db_error(s, err, doing);
     return 0;
 }
 
@@ -137,11 +92,11 @@ static int pragma_int(sg_store *s, const char *sql, int *out, sg_error *err)
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "reading store");
+        return sg_store_db_error(s, err, "reading store");
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
         sqlite3_finalize(st);
-        return db_error(s, err, "reading store");
+        return sg_store_db_error(s, err, "reading store");
     }
     *out = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
@@ -203,10 +158,10 @@ static int migrate(sg_store *s, int target, sg_error *err)
         const sg_migration *m = &sg_migrations[v - 1];
         char pragma[64];
         snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v);
-        if ((rc = exec(s, "BEGIN IMMEDIATE", err, "migrating store")) ||
-            (rc = exec(s, m->sql, err, "migrating store")) ||
-            (rc = exec(s, pragma, err, "migrating store")) ||
-            (rc = exec(s, "COMMIT", err, "migrating store"))) {
+        if ((rc = sg_store_exec(s, "BEGIN IMMEDIATE", err, "migrating store")) ||
+            (rc = sg_store_exec(s, m->sql, err, "migrating store")) ||
+            (rc = sg_store_exec(s, pragma, err, "migrating store")) ||
+            (rc = sg_store_exec(s, "COMMIT", err, "migrating store"))) {
             sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
             return sg_error_prefix(err, "applying schema %s", m->name);
         }
@@ -235,7 +190,7 @@ static int busy_eager(void *ud, int tries)
 
 /* wait: how this connection waits for another's lock (the configured way),
  * or not at all */
-static void set_busy(sg_store *s, bool wait)
+void sg_store_set_busy(sg_store *s, bool wait)
 {
     if (!wait)
         sqlite3_busy_timeout(s->db, 0);
@@ -267,7 +222,7 @@ int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out,
     s->sync = opt->synchronous;
     int flags = opt->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
     if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-        rc = db_error(s, err, "opening store");
+        rc = sg_store_db_error(s, err, "opening store");
         sg_store_free(s);
         return rc;
     }
@@ -277,10 +232,11 @@ int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out,
     int target = opt->migrate_to > 0 && opt->migrate_to < sg_migration_count ? opt->migrate_to
                                                                              : sg_migration_count;
     s->eager = s->eager_opt = opt->eager_wait;
-    set_busy(s, true);
-    if ((!opt->readonly && (rc = exec(s, "PRAGMA journal_mode = WAL", err, "opening store"))) ||
-        (rc = exec(s, sync, err, "configuring store")) ||
-        (rc = exec(s, "PRAGMA foreign_keys = ON", err, "configuring store")) ||
+    sg_store_set_busy(s, true);
+    if ((!opt->readonly &&
+         (rc = sg_store_exec(s, "PRAGMA journal_mode = WAL", err, "opening store"))) ||
+        (rc = sg_store_exec(s, sync, err, "configuring store")) ||
+        (rc = sg_store_exec(s, "PRAGMA foreign_keys = ON", err, "configuring store")) ||
         (!opt->readonly && (rc = migrate(s, target, err)))) {
         sg_store_free(s);
         return rc;
@@ -288,18 +244,18 @@ int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out,
     char tune[96];
     if (rc == 0 && opt->cache_kib) {
         snprintf(tune, sizeof tune, "PRAGMA cache_size = -%d", opt->cache_kib);
-        rc = exec(s, tune, err, "configuring store");
+        rc = sg_store_exec(s, tune, err, "configuring store");
     }
     if (rc == 0 && opt->checkpoint_pages > 0) {
         snprintf(tune, sizeof tune, "PRAGMA wal_autocheckpoint = %d", opt->checkpoint_pages);
-        rc = exec(s, tune, err, "configuring store");
+        rc = sg_store_exec(s, tune, err, "configuring store");
     }
     if (rc == 0 && opt->checkpoint_pages < 0)
         sqlite3_wal_hook(s->db, on_wal_commit, s); /* replaces the auto-checkpoint */
     if (rc == 0 && opt->wal_limit_kib > 0) {
         snprintf(tune, sizeof tune, "PRAGMA journal_size_limit = %lld",
                  (long long)opt->wal_limit_kib * 1024);
-        rc = exec(s, tune, err, "configuring store");
+        rc = sg_store_exec(s, tune, err, "configuring store");
     }
     if (rc) {
         sg_store_free(s);
@@ -339,13 +295,12 @@ void sg_store_free(sg_store *s)
     free(s);
 }
 
-/* The cached statement i, reset and with its bindings cleared. */
-static sqlite3_stmt *stmt(sg_store *s, int i, sg_error *err)
+sqlite3_stmt *sg_store_stmt(sg_store *s, int i, const char *sql, sg_error *err)
 {
     if (!s->st[i]) {
-        if (sqlite3_prepare_v3(s->db, statement_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
-                               NULL) != SQLITE_OK) {
-            db_error(s, err, "preparing a statement on");
+        if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
+            SQLITE_OK) {
+            sg_store_db_error(s, err, "preparing a statement on");
             return NULL;
         }
     } else {
@@ -355,13 +310,32 @@ static sqlite3_stmt *stmt(sg_store *s, int i, sg_error *err)
     return s->st[i];
 }
 
-static int step_done(sg_store *s, sqlite3_stmt *st, sg_error *err, const char *doing)
+/* The cached statement i, reset and with its bindings cleared. */
+static sqlite3_stmt *stmt(sg_store *s, int i, sg_error *err)
+{
+    return sg_store_stmt(s, i, statement_sql[i], err);
+}
+
+int sg_store_step_done(sg_store *s, sqlite3_stmt *st, sg_error *err, const char *doing)
 {
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
-        return db_error(s, err, doing);
+        return sg_store_db_error(s, err, doing);
     return 0;
+}
+
+int sg_store_query_int(sg_store *s, const char *sql, int64_t id, int64_t *out, sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return sg_store_db_error(s, err, "reading");
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : sg_store_db_error(s, err, "reading");
 }
 
 /* ---- snapshots ---- */
@@ -385,10 +359,10 @@ static int delete_snapshot(sg_store *s, int64_t id, sg_error *err);
 static void restore_sync(sg_store *s)
 {
     s->eager = s->eager_opt;
-    set_busy(s, true);
+    sg_store_set_busy(s, true);
     char sync[48];
     snprintf(sync, sizeof sync, "PRAGMA synchronous = %s", sg_sync_mode_name(s->sync));
-    exec(s, sync, NULL, "configuring store");
+    sg_store_exec(s, sync, NULL, "configuring store");
 }
 
 /* Binds one snapshot key as the statement's row at parameter base + 1. */
@@ -429,12 +403,12 @@ static int flush_keys(sg_store *s, sg_error *err)
                 sqlite3_prepare_v3(s->db, sql.p, -1, SQLITE_PREPARE_PERSISTENT, &s->add_keys, NULL);
             sg_buf_free(&sql);
             if (prc != SQLITE_OK)
-                rc = db_error(s, err, "preparing a statement on");
+                rc = sg_store_db_error(s, err, "preparing a statement on");
         }
         for (int i = 0; rc == 0 && i < KEY_BATCH; i++)
             bind_pending(s, s->add_keys, 6 * i, &s->pending[i]);
         if (rc == 0)
-            rc = step_done(s, s->add_keys, err, "writing snapshot keys to");
+            rc = sg_store_step_done(s, s->add_keys, err, "writing snapshot keys to");
     } else {
         for (int i = 0; i < s->npending && rc == 0; i++) {
             sqlite3_stmt *st = s->st[ST_ADD_KEY];
@@ -442,7 +416,7 @@ static int flush_keys(sg_store *s, sg_error *err)
                 rc = SG_ESTORE;
             if (rc == 0) {
                 bind_pending(s, st, 0, &s->pending[i]);
-                rc = step_done(s, st, err, "writing a snapshot key to");
+                rc = sg_store_step_done(s, st, err, "writing a snapshot key to");
             }
         }
     }
@@ -481,18 +455,18 @@ int sg_store_snapshot_yield(sg_store *s, sg_error *err)
                            "UPDATE snapshot SET seconds = (?2 - taken_at) / 1000.0 "
                            "WHERE id = ?1",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "writing a snapshot to");
+        return sg_store_db_error(s, err, "writing a snapshot to");
     sqlite3_bind_int64(st, 1, s->snapshot_id);
     sqlite3_bind_int64(st, 2, sg_now_ms());
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
-        return db_error(s, err, "writing a snapshot to");
-    rc = exec(s, "COMMIT", err, "writing a snapshot to");
+        return sg_store_db_error(s, err, "writing a snapshot to");
+    rc = sg_store_exec(s, "COMMIT", err, "writing a snapshot to");
     if (rc)
         return rc;
     usleep(SNAPSHOT_YIELD_US);
-    rc = exec(s, "BEGIN IMMEDIATE", err, "writing a snapshot to");
+    rc = sg_store_exec(s, "BEGIN IMMEDIATE", err, "writing a snapshot to");
     s->snap_since = sg_mono_s();
     return rc;
 }
@@ -508,10 +482,10 @@ int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id,
 {
     assert(s->snapshot_id == 0);
     s->eager = true; /* never miss the gaps the journal leaves (restore_sync undoes it) */
-    set_busy(s, true);
-    int rc = exec(s, "PRAGMA synchronous = NORMAL", err, "starting a snapshot in");
+    sg_store_set_busy(s, true);
+    int rc = sg_store_exec(s, "PRAGMA synchronous = NORMAL", err, "starting a snapshot in");
     if (rc == 0)
-        rc = exec(s, "BEGIN IMMEDIATE", err, "starting a snapshot in");
+        rc = sg_store_exec(s, "BEGIN IMMEDIATE", err, "starting a snapshot in");
     if (rc) {
         restore_sync(s);
         return rc;
@@ -524,7 +498,7 @@ int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id,
                            "selection, db, profile_pattern, state) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'partial')",
                            -1, &st, NULL) != SQLITE_OK) {
-        rc = db_error(s, err, "starting a snapshot in");
+        rc = sg_store_db_error(s, err, "starting a snapshot in");
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         restore_sync(s);
         return rc;
@@ -540,7 +514,7 @@ int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id,
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
-        rc = db_error(s, err, "starting a snapshot in");
+        rc = sg_store_db_error(s, err, "starting a snapshot in");
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         restore_sync(s);
         return rc;
@@ -569,7 +543,7 @@ int sg_store_snapshot_add_key(sg_store *s, int db, const void *key, size_t key_l
         if (rc == 0) {
             bind_key(s, st, 0, KEY_ID(s->snapshot_id, s->key_seq++), db, key, key_len, expire_at_ms,
                      payload, payload_len);
-            rc = step_done(s, st, err, "writing a snapshot key to");
+            rc = sg_store_step_done(s, st, err, "writing a snapshot key to");
         }
         return rc ? rc : snapshot_slice(s, err);
     }
@@ -600,7 +574,7 @@ static int index_row(sg_store *s, int which, const char *a, size_t alen, const c
     sqlite3_bind_text(st, 2, a, (int)alen, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, b, (int)blen, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, n);
-    int rc = step_done(s, st, err, "writing the build index to");
+    int rc = sg_store_step_done(s, st, err, "writing the build index to");
     return rc ? rc : snapshot_slice(s, err);
 }
 
@@ -637,7 +611,7 @@ int sg_store_index_docker(sg_store *s, const char *account, size_t account_len,
     sqlite3_bind_text(st, 4, tag, (int)tag_len, SQLITE_STATIC);
     if (digest)
         sqlite3_bind_text(st, 5, digest, (int)digest_len, SQLITE_STATIC);
-    int rc = step_done(s, st, err, "writing the build index to");
+    int rc = sg_store_step_done(s, st, err, "writing the build index to");
     return rc ? rc : snapshot_slice(s, err);
 }
 
@@ -650,9 +624,10 @@ int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *e
      * cannot take the snapshot with it. (The setting cannot change inside a
      * transaction, hence the last slice's commit first.) */
     int rc;
-    if ((rc = flush_keys(s, err)) || (rc = exec(s, "COMMIT", err, "committing a snapshot to")) ||
-        (rc = exec(s, "PRAGMA synchronous = FULL", err, "committing a snapshot to")) ||
-        (rc = exec(s, "BEGIN IMMEDIATE", err, "committing a snapshot to")))
+    if ((rc = flush_keys(s, err)) ||
+        (rc = sg_store_exec(s, "COMMIT", err, "committing a snapshot to")) ||
+        (rc = sg_store_exec(s, "PRAGMA synchronous = FULL", err, "committing a snapshot to")) ||
+        (rc = sg_store_exec(s, "BEGIN IMMEDIATE", err, "committing a snapshot to")))
         return rc;
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
@@ -660,7 +635,7 @@ int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *e
                            "seconds = ?4, state = ?5, profile_keys = CASE WHEN profile_pattern "
                            "IS NULL THEN NULL ELSE ?7 END, suspect_reason = ?8 WHERE id = ?6",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "finishing a snapshot in");
+        return sg_store_db_error(s, err, "finishing a snapshot in");
     sqlite3_bind_int64(st, 1, t->key_count);
     sqlite3_bind_int64(st, 2, t->bytes);
     sqlite3_bind_int64(st, 3, t->vanished);
@@ -672,13 +647,13 @@ int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *e
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
-        return db_error(s, err, "finishing a snapshot in");
+        return sg_store_db_error(s, err, "finishing a snapshot in");
     if (sqlite3_changes(s->db) != 1)
         return sg_error_set(err, SG_ESTORE,
                             "snapshot %lld was deleted from %s while it was being written "
                             "(pruned by another stormguard?)",
                             (long long)s->snapshot_id, s->path);
-    if ((rc = exec(s, "COMMIT", err, "committing a snapshot to")))
+    if ((rc = sg_store_exec(s, "COMMIT", err, "committing a snapshot to")))
         return rc;
     s->snapshot_id = 0;
     restore_sync(s);
@@ -705,28 +680,15 @@ void sg_store_snapshot_abort(sg_store *s)
     restore_sync(s);
 }
 
-static int count_rows(sg_store *s, const char *sql, int64_t id, int64_t *out, sg_error *err)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "reading");
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 0 : db_error(s, err, "reading");
-}
-
 int sg_store_index_counts(sg_store *s, int64_t id, sg_index_counts *out, sg_error *err)
 {
     int rc;
-    if ((rc = count_rows(s, "SELECT count(*) FROM build_index WHERE snapshot_id = ?", id,
-                         &out->jobs, err)) ||
-        (rc = count_rows(s, "SELECT count(*) FROM posted WHERE snapshot_id = ?", id, &out->posted,
-                         err)) ||
-        (rc = count_rows(s, "SELECT count(*) FROM docker_tag WHERE snapshot_id = ?", id,
-                         &out->docker_tags, err)))
+    if ((rc = sg_store_query_int(s, "SELECT count(*) FROM build_index WHERE snapshot_id = ?", id,
+                                 &out->jobs, err)) ||
+        (rc = sg_store_query_int(s, "SELECT count(*) FROM posted WHERE snapshot_id = ?", id,
+                                 &out->posted, err)) ||
+        (rc = sg_store_query_int(s, "SELECT count(*) FROM docker_tag WHERE snapshot_id = ?", id,
+                                 &out->docker_tags, err)))
         return rc;
     return 0;
 }
@@ -767,7 +729,7 @@ int sg_store_snapshot_list(sg_store *s, sg_snapshot_info **out, size_t *count, s
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "SELECT " SNAPSHOT_COLUMNS " FROM snapshot ORDER BY id DESC", -1,
                            &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "listing snapshots in");
+        return sg_store_db_error(s, err, "listing snapshots in");
     sg_snapshot_info *list = NULL;
     size_t n = 0;
     int rc;
@@ -779,7 +741,7 @@ int sg_store_snapshot_list(sg_store *s, sg_snapshot_info **out, size_t *count, s
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
         sg_snapshot_list_free(list, n);
-        return db_error(s, err, "listing snapshots in");
+        return sg_store_db_error(s, err, "listing snapshots in");
     }
     *out = list;
     *count = n;
@@ -800,7 +762,7 @@ int sg_store_snapshot_get(sg_store *s, int64_t id, sg_snapshot_info *out, sg_err
                          : "SELECT " SNAPSHOT_COLUMNS " FROM snapshot WHERE state = 'complete' "
                            "ORDER BY id DESC LIMIT 1";
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "reading snapshots in");
+        return sg_store_db_error(s, err, "reading snapshots in");
     if (id)
         sqlite3_bind_int64(st, 1, id);
     int rc = sqlite3_step(st);
@@ -812,7 +774,7 @@ int sg_store_snapshot_get(sg_store *s, int64_t id, sg_snapshot_info *out, sg_err
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
-        return db_error(s, err, "reading snapshots in");
+        return sg_store_db_error(s, err, "reading snapshots in");
     if (id)
         return sg_error_set(err, SG_ENOTFOUND, "no snapshot %lld in %s", (long long)id, s->path);
     return sg_error_set(err, SG_ENOTFOUND, "no complete snapshot in %s", s->path);
@@ -827,7 +789,7 @@ int sg_store_last_good(sg_store *s, const char *redis, int db, const char *profi
                            "redis = ?1 AND db = ?2 AND profile_pattern = ?3 AND profile_keys IS "
                            "NOT NULL ORDER BY id DESC LIMIT 1",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "reading snapshots in");
+        return sg_store_db_error(s, err, "reading snapshots in");
     sqlite3_bind_text(st, 1, redis, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, db);
     sqlite3_bind_text(st, 3, profile_pattern, -1, SQLITE_STATIC);
@@ -839,7 +801,9 @@ int sg_store_last_good(sg_store *s, const char *redis, int db, const char *profi
         *id = 0;
     }
     sqlite3_finalize(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_error(s, err, "reading snapshots in");
+    return rc == SQLITE_ROW || rc == SQLITE_DONE
+               ? 0
+               : sg_store_db_error(s, err, "reading snapshots in");
 }
 
 /* Deletes one snapshot: its key range, then its row (the index tables
@@ -857,12 +821,12 @@ static int step_sql(sg_store *s, const char *sql, int64_t a, int64_t b, const ch
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, doing);
+        return sg_store_db_error(s, err, doing);
     sqlite3_bind_int64(st, 1, a);
     sqlite3_bind_int64(st, 2, b);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : db_error(s, err, doing);
+    return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, doing);
 }
 
 static int delete_snapshot(sg_store *s, int64_t id, sg_error *err)
@@ -872,7 +836,7 @@ static int delete_snapshot(sg_store *s, int64_t id, sg_error *err)
      * the gaps a busy journal leaves */
     bool was_eager = s->eager;
     s->eager = true;
-    set_busy(s, true);
+    sg_store_set_busy(s, true);
     int64_t end = KEY_ID(id, KEY_ID_MAX_SEQ); /* the last key id this snapshot can have */
     int rc = step_sql(s, "UPDATE snapshot SET state = 'partial' WHERE id = ?1", id, 0, doing, err);
     for (int64_t from = KEY_ID(id, 0); rc == 0; from += DELETE_SLICE) {
@@ -892,7 +856,7 @@ static int delete_snapshot(sg_store *s, int64_t id, sg_error *err)
     if (rc == 0)
         rc = step_sql(s, "DELETE FROM snapshot WHERE id = ?1", id, 0, doing, err);
     s->eager = was_eager;
-    set_busy(s, true);
+    sg_store_set_busy(s, true);
     return rc;
 }
 
@@ -913,7 +877,7 @@ int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *p
             "id FROM snapshot ORDER BY id DESC LIMIT ?1)) OR (?2 > 0 AND taken_at < ?3)) "
             "AND NOT (state = 'partial' AND taken_at + CAST(seconds * 1000 AS INTEGER) > ?4)",
             -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "pruning snapshots in");
+        return sg_store_db_error(s, err, "pruning snapshots in");
     sqlite3_bind_int(st, 1, keep);
     sqlite3_bind_int64(st, 2, max_age_s);
     sqlite3_bind_int64(st, 3, sg_now_ms() - max_age_s * 1000);
@@ -931,7 +895,7 @@ int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *p
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
         free(ids);
-        return db_error(s, err, "pruning snapshots in");
+        return sg_store_db_error(s, err, "pruning snapshots in");
     }
     rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++)
@@ -951,7 +915,7 @@ int sg_store_keys_open(sg_store *s, int64_t snapshot_id, sg_key_iter **out, sg_e
                            "WHERE id BETWEEN ?1 AND ?2 ORDER BY id",
                            -1, &it->st, NULL) != SQLITE_OK) {
         free(it);
-        return db_error(s, err, "reading snapshot keys from");
+        return sg_store_db_error(s, err, "reading snapshot keys from");
     }
     sqlite3_bind_int64(it->st, 1, KEY_ID(snapshot_id, 0));
     sqlite3_bind_int64(it->st, 2, KEY_ID(snapshot_id, KEY_ID_MAX_SEQ));
@@ -965,7 +929,7 @@ int sg_key_iter_next(sg_key_iter *it, sg_key_row *row, sg_error *err)
     if (rc == SQLITE_DONE)
         return 0;
     if (rc != SQLITE_ROW)
-        return db_error(it->store, err, "reading snapshot keys from");
+        return sg_store_db_error(it->store, err, "reading snapshot keys from");
     row->db = sqlite3_column_int(it->st, 0);
     row->key = sqlite3_column_blob(it->st, 1);
     row->key_len = (size_t)sqlite3_column_bytes(it->st, 1);
@@ -991,14 +955,14 @@ int sg_store_audit(sg_store *s, const char *actor, const char *action, const cha
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "INSERT INTO audit(at, actor, action, detail) VALUES (?,?,?,?)",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "writing the audit log to");
+        return sg_store_db_error(s, err, "writing the audit log to");
     sqlite3_bind_int64(st, 1, sg_now_ms());
     sqlite3_bind_text(st, 2, actor, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, action, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, detail, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : db_error(s, err, "writing the audit log to");
+    return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "writing the audit log to");
 }
 
 /* ---- the gate's journal ---- */
@@ -1016,25 +980,25 @@ int sg_store_checkpoint(sg_store *s, sg_checkpoint_mode mode, int *wal_frames, s
                                 [SG_CHECKPOINT_TRUNCATE] = SQLITE_CHECKPOINT_TRUNCATE};
     bool waits = mode != SG_CHECKPOINT_PASSIVE;
     if (waits)
-        set_busy(s, false); /* never wait for the writer or a reader: try again later */
+        sg_store_set_busy(s, false); /* never wait for the writer or a reader: try again later */
     int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, modes[mode], &frames, &done);
     if (waits)
-        set_busy(s, true);
+        sg_store_set_busy(s, true);
     if (wal_frames)
         *wal_frames = rc == SQLITE_OK ? frames : -1;
     if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
-        return db_error(s, err, "checkpointing");
+        return sg_store_db_error(s, err, "checkpointing");
     return 0;
 }
 
 int sg_store_begin(sg_store *s, sg_error *err)
 {
-    return exec(s, "BEGIN IMMEDIATE", err, "starting a transaction in");
+    return sg_store_exec(s, "BEGIN IMMEDIATE", err, "starting a transaction in");
 }
 
 int sg_store_commit(sg_store *s, sg_error *err)
 {
-    return exec(s, "COMMIT", err, "committing to");
+    return sg_store_exec(s, "COMMIT", err, "committing to");
 }
 
 void sg_store_rollback(sg_store *s)
@@ -1044,22 +1008,6 @@ void sg_store_rollback(sg_store *s)
             sqlite3_reset(s->st[i]);
     if (!sqlite3_get_autocommit(s->db))
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-}
-
-static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v)
-{
-    if (v)
-        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, i);
-}
-
-static void bind_int_or_null(sqlite3_stmt *st, int i, int64_t v)
-{
-    if (v)
-        sqlite3_bind_int64(st, i, v);
-    else
-        sqlite3_bind_null(st, i);
 }
 
 int sg_store_event_insert(sg_store *s, sg_event_row *r, sg_error *err)
@@ -1083,7 +1031,7 @@ int sg_store_event_insert(sg_store *s, sg_event_row *r, sg_error *err)
     bind_int_or_null(st, 14, r->done_at);
     sqlite3_bind_int64(st, 15, r->qgen);
     bind_text_or_null(st, 16, r->last_error);
-    int rc = step_done(s, st, err, "journaling an event in");
+    int rc = sg_store_step_done(s, st, err, "journaling an event in");
     if (rc == 0)
         r->id = sqlite3_last_insert_rowid(s->db);
     return rc;
@@ -1102,7 +1050,7 @@ int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t at
     bind_text_or_null(st, 4, last_error);
     bind_int_or_null(st, 5, done_at);
     sqlite3_bind_int64(st, 6, id);
-    return step_done(s, st, err, "updating an event in");
+    return sg_store_step_done(s, st, err, "updating an event in");
 }
 
 int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
@@ -1119,7 +1067,7 @@ int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_
     sqlite3_bind_int64(st, 3, number);
     sqlite3_bind_int64(st, 4, sg_now_ms());
     sqlite3_bind_int64(st, 5, event_id);
-    int rc = step_done(s, st, err, "writing the ledger in");
+    int rc = sg_store_step_done(s, st, err, "writing the ledger in");
     *added = rc == 0 && sqlite3_changes(s->db) > 0;
     return rc;
 }
@@ -1138,7 +1086,7 @@ int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return db_error(s, err, "reading the ledger in");
+        return sg_store_db_error(s, err, "reading the ledger in");
     return 0;
 }
 
@@ -1149,18 +1097,18 @@ int sg_store_ledger_newest(sg_store *s, sg_ledger_newest_fn fn, void *ud, sg_err
     if (sqlite3_prepare_v2(s->db,
                            "SELECT source, job, max(number) FROM ledger GROUP BY source, job", -1,
                            &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "reading the ledger in");
+        return sg_store_db_error(s, err, "reading the ledger in");
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
            sqlite3_column_int64(st, 2));
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : db_error(s, err, "reading the ledger in");
+    return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "reading the ledger in");
 }
 
 int sg_store_ledger_mark(sg_store *s, int64_t *upto, sg_error *err)
 {
-    return count_rows(s, "SELECT upto FROM ledger_mark WHERE id = 1", 0, upto, err);
+    return sg_store_query_int(s, "SELECT upto FROM ledger_mark WHERE id = 1", 0, upto, err);
 }
 
 int sg_store_ledger_set_mark(sg_store *s, int64_t upto, sg_error *err)
@@ -1168,17 +1116,17 @@ int sg_store_ledger_set_mark(sg_store *s, int64_t upto, sg_error *err)
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "UPDATE ledger_mark SET upto = ?1 WHERE id = 1", -1, &st, NULL) !=
         SQLITE_OK)
-        return db_error(s, err, "writing the ledger mark in");
+        return sg_store_db_error(s, err, "writing the ledger mark in");
     sqlite3_bind_int64(st, 1, upto);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : db_error(s, err, "writing the ledger mark in");
+    return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "writing the ledger mark in");
 }
 
 int sg_store_probe_write(sg_store *s, sg_error *err)
 {
-    return exec(s, "UPDATE ledger_mark SET upto = upto WHERE id = 1", err,
-                "writing a probe row in");
+    return sg_store_exec(s, "UPDATE ledger_mark SET upto = upto WHERE id = 1", err,
+                         "writing a probe row in");
 }
 
 int sg_store_ledger_catch_up(sg_store *s, int64_t *added, sg_error *err)
@@ -1201,10 +1149,12 @@ int sg_store_ledger_catch_up(sg_store *s, int64_t *added, sg_error *err)
                            "WHERE id > ?1 AND (kind = 'new' OR kind = 'unknown') "
                            "ORDER BY source, job, number",
                            -1, &st, NULL) != SQLITE_OK) {
-        rc = db_error(s, err, "catching the ledger up in");
+        rc = sg_store_db_error(s, err, "catching the ledger up in");
     } else {
         sqlite3_bind_int64(st, 1, upto);
-        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(s, err, "catching the ledger up in");
+        rc = sqlite3_step(st) == SQLITE_DONE
+                 ? 0
+                 : sg_store_db_error(s, err, "catching the ledger up in");
         *added = sqlite3_changes(s->db);
         sqlite3_finalize(st);
     }
@@ -1219,7 +1169,7 @@ int sg_store_ledger_catch_up(sg_store *s, int64_t *added, sg_error *err)
 
 int sg_store_last_event_id(sg_store *s, int64_t *id, sg_error *err)
 {
-    return count_rows(s, "SELECT coalesce(max(id), 0) FROM event", 0, id, err);
+    return sg_store_query_int(s, "SELECT coalesce(max(id), 0) FROM event", 0, id, err);
 }
 
 int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *cursor,
@@ -1232,7 +1182,7 @@ int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *c
                            "SELECT max(id), max(received_at) FROM (SELECT id, received_at "
                            "FROM event WHERE id > ?1 ORDER BY id LIMIT ?2)",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "pruning the journal in");
+        return sg_store_db_error(s, err, "pruning the journal in");
     sqlite3_bind_int64(st, 1, *cursor);
     sqlite3_bind_int64(st, 2, limit);
     int rc = sqlite3_step(st);
@@ -1241,7 +1191,7 @@ int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *c
     int64_t newest = rc == SQLITE_ROW ? sqlite3_column_int64(st, 1) : 0;
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW)
-        return db_error(s, err, "pruning the journal in");
+        return sg_store_db_error(s, err, "pruning the journal in");
     *deleted = 0;
     *more = false;
     if (empty)
@@ -1250,14 +1200,14 @@ int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *c
                            "DELETE FROM event WHERE id > ?1 AND id <= ?2 AND received_at < ?3 "
                            "AND state IN ('forwarded', 'suppressed', 'dropped', 'superseded')",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "pruning the journal in");
+        return sg_store_db_error(s, err, "pruning the journal in");
     sqlite3_bind_int64(st, 1, *cursor);
     sqlite3_bind_int64(st, 2, last);
     sqlite3_bind_int64(st, 3, before);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
-        return db_error(s, err, "pruning the journal in");
+        return sg_store_db_error(s, err, "pruning the journal in");
     *deleted = sqlite3_changes(s->db);
     *cursor = last;
     *more = newest < before;
@@ -1266,17 +1216,17 @@ int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *c
 
 int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds, sg_error *err)
 {
-    int rc = count_rows(s, "SELECT count(*) FROM ledger", 0, builds, err);
+    int rc = sg_store_query_int(s, "SELECT count(*) FROM ledger", 0, builds, err);
     if (rc)
         return rc;
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "SELECT DISTINCT source, job FROM ledger", -1, &st, NULL) !=
         SQLITE_OK)
-        return db_error(s, err, "reading the ledger in");
+        return sg_store_db_error(s, err, "reading the ledger in");
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1));
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : db_error(s, err, "reading the ledger in");
+    return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "reading the ledger in");
 }
 
 int sg_store_index_each(sg_store *s, int64_t id, const sg_index_visitor *v, void *ud, sg_error *err)
@@ -1286,7 +1236,7 @@ int sg_store_index_each(sg_store *s, int64_t id, const sg_index_visitor *v, void
                            "SELECT source, job, cursor_ms, last_completed FROM build_index "
                            "WHERE snapshot_id = ?",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "reading the build index in");
+        return sg_store_db_error(s, err, "reading the build index in");
     sqlite3_bind_int64(st, 1, id);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1299,16 +1249,16 @@ int sg_store_index_each(sg_store *s, int64_t id, const sg_index_visitor *v, void
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
-        return db_error(s, err, "reading the build index in");
+        return sg_store_db_error(s, err, "reading the build index in");
     if (sqlite3_prepare_v2(s->db, "SELECT source, job, number FROM posted WHERE snapshot_id = ?",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "reading the build index in");
+        return sg_store_db_error(s, err, "reading the build index in");
     sqlite3_bind_int64(st, 1, id);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         v->posted(ud, (const char *)sqlite3_column_text(st, 0),
                   (const char *)sqlite3_column_text(st, 1), sqlite3_column_int64(st, 2));
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : db_error(s, err, "reading the build index in");
+    return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "reading the build index in");
 }
 
 int sg_store_baseline(sg_store *s, int64_t *snapshot_id, sg_error *err)
@@ -1318,12 +1268,12 @@ int sg_store_baseline(sg_store *s, int64_t *snapshot_id, sg_error *err)
                            "SELECT coalesce(max(id), 0) FROM snapshot WHERE state = 'complete' "
                            "AND profile != 'none'",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "reading snapshots in");
+        return sg_store_db_error(s, err, "reading snapshots in");
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         *snapshot_id = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 0 : db_error(s, err, "reading snapshots in");
+    return rc == SQLITE_ROW ? 0 : sg_store_db_error(s, err, "reading snapshots in");
 }
 
 #define EVENT_COLUMNS                                                                              \
@@ -1364,7 +1314,8 @@ static int each_event(sg_store *s, sqlite3_stmt *st, sg_event_fn fn, void *ud, s
             break;
     }
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_error(s, err, "reading events in");
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0
+                                                 : sg_store_db_error(s, err, "reading events in");
 }
 
 int sg_store_events_pending(sg_store *s, int64_t after_gen, int64_t after_id, int limit,
@@ -1375,7 +1326,7 @@ int sg_store_events_pending(sg_store *s, int64_t after_gen, int64_t after_id, in
                            "SELECT " EVENT_COLUMNS " FROM event WHERE state = 'pending' AND "
                            "(qgen, id) > (?1, ?2) ORDER BY qgen, id LIMIT ?3",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "reading events in");
+        return sg_store_db_error(s, err, "reading events in");
     sqlite3_bind_int64(st, 1, after_gen);
     sqlite3_bind_int64(st, 2, after_id);
     sqlite3_bind_int(st, 3, limit);
@@ -1388,12 +1339,12 @@ int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err)
     if (sqlite3_prepare_v2(s->db,
                            "SELECT coalesce(max(qgen), 0) FROM event WHERE state = 'pending'", -1,
                            &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "reading the delivery queue in");
+        return sg_store_db_error(s, err, "reading the delivery queue in");
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         *gen = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 0 : db_error(s, err, "reading the delivery queue in");
+    return rc == SQLITE_ROW ? 0 : sg_store_db_error(s, err, "reading the delivery queue in");
 }
 
 /* ---- the held queue ---- */
@@ -1410,7 +1361,7 @@ static sqlite3_stmt *held_stmt(sg_store *s, const char *sql, const sg_hold_filte
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        db_error(s, err, "changing held events in");
+        sg_store_db_error(s, err, "changing held events in");
         return NULL;
     }
     bind_text_or_null(st, 1, f->all ? NULL : f->source);
@@ -1427,7 +1378,7 @@ static int held_step(sg_store *s, sqlite3_stmt *st, int64_t *changed, sg_error *
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
-        return db_error(s, err, "changing held events in");
+        return sg_store_db_error(s, err, "changing held events in");
     *changed = sqlite3_changes(s->db);
     return 0;
 }
@@ -1456,10 +1407,10 @@ static int release_newest(sg_store *s, const sg_hold_filter *f, int64_t qgen, in
      * newest held one is superseded and the newest released. */
     int64_t picked = 0, gone = 0, moved = 0;
     int rc;
-    if ((rc = exec(s,
-                   "CREATE TEMP TABLE IF NOT EXISTS release_job (source TEXT, job TEXT, "
-                   "PRIMARY KEY (source, job)) WITHOUT ROWID; DELETE FROM release_job",
-                   err, "releasing held events in")) ||
+    if ((rc = sg_store_exec(s,
+                            "CREATE TEMP TABLE IF NOT EXISTS release_job (source TEXT, job TEXT, "
+                            "PRIMARY KEY (source, job)) WITHOUT ROWID; DELETE FROM release_job",
+                            err, "releasing held events in")) ||
         (rc = held_exec(s,
                         "INSERT OR IGNORE INTO release_job SELECT source, job FROM event "
                         "WHERE " HELD_WHERE " ORDER BY id LIMIT ?3",
@@ -1539,7 +1490,7 @@ int sg_store_held_summary(sg_store *s, int64_t limit, sg_held_fn fn, void *ud, i
                            "WHERE state = 'held' GROUP BY source, job "
                            "ORDER BY 3 DESC, source, job LIMIT ?1",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "reading held events in");
+        return sg_store_db_error(s, err, "reading held events in");
     sqlite3_bind_int64(st, 1, limit > 0 ? limit : 1);
     int64_t total = 0, groups = 0;
     int rc;
@@ -1551,7 +1502,7 @@ int sg_store_held_summary(sg_store *s, int64_t limit, sg_held_fn fn, void *ud, i
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
-        return db_error(s, err, "reading held events in");
+        return sg_store_db_error(s, err, "reading held events in");
     if (held)
         *held = total;
     if (jobs)
@@ -1575,7 +1526,7 @@ int sg_store_sample_keys(sg_store *s, int64_t snapshot_id, const char *glob, int
             "WHERE snapshot_key.id = ?1 + seq.i * step.n AND snapshot_key.id <= ?2 "
             "AND expire_at_ms IS NULL AND (?3 IS NULL OR CAST(key AS TEXT) GLOB ?3) LIMIT ?5",
             -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "sampling snapshot keys in");
+        return sg_store_db_error(s, err, "sampling snapshot keys in");
     sqlite3_bind_int64(st, 1, KEY_ID(snapshot_id, 0));
     sqlite3_bind_int64(st, 2, KEY_ID(snapshot_id, KEY_ID_MAX_SEQ));
     bind_text_or_null(st, 3, glob);
@@ -1594,8 +1545,9 @@ int sg_store_sample_keys(sg_store *s, int64_t snapshot_id, const char *glob, int
             break;
     }
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0
-                                                 : db_error(s, err, "sampling snapshot keys in");
+    return rc == SQLITE_DONE || rc == SQLITE_ROW
+               ? 0
+               : sg_store_db_error(s, err, "sampling snapshot keys in");
 }
 
 /* ---- episodes ---- */
@@ -1606,14 +1558,14 @@ int sg_store_episode_open(sg_store *s, int64_t at, const char *cause, const char
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "INSERT INTO episode(started_at, cause, detail) VALUES (?, ?, ?)",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "recording an episode in");
+        return sg_store_db_error(s, err, "recording an episode in");
     sqlite3_bind_int64(st, 1, at);
     sqlite3_bind_text(st, 2, cause, -1, SQLITE_STATIC);
     bind_text_or_null(st, 3, detail);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
-        return db_error(s, err, "recording an episode in");
+        return sg_store_db_error(s, err, "recording an episode in");
     *id = sqlite3_last_insert_rowid(s->db);
     return 0;
 }
@@ -1626,13 +1578,13 @@ int sg_store_episode_update(sg_store *s, int64_t id, int64_t ended_at, const cha
                            "UPDATE episode SET ended_at = coalesce(?2, ended_at), "
                            "detail = coalesce(detail || '; ' || ?3, ?3, detail) WHERE id = ?1",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "recording an episode in");
+        return sg_store_db_error(s, err, "recording an episode in");
     sqlite3_bind_int64(st, 1, id);
     bind_int_or_null(st, 2, ended_at);
     bind_text_or_null(st, 3, detail);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : db_error(s, err, "recording an episode in");
+    return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "recording an episode in");
 }
 
 int sg_store_events_query(sg_store *s, const char *state, const char *kind, const char *job,
@@ -1644,7 +1596,7 @@ int sg_store_events_query(sg_store *s, const char *state, const char *kind, cons
                            "AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR job = ?3) "
                            "ORDER BY id DESC LIMIT ?4",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "reading events in");
+        return sg_store_db_error(s, err, "reading events in");
     bind_text_or_null(st, 1, state);
     bind_text_or_null(st, 2, kind);
     bind_text_or_null(st, 3, job);
@@ -1657,11 +1609,11 @@ int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err)
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "SELECT kind, state, count(*) FROM event GROUP BY kind, state",
                            -1, &st, NULL) != SQLITE_OK)
-        return db_error(s, err, "counting events in");
+        return sg_store_db_error(s, err, "counting events in");
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
            sqlite3_column_int64(st, 2));
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : db_error(s, err, "counting events in");
+    return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "counting events in");
 }
