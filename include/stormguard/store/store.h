@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "stormguard/base/error.h"
+#include "stormguard/store/events.h"
 #include "stormguard/store/snapshots.h"
 
 typedef struct sg_store sg_store;
@@ -51,22 +52,7 @@ void sg_store_free(sg_store *s);
 int sg_store_schema_version(sg_store *s);
 const char *sg_store_path(const sg_store *s);
 
-/* ---- the gate's journal (schema/002_gate.sql) ---- */
-
-/* One journaled request. Strings are borrowed for the call. */
-typedef struct sg_event_row {
-    int64_t id;               /* set by sg_store_event_insert */
-    int64_t received_at;      /* epoch ms */
-    const char *source, *job; /* NULL for pass-through */
-    int64_t number, build_ts;
-    const char *kind, *reason, *state;
-    const char *method, *path, *headers;
-    const void *body;
-    size_t body_len;
-    int64_t attempts, next_attempt_at, done_at;
-    const char *last_error;
-    int64_t qgen; /* queue generation of a pending event (004_held.sql) */
-} sg_event_row;
+/* ---- transactions and the WAL ---- */
 
 /* Copies what the WAL holds into the database. Passive never blocks
  * writers, but under a steady stream of commits it never catches up either,
@@ -92,59 +78,10 @@ int sg_store_begin(sg_store *s, sg_error *err);
 int sg_store_commit(sg_store *s, sg_error *err);
 void sg_store_rollback(sg_store *s);
 
-int sg_store_event_insert(sg_store *s, sg_event_row *row, sg_error *err);
-/* Records a delivery attempt's outcome: state, attempts, next attempt,
- * last error, done_at (0 = NULL). */
-int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t attempts,
-                          int64_t next_attempt_at, const char *last_error, int64_t done_at,
-                          sg_error *err);
-/* Adds a build to the ledger; an existing entry is kept, and *added says
- * which happened. */
-int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
-                        int64_t event_id, bool *added, sg_error *err);
-/* Whether the ledger has the build. */
-int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number, bool *has,
-                        sg_error *err);
-/* Calls fn with every job of the ledger and its highest build number. */
-typedef void (*sg_ledger_newest_fn)(void *ud, const char *source, const char *job, int64_t number);
-int sg_store_ledger_newest(sg_store *s, sg_ledger_newest_fn fn, void *ud, sg_error *err);
-/* The ledger is written in bulk (journal.c, 006_ledger_mark.sql): every
- * event up to *upto that it should hold (kind new or unknown) is in it. */
-int sg_store_ledger_mark(sg_store *s, int64_t *upto, sg_error *err);
-int sg_store_ledger_set_mark(sg_store *s, int64_t upto, sg_error *err);
 /* Rewrites one row as it is (the ledger mark), in the open transaction:
  * its commit writes a page as a journaled event's does, so it tells whether
  * the store takes writes again. */
 int sg_store_probe_write(sg_store *s, sg_error *err);
-/* Adds the builds of the events after the mark to the ledger and moves the
- * mark to the last event, in a transaction of its own; *added counts the
- * builds that were missing. */
-int sg_store_ledger_catch_up(sg_store *s, int64_t *added, sg_error *err);
-
-/* The highest event id journaled so far (0 if none). */
-int sg_store_last_event_id(sg_store *s, int64_t *id, sg_error *err);
-
-/* One chunk of the journal's retention: among the `limit` events after id
- * *cursor, deletes those received before `before` (epoch ms) that are done
- * with (forwarded, suppressed, dropped, superseded; never pending, held or
- * dead). *cursor moves past the chunk; *deleted counts; *more is false once
- * the chunk reached events received at or after `before` (or the end). The
- * ledger keeps its rows: it still tells a second delivery. */
-int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *cursor,
-                          int64_t *deleted, bool *more, sg_error *err);
-
-/* Calls fn for every job with a build in the ledger (the classifier's
- * sg_ledger); *builds gets the number of builds. */
-typedef void (*sg_ledger_fn)(void *ud, const char *source, const char *job);
-int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds, sg_error *err);
-
-/* Pending events after (after_gen, after_id) in queue order (qgen, id), at
- * most limit; the row's pointers are valid during the call only. */
-typedef int (*sg_event_fn)(void *ud, const sg_event_row *row);
-int sg_store_events_pending(sg_store *s, int64_t after_gen, int64_t after_id, int limit,
-                            sg_event_fn fn, void *ud, sg_error *err);
-/* The highest queue generation among pending events (0 if none). */
-int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err);
 
 /* Which held events a release or drop applies to: all, or those of source
  * (NULL: any) whose job matches the glob job (NULL: any); limit > 0: one
@@ -186,14 +123,6 @@ int sg_store_episode_open(sg_store *s, int64_t at, const char *cause, const char
                           int64_t *id, sg_error *err);
 int sg_store_episode_update(sg_store *s, int64_t id, int64_t ended_at, const char *detail,
                             sg_error *err);
-
-/* Events newest first, filtered by state, kind and job (each may be NULL). */
-int sg_store_events_query(sg_store *s, const char *state, const char *kind, const char *job,
-                          int limit, sg_event_fn fn, void *ud, sg_error *err);
-
-/* Calls fn(ud, kind, state, count) for every (kind, state) pair present. */
-typedef void (*sg_count_fn)(void *ud, const char *kind, const char *state, int64_t count);
-int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err);
 
 /* Records an audit entry (flushes, restores). */
 int sg_store_audit(sg_store *s, const char *actor, const char *action, const char *detail,
