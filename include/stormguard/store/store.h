@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "stormguard/base/error.h"
+#include "stormguard/store/episodes.h"
 #include "stormguard/store/events.h"
 #include "stormguard/store/held.h"
 #include "stormguard/store/snapshots.h"
@@ -83,16 +84,5 @@ void sg_store_rollback(sg_store *s);
  * its commit writes a page as a journaled event's does, so it tells whether
  * the store takes writes again. */
 int sg_store_probe_write(sg_store *s, sg_error *err);
-
-/* Episodes: a wipe or a storm, opened when detected; the update sets
- * ended_at (0: unchanged) and appends to the detail (NULL: unchanged). */
-int sg_store_episode_open(sg_store *s, int64_t at, const char *cause, const char *detail,
-                          int64_t *id, sg_error *err);
-int sg_store_episode_update(sg_store *s, int64_t id, int64_t ended_at, const char *detail,
-                            sg_error *err);
-
-/* Records an audit entry (flushes, restores). */
-int sg_store_audit(sg_store *s, const char *actor, const char *action, const char *detail,
-                   sg_error *err);
 
 #endif
