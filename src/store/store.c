@@ -1,8 +1,10 @@
 /* The SQLite store (store.h): one connection, explicit pragmas, migrations
- * from the embedded schema, prepared statements for the hot paths. */
+ * from the embedded schema, transactions and checkpoints, and the helpers
+ * the table families share (store_int.h): the error messages and the cache
+ * of prepared statements for the hot paths, whose SQL each family's file
+ * holds (snapshots.c, events.c, held.c, episodes.c). */
 #include "stormguard/store/store.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>

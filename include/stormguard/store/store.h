@@ -1,7 +1,11 @@
-/* The one SQLite database: snapshots of Redis keys, the build index decoded
- * from them, and (later) the gate's journal. Opened in WAL mode with explicit
+/* The one SQLite database: the connection (opened in WAL mode with explicit
  * pragmas, created 0600, migrated on open from the schema/ files embedded at
- * build time. An sg_store is used by one thread at a time. */
+ * build time), its transactions and its WAL. What the database holds is
+ * declared by table family in the headers included here, so that callers
+ * include this one: snapshots.h (snapshots and the build index), events.h
+ * (the gate's journal and the ledger), held.h (the held queue), episodes.h
+ * (episodes and the audit log). An sg_store is used by one thread at a
+ * time. */
 #ifndef STORMGUARD_STORE_H
 #define STORMGUARD_STORE_H
 
@@ -27,6 +31,8 @@ typedef struct sg_migration {
 extern const sg_migration sg_migrations[];
 extern const int sg_migration_count;
 
+/* PRAGMA synchronous of the store's commits. The parser takes "normal" or
+ * "full" in any case and writes *out only on success (else SG_EINVAL). */
 typedef enum sg_sync_mode { SG_SYNC_NORMAL = 0, SG_SYNC_FULL } sg_sync_mode;
 int sg_sync_mode_parse(const char *s, sg_sync_mode *out);
 const char *sg_sync_mode_name(sg_sync_mode m);
@@ -46,12 +52,16 @@ typedef struct sg_store_options {
 } sg_store_options;
 
 /* Opens (creating with mode 0600 and its directory if needed) and migrates
- * the database at path. */
+ * the database at path; opt may be NULL (all defaults). *out is written
+ * only on success. */
 int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out, sg_error *err);
+/* Closes the connection, rolling back a snapshot still being written
+ * (sg_store_snapshot_abort). Accepts NULL. */
 void sg_store_free(sg_store *s);
 
-/* The schema version (PRAGMA user_version). */
+/* The schema version (PRAGMA user_version); -1 if it cannot be read. */
 int sg_store_schema_version(sg_store *s);
+/* The path the store was opened with; valid until sg_store_free. */
 const char *sg_store_path(const sg_store *s);
 
 /* ---- transactions and the WAL ---- */
