@@ -31,6 +31,28 @@ static sqlite3_stmt *stmt(sg_store *s, int i, sg_error *err)
 
 /* ---- events ---- */
 
+static const char *const state_names[SG_STATE_COUNT] = {
+    [SG_STATE_PENDING] = "pending",       [SG_STATE_FORWARDED] = "forwarded",
+    [SG_STATE_SUPPRESSED] = "suppressed", [SG_STATE_HELD] = "held",
+    [SG_STATE_RELEASED] = "released",     [SG_STATE_DROPPED] = "dropped",
+    [SG_STATE_SUPERSEDED] = "superseded", [SG_STATE_DEAD] = "dead",
+};
+
+const char *sg_event_state_name(sg_event_state state)
+{
+    return (unsigned)state < SG_STATE_COUNT ? state_names[state] : NULL;
+}
+
+int sg_event_state_parse(const char *name, sg_event_state *out)
+{
+    for (int i = 0; name && i < SG_STATE_COUNT; i++)
+        if (!strcmp(name, state_names[i])) {
+            *out = (sg_event_state)i;
+            return 0;
+        }
+    return SG_EINVAL;
+}
+
 #define EVENT_COLUMNS                                                                              \
     "id, received_at, source, job, number, build_ts, kind, reason, state, method, path, "          \
     "headers, body, attempts, next_attempt_at, last_error, done_at, qgen"

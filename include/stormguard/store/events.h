@@ -20,6 +20,30 @@ typedef struct sg_store sg_store;
 
 /* ---- events ---- */
 
+/* The states of an event: the store's one vocabulary of them. Their names
+ * are the event table's CHECK list (schema/002_gate.sql, kept by
+ * 005_event_checks.sql), in its order; sg_event_row.state and the state
+ * arguments below hold those names. */
+typedef enum sg_event_state {
+    SG_STATE_PENDING,    /* in the delivery queue: not yet accepted downstream */
+    SG_STATE_FORWARDED,  /* the downstream accepted it */
+    SG_STATE_SUPPRESSED, /* a replay (the ledger's or the classifier's): never forwarded */
+    SG_STATE_HELD,       /* kept back in a storm until released (pending again) or dropped */
+    SG_STATE_RELEASED,   /* in the schema's list, but a release makes an event pending */
+    SG_STATE_DROPPED,    /* by an operator while held, or on arrival (on_storm = drop) */
+    SG_STATE_SUPERSEDED, /* held below a newer held build of its job that was released */
+    SG_STATE_DEAD,       /* refused (4xx) or too old (max_age): never retried */
+    SG_STATE_COUNT
+} sg_event_state;
+
+/* The state's name as the event table stores it ("pending"); NULL for a
+ * value that is no state (SG_STATE_COUNT included). The string is static. */
+const char *sg_event_state_name(sg_event_state state);
+/* The state named name, exactly as the table stores it (case matters);
+ * *out is written only on success. Returns 0, or SG_EINVAL for NULL or any
+ * other string. */
+int sg_event_state_parse(const char *name, sg_event_state *out);
+
 /* One journaled request. Strings are borrowed for the call. */
 typedef struct sg_event_row {
     int64_t id;               /* set by sg_store_event_insert */
