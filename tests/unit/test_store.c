@@ -1225,6 +1225,66 @@ static int64_t put_event(sg_store *s, const char *state, const char *job, int64_
     return r.id;
 }
 
+/* ---- event states ---- */
+
+/* The newest CHECK of the event table's state in the migrations: the text
+ * from "CHECK (state " to the first ')' (an IN list's or the comparisons'
+ * end), the one that names 'pending'. */
+static const char *state_check(const char **end)
+{
+    const char *found = NULL;
+    for (int i = 0; i < sg_migration_count; i++)
+        for (const char *p = sg_migrations[i].sql; (p = strstr(p, "CHECK (state ")); p++) {
+            const char *close = strchr(p, ')');
+            const char *pending = strstr(p, "'pending'");
+            if (close && pending && pending < close) {
+                found = p;
+                *end = close;
+            }
+        }
+    return found;
+}
+
+/* sg_event_state's names are the schema's CHECK list in its order, each
+ * parses back, nothing else parses, and the store takes every one. */
+static void event_states(void **state)
+{
+    fixture *f = *state;
+    const char *end = NULL, *check = state_check(&end);
+    assert_non_null(check);
+    int n = 0;
+    for (const char *q = strchr(check, '\''); q && q < end; q = strchr(q + 1, '\'')) {
+        const char *close = strchr(q + 1, '\'');
+        assert_non_null(close);
+        assert_true(n < SG_STATE_COUNT);
+        const char *name = sg_event_state_name((sg_event_state)n);
+        assert_non_null(name);
+        if (strlen(name) != (size_t)(close - q - 1) || memcmp(name, q + 1, strlen(name)))
+            fail_msg("state %d is %s, the schema's is %.*s", n, name, (int)(close - q - 1), q + 1);
+        sg_event_state parsed = SG_STATE_COUNT;
+        assert_int_equal(sg_event_state_parse(name, &parsed), 0);
+        assert_int_equal(parsed, n);
+        n++;
+        q = close;
+    }
+    assert_int_equal(n, SG_STATE_COUNT);
+    assert_null(sg_event_state_name(SG_STATE_COUNT));
+    assert_null(sg_event_state_name((sg_event_state)(SG_STATE_COUNT + 1)));
+
+    sg_event_state kept = SG_STATE_DEAD; /* a failed parse leaves it */
+    const char *const bad[] = {"", "Pending", "pending ", "pend", "lost", "complete"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(sg_event_state_parse(bad[i], &kept), SG_EINVAL);
+    assert_int_equal(sg_event_state_parse(NULL, &kept), SG_EINVAL);
+    assert_int_equal(kept, SG_STATE_DEAD);
+
+    sg_store *s = open_ok(f->db, NULL);
+    for (int i = 0; i < SG_STATE_COUNT; i++)
+        put_event(s, sg_event_state_name((sg_event_state)i), "job", i + 1, 0);
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "SELECT count(DISTINCT state) FROM event"), SG_STATE_COUNT);
+}
+
 typedef struct pending_seen {
     int64_t ids[16];
     int n;
@@ -1737,6 +1797,7 @@ int main(void)
         T(last_good_reference),
         T(prune_never_keeps_suspect_as_good),
         T(audit),
+        T(event_states),
         T(held_release_order),
         T(held_release_chunks),
         T(events_prune),

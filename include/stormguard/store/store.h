@@ -1,7 +1,11 @@
-/* The one SQLite database: snapshots of Redis keys, the build index decoded
- * from them, and (later) the gate's journal. Opened in WAL mode with explicit
+/* The one SQLite database: the connection (opened in WAL mode with explicit
  * pragmas, created 0600, migrated on open from the schema/ files embedded at
- * build time. An sg_store is used by one thread at a time. */
+ * build time), its transactions and its WAL. What the database holds is
+ * declared by table family in the headers included here, so that callers
+ * include this one: snapshots.h (snapshots and the build index), events.h
+ * (the gate's journal and the ledger), held.h (the held queue), episodes.h
+ * (episodes and the audit log). An sg_store is used by one thread at a
+ * time. */
 #ifndef STORMGUARD_STORE_H
 #define STORMGUARD_STORE_H
 
@@ -10,6 +14,10 @@
 #include <stdint.h>
 
 #include "stormguard/base/error.h"
+#include "stormguard/store/episodes.h"
+#include "stormguard/store/events.h"
+#include "stormguard/store/held.h"
+#include "stormguard/store/snapshots.h"
 
 typedef struct sg_store sg_store;
 
@@ -23,6 +31,8 @@ typedef struct sg_migration {
 extern const sg_migration sg_migrations[];
 extern const int sg_migration_count;
 
+/* PRAGMA synchronous of the store's commits. The parser takes "normal" or
+ * "full" in any case and writes *out only on success (else SG_EINVAL). */
 typedef enum sg_sync_mode { SG_SYNC_NORMAL = 0, SG_SYNC_FULL } sg_sync_mode;
 int sg_sync_mode_parse(const char *s, sg_sync_mode *out);
 const char *sg_sync_mode_name(sg_sync_mode m);
@@ -42,129 +52,19 @@ typedef struct sg_store_options {
 } sg_store_options;
 
 /* Opens (creating with mode 0600 and its directory if needed) and migrates
- * the database at path. */
+ * the database at path; opt may be NULL (all defaults). *out is written
+ * only on success. */
 int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out, sg_error *err);
+/* Closes the connection, rolling back a snapshot still being written
+ * (sg_store_snapshot_abort). Accepts NULL. */
 void sg_store_free(sg_store *s);
 
-/* The schema version (PRAGMA user_version). */
+/* The schema version (PRAGMA user_version); -1 if it cannot be read. */
 int sg_store_schema_version(sg_store *s);
+/* The path the store was opened with; valid until sg_store_free. */
 const char *sg_store_path(const sg_store *s);
 
-/* ---- snapshots ---- */
-
-typedef struct sg_snapshot_info {
-    int64_t id;
-    int64_t taken_at_ms;
-    char *reason;
-    char *redis; /* redacted URL */
-    char *redis_version;
-    char *profile;
-    char *selection; /* what was selected: patterns, or "all keys" */
-    int64_t key_count;
-    int64_t bytes;
-    int64_t vanished; /* keys that disappeared between SCAN and DUMP */
-    double seconds;
-    char *state;           /* complete | partial | suspect */
-    int db;                /* database taken, or -1 for several (a FLUSHALL) */
-    char *profile_pattern; /* the profile's pattern ("igor:*"); NULL without profile */
-    int64_t profile_keys;  /* keys matching profile_pattern; -1 when not counted */
-    char *suspect_reason;  /* why the state is suspect; NULL otherwise */
-} sg_snapshot_info;
-
-void sg_snapshot_info_close(sg_snapshot_info *info);
-
-/* Commits the snapshot's current slice if it has held the write lock for
- * its time (50 ms), letting other writers in. sg_store_snapshot_add_key does
- * this itself; a snapshot that goes a while without adding keys (skipping
- * keys it does not take, waiting for Redis) calls it. */
-int sg_store_snapshot_yield(sg_store *s, sg_error *err);
-
-/* Starts writing a snapshot: one transaction until commit or abort. Of meta,
- * taken_at_ms, reason, redis, redis_version, profile, selection, db and
- * profile_pattern are recorded. */
-int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *meta, int64_t *id, sg_error *err);
-int sg_store_snapshot_add_key(sg_store *s, int db, const void *key, size_t key_len,
-                              int64_t expire_at_ms, const void *payload, size_t payload_len,
-                              sg_error *err);
-/* Build index rows decoded by the profile (see profile.h). NULL fields are
- * left unchanged when a job's row already exists. */
-int sg_store_index_cursor(sg_store *s, const char *source, size_t source_len, const char *job,
-                          size_t job_len, int64_t cursor_ms, sg_error *err);
-int sg_store_index_ci(sg_store *s, const char *source, size_t source_len, const char *job,
-                      size_t job_len, bool running, int64_t number, sg_error *err);
-int sg_store_index_posted(sg_store *s, const char *source, size_t source_len, const char *job,
-                          size_t job_len, int64_t number, sg_error *err);
-int sg_store_index_docker(sg_store *s, const char *account, size_t account_len,
-                          const char *repository, size_t repository_len, const char *tag,
-                          size_t tag_len, const char *digest, size_t digest_len, sg_error *err);
-/* Finishes the snapshot row with the totals (key_count, bytes, vanished,
- * seconds, state, and for a snapshot begun with a profile_pattern,
- * profile_keys and suspect_reason), and commits. */
-int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *totals, sg_error *err);
-/* Rolls back everything since begin. Safe to call when nothing is open. */
-void sg_store_snapshot_abort(sg_store *s);
-
-typedef struct sg_index_counts {
-    int64_t jobs, posted, docker_tags;
-} sg_index_counts;
-int sg_store_index_counts(sg_store *s, int64_t snapshot_id, sg_index_counts *out, sg_error *err);
-
-/* Lists snapshots newest first; caller frees with sg_snapshot_list_free. */
-int sg_store_snapshot_list(sg_store *s, sg_snapshot_info **out, size_t *count, sg_error *err);
-void sg_snapshot_list_free(sg_snapshot_info *list, size_t count);
-
-/* Looks up one snapshot; id 0 means the latest complete one (never a partial
- * or suspect one; those are found by their id only). */
-int sg_store_snapshot_get(sg_store *s, int64_t id, sg_snapshot_info *out, sg_error *err);
-
-/* The last good snapshot of a profile: the newest complete snapshot of the
- * same server (redacted URL), database and profile pattern whose profile
- * keys were counted. It is what a new snapshot's profile key count is compared
- * with, and what a rewarm restores by default. *id is 0 (and *profile_keys
- * untouched) if there is none. Sees the caller's open snapshot transaction,
- * whose own row is not complete yet. */
-int sg_store_last_good(sg_store *s, const char *redis, int db, const char *profile_pattern,
-                       int64_t *id, int64_t *profile_keys, sg_error *err);
-
-/* Deletes snapshots beyond the newest `keep` (0: no count limit) or older
- * than max_age_s (0: no age limit), never the latest complete one nor the
- * baseline (sg_store_baseline): partial and suspect snapshots do not count as
- * good ones and go by the limits like any other. */
-int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *pruned,
-                            sg_error *err);
-
-/* Iterates a snapshot's keys in the order they were taken. The row's
- * pointers stay valid until the next call to next or close. */
-typedef struct sg_key_iter sg_key_iter;
-typedef struct sg_key_row {
-    int db;
-    const void *key;
-    size_t key_len;
-    int64_t expire_at_ms; /* 0: no expiry */
-    const void *payload;
-    size_t payload_len;
-} sg_key_row;
-int sg_store_keys_open(sg_store *s, int64_t snapshot_id, sg_key_iter **out, sg_error *err);
-/* Returns 1 with a row, 0 at the end, or a negative error. */
-int sg_key_iter_next(sg_key_iter *it, sg_key_row *row, sg_error *err);
-void sg_key_iter_free(sg_key_iter *it);
-
-/* ---- the gate's journal (schema/002_gate.sql) ---- */
-
-/* One journaled request. Strings are borrowed for the call. */
-typedef struct sg_event_row {
-    int64_t id;               /* set by sg_store_event_insert */
-    int64_t received_at;      /* epoch ms */
-    const char *source, *job; /* NULL for pass-through */
-    int64_t number, build_ts;
-    const char *kind, *reason, *state;
-    const char *method, *path, *headers;
-    const void *body;
-    size_t body_len;
-    int64_t attempts, next_attempt_at, done_at;
-    const char *last_error;
-    int64_t qgen; /* queue generation of a pending event (004_held.sql) */
-} sg_event_row;
+/* ---- transactions and the WAL ---- */
 
 /* Copies what the WAL holds into the database. Passive never blocks
  * writers, but under a steady stream of commits it never catches up either,
@@ -190,131 +90,9 @@ int sg_store_begin(sg_store *s, sg_error *err);
 int sg_store_commit(sg_store *s, sg_error *err);
 void sg_store_rollback(sg_store *s);
 
-int sg_store_event_insert(sg_store *s, sg_event_row *row, sg_error *err);
-/* Records a delivery attempt's outcome: state, attempts, next attempt,
- * last error, done_at (0 = NULL). */
-int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t attempts,
-                          int64_t next_attempt_at, const char *last_error, int64_t done_at,
-                          sg_error *err);
-/* Adds a build to the ledger; an existing entry is kept, and *added says
- * which happened. */
-int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
-                        int64_t event_id, bool *added, sg_error *err);
-/* Whether the ledger has the build. */
-int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number, bool *has,
-                        sg_error *err);
-/* Calls fn with every job of the ledger and its highest build number. */
-typedef void (*sg_ledger_newest_fn)(void *ud, const char *source, const char *job, int64_t number);
-int sg_store_ledger_newest(sg_store *s, sg_ledger_newest_fn fn, void *ud, sg_error *err);
-/* The ledger is written in bulk (journal.c, 006_ledger_mark.sql): every
- * event up to *upto that it should hold (kind new or unknown) is in it. */
-int sg_store_ledger_mark(sg_store *s, int64_t *upto, sg_error *err);
-int sg_store_ledger_set_mark(sg_store *s, int64_t upto, sg_error *err);
 /* Rewrites one row as it is (the ledger mark), in the open transaction:
  * its commit writes a page as a journaled event's does, so it tells whether
  * the store takes writes again. */
 int sg_store_probe_write(sg_store *s, sg_error *err);
-/* Adds the builds of the events after the mark to the ledger and moves the
- * mark to the last event, in a transaction of its own; *added counts the
- * builds that were missing. */
-int sg_store_ledger_catch_up(sg_store *s, int64_t *added, sg_error *err);
-
-/* The highest event id journaled so far (0 if none). */
-int sg_store_last_event_id(sg_store *s, int64_t *id, sg_error *err);
-
-/* One chunk of the journal's retention: among the `limit` events after id
- * *cursor, deletes those received before `before` (epoch ms) that are done
- * with (forwarded, suppressed, dropped, superseded; never pending, held or
- * dead). *cursor moves past the chunk; *deleted counts; *more is false once
- * the chunk reached events received at or after `before` (or the end). The
- * ledger keeps its rows: it still tells a second delivery. */
-int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *cursor,
-                          int64_t *deleted, bool *more, sg_error *err);
-
-/* Calls fn for every job with a build in the ledger (the classifier's
- * sg_ledger); *builds gets the number of builds. */
-typedef void (*sg_ledger_fn)(void *ud, const char *source, const char *job);
-int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds, sg_error *err);
-
-/* Calls the visitor for every row of a snapshot's build index. */
-typedef struct sg_index_visitor {
-    void (*cursor)(void *ud, const char *source, const char *job, int64_t cursor_ms);
-    void (*completed)(void *ud, const char *source, const char *job, int64_t number);
-    void (*posted)(void *ud, const char *source, const char *job, int64_t number);
-} sg_index_visitor;
-int sg_store_index_each(sg_store *s, int64_t snapshot_id, const sg_index_visitor *v, void *ud,
-                        sg_error *err);
-
-/* The newest complete snapshot taken with a profile (the classification
- * baseline; a suspect snapshot never is); 0 if none. */
-int sg_store_baseline(sg_store *s, int64_t *snapshot_id, sg_error *err);
-
-/* Pending events after (after_gen, after_id) in queue order (qgen, id), at
- * most limit; the row's pointers are valid during the call only. */
-typedef int (*sg_event_fn)(void *ud, const sg_event_row *row);
-int sg_store_events_pending(sg_store *s, int64_t after_gen, int64_t after_id, int limit,
-                            sg_event_fn fn, void *ud, sg_error *err);
-/* The highest queue generation among pending events (0 if none). */
-int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err);
-
-/* Which held events a release or drop applies to: all, or those of source
- * (NULL: any) whose job matches the glob job (NULL: any); limit > 0: one
- * chunk of at most that many, oldest first (see below). */
-typedef struct sg_hold_filter {
-    bool all;
-    const char *source;
-    const char *job;
-    int64_t limit;
-    int64_t max_id; /* > 0: only events up to this id (those journaled before the command) */
-} sg_hold_filter;
-
-/* Held events of f become pending in queue generation qgen. With
- * newest_only, the held builds of each job below its newest held build are
- * superseded (never forwarded) and only the newest released. Counts go to
- * *released, *superseded. With f->limit, one chunk: the limit oldest held
- * events (with newest_only: all held events of their jobs); *more says
- * whether another chunk may find some, so a million events are released in
- * many short transactions. */
-int sg_store_held_release(sg_store *s, const sg_hold_filter *f, bool newest_only, int64_t qgen,
-                          int64_t now, int64_t *released, int64_t *superseded, bool *more,
-                          sg_error *err);
-/* Held events of f become dropped with reason; the count goes to *dropped.
- * Chunked by f->limit like a release. */
-int sg_store_held_drop(sg_store *s, const sg_hold_filter *f, const char *reason, int64_t now,
-                       int64_t *dropped, bool *more, sg_error *err);
-/* Calls fn for the (source, job) pairs with held events, most held first,
- * at most limit of them: count, lowest and highest build number. Strings
- * are valid during the call only. *held and *jobs (may be NULL) get the
- * totals over all pairs. */
-typedef void (*sg_held_fn)(void *ud, const char *source, const char *job, int64_t count,
-                           int64_t oldest, int64_t newest);
-int sg_store_held_summary(sg_store *s, int64_t limit, sg_held_fn fn, void *ud, int64_t *held,
-                          int64_t *jobs, sg_error *err);
-
-/* Calls fn with up to n keys of snapshot_id spread over it: keys without
- * expiry that match glob (NULL: any) and hold no NUL byte. The string is
- * valid during the call; fn returns non-zero to stop. */
-typedef int (*sg_key_fn)(void *ud, const char *key);
-int sg_store_sample_keys(sg_store *s, int64_t snapshot_id, const char *glob, int n, sg_key_fn fn,
-                         void *ud, sg_error *err);
-
-/* Episodes: a wipe or a storm, opened when detected; the update sets
- * ended_at (0: unchanged) and appends to the detail (NULL: unchanged). */
-int sg_store_episode_open(sg_store *s, int64_t at, const char *cause, const char *detail,
-                          int64_t *id, sg_error *err);
-int sg_store_episode_update(sg_store *s, int64_t id, int64_t ended_at, const char *detail,
-                            sg_error *err);
-
-/* Events newest first, filtered by state, kind and job (each may be NULL). */
-int sg_store_events_query(sg_store *s, const char *state, const char *kind, const char *job,
-                          int limit, sg_event_fn fn, void *ud, sg_error *err);
-
-/* Calls fn(ud, kind, state, count) for every (kind, state) pair present. */
-typedef void (*sg_count_fn)(void *ud, const char *kind, const char *state, int64_t count);
-int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err);
-
-/* Records an audit entry (flushes, restores). */
-int sg_store_audit(sg_store *s, const char *actor, const char *action, const char *detail,
-                   sg_error *err);
 
 #endif

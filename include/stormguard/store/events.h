@@ -1,0 +1,132 @@
+/* The gate's journal in the store (schema/002_gate.sql, 004_held.sql,
+ * 005_event_checks.sql, 006_ledger_mark.sql): one event row per request the
+ * gate answered 2xx, the delivery queue of the pending ones in (qgen, id)
+ * order, their retention, and the ledger of every build accepted for
+ * forwarding, which survives a Redis wipe. The journal's writer thread
+ * writes them in its group commit (sg_store_begin/commit); the gate reads
+ * them on its own read-only connection. Callers include
+ * stormguard/store/store.h; like every store call, these run on the one
+ * thread using the sg_store. */
+#ifndef STORMGUARD_STORE_EVENTS_H
+#define STORMGUARD_STORE_EVENTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stormguard/base/error.h"
+
+typedef struct sg_store sg_store;
+
+/* ---- events ---- */
+
+/* The states of an event: the store's one vocabulary of them. Their names
+ * are the event table's CHECK list (schema/002_gate.sql, kept by
+ * 005_event_checks.sql), in its order; sg_event_row.state and the state
+ * arguments below hold those names. */
+typedef enum sg_event_state {
+    SG_STATE_PENDING,    /* in the delivery queue: not yet accepted downstream */
+    SG_STATE_FORWARDED,  /* the downstream accepted it */
+    SG_STATE_SUPPRESSED, /* a replay (the ledger's or the classifier's): never forwarded */
+    SG_STATE_HELD,       /* kept back in a storm until released (pending again) or dropped */
+    SG_STATE_RELEASED,   /* in the schema's list, but a release makes an event pending */
+    SG_STATE_DROPPED,    /* by an operator while held, or on arrival (on_storm = drop) */
+    SG_STATE_SUPERSEDED, /* held below a newer held build of its job that was released */
+    SG_STATE_DEAD,       /* refused (4xx) or too old (max_age): never retried */
+    SG_STATE_COUNT
+} sg_event_state;
+
+/* The state's name as the event table stores it ("pending"); NULL for a
+ * value that is no state (SG_STATE_COUNT included). The string is static. */
+const char *sg_event_state_name(sg_event_state state);
+/* The state named name, exactly as the table stores it (case matters);
+ * *out is written only on success. Returns 0, or SG_EINVAL for NULL or any
+ * other string. */
+int sg_event_state_parse(const char *name, sg_event_state *out);
+
+/* One journaled request. Strings are borrowed for the call. */
+typedef struct sg_event_row {
+    int64_t id;               /* set by sg_store_event_insert */
+    int64_t received_at;      /* epoch ms */
+    const char *source, *job; /* NULL for pass-through */
+    int64_t number, build_ts;
+    const char *kind, *reason, *state;
+    const char *method, *path, *headers;
+    const void *body;
+    size_t body_len;
+    int64_t attempts, next_attempt_at, done_at;
+    const char *last_error;
+    int64_t qgen; /* queue generation of a pending event (004_held.sql) */
+} sg_event_row;
+
+/* Journals row (in the caller's transaction, if one is open) and sets
+ * row->id; number, build_ts, next_attempt_at and done_at of 0 are stored
+ * as NULL. */
+int sg_store_event_insert(sg_store *s, sg_event_row *row, sg_error *err);
+/* Records a delivery attempt's outcome: state, attempts, next attempt,
+ * last error, done_at (0 = NULL). Strings are borrowed for the call. */
+int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t attempts,
+                          int64_t next_attempt_at, const char *last_error, int64_t done_at,
+                          sg_error *err);
+
+/* Pending events after (after_gen, after_id) in queue order (qgen, id), at
+ * most limit; the row's pointers are valid during the call only, and fn
+ * returns non-zero to stop. */
+typedef int (*sg_event_fn)(void *ud, const sg_event_row *row);
+int sg_store_events_pending(sg_store *s, int64_t after_gen, int64_t after_id, int limit,
+                            sg_event_fn fn, void *ud, sg_error *err);
+/* The highest queue generation among pending events (0 if none). */
+int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err);
+
+/* Events newest first, filtered by state, kind and job (each may be NULL),
+ * at most limit, passed to fn as by sg_store_events_pending. */
+int sg_store_events_query(sg_store *s, const char *state, const char *kind, const char *job,
+                          int limit, sg_event_fn fn, void *ud, sg_error *err);
+
+/* Calls fn(ud, kind, state, count) for every (kind, state) pair present;
+ * the strings are valid during the call only. */
+typedef void (*sg_count_fn)(void *ud, const char *kind, const char *state, int64_t count);
+int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err);
+
+/* The highest event id journaled so far (0 if none). */
+int sg_store_last_event_id(sg_store *s, int64_t *id, sg_error *err);
+
+/* One chunk of the journal's retention: among the `limit` events after id
+ * *cursor, deletes those received before `before` (epoch ms) that are done
+ * with (forwarded, suppressed, dropped, superseded; never pending, held or
+ * dead). *cursor moves past the chunk; *deleted counts; *more is false once
+ * the chunk reached events received at or after `before` (or the end). The
+ * ledger keeps its rows: it still tells a second delivery. */
+int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *cursor,
+                          int64_t *deleted, bool *more, sg_error *err);
+
+/* ---- the ledger ---- */
+
+/* Adds a build to the ledger; an existing entry is kept, and *added says
+ * which happened. source and job are never NULL. */
+int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
+                        int64_t event_id, bool *added, sg_error *err);
+/* Whether the ledger has the build. */
+int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number, bool *has,
+                        sg_error *err);
+/* Calls fn with every job of the ledger and its highest build number; the
+ * strings are valid during the call only. */
+typedef void (*sg_ledger_newest_fn)(void *ud, const char *source, const char *job, int64_t number);
+int sg_store_ledger_newest(sg_store *s, sg_ledger_newest_fn fn, void *ud, sg_error *err);
+/* Calls fn for every job with a build in the ledger (the classifier's
+ * sg_ledger), strings valid during the call only; *builds gets the number
+ * of builds. */
+typedef void (*sg_ledger_fn)(void *ud, const char *source, const char *job);
+int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds, sg_error *err);
+
+/* The ledger is written in bulk (journal.c, 006_ledger_mark.sql): every
+ * event up to *upto that it should hold (kind new or unknown) is in it. The
+ * setter moves the mark in the caller's transaction, if one is open. */
+int sg_store_ledger_mark(sg_store *s, int64_t *upto, sg_error *err);
+int sg_store_ledger_set_mark(sg_store *s, int64_t upto, sg_error *err);
+/* Adds the builds of the events after the mark to the ledger and moves the
+ * mark to the last event, in a transaction of its own (none may be open);
+ * *added counts the builds that were missing. */
+int sg_store_ledger_catch_up(sg_store *s, int64_t *added, sg_error *err);
+
+#endif
