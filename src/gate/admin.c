@@ -162,9 +162,9 @@ static json_t *status_doc(sg_admin *a)
     json_t *counts = json_object();
     for (int k = 0; k < SG_CORE_KINDS; k++) {
         json_t *by_state = json_object();
-        for (int s = 0; s < SG_CORE_STATES; s++)
+        for (int s = 0; s < SG_STATE_COUNT; s++)
             if (st.counts[k][s])
-                json_object_set_new(by_state, sg_core_state_names[s],
+                json_object_set_new(by_state, sg_event_state_name((sg_event_state)s),
                                     json_integer(st.counts[k][s]));
         json_object_set_new(counts, sg_kind_name((sg_kind)k), by_state);
     }
@@ -271,10 +271,10 @@ static void metrics(sg_admin *a, sg_buf *b)
     }
     sg_metric_family(b, "stormguard_events", "gauge", "Journaled events by kind and state");
     for (int k = 0; k < SG_CORE_KINDS; k++)
-        for (int s = 0; s < SG_CORE_STATES; s++) {
+        for (int s = 0; s < SG_STATE_COUNT; s++) {
             char labels[96];
             snprintf(labels, sizeof labels, "kind=\"%s\",state=\"%s\"", sg_kind_name((sg_kind)k),
-                     sg_core_state_names[s]);
+                     sg_event_state_name((sg_event_state)s));
             sg_metric_sample(b, "stormguard_events", labels, (double)st.counts[k][s]);
         }
     sg_metric_family(b, "stormguard_requests_rejected_total", "counter",
@@ -337,10 +337,10 @@ static void on_events(void *ud, int status, const char *error, const sg_event_ro
         const sg_event_row *r = &rows[i];
         char when[40];
         sg_format_time(r->received_at, when, sizeof when);
-        json_t *o =
-            json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "id", (json_int_t)r->id, "received_at",
-                      when, "kind", r->kind, "state", r->state, "reason", r->reason, "method",
-                      r->method, "path", r->path, "attempts", (json_int_t)r->attempts);
+        json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:I}", "id", (json_int_t)r->id,
+                              "received_at", when, "kind", r->kind, "state",
+                              sg_event_state_name(r->state), "reason", r->reason, "method",
+                              r->method, "path", r->path, "attempts", (json_int_t)r->attempts);
         if (!o)
             continue; /* not UTF-8: left out rather than failing the whole list */
         if (r->source) {
@@ -374,7 +374,14 @@ static void events(sg_admin *a, sg_http_req *req, sg_str path)
         reply_error(req, 400, "kind must be passthrough, new, replay or unknown");
         return;
     }
-    sg_core_events(sg_gate_core(a->gate), has_state ? state : NULL, has_kind ? kind : NULL,
+    sg_event_state st;
+    if (has_state && sg_event_state_parse(state, &st)) {
+        reply_error(req, 400,
+                    "state must be pending, forwarded, suppressed, held, released, dropped, "
+                    "superseded or dead");
+        return;
+    }
+    sg_core_events(sg_gate_core(a->gate), has_state ? &st : NULL, has_kind ? kind : NULL,
                    has_job ? job : NULL, (int)limit, on_events, req);
 }
 

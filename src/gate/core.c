@@ -35,27 +35,6 @@
 #define PRUNE_FIRST_MS 10000   /* the retention's first pass after the start */
 #define PRUNE_EVERY_MS (3600 * 1000LL)
 
-const char *const sg_core_state_names[SG_CORE_STATES] = {
-    "pending", "forwarded", "suppressed", "held", "released", "dropped", "superseded", "dead"};
-enum {
-    ST_PENDING,
-    ST_FORWARDED,
-    ST_SUPPRESSED,
-    ST_HELD,
-    ST_RELEASED,
-    ST_DROPPED,
-    ST_SUPERSEDED,
-    ST_DEAD
-};
-
-static int state_index(const char *s)
-{
-    for (int i = 0; i < SG_CORE_STATES; i++)
-        if (!strcmp(s, sg_core_state_names[i]))
-            return i;
-    return -1;
-}
-
 /* A read of the store off the loop. Serial ones share the core's reader
  * connection, one at a time, in order; the others (operators' queries that
  * may take a second) open a connection of their own and run alongside. */
@@ -100,7 +79,7 @@ struct sg_core {
     int64_t qgen;                  /* generation new pending events join */
     int64_t loaded_gen, loaded_id; /* the last event handed to the deliverer */
 
-    int64_t counts[SG_CORE_KINDS][SG_CORE_STATES];
+    int64_t counts[SG_CORE_KINDS][SG_STATE_COUNT];
     uint64_t received[SG_CORE_KINDS], rejected, unavailable;
     uint64_t fwd_attempts, fwd_failures;
     sg_histogram commit_hist, forward_hist;
@@ -334,10 +313,10 @@ static void on_moved(void *ud, const sg_hold_moved *m)
 {
     sg_core *c = ud;
     int64_t *n = c->counts[SG_KIND_UNKNOWN];
-    n[ST_HELD] -= m->released + m->superseded + m->dropped;
-    n[ST_PENDING] += m->released;
-    n[ST_SUPERSEDED] += m->superseded;
-    n[ST_DROPPED] += m->dropped;
+    n[SG_STATE_HELD] -= m->released + m->superseded + m->dropped;
+    n[SG_STATE_PENDING] += m->released;
+    n[SG_STATE_SUPERSEDED] += m->superseded;
+    n[SG_STATE_DROPPED] += m->dropped;
     if (m->released && !c->stopping)
         spill(c);
 }
@@ -454,18 +433,18 @@ void sg_core_delivered(sg_core *c, sg_fwd_item *it, sg_fwd_outcome outcome, long
     u->op.ud = u;
     switch (outcome) {
     case SG_FWD_DELIVERED:
-        u->op.row.state = "forwarded";
+        u->op.row.state = SG_STATE_FORWARDED;
         u->op.row.done_at = now;
         break;
     case SG_FWD_RETRY:
-        u->op.row.state = "pending";
+        u->op.row.state = SG_STATE_PENDING;
         u->op.row.next_attempt_at = it->next_attempt_at;
         sg_log(SG_LOG_WARN, "forward", "event %lld attempt %lld failed: %s; retrying in %lld ms",
                (long long)it->id, (long long)it->attempts, error ? error : "?",
                (long long)(it->next_attempt_at - now));
         break;
     case SG_FWD_DEAD:
-        u->op.row.state = "dead";
+        u->op.row.state = SG_STATE_DEAD;
         u->op.row.done_at = now;
         sg_log(SG_LOG_ERROR, "forward", "event %lld %s %s is dead after %lld attempts: %s",
                (long long)it->id, it->method, it->path, (long long)it->attempts,
@@ -474,8 +453,8 @@ void sg_core_delivered(sg_core *c, sg_fwd_item *it, sg_fwd_outcome outcome, long
     }
     sg_journal_submit(c->journal, &u->op);
     if (outcome != SG_FWD_RETRY) {
-        c->counts[it->tag][ST_PENDING]--;
-        c->counts[it->tag][outcome == SG_FWD_DELIVERED ? ST_FORWARDED : ST_DEAD]++;
+        c->counts[it->tag][SG_STATE_PENDING]--;
+        c->counts[it->tag][outcome == SG_FWD_DELIVERED ? SG_STATE_FORWARDED : SG_STATE_DEAD]++;
         sg_fwd_item_free(it);
     }
     refill(c);
@@ -535,15 +514,12 @@ static void on_incoming_done(sg_jop *op)
     } else if (op->ledger) {
         c->ledger_builds++;
     }
-    int st = state_index(op->row.state);
-    assert(st >= 0);
+    sg_event_state st = op->row.state;
     c->counts[in->kind][st]++;
     c->received[in->kind]++;
-    in->answer(in->ud, &(sg_answer){.status = 200,
-                                    .id = op->row.id,
-                                    .kind = in->kind,
-                                    .state = sg_core_state_names[st]});
-    if (st == ST_PENDING && !c->stopping) { /* else the next run delivers it */
+    in->answer(in->ud,
+               &(sg_answer){.status = 200, .id = op->row.id, .kind = in->kind, .state = st});
+    if (st == SG_STATE_PENDING && !c->stopping) { /* else the next run delivers it */
         if (!c->spilled && c->has_deliverer && backlog(c) < SPILL_AT) {
             sg_fwd_item *it = sg_xcalloc(1, sizeof *it);
             it->id = op->row.id;
@@ -620,10 +596,10 @@ int sg_core_submit(sg_core *c, const sg_request *rq, sg_answer_fn answer, void *
     r->kind = sg_kind_name(in->kind);
     r->reason = sg_reason_name(why);
     r->state = sg_hold_state(c->hold, in->kind, in->ev.source, &r->last_error);
-    bool pending = !strcmp(r->state, "pending");
+    bool pending = r->state == SG_STATE_PENDING;
     if (forwardable(in->kind))
         sg_ledger_add(&c->ledger, in->ev.source, in->ev.job);
-    r->done_at = pending || !strcmp(r->state, "held") ? 0 : now;
+    r->done_at = pending || r->state == SG_STATE_HELD ? 0 : now;
     r->qgen = pending ? c->qgen : 0;
     r->method = in->method;
     r->path = in->path;
@@ -935,7 +911,7 @@ void sg_core_tick(sg_core *c)
         return;
     int64_t now = now_ms(c);
     sg_guard_tick(c->guard);
-    sg_hold_tick(c->hold, c->counts[SG_KIND_UNKNOWN][ST_HELD]);
+    sg_hold_tick(c->hold, c->counts[SG_KIND_UNKNOWN][SG_STATE_HELD]);
     refill(c);
     maybe_probe(c, now);
     maybe_prune(c, now);
@@ -960,7 +936,7 @@ static void on_mode(void *ud, const sg_mode_change *ch)
     sg_core *c = ud;
     if (ch->started || sg_guard_mode(c->guard, NULL) != SG_MODE_NORMAL)
         return;
-    int64_t held = c->counts[SG_KIND_UNKNOWN][ST_HELD];
+    int64_t held = c->counts[SG_KIND_UNKNOWN][SG_STATE_HELD];
     if (held)
         sg_log(SG_LOG_WARN, "guard",
                "back to normal mode; %lld events stay held until released or dropped "
@@ -1017,7 +993,9 @@ void sg_core_audit(sg_core *c, const char *actor, const char *action, const char
 
 typedef struct events_job {
     read_job rj;
-    char *state, *kind, *job;
+    sg_event_state state;
+    bool any_state;
+    char *kind, *job;
     int limit;
     sg_core_events_fn fn;
     void *ud;
@@ -1044,7 +1022,6 @@ static int events_row(void *ud, const sg_event_row *r)
     o->job = keep(r->job);
     o->kind = keep(r->kind);
     o->reason = keep(r->reason);
-    o->state = keep(r->state);
     o->method = keep(r->method);
     o->path = keep(r->path);
     o->headers = NULL;
@@ -1057,7 +1034,8 @@ static int events_row(void *ud, const sg_event_row *r)
 static void events_run(read_job *j, sg_store *s)
 {
     events_job *x = (events_job *)j;
-    j->rc = sg_store_events_query(s, x->state, x->kind, x->job, x->limit, events_row, x, &j->err);
+    j->rc = sg_store_events_query(s, x->any_state ? NULL : &x->state, x->kind, x->job, x->limit,
+                                  events_row, x, &j->err);
 }
 
 static void events_done(read_job *j, int status)
@@ -1073,23 +1051,23 @@ static void events_done(read_job *j, int status)
         free((char *)r->job);
         free((char *)r->kind);
         free((char *)r->reason);
-        free((char *)r->state);
         free((char *)r->method);
         free((char *)r->path);
         free((char *)r->last_error);
     }
     free(x->rows);
-    free(x->state);
     free(x->kind);
     free(x->job);
     free(x);
 }
 
-void sg_core_events(sg_core *c, const char *state, const char *kind, const char *job, int limit,
-                    sg_core_events_fn fn, void *ud)
+void sg_core_events(sg_core *c, const sg_event_state *state, const char *kind, const char *job,
+                    int limit, sg_core_events_fn fn, void *ud)
 {
     events_job *x = sg_xcalloc(1, sizeof *x);
-    x->state = state ? sg_xstrdup(state) : NULL;
+    x->any_state = !state;
+    if (state)
+        x->state = *state;
     x->kind = kind ? sg_xstrdup(kind) : NULL;
     x->job = job ? sg_xstrdup(job) : NULL;
     x->limit = limit;
@@ -1163,8 +1141,8 @@ void sg_core_stats_get(const sg_core *c, sg_core_stats *out)
     out->rejected = c->rejected;
     out->unavailable = c->unavailable;
     for (int k = 0; k < SG_CORE_KINDS; k++) {
-        out->pending += c->counts[k][ST_PENDING];
-        out->held += c->counts[k][ST_HELD];
+        out->pending += c->counts[k][SG_STATE_PENDING];
+        out->held += c->counts[k][SG_STATE_HELD];
     }
     out->journal_ok = c->journal_ok;
     out->journal_error = c->journal_ok ? NULL : c->journal_error;
@@ -1203,18 +1181,17 @@ sg_hold *sg_core_hold(sg_core *c)
 
 int64_t sg_core_held(const sg_core *c)
 {
-    return c->counts[SG_KIND_UNKNOWN][ST_HELD];
+    return c->counts[SG_KIND_UNKNOWN][SG_STATE_HELD];
 }
 
 /* ---- start and stop ---- */
 
-static void count_events(void *ud, const char *kind, const char *state, int64_t n)
+static void count_events(void *ud, const char *kind, sg_event_state state, int64_t n)
 {
     sg_core *c = ud;
     sg_kind k;
-    int s = state_index(state);
-    if (sg_kind_parse(kind, &k) == 0 && s >= 0)
-        c->counts[k][s] = n;
+    if (sg_kind_parse(kind, &k) == 0)
+        c->counts[k][state] = n;
 }
 
 static void ledger_add(void *ud, const char *source, const char *job)
@@ -1289,7 +1266,7 @@ int64_t sg_core_pending(const sg_core *c)
 {
     int64_t n = 0;
     for (int k = 0; k < SG_CORE_KINDS; k++)
-        n += c->counts[k][ST_PENDING];
+        n += c->counts[k][SG_STATE_PENDING];
     return n;
 }
 

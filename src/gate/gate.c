@@ -87,7 +87,7 @@ static void on_answer(void *ud, const sg_answer *a)
     /* kind and state are fixed names (classify.h, the schema): no escaping */
     char reply[128];
     int n = snprintf(reply, sizeof reply, "{\"id\":%lld,\"kind\":\"%s\",\"state\":\"%s\"}",
-                     (long long)a->id, sg_kind_name(a->kind), a->state);
+                     (long long)a->id, sg_kind_name(a->kind), sg_event_state_name(a->state));
     sg_http_reply(req, 200, "application/json", reply, (size_t)n, 0);
 }
 

@@ -43,18 +43,18 @@ void sg_hold_free(sg_hold *h)
     free(h);
 }
 
-const char *sg_hold_state(const sg_hold *h, sg_kind kind, const char *source, const char **why)
+sg_event_state sg_hold_state(const sg_hold *h, sg_kind kind, const char *source, const char **why)
 {
     *why = NULL;
     if (kind == SG_KIND_REPLAY)
-        return "suppressed";
+        return SG_STATE_SUPPRESSED;
     if (kind != SG_KIND_UNKNOWN || sg_guard_mode(h->o.guard, source) == SG_MODE_NORMAL)
-        return "pending";
+        return SG_STATE_PENDING;
     if (h->o.on_storm == SG_ON_STORM_DROP) {
         *why = "dropped on arrival: guard or storm mode with on_storm = drop";
-        return "dropped";
+        return SG_STATE_DROPPED;
     }
-    return "held";
+    return SG_STATE_HELD;
 }
 
 /* ---- release and drop ---- */

@@ -372,7 +372,7 @@ static int apply_one(sg_journal *j, sg_jop *op, sg_error *err)
             op->duplicate = true;
             r->kind = sg_kind_name(SG_KIND_REPLAY);
             r->reason = sg_reason_name(SG_REASON_LEDGER);
-            r->state = "suppressed";
+            r->state = SG_STATE_SUPPRESSED;
             r->last_error = NULL;
             r->next_attempt_at = 0;
             r->done_at = now;

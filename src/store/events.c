@@ -68,7 +68,8 @@ static void read_event(sqlite3_stmt *st, sg_event_row *r)
     r->build_ts = sqlite3_column_int64(st, 5);
     r->kind = (const char *)sqlite3_column_text(st, 6);
     r->reason = (const char *)sqlite3_column_text(st, 7);
-    r->state = (const char *)sqlite3_column_text(st, 8);
+    /* the table's CHECK admits the names only */
+    sg_event_state_parse((const char *)sqlite3_column_text(st, 8), &r->state);
     r->method = (const char *)sqlite3_column_text(st, 9);
     r->path = (const char *)sqlite3_column_text(st, 10);
     r->headers = (const char *)sqlite3_column_text(st, 11);
@@ -107,7 +108,7 @@ int sg_store_event_insert(sg_store *s, sg_event_row *r, sg_error *err)
     bind_int_or_null(st, 5, r->build_ts);
     sqlite3_bind_text(st, 6, r->kind, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 7, r->reason, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 8, r->state, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 8, sg_event_state_name(r->state), -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 9, r->method, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 10, r->path, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 11, r->headers, -1, SQLITE_STATIC);
@@ -122,14 +123,14 @@ int sg_store_event_insert(sg_store *s, sg_event_row *r, sg_error *err)
     return rc;
 }
 
-int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t attempts,
+int sg_store_event_update(sg_store *s, int64_t id, sg_event_state state, int64_t attempts,
                           int64_t next_attempt_at, const char *last_error, int64_t done_at,
                           sg_error *err)
 {
     sqlite3_stmt *st = stmt(s, ST_EVENT_UPDATE, err);
     if (!st)
         return SG_ESTORE;
-    sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, sg_event_state_name(state), -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, attempts);
     bind_int_or_null(st, 3, next_attempt_at);
     bind_text_or_null(st, 4, last_error);
@@ -167,8 +168,8 @@ int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err)
     return rc == SQLITE_ROW ? 0 : sg_store_db_error(s, err, "reading the delivery queue in");
 }
 
-int sg_store_events_query(sg_store *s, const char *state, const char *kind, const char *job,
-                          int limit, sg_event_fn fn, void *ud, sg_error *err)
+int sg_store_events_query(sg_store *s, const sg_event_state *state, const char *kind,
+                          const char *job, int limit, sg_event_fn fn, void *ud, sg_error *err)
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
@@ -177,7 +178,7 @@ int sg_store_events_query(sg_store *s, const char *state, const char *kind, cons
                            "ORDER BY id DESC LIMIT ?4",
                            -1, &st, NULL) != SQLITE_OK)
         return sg_store_db_error(s, err, "reading events in");
-    bind_text_or_null(st, 1, state);
+    bind_text_or_null(st, 1, state ? sg_event_state_name(*state) : NULL);
     bind_text_or_null(st, 2, kind);
     bind_text_or_null(st, 3, job);
     sqlite3_bind_int(st, 4, limit);
@@ -191,9 +192,11 @@ int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err)
                            -1, &st, NULL) != SQLITE_OK)
         return sg_store_db_error(s, err, "counting events in");
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
-           sqlite3_column_int64(st, 2));
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        sg_event_state state;
+        if (sg_event_state_parse((const char *)sqlite3_column_text(st, 1), &state) == 0)
+            fn(ud, (const char *)sqlite3_column_text(st, 0), state, sqlite3_column_int64(st, 2));
+    }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "counting events in");
 }

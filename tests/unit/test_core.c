@@ -112,7 +112,6 @@ static int teardown(void **state)
     assert_int_equal(uv_loop_close(&f->loop), 0);
     for (size_t i = 0; i < f->npushed; i++)
         sg_fwd_item_free(f->pushed[i]);
-    free((char *)f->last.state);
     sg_strlist_clear(&f->build_paths);
     char path[160];
     const char *suffix[] = {"", "-wal", "-shm"};
@@ -129,7 +128,6 @@ static void on_answer(void *ud, const sg_answer *a)
 {
     fixture *f = ud;
     f->last = *a;
-    f->last.state = a->state ? strdup(a->state) : NULL; /* freed by the next post */
     f->answered = true;
 }
 
@@ -167,7 +165,6 @@ static const sg_answer *post(fixture *f, const char *job, int64_t number)
                      .headers = "content-type: application/json\n",
                      .body = body,
                      .body_len = (size_t)n};
-    free((char *)f->last.state);
     memset(&f->last, 0, sizeof f->last);
     f->answered = false;
     sg_error err;
@@ -214,18 +211,18 @@ static void unknown_forwarded_then_replay_suppressed(void **state)
     const sg_answer *a = post(f, "team-a/svc", 7);
     assert_int_equal(a->status, 200);
     assert_int_equal(a->kind, SG_KIND_UNKNOWN);
-    assert_string_equal(a->state, "pending");
+    assert_int_equal(a->state, SG_STATE_PENDING);
     assert_int_equal(f->npushed, 1);
     assert_int_equal(f->pushed[0]->id, a->id);
     deliver_all(f);
     a = post(f, "team-a/svc", 7);
     assert_int_equal(a->kind, SG_KIND_REPLAY);
-    assert_string_equal(a->state, "suppressed");
+    assert_int_equal(a->state, SG_STATE_SUPPRESSED);
     assert_int_equal(f->npushed, 1);
     sg_core_stats st;
     sg_core_stats_get(f->core, &st);
-    assert_int_equal(st.counts[SG_KIND_UNKNOWN][1], 1); /* forwarded */
-    assert_int_equal(st.counts[SG_KIND_REPLAY][2], 1);  /* suppressed */
+    assert_int_equal(st.counts[SG_KIND_UNKNOWN][SG_STATE_FORWARDED], 1); /* forwarded */
+    assert_int_equal(st.counts[SG_KIND_REPLAY][SG_STATE_SUPPRESSED], 1); /* suppressed */
     assert_int_equal(st.ledger_builds, 1);
 }
 
@@ -241,13 +238,13 @@ static void guard_holds_unknown_until_it_expires(void **state)
     assert_false(expected);
     assert_int_equal(sg_guard_mode(g, "jenkins-prod"), SG_MODE_GUARD);
     const sg_answer *a = post(f, "team-b/svc", 1);
-    assert_string_equal(a->state, "held");
+    assert_int_equal(a->state, SG_STATE_HELD);
     assert_int_equal(f->npushed, 0);
     assert_int_equal(sg_core_held(f->core), 1);
     advance(f, 600001);
     assert_int_equal(sg_guard_mode(g, NULL), SG_MODE_NORMAL);
     a = post(f, "team-c/svc", 1);
-    assert_string_equal(a->state, "pending");
+    assert_int_equal(a->state, SG_STATE_PENDING);
     assert_int_equal(f->npushed, 1);
     assert_int_equal(sg_core_held(f->core), 1); /* leaving guard mode releases nothing */
 }
@@ -277,8 +274,8 @@ static void release_newest_only(void **state)
     start_core(f, SG_ON_STORM_HOLD, 0, false);
     sg_guard_on(sg_core_guard(f->core), "turned on by test");
     for (int n = 1; n <= 3; n++)
-        assert_string_equal(post(f, "team-d/svc", n)->state, "held");
-    assert_string_equal(post(f, "team-e/svc", 9)->state, "held");
+        assert_int_equal(post(f, "team-d/svc", n)->state, SG_STATE_HELD);
+    assert_int_equal(post(f, "team-e/svc", 9)->state, SG_STATE_HELD);
     sg_hold_request r = {.filter = {.all = true}, .newest_only = true, .actor = "test"};
     sg_hold_release(sg_core_hold(f->core), &r, on_hold, f);
     while (!f->hold_done)
@@ -309,7 +306,7 @@ static void drain_releases_at_its_rate(void **state)
     char job[32];
     for (int i = 0; i < 5; i++) {
         snprintf(job, sizeof job, "team-f/svc-%d", i);
-        assert_string_equal(post(f, job, 1)->state, "held");
+        assert_int_equal(post(f, job, 1)->state, SG_STATE_HELD);
     }
     advance(f, 1000);
     assert_int_equal(f->npushed, 2);
@@ -353,9 +350,9 @@ static void storm_signal_holds_then_cools_down(void **state)
 {
     fixture *f = *state;
     start_core(f, SG_ON_STORM_HOLD, 0, true);
-    assert_string_equal(post(f, "team-h/svc", 1)->state, "pending");
-    assert_string_equal(post(f, "team-h/svc", 2)->state, "pending");
-    assert_string_equal(post(f, "team-h/svc", 3)->state, "held");
+    assert_int_equal(post(f, "team-h/svc", 1)->state, SG_STATE_PENDING);
+    assert_int_equal(post(f, "team-h/svc", 2)->state, SG_STATE_PENDING);
+    assert_int_equal(post(f, "team-h/svc", 3)->state, SG_STATE_HELD);
     sg_guard *g = sg_core_guard(f->core);
     assert_int_equal(sg_guard_mode(g, "jenkins-prod"), SG_MODE_STORM);
     assert_int_equal(sg_guard_mode(g, "jenkins-other"), SG_MODE_NORMAL);
@@ -385,7 +382,7 @@ static void refusals(void **state)
     assert_int_equal(st.rejected, 1);
     int64_t journaled = 0;
     for (int k = 0; k < SG_CORE_KINDS; k++)
-        for (int s = 0; s < SG_CORE_STATES; s++)
+        for (int s = 0; s < SG_STATE_COUNT; s++)
             journaled += st.counts[k][s];
     assert_int_equal(journaled, 0);
     assert_false(f->answered);

@@ -91,7 +91,7 @@ static void fill(fixture *f, sg_jop *op, const char *job, int64_t number, const 
                              .number = number,
                              .kind = "unknown",
                              .reason = "job unknown to snapshot and ledger",
-                             .state = "held",
+                             .state = SG_STATE_HELD,
                              .method = "POST",
                              .path = "/",
                              .headers = "",
@@ -120,10 +120,10 @@ static void test_second_delivery_is_replay(void **state)
         sg_journal_submit(f->j, &ops[i]);
     wait_reported(f, 3);
     assert_false(ops[0].duplicate);
-    assert_string_equal(ops[0].row.state, "held");
+    assert_int_equal(ops[0].row.state, SG_STATE_HELD);
     assert_true(ops[1].duplicate);
     assert_string_equal(ops[1].row.kind, "replay");
-    assert_string_equal(ops[1].row.state, "suppressed");
+    assert_int_equal(ops[1].row.state, SG_STATE_SUPPRESSED);
     assert_true(ops[1].row.done_at > 0);
     assert_false(ops[2].duplicate);
 
@@ -132,7 +132,7 @@ static void test_second_delivery_is_replay(void **state)
     sg_journal_submit(f->j, &again);
     wait_reported(f, 4);
     assert_true(again.duplicate);
-    assert_string_equal(again.row.state, "suppressed");
+    assert_int_equal(again.row.state, SG_STATE_SUPPRESSED);
 }
 
 static int64_t ledger_rows(const fixture *f, const char *job)
@@ -254,7 +254,7 @@ static void test_ledger_caught_up_after_crash(void **state)
                           .number = 10 + i,
                           .kind = kinds[i],
                           .reason = "test",
-                          .state = "forwarded",
+                          .state = SG_STATE_FORWARDED,
                           .method = "POST",
                           .path = "/",
                           .headers = "",

@@ -461,7 +461,7 @@ static void migration_005_keeps_events(void **state)
                       .number = 1,
                       .kind = "new",
                       .reason = "r",
-                      .state = "pending",
+                      .state = SG_STATE_PENDING,
                       .method = "POST",
                       .path = "/",
                       .headers = "",
@@ -1203,9 +1203,11 @@ static void audit(void **state)
 
 /* ---- the held queue ---- */
 
-static int64_t put_event(sg_store *s, const char *state, const char *job, int64_t number,
+static int64_t put_event(sg_store *s, const char *state_name, const char *job, int64_t number,
                          int64_t qgen)
 {
+    sg_event_state state;
+    assert_int_equal(sg_event_state_parse(state_name, &state), 0);
     sg_event_row r = {.received_at = 1000 + number,
                       .source = "jenkins-prod",
                       .job = job,

@@ -35,6 +35,8 @@ int sg_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out);
 
 /* Parses a duration: "90", "90s", "15m", "2h", "7d" into seconds. */
 int sg_parse_duration(const char *s, int64_t *out_seconds);
+/* The same in milliseconds, "250ms" accepted too. */
+int sg_parse_duration_ms(const char *s, int64_t *out_ms);
 
 /* Formats epoch ms as ISO 8601 UTC ("2026-11-22T04:00:00.123Z"). */
 void sg_format_time(int64_t epoch_ms, char *buf, size_t size);

@@ -91,7 +91,7 @@ typedef struct sg_answer {
     int retry_after; /* seconds, with 503 */
     int64_t id;      /* the event's, with 200 */
     sg_kind kind;
-    const char *state;
+    sg_event_state state;
     const char *error; /* with 503 */
 } sg_answer;
 /* Called once per accepted request; a is valid during the call only. */
@@ -144,12 +144,10 @@ void sg_core_sample(sg_core *c, int64_t snapshot_id, const char *glob, sg_core_s
 
 /* ---- reports ---- */
 
-enum { SG_CORE_KINDS = 4, SG_CORE_STATES = 8 };
-/* The state names of the journal's events, in the order of the counts. */
-extern const char *const sg_core_state_names[SG_CORE_STATES];
+enum { SG_CORE_KINDS = 4 };
 
 typedef struct sg_core_stats {
-    int64_t counts[SG_CORE_KINDS][SG_CORE_STATES]; /* journaled events by kind, state */
+    int64_t counts[SG_CORE_KINDS][SG_STATE_COUNT]; /* journaled events by kind, state */
     uint64_t received[SG_CORE_KINDS];              /* answered 200, by kind */
     uint64_t rejected, unavailable;                /* 400 (bad events), 503 (journal) */
     int64_t pending, held;
@@ -173,13 +171,14 @@ typedef struct sg_core_stats {
 } sg_core_stats;
 void sg_core_stats_get(const sg_core *c, sg_core_stats *out);
 
-/* Journaled events, newest first, read off the loop: filters may be NULL.
+/* Journaled events, newest first, read off the loop: filters may be NULL
+ * (state is copied).
  * fn runs once on the loop thread with the rows (valid during the call) or
  * with status != 0 and error set. */
 typedef void (*sg_core_events_fn)(void *ud, int status, const char *error, const sg_event_row *rows,
                                   size_t n);
-void sg_core_events(sg_core *c, const char *state, const char *kind, const char *job, int limit,
-                    sg_core_events_fn fn, void *ud);
+void sg_core_events(sg_core *c, const sg_event_state *state, const char *kind, const char *job,
+                    int limit, sg_core_events_fn fn, void *ud);
 
 /* The held summary (store.h: sg_store_held_summary), read off the loop. */
 typedef struct sg_held_job {

@@ -69,9 +69,9 @@ sg_hold *sg_hold_new(const sg_hold_opts *o);
  * journal stopped). */
 void sg_hold_free(sg_hold *h);
 
-/* The state a classified event is journaled in: "suppressed" (a replay),
- * "pending", "held", or "dropped" with *why saying why (else *why is NULL). */
-const char *sg_hold_state(const sg_hold *h, sg_kind kind, const char *source, const char **why);
+/* The state a classified event is journaled in: suppressed (a replay),
+ * pending, held, or dropped with *why saying why (else *why is NULL). */
+sg_event_state sg_hold_state(const sg_hold *h, sg_kind kind, const char *source, const char **why);
 
 /* An operator's release or drop. Strings are copied. */
 typedef struct sg_hold_request {

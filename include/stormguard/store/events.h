@@ -22,8 +22,8 @@ typedef struct sg_store sg_store;
 
 /* The states of an event: the store's one vocabulary of them. Their names
  * are the event table's CHECK list (schema/002_gate.sql, kept by
- * 005_event_checks.sql), in its order; sg_event_row.state and the state
- * arguments below hold those names. */
+ * 005_event_checks.sql), in its order; only the store turns them into
+ * those names and back. */
 typedef enum sg_event_state {
     SG_STATE_PENDING,    /* in the delivery queue: not yet accepted downstream */
     SG_STATE_FORWARDED,  /* the downstream accepted it */
@@ -50,7 +50,8 @@ typedef struct sg_event_row {
     int64_t received_at;      /* epoch ms */
     const char *source, *job; /* NULL for pass-through */
     int64_t number, build_ts;
-    const char *kind, *reason, *state;
+    const char *kind, *reason;
+    sg_event_state state;
     const char *method, *path, *headers;
     const void *body;
     size_t body_len;
@@ -65,7 +66,7 @@ typedef struct sg_event_row {
 int sg_store_event_insert(sg_store *s, sg_event_row *row, sg_error *err);
 /* Records a delivery attempt's outcome: state, attempts, next attempt,
  * last error, done_at (0 = NULL). Strings are borrowed for the call. */
-int sg_store_event_update(sg_store *s, int64_t id, const char *state, int64_t attempts,
+int sg_store_event_update(sg_store *s, int64_t id, sg_event_state state, int64_t attempts,
                           int64_t next_attempt_at, const char *last_error, int64_t done_at,
                           sg_error *err);
 
@@ -78,14 +79,14 @@ int sg_store_events_pending(sg_store *s, int64_t after_gen, int64_t after_id, in
 /* The highest queue generation among pending events (0 if none). */
 int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err);
 
-/* Events newest first, filtered by state, kind and job (each may be NULL),
- * at most limit, passed to fn as by sg_store_events_pending. */
-int sg_store_events_query(sg_store *s, const char *state, const char *kind, const char *job,
-                          int limit, sg_event_fn fn, void *ud, sg_error *err);
+/* Events newest first, filtered by state, kind and job (each may be NULL:
+ * any), at most limit, passed to fn as by sg_store_events_pending. */
+int sg_store_events_query(sg_store *s, const sg_event_state *state, const char *kind,
+                          const char *job, int limit, sg_event_fn fn, void *ud, sg_error *err);
 
 /* Calls fn(ud, kind, state, count) for every (kind, state) pair present;
- * the strings are valid during the call only. */
-typedef void (*sg_count_fn)(void *ud, const char *kind, const char *state, int64_t count);
+ * kind is valid during the call only. */
+typedef void (*sg_count_fn)(void *ud, const char *kind, sg_event_state state, int64_t count);
 int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err);
 
 /* The highest event id journaled so far (0 if none). */
