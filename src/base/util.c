@@ -173,7 +173,9 @@ int sg_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
     return 0;
 }
 
-int sg_parse_duration(const char *s, int64_t *out_seconds)
+/* "90" or "90s", "15m", "2h", "7d", and with ms_ok "250ms": *out in units
+ * of scale per second (1: seconds, 1000: milliseconds). */
+static int parse_duration(const char *s, bool ms_ok, int64_t scale, int64_t *out)
 {
     if (!s || !*s)
         return SG_EINVAL;
@@ -184,19 +186,31 @@ int sg_parse_duration(const char *s, int64_t *out_seconds)
         return SG_EINVAL;
     int64_t unit;
     if (!strcmp(end, "") || !strcmp(end, "s"))
-        unit = 1;
+        unit = scale;
     else if (!strcmp(end, "m"))
-        unit = 60;
+        unit = 60 * scale;
     else if (!strcmp(end, "h"))
-        unit = 3600;
+        unit = 3600 * scale;
     else if (!strcmp(end, "d"))
-        unit = 86400;
+        unit = 86400 * scale;
+    else if (ms_ok && !strcmp(end, "ms"))
+        unit = 1;
     else
         return SG_EINVAL;
     if (v > INT64_MAX / unit)
         return SG_EINVAL;
-    *out_seconds = v * unit;
+    *out = v * unit;
     return 0;
+}
+
+int sg_parse_duration(const char *s, int64_t *out_seconds)
+{
+    return parse_duration(s, false, 1, out_seconds);
+}
+
+int sg_parse_duration_ms(const char *s, int64_t *out_ms)
+{
+    return parse_duration(s, true, 1000, out_ms);
 }
 
 void sg_format_time(int64_t epoch_ms, char *buf, size_t size)
