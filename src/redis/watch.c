@@ -23,7 +23,8 @@
  * run_id, role and replication id) outlives sessions: after a reconnect the
  * first check compares them, which is how a restart without persistence
  * (new run_id, canary gone) and a failover (new role or replication id, or
- * another server at the address) are told from a flush.
+ * another server at the address) are told from a flush. The rules themselves
+ * are wipe.c's, a pure function of that knowledge and the check's replies.
  *
  * hiredis 0.14 has no connect timeout for async contexts and no RESP3: one
  * uv_timer bounds the connect and handshake, the periodic check bounds every
@@ -68,9 +69,6 @@
 
 typedef enum link_state { LINK_CONNECTING, LINK_UP, LINK_DOWN } link_state;
 
-/* What made a check run; a later value is the more telling one. */
-typedef enum trigger { TRIG_TIMER, TRIG_FIRST, TRIG_CANARY, TRIG_FLUSH } trigger;
-
 typedef enum trk_stage { TRK_ID, TRK_SUBSCRIBING, TRK_SUBSCRIBED } trk_stage;
 
 typedef struct conn {
@@ -102,7 +100,7 @@ struct check {
     int pending;
     bool failed;
     char *error; /* an error reply, for the log */
-    trigger why;
+    sg_wipe_trigger why;
     int64_t at;    /* epoch ms of the trigger */
     uint64_t sent; /* uv_now when sent */
     uint64_t sample_gen;
@@ -143,7 +141,7 @@ struct sg_watch {
     int backoff_ms;
     check *check; /* in flight */
     bool recheck;
-    trigger recheck_why;
+    sg_wipe_trigger recheck_why;
     int64_t recheck_at;
 
     /* knowledge that outlives sessions */
@@ -163,23 +161,8 @@ struct sg_watch {
     void *done_ud;
 };
 
-const char *sg_wipe_cause_name(sg_wipe_cause c)
-{
-    switch (c) {
-    case SG_WIPE_FLUSH:
-        return "flush";
-    case SG_WIPE_RESTART:
-        return "restart";
-    case SG_WIPE_FAILOVER:
-        return "failover";
-    case SG_WIPE_KEYS:
-        return "keys";
-    }
-    return "unknown";
-}
-
 static void connect_attempt(sg_watch *w);
-static void start_check(sg_watch *w, trigger why, int64_t at);
+static void start_check(sg_watch *w, sg_wipe_trigger why, int64_t at);
 static void on_check_timer(uv_timer_t *t);
 static void maybe_stopped(sg_watch *w);
 
@@ -385,7 +368,7 @@ static void tracking_settled(sg_watch *w, bool on, const char *why)
         w->tracking_note = NULL;
     }
     w->ready = true;
-    start_check(w, TRIG_FIRST, sg_now_ms());
+    start_check(w, SG_WIPE_TRIGGER_FIRST, sg_now_ms());
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -502,9 +485,9 @@ static void on_invalidation(redisAsyncContext *ac, void *r, void *pd)
         return;
     const redisReply *payload = reply->element[2];
     if (payload->type == REDIS_REPLY_NIL)
-        start_check(w, TRIG_FLUSH, sg_now_ms()); /* "everything": a flush */
+        start_check(w, SG_WIPE_TRIGGER_FLUSH, sg_now_ms()); /* "everything": a flush */
     else
-        start_check(w, TRIG_CANARY, sg_now_ms()); /* the canary was written or deleted */
+        start_check(w, SG_WIPE_TRIGGER_CANARY, sg_now_ms()); /* the canary was written or deleted */
 }
 
 static void on_client_id(redisAsyncContext *ac, void *r, void *pd)
@@ -765,110 +748,39 @@ static void session_up(sg_watch *w)
         w->on_link(w->ud, true, detail);
 }
 
-/* "role master -> slave, master_replid 1a2b.. -> 3c4d..": what changed in
- * replication on the same server; false if nothing did. */
-static bool replication_change(const facts *k, const facts *f, char *buf, size_t size)
-{
-    bool role = strcmp(k->role, f->role) != 0;
-    bool replid = strcmp(k->master_replid, f->master_replid) != 0;
-    if (!role && !replid)
-        return false;
-    int n = 0;
-    if (role)
-        n = snprintf(buf, size, "role %s -> %s", k->role, f->role);
-    if (replid && n >= 0 && (size_t)n < size)
-        snprintf(buf + n, size - (size_t)n, "%smaster_replid %.12s -> %.12s", role ? ", " : "",
-                 k->master_replid, f->master_replid);
-    return true;
-}
-
-/* Names what made the canary vanish, from what changed since the last good
- * check. A new run_id is a restart when the server is younger than our last
- * look at the old one, else another server took over the address. */
-static sg_wipe_cause classify(const sg_watch *w, const check *c, char *what, size_t size)
-{
-    const facts *k = &w->known, *f = &c->f;
-    if (k->run_id && strcmp(k->run_id, f->run_id)) {
-        long long away_s = (long long)((sg_now_ms() - w->known_at) / 1000);
-        if (f->uptime_s >= 0 && f->uptime_s <= away_s + 1) {
-            snprintf(what, size, "redis restarted (run_id %.12s -> %.12s, up %lld s)", k->run_id,
-                     f->run_id, (long long)f->uptime_s);
-            return SG_WIPE_RESTART;
-        }
-        snprintf(what, size, "another server answers at %s (run_id %.12s -> %.12s, up %lld s, %s)",
-                 w->address, k->run_id, f->run_id, (long long)f->uptime_s, f->role);
-        return SG_WIPE_FAILOVER;
-    }
-    /* A new role, or a replica following another master, is a failover. A
-     * master that only got a new master_replid started a replication history:
-     * Redis does that when it creates a backlog for a replica (or for a
-     * snapshot with --method sync) and when it frees an idle one. */
-    char change[256];
-    if (k->run_id && replication_change(k, f, change, sizeof change) &&
-        (strcmp(k->role, f->role) || strcmp(f->role, "master"))) {
-        snprintf(what, size, "failover (%s)", change);
-        return SG_WIPE_FAILOVER;
-    }
-    switch (c->why) {
-    case TRIG_FLUSH:
-        snprintf(what, size, "FLUSHALL/FLUSHDB");
-        break;
-    case TRIG_CANARY:
-        snprintf(what, size, "FLUSHALL/FLUSHDB or a deletion of the canary");
-        break;
-    case TRIG_FIRST:
-        snprintf(what, size, "FLUSHALL/FLUSHDB while the watcher was reconnecting (same run_id)");
-        break;
-    case TRIG_TIMER:
-        snprintf(what, size, "FLUSHALL/FLUSHDB (found by the periodic check)");
-        break;
-    }
-    return SG_WIPE_FLUSH;
-}
-
-/* Logs changes of the server that cost no data. */
-static void note_changes(const sg_watch *w, const check *c)
-{
-    const facts *k = &w->known, *f = &c->f;
-    char change[256];
-    if (!k->run_id)
-        return;
-    if (strcmp(k->run_id, f->run_id))
-        sg_log(SG_LOG_INFO, "watch", "redis %s: new run_id %.12s (was %.12s), canary %s",
-               w->address, f->run_id, k->run_id, c->exists ? "kept: data survived" : "absent");
-    else if (replication_change(k, f, change, sizeof change))
-        sg_log(SG_LOG_INFO, "watch", "redis %s: %s, canary %s", w->address, change,
-               c->exists ? "kept: data survived" : "absent");
-}
-
+/* Judges a check by the wipe rules (wipe.h), then learns from it. */
 static void evaluate(sg_watch *w, check *c)
 {
-    bool wipe = false;
-    sg_wipe_cause cause = SG_WIPE_FLUSH;
-    char detail[1024];
-    if (!c->exists && w->canary_known) {
-        char what[512];
-        cause = classify(w, c, what, sizeof what);
-        snprintf(detail, sizeof detail, "%s: canary %s gone, dbsize %lld", what, w->canary,
-                 (long long)c->dbsize);
-        wipe = true;
-    } else if (c->exists && c->sample_n && c->sample_gen == w->sample_gen) {
-        long long missing = (long long)c->sample_n - (long long)c->sample_present;
-        if (missing * 2 >= (long long)c->sample_n) {
-            cause = SG_WIPE_KEYS;
-            snprintf(detail, sizeof detail,
-                     "%lld of %zu sampled keys%s%s%s gone, canary %s present, dbsize %lld", missing,
-                     c->sample_n, w->count_pattern ? " (" : "",
-                     w->count_pattern ? w->count_pattern : "", w->count_pattern ? ")" : "",
-                     w->canary, (long long)c->dbsize);
-            wipe = true;
-        }
-    }
-    note_changes(w, c);
+    int64_t now = sg_now_ms();
+    const sg_wipe_known k = {.address = w->address,
+                             .canary = w->canary,
+                             .count_pattern = w->count_pattern,
+                             .canary_seen = w->canary_known,
+                             .run_id = w->known.run_id,
+                             .role = w->known.role,
+                             .master_replid = w->known.master_replid,
+                             .checked_at_ms = w->known_at,
+                             .sample_gen = w->sample_gen};
+    const sg_wipe_obs o = {.trigger = c->why,
+                           .now_ms = now,
+                           .canary = c->exists,
+                           .dbsize = c->dbsize,
+                           .run_id = c->f.run_id,
+                           .role = c->f.role,
+                           .master_replid = c->f.master_replid,
+                           .uptime_s = c->f.uptime_s,
+                           .sample_n = c->sample_n,
+                           .sample_present = c->sample_present,
+                           .sample_gen = c->sample_gen};
+    sg_wipe_result r;
+    sg_wipe_judge(&k, &o, &r);
+    bool wipe = r.verdict == SG_VERDICT_WIPED;
+    if (r.note[0])
+        sg_log(SG_LOG_INFO, "watch", "redis %s: %s", w->address, r.note);
     facts_free(&w->known);
     w->known = c->f;
     memset(&c->f, 0, sizeof c->f);
-    w->known_at = w->last_check = sg_now_ms();
+    w->known_at = w->last_check = now;
     w->dbsize = c->dbsize;
     w->canary_known = c->exists;
     if (wipe) {
@@ -888,9 +800,9 @@ static void evaluate(sg_watch *w, check *c)
             return;
     }
     if (wipe) {
-        sg_log(SG_LOG_WARN, "watch", "wipe (%s) on redis %s: %s", sg_wipe_cause_name(cause),
-               w->address, detail);
-        w->on_wipe(w->ud, cause, detail, c->at);
+        sg_log(SG_LOG_WARN, "watch", "wipe (%s) on redis %s: %s", sg_wipe_cause_name(r.cause),
+               w->address, r.detail);
+        w->on_wipe(w->ud, r.cause, r.detail, c->at);
         if (w->stopping)
             return;
     }
@@ -939,7 +851,7 @@ static void on_check_reply(redisAsyncContext *ac, void *r, void *pd)
     check_free(c);
 }
 
-static void start_check(sg_watch *w, trigger why, int64_t at)
+static void start_check(sg_watch *w, sg_wipe_trigger why, int64_t at)
 {
     if (w->stopping || !w->ready || !w->cmd.ac)
         return;
@@ -1012,7 +924,7 @@ static void on_check_timer(uv_timer_t *t)
                          (unsigned long long)waited);
         return;
     }
-    start_check(w, TRIG_TIMER, sg_now_ms());
+    start_check(w, SG_WIPE_TRIGGER_TIMER, sg_now_ms());
 }
 
 /* ---- lifecycle ---- */
