@@ -198,7 +198,8 @@ static void on_retry(uv_timer_t *t)
 }
 
 /* Ends the attempt or session: every connection goes and the next attempt
- * is scheduled. */
+ * is scheduled. The NULL replies of the dropped connections may stop the
+ * link. */
 static void end_session(sg_rasync *a)
 {
     a->live = false;
@@ -209,6 +210,8 @@ static void end_session(sg_rasync *a)
     }
     for (int i = 0; i < a->nconns; i++)
         drop_conn(&a->conns[i]);
+    if (a->stopping)
+        return;
     uv_timer_start(&a->timer, on_retry, (uint64_t)a->backoff_ms, 0);
     a->backoff_ms = a->backoff_ms * 2 > a->backoff_max_ms ? a->backoff_max_ms : a->backoff_ms * 2;
 }
@@ -225,7 +228,8 @@ static void session_fail(sg_rasync *a, const char *fmt, ...)
     vsnprintf(reason, sizeof reason, fmt, ap);
     va_end(ap);
     end_session(a);
-    a->cbs.on_down(a->ud, reason);
+    if (!a->stopping)
+        a->cbs.on_down(a->ud, reason);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)

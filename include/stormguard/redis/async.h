@@ -21,7 +21,9 @@
  * code, not a callback); only NULL replies do, as described below. From any
  * callback the owner may call every function here, sg_rasync_stop included.
  * - on_open: an attempt's connections exist with AUTH and SELECT queued
- *   (hiredis sends them once connected). Once per session.
+ *   (hiredis sends them once connected). Once per attempt that gets this
+ *   far, which is not yet a connection: a refused connect may follow as
+ *   on_down, and the commands queued meanwhile get NULL.
  * - on_down: the attempt or session failed (reason names the action, the
  *   server and the cause: "cannot reach redis 10.0.0.5:6379: Connection
  *   refused"); every connection is already closed and the next attempt is
@@ -33,11 +35,11 @@
  *   <name> to redis <address>: <why>".
  * - a reply callback runs exactly once per command queued: with the reply,
  *   or with NULL when its connection closes first (a failure, sg_rasync_drop,
- *   sg_rasync_fail, sg_rasync_stop). With NULL it must only release what pd
- *   holds: the connection is going away and commands queued on it fail. A
- *   subscription's callback runs for the confirmation and every message, and
- *   once with NULL when its connection closes. The reply belongs to hiredis
- *   and is valid during the call only.
+ *   sg_rasync_fail, sg_rasync_stop). With NULL the connection is going
+ *   away: the callback releases what pd holds, and a command it queues on
+ *   that connection fails. A subscription's callback runs for the
+ *   confirmation and every message, and once with NULL when its connection
+ *   closes. The reply belongs to hiredis and is valid during the call only.
  * When the connection closes outside any of its callbacks, the NULL replies
  * run before the closing call returns; when it closes from inside one of its
  * own reply callbacks (hiredis defers the free), right after that callback
