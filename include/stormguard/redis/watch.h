@@ -1,11 +1,11 @@
 /* Wipe detection: notices within milliseconds that the poller's Redis lost its
  * data (FLUSHALL/FLUSHDB, a restart without persistence, a failover to an
  * empty replica, or the poller's keys vanishing some other way) and tells the
- * owner once per wipe. Runs on the caller's libuv loop with two async hiredis
- * connections (client tracking for the immediate signal, a command connection
- * for confirmation) plus a periodic check as fallback; reconnects with backoff
- * and never blocks the loop. The rules that tell a wipe are wipe.h's;
- * DOMAIN.md section 5 explains the Redis side. */
+ * owner once per wipe. Runs on the caller's libuv loop with two connections
+ * of one Redis link (async.h: client tracking for the immediate signal, a
+ * command connection for confirmation) plus a periodic check as fallback;
+ * reconnects with backoff and never blocks the loop. The rules that tell a
+ * wipe are wipe.h's; DOMAIN.md section 5 explains the Redis side. */
 #ifndef STORMGUARD_WATCH_H
 #define STORMGUARD_WATCH_H
 
