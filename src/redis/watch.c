@@ -1,13 +1,20 @@
 /* Wipe detection on the loop with async hiredis (watch.h).
  *
- * A session is two connections to the same server. The tracking connection
- * runs CLIENT ID, then SUBSCRIBE __redis__:invalidate; the command connection
- * then runs CLIENT TRACKING on REDIRECT <that id> BCAST PREFIX <canary> NOLOOP.
- * Redis (>= 6.0.6) sends every tracking client an invalidation with a null
- * payload on FLUSHALL/FLUSHDB, whatever keys it tracks; over RESP2 it arrives
- * on the subscribed connection as a "message" whose third element is nil.
- * BCAST with the canary as the only prefix keeps the server from remembering
- * the keys we read; NOLOOP keeps our own SET of the canary quiet.
+ * A session is two connections to the same server, opened by the Redis link
+ * (async.h): it resolves, connects, authenticates, selects the database,
+ * bounds the handshake with a timer and reconnects with backoff; any failure
+ * of either connection ends the session (a tracking connection that went
+ * away would leave tracking silently broken). On them the watcher runs its
+ * own handshake. The tracking connection runs CLIENT ID, then SUBSCRIBE
+ * __redis__:invalidate; the command connection then runs CLIENT TRACKING on
+ * REDIRECT <that id> BCAST PREFIX <canary> NOLOOP. Redis (>= 6.0.6) sends
+ * every tracking client an invalidation with a null payload on
+ * FLUSHALL/FLUSHDB, whatever keys it tracks; over RESP2 it arrives on the
+ * subscribed connection as a "message" whose third element is nil. BCAST
+ * with the canary as the only prefix keeps the server from remembering the
+ * keys we read; NOLOOP keeps our own SET of the canary quiet. The link is
+ * declared up after the first check, so the link's timer bounds the whole
+ * handshake and the periodic check bounds every later wait.
  *
  * The signal names no database, and a replica loading a new dataset sends it
  * too, so it only triggers a check on the command connection: EXISTS canary,
@@ -23,29 +30,15 @@
  * run_id, role and replication id) outlives sessions: after a reconnect the
  * first check compares them, which is how a restart without persistence
  * (new run_id, canary gone) and a failover (new role or replication id, or
- * another server at the address) are told from a flush.
+ * another server at the address) are told from a flush. The rules themselves
+ * are wipe.c's, a pure function of that knowledge and the check's replies.
  *
- * hiredis 0.14 has no connect timeout for async contexts and no RESP3: one
- * uv_timer bounds the connect and handshake, the periodic check bounds every
- * later wait. Any failure of either connection ends the session (a tracking
- * connection that went away would leave tracking silently broken); the next
- * attempt follows after a capped exponential backoff. Host names are resolved
- * with uv_getaddrinfo so no DNS lookup runs on the loop thread.
- *
- * Context lifetime. hiredis frees a context itself after calling its connect
- * callback with an error or its disconnect callback, and calls every pending
- * reply callback with a NULL reply first. So: a conn's ac is set to NULL
- * before the watcher frees it (the disconnect callback then sees a context
- * that is no longer its conn's and ignores it), reply callbacks treat NULL as
- * "going away" and do nothing else, and no user callback runs from a NULL
- * path. redisAsyncFree called inside a reply callback of the same context is
- * deferred by hiredis until the callback returns. The watcher is freed when
- * its timers and every poll handle of its contexts have closed. */
+ * Reply callbacks get NULL when their connection goes away (async.h): they
+ * then free what they hold and do nothing else. The watcher is freed when
+ * its timer has closed and the link has stopped. */
 #include "stormguard/redis/watch.h"
 
-#include <arpa/inet.h>
 #include <assert.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -56,11 +49,10 @@
 #include <uv.h>
 
 #include "stormguard/base/log.h"
+#include "stormguard/redis/async.h"
 #include "stormguard/redis/redis_url.h"
 #include "stormguard/base/util.h"
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
 #define SAMPLE_MAX 32
 #define DEFAULT_CHECK_MS 1000
 #define DEFAULT_TIMEOUT_MS 5000
@@ -68,17 +60,10 @@
 
 typedef enum link_state { LINK_CONNECTING, LINK_UP, LINK_DOWN } link_state;
 
-/* What made a check run; a later value is the more telling one. */
-typedef enum trigger { TRIG_TIMER, TRIG_FIRST, TRIG_CANARY, TRIG_FLUSH } trigger;
-
 typedef enum trk_stage { TRK_ID, TRK_SUBSCRIBING, TRK_SUBSCRIBED } trk_stage;
 
-typedef struct conn {
-    struct sg_watch *w;
-    redisAsyncContext *ac; /* NULL once gone or given up */
-    const char *name;      /* for messages */
-    bool connected;
-} conn;
+/* The link's connections. */
+enum { CMD, TRK, NCONNS };
 
 /* Server facts from INFO; empty strings when absent. */
 typedef struct facts {
@@ -102,7 +87,7 @@ struct check {
     int pending;
     bool failed;
     char *error; /* an error reply, for the log */
-    trigger why;
+    sg_wipe_trigger why;
     int64_t at;    /* epoch ms of the trigger */
     uint64_t sent; /* uv_now when sent */
     uint64_t sample_gen;
@@ -112,15 +97,8 @@ struct check {
     facts f;
 };
 
-typedef struct resolve {
-    uv_getaddrinfo_t req;
-    struct sg_watch *w;
-    bool abandoned;
-} resolve;
-
 struct sg_watch {
     uv_loop_t *loop;
-    sg_redis_url url;
     char *address;
     char *canary;
     char *count_pattern;
@@ -129,21 +107,17 @@ struct sg_watch {
     sg_link_fn on_link;
     void *ud;
 
-    conn cmd, trk;
+    sg_rasync *redis;       /* NULL once stopped */
     uv_timer_t check_timer; /* periodic check while up */
-    uv_timer_t link_timer;  /* connect timeout, then reconnect backoff */
-    resolve *resolving;
-    bool attempt; /* a connect attempt or a session is live */
-    bool ready;   /* handshake done: checks may run */
+    bool ready;             /* handshake done: checks may run */
     trk_stage stage;
     long long trk_id; /* CLIENT ID of the tracking connection */
     link_state link;
     bool tracking;
     char *tracking_note; /* why tracking is off (logged once per reason) */
-    int backoff_ms;
-    check *check; /* in flight */
+    check *check;        /* in flight */
     bool recheck;
-    trigger recheck_why;
+    sg_wipe_trigger recheck_why;
     int64_t recheck_at;
 
     /* knowledge that outlives sessions */
@@ -158,28 +132,12 @@ struct sg_watch {
     char *last_error;
 
     bool stopping;
-    int pending; /* close callbacks and resolutions still to come */
+    int pending; /* the timer's close and the link's stop still to come */
     void (*done)(void *ud);
     void *done_ud;
 };
 
-const char *sg_wipe_cause_name(sg_wipe_cause c)
-{
-    switch (c) {
-    case SG_WIPE_FLUSH:
-        return "flush";
-    case SG_WIPE_RESTART:
-        return "restart";
-    case SG_WIPE_FAILOVER:
-        return "failover";
-    case SG_WIPE_KEYS:
-        return "keys";
-    }
-    return "unknown";
-}
-
-static void connect_attempt(sg_watch *w);
-static void start_check(sg_watch *w, trigger why, int64_t at);
+static void start_check(sg_watch *w, sg_wipe_trigger why, int64_t at);
 static void on_check_timer(uv_timer_t *t);
 static void maybe_stopped(sg_watch *w);
 
@@ -198,152 +156,22 @@ static void set_error(sg_watch *w, const char *msg)
     w->last_error = sg_xstrdup(msg);
 }
 
-/* ---- hiredis <-> libuv ----
- *
- * The event hooks of hiredis's libuv adapter (adapters/libuv.h), with two
- * changes. libuv reports a socket error (a refused connect, a reset) as a
- * negative status, without events, and stops the handle; the 0.14 adapter
- * ignores such calls, so hiredis never learns and the connection hangs. Here
- * hiredis reads or writes as it wanted to and meets the error itself. And the
- * poll handle's close is counted, so sg_watch_stop's done runs after it. */
+/* ---- the session ---- */
 
-typedef struct uvev {
-    redisAsyncContext *ac; /* NULL once hiredis cleaned up */
-    uv_poll_t poll;
-    int events;
-    struct sg_watch *w;
-} uvev;
-
-static void ev_poll(uv_poll_t *h, int status, int events)
+/* A session is live (attempting or up) and the watcher is not stopping. */
+static bool live(const sg_watch *w)
 {
-    uvev *e = h->data;
-    int ev = status < 0 ? e->events : events;
-    if (e->ac && (ev & UV_READABLE))
-        redisAsyncHandleRead(e->ac);
-    if (e->ac && (ev & UV_WRITABLE))
-        redisAsyncHandleWrite(e->ac);
+    return !w->stopping && sg_rasync_live(w->redis);
 }
 
-static void ev_set(uvev *e, int events)
+/* The session ended, whoever found out: checks stop, and the owner hears
+ * "down" unless it already did. */
+static void session_down(sg_watch *w, const char *reason)
 {
-    e->events = events;
-    if (events)
-        uv_poll_start(&e->poll, events, ev_poll);
-    else
-        uv_poll_stop(&e->poll);
-}
-
-static void ev_add_read(void *d)
-{
-    uvev *e = d;
-    ev_set(e, e->events | UV_READABLE);
-}
-
-static void ev_del_read(void *d)
-{
-    uvev *e = d;
-    ev_set(e, e->events & ~UV_READABLE);
-}
-
-static void ev_add_write(void *d)
-{
-    uvev *e = d;
-    ev_set(e, e->events | UV_WRITABLE);
-}
-
-static void ev_del_write(void *d)
-{
-    uvev *e = d;
-    ev_set(e, e->events & ~UV_WRITABLE);
-}
-
-static void ev_closed(uv_handle_t *h)
-{
-    uvev *e = h->data;
-    sg_watch *w = e->w;
-    free(e);
-    w->pending--;
-    maybe_stopped(w);
-}
-
-static void ev_cleanup(void *d)
-{
-    uvev *e = d;
-    e->ac = NULL;
-    uv_close((uv_handle_t *)&e->poll, ev_closed);
-}
-
-static int ev_attach(sg_watch *w, redisAsyncContext *ac)
-{
-    uvev *e = sg_xcalloc(1, sizeof *e);
-    int rc = uv_poll_init(w->loop, &e->poll, ac->c.fd);
-    if (rc != 0) {
-        free(e);
-        return rc;
-    }
-    e->ac = ac;
-    e->w = w;
-    e->poll.data = e;
-    ac->ev.data = e;
-    ac->ev.addRead = ev_add_read;
-    ac->ev.delRead = ev_del_read;
-    ac->ev.addWrite = ev_add_write;
-    ac->ev.delWrite = ev_del_write;
-    ac->ev.cleanup = ev_cleanup;
-    w->pending++;
-    return 0;
-}
-
-/* ---- connections ---- */
-
-/* Frees a conn's context unless hiredis is already doing so. */
-static void drop_conn(conn *c)
-{
-    redisAsyncContext *ac = c->ac;
-    if (!ac)
-        return;
-    c->ac = NULL;
-    c->connected = false;
-    redisAsyncFree(ac);
-}
-
-static bool send_command(conn *c, redisCallbackFn *fn, void *pd, int argc, const char **argv)
-{
-    return c->ac && redisAsyncCommandArgv(c->ac, fn, pd, argc, argv, NULL) == REDIS_OK;
-}
-
-static void on_retry(uv_timer_t *t)
-{
-    connect_attempt(t->data);
-}
-
-/* Ends the session (or attempt): both connections go, a reconnect is
- * scheduled, and the owner hears "down" unless it already did. */
-static void session_fail(sg_watch *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void session_fail(sg_watch *w, const char *fmt, ...)
-{
-    if (w->stopping || !w->attempt)
-        return;
-    char reason[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(reason, sizeof reason, fmt, ap);
-    va_end(ap);
-
-    w->attempt = false;
     w->ready = false;
     w->recheck = false;
     uv_timer_stop(&w->check_timer);
-    if (w->resolving) {
-        w->resolving->abandoned = true;
-        uv_cancel((uv_req_t *)&w->resolving->req); /* fails if it already runs: fine */
-        w->resolving = NULL;
-    }
-    drop_conn(&w->trk);
-    drop_conn(&w->cmd);
     set_error(w, reason);
-    uv_timer_start(&w->link_timer, on_retry, (uint64_t)w->backoff_ms, 0);
-    w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2;
     if (w->link == LINK_DOWN)
         return;
     w->link = LINK_DOWN;
@@ -352,17 +180,25 @@ static void session_fail(sg_watch *w, const char *fmt, ...)
         w->on_link(w->ud, false, reason);
 }
 
-static void on_connect(const redisAsyncContext *ac, int status)
+/* Ends the session for a reason of the watcher's own; the link reconnects. */
+static void session_fail(sg_watch *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void session_fail(sg_watch *w, const char *fmt, ...)
 {
-    conn *c = ac->data;
-    if (c->ac != ac)
+    if (!live(w))
         return;
-    if (status == REDIS_OK) {
-        c->connected = true;
-        return;
-    }
-    c->ac = NULL; /* hiredis frees it when we return */
-    session_fail(c->w, "cannot reach redis %s: %s", c->w->address, ac->c.errstr);
+    char reason[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    sg_rasync_fail(w->redis);
+    session_down(w, reason);
+}
+
+static bool send_command(sg_watch *w, int conn, sg_rasync_reply_fn fn, void *pd, int argc,
+                         const char **argv)
+{
+    return sg_rasync_command(w->redis, conn, fn, pd, argc, argv, NULL) == 0;
 }
 
 /* Tracking is unavailable for this session: the periodic check carries on
@@ -371,7 +207,7 @@ static void tracking_settled(sg_watch *w, bool on, const char *why)
 {
     w->tracking = on;
     if (!on) {
-        drop_conn(&w->trk);
+        sg_rasync_drop(w->redis, TRK);
         if (!w->tracking_note || strcmp(w->tracking_note, why)) {
             sg_log(SG_LOG_WARN, "watch",
                    "redis %s: no client tracking (%s); flushes are seen by the check every "
@@ -385,89 +221,12 @@ static void tracking_settled(sg_watch *w, bool on, const char *why)
         w->tracking_note = NULL;
     }
     w->ready = true;
-    start_check(w, TRIG_FIRST, sg_now_ms());
+    start_check(w, SG_WIPE_TRIGGER_FIRST, sg_now_ms());
 }
 
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    conn *c = ac->data;
-    sg_watch *w = c->w;
-    if (c->ac != ac)
-        return; /* the watcher dropped it */
-    c->ac = NULL;
-    c->connected = false;
-    const char *why = status == REDIS_OK ? "connection closed" : ac->c.errstr;
-    /* An error reply to SUBSCRIBE (an ACL without the channel) has no callback
-     * to go to in hiredis 0.14: it closes the connection with the server's
-     * message. That only costs us tracking. */
-    if (c == &w->trk && !w->ready && w->stage == TRK_SUBSCRIBING && ac->c.err == REDIS_ERR_OTHER) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "SUBSCRIBE %s: %s", INVALIDATE_CHANNEL, why);
-        tracking_settled(w, false, msg);
-        return;
-    }
-    session_fail(w, "lost the %s to redis %s: %s", c->name, w->address, why);
-}
-
-static bool open_conn(sg_watch *w, conn *c, const char *host)
-{
-    redisAsyncContext *ac =
-        w->url.path ? redisAsyncConnectUnix(w->url.path) : redisAsyncConnect(host, w->url.port);
-    if (!ac) {
-        session_fail(w, "connecting to redis %s: out of memory", w->address);
-        return false;
-    }
-    if (ac->c.err) {
-        char why[128];
-        snprintf(why, sizeof why, "%s", ac->c.errstr);
-        redisAsyncFree(ac); /* not attached, no callbacks: freed at once */
-        session_fail(w, "cannot reach redis %s: %s", w->address, why);
-        return false;
-    }
-    if (!w->url.path && redisEnableKeepAlive(&ac->c) != REDIS_OK) {
-        char why[128];
-        snprintf(why, sizeof why, "%s", ac->c.errstr);
-        redisAsyncFree(ac);
-        session_fail(w, "setting TCP keepalive for redis %s: %s", w->address, why);
-        return false;
-    }
-    ac->data = c;
-    int rc = ev_attach(w, ac);
-    if (rc != 0) {
-        redisAsyncFree(ac);
-        session_fail(w, "watching the socket of redis %s: %s", w->address, uv_strerror(rc));
-        return false;
-    }
-    c->ac = ac;
-    c->connected = false;
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    return true;
-}
-
-static void on_auth(redisAsyncContext *ac, void *r, void *pd)
+static void on_tracking(void *pd, const redisReply *reply)
 {
     sg_watch *w = pd;
-    redisReply *reply = r;
-    if (!reply || w->stopping || reply->type != REDIS_REPLY_ERROR)
-        return;
-    session_fail(w, "authenticating to redis %s as user '%s': %s", w->address,
-                 w->url.user ? w->url.user : "default", reply->str);
-}
-
-static void on_select(redisAsyncContext *ac, void *r, void *pd)
-{
-    sg_watch *w = pd;
-    redisReply *reply = r;
-    if (!reply || w->stopping || reply->type != REDIS_REPLY_ERROR)
-        return;
-    session_fail(w, "selecting database %d on redis %s: %s", w->url.db, w->address, reply->str);
-}
-
-static void on_tracking(redisAsyncContext *ac, void *r, void *pd)
-{
-    sg_watch *w = pd;
-    redisReply *reply = r;
     if (!reply || w->stopping)
         return;
     if (reply->type == REDIS_REPLY_ERROR) {
@@ -480,10 +239,9 @@ static void on_tracking(redisAsyncContext *ac, void *r, void *pd)
 }
 
 /* Subscription confirmations and invalidation messages. */
-static void on_invalidation(redisAsyncContext *ac, void *r, void *pd)
+static void on_invalidation(void *pd, const redisReply *reply)
 {
     sg_watch *w = pd;
-    redisReply *reply = r;
     if (!reply || w->stopping || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING)
         return;
@@ -494,7 +252,7 @@ static void on_invalidation(redisAsyncContext *ac, void *r, void *pd)
         snprintf(id, sizeof id, "%lld", (long long)w->trk_id);
         const char *argv[] = {"CLIENT", "TRACKING", "on",      "REDIRECT", id,
                               "BCAST",  "PREFIX",   w->canary, "NOLOOP"};
-        if (!send_command(&w->cmd, on_tracking, w, 9, argv))
+        if (!send_command(w, CMD, on_tracking, w, 9, argv))
             session_fail(w, "queueing CLIENT TRACKING for redis %s failed", w->address);
         return;
     }
@@ -502,15 +260,14 @@ static void on_invalidation(redisAsyncContext *ac, void *r, void *pd)
         return;
     const redisReply *payload = reply->element[2];
     if (payload->type == REDIS_REPLY_NIL)
-        start_check(w, TRIG_FLUSH, sg_now_ms()); /* "everything": a flush */
+        start_check(w, SG_WIPE_TRIGGER_FLUSH, sg_now_ms()); /* "everything": a flush */
     else
-        start_check(w, TRIG_CANARY, sg_now_ms()); /* the canary was written or deleted */
+        start_check(w, SG_WIPE_TRIGGER_CANARY, sg_now_ms()); /* the canary was written or deleted */
 }
 
-static void on_client_id(redisAsyncContext *ac, void *r, void *pd)
+static void on_client_id(void *pd, const redisReply *reply)
 {
     sg_watch *w = pd;
-    redisReply *reply = r;
     if (!reply || w->stopping)
         return;
     if (reply->type != REDIS_REPLY_INTEGER) {
@@ -522,131 +279,41 @@ static void on_client_id(redisAsyncContext *ac, void *r, void *pd)
     }
     w->trk_id = reply->integer;
     w->stage = TRK_SUBSCRIBING;
-    const char *argv[] = {"SUBSCRIBE", INVALIDATE_CHANNEL};
-    if (!send_command(&w->trk, on_invalidation, w, 2, argv))
+    if (sg_rasync_subscribe(w->redis, TRK, INVALIDATE_CHANNEL, on_invalidation, w))
         session_fail(w, "queueing SUBSCRIBE for redis %s failed", w->address);
 }
 
-/* Queues AUTH on a new connection if the URL or environment gave a password. */
-static bool queue_auth(sg_watch *w, conn *c)
+/* The link opened both connections with AUTH and SELECT queued. The command
+ * connection waits for the tracking setup (or its refusal) before its first
+ * check. */
+static void on_open(void *ud)
 {
-    if (!w->url.password)
-        return true;
-    const char *argv[] = {"AUTH", w->url.user ? w->url.user : w->url.password, w->url.password};
-    return send_command(c, on_auth, w, w->url.user ? 3 : 2, argv);
-}
-
-/* Opens both connections and queues their handshakes; hiredis writes them
- * once connected. The command connection waits for the tracking setup (or
- * its refusal) before its first check. */
-static void open_session(sg_watch *w, const char *host)
-{
-    if (!open_conn(w, &w->cmd, host) || !open_conn(w, &w->trk, host))
-        return;
-    bool ok = queue_auth(w, &w->cmd) && queue_auth(w, &w->trk);
-    if (ok && w->url.db) {
-        char db[16];
-        snprintf(db, sizeof db, "%d", w->url.db);
-        const char *argv[] = {"SELECT", db};
-        ok = send_command(&w->cmd, on_select, w, 2, argv);
-    }
-    if (ok) {
-        const char *argv[] = {"CLIENT", "ID"};
-        w->stage = TRK_ID;
-        ok = send_command(&w->trk, on_client_id, w, 2, argv);
-    }
-    if (!ok)
-        session_fail(w, "queueing the handshake for redis %s failed", w->address);
-}
-
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-    resolve *r = req->data;
-    sg_watch *w = r->w;
-    bool abandoned = r->abandoned;
-    free(r);
-    w->pending--;
-    if (abandoned) {
-        uv_freeaddrinfo(res);
-        maybe_stopped(w);
-        return;
-    }
-    w->resolving = NULL;
-    if (status != 0) {
-        uv_freeaddrinfo(res);
-        session_fail(w, "resolving redis host %s: %s", w->url.host, uv_strerror(status));
-        return;
-    }
-    /* IPv4 first, as hiredis itself prefers */
-    const struct addrinfo *pick = NULL;
-    for (const struct addrinfo *a = res; a; a = a->ai_next) {
-        if (a->ai_family == AF_INET) {
-            pick = a;
-            break;
-        }
-        if (a->ai_family == AF_INET6 && !pick)
-            pick = a;
-    }
-    char ip[64] = "";
-    if (pick && pick->ai_family == AF_INET)
-        uv_ip4_name((const struct sockaddr_in *)pick->ai_addr, ip, sizeof ip);
-    else if (pick)
-        uv_ip6_name((const struct sockaddr_in6 *)pick->ai_addr, ip, sizeof ip);
-    uv_freeaddrinfo(res);
-    if (!ip[0]) {
-        session_fail(w, "resolving redis host %s: no IPv4 or IPv6 address", w->url.host);
-        return;
-    }
-    open_session(w, ip);
-}
-
-static void on_attempt_timeout(uv_timer_t *t)
-{
-    sg_watch *w = t->data;
-    if (w->resolving)
-        session_fail(w, "resolving redis host %s took longer than %d ms", w->url.host,
-                     w->timeout_ms);
-    else if (!w->cmd.connected)
-        session_fail(w, "cannot reach redis %s: connect timed out after %d ms", w->address,
-                     w->timeout_ms);
-    else
-        session_fail(w, "redis %s did not answer the handshake within %d ms", w->address,
-                     w->timeout_ms);
-}
-
-static bool is_numeric_host(const char *host)
-{
-    unsigned char buf[sizeof(struct in6_addr)];
-    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
-}
-
-static void connect_attempt(sg_watch *w)
-{
-    assert(!w->attempt && !w->cmd.ac && !w->trk.ac);
-    w->attempt = true;
+    sg_watch *w = ud;
     w->ready = false;
     w->tracking = false;
     w->stage = TRK_ID;
-    uv_timer_start(&w->link_timer, on_attempt_timeout, (uint64_t)w->timeout_ms, 0);
-    if (w->url.path || is_numeric_host(w->url.host)) {
-        open_session(w, w->url.host);
-        return;
-    }
-    resolve *r = sg_xcalloc(1, sizeof *r);
-    r->w = w;
-    r->req.data = r;
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = uv_getaddrinfo(w->loop, &r->req, on_resolved, w->url.host, NULL, &hints);
-    if (rc != 0) {
-        free(r);
-        session_fail(w, "resolving redis host %s: %s", w->url.host, uv_strerror(rc));
-        return;
-    }
-    w->resolving = r;
-    w->pending++;
+    const char *argv[] = {"CLIENT", "ID"};
+    if (!send_command(w, TRK, on_client_id, w, 2, argv))
+        session_fail(w, "queueing the handshake for redis %s failed", w->address);
+}
+
+static void on_down(void *ud, const char *reason)
+{
+    session_down(ud, reason);
+}
+
+/* An error reply to SUBSCRIBE (an ACL without the channel) has no callback
+ * to go to in hiredis 0.14: it closes the connection with the server's
+ * message. That only costs us tracking; any other loss ends the session. */
+static bool on_lost(void *ud, int conn, const char *why, bool error_reply)
+{
+    sg_watch *w = ud;
+    if (conn != TRK || w->ready || w->stage != TRK_SUBSCRIBING || !error_reply)
+        return false;
+    char msg[256];
+    snprintf(msg, sizeof msg, "SUBSCRIBE %s: %s", INVALIDATE_CHANNEL, why);
+    tracking_settled(w, false, msg);
+    return true;
 }
 
 /* ---- checks ---- */
@@ -711,10 +378,9 @@ static void store_reply(check *c, int what, const redisReply *r)
     }
 }
 
-static void on_canary_set(redisAsyncContext *ac, void *r, void *pd)
+static void on_canary_set(void *pd, const redisReply *reply)
 {
     sg_watch *w = pd;
-    redisReply *reply = r;
     if (!reply || w->stopping)
         return;
     if (reply->type == REDIS_REPLY_ERROR) {
@@ -739,15 +405,14 @@ static void set_canary(sg_watch *w)
     sg_format_time(sg_now_ms(), when, sizeof when);
     snprintf(value, sizeof value, "stormguard watch pid %ld %s", (long)getpid(), when);
     const char *argv[] = {"SET", w->canary, value};
-    if (!send_command(&w->cmd, on_canary_set, w, 3, argv))
+    if (!send_command(w, CMD, on_canary_set, w, 3, argv))
         session_fail(w, "queueing SET %s for redis %s failed", w->canary, w->address);
 }
 
 static void session_up(sg_watch *w)
 {
     w->link = LINK_UP;
-    w->backoff_ms = BACKOFF_MIN_MS;
-    uv_timer_stop(&w->link_timer);
+    sg_rasync_up(w->redis);
     uv_timer_start(&w->check_timer, on_check_timer, (uint64_t)w->check_ms, (uint64_t)w->check_ms);
     char detail[512];
     if (w->tracking)
@@ -765,110 +430,39 @@ static void session_up(sg_watch *w)
         w->on_link(w->ud, true, detail);
 }
 
-/* "role master -> slave, master_replid 1a2b.. -> 3c4d..": what changed in
- * replication on the same server; false if nothing did. */
-static bool replication_change(const facts *k, const facts *f, char *buf, size_t size)
-{
-    bool role = strcmp(k->role, f->role) != 0;
-    bool replid = strcmp(k->master_replid, f->master_replid) != 0;
-    if (!role && !replid)
-        return false;
-    int n = 0;
-    if (role)
-        n = snprintf(buf, size, "role %s -> %s", k->role, f->role);
-    if (replid && n >= 0 && (size_t)n < size)
-        snprintf(buf + n, size - (size_t)n, "%smaster_replid %.12s -> %.12s", role ? ", " : "",
-                 k->master_replid, f->master_replid);
-    return true;
-}
-
-/* Names what made the canary vanish, from what changed since the last good
- * check. A new run_id is a restart when the server is younger than our last
- * look at the old one, else another server took over the address. */
-static sg_wipe_cause classify(const sg_watch *w, const check *c, char *what, size_t size)
-{
-    const facts *k = &w->known, *f = &c->f;
-    if (k->run_id && strcmp(k->run_id, f->run_id)) {
-        long long away_s = (long long)((sg_now_ms() - w->known_at) / 1000);
-        if (f->uptime_s >= 0 && f->uptime_s <= away_s + 1) {
-            snprintf(what, size, "redis restarted (run_id %.12s -> %.12s, up %lld s)", k->run_id,
-                     f->run_id, (long long)f->uptime_s);
-            return SG_WIPE_RESTART;
-        }
-        snprintf(what, size, "another server answers at %s (run_id %.12s -> %.12s, up %lld s, %s)",
-                 w->address, k->run_id, f->run_id, (long long)f->uptime_s, f->role);
-        return SG_WIPE_FAILOVER;
-    }
-    /* A new role, or a replica following another master, is a failover. A
-     * master that only got a new master_replid started a replication history:
-     * Redis does that when it creates a backlog for a replica (or for a
-     * snapshot with --method sync) and when it frees an idle one. */
-    char change[256];
-    if (k->run_id && replication_change(k, f, change, sizeof change) &&
-        (strcmp(k->role, f->role) || strcmp(f->role, "master"))) {
-        snprintf(what, size, "failover (%s)", change);
-        return SG_WIPE_FAILOVER;
-    }
-    switch (c->why) {
-    case TRIG_FLUSH:
-        snprintf(what, size, "FLUSHALL/FLUSHDB");
-        break;
-    case TRIG_CANARY:
-        snprintf(what, size, "FLUSHALL/FLUSHDB or a deletion of the canary");
-        break;
-    case TRIG_FIRST:
-        snprintf(what, size, "FLUSHALL/FLUSHDB while the watcher was reconnecting (same run_id)");
-        break;
-    case TRIG_TIMER:
-        snprintf(what, size, "FLUSHALL/FLUSHDB (found by the periodic check)");
-        break;
-    }
-    return SG_WIPE_FLUSH;
-}
-
-/* Logs changes of the server that cost no data. */
-static void note_changes(const sg_watch *w, const check *c)
-{
-    const facts *k = &w->known, *f = &c->f;
-    char change[256];
-    if (!k->run_id)
-        return;
-    if (strcmp(k->run_id, f->run_id))
-        sg_log(SG_LOG_INFO, "watch", "redis %s: new run_id %.12s (was %.12s), canary %s",
-               w->address, f->run_id, k->run_id, c->exists ? "kept: data survived" : "absent");
-    else if (replication_change(k, f, change, sizeof change))
-        sg_log(SG_LOG_INFO, "watch", "redis %s: %s, canary %s", w->address, change,
-               c->exists ? "kept: data survived" : "absent");
-}
-
+/* Judges a check by the wipe rules (wipe.h), then learns from it. */
 static void evaluate(sg_watch *w, check *c)
 {
-    bool wipe = false;
-    sg_wipe_cause cause = SG_WIPE_FLUSH;
-    char detail[1024];
-    if (!c->exists && w->canary_known) {
-        char what[512];
-        cause = classify(w, c, what, sizeof what);
-        snprintf(detail, sizeof detail, "%s: canary %s gone, dbsize %lld", what, w->canary,
-                 (long long)c->dbsize);
-        wipe = true;
-    } else if (c->exists && c->sample_n && c->sample_gen == w->sample_gen) {
-        long long missing = (long long)c->sample_n - (long long)c->sample_present;
-        if (missing * 2 >= (long long)c->sample_n) {
-            cause = SG_WIPE_KEYS;
-            snprintf(detail, sizeof detail,
-                     "%lld of %zu sampled keys%s%s%s gone, canary %s present, dbsize %lld", missing,
-                     c->sample_n, w->count_pattern ? " (" : "",
-                     w->count_pattern ? w->count_pattern : "", w->count_pattern ? ")" : "",
-                     w->canary, (long long)c->dbsize);
-            wipe = true;
-        }
-    }
-    note_changes(w, c);
+    int64_t now = sg_now_ms();
+    const sg_wipe_known k = {.address = w->address,
+                             .canary = w->canary,
+                             .count_pattern = w->count_pattern,
+                             .canary_seen = w->canary_known,
+                             .run_id = w->known.run_id,
+                             .role = w->known.role,
+                             .master_replid = w->known.master_replid,
+                             .checked_at_ms = w->known_at,
+                             .sample_gen = w->sample_gen};
+    const sg_wipe_obs o = {.trigger = c->why,
+                           .now_ms = now,
+                           .canary = c->exists,
+                           .dbsize = c->dbsize,
+                           .run_id = c->f.run_id,
+                           .role = c->f.role,
+                           .master_replid = c->f.master_replid,
+                           .uptime_s = c->f.uptime_s,
+                           .sample_n = c->sample_n,
+                           .sample_present = c->sample_present,
+                           .sample_gen = c->sample_gen};
+    sg_wipe_result r;
+    sg_wipe_judge(&k, &o, &r);
+    bool wipe = r.verdict == SG_VERDICT_WIPED;
+    if (r.note[0])
+        sg_log(SG_LOG_INFO, "watch", "redis %s: %s", w->address, r.note);
     facts_free(&w->known);
     w->known = c->f;
     memset(&c->f, 0, sizeof c->f);
-    w->known_at = w->last_check = sg_now_ms();
+    w->known_at = w->last_check = now;
     w->dbsize = c->dbsize;
     w->canary_known = c->exists;
     if (wipe) {
@@ -879,7 +473,7 @@ static void evaluate(sg_watch *w, check *c)
     /* Queued before anything else can queue a check: the next one sees it. */
     if (!c->exists) {
         set_canary(w);
-        if (!w->attempt)
+        if (!live(w))
             return;
     }
     if (w->link != LINK_UP) {
@@ -888,9 +482,9 @@ static void evaluate(sg_watch *w, check *c)
             return;
     }
     if (wipe) {
-        sg_log(SG_LOG_WARN, "watch", "wipe (%s) on redis %s: %s", sg_wipe_cause_name(cause),
-               w->address, detail);
-        w->on_wipe(w->ud, cause, detail, c->at);
+        sg_log(SG_LOG_WARN, "watch", "wipe (%s) on redis %s: %s", sg_wipe_cause_name(r.cause),
+               w->address, r.detail);
+        w->on_wipe(w->ud, r.cause, r.detail, c->at);
         if (w->stopping)
             return;
     }
@@ -917,7 +511,7 @@ static void check_failed(sg_watch *w, const char *error)
     }
 }
 
-static void on_check_reply(redisAsyncContext *ac, void *r, void *pd)
+static void on_check_reply(void *pd, const redisReply *r)
 {
     slot *s = pd;
     check *c = s->c;
@@ -930,7 +524,7 @@ static void on_check_reply(redisAsyncContext *ac, void *r, void *pd)
         return;
     if (w->check == c)
         w->check = NULL;
-    if (!w->stopping && w->attempt) {
+    if (live(w)) {
         if (!c->failed)
             evaluate(w, c);
         else if (c->error)
@@ -939,9 +533,9 @@ static void on_check_reply(redisAsyncContext *ac, void *r, void *pd)
     check_free(c);
 }
 
-static void start_check(sg_watch *w, trigger why, int64_t at)
+static void start_check(sg_watch *w, sg_wipe_trigger why, int64_t at)
 {
-    if (w->stopping || !w->ready || !w->cmd.ac)
+    if (!live(w) || !w->ready)
         return;
     if (w->check) {
         /* Its replies may predate the event: it reports what it finds, under
@@ -987,7 +581,7 @@ static void start_check(sg_watch *w, trigger why, int64_t at)
         wanted++;
         c->slots[i].c = c;
         c->slots[i].what = i;
-        if (send_command(&w->cmd, on_check_reply, &c->slots[i], q[i].argc, q[i].argv))
+        if (send_command(w, CMD, on_check_reply, &c->slots[i], q[i].argc, q[i].argv))
             c->pending++;
     }
     if (c->pending == wanted) {
@@ -1012,7 +606,7 @@ static void on_check_timer(uv_timer_t *t)
                          (unsigned long long)waited);
         return;
     }
-    start_check(w, TRIG_TIMER, sg_now_ms());
+    start_check(w, SG_WIPE_TRIGGER_TIMER, sg_now_ms());
 }
 
 /* ---- lifecycle ---- */
@@ -1032,35 +626,34 @@ int sg_watch_start(uv_loop_t *loop, const sg_watch_opts *o, sg_wipe_fn on_wipe, 
     if (rc)
         return rc;
     sg_redis_url_password_from_env(&url);
-    if (url.user && !url.password) {
-        rc = sg_error_set(err, SG_EUSAGE,
-                          "redis URL names user '%s' but no password was given (URL, "
-                          "STORMGUARD_REDIS_PASSWORD or REDISCLI_AUTH)",
-                          url.user);
+    sg_watch *w = sg_xcalloc(1, sizeof *w);
+    w->timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : DEFAULT_TIMEOUT_MS;
+    const sg_rasync_opts ro = {
+        .url = &url,
+        .nconns = NCONNS,
+        .conns = {[CMD] = {.name = "command connection"},
+                  [TRK] = {.name = "tracking connection", .no_select = true}},
+        .timeout_ms = w->timeout_ms};
+    const sg_rasync_cbs cbs = {.on_open = on_open, .on_down = on_down, .on_lost = on_lost};
+    rc = sg_rasync_start(loop, &ro, &cbs, w, &w->redis, err);
+    if (rc) {
         sg_redis_url_close(&url);
+        free(w);
         return rc;
     }
-    sg_watch *w = sg_xcalloc(1, sizeof *w);
     w->loop = loop;
-    w->url = url;
     w->address = sg_redis_url_address(&url);
+    sg_redis_url_close(&url);
     w->canary = sg_xstrdup(o->canary);
     w->count_pattern = o->count_pattern ? sg_xstrdup(o->count_pattern) : NULL;
     w->check_ms = o->check_ms ? o->check_ms : DEFAULT_CHECK_MS;
-    w->timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : DEFAULT_TIMEOUT_MS;
     w->on_wipe = on_wipe;
     w->on_link = on_link;
     w->ud = ud;
-    w->cmd = (conn){.w = w, .name = "command connection"};
-    w->trk = (conn){.w = w, .name = "tracking connection"};
-    w->backoff_ms = BACKOFF_MIN_MS;
     w->link = LINK_CONNECTING;
     /* uv_timer_init cannot fail on Unix (libuv 1.x returns 0) */
     uv_timer_init(loop, &w->check_timer);
-    uv_timer_init(loop, &w->link_timer);
-    w->check_timer.data = w->link_timer.data = w;
-    /* first attempt from the loop, so no callback runs before *out is set */
-    uv_timer_start(&w->link_timer, on_retry, 0, 0);
+    w->check_timer.data = w;
     *out = w;
     return 0;
 }
@@ -1110,10 +703,9 @@ static void maybe_stopped(sg_watch *w)
 {
     if (!w->stopping || w->pending)
         return;
-    assert(!w->cmd.ac && !w->trk.ac && !w->check);
+    assert(!w->redis && !w->check);
     void (*done)(void *) = w->done;
     void *ud = w->done_ud;
-    sg_redis_url_close(&w->url);
     free(w->address);
     free(w->canary);
     free(w->count_pattern);
@@ -1133,22 +725,22 @@ static void on_timer_closed(uv_handle_t *h)
     maybe_stopped(w);
 }
 
+static void on_redis_stopped(void *ud)
+{
+    sg_watch *w = ud;
+    w->redis = NULL;
+    w->pending--;
+    maybe_stopped(w);
+}
+
 void sg_watch_stop(sg_watch *w, void (*done)(void *ud), void *ud)
 {
     assert(!w->stopping);
     w->stopping = true;
     w->done = done;
     w->done_ud = ud;
-    w->attempt = false;
     w->ready = false;
     w->pending += 2;
     uv_close((uv_handle_t *)&w->check_timer, on_timer_closed);
-    uv_close((uv_handle_t *)&w->link_timer, on_timer_closed);
-    if (w->resolving) {
-        w->resolving->abandoned = true;
-        uv_cancel((uv_req_t *)&w->resolving->req);
-        w->resolving = NULL;
-    }
-    drop_conn(&w->trk);
-    drop_conn(&w->cmd);
+    sg_rasync_stop(w->redis, on_redis_stopped, w);
 }

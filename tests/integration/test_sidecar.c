@@ -4,21 +4,16 @@
  * key written after the wipe, TTLs come back absolute, and every loop closes
  * with no handle or request left (uv_loop_close == 0).
  *
- * Each test starts its own redis-server on a free 127.0.0.1 port (fork/exec,
- * no persistence) and kills it in the teardown, which cmocka runs after a
- * failed assertion too; PR_SET_PDEATHSIG kills it if this process dies
- * outright (a sanitizer abort, a ctest timeout). */
+ * Each test starts its own redis-server on a free 127.0.0.1 port
+ * (redis_fixture.h: no persistence, killed on any exit) and stops it in the
+ * teardown, which cmocka runs after a failed assertion too. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <ftw.h>
 #include <hiredis/hiredis.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -26,14 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 #include <uv.h>
 
+#include "redis_fixture.h"
 #include "stormguard/base/error.h"
 #include "stormguard/redis/rconn.h"
 #include "stormguard/snapshot/sidecar.h"
@@ -48,129 +38,27 @@ typedef struct fixture {
     char db[128];
     char url[64];
     int port;
-    pid_t redis;
+    redis_fixture srv;
     redisContext *rc; /* the test's own connection, for seeding and checking */
 } fixture;
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-static void stop_redis(fixture *f)
-{
-    if (f->rc)
-        redisFree(f->rc);
-    f->rc = NULL;
-    if (f->redis <= 0)
-        return;
-    kill(f->redis, SIGTERM);
-    for (int i = 0; i < 100; i++) { /* 5 s, then SIGKILL */
-        if (waitpid(f->redis, NULL, WNOHANG) == f->redis) {
-            f->redis = 0;
-            return;
-        }
-        sleep_ms(50);
-    }
-    kill(f->redis, SIGKILL);
-    waitpid(f->redis, NULL, 0);
-    f->redis = 0;
-}
-
-/* Starts redis-server on port; returns 0 once it answers PING (<= 5 s). */
-static int try_start(fixture *f, int port)
-{
-    char ports[16];
-    snprintf(ports, sizeof ports, "%d", port);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127); /* the test died before prctl */
-        freopen("/dev/null", "w", stdout);
-        freopen("/dev/null", "w", stderr);
-        execlp("redis-server", "redis-server", "--port", ports, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", f->dir, "--repl-diskless-sync-delay", "0",
-               (char *)NULL);
-        _exit(127);
-    }
-    f->redis = pid;
-    for (int i = 0; i < 100; i++) {
-        if (waitpid(pid, NULL, WNOHANG) == pid) { /* port taken meanwhile, or no binary */
-            f->redis = 0;
-            return -1;
-        }
-        struct timeval tv = {1, 0};
-        redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-        if (c && !c->err) {
-            redisReply *r = redisCommand(c, "PING");
-            bool up = r && r->type == REDIS_REPLY_STATUS;
-            if (r)
-                freeReplyObject(r);
-            if (up) {
-                f->rc = c;
-                f->port = port;
-                return 0;
-            }
-        }
-        if (c)
-            redisFree(c);
-        sleep_ms(50);
-    }
-    stop_redis(f);
-    return -1;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)type;
-    (void)ftw;
-    return remove(path);
-}
 
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/sg-test-sidecar-XXXXXX");
-    if (!mkdtemp(f->dir)) {
+    if (redis_fixture_mkdtemp(f->dir, sizeof f->dir, "sidecar")) {
         free(f);
         return -1;
     }
     snprintf(f->db, sizeof f->db, "%s/sg.db", f->dir);
-    for (int attempt = 0; attempt < 10 && !f->rc; attempt++) {
-        int port = free_port();
-        if (port > 0)
-            try_start(f, port);
-    }
-    if (!f->rc) {
-        fprintf(stderr, "could not start redis-server (is it installed and on PATH?)\n");
-        nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (redis_fixture_start(&f->srv, f->dir) || !(f->rc = redis_fixture_connect(f->srv.port, 0))) {
+        redis_fixture_stop(&f->srv);
+        redis_fixture_rmtree(f->dir);
         free(f);
         return -1;
     }
+    f->port = f->srv.port;
     snprintf(f->url, sizeof f->url, "redis://127.0.0.1:%d", f->port);
     *state = f;
     return 0;
@@ -179,8 +67,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    stop_redis(f);
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    redisFree(f->rc);
+    redis_fixture_stop(&f->srv);
+    redis_fixture_rmtree(f->dir);
     free(f);
     return 0;
 }
@@ -547,7 +436,7 @@ static void errors(void **state)
 
     /* nobody listening */
     char url[64], addr[32];
-    int port = free_port();
+    int port = redis_fixture_free_port();
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     o.redis_url = url;

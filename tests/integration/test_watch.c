@@ -1,7 +1,7 @@
 /* Integration test of watch.h against a real redis-server that the test starts
- * itself on a free 127.0.0.1 port (and kills on any exit: teardown, atexit,
- * and PR_SET_PDEATHSIG if the test process dies outright). Each test drives
- * its own uv loop and ends by asserting uv_loop_close() == 0. */
+ * itself on a free 127.0.0.1 port (redis_fixture.h: killed on any exit).
+ * Each test drives its own uv loop and ends by asserting uv_loop_close() ==
+ * 0. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -9,145 +9,37 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+#include <limits.h>
 #include <netinet/in.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
+#include "redis_fixture.h"
 #include "stormguard/redis/watch.h"
 
 #define CANARY "stormguard:canary"
 
 /* ---- the redis-server under test ---- */
 
-static int g_port;
-static pid_t g_redis = -1;
+static redis_fixture g_srv;
 static char g_dir[64]; /* the servers' --dir: a replica writes the RDB it receives there */
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        perror("finding a free port");
-        exit(1);
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static redisContext *rconnect_port(int port)
-{
-    struct timeval tv = {1, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    if (c && !c->err) {
-        redisSetTimeout(c, tv);
-        return c;
-    }
-    if (c)
-        redisFree(c);
-    return NULL;
-}
 
 static redisContext *rconnect(void)
 {
-    return rconnect_port(g_port);
-}
-
-static bool redis_pings(int port)
-{
-    redisContext *c = rconnect_port(port);
-    if (!c)
-        return false;
-    redisReply *r = redisCommand(c, "PING");
-    bool ok = r && r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "PONG");
-    if (r)
-        freeReplyObject(r);
-    redisFree(c);
-    return ok;
-}
-
-static void redis_kill(void)
-{
-    if (g_redis <= 0)
-        return;
-    kill(g_redis, SIGKILL);
-    waitpid(g_redis, NULL, 0);
-    g_redis = -1;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    return remove(path);
+    return redis_fixture_connect(g_srv.port, 1000);
 }
 
 static void cleanup(void)
 {
-    redis_kill();
-    if (g_dir[0])
-        nftw(g_dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
-/* Starts a redis-server on port, waits until it answers PING, returns its pid. */
-static pid_t redis_spawn(int port)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("fork");
-        exit(1);
-    }
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(1);
-        int null = open("/dev/null", O_WRONLY);
-        if (null >= 0) {
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        char p[16];
-        snprintf(p, sizeof p, "%d", port);
-        execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--repl-diskless-sync-delay", "0", "--dir", g_dir,
-               (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {
-        if (redis_pings(port))
-            return pid;
-        sleep_ms(10);
-    }
-    fprintf(stderr, "redis-server on port %d does not answer PING\n", port);
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    exit(1);
-}
-
-static void redis_start(void)
-{
-    g_redis = redis_spawn(g_port);
+    redis_fixture_kill(&g_srv);
+    redis_fixture_rmtree(g_dir);
 }
 
 /* Runs a command (words separated by spaces) on a fresh synchronous
@@ -224,7 +116,7 @@ typedef struct fx {
     int nwipes;
     int ups, downs;
     char link_detail[512];
-    pid_t other; /* a second redis-server, killed by the teardown */
+    redis_fixture other; /* a second redis-server, killed by the teardown */
 } fx;
 
 #define RUN_UNTIL(f, cond, ms)                                                                     \
@@ -294,7 +186,7 @@ static void start_watch_url(fx *f, const char *url, int check_ms, int timeout_ms
 static void start_watch(fx *f, int check_ms)
 {
     char url[64];
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d", g_port);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", g_srv.port);
     start_watch_url(f, url, check_ms, 2000);
 }
 
@@ -355,9 +247,10 @@ static const char *jstr(json_t *o, const char *key)
 
 static int setup(void **state)
 {
-    if (g_redis <= 0 || !redis_pings(g_port)) {
-        redis_kill();
-        redis_start();
+    if (g_srv.pid <= 0 || !redis_fixture_pings(g_srv.port)) {
+        redis_fixture_kill(&g_srv);
+        if (redis_fixture_restart(&g_srv))
+            return -1;
     }
     redisReply *r = rcmd_db(0, "REPLICAOF NO ONE"); /* after the failover test */
     if (r)
@@ -387,10 +280,7 @@ static int teardown(void **state)
         uv_run(&f->loop, UV_RUN_DEFAULT);
         uv_loop_close(&f->loop);
     }
-    if (f->other > 0) {
-        kill(f->other, SIGKILL);
-        waitpid(f->other, NULL, 0);
-    }
+    redis_fixture_kill(&f->other);
     free(f);
     unsetenv("STORMGUARD_REDIS_PASSWORD");
     return 0;
@@ -427,7 +317,7 @@ static void connects_by_host_name(void **state)
 {
     fx *f = *state;
     char url[64];
-    snprintf(url, sizeof url, "redis://localhost:%d", g_port);
+    snprintf(url, sizeof url, "redis://localhost:%d", g_srv.port);
     start_watch_url(f, url, 100, 2000);
     wait_up(f, 1);
     finish(f);
@@ -506,12 +396,11 @@ static void flushdb_detected_once(void **state)
 static void failover_detected(void **state)
 {
     fx *f = *state;
-    int port = free_port();
-    f->other = redis_spawn(port);
+    assert_int_equal(redis_fixture_start(&f->other, g_dir), 0);
     start_watch(f, 100);
     wait_up(f, 1);
     char cmd[64];
-    snprintf(cmd, sizeof cmd, "REPLICAOF 127.0.0.1 %d", port);
+    snprintf(cmd, sizeof cmd, "REPLICAOF 127.0.0.1 %d", f->other.port);
     rok(cmd);
     RUN_UNTIL(f, f->nwipes == 1, 5000);
     assert_int_equal(f->nwipes, 1);
@@ -551,7 +440,8 @@ static void new_replid_on_master_is_not_failover(void **state)
     wait_up(f, 1);
     char *before = server_replid(), *after = NULL;
     char cmd[PATH_MAX + 80];
-    snprintf(cmd, sizeof cmd, "redis-cli -p %d --rdb %s/sync.rdb >/dev/null 2>&1", g_port, g_dir);
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d --rdb %s/sync.rdb >/dev/null 2>&1", g_srv.port,
+             g_dir);
     assert_int_equal(system(cmd), 0);
     for (int i = 0; i < 60; i++) { /* freed after a second without replicas */
         free(after);
@@ -577,8 +467,8 @@ static void restart_detected(void **state)
     start_watch(f, 100);
     wait_up(f, 1);
     char *old_id = server_run_id();
-    redis_kill();
-    redis_start();
+    redis_fixture_kill(&g_srv);
+    assert_int_equal(redis_fixture_restart(&g_srv), 0);
     RUN_UNTIL(f, f->nwipes == 1, 5000);
     assert_int_equal(f->nwipes, 1);
     assert_int_equal(f->wipes[0].cause, SG_WIPE_RESTART);
@@ -651,7 +541,7 @@ static void redis_down_then_back(void **state)
     fx *f = *state;
     start_watch(f, 100);
     wait_up(f, 1);
-    redis_kill();
+    redis_fixture_kill(&g_srv);
     RUN_UNTIL(f, f->downs == 1, 2000);
     assert_int_equal(f->downs, 1);
     int ticks = f->ticks;
@@ -665,7 +555,7 @@ static void redis_down_then_back(void **state)
     printf("  last_error: %s\n", jstr(st, "last_error"));
     json_decref(st);
 
-    redis_start();
+    assert_int_equal(redis_fixture_restart(&g_srv), 0);
     wait_up(f, 2);
     RUN_UNTIL(f, f->nwipes == 1, 2000);
     assert_int_equal(f->nwipes, 1);
@@ -680,7 +570,7 @@ static void no_tracking_falls_back_to_timer(void **state)
     fx *f = *state;
     rok("ACL SETUSER sgw on >pw ~* &* +@all -client|tracking");
     char url[96];
-    snprintf(url, sizeof url, "redis://sgw:pw@127.0.0.1:%d", g_port);
+    snprintf(url, sizeof url, "redis://sgw:pw@127.0.0.1:%d", g_srv.port);
     start_watch_url(f, url, 200, 2000);
     wait_up(f, 1);
     assert_non_null(strstr(f->link_detail, "no client tracking"));
@@ -710,7 +600,7 @@ static void subscribe_refused_still_up(void **state)
     rok("ACL SETUSER sgw2 on >pw2 ~* resetchannels +@all");
     setenv("STORMGUARD_REDIS_PASSWORD", "pw2", 1);
     char url[96];
-    snprintf(url, sizeof url, "redis://sgw2@127.0.0.1:%d", g_port);
+    snprintf(url, sizeof url, "redis://sgw2@127.0.0.1:%d", g_srv.port);
     start_watch_url(f, url, 100, 2000);
     wait_up(f, 1);
     assert_non_null(strstr(f->link_detail, "SUBSCRIBE"));
@@ -726,7 +616,7 @@ static void wrong_password_reported(void **state)
 {
     fx *f = *state;
     char url[96];
-    snprintf(url, sizeof url, "redis://nobody:bad@127.0.0.1:%d", g_port);
+    snprintf(url, sizeof url, "redis://nobody:bad@127.0.0.1:%d", g_srv.port);
     start_watch_url(f, url, 100, 2000);
     RUN_UNTIL(f, f->downs == 1, 2000);
     assert_int_equal(f->downs, 1);
@@ -759,7 +649,7 @@ static void refused_reported_and_stop_while_retrying(void **state)
 {
     fx *f = *state;
     char url[64];
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d", free_port());
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", redis_fixture_free_port());
     start_watch_url(f, url, 100, 2000);
     RUN_UNTIL(f, f->downs == 1, 2000);
     assert_int_equal(f->downs, 1);
@@ -774,7 +664,7 @@ static void stop_while_resolving(void **state)
 {
     fx *f = *state;
     char url[64];
-    snprintf(url, sizeof url, "redis://localhost:%d", g_port);
+    snprintf(url, sizeof url, "redis://localhost:%d", g_srv.port);
     start_watch_url(f, url, 100, 2000);
     uv_run(&f->loop, UV_RUN_NOWAIT); /* the first attempt starts */
     finish(f);
@@ -825,13 +715,11 @@ int main(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     unsetenv("STORMGUARD_REDIS_PASSWORD");
     unsetenv("REDISCLI_AUTH");
-    snprintf(g_dir, sizeof g_dir, "/tmp/sg-test-watch-XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        perror("mkdtemp");
+    if (redis_fixture_mkdtemp(g_dir, sizeof g_dir, "watch"))
         return 1;
-    }
-    g_port = free_port();
     atexit(cleanup);
+    if (redis_fixture_start(&g_srv, g_dir))
+        return 1;
     const struct CMUnitTest tests[] = {
         T(bad_options_refused),
         T(first_connect_creates_canary),

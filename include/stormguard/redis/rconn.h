@@ -1,6 +1,7 @@
 /* A synchronous Redis connection for the one-shot subcommands (snapshot,
  * restore, flush, inspect): connect, AUTH, SELECT with messages that name the
- * server and the reason, plus the few server facts those commands need. */
+ * server and the reason, plus the few server facts those commands need. What
+ * runs on the loop uses the asynchronous link (async.h) instead. */
 #ifndef STORMGUARD_RCONN_H
 #define STORMGUARD_RCONN_H
 

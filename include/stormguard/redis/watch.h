@@ -1,10 +1,11 @@
 /* Wipe detection: notices within milliseconds that the poller's Redis lost its
  * data (FLUSHALL/FLUSHDB, a restart without persistence, a failover to an
  * empty replica, or the poller's keys vanishing some other way) and tells the
- * owner once per wipe. Runs on the caller's libuv loop with two async hiredis
- * connections (client tracking for the immediate signal, a command connection
- * for confirmation) plus a periodic check as fallback; reconnects with backoff
- * and never blocks the loop. DOMAIN.md section 5 explains the Redis side. */
+ * owner once per wipe. Runs on the caller's libuv loop with two connections
+ * of one Redis link (async.h: client tracking for the immediate signal, a
+ * command connection for confirmation) plus a periodic check as fallback;
+ * reconnects with backoff and never blocks the loop. The rules that tell a
+ * wipe are wipe.h's; DOMAIN.md section 5 explains the Redis side. */
 #ifndef STORMGUARD_WATCH_H
 #define STORMGUARD_WATCH_H
 
@@ -13,22 +14,12 @@
 #include <stdint.h>
 
 #include "stormguard/base/error.h"
+#include "stormguard/redis/wipe.h"
 
 struct uv_loop_s;
 struct json_t;
 
 typedef struct sg_watch sg_watch;
-
-typedef enum sg_wipe_cause {
-    SG_WIPE_FLUSH,    /* the canary vanished on the same server (FLUSHALL/FLUSHDB) */
-    SG_WIPE_RESTART,  /* a new run_id and the canary gone: restart without persistence */
-    SG_WIPE_FAILOVER, /* role or replication id changed (or another server answers) and
-                       * the canary is gone */
-    SG_WIPE_KEYS,     /* the canary survives but most of the sampled keys are gone */
-} sg_wipe_cause;
-
-/* "flush", "restart", "failover", "keys". */
-const char *sg_wipe_cause_name(sg_wipe_cause c);
 
 typedef struct sg_watch_opts {
     /* redis://[user[:pw]@]host[:port][/db] or unix:///path[?db=N]; a missing
