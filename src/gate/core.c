@@ -696,8 +696,12 @@ static void reload_done(read_job *j, int status)
         c->trim_pending = true;
         sg_log(SG_LOG_INFO, "gate", "classifying against snapshot %lld (%zu jobs)",
                (long long)c->baseline_id, c->index.jobs.len);
-        if (c->on_baseline)
-            c->on_baseline(c->on_baseline_ud, c->baseline_id, c->baseline_taken_at);
+        if (c->on_baseline) {
+            sg_guard_report gr;
+            sg_guard_report_get(c->guard, &gr);
+            c->on_baseline(c->on_baseline_ud, c->baseline_id,
+                           c->baseline_taken_at > gr.last_wipe_at_ms);
+        }
     } else if (status || j->rc) {
         sg_log(SG_LOG_ERROR, "gate", "reloading the build index: %s",
                status ? uv_strerror(status) : j->err.msg);

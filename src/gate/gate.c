@@ -178,29 +178,25 @@ static void on_sample(void *ud, int64_t snapshot_id, const char *const *keys, si
 }
 
 /* Hands the watcher keys of snapshot id to look for (a wipe of the poller's
- * keys alone leaves the canary). A snapshot taken before the last wipe
- * names keys that are gone (a flush's own pre-flush snapshot, say):
- * watching them would report the same wipe again. Only a rewarm (keys_back),
- * or a snapshot taken since, re-arms. */
-static void arm_watch(sg_gate *g, int64_t id, int64_t taken_at_ms, bool keys_back)
+ * keys alone leaves the canary). */
+static void arm_watch(sg_gate *g, int64_t id)
 {
     if (!g->watch || !id || g->stopping)
-        return;
-    sg_guard_report gr;
-    sg_guard_report_get(sg_core_guard(g->core), &gr);
-    if (!keys_back && gr.last_wipe_at_ms && taken_at_ms <= gr.last_wipe_at_ms)
         return;
     sg_core_sample(g->core, id, g->cfg->profile == SG_PROFILE_NONE ? NULL : g->sample_glob,
                    on_sample, g);
 }
 
-static void on_baseline(void *ud, int64_t snapshot_id, int64_t taken_at_ms)
+/* A newer baseline: watched unless it predates the last wipe (core.h). */
+static void on_baseline(void *ud, int64_t snapshot_id, bool after_last_wipe)
 {
-    arm_watch(ud, snapshot_id, taken_at_ms, false);
+    if (after_last_wipe)
+        arm_watch(ud, snapshot_id);
 }
 
 typedef struct announce {
     sg_gate *g;
+    int64_t started_at;       /* epoch ms: the snapshot is of Redis from then on */
     sg_gate_announce_fn done; /* the flush announce waiting for its snapshot, or NULL */
     void *ud;
 } announce;
@@ -221,11 +217,11 @@ static void on_snapshot_done(void *ud, const sg_sidecar_result *r)
     } else {
         sg_log(SG_LOG_INFO, "guard", "snapshot %lld: %lld keys in %.2fs", (long long)r->snapshot_id,
                (long long)r->keys, r->seconds);
-        /* taken now, after any wipe: its keys are there to watch */
-        if (g->watch && !g->stopping)
-            sg_core_sample(g->core, r->snapshot_id,
-                           g->cfg->profile == SG_PROFILE_NONE ? NULL : g->sample_glob, on_sample,
-                           g);
+        /* a snapshot that began before a wipe names keys that are gone */
+        sg_guard_report gr;
+        sg_guard_report_get(sg_core_guard(g->core), &gr);
+        if (gr.last_wipe_at_ms < a->started_at)
+            arm_watch(g, r->snapshot_id);
         sg_core_reload(g->core);
     }
     if (a->done)
@@ -240,6 +236,7 @@ static int take_snapshot(sg_gate *g, const char *reason, sg_gate_announce_fn don
     sidecar_opts(g, &o);
     announce *a = sg_xcalloc(1, sizeof *a);
     a->g = g;
+    a->started_at = sg_now_ms();
     a->done = done;
     a->ud = ud;
     int rc = sg_sidecar_snapshot(g->loop, &o, reason, on_snapshot_done, a, err);
@@ -266,7 +263,7 @@ static void on_rewarm_done(void *ud, const sg_sidecar_result *r)
                  (long long)r->skipped_existing, (long long)r->skipped_expired,
                  (long long)r->failed);
         sg_log(SG_LOG_INFO, "guard", "%s", detail);
-        arm_watch(g, r->snapshot_id, 0, true); /* the keys are back: watch them */
+        arm_watch(g, r->snapshot_id); /* the keys are back: watch them */
     }
     if (!g->stopping)
         sg_guard_rewarmed(sg_core_guard(g->core), detail);
@@ -452,7 +449,7 @@ static int start_watch(sg_gate *g, sg_error *err)
         return sg_error_prefix(err, "watching Redis");
     sg_core_stats st;
     sg_core_stats_get(g->core, &st);
-    arm_watch(g, st.baseline_id, st.baseline_taken_at_ms, false);
+    arm_watch(g, st.baseline_id); /* no wipe seen yet */
     return 0;
 }
 

@@ -129,8 +129,11 @@ void sg_core_audit(sg_core *c, const char *actor, const char *action, const char
                    sg_core_done_fn done, void *ud);
 
 /* Called on the loop thread each time a newer baseline snapshot was loaded
- * (sg_core_reload, the tick), with its id and when it was taken. */
-typedef void (*sg_core_baseline_fn)(void *ud, int64_t snapshot_id, int64_t taken_at_ms);
+ * (sg_core_reload, the tick), with its id, and whether it was taken after
+ * the last wipe the guard heard of: a snapshot from before it (a flush's own
+ * pre-flush snapshot) names keys that are gone, and watching them would
+ * report the same wipe again. */
+typedef void (*sg_core_baseline_fn)(void *ud, int64_t snapshot_id, bool after_last_wipe);
 void sg_core_on_baseline(sg_core *c, sg_core_baseline_fn fn, void *ud);
 
 /* Up to SG_CORE_SAMPLE_KEYS keys of snapshot_id that match glob (NULL: any),
