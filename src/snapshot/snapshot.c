@@ -169,86 +169,25 @@ static int read_page(snap *sn, page *p, sg_error *err)
     return 0;
 }
 
-/* Decoding one index hash: its family decides which fields count. */
-typedef struct decoding {
-    snap *sn;
-    const sg_igor_key *k;
-    bool used;
-    int rc;
-    sg_error *err;
-} decoding;
-
-static int decode_pair(void *ud, sg_slice field, sg_slice value)
+/* Stores one row of the build index (sg_igor_decode) into the snapshot. */
+static int store_row(void *ud, const sg_igor_row *r, sg_error *err)
 {
-    decoding *d = ud;
-    const sg_igor_key *k = d->k;
-    sg_store *s = d->sn->s;
-    int64_t n;
-    switch (k->family) {
+    sg_store *s = ud;
+    switch (r->family) {
     case SG_KEY_JENKINS_CURSOR:
-        if (field.len == strlen(SG_IGOR_CURSOR_FIELD) &&
-            !memcmp(field.p, SG_IGOR_CURSOR_FIELD, field.len) && sg_parse_slice_int64(value, &n)) {
-            d->rc = sg_store_index_cursor(s, k->source.p, k->source.len, k->job.p, k->job.len, n,
-                                          d->err);
-            d->used = true;
-        }
-        break;
+        return sg_store_index_cursor(s, r->source.p, r->source.len, r->job.p, r->job.len, r->number,
+                                     err);
     case SG_KEY_JENKINS_POSTED:
-        /* field = build number, value POSTED (DOMAIN.md section 2) */
-        if (sg_parse_slice_int64(field, &n)) {
-            d->rc = sg_store_index_posted(s, k->source.p, k->source.len, k->job.p, k->job.len, n,
-                                          d->err);
-            d->used = true;
-        }
-        break;
-    case SG_KEY_DOCKER_TAG:
-        if (field.len == 6 && !memcmp(field.p, "digest", 6)) {
-            d->rc = sg_store_index_docker(s, k->source.p, k->source.len, k->job.p, k->job.len,
-                                          k->tag.p, k->tag.len, value.p, value.len, d->err);
-            d->used = true;
-        }
-        break;
-    default:
-        break;
-    }
-    return d->rc;
-}
-
-/* Decodes the build index (DOMAIN.md section 2) from an Igor key's DUMP
- * payload: the value is read out of the payload, so the index costs Redis
- * no command beyond the DUMP. A value of a type or shape the family does not
- * have is counted as undecoded. */
-static int decode_payload(snap *sn, const sg_igor_key *k, const char *payload, size_t len,
-                          sg_error *err)
-{
-    switch (k->family) {
+        return sg_store_index_posted(s, r->source.p, r->source.len, r->job.p, r->job.len, r->number,
+                                     err);
     case SG_KEY_CI_COMPLETED:
-    case SG_KEY_CI_RUNNING: {
-        sg_buf v = {0};
-        int64_t number;
-        int rc = 0;
-        if (sg_rdb_string(payload, len, &v) ||
-            !sg_parse_slice_int64((sg_slice){v.p, v.len}, &number))
-            sn->res->undecoded++;
-        else
-            rc = sg_store_index_ci(sn->s, k->source.p, k->source.len, k->job.p, k->job.len,
-                                   k->family == SG_KEY_CI_RUNNING, number, err);
-        sg_buf_free(&v);
-        return rc;
-    }
-    case SG_KEY_JENKINS_CURSOR:
-    case SG_KEY_JENKINS_POSTED:
-    case SG_KEY_DOCKER_TAG: {
-        decoding d = {.sn = sn, .k = k, .err = err};
-        int rc = sg_rdb_hash_each(payload, len, decode_pair, &d);
-        if (d.rc)
-            return d.rc;
-        if (rc || !d.used)
-            sn->res->undecoded++;
-        return 0;
-    }
+    case SG_KEY_CI_RUNNING:
+        return sg_store_index_ci(s, r->source.p, r->source.len, r->job.p, r->job.len,
+                                 r->family == SG_KEY_CI_RUNNING, r->number, err);
     default:
-        return 0;
+        assert(r->family == SG_KEY_DOCKER_TAG);
+        return sg_store_index_docker(s, r->source.p, r->source.len, r->job.p, r->job.len, r->tag.p,
+                                     r->tag.len, r->digest.p, r->digest.len, err);
     }
 }
 
@@ -265,7 +204,12 @@ static int take_key(snap *sn, const char *key, size_t klen, int64_t expire_at, c
         return 0;
     if (sn->count_profile)
         sn->res->profile_keys++;
-    return decode_payload(sn, igor, payload, len, err);
+    bool undecoded;
+    if ((rc = sg_igor_decode(igor, payload, len, store_row, sn->s, &undecoded, err)))
+        return rc;
+    if (undecoded)
+        sn->res->undecoded++;
+    return 0;
 }
 
 /* Stores one key from its PTTL and DUMP replies. A remaining TTL counts
