@@ -5,9 +5,10 @@
  * the next is sent. Each command's expected reply (a key's, or a SELECT's
  * where a snapshot of several databases changes database) waits in a ring,
  * so replies are matched to what was sent without holding the rows. BUSYKEY
- * counts as "skipped, exists"; other per-key errors are tallied by reason,
- * and only those that will not get better (ACL, no RESTORE) stop the run.
- * A dry run asks EXISTS instead and counts what RESTORE would do. */
+ * counts as "skipped, exists"; a key's other errors are tallied by reason,
+ * except those every key would get (NOPERM, no RESTORE command), which stop
+ * the run, as does a payload of a newer RDB version than the server's. A
+ * dry run asks EXISTS instead and counts what RESTORE would do. */
 #include "stormguard/snapshot/snapshot.h"
 
 #include <assert.h>
