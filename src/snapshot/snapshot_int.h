@@ -1,9 +1,9 @@
 /* What the files of the snapshot module share: snapshot.c (the options and
  * the lifecycle of one snapshot: its transaction, storing each key with its
- * part of the build index, the suspect check, the commit; and the SCAN
- * method), sync.c (the method that reads the RDB of a replica's SYNC) and
- * restore.c; snapshot and restore report progress the same way. Private to
- * them: nothing else includes it. */
+ * part of the build index, the suspect check, the commit), the two methods
+ * that read the keys, scan.c (SCAN with pipelined DUMP) and sync.c (the RDB
+ * of a replica's SYNC), and restore.c; snapshot and restore report progress
+ * the same way. Private to them: nothing else includes it. */
 #ifndef STORMGUARD_SNAPSHOT_INT_H
 #define STORMGUARD_SNAPSHOT_INT_H
 
@@ -50,7 +50,7 @@ bool sg_snap_profile_key(const sg_snap *sn, const char *key, size_t len, sg_igor
 int sg_snap_take_key(sg_snap *sn, const char *key, size_t klen, int64_t expire_at,
                      const char *payload, size_t len, const sg_igor_key *igor, sg_error *err);
 
-/* The SCAN method (snapshot.c): takes the keys matching patterns (empty: all)
+/* The SCAN method (scan.c): takes the keys matching patterns (empty: all)
  * of databases dbs[0..ndb), leaving the caller's connection on whichever
  * database it used last. Returns SG_SNAP_AGAIN when a key with an expiry
  * appeared while PTTL was not asked: the caller aborts the transaction and
