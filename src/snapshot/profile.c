@@ -1,10 +1,14 @@
-/* Igor's Redis key families (DOMAIN.md section 2) and how to read them. */
+/* Igor's Redis key families (DOMAIN.md section 2) and how to read them:
+ * key names into families, sources and jobs; values, read out of their DUMP
+ * payloads with rdb.h, into build-index rows. Reading the value from the
+ * payload costs Redis no command beyond the DUMP a snapshot takes anyway. */
 #include "stormguard/snapshot/profile.h"
 
 #include <stdint.h>
 #include <string.h>
 
 #include "stormguard/base/util.h"
+#include "stormguard/snapshot/rdb.h"
 
 int sg_profile_kind_parse(const char *name, sg_profile_kind *out)
 {
@@ -229,4 +233,80 @@ int sg_igor_parse_key(const char *prefix, const char *key, size_t len, sg_igor_k
     if (split_master_job(s, n, out))
         out->family = SG_KEY_JENKINS_CURSOR;
     return 0;
+}
+
+/* ---- Values into build-index rows ---------------------------------------- */
+
+static bool slice_is(sg_slice s, const char *word)
+{
+    size_t n = strlen(word);
+    return s.len == n && !memcmp(s.p, word, n);
+}
+
+/* Decoding one index hash: the key's family decides which fields count. */
+typedef struct decoding {
+    sg_igor_row row; /* the key's part, filled once */
+    sg_igor_row_fn fn;
+    void *ud;
+    sg_error *err;
+    bool used; /* some field gave a row */
+    int rc;    /* fn's nonzero return */
+} decoding;
+
+static int decode_pair(void *ud, sg_slice field, sg_slice value)
+{
+    decoding *d = ud;
+    sg_igor_row row = d->row;
+    switch (row.family) {
+    case SG_KEY_JENKINS_CURSOR:
+        if (!slice_is(field, SG_IGOR_CURSOR_FIELD) || !sg_parse_slice_int64(value, &row.number))
+            return 0;
+        break;
+    case SG_KEY_JENKINS_POSTED:
+        /* field = build number, value POSTED (DOMAIN.md section 2) */
+        if (!sg_parse_slice_int64(field, &row.number))
+            return 0;
+        break;
+    case SG_KEY_DOCKER_TAG:
+        if (!slice_is(field, "digest"))
+            return 0;
+        row.digest = value;
+        break;
+    default:
+        return 0;
+    }
+    d->used = true;
+    return d->rc = d->fn(d->ud, &row, d->err);
+}
+
+int sg_igor_decode(const sg_igor_key *k, const void *payload, size_t len, sg_igor_row_fn fn,
+                   void *ud, bool *undecoded, sg_error *err)
+{
+    sg_igor_row row = {.family = k->family, .source = k->source, .job = k->job, .tag = k->tag};
+    switch (k->family) {
+    case SG_KEY_CI_COMPLETED:
+    case SG_KEY_CI_RUNNING: {
+        sg_buf v = {0};
+        bool ok = sg_rdb_string(payload, len, &v) == 0 &&
+                  sg_parse_slice_int64((sg_slice){v.p, v.len}, &row.number);
+        int rc = ok ? fn(ud, &row, err) : 0;
+        sg_buf_free(&v);
+        if (rc == 0)
+            *undecoded = !ok;
+        return rc;
+    }
+    case SG_KEY_JENKINS_CURSOR:
+    case SG_KEY_JENKINS_POSTED:
+    case SG_KEY_DOCKER_TAG: {
+        decoding d = {.row = row, .fn = fn, .ud = ud, .err = err};
+        int rc = sg_rdb_hash_each(payload, len, decode_pair, &d);
+        if (d.rc)
+            return d.rc;
+        *undecoded = rc || !d.used;
+        return 0;
+    }
+    default:
+        *undecoded = false;
+        return 0;
+    }
 }

@@ -1,4 +1,8 @@
-/* Tests profile.h: Igor key names (DOMAIN.md section 2), job splitting, patterns, names. */
+/* Tests profile.h: Igor key names (DOMAIN.md section 2), job splitting,
+ * patterns, names, and decoding values into build-index rows. The payload
+ * vectors are what Redis 7.0 returned for DUMP, except the ziplists (Redis
+ * before 7.0), written here with their RDB 9 trailer and real CRC64 and
+ * accepted by Redis 7.0's RESTORE with sanitize-dump-payload yes. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -446,6 +450,248 @@ static void profile_kind(void **state)
     assert_string_equal(sg_profile_kind_name(SG_PROFILE_NONE), "none");
 }
 
+/* ---- sg_igor_decode ---- */
+
+#define VEC(s) s, sizeof(s) - 1
+
+/* HSET k lastPollCycleTimestamp 1526030017000 (listpack) */
+static const char cursor_lp[] =
+    "\x10\x29\x29\x00\x00\x00\x02\x00\x96\x6c\x61\x73\x74\x50\x6f\x6c\x6c\x43\x79\x63\x6c\x65"
+    "\x54\x69\x6d\x65\x73\x74\x61\x6d\x70\x17\xf4\xe8\x21\x7a\x4e\x63\x01\x00\x00\x09\xff\x0a"
+    "\x00\xa1\x8a\xb6\xb5\x03\x7c\x63\xd6";
+/* HSET k lastBuildLabel 4242 lastPollCycleTimestamp 1526030017000 (hash
+ * table: hash-max-listpack-entries 0) */
+static const char cursor_table[] =
+    "\x04\x02\x0e\x6c\x61\x73\x74\x42\x75\x69\x6c\x64\x4c\x61\x62\x65\x6c\xc1\x92\x10\x16\x6c"
+    "\x61\x73\x74\x50\x6f\x6c\x6c\x43\x79\x63\x6c\x65\x54\x69\x6d\x65\x73\x74\x61\x6d\x70\x0d"
+    "\x31\x35\x32\x36\x30\x33\x30\x30\x31\x37\x30\x30\x30\x0a\x00\x3a\xb0\x6c\x66\x0c\xb9\x47"
+    "\xb1";
+/* lastPollCycleTimestamp 1526030017000 (ziplist, the value an int64 entry) */
+static const char cursor_zl[] =
+    "\x0d\x2d\x2d\x00\x00\x00\x22\x00\x00\x00\x02\x00\x00\x16\x6c\x61\x73\x74\x50\x6f\x6c\x6c"
+    "\x43\x79\x63\x6c\x65\x54\x69\x6d\x65\x73\x74\x61\x6d\x70\x18\xe0\xe8\x21\x7a\x4e\x63\x01"
+    "\x00\x00\xff\x09\x00\x53\x84\xe4\xdd\x58\x85\xb8\xbd";
+/* HSET k 117 POSTED 118 POSTED -5 x 100000 y 4000000000 z (listpack) */
+static const char posted_lp[] =
+    "\x10\x36\x36\x00\x00\x00\x0a\x00\x75\x01\x86\x50\x4f\x53\x54\x45\x44\x07\x76\x01\x86\x50"
+    "\x4f\x53\x54\x45\x44\x07\xdf\xfb\x02\x81\x78\x02\xf2\xa0\x86\x01\x04\x81\x79\x02\xf4\x00"
+    "\x28\x6b\xee\x00\x00\x00\x00\x09\x81\x7a\x02\xff\x0a\x00\xea\xf4\x59\x61\x8c\xe4\xaa\xc3";
+/* HSET k 117 POSTED 118 POSTED note x (hash table; the numbers integer
+ * encoded) */
+static const char posted_table[] =
+    "\x04\x03\x04\x6e\x6f\x74\x65\x01\x78\xc0\x76\x06\x50\x4f\x53\x54\x45\x44\xc0\x75\x06\x50"
+    "\x4f\x53\x54\x45\x44\x0a\x00\x8f\x8d\x38\x8b\xfe\x10\xb9\xce";
+/* 117 POSTED 4242 POSTED (ziplist: int8 and int16 entries) */
+static const char posted_zl[] =
+    "\x0d\x22\x22\x00\x00\x00\x19\x00\x00\x00\x04\x00\x00\xfe\x75\x03\x06\x50\x4f\x53\x54\x45"
+    "\x44\x08\xc0\x92\x10\x04\x06\x50\x4f\x53\x54\x45\x44\xff\x09\x00\x89\xf0\x01\x36\xe7\x45"
+    "\x8e\x45";
+/* HSET k digest sha256:abab...ab (63 bytes; listpack, LZF compressed) */
+static const char docker_lp_lzf[] =
+    "\x10\xc3\x1f\x40\x50\x17\x50\x00\x00\x00\x02\x00\x86\x64\x69\x67\x65\x73\x74\x07\xbf\x73"
+    "\x68\x61\x32\x35\x36\x3a\x61\x62\xe0\x2d\x01\x01\x40\xff\x0a\x00\x59\xbb\x67\xe5\xd2\x5f"
+    "\x27\x80";
+/* HSET k size 1234 digest sha256:cdcd...cd (71 bytes; hash table, the
+ * digest LZF compressed) */
+static const char docker_table_lzf[] =
+    "\x04\x02\x04\x73\x69\x7a\x65\xc1\xd2\x04\x06\x64\x69\x67\x65\x73\x74\xc3\x10\x40\x47\x08"
+    "\x73\x68\x61\x32\x35\x36\x3a\x63\x64\xe0\x33\x01\x01\x63\x64\x0a\x00\xb0\x39\x0d\x82\x41"
+    "\xc3\xd4\x02";
+/* SET k 42 (8-bit integer encoded) */
+static const char ci_int8[] = "\x00\xc0\x2a\x0a\x00\x81\xfb\x5c\xfa\x86\x63\x4f\x50";
+/* SET k -70000 (32-bit integer encoded) */
+static const char ci_int32[] = "\x00\xc2\x90\xee\xfe\xff\x0a\x00\x28\x75\xde\x7b\x13\xeb\x28\x00";
+/* SET k 1234567890123 (raw: too long for the integer encoding) */
+static const char ci_raw[] = "\x00\x0d\x31\x32\x33\x34\x35\x36\x37\x38\x39\x30\x31\x32\x33\x0a"
+                             "\x00\x5e\x0c\x12\xae\x04\x29\xbc\x1e";
+/* SET k aaaa...(100 a) (LZF) */
+static const char ci_lzf[] = "\x00\xc3\x09\x40\x64\x01\x61\x61\xe0\x57\x00\x01\x61\x61\x0a\x00"
+                             "\xe8\xa3\xb5\x07\xb0\x6d\xf2\x71";
+/* SET k "marked as running" */
+static const char ci_word[] = "\x00\x11\x6d\x61\x72\x6b\x65\x64\x20\x61\x73\x20\x72\x75\x6e\x6e"
+                              "\x69\x6e\x67\x0a\x00\x12\x5b\xec\xd6\x6c\x97\xec\x87";
+
+/* The rows one decoding gave, as text: "family source job tag number digest;" */
+typedef struct rows {
+    char text[1024];
+    int n;
+    int stop_at; /* > 0: the n-th row returns SG_ESTORE */
+} rows;
+
+static int add_row(void *ud, const sg_igor_row *r, sg_error *err)
+{
+    rows *rs = ud;
+    size_t n = strlen(rs->text);
+    snprintf(rs->text + n, sizeof rs->text - n, "%d %.*s %.*s %.*s %lld %.*s;", (int)r->family,
+             (int)r->source.len, r->source.p, (int)r->job.len, r->job.p, (int)r->tag.len,
+             r->tag.p ? r->tag.p : "", (long long)r->number, (int)r->digest.len,
+             r->digest.p ? r->digest.p : "");
+    if (++rs->n == rs->stop_at)
+        return sg_error_set(err, SG_ESTORE, "row %d refused", rs->n);
+    return 0;
+}
+
+/* Decodes payload for key, expecting rc 0; returns *undecoded, rows in rs.
+ * undecoded starts as a poison value so an unset one fails. */
+static bool decode(const char *key, const char *payload, size_t len, rows *rs)
+{
+    sg_igor_key k = parse("igor", key);
+    memset(rs->text, 0, sizeof rs->text);
+    rs->n = 0;
+    sg_error err = {0};
+    bool undecoded;
+    memset(&undecoded, 0x5a, sizeof undecoded);
+    int rc = sg_igor_decode(&k, payload, len, add_row, rs, &undecoded, &err);
+    if (rc != 0)
+        fail_msg("sg_igor_decode(%s) = %d (%s), want 0", key, rc, err.msg);
+    unsigned char byte;
+    memcpy(&byte, &undecoded, 1);
+    if (byte > 1)
+        fail_msg("sg_igor_decode(%s) left *undecoded unset", key);
+    return undecoded;
+}
+
+#define CURSOR_KEY "igor:jenkins-prod:TEAM-A/SVC:team-a/svc"
+#define POSTED_KEY CURSOR_KEY ":lastPollCycleTimestamp:1526030017000"
+#define DOCKER_KEY "igor:dockerRegistry:v2:hub:team/app:1.2.3"
+
+static void decode_cursor(void **state)
+{
+    (void)state;
+    const char *want = "1 jenkins-prod team-a/svc  1526030017000 ;";
+    rows rs = {0};
+    assert_false(decode(CURSOR_KEY, VEC(cursor_lp), &rs));
+    assert_string_equal(rs.text, want);
+    /* the legacy lastBuildLabel beside it gives no row */
+    assert_false(decode(CURSOR_KEY, VEC(cursor_table), &rs));
+    assert_string_equal(rs.text, want);
+    assert_false(decode(CURSOR_KEY, VEC(cursor_zl), &rs));
+    assert_string_equal(rs.text, want);
+}
+
+static void decode_posted(void **state)
+{
+    (void)state;
+    rows rs = {0};
+    /* every numeric field is a build; "-5" is a number too */
+    assert_false(decode(POSTED_KEY, VEC(posted_lp), &rs));
+    assert_string_equal(rs.text, "2 jenkins-prod team-a/svc  117 ;2 jenkins-prod team-a/svc  118 ;"
+                                 "2 jenkins-prod team-a/svc  -5 ;"
+                                 "2 jenkins-prod team-a/svc  100000 ;"
+                                 "2 jenkins-prod team-a/svc  4000000000 ;");
+    /* a field that is no number gives no row */
+    assert_false(decode(POSTED_KEY, VEC(posted_table), &rs));
+    assert_string_equal(rs.text,
+                        "2 jenkins-prod team-a/svc  118 ;2 jenkins-prod team-a/svc  117 ;");
+    assert_false(decode(POSTED_KEY, VEC(posted_zl), &rs));
+    assert_string_equal(rs.text,
+                        "2 jenkins-prod team-a/svc  117 ;2 jenkins-prod team-a/svc  4242 ;");
+}
+
+static void decode_docker(void **state)
+{
+    (void)state;
+    char want[256];
+    rows rs = {0};
+    assert_false(decode(DOCKER_KEY, VEC(docker_lp_lzf), &rs));
+    snprintf(want, sizeof want, "6 hub team/app 1.2.3 0 sha256:%s;",
+             "abababababababababababababababababababababababababababab");
+    assert_string_equal(rs.text, want);
+    assert_false(decode(DOCKER_KEY, VEC(docker_table_lzf), &rs));
+    snprintf(want, sizeof want, "6 hub team/app 1.2.3 0 sha256:%s;",
+             "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd");
+    assert_string_equal(rs.text, want);
+}
+
+static void decode_ci(void **state)
+{
+    (void)state;
+    rows rs = {0};
+    assert_false(decode("igor:builds:completed:travis:ORG/REPO:org/repo", VEC(ci_int8), &rs));
+    assert_string_equal(rs.text, "3 travis org/repo  42 ;");
+    assert_false(decode("igor:builds:running:travis:ORG/REPO:org/repo", VEC(ci_int32), &rs));
+    assert_string_equal(rs.text, "4 travis org/repo  -70000 ;");
+    assert_false(decode("igor:builds:completed:gitlab:G/P:g/p", VEC(ci_raw), &rs));
+    assert_string_equal(rs.text, "3 gitlab g/p  1234567890123 ;");
+    /* an LZF string decodes, but 100 a's are no build number */
+    assert_true(decode("igor:builds:completed:gitlab:G/P:g/p", VEC(ci_lzf), &rs));
+    assert_int_equal(rs.n, 0);
+}
+
+/* Families that hold no index, and values that are not what their family
+ * holds. */
+static void decode_other_and_bad(void **state)
+{
+    (void)state;
+    rows rs = {0};
+    /* no index in these families, whatever the value */
+    assert_false(decode("igor:builds:track:travis:ORG/REPO:org/repo:43", VEC(ci_word), &rs));
+    assert_false(decode("igor:something", VEC(posted_lp), &rs));
+    assert_false(decode("igor:something", "", 0, &rs));
+    assert_int_equal(rs.n, 0);
+
+    /* another type: a string under a cursor's name, a hash under a number's */
+    assert_true(decode(CURSOR_KEY, VEC(ci_word), &rs));
+    assert_true(decode("igor:builds:completed:t:J:j", VEC(posted_lp), &rs));
+    /* a hash without the field that counts */
+    assert_true(decode(DOCKER_KEY, VEC(cursor_lp), &rs));
+    assert_true(decode(CURSOR_KEY, VEC(docker_lp_lzf), &rs));
+    assert_int_equal(rs.n, 0);
+    /* too short for a payload's trailer, or empty */
+    assert_true(decode(CURSOR_KEY, cursor_lp, 10, &rs));
+    assert_true(decode("igor:builds:completed:t:J:j", ci_int8, 4, &rs));
+    assert_true(decode(POSTED_KEY, "", 0, &rs));
+    assert_int_equal(rs.n, 0);
+
+    /* a hash table claiming a fourth pair it does not hold: the rows before
+     * the malformed part are given, and the value is undecoded */
+    char bad[sizeof posted_table];
+    memcpy(bad, posted_table, sizeof bad);
+    bad[1] = 4;
+    assert_true(decode(POSTED_KEY, bad, sizeof bad - 1, &rs));
+    assert_int_equal(rs.n, 2);
+    /* a listpack entry claiming more than the blob holds */
+    char lp[sizeof posted_lp];
+    memcpy(lp, posted_lp, sizeof lp);
+    lp[8] = (char)0xf0; /* a 32-bit string length where 117 was */
+    assert_true(decode(POSTED_KEY, lp, sizeof lp - 1, &rs));
+    assert_int_equal(rs.n, 0);
+    /* LZF data that does not expand to its stated length */
+    memcpy(lp, docker_lp_lzf, sizeof docker_lp_lzf);
+    lp[4] = 0x51; /* 81 bytes, where the data expands to 80 */
+    assert_true(decode(DOCKER_KEY, lp, sizeof docker_lp_lzf - 1, &rs));
+    /* every truncation is refused or decodes a prefix, never overreads
+     * (ASan watches) */
+    for (size_t cut = 0; cut < sizeof cursor_zl - 1; cut++) {
+        char *copy = malloc(cut ? cut : 1);
+        memcpy(copy, cursor_zl, cut);
+        decode(CURSOR_KEY, copy, cut, &rs);
+        free(copy);
+    }
+}
+
+/* fn's error stops the decoding and comes back as it is; *undecoded is left
+ * alone then. */
+static void decode_stops_on_row_error(void **state)
+{
+    (void)state;
+    sg_igor_key k = parse("igor", POSTED_KEY);
+    rows rs = {.stop_at = 2};
+    sg_error err = {0};
+    bool undecoded = true;
+    assert_int_equal(sg_igor_decode(&k, VEC(posted_lp), add_row, &rs, &undecoded, &err), SG_ESTORE);
+    assert_int_equal(rs.n, 2);
+    assert_string_equal(err.msg, "row 2 refused");
+    assert_true(undecoded);
+
+    k = parse("igor", "igor:builds:completed:t:J:j");
+    rs = (rows){.stop_at = 1};
+    undecoded = true;
+    assert_int_equal(sg_igor_decode(&k, VEC(ci_int8), add_row, &rs, &undecoded, &err), SG_ESTORE);
+    assert_int_equal(rs.n, 1);
+    assert_true(undecoded);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -468,6 +714,12 @@ int main(void)
         cmocka_unit_test(parse_slice_int64_overflow),
         cmocka_unit_test(profile_pattern),
         cmocka_unit_test(profile_kind),
+        cmocka_unit_test(decode_cursor),
+        cmocka_unit_test(decode_posted),
+        cmocka_unit_test(decode_docker),
+        cmocka_unit_test(decode_ci),
+        cmocka_unit_test(decode_other_and_bad),
+        cmocka_unit_test(decode_stops_on_row_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

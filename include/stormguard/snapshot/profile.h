@@ -1,6 +1,7 @@
 /* Profiles name the key families of a poller's Redis cache and decode them
- * into build indices. Pure functions: no I/O, no allocation beyond what the
- * caller passes. The Igor key formats are in DOMAIN.md section 2. */
+ * into build indices. Pure functions: no I/O; key names and DUMP payloads
+ * come in as bytes, index rows go out to a callback. The Igor key formats
+ * are in DOMAIN.md section 2. */
 #ifndef STORMGUARD_PROFILE_H
 #define STORMGUARD_PROFILE_H
 
@@ -64,5 +65,37 @@ char *sg_profile_pattern(sg_profile_kind kind, const char *prefix);
 
 /* Jenkins cursor hash field (DOMAIN.md section 2). */
 #define SG_IGOR_CURSOR_FIELD "lastPollCycleTimestamp"
+
+/* One row of a build index (DESIGN.md, Data model), decoded from the value
+ * of an Igor key. family is the key's and says what number is: a Jenkins
+ * job's cursor (SG_KEY_JENKINS_CURSOR: epoch ms), one posted build of a
+ * Jenkins job (SG_KEY_JENKINS_POSTED: its number), a Travis/GitLab job's
+ * last completed or running build (SG_KEY_CI_COMPLETED, SG_KEY_CI_RUNNING:
+ * its number); for a Docker tag (SG_KEY_DOCKER_TAG) digest is set and
+ * number is 0. source, job and tag are the key's slices (sg_igor_key). */
+typedef struct sg_igor_row {
+    sg_key_family family;
+    sg_slice source, job, tag;
+    int64_t number;
+    sg_slice digest;
+} sg_igor_row;
+
+/* Takes one decoded row; row and the bytes its slices point to are valid
+ * during the call only. A nonzero return stops the decoding. */
+typedef int (*sg_igor_row_fn)(void *ud, const sg_igor_row *row, sg_error *err);
+
+/* Decodes the build-index rows of an Igor key, k as sg_igor_parse_key filled
+ * it, from the key's DUMP payload (len bytes, trailer included): a cursor's
+ * SG_IGOR_CURSOR_FIELD, a marker hash's numeric fields, a Travis/GitLab
+ * number, a Docker tag's "digest" field, whichever encoding Redis wrote
+ * (hash table, listpack or ziplist hashes; raw, integer or LZF strings).
+ * Calls fn(ud, row, err) for each row in payload order. Returns fn's first
+ * nonzero return, or 0 and sets *undecoded: true when the value is not what
+ * the family holds (another type, a malformed payload, no field that counts;
+ * rows before a malformed part have been given all the same). Families
+ * without index rows (SG_KEY_OTHER, SG_KEY_CI_TRACK) give none and are not
+ * undecoded. The payload's CRC64 is not checked. */
+int sg_igor_decode(const sg_igor_key *k, const void *payload, size_t len, sg_igor_row_fn fn,
+                   void *ud, bool *undecoded, sg_error *err);
 
 #endif
