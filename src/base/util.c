@@ -298,24 +298,15 @@ void sg_buf_free(sg_buf *b)
 
 char *sg_url_redacted(const char *url)
 {
-    const char *rest = strstr(url, "://");
-    rest = rest ? rest + 3 : url;
-    size_t authority = strcspn(rest, "/?#");
-    const char *at = NULL;
-    for (const char *p = rest; p < rest + authority; p++)
-        if (*p == '@')
-            at = p;
-    const char *query = strchr(rest, '?');
-    sg_buf b = {0};
-    sg_buf_append(&b, url, (size_t)(rest - url));
-    if (at) {
-        sg_buf_append(&b, "***", 3);
-        rest = at;
-    }
-    size_t keep = query ? (size_t)(query - rest) : strlen(rest);
-    sg_buf_append(&b, rest, keep);
-    if (query)
-        sg_buf_append(&b, "?***", 4);
-    sg_buf_append(&b, "", 1);
-    return b.p;
+    const char *scheme = strstr(url, "://");
+    size_t head = scheme ? (size_t)(scheme - url) + 3 : 0; /* "http://" */
+    const char *rest = url + head;
+    size_t authority = strcspn(rest, "/?#"), user = 0;
+    for (size_t i = 0; i < authority; i++)
+        if (rest[i] == '@')
+            user = i + 1;                    /* up to and with the last '@' */
+    size_t tail = strcspn(rest + user, "?"); /* from the host to the query */
+    bool query = rest[user + tail] == '?';
+    return sg_xasprintf("%.*s%s%.*s%s", (int)head, url, user ? "***@" : "", (int)tail, rest + user,
+                        query ? "?***" : "");
 }

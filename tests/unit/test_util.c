@@ -415,6 +415,25 @@ static void strlist_match(void **state)
     sg_strlist_clear(&l);
 }
 
+/* A URL fit for a message: no user, password or query survives. */
+static void url_redacted(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"http://echo:s3cret@127.0.0.1:9/x", "http://***@127.0.0.1:9/x"},
+        {"https://a@b@host/p?token=t0p", "https://***@host/p?***"},
+        {"http://host:8089/hook?token=t0p&x=1", "http://host:8089/hook?***"},
+        {"http://host", "http://host"},
+        {"host:1/p@x", "host:1/p@x"}, /* '@' in the path is no user */
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *r = sg_url_redacted(cases[i][0]);
+        assert_string_equal(r, cases[i][1]);
+        free(r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -438,6 +457,7 @@ int main(void)
         cmocka_unit_test(strlist_push_owns_copies),
         cmocka_unit_test(strlist_copy_replaces),
         cmocka_unit_test(strlist_match),
+        cmocka_unit_test(url_redacted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
