@@ -68,6 +68,7 @@ struct sg_core {
     int64_t baseline_id, baseline_taken_at, baseline_keys;
     char *baseline_reason;
     bool reloading, trim_pending;
+    int64_t deferred_id; /* the newest snapshot, left for after the modes (load_baseline) */
     const char *sample_glob;
     sg_core_baseline_fn on_baseline;
     void *on_baseline_ud;
@@ -636,19 +637,36 @@ static const sg_index_visitor index_visitor = {ix_cursor, ix_completed, ix_poste
 
 typedef struct baseline {
     int64_t id;
+    bool deferred; /* id is newer, but not taken: see load_baseline */
     sg_index ix;
     sg_snapshot_info info;
 } baseline;
 
 /* Loads the newest baseline into b if it is not `current` (b->id says
- * which; 0: none). */
-static int load_baseline(sg_store *s, int64_t current, baseline *b, sg_error *err)
+ * which; 0: none).
+ *
+ * One taken after defer_after (a wipe, while the guard or storm mode it
+ * caused is on) is not loaded, b->deferred says so. The poller is
+ * rebuilding its keys from the replay at that moment, and a snapshot of it
+ * is half the old state: the jobs it has not re-posted yet are missing, so
+ * their builds would look unknown, and a job caught between its re-posts
+ * has markers but no cursor, so its older builds would look new. The
+ * snapshot's size does not tell (past half the last good one it is not
+ * suspect). Once the modes are over, the next reload takes it.
+ * defer_after 0: anything goes. */
+static int load_baseline(sg_store *s, int64_t current, int64_t defer_after, baseline *b,
+                         sg_error *err)
 {
     int rc = sg_store_baseline(s, &b->id, err);
     if (rc || !b->id || b->id == current)
         return rc;
     if ((rc = sg_store_snapshot_get(s, b->id, &b->info, err)))
         return rc;
+    if (defer_after && b->info.taken_at_ms > defer_after) {
+        b->deferred = true;
+        sg_snapshot_info_close(&b->info);
+        return 0;
+    }
     sg_index_init(&b->ix);
     b->ix.snapshot_id = b->id;
     if ((rc = sg_store_index_each(s, b->id, &index_visitor, &b->ix, err))) {
@@ -673,7 +691,7 @@ static void use_baseline(sg_core *c, baseline *b)
 
 typedef struct reload_job {
     read_job rj;
-    int64_t current;
+    int64_t current, defer_after;
     bool trim; /* give the replaced index's memory back to the system first */
     baseline b;
 } reload_job;
@@ -683,7 +701,7 @@ static void reload_run(read_job *j, sg_store *s)
     reload_job *r = (reload_job *)j;
     if (r->trim)
         malloc_trim(0); /* the index the last reload replaced (see sidecar.c) */
-    j->rc = load_baseline(s, r->current, &r->b, &j->err);
+    j->rc = load_baseline(s, r->current, r->defer_after, &r->b, &j->err);
 }
 
 static void reload_done(read_job *j, int status)
@@ -691,7 +709,14 @@ static void reload_done(read_job *j, int status)
     reload_job *r = (reload_job *)j;
     sg_core *c = j->c;
     c->reloading = false;
-    if (status == 0 && j->rc == 0 && r->b.id && r->b.id != r->current) {
+    if (status == 0 && j->rc == 0 && r->b.deferred) {
+        if (c->deferred_id != r->b.id)
+            sg_log(SG_LOG_INFO, "gate",
+                   "snapshot %lld is not the baseline while guard or storm mode is on: it was "
+                   "taken after the wipe, while the poller rebuilds its keys from the replay",
+                   (long long)r->b.id);
+        c->deferred_id = r->b.id;
+    } else if (status == 0 && j->rc == 0 && r->b.id && r->b.id != r->current) {
         use_baseline(c, &r->b);
         c->trim_pending = true;
         sg_log(SG_LOG_INFO, "gate", "classifying against snapshot %lld (%zu jobs)",
@@ -715,6 +740,10 @@ void sg_core_reload(sg_core *c)
         return;
     reload_job *r = sg_xcalloc(1, sizeof *r);
     r->current = c->baseline_id;
+    sg_guard_report gr;
+    sg_guard_report_get(c->guard, &gr);
+    if (gr.mode != SG_MODE_NORMAL && c->baseline_id)
+        r->defer_after = gr.last_wipe_at_ms;
     r->trim = c->trim_pending;
     c->trim_pending = false;
     r->rj.run = reload_run;
@@ -1228,7 +1257,7 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
         (rc = sg_store_event_counts(c->reader, count_events, c, err)))
         goto fail;
     baseline b = {0};
-    if ((rc = load_baseline(c->reader, 0, &b, err)))
+    if ((rc = load_baseline(c->reader, 0, 0, &b, err)))
         goto fail;
     if (b.id)
         use_baseline(c, &b);
