@@ -405,7 +405,7 @@ bool sg_gate_stopping(const sg_gate *g)
     return g->stopping;
 }
 
-static int core_opts(const sg_config *c, sg_core_opts *o, sg_error *err)
+int sg_gate_core_opts(const sg_config *c, sg_core_opts *o, sg_error *err)
 {
     *o = (sg_core_opts){.db_path = c->db_path,
                         .synchronous = c->synchronous,
@@ -467,7 +467,7 @@ static int start(sg_gate *g, sg_error *err)
                             "generic events need source_pointer, job_pointer and "
                             "number_pointer together");
     sg_core_opts co;
-    if ((rc = core_opts(c, &co, err)) || (rc = sg_core_start(g->loop, &co, &g->core, err)))
+    if ((rc = sg_gate_core_opts(c, &co, err)) || (rc = sg_core_start(g->loop, &co, &g->core, err)))
         return rc;
     /* SQLite maps the WAL's index (<db>-shm) into memory: when its file
      * system fails (NFS gone, a remount, the file made immutable) touching
