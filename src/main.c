@@ -21,6 +21,8 @@ static const struct {
     {"restore", sg_cmd_restore, "restore a snapshot into Redis (missing keys only by default)"},
     {"flush", sg_cmd_flush, "safe flush: refuse protected namespaces, snapshot, delete, verify"},
     {"inspect", sg_cmd_inspect, "keyspace by namespace, memory and eviction policy"},
+    {"simulate", sg_cmd_simulate,
+     "replay a storm scenario against stormguard and today's defences"},
     {"version", sg_cmd_version, "print versions"},
 };
 
