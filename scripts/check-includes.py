@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """The module graph of stormguard's includes, and a check that it has no
 circle. A module is a source file and its header (src/gate/core.c with
-include/stormguard/gate/core.h); module A depends on B when A's .c or .h
-includes B's header. Layers must depend downwards only (base <- redis,
-store <- snapshot <- gate <- cli; simulations may use every layer), so a
-header of a lower layer including one of a higher layer fails the check
-too.
+include/stormguard/gate/core.h), or, when a module's files share a private
+header (src/store/store_int.h), every source that includes it; module A
+depends on B when A's .c or .h includes B's header. Layers must depend downwards only (base <- redis <- store <- snapshot <-
+config <- gate <- sim <- cli), so a header of a lower layer including one
+of a higher layer fails the check too.
 
 usage: scripts/check-includes.py [--graph]   (--graph prints every edge)
 Exit 0 when the graph is acyclic and layered, 1 otherwise."""
@@ -14,13 +14,15 @@ import re
 import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-LAYERS = ["base", "redis", "store", "snapshot", "gate", "sim", "cli"]
+LAYERS = ["base", "redis", "store", "snapshot", "config", "gate", "sim", "cli"]
 INC = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
 def module_of(path):
     """(layer, name) of a source or header path relative to ROOT."""
     parts = path.split(os.sep)
+    if path.endswith("_int.h"):
+        return parts[1], os.path.splitext(parts[2])[0][:-4]
     if parts[0] == "include":
         return parts[2], os.path.splitext(parts[3])[0]
     if parts[0] == "src" and len(parts) == 3:
@@ -37,9 +39,11 @@ def included_module(inc, src_dir):
             return parts[1], os.path.splitext(parts[2])[0]
         return None
     # a private header next to the source ("cli.h", "store_int.h"), or in
-    # a layer's folder seen from src/ ("cli/cli.h")
+    # a layer's folder seen from src/ ("cli/cli.h"); X_int.h is module X's
+    # private half, shared by the files that implement it
     layer = inc.split("/")[0] if "/" in inc else os.path.basename(src_dir)
-    return layer, os.path.splitext(os.path.basename(inc))[0]
+    name = os.path.splitext(os.path.basename(inc))[0]
+    return layer, name[:-4] if name.endswith("_int") else name
 
 
 edges = {}
@@ -53,7 +57,12 @@ for top in ("src", "include"):
             if not m:
                 continue
             text = open(os.path.join(ROOT, path), encoding="utf-8").read()
-            for inc in INC.findall(text):
+            incs = INC.findall(text)
+            if f.endswith(".c"):
+                for inc in incs:
+                    if inc.endswith("_int.h") and "/" not in inc:
+                        m = included_module(inc, d)  # one of the module's files
+            for inc in incs:
                 t = included_module(inc, d)
                 if t and t != m:
                     edges.setdefault(m, set()).add(t)

@@ -310,3 +310,15 @@ char *sg_url_redacted(const char *url)
     return sg_xasprintf("%.*s%s%.*s%s", (int)head, url, user ? "***@" : "", (int)tail, rest + user,
                         query ? "?***" : "");
 }
+
+bool sg_json_pointer_valid(const char *p)
+{
+    if (!p)
+        return false;
+    if (*p && *p != '/')
+        return false;
+    for (; *p; p++)
+        if (*p == '~' && p[1] != '0' && p[1] != '1')
+            return false;
+    return true;
+}

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "stormguard/base/config.h"
+#include "stormguard/config/config.h"
 #include "stormguard/base/error.h"
 #include "stormguard/redis/rconn.h"
 #include "stormguard/store/store.h"

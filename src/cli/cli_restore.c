@@ -7,6 +7,8 @@
 #include "cli.h"
 #include "stormguard/base/output.h"
 #include "stormguard/snapshot/snapshot.h"
+#include "stormguard/store/episodes.h"
+#include "stormguard/store/snapshots.h"
 
 enum { OPT_REPLACE = 1, OPT_DRY_RUN, OPT_MATCH };
 

@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "stormguard/base/output.h"
 #include "stormguard/snapshot/snapshot.h"
+#include "stormguard/store/snapshots.h"
 
 enum { OPT_REASON = 1 };
 

@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "stormguard/base/output.h"
 #include "stormguard/base/util.h"
+#include "stormguard/store/snapshots.h"
 
 static void print_list(const sg_cli *cli, const sg_snapshot_info *list, size_t n)
 {

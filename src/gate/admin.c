@@ -13,6 +13,8 @@
 #include "stormguard/gate/core.h"
 #include "stormguard/gate/forward.h"
 #include "stormguard/redis/watch.h"
+#include "stormguard/store/events.h"
+#include "stormguard/store/held.h"
 
 bool sg_token_equal(const char *token, size_t len, const char *expected)
 {

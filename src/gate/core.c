@@ -25,6 +25,9 @@
 #include <uv.h>
 
 #include "stormguard/base/log.h"
+#include "stormguard/store/events.h"
+#include "stormguard/store/held.h"
+#include "stormguard/store/snapshots.h"
 
 #define SPILL_AT 4096 /* deliverer backlog held in memory at most */
 #define REFILL_BATCH 512

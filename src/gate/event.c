@@ -26,18 +26,6 @@ void sg_event_close(sg_event *e)
     memset(e, 0, sizeof *e);
 }
 
-bool sg_json_pointer_valid(const char *p)
-{
-    if (!p)
-        return false;
-    if (*p && *p != '/')
-        return false;
-    for (; *p; p++)
-        if (*p == '~' && p[1] != '0' && p[1] != '1')
-            return false;
-    return true;
-}
-
 /* Resolves an RFC 6901 pointer; NULL if any step is missing. */
 static json_t *resolve(json_t *root, const char *ptr)
 {

@@ -29,6 +29,7 @@
 #include "stormguard/gate/http.h"
 #include "stormguard/redis/watch.h"
 #include "stormguard/snapshot/sidecar.h"
+#include "stormguard/store/events.h"
 
 #define TICK_MS 1000
 

@@ -7,6 +7,8 @@
 
 #include "stormguard/base/log.h"
 #include "stormguard/base/util.h"
+#include "stormguard/store/events.h"
+#include "stormguard/store/held.h"
 
 /* A release or drop of many events runs as chunks of CHUNK events, one
  * journal transaction each, so the gate's own commits (every answer to the

@@ -47,6 +47,9 @@
 #include "stormguard/base/hashset.h"
 #include "stormguard/base/log.h"
 #include "stormguard/base/util.h"
+#include "stormguard/store/episodes.h"
+#include "stormguard/store/events.h"
+#include "stormguard/store/held.h"
 
 #define LINGER_US 250    /* longest a write waits for company */
 #define LINGER_UNTIL 64  /* no lingering once this many writes wait */

@@ -32,7 +32,7 @@
 #include <uv.h>
 
 #include "stormguard/base/clock.h"
-#include "stormguard/base/config.h"
+#include "stormguard/config/config.h"
 #include "stormguard/base/log.h"
 #include "stormguard/base/util.h"
 #include "stormguard/gate/core.h"
@@ -40,6 +40,7 @@
 #include "stormguard/gate/storm.h"
 #include "stormguard/redis/wipe.h"
 #include "stormguard/store/store.h"
+#include "stormguard/store/snapshots.h"
 
 #define SIM_T0 1767225600000LL /* 2026-01-01T00:00:00Z */
 #define JENKINS_LIST 100       /* the builds of a job Jenkins' builds tree returns */

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "stormguard/redis/keyscan.h"
+#include "stormguard/store/episodes.h"
+#include "stormguard/store/snapshots.h"
 
 #define UNLINK_BATCH 1000 /* keys per UNLINK: frees memory off Redis's main thread */
 

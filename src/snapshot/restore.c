@@ -10,6 +10,7 @@
  * the run, as does a payload of a newer RDB version than the server's. A
  * dry run asks EXISTS instead and counts what RESTORE would do. */
 #include "stormguard/snapshot/snapshot.h"
+#include "stormguard/store/snapshots.h"
 
 #include <assert.h>
 #include <hiredis/hiredis.h>

@@ -17,6 +17,7 @@
 
 #include "snapshot_int.h"
 #include "stormguard/redis/keyscan.h"
+#include "stormguard/store/snapshots.h"
 
 /* A SCAN page and the replies to its commands. */
 typedef struct page {

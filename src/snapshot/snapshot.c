@@ -9,6 +9,7 @@
  * SCAN method may ask for one retry, from a new transaction, when it finds
  * that it should have asked every key's PTTL. */
 #include "stormguard/snapshot/snapshot.h"
+#include "stormguard/store/snapshots.h"
 
 #include <assert.h>
 #include <stdlib.h>

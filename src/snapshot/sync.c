@@ -18,6 +18,7 @@
 
 #include "snapshot_int.h"
 #include "stormguard/snapshot/rdb.h"
+#include "stormguard/store/snapshots.h"
 
 /* Silence from the server longer than this ends a sync snapshot. Redis sends
  * a newline a second while it prepares the RDB (replicationCron); during a

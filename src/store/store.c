@@ -4,6 +4,7 @@
  * of prepared statements for the hot paths, whose SQL each family's file
  * holds (snapshots.c, events.c, held.c, episodes.c). */
 #include "stormguard/store/store.h"
+#include "stormguard/store/snapshots.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "stormguard/base/config.h"
+#include "stormguard/config/config.h"
 #include "stormguard/base/error.h"
 
 #define SECRET "Secr3tPw"

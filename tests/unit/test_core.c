@@ -20,6 +20,8 @@
 #include "stormguard/base/clock.h"
 #include "stormguard/base/util.h"
 #include "stormguard/gate/core.h"
+#include "stormguard/store/events.h"
+#include "stormguard/store/snapshots.h"
 
 #define T0 1700000000000LL
 #define MAX_PUSHED 256

@@ -17,6 +17,7 @@
 
 #include "stormguard/base/error.h"
 #include "stormguard/gate/event.h"
+#include "stormguard/base/util.h"
 
 #define TS "1526030000000"
 #define TS_MS INT64_C(1526030000000)

@@ -15,6 +15,7 @@
 
 #include "stormguard/base/clock.h"
 #include "stormguard/gate/hold.h"
+#include "stormguard/store/events.h"
 
 #define T0 1700000000000LL
 

@@ -21,6 +21,7 @@
 #include "stormguard/gate/journal.h"
 #include "stormguard/base/clock.h"
 #include "stormguard/store/store.h"
+#include "stormguard/store/events.h"
 #include "stormguard/base/util.h"
 
 typedef struct fixture {

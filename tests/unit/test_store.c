@@ -20,6 +20,10 @@
 
 #include "stormguard/base/error.h"
 #include "stormguard/store/store.h"
+#include "stormguard/store/episodes.h"
+#include "stormguard/store/events.h"
+#include "stormguard/store/held.h"
+#include "stormguard/store/snapshots.h"
 #include "stormguard/base/util.h"
 
 /* Each test gets a fresh mkdtemp directory, removed by the teardown. */

@@ -19,6 +19,9 @@ char *sg_xstrdup(const char *s);
 char *sg_xstrndup(const char *s, size_t n);
 char *sg_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Validates the syntax of a JSON pointer (RFC 6901) ("" or "/a/b~1c"). */
+bool sg_json_pointer_valid(const char *pointer);
+
 /* A copy of url fit for a message: a user and password ("scheme://u:p@host")
  * become "***", a query string "?***". Caller frees. */
 char *sg_url_redacted(const char *url);
@@ -42,6 +45,13 @@ int sg_parse_duration_ms(const char *s, int64_t *out_ms);
 void sg_format_time(int64_t epoch_ms, char *buf, size_t size);
 
 /* A growable text buffer. */
+/* Bytes borrowed from somewhere else (a key being parsed, a payload): not
+ * NUL-terminated. */
+typedef struct sg_slice {
+    const char *p;
+    size_t len;
+} sg_slice;
+
 typedef struct sg_buf {
     char *p;
     size_t len, cap;

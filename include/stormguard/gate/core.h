@@ -40,6 +40,8 @@
 #include "stormguard/gate/journal.h"
 #include "stormguard/gate/metrics.h"
 #include "stormguard/store/store.h"
+#include "stormguard/store/events.h"
+#include "stormguard/store/held.h"
 
 struct uv_loop_s;
 

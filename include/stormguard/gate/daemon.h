@@ -4,7 +4,7 @@
 #ifndef STORMGUARD_DAEMON_H
 #define STORMGUARD_DAEMON_H
 
-#include "stormguard/base/config.h"
+#include "stormguard/config/config.h"
 #include "stormguard/base/error.h"
 
 /* Runs until SIGTERM or SIGINT, then stops cleanly: stops accepting, lets

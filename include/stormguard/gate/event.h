@@ -56,7 +56,4 @@ void sg_event_close(sg_event *e);
 int sg_event_parse_tree(const char *body, size_t len, bool build_path, const sg_event_config *cfg,
                         sg_event *out, sg_error *err);
 
-/* Validates a JSON pointer ("" or "/a/b~1c"). */
-bool sg_json_pointer_valid(const char *pointer);
-
 #endif

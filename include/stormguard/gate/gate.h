@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "stormguard/base/config.h"
+#include "stormguard/config/config.h"
 #include "stormguard/base/error.h"
 #include "stormguard/gate/core.h"
 

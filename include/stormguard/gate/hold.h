@@ -27,6 +27,8 @@
 #include "stormguard/gate/classify.h"
 #include "stormguard/gate/guard.h"
 #include "stormguard/gate/journal.h"
+#include "stormguard/store/events.h"
+#include "stormguard/store/held.h"
 
 typedef struct sg_hold sg_hold;
 

@@ -12,6 +12,8 @@
 #include "stormguard/base/clock.h"
 #include "stormguard/base/error.h"
 #include "stormguard/store/store.h"
+#include "stormguard/store/events.h"
+#include "stormguard/store/held.h"
 
 struct uv_loop_s;
 

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "stormguard/base/error.h"
+#include "stormguard/base/util.h"
 
 typedef enum sg_profile_kind {
     SG_PROFILE_NONE = 0, /* no key families: only --match patterns */
@@ -29,12 +30,6 @@ typedef enum sg_key_family {
     SG_KEY_CI_TRACK,       /* igor:builds:track:...:<buildId> string */
     SG_KEY_DOCKER_TAG,     /* igor:dockerRegistry:v2:<account>:<repo>:<tag> hash */
 } sg_key_family;
-
-/* A slice of the key being parsed; not NUL-terminated. */
-typedef struct sg_slice {
-    const char *p;
-    size_t len;
-} sg_slice;
 
 /* What a key name says. Slices point into the key passed to the parser. */
 typedef struct sg_igor_key {

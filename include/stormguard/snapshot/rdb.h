@@ -9,7 +9,6 @@
 #include <stdint.h>
 
 #include "stormguard/base/error.h"
-#include "stormguard/snapshot/profile.h"
 #include "stormguard/base/util.h"
 
 /* CRC-64/Jones as Redis computes it for DUMP payloads and RDB files

@@ -12,6 +12,7 @@
 #include "stormguard/snapshot/profile.h"
 #include "stormguard/redis/rconn.h"
 #include "stormguard/store/store.h"
+#include "stormguard/store/snapshots.h"
 #include "stormguard/base/util.h"
 
 /* Called now and then during long runs with the keys done so far. */

@@ -1,11 +1,11 @@
 /* The one SQLite database: the connection (opened in WAL mode with explicit
  * pragmas, created 0600, migrated on open from the schema/ files embedded at
  * build time), its transactions and its WAL. What the database holds is
- * declared by table family in the headers included here, so that callers
- * include this one: snapshots.h (snapshots and the build index), events.h
- * (the gate's journal and the ledger), held.h (the held queue), episodes.h
- * (episodes and the audit log). An sg_store is used by one thread at a
- * time. */
+ * declared by table family, each in a header of its own that a caller
+ * includes beside this one: snapshots.h (snapshots and the build index),
+ * events.h (the gate's journal and the ledger), held.h (the held queue),
+ * episodes.h (episodes and the audit log). An sg_store is used by one
+ * thread at a time. */
 #ifndef STORMGUARD_STORE_H
 #define STORMGUARD_STORE_H
 
@@ -14,10 +14,6 @@
 #include <stdint.h>
 
 #include "stormguard/base/error.h"
-#include "stormguard/store/episodes.h"
-#include "stormguard/store/events.h"
-#include "stormguard/store/held.h"
-#include "stormguard/store/snapshots.h"
 
 typedef struct sg_store sg_store;
 

@@ -1,8 +1,7 @@
 /* Configuration (config.h). One table describes every key: its section,
  * its flag, its type and limits, and its help line; the INI loader, the flag
  * parser, --help and the dump all read it. */
-#include "stormguard/base/config.h"
-#include "stormguard/gate/event.h"
+#include "stormguard/config/config.h"
 #include "stormguard/redis/redis_url.h"
 
 #include <errno.h>
