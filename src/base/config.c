@@ -445,29 +445,45 @@ static int load_line(sg_config *c, char *line, char *section, size_t section_siz
     return sg_config_set(c, section, key, value, append, err);
 }
 
+int sg_config_load_text(sg_config *c, const char *name, const char *text, size_t len, sg_error *err)
+{
+    char section[64] = "";
+    size_t nseen = 0;
+    const key_spec *lists_seen[NKEYS];
+    sg_buf line = {0};
+    int rc = 0, lineno = 0;
+    for (size_t at = 0; rc == 0 && at < len;) {
+        const char *eol = memchr(text + at, '\n', len - at);
+        size_t n = eol ? (size_t)(eol - (text + at)) + 1 : len - at;
+        lineno++;
+        line.len = 0;
+        sg_buf_append(&line, text + at, n); /* load_line cuts it up in place */
+        at += n;
+        if (memchr(line.p, '\0', n))
+            rc = sg_error_set(err, SG_EUSAGE, "line holds a NUL byte");
+        else
+            rc = load_line(c, line.p, section, sizeof section, lists_seen, &nseen, err);
+        if (rc)
+            sg_error_prefix(err, "%s:%d", name, lineno);
+    }
+    sg_buf_free(&line);
+    return rc;
+}
+
 int sg_config_load_file(sg_config *c, const char *path, sg_error *err)
 {
     FILE *f = fopen(path, "r");
     if (!f)
         return sg_error_set(err, SG_EUSAGE, "reading config %s: %s", path, strerror(errno));
-    char section[64] = "", *line = NULL;
-    size_t cap = 0, nseen = 0;
-    const key_spec *lists_seen[NKEYS];
-    int rc = 0, lineno = 0;
-    ssize_t n;
-    errno = 0;
-    while (rc == 0 && (n = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        if ((size_t)n != strlen(line))
-            rc = sg_error_set(err, SG_EUSAGE, "line holds a NUL byte");
-        else
-            rc = load_line(c, line, section, sizeof section, lists_seen, &nseen, err);
-        if (rc)
-            sg_error_prefix(err, "%s:%d", path, lineno);
-    }
-    if (rc == 0 && ferror(f))
-        rc = sg_error_set(err, SG_EUSAGE, "reading config %s: %s", path, strerror(errno));
-    free(line);
+    sg_buf text = {0};
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        sg_buf_append(&text, chunk, n);
+    int rc = ferror(f)
+                 ? sg_error_set(err, SG_EUSAGE, "reading config %s: %s", path, strerror(errno))
+                 : sg_config_load_text(c, path, text.p, text.len, err);
+    sg_buf_free(&text);
     fclose(f);
     return rc;
 }

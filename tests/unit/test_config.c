@@ -213,6 +213,31 @@ static void load_missing_file(void **state)
     assert_non_null(strstr(err.msg, path));
 }
 
+/* The text a file holds, loaded from memory: the same lines and the same
+ * errors, under the name given; a last line without a newline counts, and a
+ * NUL byte (which a file may hold) is an error of its line. */
+static void load_text(void **state)
+{
+    (void)state;
+    sg_config *c = new_config();
+    sg_error err = {0};
+    static const char ok[] = "[snapshot]\r\nkeep = 4\n\n; note\nmatch = a:* b:*\nmatch = c:*";
+    assert_int_equal(sg_config_load_text(c, "mem.ini", ok, sizeof ok - 1, &err), 0);
+    assert_int_equal(c->keep, 4);
+    ASSERT_LIST(&c->match, "a:*", "b:*", "c:*");
+
+    static const char nul[] = "[snapshot]\nkeep = 5\nkeep = 6\0\n";
+    assert_int_equal(sg_config_load_text(c, "mem.ini", nul, sizeof nul - 1, &err), SG_EUSAGE);
+    assert_non_null(strstr(err.msg, "mem.ini:3: line holds a NUL byte"));
+    assert_int_equal(c->keep, 5);
+
+    /* only len bytes count: the text needs no terminating NUL */
+    static const char cut[] = "[snapshot]\nkeep = 78";
+    assert_int_equal(sg_config_load_text(c, "mem.ini", cut, sizeof cut - 2, &err), 0);
+    assert_int_equal(c->keep, 7);
+    assert_int_equal(sg_config_load_text(c, "mem.ini", "", 0, &err), 0);
+}
+
 /* ---- load errors ---- */
 
 /* Loads text, expects SG_EUSAGE naming the file, "file:line:", and want
@@ -615,6 +640,7 @@ int main(void)
         cmocka_unit_test_teardown(load_lists, cleanup),
         cmocka_unit_test_teardown(load_long_line, cleanup),
         cmocka_unit_test_teardown(load_missing_file, cleanup),
+        cmocka_unit_test_teardown(load_text, cleanup),
         cmocka_unit_test_teardown(error_unknown_key, cleanup),
         cmocka_unit_test_teardown(error_unknown_section, cleanup),
         cmocka_unit_test_teardown(error_bad_values, cleanup),
