@@ -57,6 +57,7 @@
 
 #include "stormguard/base/log.h"
 #include "stormguard/redis/redis_url.h"
+#include "stormguard/redis/reply.h"
 #include "stormguard/base/util.h"
 
 #define BACKOFF_MIN_MS 100
@@ -484,11 +485,10 @@ static void on_invalidation(redisAsyncContext *ac, void *r, void *pd)
 {
     sg_watch *w = pd;
     redisReply *reply = r;
-    if (!reply || w->stopping || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
-        reply->element[0]->type != REDIS_REPLY_STRING)
+    if (!reply || w->stopping)
         return;
-    const char *kind = reply->element[0]->str;
-    if (!strcmp(kind, "subscribe") && w->stage == TRK_SUBSCRIBING) {
+    sg_invalidation what = sg_reply_invalidation(reply);
+    if (what == SG_INVALIDATION_SUBSCRIBED && w->stage == TRK_SUBSCRIBING) {
         w->stage = TRK_SUBSCRIBED;
         char id[32];
         snprintf(id, sizeof id, "%lld", (long long)w->trk_id);
@@ -498,12 +498,9 @@ static void on_invalidation(redisAsyncContext *ac, void *r, void *pd)
             session_fail(w, "queueing CLIENT TRACKING for redis %s failed", w->address);
         return;
     }
-    if (strcmp(kind, "message"))
-        return;
-    const redisReply *payload = reply->element[2];
-    if (payload->type == REDIS_REPLY_NIL)
-        start_check(w, TRIG_FLUSH, sg_now_ms()); /* "everything": a flush */
-    else
+    if (what == SG_INVALIDATION_FLUSH)
+        start_check(w, TRIG_FLUSH, sg_now_ms());
+    else if (what == SG_INVALIDATION_KEYS)
         start_check(w, TRIG_CANARY, sg_now_ms()); /* the canary was written or deleted */
 }
 
@@ -661,15 +658,8 @@ static void check_free(check *c)
 /* Value of "field:" in an INFO section, or "" (caller frees). */
 static char *info_field(const char *info, const char *field)
 {
-    size_t flen = strlen(field);
-    for (const char *line = info; line && *line;) {
-        const char *eol = strstr(line, "\r\n");
-        size_t n = eol ? (size_t)(eol - line) : strlen(line);
-        if (n > flen && !strncmp(line, field, flen) && line[flen] == ':')
-            return sg_xstrndup(line + flen + 1, n - flen - 1);
-        line = eol ? eol + 2 : NULL;
-    }
-    return sg_xstrdup("");
+    char *v = sg_reply_info_field(info, field);
+    return v ? v : sg_xstrdup("");
 }
 
 static const char *const check_names[Q_COUNT] = {"EXISTS canary", "DBSIZE", "INFO server",

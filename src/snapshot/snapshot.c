@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "stormguard/redis/keyscan.h"
+#include "stormguard/redis/reply.h"
 #include "stormguard/snapshot/rdb.h"
 
 #define PROGRESS_EVERY_S 0.25
@@ -281,13 +282,11 @@ static int store_key(snap *sn, const char *key, size_t klen, const redisReply *t
         return 0;
     }
     /* ttl NULL: the database had no key with an expiry (snapshot_db) */
-    if (ttl && (ttl->type != REDIS_REPLY_INTEGER || ttl->integer == -2)) {
+    int64_t expire_at = 0;
+    if (ttl && sg_reply_pttl(ttl, sent_ms, &expire_at)) {
         sn->res->vanished++;
         return 0;
     }
-    int64_t expire_at = ttl && ttl->integer >= 0 ? sent_ms + ttl->integer : 0;
-    if (ttl && ttl->integer == 0)
-        expire_at = sent_ms + 1;
     return take_key(sn, key, klen, expire_at, dump->str, dump->len, igor, err);
 }
 
@@ -344,10 +343,7 @@ static int look_ttl(sg_rconn *c, ttl_look *out, sg_error *err)
     int rc = sg_rconn_command(c, &r, err, 2, argv, NULL);
     if (rc)
         return rc;
-    out->expires = 0;
-    for (const char *e = r->type == REDIS_REPLY_STRING ? strstr(r->str, "expires=") : NULL; e;
-         e = strstr(e + 8, "expires="))
-        out->expires += strtoll(e + 8, NULL, 10);
+    out->expires = r->type == REDIS_REPLY_STRING ? sg_reply_info_expires(r->str) : 0;
     freeReplyObject(r);
     char *expired = NULL;
     if ((rc = sg_rconn_info_field(c, "stats", "expired_keys", &expired, err)))
@@ -576,10 +572,7 @@ static char *config_value(sg_rconn *r, const char *name)
     sg_error ignored;
     if (sg_rconn_command(r, &reply, &ignored, 3, argv, NULL))
         return NULL;
-    char *v = NULL;
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
-        reply->element[1]->type == REDIS_REPLY_STRING)
-        v = sg_xstrndup(reply->element[1]->str, reply->element[1]->len);
+    char *v = sg_reply_config_value(reply);
     freeReplyObject(reply);
     return v;
 }
