@@ -516,9 +516,70 @@ void sg_config_print_flags(FILE *out)
     }
 }
 
+/* Whether the loader would take text starting with c, after whitespace, as
+ * a comment (cut_comment). */
+static bool starts_comment(char c)
+{
+    return c == ';' || c == '#';
+}
+
+/* k's value as the file would give it. */
+static void dump_value(const key_spec *k, const void *field, sg_buf *v)
+{
+    switch (k->type) {
+    case T_URL: {
+        sg_redis_url u;
+        if (sg_redis_url_parse(*(char *const *)field, &u, NULL) == 0) {
+            char *red = sg_redis_url_redacted(&u);
+            sg_buf_printf(v, "%s", red);
+            free(red);
+            sg_redis_url_close(&u);
+        }
+        break;
+    }
+    case T_STRING:
+    case T_CHOICE:
+    case T_POINTER:
+    case T_OPTIONAL: {
+        const char *s = *(char *const *)field;
+        if (k->offset == F(admin_token) && s)
+            s = "(set)"; /* a secret: never printed */
+        sg_buf_printf(v, "%s", s ? s : "");
+        break;
+    }
+    case T_SIZE:
+    case T_INT:
+    case T_DURATION:
+        sg_buf_printf(v, "%lld", (long long)*(const int64_t *)field);
+        break;
+    case T_BOOL:
+        sg_buf_printf(v, "%s", *(const bool *)field ? "yes" : "no");
+        break;
+    case T_SYNC:
+        sg_buf_printf(v, "%s", sg_sync_mode_name(*(const sg_sync_mode *)field));
+        break;
+    case T_PROFILE:
+        sg_buf_printf(v, "%s", sg_profile_kind_name(*(const sg_profile_kind *)field));
+        break;
+    case T_LIST: {
+        /* an item after a space that starts with ; or # would be read as a
+         * comment: a comma separates it */
+        const sg_strlist *l = field;
+        for (size_t j = 0; j < l->len; j++)
+            sg_buf_printf(v, "%s%s",
+                          !j                               ? ""
+                          : starts_comment(l->items[j][0]) ? ","
+                                                           : " ",
+                          l->items[j]);
+        break;
+    }
+    }
+}
+
 void sg_config_dump(const sg_config *c, FILE *out)
 {
     const char *section = "";
+    sg_buf v = {0};
     for (size_t i = 0; i < NKEYS; i++) {
         const key_spec *k = &keys[i];
         const void *field = (const char *)c + k->offset;
@@ -528,51 +589,13 @@ void sg_config_dump(const sg_config *c, FILE *out)
             fprintf(out, "; %s (not set)\n", k->key);
             continue;
         }
-        fprintf(out, "%s = ", k->key);
-        switch (k->type) {
-        case T_URL: {
-            sg_redis_url u;
-            if (sg_redis_url_parse(*(char *const *)field, &u, NULL) == 0) {
-                char *red = sg_redis_url_redacted(&u);
-                fputs(red, out);
-                free(red);
-                sg_redis_url_close(&u);
-            }
-            break;
-        }
-        case T_STRING:
-        case T_CHOICE:
-        case T_POINTER:
-        case T_OPTIONAL: {
-            const char *v = *(char *const *)field;
-            if (k->offset == F(admin_token) && v)
-                v = "(set)"; /* a secret: never printed */
-            fputs(v ? v : "", out);
-            break;
-        }
-        case T_SIZE:
-        case T_INT:
-        case T_DURATION:
-            fprintf(out, "%lld", (long long)*(const int64_t *)field);
-            break;
-        case T_BOOL:
-            fputs(*(const bool *)field ? "yes" : "no", out);
-            break;
-        case T_SYNC:
-            fputs(sg_sync_mode_name(*(const sg_sync_mode *)field), out);
-            break;
-        case T_PROFILE:
-            fputs(sg_profile_kind_name(*(const sg_profile_kind *)field), out);
-            break;
-        case T_LIST: {
-            const sg_strlist *l = field;
-            for (size_t j = 0; j < l->len; j++)
-                fprintf(out, "%s%s", j ? " " : "", l->items[j]);
-            break;
-        }
-        }
-        fputc('\n', out);
+        v.len = 0;
+        dump_value(k, field, &v);
+        /* "key =;x" is the value ;x, "key = ;x" no value and a comment */
+        fprintf(out, "%s =%s%s\n", k->key, v.len && starts_comment(v.p[0]) ? "" : " ",
+                v.len ? v.p : "");
     }
+    sg_buf_free(&v);
 }
 
 /* The token without the whitespace around it: a header value cannot carry

@@ -631,6 +631,27 @@ static void dump_roundtrips(void **state)
     ASSERT_LIST(&b->protect, "p:*");
 }
 
+/* A value or list item the file gave starting with ; or # (no whitespace
+ * before it, so no comment) comes back from the dump as it was: the
+ * fuzzer's find, where "match =#a:*" dumped as "match = #a:*", a comment. */
+static void dump_roundtrips_comment_chars(void **state)
+{
+    (void)state;
+    sg_config *a = new_config(), *b = new_config();
+    sg_error err = {0};
+    static const char text[] = "[redis]\ncanary =#x\n[snapshot]\nmatch =;a:* b:*,#c ; note\n";
+    assert_int_equal(sg_config_load_text(a, "a.ini", text, sizeof text - 1, &err), 0);
+    assert_string_equal(a->canary, "#x");
+    ASSERT_LIST(&a->match, ";a:*", "b:*", "#c");
+    char *out = dump(a);
+    int rc = sg_config_load_text(b, "dump.ini", out, strlen(out), &err);
+    if (rc)
+        fail_msg("reloading the dump: %d %s\n%s", rc, err.msg, out);
+    free(out);
+    assert_string_equal(b->canary, "#x");
+    ASSERT_LIST(&b->match, ";a:*", "b:*", "#c");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -654,6 +675,7 @@ int main(void)
         cmocka_unit_test_teardown(flag_at_table, cleanup),
         cmocka_unit_test_teardown(dump_hides_password, cleanup),
         cmocka_unit_test_teardown(dump_roundtrips, cleanup),
+        cmocka_unit_test_teardown(dump_roundtrips_comment_chars, cleanup),
         cmocka_unit_test_teardown(bool_key, cleanup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
