@@ -4,6 +4,7 @@
 #include "stormguard/redis/reply.h"
 
 #include <hiredis/hiredis.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,11 +28,17 @@ void sg_reply_info_dbs(const char *info, int **out, int *count)
 {
     int *dbs = NULL, n = 0;
     for (const char *p = info; (p = strstr(p, "\ndb")) != NULL; p++) {
-        int db;
-        if (sscanf(p + 3, "%d:", &db) == 1) {
-            dbs = sg_xrealloc(dbs, (size_t)(n + 1) * sizeof *dbs);
-            dbs[n++] = db;
-        }
+        /* digits only: sscanf's %d took "db-1:" and overflowed on more digits
+         * than an int holds; the numbers are SELECTed */
+        const char *d = p + 3;
+        size_t len = strspn(d, "0123456789");
+        int64_t db = 0;
+        for (size_t i = 0; i < len && db <= INT_MAX; i++)
+            db = db * 10 + (d[i] - '0');
+        if (!len || d[len] != ':' || db > INT_MAX)
+            continue;
+        dbs = sg_xrealloc(dbs, (size_t)(n + 1) * sizeof *dbs);
+        dbs[n++] = (int)db;
     }
     *out = dbs;
     *count = n;

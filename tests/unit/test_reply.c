@@ -65,6 +65,15 @@ static void info_keyspace(void **state)
     sg_reply_info_dbs("# Keyspace\r\n", &dbs, &n);
     assert_int_equal(n, 0);
     assert_null(dbs);
+    /* the fuzzer's find: a sign or more digits than an int holds (which
+     * sscanf's %d took, or overflowed on) name no database */
+    sg_reply_info_dbs("# Keyspace\r\ndb-1:keys=1\r\ndb99999999999:keys=1\r\n"
+                      "db2147483648:keys=1\r\ndb 4:keys=1\r\ndb5x:keys=1\r\ndb:keys=1\r\n"
+                      "db2147483647:keys=1\r\n",
+                      &dbs, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(dbs[0], 2147483647);
+    free(dbs);
     assert_int_equal(sg_reply_info_expires(keyspace), 5);
     assert_int_equal(sg_reply_info_expires("# Keyspace\r\n"), 0);
 }

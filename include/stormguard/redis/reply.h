@@ -16,7 +16,8 @@ struct redisReply;
 char *sg_reply_info_field(const char *info, const char *field);
 
 /* The databases INFO keyspace lists (lines "dbN:keys=...,expires=..."), in
- * its order (ascending); *out is NULL when there are none. Caller frees *out. */
+ * its order (ascending); a line whose N is not a number from 0 to INT_MAX
+ * names none. *out is NULL when there are none. Caller frees *out. */
 void sg_reply_info_dbs(const char *info, int **out, int *count);
 
 /* The keys with an expiry INFO keyspace counts, summed over its databases
