@@ -3,6 +3,7 @@
  * tracking connection is a plain array ("message", channel, payload). */
 #include "stormguard/redis/reply.h"
 
+#include <assert.h>
 #include <hiredis/hiredis.h>
 #include <limits.h>
 #include <stdio.h>
@@ -47,16 +48,22 @@ void sg_reply_info_dbs(const char *info, int **out, int *count)
 int64_t sg_reply_info_expires(const char *info)
 {
     int64_t expires = 0;
-    for (const char *e = strstr(info, "expires="); e; e = strstr(e + 8, "expires="))
-        expires += strtoll(e + 8, NULL, 10);
+    for (const char *e = strstr(info, "expires="); e; e = strstr(e + 8, "expires=")) {
+        long long n = strtoll(e + 8, NULL, 10);
+        if (n > 0)
+            expires = n > INT64_MAX - expires ? INT64_MAX : expires + n;
+    }
     return expires;
 }
 
 int sg_reply_pttl(const redisReply *r, int64_t sent_ms, int64_t *expire_at_ms)
 {
+    assert(sent_ms >= 0);
     if (r->type != REDIS_REPLY_INTEGER || r->integer == -2)
         return 1;
-    int64_t at = r->integer >= 0 ? sent_ms + r->integer : 0;
+    int64_t at = 0;
+    if (r->integer > 0)
+        at = r->integer > INT64_MAX - sent_ms ? INT64_MAX : sent_ms + r->integer;
     if (r->integer == 0)
         at = sent_ms + 1;
     *expire_at_ms = at;

@@ -76,6 +76,12 @@ static void info_keyspace(void **state)
     free(dbs);
     assert_int_equal(sg_reply_info_expires(keyspace), 5);
     assert_int_equal(sg_reply_info_expires("# Keyspace\r\n"), 0);
+    /* counts that summed past int64 (an overflow), negative ones */
+    assert_true(sg_reply_info_expires("db0:keys=1,expires=9223372036854775807\r\n"
+                                      "db1:keys=1,expires=5\r\n") == INT64_MAX);
+    assert_int_equal(sg_reply_info_expires("db0:keys=1,expires=-9223372036854775807\r\n"
+                                           "db1:keys=1,expires=-5\r\ndb2:expires=3\r\n"),
+                     3);
 }
 
 static void pttl(void **state)
@@ -89,6 +95,10 @@ static void pttl(void **state)
         {":1500\r\n", 0, 1000 + 1500},
         {":0\r\n", 0, 1000 + 1}, /* expires now: still an expiry */
         {":-1\r\n", 0, 0},       /* no expiry */
+        /* the fuzzer's find: beyond int64 from sent_ms, where the sum overflowed */
+        {":9223372036854775807\r\n", 0, INT64_MAX},
+        {":9223372036854774808\r\n", 0, INT64_MAX},
+        {":9223372036854774806\r\n", 0, INT64_MAX - 1},
         {":-2\r\n", 1, -7},      /* gone */
         {"$2\r\n10\r\n", 1, -7}, /* no integer */
         {"-ERR x\r\n", 1, -7},

@@ -21,13 +21,14 @@ char *sg_reply_info_field(const char *info, const char *field);
 void sg_reply_info_dbs(const char *info, int **out, int *count);
 
 /* The keys with an expiry INFO keyspace counts, summed over its databases
- * (the expires= fields). */
+ * (the expires= fields) up to INT64_MAX; a count below 1 adds nothing. */
 int64_t sg_reply_info_expires(const char *info);
 
 /* A PTTL reply as an absolute expiry, the remaining time counted from
- * sent_ms (when the command was sent, so never later than the key's own):
- * 0 and *expire_at_ms (0: the key does not expire), or 1 if the key is gone
- * (-2) or the reply is no integer; *expire_at_ms is then not written. */
+ * sent_ms (epoch ms when the command was sent, so never later than the
+ * key's own; at most INT64_MAX): 0 and *expire_at_ms (0: the key does not
+ * expire), or 1 if the key is gone (-2) or the reply is no integer;
+ * *expire_at_ms is then not written. */
 int sg_reply_pttl(const struct redisReply *r, int64_t sent_ms, int64_t *expire_at_ms);
 
 /* The value of a CONFIG GET reply for one parameter (["name", "value"]), or
