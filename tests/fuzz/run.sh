@@ -10,7 +10,7 @@
 # usage: tests/fuzz/run.sh TARGET|all [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-targets=(event rdb config redis_url)
+targets=(event rdb config redis_url resp)
 target=${1:?usage: tests/fuzz/run.sh TARGET|all [SECONDS] (targets: ${targets[*]})}
 seconds=${2:-${SG_FUZZ_SECONDS:-30}}
 if [[ $target == all ]]; then
