@@ -56,6 +56,14 @@ int64_t sg_reply_info_expires(const char *info)
     return expires;
 }
 
+int sg_reply_count(const redisReply *r, int64_t max, int64_t *out)
+{
+    if (r->type != REDIS_REPLY_INTEGER || r->integer < 0 || r->integer > max)
+        return 1;
+    *out = r->integer;
+    return 0;
+}
+
 int sg_reply_pttl(const redisReply *r, int64_t sent_ms, int64_t *expire_at_ms)
 {
     assert(sent_ms >= 0);

@@ -667,8 +667,14 @@ static const char *const check_names[Q_COUNT] = {"EXISTS canary", "DBSIZE", "INF
 
 static void store_reply(check *c, int what, const redisReply *r)
 {
+    /* counts of what was asked about: a sample count beyond the sample
+     * would make evaluate's arithmetic overflow */
     bool want_int = what == Q_EXISTS || what == Q_DBSIZE || what == Q_SAMPLE;
-    if (r->type != (want_int ? REDIS_REPLY_INTEGER : REDIS_REPLY_STRING)) {
+    int64_t max = what == Q_EXISTS   ? 1
+                  : what == Q_SAMPLE ? (int64_t)c->sample_n
+                                     : SG_REDIS_KEYS_MAX;
+    int64_t n = 0;
+    if (want_int ? sg_reply_count(r, max, &n) != 0 : r->type != REDIS_REPLY_STRING) {
         c->failed = true;
         if (!c->error)
             c->error = sg_xasprintf("%s: %s", check_names[what],
@@ -677,13 +683,13 @@ static void store_reply(check *c, int what, const redisReply *r)
     }
     switch (what) {
     case Q_EXISTS:
-        c->exists = r->integer > 0;
+        c->exists = n > 0;
         break;
     case Q_DBSIZE:
-        c->dbsize = r->integer;
+        c->dbsize = n;
         break;
     case Q_SAMPLE:
-        c->sample_present = r->integer;
+        c->sample_present = n;
         break;
     case Q_SERVER: {
         c->f.run_id = info_field(r->str, "run_id");

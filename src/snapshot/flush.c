@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "stormguard/redis/keyscan.h"
+#include "stormguard/redis/reply.h"
 
 #define UNLINK_BATCH 1000 /* keys per UNLINK: frees memory off Redis's main thread */
 
@@ -48,7 +49,8 @@ static int dbsize(sg_rconn *c, int64_t *out, sg_error *err)
     int rc = sg_rconn_command(c, &r, err, 1, argv, NULL);
     if (rc)
         return rc;
-    *out = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+    if (sg_reply_count(r, SG_REDIS_KEYS_MAX, out))
+        *out = 0;
     freeReplyObject(r);
     return 0;
 }
@@ -102,11 +104,12 @@ static int unlink_flush(unlinker *u, sg_error *err)
     int rc = sg_rconn_command(u->c, &r, err, (int)u->n + 1, u->argv, u->lens);
     for (size_t i = 0; i < u->n; i++)
         free(u->owned[i]);
+    int64_t asked = (int64_t)u->n, removed;
     u->n = 0;
     if (rc)
         return rc;
-    if (r->type == REDIS_REPLY_INTEGER)
-        *u->deleted += r->integer;
+    if (sg_reply_count(r, asked, &removed) == 0)
+        *u->deleted += removed;
     freeReplyObject(r);
     return 0;
 }

@@ -112,6 +112,33 @@ static void pttl(void **state)
     }
 }
 
+static void count(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *resp;
+        int rc;
+        int64_t n;
+    } cases[] = {
+        {":0\r\n", 0, 0},
+        {":3\r\n", 0, 3},
+        {":4\r\n", 1, -7}, /* more than asked about */
+        {":-1\r\n", 1, -7},
+        /* EXISTS over the watcher's sample: evaluate's missing = n - present
+         * overflowed on this */
+        {":-9223372036854775808\r\n", 1, -7},
+        {"$1\r\n3\r\n", 1, -7},
+        {"-ERR x\r\n", 1, -7},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        redisReply *r = parse(cases[i].resp);
+        int64_t n = -7;
+        assert_int_equal(sg_reply_count(r, 3, &n), cases[i].rc);
+        assert_int_equal(n, cases[i].n);
+        freeReplyObject(r);
+    }
+}
+
 static void config_value(void **state)
 {
     (void)state;
@@ -156,7 +183,8 @@ static void invalidation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(info_field),   cmocka_unit_test(info_keyspace), cmocka_unit_test(pttl),
+        cmocka_unit_test(info_field),   cmocka_unit_test(info_keyspace),
+        cmocka_unit_test(pttl),         cmocka_unit_test(count),
         cmocka_unit_test(config_value), cmocka_unit_test(invalidation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

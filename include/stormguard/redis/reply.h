@@ -24,6 +24,15 @@ void sg_reply_info_dbs(const char *info, int **out, int *count);
  * (the expires= fields) up to INT64_MAX; a count below 1 adds nothing. */
 int64_t sg_reply_info_expires(const char *info);
 
+/* Keys a Redis database holds at most. */
+#define SG_REDIS_KEYS_MAX (INT64_C(1) << 32)
+
+/* An integer reply that counts things, at most max of them (EXISTS over n
+ * keys: n; DBSIZE: SG_REDIS_KEYS_MAX; MEMORY USAGE's bytes: INT64_MAX): 0
+ * and *out, or 1 if the reply is no integer or not from 0 to max; *out is
+ * then not written. Sums of counts so bounded cannot overflow. */
+int sg_reply_count(const struct redisReply *r, int64_t max, int64_t *out);
+
 /* A PTTL reply as an absolute expiry, the remaining time counted from
  * sent_ms (epoch ms when the command was sent, so never later than the
  * key's own; at most INT64_MAX): 0 and *expire_at_ms (0: the key does not
