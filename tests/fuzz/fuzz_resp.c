@@ -2,11 +2,11 @@
  * own parser (redisReader) makes reply trees of them, and every tree goes
  * through each of our readings of replies, as if it answered the command
  * that reading expects: error replies (sg_rconn_reply_error), INFO fields,
- * keyspace lines and the redis_version (reply.h, rconn.h), PTTL, CONFIG GET,
- * the tracking connection's pushes, DUMP payloads (rdb.h, snapshot.h), and
- * last SCAN (sg_keyscan_take, which keeps the tree), whose keys then go
- * where a snapshot and inspect send them (the Igor key parser, the
- * namespace tally). Built and run by tests/fuzz/run.sh resp. */
+ * keyspace lines and the redis_version (reply.h, rconn.h), counts, PTTL,
+ * CONFIG GET, the tracking connection's pushes, DUMP payloads (rdb.h,
+ * snapshot.h), and last SCAN (sg_keyscan_take, which keeps the tree), whose
+ * keys then go where a snapshot and inspect send them (the Igor key parser,
+ * the namespace tally). Built and run by tests/fuzz/run.sh resp. */
 #include <hiredis/hiredis.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -120,6 +120,12 @@ static void read_reply(redisReply *r, unsigned which)
     if (r->type == REDIS_REPLY_STRING) {
         read_info(r->str);
         read_payload(r->str, r->len);
+    }
+    static const int64_t maxes[] = {0, 1, 3, SG_REDIS_KEYS_MAX, INT64_MAX};
+    for (size_t i = 0; i < sizeof maxes / sizeof maxes[0]; i++) {
+        int64_t n = -7;
+        if (sg_reply_count(r, maxes[i], &n) == 0 && (n < 0 || n > maxes[i]))
+            abort();
     }
     const int64_t sent_ms = 1764547200000; /* 2025-12-01 */
     int64_t at = -7;
