@@ -13,6 +13,7 @@ cd "$(dirname "$0")/../.."
 targets=(event rdb config redis_url resp)
 target=${1:?usage: tests/fuzz/run.sh TARGET|all [SECONDS] (targets: ${targets[*]})}
 seconds=${2:-${SG_FUZZ_SECONDS:-30}}
+[[ $seconds =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: SECONDS must be a whole number above 0, not '$seconds'" >&2; exit 2; }
 if [[ $target == all ]]; then
   run=("${targets[@]}")
 elif [[ " ${targets[*]} " == *" $target "* ]]; then
