@@ -10,6 +10,7 @@ packages=(
   libhiredis-dev libsqlite3-dev libjansson-dev libcmocka-dev
   libuv1-dev libh2o-dev libssl-dev libcurl4-openssl-dev
   redis-server redis-tools python3 curl sqlite3 openssl clang-format
+  clang
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(time wrk nginx-light)
@@ -19,14 +20,21 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if ((${#missing[@]} == 0)); then
-  exit 0
-fi
 
 run() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-echo "setup: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-if ! run apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
-  run apt-get update -qq
-  run apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+apt_install() {
+  echo "setup: installing $*"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! run apt-get install -y -qq --no-install-recommends "$@" >/dev/null; then
+    run apt-get update -qq
+    run apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  fi
+}
+if ((${#missing[@]})); then
+  apt_install "${missing[@]}"
+fi
+# The fuzz targets (tests/fuzz/run.sh) link clang's libFuzzer and sanitizer
+# runtimes, which Debian's clang only recommends.
+if [[ ! -f $(clang --print-runtime-dir)/libclang_rt.fuzzer-$(uname -m).a ]]; then
+  apt_install "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
 fi

@@ -444,29 +444,45 @@ static int load_line(sg_config *c, char *line, char *section, size_t section_siz
     return sg_config_set(c, section, key, value, append, err);
 }
 
+int sg_config_load_text(sg_config *c, const char *name, const char *text, size_t len, sg_error *err)
+{
+    char section[64] = "";
+    size_t nseen = 0;
+    const key_spec *lists_seen[NKEYS];
+    sg_buf line = {0};
+    int rc = 0, lineno = 0;
+    for (size_t at = 0; rc == 0 && at < len;) {
+        const char *eol = memchr(text + at, '\n', len - at);
+        size_t n = eol ? (size_t)(eol - (text + at)) + 1 : len - at;
+        lineno++;
+        line.len = 0;
+        sg_buf_append(&line, text + at, n); /* load_line cuts it up in place */
+        at += n;
+        if (memchr(line.p, '\0', n))
+            rc = sg_error_set(err, SG_EUSAGE, "line holds a NUL byte");
+        else
+            rc = load_line(c, line.p, section, sizeof section, lists_seen, &nseen, err);
+        if (rc)
+            sg_error_prefix(err, "%s:%d", name, lineno);
+    }
+    sg_buf_free(&line);
+    return rc;
+}
+
 int sg_config_load_file(sg_config *c, const char *path, sg_error *err)
 {
     FILE *f = fopen(path, "r");
     if (!f)
         return sg_error_set(err, SG_EUSAGE, "reading config %s: %s", path, strerror(errno));
-    char section[64] = "", *line = NULL;
-    size_t cap = 0, nseen = 0;
-    const key_spec *lists_seen[NKEYS];
-    int rc = 0, lineno = 0;
-    ssize_t n;
-    errno = 0;
-    while (rc == 0 && (n = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        if ((size_t)n != strlen(line))
-            rc = sg_error_set(err, SG_EUSAGE, "line holds a NUL byte");
-        else
-            rc = load_line(c, line, section, sizeof section, lists_seen, &nseen, err);
-        if (rc)
-            sg_error_prefix(err, "%s:%d", path, lineno);
-    }
-    if (rc == 0 && ferror(f))
-        rc = sg_error_set(err, SG_EUSAGE, "reading config %s: %s", path, strerror(errno));
-    free(line);
+    sg_buf text = {0};
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        sg_buf_append(&text, chunk, n);
+    int rc = ferror(f)
+                 ? sg_error_set(err, SG_EUSAGE, "reading config %s: %s", path, strerror(errno))
+                 : sg_config_load_text(c, path, text.p, text.len, err);
+    sg_buf_free(&text);
     fclose(f);
     return rc;
 }
@@ -499,9 +515,70 @@ void sg_config_print_flags(FILE *out)
     }
 }
 
+/* Whether the loader would take text starting with c, after whitespace, as
+ * a comment (cut_comment). */
+static bool starts_comment(char c)
+{
+    return c == ';' || c == '#';
+}
+
+/* k's value as the file would give it. */
+static void dump_value(const key_spec *k, const void *field, sg_buf *v)
+{
+    switch (k->type) {
+    case T_URL: {
+        sg_redis_url u;
+        if (sg_redis_url_parse(*(char *const *)field, &u, NULL) == 0) {
+            char *red = sg_redis_url_redacted(&u);
+            sg_buf_printf(v, "%s", red);
+            free(red);
+            sg_redis_url_close(&u);
+        }
+        break;
+    }
+    case T_STRING:
+    case T_CHOICE:
+    case T_POINTER:
+    case T_OPTIONAL: {
+        const char *s = *(char *const *)field;
+        if (k->offset == F(admin_token) && s)
+            s = "(set)"; /* a secret: never printed */
+        sg_buf_printf(v, "%s", s ? s : "");
+        break;
+    }
+    case T_SIZE:
+    case T_INT:
+    case T_DURATION:
+        sg_buf_printf(v, "%lld", (long long)*(const int64_t *)field);
+        break;
+    case T_BOOL:
+        sg_buf_printf(v, "%s", *(const bool *)field ? "yes" : "no");
+        break;
+    case T_SYNC:
+        sg_buf_printf(v, "%s", sg_sync_mode_name(*(const sg_sync_mode *)field));
+        break;
+    case T_PROFILE:
+        sg_buf_printf(v, "%s", sg_profile_kind_name(*(const sg_profile_kind *)field));
+        break;
+    case T_LIST: {
+        /* an item after a space that starts with ; or # would be read as a
+         * comment: a comma separates it */
+        const sg_strlist *l = field;
+        for (size_t j = 0; j < l->len; j++)
+            sg_buf_printf(v, "%s%s",
+                          !j                               ? ""
+                          : starts_comment(l->items[j][0]) ? ","
+                                                           : " ",
+                          l->items[j]);
+        break;
+    }
+    }
+}
+
 void sg_config_dump(const sg_config *c, FILE *out)
 {
     const char *section = "";
+    sg_buf v = {0};
     for (size_t i = 0; i < NKEYS; i++) {
         const key_spec *k = &keys[i];
         const void *field = (const char *)c + k->offset;
@@ -511,51 +588,13 @@ void sg_config_dump(const sg_config *c, FILE *out)
             fprintf(out, "; %s (not set)\n", k->key);
             continue;
         }
-        fprintf(out, "%s = ", k->key);
-        switch (k->type) {
-        case T_URL: {
-            sg_redis_url u;
-            if (sg_redis_url_parse(*(char *const *)field, &u, NULL) == 0) {
-                char *red = sg_redis_url_redacted(&u);
-                fputs(red, out);
-                free(red);
-                sg_redis_url_close(&u);
-            }
-            break;
-        }
-        case T_STRING:
-        case T_CHOICE:
-        case T_POINTER:
-        case T_OPTIONAL: {
-            const char *v = *(char *const *)field;
-            if (k->offset == F(admin_token) && v)
-                v = "(set)"; /* a secret: never printed */
-            fputs(v ? v : "", out);
-            break;
-        }
-        case T_SIZE:
-        case T_INT:
-        case T_DURATION:
-            fprintf(out, "%lld", (long long)*(const int64_t *)field);
-            break;
-        case T_BOOL:
-            fputs(*(const bool *)field ? "yes" : "no", out);
-            break;
-        case T_SYNC:
-            fputs(sg_sync_mode_name(*(const sg_sync_mode *)field), out);
-            break;
-        case T_PROFILE:
-            fputs(sg_profile_kind_name(*(const sg_profile_kind *)field), out);
-            break;
-        case T_LIST: {
-            const sg_strlist *l = field;
-            for (size_t j = 0; j < l->len; j++)
-                fprintf(out, "%s%s", j ? " " : "", l->items[j]);
-            break;
-        }
-        }
-        fputc('\n', out);
+        v.len = 0;
+        dump_value(k, field, &v);
+        /* "key =;x" is the value ;x, "key = ;x" no value and a comment */
+        fprintf(out, "%s =%s%s\n", k->key, v.len && starts_comment(v.p[0]) ? "" : " ",
+                v.len ? v.p : "");
     }
+    sg_buf_free(&v);
 }
 
 /* The token without the whitespace around it: a header value cannot carry

@@ -49,10 +49,14 @@ int sg_keyscan_receive(sg_keyscan *ks, sg_keypage *page, sg_error *err)
     memset(page, 0, sizeof *page);
     redisReply *r = NULL;
     int rc = sg_rconn_read(ks->conn, &r, err);
-    if (rc)
-        return rc;
+    return rc ? rc : sg_keyscan_take(ks, r, page, err);
+}
+
+int sg_keyscan_take(sg_keyscan *ks, struct redisReply *r, sg_keypage *page, sg_error *err)
+{
+    memset(page, 0, sizeof *page);
     if (r->type == REDIS_REPLY_ERROR) {
-        rc = sg_rconn_reply_error(ks->conn, "SCAN", r, err);
+        int rc = sg_rconn_reply_error(ks->conn, "SCAN", r, err);
         freeReplyObject(r);
         return rc;
     }

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "stormguard/base/util.h"
+#include "stormguard/redis/reply.h"
 
 /* Long enough for a DUMP of a big key or a page of a slow SCAN. */
 #define COMMAND_TIMEOUT_S 60
@@ -220,19 +221,7 @@ int sg_rconn_info_field(sg_rconn *c, const char *section, const char *field, cha
     int rc = sg_rconn_command(c, &r, err, 2, argv, NULL);
     if (rc)
         return rc;
-    *out = NULL;
-    size_t flen = strlen(field);
-    if (r->type == REDIS_REPLY_STRING) {
-        for (char *line = r->str; line && *line;) {
-            char *eol = strstr(line, "\r\n");
-            size_t n = eol ? (size_t)(eol - line) : strlen(line);
-            if (n > flen && !strncmp(line, field, flen) && line[flen] == ':') {
-                *out = sg_xstrndup(line + flen + 1, n - flen - 1);
-                break;
-            }
-            line = eol ? eol + 2 : NULL;
-        }
-    }
+    *out = r->type == REDIS_REPLY_STRING ? sg_reply_info_field(r->str, field) : NULL;
     freeReplyObject(r);
     return 0;
 }
@@ -266,15 +255,8 @@ int sg_rconn_nonempty_dbs(sg_rconn *c, int **out, int *count, sg_error *err)
     if (rc)
         return rc;
     int *dbs = NULL, n = 0;
-    if (r->type == REDIS_REPLY_STRING) {
-        for (const char *p = r->str; (p = strstr(p, "\ndb")) != NULL; p++) {
-            int db;
-            if (sscanf(p + 3, "%d:", &db) == 1) {
-                dbs = sg_xrealloc(dbs, (size_t)(n + 1) * sizeof *dbs);
-                dbs[n++] = db;
-            }
-        }
-    }
+    if (r->type == REDIS_REPLY_STRING)
+        sg_reply_info_dbs(r->str, &dbs, &n);
     freeReplyObject(r);
     *out = dbs;
     *count = n;

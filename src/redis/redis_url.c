@@ -125,6 +125,10 @@ int sg_redis_url_parse(const char *url, sg_redis_url *out, sg_error *err)
         const char *rb = memchr(p, ']', hostpart_len);
         if (!rb)
             return fail(out, err, url, "unterminated [ in an IPv6 address");
+        /* the redacted form would lose the brackets of one without a ':'
+         * ("[[x]" becomes "[x"), and [x does not parse */
+        if (memchr(p + 1, '[', (size_t)(rb - p - 1)))
+            return fail(out, err, url, "a [ inside the brackets of an IPv6 address");
         out->host = sg_xstrndup(p + 1, (size_t)(rb - p - 1));
         host_end = rb + 1;
     } else {

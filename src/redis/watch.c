@@ -51,6 +51,7 @@
 #include "stormguard/base/log.h"
 #include "stormguard/redis/async.h"
 #include "stormguard/redis/redis_url.h"
+#include "stormguard/redis/reply.h"
 #include "stormguard/base/util.h"
 
 #define SAMPLE_MAX 32
@@ -242,11 +243,10 @@ static void on_tracking(void *pd, const redisReply *reply)
 static void on_invalidation(void *pd, const redisReply *reply)
 {
     sg_watch *w = pd;
-    if (!reply || w->stopping || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
-        reply->element[0]->type != REDIS_REPLY_STRING)
+    if (!reply || w->stopping)
         return;
-    const char *kind = reply->element[0]->str;
-    if (!strcmp(kind, "subscribe") && w->stage == TRK_SUBSCRIBING) {
+    sg_invalidation what = sg_reply_invalidation(reply);
+    if (what == SG_INVALIDATION_SUBSCRIBED && w->stage == TRK_SUBSCRIBING) {
         w->stage = TRK_SUBSCRIBED;
         char id[32];
         snprintf(id, sizeof id, "%lld", (long long)w->trk_id);
@@ -256,12 +256,9 @@ static void on_invalidation(void *pd, const redisReply *reply)
             session_fail(w, "queueing CLIENT TRACKING for redis %s failed", w->address);
         return;
     }
-    if (strcmp(kind, "message"))
-        return;
-    const redisReply *payload = reply->element[2];
-    if (payload->type == REDIS_REPLY_NIL)
+    if (what == SG_INVALIDATION_FLUSH)
         start_check(w, SG_WIPE_TRIGGER_FLUSH, sg_now_ms()); /* "everything": a flush */
-    else
+    else if (what == SG_INVALIDATION_KEYS)
         start_check(w, SG_WIPE_TRIGGER_CANARY, sg_now_ms()); /* the canary was written or deleted */
 }
 
@@ -328,15 +325,8 @@ static void check_free(check *c)
 /* Value of "field:" in an INFO section, or "" (caller frees). */
 static char *info_field(const char *info, const char *field)
 {
-    size_t flen = strlen(field);
-    for (const char *line = info; line && *line;) {
-        const char *eol = strstr(line, "\r\n");
-        size_t n = eol ? (size_t)(eol - line) : strlen(line);
-        if (n > flen && !strncmp(line, field, flen) && line[flen] == ':')
-            return sg_xstrndup(line + flen + 1, n - flen - 1);
-        line = eol ? eol + 2 : NULL;
-    }
-    return sg_xstrdup("");
+    char *v = sg_reply_info_field(info, field);
+    return v ? v : sg_xstrdup("");
 }
 
 static const char *const check_names[Q_COUNT] = {"EXISTS canary", "DBSIZE", "INFO server",
@@ -344,8 +334,14 @@ static const char *const check_names[Q_COUNT] = {"EXISTS canary", "DBSIZE", "INF
 
 static void store_reply(check *c, int what, const redisReply *r)
 {
+    /* counts of what was asked about: a sample count beyond the sample
+     * would make evaluate's arithmetic overflow */
     bool want_int = what == Q_EXISTS || what == Q_DBSIZE || what == Q_SAMPLE;
-    if (r->type != (want_int ? REDIS_REPLY_INTEGER : REDIS_REPLY_STRING)) {
+    int64_t max = what == Q_EXISTS   ? 1
+                  : what == Q_SAMPLE ? (int64_t)c->sample_n
+                                     : SG_REDIS_KEYS_MAX;
+    int64_t n = 0;
+    if (want_int ? sg_reply_count(r, max, &n) != 0 : r->type != REDIS_REPLY_STRING) {
         c->failed = true;
         if (!c->error)
             c->error = sg_xasprintf("%s: %s", check_names[what],
@@ -354,13 +350,13 @@ static void store_reply(check *c, int what, const redisReply *r)
     }
     switch (what) {
     case Q_EXISTS:
-        c->exists = r->integer > 0;
+        c->exists = n > 0;
         break;
     case Q_DBSIZE:
-        c->dbsize = r->integer;
+        c->dbsize = n;
         break;
     case Q_SAMPLE:
-        c->sample_present = r->integer;
+        c->sample_present = n;
         break;
     case Q_SERVER: {
         c->f.run_id = info_field(r->str, "run_id");

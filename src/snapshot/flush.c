@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "stormguard/redis/keyscan.h"
+#include "stormguard/redis/reply.h"
 #include "stormguard/store/episodes.h"
 #include "stormguard/store/snapshots.h"
 
@@ -50,7 +51,8 @@ static int dbsize(sg_rconn *c, int64_t *out, sg_error *err)
     int rc = sg_rconn_command(c, &r, err, 1, argv, NULL);
     if (rc)
         return rc;
-    *out = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+    if (sg_reply_count(r, SG_REDIS_KEYS_MAX, out))
+        *out = 0;
     freeReplyObject(r);
     return 0;
 }
@@ -104,11 +106,12 @@ static int unlink_flush(unlinker *u, sg_error *err)
     int rc = sg_rconn_command(u->c, &r, err, (int)u->n + 1, u->argv, u->lens);
     for (size_t i = 0; i < u->n; i++)
         free(u->owned[i]);
+    int64_t asked = (int64_t)u->n, removed;
     u->n = 0;
     if (rc)
         return rc;
-    if (r->type == REDIS_REPLY_INTEGER)
-        *u->deleted += r->integer;
+    if (sg_reply_count(r, asked, &removed) == 0)
+        *u->deleted += removed;
     freeReplyObject(r);
     return 0;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "stormguard/redis/keyscan.h"
+#include "stormguard/redis/reply.h"
 #include "stormguard/base/util.h"
 
 static int64_t info_int(sg_rconn *c, const char *field, sg_error *err, int *rc)
@@ -53,12 +54,14 @@ static int inspect_page(sg_rconn *c, sg_nstally *t, const sg_keypage *page, int6
             continue;
         if ((rc = sg_rconn_read(c, &r, err)))
             break;
-        if (r->type == REDIS_REPLY_INTEGER)
-            ns->sampled_bytes += r->integer;
-        else if (r->type == REDIS_REPLY_NIL)
-            ns->sampled--; /* vanished since SCAN */
+        int64_t bytes;
+        if (sg_reply_count(r, INT64_MAX, &bytes) == 0)
+            ns->sampled_bytes =
+                bytes > INT64_MAX - ns->sampled_bytes ? INT64_MAX : ns->sampled_bytes + bytes;
         else if (r->type == REDIS_REPLY_ERROR)
             rc = sg_rconn_reply_error(c, "MEMORY USAGE", r, err);
+        else
+            ns->sampled--; /* vanished since SCAN (nil) */
         freeReplyObject(r);
     }
     free(sampled);

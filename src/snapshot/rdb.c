@@ -75,36 +75,38 @@ uint64_t sg_crc64(uint64_t crc, const void *data, size_t len)
 
 long sg_lzf_decompress(const void *in, size_t in_len, void *out, size_t out_len)
 {
-    const unsigned char *ip = in, *ie = ip + in_len;
-    unsigned char *op = out, *o0 = out;
-    while (ip < ie) {
-        size_t ctrl = *ip++;
+    /* Offsets, not pointers: an empty input or output may be NULL (the
+     * buffer of a zero-length read), and NULL + 0 is undefined in C. */
+    const unsigned char *ip = in;
+    unsigned char *op = out;
+    size_t i = 0, o = 0;
+    while (i < in_len) {
+        size_t ctrl = ip[i++];
         if (ctrl < 32) { /* a literal run of ctrl + 1 bytes */
             size_t n = ctrl + 1;
-            if (n > (size_t)(ie - ip) || n > out_len - (size_t)(op - o0))
+            if (n > in_len - i || n > out_len - o)
                 return -1;
-            memcpy(op, ip, n);
-            op += n;
-            ip += n;
+            memcpy(op + o, ip + i, n);
+            o += n;
+            i += n;
             continue;
         }
         size_t n = ctrl >> 5; /* a back reference: length - 2, offset - 1 */
         if (n == 7) {
-            if (ip >= ie)
+            if (i >= in_len)
                 return -1;
-            n += *ip++;
+            n += ip[i++];
         }
-        if (ip >= ie)
+        if (i >= in_len)
             return -1;
-        size_t off = ((ctrl & 0x1f) << 8) + *ip++ + 1;
+        size_t off = ((ctrl & 0x1f) << 8) + ip[i++] + 1;
         n += 2;
-        if (off > (size_t)(op - o0) || n > out_len - (size_t)(op - o0))
+        if (off > o || n > out_len - o)
             return -1;
-        const unsigned char *ref = op - off;
-        while (n--) /* may overlap: byte by byte */
-            *op++ = *ref++;
+        for (size_t ref = o - off; n--;) /* may overlap: byte by byte */
+            op[o++] = op[ref++];
     }
-    return (long)(op - o0);
+    return (long)o;
 }
 
 /* ---- RDB constants (Redis rdb.h) ----------------------------------------- */

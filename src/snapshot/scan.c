@@ -17,6 +17,7 @@
 
 #include "snapshot_int.h"
 #include "stormguard/redis/keyscan.h"
+#include "stormguard/redis/reply.h"
 #include "stormguard/store/snapshots.h"
 
 /* A SCAN page and the replies to its commands. */
@@ -91,13 +92,11 @@ static int store_key(sg_snap *sn, const char *key, size_t klen, const redisReply
         return 0;
     }
     /* ttl NULL: the database had no key with an expiry (snapshot_db) */
-    if (ttl && (ttl->type != REDIS_REPLY_INTEGER || ttl->integer == -2)) {
+    int64_t expire_at = 0;
+    if (ttl && sg_reply_pttl(ttl, sent_ms, &expire_at)) {
         sn->res->vanished++;
         return 0;
     }
-    int64_t expire_at = ttl && ttl->integer >= 0 ? sent_ms + ttl->integer : 0;
-    if (ttl && ttl->integer == 0)
-        expire_at = sent_ms + 1;
     return sg_snap_take_key(sn, key, klen, expire_at, dump->str, dump->len, igor, err);
 }
 
@@ -182,10 +181,7 @@ static int look_ttl(sg_rconn *c, ttl_look *out, sg_error *err)
     int rc = sg_rconn_command(c, &r, err, 2, argv, NULL);
     if (rc)
         return rc;
-    out->expires = 0;
-    for (const char *e = r->type == REDIS_REPLY_STRING ? strstr(r->str, "expires=") : NULL; e;
-         e = strstr(e + 8, "expires="))
-        out->expires += strtoll(e + 8, NULL, 10);
+    out->expires = r->type == REDIS_REPLY_STRING ? sg_reply_info_expires(r->str) : 0;
     freeReplyObject(r);
     char *expired = NULL;
     if ((rc = sg_rconn_info_field(c, "stats", "expired_keys", &expired, err)))

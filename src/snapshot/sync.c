@@ -18,6 +18,7 @@
 
 #include "snapshot_int.h"
 #include "stormguard/snapshot/rdb.h"
+#include "stormguard/redis/reply.h"
 #include "stormguard/store/snapshots.h"
 
 /* Silence from the server longer than this ends a sync snapshot. Redis sends
@@ -168,10 +169,7 @@ static char *config_value(sg_rconn *r, const char *name)
     sg_error ignored;
     if (sg_rconn_command(r, &reply, &ignored, 3, argv, NULL))
         return NULL;
-    char *v = NULL;
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
-        reply->element[1]->type == REDIS_REPLY_STRING)
-        v = sg_xstrndup(reply->element[1]->str, reply->element[1]->len);
+    char *v = sg_reply_config_value(reply);
     freeReplyObject(reply);
     return v;
 }

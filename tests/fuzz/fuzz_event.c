@@ -1,7 +1,7 @@
 /* libFuzzer target: request bodies through both of event.c's readers. The
  * scanner may leave a body to jansson, but whenever it reads one itself the
  * result (return code, error text, event) must be jansson's. Built and run
- * by tests/fuzz/fuzz_event.sh. */
+ * by tests/fuzz/run.sh event. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +13,8 @@ static int same(const char *a, const char *b)
 {
     return a == b || (a && b && !strcmp(a, b));
 }
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -402,6 +402,25 @@ static void parse_refuses_lzf_bomb(void **state)
     assert_non_null(strstr(err.msg, "more than its bytes can expand to"));
 }
 
+/* An LZF string of no bytes that decompresses to none (the fuzzer's find):
+ * an empty key, read without arithmetic on the NULL of an empty buffer. */
+static void parse_empty_lzf_key(void **state)
+{
+    (void)state;
+    assert_int_equal(sg_lzf_decompress(NULL, 0, NULL, 0), 0);
+    assert_int_equal(sg_lzf_decompress(NULL, 0, (char[1]){0}, 1), 0);
+    assert_int_equal(sg_lzf_decompress("\x00a", 2, NULL, 0), -1);
+    static const char rdb[] = "REDIS0010\xfe\x00"
+                              "\x00\xc3\x00\x00\x01v" /* key: LZF, 0 bytes in, 0 out */
+                              "\xff\x00\x00\x00\x00\x00\x00\x00\x00";
+    src s = {rdb, sizeof rdb - 1, 0, 0};
+    seen got = {0};
+    sg_error err = {0};
+    assert_int_equal(sg_rdb_parse(src_read, &s, NULL, 0, NULL, on_key, &got, NULL, &err), 0);
+    assert_int_equal(got.n, 1);
+    assert_string_equal(got.key[0], "");
+}
+
 /* Redis 7.4's hashes with field expiry (types 24 and 25) are carried as
  * payloads like any other value. */
 static void parse_hashes_with_field_expiry(void **state)
@@ -488,6 +507,7 @@ int main(void)
         cmocka_unit_test(parse_rejects_bad_streams),
         cmocka_unit_test(parse_stops_on_callback_error),
         cmocka_unit_test(parse_refuses_lzf_bomb),
+        cmocka_unit_test(parse_empty_lzf_key),
         cmocka_unit_test(parse_hashes_with_field_expiry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -202,6 +202,9 @@ static void bad_urls(void **state)
     check_bad("unix:///tmp/r.sock?db=x", "db");
     check_bad("unix:///tmp/r.sock?foo=1", "db");
     check_bad("redis://[::1", "IPv6");
+    /* the fuzzer's find: "[[x]" named host "[x", whose redacted form did not parse */
+    check_bad("redis://[[x]", "IPv6");
+    check_bad("redis://u:" SECRET "@[::[1]:6390", "IPv6");
 }
 
 static void bad_urls_never_leak_password(void **state)
@@ -282,6 +285,8 @@ static void redacted_roundtrips(void **state)
     (void)state;
     check_roundtrip("redis://admin:" SECRET "@10.0.0.5:6380/3");
     check_roundtrip("redis://[::1]:6390/5");
+    check_roundtrip("redis://[x]:6390/5"); /* brackets without a ':' */
+    check_roundtrip("redis://a[b]c:7/1");
     check_roundtrip("unix:///tmp/r.sock?db=4");
 }
 

@@ -88,6 +88,12 @@ void sg_config_close(sg_config *c);
 /* Loads an INI file over c. Errors: "FILE:LINE: [section] key: reason". */
 int sg_config_load_file(sg_config *c, const char *path, sg_error *err);
 
+/* Loads INI text (len bytes, a file's contents; NULs are errors) over c, as
+ * sg_config_load_file does with what it reads; name stands for FILE in the
+ * errors. Keys set before an error stay set. */
+int sg_config_load_text(sg_config *c, const char *name, const char *text, size_t len,
+                        sg_error *err);
+
 /* Sets one key ("section", "key") from text, as the file and flags do. A list
  * value holds items separated by spaces or commas; with append the items are
  * added to the list, else they replace it. */

@@ -43,6 +43,13 @@ int sg_keyscan_request(sg_keyscan *ks, sg_error *err);
 /* Reads the queued SCAN reply into page (which the caller closes). */
 int sg_keyscan_receive(sg_keyscan *ks, sg_keypage *page, sg_error *err);
 
+/* What sg_keyscan_receive does with the reply it read: takes r, a SCAN
+ * reply, into page and the next cursor into ks. r belongs to the page from
+ * then on (freed with it, or at once on an error: SG_EREDIS for an error
+ * reply or one that is not [cursor, [keys...]]). ks->conn serves only for
+ * messages. */
+int sg_keyscan_take(sg_keyscan *ks, struct redisReply *r, sg_keypage *page, sg_error *err);
+
 /* Convenience: calls fn for every selected key; stops early if fn returns
  * non-zero and returns that value. */
 typedef int (*sg_keyscan_fn)(void *ud, const char *key, size_t len, sg_error *err);
