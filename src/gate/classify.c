@@ -57,6 +57,21 @@ void sg_index_close(sg_index *ix)
     sg_u64set_clear(&ix->posted);
 }
 
+void sg_index_inherit(sg_index *ix, const sg_index *older)
+{
+    for (size_t i = 0; i < older->jobs.cap; i++) {
+        uint64_t h = older->jobs.keys[i];
+        if (!h || sg_u64map_get(&ix->jobs, h))
+            continue;
+        bool created;
+        memcpy(sg_u64map_put(&ix->jobs, h, &created), older->jobs.vals + i * older->jobs.val_size,
+               sizeof(sg_job_facts));
+    }
+    for (size_t i = 0; i < older->posted.cap; i++)
+        if (older->posted.slots[i])
+            sg_u64set_add(&ix->posted, older->posted.slots[i]);
+}
+
 static sg_job_facts *job_facts(sg_index *ix, const char *source, const char *job)
 {
     bool created;

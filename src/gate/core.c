@@ -694,6 +694,7 @@ static void use_baseline(sg_core *c, baseline *b)
 
 typedef struct reload_job {
     read_job rj;
+    const sg_index *older; /* the index in use: read here, replaced on the loop after */
     int64_t current, defer_after;
     bool trim; /* give the replaced index's memory back to the system first */
     baseline b;
@@ -705,6 +706,9 @@ static void reload_run(read_job *j, sg_store *s)
     if (r->trim)
         malloc_trim(0); /* the index the last reload replaced (see sidecar.c) */
     j->rc = load_baseline(s, r->current, r->defer_after, &r->b, &j->err);
+    /* what the older baseline knew stays known (classify.h) */
+    if (j->rc == 0 && r->b.id && r->b.id != r->current && !r->b.deferred)
+        sg_index_inherit(&r->b.ix, r->older);
 }
 
 static void reload_done(read_job *j, int status)
@@ -743,6 +747,7 @@ void sg_core_reload(sg_core *c)
         return;
     reload_job *r = sg_xcalloc(1, sizeof *r);
     r->current = c->baseline_id;
+    r->older = &c->index;
     sg_guard_report gr;
     sg_guard_report_get(c->guard, &gr);
     if (gr.mode != SG_MODE_NORMAL && c->baseline_id)

@@ -346,6 +346,28 @@ static void many_jobs(void **state)
 
 /* ---- through the parser: the event's names match the index's ---- */
 
+/* A newer index that lost jobs (evicted, deleted, half re-posted) keeps
+ * what the older knew of them: their old builds stay replays; what the
+ * newer knows wins. */
+static void inherited_jobs_stay_known(void **state)
+{
+    fixture *f = *state;
+    sg_index older;
+    sg_index_init(&older);
+    sg_index_cursor(&older, "m", "kept", 1000);
+    sg_index_cursor(&older, "m", "lost", 2000);
+    sg_index_posted(&older, "m", "lost", 77);
+    sg_index_cursor(&f->ix, "m", "kept", 5000); /* the newer moved kept's cursor */
+    EXPECT(f, "m", "lost", 5, 1500, JENKINS, SG_KIND_UNKNOWN, SG_REASON_UNKNOWN_JOB);
+    sg_index_inherit(&f->ix, &older);
+    EXPECT(f, "m", "lost", 5, 1500, JENKINS, SG_KIND_REPLAY, SG_REASON_CURSOR);
+    EXPECT(f, "m", "lost", 77, 9000, JENKINS, SG_KIND_REPLAY, SG_REASON_POSTED);
+    EXPECT(f, "m", "lost", 78, 9000, JENKINS, SG_KIND_NEW, SG_REASON_BEYOND);
+    EXPECT(f, "m", "kept", 9, 4000, JENKINS, SG_KIND_REPLAY, SG_REASON_CURSOR);
+    EXPECT(f, "m", "kept", 10, 6000, JENKINS, SG_KIND_NEW, SG_REASON_BEYOND);
+    sg_index_close(&older);
+}
+
 static sg_event parsed(const char *body)
 {
     sg_event e;
@@ -473,6 +495,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(jobs_separated_by_source, setup, teardown),
         cmocka_unit_test_setup_teardown(many_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(classify_parsed_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(inherited_jobs_stay_known, setup, teardown),
         cmocka_unit_test(kind_names),
         cmocka_unit_test(reason_names),
     };
