@@ -61,11 +61,16 @@ void sg_index_inherit(sg_index *ix, const sg_index *older)
 {
     for (size_t i = 0; i < older->jobs.cap; i++) {
         uint64_t h = older->jobs.keys[i];
-        if (!h || sg_u64map_get(&ix->jobs, h))
+        if (!h)
             continue;
+        const sg_job_facts *old = (const void *)(older->jobs.vals + i * older->jobs.val_size);
         bool created;
-        memcpy(sg_u64map_put(&ix->jobs, h, &created), older->jobs.vals + i * older->jobs.val_size,
-               sizeof(sg_job_facts));
+        sg_job_facts *now = sg_u64map_put(&ix->jobs, h, &created);
+        /* a fact the newer lacks (the cursor key gone, its markers kept) */
+        if (!now->cursor_ms)
+            now->cursor_ms = old->cursor_ms;
+        if (!now->last_completed)
+            now->last_completed = old->last_completed;
     }
     for (size_t i = 0; i < older->posted.cap; i++)
         if (older->posted.slots[i])

@@ -358,6 +358,8 @@ static void inherited_jobs_stay_known(void **state)
     sg_index_cursor(&older, "m", "lost", 2000);
     sg_index_posted(&older, "m", "lost", 77);
     sg_index_cursor(&f->ix, "m", "kept", 5000); /* the newer moved kept's cursor */
+    sg_index_cursor(&older, "m", "half", 3000);
+    sg_index_posted(&f->ix, "m", "half", 4); /* the newer has its markers, no cursor */
     EXPECT(f, "m", "lost", 5, 1500, JENKINS, SG_KIND_UNKNOWN, SG_REASON_UNKNOWN_JOB);
     sg_index_inherit(&f->ix, &older);
     EXPECT(f, "m", "lost", 5, 1500, JENKINS, SG_KIND_REPLAY, SG_REASON_CURSOR);
@@ -365,6 +367,8 @@ static void inherited_jobs_stay_known(void **state)
     EXPECT(f, "m", "lost", 78, 9000, JENKINS, SG_KIND_NEW, SG_REASON_BEYOND);
     EXPECT(f, "m", "kept", 9, 4000, JENKINS, SG_KIND_REPLAY, SG_REASON_CURSOR);
     EXPECT(f, "m", "kept", 10, 6000, JENKINS, SG_KIND_NEW, SG_REASON_BEYOND);
+    EXPECT(f, "m", "half", 3, 2500, JENKINS, SG_KIND_REPLAY, SG_REASON_CURSOR);
+    EXPECT(f, "m", "half", 4, 3500, JENKINS, SG_KIND_REPLAY, SG_REASON_POSTED);
     sg_index_close(&older);
 }
 

@@ -40,11 +40,12 @@ void sg_index_close(sg_index *ix);
 void sg_index_cursor(sg_index *ix, const char *source, const char *job, int64_t cursor_ms);
 void sg_index_completed(sg_index *ix, const char *source, const char *job, int64_t number);
 void sg_index_posted(sg_index *ix, const char *source, const char *job, int64_t number);
-/* Adds to ix what older knew and ix does not: the facts of every job
- * absent from ix, and every posted marker. A snapshot that misses jobs the
- * poller lost (evicted keys, a pattern deleted by hand, a replay half done)
- * must not make their old builds look unknown again: what the poller once
- * announced stays announced. Jobs ix has keep ix's facts. */
+/* Adds to ix what older knew and ix does not: the facts of every job ix
+ * lacks (its cursor or last completed number, or the whole job), and every
+ * posted marker. A snapshot that misses keys the poller lost (evicted, a
+ * pattern deleted by hand, a replay half done: a job's markers without its
+ * cursor) must not make its old builds look unknown or new again: what the
+ * poller once announced stays announced. What ix knows wins. */
 void sg_index_inherit(sg_index *ix, const sg_index *older);
 
 /* What the classifier knows of the gate's ledger: the jobs of the builds it
