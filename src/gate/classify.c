@@ -38,6 +38,8 @@ const char *sg_reason_name(sg_reason r)
         return "job known only from the gate's ledger";
     case SG_REASON_UNKNOWN_JOB:
         return "job unknown to snapshot and ledger";
+    case SG_REASON_AFTER_WIPE:
+        return "ended after the wipe: not announced before it";
     case SG_REASON_NOT_A_BUILD:
         return "not a completed build";
     default:

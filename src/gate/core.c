@@ -72,6 +72,8 @@ struct sg_core {
     char *baseline_reason;
     bool reloading, trim_pending;
     int64_t deferred_id; /* the newest snapshot, left for after the modes (load_baseline) */
+    int64_t baseline_profile_keys; /* -1: not counted (no profile) */
+    int64_t empty_noticed;         /* the baseline whose emptiness made a wipe */
     const char *sample_glob;
     sg_core_baseline_fn on_baseline;
     void *on_baseline_ud;
@@ -547,6 +549,40 @@ static void on_incoming_done(sg_jop *op)
     maybe_close(c);
 }
 
+/* A build that ended after the wipe cannot have been announced before it
+ * (the poller posts completed builds only): in guard or storm mode it is
+ * forwarded, not held, whatever the job. It ended at its start plus its
+ * duration (at least its start, when Igor does not say). Its times are
+ * Jenkins' clock and the wipe's the gate's: a build ending less than
+ * WIPE_SKEW_MS after the wipe stays held. */
+#define WIPE_SKEW_MS 60000
+
+static bool ended_after_wipe(const sg_core *c, const sg_event *ev)
+{
+    sg_guard_report gr;
+    sg_guard_report_get(c->guard, &gr);
+    return gr.last_wipe_at_ms && ev->build_ts &&
+           ev->build_ts + ev->duration_ms > gr.last_wipe_at_ms + WIPE_SKEW_MS;
+}
+
+/* The poller posts builds while the baseline found none of its keys: its
+ * Redis was wiped before the gate saw it (a gate started cold after the
+ * wipe, a restart of both), and what it posts now is its whole history.
+ * That is a wipe, noticed once per baseline: the watcher cannot see one
+ * that happened before it started. */
+static void empty_poller(sg_core *c, const incoming *in, int64_t now)
+{
+    if (in->kind == SG_KIND_PASSTHROUGH || !c->baseline_id || c->baseline_profile_keys != 0 ||
+        c->empty_noticed == c->baseline_id)
+        return;
+    c->empty_noticed = c->baseline_id;
+    char detail[200];
+    snprintf(detail, sizeof detail,
+             "the poller posts builds while snapshot %lld, the baseline, found none of its keys",
+             (long long)c->baseline_id);
+    sg_guard_wipe(c->guard, "empty", detail, now);
+}
+
 static bool is_build_path(const sg_core *c, const char *path, size_t len)
 {
     const char *q = memchr(path, '?', len);
@@ -579,8 +615,15 @@ int sg_core_submit(sg_core *c, const sg_request *rq, sg_answer_fn answer, void *
     /* In guard or storm mode only a snapshot makes a job known: the ledger
      * has no cursor, so an old build of a job it knows cannot be told from a
      * new one, and the first build held would let the rest through. */
-    if (why == SG_REASON_LEDGER_JOB && sg_guard_mode(c->guard, in->ev.source) != SG_MODE_NORMAL)
+    sg_mode mode = sg_guard_mode(c->guard, in->ev.source);
+    if (why == SG_REASON_LEDGER_JOB && mode != SG_MODE_NORMAL)
         in->kind = SG_KIND_UNKNOWN;
+    empty_poller(c, in, now);
+    if (in->kind == SG_KIND_UNKNOWN && sg_guard_mode(c->guard, in->ev.source) != SG_MODE_NORMAL &&
+        ended_after_wipe(c, &in->ev)) {
+        in->kind = SG_KIND_NEW;
+        why = SG_REASON_AFTER_WIPE;
+    }
     /* copies: the front end may free the request (an HTTP/2 reset) while
      * the journal thread still reads them */
     in->method = sg_xstrndup(rq->method, rq->method_len);
@@ -686,6 +729,7 @@ static void use_baseline(sg_core *c, baseline *b)
     c->baseline_id = b->id;
     c->baseline_taken_at = b->info.taken_at_ms;
     c->baseline_keys = b->info.key_count;
+    c->baseline_profile_keys = b->info.profile_keys;
     free(c->baseline_reason);
     c->baseline_reason = b->info.reason;
     b->info.reason = NULL;

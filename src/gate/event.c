@@ -103,6 +103,7 @@ enum {
     F_LAST_NUMBER,
     F_LAST_BUILDING,
     F_LAST_TIMESTAMP, /* Igor */
+    F_LAST_DURATION,
     F_BUILD,
     F_BUILD_PHASE,
     F_BUILD_NUMBER,
@@ -130,6 +131,7 @@ static const struct {
     [F_LAST_NUMBER] = {F_LAST, "number"},
     [F_LAST_BUILDING] = {F_LAST, "building"},
     [F_LAST_TIMESTAMP] = {F_LAST, "timestamp"},
+    [F_LAST_DURATION] = {F_LAST, "duration"},
     [F_BUILD] = {ROOT, "build"},
     [F_BUILD_PHASE] = {F_BUILD, "phase"},
     [F_BUILD_NUMBER] = {F_BUILD, "number"},
@@ -634,6 +636,10 @@ static int parse_igor(const value *fv, sg_event *out, sg_error *err, bool *match
         fv[F_CONTENT_TYPE].type == V_STRING && !is_str(&fv[F_CONTENT_TYPE], "jenkins");
     size_t slen, jlen;
     const char *source = str_of(&fv[F_MASTER], &slen), *job = str_of(&fv[F_PROJECT_NAME], &jlen);
+    /* how long it ran, when Igor says (ms): tells when it ended; anything
+     * but a whole number of at most a year is taken as not said */
+    const value *d = &fv[F_LAST_DURATION];
+    out->duration_ms = d->type == V_INT && d->i >= 0 && d->i <= 366LL * 86400000 ? d->i : 0;
     return fill(out, "igor", source, slen, job, jlen, &fv[F_LAST_NUMBER], &fv[F_LAST_TIMESTAMP],
                 err);
 }

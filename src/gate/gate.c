@@ -437,7 +437,11 @@ static int start_watch(sg_gate *g, sg_error *err)
 {
     const sg_config *c = g->cfg;
     snprintf(g->sample_glob, sizeof g->sample_glob, "%s:*", c->prefix);
-    g->last_snapshot_at = sg_now_ms();
+    /* the first periodic snapshot at once, not an interval later: a gate
+     * started after a wipe learns from it that the poller's keys are gone
+     * (core.h: a poller posting builds while the baseline has none of its
+     * keys is a wipe), before the replay has gone through */
+    g->last_snapshot_at = 0;
     if (!c->watch)
         return 0;
     sg_watch_opts wo = {.redis_url = c->redis_url,

@@ -1245,7 +1245,7 @@ static int start_gate(sim *s, const char *workdir, sg_error *err)
     sg_core_set_deliverer(s->core, &d);
     sg_core_on_baseline(s->core, on_baseline, s);
     s->gate_on = true;
-    s->next_snapshot_at = s->now + s->sc->stormguard.snapshot_interval_ms;
+    s->next_snapshot_at = s->now + TICK_MS; /* as the daemon: the first at its first tick */
     settle(s);
     return 0;
 }

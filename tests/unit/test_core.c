@@ -461,6 +461,79 @@ static void no_baseline_from_a_replay_in_progress(void **state)
     assert_int_equal(st.baseline_id, after);
 }
 
+/* Posts an Igor build of job that started at start_ms and ran duration_ms. */
+static const sg_answer *post_timed(fixture *f, const char *job, int64_t number, int64_t start_ms,
+                                   int64_t duration_ms)
+{
+    char body[512];
+    int n = snprintf(body, sizeof body,
+                     "{\"details\":{\"type\":\"build\"},\"content\":{\"master\":\"jenkins-prod\","
+                     "\"project\":{\"name\":\"%s\",\"lastBuild\":{\"number\":%lld,\"result\":"
+                     "\"SUCCESS\",\"building\":false,\"timestamp\":\"%lld\",\"duration\":%lld}}}}",
+                     job, (long long)number, (long long)start_ms, (long long)duration_ms);
+    sg_request rq = {.method = "POST",
+                     .method_len = 4,
+                     .path = "/",
+                     .path_len = 1,
+                     .headers = "",
+                     .body = body,
+                     .body_len = (size_t)n};
+    f->answered = false;
+    sg_error err;
+    if (sg_core_submit(f->core, &rq, on_answer, f, &err))
+        fail_msg("submit: %s", err.msg);
+    while (!f->answered)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    settle(f);
+    return &f->last;
+}
+
+/* A gate started after the wipe: its first snapshot finds none of the
+ * poller's keys, and the poller posts builds: a wipe (guard mode), noticed
+ * once. A build that ended after it is genuine and forwarded; one that
+ * ended before it is held. */
+static void cold_start_empty_poller_is_a_wipe(void **state)
+{
+    fixture *f = *state;
+    sg_store *st;
+    sg_store_options so = {0};
+    sg_error err;
+    assert_int_equal(sg_store_open(f->db, &so, &st, &err), 0);
+    sg_snapshot_info m = {.taken_at_ms = T0 - 1000,
+                          .reason = "periodic",
+                          .redis = "redis://r",
+                          .redis_version = "7",
+                          .profile = "igor",
+                          .selection = "igor:*",
+                          .profile_pattern = "igor:*"};
+    int64_t id;
+    assert_int_equal(sg_store_snapshot_begin(st, &m, &id, &err), 0);
+    sg_snapshot_info t = {.key_count = 0, .profile_keys = 0, .state = "complete"};
+    assert_int_equal(sg_store_snapshot_commit(st, &t, &err), 0);
+    sg_store_free(st);
+    start_core(f, SG_ON_STORM_HOLD, 0, false);
+    sg_guard *g = sg_core_guard(f->core);
+    assert_int_equal(sg_guard_mode(g, NULL), SG_MODE_NORMAL);
+    /* an old build, replayed: the first event notices the empty poller */
+    const sg_answer *a = post_timed(f, "team-q/svc", 12, T0 - 86400000, 300000);
+    assert_int_equal(sg_guard_mode(g, NULL), SG_MODE_GUARD);
+    assert_int_equal(a->state, SG_STATE_HELD);
+    sg_guard_report gr;
+    sg_guard_report_get(g, &gr);
+    assert_int_equal(gr.wipes, 1);
+    assert_int_equal(post_timed(f, "team-r/svc", 3, T0 - 3600000, 60000)->state, SG_STATE_HELD);
+    sg_guard_report_get(g, &gr);
+    assert_int_equal(gr.wipes, 1); /* once per baseline */
+    /* started before the wipe, ended well after it: never announced */
+    advance(f, 5 * 60000);
+    a = post_timed(f, "team-s/svc", 8, T0 - 60000, 4 * 60000 + 1);
+    assert_int_equal(a->kind, SG_KIND_NEW);
+    assert_int_equal(a->state, SG_STATE_PENDING);
+    /* ended within a minute of the wipe (the clocks may differ): held */
+    a = post_timed(f, "team-t/svc", 8, T0 - 60000, 90000);
+    assert_int_equal(a->state, SG_STATE_HELD);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -474,6 +547,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(storm_signal_holds_then_cools_down, setup, teardown),
         cmocka_unit_test_setup_teardown(refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(no_baseline_from_a_replay_in_progress, setup, teardown),
+        cmocka_unit_test_setup_teardown(cold_start_empty_poller_is_a_wipe, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,6 +73,7 @@ typedef enum sg_reason {
     SG_REASON_LEDGER_JOB,  /* job in the ledger only: new, but no cursor to tell */
     SG_REASON_UNKNOWN_JOB, /* job in neither snapshot nor ledger */
     SG_REASON_NOT_A_BUILD,
+    SG_REASON_AFTER_WIPE, /* unknown job, but the build ended after the wipe (the gate's) */
 } sg_reason;
 
 const char *sg_reason_name(sg_reason r);

@@ -38,6 +38,7 @@ typedef struct sg_event {
     char *job;             /* job name as the poller writes it (owned) */
     int64_t number;        /* build number */
     int64_t build_ts;      /* build start, epoch ms; 0 when unknown */
+    int64_t duration_ms;   /* how long it ran (Igor's lastBuild.duration); 0: unknown */
     bool ci_number_cursor; /* Travis/GitLab: replays are numbers <= last completed */
 } sg_event;
 
