@@ -10,7 +10,7 @@
 #include "stormguard/sim/report.h"
 #include "stormguard/sim/sim.h"
 
-enum { OPT_DEFENCE = 1, OPT_SEED, OPT_OUT };
+enum { OPT_DEFENCE = 1, OPT_SEED, OPT_OUT, OPT_WORLD };
 
 typedef struct args {
     bool chosen[SG_DEF_COUNT];
@@ -18,6 +18,7 @@ typedef struct args {
     bool has_seed;
     uint64_t seed;
     const char *out;
+    const char *world;
 } args;
 
 static int on_opt(void *ud, int id, const char *arg, sg_error *err)
@@ -45,6 +46,9 @@ static int on_opt(void *ud, int id, const char *arg, sg_error *err)
     case OPT_OUT:
         a->out = arg;
         return 0;
+    case OPT_WORLD:
+        a->world = arg;
+        return 0;
     }
     return 0;
 }
@@ -58,6 +62,9 @@ int sg_cmd_simulate(int argc, char **argv)
         {"seed", "N", OPT_SEED, "the random numbers' seed (default: the scenario's)"},
         {"out", "DIR", OPT_OUT,
          "also write the time series (CSV), the plots (gnuplot) and report.html there"},
+        {"world", "FILE", OPT_WORLD,
+         "write the builds the scenario draws (JSON) to FILE and run nothing: what "
+         "simulations/live.sh replays against the real daemon"},
         {NULL, NULL, 0, NULL},
     };
     args a = {0};
@@ -88,7 +95,13 @@ int sg_cmd_simulate(int argc, char **argv)
     sg_scenario sc;
     if (cli.nargs != 1) {
         rc = sg_error_set(&cli.err, SG_EUSAGE, "give the scenario file (simulations/*.json)");
-    } else if ((rc = sg_scenario_load(cli.args[0], &sc, &cli.err)) == 0) {
+    } else if ((rc = sg_scenario_load(cli.args[0], &sc, &cli.err)) == 0 && a.world) {
+        FILE *f = fopen(a.world, "w");
+        bool bad = !f || sg_sim_write_world(&sc, a.has_seed ? a.seed : sc.seed, f);
+        if ((f && fclose(f)) || bad)
+            rc = sg_error_set(&cli.err, SG_EIO, "writing %s: %s", a.world, strerror(errno));
+        sg_scenario_close(&sc);
+    } else if (rc == 0) {
         uint64_t seed = a.has_seed ? a.seed : sc.seed;
         sg_sim_result results[SG_DEF_COUNT];
         size_t n = 0;

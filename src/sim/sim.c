@@ -1622,3 +1622,30 @@ int sg_sim_defence_parse(const char *name, sg_sim_defence *out)
         }
     return SG_EINVAL;
 }
+
+int sg_sim_write_world(const sg_scenario *sc, uint64_t seed, FILE *out)
+{
+    world w;
+    world_build(&w, sc, seed);
+    fprintf(out, "{\"t0\":%lld,\"masters\":[", (long long)SIM_T0);
+    for (size_t m = 0; m < sc->nmasters; m++) {
+        fprintf(out, "%s{\"name\":\"%s\",\"pipelines_per_job\":%lld,\"jobs\":[", m ? "," : "",
+                sc->masters[m].name, (long long)sc->masters[m].pipelines_per_job);
+        for (size_t ji = w.first_job[m]; ji < w.first_job[m + 1]; ji++) {
+            const job *j = &w.jobs[ji];
+            fprintf(out,
+                    "%s{\"name\":\"%s\",\"appears_at\":%lld,\"announced\":%s,"
+                    "\"history\":%u,\"builds\":[",
+                    ji > w.first_job[m] ? "," : "", j->name, (long long)j->appears_at,
+                    j->announced ? "true" : "false", j->history);
+            for (uint32_t b = 0; b < j->nb; b++)
+                fprintf(out, "%s[%lld,%lld,%d]", b ? "," : "", (long long)j->b[b].start,
+                        (long long)j->b[b].end, j->b[b].success ? 1 : 0);
+            fputs("]}", out);
+        }
+        fputs("]}", out);
+    }
+    fputs("]}\n", out);
+    world_free(&w);
+    return ferror(out) ? SG_EIO : 0;
+}

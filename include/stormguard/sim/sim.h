@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdio.h>
+
 #include "stormguard/base/error.h"
 #include "stormguard/sim/scenario.h"
 
@@ -76,5 +78,11 @@ void sg_sim_result_close(sg_sim_result *r);
  * real gate failed; the scenario itself was checked when it was read. */
 int sg_sim_run(const sg_scenario *s, sg_sim_defence d, uint64_t seed, const char *workdir,
                sg_sim_result *out, sg_error *err);
+
+/* Writes the world a run of s with seed draws (every job's builds: start,
+ * end and result, in virtual ms from the start, which is epoch ms t0) as
+ * one JSON document, for a replay against the real daemon
+ * (simulations/live.sh) to post the same builds. */
+int sg_sim_write_world(const sg_scenario *s, uint64_t seed, FILE *out);
 
 #endif
