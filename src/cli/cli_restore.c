@@ -134,7 +134,7 @@ int sg_cmd_restore(int argc, char **argv)
                                             (long long)info.id, (long long)res.restored,
                                             (long long)res.skipped_existing, (long long)res.failed,
                                             conn.redacted);
-                rc = sg_store_audit(store, "cli", "restore", detail, &cli.err);
+                rc = sg_store_audit(store, sg_now_ms(), "cli", "restore", detail, &cli.err);
                 free(detail);
             }
             if (rc == 0)

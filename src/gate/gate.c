@@ -36,6 +36,7 @@
 struct sg_gate {
     uv_loop_t *loop;
     const sg_config *cfg;
+    const sg_clock *clock; /* the real one: this is the daemon */
     sg_core *core;
     sg_http *http; /* the poller's listener */
     sg_forward *fwd;
@@ -237,7 +238,7 @@ static int take_snapshot(sg_gate *g, const char *reason, sg_gate_announce_fn don
     sidecar_opts(g, &o);
     announce *a = sg_xcalloc(1, sizeof *a);
     a->g = g;
-    a->started_at = sg_now_ms();
+    a->started_at = sg_clock_ms(g->clock);
     a->done = done;
     a->ud = ud;
     int rc = sg_sidecar_snapshot(g->loop, &o, reason, on_snapshot_done, a, err);
@@ -325,7 +326,7 @@ static void on_tick(uv_timer_t *t)
 {
     sg_gate *g = t->data;
     sg_core_tick(g->core);
-    int64_t now = sg_now_ms();
+    int64_t now = sg_clock_ms(g->clock);
     int64_t every = g->cfg->snapshot_interval_s * 1000;
     if (every && g->cfg->profile != SG_PROFILE_NONE && g->redis_up && !g->snapshotting &&
         !g->stopping && now - g->last_snapshot_at >= every) {
@@ -448,7 +449,8 @@ static int start_watch(sg_gate *g, sg_error *err)
                         .canary = c->canary,
                         .check_ms = (int)c->check_interval_ms,
                         .connect_timeout_ms = (int)c->connect_timeout_ms,
-                        .count_pattern = c->profile == SG_PROFILE_NONE ? NULL : g->sample_glob};
+                        .count_pattern = c->profile == SG_PROFILE_NONE ? NULL : g->sample_glob,
+                        .clock = g->clock};
     int rc = sg_watch_start(g->loop, &wo, on_wipe, on_link, g, &g->watch, err);
     if (rc)
         return sg_error_prefix(err, "watching Redis");
@@ -472,7 +474,10 @@ static int start(sg_gate *g, sg_error *err)
                             "generic events need source_pointer, job_pointer and "
                             "number_pointer together");
     sg_core_opts co;
-    if ((rc = sg_gate_core_opts(c, &co, err)) || (rc = sg_core_start(g->loop, &co, &g->core, err)))
+    if ((rc = sg_gate_core_opts(c, &co, err)))
+        return rc;
+    co.clock = g->clock;
+    if ((rc = sg_core_start(g->loop, &co, &g->core, err)))
         return rc;
     /* SQLite maps the WAL's index (<db>-shm) into memory: when its file
      * system fails (NFS gone, a remount, the file made immutable) touching
@@ -495,7 +500,7 @@ static int start(sg_gate *g, sg_error *err)
                           .max_age_ms = c->forward_max_age_s * 1000,
                           .retry_base_ms = (int)c->retry_base_ms,
                           .retry_max_ms = (int)(c->retry_max_s * 1000),
-                          .clock = &sg_clock_real};
+                          .clock = g->clock};
     if ((rc = sg_forward_start(g->loop, &fo, on_forward_result, g, &g->fwd, err)))
         return rc;
     sg_http_opts ho = {.listen = c->listen,
@@ -523,6 +528,7 @@ int sg_gate_start(uv_loop_t *loop, const sg_config *cfg, sg_gate **out, sg_error
     sg_gate *g = sg_xcalloc(1, sizeof *g);
     g->loop = loop;
     g->cfg = cfg;
+    g->clock = &sg_clock_real;
     *out = g;
     int rc = start(g, err);
     if (rc) {

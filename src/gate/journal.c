@@ -224,7 +224,8 @@ static int ledger_remember(sg_journal *j, const sg_event_row *r, sg_error *err)
         /* another build with the same 64-bit hash: this one goes into the
          * ledger at once, where the next look finds it */
         bool added;
-        return sg_store_ledger_add(j->store, r->source, r->job, r->number, r->id, &added, err);
+        return sg_store_ledger_add(j->store, r->source, r->job, r->number, r->id, r->received_at,
+                                   &added, err);
     }
     if (j->nrecent == j->caprecent) {
         j->caprecent = j->caprecent ? j->caprecent * 2 : 256;
@@ -293,7 +294,8 @@ static int ledger_write_chunk(sg_journal *j, size_t *pos, size_t n, sg_error *er
     for (; rc == 0 && *pos < end; (*pos)++) {
         const recent_build *b = &j->flushing[*pos];
         bool added;
-        rc = sg_store_ledger_add(j->store, b->source, b->job, b->number, b->event_id, &added, err);
+        rc = sg_store_ledger_add(j->store, b->source, b->job, b->number, b->event_id,
+                                 b->received_at, &added, err);
     }
     if (rc == 0 && *pos == j->nflushing)
         rc = sg_store_ledger_set_mark(j->store, j->flushing_upto, err);
@@ -310,7 +312,8 @@ static int ledger_write_all(sg_journal *j, sg_error *err)
     for (size_t i = 0; rc == 0 && i < j->nrecent; i++) {
         const recent_build *b = &j->recent[i];
         bool added;
-        rc = sg_store_ledger_add(j->store, b->source, b->job, b->number, b->event_id, &added, err);
+        rc = sg_store_ledger_add(j->store, b->source, b->job, b->number, b->event_id,
+                                 b->received_at, &added, err);
     }
     return rc ? rc : sg_store_ledger_set_mark(j->store, j->last_id, err);
 }
@@ -431,8 +434,8 @@ static void apply(sg_journal *j, sg_jop *op, sg_error *err, int *rc)
         return;
     *rc = apply_one(j, op, err);
     if (*rc == 0 && op->action)
-        *rc = sg_store_audit(j->store, op->actor ? op->actor : "stormguard", op->action, op->detail,
-                             err);
+        *rc = sg_store_audit(j->store, op->at, op->actor ? op->actor : "stormguard", op->action,
+                             op->detail, err);
 }
 
 /* One transaction: ops are applied as the writer takes them, and committed

@@ -103,6 +103,7 @@ struct sg_watch {
     char *address;
     char *canary;
     char *count_pattern;
+    const sg_clock *clock; /* the wipes' times */
     int check_ms, timeout_ms;
     sg_wipe_fn on_wipe;
     sg_link_fn on_link;
@@ -222,7 +223,7 @@ static void tracking_settled(sg_watch *w, bool on, const char *why)
         w->tracking_note = NULL;
     }
     w->ready = true;
-    start_check(w, SG_WIPE_TRIGGER_FIRST, sg_now_ms());
+    start_check(w, SG_WIPE_TRIGGER_FIRST, sg_clock_ms(w->clock));
 }
 
 static void on_tracking(void *pd, const redisReply *reply)
@@ -257,9 +258,10 @@ static void on_invalidation(void *pd, const redisReply *reply)
         return;
     }
     if (what == SG_INVALIDATION_FLUSH)
-        start_check(w, SG_WIPE_TRIGGER_FLUSH, sg_now_ms()); /* "everything": a flush */
+        start_check(w, SG_WIPE_TRIGGER_FLUSH, sg_clock_ms(w->clock)); /* "everything": a flush */
     else if (what == SG_INVALIDATION_KEYS)
-        start_check(w, SG_WIPE_TRIGGER_CANARY, sg_now_ms()); /* the canary was written or deleted */
+        start_check(w, SG_WIPE_TRIGGER_CANARY,
+                    sg_clock_ms(w->clock)); /* the canary was written or deleted */
 }
 
 static void on_client_id(void *pd, const redisReply *reply)
@@ -398,7 +400,7 @@ static void on_canary_set(void *pd, const redisReply *reply)
 static void set_canary(sg_watch *w)
 {
     char when[40], value[96];
-    sg_format_time(sg_now_ms(), when, sizeof when);
+    sg_format_time(sg_clock_ms(w->clock), when, sizeof when);
     snprintf(value, sizeof value, "stormguard watch pid %ld %s", (long)getpid(), when);
     const char *argv[] = {"SET", w->canary, value};
     if (!send_command(w, CMD, on_canary_set, w, 3, argv))
@@ -429,7 +431,7 @@ static void session_up(sg_watch *w)
 /* Judges a check by the wipe rules (wipe.h), then learns from it. */
 static void evaluate(sg_watch *w, check *c)
 {
-    int64_t now = sg_now_ms();
+    int64_t now = sg_clock_ms(w->clock);
     const sg_wipe_known k = {.address = w->address,
                              .canary = w->canary,
                              .count_pattern = w->count_pattern,
@@ -602,7 +604,7 @@ static void on_check_timer(uv_timer_t *t)
                          (unsigned long long)waited);
         return;
     }
-    start_check(w, SG_WIPE_TRIGGER_TIMER, sg_now_ms());
+    start_check(w, SG_WIPE_TRIGGER_TIMER, sg_clock_ms(w->clock));
 }
 
 /* ---- lifecycle ---- */
@@ -643,6 +645,7 @@ int sg_watch_start(uv_loop_t *loop, const sg_watch_opts *o, sg_wipe_fn on_wipe, 
     w->canary = sg_xstrdup(o->canary);
     w->count_pattern = o->count_pattern ? sg_xstrdup(o->count_pattern) : NULL;
     w->check_ms = o->check_ms ? o->check_ms : DEFAULT_CHECK_MS;
+    w->clock = o->clock ? o->clock : &sg_clock_real;
     w->on_wipe = on_wipe;
     w->on_link = on_link;
     w->ud = ud;

@@ -287,7 +287,7 @@ int sg_flush_run(sg_rconn *c, sg_store *s, const sg_snapshot_opts *snap, const s
                          sg_flush_mode_name(o->mode), (long long)out->deleted,
                          (long long)out->snapshot.id, (long long)out->remaining, c->redacted);
         sg_error ignored;
-        sg_store_audit(s, "cli", "flush", detail, &ignored);
+        sg_store_audit(s, sg_now_ms(), "cli", "flush", detail, &ignored);
         free(detail);
     }
     return rc;

@@ -166,8 +166,8 @@ int sg_restore_run(sg_rconn *c, sg_store *s, int64_t id, const sg_restore_opts *
     sg_key_iter *it = NULL;
     int home = c->db;
     sg_snap_progress progress;
-    sg_snap_progress_init(&progress, o->progress, o->progress_ud);
-    int64_t now = sg_now_ms(), rows = 0;
+    sg_snap_progress_init(&progress, o->clock, o->progress, o->progress_ud);
+    int64_t now = sg_clock_ms(progress.clock), rows = 0;
     if ((rc = sg_store_keys_open(s, info.id, &it, err)))
         goto done;
     sg_key_row row;
@@ -188,7 +188,7 @@ int sg_restore_run(sg_rconn *c, sg_store *s, int64_t id, const sg_restore_opts *
 done:
     sg_key_iter_free(it);
     free(rs.ring);
-    out->seconds = sg_mono_s() - progress.started;
+    out->seconds = sg_snap_progress_elapsed(&progress);
     if (rc)
         sg_error_prefix(err, "restore of snapshot %lld to %s", (long long)info.id, c->redacted);
     sg_snapshot_info_close(&info);

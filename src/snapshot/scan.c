@@ -45,7 +45,7 @@ static void page_close(page *p)
 static int send_page(sg_snap *sn, page *p, sg_error *err)
 {
     size_t n = p->keys.n;
-    p->sent_ms = sg_now_ms();
+    p->sent_ms = sg_clock_ms(sn->clock);
     int rc;
     for (size_t i = 0; i < n; i++) {
         const char *argv[2] = {"PTTL", p->keys.keys[i]};

@@ -152,7 +152,7 @@ static int rewarm(job *j, sg_store *store, sg_rconn *conn)
                          "redis=%s",
                          (long long)r->snapshot_id, (long long)rr.restored,
                          (long long)rr.skipped_existing, (long long)rr.failed, conn->redacted);
-        rc = sg_store_audit(store, "daemon", "rewarm", detail, &r->err);
+        rc = sg_store_audit(store, sg_now_ms(), "daemon", "rewarm", detail, &r->err);
         free(detail);
     }
     if (rc == 0 && rr.failed)

@@ -19,17 +19,23 @@
 
 #define PROGRESS_EVERY_S 0.25
 
-void sg_snap_progress_init(sg_snap_progress *p, sg_progress_fn fn, void *ud)
+void sg_snap_progress_init(sg_snap_progress *p, const sg_clock *clock, sg_progress_fn fn, void *ud)
 {
-    *p = (sg_snap_progress){.fn = fn, .ud = ud, .started = sg_mono_s()};
+    clock = clock ? clock : &sg_clock_real;
+    *p = (sg_snap_progress){.clock = clock, .fn = fn, .ud = ud, .started = sg_clock_mono(clock)};
     p->last = p->started;
+}
+
+double sg_snap_progress_elapsed(const sg_snap_progress *p)
+{
+    return sg_clock_mono(p->clock) - p->started;
 }
 
 void sg_snap_progress_tick(sg_snap_progress *p, int64_t done, bool final)
 {
     if (!p->fn)
         return;
-    double now = sg_mono_s();
+    double now = sg_clock_mono(p->clock);
     if (final || now - p->last >= PROGRESS_EVERY_S) {
         p->last = now;
         p->fn(p->ud, done, now - p->started);
@@ -212,8 +218,13 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
                      sg_error *err)
 {
     sg_snapshot_result res = {0};
-    sg_snap sn = {.c = c, .s = s, .o = o, .res = &res, .prefix = o->prefix ? o->prefix : "igor"};
-    sg_snap_progress_init(&sn.progress, o->progress, o->progress_ud);
+    sg_snap sn = {.c = c,
+                  .s = s,
+                  .o = o,
+                  .clock = o->clock ? o->clock : &sg_clock_real,
+                  .res = &res,
+                  .prefix = o->prefix ? o->prefix : "igor"};
+    sg_snap_progress_init(&sn.progress, sn.clock, o->progress, o->progress_ud);
     sg_strlist patterns = {0};
     sg_snapshot_patterns(o, &patterns);
     char *profile_pattern = counted_pattern(o, sn.prefix);
@@ -233,7 +244,7 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
     if (o->method == SG_SNAPSHOT_SYNC && (rc = sg_snap_sync_new(&sn, &sync, err)))
         goto done;
     sg_snapshot_info meta = {
-        .taken_at_ms = sg_now_ms(),
+        .taken_at_ms = sg_clock_ms(sn.clock),
         .reason = (char *)(o->reason ? o->reason : "manual"),
         .redis = c->redacted,
         .redis_version = version,
@@ -258,7 +269,7 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
          * asking it for every key (sn.with_ttl is now set) */
         sg_store_snapshot_abort(s);
         res = (sg_snapshot_result){.profile_keys = profile_pattern ? 0 : -1};
-        sg_snap_progress_init(&sn.progress, o->progress, o->progress_ud);
+        sg_snap_progress_init(&sn.progress, sn.clock, o->progress, o->progress_ud);
     }
     free(meta.selection);
     sg_snap_sync_free(sync);
@@ -266,7 +277,7 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
         sg_store_snapshot_abort(s);
         goto done;
     }
-    res.seconds = sg_mono_s() - sn.progress.started;
+    res.seconds = sg_snap_progress_elapsed(&sn.progress);
     if (meta.profile_pattern && (rc = judge(s, o, &meta, &res, err))) {
         sg_store_snapshot_abort(s);
         goto done;

@@ -15,13 +15,18 @@
 
 /* Progress reports to an sg_progress_fn, at most four a second. */
 typedef struct sg_snap_progress {
+    const sg_clock *clock;
     sg_progress_fn fn; /* NULL: no reports */
     void *ud;
-    double started, last; /* sg_mono_s() */
+    double started, last; /* the clock's monotonic seconds */
 } sg_snap_progress;
 
-/* Starts the clock of a run: its elapsed time counts from now. */
-void sg_snap_progress_init(sg_snap_progress *p, sg_progress_fn fn, void *ud);
+/* Starts the clock of a run: its elapsed time counts from now. clock NULL:
+ * the real one. */
+void sg_snap_progress_init(sg_snap_progress *p, const sg_clock *clock, sg_progress_fn fn, void *ud);
+
+/* Seconds since sg_snap_progress_init. */
+double sg_snap_progress_elapsed(const sg_snap_progress *p);
 
 /* Reports done (units finished so far) if there is a callback and the last
  * report is a quarter second old, or always when final. */
@@ -32,6 +37,7 @@ typedef struct sg_snap {
     sg_rconn *c; /* the caller's connection */
     sg_store *s;
     const sg_snapshot_opts *o;
+    const sg_clock *clock; /* o's, or the real one */
     sg_snapshot_result *res;
     const char *prefix; /* the profile's, "igor" by default */
     int db;             /* the database of the keys being taken */

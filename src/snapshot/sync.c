@@ -274,7 +274,8 @@ static int revive(sg_rconn *c, sg_error *err)
 int sg_snap_sync_keys(sg_snap *sn, sg_snap_sync *sc, const sg_strlist *patterns, const int *dbs,
                       int ndb, sg_error *err)
 {
-    sync_take t = {.sn = sn, .patterns = patterns, .dbs = dbs, .ndb = ndb, .now_ms = sg_now_ms()};
+    sync_take t = {
+        .sn = sn, .patterns = patterns, .dbs = dbs, .ndb = ndb, .now_ms = sg_clock_ms(sn->clock)};
     sc->src.store = sn->s;
     int rc = sg_rdb_parse(sync_read, &sc->src, sc->has_mark ? sc->mark : NULL,
                           sc->has_mark ? 40 : 0, sync_want, sync_key, &t, NULL, err);

@@ -42,14 +42,14 @@ int sg_store_episode_update(sg_store *s, int64_t id, int64_t ended_at, const cha
     return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "recording an episode in");
 }
 
-int sg_store_audit(sg_store *s, const char *actor, const char *action, const char *detail,
-                   sg_error *err)
+int sg_store_audit(sg_store *s, int64_t at_ms, const char *actor, const char *action,
+                   const char *detail, sg_error *err)
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "INSERT INTO audit(at, actor, action, detail) VALUES (?,?,?,?)",
                            -1, &st, NULL) != SQLITE_OK)
         return sg_store_db_error(s, err, "writing the audit log to");
-    sqlite3_bind_int64(st, 1, sg_now_ms());
+    sqlite3_bind_int64(st, 1, at_ms);
     sqlite3_bind_text(st, 2, actor, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, action, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, detail, -1, SQLITE_STATIC);

@@ -251,7 +251,7 @@ int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *c
 /* ---- the ledger ---- */
 
 int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
-                        int64_t event_id, bool *added, sg_error *err)
+                        int64_t event_id, int64_t accepted_at, bool *added, sg_error *err)
 {
     /* OR IGNORE would skip a row with a NULL key just as silently as a
      * duplicate; build events always have both (event.c refuses others) */
@@ -262,7 +262,7 @@ int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_
     sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, job, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, number);
-    sqlite3_bind_int64(st, 4, sg_now_ms());
+    sqlite3_bind_int64(st, 4, accepted_at);
     sqlite3_bind_int64(st, 5, event_id);
     int rc = sg_store_step_done(s, st, err, "writing the ledger in");
     *added = rc == 0 && sqlite3_changes(s->db) > 0;

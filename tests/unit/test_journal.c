@@ -152,6 +152,25 @@ static int64_t ledger_rows(const fixture *f, const char *job)
     return n;
 }
 
+/* accepted_at of a build in the store's ledger (-1: none). */
+static int64_t ledger_accepted_at(const fixture *f, const char *job, int64_t number)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT accepted_at FROM ledger WHERE job = ?1 AND "
+                                        "number = ?2",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(st, 1, job, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, number);
+    int64_t at = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return at;
+}
+
 static int64_t ledger_upto(const fixture *f)
 {
     sg_store *s;
@@ -173,6 +192,7 @@ static void test_ledger_written_in_bulk(void **state)
     fixture *f = *state;
     sg_jop first, again, later, last;
     fill(f, &first, "team-b/svc", 1, "{}", 2);
+    first.row.received_at = 1600000000000; /* the submitter's clock, not the writer's */
     sg_journal_submit(f->j, &first);
     wait_reported(f, 1);
     assert_int_equal(ledger_rows(f, "team-b/svc"), 0); /* in memory only */
@@ -188,6 +208,7 @@ static void test_ledger_written_in_bulk(void **state)
     for (int i = 0; i < 200 && ledger_rows(f, "team-b/svc") < 2; i++)
         usleep(10 * 1000); /* in the writer's idle time, after the answer */
     assert_int_equal(ledger_rows(f, "team-b/svc"), 2);
+    assert_int_equal(ledger_accepted_at(f, "team-b/svc", 1), 1600000000000);
     assert_int_equal(ledger_upto(f), later.row.id);
     fill(f, &last, "team-b/svc", 1, "{}", 2);
     sg_journal_submit(f->j, &last);

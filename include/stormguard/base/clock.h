@@ -1,12 +1,18 @@
 /* Time, as the modules that decide by it read it: wall-clock epoch
  * milliseconds (what the journal records, what a poller's timestamps are)
- * and monotonic seconds (durations). The daemon hands sg_clock_real to the
- * gate core, guard, hold queue, journal and forwarder; the simulator and the
- * unit tests hand them a virtual clock (sg_vclock) that moves only when told,
- * so the same code runs in virtual time.
+ * and monotonic seconds (durations). The daemon (gate.c) hands sg_clock_real
+ * to the gate core, guard, hold queue, journal, forwarder and watcher; the
+ * snapshot and restore take one in their options. The simulator and the unit
+ * tests hand them a virtual clock (sg_vclock) that moves only when told, so
+ * the same code runs in virtual time. The store stamps no row with a time of
+ * its own choosing: the caller passes it.
  *
- * sg_now_ms and sg_mono_s are the real clock itself: a one-shot command
- * timing its own work and the log's timestamps read them directly. */
+ * sg_now_ms and sg_mono_s are the real clock itself. Read directly by what
+ * measures physical time only: a one-shot command timing its own work, the
+ * log's timestamps and rate limit, the journal writer's commit pacing and WAL
+ * checkpoints (how long its thread waited on the disk), and a snapshot's
+ * heartbeat in the store (another process tells by it whether the writer is
+ * alive). */
 #ifndef STORMGUARD_CLOCK_H
 #define STORMGUARD_CLOCK_H
 

@@ -38,8 +38,8 @@ void sg_gate_close(sg_gate *g, void (*closed)(void *ud), void *ud);
 void sg_gate_free(sg_gate *g);
 
 /* The gate core's options as cfg says (the daemon's, and the simulator's
- * stormguard): its strings are borrowed from cfg. SG_EUSAGE for a value
- * the core refuses. */
+ * stormguard): its strings are borrowed from cfg; the clock is the real one,
+ * for the caller to replace. SG_EUSAGE for a value the core refuses. */
 int sg_gate_core_opts(const sg_config *cfg, sg_core_opts *o, sg_error *err);
 
 /* ---- for the admin API (admin.c), on the loop thread ---- */

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "stormguard/base/clock.h"
 #include "stormguard/base/error.h"
 #include "stormguard/redis/wipe.h"
 
@@ -34,6 +35,10 @@ typedef struct sg_watch_opts {
                                 * check's replies; 0: 5000 */
     const char *count_pattern; /* the profile's key pattern ("igor:*"), named in
                                 * details; may be NULL */
+    /* The time a wipe was detected at and a check's "now" (the wipe rules
+     * compare it with the last check); NULL: the real clock. The reconnect
+     * backoff and check period run on the loop's timers. */
+    const sg_clock *clock;
 } sg_watch_opts;
 
 /* One call per wipe. detail names the evidence with numbers ("FLUSHALL/FLUSHDB:

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "stormguard/base/clock.h"
 #include "stormguard/base/error.h"
 #include "stormguard/snapshot/profile.h"
 #include "stormguard/redis/rconn.h"
@@ -44,6 +45,9 @@ typedef struct sg_snapshot_opts {
     int suspect_below_pct;
     sg_progress_fn progress;
     void *progress_ud;
+    /* The time the snapshot is taken at and keys' expiries are measured
+     * from, and the progress reports' pace; NULL: the real clock. */
+    const sg_clock *clock;
 } sg_snapshot_opts;
 
 #define SG_SUSPECT_REASON_MAX 256
@@ -78,6 +82,7 @@ typedef struct sg_restore_opts {
     const sg_strlist *match; /* empty: every key */
     sg_progress_fn progress;
     void *progress_ud;
+    const sg_clock *clock; /* expiries are measured from its time; NULL: the real one */
 } sg_restore_opts;
 
 #define SG_RESTORE_REASONS 8

@@ -23,9 +23,10 @@ int sg_store_episode_open(sg_store *s, int64_t at, const char *cause, const char
 int sg_store_episode_update(sg_store *s, int64_t id, int64_t ended_at, const char *detail,
                             sg_error *err);
 
-/* Records an audit entry (flushes, restores, guard changes) at the current time;
- * detail may be NULL. Strings are borrowed for the call. */
-int sg_store_audit(sg_store *s, const char *actor, const char *action, const char *detail,
-                   sg_error *err);
+/* Records an audit entry (flushes, restores, guard changes) made at at_ms
+ * (epoch ms, the caller's clock); detail may be NULL. Strings are borrowed
+ * for the call. */
+int sg_store_audit(sg_store *s, int64_t at_ms, const char *actor, const char *action,
+                   const char *detail, sg_error *err);
 
 #endif

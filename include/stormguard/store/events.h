@@ -103,10 +103,11 @@ int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *c
 
 /* ---- the ledger ---- */
 
-/* Adds a build to the ledger; an existing entry is kept, and *added says
- * which happened. source and job are never NULL. */
+/* Adds a build to the ledger, accepted at accepted_at (epoch ms: the time its
+ * event was received, by the journal's clock); an existing entry is kept, and
+ * *added says which happened. source and job are never NULL. */
 int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
-                        int64_t event_id, bool *added, sg_error *err);
+                        int64_t event_id, int64_t accepted_at, bool *added, sg_error *err);
 /* Whether the ledger has the build. */
 int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number, bool *has,
                         sg_error *err);
