@@ -461,8 +461,8 @@ static void kind_names(void **state)
 static void reason_names(void **state)
 {
     (void)state;
-    const sg_reason reasons[] = {SG_REASON_LEDGER,     SG_REASON_POSTED, SG_REASON_CURSOR,
-                                 SG_REASON_NUMBER,     SG_REASON_BEYOND, SG_REASON_UNKNOWN_JOB,
+    const sg_reason reasons[] = {SG_REASON_LEDGER,      SG_REASON_POSTED,    SG_REASON_CURSOR,
+                                 SG_REASON_NUMBER,      SG_REASON_BEYOND,    SG_REASON_UNKNOWN_JOB,
                                  SG_REASON_NOT_A_BUILD, SG_REASON_AFTER_WIPE};
     const size_t n = sizeof reasons / sizeof reasons[0];
     for (size_t i = 0; i < n; i++) {
