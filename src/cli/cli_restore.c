@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "stormguard/base/clock.h"
 #include "stormguard/base/output.h"
 #include "stormguard/snapshot/snapshot.h"
 #include "stormguard/store/episodes.h"

@@ -24,6 +24,7 @@
 #include <sys/statvfs.h>
 #include <uv.h>
 
+#include "stormguard/base/clock.h"
 #include "stormguard/base/log.h"
 #include "stormguard/store/events.h"
 #include "stormguard/store/held.h"

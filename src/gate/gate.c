@@ -24,6 +24,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "stormguard/base/clock.h"
 #include "stormguard/base/log.h"
 #include "stormguard/gate/forward.h"
 #include "stormguard/gate/http.h"

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stormguard/base/clock.h"
 #include "stormguard/base/log.h"
 #include "stormguard/base/util.h"
 

@@ -48,6 +48,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "stormguard/base/clock.h"
 #include "stormguard/base/log.h"
 #include "stormguard/redis/async.h"
 #include "stormguard/redis/redis_url.h"

@@ -9,6 +9,7 @@
 #include "stormguard/redis/reply.h"
 #include "stormguard/store/episodes.h"
 #include "stormguard/store/snapshots.h"
+#include "stormguard/base/clock.h"
 
 #define UNLINK_BATCH 1000 /* keys per UNLINK: frees memory off Redis's main thread */
 

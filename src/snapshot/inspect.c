@@ -10,6 +10,7 @@
 
 #include "stormguard/redis/keyscan.h"
 #include "stormguard/redis/reply.h"
+#include "stormguard/base/clock.h"
 #include "stormguard/base/util.h"
 
 static int64_t info_int(sg_rconn *c, const char *field, sg_error *err, int *rc)

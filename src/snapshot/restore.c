@@ -19,6 +19,7 @@
 #include <strings.h>
 
 #include "snapshot_int.h"
+#include "stormguard/base/clock.h"
 
 typedef enum { EXPECT_KEY, EXPECT_SELECT } expect;
 

@@ -19,6 +19,7 @@
 #include "stormguard/redis/keyscan.h"
 #include "stormguard/redis/reply.h"
 #include "stormguard/store/snapshots.h"
+#include "stormguard/base/clock.h"
 
 /* A SCAN page and the replies to its commands. */
 typedef struct page {

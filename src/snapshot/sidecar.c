@@ -25,6 +25,7 @@
 #include "stormguard/store/store.h"
 #include "stormguard/store/episodes.h"
 #include "stormguard/store/snapshots.h"
+#include "stormguard/base/clock.h"
 #include "stormguard/base/util.h"
 
 _Static_assert(sizeof(((sg_sidecar_result *)0)->suspect_reason) == SG_SUSPECT_REASON_MAX,

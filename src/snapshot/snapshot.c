@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "snapshot_int.h"
+#include "stormguard/base/clock.h"
 
 #define PROGRESS_EVERY_S 0.25
 

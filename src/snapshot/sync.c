@@ -20,6 +20,7 @@
 #include "stormguard/snapshot/rdb.h"
 #include "stormguard/redis/reply.h"
 #include "stormguard/store/snapshots.h"
+#include "stormguard/base/clock.h"
 
 /* Silence from the server longer than this ends a sync snapshot. Redis sends
  * a newline a second while it prepares the RDB (replicationCron); during a

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "stormguard/base/clock.h"
 #include "stormguard/base/util.h"
 #include "store_int.h"
 

@@ -85,7 +85,7 @@ static int count_pair(void *ud, sg_slice field, sg_slice value)
     return 0;
 }
 
-/* What snapshot.c reads out of a key's payload. */
+/* What the snapshot (snapshot.c, sync.c) reads out of a key's payload. */
 static void read_payload(const void *payload, size_t len)
 {
     const unsigned char *p = payload;

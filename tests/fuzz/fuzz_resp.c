@@ -23,7 +23,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* What INFO is asked for: watch.c, rconn.c, inspect.c, snapshot.c. */
+/* What INFO is asked for: watch.c, rconn.c, inspect.c, snapshot.c, sync.c. */
 static const char *const info_fields[] = {
     "redis_version", "run_id",    "uptime_in_seconds", "role", "master_replid", "expired_keys",
     "used_memory",   "maxmemory", "maxmemory_policy",

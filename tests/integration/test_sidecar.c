@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "redis_fixture.h"
+#include "stormguard/base/clock.h"
 #include "stormguard/base/error.h"
 #include "stormguard/redis/rconn.h"
 #include "stormguard/snapshot/sidecar.h"
@@ -479,7 +480,7 @@ static void password_from_environment(void **state)
     cmd_ok(f, "AUTH s3cret");
 }
 
-/* ---- the snapshot's PTTL-free path (snapshot.c) ---- */
+/* ---- the snapshot's PTTL-free path (scan.c) ---- */
 
 typedef struct ttl_probe {
     fixture *f;

@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "stormguard/base/clock.h"
 #include "stormguard/base/error.h"
 #include "stormguard/store/store.h"
 #include "stormguard/store/episodes.h"
@@ -504,7 +505,7 @@ static void migration_005_keeps_events(void **state)
                                   "'/', '', x'')",
                                   NULL, NULL, NULL),
                      SQLITE_CONSTRAINT);
-    /* the statements of store.c that read the queues, as they are written */
+    /* the statements of events.c and held.c that read the queues, as they are written */
     assert_true(plan_uses(db,
                           "SELECT id FROM event WHERE state = 'pending' AND (qgen, id) > (?1, ?2) "
                           "ORDER BY qgen, id LIMIT ?3",

@@ -8,9 +8,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* until every user of the real clock includes clock.h itself */
-#include "stormguard/base/clock.h"
-
 /* Allocation wrappers: abort with a message on exhaustion, never NULL. */
 void *sg_xmalloc(size_t n);
 void *sg_xcalloc(size_t count, size_t n);

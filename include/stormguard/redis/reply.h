@@ -1,6 +1,6 @@
 /* Redis replies read as stormguard needs them: pure functions of a hiredis
  * reply tree or of INFO's text, with no connection and no I/O. The code that
- * talks to Redis (rconn.c, watch.c, snapshot.c) hands its replies here, so
+ * talks to Redis (rconn.c, watch.c, scan.c, sync.c) hands its replies here, so
  * each reading is written once and can be fed any reply: tests/fuzz/
  * fuzz_resp.c runs every tree hiredis's parser makes of arbitrary bytes
  * through them. None keeps a pointer into the reply it was given. */

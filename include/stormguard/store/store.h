@@ -5,7 +5,59 @@
  * includes beside this one: snapshots.h (snapshots and the build index),
  * events.h (the gate's journal and the ledger), held.h (the held queue),
  * episodes.h (episodes and the audit log). An sg_store is used by one
- * thread at a time. */
+ * thread at a time.
+ *
+ * What the gate needs from a store backend, operation by operation. SQLite
+ * is the one backend today; another (PostgreSQL, for several gates) owes
+ * the gate exactly this, under the same names, and no more. The gate uses
+ * two connections: the journal's writer thread (gate/journal.h) writes, one
+ * read-only connection on the loop's thread pool reads (gate/core.c); a
+ * read sees what was committed before it began and nothing half-written.
+ *
+ * 1. Journal a batch (sg_store_begin, sg_store_event_insert...,
+ *    sg_store_commit / sg_store_rollback). The writer applies every queued
+ *    write in one transaction; the commit is durable at the synchronous
+ *    level asked (sg_sync_mode: "full" survives a power loss) before any
+ *    poller is answered, and a failed commit leaves none of the batch
+ *    behind. Event ids grow with the order of insertion and are never
+ *    reused (the delivery queue and a chunked release depend on it).
+ * 2. The ledger check, in the same transaction (sg_store_ledger_has,
+ *    sg_store_ledger_add): a build (source, job, number) is accepted at
+ *    most once, ever. Within one writer the journal's memory tells the
+ *    builds not written yet; the store tells the rest. A backend written by
+ *    several gates at once must make the check and the add one atomic step
+ *    (a unique key; "added" says who won), or two gates forward one build.
+ * 3. The ledger in bulk (sg_store_ledger_mark, _set_mark, _catch_up): every
+ *    event up to the mark that should be in the ledger is; on open the
+ *    builds of the events after it are added. A backend that writes each
+ *    build with its event keeps the mark at the last event.
+ * 4. Deliveries (sg_store_events_pending, sg_store_queue_gen,
+ *    sg_store_event_update): the pending events in (qgen, id) order after a
+ *    cursor, in pages; a delivery's outcome (forwarded, retried at a time,
+ *    dead) as one update of that event. One gate delivers its own queue;
+ *    several gates would claim events under a lease, which this contract
+ *    does not have yet.
+ * 5. The held queue (held.h: sg_store_held_summary, _release, _drop): held
+ *    events by job; release into a new queue generation behind what is
+ *    queued (optionally only each job's newest, the rest superseded) and
+ *    drop with a reason, both in bounded chunks acting only on events up
+ *    to the id the command began at, each chunk its own transaction.
+ * 6. Retention (sg_store_events_prune): bounded chunks of events done with
+ *    and older than a time; the ledger keeps its rows.
+ * 7. The guard's record (episodes.h: episodes opened and ended, the audit
+ *    log). The guard's mode itself lives in the gate's memory: a restarted
+ *    gate starts calm. Gates sharing a store would share it through a row
+ *    of the backend; not part of this contract yet.
+ * 8. The baseline index (snapshots.h: sg_store_baseline, sg_store_index_each,
+ *    sg_store_sample_keys): the newest complete profile snapshot, its build
+ *    index (cursor, last number, posted markers) visited row by row, and a
+ *    sample of its keys for the watcher. Snapshots are written by the
+ *    sidecar (snapshot/), not the gate.
+ * 9. What operators read (sg_store_event_counts, sg_store_events_query,
+ *    sg_store_last_event_id) and whether writes are taken again after a
+ *    failure (sg_store_probe_write: a write that changes nothing).
+ * Checkpoints and the WAL (sg_store_checkpoint, sg_store_wal_frames) are
+ * SQLite's own: another backend needs no counterpart. */
 #ifndef STORMGUARD_STORE_H
 #define STORMGUARD_STORE_H
 
