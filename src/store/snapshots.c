@@ -4,6 +4,7 @@
 #include "stormguard/store/snapshots.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,8 +27,11 @@ static const char *const statement_sql[ST_COUNT] = {
     [ST_CI_RUNNING] = "INSERT INTO build_index(snapshot_id, source, job, last_running) "
                       "VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET "
                       "last_running = excluded.last_running",
-    [ST_POSTED] = "INSERT OR IGNORE INTO posted(snapshot_id, source, job, number) "
-                  "VALUES (?1, ?2, ?3, ?4)",
+    /* a job's second row (two marker hashes of one job) joins the first */
+    [ST_POSTED] = "INSERT INTO posted_builds(snapshot_id, source, job, numbers) "
+                  "VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE SET numbers = "
+                  "(SELECT json_group_array(value) FROM (SELECT value FROM json_each(numbers) "
+                  "UNION SELECT value FROM json_each(excluded.numbers)))",
     [ST_DOCKER] =
         "INSERT OR REPLACE INTO docker_tag(snapshot_id, account, repository, tag, digest) "
         "VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -135,6 +139,52 @@ static int flush_keys(sg_store *s, sg_error *err)
     return rc;
 }
 
+/* The posted builds of one job go in one row (schema/007_posted_builds.sql)
+ * of at most POSTED_ROW_MAX numbers. */
+#define POSTED_ROW_MAX 4096
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Writes the pending posted builds as one row: ascending, each once, a
+ * JSON array. The buffer is empty afterwards, also after an error. */
+static int flush_posted(sg_store *s, sg_error *err)
+{
+    struct pending_posted *p = &s->posted;
+    if (!p->n)
+        return 0;
+    qsort(p->numbers, p->n, sizeof *p->numbers, cmp_i64);
+    sg_buf json = {0};
+    sg_buf_append(&json, "[", 1);
+    for (size_t i = 0; i < p->n; i++)
+        if (i == 0 || p->numbers[i] != p->numbers[i - 1])
+            sg_buf_printf(&json, "%s%lld", i ? "," : "", (long long)p->numbers[i]);
+    sg_buf_append(&json, "]", 1);
+    p->n = 0;
+    int rc = SG_ESTORE;
+    sqlite3_stmt *st = stmt(s, ST_POSTED, err);
+    if (st) {
+        sqlite3_bind_int64(st, 1, s->snapshot_id);
+        sqlite3_bind_text(st, 2, p->source.p ? p->source.p : "", (int)p->source.len, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, p->job.p ? p->job.p : "", (int)p->job.len, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, json.p, (int)json.len, SQLITE_STATIC);
+        rc = sg_store_step_done(s, st, err, "writing the build index to");
+    }
+    sg_buf_free(&json);
+    return rc;
+}
+
+/* What a slice or the snapshot's end writes first: the rows still buffered. */
+static int flush_pending(sg_store *s, sg_error *err)
+{
+    int rc = flush_keys(s, err);
+    int prc = flush_posted(s, rc ? NULL : err);
+    return rc ? rc : prc;
+}
+
 /* A snapshot is written in slices: one transaction holds the database's
  * write lock for at most SNAPSHOT_SLICE_S, then commits and lets the other
  * writers in (the gate's journal: every answer to the poller waits on one of
@@ -155,7 +205,7 @@ int sg_store_snapshot_yield(sg_store *s, sg_error *err)
     double now = sg_mono_s();
     if (now - s->snap_since < SNAPSHOT_SLICE_S)
         return 0;
-    int rc = flush_keys(s, err);
+    int rc = flush_pending(s, err);
     if (rc)
         return rc;
     /* the heartbeat: seconds so far, so that a prune elsewhere can tell a
@@ -304,7 +354,24 @@ int sg_store_index_ci(sg_store *s, const char *source, size_t source_len, const 
 int sg_store_index_posted(sg_store *s, const char *source, size_t source_len, const char *job,
                           size_t job_len, int64_t number, sg_error *err)
 {
-    return index_row(s, ST_POSTED, source, source_len, job, job_len, number, err);
+    assert(s->snapshot_id);
+    struct pending_posted *p = &s->posted;
+    bool same = p->n && p->source.len == source_len && p->job.len == job_len &&
+                memcmp(p->source.p, source, source_len) == 0 && memcmp(p->job.p, job, job_len) == 0;
+    if (!same || p->n == POSTED_ROW_MAX) {
+        int rc = flush_posted(s, err);
+        if (rc)
+            return rc;
+        p->source.len = p->job.len = 0;
+        sg_buf_append(&p->source, source, source_len);
+        sg_buf_append(&p->job, job, job_len);
+    }
+    if (p->n == p->cap) {
+        p->cap = p->cap ? 2 * p->cap : 64;
+        p->numbers = sg_xrealloc(p->numbers, p->cap * sizeof *p->numbers);
+    }
+    p->numbers[p->n++] = number;
+    return snapshot_slice(s, err);
 }
 
 int sg_store_index_docker(sg_store *s, const char *account, size_t account_len,
@@ -334,7 +401,7 @@ int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *e
      * cannot take the snapshot with it. (The setting cannot change inside a
      * transaction, hence the last slice's commit first.) */
     int rc;
-    if ((rc = flush_keys(s, err)) ||
+    if ((rc = flush_pending(s, err)) ||
         (rc = sg_store_exec(s, "COMMIT", err, "committing a snapshot to")) ||
         (rc = sg_store_exec(s, "PRAGMA synchronous = FULL", err, "committing a snapshot to")) ||
         (rc = sg_store_exec(s, "BEGIN IMMEDIATE", err, "committing a snapshot to")))
@@ -381,6 +448,7 @@ void sg_store_snapshot_abort(sg_store *s)
         sqlite3_reset(s->add_keys);
     s->npending = 0;
     s->pending_bytes.len = 0;
+    s->posted.n = 0;
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     /* what earlier slices committed; if even this fails (the disk is full,
      * say), the row stays 'partial': never read, pruned later */
@@ -395,8 +463,10 @@ int sg_store_index_counts(sg_store *s, int64_t id, sg_index_counts *out, sg_erro
     int rc;
     if ((rc = sg_store_query_int(s, "SELECT count(*) FROM build_index WHERE snapshot_id = ?", id,
                                  &out->jobs, err)) ||
-        (rc = sg_store_query_int(s, "SELECT count(*) FROM posted WHERE snapshot_id = ?", id,
-                                 &out->posted, err)) ||
+        (rc = sg_store_query_int(s,
+                                 "SELECT coalesce(sum(json_array_length(numbers)), 0) FROM "
+                                 "posted_builds WHERE snapshot_id = ?",
+                                 id, &out->posted, err)) ||
         (rc = sg_store_query_int(s, "SELECT count(*) FROM docker_tag WHERE snapshot_id = ?", id,
                                  &out->docker_tags, err)))
         return rc;
@@ -659,6 +729,37 @@ void sg_key_iter_free(sg_key_iter *it)
     free(it);
 }
 
+/* Calls v->posted for each number of a row's JSON array ("[1,2,3]", as
+ * flush_posted writes it; spaces allowed); false if it is not one. */
+static bool posted_each(const char *p, const sg_index_visitor *v, void *ud, const char *source,
+                        const char *job)
+{
+    if (!p)
+        return false;
+    while (*p == ' ')
+        p++;
+    if (*p++ != '[')
+        return false;
+    while (*p == ' ')
+        p++;
+    if (*p == ']')
+        return p[1 + strspn(p + 1, " ")] == '\0';
+    for (;;) {
+        char *end;
+        errno = 0;
+        long long n = strtoll(p, &end, 10);
+        if (end == p || errno)
+            return false;
+        v->posted(ud, source, job, (int64_t)n);
+        p = end + strspn(end, " ");
+        if (*p == ']')
+            return p[1 + strspn(p + 1, " ")] == '\0';
+        if (*p++ != ',')
+            return false;
+        p += strspn(p, " ");
+    }
+}
+
 int sg_store_index_each(sg_store *s, int64_t id, const sg_index_visitor *v, void *ud, sg_error *err)
 {
     sqlite3_stmt *st;
@@ -680,13 +781,24 @@ int sg_store_index_each(sg_store *s, int64_t id, const sg_index_visitor *v, void
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return sg_store_db_error(s, err, "reading the build index in");
-    if (sqlite3_prepare_v2(s->db, "SELECT source, job, number FROM posted WHERE snapshot_id = ?",
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT source, job, numbers FROM posted_builds WHERE snapshot_id = ?",
                            -1, &st, NULL) != SQLITE_OK)
         return sg_store_db_error(s, err, "reading the build index in");
     sqlite3_bind_int64(st, 1, id);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        v->posted(ud, (const char *)sqlite3_column_text(st, 0),
-                  (const char *)sqlite3_column_text(st, 1), sqlite3_column_int64(st, 2));
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *source = (const char *)sqlite3_column_text(st, 0);
+        const char *job = (const char *)sqlite3_column_text(st, 1);
+        const char *numbers = (const char *)sqlite3_column_text(st, 2);
+        if (!posted_each(numbers, v, ud, source, job)) {
+            rc = sg_error_set(err, SG_ESTORE,
+                              "reading the build index in %s: the posted builds of job %s in "
+                              "snapshot %lld are not a JSON array of numbers",
+                              s->path, job, (long long)id);
+            sqlite3_finalize(st);
+            return rc;
+        }
+    }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "reading the build index in");
 }

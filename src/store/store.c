@@ -253,6 +253,9 @@ void sg_store_free(sg_store *s)
         sqlite3_finalize(s->st[i]);
     sqlite3_finalize(s->add_keys);
     sg_buf_free(&s->pending_bytes);
+    sg_buf_free(&s->posted.source);
+    sg_buf_free(&s->posted.job);
+    free(s->posted.numbers);
     if (s->db)
         sqlite3_close_v2(s->db);
     free(s->path);

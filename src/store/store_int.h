@@ -60,6 +60,13 @@ struct sg_store {
     int npending;
     sg_buf pending_bytes;
     sqlite3_stmt *add_keys; /* INSERT of KEY_BATCH rows */
+    /* the posted builds of one job not yet written (flush_posted): a job's
+     * markers arrive together, from its one hash */
+    struct pending_posted {
+        sg_buf source, job;
+        int64_t *numbers;
+        size_t n, cap;
+    } posted;
 };
 
 /* Sets err (may be NULL) from the connection's current SQLite error, with

@@ -122,8 +122,8 @@ static void raw_exec(const char *path, const char *sql)
     sqlite3_close(db);
 }
 
-static const char *const tables[] = {"snapshot", "snapshot_key", "build_index",
-                                     "posted",   "docker_tag",   "audit"};
+static const char *const tables[] = {"snapshot",      "snapshot_key", "build_index",
+                                     "posted_builds", "docker_tag",   "audit"};
 
 static void assert_tables(const char *path)
 {
@@ -135,6 +135,10 @@ static void assert_tables(const char *path)
         if (raw_int(path, sql) != 1)
             fail_msg("table %s missing from %s", tables[i], path);
     }
+    /* the posted builds one per row, as they were before 007 */
+    if (raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type = 'view' AND "
+                      "name = 'posted'") != 1)
+        fail_msg("view posted missing from %s", path);
 }
 
 /* ---- snapshot helpers ---- */
@@ -1047,6 +1051,113 @@ static void prune_then_snapshot_again(void **state)
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot_key"), 2);
 }
 
+/* ---- tests: the posted builds, one row per job (007) ---- */
+
+typedef struct posted_seen {
+    char text[8192]; /* "source/job#number " for each visit */
+    size_t len;
+    int64_t visits;
+} posted_seen;
+
+static void seen_cursor(void *ud, const char *source, const char *job, int64_t cursor_ms)
+{
+    (void)ud, (void)source, (void)job, (void)cursor_ms;
+}
+
+static void seen_posted(void *ud, const char *source, const char *job, int64_t number)
+{
+    posted_seen *p = ud;
+    p->visits++;
+    if (p->len < sizeof p->text - 64)
+        p->len += (size_t)snprintf(p->text + p->len, sizeof p->text - p->len, "%s/%s#%lld ", source,
+                                   job, (long long)number);
+}
+
+static void posted_visit(sg_store *s, int64_t id, posted_seen *out)
+{
+    memset(out, 0, sizeof *out);
+    sg_index_visitor v = {.cursor = seen_cursor, .completed = seen_cursor, .posted = seen_posted};
+    sg_error err = {0};
+    assert_int_equal(sg_store_index_each(s, id, &v, out, &err), 0);
+}
+
+/* A job's markers go in one row, ascending and each once; a job whose
+ * markers come in two runs (two marker hashes of one job, another job
+ * between them) and one with more numbers than a row takes still end in
+ * one row each, read back once per build, through the view too. */
+static void posted_builds_one_row_per_job(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    sg_snapshot_info m = meta(sg_now_ms(), "test");
+    int64_t id = 0;
+    assert_int_equal(sg_store_snapshot_begin(s, &m, &id, &err), 0);
+    static const int64_t first[] = {119, 117, 118, 117};
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(sg_store_index_posted(s, "m", 1, "a", 1, first[i], &err), 0);
+    assert_int_equal(sg_store_index_posted(s, "m", 1, "b", 1, 5, &err), 0);
+    assert_int_equal(sg_store_index_posted(s, "m", 1, "a", 1, 120, &err), 0);
+    assert_int_equal(sg_store_index_posted(s, "m", 1, "a", 1, 118, &err), 0);
+    for (int64_t n = 1; n <= 5000; n++) /* past POSTED_ROW_MAX (4096) */
+        assert_int_equal(sg_store_index_posted(s, "n", 1, "big", 3, n, &err), 0);
+    sg_snapshot_info t = {.key_count = 3};
+    assert_int_equal(sg_store_snapshot_commit(s, &t, &err), 0);
+
+    sg_index_counts c;
+    assert_int_equal(sg_store_index_counts(s, id, &c, &err), 0);
+    assert_int_equal(c.posted, 4 + 1 + 5000);
+    posted_seen seen;
+    posted_visit(s, id, &seen);
+    assert_int_equal(seen.visits, 4 + 1 + 5000);
+    assert_non_null(strstr(seen.text, "m/a#117 m/a#118 m/a#119 m/a#120 m/b#5 "));
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM posted_builds"), 3);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM posted WHERE job = 'a'"), 4);
+    assert_int_equal(raw_int(f->db, "SELECT count(DISTINCT number) FROM posted WHERE job = 'big'"),
+                     5000);
+    assert_int_equal(raw_int(f->db, "SELECT sum(number) FROM posted WHERE job = 'a'"),
+                     117 + 118 + 119 + 120);
+}
+
+/* 007 turns a store's rows of posted builds into one row per job: what
+ * the index reads is the same, and so is what the view "posted" shows; a
+ * row that is no JSON array of numbers is an error naming the job. */
+static void migration_007_packs_posted(void **state)
+{
+    fixture *f = *state;
+    sg_store_options opt = {.migrate_to = 6};
+    sg_store *s = open_ok(f->db, &opt);
+    sg_store_free(s);
+    raw_exec(f->db, "INSERT INTO snapshot(id, taken_at, reason, redis, profile, selection, db, "
+                    "state) VALUES (1, 1000, 'test', 'redis://r', 'igor', 'igor:*', 0, "
+                    "'complete');"
+                    "INSERT INTO posted(snapshot_id, source, job, number) VALUES "
+                    "(1, 'm', 'a', 3), (1, 'm', 'a', 1), (1, 'm', 'a', 2), (1, 'm', 'b', 9);");
+    s = open_ok(f->db, NULL);
+    assert_int_equal(sg_store_schema_version(s), sg_migration_count);
+    posted_seen seen;
+    posted_visit(s, 1, &seen);
+    assert_int_equal(seen.visits, 4);
+    assert_non_null(strstr(seen.text, "m/a#1 m/a#2 m/a#3 "));
+    assert_non_null(strstr(seen.text, "m/b#9 "));
+    sg_error err = {0};
+    sg_index_counts c;
+    assert_int_equal(sg_store_index_counts(s, 1, &c, &err), 0);
+    assert_int_equal(c.posted, 4);
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM posted_builds"), 2);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM posted"), 4);
+
+    raw_exec(f->db, "UPDATE posted_builds SET numbers = '[1,x]' WHERE job = 'b'");
+    s = open_ok(f->db, NULL);
+    sg_index_visitor v = {.cursor = seen_cursor, .completed = seen_cursor, .posted = seen_posted};
+    assert_int_equal(sg_store_index_each(s, 1, &v, &seen, &err), SG_ESTORE);
+    assert_non_null(strstr(err.msg, "job b"));
+    assert_non_null(strstr(err.msg, "not a JSON array"));
+    sg_store_free(s);
+}
+
 /* ---- tests: suspect snapshots ---- */
 
 #define SERVER "redis://10.0.0.5:6379/0"
@@ -1805,6 +1916,8 @@ int main(void)
         T(prune_keeps_latest_complete),
         T(prune_by_count),
         T(prune_then_snapshot_again),
+        T(posted_builds_one_row_per_job),
+        T(migration_007_packs_posted),
         T(suspect_is_never_baseline),
         T(last_good_reference),
         T(prune_never_keeps_suspect_as_good),
