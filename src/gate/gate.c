@@ -42,6 +42,7 @@ struct sg_gate {
     sg_http *http; /* the poller's listener */
     sg_forward *fwd;
     sg_watch *watch;
+    uint64_t refused; /* the listener's refusals, kept once it stopped */
     bool redis_up, snapshotting;
     int64_t last_snapshot_at;
     char sample_glob[256]; /* the profile's keys, for the watcher's sample */
@@ -63,7 +64,7 @@ void sg_gate_info_get(const sg_gate *g, sg_gate_info *out)
                           .downstream = g->cfg->downstream,
                           .inflight = sg_forward_inflight(g->fwd),
                           .backlog = sg_forward_backlog(g->fwd),
-                          .refused = sg_http_refused(g->http),
+                          .refused = g->http ? sg_http_refused(g->http) : g->refused,
                           .watch = g->watch,
                           .redis_up = g->redis_up};
 }
@@ -355,7 +356,6 @@ static void on_part_stopped(void *ud)
     sg_gate *g = ud;
     if (--g->stop_waits > 0)
         return;
-    g->http = NULL;
     if (g->stopped)
         g->stopped(g->stopped_ud);
 }
@@ -365,12 +365,6 @@ static void on_forward_stopped(void *ud)
     sg_gate *g = ud;
     g->fwd = NULL;
     on_part_stopped(g);
-}
-
-static void on_watch_stopped(void *ud)
-{
-    sg_gate *g = ud;
-    g->watch = NULL;
 }
 
 void sg_gate_stop(sg_gate *g, void (*stopped)(void *ud), void *ud)
@@ -383,13 +377,20 @@ void sg_gate_stop(sg_gate *g, void (*stopped)(void *ud), void *ud)
         sg_core_stop(g->core);
     if (g->tick.loop)
         uv_close((uv_handle_t *)&g->tick, NULL);
-    if (g->watch)
-        sg_watch_stop(g->watch, on_watch_stopped, g);
+    if (g->watch) {
+        sg_watch_stop(g->watch, NULL, NULL); /* not to be used after this call */
+        g->watch = NULL;
+    }
     g->stop_waits = 1 + (g->fwd != NULL) + (g->http != NULL);
     if (g->fwd)
         sg_forward_stop(g->fwd, on_forward_stopped, g);
-    if (g->http)
+    if (g->http) {
+        /* the listener is freed before its stop ends, and the admin side
+         * may ask for the gate's info while the forwarder drains */
+        g->refused = sg_http_refused(g->http);
         sg_http_stop(g->http, on_part_stopped, g);
+        g->http = NULL;
+    }
     on_part_stopped(g); /* the one for the call itself */
 }
 
