@@ -1303,7 +1303,8 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
     sg_ledger_init(&c->ledger);
     int rc;
     sg_store_options ro = {.readonly = true};
-    if ((rc = sg_journal_start(loop, o->db_path, o->synchronous, c->clock, &c->journal, err)) ||
+    sg_journal_opts jo = {.sync = o->synchronous, .clock = c->clock, .no_linger = o->one_at_a_time};
+    if ((rc = sg_journal_start(loop, o->db_path, &jo, &c->journal, err)) ||
         (rc = sg_store_open(o->db_path, &ro, &c->reader, err)) ||
         (rc = sg_store_queue_gen(c->reader, &c->qgen, err)) ||
         (rc = sg_store_ledger_jobs(c->reader, ledger_add, &c->ledger, &c->ledger_builds, err)) ||

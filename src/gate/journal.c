@@ -110,6 +110,7 @@ typedef struct recent_build {
 struct sg_journal {
     uv_loop_t *loop;
     const sg_clock *clock; /* read on the loop thread only, in submit */
+    bool linger;           /* a first write waits for company (sg_journal_opts) */
     uv_async_t async;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -608,6 +609,7 @@ static void *writer(void *arg)
          * commit as soon as they are applied. */
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
+        slept = slept && j->linger;
         until.tv_nsec += slept ? LINGER_US * 1000 : 0;
         if (until.tv_nsec >= 1000000000) {
             until.tv_sec++;
@@ -759,11 +761,15 @@ static void remember_newest(void *ud, const char *source, const char *job, int64
         *top = number;
 }
 
-int sg_journal_start(uv_loop_t *loop, const char *path, sg_sync_mode sync, const sg_clock *clock,
-                     sg_journal **out, sg_error *err)
+int sg_journal_start(uv_loop_t *loop, const char *path, const sg_journal_opts *o, sg_journal **out,
+                     sg_error *err)
 {
+    static const sg_journal_opts defaults = {0};
+    o = o ? o : &defaults;
+    sg_sync_mode sync = o->sync;
     sg_journal *j = sg_xcalloc(1, sizeof *j);
-    j->clock = clock ? clock : &sg_clock_real;
+    j->clock = o->clock ? o->clock : &sg_clock_real;
+    j->linger = !o->no_linger;
     /* A bigger cache lets the many small commits of a busy gate rewrite hot
      * pages (the table's tail, the ledger) in memory; checkpoints are the
      * checkpointer thread's. */

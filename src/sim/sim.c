@@ -1174,6 +1174,11 @@ static int take_snapshot(sim *s, sg_error *err)
         copy_state(s, &s->good);
         s->good.id = id;
     }
+    /* as the daemon's periodic snapshot: the newest [snapshot] keep stay
+     * (max_age is left out: these snapshots' ages are virtual) */
+    int64_t pruned;
+    if ((rc = sg_store_snapshot_prune(s->snap_store, (int)s->cfg.keep, 0, &pruned, err)))
+        return rc;
     sg_core_reload(s->core);
     settle(s);
     return 0;
@@ -1234,7 +1239,8 @@ static int start_gate(sim *s, const char *workdir, sg_error *err)
         return rc;
     o.db_path = s->db_path;
     o.clock = &s->vclock.clock;
-    o.keep_events_ms = 0; /* nothing old enough to prune in a few virtual hours */
+    o.keep_events_ms = 0;   /* nothing old enough to prune in a few virtual hours */
+    o.one_at_a_time = true; /* Igor waits for each answer (gate_post) */
     rc = sg_core_start(&s->loop, &o, &s->core, err);
     if (rc)
         return rc;

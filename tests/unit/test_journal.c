@@ -47,7 +47,7 @@ static int setup(void **state)
     snprintf(f->db, sizeof f->db, "%s/sg.db", f->dir);
     uv_loop_init(&f->loop);
     sg_error err;
-    if (sg_journal_start(&f->loop, f->db, SG_SYNC_NORMAL, NULL, &f->j, &err)) {
+    if (sg_journal_start(&f->loop, f->db, NULL, &f->j, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return -1;
     }
@@ -289,7 +289,7 @@ static void test_ledger_caught_up_after_crash(void **state)
     sg_store_free(s);
     assert_int_equal(ledger_rows(f, "team-c/crashed"), 0);
 
-    assert_int_equal(sg_journal_start(&f->loop, f->db, SG_SYNC_NORMAL, NULL, &f->j, &err), 0);
+    assert_int_equal(sg_journal_start(&f->loop, f->db, NULL, &f->j, &err), 0);
     assert_int_equal(ledger_rows(f, "team-c/crashed"), 2); /* new and unknown */
     sg_jop ops[3];
     fill(f, &ops[0], "team-c/crashed", 10, "{}", 2);

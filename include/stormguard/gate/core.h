@@ -58,6 +58,10 @@ typedef struct sg_core_opts {
     sg_on_storm on_storm;          /* hold.h */
     int64_t drain_rate;            /* hold.h */
     int64_t keep_events_ms;        /* retention of finished events; 0: keep them */
+    /* The submitter waits for each answer before its next request (the
+     * simulator): the journal commits each write at once instead of
+     * lingering for company (journal.h, no_linger). */
+    bool one_at_a_time;
 } sg_core_opts;
 
 /* Where deliveries go: the forwarder, or the simulator's notifier. push

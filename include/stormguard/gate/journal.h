@@ -71,10 +71,23 @@ struct sg_jop {
     sg_jop *next; /* private to the journal */
 };
 
-/* Opens the store at path for writing on a new thread. clock (NULL: the
- * real one) stamps op->at at submit when the submitter left it 0. */
-int sg_journal_start(struct uv_loop_s *loop, const char *path, sg_sync_mode sync,
-                     const sg_clock *clock, sg_journal **out, sg_error *err);
+typedef struct sg_journal_opts {
+    sg_sync_mode sync;
+    /* stamps op->at at submit when the submitter left it 0; NULL: the real
+     * one; borrowed for the journal's life */
+    const sg_clock *clock;
+    /* A write that wakes the idle writer keeps its transaction open a
+     * moment (250 us at most) for the writes the loop is reading behind it,
+     * so that they share one commit. A submitter that waits for each answer
+     * before its next write (the simulator's one poller) sets no_linger:
+     * nothing ever comes behind, and the moment would only be lost. */
+    bool no_linger;
+} sg_journal_opts;
+
+/* Opens the store at path for writing on a new thread; o may be NULL (all
+ * defaults). */
+int sg_journal_start(struct uv_loop_s *loop, const char *path, const sg_journal_opts *o,
+                     sg_journal **out, sg_error *err);
 
 /* Queues op (loop thread). The caller keeps op alive until op->done. */
 void sg_journal_submit(sg_journal *j, sg_jop *op);
