@@ -51,32 +51,104 @@ void sg_index_init(sg_index *ix)
 {
     memset(ix, 0, sizeof *ix);
     sg_u64map_init(&ix->jobs, sizeof(sg_job_facts));
+    for (int g = 0; g < 2; g++)
+        sg_u64map_init(&ix->kept[g].jobs, sizeof(sg_job_facts));
+}
+
+static void kept_clear(sg_index_kept *k)
+{
+    sg_u64map_clear(&k->jobs);
+    sg_u64set_clear(&k->posted);
 }
 
 void sg_index_close(sg_index *ix)
 {
     sg_u64map_clear(&ix->jobs);
     sg_u64set_clear(&ix->posted);
+    for (int g = 0; g < 2; g++)
+        kept_clear(&ix->kept[g]);
 }
 
-void sg_index_inherit(sg_index *ix, const sg_index *older)
+/* Fills the facts *to lacks from *from. */
+static void facts_fill(sg_job_facts *to, const sg_job_facts *from)
 {
+    if (!to->cursor_ms)
+        to->cursor_ms = from->cursor_ms;
+    if (!to->last_completed)
+        to->last_completed = from->last_completed;
+}
+
+/* Adds the facts of from into to (a copy of a generation, or more of it). */
+static void kept_merge(sg_index_kept *to, const sg_index_kept *from)
+{
+    for (size_t i = 0; i < from->jobs.cap; i++) {
+        uint64_t h = from->jobs.keys[i];
+        if (h) {
+            bool created;
+            facts_fill(sg_u64map_put(&to->jobs, h, &created),
+                       (const void *)(from->jobs.vals + i * from->jobs.val_size));
+        }
+    }
+    for (size_t i = 0; i < from->posted.cap; i++)
+        if (from->posted.slots[i])
+            sg_u64set_add(&to->posted, from->posted.slots[i]);
+}
+
+void sg_index_inherit(sg_index *ix, const sg_index *older, int64_t now_ms)
+{
+    /* two generations: a fact stays in kept[0] until the generation is
+     * SG_INDEX_KEEP_MS old, then in kept[1] for as long again */
+    if (older->kept_since_ms && now_ms - older->kept_since_ms < SG_INDEX_KEEP_MS) {
+        kept_merge(&ix->kept[0], &older->kept[0]);
+        kept_merge(&ix->kept[1], &older->kept[1]);
+        ix->kept_since_ms = older->kept_since_ms;
+    } else {
+        kept_merge(&ix->kept[1], &older->kept[0]);
+        ix->kept_since_ms = now_ms;
+    }
+    /* what the older's own snapshot had and this one lacks */
     for (size_t i = 0; i < older->jobs.cap; i++) {
         uint64_t h = older->jobs.keys[i];
         if (!h)
             continue;
         const sg_job_facts *old = (const void *)(older->jobs.vals + i * older->jobs.val_size);
-        bool created;
-        sg_job_facts *now = sg_u64map_put(&ix->jobs, h, &created);
-        /* a fact the newer lacks (the cursor key gone, its markers kept) */
-        if (!now->cursor_ms)
-            now->cursor_ms = old->cursor_ms;
-        if (!now->last_completed)
-            now->last_completed = old->last_completed;
+        const sg_job_facts *now = sg_u64map_get(&ix->jobs, h);
+        /* the whole job, or a fact it lacks (its cursor key gone, its
+         * markers kept) */
+        if (!now || (!now->cursor_ms && old->cursor_ms) ||
+            (!now->last_completed && old->last_completed)) {
+            bool created;
+            facts_fill(sg_u64map_put(&ix->kept[0].jobs, h, &created), old);
+        }
     }
-    for (size_t i = 0; i < older->posted.cap; i++)
-        if (older->posted.slots[i])
-            sg_u64set_add(&ix->posted, older->posted.slots[i]);
+    for (size_t i = 0; i < older->posted.cap; i++) {
+        uint64_t b = older->posted.slots[i];
+        if (b && !sg_u64set_has(&ix->posted, b))
+            sg_u64set_add(&ix->kept[0].posted, b);
+    }
+}
+
+/* A job's facts: its own, with what it lacks from the kept generations;
+ * false if none knows the job. */
+static bool job_known(const sg_index *ix, uint64_t job, sg_job_facts *out)
+{
+    const sg_job_facts *own = sg_u64map_get(&ix->jobs, job);
+    const sg_job_facts *k0 = sg_u64map_get(&ix->kept[0].jobs, job);
+    const sg_job_facts *k1 = sg_u64map_get(&ix->kept[1].jobs, job);
+    if (!own && !k0 && !k1)
+        return false;
+    *out = own ? *own : (sg_job_facts){0};
+    if (k0)
+        facts_fill(out, k0);
+    if (k1)
+        facts_fill(out, k1);
+    return true;
+}
+
+static bool build_posted(const sg_index *ix, uint64_t build)
+{
+    return sg_u64set_has(&ix->posted, build) || sg_u64set_has(&ix->kept[0].posted, build) ||
+           sg_u64set_has(&ix->kept[1].posted, build);
 }
 
 static sg_job_facts *job_facts(sg_index *ix, const char *source, const char *job)
@@ -124,9 +196,10 @@ sg_kind sg_classify(const sg_index *ix, const sg_ledger *l, const sg_event *e, s
     }
     uint64_t build = sg_hash_build(e->source, e->job, e->number);
     uint64_t job = sg_hash_job(e->source, e->job);
-    const sg_job_facts *f = sg_u64map_get(&ix->jobs, job);
-    if (f) {
-        if (sg_u64set_has(&ix->posted, build)) {
+    sg_job_facts facts;
+    if (job_known(ix, job, &facts)) {
+        const sg_job_facts *f = &facts;
+        if (build_posted(ix, build)) {
             *why = SG_REASON_POSTED;
             return SG_KIND_REPLAY;
         }

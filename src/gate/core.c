@@ -741,7 +741,8 @@ typedef struct reload_job {
     read_job rj;
     const sg_index *older; /* the index in use: read here, replaced on the loop after */
     int64_t current, defer_after;
-    bool trim; /* give the replaced index's memory back to the system first */
+    int64_t now_ms; /* the core's clock when the reload began */
+    bool trim;      /* give the replaced index's memory back to the system first */
     baseline b;
 } reload_job;
 
@@ -753,7 +754,7 @@ static void reload_run(read_job *j, sg_store *s)
     j->rc = load_baseline(s, r->current, r->defer_after, &r->b, &j->err);
     /* what the older baseline knew stays known (classify.h) */
     if (j->rc == 0 && r->b.id && r->b.id != r->current && !r->b.deferred)
-        sg_index_inherit(&r->b.ix, r->older);
+        sg_index_inherit(&r->b.ix, r->older, r->now_ms);
 }
 
 static void reload_done(read_job *j, int status)
@@ -793,6 +794,7 @@ void sg_core_reload(sg_core *c)
     reload_job *r = sg_xcalloc(1, sizeof *r);
     r->current = c->baseline_id;
     r->older = &c->index;
+    r->now_ms = now_ms(c);
     sg_guard_report gr;
     sg_guard_report_get(c->guard, &gr);
     if (gr.mode != SG_MODE_NORMAL && c->baseline_id)

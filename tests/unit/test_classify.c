@@ -361,7 +361,7 @@ static void inherited_jobs_stay_known(void **state)
     sg_index_cursor(&older, "m", "half", 3000);
     sg_index_posted(&f->ix, "m", "half", 4); /* the newer has its markers, no cursor */
     EXPECT(f, "m", "lost", 5, 1500, JENKINS, SG_KIND_UNKNOWN, SG_REASON_UNKNOWN_JOB);
-    sg_index_inherit(&f->ix, &older);
+    sg_index_inherit(&f->ix, &older, T0);
     EXPECT(f, "m", "lost", 5, 1500, JENKINS, SG_KIND_REPLAY, SG_REASON_CURSOR);
     EXPECT(f, "m", "lost", 77, 9000, JENKINS, SG_KIND_REPLAY, SG_REASON_POSTED);
     EXPECT(f, "m", "lost", 78, 9000, JENKINS, SG_KIND_NEW, SG_REASON_BEYOND);
@@ -370,6 +370,53 @@ static void inherited_jobs_stay_known(void **state)
     EXPECT(f, "m", "half", 3, 2500, JENKINS, SG_KIND_REPLAY, SG_REASON_CURSOR);
     EXPECT(f, "m", "half", 4, 3500, JENKINS, SG_KIND_REPLAY, SG_REASON_POSTED);
     sg_index_close(&older);
+}
+
+/* sg_classify of a Jenkins build against ix. */
+static sg_kind kind_in(const sg_index *ix, const sg_ledger *l, const char *job, int64_t number,
+                       int64_t ts)
+{
+    sg_event e = build_event("m", job, number, ts, JENKINS);
+    sg_reason why;
+    sg_kind k = sg_classify(ix, l, &e, &why);
+    sg_event_close(&e);
+    return k;
+}
+
+/* An index taken every minute after the poller lost a job's keys keeps the
+ * job for at least SG_INDEX_KEEP_MS and forgets it within twice that; a
+ * marker that vanished (Igor prunes a job's older markers) likewise: the
+ * index does not grow with every build ever posted. */
+static void inherited_facts_are_forgotten(void **state)
+{
+    fixture *f = *state;
+    sg_index ix[2];
+    sg_index_init(&ix[0]);
+    sg_index_cursor(&ix[0], "m", "lost", 2000);
+    sg_index_cursor(&ix[0], "m", "busy", 2000);
+    sg_index_posted(&ix[0], "m", "busy", 7);
+    int64_t forgotten_at = 0;
+    int minute;
+    for (minute = 1; minute <= 3 * 60 && !forgotten_at; minute++) {
+        sg_index *older = &ix[(minute - 1) % 2], *now = &ix[minute % 2];
+        int64_t t = T0 + (int64_t)minute * 60000;
+        sg_index_init(now);
+        sg_index_cursor(now, "m", "busy", 2000 + minute); /* its markers pruned */
+        sg_index_inherit(now, older, t);
+        sg_index_close(older);
+        sg_kind lost = kind_in(now, &f->l, "lost", 1, 1500);
+        bool marker = kind_in(now, &f->l, "busy", 7, 9000) == SG_KIND_REPLAY;
+        if (lost == SG_KIND_UNKNOWN) {
+            assert_false(marker); /* both vanished at minute 1 */
+            forgotten_at = t;
+        } else {
+            assert_int_equal(lost, SG_KIND_REPLAY);
+            assert_true(marker);
+        }
+    }
+    sg_index_close(&ix[(minute - 1) % 2]);
+    assert_true(forgotten_at >= T0 + 60000 + SG_INDEX_KEEP_MS);
+    assert_true(forgotten_at <= T0 + 60000 + 2 * SG_INDEX_KEEP_MS + 60000);
 }
 
 static sg_event parsed(const char *body)
@@ -500,6 +547,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(many_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(classify_parsed_events, setup, teardown),
         cmocka_unit_test_setup_teardown(inherited_jobs_stay_known, setup, teardown),
+        cmocka_unit_test_setup_teardown(inherited_facts_are_forgotten, setup, teardown),
         cmocka_unit_test(kind_names),
         cmocka_unit_test(reason_names),
     };

@@ -29,24 +29,44 @@ typedef struct sg_job_facts {
     int64_t last_completed; /* Travis/GitLab: last completed number, 0 if none */
 } sg_job_facts;
 
+/* Facts older snapshots had and a newer one lacks: one generation of them
+ * (sg_index_inherit). */
+typedef struct sg_index_kept {
+    sg_u64map jobs;   /* sg_hash_job -> the facts the newer lacked */
+    sg_u64set posted; /* markers the newer lacked */
+} sg_index_kept;
+
 typedef struct sg_index {
     sg_u64map jobs;   /* sg_hash_job -> sg_job_facts */
     sg_u64set posted; /* sg_hash_build of builds Igor marked POSTED */
+    /* kept[0] began at kept_since_ms (the index's clock), kept[1] is the
+     * generation before it */
+    sg_index_kept kept[2];
+    int64_t kept_since_ms;
     int64_t snapshot_id;
 } sg_index;
+
+/* How long a fact lost from the poller's keys stays known: at least this
+ * after the last snapshot that had it, at most twice this. Igor re-creates
+ * a job's lost keys in its next poll of the job (a minute or two, the
+ * replay it then posts being suppressed); the facts must outlive that, and
+ * not every build of a year (Igor prunes the markers of a job's older
+ * cursors, so an index that kept them all would grow with every build). */
+#define SG_INDEX_KEEP_MS (3600 * 1000)
 
 void sg_index_init(sg_index *ix);
 void sg_index_close(sg_index *ix);
 void sg_index_cursor(sg_index *ix, const char *source, const char *job, int64_t cursor_ms);
 void sg_index_completed(sg_index *ix, const char *source, const char *job, int64_t number);
 void sg_index_posted(sg_index *ix, const char *source, const char *job, int64_t number);
-/* Adds to ix what older knew and ix does not: the facts of every job ix
+/* Keeps in ix what older knew and ix does not: the facts of every job ix
  * lacks (its cursor or last completed number, or the whole job), and every
- * posted marker. A snapshot that misses keys the poller lost (evicted, a
- * pattern deleted by hand, a replay half done: a job's markers without its
- * cursor) must not make its old builds look unknown or new again: what the
- * poller once announced stays announced. What ix knows wins. */
-void sg_index_inherit(sg_index *ix, const sg_index *older);
+ * posted marker, for SG_INDEX_KEEP_MS (now_ms: the time of ix). A snapshot
+ * that misses keys the poller lost (evicted, a pattern deleted by hand, a
+ * replay half done: a job's markers without its cursor) must not make its
+ * old builds look unknown or new again while the poller re-creates them.
+ * What ix knows wins. older is only read (it may be in use meanwhile). */
+void sg_index_inherit(sg_index *ix, const sg_index *older, int64_t now_ms);
 
 /* What the classifier knows of the gate's ledger: the jobs of the builds it
  * accepted. The builds themselves are in the store's ledger table, which is
