@@ -383,8 +383,9 @@ static void events(sg_admin *a, sg_http_req *req, sg_str path)
                     "superseded or dead");
         return;
     }
-    sg_core_events(sg_gate_core(a->gate), has_state ? &st : NULL, has_kind ? kind : NULL,
-                   has_job ? job : NULL, (int)limit, on_events, req);
+    if (sg_core_events(sg_gate_core(a->gate), has_state ? &st : NULL, has_kind ? kind : NULL,
+                       has_job ? job : NULL, (int)limit, on_events, req))
+        reply_error(req, 503, "stormguard is shutting down");
 }
 
 /* ---- operators ---- */
@@ -541,7 +542,10 @@ static void guard(sg_admin *a, sg_http_req *req, bool on, const sg_op_request *r
     guard_reply *g = sg_xcalloc(1, sizeof *g);
     g->a = a;
     g->req = req;
-    sg_core_audit(core, r->actor, on ? "guard on" : "guard off", reason, on_guard_audited, g);
+    if (sg_core_audit(core, r->actor, on ? "guard on" : "guard off", reason, on_guard_audited, g)) {
+        free(g);
+        reply_error(req, 503, "stormguard is shutting down");
+    }
 }
 
 static void on_announced(void *ud, const sg_announce_result *r)
@@ -576,8 +580,8 @@ static bool operator_route(sg_admin *a, sg_http_req *req, sg_str method, sg_str 
         else if (query_param(path, "limit", limit_s, sizeof limit_s) &&
                  sg_parse_int64(limit_s, 1, 10000, &limit))
             reply_error(req, 400, "limit must be a number from 1 to 10000");
-        else
-            sg_core_held_summary(core, limit, on_held, req);
+        else if (sg_core_held_summary(core, limit, on_held, req))
+            reply_error(req, 503, "stormguard is shutting down");
         return true;
     }
     int which = route_is(path, "/v1/release") ? 1

@@ -112,6 +112,7 @@ struct sg_core {
     uint64_t logged_received[SG_CORE_KINDS], logged_attempts, logged_failures, logged_rejected;
 
     bool stopping, closing;
+    bool close_begun; /* sg_core_close was called: no more reads */
     void (*closed)(void *ud);
     void *closed_ud;
 };
@@ -158,15 +159,10 @@ static void read_done(uv_work_t *w, int status)
 static void queue_work(sg_core *c, read_job *j)
 {
     j->work.data = j;
+    /* fails only without a work callback (UV_EINVAL) */
     int r = uv_queue_work(c->loop, &j->work, read_work, read_done);
-    if (r == 0)
-        return;
-    j->rc = sg_error_set(&j->err, SG_EIO, "reading the store off the loop: %s", uv_strerror(r));
-    /* reported on the loop's next turn, not inside the call that caused it */
-    c->readers--;
-    if (j->serial)
-        c->reading = false;
-    j->done(j, r);
+    assert(r == 0);
+    (void)r;
 }
 
 static void start_reads(sg_core *c)
@@ -182,8 +178,10 @@ static void start_reads(sg_core *c)
 }
 
 /* j (calloc'ed by the caller, run and done set) runs on the thread pool. */
+/* Queues j. Never once the close began: the reader goes then. */
 static void read_submit(sg_core *c, read_job *j, bool serial)
 {
+    assert(!c->close_begun);
     j->c = c;
     j->serial = serial;
     c->readers++;
@@ -850,9 +848,11 @@ static void sample_done(read_job *j, int status)
     free(x);
 }
 
-void sg_core_sample(sg_core *c, int64_t snapshot_id, const char *glob, sg_core_sample_fn fn,
-                    void *ud)
+int sg_core_sample(sg_core *c, int64_t snapshot_id, const char *glob, sg_core_sample_fn fn,
+                   void *ud)
 {
+    if (c->close_begun)
+        return SG_EBUSY;
     sample_job *x = sg_xcalloc(1, sizeof *x);
     x->snapshot_id = snapshot_id;
     x->glob = glob ? sg_xstrdup(glob) : NULL;
@@ -861,6 +861,7 @@ void sg_core_sample(sg_core *c, int64_t snapshot_id, const char *glob, sg_core_s
     x->rj.run = sample_run;
     x->rj.done = sample_done;
     read_submit(c, &x->rj, true);
+    return 0;
 }
 
 /* ---- the tick ---- */
@@ -1058,9 +1059,11 @@ static void on_audit_done(sg_jop *op)
     maybe_close(c);
 }
 
-void sg_core_audit(sg_core *c, const char *actor, const char *action, const char *detail,
-                   sg_core_done_fn done, void *ud)
+int sg_core_audit(sg_core *c, const char *actor, const char *action, const char *detail,
+                  sg_core_done_fn done, void *ud)
 {
+    if (c->stopping)
+        return SG_EBUSY;
     audit_op *a = sg_xcalloc(1, sizeof *a);
     a->c = c;
     a->done = done;
@@ -1075,6 +1078,7 @@ void sg_core_audit(sg_core *c, const char *actor, const char *action, const char
     a->op.done = on_audit_done;
     a->op.ud = a;
     sg_journal_submit(c->journal, &a->op);
+    return 0;
 }
 
 /* ---- queries for the admin API ---- */
@@ -1149,9 +1153,11 @@ static void events_done(read_job *j, int status)
     free(x);
 }
 
-void sg_core_events(sg_core *c, const sg_event_state *state, const char *kind, const char *job,
-                    int limit, sg_core_events_fn fn, void *ud)
+int sg_core_events(sg_core *c, const sg_event_state *state, const char *kind, const char *job,
+                   int limit, sg_core_events_fn fn, void *ud)
 {
+    if (c->close_begun)
+        return SG_EBUSY;
     events_job *x = sg_xcalloc(1, sizeof *x);
     x->any_state = !state;
     if (state)
@@ -1164,6 +1170,7 @@ void sg_core_events(sg_core *c, const sg_event_state *state, const char *kind, c
     x->rj.run = events_run;
     x->rj.done = events_done;
     read_submit(c, &x->rj, false);
+    return 0;
 }
 
 typedef struct held_job {
@@ -1208,8 +1215,10 @@ static void held_done(read_job *j, int status)
     free(x);
 }
 
-void sg_core_held_summary(sg_core *c, int64_t limit, sg_core_held_fn fn, void *ud)
+int sg_core_held_summary(sg_core *c, int64_t limit, sg_core_held_fn fn, void *ud)
 {
+    if (c->close_begun)
+        return SG_EBUSY;
     held_job *x = sg_xcalloc(1, sizeof *x);
     x->limit = limit;
     x->fn = fn;
@@ -1217,6 +1226,7 @@ void sg_core_held_summary(sg_core *c, int64_t limit, sg_core_held_fn fn, void *u
     x->rj.run = held_run;
     x->rj.done = held_done;
     read_submit(c, &x->rj, false);
+    return 0;
 }
 
 /* ---- reports ---- */
@@ -1395,7 +1405,7 @@ static void maybe_close(sg_core *c)
 void sg_core_close(sg_core *c, void (*done)(void *ud), void *ud)
 {
     assert(c->stopping);
-    c->closing = true;
+    c->closing = c->close_begun = true;
     c->closed = done;
     c->closed_ud = ud;
     maybe_close(c);

@@ -187,8 +187,8 @@ static void arm_watch(sg_gate *g, int64_t id)
 {
     if (!g->watch || !id || g->stopping)
         return;
-    sg_core_sample(g->core, id, g->cfg->profile == SG_PROFILE_NONE ? NULL : g->sample_glob,
-                   on_sample, g);
+    (void)sg_core_sample(g->core, id, g->cfg->profile == SG_PROFILE_NONE ? NULL : g->sample_glob,
+                         on_sample, g); /* not stopping */
 }
 
 /* A newer baseline: watched unless it predates the last wipe (core.h). */
@@ -313,7 +313,7 @@ void sg_gate_flush_announce(sg_gate *g, const char *actor, const char *reason,
     snprintf(why, sizeof why, "flush announced by %s%s%s", actor, reason ? ": " : "",
              reason ? reason : "");
     sg_guard_announce(sg_core_guard(g->core), why);
-    sg_core_audit(g->core, actor, "flush announced", why, NULL, NULL);
+    (void)sg_core_audit(g->core, actor, "flush announced", why, NULL, NULL); /* not stopping */
     sg_error err;
     if (take_snapshot(g, "pre-flush", done, ud, &err)) {
         res.status = err.code;

@@ -396,6 +396,16 @@ static void refusals(void **state)
     sg_hold_release(sg_core_hold(f->core), &r, on_hold, f);
     assert_true(f->hold_done);
     assert_int_equal(f->hold.status, SG_EBUSY);
+    assert_int_equal(sg_core_audit(f->core, "test", "guard on", NULL, NULL, NULL), SG_EBUSY);
+    /* reads go on while it stops, not once the close began (its reader goes) */
+    sg_core_close(f->core, on_closed, f);
+    assert_int_equal(sg_core_events(f->core, NULL, NULL, NULL, 10, NULL, NULL), SG_EBUSY);
+    assert_int_equal(sg_core_held_summary(f->core, 10, NULL, NULL), SG_EBUSY);
+    assert_int_equal(sg_core_sample(f->core, 1, NULL, NULL, NULL), SG_EBUSY);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_true(f->closed);
+    sg_core_free(f->core);
+    f->core = NULL;
 }
 
 /* A profile snapshot taken at taken_at (virtual time) in which job has

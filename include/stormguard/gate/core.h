@@ -129,10 +129,12 @@ int64_t sg_core_held(const sg_core *c);
 int64_t sg_core_pending(const sg_core *c);
 
 /* Writes an audit row (actor, action, detail; copied) and calls done(ud,
- * status, error) once it committed (status 0) or failed (SG_ESTORE). */
+ * status, error) (done may be NULL) once it committed (status 0) or failed
+ * (SG_ESTORE). Returns SG_EBUSY once the core is stopping (done is not
+ * called), else 0. */
 typedef void (*sg_core_done_fn)(void *ud, int status, const char *error);
-void sg_core_audit(sg_core *c, const char *actor, const char *action, const char *detail,
-                   sg_core_done_fn done, void *ud);
+int sg_core_audit(sg_core *c, const char *actor, const char *action, const char *detail,
+                  sg_core_done_fn done, void *ud);
 
 /* Called on the loop thread each time a newer baseline snapshot was loaded
  * (sg_core_reload, the tick), with its id, and whether it was taken after
@@ -145,11 +147,13 @@ void sg_core_on_baseline(sg_core *c, sg_core_baseline_fn fn, void *ud);
 /* Up to SG_CORE_SAMPLE_KEYS keys of snapshot_id that match glob (NULL: any),
  * spread over it, read off the loop: what the watcher checks for (a wipe
  * of the poller's keys alone leaves the canary). fn runs once on success,
- * with the keys valid during the call; a failure is logged. */
+ * with the keys valid during the call; a failure is logged. Reads (this,
+ * sg_core_events, sg_core_held_summary) are served while the core stops;
+ * once sg_core_close began they return SG_EBUSY and fn is not called. */
 #define SG_CORE_SAMPLE_KEYS 32
 typedef void (*sg_core_sample_fn)(void *ud, int64_t snapshot_id, const char *const *keys, size_t n);
-void sg_core_sample(sg_core *c, int64_t snapshot_id, const char *glob, sg_core_sample_fn fn,
-                    void *ud);
+int sg_core_sample(sg_core *c, int64_t snapshot_id, const char *glob, sg_core_sample_fn fn,
+                   void *ud);
 
 /* ---- reports ---- */
 
@@ -186,8 +190,8 @@ void sg_core_stats_get(const sg_core *c, sg_core_stats *out);
  * with status != 0 and error set. */
 typedef void (*sg_core_events_fn)(void *ud, int status, const char *error, const sg_event_row *rows,
                                   size_t n);
-void sg_core_events(sg_core *c, const sg_event_state *state, const char *kind, const char *job,
-                    int limit, sg_core_events_fn fn, void *ud);
+int sg_core_events(sg_core *c, const sg_event_state *state, const char *kind, const char *job,
+                   int limit, sg_core_events_fn fn, void *ud);
 
 /* The held summary (store.h: sg_store_held_summary), read off the loop. */
 typedef struct sg_held_job {
@@ -196,16 +200,15 @@ typedef struct sg_held_job {
 } sg_held_job;
 typedef void (*sg_core_held_fn)(void *ud, int status, const char *error, int64_t held,
                                 int64_t jobs_total, const sg_held_job *jobs, size_t n);
-void sg_core_held_summary(sg_core *c, int64_t limit, sg_core_held_fn fn, void *ud);
+int sg_core_held_summary(sg_core *c, int64_t limit, sg_core_held_fn fn, void *ud);
 
 /* ---- stopping ---- */
 
-/* Stops taking requests and operations (SG_EBUSY from now on) and starts no
- * delivery; results of deliveries already pushed are still taken. Then,
- * once the front end has no request waiting (the listeners are closed) and
- * the deliverer has reported everything in flight, sg_core_close commits
- * what is queued, stops the journal, and calls done(ud); after that only
- * sg_core_free may be called. */
+/* Stops taking requests and operations (sg_core_submit, sg_core_audit:
+ * SG_EBUSY from now on) and starts no delivery; results of deliveries already pushed are still
+ * taken. Then, once the front end has no request waiting (the listeners are closed) and the
+ * deliverer has reported everything in flight, sg_core_close commits what is queued, stops the
+ * journal, and calls done(ud); after that only sg_core_free may be called. */
 void sg_core_stop(sg_core *c);
 bool sg_core_stopping(const sg_core *c);
 void sg_core_close(sg_core *c, void (*done)(void *ud), void *ud);
