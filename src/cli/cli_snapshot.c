@@ -123,8 +123,8 @@ int sg_cmd_snapshot(int argc, char **argv)
         sg_progress_done(&progress);
         int64_t pruned = 0;
         if (rc == 0)
-            rc = sg_store_snapshot_prune(store, (int)cli.cfg.keep, cli.cfg.max_age_s, &pruned,
-                                         &cli.err);
+            rc = sg_store_snapshot_prune(store, (int)cli.cfg.keep, cli.cfg.max_age_s, sg_now_ms(),
+                                         &pruned, &cli.err);
         if (rc == 0)
             print_result(&cli, &res, conn.redacted, pruned);
     }

@@ -11,7 +11,6 @@
 #include "stormguard/base/util.h"
 #include "stormguard/gate/classify.h"
 #include "stormguard/gate/core.h"
-#include "stormguard/gate/forward.h"
 #include "stormguard/redis/watch.h"
 #include "stormguard/store/events.h"
 #include "stormguard/store/held.h"

@@ -1361,14 +1361,6 @@ void sg_core_set_deliverer(sg_core *c, const sg_deliverer *d)
     refill(c);
 }
 
-int64_t sg_core_pending(const sg_core *c)
-{
-    int64_t n = 0;
-    for (int k = 0; k < SG_CORE_KINDS; k++)
-        n += c->counts[k][SG_STATE_PENDING];
-    return n;
-}
-
 void sg_core_stop(sg_core *c)
 {
     c->stopping = true;

@@ -363,8 +363,9 @@ static void fail(transfer *t, const char *doing, const char *why)
     snprintf(t->error, sizeof t->error, "%s the downstream %s: %s", doing, t->f->authority, why);
 }
 
-/* Retry-After: delta-seconds or an HTTP-date (RFC 9110 10.2.3). */
-static long retry_after(h2o_iovec_t v)
+/* Retry-After: delta-seconds or an HTTP-date (RFC 9110 10.2.3), the date
+ * against now_ms (the forwarder's clock). */
+static long retry_after(h2o_iovec_t v, int64_t now_ms)
 {
     char s[64];
     size_t n = v.len < sizeof s - 1 ? v.len : sizeof s - 1;
@@ -378,8 +379,7 @@ static long retry_after(h2o_iovec_t v)
     const char *rest = strptime(s, "%a, %d %b %Y %H:%M:%S GMT", &tm);
     if (!rest || *rest)
         return 0;
-    time_t at = timegm(&tm);
-    time_t now = time(NULL);
+    int64_t at = (int64_t)timegm(&tm), now = now_ms / 1000;
     return at > now ? (long)(at - now) : 0;
 }
 
@@ -410,7 +410,7 @@ static h2o_http1client_body_cb on_head(h2o_http1client_t *c, const char *err, in
     t->status = status;
     for (size_t i = 0; i < n; i++)
         if (headers[i].name == &H2O_TOKEN_RETRY_AFTER->buf)
-            t->retry_after_s = retry_after(headers[i].value);
+            t->retry_after_s = retry_after(headers[i].value, sg_clock_ms(t->f->o.clock));
     if (err) { /* no body */
         ended(t);
         return NULL;

@@ -170,7 +170,8 @@ static void sidecar_opts(const sg_gate *g, sg_sidecar_opts *o)
                            .method = sg_snapshot_method_named(c->snapshot_method),
                            .keep = c->keep,
                            .max_age_s = c->max_age_s,
-                           .suspect_below_pct = (int)c->suspect_below_pct};
+                           .suspect_below_pct = (int)c->suspect_below_pct,
+                           .clock = g->clock};
 }
 
 static void on_sample(void *ud, int64_t snapshot_id, const char *const *keys, size_t n)

@@ -28,7 +28,6 @@ struct sg_http {
     h2o_accept_ctx_t accept;
     sg_http_handler handler;
     void *ud;
-    int port;
     int connections, max_connections;
     size_t max_header;
     uint64_t refused; /* requests answered 4xx before the handler */
@@ -427,11 +426,6 @@ int sg_http_start(uv_loop_t *loop, const sg_http_opts *o, sg_http_handler handle
         uv_close((uv_handle_t *)&h->listener, on_listener_closed);
         return rc;
     }
-    struct sockaddr_storage bound;
-    int len = sizeof bound;
-    uv_tcp_getsockname(&h->listener, (struct sockaddr *)&bound, &len);
-    h->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                : ((struct sockaddr_in *)&bound)->sin_port);
     *out = h;
     return 0;
 fail:
@@ -441,11 +435,6 @@ fail:
         SSL_CTX_free(h->accept.ssl_ctx);
     free(h);
     return rc;
-}
-
-int sg_http_port(const sg_http *h)
-{
-    return h->port;
 }
 
 static void free_http(sg_http *h)

@@ -1,8 +1,6 @@
 /* Prometheus text exposition (metrics.h). */
 #include "stormguard/gate/metrics.h"
 
-#include <math.h>
-
 const double sg_hist_bounds[SG_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                                                 0.025,  0.05,    0.1,    0.25,  0.5,    1,     10};
 
@@ -14,19 +12,6 @@ void sg_histogram_observe(sg_histogram *h, double s)
     h->counts[i]++;
     h->count++;
     h->sum += s;
-}
-
-double sg_histogram_quantile(const sg_histogram *h, double q)
-{
-    if (!h->count)
-        return 0;
-    uint64_t want = (uint64_t)ceil(q * (double)h->count), seen = 0;
-    for (int i = 0; i <= SG_HIST_BUCKETS; i++) {
-        seen += h->counts[i];
-        if (seen >= want)
-            return i < SG_HIST_BUCKETS ? sg_hist_bounds[i] : INFINITY;
-    }
-    return INFINITY;
 }
 
 void sg_metric_family(sg_buf *b, const char *name, const char *type, const char *help)

@@ -1174,10 +1174,11 @@ static int take_snapshot(sim *s, sg_error *err)
         copy_state(s, &s->good);
         s->good.id = id;
     }
-    /* as the daemon's periodic snapshot: the newest [snapshot] keep stay
-     * (max_age is left out: these snapshots' ages are virtual) */
+    /* as the daemon's periodic snapshot with the defaults: the newest
+     * [snapshot] keep stay */
     int64_t pruned;
-    if ((rc = sg_store_snapshot_prune(s->snap_store, (int)s->cfg.keep, 0, &pruned, err)))
+    if ((rc = sg_store_snapshot_prune(s->snap_store, (int)s->cfg.keep, 0, SIM_T0 + s->now, &pruned,
+                                      err)))
         return rc;
     sg_core_reload(s->core);
     settle(s);

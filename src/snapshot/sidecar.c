@@ -44,6 +44,7 @@ typedef struct job {
     int64_t scan_count, keep, max_age_s;
     sg_snapshot_method method;
     int suspect_below_pct;
+    const sg_clock *clock;
     char *reason;        /* snapshot */
     int64_t snapshot_id; /* rewarm: requested, 0 for the last good one */
     sg_sidecar_done done;
@@ -96,7 +97,8 @@ static void snapshot_work(uv_work_t *req)
                           .prefix = j->prefix,
                           .reason = j->reason,
                           .scan_count = j->scan_count,
-                          .suspect_below_pct = j->suspect_below_pct};
+                          .suspect_below_pct = j->suspect_below_pct,
+                          .clock = j->clock};
     sg_snapshot_result snap;
     r->rc = sg_snapshot_take(&conn, store, &o, &snap, &r->err);
     if (r->rc == 0) {
@@ -105,7 +107,8 @@ static void snapshot_work(uv_work_t *req)
         r->profile_keys = snap.profile_keys;
         r->suspect = snap.suspect;
         memcpy(r->suspect_reason, snap.suspect_reason, sizeof r->suspect_reason);
-        r->rc = sg_store_snapshot_prune(store, (int)j->keep, j->max_age_s, &r->pruned, &r->err);
+        r->rc = sg_store_snapshot_prune(store, (int)j->keep, j->max_age_s, sg_clock_ms(j->clock),
+                                        &r->pruned, &r->err);
         if (r->rc)
             sg_error_prefix(&r->err, "snapshot %lld was taken, but pruning failed",
                             (long long)snap.id);
@@ -137,7 +140,7 @@ static int rewarm(job *j, sg_store *store, sg_rconn *conn)
     sg_strlist match = {0};
     sg_strlist_push(&match, pattern);
     free(pattern);
-    sg_restore_opts o = {.match = &match};
+    sg_restore_opts o = {.match = &match, .clock = j->clock};
     sg_restore_result rr = {0};
     if (rc == 0)
         rc = sg_restore_run(conn, store, r->snapshot_id, &o, &rr, &r->err);
@@ -153,7 +156,7 @@ static int rewarm(job *j, sg_store *store, sg_rconn *conn)
                          "redis=%s",
                          (long long)r->snapshot_id, (long long)rr.restored,
                          (long long)rr.skipped_existing, (long long)rr.failed, conn->redacted);
-        rc = sg_store_audit(store, sg_now_ms(), "daemon", "rewarm", detail, &r->err);
+        rc = sg_store_audit(store, sg_clock_ms(j->clock), "daemon", "rewarm", detail, &r->err);
         free(detail);
     }
     if (rc == 0 && rr.failed)
@@ -220,6 +223,7 @@ static int submit(struct uv_loop_s *loop, job_kind kind, const sg_sidecar_opts *
     j->method = o->method;
     j->keep = o->keep;
     j->max_age_s = o->max_age_s;
+    j->clock = o->clock ? o->clock : &sg_clock_real;
     j->suspect_below_pct = o->suspect_below_pct;
     j->reason = reason ? sg_xstrdup(reason) : NULL;
     j->snapshot_id = snapshot_id;

@@ -642,8 +642,8 @@ static int delete_snapshot(sg_store *s, int64_t id, sg_error *err)
 
 #define PARTIAL_GRACE_MS (10 * 60 * 1000LL)
 
-int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *pruned,
-                            sg_error *err)
+int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t now_ms,
+                            int64_t *pruned, sg_error *err)
 {
     /* Never the latest complete snapshot (what `restore latest` takes) nor the
      * latest complete one with a profile (the index baseline, sg_store_baseline):
@@ -660,7 +660,7 @@ int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *p
         return sg_store_db_error(s, err, "pruning snapshots in");
     sqlite3_bind_int(st, 1, keep);
     sqlite3_bind_int64(st, 2, max_age_s);
-    sqlite3_bind_int64(st, 3, sg_now_ms() - max_age_s * 1000);
+    sqlite3_bind_int64(st, 3, now_ms - max_age_s * 1000);
     /* a partial snapshot whose writer wrote a slice (its heartbeat: taken_at
      * + seconds) within this may still be being written, by another
      * process: the daemon's periodic one, a flush's */

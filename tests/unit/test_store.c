@@ -920,12 +920,13 @@ static void prune_keeps_latest_complete(void **state)
     (void)c;
 
     int64_t pruned = -1;
-    assert_int_equal(sg_store_snapshot_prune(s, 0, 0, &pruned, &err), 0); /* no limits */
+    assert_int_equal(sg_store_snapshot_prune(s, 0, 0, sg_now_ms(), &pruned, &err),
+                     0); /* no limits */
     assert_int_equal(pruned, 0);
     assert_int_equal(snapshot_count(s), 3);
 
     /* everything is too old and only one may stay: the latest complete */
-    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, sg_now_ms(), &pruned, &err), 0);
     assert_int_equal(pruned, 2);
     sg_snapshot_info *list = NULL;
     size_t n = 0;
@@ -935,7 +936,7 @@ static void prune_keeps_latest_complete(void **state)
     sg_snapshot_list_free(list, n);
 
     /* again: still kept */
-    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, sg_now_ms(), &pruned, &err), 0);
     assert_int_equal(pruned, 0);
 
     /* a partial snapshot with a heartbeat (taken_at + seconds) in the last
@@ -950,7 +951,7 @@ static void prune_keeps_latest_complete(void **state)
              (long long)long_running);
     raw_exec(f->db, beat);
     s = open_ok(f->db, NULL);
-    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, sg_now_ms(), &pruned, &err), 0);
     assert_int_equal(pruned, 0);
     assert_int_equal(snapshot_count(s), 3);
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot WHERE state = 'partial'"), 2);
@@ -960,7 +961,7 @@ static void prune_keeps_latest_complete(void **state)
              (long long)long_running);
     raw_exec(f->db, beat);
     s = open_ok(f->db, NULL);
-    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, sg_now_ms(), &pruned, &err), 0);
     assert_int_equal(pruned, 1);
     (void)young;
     sg_store_free(s);
@@ -988,7 +989,7 @@ static void prune_by_count(void **state)
 
     int64_t pruned = -1;
     /* keep the newest two (c, d) and the latest complete (b) */
-    assert_int_equal(sg_store_snapshot_prune(s, 2, 0, &pruned, &err), 0);
+    assert_int_equal(sg_store_snapshot_prune(s, 2, 0, sg_now_ms(), &pruned, &err), 0);
     assert_int_equal(pruned, 1);
     sg_snapshot_info *list = NULL;
     size_t n = 0;
@@ -1000,8 +1001,19 @@ static void prune_by_count(void **state)
     sg_snapshot_list_free(list, n);
 
     /* recent snapshots survive an age limit */
-    assert_int_equal(sg_store_snapshot_prune(s, 0, 3600, &pruned, &err), 0);
+    assert_int_equal(sg_store_snapshot_prune(s, 0, 3600, sg_now_ms(), &pruned, &err), 0);
     assert_int_equal(pruned, 0);
+    /* the age is measured from the caller's time: two hours on, the
+     * suspect one goes (the partial one is a live writer's, by its
+     * heartbeat; the latest complete stays) */
+    assert_int_equal(
+        sg_store_snapshot_prune(s, 0, 3600, sg_now_ms() + 2 * 3600 * 1000, &pruned, &err), 0);
+    assert_int_equal(pruned, 1);
+    assert_int_equal(sg_store_snapshot_list(s, &list, &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(list[0].id, d);
+    assert_int_equal(list[1].id, b);
+    sg_snapshot_list_free(list, n);
     sg_store_free(s);
 }
 
@@ -1028,7 +1040,7 @@ static void prune_then_snapshot_again(void **state)
     assert_int_equal(sg_store_snapshot_commit(s, &t, &err), 0);
 
     int64_t pruned = -1;
-    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, sg_now_ms(), &pruned, &err), 0);
     assert_int_equal(pruned, 1);
 
     int64_t fresh = quick_snapshot(s, now, NULL);
@@ -1265,7 +1277,7 @@ static void prune_never_keeps_suspect_as_good(void **state)
     /* keep one: the newest (a suspect one) stays by count, the good one as
      * the last good and baseline; the other suspects go */
     int64_t pruned = -1;
-    assert_int_equal(sg_store_snapshot_prune(s, 1, 0, &pruned, &err), 0);
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 0, sg_now_ms(), &pruned, &err), 0);
     assert_int_equal(pruned, 2);
     sg_snapshot_info *list = NULL;
     size_t n = 0;
@@ -1279,14 +1291,14 @@ static void prune_never_keeps_suspect_as_good(void **state)
     sg_store_free(s);
     raw_exec(f->db, "UPDATE snapshot SET taken_at = 0");
     s = open_ok(f->db, NULL);
-    assert_int_equal(sg_store_snapshot_prune(s, 0, 1, &pruned, &err), 0);
+    assert_int_equal(sg_store_snapshot_prune(s, 0, 1, sg_now_ms(), &pruned, &err), 0);
     assert_int_equal(pruned, 1);
     assert_int_equal(snapshot_count(s), 1);
     assert_int_equal(baseline(s), good);
 
     /* a newer complete snapshot without profile does not cost the baseline */
     int64_t plain = plain_snapshot(s);
-    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, &pruned, &err), 0);
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 1, sg_now_ms(), &pruned, &err), 0);
     assert_int_equal(pruned, 0);
     assert_int_equal(snapshot_count(s), 2);
     assert_int_equal(baseline(s), good);
@@ -1766,7 +1778,7 @@ static void prune_beside_a_busy_journal(void **state)
     usleep(100 * 1000);
     int64_t pruned = -1;
     double t0 = sg_mono_s();
-    int rc = sg_store_snapshot_prune(s, 1, 0, &pruned, &err);
+    int rc = sg_store_snapshot_prune(s, 1, 0, sg_now_ms(), &pruned, &err);
     double took = sg_mono_s() - t0;
     __atomic_store_n(&w.stop, 1, __ATOMIC_SEQ_CST);
     pthread_join(th, NULL);

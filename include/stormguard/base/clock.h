@@ -7,12 +7,15 @@
  * the same code runs in virtual time. The store stamps no row with a time of
  * its own choosing: the caller passes it.
  *
- * sg_now_ms and sg_mono_s are the real clock itself. Read directly by what
- * measures physical time only: a one-shot command timing its own work, the
- * log's timestamps and rate limit, the journal writer's commit pacing and WAL
- * checkpoints (how long its thread waited on the disk), and a snapshot's
- * heartbeat in the store (another process tells by it whether the writer is
- * alive). */
+ * sg_now_ms and sg_mono_s are the real clock itself. Read directly (or the
+ * system's clocks) only by what measures physical time: a one-shot command
+ * timing its own work and stamping its audit row, the log's timestamps and
+ * rate limit, the journal writer's commit pacing and WAL checkpoints (how
+ * long its thread waited on the disk), a snapshot's heartbeat in the store
+ * (another process tells by it whether the writer is alive), the loop's
+ * timers (uv_now: a transfer's deadline, DNS re-resolution, the watcher's
+ * check period, its wait for replies and its reconnect backoff: network
+ * time), and the hash seed (hashset.c). */
 #ifndef STORMGUARD_CLOCK_H
 #define STORMGUARD_CLOCK_H
 

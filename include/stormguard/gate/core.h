@@ -124,9 +124,8 @@ void sg_core_reload(sg_core *c);
 /* The guard and the held queue, for the front end's wipes and operators. */
 sg_guard *sg_core_guard(sg_core *c);
 sg_hold *sg_core_hold(sg_core *c);
-/* Events held, and events pending delivery, now. */
+/* Events held now. */
 int64_t sg_core_held(const sg_core *c);
-int64_t sg_core_pending(const sg_core *c);
 
 /* Writes an audit row (actor, action, detail; copied) and calls done(ud,
  * status, error) (done may be NULL) once it committed (status 0) or failed

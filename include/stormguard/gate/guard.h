@@ -41,8 +41,8 @@ typedef struct sg_guard_opts {
 } sg_guard_opts;
 
 /* Hears every mode that starts or ends (after the guard logged it); the
- * change is valid during the call only. It must not call back into the
- * guard. */
+ * change is valid during the call only. It may read the guard
+ * (sg_guard_mode, sg_guard_report_get) but not change it. */
 typedef void (*sg_guard_mode_fn)(void *ud, const sg_mode_change *change);
 
 /* A new guard in normal mode. The options are checked (a storm threshold out

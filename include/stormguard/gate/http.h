@@ -48,16 +48,15 @@ typedef void (*sg_http_handler)(void *ud, sg_http_req *req);
 int sg_http_start(struct uv_loop_s *loop, const sg_http_opts *opts, sg_http_handler handler,
                   void *ud, sg_http **out, sg_error *err);
 
-/* The port actually bound (useful with port 0). */
-int sg_http_port(const sg_http *h);
-
 /* Requests refused before any handler saw them (malformed, or a header
  * section over max_header); 0 for NULL. */
 uint64_t sg_http_refused(const sg_http *h);
 
-/* Stops accepting and closes idle connections; calls done(ud) once every
- * connection is closed and h is freed. Requests still waiting for a reply
- * keep their connection until answered. */
+/* Stops accepting; calls done(ud) once every connection is closed, after h
+ * is freed (h must not be used after this call). A connection already open
+ * stays until it is idle past read_timeout or its client closes it, and
+ * its requests are still handed to the handler meanwhile: a handler must
+ * answer them while its owner stops. */
 void sg_http_stop(sg_http *h, void (*done)(void *ud), void *ud);
 
 typedef struct sg_str {

@@ -19,8 +19,6 @@ typedef struct sg_histogram {
 } sg_histogram;
 
 void sg_histogram_observe(sg_histogram *h, double seconds);
-/* The q-quantile (0..1) estimated from the buckets (upper bound of the bucket). */
-double sg_histogram_quantile(const sg_histogram *h, double q);
 
 /* "# HELP" and "# TYPE" lines of a metric family. */
 void sg_metric_family(sg_buf *b, const char *name, const char *type, const char *help);

@@ -12,6 +12,7 @@
 
 #include "stormguard/base/error.h"
 #include "stormguard/snapshot/profile.h"
+#include "stormguard/base/clock.h"
 #include "stormguard/snapshot/snapshot.h"
 
 struct uv_loop_s;
@@ -30,6 +31,9 @@ typedef struct sg_sidecar_opts {
     int64_t keep, max_age_s; /* retention applied after a snapshot, as the CLI does
                                 (0, 0: keep everything) */
     int suspect_below_pct;   /* sg_snapshot_opts.suspect_below_pct; 0: off */
+    /* the snapshot's time, the rewarm's audit row, retention by age; read on
+     * the thread pool (the real clock is safe there); NULL: the real one */
+    const sg_clock *clock;
 } sg_sidecar_opts;
 
 typedef struct sg_sidecar_result {

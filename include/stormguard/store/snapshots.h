@@ -106,12 +106,13 @@ int sg_store_last_good(sg_store *s, const char *redis, int db, const char *profi
  * baseline; a suspect snapshot never is); 0 if none. */
 int sg_store_baseline(sg_store *s, int64_t *snapshot_id, sg_error *err);
 
-/* Deletes snapshots beyond the newest `keep` (0: no count limit) or older
- * than max_age_s (0: no age limit), never the latest complete one nor the
+/* Deletes snapshots beyond the newest `keep` (0: no count limit) or taken
+ * more than max_age_s before now_ms (epoch ms, the caller's clock; 0: no age
+ * limit), never the latest complete one nor the
  * baseline (sg_store_baseline): partial and suspect snapshots do not count as
  * good ones and go by the limits like any other. */
-int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t *pruned,
-                            sg_error *err);
+int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t now_ms,
+                            int64_t *pruned, sg_error *err);
 
 /* Iterates a snapshot's keys in the order they were taken. The row's
  * pointers stay valid until the next call to next or close. */
