@@ -128,6 +128,25 @@ static json_t *time_or_null(int64_t ms)
     return json_string(when);
 }
 
+static json_t *string_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+/* The watcher's report as /v1/status shows it (README: "redis"). */
+static json_t *watch_json(const sg_watch_report *w)
+{
+    json_t *st = json_pack(
+        "{s:s,s:s,s:s,s:o,s:o,s:o,s:b,s:b,s:o,s:o,s:I,s:o,s:I}", "link",
+        sg_watch_link_name(w->link), "address", w->address, "canary", w->canary, "run_id",
+        string_or_null(w->run_id), "role", string_or_null(w->role), "redis_version",
+        string_or_null(w->redis_version), "tracking", w->tracking, "armed", w->armed, "last_check",
+        time_or_null(w->last_check_ms), "dbsize",
+        w->last_check_ms ? json_integer(w->dbsize) : json_null(), "sample", (json_int_t)w->sample,
+        "last_error", string_or_null(w->last_error), "wipes", (json_int_t)w->wipes);
+    return st;
+}
+
 /* Guard, storms and the guard's counters, merged into the status. */
 static void guard_status(json_t *doc, const sg_guard_report *gr, int64_t held)
 {
@@ -194,7 +213,7 @@ static json_t *status_doc(sg_admin *a)
                             json_boolean(st.free_bytes < SG_JOURNAL_HEADROOM_BYTES));
     }
     json_object_set_new(doc, "redis",
-                        gi.watch ? sg_watch_status(gi.watch) : json_string("not watched"));
+                        gi.watched ? watch_json(&gi.watch) : json_string("not watched"));
     guard_status(doc, &gr, sg_core_held(core));
     return doc;
 }
@@ -242,14 +261,11 @@ static void degraded(sg_admin *a, json_t *reasons)
      * unready, but wipes go unnoticed until it is back */
     sg_gate_info gi;
     sg_gate_info_get(a->gate, &gi);
-    if (!gi.watch || gi.redis_up)
+    if (!gi.watched || gi.redis_up)
         return;
-    json_t *w = sg_watch_status(gi.watch);
-    const char *addr = json_string_value(json_object_get(w, "address"));
-    const char *why = json_string_value(json_object_get(w, "last_error"));
-    json_array_append_new(reasons, json_sprintf("Redis %s unreachable (%s): wipes go unnoticed",
-                                                addr ? addr : "?", why ? why : "no answer yet"));
-    json_decref(w);
+    json_array_append_new(
+        reasons, json_sprintf("Redis %s unreachable (%s): wipes go unnoticed", gi.watch.address,
+                              gi.watch.last_error ? gi.watch.last_error : "no answer yet"));
 }
 
 /* ---- /metrics ---- */
@@ -313,7 +329,7 @@ static void metrics(sg_admin *a, sg_buf *b)
     sg_metric_family(b, "stormguard_rewarms_total", "counter", "Rewarms after a wipe");
     sg_metric_sample(b, "stormguard_rewarms_total", "", (double)gr.rewarms);
     sg_metric_family(b, "stormguard_redis_up", "gauge", "1 while the watched Redis answers");
-    sg_metric_sample(b, "stormguard_redis_up", "", gi.watch && gi.redis_up);
+    sg_metric_sample(b, "stormguard_redis_up", "", gi.watched && gi.redis_up);
     sg_metric_family(b, "stormguard_forward_inflight", "gauge", "Deliveries in flight");
     sg_metric_sample(b, "stormguard_forward_inflight", "", (double)gi.inflight);
     sg_metric_family(b, "stormguard_journal_depth", "gauge", "Journal writes not yet committed");

@@ -65,8 +65,10 @@ void sg_gate_info_get(const sg_gate *g, sg_gate_info *out)
                           .inflight = sg_forward_inflight(g->fwd),
                           .backlog = sg_forward_backlog(g->fwd),
                           .refused = g->http ? sg_http_refused(g->http) : g->refused,
-                          .watch = g->watch,
+                          .watched = g->watch != NULL,
                           .redis_up = g->redis_up};
+    if (g->watch)
+        sg_watch_report_get(g->watch, &out->watch);
 }
 
 /* ---- the poller's requests ---- */

@@ -40,7 +40,6 @@
 
 #include <assert.h>
 #include <hiredis/hiredis.h>
-#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -667,36 +666,35 @@ void sg_watch_set_sample(sg_watch *w, const char *const *keys, size_t n)
     w->sample_gen++;
 }
 
-static json_t *string_or_null(const char *s)
+const char *sg_watch_link_name(sg_watch_link link)
 {
-    return s && *s ? json_string(s) : json_null();
+    static const char *const names[] = {"connecting", "up", "down"};
+    return (unsigned)link < 3 ? names[link] : "?";
 }
 
-json_t *sg_watch_status(const sg_watch *w)
+static const char *set_or_null(const char *s)
 {
-    static const char *const links[] = {"connecting", "up", "down"};
-    json_t *st = json_object();
-    json_object_set_new(st, "link", json_string(links[w->link]));
-    json_object_set_new(st, "address", json_string(w->address));
-    json_object_set_new(st, "canary", json_string(w->canary));
-    json_object_set_new(st, "run_id", string_or_null(w->known.run_id));
-    json_object_set_new(st, "role", string_or_null(w->known.role));
-    json_object_set_new(st, "redis_version", string_or_null(w->known.version));
-    json_object_set_new(st, "tracking", json_boolean(w->link == LINK_UP && w->tracking));
-    json_object_set_new(st, "armed", json_boolean(w->link == LINK_UP && w->canary_known));
-    if (w->last_check) {
-        char when[40];
-        sg_format_time(w->last_check, when, sizeof when);
-        json_object_set_new(st, "last_check", json_string(when));
-        json_object_set_new(st, "dbsize", json_integer(w->dbsize));
-    } else {
-        json_object_set_new(st, "last_check", json_null());
-        json_object_set_new(st, "dbsize", json_null());
-    }
-    json_object_set_new(st, "sample", json_integer((json_int_t)w->sample.len));
-    json_object_set_new(st, "last_error", string_or_null(w->last_error));
-    json_object_set_new(st, "wipes", json_integer(w->wipes));
-    return st;
+    return s && *s ? s : NULL;
+}
+
+void sg_watch_report_get(const sg_watch *w, sg_watch_report *out)
+{
+    static const sg_watch_link links[] = {[LINK_CONNECTING] = SG_WATCH_CONNECTING,
+                                          [LINK_UP] = SG_WATCH_UP,
+                                          [LINK_DOWN] = SG_WATCH_DOWN};
+    *out = (sg_watch_report){.link = links[w->link],
+                             .address = w->address,
+                             .canary = w->canary,
+                             .run_id = set_or_null(w->known.run_id),
+                             .role = set_or_null(w->known.role),
+                             .redis_version = set_or_null(w->known.version),
+                             .tracking = w->link == LINK_UP && w->tracking,
+                             .armed = w->link == LINK_UP && w->canary_known,
+                             .last_check_ms = w->last_check,
+                             .dbsize = w->dbsize,
+                             .sample = w->sample.len,
+                             .last_error = set_or_null(w->last_error),
+                             .wipes = w->wipes};
 }
 
 static void maybe_stopped(sg_watch *w)

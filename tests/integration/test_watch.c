@@ -10,7 +10,6 @@
 
 #include <arpa/inet.h>
 #include <hiredis/hiredis.h>
-#include <jansson.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -201,10 +200,9 @@ static bool canary_exists(void)
 
 static bool armed(fx *f)
 {
-    json_t *st = sg_watch_status(f->w);
-    bool yes = json_is_true(json_object_get(st, "armed"));
-    json_decref(st);
-    return yes;
+    sg_watch_report r;
+    sg_watch_report_get(f->w, &r);
+    return r.armed;
 }
 
 /* Waits for the link to come up and the watcher to confirm its canary. */
@@ -232,17 +230,11 @@ static void finish(fx *f)
     assert_int_equal(uv_loop_close(&f->loop), 0);
 }
 
-static json_t *status(fx *f)
+static sg_watch_report status(fx *f)
 {
-    json_t *st = sg_watch_status(f->w);
-    assert_non_null(st);
-    return st;
-}
-
-static const char *jstr(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    return json_is_string(v) ? json_string_value(v) : NULL;
+    sg_watch_report r;
+    sg_watch_report_get(f->w, &r);
+    return r;
 }
 
 static int setup(void **state)
@@ -298,17 +290,16 @@ static void first_connect_creates_canary(void **state)
     assert_int_equal(f->nwipes, 0);
     assert_int_equal(f->downs, 0);
 
-    json_t *st = status(f);
+    sg_watch_report st = status(f);
     char *run_id = server_run_id();
-    assert_string_equal(jstr(st, "link"), "up");
-    assert_string_equal(jstr(st, "run_id"), run_id);
-    assert_string_equal(jstr(st, "role"), "master");
-    assert_true(json_is_true(json_object_get(st, "tracking")));
-    assert_non_null(jstr(st, "last_check"));
-    assert_null(jstr(st, "last_error"));
-    assert_int_equal(json_integer_value(json_object_get(st, "wipes")), 0);
+    assert_string_equal(sg_watch_link_name(st.link), "up");
+    assert_string_equal(st.run_id, run_id);
+    assert_string_equal(st.role, "master");
+    assert_true(st.tracking);
+    assert_true(st.last_check_ms > 0);
+    assert_null(st.last_error);
+    assert_int_equal(st.wipes, 0);
     free(run_id);
-    json_decref(st);
     finish(f);
 }
 
@@ -385,9 +376,8 @@ static void flushdb_detected_once(void **state)
     assert_int_equal(f->wipes[0].cause, SG_WIPE_FLUSH);
     run_for(f, 500);
     assert_int_equal(f->nwipes, 1);
-    json_t *st = status(f);
-    assert_int_equal(json_integer_value(json_object_get(st, "wipes")), 1);
-    json_decref(st);
+    sg_watch_report st = status(f);
+    assert_int_equal(st.wipes, 1);
     finish(f);
 }
 
@@ -408,11 +398,10 @@ static void failover_detected(void **state)
     assert_non_null(strstr(f->wipes[0].detail, "failover ("));
     run_for(f, 400); /* a replica refuses the canary: no second report */
     assert_int_equal(f->nwipes, 1);
-    json_t *st = status(f);
-    assert_string_equal(jstr(st, "role"), "slave");
-    assert_false(json_is_true(json_object_get(st, "armed")));
-    assert_non_null(strstr(jstr(st, "last_error"), "READONLY"));
-    json_decref(st);
+    sg_watch_report st = status(f);
+    assert_string_equal(st.role, "slave");
+    assert_false(st.armed);
+    assert_non_null(strstr(st.last_error, "READONLY"));
     finish(f);
 }
 
@@ -477,9 +466,8 @@ static void restart_detected(void **state)
     assert_int_equal(f->ups, 2);
     char *new_id = server_run_id();
     assert_string_not_equal(old_id, new_id);
-    json_t *st = status(f);
-    assert_string_equal(jstr(st, "run_id"), new_id);
-    json_decref(st);
+    sg_watch_report st = status(f);
+    assert_string_equal(st.run_id, new_id);
     run_for(f, 300);
     assert_int_equal(f->nwipes, 1);
     free(old_id);
@@ -512,9 +500,8 @@ static void sampled_keys_vanishing_detected(void **state)
     assert_non_null(strstr(f->wipes[0].detail, "5 of 10 sampled keys (k*) gone"));
     run_for(f, 400);
     assert_int_equal(f->nwipes, 1); /* the sample went with the wipe */
-    json_t *st = status(f);
-    assert_int_equal(json_integer_value(json_object_get(st, "sample")), 0);
-    json_decref(st);
+    sg_watch_report st = status(f);
+    assert_int_equal(st.sample, 0);
     finish(f);
 }
 
@@ -529,10 +516,9 @@ static void quiet_redis_reports_nothing(void **state)
     run_for(f, 1500);
     assert_int_equal(f->nwipes, 0);
     assert_int_equal(f->downs, 0);
-    json_t *st = status(f);
-    assert_string_equal(jstr(st, "link"), "up");
-    assert_int_equal(json_integer_value(json_object_get(st, "dbsize")), 2);
-    json_decref(st);
+    sg_watch_report st = status(f);
+    assert_string_equal(sg_watch_link_name(st.link), "up");
+    assert_int_equal(st.dbsize, 2);
     finish(f);
 }
 
@@ -549,11 +535,10 @@ static void redis_down_then_back(void **state)
     printf("  loop ticks (5 ms timer) during 1.5 s of redis down: %d\n", f->ticks - ticks);
     assert_true(f->ticks - ticks > 50);
     assert_int_equal(f->downs, 1); /* reported once, not per attempt */
-    json_t *st = status(f);
-    assert_string_equal(jstr(st, "link"), "down");
-    assert_non_null(jstr(st, "last_error"));
-    printf("  last_error: %s\n", jstr(st, "last_error"));
-    json_decref(st);
+    sg_watch_report st = status(f);
+    assert_string_equal(sg_watch_link_name(st.link), "down");
+    assert_non_null(st.last_error);
+    printf("  last_error: %s\n", st.last_error);
 
     assert_int_equal(redis_fixture_restart(&g_srv), 0);
     wait_up(f, 2);
@@ -574,9 +559,8 @@ static void no_tracking_falls_back_to_timer(void **state)
     start_watch_url(f, url, 200, 2000);
     wait_up(f, 1);
     assert_non_null(strstr(f->link_detail, "no client tracking"));
-    json_t *st = status(f);
-    assert_false(json_is_true(json_object_get(st, "tracking")));
-    json_decref(st);
+    sg_watch_report st = status(f);
+    assert_false(st.tracking);
     uint64_t t0 = uv_hrtime();
     rok("FLUSHALL");
     RUN_UNTIL(f, f->nwipes == 1, 2000);

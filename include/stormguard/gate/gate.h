@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "stormguard/redis/watch.h"
 #include "stormguard/config/config.h"
 #include "stormguard/base/error.h"
 #include "stormguard/gate/core.h"
@@ -48,10 +49,11 @@ sg_core *sg_gate_core(sg_gate *g);
 
 typedef struct sg_gate_info {
     bool stopping;
-    const char *downstream;       /* the notifier's URL */
-    size_t inflight, backlog;     /* the forwarder's */
-    uint64_t refused;             /* requests the listener refused (http.h) */
-    const struct sg_watch *watch; /* NULL: Redis not watched */
+    const char *downstream;   /* the notifier's URL */
+    size_t inflight, backlog; /* the forwarder's */
+    uint64_t refused;         /* requests the listener refused (http.h) */
+    bool watched;             /* false: Redis not watched (or no longer: stopping) */
+    sg_watch_report watch;    /* when watched: its strings valid until the loop turns */
     bool redis_up;
 } sg_gate_info;
 void sg_gate_info_get(const sg_gate *g, sg_gate_info *out);

@@ -18,7 +18,6 @@
 #include "stormguard/redis/wipe.h"
 
 struct uv_loop_s;
-struct json_t;
 
 typedef struct sg_watch sg_watch;
 
@@ -66,12 +65,24 @@ int sg_watch_start(struct uv_loop_s *loop, const sg_watch_opts *o, sg_wipe_fn on
  * new one after the keys are back (rewarm or a new snapshot). */
 void sg_watch_set_sample(sg_watch *w, const char *const *keys, size_t n);
 
-/* A new JSON object for status pages: {"link": "up|down|connecting",
- * "address", "canary", "run_id", "role", "redis_version", "tracking",
- * "armed" (the canary is confirmed: a flush would be seen), "last_check" (ISO
- * time or null), "dbsize", "sample", "last_error", "wipes"}. The caller owns
- * the reference. */
-struct json_t *sg_watch_status(const sg_watch *w);
+/* What the watcher knows, for status pages. The strings are the watcher's:
+ * valid until control returns to the loop (or sg_watch_stop). */
+typedef enum sg_watch_link { SG_WATCH_CONNECTING, SG_WATCH_UP, SG_WATCH_DOWN } sg_watch_link;
+typedef struct sg_watch_report {
+    sg_watch_link link;
+    const char *address, *canary;
+    const char *run_id, *role, *redis_version; /* NULL until the first check */
+    bool tracking;                             /* client tracking on (the link is up) */
+    bool armed;                                /* the canary is confirmed: a flush would be seen */
+    int64_t last_check_ms;                     /* epoch ms of the last good check, 0: none yet */
+    int64_t dbsize;                            /* at the last check */
+    size_t sample;                             /* keys in the sample */
+    const char *last_error;                    /* NULL: none */
+    int64_t wipes;
+} sg_watch_report;
+void sg_watch_report_get(const sg_watch *w, sg_watch_report *out);
+/* "connecting", "up", "down". */
+const char *sg_watch_link_name(sg_watch_link link);
 
 /* Closes both connections and every handle, then calls done(ud) (done may be
  * NULL) from the loop; w is freed before done runs and must not be used after
