@@ -5,7 +5,10 @@ include/stormguard/gate/core.h), or, when a module's files share a private
 header (src/store/store_int.h), every source that includes it; module A
 depends on B when A's .c or .h includes B's header. Layers must depend downwards only (base <- redis <- store <- snapshot <-
 config <- gate <- sim <- cli), so a header of a lower layer including one
-of a higher layer fails the check too.
+of a higher layer fails the check too. Inside the gate, calls run one way
+as well: daemon -> admin -> gate -> core -> {hold -> guard} -> the gate's
+parts (http, event, classify, storm, journal, forward, delivery, metrics),
+which may include one another but none of those above them.
 
 usage: scripts/check-includes.py [--graph]   (--graph prints every edge)
 Exit 0 when the graph is acyclic and layered, 1 otherwise."""
@@ -15,6 +18,9 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 LAYERS = ["base", "redis", "store", "snapshot", "config", "gate", "sim", "cli"]
+# rank inside the gate layer: a module includes only lower ranks (rank 0
+# modules one another too)
+GATE_RANK = {"daemon": 6, "admin": 5, "gate": 4, "core": 3, "hold": 2, "guard": 1}
 INC = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
@@ -72,6 +78,10 @@ for a, targets in sorted(edges.items()):
     for b in sorted(targets):
         if LAYERS.index(b[0]) > LAYERS.index(a[0]):
             problems.append("%s/%s includes %s/%s, a higher layer" % (a + b))
+        elif a[0] == b[0] == "gate":
+            ra, rb = GATE_RANK.get(a[1], 0), GATE_RANK.get(b[1], 0)
+            if rb > ra or (rb == ra and ra > 0):
+                problems.append("%s/%s includes %s/%s, above it in the gate" % (a + b))
 
 # cycles, by depth-first search
 state, stack = {}, []
@@ -100,6 +110,7 @@ if "--graph" in sys.argv:
 if problems:
     print("\n".join("check-includes: " + p for p in problems), file=sys.stderr)
     sys.exit(1)
-print("check-includes: %d modules, %d edges, no circle, layers depend downwards" %
+print("check-includes: %d modules, %d edges, no circle, layers (and the gate's parts) "
+      "depend downwards" %
       (len(set(edges) | {t for ts in edges.values() for t in ts}),
        sum(len(t) for t in edges.values())))
