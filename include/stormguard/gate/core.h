@@ -77,7 +77,10 @@ typedef struct sg_deliverer {
 /* Opens the journal (its writer thread) and the core's reader, loads the
  * counts, the ledger's jobs and the newest baseline snapshot, and resumes
  * the pending events of the last run once sg_core_set_deliverer gave it
- * somewhere to send them. On error *out is not written. */
+ * somewhere to send them. On error *out is not written, and a journal
+ * already started is stopping: the caller runs the loop to its end before
+ * closing it. Once the core is closed (sg_core_close's done), no function
+ * but sg_core_free may be called, sg_core_delivered included. */
 int sg_core_start(struct uv_loop_s *loop, const sg_core_opts *o, sg_core **out, sg_error *err);
 void sg_core_set_deliverer(sg_core *c, const sg_deliverer *d);
 

@@ -49,7 +49,10 @@ typedef void (*sg_guard_mode_fn)(void *ud, const sg_mode_change *change);
  * of range is SG_EUSAGE naming it); on error *out is not written. */
 int sg_guard_new(const sg_guard_opts *o, sg_guard_mode_fn on_mode, void *ud, sg_guard **out,
                  sg_error *err);
-/* Frees g (NULL is fine); an episode still open stays open in the store. */
+/* Frees g (NULL is fine); an episode still open stays open in the store.
+ * While an episode write is in the journal, the memory is freed once it
+ * committed: the journal given in the options must outlive it (stop the
+ * journal after this call, not before). */
 void sg_guard_free(sg_guard *g);
 
 /* The mode for an event of source (NULL: the overall mode, storm if any

@@ -1,7 +1,9 @@
 /* A synchronous Redis connection for the one-shot subcommands (snapshot,
  * restore, flush, inspect): connect, AUTH, SELECT with messages that name the
  * server and the reason, plus the few server facts those commands need. What
- * runs on the loop uses the asynchronous link (async.h) instead. */
+ * runs on the loop uses the asynchronous link (async.h) instead. Blocking:
+ * never on the loop thread; a connection is used by one thread at a time
+ * (the sidecar's jobs run on the thread pool, one connection each). */
 #ifndef STORMGUARD_RCONN_H
 #define STORMGUARD_RCONN_H
 
