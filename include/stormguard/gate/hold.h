@@ -107,8 +107,7 @@ void sg_hold_tick(sg_hold *h, int64_t held);
 /* No chunk starts after this: an operation in chunks ends after its current
  * one, its done reporting SG_EBUSY with the count so far; the drain stops;
  * a release or drop asked for afterwards calls its done at once, inside the
- * call, with
- * SG_EBUSY. */
+ * call, with SG_EBUSY. */
 void sg_hold_stop(sg_hold *h);
 
 #endif
