@@ -70,7 +70,9 @@ int sg_cmd_simulate(int argc, char **argv)
     args a = {0};
     sg_cli_spec spec = {
         .command = "simulate",
-        .usage = "SCENARIO.json [--defence NAME]... [--seed N] [--json] [--out DIR]",
+        .usage =
+            "SCENARIO.json [--defence NAME]... [--seed N] [--json] [--out DIR] [--world FILE]\n"
+            "       [-c FILE] [gate configuration flags]",
         .summary =
             "Replays a storm scenario (simulations/*.json; simulations/README.md) in virtual\n"
             "time, once per defence, and prints what reached the notifier under each: the\n"
@@ -79,7 +81,14 @@ int sg_cmd_simulate(int argc, char **argv)
             "one), what the gate still holds and the peak rate. Igor, Jenkins, Echo and the\n"
             "other defences are models of their source; the stormguard row is the real gate\n"
             "(classification, storm detector, guard, held queue, journal on a real SQLite\n"
-            "file) on a virtual clock. Same scenario and seed, same output.",
+            "file) on a virtual clock. Same scenario and seed, same output.\n"
+            "\n"
+            "The gate runs with the configuration given (-c FILE, STORMGUARD_* environment,\n"
+            "flags) as `run` would: [storm], [guard] duration, [snapshot] keep and\n"
+            "suspect_below, the [gate] event pointers; try a threshold before deploying it.\n"
+            "The scenario's \"stormguard\" section says when the gate is installed, how often\n"
+            "it snapshots and whether it rewarms; the Redis, listen, store and admin settings\n"
+            "play no part.",
         .opts = opts,
         .max_args = 1,
         .on_opt = on_opt,
@@ -117,7 +126,8 @@ int sg_cmd_simulate(int argc, char **argv)
             for (int d = 0; d < SG_DEF_COUNT && rc == 0; d++) {
                 if (a.any_chosen && !a.chosen[d])
                     continue;
-                rc = sg_sim_run(&sc, (sg_sim_defence)d, seed, work, &results[n], &cli.err);
+                rc =
+                    sg_sim_run(&sc, (sg_sim_defence)d, seed, &cli.cfg, work, &results[n], &cli.err);
                 if (rc == 0)
                     n++;
             }

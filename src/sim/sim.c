@@ -390,7 +390,8 @@ typedef struct sim {
     uv_loop_t loop;
     bool loop_init;
     sg_vclock vclock;
-    sg_config cfg; /* the daemon's defaults: the gate's options point into it */
+    const sg_config *cfg; /* the gate's configuration: its options point into it */
+    sg_config defaults;   /* what cfg points at when the caller gave none */
     sg_core *core;
     sg_store *snap_store; /* the simulator's own connection, for the snapshots it takes */
     char db_path[512];
@@ -1156,9 +1157,9 @@ static int take_snapshot(sim *s, sg_error *err)
     rc = sg_store_last_good(s->snap_store, meta.redis, 0, meta.profile_pattern, &good_id,
                             &good_keys, err);
     char reason[160] = "";
-    /* [snapshot] suspect_below's default: far fewer keys than the last good
-     * one is a wipe's aftermath, never a baseline */
-    bool suspect = rc == 0 && good_id && keys * 100 < good_keys * 50;
+    /* [snapshot] suspect_below: far fewer keys than the last good one is a
+     * wipe's aftermath, never a baseline */
+    bool suspect = rc == 0 && good_id && keys * 100 < good_keys * s->cfg->suspect_below_pct;
     if (suspect) {
         snprintf(reason, sizeof reason,
                  "found %lld igor keys, the last good snapshot %lld had %lld", (long long)keys,
@@ -1174,10 +1175,9 @@ static int take_snapshot(sim *s, sg_error *err)
         copy_state(s, &s->good);
         s->good.id = id;
     }
-    /* as the daemon's periodic snapshot with the defaults: the newest
-     * [snapshot] keep stay */
+    /* as the daemon's periodic snapshot: the newest [snapshot] keep stay */
     int64_t pruned;
-    if ((rc = sg_store_snapshot_prune(s->snap_store, (int)s->cfg.keep, 0, SIM_T0 + s->now, &pruned,
+    if ((rc = sg_store_snapshot_prune(s->snap_store, (int)s->cfg->keep, 0, SIM_T0 + s->now, &pruned,
                                       err)))
         return rc;
     sg_core_reload(s->core);
@@ -1232,10 +1232,8 @@ static int start_gate(sim *s, const char *workdir, sg_error *err)
         unlink(p);
     }
     snprintf(s->redacted, sizeof s->redacted, "redis://redis.sim:6379/0");
-    /* the daemon's defaults, as `stormguard run` without a configuration */
-    sg_config_init(&s->cfg);
     sg_core_opts o;
-    int rc = sg_gate_core_opts(&s->cfg, &o, err);
+    int rc = sg_gate_core_opts(s->cfg, &o, err);
     if (rc)
         return rc;
     o.db_path = s->db_path;
@@ -1450,8 +1448,8 @@ static void free_run(sim *s)
     free(s->heap);
     free(s->deliveries);
     copy_free(s, &s->good);
-    if (s->def == SG_DEF_STORMGUARD)
-        sg_config_close(&s->cfg);
+    if (s->cfg == &s->defaults)
+        sg_config_close(&s->defaults);
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -1517,8 +1515,8 @@ static void apply_change(sim *s, size_t i)
     on_change(s, &s->sc->changes[i]);
 }
 
-int sg_sim_run(const sg_scenario *sc, sg_sim_defence d, uint64_t seed, const char *workdir,
-               sg_sim_result *out, sg_error *err)
+int sg_sim_run(const sg_scenario *sc, sg_sim_defence d, uint64_t seed, const sg_config *gate,
+               const char *workdir, sg_sim_result *out, sg_error *err)
 {
     world w;
     world_build(&w, sc, seed);
@@ -1531,6 +1529,12 @@ int sg_sim_run(const sg_scenario *sc, sg_sim_defence d, uint64_t seed, const cha
         uv_loop_init(&s->loop);
         s->loop_init = true;
         sg_vclock_init(&s->vclock, SIM_T0);
+        if (!gate) {
+            /* the daemon's defaults, as `stormguard run` without a configuration */
+            sg_config_init(&s->defaults);
+            gate = &s->defaults;
+        }
+        s->cfg = gate;
         schedule(s, sc->stormguard.starts_at_ms, EV_GATE, 0);
     }
     if (sc->nmasters)
@@ -1587,8 +1591,10 @@ int sg_sim_run(const sg_scenario *sc, sg_sim_defence d, uint64_t seed, const cha
         record_minute(s, recorded++);
     s->now = until;
     stop_gate(s);
-    if (s->loop_init)
+    if (s->loop_init) {
+        uv_run(&s->loop, UV_RUN_DEFAULT); /* a gate that failed to start stops its journal */
         uv_loop_close(&s->loop);
+    }
     finish(s);
     free_run(s);
     free(s);

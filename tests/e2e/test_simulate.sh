@@ -148,6 +148,20 @@ assert_rc 0 "the table: exit 0"
 assert_contains "$OUT" "spinnaker-flushall (seed 1, 180 min)" "the table names the scenario"
 assert_contains "$OUT" "igor-first-builds-off" "the table has the row"
 
+echo "# the configuration flags configure the stormguard row's gate"
+run "$SG_BIN" simulate "$SCENARIO" --defence stormguard --json --out "$TMP/nostorm" \
+    --storm-same-job 0 --storm-first-seen 0 --storm-replay-share 0 --storm-rate-factor 0
+assert_rc 0 "simulate with every storm detector off: exit 0"
+assert_eq "" "$(grep -c ',storm$' "$TMP/nostorm/gate.csv" | grep -v '^0$')" \
+    "every storm detector off: no minute in storm mode"
+grep -q ",storm$" "$TMP/report/gate.csv" || fail "the default run has storm minutes: the check above shows nothing"
+assert_eq 0 "$(json_get "$OUT" "d['defences'][0]['spurious']")" \
+    "the watcher's guard mode alone still stops the replays"
+run "$SG_BIN" simulate "$SCENARIO" --defence stormguard --storm-same-job 1
+assert_rc 2 "a configuration run would refuse: exit 2"
+assert_contains "$ERR" "[storm] storm detector: same_job_builds 1 is out of range" \
+    "the refused key is named"
+
 echo "# usage errors exit 2 and name what is wrong"
 run "$SG_BIN" simulate "$SCENARIO" --defence bogus
 assert_rc 2 "bad --defence: exit 2"

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "stormguard/base/log.h"
+#include "stormguard/config/config.h"
 #include "stormguard/sim/scenario.h"
 #include "stormguard/sim/sim.h"
 
@@ -73,7 +74,7 @@ static void scenario(sg_scenario *sc, const char *fmt, ...)
 static void run(const sg_scenario *sc, sg_sim_defence d, uint64_t seed, sg_sim_result *r)
 {
     sg_error err;
-    if (sg_sim_run(sc, d, seed, workdir, r, &err))
+    if (sg_sim_run(sc, d, seed, NULL, workdir, r, &err))
         fail_msg("sg_sim_run %s: %s", sg_sim_defence_name(d), err.msg);
     assert_int_equal(r->defence, d);
 }
@@ -502,6 +503,44 @@ static void stormguard_stops_a_flushall(void **state)
     sg_scenario_close(&sc);
 }
 
+/* The stormguard row runs the gate with the configuration it is given:
+ * with every storm threshold out of reach the FLUSHALL's replays are no
+ * storm (the watcher's guard mode alone meets them), and a configuration
+ * the daemon would refuse is refused. */
+static void stormguard_runs_the_given_configuration(void **state)
+{
+    (void)state;
+    sg_scenario sc;
+    scenario(&sc, "{'name':'small-flushall','seed':1,'duration':'60m',"
+                  "'masters':[{'name':'jenkins-prod','jobs':40,'history':20,"
+                  "'build_every':'20m','build_duration':'4m','success_rate':0.9}],"
+                  "'faults':[{'at':'30m','kind':'flushall'}],"
+                  "'operator':{'reacts_after':'15m','action':'release-newest'}}");
+    sg_config cfg;
+    sg_config_init(&cfg);
+    cfg.storm_same_job = cfg.storm_first_seen = cfg.storm_replay_pct = cfg.storm_rate_factor = 0;
+    cfg.storm_replay_min = 1000000;
+    sg_sim_result r;
+    sg_error err;
+    if (sg_sim_run(&sc, SG_DEF_STORMGUARD, sc.seed, &cfg, workdir, &r, &err))
+        fail_msg("sg_sim_run: %s", err.msg);
+    check_accounts(&r);
+    assert_null(memchr(r.mode, 's', r.minutes));
+    assert_non_null(memchr(r.mode + 30, 'g', 10));
+    assert_int_equal(r.spurious, 0);
+    sg_sim_result_close(&r);
+
+    sg_config_close(&cfg);
+    sg_config_init(&cfg);
+    free(cfg.on_storm);
+    cfg.on_storm = strdup("sometimes");
+    assert_int_equal(sg_sim_run(&sc, SG_DEF_STORMGUARD, sc.seed, &cfg, workdir, &r, &err),
+                     SG_EUSAGE);
+    assert_non_null(strstr(err.msg, "on_storm"));
+    sg_config_close(&cfg);
+    sg_scenario_close(&sc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -515,6 +554,7 @@ int main(void)
         cmocka_unit_test(genuine_is_what_the_world_owes),
         cmocka_unit_test(no_fault_no_spurious),
         cmocka_unit_test(stormguard_stops_a_flushall),
+        cmocka_unit_test(stormguard_runs_the_given_configuration),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -31,6 +31,7 @@
 #include <stdio.h>
 
 #include "stormguard/base/error.h"
+#include "stormguard/config/config.h"
 #include "stormguard/sim/scenario.h"
 
 typedef enum sg_sim_defence {
@@ -73,11 +74,16 @@ typedef struct sg_sim_result {
 void sg_sim_result_close(sg_sim_result *r);
 
 /* Runs scenario s under defence d with seed (the scenario's when the caller
- * passes it through). workdir: a directory for the gate's store (the
- * stormguard defence); it must exist. Errors are SG_ESTORE and alike: the
- * real gate failed; the scenario itself was checked when it was read. */
-int sg_sim_run(const sg_scenario *s, sg_sim_defence d, uint64_t seed, const char *workdir,
-               sg_sim_result *out, sg_error *err);
+ * passes it through). gate: the stormguard defence's configuration, as the
+ * daemon's ([storm], [guard] duration, [snapshot] keep and suspect_below,
+ * the event pointers; NULL: the daemon's defaults); the scenario's own
+ * stormguard section says when the gate is installed, how often it
+ * snapshots and whether it rewarms. workdir: a directory for the gate's
+ * store (the stormguard defence); it must exist. Errors are SG_ESTORE and
+ * alike, or SG_EUSAGE for a configuration the gate refuses: the scenario
+ * itself was checked when it was read. */
+int sg_sim_run(const sg_scenario *s, sg_sim_defence d, uint64_t seed, const sg_config *gate,
+               const char *workdir, sg_sim_result *out, sg_error *err);
 
 /* Writes the world a run of s with seed draws (every job's builds: start,
  * end and result, in virtual ms from the start, which is epoch ms t0) as
