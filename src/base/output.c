@@ -73,8 +73,16 @@ void sg_table_free(sg_table *t)
     free(t);
 }
 
+static bool json_on_stdout;
+
+bool sg_json_printed(void)
+{
+    return json_on_stdout;
+}
+
 void sg_json_print(json_t *doc, FILE *out)
 {
+    json_on_stdout |= out == stdout;
     json_dumpf(doc, out, JSON_COMPACT | JSON_PRESERVE_ORDER);
     fputc('\n', out);
     fflush(out);

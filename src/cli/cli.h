@@ -44,7 +44,18 @@ typedef struct sg_cli_spec {
     /* Called for each of the subcommand's options; returns 0 or an error. */
     int (*on_opt)(void *ud, int id, const char *arg, sg_error *err);
     void *ud;
+    /* The command's own defaults over the built-in ones, before the file
+     * and the flags (NULL: none). */
+    void (*defaults)(sg_config *cfg);
+    /* The configuration sections the command reads, "redis store" ("*":
+     * all; NULL: none): --help lists their flags. Every configuration flag
+     * is accepted by every command all the same (one file serves all). */
+    const char *sections;
+    const char *examples; /* for --help: lines "stormguard ...  # what", or NULL */
 } sg_cli_spec;
+
+/* run's defaults: the Igor profile (the gate snapshots Igor's keys). */
+void sg_cli_run_defaults(sg_config *cfg);
 
 /* Parses argv for the subcommand: its own options, then -c FILE, --json,
  * --help and every configuration flag. Loads the config (defaults, file,

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "stormguard/base/output.h"
 #include "stormguard/base/util.h"
 
 enum { OPT_HELP = 1000, OPT_JSON, OPT_CONFIG, OPT_LOCAL = 2000, OPT_CONFIG_FLAG = 3000 };
@@ -32,16 +33,19 @@ static void print_help(const sg_cli_spec *spec, FILE *out)
             fprintf(out, "  %-26s %s\n", left, o->help);
         }
     }
-    fputs("\ncommon options:\n"
-          "  -c, --config FILE          INI configuration file (or STORMGUARD_CONFIG)\n"
-          "  --json                     machine-readable output on stdout\n"
-          "  -h, --help                 this help\n"
-          "\nconfiguration flags (each is also an INI key; flags win over the file):\n",
-          out);
-    sg_config_print_flags(out);
-    fputs("\nThe redis password may also come from STORMGUARD_REDIS_PASSWORD or REDISCLI_AUTH.\n"
-          "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error,\n"
-          "3 refused by a safety rule.\n",
+    if (spec->sections) {
+        fputs("\nconfiguration it reads (each flag is also an INI key; flags win over the "
+              "file):\n",
+              out);
+        sg_config_print_flags(out, spec->sections);
+    }
+    if (spec->examples)
+        fprintf(out, "\nexamples:\n%s\n", spec->examples);
+    fputs("\ncommon: -c, --config FILE (INI; or STORMGUARD_CONFIG), --json (machine-readable\n"
+          "output on stdout; errors as {\"error\", \"exit\"}), -h, --help. Every configuration\n"
+          "flag is accepted (`stormguard run --help` lists them all). The redis password may\n"
+          "also come from STORMGUARD_REDIS_PASSWORD or REDISCLI_AUTH. Exit codes: 0 ok,\n"
+          "1 runtime failure, 2 usage or configuration error, 3 refused by a safety rule.\n",
           out);
 }
 
@@ -58,6 +62,8 @@ int sg_cli_parse(sg_cli *cli, const sg_cli_spec *spec, int argc, char **argv)
     memset(cli, 0, sizeof *cli);
     cli->command = spec->command;
     sg_config_init(&cli->cfg);
+    if (spec->defaults)
+        spec->defaults(&cli->cfg);
 
     size_t nlocal = 0;
     for (const sg_cli_opt *o = spec->opts; o && o->name; o++)
@@ -159,7 +165,12 @@ int sg_cli_fail(sg_cli *cli, int rc)
         return 0;   /* --help */
     fflush(stdout); /* what was printed comes before the reason it stopped */
     fprintf(stderr, "stormguard %s: %s\n", cli->command, cli->err.msg);
-    return sg_error_exit_code(rc);
+    int code = sg_error_exit_code(rc);
+    /* --json: a program reading stdout gets the error as a document too,
+     * unless the command's own document (which tells the outcome) went out */
+    if (cli->json && !sg_json_printed())
+        sg_json_print(json_pack("{s:s,s:i}", "error", cli->err.msg, "exit", code), stdout);
+    return code;
 }
 
 static size_t collect(char *p, size_t size, size_t n, void *ud)

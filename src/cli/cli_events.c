@@ -6,11 +6,14 @@
 
 #include "cli.h"
 #include "stormguard/base/output.h"
+#include "stormguard/gate/classify.h"
+#include "stormguard/store/events.h"
 
 enum { OPT_STATE = 1, OPT_KIND, OPT_JOB, OPT_LIMIT };
 
 static const sg_cli_opt opts[] = {
-    {"state", "STATE", OPT_STATE, "pending, forwarded, suppressed, held, dead, ..."},
+    {"state", "STATE", OPT_STATE,
+     "pending, forwarded, suppressed, held, released, dropped, superseded or dead"},
     {"kind", "KIND", OPT_KIND, "new, replay, unknown or passthrough"},
     {"job", "JOB", OPT_JOB, "one job, as the poller names it"},
     {"limit", "N", OPT_LIMIT, "at most N events, newest first (default 50)"},
@@ -23,8 +26,20 @@ typedef struct args {
 
 static int on_opt(void *ud, int id, const char *arg, sg_error *err)
 {
-    (void)err;
     args *a = ud;
+    sg_event_state st;
+    sg_kind k;
+    if (id == OPT_STATE && sg_event_state_parse(arg, &st))
+        return sg_error_set(err, SG_EUSAGE,
+                            "--state %s: not one of pending, forwarded, suppressed, held, "
+                            "released, dropped, superseded, dead",
+                            arg);
+    int64_t n;
+    if (id == OPT_LIMIT && sg_parse_int64(arg, 1, 10000, &n))
+        return sg_error_set(err, SG_EUSAGE, "--limit %s: not a whole number from 1 to 10000", arg);
+    if (id == OPT_KIND && sg_kind_parse(arg, &k))
+        return sg_error_set(err, SG_EUSAGE,
+                            "--kind %s: not one of new, replay, unknown, passthrough", arg);
     static const char *const names[] = {"", "state", "kind", "job", "limit"};
     sg_buf_printf(&a->query, "%c%s=", a->query.len ? '&' : '?', names[id]);
     for (const unsigned char *c = (const unsigned char *)arg; *c; c++) {
@@ -66,10 +81,15 @@ static void print_text(json_t *doc)
                  (long long)json_integer_value(json_object_get(e, "attempts")));
         const char *why =
             json_object_get(e, "last_error") ? str(e, "last_error") : str(e, "reason");
+        char state[64];
+        if (json_object_get(e, "would")) /* observe mode */
+            snprintf(state, sizeof state, "%s (would be %s)", str(e, "state"), str(e, "would"));
+        else
+            snprintf(state, sizeof state, "%s", str(e, "state"));
         const char *row[] = {id,
                              str(e, "received_at"),
                              str(e, "kind"),
-                             str(e, "state"),
+                             state,
                              str(e, "source"),
                              str(e, "job"),
                              number,
@@ -86,6 +106,9 @@ int sg_cmd_events(int argc, char **argv)
     args a = {0};
     sg_cli_spec spec = {
         .command = "events",
+        .sections = "admin",
+        .examples = "  stormguard events --state held --limit 20\n"
+                    "  stormguard events --job team-a/service-1 --json",
         .usage = "[--state S] [--kind K] [--job J] [--limit N] [--admin ADDR:PORT] [--json]",
         .summary = "Lists the events the running gate journaled, newest first, with what it\n"
                    "decided (kind, state) and why.",

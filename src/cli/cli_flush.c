@@ -30,7 +30,9 @@ static const sg_cli_opt opts[] = {
     {"all", NULL, OPT_ALL, "delete every database: FLUSHALL ASYNC"},
     {"force", NULL, OPT_FORCE, "delete protected namespaces too"},
     {"no-snapshot", NULL, OPT_NO_SNAPSHOT, "skip the pre-flush snapshot (nothing to restore from)"},
-    {"dry-run", NULL, OPT_DRY_RUN, "print the plan, delete nothing (never announces)"},
+    {"dry-run", NULL, OPT_DRY_RUN,
+     "print the plan, delete nothing; asks the daemon whether it would confirm the announce "
+     "(exit 3 if not), changing nothing there"},
     {"no-announce", NULL, OPT_NO_ANNOUNCE,
      "do not tell the daemon at --admin first (no gate runs); as [flush] announce = no"},
     {"reason", "TEXT", OPT_REASON, "why, sent with the announce for the daemon's audit log"},
@@ -42,6 +44,7 @@ typedef struct announce {
     sg_cli *cli;
     bool attempted, confirmed;
     long long snapshot_id; /* the daemon's fresh snapshot, 0 if it named none */
+    bool checked;          /* --dry-run asked the daemon whether it would confirm */
 } announce;
 
 typedef struct args {
@@ -146,8 +149,39 @@ static int announce_flush(void *ud, const sg_flush_result *plan, sg_error *err)
     return 0;
 }
 
+/* --dry-run: asks the daemon whether it would confirm the announce, and
+ * changes nothing there. A daemon that cannot be reached or would refuse
+ * means the real flush would be refused: SG_EREFUSED, as the flush itself. */
+static int check_announce(args *a, sg_error *err)
+{
+    sg_cli *cli = a->ann.cli;
+    json_t *body = json_pack("{s:b}", "dry_run", 1);
+    json_t *answer = NULL;
+    int rc = sg_cli_admin_json(cli, "POST", "/v1/flush", body, SG_CLI_ADMIN_READ_MS, &answer, NULL);
+    json_decref(body);
+    char why[SG_ERRMSG_MAX];
+    memcpy(why, cli->err.msg, sizeof why);
+    if (rc == 0 && !json_is_true(json_object_get(answer, "would_confirm"))) {
+        const char *reason = json_string_value(json_object_get(answer, "reason"));
+        snprintf(why, sizeof why, "%s", reason ? reason : "it did not say why");
+        rc = SG_EREFUSED;
+    }
+    json_decref(answer);
+    a->ann.checked = rc == 0;
+    if (rc == SG_EUSAGE)
+        return sg_error_set(err, rc, "dry run: asking the daemon about the announce: %s", why);
+    if (rc)
+        return sg_error_set(err, SG_EREFUSED,
+                            "dry run: the flush would be refused: the stormguard daemon at %s "
+                            "would not confirm the announce: %.600s",
+                            cli->cfg.admin_listen, why);
+    return 0;
+}
+
 static json_t *announce_json(const args *a, const char *admin)
 {
+    if (a->ann.checked)
+        return json_pack("{s:s,s:b,s:b}", "admin", admin, "confirmed", 0, "would_confirm", 1);
     if (!a->ann.attempted)
         return json_null();
     json_t *doc = json_pack("{s:s,s:b}", "admin", admin, "confirmed", a->ann.confirmed);
@@ -232,6 +266,8 @@ static void print_text(const args *a, const sg_flush_result *r, int rc, const ch
         printf("announced to the stormguard daemon at %s: guard mode\n", admin);
     if (rc == SG_EREFUSED)
         return; /* the reason follows on stderr */
+    if (a->ann.checked)
+        printf("the stormguard daemon at %s is reachable and would confirm the announce\n", admin);
     if (a->o.dry_run) {
         if (r->protected_total)
             printf("would delete %lld protected keys (--force given)\n",
@@ -262,6 +298,12 @@ int sg_cmd_flush(int argc, char **argv)
     args a = {.o = {.snapshot = true}};
     sg_cli_spec spec = {
         .command = "flush",
+        .sections = "redis store profile snapshot flush admin",
+        .examples = "  stormguard flush --match 'igor:*' --dry-run            # the plan; would "
+                    "the daemon confirm?\n"
+                    "  stormguard flush --match 'igor:*' --reason 'INC-42'    # announce, "
+                    "snapshot, delete\n"
+                    "  stormguard restore latest --match 'igor:*'            # undo it",
         .usage = "(--match PATTERN... | --flushdb | --all) [--dry-run] [--force] [--no-snapshot]\n"
                  "       [--no-announce] [--reason TEXT] [--admin ADDR:PORT]",
         .summary =
@@ -312,6 +354,8 @@ int sg_cmd_flush(int argc, char **argv)
         sg_flush_result res;
         rc = sg_flush_run(&conn, store, &snap, &a.o, &res, &cli.err);
         sg_progress_done(&progress);
+        if (rc == 0 && a.o.dry_run && !a.no_announce)
+            rc = check_announce(&a, &cli.err);
         if (rc == 0 || rc == SG_EREFUSED) {
             if (cli.json)
                 print_json(&a, &res, rc, conn.redacted, cli.cfg.admin_listen);

@@ -27,6 +27,9 @@ int sg_cmd_guard(int argc, char **argv)
     const char *reason = "manual";
     sg_cli_spec spec = {
         .command = "guard",
+        .sections = "admin",
+        .examples = "  stormguard guard on --reason 'Redis failover at 14:05'\n"
+                    "  stormguard guard off",
         .usage = "on|off [--reason TEXT] [--admin ADDR:PORT] [--json]",
         .summary = "Turns the running gate's guard mode on or off and prints the mode it is in\n"
                    "afterwards. In guard mode events the gate cannot classify are held (see\n"

@@ -83,6 +83,9 @@ int sg_cmd_held(int argc, char **argv)
     int64_t limit = 100;
     sg_cli_spec spec = {
         .command = "held",
+        .sections = "admin",
+        .examples = "  stormguard held\n"
+                    "  stormguard held --limit 500 --json",
         .usage = "[--limit N] [--admin ADDR:PORT] [--json]",
         .summary = "Lists the events the running gate holds, per source and job: how many, and\n"
                    "their oldest and newest build numbers, for the jobs with the most held\n"
@@ -222,6 +225,10 @@ int sg_cmd_release(int argc, char **argv)
     selection s = {0};
     sg_cli_spec spec = {
         .command = "release",
+        .sections = "admin",
+        .examples = "  stormguard release --all --newest-only   # each job's newest build, the "
+                    "rest superseded\n"
+                    "  stormguard release --source jenkins-prod --job 'team-a/*'",
         .usage = "(--all | [--source SOURCE] [--job GLOB]) [--newest-only] [--admin ADDR:PORT] "
                  "[--json]",
         .summary = "Releases held events to the notifier. Name what to release: --all, or a\n"
@@ -256,6 +263,8 @@ int sg_cmd_drop(int argc, char **argv)
     selection s = {0};
     sg_cli_spec spec = {
         .command = "drop",
+        .sections = "admin",
+        .examples = "  stormguard drop --all --reason 'replays of the 04:00 FLUSHALL'",
         .usage = "(--all | [--source SOURCE] [--job GLOB]) --reason TEXT [--admin ADDR:PORT] "
                  "[--json]",
         .summary = "Drops held events: they are never forwarded. Name what to drop (--all, or\n"

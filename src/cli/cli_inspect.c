@@ -81,6 +81,9 @@ int sg_cmd_inspect(int argc, char **argv)
     int64_t samples = 100;
     sg_cli_spec spec = {
         .command = "inspect",
+        .sections = "redis profile snapshot",
+        .examples = "  stormguard inspect --redis redis://127.0.0.1:6379/0\n"
+                    "  stormguard inspect --samples 5 --json",
         .usage = "[--redis URL] [--samples N] [--json]",
         .summary = "Shows a Redis keyspace by namespace (the text before the first ':'): keys,\n"
                    "share with a TTL and sampled memory; plus the server version, memory and\n"

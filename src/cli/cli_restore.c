@@ -88,6 +88,10 @@ int sg_cmd_restore(int argc, char **argv)
     args a = {0};
     sg_cli_spec spec = {
         .command = "restore",
+        .sections = "redis store profile snapshot",
+        .examples = "  stormguard restore latest --dry-run\n"
+                    "  stormguard restore 42 --match 'igor:*'\n"
+                    "  stormguard restore latest --replace",
         .usage = "[ID|latest] [--replace] [--match PATTERN]... [--dry-run] [--json]",
         .summary =
             "Restores a snapshot (default: the latest complete one) with RESTORE ... ABSTTL.\n"

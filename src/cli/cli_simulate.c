@@ -70,6 +70,10 @@ int sg_cmd_simulate(int argc, char **argv)
     args a = {0};
     sg_cli_spec spec = {
         .command = "simulate",
+        .sections = "storm guard snapshot gate",
+        .examples = "  stormguard simulate simulations/spinnaker-flushall.json\n"
+                    "  stormguard simulate simulations/spinnaker-flushall.json --defence "
+                    "stormguard --storm-replay-min 50",
         .usage =
             "SCENARIO.json [--defence NAME]... [--seed N] [--json] [--out DIR] [--world FILE]\n"
             "       [-c FILE] [gate configuration flags]",

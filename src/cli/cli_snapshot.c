@@ -78,6 +78,9 @@ int sg_cmd_snapshot(int argc, char **argv)
     args a = {.reason = "manual"};
     sg_cli_spec spec = {
         .command = "snapshot",
+        .sections = "redis store profile snapshot",
+        .examples = "  stormguard snapshot --profile igor --reason before-upgrade\n"
+                    "  stormguard snapshot --match 'session:*' --json",
         .usage = "[--redis URL] [--db PATH] [--profile igor] [--match PATTERN]... "
                  "[--method scan|sync] [--suspect-below PCT] [--json]",
         .summary =

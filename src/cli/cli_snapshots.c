@@ -60,6 +60,8 @@ int sg_cmd_snapshots(int argc, char **argv)
 {
     sg_cli_spec spec = {
         .command = "snapshots",
+        .sections = "store",
+        .examples = "  stormguard snapshots --db /var/lib/stormguard/stormguard.db",
         .usage = "[--db PATH] [--json]",
         .summary = "Lists the snapshots in the store, newest first. A suspect snapshot (far\n"
                    "fewer profile keys than the last good one) is listed with its reason.",

@@ -57,6 +57,14 @@ static void print_text(json_t *doc)
     printf("mode %s, up %llds since %s\n", str(doc, "mode"),
            (long long)json_integer_value(json_object_get(doc, "uptime_s")), str(doc, "started_at"));
     print_modes(doc);
+    if (!strcmp(str(doc, "gate_mode"), "observe")) {
+        json_t *w = json_object_get(doc, "would");
+        printf("observe mode: every event is forwarded; it would have suppressed %lld, held "
+               "%lld, dropped %lld\n",
+               (long long)json_integer_value(json_object_get(w, "suppressed")),
+               (long long)json_integer_value(json_object_get(w, "held")),
+               (long long)json_integer_value(json_object_get(w, "dropped")));
+    }
     char buf[512];
     printf("journal: %s, %lld writes queued%s\n",
            json_is_true(json_object_get(j, "writable")) ? "writable" : "NOT WRITABLE",
@@ -101,6 +109,9 @@ int sg_cmd_status(int argc, char **argv)
 {
     sg_cli_spec spec = {
         .command = "status",
+        .sections = "admin",
+        .examples = "  stormguard status\n"
+                    "  stormguard status --admin http://10.0.0.5:8091 --json",
         .usage = "[--admin ADDR:PORT] [--json]",
         .summary = "Shows what the running gate is doing: mode (and why: guard mode, storms,\n"
                    "the watched Redis), journal, downstream health, baseline snapshot and\n"

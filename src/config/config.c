@@ -78,6 +78,9 @@ static const key_spec keys[] = {
     {"flush", "announce", "announce", T_BOOL, F(flush_announce), 0, 0,
      "a flush first tells the daemon at [admin] listen and needs its confirmation (default "
      "yes; no where no gate runs)"},
+    {"gate", "mode", "gate-mode", T_CHOICE, F(gate_mode), 0, 0,
+     "enforce (the default) or observe: forward every event as if stormguard were not there, "
+     "journaling and counting what it would have suppressed, held or dropped (run --observe)"},
     {"gate", "listen", "listen", T_STRING, F(listen), 0, 0,
      "ADDR:PORT the poller posts to (default " SG_DEFAULT_LISTEN ")"},
     {"gate", "downstream", "downstream", T_OPTIONAL, F(downstream), 0, 0,
@@ -145,7 +148,8 @@ static const key_spec keys[] = {
     {"storm", "drain_rate", "drain-rate", T_INT, F(drain_rate), 1, 100000,
      "on_storm = drain: held events released per second (default 5)"},
     {"admin", "listen", "admin", T_STRING, F(admin_listen), 0, 0,
-     "ADDR:PORT of the admin API (default " SG_DEFAULT_ADMIN "); loopback only without a token"},
+     "ADDR:PORT (or http://ADDR:PORT) of the admin API (default " SG_DEFAULT_ADMIN
+     "); loopback only without a token"},
     {"admin", "token", "admin-token", T_OPTIONAL, F(admin_token), 0, 0,
      "bearer token the admin API requires (prefer token_file)"},
     {"admin", "token_file", "admin-token-file", T_OPTIONAL, F(admin_token_file), 0, 0,
@@ -178,6 +182,7 @@ void sg_config_init(sg_config *c)
     for (size_t i = 0; i < sizeof protect / sizeof protect[0]; i++)
         sg_strlist_push(&c->protect, protect[i]);
     c->flush_announce = true;
+    c->gate_mode = sg_xstrdup("enforce");
     c->listen = sg_xstrdup(SG_DEFAULT_LISTEN);
     sg_strlist_push(&c->build_paths, "/");
     c->max_body = 1 << 20;
@@ -225,7 +230,7 @@ void sg_config_close(sg_config *c)
         &c->downstream,     &c->tls_cert,    &c->tls_key,          &c->notification_source,
         &c->source_pointer, &c->job_pointer, &c->number_pointer,   &c->timestamp_pointer,
         &c->admin_listen,   &c->admin_token, &c->admin_token_file, &c->log_format,
-        &c->log_file};
+        &c->log_file,       &c->gate_mode};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         free(*strings[i]);
     memset(c, 0, sizeof *c);
@@ -253,6 +258,7 @@ static const struct {
     const char *words;
 } choice_sets[] = {{F(log_format), "text|json"},
                    {F(on_storm), "hold|drain|drop"},
+                   {F(gate_mode), "enforce|observe"},
                    {F(snapshot_method), "scan|sync"}};
 
 static const char *choices_of(const key_spec *k)
@@ -292,6 +298,28 @@ static int set_value(sg_config *c, const key_spec *k, const char *value, bool ap
     case T_OPTIONAL:
         if (!*value)
             return sg_error_set(err, SG_EUSAGE, "must not be empty");
+        if (k->offset == F(admin_listen)) {
+            /* the admin API's address, also as the URL an operator copies */
+            if (!strncasecmp(value, "https://", 8))
+                return sg_error_set(err, SG_EUSAGE,
+                                    "'%s': the admin API speaks plain HTTP (give ADDR:PORT)",
+                                    value);
+            if (!strncasecmp(value, "http://", 7)) {
+                char *v = sg_xstrdup(value + 7);
+                size_t len = strlen(v);
+                while (len && v[len - 1] == '/')
+                    v[--len] = '\0';
+                bool ok = len && !strchr(v, '/');
+                if (ok) {
+                    free(*(char **)field);
+                    *(char **)field = v;
+                    return 0;
+                }
+                free(v);
+                return sg_error_set(err, SG_EUSAGE, "'%s': give ADDR:PORT or http://ADDR:PORT",
+                                    value);
+            }
+        }
         free(*(char **)field);
         *(char **)field = sg_xstrdup(value);
         return 0;
@@ -505,9 +533,23 @@ const char *sg_config_flag_at(size_t i)
     return i < NKEYS ? keys[i].flag : NULL;
 }
 
-void sg_config_print_flags(FILE *out)
+/* Whether the space-separated list names section ("*": every one). */
+static bool names_section(const char *list, const char *section)
+{
+    if (!strcmp(list, "*"))
+        return true;
+    size_t n = strlen(section);
+    for (const char *p = list; (p = strstr(p, section)); p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+void sg_config_print_flags(FILE *out, const char *sections)
 {
     for (size_t i = 0; i < NKEYS; i++) {
+        if (!names_section(sections, keys[i].section))
+            continue;
         char left[48];
         snprintf(left, sizeof left, "--%s %s", keys[i].flag,
                  keys[i].type == T_LIST ? "PATTERN" : "VALUE");

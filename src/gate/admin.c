@@ -204,6 +204,12 @@ static json_t *status_doc(sg_admin *a)
         time_or_null(st.downstream_last_ok), "last_failure", time_or_null(st.downstream_last_fail),
         "last_error", st.downstream_error, "snapshot", snapshot, "ledger",
         (json_int_t)st.ledger_builds);
+    json_object_set_new(doc, "gate_mode", json_string(st.observe ? "observe" : "enforce"));
+    json_object_set_new(doc, "would",
+                        json_pack("{s:I,s:I,s:I}", "suppressed",
+                                  (json_int_t)st.would[SG_STATE_SUPPRESSED], "held",
+                                  (json_int_t)st.would[SG_STATE_HELD], "dropped",
+                                  (json_int_t)st.would[SG_STATE_DROPPED]));
     json_t *journal = json_object_get(doc, "journal");
     json_object_set_new(journal, "headroom_bytes", json_integer(SG_JOURNAL_HEADROOM_BYTES));
     if (st.free_bytes >= 0) {
@@ -220,8 +226,11 @@ static json_t *status_doc(sg_admin *a)
 
 /* ---- /readyz ---- */
 
-/* Ready: the journal takes writes and the downstream answers; reasons lists
- * what is not. */
+/* Ready: the gate can accept events and make them durable (the journal
+ * takes writes, not stopping); reasons lists what is not. The downstream
+ * is not part of it: the gate journals and holds while the notifier is
+ * down, and a sidecar taken out of its pod's Service for an outage of the
+ * notifier would take the poller with it. Its trouble is degraded. */
 static bool ready(sg_admin *a, json_t *reasons)
 {
     sg_core_stats st;
@@ -231,12 +240,6 @@ static bool ready(sg_admin *a, json_t *reasons)
     bool ok = true;
     if (!st.journal_ok) {
         json_array_append_new(reasons, json_sprintf("journal not writable: %s", st.journal_error));
-        ok = false;
-    }
-    if (!st.downstream_ok) {
-        json_array_append_new(reasons,
-                              json_sprintf("downstream %s unreachable: %s", gi.downstream,
-                                           st.downstream_error ? st.downstream_error : ""));
         ok = false;
     }
     if (gi.stopping) {
@@ -257,10 +260,16 @@ static void degraded(sg_admin *a, json_t *reasons)
                                   "%lld MiB of headroom (commits may fail for want of space)",
                                   (long long)(st.free_bytes >> 20),
                                   (long long)(SG_JOURNAL_HEADROOM_BYTES >> 20)));
-    /* the gate keeps classifying and forwarding without Redis: degraded, not
-     * unready, but wipes go unnoticed until it is back */
     sg_gate_info gi;
     sg_gate_info_get(a->gate, &gi);
+    if (!st.downstream_ok)
+        json_array_append_new(
+            reasons, json_sprintf("downstream %s unreachable (%s): deliveries "
+                                  "wait in the journal",
+                                  gi.downstream,
+                                  st.downstream_error ? st.downstream_error : "no answer yet"));
+    /* the gate keeps classifying and forwarding without Redis: degraded, not
+     * unready, but wipes go unnoticed until it is back */
     if (!gi.watched || gi.redis_up)
         return;
     json_array_append_new(
@@ -338,6 +347,19 @@ static void metrics(sg_admin *a, sg_buf *b)
                         "Duration of the journal transactions events waited for", st.commit_hist);
     sg_metric_histogram(b, "stormguard_forward_seconds", "Duration of delivery attempts",
                         st.forward_hist);
+    sg_metric_family(b, "stormguard_observe_mode", "gauge",
+                     "1 in observe mode ([gate] mode = observe): every event is forwarded");
+    sg_metric_sample(b, "stormguard_observe_mode", "", st.observe ? 1 : 0);
+    sg_metric_family(b, "stormguard_events_would", "gauge",
+                     "Journaled events observe mode forwarded, by the state the gate would have "
+                     "given them");
+    for (int s = 0; s < SG_STATE_COUNT; s++) {
+        if (s != SG_STATE_SUPPRESSED && s != SG_STATE_HELD && s != SG_STATE_DROPPED)
+            continue;
+        char labels[48];
+        snprintf(labels, sizeof labels, "state=\"%s\"", sg_event_state_name((sg_event_state)s));
+        sg_metric_sample(b, "stormguard_events_would", labels, (double)st.would[s]);
+    }
 }
 
 /* ---- /v1/events ---- */
@@ -369,6 +391,8 @@ static void on_events(void *ud, int status, const char *error, const sg_event_ro
             json_object_set_new(o, "build_ts", json_integer(r->build_ts));
         if (r->last_error)
             json_object_set_new(o, "last_error", json_string(r->last_error));
+        if (r->would)
+            json_object_set_new(o, "would", json_string(r->would));
         json_array_append_new(arr, o);
     }
     reply(req, 200, json_pack("{s:o}", "events", arr));
@@ -411,6 +435,7 @@ typedef struct sg_op_request {
     bool newest_only;    /* release: older builds of a job are superseded */
     const char *reason;  /* drop (required), guard, flush */
     const char *actor;   /* who asked, for the audit log */
+    bool dry_run;        /* flush: whether the announce would be confirmed, nothing done */
 } sg_op_request;
 
 static bool route_is(sg_str path, const char *route)
@@ -454,8 +479,8 @@ static bool operator_request(sg_http_req *req, sg_op_request *r, json_t **doc)
         }
         *dest[i] = v ? json_string_value(v) : NULL;
     }
-    static const char *const flags[] = {"all", "newest_only"};
-    bool *fdest[] = {&r->hold.all, &r->newest_only};
+    static const char *const flags[] = {"all", "newest_only", "dry_run"};
+    bool *fdest[] = {&r->hold.all, &r->newest_only, &r->dry_run};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         json_t *v = json_object_get(*doc, flags[i]);
         if (v && !json_is_boolean(v)) {
@@ -639,6 +664,14 @@ static bool operator_route(sg_admin *a, sg_http_req *req, sg_str method, sg_str 
         guard(a, req, post, &r);
         break;
     case 4: {
+        if (r.dry_run) {
+            sg_announce_result ar;
+            sg_gate_flush_check(a->gate, &ar);
+            reply(req, 200,
+                  json_pack("{s:b,s:s?}", "would_confirm", !ar.status, "reason",
+                            ar.status ? ar.error : NULL));
+            break;
+        }
         guard_reply *g = sg_xcalloc(1, sizeof *g);
         g->a = a;
         g->req = req;
@@ -655,7 +688,7 @@ void sg_admin_handle(void *ud, sg_http_req *req)
     sg_admin *a = ud;
     sg_str method = sg_http_method(req), path = sg_http_path(req);
     bool get = method.len == 3 && !memcmp(method.p, "GET", 3);
-    if (route_is(path, "/healthz")) {
+    if (route_is(path, "/healthz") || route_is(path, "/livez")) {
         reply(req, 200, json_pack("{s:s}", "status", "ok"));
         return;
     }
@@ -694,5 +727,5 @@ void sg_admin_handle(void *ud, sg_http_req *req)
         return;
     reply_error(req, 404,
                 "no such endpoint (try /v1/status, /v1/events, /v1/held, /metrics, "
-                "/healthz, /readyz)");
+                "/livez, /readyz)");
 }

@@ -87,6 +87,7 @@ struct sg_core {
     int64_t loaded_gen, loaded_id; /* the last event handed to the deliverer */
 
     int64_t counts[SG_CORE_KINDS][SG_STATE_COUNT];
+    int64_t would[SG_STATE_COUNT]; /* observe mode: by the state it would have had */
     uint64_t received[SG_CORE_KINDS], rejected, unavailable;
     uint64_t fwd_attempts, fwd_failures;
     sg_histogram commit_hist, forward_hist;
@@ -519,8 +520,10 @@ static void on_incoming_done(sg_jop *op)
     } else if (op->ledger) {
         c->ledger_builds++;
     }
-    sg_event_state st = op->row.state;
+    sg_event_state st = op->row.state, would;
     c->counts[in->kind][st]++;
+    if (op->row.would && sg_event_state_parse(op->row.would, &would) == 0)
+        c->would[would]++;
     c->received[in->kind]++;
     in->answer(in->ud,
                &(sg_answer){.status = 200, .id = op->row.id, .kind = in->kind, .state = st});
@@ -642,6 +645,14 @@ int sg_core_submit(sg_core *c, const sg_request *rq, sg_answer_fn answer, void *
     r->kind = sg_kind_name(in->kind);
     r->reason = sg_reason_name(why);
     r->state = sg_hold_state(c->hold, in->kind, in->ev.source, &r->last_error);
+    r->would = NULL;
+    if (c->o.observe && r->state != SG_STATE_PENDING) {
+        /* forwarded as if the gate were not there; what it would have done
+         * stays in the journal */
+        r->would = sg_event_state_name(r->state);
+        r->state = SG_STATE_PENDING;
+        r->last_error = NULL;
+    }
     bool pending = r->state == SG_STATE_PENDING;
     if (forwardable(in->kind))
         sg_ledger_add(&c->ledger, in->ev.source, in->ev.job);
@@ -655,6 +666,7 @@ int sg_core_submit(sg_core *c, const sg_request *rq, sg_answer_fn answer, void *
     in->op.type = SG_JOP_INSERT;
     in->op.at = now;
     in->op.ledger = forwardable(in->kind);
+    in->op.observe = c->o.observe;
     in->op.done = on_incoming_done;
     in->op.ud = in;
     sg_journal_submit(c->journal, &in->op);
@@ -1120,6 +1132,7 @@ static int events_row(void *ud, const sg_event_row *r)
     o->body = NULL;
     o->body_len = 0;
     o->last_error = keep(r->last_error);
+    o->would = keep(r->would);
     return 0;
 }
 
@@ -1146,6 +1159,7 @@ static void events_done(read_job *j, int status)
         free((char *)r->method);
         free((char *)r->path);
         free((char *)r->last_error);
+        free((char *)r->would);
     }
     free(x->rows);
     free(x->kind);
@@ -1235,6 +1249,8 @@ void sg_core_stats_get(const sg_core *c, sg_core_stats *out)
 {
     memset(out, 0, sizeof *out);
     memcpy(out->counts, c->counts, sizeof out->counts);
+    out->observe = c->o.observe;
+    memcpy(out->would, c->would, sizeof out->would);
     memcpy(out->received, c->received, sizeof out->received);
     out->rejected = c->rejected;
     out->unavailable = c->unavailable;
@@ -1284,12 +1300,16 @@ int64_t sg_core_held(const sg_core *c)
 
 /* ---- start and stop ---- */
 
-static void count_events(void *ud, const char *kind, sg_event_state state, int64_t n)
+static void count_events(void *ud, const char *kind, sg_event_state state, const char *would,
+                         int64_t n)
 {
     sg_core *c = ud;
     sg_kind k;
+    sg_event_state w;
     if (sg_kind_parse(kind, &k) == 0)
-        c->counts[k][state] = n;
+        c->counts[k][state] += n;
+    if (would && sg_event_state_parse(would, &w) == 0)
+        c->would[w] += n;
 }
 
 static void ledger_add(void *ud, const char *source, const char *job)

@@ -9,12 +9,14 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "stormguard/base/log.h"
 #include "stormguard/gate/admin.h"
 #include "stormguard/gate/gate.h"
 #include "stormguard/gate/http.h"
+#include "stormguard/store/store.h"
 
 typedef struct run_state {
     uv_loop_t loop;
@@ -23,6 +25,7 @@ typedef struct run_state {
     sg_http *admin_http;
     sg_admin admin;
     char *admin_token;
+    int store_lock; /* the flock on the store's lock file, -1 before it is taken */
     uv_signal_t sigterm, sigint, sighup;
     bool signals, stopping;
     int stop_waits;
@@ -100,7 +103,17 @@ static int start(run_state *d, sg_error *err)
 {
     const sg_config *c = d->cfg;
     int rc;
+    /* the profile's keys are what the gate's snapshots hold (DESIGN.md):
+     * without them no snapshot is ever taken, a wipe's replays of builds
+     * announced before the gate ran cannot be told from new ones, and a
+     * flush announce can never be confirmed */
+    if (c->profile == SG_PROFILE_NONE)
+        return sg_error_set(err, SG_EUSAGE,
+                            "[profile] name = none: the gate would never snapshot the poller's "
+                            "state, so it guards nothing but its own ledger; run it with the "
+                            "poller's profile (--profile igor, the default)");
     if ((rc = admin_token(c, &d->admin_token, err)) ||
+        (rc = sg_store_lock(c->db_path, &d->store_lock, err)) ||
         (rc = sg_gate_start(&d->loop, c, &d->gate, err)))
         return rc;
     d->admin = (sg_admin){.gate = d->gate, .token = d->admin_token};
@@ -138,6 +151,7 @@ int sg_daemon_run(const sg_config *cfg, sg_error *err)
     sg_hash_seed_random();
     run_state *d = sg_xcalloc(1, sizeof *d);
     d->cfg = cfg;
+    d->store_lock = -1;
     uv_loop_init(&d->loop);
     rc = start(d, err);
     if (rc && d->gate && !sg_gate_stopping(d->gate)) /* the admin API failed */
@@ -149,6 +163,8 @@ int sg_daemon_run(const sg_config *cfg, sg_error *err)
     if (rc == 0)
         sg_log(SG_LOG_INFO, "gate", "stopped");
     sg_gate_free(d->gate);
+    if (d->store_lock >= 0)
+        close(d->store_lock); /* the store is free for the next daemon */
     free(d->admin_token);
     free(d);
     sg_log_close();

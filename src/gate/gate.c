@@ -206,7 +206,17 @@ typedef struct announce {
     int64_t started_at;       /* epoch ms: the snapshot is of Redis from then on */
     sg_gate_announce_fn done; /* the flush announce waiting for its snapshot, or NULL */
     void *ud;
+    char *actor, *why; /* the flush announce's, for guard mode and the audit */
 } announce;
+
+/* The announce is confirmed: guard mode on, the wipe it causes expected, an
+ * audit row. Only now: a refused or failed announce leaves the gate as it
+ * was, so the next wipe is not taken for the flush that never came. */
+static void confirm_announce(sg_gate *g, const announce *a)
+{
+    sg_guard_announce(sg_core_guard(g->core), a->why);
+    (void)sg_core_audit(g->core, a->actor, "flush announced", a->why, NULL, NULL);
+}
 
 static void on_snapshot_done(void *ud, const sg_sidecar_result *r)
 {
@@ -231,23 +241,35 @@ static void on_snapshot_done(void *ud, const sg_sidecar_result *r)
             arm_watch(g, r->snapshot_id);
         sg_core_reload(g->core);
     }
+    if (a->why && !res.status) {
+        if (g->stopping) { /* the daemon will not be there to hold the replays */
+            res.status = SG_EBUSY;
+            snprintf(res.error, sizeof res.error, "stormguard is shutting down");
+        } else {
+            confirm_announce(g, a);
+        }
+    }
     if (a->done)
         a->done(a->ud, &res);
+    free(a->actor);
+    free(a->why);
     free(a);
 }
 
-static int take_snapshot(sg_gate *g, const char *reason, sg_gate_announce_fn done, void *ud,
-                         sg_error *err)
+/* Starts a snapshot; a (from new_announce, or NULL) is what waits for it,
+ * freed either way. */
+static int take_snapshot(sg_gate *g, const char *reason, announce *a, sg_error *err)
 {
     sg_sidecar_opts o;
     sidecar_opts(g, &o);
-    announce *a = sg_xcalloc(1, sizeof *a);
+    if (!a)
+        a = sg_xcalloc(1, sizeof *a);
     a->g = g;
     a->started_at = sg_clock_ms(g->clock);
-    a->done = done;
-    a->ud = ud;
     int rc = sg_sidecar_snapshot(g->loop, &o, reason, on_snapshot_done, a, err);
     if (rc) {
+        free(a->actor);
+        free(a->why);
         free(a);
         return rc;
     }
@@ -299,26 +321,45 @@ static void on_link(void *ud, bool up, const char *detail)
     sg_log(up ? SG_LOG_INFO : SG_LOG_WARN, "guard", "Redis %s: %s", up ? "up" : "down", detail);
 }
 
+/* Why an announce would be refused now, in res; false if it would not. */
+static bool announce_refused(const sg_gate *g, sg_announce_result *res)
+{
+    const char *why = g->stopping       ? "stormguard is shutting down"
+                      : g->snapshotting ? "a snapshot is being taken: announce again shortly"
+                      : g->watch && !g->redis_up
+                          ? "Redis is unreachable from the daemon: it cannot take the pre-flush "
+                            "snapshot"
+                          : NULL;
+    if (!why)
+        return false;
+    res->status = g->stopping || g->snapshotting ? SG_EBUSY : SG_EREDIS;
+    res->retry_after = g->stopping ? 1 : 2;
+    snprintf(res->error, sizeof res->error, "%s", why);
+    return true;
+}
+
+void sg_gate_flush_check(const sg_gate *g, sg_announce_result *res)
+{
+    memset(res, 0, sizeof *res);
+    (void)announce_refused(g, res);
+}
+
 void sg_gate_flush_announce(sg_gate *g, const char *actor, const char *reason,
                             sg_gate_announce_fn done, void *ud)
 {
     sg_announce_result res = {0};
-    if (g->stopping || g->snapshotting) {
-        res.status = SG_EBUSY;
-        res.retry_after = g->stopping ? 1 : 2;
-        snprintf(res.error, sizeof res.error, "%s",
-                 g->stopping ? "stormguard is shutting down"
-                             : "a snapshot is being taken: announce again shortly");
+    if (announce_refused(g, &res)) {
         done(ud, &res);
         return;
     }
-    char why[512];
-    snprintf(why, sizeof why, "flush announced by %s%s%s", actor, reason ? ": " : "",
-             reason ? reason : "");
-    sg_guard_announce(sg_core_guard(g->core), why);
-    (void)sg_core_audit(g->core, actor, "flush announced", why, NULL, NULL); /* not stopping */
+    announce *a = sg_xcalloc(1, sizeof *a);
+    a->done = done;
+    a->ud = ud;
+    a->actor = sg_xstrdup(actor);
+    a->why =
+        sg_xasprintf("flush announced by %s%s%s", actor, reason ? ": " : "", reason ? reason : "");
     sg_error err;
-    if (take_snapshot(g, "pre-flush", done, ud, &err)) {
+    if (take_snapshot(g, "pre-flush", a, &err)) {
         res.status = err.code;
         snprintf(res.error, sizeof res.error, "cannot take the pre-flush snapshot: %s", err.msg);
         done(ud, &res);
@@ -337,7 +378,7 @@ static void on_tick(uv_timer_t *t)
         !g->stopping && now - g->last_snapshot_at >= every) {
         g->last_snapshot_at = now;
         sg_error err;
-        if (take_snapshot(g, "periodic", NULL, NULL, &err))
+        if (take_snapshot(g, "periodic", NULL, &err))
             sg_log(SG_LOG_ERROR, "guard", "cannot start the periodic snapshot: %s", err.msg);
     }
 }
@@ -421,7 +462,8 @@ int sg_gate_core_opts(const sg_config *c, sg_core_opts *o, sg_error *err)
                         .guard_ms = c->guard_duration_s * 1000,
                         .cooldown_ms = c->storm_cooldown_s * 1000,
                         .drain_rate = c->drain_rate,
-                        .keep_events_ms = c->keep_events_s * 1000};
+                        .keep_events_ms = c->keep_events_s * 1000,
+                        .observe = !strcmp(c->gate_mode, "observe")};
     o->events.generic = (sg_event_pointers){c->source_pointer, c->job_pointer, c->number_pointer,
                                             c->timestamp_pointer};
     o->events.notification_source = c->notification_source;

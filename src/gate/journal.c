@@ -379,11 +379,15 @@ static int apply_one(sg_journal *j, sg_jop *op, sg_error *err)
             op->duplicate = true;
             r->kind = sg_kind_name(SG_KIND_REPLAY);
             r->reason = sg_reason_name(SG_REASON_LEDGER);
-            r->state = SG_STATE_SUPPRESSED;
             r->last_error = NULL;
-            r->next_attempt_at = 0;
-            r->done_at = now;
-            r->qgen = 0;
+            if (op->observe) { /* forwarded all the same, as if the gate were not there */
+                r->would = sg_event_state_name(SG_STATE_SUPPRESSED);
+            } else {
+                r->state = SG_STATE_SUPPRESSED;
+                r->next_attempt_at = 0;
+                r->done_at = now;
+                r->qgen = 0;
+            }
         }
         if ((rc = sg_store_event_insert(s, r, err)))
             return rc;

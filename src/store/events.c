@@ -12,9 +12,9 @@
 static const char *const statement_sql[ST_COUNT] = {
     [ST_EVENT_INSERT] = "INSERT INTO event(received_at, source, job, number, build_ts, kind, "
                         "reason, state, method, path, headers, body, next_attempt_at, done_at, "
-                        "qgen, last_error) "
+                        "qgen, last_error, would) "
                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
-                        "?16)",
+                        "?16, ?17)",
     [ST_EVENT_UPDATE] = "UPDATE event SET state = ?1, attempts = ?2, next_attempt_at = ?3, "
                         "last_error = ?4, done_at = ?5 WHERE id = ?6",
     [ST_LEDGER_ADD] = "INSERT OR IGNORE INTO ledger(source, job, number, accepted_at, event_id) "
@@ -55,7 +55,7 @@ int sg_event_state_parse(const char *name, sg_event_state *out)
 
 #define EVENT_COLUMNS                                                                              \
     "id, received_at, source, job, number, build_ts, kind, reason, state, method, path, "          \
-    "headers, body, attempts, next_attempt_at, last_error, done_at, qgen"
+    "headers, body, attempts, next_attempt_at, last_error, done_at, qgen, would"
 
 static void read_event(sqlite3_stmt *st, sg_event_row *r)
 {
@@ -80,6 +80,7 @@ static void read_event(sqlite3_stmt *st, sg_event_row *r)
     r->last_error = (const char *)sqlite3_column_text(st, 15);
     r->done_at = sqlite3_column_int64(st, 16);
     r->qgen = sqlite3_column_int64(st, 17);
+    r->would = (const char *)sqlite3_column_text(st, 18);
 }
 
 static int each_event(sg_store *s, sqlite3_stmt *st, sg_event_fn fn, void *ud, sg_error *err)
@@ -117,6 +118,7 @@ int sg_store_event_insert(sg_store *s, sg_event_row *r, sg_error *err)
     bind_int_or_null(st, 14, r->done_at);
     sqlite3_bind_int64(st, 15, r->qgen);
     bind_text_or_null(st, 16, r->last_error);
+    bind_text_or_null(st, 17, r->would);
     int rc = sg_store_step_done(s, st, err, "journaling an event in");
     if (rc == 0)
         r->id = sqlite3_last_insert_rowid(s->db);
@@ -188,14 +190,17 @@ int sg_store_events_query(sg_store *s, const sg_event_state *state, const char *
 int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "SELECT kind, state, count(*) FROM event GROUP BY kind, state",
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT kind, state, would, count(*) FROM event "
+                           "GROUP BY kind, state, would",
                            -1, &st, NULL) != SQLITE_OK)
         return sg_store_db_error(s, err, "counting events in");
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         sg_event_state state;
         if (sg_event_state_parse((const char *)sqlite3_column_text(st, 1), &state) == 0)
-            fn(ud, (const char *)sqlite3_column_text(st, 0), state, sqlite3_column_int64(st, 2));
+            fn(ud, (const char *)sqlite3_column_text(st, 0), state,
+               (const char *)sqlite3_column_text(st, 2), sqlite3_column_int64(st, 3));
     }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "counting events in");

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -104,6 +105,49 @@ static int create_file(const char *path, sg_error *err)
                    ? 0
                    : sg_error_set(err, SG_ESTORE, "opening store %s: %s", path, strerror(errno));
     close(fd);
+    return 0;
+}
+
+int sg_store_lock(const char *path, int *fd_out, sg_error *err)
+{
+    if (create_file(path, err))
+        return SG_ESTORE;
+    char *lock = sg_xasprintf("%s.lock", path);
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        sg_error_set(err, SG_ESTORE, "opening the store's lock file %s: %s", lock, strerror(e));
+        free(lock);
+        return SG_ESTORE;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        close(fd);
+        if (e == EWOULDBLOCK)
+            sg_error_set(err, SG_ESTORE,
+                         "the store %s is in use by another stormguard run (pid %s): stop it "
+                         "first, or give this one a store of its own (--db)",
+                         path, *pid ? pid : "unknown");
+        else
+            sg_error_set(err, SG_ESTORE, "locking %s: %s", lock, strerror(e));
+        free(lock);
+        return SG_ESTORE;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        int e = errno;
+        close(fd);
+        sg_error_set(err, SG_ESTORE, "writing the pid to %s: %s", lock, strerror(e));
+        free(lock);
+        return SG_ESTORE;
+    }
+    free(lock);
+    *fd_out = fd;
     return 0;
 }
 

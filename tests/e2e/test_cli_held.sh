@@ -336,9 +336,17 @@ assert_eq 0 "$(rcli dbsize)" "flushed"
 echo "# flush: when there is no announce"
 seed
 reqs_reset
+route "POST /v1/flush" 200 '{"would_confirm":false,"reason":"Redis is unreachable"}'
+run sg flush --match 'cache:*' --admin "$FAKE" --dry-run
+assert_rc 3 "flush --dry-run, the daemon would not confirm: exit 3"
+assert_contains "$ERR" "would not confirm the announce: Redis is unreachable" "with the daemon's reason"
+assert_eq '{"dry_run": true}' "$(last_req "r['body']")" "the dry run asks, and only asks"
+route "POST /v1/flush" 200 '{"would_confirm":true}'
 run sg flush --match 'cache:*' --admin "$FAKE" --dry-run
 assert_rc 0 "flush --dry-run"
+assert_contains "$OUT" "reachable and would confirm the announce" "the dry run says the daemon would confirm"
 assert_contains "$OUT" "would announce the flush" "the dry run says it would announce"
+reqs_reset
 run sg flush --match 'nothing:*' --admin "$FAKE"
 assert_rc 0 "flush of a pattern with no keys"
 rcli set session:1 s >/dev/null
@@ -346,7 +354,7 @@ run sg flush --flushdb --admin "$FAKE"
 assert_rc 3 "flush refused by a protected namespace"
 assert_contains "$ERR" "session:*" "refused for the protected namespace"
 rcli del session:1 >/dev/null
-assert_eq 0 "$(req_count)" "a dry run, an empty plan and a protected refusal announce nothing"
+assert_eq 0 "$(req_count)" "an empty plan and a protected refusal announce nothing"
 assert_eq 21 "$(rcli dbsize)" "and delete nothing"
 
 run sg flush --match 'cache:*' --admin "$FAKE" --no-announce

@@ -119,24 +119,24 @@ assert_eq keep "$(rcli get app:x)" "app:x still there"
 
 echo "# --dry-run deletes nothing and prints the plan"
 N0=$(nsnap)
-run sg flush --match 'cache:*' --dry-run
+run sg flush --no-announce --match 'cache:*' --dry-run
 assert_rc 0 "flush --dry-run"
 assert_contains "$OUT" "$NCACHE keys" "the plan counts the keys"
 assert_contains "$OUT" "cache" "the plan names the namespace"
 assert_contains "$OUT" "nothing was changed" "the plan says nothing changed"
 assert_eq $NALL "$(rcli dbsize)" "dry run deleted nothing"
 assert_eq "$N0" "$(nsnap)" "dry run took no snapshot"
-run sg flush --match 'cache:*' --dry-run --json
+run sg flush --no-announce --match 'cache:*' --dry-run --json
 assert_rc 0 "flush --dry-run --json"
 assert_eq dry-run "$(json_get "$OUT" "d['outcome']")" "outcome dry-run"
 assert_eq $NCACHE "$(json_get "$OUT" "d['planned']")" "planned $NCACHE"
 assert_eq true "$(json_get "$OUT" "d['dry_run']")" "dry_run true"
 assert_eq "[[\"cache\", $NCACHE]]" "$(json_get "$OUT" "[[n['namespace'], n['keys']] for n in d['namespaces']]")" "namespaces in the plan"
-run sg flush --flushdb --dry-run --force
+run sg flush --no-announce --flushdb --dry-run --force
 assert_rc 0 "flush --flushdb --dry-run --force"
 assert_contains "$OUT" "protected" "the plan mentions the protected keys it would delete"
 assert_eq $NALL "$(rcli dbsize)" "still nothing deleted"
-run sg flush --flushdb --dry-run
+run sg flush --no-announce --flushdb --dry-run
 assert_eq $NALL "$(rcli dbsize)" "dry run of a refused flush deletes nothing (exit $RC)"
 
 echo "# --no-snapshot"

@@ -163,6 +163,7 @@ assert_eq v "$(rcli get keep:me)" "the other key is back"
 echo "# listing, --reason, pruning with --keep and --max-age"
 run sg snapshots --json
 assert_eq "[$ID2, $ID]" "$(json_get "$OUT" "[s['id'] for s in d['snapshots']]")" "snapshots listed newest first"
+sleep 3 # $ID2 is then over 5 s old: --max-age below prunes it, however slow the machine
 run sg snapshot --json --keep 2 --reason nightly
 assert_rc 0 "snapshot --keep 2 --reason nightly"
 ID3=$(json_get "$OUT" "d['snapshot_id']")
@@ -172,11 +173,11 @@ assert_eq "[$ID3, $ID2]" "$(json_get "$OUT" "[s['id'] for s in d['snapshots']]")
 assert_eq nightly "$(json_get "$OUT" "d['snapshots'][0]['reason']")" "--reason is recorded"
 run sg restore "$ID" --json
 assert_rc 1 "a pruned snapshot cannot be restored"
-# $ID2 was taken before the 2 s sleep, $ID3 just now
-run sg snapshot --json --keep 0 --max-age 2s
-assert_rc 0 "snapshot --max-age 2s"
+# $ID2 was taken over 5 s ago, $ID3 just now
+run sg snapshot --json --keep 0 --max-age 4s
+assert_rc 0 "snapshot --max-age 4s"
 ID4=$(json_get "$OUT" "d['snapshot_id']")
-assert_eq 1 "$(json_get "$OUT" "d['pruned']")" "--max-age pruned the snapshot older than 2 s"
+assert_eq 1 "$(json_get "$OUT" "d['pruned']")" "--max-age pruned the snapshot older than 4 s"
 run sg snapshots --json
 assert_eq "[$ID4, $ID3]" "$(json_get "$OUT" "[s['id'] for s in d['snapshots']]")" "the young snapshots remain"
 run sg snapshot --json --keep 0

@@ -452,11 +452,15 @@ static void migration_005_keeps_events(void **state)
     assert_string_equal(after, before);
     free(before);
     free(after);
-    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM pragma_table_info('event')"), 18);
+    /* 008_observe.sql adds would after them */
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM pragma_table_info('event')"), 19);
+    assert_int_equal(raw_int(f->db, "SELECT cid FROM pragma_table_info('event') "
+                                    "WHERE name = 'would'"),
+                     18);
     assert_int_equal(raw_int(f->db,
                              "SELECT sum(unicode(name) * cid + length(type) + \"notnull\" * 7 "
                              "+ coalesce(length(dflt_value), 0) * 11 + pk * 13) "
-                             "FROM pragma_table_info('event')"),
+                             "FROM pragma_table_info('event') WHERE cid < 18"),
                      columns_hash);
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema WHERE tbl_name = "
                                     "'event' AND sql LIKE '% IN (%'"),

@@ -20,6 +20,9 @@ void sg_table_free(sg_table *t);
 
 /* Prints a JSON document on one line to out and releases it. */
 void sg_json_print(struct json_t *doc, FILE *out);
+/* Whether sg_json_print has written a document to stdout: a command's
+ * --json output is one document, its result or its error. */
+bool sg_json_printed(void);
 
 /* "1.5 MiB" */
 const char *sg_human_bytes(int64_t n, char *buf, size_t size);

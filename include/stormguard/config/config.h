@@ -45,6 +45,7 @@ typedef struct sg_config {
     sg_strlist protect;  /* namespaces a flush refuses to delete */
     bool flush_announce; /* a flush needs the daemon's confirmation first */
     /* [gate] */
+    char *gate_mode; /* enforce | observe */
     char *listen;
     char *downstream;       /* NULL until configured */
     sg_strlist build_paths; /* paths where build events arrive */
@@ -107,8 +108,9 @@ bool sg_config_flag(const char *flag, const char **section, const char **key, bo
 /* The i-th config key's flag name; NULL past the last. */
 const char *sg_config_flag_at(size_t i);
 
-/* One line per config key with its flag and meaning, for --help. */
-void sg_config_print_flags(FILE *out);
+/* One line per config key of the sections named (space-separated; "*":
+ * all) with its flag and meaning, for --help. */
+void sg_config_print_flags(FILE *out, const char *sections);
 
 /* The admin API's bearer token: [admin] token, else the first line of
  * token_file, without surrounding whitespace; *out is NULL when neither is

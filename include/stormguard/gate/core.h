@@ -62,6 +62,10 @@ typedef struct sg_core_opts {
      * simulator): the journal commits each write at once instead of
      * lingering for company (journal.h, no_linger). */
     bool one_at_a_time;
+    /* Observe mode ([gate] mode = observe): every event is forwarded as if
+     * the gate were not there; what it would have suppressed, held or
+     * dropped is journaled (sg_event_row.would) and counted (would). */
+    bool observe;
 } sg_core_opts;
 
 /* Where deliveries go: the forwarder, or the simulator's notifier. push
@@ -163,8 +167,12 @@ enum { SG_CORE_KINDS = 4 };
 
 typedef struct sg_core_stats {
     int64_t counts[SG_CORE_KINDS][SG_STATE_COUNT]; /* journaled events by kind, state */
-    uint64_t received[SG_CORE_KINDS];              /* answered 200, by kind */
-    uint64_t rejected, unavailable;                /* 400 (bad events), 503 (journal) */
+    bool observe;                                  /* sg_core_opts.observe */
+    /* observe mode: journaled events the gate would have suppressed, held
+     * or dropped (indexed by that state; forwarded, or pending, instead) */
+    int64_t would[SG_STATE_COUNT];
+    uint64_t received[SG_CORE_KINDS]; /* answered 200, by kind */
+    uint64_t rejected, unavailable;   /* 400 (bad events), 503 (journal) */
     int64_t pending, held;
     bool journal_ok;
     const char *journal_error; /* when !journal_ok; valid until the next call */

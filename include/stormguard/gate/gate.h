@@ -69,11 +69,17 @@ typedef struct sg_announce_result {
 } sg_announce_result;
 typedef void (*sg_gate_announce_fn)(void *ud, const sg_announce_result *r);
 
-/* A flush is coming: guard mode on, the wipe it causes expected (no
- * rewarm), an audit row, and a fresh snapshot of the profile's keys; done
- * runs once, after the snapshot committed or failed (r valid during the
- * call). actor and reason are copied. */
+/* A flush is coming: a fresh snapshot of the profile's keys, and once it
+ * committed the announce is confirmed: guard mode on, the wipe it causes
+ * expected (no rewarm), an audit row. A refused announce (stopping, a
+ * snapshot under way, Redis unreachable) or a failed snapshot changes
+ * nothing. done runs once, after the snapshot committed or failed (r valid
+ * during the call). actor and reason are copied. */
 void sg_gate_flush_announce(sg_gate *g, const char *actor, const char *reason,
                             sg_gate_announce_fn done, void *ud);
+
+/* Whether an announce now would be refused before its snapshot (res.status
+ * 0: it would go ahead), changing nothing: `stormguard flush --dry-run`. */
+void sg_gate_flush_check(const sg_gate *g, sg_announce_result *res);
 
 #endif

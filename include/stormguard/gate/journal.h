@@ -44,6 +44,8 @@ struct sg_jop {
     bool ledger;      /* INSERT: also add (source, job, number) to the ledger */
     bool duplicate;   /* INSERT with ledger: the ledger had the build, so the
                        * row went in as a suppressed replay instead */
+    bool observe;     /* INSERT, observe mode: a duplicate stays pending, would
+                       * "suppressed" */
     /* RELEASE, DROP: which events, how; results after commit */
     sg_hold_filter hold;
     bool newest_only;

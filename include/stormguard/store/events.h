@@ -57,7 +57,9 @@ typedef struct sg_event_row {
     size_t body_len;
     int64_t attempts, next_attempt_at, done_at;
     const char *last_error;
-    int64_t qgen; /* queue generation of a pending event (004_held.sql) */
+    int64_t qgen;      /* queue generation of a pending event (004_held.sql) */
+    const char *would; /* observe mode: the state the gate would have given it, or NULL
+                        * (008_observe.sql) */
 } sg_event_row;
 
 /* Journals row (in the caller's transaction, if one is open) and sets
@@ -84,9 +86,11 @@ int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err);
 int sg_store_events_query(sg_store *s, const sg_event_state *state, const char *kind,
                           const char *job, int limit, sg_event_fn fn, void *ud, sg_error *err);
 
-/* Calls fn(ud, kind, state, count) for every (kind, state) pair present;
- * kind is valid during the call only. */
-typedef void (*sg_count_fn)(void *ud, const char *kind, sg_event_state state, int64_t count);
+/* Calls fn(ud, kind, state, would, count) for every (kind, state, would)
+ * present (would NULL but in observe mode); the strings are valid during
+ * the call only. */
+typedef void (*sg_count_fn)(void *ud, const char *kind, sg_event_state state, const char *would,
+                            int64_t count);
 int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err);
 
 /* The highest event id journaled so far (0 if none). */

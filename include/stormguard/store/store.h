@@ -53,9 +53,13 @@
  *    index (cursor, last number, posted markers) visited row by row, and a
  *    sample of its keys for the watcher. Snapshots are written by the
  *    sidecar (snapshot/), not the gate.
- * 9. What operators read (sg_store_event_counts, sg_store_events_query,
- *    sg_store_last_event_id) and whether writes are taken again after a
- *    failure (sg_store_probe_write: a write that changes nothing).
+ * 9. What operators read (sg_store_event_counts by kind, state and
+ *    would, sg_store_events_query, sg_store_last_event_id) and whether
+ *    writes are taken again after a failure (sg_store_probe_write: a write
+ *    that changes nothing). An event's would (observe mode) is written with
+ *    it and never changes.
+ * 10. One daemon per store (sg_store_lock): a second is refused, naming the
+ *    first. A shared backend replaces this with its own claims.
  * Checkpoints and the WAL (sg_store_checkpoint, sg_store_wal_frames) are
  * SQLite's own: another backend needs no counterpart. */
 #ifndef STORMGUARD_STORE_H
@@ -103,6 +107,12 @@ typedef struct sg_store_options {
  * the database at path; opt may be NULL (all defaults). *out is written
  * only on success. */
 int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out, sg_error *err);
+/* The daemon's claim on the store at path: an exclusive flock on
+ * "PATH.lock", which then holds its pid; *fd keeps it until the process
+ * closes it or exits. Another daemon holding it is SG_ESTORE naming its
+ * pid. One-shot commands take no lock: they share the store with a
+ * running daemon. */
+int sg_store_lock(const char *path, int *fd, sg_error *err);
 /* Closes the connection, rolling back a snapshot still being written
  * (sg_store_snapshot_abort). Accepts NULL. */
 void sg_store_free(sg_store *s);
