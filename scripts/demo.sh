@@ -17,7 +17,19 @@ sg=$PWD/build/stormguard
 source scripts/redis-helpers.sh
 work=$(mktemp -d)
 daemon_pids=()
-trap 'kill "${daemon_pids[@]}" 2>/dev/null; wait "${daemon_pids[@]}" 2>/dev/null; sg_stop_redis; rm -rf "$work"' EXIT
+# Also on an early exit (a failed step, ^C, a closed pipe), when no daemon
+# runs yet: a failing `kill` with no pids would end the trap before the
+# redis-server is stopped.
+cleanup() {
+  set +e
+  if ((${#daemon_pids[@]})); then
+    kill "${daemon_pids[@]}" 2>/dev/null
+    wait "${daemon_pids[@]}" 2>/dev/null
+  fi
+  sg_stop_redis
+  rm -rf "$work"
+}
+trap cleanup EXIT
 sg_start_redis "$work"
 url=redis://127.0.0.1:$SG_REDIS_PORT/0
 export STORMGUARD_CONFIG=$work/stormguard.ini
