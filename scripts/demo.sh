@@ -95,6 +95,11 @@ say "The snapshots kept in the store"
 run "$sg" snapshots
 
 say "Now the daemon. A stand-in notifier (Echo) that logs what reaches it:"
+# It writes to its own log, not to the terminal: its lines would land in the
+# middle of the narration's. notifier_show prints them at the right moments.
+notifier_log=$work/notifier.log
+notifier_shown=0
+: >"$notifier_log"
 sink_port=$(sg_free_port)
 python3 -u -c '
 import http.server, json, sys
@@ -106,8 +111,20 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
     def log_message(self, *a): pass
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-' "$sink_port" &
+' "$sink_port" </dev/null >>"$notifier_log" 2>&1 &
 daemon_pids+=($!)
+# notifier_show TEXT: waits (at most 5 s) until the notifier has logged a line
+# with TEXT, then prints its whole lines not shown yet.
+notifier_show() {
+  local n
+  for _ in $(seq 1 50); do
+    grep -qF -- "$1" "$notifier_log" && break
+    sleep 0.1
+  done
+  n=$(wc -l <"$notifier_log")
+  tail -n +"$((notifier_shown + 1))" "$notifier_log" | head -n "$((n - notifier_shown))"
+  notifier_shown=$n
+}
 gate_port=$(sg_free_port)
 admin_port=$(sg_free_port)
 cat >>"$STORMGUARD_CONFIG" <<INI
@@ -150,13 +167,14 @@ post() {
 cursor=$(redis-cli -p "$SG_REDIS_PORT" hget 'igor:jenkins-prod:TEAM-1/SERVICE-1:team-1/service-1' lastPollCycleTimestamp)
 post team-1/service-1 101 "$((cursor - 3600000))"      # announced long ago: a replay
 post team-1/service-1 900 "$((cursor + 60000))"        # genuinely new: forwarded at once
+notifier_show 'team-1/service-1 #900'
 for n in 41 42 43; do post team-9/created-later "$n" "$((cursor + n))"; done  # unknown job
 sleep 0.5
 
 say "Held until someone decides. The newest build of each job goes, the older ones are superseded:"
 run "$sg" held
 run "$sg" release --all --newest-only
-sleep 0.5
+notifier_show 'team-9/created-later #43'
 say "The operator ends guard mode; jenkins-prod stays in storm mode for a while"
 echo "(three builds of one job within a minute tripped the storm detector; it ends once"
 echo "[storm] cooldown passes without another signal)"
