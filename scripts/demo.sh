@@ -7,6 +7,8 @@
 # daemon: stormguard run in front of a stand-in notifier notices a FLUSHALL
 # within milliseconds, rewarms the poller's keys, and holds the builds it
 # cannot tell from replays until an operator releases the newest of each job.
+#
+# The narration is plain text when stdout is not a terminal or NO_COLOR is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -44,7 +46,13 @@ name = igor
 announce = no    ; the first half of this demo runs no gate to announce a flush to
 INI
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only (https://no-color.org).
+if [[ -t 1 && -z ${NO_COLOR:-} ]]; then
+  bold=$'\033[1m' plain=$'\033[0m'
+else
+  bold= plain=
+fi
+say() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 run() { printf '$'; printf ' %q' "${@/#$PWD\/build\//}"; printf '\n'; "$@"; }
 
 say "Seeding redis $url with an Igor cache: 120 Jenkins jobs, Travis, Docker, sessions, cache"
