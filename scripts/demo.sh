@@ -9,12 +9,35 @@
 # cannot tell from replays until an operator releases the newest of each job.
 #
 # The narration is plain text when stdout is not a terminal or NO_COLOR is set.
+# A build folder left by a checkout elsewhere (build/CMakeCache.txt made for
+# another source dir, as in a copy of this tree) is started afresh.
+#
+# Environment:
+#   SG_DEMO_BIN=FILE  run this stormguard binary instead of building one; the
+#                     build folder is still checked and configured (where a
+#                     stale one would stop the demo), only not compiled. The
+#                     end-to-end test (tests/e2e/test_demo.sh) uses it to stay
+#                     quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSG_TESTS=OFF >/dev/null
-cmake --build build -j"$(nproc)" >/dev/null
-sg=$PWD/build/stormguard
+build=$PWD/build
+if [[ -f $build/CMakeCache.txt ]]; then
+  cached_src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")
+  cached_build=$(sed -n 's/^CMAKE_CACHEFILE_DIR:INTERNAL=//p' "$build/CMakeCache.txt")
+  if [[ $(realpath -m -- "${cached_src:-/nonexistent}") != "$(pwd -P)" ||
+    $(realpath -m -- "${cached_build:-/nonexistent}") != "$(realpath -m -- "$build")" ]]; then
+    echo "demo: build/ was configured for ${cached_src:-another source dir}, not $PWD: removing it and building afresh"
+    rm -rf "$build"
+  fi
+fi
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSG_TESTS=OFF >/dev/null
+if [[ -n ${SG_DEMO_BIN:-} ]]; then
+  sg=$SG_DEMO_BIN
+else
+  cmake --build "$build" -j"$(nproc)" >/dev/null
+  sg=$build/stormguard
+fi
 
 source scripts/redis-helpers.sh
 work=$(mktemp -d)
@@ -53,7 +76,15 @@ else
   bold= plain=
 fi
 say() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
-run() { printf '$'; printf ' %q' "${@/#$PWD\/build\//}"; printf '\n'; "$@"; }
+# run CMD...: shows the command (the binary as plain "stormguard"), runs it.
+run() {
+  local shown=("$@")
+  [[ $1 != "$sg" ]] || shown[0]=stormguard
+  printf '$'
+  printf ' %q' "${shown[@]}"
+  printf '\n'
+  "$@"
+}
 
 say "Seeding redis $url with an Igor cache: 120 Jenkins jobs, Travis, Docker, sessions, cache"
 {
