@@ -84,17 +84,23 @@ static void print_text(json_t *doc)
         printf("baseline: no snapshot yet (every job is unknown until one is taken); ledger "
                "%lld builds\n",
                (long long)json_integer_value(json_object_get(doc, "ledger")));
-    static const char *const head[] = {"KIND",       "PENDING", "FORWARDED",
-                                       "SUPPRESSED", "HELD",    "DEAD"};
-    static const char *const states[] = {"pending", "forwarded", "suppressed", "held", "dead"};
-    sg_table *t = sg_table_new(6, head, "lrrrrr");
+    /* A column for every state an event rests in, so no event drops out of
+     * the table: the held builds an operator dropped or a newer build
+     * superseded are counted too. "released" has none: a release makes an
+     * event pending again. */
+    static const char *const head[] = {"KIND", "PENDING", "FORWARDED",  "SUPPRESSED",
+                                       "HELD", "DROPPED", "SUPERSEDED", "DEAD"};
+    static const char *const states[] = {"pending", "forwarded",  "suppressed", "held",
+                                         "dropped", "superseded", "dead"};
+    enum { NSTATES = sizeof states / sizeof states[0] };
+    sg_table *t = sg_table_new(NSTATES + 1, head, "lrrrrrrr");
     const char *kind;
     json_t *by_state;
     json_object_foreach(json_object_get(doc, "counts"), kind, by_state)
     {
-        char cells[5][24];
-        const char *row[6] = {kind};
-        for (int i = 0; i < 5; i++) {
+        char cells[NSTATES][24];
+        const char *row[NSTATES + 1] = {kind};
+        for (int i = 0; i < NSTATES; i++) {
             snprintf(cells[i], sizeof cells[i], "%lld",
                      (long long)json_integer_value(json_object_get(by_state, states[i])));
             row[i + 1] = cells[i];
