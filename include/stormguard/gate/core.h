@@ -15,7 +15,8 @@
  * store in queue order (qgen, id) as it drains, so memory stays bounded
  * however long the notifier is down. A start is the spilled state: what
  * the last run left pending resumes the same way. Reads of the store (the
- * refill, baseline reloads, /v1/events, the held summary) run one at a time
+ * refill, baseline reloads, the ages of the oldest pending and held events,
+ * /v1/events, the held summary) run one at a time
  * on libuv's thread pool with the core's own read-only connection, so the
  * loop never waits on SQLite.
  *
