@@ -11,6 +11,7 @@ packages=(
   libuv1-dev libh2o-dev libssl-dev libcurl4-openssl-dev
   redis-server redis-tools python3 curl sqlite3 openssl clang-format
   clang gnuplot-nox chromium
+  prometheus python3-yaml
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(time wrk nginx-light)

@@ -13,8 +13,6 @@
 #include "stormguard/store/store.h"
 #include "stormguard/base/util.h"
 
-#define SG_VERSION "0.1.0"
-
 struct json_t;
 
 typedef struct sg_cli {

@@ -279,6 +279,79 @@ static void degraded(sg_admin *a, json_t *reasons)
 
 /* ---- /metrics ---- */
 
+/* Seconds since at (epoch ms) by the core's clock; 0 for at == 0 (none). */
+static double age_s(const sg_core_stats *st, int64_t at)
+{
+    return at && st->now_ms > at ? (double)(st->now_ms - at) / 1000 : 0;
+}
+
+/* What the alert rules of deploy/prometheus/ read beside the counts: the
+ * build, the journal and downstream health, the snapshots, and how long
+ * the oldest pending and held events have waited (0 when none waits). */
+static void health_metrics(sg_buf *b, const sg_core_stats *st, const sg_gate_info *gi)
+{
+    sg_metric_family(b, "stormguard_build_info", "gauge", "1, labelled with the build's version");
+    sg_metric_sample(b, "stormguard_build_info", "version=\"" SG_VERSION "\"", 1);
+    sg_metric_family(b, "stormguard_journal_writable", "gauge",
+                     "1 while the journal takes writes (0: events are answered 503)");
+    sg_metric_sample(b, "stormguard_journal_writable", "", st->journal_ok);
+    sg_metric_family(b, "stormguard_downstream_up", "gauge",
+                     "1 unless the last delivery attempt failed for the downstream's sake "
+                     "(a connection error, a timeout, 5xx or 429)");
+    sg_metric_sample(b, "stormguard_downstream_up", "", st->downstream_ok);
+    sg_metric_family(b, "stormguard_pending_oldest_age_seconds", "gauge",
+                     "Age of the oldest event waiting for delivery, from its arrival (0: none)");
+    sg_metric_sample(b, "stormguard_pending_oldest_age_seconds", "",
+                     age_s(st, st->oldest_pending_ms));
+    sg_metric_family(b, "stormguard_held_oldest_age_seconds", "gauge",
+                     "Age of the oldest held event, from its arrival (0: none held)");
+    sg_metric_sample(b, "stormguard_held_oldest_age_seconds", "", age_s(st, st->oldest_held_ms));
+    /* the newest good snapshot: the gate's own, or a newer baseline the
+     * core found in the store (taken by `stormguard snapshot`) */
+    int64_t good_at = gi->snapshot_good_at_ms, good_keys = gi->snapshot_good_keys;
+    if (st->baseline_taken_at_ms > good_at) {
+        good_at = st->baseline_taken_at_ms;
+        good_keys = st->baseline_keys;
+    }
+    sg_metric_family(b, "stormguard_snapshot_last_good_timestamp_seconds", "gauge",
+                     "When the newest good (complete, not suspect) snapshot began, epoch "
+                     "seconds (0: none)");
+    sg_metric_sample(b, "stormguard_snapshot_last_good_timestamp_seconds", "",
+                     (double)good_at / 1000);
+    sg_metric_family(b, "stormguard_snapshot_last_good_keys", "gauge",
+                     "Keys in the newest good snapshot");
+    sg_metric_sample(b, "stormguard_snapshot_last_good_keys", "", (double)good_keys);
+    sg_metric_family(b, "stormguard_snapshot_interval_seconds", "gauge",
+                     "The periodic snapshots' interval (0: the daemon takes none)");
+    sg_metric_sample(b, "stormguard_snapshot_interval_seconds", "",
+                     (double)gi->snapshot_interval_s);
+}
+
+/* Prometheus's process_* family, as its client libraries export it, from
+ * the last read of /proc (the gate's tick, off the loop). */
+static void process_metrics(sg_buf *b, const sg_gate_info *gi)
+{
+    if (!gi->process_known)
+        return;
+    const sg_procstat *p = &gi->process;
+    sg_metric_family(b, "process_cpu_seconds_total", "counter",
+                     "Total user and system CPU time spent in seconds.");
+    sg_metric_sample(b, "process_cpu_seconds_total", "", p->cpu_seconds);
+    sg_metric_family(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    sg_metric_sample(b, "process_resident_memory_bytes", "", (double)p->resident_bytes);
+    sg_metric_family(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+    sg_metric_sample(b, "process_virtual_memory_bytes", "", (double)p->virtual_bytes);
+    sg_metric_family(b, "process_open_fds", "gauge", "Number of open file descriptors.");
+    sg_metric_sample(b, "process_open_fds", "", (double)p->open_fds);
+    if (p->max_fds >= 0) {
+        sg_metric_family(b, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+        sg_metric_sample(b, "process_max_fds", "", (double)p->max_fds);
+    }
+    sg_metric_family(b, "process_start_time_seconds", "gauge",
+                     "Start time of the process since unix epoch in seconds.");
+    sg_metric_sample(b, "process_start_time_seconds", "", p->start_time_s);
+}
+
 static void metrics(sg_admin *a, sg_buf *b)
 {
     sg_core *core = sg_gate_core(a->gate);
@@ -360,6 +433,8 @@ static void metrics(sg_admin *a, sg_buf *b)
         snprintf(labels, sizeof labels, "state=\"%s\"", sg_event_state_name((sg_event_state)s));
         sg_metric_sample(b, "stormguard_events_would", labels, (double)st.would[s]);
     }
+    health_metrics(b, &st, &gi);
+    process_metrics(b, &gi);
 }
 
 /* ---- /v1/events ---- */

@@ -38,6 +38,7 @@
 #define PROBE_EVERY_MS 1000    /* a probe write while the journal is unwritable */
 #define PRUNE_FIRST_MS 10000   /* the retention's first pass after the start */
 #define PRUNE_EVERY_MS (3600 * 1000LL)
+#define AGES_EVERY_MS 5000 /* the oldest pending and held events, read again */
 
 /* A read of the store off the loop. Serial ones share the core's reader
  * connection, one at a time, in order; the others (operators' queries that
@@ -111,6 +112,16 @@ struct sg_core {
     bool pruning;
     int64_t next_prune_at, pruned_pass;
     uint64_t logged_received[SG_CORE_KINDS], logged_attempts, logged_failures, logged_rejected;
+
+    /* The age gauges: the arrival of the oldest pending and held event
+     * (epoch ms, 0: not known). An arrival lowers them at once; what
+     * leaves is noticed by a read of the store (sg_store_oldest_*) every
+     * AGES_EVERY_MS, the held one only after a release or drop made it
+     * stale (its read is O(held)). seen_* gather the arrivals while that
+     * read runs, which it may not have seen. */
+    int64_t oldest_pending, oldest_held, seen_pending, seen_held;
+    bool held_stale, aging;
+    int64_t next_ages_at;
 
     bool stopping, closing;
     bool close_begun; /* sg_core_close was called: no more reads */
@@ -315,10 +326,44 @@ static int64_t next_gen(void *ud)
     return ++c->qgen;
 }
 
+/* Events in state st, of any kind. */
+static int64_t open_count(const sg_core *c, sg_event_state st)
+{
+    int64_t n = 0;
+    for (int k = 0; k < SG_CORE_KINDS; k++)
+        n += c->counts[k][st];
+    return n;
+}
+
+/* *oldest = the earlier of the two; 0 is none, not a time. */
+static void lower(int64_t *oldest, int64_t at)
+{
+    if (at && (!*oldest || at < *oldest))
+        *oldest = at;
+}
+
+/* An event journaled pending or held at `at` (counted already). */
+static void note_arrival(sg_core *c, sg_event_state st, int64_t at)
+{
+    bool held = st == SG_STATE_HELD;
+    int64_t *oldest = held ? &c->oldest_held : &c->oldest_pending;
+    if (open_count(c, st) == 1)
+        *oldest = 0; /* the first: what was remembered has left */
+    lower(oldest, at);
+    if (c->aging)
+        lower(held ? &c->seen_held : &c->seen_pending, at);
+}
+
 static void on_moved(void *ud, const sg_hold_moved *m)
 {
     sg_core *c = ud;
     int64_t *n = c->counts[SG_KIND_UNKNOWN];
+    if (m->released && open_count(c, SG_STATE_PENDING) == 0) {
+        c->oldest_pending = 0; /* released events arrived long ago: read it */
+        c->next_ages_at = 0;
+    }
+    if (m->released + m->superseded + m->dropped)
+        c->held_stale = true;
     n[SG_STATE_HELD] -= m->released + m->superseded + m->dropped;
     n[SG_STATE_PENDING] += m->released;
     n[SG_STATE_SUPERSEDED] += m->superseded;
@@ -525,6 +570,8 @@ static void on_incoming_done(sg_jop *op)
     if (op->row.would && sg_event_state_parse(op->row.would, &would) == 0)
         c->would[would]++;
     c->received[in->kind]++;
+    if (st == SG_STATE_PENDING || st == SG_STATE_HELD)
+        note_arrival(c, st, op->row.received_at);
     in->answer(in->ud,
                &(sg_answer){.status = 200, .id = op->row.id, .kind = in->kind, .state = st});
     if (st == SG_STATE_PENDING && !c->stopping) { /* else the next run delivers it */
@@ -1006,6 +1053,65 @@ static void measure_space(sg_core *c)
         free(j);
 }
 
+/* ---- the oldest pending and held events ---- */
+
+typedef struct ages_job {
+    read_job rj;
+    bool pending, held; /* which to read */
+    int64_t pending_at, held_at;
+} ages_job;
+
+static void ages_run(read_job *j, sg_store *s)
+{
+    ages_job *x = (ages_job *)j;
+    if (x->pending && (j->rc = sg_store_oldest_pending(s, &x->pending_at, &j->err)))
+        return;
+    if (x->held)
+        j->rc = sg_store_oldest_held(s, &x->held_at, &j->err);
+}
+
+static void ages_done(read_job *j, int status)
+{
+    ages_job *x = (ages_job *)j;
+    sg_core *c = j->c;
+    c->aging = false;
+    if (status || j->rc) {
+        sg_log(SG_LOG_ERROR, "journal", "reading the oldest pending and held events: %s",
+               status ? uv_strerror(status) : j->err.msg);
+        c->held_stale |= x->held;
+    } else {
+        if (x->pending) {
+            c->oldest_pending = x->pending_at;
+            lower(&c->oldest_pending, c->seen_pending);
+        }
+        if (x->held) {
+            c->oldest_held = x->held_at;
+            lower(&c->oldest_held, c->seen_held);
+        }
+    }
+    free(x);
+}
+
+/* The arrivals of the oldest events, read off the loop on the core's
+ * reader: the pending one every time (deliveries take the oldest away),
+ * the held one when releases and drops made it stale. */
+static void read_ages(sg_core *c)
+{
+    bool pending = open_count(c, SG_STATE_PENDING) > 0;
+    bool held = c->held_stale && open_count(c, SG_STATE_HELD) > 0;
+    if (!pending && !held)
+        return;
+    ages_job *x = sg_xcalloc(1, sizeof *x);
+    x->pending = pending;
+    x->held = held;
+    x->rj.run = ages_run;
+    x->rj.done = ages_done;
+    c->aging = true;
+    c->held_stale = c->held_stale && !held;
+    c->seen_pending = c->seen_held = 0;
+    read_submit(c, &x->rj, true);
+}
+
 void sg_core_tick(sg_core *c)
 {
     if (c->stopping)
@@ -1027,6 +1133,10 @@ void sg_core_tick(sg_core *c)
     if (now >= c->next_summary_at) {
         c->next_summary_at = now + SUMMARY_EVERY_MS;
         log_activity(c);
+    }
+    if (now >= c->next_ages_at && !c->aging) {
+        c->next_ages_at = now + AGES_EVERY_MS;
+        read_ages(c);
     }
 }
 
@@ -1281,6 +1391,8 @@ void sg_core_stats_get(const sg_core *c, sg_core_stats *out)
     out->forward_hist = &c->forward_hist;
     out->started_at_ms = c->started_at;
     out->now_ms = now_ms(c);
+    out->oldest_pending_ms = out->pending ? c->oldest_pending : 0;
+    out->oldest_held_ms = out->held ? c->oldest_held : 0;
 }
 
 sg_guard *sg_core_guard(sg_core *c)
@@ -1342,6 +1454,7 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
         (rc = sg_store_ledger_jobs(c->reader, ledger_add, &c->ledger, &c->ledger_builds, err)) ||
         (rc = sg_store_event_counts(c->reader, count_events, c, err)))
         goto fail;
+    c->held_stale = true; /* the first tick reads both ages */
     baseline b = {0};
     if ((rc = load_baseline(c->reader, 0, 0, &b, err)))
         goto fail;

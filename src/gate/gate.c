@@ -45,6 +45,10 @@ struct sg_gate {
     uint64_t refused; /* the listener's refusals, kept once it stopped */
     bool redis_up, snapshotting;
     int64_t last_snapshot_at;
+    int64_t good_snapshot_at, good_snapshot_keys; /* the newest good one taken here */
+    struct proc_job *proc_job;                    /* a read of /proc on the thread pool */
+    sg_procstat proc;
+    bool proc_known, proc_failed;
     char sample_glob[256]; /* the profile's keys, for the watcher's sample */
     uv_timer_t tick;
     bool stopping;
@@ -69,6 +73,63 @@ void sg_gate_info_get(const sg_gate *g, sg_gate_info *out)
                           .redis_up = g->redis_up};
     if (g->watch)
         sg_watch_report_get(g->watch, &out->watch);
+    out->snapshot_good_at_ms = g->good_snapshot_at;
+    out->snapshot_good_keys = g->good_snapshot_keys;
+    /* the periodic snapshots need a profile and the watcher's link (on_tick) */
+    const sg_config *c = g->cfg;
+    out->snapshot_interval_s =
+        c->watch && c->profile != SG_PROFILE_NONE ? c->snapshot_interval_s : 0;
+    out->process_known = g->proc_known;
+    out->process = g->proc;
+}
+
+/* ---- the process's figures (/metrics), read off the loop ---- */
+
+typedef struct proc_job {
+    uv_work_t work;
+    sg_gate *g; /* NULL once the gate was freed: the job frees itself */
+    int rc;
+    sg_error err;
+    sg_procstat ps;
+} proc_job;
+
+static void proc_work(uv_work_t *w)
+{
+    proc_job *j = w->data;
+    j->rc = sg_procstat_read(&j->ps, &j->err);
+}
+
+static void proc_done(uv_work_t *w, int status)
+{
+    proc_job *j = w->data;
+    sg_gate *g = j->g;
+    if (g) {
+        g->proc_job = NULL;
+        if (!status && !j->rc) {
+            g->proc = j->ps;
+            g->proc_known = true;
+        } else if (!g->proc_failed) { /* once: it would fail every second */
+            g->proc_failed = true;
+            sg_log(SG_LOG_WARN, "admin", "process metrics unavailable: %s",
+                   status ? uv_strerror(status) : j->err.msg);
+        }
+    }
+    free(j);
+}
+
+/* One read of /proc at a time, each tick: a scrape only copies the last. */
+static void sample_process(sg_gate *g)
+{
+    if (g->proc_job || g->stopping)
+        return;
+    proc_job *j = sg_xcalloc(1, sizeof *j);
+    j->g = g;
+    j->work.data = j;
+    if (uv_queue_work(g->loop, &j->work, proc_work, proc_done)) {
+        free(j);
+        return;
+    }
+    g->proc_job = j;
 }
 
 /* ---- the poller's requests ---- */
@@ -234,6 +295,8 @@ static void on_snapshot_done(void *ud, const sg_sidecar_result *r)
     } else {
         sg_log(SG_LOG_INFO, "guard", "snapshot %lld: %lld keys in %.2fs", (long long)r->snapshot_id,
                (long long)r->keys, r->seconds);
+        g->good_snapshot_at = a->started_at;
+        g->good_snapshot_keys = r->keys;
         /* a snapshot that began before a wipe names keys that are gone */
         sg_guard_report gr;
         sg_guard_report_get(sg_core_guard(g->core), &gr);
@@ -372,6 +435,7 @@ static void on_tick(uv_timer_t *t)
 {
     sg_gate *g = t->data;
     sg_core_tick(g->core);
+    sample_process(g);
     int64_t now = sg_clock_ms(g->clock);
     int64_t every = g->cfg->snapshot_interval_s * 1000;
     if (every && g->cfg->profile != SG_PROFILE_NONE && g->redis_up && !g->snapshotting &&
@@ -565,6 +629,7 @@ static int start(sg_gate *g, sg_error *err)
     uv_timer_init(g->loop, &g->tick);
     g->tick.data = g;
     uv_timer_start(&g->tick, on_tick, TICK_MS, TICK_MS);
+    sample_process(g);
     sg_deliverer d = {.push = deliver, .backlog = deliver_backlog, .ud = g};
     sg_core_set_deliverer(g->core, &d); /* resumes what the last run left pending */
     return 0;
@@ -590,6 +655,8 @@ void sg_gate_free(sg_gate *g)
 {
     if (!g)
         return;
+    if (g->proc_job)
+        g->proc_job->g = NULL;
     sg_core_free(g->core);
     free(g);
 }

@@ -206,6 +206,31 @@ int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err)
     return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "counting events in");
 }
 
+int sg_store_oldest_pending(sg_store *s, int64_t *received_at, sg_error *err)
+{
+    /* a skip-scan of event_open by hand: SQLite has none for min() per group */
+    return sg_store_query_int(
+        s,
+        "WITH RECURSIVE g(q) AS ("
+        " SELECT (SELECT qgen FROM event WHERE state = 'pending' ORDER BY qgen, id LIMIT 1)"
+        " UNION ALL"
+        " SELECT (SELECT qgen FROM event WHERE state = 'pending' AND qgen > g.q"
+        "         ORDER BY qgen, id LIMIT 1) FROM g WHERE g.q IS NOT NULL)"
+        " SELECT coalesce(min((SELECT received_at FROM event WHERE state = 'pending' AND"
+        "                      qgen = g.q ORDER BY qgen, id LIMIT 1)), 0)"
+        " FROM g WHERE g.q IS NOT NULL",
+        0, received_at, err);
+}
+
+int sg_store_oldest_held(sg_store *s, int64_t *received_at, sg_error *err)
+{
+    return sg_store_query_int(s,
+                              "SELECT coalesce((SELECT received_at FROM event WHERE id = "
+                              "(SELECT min(id) FROM event INDEXED BY event_held WHERE "
+                              "state = 'held')), 0)",
+                              0, received_at, err);
+}
+
 int sg_store_last_event_id(sg_store *s, int64_t *id, sg_error *err)
 {
     return sg_store_query_int(s, "SELECT coalesce(max(id), 0) FROM event", 0, id, err);

@@ -15,7 +15,8 @@
  * store in queue order (qgen, id) as it drains, so memory stays bounded
  * however long the notifier is down. A start is the spilled state: what
  * the last run left pending resumes the same way. Reads of the store (the
- * refill, baseline reloads, /v1/events, the held summary) run one at a time
+ * refill, baseline reloads, the ages of the oldest pending and held events,
+ * /v1/events, the held summary) run one at a time
  * on libuv's thread pool with the core's own read-only connection, so the
  * loop never waits on SQLite.
  *
@@ -191,6 +192,10 @@ typedef struct sg_core_stats {
     const char *downstream_error;                     /* the last failure's */
     const sg_histogram *commit_hist, *forward_hist;
     int64_t started_at_ms, now_ms; /* the core's clock */
+    /* when the oldest pending and the oldest held event arrived (epoch ms);
+     * 0 when there is none, or until the store was read (within 5 s of a
+     * start or a release). An event that left is noticed within 5 s. */
+    int64_t oldest_pending_ms, oldest_held_ms;
 } sg_core_stats;
 void sg_core_stats_get(const sg_core *c, sg_core_stats *out);
 

@@ -14,6 +14,7 @@
 #include "stormguard/redis/watch.h"
 #include "stormguard/config/config.h"
 #include "stormguard/base/error.h"
+#include "stormguard/base/procstat.h"
 #include "stormguard/gate/core.h"
 
 struct sg_watch;
@@ -55,6 +56,13 @@ typedef struct sg_gate_info {
     bool watched;             /* false: Redis not watched (or no longer: stopping) */
     sg_watch_report watch;    /* when watched: its strings valid until the loop turns */
     bool redis_up;
+    /* the newest snapshot the gate took that is good (complete, not
+     * suspect): when it began (epoch ms) and its keys; 0 if none yet */
+    int64_t snapshot_good_at_ms, snapshot_good_keys;
+    int64_t snapshot_interval_s; /* [snapshot] interval; 0 when the gate takes no periodic
+                                    snapshots (interval 0, no profile, Redis not watched) */
+    bool process_known;          /* false until the first read of /proc ended */
+    sg_procstat process;         /* read every second on the thread pool */
 } sg_gate_info;
 void sg_gate_info_get(const sg_gate *g, sg_gate_info *out);
 

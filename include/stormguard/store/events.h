@@ -93,6 +93,16 @@ typedef void (*sg_count_fn)(void *ud, const char *kind, sg_event_state state, co
                             int64_t count);
 int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err);
 
+/* The arrival time (received_at, epoch ms; 0 if none) of the oldest
+ * pending event and of the oldest held one, for the gate's age gauges.
+ * Both are read through partial indexes, never by a scan of the table:
+ * the pending one is the first of each queue generation of event_open
+ * (O(generations log n): events of one generation arrived in id order,
+ * and a release puts older events in a newer generation), the held one
+ * the lowest id of event_held (a scan of that index alone, O(held)). */
+int sg_store_oldest_pending(sg_store *s, int64_t *received_at, sg_error *err);
+int sg_store_oldest_held(sg_store *s, int64_t *received_at, sg_error *err);
+
 /* The highest event id journaled so far (0 if none). */
 int sg_store_last_event_id(sg_store *s, int64_t *id, sg_error *err);
 
