@@ -96,6 +96,32 @@ static int admin_token(const sg_config *c, char **out, sg_error *err)
     return rc;
 }
 
+static void admin_opts(const sg_config *c, sg_http_opts *o)
+{
+    *o = (sg_http_opts){.listen = c->admin_listen,
+                        .max_body = 64 << 10,
+                        .max_header = (size_t)c->max_header,
+                        .read_timeout_ms = (int)(c->read_timeout_s * 1000),
+                        .max_connections = 64};
+}
+
+int sg_daemon_check(const sg_config *cfg, sg_error *err)
+{
+    char *token = NULL;
+    int rc = admin_token(cfg, &token, err);
+    if (token) {
+        memset(token, 0, strlen(token));
+        free(token);
+    }
+    if (rc)
+        return rc;
+    sg_http_opts ao;
+    admin_opts(cfg, &ao);
+    if ((rc = sg_http_check(&ao, err)))
+        return sg_error_prefix(err, "admin API");
+    return sg_gate_check(cfg, err);
+}
+
 static int start(run_state *d, sg_error *err)
 {
     const sg_config *c = d->cfg;
@@ -104,11 +130,8 @@ static int start(run_state *d, sg_error *err)
         (rc = sg_gate_start(&d->loop, c, &d->gate, err)))
         return rc;
     d->admin = (sg_admin){.gate = d->gate, .token = d->admin_token};
-    sg_http_opts ao = {.listen = c->admin_listen,
-                       .max_body = 64 << 10,
-                       .max_header = (size_t)c->max_header,
-                       .read_timeout_ms = (int)(c->read_timeout_s * 1000),
-                       .max_connections = 64};
+    sg_http_opts ao;
+    admin_opts(c, &ao);
     if ((rc = sg_http_start(&d->loop, &ao, sg_admin_handle, &d->admin, &d->admin_http, err)))
         return sg_error_prefix(err, "admin API");
     uv_signal_init(&d->loop, &d->sigterm);

@@ -13,4 +13,10 @@
  * start. */
 int sg_daemon_run(const sg_config *cfg, sg_error *err);
 
+/* What sg_daemon_run checks before it opens the store or binds anything:
+ * the admin token (read from token_file if set; required beyond loopback),
+ * the admin listen address, and the gate's checks (sg_gate_check). The
+ * token is never kept nor shown. SG_EUSAGE with the reason. */
+int sg_daemon_check(const sg_config *cfg, sg_error *err);
+
 #endif
