@@ -2,13 +2,23 @@
  *
  * Stopping: the gate stops (its listener closes, its deliveries in flight
  * end) while the admin listener closes; once both are done nothing else can
- * submit to the journal, so the gate closes it, and the signal handles go
- * last. */
+ * submit to the journal, so the gate closes it, and the signal handles and
+ * the watchdog timer go last.
+ *
+ * Under systemd (Type=notify) the daemon tells its manager through
+ * sd_notify: READY=1 once both listeners are bound and the store is open,
+ * WATCHDOG=1 from a loop timer at half the WATCHDOG_USEC it was given (a
+ * loop that stops turning misses it and is restarted), RELOADING=1 and
+ * READY=1 around SIGHUP's reopening of the log file, STOPPING=1 when a
+ * stop begins. Without NOTIFY_SOCKET every call does nothing. The watchdog
+ * keeps beating while the daemon stops: a clean stop may wait up to
+ * [forward] timeout for the deliveries in flight. */
 #include "stormguard/gate/daemon.h"
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
 #include <uv.h>
 
 #include "stormguard/base/log.h"
@@ -24,7 +34,8 @@ typedef struct run_state {
     sg_admin admin;
     char *admin_token;
     uv_signal_t sigterm, sigint, sighup;
-    bool signals, stopping;
+    uv_timer_t watchdog; /* started only when systemd asks for it */
+    bool signals, watchdog_on, stopping;
     int stop_waits;
 } run_state;
 
@@ -41,6 +52,8 @@ static void on_gate_closed(void *ud)
     uv_close((uv_handle_t *)&d->sigterm, on_closed_signal);
     uv_close((uv_handle_t *)&d->sigint, on_closed_signal);
     uv_close((uv_handle_t *)&d->sighup, on_closed_signal);
+    if (d->watchdog_on)
+        uv_close((uv_handle_t *)&d->watchdog, on_closed_signal);
 }
 
 static void on_part_stopped(void *ud)
@@ -57,6 +70,7 @@ static void stop(run_state *d, const char *why)
     if (d->stopping)
         return;
     d->stopping = true;
+    (void)sd_notify(0, "STOPPING=1"); /* nothing to do if systemd is not told */
     sg_gate_info gi;
     sg_gate_info_get(d->gate, &gi);
     sg_log(SG_LOG_INFO, "gate",
@@ -72,7 +86,11 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     run_state *d = s->data;
     if (signum == SIGHUP) {
+        /* systemd 253's reload protocol wants the time the reload began */
+        (void)sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+                         (unsigned long long)(uv_hrtime() / 1000));
         sg_log_reopen();
+        (void)sd_notify(0, "READY=1");
         return;
     }
     stop(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -122,6 +140,30 @@ int sg_daemon_check(const sg_config *cfg, sg_error *err)
     return sg_gate_check(cfg, err);
 }
 
+static void on_watchdog(uv_timer_t *t)
+{
+    (void)t;
+    (void)sd_notify(0, "WATCHDOG=1");
+}
+
+/* WATCHDOG=1 every half of the period systemd gave (WATCHDOG_USEC), when it
+ * gave one to this process. */
+static void start_watchdog(run_state *d)
+{
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+        return;
+    uint64_t every_ms = usec / 2000;
+    if (every_ms == 0)
+        every_ms = 1;
+    uv_timer_init(&d->loop, &d->watchdog);
+    d->watchdog.data = d;
+    uv_timer_start(&d->watchdog, on_watchdog, every_ms, every_ms);
+    d->watchdog_on = true;
+    sg_log(SG_LOG_INFO, "gate", "systemd watchdog: WATCHDOG=1 every %llu ms",
+           (unsigned long long)every_ms);
+}
+
 static int start(run_state *d, sg_error *err)
 {
     const sg_config *c = d->cfg;
@@ -150,6 +192,9 @@ static int start(run_state *d, sg_error *err)
            c->listen, c->admin_listen, d->admin_token ? ", token required" : "", c->downstream,
            (long long)st.baseline_id, st.baseline_jobs, (long long)st.ledger_builds, st.ledger_jobs,
            (long long)st.pending);
+    start_watchdog(d);
+    (void)sd_notifyf(0, "READY=1\nSTATUS=listening on %s (admin %s), forwarding to %s", c->listen,
+                     c->admin_listen, c->downstream);
     return 0;
 }
 

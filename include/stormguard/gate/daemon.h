@@ -1,6 +1,7 @@
 /* `stormguard run`: the gate (gate.h) and the admin API (admin.h) on one
  * libuv loop, with the signals a daemon answers: SIGTERM and SIGINT stop it
- * cleanly, SIGHUP reopens the log file. */
+ * cleanly, SIGHUP reopens the log file; under systemd it reports readiness,
+ * reloads, the stop and a watchdog beat through sd_notify. */
 #ifndef STORMGUARD_DAEMON_H
 #define STORMGUARD_DAEMON_H
 
