@@ -10,7 +10,7 @@ packages=(
   libhiredis-dev libsqlite3-dev libjansson-dev libcmocka-dev
   libuv1-dev libh2o-dev libssl-dev libcurl4-openssl-dev libsystemd-dev
   redis-server redis-tools python3 curl sqlite3 openssl clang-format
-  clang gnuplot-nox chromium
+  clang gnuplot-nox chromium python3-yaml
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(time wrk nginx-light)
