@@ -16,7 +16,10 @@ int sg_cmd_run(int argc, char **argv)
                    "on --downstream unless it replays a build announced before. Pending\n"
                    "deliveries resume after a restart. SIGTERM/SIGINT stop cleanly; SIGHUP\n"
                    "reopens --log-file. The admin API (--admin) serves /v1/status, /v1/events,\n"
-                   "/metrics, /healthz and /readyz.",
+                   "/metrics, /healthz and /readyz. Under systemd (Type=notify, NOTIFY_SOCKET)\n"
+                   "it sends READY=1 once both listeners are bound and the store is open,\n"
+                   "WATCHDOG=1 at half of WATCHDOG_USEC, RELOADING=1 and READY=1 around SIGHUP,\n"
+                   "STOPPING=1. `stormguard config` makes its start-up checks without starting.",
     };
     sg_cli cli;
     int rc = sg_cli_parse(&cli, &spec, argc, argv);
