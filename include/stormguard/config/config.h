@@ -121,7 +121,9 @@ void sg_config_dump(const sg_config *c, FILE *out);
 
 /* Called for each key, in the order of the key table (sections together),
  * with its value as the INI file would give it: the Redis URL without its
- * password, the admin token as "(set)", lists space-separated. value is
+ * password, the admin token as "(set)", lists space-separated (a comma
+ * before an item that starts with ';' or '#', which would read as a
+ * comment). value is
  * NULL for an optional key that is not set; it is valid during the call. */
 typedef void (*sg_config_each_fn)(void *ud, const char *section, const char *key,
                                   const char *value);
