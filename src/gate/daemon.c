@@ -86,7 +86,8 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     run_state *d = s->data;
     if (signum == SIGHUP) {
-        /* systemd 253's reload protocol wants the time the reload began */
+        /* systemd 253's reload protocol wants the time the reload began,
+         * on CLOCK_MONOTONIC (uv_hrtime's clock; clock.h) */
         (void)sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
                          (unsigned long long)(uv_hrtime() / 1000));
         sg_log_reopen();
