@@ -94,6 +94,7 @@ echo "# SIGTERM: STOPPING=1"
 stop_gate TERM
 assert_eq 0 "$GATE_RC" "SIGTERM exits 0"
 assert_eq 1 "$(count STOPPING=1)" "STOPPING=1 once"
+assert_not_contains "$(cat "$GATE_LOG")" "handles still open" "the watchdog's timer closed with the rest"
 
 echo "# no watchdog unless asked for this process"
 notify_listen "$TMP/n2.jsonl"
