@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libhiredis-dev libsqlite3-dev libjansson-dev libcmocka-dev
-  libuv1-dev libh2o-dev libssl-dev libcurl4-openssl-dev
+  libuv1-dev libh2o-dev libssl-dev libcurl4-openssl-dev libsystemd-dev
   redis-server redis-tools python3 curl sqlite3 openssl clang-format
   clang gnuplot-nox chromium
   prometheus python3-yaml

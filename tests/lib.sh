@@ -28,7 +28,7 @@
 #                           default only if the arguments do not give it)
 #   sgx ...                 $SG_BIN with no defaults
 #   run CMD ...             run without failing; sets RC, OUT, ERR
-#   ok msg / fail msg / finish
+#   ok msg / fail msg / finish / skip reason (exit 77: ctest shows it skipped)
 #   assert_eq expected actual msg, assert_ne, assert_le a b msg,
 #   assert_contains haystack needle msg, assert_not_contains,
 #   assert_rc expected msg  (checks $RC of the last `run`, shows its output)
@@ -86,7 +86,9 @@ _sg_cleanup() {
     else
         rm -rf "$TMP"
     fi
-    if [ $rc -ne 0 ]; then
+    if [ $rc -eq 77 ]; then
+        echo "$PASSED passed, then skipped" >&2
+    elif [ $rc -ne 0 ]; then
         echo "$PASSED passed, 1 failed (exit $rc)" >&2
     fi
     exit $rc
@@ -150,6 +152,13 @@ assert_le() {
 
 finish() {
     echo "$PASSED passed, 0 failed"
+}
+
+# skip REASON: ends the test as skipped (exit 77, ctest's SKIP_RETURN_CODE
+# for these tests): it says why, and ctest counts it as not run, not passed.
+skip() {
+    echo "SKIP: $*" >&2
+    exit 77
 }
 
 # run CMD...: runs without tripping set -e; RC, OUT (stdout), ERR (stderr).

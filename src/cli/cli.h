@@ -116,5 +116,6 @@ int sg_cmd_release(int argc, char **argv);
 int sg_cmd_drop(int argc, char **argv);
 int sg_cmd_guard(int argc, char **argv);
 int sg_cmd_simulate(int argc, char **argv);
+int sg_cmd_config(int argc, char **argv);
 
 #endif

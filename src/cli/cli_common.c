@@ -43,9 +43,10 @@ static void print_help(const sg_cli_spec *spec, FILE *out)
         fprintf(out, "\nexamples:\n%s\n", spec->examples);
     fputs("\ncommon: -c, --config FILE (INI; or STORMGUARD_CONFIG), --json (machine-readable\n"
           "output on stdout; errors as {\"error\", \"exit\"}), -h, --help. Every configuration\n"
-          "flag is accepted (`stormguard run --help` lists them all). The redis password may\n"
-          "also come from STORMGUARD_REDIS_PASSWORD or REDISCLI_AUTH. Exit codes: 0 ok,\n"
-          "1 runtime failure, 2 usage or configuration error, 3 refused by a safety rule.\n",
+          "flag is accepted (`stormguard config --help` lists them all). The redis\n"
+          "password may also come from STORMGUARD_REDIS_PASSWORD or REDISCLI_AUTH. Exit\n"
+          "codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 3 refused by a\n"
+          "safety rule.\n",
           out);
 }
 

@@ -37,24 +37,29 @@ int sg_cmd_run(int argc, char **argv)
             "  stormguard run -c /etc/stormguard/stormguard.ini --observe",
         .usage =
             "--downstream URL [--listen ADDR:PORT] [--admin ADDR:PORT] [--db PATH] [--observe]",
-        .summary = "Runs the webhook gate. Point the poller's notifier URL at --listen; every\n"
-                   "event is journaled in the store before it is answered 200 (503 with\n"
-                   "Retry-After if it cannot be), classified against the latest snapshot's build\n"
-                   "index and the gate's own ledger, and forwarded to the same method and path\n"
-                   "on --downstream unless it replays a build announced before. Pending\n"
-                   "deliveries resume after a restart. SIGTERM/SIGINT stop cleanly; SIGHUP\n"
-                   "reopens --log-file. The admin API (--admin) serves /v1/status, /v1/events,\n"
-                   "/metrics, /livez (or /healthz) and /readyz.\n"
-                   "\n"
-                   "The gate snapshots the Igor profile's keys (--profile igor is run's default;\n"
-                   "--prefix for another spinnaker.jedis.prefix); it refuses --profile none,\n"
-                   "which would snapshot nothing. One daemon per store: a second run on the\n"
-                   "same --db exits 1 naming the first one's pid.\n"
-                   "\n"
-                   "--observe (or [gate] mode = observe) forwards every event as if stormguard\n"
-                   "were not there, while classifying, journaling and counting what it would have\n"
-                   "suppressed, held or dropped (status, events, metrics): run it so for a while\n"
-                   "before trusting it.",
+        .summary =
+            "Runs the webhook gate. Point the poller's notifier URL at --listen; every\n"
+            "event is journaled in the store before it is answered 200 (503 with\n"
+            "Retry-After if it cannot be), classified against the latest snapshot's build\n"
+            "index and the gate's own ledger, and forwarded to the same method and path\n"
+            "on --downstream unless it replays a build announced before. Pending\n"
+            "deliveries resume after a restart. SIGTERM/SIGINT stop cleanly; SIGHUP\n"
+            "reopens --log-file. The admin API (--admin) serves /v1/status, /v1/events,\n"
+            "/metrics, /livez (or /healthz) and /readyz. Under systemd (Type=notify,\n"
+            "NOTIFY_SOCKET) it sends READY=1 once both listeners are bound and the store is\n"
+            "open, WATCHDOG=1 at half of WATCHDOG_USEC, RELOADING=1 and READY=1 around\n"
+            "SIGHUP, STOPPING=1. `stormguard config` makes its start-up checks without\n"
+            "starting.\n"
+            "\n"
+            "The gate snapshots the Igor profile's keys (--profile igor is run's default;\n"
+            "--prefix for another spinnaker.jedis.prefix); it refuses --profile none,\n"
+            "which would snapshot nothing. One daemon per store: a second run on the\n"
+            "same --db exits 1 naming the first one's pid.\n"
+            "\n"
+            "--observe (or [gate] mode = observe) forwards every event as if stormguard\n"
+            "were not there, while classifying, journaling and counting what it would have\n"
+            "suppressed, held or dropped (status, events, metrics): run it so for a while\n"
+            "before trusting it.",
         .opts = opts,
         .on_opt = on_opt,
         .ud = &observe,

@@ -617,26 +617,48 @@ static void dump_value(const key_spec *k, const void *field, sg_buf *v)
     }
 }
 
-void sg_config_dump(const sg_config *c, FILE *out)
+void sg_config_each(const sg_config *c, sg_config_each_fn fn, void *ud)
 {
-    const char *section = "";
     sg_buf v = {0};
     for (size_t i = 0; i < NKEYS; i++) {
         const key_spec *k = &keys[i];
         const void *field = (const char *)c + k->offset;
-        if (strcmp(section, k->section))
-            fprintf(out, "%s[%s]\n", i ? "\n" : "", section = k->section);
         if ((k->type == T_OPTIONAL || k->type == T_POINTER) && !*(char *const *)field) {
-            fprintf(out, "; %s (not set)\n", k->key);
+            fn(ud, k->section, k->key, NULL);
             continue;
         }
         v.len = 0;
         dump_value(k, field, &v);
-        /* "key =;x" is the value ;x, "key = ;x" no value and a comment */
-        fprintf(out, "%s =%s%s\n", k->key, v.len && starts_comment(v.p[0]) ? "" : " ",
-                v.len ? v.p : "");
+        sg_buf_append(&v, "", 1);
+        fn(ud, k->section, k->key, v.p);
     }
     sg_buf_free(&v);
+}
+
+typedef struct dump_state {
+    FILE *out;
+    const char *section;
+} dump_state;
+
+static void dump_key(void *ud, const char *section, const char *key, const char *value)
+{
+    dump_state *d = ud;
+    if (strcmp(d->section, section)) {
+        fprintf(d->out, "%s[%s]\n", *d->section ? "\n" : "", section);
+        d->section = section;
+    }
+    if (!value) {
+        fprintf(d->out, "; %s (not set)\n", key);
+        return;
+    }
+    /* "key =;x" is the value ;x, "key = ;x" no value and a comment */
+    fprintf(d->out, "%s =%s%s\n", key, *value && starts_comment(value[0]) ? "" : " ", value);
+}
+
+void sg_config_dump(const sg_config *c, FILE *out)
+{
+    dump_state d = {.out = out, .section = ""};
+    sg_config_each(c, dump_key, &d);
 }
 
 /* The token without the whitespace around it: a header value cannot carry

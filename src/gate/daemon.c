@@ -2,13 +2,23 @@
  *
  * Stopping: the gate stops (its listener closes, its deliveries in flight
  * end) while the admin listener closes; once both are done nothing else can
- * submit to the journal, so the gate closes it, and the signal handles go
- * last. */
+ * submit to the journal, so the gate closes it, and the signal handles and
+ * the watchdog timer go last.
+ *
+ * Under systemd (Type=notify) the daemon tells its manager through
+ * sd_notify: READY=1 once both listeners are bound and the store is open,
+ * WATCHDOG=1 from a loop timer at half the WATCHDOG_USEC it was given (a
+ * loop that stops turning misses it and is restarted), RELOADING=1 and
+ * READY=1 around SIGHUP's reopening of the log file, STOPPING=1 when a
+ * stop begins. Without NOTIFY_SOCKET every call does nothing. The watchdog
+ * keeps beating while the daemon stops: a clean stop may wait up to
+ * [forward] timeout for the deliveries in flight. */
 #include "stormguard/gate/daemon.h"
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -27,7 +37,8 @@ typedef struct run_state {
     char *admin_token;
     int store_lock; /* the flock on the store's lock file, -1 before it is taken */
     uv_signal_t sigterm, sigint, sighup;
-    bool signals, stopping;
+    uv_timer_t watchdog; /* started only when systemd asks for it */
+    bool signals, watchdog_on, stopping;
     int stop_waits;
 } run_state;
 
@@ -44,6 +55,8 @@ static void on_gate_closed(void *ud)
     uv_close((uv_handle_t *)&d->sigterm, on_closed_signal);
     uv_close((uv_handle_t *)&d->sigint, on_closed_signal);
     uv_close((uv_handle_t *)&d->sighup, on_closed_signal);
+    if (d->watchdog_on)
+        uv_close((uv_handle_t *)&d->watchdog, on_closed_signal);
 }
 
 static void on_part_stopped(void *ud)
@@ -60,6 +73,7 @@ static void stop(run_state *d, const char *why)
     if (d->stopping)
         return;
     d->stopping = true;
+    (void)sd_notify(0, "STOPPING=1"); /* nothing to do if systemd is not told */
     sg_gate_info gi;
     sg_gate_info_get(d->gate, &gi);
     sg_log(SG_LOG_INFO, "gate",
@@ -75,7 +89,12 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     run_state *d = s->data;
     if (signum == SIGHUP) {
+        /* systemd 253's reload protocol wants the time the reload began,
+         * on CLOCK_MONOTONIC (uv_hrtime's clock; clock.h) */
+        (void)sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+                         (unsigned long long)(uv_hrtime() / 1000));
         sg_log_reopen();
+        (void)sd_notify(0, "READY=1");
         return;
     }
     stop(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -99,29 +118,76 @@ static int admin_token(const sg_config *c, char **out, sg_error *err)
     return rc;
 }
 
-static int start(run_state *d, sg_error *err)
+static void admin_opts(const sg_config *c, sg_http_opts *o)
 {
-    const sg_config *c = d->cfg;
-    int rc;
+    *o = (sg_http_opts){.listen = c->admin_listen,
+                        .max_body = 64 << 10,
+                        .max_header = (size_t)c->max_header,
+                        .read_timeout_ms = (int)(c->read_timeout_s * 1000),
+                        .max_connections = 64};
+}
+
+int sg_daemon_check(const sg_config *cfg, sg_error *err)
+{
     /* the profile's keys are what the gate's snapshots hold (DESIGN.md):
      * without them no snapshot is ever taken, a wipe's replays of builds
      * announced before the gate ran cannot be told from new ones, and a
      * flush announce can never be confirmed */
-    if (c->profile == SG_PROFILE_NONE)
+    if (cfg->profile == SG_PROFILE_NONE)
         return sg_error_set(err, SG_EUSAGE,
                             "[profile] name = none: the gate would never snapshot the poller's "
                             "state, so it guards nothing but its own ledger; run it with the "
                             "poller's profile (--profile igor, the default)");
-    if ((rc = admin_token(c, &d->admin_token, err)) ||
+    char *token = NULL;
+    int rc = admin_token(cfg, &token, err);
+    if (token) {
+        memset(token, 0, strlen(token));
+        free(token);
+    }
+    if (rc)
+        return rc;
+    sg_http_opts ao;
+    admin_opts(cfg, &ao);
+    if ((rc = sg_http_check(&ao, err)))
+        return sg_error_prefix(err, "admin API");
+    return sg_gate_check(cfg, err);
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+    (void)t;
+    (void)sd_notify(0, "WATCHDOG=1");
+}
+
+/* WATCHDOG=1 every half of the period systemd gave (WATCHDOG_USEC), when it
+ * gave one to this process. */
+static void start_watchdog(run_state *d)
+{
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+        return;
+    uint64_t every_ms = usec / 2000;
+    if (every_ms == 0)
+        every_ms = 1;
+    uv_timer_init(&d->loop, &d->watchdog);
+    d->watchdog.data = d;
+    uv_timer_start(&d->watchdog, on_watchdog, every_ms, every_ms);
+    d->watchdog_on = true;
+    sg_log(SG_LOG_INFO, "gate", "systemd watchdog: WATCHDOG=1 every %llu ms",
+           (unsigned long long)every_ms);
+}
+
+static int start(run_state *d, sg_error *err)
+{
+    const sg_config *c = d->cfg;
+    int rc;
+    if ((rc = sg_daemon_check(c, err)) || (rc = admin_token(c, &d->admin_token, err)) ||
         (rc = sg_store_lock(c->db_path, &d->store_lock, err)) ||
         (rc = sg_gate_start(&d->loop, c, &d->gate, err)))
         return rc;
     d->admin = (sg_admin){.gate = d->gate, .token = d->admin_token};
-    sg_http_opts ao = {.listen = c->admin_listen,
-                       .max_body = 64 << 10,
-                       .max_header = (size_t)c->max_header,
-                       .read_timeout_ms = (int)(c->read_timeout_s * 1000),
-                       .max_connections = 64};
+    sg_http_opts ao;
+    admin_opts(c, &ao);
     if ((rc = sg_http_start(&d->loop, &ao, sg_admin_handle, &d->admin, &d->admin_http, err)))
         return sg_error_prefix(err, "admin API");
     uv_signal_init(&d->loop, &d->sigterm);
@@ -140,6 +206,9 @@ static int start(run_state *d, sg_error *err)
            c->listen, c->admin_listen, d->admin_token ? ", token required" : "", c->downstream,
            (long long)st.baseline_id, st.baseline_jobs, (long long)st.ledger_builds, st.ledger_jobs,
            (long long)st.pending);
+    start_watchdog(d);
+    (void)sd_notifyf(0, "READY=1\nSTATUS=listening on %s (admin %s), forwarding to %s", c->listen,
+                     c->admin_listen, c->downstream);
     return 0;
 }
 

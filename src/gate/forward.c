@@ -812,6 +812,18 @@ static void free_forward(sg_forward *f)
     free(f);
 }
 
+int sg_forward_check_downstream(const char *url, sg_error *err)
+{
+    sg_forward *f = sg_xcalloc(1, sizeof *f);
+    struct sockaddr_storage literal = {0};
+    socklen_t literal_len = 0;
+    char *shown = sg_url_redacted(url);
+    int rc = parse_downstream(f, url, shown, &literal, &literal_len, err);
+    free(shown);
+    free_forward(f); /* nothing of h2o's was set up: no loop needed */
+    return rc;
+}
+
 int sg_forward_start(uv_loop_t *loop, const sg_forward_opts *o, sg_fwd_result_fn fn, void *ud,
                      sg_forward **out, sg_error *err)
 {

@@ -28,6 +28,7 @@
 #include "stormguard/base/log.h"
 #include "stormguard/gate/forward.h"
 #include "stormguard/gate/http.h"
+#include "stormguard/gate/storm.h"
 #include "stormguard/redis/watch.h"
 #include "stormguard/snapshot/sidecar.h"
 #include "stormguard/store/events.h"
@@ -545,6 +546,45 @@ int sg_gate_core_opts(const sg_config *c, sg_core_opts *o, sg_error *err)
     return 0;
 }
 
+static void listener_opts(const sg_config *c, sg_http_opts *o)
+{
+    *o = (sg_http_opts){.listen = c->listen,
+                        .max_body = (size_t)c->max_body,
+                        .max_header = (size_t)c->max_header,
+                        .read_timeout_ms = (int)(c->read_timeout_s * 1000),
+                        .max_connections = (int)c->max_connections,
+                        .tls_cert = c->tls_cert,
+                        .tls_key = c->tls_key};
+}
+
+int sg_gate_check(const sg_config *c, sg_error *err)
+{
+    int rc;
+    if (!c->downstream)
+        return sg_error_set(err, SG_EUSAGE,
+                            "no downstream: give the notifier's URL with --downstream or "
+                            "[gate] downstream");
+    if ((rc = sg_forward_check_downstream(c->downstream, err)))
+        return rc;
+    if ((c->source_pointer || c->job_pointer || c->number_pointer) &&
+        !(c->source_pointer && c->job_pointer && c->number_pointer))
+        return sg_error_set(err, SG_EUSAGE,
+                            "generic events need source_pointer, job_pointer and "
+                            "number_pointer together");
+    sg_core_opts co;
+    if ((rc = sg_gate_core_opts(c, &co, err)))
+        return rc;
+    /* the guard checks them again when the core starts, after the store
+     * opened; here they are the configuration's fault, so a usage error */
+    if (sg_storm_opts_check(&co.storm, err))
+        return SG_EUSAGE;
+    sg_http_opts ho;
+    listener_opts(c, &ho);
+    if ((rc = sg_http_check(&ho, err)))
+        return sg_error_prefix(err, "gate");
+    return 0;
+}
+
 static int start_watch(sg_gate *g, sg_error *err)
 {
     const sg_config *c = g->cfg;
@@ -575,15 +615,8 @@ static int start(sg_gate *g, sg_error *err)
 {
     const sg_config *c = g->cfg;
     int rc;
-    if (!c->downstream)
-        return sg_error_set(err, SG_EUSAGE,
-                            "no downstream: give the notifier's URL with --downstream or "
-                            "[gate] downstream");
-    if ((c->source_pointer || c->job_pointer || c->number_pointer) &&
-        !(c->source_pointer && c->job_pointer && c->number_pointer))
-        return sg_error_set(err, SG_EUSAGE,
-                            "generic events need source_pointer, job_pointer and "
-                            "number_pointer together");
+    if ((rc = sg_gate_check(c, err)))
+        return rc;
     sg_core_opts co;
     if ((rc = sg_gate_core_opts(c, &co, err)))
         return rc;
@@ -614,13 +647,8 @@ static int start(sg_gate *g, sg_error *err)
                           .clock = g->clock};
     if ((rc = sg_forward_start(g->loop, &fo, on_forward_result, g, &g->fwd, err)))
         return rc;
-    sg_http_opts ho = {.listen = c->listen,
-                       .max_body = (size_t)c->max_body,
-                       .max_header = (size_t)c->max_header,
-                       .read_timeout_ms = (int)(c->read_timeout_s * 1000),
-                       .max_connections = (int)c->max_connections,
-                       .tls_cert = c->tls_cert,
-                       .tls_key = c->tls_key};
+    sg_http_opts ho;
+    listener_opts(c, &ho);
     if ((rc = sg_http_start(g->loop, &ho, on_request, g, &g->http, err)))
         return sg_error_prefix(err, "gate");
     if ((rc = start_watch(g, err)))

@@ -359,8 +359,10 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, sg_erro
     return 0;
 }
 
-static int setup_tls(sg_http *h, const sg_http_opts *o, sg_error *err)
+/* The TLS context of opts' certificate and key, or NULL without TLS. */
+static int load_tls(const sg_http_opts *o, SSL_CTX **out, sg_error *err)
 {
+    *out = NULL;
     if (!o->tls_cert && !o->tls_key)
         return 0;
     if (!o->tls_cert || !o->tls_key)
@@ -377,9 +379,31 @@ static int setup_tls(sg_http *h, const sg_http_opts *o, sg_error *err)
         return sg_error_set(err, SG_EUSAGE, "loading TLS certificate %s and key %s: %s",
                             o->tls_cert, o->tls_key, why);
     }
+    *out = ssl;
+    return 0;
+}
+
+static int setup_tls(sg_http *h, const sg_http_opts *o, sg_error *err)
+{
+    SSL_CTX *ssl;
+    int rc = load_tls(o, &ssl, err);
+    if (rc || !ssl)
+        return rc;
     h2o_ssl_register_alpn_protocols(ssl, h2o_http2_alpn_protocols);
     h->accept.ssl_ctx = ssl;
     return 0;
+}
+
+int sg_http_check(const sg_http_opts *o, sg_error *err)
+{
+    struct sockaddr_storage ss;
+    SSL_CTX *ssl = NULL;
+    int rc = parse_listen(o->listen, &ss, err);
+    if (rc == 0)
+        rc = load_tls(o, &ssl, err);
+    if (ssl)
+        SSL_CTX_free(ssl);
+    return rc;
 }
 
 int sg_http_start(uv_loop_t *loop, const sg_http_opts *o, sg_http_handler handler, void *ud,

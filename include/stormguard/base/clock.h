@@ -15,7 +15,9 @@
  * (another process tells by it whether the writer is alive), the loop's
  * timers (uv_now: a transfer's deadline, DNS re-resolution, the watcher's
  * check period, its wait for replies and its reconnect backoff: network
- * time), and the hash seed (hashset.c). */
+ * time), the hash seed (hashset.c), and the daemon's word to systemd
+ * (daemon.c: the watchdog's timer and a reload's MONOTONIC_USEC, which
+ * systemd compares with its own CLOCK_MONOTONIC). */
 #ifndef STORMGUARD_CLOCK_H
 #define STORMGUARD_CLOCK_H
 

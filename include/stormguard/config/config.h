@@ -121,4 +121,14 @@ int sg_config_admin_token(const sg_config *c, char **out, sg_error *err);
 /* Writes the effective configuration as INI (passwords never included). */
 void sg_config_dump(const sg_config *c, FILE *out);
 
+/* Called for each key, in the order of the key table (sections together),
+ * with its value as the INI file would give it: the Redis URL without its
+ * password, the admin token as "(set)", lists space-separated (a comma
+ * before an item that starts with ';' or '#', which would read as a
+ * comment). value is
+ * NULL for an optional key that is not set; it is valid during the call. */
+typedef void (*sg_config_each_fn)(void *ud, const char *section, const char *key,
+                                  const char *value);
+void sg_config_each(const sg_config *c, sg_config_each_fn fn, void *ud);
+
 #endif

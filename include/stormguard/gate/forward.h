@@ -35,6 +35,10 @@ typedef struct sg_forward_opts {
 typedef void (*sg_fwd_result_fn)(void *ud, sg_fwd_item *item, sg_fwd_outcome outcome,
                                  long http_status, const char *error, double seconds);
 
+/* Whether sg_forward_start would take url as the downstream (scheme, host,
+ * port, path; no user, query or fragment), without a loop, a lookup or a
+ * connection. SG_EUSAGE with the reason. */
+int sg_forward_check_downstream(const char *url, sg_error *err);
 int sg_forward_start(struct uv_loop_s *loop, const sg_forward_opts *o, sg_fwd_result_fn fn,
                      void *ud, sg_forward **out, sg_error *err);
 /* Queues an item (loop thread; not after sg_forward_stop); the forwarder

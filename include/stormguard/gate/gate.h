@@ -28,6 +28,13 @@ typedef struct sg_gate sg_gate;
  * stopped; run the loop to its end, then sg_gate_free. */
 int sg_gate_start(struct uv_loop_s *loop, const sg_config *cfg, sg_gate **out, sg_error *err);
 
+/* What sg_gate_start checks of cfg before it opens the store, binds or
+ * connects anything: a downstream that the forwarder takes, the generic
+ * event pointers given together, the core's options and the storm
+ * detector's ranges, the listen address and the TLS files. SG_EUSAGE with
+ * the reason (the config command's pre-start check, and the daemon's). */
+int sg_gate_check(const sg_config *cfg, sg_error *err);
+
 /* Stops taking requests and starting deliveries: the listener closes
  * (requests waiting for their commit are answered first), the deliveries in
  * flight end and are recorded, the watcher stops; then stopped(ud). */

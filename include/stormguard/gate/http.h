@@ -48,6 +48,11 @@ typedef void (*sg_http_handler)(void *ud, sg_http_req *req);
 int sg_http_start(struct uv_loop_s *loop, const sg_http_opts *opts, sg_http_handler handler,
                   void *ud, sg_http **out, sg_error *err);
 
+/* What sg_http_start checks before it binds, without a loop or a socket:
+ * the listen address, and the TLS certificate and key when given (read and
+ * matched). SG_EUSAGE with the reason, as sg_http_start would give it. */
+int sg_http_check(const sg_http_opts *opts, sg_error *err);
+
 /* Requests refused before any handler saw them (malformed, or a header
  * section over max_header); 0 for NULL. */
 uint64_t sg_http_refused(const sg_http *h);
