@@ -4,7 +4,7 @@
 # volume, each volume's ConfigMap, Secret and claim is a manifest here,
 # the probes' named port is declared); Igor's baseUrl is the gate's
 # --listen over loopback, the downstream is Echo's Service, the probes are
-# /readyz and /healthz on the admin port, the store's and the token's paths
+# /readyz and /livez on the admin port, the store's and the token's paths
 # lie on their volumes; the initContainer runs `stormguard config` with
 # exactly the sidecar's arguments, and the binary accepts them (the token
 # and store paths mapped to temp files). `kubectl kustomize` renders the
@@ -99,7 +99,7 @@ assert opts["downstream"] == "http://spin-echo:8089", "the downstream is Echo's 
 # probes on the admin port
 admin_port = int(opts["admin"].rsplit(":", 1)[1])
 named = {p["name"]: p["containerPort"] for p in sg.get("ports", [])}
-for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
     g = sg[probe]["httpGet"]
     assert g["path"] == path, f"{probe} is {g['path']}, not {path}"
     p = named.get(g["port"], g["port"])
