@@ -70,7 +70,7 @@ int sg_procstat_read(sg_procstat *out, sg_error *err)
                      "%*d %*d %llu %llu %lld",
                      &utime, &stime, &start, &vsize, &rss) != 5)
         return sg_error_set(err, SG_EIO, "reading /proc/self/stat: unexpected format");
-    int64_t btime, fds;
+    int64_t btime = 0, fds = 0;
     if ((rc = boot_time(&btime, err)) || (rc = count_fds(&fds, err)))
         return rc;
     struct rlimit rl;
