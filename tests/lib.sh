@@ -763,7 +763,7 @@ start_gate() {
         ADMIN_PORT=$(_sg_free_port)
         [ "$GATE_PORT" != "$ADMIN_PORT" ] || continue
         _sg_launch_gate && return 0
-        grep -qi "in use" "$GATE_LOG" && continue
+        grep -qi "address already in use" "$GATE_LOG" && continue
         cat "$GATE_LOG" >&2
         fail "stormguard run $* exited with $GATE_RC at startup"
     done

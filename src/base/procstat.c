@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The whole of a small /proc file into buf (NUL-terminated). */
@@ -26,18 +27,17 @@ static int read_small(const char *path, char *buf, size_t size, sg_error *err)
     return 0;
 }
 
-static int boot_time(int64_t *out, sg_error *err)
+/* The boot's wall-clock time in seconds: now less the time since boot
+ * (CLOCK_BOOTTIME counts from the boot, suspends included, as starttime
+ * does). Not /proc/stat's btime: a sandbox (systemd's ProcSubset=pid) hides
+ * that file, and on a host of many CPUs its lines before btime outgrow any
+ * small buffer. */
+static double boot_time(void)
 {
-    char buf[8192];
-    int rc = read_small("/proc/stat", buf, sizeof buf, err);
-    if (rc)
-        return rc;
-    const char *p = strstr(buf, "\nbtime ");
-    long long v;
-    if (!p || sscanf(p + 7, "%lld", &v) != 1)
-        return sg_error_set(err, SG_EIO, "reading /proc/stat: no btime line");
-    *out = v;
-    return 0;
+    struct timespec real, boot;
+    clock_gettime(CLOCK_REALTIME, &real);
+    clock_gettime(CLOCK_BOOTTIME, &boot);
+    return (double)(real.tv_sec - boot.tv_sec) + (double)(real.tv_nsec - boot.tv_nsec) / 1e9;
 }
 
 static int count_fds(int64_t *out, sg_error *err)
@@ -70,8 +70,8 @@ int sg_procstat_read(sg_procstat *out, sg_error *err)
                      "%*d %*d %llu %llu %lld",
                      &utime, &stime, &start, &vsize, &rss) != 5)
         return sg_error_set(err, SG_EIO, "reading /proc/self/stat: unexpected format");
-    int64_t btime = 0, fds = 0;
-    if ((rc = boot_time(&btime, err)) || (rc = count_fds(&fds, err)))
+    int64_t fds = 0;
+    if ((rc = count_fds(&fds, err)))
         return rc;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl))
@@ -82,6 +82,6 @@ int sg_procstat_read(sg_procstat *out, sg_error *err)
                          .virtual_bytes = (int64_t)vsize,
                          .open_fds = fds,
                          .max_fds = rl.rlim_cur == RLIM_INFINITY ? -1 : (int64_t)rl.rlim_cur,
-                         .start_time_s = (double)btime + (double)start / ticks};
+                         .start_time_s = boot_time() + (double)start / ticks};
     return 0;
 }

@@ -86,6 +86,9 @@ int sg_cli_parse(sg_cli *cli, const sg_cli_spec *spec, int argc, char **argv)
     lopts[n++] = (struct option){"json", no_argument, NULL, OPT_JSON};
     lopts[n++] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
 
+    /* --json anywhere: an error in an option before it is a document too */
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        cli->json |= !strcmp(argv[i], "--json");
     flag_value *flags = sg_xcalloc((size_t)argc + 1, sizeof *flags);
     size_t nflags = 0;
     const char *config_path = getenv("STORMGUARD_CONFIG");

@@ -112,9 +112,12 @@ static int announce_flush(void *ud, const sg_flush_result *plan, sg_error *err)
     /* the admin API names the modes as the flags do */
     static const char *const modes[] = {
         [SG_FLUSH_MATCH] = "match", [SG_FLUSH_DB] = "flushdb", [SG_FLUSH_ALL] = "all"};
-    json_t *body = json_pack("{s:s,s:s,s:s,s:o}", "actor", actor, "reason",
-                             a->reason ? a->reason : "stormguard flush", "mode", modes[a->o.mode],
-                             "patterns", patterns);
+    /* wait_ms: the daemon confirms only while this command still waits
+     * for it (less a margin for the answer's way back) */
+    json_t *body =
+        json_pack("{s:s,s:s,s:s,s:o,s:I}", "actor", actor, "reason",
+                  a->reason ? a->reason : "stormguard flush", "mode", modes[a->o.mode], "patterns",
+                  patterns, "wait_ms", (json_int_t)(SG_CLI_ADMIN_FLUSH_MS - 5000));
     if (!body)
         return sg_error_set(err, SG_EUSAGE, "--match, --reason and $USER must be valid UTF-8 text");
     json_t *answer = NULL;
@@ -226,6 +229,10 @@ static void print_json(const args *a, const sg_flush_result *r, int rc, const ch
     else
         json_object_set_new(doc, "snapshot_id", json_null());
     json_object_set_new(doc, "announce", announce_json(a, admin));
+    if (rc) { /* the document is the command's one answer: why, and its exit code */
+        json_object_set_new(doc, "error", json_string(a->ann.cli->err.msg));
+        json_object_set_new(doc, "exit", json_integer(sg_error_exit_code(rc)));
+    }
     if (!strcmp(outcome, "flushed")) {
         json_object_set_new(doc, "deleted", json_integer((json_int_t)r->deleted));
         json_object_set_new(doc, "remaining", json_integer((json_int_t)r->remaining));

@@ -304,6 +304,10 @@ static int set_value(sg_config *c, const key_spec *k, const char *value, bool ap
                 return sg_error_set(err, SG_EUSAGE,
                                     "'%s': the admin API speaks plain HTTP (give ADDR:PORT)",
                                     value);
+            if (strchr(value, '@'))
+                return sg_error_set(err, SG_EUSAGE,
+                                    "the admin address takes no user or password (the token is "
+                                    "[admin] token or token_file)");
             if (!strncasecmp(value, "http://", 7)) {
                 char *v = sg_xstrdup(value + 7);
                 size_t len = strlen(v);
@@ -649,6 +653,12 @@ static void dump_key(void *ud, const char *section, const char *key, const char 
     }
     if (!value) {
         fprintf(d->out, "; %s (not set)\n", key);
+        return;
+    }
+    if (!strcmp(section, "admin") && !strcmp(key, "token")) {
+        /* a comment: the dump read back as a file must not make "(set)"
+         * the token */
+        fprintf(d->out, "; %s = %s, not shown\n", key, value);
         return;
     }
     /* "key =;x" is the value ;x, "key = ;x" no value and a comment */

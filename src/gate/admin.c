@@ -262,6 +262,10 @@ static void degraded(sg_admin *a, json_t *reasons)
                                   (long long)(SG_JOURNAL_HEADROOM_BYTES >> 20)));
     sg_gate_info gi;
     sg_gate_info_get(a->gate, &gi);
+    if (!gi.watched && !gi.stopping)
+        json_array_append_new(reasons, json_string("Redis not watched ([redis] watch = no): no "
+                                                   "snapshots are taken and wipes go unnoticed; "
+                                                   "the gate has its ledger only"));
     if (!st.downstream_ok)
         json_array_append_new(
             reasons, json_sprintf("downstream %s unreachable (%s): deliveries "
@@ -511,6 +515,7 @@ typedef struct sg_op_request {
     const char *reason;  /* drop (required), guard, flush */
     const char *actor;   /* who asked, for the audit log */
     bool dry_run;        /* flush: whether the announce would be confirmed, nothing done */
+    int64_t wait_ms;     /* flush: how long the caller waits for the answer; 0: no limit */
 } sg_op_request;
 
 static bool route_is(sg_str path, const char *route)
@@ -568,6 +573,14 @@ static bool operator_request(sg_http_req *req, sg_op_request *r, json_t **doc)
         }
         *fdest[i] = v && json_is_true(v);
     }
+    json_t *w = json_object_get(*doc, "wait_ms");
+    if (w && (!json_is_integer(w) || json_integer_value(w) < 1)) {
+        reply_error(req, 400, "\"wait_ms\" must be a whole number of milliseconds, at least 1");
+        json_decref(*doc);
+        *doc = NULL;
+        return false;
+    }
+    r->wait_ms = w ? (int64_t)json_integer_value(w) : 0;
     if (!r->actor)
         r->actor = "admin-api";
     return true;
@@ -750,7 +763,7 @@ static bool operator_route(sg_admin *a, sg_http_req *req, sg_str method, sg_str 
         guard_reply *g = sg_xcalloc(1, sizeof *g);
         g->a = a;
         g->req = req;
-        sg_gate_flush_announce(a->gate, r.actor, r.reason, on_announced, g);
+        sg_gate_flush_announce(a->gate, r.actor, r.reason, r.wait_ms, on_announced, g);
         break;
     }
     }

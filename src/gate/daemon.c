@@ -169,10 +169,16 @@ static void start_watchdog(run_state *d)
     uint64_t every_ms = usec / 2000;
     if (every_ms == 0)
         every_ms = 1;
-    uv_timer_init(&d->loop, &d->watchdog);
+    if (uv_timer_init(&d->loop, &d->watchdog) != 0)
+        return; /* only fails for a bad loop */
     d->watchdog.data = d;
-    uv_timer_start(&d->watchdog, on_watchdog, every_ms, every_ms);
-    d->watchdog_on = true;
+    d->watchdog_on = true; /* initialised: closed with the signal handles */
+    int rc = uv_timer_start(&d->watchdog, on_watchdog, every_ms, every_ms);
+    if (rc) {
+        sg_log(SG_LOG_ERROR, "gate", "systemd watchdog: cannot start its timer: %s",
+               uv_strerror(rc));
+        return;
+    }
     sg_log(SG_LOG_INFO, "gate", "systemd watchdog: WATCHDOG=1 every %llu ms",
            (unsigned long long)every_ms);
 }

@@ -269,6 +269,7 @@ typedef struct announce {
     sg_gate_announce_fn done; /* the flush announce waiting for its snapshot, or NULL */
     void *ud;
     char *actor, *why; /* the flush announce's, for guard mode and the audit */
+    int64_t wait_ms;   /* how long its caller waits for the answer; 0: no limit */
 } announce;
 
 /* The announce is confirmed: guard mode on, the wipe it causes expected, an
@@ -305,10 +306,19 @@ static void on_snapshot_done(void *ud, const sg_sidecar_result *r)
             arm_watch(g, r->snapshot_id);
         sg_core_reload(g->core);
     }
+    int64_t took = sg_clock_ms(g->clock) - a->started_at;
     if (a->why && !res.status) {
         if (g->stopping) { /* the daemon will not be there to hold the replays */
             res.status = SG_EBUSY;
             snprintf(res.error, sizeof res.error, "stormguard is shutting down");
+        } else if (a->wait_ms && took > a->wait_ms) {
+            res.status = SG_EBUSY;
+            snprintf(res.error, sizeof res.error,
+                     "the pre-flush snapshot took %lld ms, longer than the flush waits (%lld ms): "
+                     "not confirmed, guard mode not entered",
+                     (long long)took, (long long)a->wait_ms);
+            sg_log(SG_LOG_WARN, "guard", "flush announce by %s not confirmed: %s", a->actor,
+                   res.error);
         } else {
             confirm_announce(g, a);
         }
@@ -320,8 +330,8 @@ static void on_snapshot_done(void *ud, const sg_sidecar_result *r)
     free(a);
 }
 
-/* Starts a snapshot; a (from new_announce, or NULL) is what waits for it,
- * freed either way. */
+/* Starts a snapshot; a (a flush announce's, or NULL for a periodic one) is
+ * what waits for it, freed either way. */
 static int take_snapshot(sg_gate *g, const char *reason, announce *a, sg_error *err)
 {
     sg_sidecar_opts o;
@@ -369,7 +379,9 @@ static void on_wipe(void *ud, sg_wipe_cause cause, const char *detail, int64_t d
         return;
     bool expected =
         sg_guard_wipe(sg_core_guard(g->core), sg_wipe_cause_name(cause), detail, detected_at);
-    if (!g->cfg->rewarm || expected)
+    /* observe mode changes nothing in Redis either: the replays it counts
+     * are the ones that come */
+    if (!g->cfg->rewarm || expected || !strcmp(g->cfg->gate_mode, "observe"))
         return;
     sg_sidecar_opts o;
     sidecar_opts(g, &o);
@@ -408,7 +420,7 @@ void sg_gate_flush_check(const sg_gate *g, sg_announce_result *res)
     (void)announce_refused(g, res);
 }
 
-void sg_gate_flush_announce(sg_gate *g, const char *actor, const char *reason,
+void sg_gate_flush_announce(sg_gate *g, const char *actor, const char *reason, int64_t wait_ms,
                             sg_gate_announce_fn done, void *ud)
 {
     sg_announce_result res = {0};
@@ -420,6 +432,7 @@ void sg_gate_flush_announce(sg_gate *g, const char *actor, const char *reason,
     a->done = done;
     a->ud = ud;
     a->actor = sg_xstrdup(actor);
+    a->wait_ms = wait_ms;
     a->why =
         sg_xasprintf("flush announced by %s%s%s", actor, reason ? ": " : "", reason ? reason : "");
     sg_error err;

@@ -315,8 +315,8 @@ assert_rc 0 "the daemon confirms: the flush goes ahead"
 assert_eq 1 "$(rcli dbsize)" "confirmed: the cache keys are deleted"
 assert_eq 1 "$(req_count)" "one announce"
 assert_eq "POST /v1/flush" "$(last_req "r['method'] + ' ' + r['path']")" "announce: POST /v1/flush"
-assert_eq "{\"actor\": \"$ACTOR\", \"mode\": \"match\", \"patterns\": [\"cache:*\"], \"reason\": \"INC-7 cache bloat\"}" \
-    "$(last_req "r['body']")" "announce body: actor, reason, mode, patterns"
+assert_eq "{\"actor\": \"$ACTOR\", \"mode\": \"match\", \"patterns\": [\"cache:*\"], \"reason\": \"INC-7 cache bloat\", \"wait_ms\": 115000}" \
+    "$(last_req "r['body']")" "announce body: actor, reason, mode, patterns, how long the flush waits"
 assert_eq "Bearer tok" "$(last_req "r['headers'].get('authorization')")" "announce sends the bearer token"
 assert_eq 21 "$(last_req "r['probe']")" "the announce came while every key still existed"
 assert_contains "$OUT" "announced to the stormguard daemon at $FAKE: guard mode, its snapshot 42" \

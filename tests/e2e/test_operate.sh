@@ -56,6 +56,20 @@ DEAD=$(_sg_free_port)
 run sg flush --match 'igor:*' --dry-run --admin "127.0.0.1:$DEAD"
 assert_rc 3 "flush --dry-run with no daemon there: exit 3, as the flush would be"
 assert_contains "$ERR" "dry run: the flush would be refused" "the dry run says the flush would be refused"
+run sg flush --match 'igor:*' --dry-run --admin "127.0.0.1:$DEAD" --json
+assert_rc 3 "the same with --json: exit 3"
+assert_eq "refused 3" "$(json_get "$OUT" "d['outcome'] + ' ' + str(d['exit'])")" \
+    "--json: the one document says refused, with the exit code"
+assert_contains "$(json_get "$OUT" "d['error']")" "would not confirm the announce" "--json: and why"
+
+echo "# an announce whose snapshot outlasts the caller's wait is not confirmed"
+pipe_py "[['SET', 'igor:bulk:%d' % i, 'x' * 100] for i in range(20000)]"
+admin_send POST /v1/flush '{"actor":"test","reason":"late","wait_ms":1}'
+assert_eq 503 "$HTTP_STATUS" "a snapshot longer than wait_ms: 503"
+assert_contains "$REPLY" "longer than the flush waits (1 ms): not confirmed" "the reason"
+assert_eq normal "$(json_get "$(gate_status)" "d['mode']")" "the caller gone: no guard mode"
+admin_send POST /v1/flush '{"actor":"test","wait_ms":0}'
+assert_eq 400 "$HTTP_STATUS" "wait_ms 0: 400"
 
 echo "# a refused announce leaves the daemon as it was"
 stop_redis
@@ -87,6 +101,9 @@ run sgx events --json --admin "127.0.0.1:$DEAD"
 assert_rc 1 "events with no daemon: exit 1"
 assert_eq 1 "$(json_get "$OUT" "d['exit']")" "--json: the error document's exit"
 assert_contains "$(json_get "$OUT" "d['error']")" "127.0.0.1:$DEAD" "--json: the error names the admin API"
+run sgx events --state bogus --json --admin "$ADMIN"
+assert_rc 2 "events --state bogus --json: exit 2"
+assert_eq 2 "$(json_get "$OUT" "d['exit']")" "an option error before --json is a JSON document too"
 for bad in "--state bogus" "--kind bogus" "--limit 0"; do
     # shellcheck disable=SC2086
     run sgx events $bad --admin "$ADMIN"
@@ -149,5 +166,17 @@ assert_eq "enforce 2" "$(json_get "$ST" "d['gate_mode'] + ' ' + str(d['would']['
     "restarted in enforce mode: the journal still counts what observe mode forwarded"
 gate_post / "$(igor_event team-a/service-1 101 1526040000000)"
 assert_eq suppressed "$(json_get "$REPLY" "d['state']")" "enforce mode suppresses the replay"
+stop_gate
+
+echo "# observe mode leaves Redis alone: no rewarm after a wipe"
+start_redis
+seed_igor 3
+start_gate --observe --rewarm on --redis "redis://127.0.0.1:$PORT" --check-interval-ms 200 \
+    --db "$TMP/observe-rewarm.db"
+wait_for 10 "the first periodic snapshot" status_is "(d['snapshot'] or {}).get('id', 0) > 0"
+rcli flushall >/dev/null
+wait_for 10 "the wipe noticed" status_is "d['wipes'] >= 1"
+sleep 1
+assert_eq 0 "$(rcli keys 'igor:*' | grep -c . || true)" "observe mode with --rewarm on: Igor's keys not restored"
 stop_gate
 finish

@@ -87,10 +87,12 @@ typedef void (*sg_gate_announce_fn)(void *ud, const sg_announce_result *r);
 /* A flush is coming: a fresh snapshot of the profile's keys, and once it
  * committed the announce is confirmed: guard mode on, the wipe it causes
  * expected (no rewarm), an audit row. A refused announce (stopping, a
- * snapshot under way, Redis unreachable) or a failed snapshot changes
- * nothing. done runs once, after the snapshot committed or failed (r valid
- * during the call). actor and reason are copied. */
-void sg_gate_flush_announce(sg_gate *g, const char *actor, const char *reason,
+ * snapshot under way, Redis unreachable), a failed snapshot, or one that
+ * committed after wait_ms (how long the caller waits for the answer; 0: no
+ * limit) changes nothing: a caller gone does not flush, so no wipe may be
+ * taken for its flush. done runs once, after the snapshot committed or
+ * failed (r valid during the call). actor and reason are copied. */
+void sg_gate_flush_announce(sg_gate *g, const char *actor, const char *reason, int64_t wait_ms,
                             sg_gate_announce_fn done, void *ud);
 
 /* Whether an announce now would be refused before its snapshot (res.status
