@@ -214,6 +214,7 @@ void sg_config_init(sg_config *c)
     c->drain_rate = 5;
     c->admin_listen = sg_xstrdup(SG_DEFAULT_ADMIN);
     c->log_format = sg_xstrdup("text");
+    c->origin_line = sg_xcalloc(NKEYS, sizeof *c->origin_line);
 }
 
 void sg_config_close(sg_config *c)
@@ -230,9 +231,10 @@ void sg_config_close(sg_config *c)
         &c->downstream,     &c->tls_cert,    &c->tls_key,          &c->notification_source,
         &c->source_pointer, &c->job_pointer, &c->number_pointer,   &c->timestamp_pointer,
         &c->admin_listen,   &c->admin_token, &c->admin_token_file, &c->log_format,
-        &c->log_file,       &c->gate_mode};
+        &c->log_file,       &c->gate_mode,   &c->origin_file};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         free(*strings[i]);
+    free(c->origin_line);
     memset(c, 0, sizeof *c);
 }
 
@@ -414,7 +416,21 @@ int sg_config_set(sg_config *c, const char *section, const char *key, const char
         return sg_error_set(err, SG_EUSAGE, "[%s] %s: unknown key", section, key);
     }
     int rc = set_value(c, k, value, append, err);
-    return rc ? sg_error_prefix(err, "[%s] %s", section, key) : 0;
+    if (rc)
+        return sg_error_prefix(err, "[%s] %s", section, key);
+    c->origin_line[k - keys] = 0; /* a flag; the file's loader sets its line */
+    return 0;
+}
+
+int sg_config_blame(const sg_config *c, const char *section, const char *key, sg_error *err)
+{
+    const key_spec *k = find(section, key);
+    int line = k && c->origin_line ? c->origin_line[k - keys] : 0;
+    if (line && c->origin_file)
+        return sg_error_prefix(err, "%s:%d: [%s] %s", c->origin_file, line, section, key);
+    if (k)
+        return sg_error_prefix(err, "[%s] %s (--%s)", section, key, k->flag);
+    return err->code;
 }
 
 /* Trims spaces and tabs at both ends, in place. */
@@ -440,7 +456,7 @@ static void cut_comment(char *s)
 }
 
 /* One line of the file; section is the current [section] (updated). */
-static int load_line(sg_config *c, char *line, char *section, size_t section_size,
+static int load_line(sg_config *c, char *line, int lineno, char *section, size_t section_size,
                      const key_spec **lists_seen, size_t *nseen, sg_error *err)
 {
     char *s = trim(line);
@@ -473,11 +489,16 @@ static int load_line(sg_config *c, char *line, char *section, size_t section_siz
         append |= lists_seen[i] == k;
     if (k && k->type == T_LIST && !append)
         lists_seen[(*nseen)++] = k;
-    return sg_config_set(c, section, key, value, append, err);
+    int rc = sg_config_set(c, section, key, value, append, err);
+    if (rc == 0 && k)
+        c->origin_line[k - keys] = lineno;
+    return rc;
 }
 
 int sg_config_load_text(sg_config *c, const char *name, const char *text, size_t len, sg_error *err)
 {
+    free(c->origin_file);
+    c->origin_file = sg_xstrdup(name);
     char section[64] = "";
     size_t nseen = 0;
     const key_spec *lists_seen[NKEYS];
@@ -493,7 +514,7 @@ int sg_config_load_text(sg_config *c, const char *name, const char *text, size_t
         if (memchr(line.p, '\0', n))
             rc = sg_error_set(err, SG_EUSAGE, "line holds a NUL byte");
         else
-            rc = load_line(c, line.p, section, sizeof section, lists_seen, &nseen, err);
+            rc = load_line(c, line.p, lineno, section, sizeof section, lists_seen, &nseen, err);
         if (rc)
             sg_error_prefix(err, "%s:%d", name, lineno);
     }

@@ -133,11 +133,13 @@ int sg_daemon_check(const sg_config *cfg, sg_error *err)
      * without them no snapshot is ever taken, a wipe's replays of builds
      * announced before the gate ran cannot be told from new ones, and a
      * flush announce can never be confirmed */
-    if (cfg->profile == SG_PROFILE_NONE)
-        return sg_error_set(err, SG_EUSAGE,
-                            "[profile] name = none: the gate would never snapshot the poller's "
-                            "state, so it guards nothing but its own ledger; run it with the "
-                            "poller's profile (--profile igor, the default)");
+    if (cfg->profile == SG_PROFILE_NONE) {
+        sg_error_set(err, SG_EUSAGE,
+                     "none: the gate would never snapshot the poller's state, so it guards "
+                     "nothing but its own ledger; run it with the poller's profile (igor, "
+                     "the default)");
+        return sg_config_blame(cfg, "profile", "name", err);
+    }
     char *token = NULL;
     int rc = admin_token(cfg, &token, err);
     if (token) {
@@ -145,11 +147,15 @@ int sg_daemon_check(const sg_config *cfg, sg_error *err)
         free(token);
     }
     if (rc)
-        return rc;
+        return sg_config_blame(cfg, "admin",
+                               cfg->admin_token        ? "token"
+                               : cfg->admin_token_file ? "token_file"
+                                                       : "listen",
+                               err);
     sg_http_opts ao;
     admin_opts(cfg, &ao);
     if ((rc = sg_http_check(&ao, err)))
-        return sg_error_prefix(err, "admin API");
+        return sg_config_blame(cfg, "admin", "listen", err);
     return sg_gate_check(cfg, err);
 }
 

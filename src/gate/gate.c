@@ -577,24 +577,43 @@ int sg_gate_check(const sg_config *c, sg_error *err)
         return sg_error_set(err, SG_EUSAGE,
                             "no downstream: give the notifier's URL with --downstream or "
                             "[gate] downstream");
-    if ((rc = sg_forward_check_downstream(c->downstream, err)))
-        return rc;
+    if (sg_forward_check_downstream(c->downstream, err))
+        return sg_config_blame(c, "gate", "downstream", err);
     if ((c->source_pointer || c->job_pointer || c->number_pointer) &&
-        !(c->source_pointer && c->job_pointer && c->number_pointer))
-        return sg_error_set(err, SG_EUSAGE,
-                            "generic events need source_pointer, job_pointer and "
-                            "number_pointer together");
+        !(c->source_pointer && c->job_pointer && c->number_pointer)) {
+        sg_error_set(err, SG_EUSAGE,
+                     "generic events need source_pointer, job_pointer and number_pointer "
+                     "together");
+        return sg_config_blame(c, "gate",
+                               c->source_pointer ? "source_pointer"
+                               : c->job_pointer  ? "job_pointer"
+                                                 : "number_pointer",
+                               err);
+    }
     sg_core_opts co;
     if ((rc = sg_gate_core_opts(c, &co, err)))
         return rc;
     /* the guard checks them again when the core starts, after the store
-     * opened; here they are the configuration's fault, so a usage error */
-    if (sg_storm_opts_check(&co.storm, err))
+     * opened; here they are the configuration's fault, so a usage error,
+     * blamed on the key whose range it names (the file's ranges are checked
+     * as it is read: what is left are the detector's own rules) */
+    if (sg_storm_opts_check(&co.storm, err)) {
+        err->code = SG_EUSAGE;
+        static const char *const storm_keys[] = {"same_job_builds", "first_seen_jobs", "replay_min",
+                                                 "rate_factor", "rate_floor"};
+        for (size_t i = 0; i < sizeof storm_keys / sizeof *storm_keys; i++)
+            if (strstr(err->msg, storm_keys[i]))
+                return sg_config_blame(c, "storm", storm_keys[i], err);
         return SG_EUSAGE;
+    }
     sg_http_opts ho;
     listener_opts(c, &ho);
-    if ((rc = sg_http_check(&ho, err)))
-        return sg_error_prefix(err, "gate");
+    if (sg_http_check(&ho, err))
+        return sg_config_blame(c, "gate",
+                               strstr(err->msg, "key") && c->tls_key     ? "tls_key"
+                               : strstr(err->msg, "cert") && c->tls_cert ? "tls_cert"
+                                                                         : "listen",
+                               err);
     return 0;
 }
 

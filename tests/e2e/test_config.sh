@@ -156,9 +156,9 @@ config_error "same_job_builds 1 (the storm detector's range)" "same_job_builds 1
     --downstream "$DOWN" --storm-same-job 1
 config_error "generic pointers alone" "generic events need source_pointer, job_pointer and number_pointer" \
     --downstream "$DOWN" --source-pointer /a
-config_error "a listen address that is not ADDR:PORT" "gate: listen address 'everywhere' is not ADDR:PORT" \
+config_error "a listen address that is not ADDR:PORT" "[gate] listen (--listen): listen address 'everywhere' is not ADDR:PORT" \
     --downstream "$DOWN" --listen everywhere
-config_error "an admin address that is not an IP" "admin API: listen address 'admin.local:8091'" \
+config_error "an admin address that is not an IP" "[admin] listen (--admin): listen address 'admin.local:8091'" \
     --downstream "$DOWN" --admin admin.local:8091 --admin-token x
 config_error "TLS without its key" "TLS needs both tls_cert and tls_key" \
     --downstream "$DOWN" --tls-cert "$TMP/cert.pem"
@@ -170,6 +170,20 @@ if command -v openssl >/dev/null; then
     run sgx config --db "$SG_DB" --downstream "$DOWN" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem"
     assert_rc 0 "TLS files that load"
 fi
+
+echo "# what run refuses, set in the file: FILE:LINE: [section] key: reason"
+printf '[gate]\ndownstream = ftp://echo:8089\n' >"$TMP/f.ini"
+config_error "a bad downstream in the file" "$TMP/f.ini:2: [gate] downstream: downstream 'ftp://echo:8089'" \
+    -c "$TMP/f.ini"
+printf '[gate]\ndownstream = %s\n\n[storm]\nsame_job_builds = 1\n' "$DOWN" >"$TMP/g.ini"
+config_error "the storm detector's range in the file" \
+    "$TMP/g.ini:5: [storm] same_job_builds: storm detector: same_job_builds 1 is out of range" -c "$TMP/g.ini"
+printf '[gate]\ndownstream = %s\n[admin]\nlisten = 0.0.0.0:8091\n' "$DOWN" >"$TMP/h.ini"
+config_error "admin beyond loopback in the file" "$TMP/h.ini:4: [admin] listen: the admin API listens on" \
+    -c "$TMP/h.ini"
+config_error "the file's value overridden by a flag is the flag's" \
+    "[storm] same_job_builds (--storm-same-job): storm detector: same_job_builds 1" \
+    -c "$TMP/g.ini" --storm-same-job 1
 
 echo "# run refuses the same, with the same words"
 for args in "--storm-same-job 1" "--admin 0.0.0.0:8091" "--listen everywhere"; do

@@ -25,8 +25,13 @@ echo "# run: the Igor profile by default, --profile none refused"
 run sgx run --profile none --db "$SG_DB" --downstream "$SINK_URL" --watch off \
     --listen "127.0.0.1:$(_sg_free_port)" --admin "127.0.0.1:$(_sg_free_port)"
 assert_rc 2 "run --profile none: exit 2"
-assert_contains "$ERR" "[profile] name = none: the gate would never snapshot" "the reason is named"
-assert_contains "$ERR" "--profile igor, the default" "and the way out"
+assert_contains "$ERR" "[profile] name (--profile): none: the gate would never snapshot" "the reason is named"
+assert_contains "$ERR" "(igor, the default)" "and the way out"
+printf '[profile]\nname = none\n' >"$TMP/none.ini"
+run sgx config -c "$TMP/none.ini" --downstream "$SINK_URL"
+assert_rc 2 "the same from a file, in the pre-start check: exit 2"
+assert_contains "$ERR" "$TMP/none.ini:2: [profile] name: none: the gate would never snapshot" \
+    "the file and line are named"
 start_gate --redis "redis://127.0.0.1:$PORT" --check-interval-ms 200
 wait_for 10 "the first periodic snapshot" status_is "(d['snapshot'] or {}).get('id', 0) > 0"
 ST=$(gate_status)

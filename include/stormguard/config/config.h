@@ -80,6 +80,10 @@ typedef struct sg_config {
     /* [log] */
     char *log_format; /* text | json */
     char *log_file;   /* NULL: stderr */
+    /* where each key was last set: its line in origin_file, 0 for a
+     * default or a flag (sg_config_blame) */
+    char *origin_file;
+    int *origin_line; /* one per key of the table */
 } sg_config;
 
 /* Fills c with the built-in defaults. */
@@ -104,6 +108,12 @@ int sg_config_set(sg_config *c, const char *section, const char *key, const char
 /* Maps a long flag name ("keep") to its section and key; false if the flag
  * is not a config key. */
 bool sg_config_flag(const char *flag, const char **section, const char **key, bool *is_list);
+
+/* Prefixes err with "FILE:LINE: [section] key: " when that key's value
+ * came from the configuration file, or "[section] key: " (with the flag
+ * named) otherwise, so a check of the whole configuration names the line
+ * to fix as the loader does; returns err->code. */
+int sg_config_blame(const sg_config *c, const char *section, const char *key, sg_error *err);
 
 /* The i-th config key's flag name; NULL past the last. */
 const char *sg_config_flag_at(size_t i);
