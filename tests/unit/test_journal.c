@@ -136,6 +136,32 @@ static void test_second_delivery_is_replay(void **state)
     assert_int_equal(again.row.state, SG_STATE_SUPPRESSED);
 }
 
+/* Observe mode: a second delivery the ledger catches is still a replay,
+ * but it stays pending (it goes downstream as if the gate were not there)
+ * in its queue generation, with would = suppressed. */
+static void test_observe_duplicate_stays_pending(void **state)
+{
+    fixture *f = *state;
+    sg_jop ops[2];
+    for (int i = 0; i < 2; i++) {
+        fill(f, &ops[i], "team-o/svc", 3, "{}", 2);
+        ops[i].row.kind = "new";
+        ops[i].row.state = SG_STATE_PENDING;
+        ops[i].row.qgen = 1;
+        ops[i].observe = true;
+        sg_journal_submit(f->j, &ops[i]);
+    }
+    wait_reported(f, 2);
+    assert_false(ops[0].duplicate);
+    assert_null(ops[0].row.would);
+    assert_true(ops[1].duplicate);
+    assert_string_equal(ops[1].row.kind, "replay");
+    assert_int_equal(ops[1].row.state, SG_STATE_PENDING);
+    assert_int_equal(ops[1].row.done_at, 0);
+    assert_int_equal(ops[1].row.qgen, 1);
+    assert_string_equal(ops[1].row.would, "suppressed");
+}
+
 static int64_t ledger_rows(const fixture *f, const char *job)
 {
     sqlite3 *db;
@@ -389,6 +415,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_second_delivery_is_replay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_observe_duplicate_stays_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_written_in_bulk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_caught_up_after_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_stays_bounded, setup, teardown),

@@ -582,6 +582,41 @@ static void corrupt_file(void **state)
     open_fails(f->db, NULL, &err);
 }
 
+/* One daemon per store: the lock holds the holder's pid, a second claim
+ * (another open file description: flock locks are per description, so this
+ * process stands in for a second daemon) is refused naming it, and closing
+ * the first frees the store. The store's own file is never the lock: SQLite's
+ * POSIX locks on it would drop with any close of another descriptor. */
+static void lock_is_one_daemon_per_store(void **state)
+{
+    fixture *f = *state;
+    int fd = -1, fd2 = -1;
+    sg_error err = {0};
+    assert_int_equal(sg_store_lock(f->db, &fd, &err), 0);
+    assert_true(fd >= 0);
+    char lock[192], pid[32], text[32] = "";
+    snprintf(lock, sizeof lock, "%s.lock", f->db);
+    snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    int r = open(lock, O_RDONLY);
+    assert_true(r >= 0);
+    assert_true(read(r, text, sizeof text - 1) > 0);
+    close(r);
+    assert_string_equal(text, pid);
+
+    assert_int_equal(sg_store_lock(f->db, &fd2, &err), SG_ESTORE);
+    assert_int_equal(fd2, -1);
+    char want[64];
+    snprintf(want, sizeof want, "(pid %ld)", (long)getpid());
+    assert_non_null(strstr(err.msg, want));
+    assert_non_null(strstr(err.msg, "in use by another stormguard run"));
+    /* the store itself opens alongside: the one-shot commands share it */
+    sg_store_free(open_ok(f->db, NULL));
+
+    close(fd);
+    assert_int_equal(sg_store_lock(f->db, &fd2, &err), 0);
+    close(fd2);
+}
+
 static void open_under_a_file_fails(void **state)
 {
     fixture *f = *state;
@@ -1922,6 +1957,7 @@ int main(void)
         T(newer_version_refused),
         T(corrupt_file),
         T(open_under_a_file_fails),
+        T(lock_is_one_daemon_per_store),
         T(open_readonly_directory_fails),
         T(readonly_open),
         T(readonly_needs_migrated_store),
