@@ -152,7 +152,8 @@ int sg_cli_connect(sg_cli *cli, sg_rconn *conn)
     if (rc)
         return rc;
     sg_redis_url_password_from_env(&u);
-    rc = sg_rconn_open(conn, &u, (int)cli->cfg.connect_timeout_ms, &cli->err);
+    rc = sg_rconn_open(conn, &u, (int)cli->cfg.connect_timeout_ms,
+                       (int)(cli->cfg.redis_timeout_s * 1000), &cli->err);
     sg_redis_url_close(&u);
     return rc;
 }

@@ -2,6 +2,7 @@
  * its flag, its type and limits, and its help line; the INI loader, the flag
  * parser, --help and the dump all read it. */
 #include "stormguard/config/config.h"
+#include "stormguard/redis/rconn.h"
 #include "stormguard/redis/redis_url.h"
 
 #include <errno.h>
@@ -40,6 +41,8 @@ static const key_spec keys[] = {
      "redis://[user[:password]@]host[:port][/db] or unix:///path[?db=N]"},
     {"redis", "connect_timeout", "connect-timeout", T_INT, F(connect_timeout_ms), 1, 600000,
      "milliseconds to wait for a connection (default 5000)"},
+    {"redis", "timeout", "timeout", T_DURATION, F(redis_timeout_s), 1, 3600,
+     "a command's reply waits at most this, then the command fails naming it (default 30s)"},
     {"redis", "watch", "watch", T_BOOL, F(watch), 0, 0,
      "stormguard run watches Redis for wipes (default on)"},
     {"redis", "canary", "canary", T_STRING, F(canary), 0, 0,
@@ -166,6 +169,7 @@ void sg_config_init(sg_config *c)
     memset(c, 0, sizeof *c);
     c->redis_url = sg_xstrdup(SG_DEFAULT_REDIS_URL);
     c->connect_timeout_ms = 5000;
+    c->redis_timeout_s = SG_REDIS_TIMEOUT_MS / 1000;
     c->watch = true;
     c->canary = sg_xstrdup("stormguard:canary");
     c->check_interval_ms = 1000;

@@ -227,6 +227,7 @@ static void sidecar_opts(const sg_gate *g, sg_sidecar_opts *o)
     const sg_config *c = g->cfg;
     *o = (sg_sidecar_opts){.redis_url = c->redis_url,
                            .connect_timeout_ms = (int)c->connect_timeout_ms,
+                           .command_timeout_ms = (int)(c->redis_timeout_s * 1000),
                            .db_path = c->db_path,
                            .profile = c->profile,
                            .prefix = c->prefix,

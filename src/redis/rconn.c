@@ -12,14 +12,27 @@
 #include "stormguard/redis/reply.h"
 
 /* Long enough for a DUMP of a big key or a page of a slow SCAN. */
-#define COMMAND_TIMEOUT_S 60
 
 static int io_error(sg_rconn *c, sg_error *err, const char *doing)
 {
-    const char *why = c->ctx->errstr[0] ? c->ctx->errstr : strerror(errno);
+    int e = errno;
+    if (c->ctx->err == REDIS_ERR_IO && (e == EAGAIN || e == EWOULDBLOCK))
+        return sg_error_set(err, SG_EREDIS,
+                            "redis %s did not answer %s within %d ms ([redis] timeout, "
+                            "--timeout): it accepts connections but does not reply",
+                            c->address, c->waiting[0] ? c->waiting : "a command", c->command_ms);
+    const char *why = c->ctx->errstr[0] ? c->ctx->errstr : strerror(e);
     if (c->ctx->err == REDIS_ERR_EOF)
         why = "connection closed by the server";
     return sg_error_set(err, SG_EREDIS, "%s redis %s: %s", doing, c->address, why);
+}
+
+/* Remembers which command the connection now waits on (upper case). */
+static void waiting_for(sg_rconn *c, const char *name, size_t len)
+{
+    snprintf(c->waiting, sizeof c->waiting, "%.*s", (int)len, name);
+    for (char *p = c->waiting; *p; p++)
+        *p = (char)toupper((unsigned char)*p);
 }
 
 int sg_rconn_reply_error(sg_rconn *c, const char *command, const redisReply *r, sg_error *err)
@@ -42,6 +55,7 @@ int sg_rconn_reply_error(sg_rconn *c, const char *command, const redisReply *r, 
 int sg_rconn_command(sg_rconn *c, redisReply **out, sg_error *err, int argc, const char **argv,
                      const size_t *argvlen)
 {
+    waiting_for(c, argv[0], argvlen ? argvlen[0] : strlen(argv[0]));
     redisReply *r = redisCommandArgv(c->ctx, argc, argv, argvlen);
     if (!r)
         return io_error(c, err, "talking to");
@@ -78,6 +92,7 @@ static char *put_count(char *p, char type, size_t n)
  * snapshot's CPU time, which pipelines two commands per key. */
 int sg_rconn_append(sg_rconn *c, sg_error *err, int argc, const char **argv, const size_t *argvlen)
 {
+    waiting_for(c, argv[0], argvlen ? argvlen[0] : strlen(argv[0]));
     size_t total = 24 + 2;
     for (int i = 0; i < argc; i++)
         total += 24 + 2 + (argvlen ? argvlen[i] : strlen(argv[i])) + 2;
@@ -138,11 +153,12 @@ int sg_rconn_select(sg_rconn *c, int db, sg_error *err)
     return rc;
 }
 
-int sg_rconn_open(sg_rconn *c, const sg_redis_url *u, int timeout_ms, sg_error *err)
+int sg_rconn_open(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int command_ms, sg_error *err)
 {
     memset(c, 0, sizeof *c);
     sg_redis_url_copy(&c->url, u);
     c->timeout_ms = timeout_ms;
+    c->command_ms = command_ms > 0 ? command_ms : SG_REDIS_TIMEOUT_MS;
     c->address = sg_redis_url_address(u);
     c->redacted = sg_redis_url_redacted(u);
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
@@ -158,12 +174,13 @@ int sg_rconn_open(sg_rconn *c, const sg_redis_url *u, int timeout_ms, sg_error *
         sg_rconn_close(c);
         return SG_EREDIS;
     }
-    struct timeval cmd = {COMMAND_TIMEOUT_S, 0};
+    struct timeval cmd = {c->command_ms / 1000, (c->command_ms % 1000) * 1000};
     redisSetTimeout(c->ctx, cmd);
 
     int rc = 0;
     if (u->password) {
         const char *argv[] = {"AUTH", u->user ? u->user : u->password, u->password};
+        waiting_for(c, "AUTH", 4);
         redisReply *r = redisCommandArgv(c->ctx, u->user ? 3 : 2, argv, NULL);
         if (!r) {
             rc = io_error(c, err, "authenticating to");
@@ -205,7 +222,7 @@ void sg_rconn_close(sg_rconn *c)
 
 int sg_rconn_clone(const sg_rconn *c, sg_rconn *out, sg_error *err)
 {
-    int rc = sg_rconn_open(out, &c->url, c->timeout_ms, err);
+    int rc = sg_rconn_open(out, &c->url, c->timeout_ms, c->command_ms, err);
     if (rc == 0 && out->db != c->db)
         rc = sg_rconn_select(out, c->db, err);
     if (rc)

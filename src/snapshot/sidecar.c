@@ -37,7 +37,7 @@ typedef struct job {
     uv_work_t req;
     job_kind kind;
     sg_redis_url url;
-    int connect_timeout_ms;
+    int connect_timeout_ms, command_timeout_ms;
     char *db_path;
     sg_profile_kind profile;
     char *prefix;
@@ -68,7 +68,7 @@ static int job_open(job *j, sg_store **store, sg_rconn *conn)
     int rc = sg_store_open(j->db_path, NULL, store, err);
     if (rc)
         return rc;
-    if ((rc = sg_rconn_open(conn, &j->url, j->connect_timeout_ms, err))) {
+    if ((rc = sg_rconn_open(conn, &j->url, j->connect_timeout_ms, j->command_timeout_ms, err))) {
         sg_store_free(*store);
         *store = NULL;
     }
@@ -216,6 +216,7 @@ static int submit(struct uv_loop_s *loop, job_kind kind, const sg_sidecar_opts *
     sg_redis_url_password_from_env(&j->url);
     j->kind = kind;
     j->connect_timeout_ms = o->connect_timeout_ms;
+    j->command_timeout_ms = o->command_timeout_ms;
     j->db_path = sg_xstrdup(o->db_path);
     j->profile = o->profile;
     j->prefix = o->prefix ? sg_xstrdup(o->prefix) : NULL;

@@ -528,7 +528,7 @@ static void snapshot_skips_pttl_without_expiring_keys(void **state)
     sg_error err = {0};
     assert_int_equal(sg_redis_url_parse(f->url, &u, &err), 0);
     sg_rconn c;
-    assert_int_equal(sg_rconn_open(&c, &u, 5000, &err), 0);
+    assert_int_equal(sg_rconn_open(&c, &u, 5000, 0, &err), 0);
     sg_store *s;
     sg_store_options so = {0};
     assert_int_equal(sg_store_open(f->db, &so, &s, &err), 0);

@@ -23,6 +23,7 @@ typedef struct sg_config {
     /* [redis] */
     char *redis_url;
     int64_t connect_timeout_ms;
+    int64_t redis_timeout_s;   /* each command's reply waits at most this */
     bool watch;                /* the daemon watches Redis for wipes */
     char *canary;              /* key the daemon owns to confirm wipes */
     int64_t check_interval_ms; /* wipe check period, fallback to tracking */

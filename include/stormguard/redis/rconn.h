@@ -16,18 +16,26 @@
 struct redisContext;
 struct redisReply;
 
+/* A command's reply waits at most this by default ([redis] timeout). */
+#define SG_REDIS_TIMEOUT_MS 30000
+
 typedef struct sg_rconn {
     struct redisContext *ctx;
     char *address;    /* for messages */
     char *redacted;   /* URL without password */
     int db;           /* currently selected */
     sg_redis_url url; /* to open a second connection (sg_rconn_clone) */
-    int timeout_ms;
+    int timeout_ms;   /* connecting */
+    int command_ms;   /* each read or write of a command waits at most this */
+    char waiting[32]; /* the command last sent, for a timeout's message */
 } sg_rconn;
 
 /* Connects, authenticates and selects u->db, waiting at most timeout_ms for
- * the connection. On failure nothing needs closing. */
-int sg_rconn_open(sg_rconn *c, const sg_redis_url *u, int timeout_ms, sg_error *err);
+ * the connection and command_ms for each command's reply ([redis] timeout:
+ * a server that accepts and never answers is an error naming the address
+ * and the command, not a hang). On failure nothing needs closing. */
+int sg_rconn_open(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int command_ms,
+                  sg_error *err);
 void sg_rconn_close(sg_rconn *c);
 
 /* Opens another connection to the same server and database as c. */

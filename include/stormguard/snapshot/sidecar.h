@@ -23,6 +23,7 @@ typedef struct sg_sidecar_opts {
     const char *redis_url; /* password from the URL, else STORMGUARD_REDIS_PASSWORD,
                               else REDISCLI_AUTH (read at the call) */
     int connect_timeout_ms;
+    int command_timeout_ms;  /* [redis] timeout; 0: SG_REDIS_TIMEOUT_MS */
     const char *db_path;     /* the store */
     sg_profile_kind profile; /* required: the key families taken and rewarmed */
     const char *prefix;      /* profile prefix; NULL: "igor" */
