@@ -278,8 +278,20 @@ int sg_flush_run(sg_rconn *c, sg_store *s, const sg_snapshot_opts *snap, const s
             return sg_error_prefix(err,
                                    "nothing was deleted because the pre-flush snapshot failed");
     }
-    if ((rc = delete_keys(c, s, o, select, out, err)))
+    if ((rc = delete_keys(c, s, o, select, out, err))) {
+        /* how far it got, and how to undo it: the operator must know */
+        if (o->mode == SG_FLUSH_MATCH && out->snapshot.id)
+            return sg_error_prefix(err,
+                                   "flushing %s stopped after deleting %lld of %lld keys (the "
+                                   "pre-flush snapshot %lld holds them all: stormguard restore "
+                                   "%lld)",
+                                   c->redacted, (long long)out->deleted, (long long)out->planned,
+                                   (long long)out->snapshot.id, (long long)out->snapshot.id);
+        if (o->mode == SG_FLUSH_MATCH)
+            return sg_error_prefix(err, "flushing %s stopped after deleting %lld of %lld keys",
+                                   c->redacted, (long long)out->deleted, (long long)out->planned);
         return sg_error_prefix(err, "flushing %s", c->redacted);
+    }
     rc = verify(c, o, select, out, err);
     out->seconds = sg_mono_s() - started;
     if (s) {

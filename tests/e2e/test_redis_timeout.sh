@@ -2,7 +2,8 @@
 # Nothing hangs ([redis] timeout, --timeout): against a server that accepts
 # connections and never answers, snapshot, restore, flush and inspect exit 1
 # within the timeout plus a second, naming the address and the command they
-# waited on; a flush that times out deletes nothing (it never got to).
+# waited on; a flush whose deletes time out says how many keys it deleted
+# and which snapshot restores them.
 source "$SG_TESTS/lib.sh"
 
 SILENT_PORT=$(_sg_free_port)
@@ -46,6 +47,20 @@ done
 timed sgx inspect --redis "$URL" --timeout 1s --json
 assert_rc 1 "--json: exit 1"
 assert_contains "$(json_get "$OUT" "d['error']")" "did not answer" "--json: the error document says so"
+echo "# a flush whose deletes time out says how far it got and how to undo it"
+start_redis
+pipe_py "[['SET', 'cache:%d' % i, 'v'] for i in range(50)]"
+rcli client pause 5000 write >/dev/null # reads answer, UNLINK waits
+timed sg flush --no-announce --match 'cache:*' --timeout 1s
+assert_rc 1 "a flush whose UNLINK gets no answer: exit 1"
+assert_le "$SECS" 3 "it gave up within the timeout ($SECS s)"
+assert_contains "$ERR" "stopped after deleting 0 of 50 keys (the pre-flush snapshot" "how far it got"
+assert_contains "$ERR" "did not answer UNLINK within 1000 ms" "the command it waited on"
+grep -qE "holds them all: stormguard restore [0-9]+\)" <<<"$ERR" || fail "no restore hint: $ERR"
+ok "and how to undo it"
+rcli client unpause >/dev/null
+assert_eq 50 "$(rcli dbsize)" "nothing was deleted"
+
 run sgx config --downstream http://127.0.0.1:1 --timeout 0s
 assert_rc 2 "--timeout 0s: exit 2"
 finish
