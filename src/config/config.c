@@ -728,6 +728,7 @@ int sg_config_admin_token(const sg_config *c, char **out, sg_error *err)
         fclose(f);
         line[strcspn(line, "\r\n")] = '\0';
         token = trimmed(line);
+        explicit_bzero(line, sizeof line); /* the secret stays in one place only */
         if (!*token) {
             free(token);
             return sg_error_set(err, SG_EUSAGE,

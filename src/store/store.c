@@ -112,7 +112,11 @@ int sg_store_lock(const char *path, int *fd_out, sg_error *err)
 {
     if (create_file(path, err))
         return SG_ESTORE;
-    char *lock = sg_xasprintf("%s.lock", path);
+    /* named by the store's real path: another path to the same file (a
+     * symlink, a relative one) must meet the same lock */
+    char *real = realpath(path, NULL);
+    char *lock = sg_xasprintf("%s.lock", real ? real : path);
+    free(real);
     int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
         int e = errno;

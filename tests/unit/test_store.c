@@ -609,6 +609,12 @@ static void lock_is_one_daemon_per_store(void **state)
     snprintf(want, sizeof want, "(pid %ld)", (long)getpid());
     assert_non_null(strstr(err.msg, want));
     assert_non_null(strstr(err.msg, "in use by another stormguard run"));
+    /* another path to the same store meets the same lock */
+    char alias[192];
+    snprintf(alias, sizeof alias, "%s/alias.db", f->dir);
+    assert_int_equal(symlink(f->db, alias), 0);
+    assert_int_equal(sg_store_lock(alias, &fd2, &err), SG_ESTORE);
+    assert_non_null(strstr(err.msg, want));
     /* the store itself opens alongside: the one-shot commands share it */
     sg_store_free(open_ok(f->db, NULL));
 
