@@ -14,6 +14,10 @@
 
 #define MAX_JOBS 1000000
 #define MAX_HISTORY 1000
+/* No duration a scenario holds needs more: the run keeps a value per
+ * simulated minute for each defence, and a typo such as "90d" for "90s"
+ * must be an error, not an exhausted memory. */
+#define MAX_DURATION_MS (INT64_C(30) * 86400 * 1000)
 
 typedef struct reader {
     const char *path;
@@ -146,6 +150,10 @@ static int64_t duration_field(reader *r, json_t *o, const char *where, const cha
     }
     if (ms < min_ms) {
         bad(r, w, "must be at least %lld ms", (long long)min_ms);
+        return def;
+    }
+    if (ms > MAX_DURATION_MS) {
+        bad(r, w, "must be at most 30 days (\"30d\")");
         return def;
     }
     return ms;

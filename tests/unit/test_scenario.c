@@ -251,6 +251,7 @@ static void every_field_read(void **state)
 static void document_errors(void **state)
 {
     (void)state;
+    sg_scenario s;
     bad("[]", "the document: must be an object");
     bad("[{'name':'t','duration':'2h'}]", "the document: must be an object");
     bad(D("'jobz':1"), "jobz: " UNKNOWN);
@@ -268,6 +269,12 @@ static void document_errors(void **state)
     bad("{'name':'t','duration':7200,'masters':[{'name':'m'}]}", "duration: " DURATION_MSG);
     bad("{'name':'t','duration':'-2h','masters':[{'name':'m'}]}", "duration: " DURATION_MSG);
     bad("{'name':'t','duration':'off','masters':[{'name':'m'}]}", "duration: " DURATION_MSG);
+    /* "90d" for "90s": an error, not a run that exhausts memory */
+    bad("{'name':'t','duration':'90d','masters':[{'name':'m'}]}",
+        "duration: must be at most 30 days (\"30d\")");
+    bad(M("'build_every':'31d'"), "masters[0].build_every: must be at most 30 days (\"30d\")");
+    good("{'name':'t','duration':'30d','masters':[{'name':'m'}]}", &s);
+    sg_scenario_close(&s);
     bad("{'name':'t','duration':'2h'}",
         "masters: a scenario needs a Jenkins master or a Docker account");
     bad("{'name':'t','duration':'2h','masters':[],'docker':[]}",
