@@ -104,7 +104,7 @@ typedef struct sg_scenario {
 } sg_scenario;
 
 /* Reads a scenario from JSON text; path names it in messages. Errors are
- * SG_EUSAGE: "FILE: masters[0].jobs: must be a whole number from 1 to
+ * SG_EUSAGE: "FILE: masters[0].jobs: must be a whole number from 0 to
  * 1000000". On error *out is not written. */
 int sg_scenario_parse(const char *text, size_t len, const char *path, sg_scenario *out,
                       sg_error *err);
