@@ -19,14 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
-#include <unistd.h>
 #include <uv.h>
 
 #include "stormguard/base/log.h"
 #include "stormguard/gate/admin.h"
 #include "stormguard/gate/gate.h"
 #include "stormguard/gate/http.h"
-#include "stormguard/store/store.h"
 
 typedef struct run_state {
     uv_loop_t loop;
@@ -35,7 +33,6 @@ typedef struct run_state {
     sg_http *admin_http;
     sg_admin admin;
     char *admin_token;
-    int store_lock; /* the flock on the store's lock file, -1 before it is taken */
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t watchdog; /* started only when systemd asks for it */
     bool signals, watchdog_on, stopping;
@@ -127,7 +124,10 @@ static void admin_opts(const sg_config *c, sg_http_opts *o)
                         .max_connections = 64};
 }
 
-int sg_daemon_check(const sg_config *cfg, sg_error *err)
+/* The daemon's own part of the checks (the gate's are sg_gate_check's):
+ * the profile, the admin token (*token, NULL when none is set; the
+ * caller owns it) and the admin address. */
+static int check_daemon(const sg_config *cfg, char **token, sg_error *err)
 {
     /* the profile's keys are what the gate's snapshots hold (DESIGN.md):
      * without them no snapshot is ever taken, a wipe's replays of builds
@@ -140,12 +140,8 @@ int sg_daemon_check(const sg_config *cfg, sg_error *err)
                      "the default)");
         return sg_config_blame(cfg, "profile", "name", err);
     }
-    char *token = NULL;
-    int rc = admin_token(cfg, &token, err);
-    if (token) {
-        memset(token, 0, strlen(token));
-        free(token);
-    }
+    *token = NULL;
+    int rc = admin_token(cfg, token, err);
     if (rc)
         return sg_config_blame(cfg, "admin",
                                cfg->admin_token        ? "token"
@@ -154,9 +150,24 @@ int sg_daemon_check(const sg_config *cfg, sg_error *err)
                                err);
     sg_http_opts ao;
     admin_opts(cfg, &ao);
-    if ((rc = sg_http_check(&ao, err)))
+    if ((rc = sg_http_check(&ao, err))) {
+        explicit_bzero(*token, *token ? strlen(*token) : 0);
+        free(*token);
+        *token = NULL;
         return sg_config_blame(cfg, "admin", "listen", err);
-    return sg_gate_check(cfg, err);
+    }
+    return 0;
+}
+
+int sg_daemon_check(const sg_config *cfg, sg_error *err)
+{
+    char *token = NULL;
+    int rc = check_daemon(cfg, &token, err);
+    if (token) {
+        explicit_bzero(token, strlen(token));
+        free(token);
+    }
+    return rc ? rc : sg_gate_check(cfg, err);
 }
 
 static void on_watchdog(uv_timer_t *t)
@@ -193,8 +204,8 @@ static int start(run_state *d, sg_error *err)
 {
     const sg_config *c = d->cfg;
     int rc;
-    if ((rc = sg_daemon_check(c, err)) || (rc = admin_token(c, &d->admin_token, err)) ||
-        (rc = sg_store_lock(c->db_path, &d->store_lock, err)) ||
+    /* the gate checks its part, then claims the store, before it opens it */
+    if ((rc = check_daemon(c, &d->admin_token, err)) ||
         (rc = sg_gate_start(&d->loop, c, &d->gate, err)))
         return rc;
     d->admin = (sg_admin){.gate = d->gate, .token = d->admin_token};
@@ -232,7 +243,6 @@ int sg_daemon_run(const sg_config *cfg, sg_error *err)
     sg_hash_seed_random();
     run_state *d = sg_xcalloc(1, sizeof *d);
     d->cfg = cfg;
-    d->store_lock = -1;
     uv_loop_init(&d->loop);
     rc = start(d, err);
     if (rc && d->gate && !sg_gate_stopping(d->gate)) /* the admin API failed */
@@ -244,8 +254,6 @@ int sg_daemon_run(const sg_config *cfg, sg_error *err)
     if (rc == 0)
         sg_log(SG_LOG_INFO, "gate", "stopped");
     sg_gate_free(d->gate);
-    if (d->store_lock >= 0)
-        close(d->store_lock); /* the store is free for the next daemon */
     free(d->admin_token);
     free(d);
     sg_log_close();

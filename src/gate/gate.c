@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "stormguard/base/clock.h"
@@ -32,6 +33,7 @@
 #include "stormguard/redis/watch.h"
 #include "stormguard/snapshot/sidecar.h"
 #include "stormguard/store/events.h"
+#include "stormguard/store/store.h"
 
 #define TICK_MS 1000
 
@@ -48,6 +50,7 @@ struct sg_gate {
     int64_t last_snapshot_at;
     int64_t good_snapshot_at, good_snapshot_keys; /* the newest good one taken here */
     struct proc_job *proc_job;                    /* a read of /proc on the thread pool */
+    int store_lock; /* one daemon per store (sg_store_lock); -1 until taken */
     sg_procstat proc;
     bool proc_known, proc_failed;
     char sample_glob[256]; /* the profile's keys, for the watcher's sample */
@@ -609,11 +612,11 @@ int sg_gate_check(const sg_config *c, sg_error *err)
     }
     sg_http_opts ho;
     listener_opts(c, &ho);
-    if (sg_http_check(&ho, err))
+    if (sg_http_check(&ho, err)) /* the address, else the TLS pair */
         return sg_config_blame(c, "gate",
-                               strstr(err->msg, "key") && c->tls_key     ? "tls_key"
-                               : strstr(err->msg, "cert") && c->tls_cert ? "tls_cert"
-                                                                         : "listen",
+                               !strncmp(err->msg, "listen address", 14) ? "listen"
+                               : c->tls_cert                            ? "tls_cert"
+                                                                        : "tls_key",
                                err);
     return 0;
 }
@@ -648,7 +651,7 @@ static int start(sg_gate *g, sg_error *err)
 {
     const sg_config *c = g->cfg;
     int rc;
-    if ((rc = sg_gate_check(c, err)))
+    if ((rc = sg_gate_check(c, err)) || (rc = sg_store_lock(c->db_path, &g->store_lock, err)))
         return rc;
     sg_core_opts co;
     if ((rc = sg_gate_core_opts(c, &co, err)))
@@ -702,6 +705,7 @@ int sg_gate_start(uv_loop_t *loop, const sg_config *cfg, sg_gate **out, sg_error
     g->loop = loop;
     g->cfg = cfg;
     g->clock = &sg_clock_real;
+    g->store_lock = -1;
     *out = g;
     int rc = start(g, err);
     if (rc) {
@@ -719,5 +723,7 @@ void sg_gate_free(sg_gate *g)
     if (g->proc_job)
         g->proc_job->g = NULL;
     sg_core_free(g->core);
+    if (g->store_lock >= 0)
+        close(g->store_lock); /* the store is free for the next daemon */
     free(g);
 }
