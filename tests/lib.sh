@@ -17,6 +17,10 @@
 #
 # Helpers:
 #   start_redis [args...]   start a redis-server, sets PORT (and REDIS_PID)
+#   make_tls_certs DIR      a test CA and certificates made by openssl (see there)
+#   start_redis_tls DIR [args...]  a TLS-only redis-server (--port 0, --tls-port)
+#                           with DIR's server certificate; sets RCLI_TLS so rcli
+#                           speaks TLS to it
 #   stop_redis [port]       stop one (default: the current $PORT)
 #   rcli ...                redis-cli -p $PORT (uses $RCLI_AUTH as password)
 #   rpy 'python code' [args] python with c (a tiny RESP client on $PORT),
@@ -54,6 +58,8 @@ SG_DB=$TMP/sg.db
 PORT=
 REDIS_PID=
 RCLI_AUTH=
+RCLI_TLS=()
+_SG_TLS_DIR=
 PASSED=0
 _SG_PIDS=()     # redis-server pids
 _SG_PORTS=()    # their ports, same order
@@ -217,7 +223,14 @@ start_redis() {
         mkdir -p "$dir"
         # no 5 s wait before a diskless SYNC (the sync snapshot method);
         # a test that wants Redis's default passes its own
-        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        local ports=(--port "$port") ping=(redis-cli -p "$port")
+        if [ -n "$_SG_TLS_DIR" ]; then
+            ports=(--port 0 --tls-port "$port" --tls-cert-file "$_SG_TLS_DIR/server.pem"
+                --tls-key-file "$_SG_TLS_DIR/server.key" --tls-ca-cert-file "$_SG_TLS_DIR/ca.pem"
+                --tls-auth-clients no --tls-replication yes)
+            ping=(redis-cli -p "$port" --tls --cacert "$_SG_TLS_DIR/ca.pem")
+        fi
+        redis-server "${ports[@]}" --bind 127.0.0.1 --save '' --appendonly no \
             --daemonize no --dir "$dir" --logfile "$dir/redis.log" \
             --repl-diskless-sync-delay 0 "$@" \
             </dev/null >/dev/null 2>&1 &
@@ -229,7 +242,7 @@ start_redis() {
             if ! kill -0 "$pid" 2>/dev/null; then
                 break # exited: port taken meanwhile, or bad arguments
             fi
-            case "$(redis-cli -p "$port" ping 2>&1 || true)" in
+            case "$("${ping[@]}" ping 2>&1 || true)" in
             *PONG* | *NOAUTH*) up=1; break ;;
             esac
             sleep 0.1
@@ -255,6 +268,50 @@ start_redis() {
     done
     echo "no free port for redis-server after 20 attempts" >&2
     return 1
+}
+
+# make_tls_certs DIR: a CA (ca.pem, ca.key) and, signed by it, server.pem/.key
+# for localhost and 127.0.0.1, other.pem/.key for other.example only,
+# expired.pem/.key (valid in January 2020 only), client.pem/.key; plus
+# ca2.pem, a CA that signed none of them. RSA 2048, made with openssl.
+make_tls_certs() {
+    local d=$1 n
+    mkdir -p "$d/ca"
+    touch "$d/ca/index.txt"
+    echo 01 >"$d/ca/serial"
+    printf '%s\n' '[ca]' 'default_ca = c' '[c]' "dir = $d/ca" "database = $d/ca/index.txt" \
+        "new_certs_dir = $d/ca" "serial = $d/ca/serial" 'default_md = sha256' 'policy = p' \
+        'copy_extensions = copy' 'unique_subject = no' '[p]' 'commonName = supplied' >"$d/ca.cnf"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/ca.key" -out "$d/ca.pem" -days 2 \
+        -subj /CN=stormguard-test-ca 2>/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/ca2.key" -out "$d/ca2.pem" -days 2 \
+        -subj /CN=stormguard-other-ca 2>/dev/null
+    # _sign NAME SAN [ca options...]
+    _sign() {
+        n=$1
+        openssl req -newkey rsa:2048 -nodes -keyout "$d/$n.key" -out "$d/$n.csr" \
+            -subj "/CN=$n" -addext "subjectAltName=$2" 2>/dev/null
+        shift 2
+        openssl ca -batch -config "$d/ca.cnf" -cert "$d/ca.pem" -keyfile "$d/ca.key" \
+            -in "$d/$n.csr" -out "$d/$n.pem" -notext "$@" 2>/dev/null
+    }
+    _sign server "DNS:localhost,IP:127.0.0.1" -days 2
+    _sign other "DNS:other.example" -days 2
+    _sign expired "DNS:localhost,IP:127.0.0.1" -startdate 20200101000000Z -enddate 20200102000000Z
+    _sign client "DNS:stormguard-client" -days 2
+    chmod 600 "$d"/*.key
+}
+
+# start_redis_tls DIR [args...]: as start_redis, but the server speaks only
+# TLS on PORT with DIR's server certificate (make_tls_certs); rcli then
+# speaks TLS to it.
+start_redis_tls() {
+    local d=$1
+    shift
+    _SG_TLS_DIR=$d
+    start_redis "$@" || { _SG_TLS_DIR=; return 1; }
+    _SG_TLS_DIR=
+    RCLI_TLS=(--tls --cacert "$d/ca.pem")
 }
 
 # stop_redis [port]: stops the server on port (default $PORT), waits <= 5 s.
@@ -304,9 +361,9 @@ bg_track() {
 # rcli ...: redis-cli against $PORT; RCLI_AUTH is the password if set.
 rcli() {
     if [ -n "$RCLI_AUTH" ]; then
-        redis-cli -p "$PORT" --no-auth-warning -a "$RCLI_AUTH" "$@"
+        redis-cli -p "$PORT" "${RCLI_TLS[@]}" --no-auth-warning -a "$RCLI_AUTH" "$@"
     else
-        redis-cli -p "$PORT" "$@"
+        redis-cli -p "$PORT" "${RCLI_TLS[@]}" "$@"
     fi
 }
 

@@ -80,8 +80,9 @@ int sg_cli_parse(sg_cli *cli, const sg_cli_spec *spec, int argc, char **argv)
                             NULL, OPT_LOCAL + (int)i};
     for (size_t i = 0; i < nconf; i++)
         if (!is_local(spec, sg_config_flag_at(i)))
-            lopts[n++] = (struct option){sg_config_flag_at(i), required_argument, NULL,
-                                         OPT_CONFIG_FLAG + (int)i};
+            lopts[n++] = (struct option){
+                sg_config_flag_at(i), sg_config_flag_is_switch(i) ? no_argument : required_argument,
+                NULL, OPT_CONFIG_FLAG + (int)i};
     lopts[n++] = (struct option){"help", no_argument, NULL, OPT_HELP};
     lopts[n++] = (struct option){"json", no_argument, NULL, OPT_JSON};
     lopts[n++] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
@@ -104,8 +105,9 @@ int sg_cli_parse(sg_cli *cli, const sg_cli_spec *spec, int argc, char **argv)
         } else if (c == 'c' || c == OPT_CONFIG) {
             config_path = optarg;
         } else if (c >= OPT_CONFIG_FLAG) {
+            size_t i = (size_t)(c - OPT_CONFIG_FLAG);
             flags[nflags++] =
-                (flag_value){sg_config_flag_at((size_t)(c - OPT_CONFIG_FLAG)), optarg};
+                (flag_value){sg_config_flag_at(i), sg_config_flag_is_switch(i) ? "yes" : optarg};
         } else if (c >= OPT_LOCAL && (size_t)(c - OPT_LOCAL) < nlocal) {
             rc = spec->on_opt(spec->ud, spec->opts[c - OPT_LOCAL].id, optarg, &cli->err);
         } else if (c == ':') {
@@ -151,6 +153,10 @@ int sg_cli_connect(sg_cli *cli, sg_rconn *conn)
     int rc = sg_redis_url_parse(cli->cfg.redis_url, &u, &cli->err);
     if (rc)
         return rc;
+    if ((rc = sg_redis_url_set_tls(&u, &cli->cfg.redis_tls, &cli->err))) {
+        sg_redis_url_close(&u);
+        return rc;
+    }
     sg_redis_url_password_from_env(&u);
     rc = sg_rconn_open(conn, &u, (int)cli->cfg.connect_timeout_ms,
                        (int)(cli->cfg.redis_timeout_s * 1000), &cli->err);

@@ -23,6 +23,7 @@ typedef enum {
     T_URL,
     T_CHOICE,  /* one of the words in choices, "a|b|c" */
     T_BOOL,    /* on/off, true/false, yes/no, 1/0 */
+    T_SWITCH,  /* a T_BOOL whose flag takes no value: --tls is tls = yes */
     T_POINTER, /* a JSON pointer */
 } key_type;
 
@@ -38,11 +39,24 @@ typedef struct key_spec {
 
 static const key_spec keys[] = {
     {"redis", "url", "redis", T_URL, F(redis_url), 0, 0,
-     "redis://[user[:password]@]host[:port][/db] or unix:///path[?db=N]"},
+     "redis://[user[:password]@]host[:port][/db], rediss://... (TLS) or unix:///path[?db=N]"},
     {"redis", "connect_timeout", "connect-timeout", T_INT, F(connect_timeout_ms), 1, 600000,
      "milliseconds to wait for a connection (default 5000)"},
     {"redis", "timeout", "timeout", T_DURATION, F(redis_timeout_s), 1, 3600,
      "a command's reply waits at most this, then the command fails naming it (default 30s)"},
+    {"redis", "tls", "tls", T_SWITCH, F(redis_tls.enabled), 0, 0,
+     "speak TLS to Redis, as a rediss:// URL does; the chain and the host name are verified"},
+    {"redis", "cacert", "cacert", T_OPTIONAL, F(redis_tls.cacert), 0, 0,
+     "PEM file of the CAs that sign Redis's certificate (default: the system's)"},
+    {"redis", "cacertdir", "cacertdir", T_OPTIONAL, F(redis_tls.cacertdir), 0, 0,
+     "directory of hashed CA certificates (openssl rehash), instead of or besides cacert"},
+    {"redis", "cert", "cert", T_OPTIONAL, F(redis_tls.cert), 0, 0,
+     "client certificate (PEM) for a Redis that asks for one (tls-auth-clients)"},
+    {"redis", "key", "key", T_OPTIONAL, F(redis_tls.key), 0, 0, "private key (PEM) of cert"},
+    {"redis", "sni", "sni", T_OPTIONAL, F(redis_tls.sni), 0, 0,
+     "server name to send and to verify the certificate against (default: the URL's host)"},
+    {"redis", "insecure", "insecure", T_SWITCH, F(redis_tls.insecure), 0, 0,
+     "TLS without verifying the certificate or its name (logged as a warning; for tests)"},
     {"redis", "watch", "watch", T_BOOL, F(watch), 0, 0,
      "stormguard run watches Redis for wipes (default on)"},
     {"redis", "canary", "canary", T_STRING, F(canary), 0, 0,
@@ -230,12 +244,30 @@ void sg_config_close(sg_config *c)
     sg_strlist_clear(&c->protect);
     sg_strlist_clear(&c->build_paths);
     sg_strlist_clear(&c->forward_headers);
-    char **strings[] = {
-        &c->canary,         &c->on_storm,    &c->snapshot_method,  &c->listen,
-        &c->downstream,     &c->tls_cert,    &c->tls_key,          &c->notification_source,
-        &c->source_pointer, &c->job_pointer, &c->number_pointer,   &c->timestamp_pointer,
-        &c->admin_listen,   &c->admin_token, &c->admin_token_file, &c->log_format,
-        &c->log_file,       &c->gate_mode,   &c->origin_file};
+    char **strings[] = {&c->canary,
+                        &c->on_storm,
+                        &c->snapshot_method,
+                        &c->listen,
+                        &c->downstream,
+                        &c->tls_cert,
+                        &c->tls_key,
+                        &c->notification_source,
+                        &c->source_pointer,
+                        &c->job_pointer,
+                        &c->number_pointer,
+                        &c->timestamp_pointer,
+                        &c->admin_listen,
+                        &c->admin_token,
+                        &c->admin_token_file,
+                        &c->log_format,
+                        &c->log_file,
+                        &c->gate_mode,
+                        &c->origin_file,
+                        &c->redis_tls.cacert,
+                        &c->redis_tls.cacertdir,
+                        &c->redis_tls.cert,
+                        &c->redis_tls.key,
+                        &c->redis_tls.sni};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         free(*strings[i]);
     free(c->origin_line);
@@ -381,7 +413,8 @@ static int set_value(sg_config *c, const key_spec *k, const char *value, bool ap
         if (sg_sync_mode_parse(value, (sg_sync_mode *)field))
             return sg_error_set(err, SG_EUSAGE, "'%s' must be normal or full", value);
         return 0;
-    case T_BOOL: {
+    case T_BOOL:
+    case T_SWITCH: {
         static const char *const yes[] = {"yes", "true", "on", "1"};
         static const char *const no[] = {"no", "false", "off", "0"};
         for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
@@ -562,6 +595,11 @@ const char *sg_config_flag_at(size_t i)
     return i < NKEYS ? keys[i].flag : NULL;
 }
 
+bool sg_config_flag_is_switch(size_t i)
+{
+    return i < NKEYS && keys[i].type == T_SWITCH;
+}
+
 /* Whether the space-separated list names section ("*": every one). */
 static bool names_section(const char *list, const char *section)
 {
@@ -580,8 +618,10 @@ void sg_config_print_flags(FILE *out, const char *sections)
         if (!names_section(sections, keys[i].section))
             continue;
         char left[48];
-        snprintf(left, sizeof left, "--%s %s", keys[i].flag,
-                 keys[i].type == T_LIST ? "PATTERN" : "VALUE");
+        snprintf(left, sizeof left, "--%s%s", keys[i].flag,
+                 keys[i].type == T_LIST     ? " PATTERN"
+                 : keys[i].type == T_SWITCH ? ""
+                                            : " VALUE");
         fprintf(out, "  %-26s [%s] %s: %s\n", left, keys[i].section, keys[i].key, keys[i].help);
     }
 }
@@ -623,6 +663,7 @@ static void dump_value(const key_spec *k, const void *field, sg_buf *v)
         sg_buf_printf(v, "%lld", (long long)*(const int64_t *)field);
         break;
     case T_BOOL:
+    case T_SWITCH:
         sg_buf_printf(v, "%s", *(const bool *)field ? "yes" : "no");
         break;
     case T_SYNC:

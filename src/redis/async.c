@@ -1,43 +1,78 @@
-/* The async Redis link on the loop (async.h).
+/* The async Redis link on the loop (async.h), on this module's own
+ * connections: transport.h moves the bytes (plain, unix, TLS), hiredis's
+ * reader parses the replies, and a uv_poll per connection drives both.
  *
- * hiredis 0.14 has no connect timeout for async contexts: one uv_timer bounds
- * an attempt from its start to sg_rasync_up, then waits out the backoff
- * before the next. Host names are resolved with uv_getaddrinfo so no DNS
- * lookup runs on the loop thread; a numeric address or a unix socket needs
- * none.
+ * One uv_timer bounds an attempt from its start to sg_rasync_up, then
+ * waits out the backoff before the next. Host names are resolved with
+ * uv_getaddrinfo so no DNS lookup runs on the loop thread; a numeric
+ * address or a unix socket needs none.
  *
- * Context lifetime. hiredis frees a context itself after calling its connect
- * callback with an error or its disconnect callback, and calls every pending
- * reply callback with a NULL reply first. So: a conn's ac is set to NULL
- * before the link frees it (the disconnect callback then sees a context that
- * is no longer its conn's and ignores it), reply callbacks treat NULL as
- * "going away", and no owner callback but a NULL reply runs from a NULL path.
- * redisAsyncFree called inside a reply callback of the same context is
- * deferred by hiredis until the callback returns. The link is freed when its
- * timer and every poll handle of its contexts have closed. */
+ * A connection (sock) lives on the heap from its connect to its poll
+ * handle's close callback. Its owner (conn) lets go of it first (c->s =
+ * NULL), so nothing reaches a sock that is going away. Closing runs every
+ * pending reply callback and every subscription with NULL, in the order
+ * queued, then closes the socket. A close asked for while one of the sock's
+ * own callbacks runs (in_callback) is done right after that callback
+ * returns (hiredis's REDIS_IN_CALLBACK), so a callback may drop or stop
+ * anything, its own connection included. The link is freed when its timer
+ * and every poll handle have closed. */
 #include "stormguard/redis/async.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <uv.h>
 
 #include "stormguard/base/util.h"
+#include "stormguard/redis/transport.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define READ_CHUNK 16384
+
+/* A command waiting for its reply, in the order sent. */
+typedef struct pending {
+    struct pending *next;
+    sg_rasync_reply_fn fn;
+    void *pd;
+    bool subscribe; /* its confirmation makes a subscription */
+} pending;
+
+typedef struct sub {
+    struct sub *next;
+    char *channel;
+    sg_rasync_reply_fn fn;
+    void *pd;
+} sub;
+
+typedef struct sock {
+    struct sg_rasync *a;
+    struct conn *owner; /* NULL once let go */
+    sg_tx tx;
+    uv_poll_t poll;
+    int events;      /* UV_READABLE | UV_WRITABLE asked of poll */
+    bool want_write; /* the transport must write before it can go on */
+    redisReader *reader;
+    char *out; /* queued output: [out_pos, out_len) */
+    size_t out_pos, out_len, out_cap;
+    pending *head, *tail;
+    sub *subs;
+    int in_callback;
+    bool closing; /* asked to close inside a callback */
+    bool closed;  /* NULL replies given, handle closing */
+} sock;
 
 typedef struct conn {
     struct sg_rasync *a;
-    redisAsyncContext *ac; /* NULL once gone or given up */
-    char *name;            /* for messages */
+    sock *s;    /* NULL when not open */
+    char *name; /* for messages */
     bool no_select;
-    bool connected;
+    bool connected; /* connect and TLS handshake done */
 } conn;
 
 typedef struct resolve {
@@ -50,6 +85,7 @@ struct sg_rasync {
     uv_loop_t *loop;
     sg_redis_url url;
     char *address;
+    struct ssl_ctx_st *tls; /* NULL without TLS */
     int nconns;
     conn conns[SG_RASYNC_MAX_CONNS];
     int timeout_ms, backoff_min_ms, backoff_max_ms, backoff_ms;
@@ -68,129 +104,313 @@ struct sg_rasync {
 
 static void attempt(sg_rasync *a);
 static void maybe_stopped(sg_rasync *a);
+static void session_fail(sg_rasync *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* ---- hiredis <-> libuv ----
- *
- * The event hooks of hiredis's libuv adapter (adapters/libuv.h), with three
- * changes. libuv reports a socket error (a refused connect, a reset) as a
- * negative status, without events, and stops the handle; the 0.14 adapter
- * ignores such calls, so hiredis never learns and the connection hangs. Here
- * hiredis reads or writes as it wanted to and meets the error itself. The
- * poll handle's close is counted, so sg_rasync_stop's done runs after it.
- * And the context's subscriptions hang here: hiredis calls them for the last
- * time (with NULL) just before the cleanup hook, so that is where they go. */
+/* ---- one connection ---- */
 
-typedef struct sub {
-    struct sub *next;
-    sg_rasync_reply_fn fn;
-    void *pd;
-} sub;
-
-typedef struct uvev {
-    redisAsyncContext *ac; /* NULL once hiredis cleaned up */
-    uv_poll_t poll;
-    int events;
-    struct sg_rasync *a;
-    sub *subs;
-} uvev;
-
-static void ev_poll(uv_poll_t *h, int status, int events)
+static void sock_closed(uv_handle_t *h)
 {
-    uvev *e = h->data;
-    int ev = status < 0 ? e->events : events;
-    if (e->ac && (ev & UV_READABLE))
-        redisAsyncHandleRead(e->ac);
-    if (e->ac && (ev & UV_WRITABLE))
-        redisAsyncHandleWrite(e->ac);
-}
-
-static void ev_set(uvev *e, int events)
-{
-    e->events = events;
-    if (events)
-        uv_poll_start(&e->poll, events, ev_poll);
-    else
-        uv_poll_stop(&e->poll);
-}
-
-static void ev_add_read(void *d)
-{
-    uvev *e = d;
-    ev_set(e, e->events | UV_READABLE);
-}
-
-static void ev_del_read(void *d)
-{
-    uvev *e = d;
-    ev_set(e, e->events & ~UV_READABLE);
-}
-
-static void ev_add_write(void *d)
-{
-    uvev *e = d;
-    ev_set(e, e->events | UV_WRITABLE);
-}
-
-static void ev_del_write(void *d)
-{
-    uvev *e = d;
-    ev_set(e, e->events & ~UV_WRITABLE);
-}
-
-static void ev_closed(uv_handle_t *h)
-{
-    uvev *e = h->data;
-    sg_rasync *a = e->a;
-    free(e);
+    sock *s = h->data;
+    sg_rasync *a = s->a;
+    free(s);
     a->pending--;
     maybe_stopped(a);
 }
 
-static void ev_cleanup(void *d)
+/* Gives every pending reply and subscription its NULL, then closes. */
+static void sock_finish(sock *s)
 {
-    uvev *e = d;
-    e->ac = NULL;
-    while (e->subs) {
-        sub *s = e->subs;
-        e->subs = s->next;
-        free(s);
+    assert(!s->owner && !s->in_callback && !s->closed);
+    s->closed = true;
+    s->in_callback++;
+    while (s->head) {
+        pending *p = s->head;
+        s->head = p->next;
+        p->fn(p->pd, NULL);
+        free(p);
     }
-    uv_close((uv_handle_t *)&e->poll, ev_closed);
+    while (s->subs) {
+        sub *u = s->subs;
+        s->subs = u->next;
+        u->fn(u->pd, NULL);
+        free(u->channel);
+        free(u);
+    }
+    s->in_callback--;
+    uv_close((uv_handle_t *)&s->poll, sock_closed); /* stops polling before the fd closes */
+    sg_tx_close(&s->tx);
+    redisReaderFree(s->reader);
+    free(s->out);
 }
 
-static int ev_attach(sg_rasync *a, redisAsyncContext *ac)
+/* Lets go of c's connection and closes it (after the running callback, if
+ * one of its own runs). */
+static void drop_conn(conn *c)
 {
-    uvev *e = sg_xcalloc(1, sizeof *e);
-    int rc = uv_poll_init(a->loop, &e->poll, ac->c.fd);
-    if (rc != 0) {
-        free(e);
-        return rc;
+    sock *s = c->s;
+    if (!s)
+        return;
+    c->s = NULL;
+    c->connected = false;
+    s->owner = NULL;
+    if (s->in_callback)
+        s->closing = true;
+    else
+        sock_finish(s);
+}
+
+/* The connection broke (the server closed it, an I/O error, a reply it
+ * cannot parse, an error reply nothing waited for). */
+static void sock_lost(sock *s, const char *why, bool error_reply)
+{
+    conn *c = s->owner;
+    if (!c)
+        return;
+    sg_rasync *a = c->a;
+    char reason[512];
+    snprintf(reason, sizeof reason, "%s", why);
+    drop_conn(c);
+    if (a->stopping || !a->live)
+        return;
+    if (a->cbs.on_lost && a->cbs.on_lost(a->ud, (int)(c - a->conns), reason, error_reply))
+        return;
+    session_fail(a, "lost the %s to redis %s: %s", c->name, a->address, reason);
+}
+
+static void call(sock *s, sg_rasync_reply_fn fn, void *pd, const redisReply *r)
+{
+    s->in_callback++;
+    fn(pd, r);
+    s->in_callback--;
+}
+
+static bool is_kind(const redisReply *r, const char *kind)
+{
+    return r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
+           r->element[0]->type == REDIS_REPLY_STRING && !strcasecmp(r->element[0]->str, kind);
+}
+
+/* One reply to whom it belongs: a subscription's message to the channel's
+ * callback, everything else to the oldest pending command. */
+static void dispatch(sock *s, const redisReply *r)
+{
+    if (s->subs && is_kind(r, "message")) {
+        for (sub *u = s->subs; u; u = u->next)
+            if (r->element[1]->type == REDIS_REPLY_STRING &&
+                !strcmp(u->channel, r->element[1]->str)) {
+                call(s, u->fn, u->pd, r);
+                return;
+            }
+        return;
     }
-    e->ac = ac;
-    e->a = a;
-    e->poll.data = e;
-    ac->ev.data = e;
-    ac->ev.addRead = ev_add_read;
-    ac->ev.delRead = ev_del_read;
-    ac->ev.addWrite = ev_add_write;
-    ac->ev.delWrite = ev_del_write;
-    ac->ev.cleanup = ev_cleanup;
+    pending *p = s->head;
+    if (!p) {
+        /* the server's own word, nothing asked: "max number of clients
+         * reached", LOADING; the connection is of no further use */
+        if (r->type == REDIS_REPLY_ERROR)
+            sock_lost(s, r->str, true);
+        return;
+    }
+    if (p->subscribe && r->type == REDIS_REPLY_ERROR) {
+        /* a refused SUBSCRIBE ends its connection (async.h); its callback
+         * hears NULL with the rest */
+        sock_lost(s, r->str, true);
+        return;
+    }
+    s->head = p->next;
+    if (!s->head)
+        s->tail = NULL;
+    if (p->subscribe && is_kind(r, "subscribe") && r->element[1]->type == REDIS_REPLY_STRING) {
+        sub *u = sg_xmalloc(sizeof *u);
+        *u = (sub){
+            .next = s->subs, .channel = sg_xstrdup(r->element[1]->str), .fn = p->fn, .pd = p->pd};
+        s->subs = u;
+    }
+    call(s, p->fn, p->pd, r);
+    free(p);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+static void update_events(sock *s)
+{
+    int ev;
+    if (s->tx.state == SG_TX_CONNECTING)
+        ev = UV_WRITABLE;
+    else if (s->tx.state == SG_TX_HANDSHAKE)
+        ev = s->want_write ? UV_WRITABLE : UV_READABLE;
+    else
+        ev = UV_READABLE | (s->out_len > s->out_pos || s->want_write ? UV_WRITABLE : 0);
+    if (ev == s->events)
+        return;
+    s->events = ev;
+    uv_poll_start(&s->poll, ev, on_poll);
+}
+
+/* Writes what it can; false when the connection broke (s let go). */
+static bool sock_write(sock *s)
+{
+    s->want_write = false;
+    while (s->out_pos < s->out_len) {
+        int want = 0;
+        sg_error e;
+        ssize_t n = sg_tx_write(&s->tx, s->out + s->out_pos, s->out_len - s->out_pos, &want, &e);
+        if (n < 0) {
+            sock_lost(s, e.msg, false);
+            return false;
+        }
+        if (n == 0) {
+            s->want_write = want == SG_TX_WANT_WRITE;
+            return true;
+        }
+        s->out_pos += (size_t)n;
+    }
+    s->out_pos = s->out_len = 0;
+    return true;
+}
+
+/* Reads until the transport would wait (TLS may hold decrypted bytes the
+ * socket no longer shows), handing each complete reply on. */
+static bool sock_read(sock *s)
+{
+    char buf[READ_CHUNK];
+    for (;;) {
+        void *reply = NULL;
+        while (s->owner && !s->closing) {
+            if (redisReaderGetReply(s->reader, &reply) != REDIS_OK) {
+                char why[192];
+                snprintf(why, sizeof why, "a reply that is not RESP: %s", s->reader->errstr);
+                sock_lost(s, why, false);
+                return false;
+            }
+            if (!reply)
+                break;
+            dispatch(s, reply);
+            freeReplyObject(reply);
+        }
+        if (!s->owner || s->closing)
+            return false;
+        int want = 0;
+        sg_error e;
+        ssize_t n = sg_tx_read(&s->tx, buf, sizeof buf, &want, &e);
+        if (n < 0) {
+            sock_lost(s, s->tx.eof ? "connection closed" : e.msg, false);
+            return false;
+        }
+        if (n == 0) {
+            if (want == SG_TX_WANT_WRITE)
+                s->want_write = true;
+            return true;
+        }
+        if (redisReaderFeed(s->reader, buf, (size_t)n) != REDIS_OK) {
+            sock_lost(s, "out of memory reading a reply", false);
+            return false;
+        }
+    }
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    sock *s = h->data;
+    conn *c = s->owner;
+    if (!c)
+        return;
+    if (s->tx.state != SG_TX_OPEN) {
+        sg_error e;
+        int rc = sg_tx_handshake(&s->tx, &e);
+        if (rc < 0) {
+            session_fail(c->a, "%s", e.msg);
+            return;
+        }
+        if (rc > 0) {
+            s->want_write = rc == SG_TX_WANT_WRITE;
+            update_events(s);
+            return;
+        }
+        c->connected = true;
+    }
+    /* a poll error (a reset) arrives as status < 0 without events: the
+     * read or write meets it and says what it is. A reply callback that
+     * let go of this connection left it closing: it closes now. */
+    bool ok = sock_write(s) && sock_read(s) && sock_write(s);
+    if (s->closing && !s->in_callback) {
+        sock_finish(s);
+        return;
+    }
+    if (ok && s->owner)
+        update_events(s);
+}
+
+static bool sock_open(sg_rasync *a, conn *c, const struct sockaddr *sa, socklen_t salen)
+{
+    sock *s = sg_xcalloc(1, sizeof *s);
+    sg_error e;
+    if (sg_tx_start(&s->tx, &a->url, sa, salen, a->tls, &e) ||
+        (!a->url.path && sg_tx_keepalive(&s->tx, &e))) {
+        sg_tx_close(&s->tx);
+        free(s);
+        session_fail(a, "%s", e.msg);
+        return false;
+    }
+    int rc = uv_poll_init(a->loop, &s->poll, s->tx.fd);
+    if (rc != 0) {
+        sg_tx_close(&s->tx);
+        free(s);
+        session_fail(a, "watching the socket of redis %s: %s", a->address, uv_strerror(rc));
+        return false;
+    }
     a->pending++;
-    return 0;
+    s->a = a;
+    s->owner = c;
+    s->poll.data = s;
+    s->reader = redisReaderCreate();
+    s->events = UV_WRITABLE;
+    uv_poll_start(&s->poll, UV_WRITABLE, on_poll);
+    c->s = s;
+    c->connected = false;
+    return true;
+}
+
+/* Formats a command into s's output and queues its callback. */
+static void sock_queue(sock *s, sg_rasync_reply_fn fn, void *pd, bool subscribe, int argc,
+                       const char **argv, const size_t *argvlen)
+{
+    size_t total = 32;
+    for (int i = 0; i < argc; i++)
+        total += 32 + (argvlen ? argvlen[i] : strlen(argv[i]));
+    if (s->out_len + total > s->out_cap) {
+        if (s->out_pos) {
+            memmove(s->out, s->out + s->out_pos, s->out_len - s->out_pos);
+            s->out_len -= s->out_pos;
+            s->out_pos = 0;
+        }
+        while (s->out_len + total > s->out_cap)
+            s->out_cap = s->out_cap ? s->out_cap * 2 : 1024;
+        s->out = sg_xrealloc(s->out, s->out_cap);
+    }
+    char *o = s->out + s->out_len;
+    o += sprintf(o, "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++) {
+        size_t n = argvlen ? argvlen[i] : strlen(argv[i]);
+        o += sprintf(o, "$%zu\r\n", n);
+        memcpy(o, argv[i], n);
+        o += n;
+        *o++ = '\r';
+        *o++ = '\n';
+    }
+    s->out_len = (size_t)(o - s->out);
+    pending *p = sg_xmalloc(sizeof *p);
+    *p = (pending){.fn = fn, .pd = pd, .subscribe = subscribe};
+    if (s->tail)
+        s->tail->next = p;
+    else
+        s->head = p;
+    s->tail = p;
+    if (s->tx.state == SG_TX_OPEN && !s->in_callback)
+        update_events(s); /* written when the socket says so: never a callback from here */
 }
 
 /* ---- sessions ---- */
-
-/* Frees a conn's context unless hiredis is already doing so. */
-static void drop_conn(conn *c)
-{
-    redisAsyncContext *ac = c->ac;
-    if (!ac)
-        return;
-    c->ac = NULL;
-    c->connected = false;
-    redisAsyncFree(ac);
-}
 
 static void on_retry(uv_timer_t *t)
 {
@@ -217,7 +437,6 @@ static void end_session(sg_rasync *a)
 }
 
 /* A failure the link found itself: the session ends and the owner hears why. */
-static void session_fail(sg_rasync *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void session_fail(sg_rasync *a, const char *fmt, ...)
 {
     if (a->stopping || !a->live)
@@ -232,126 +451,64 @@ static void session_fail(sg_rasync *a, const char *fmt, ...)
         a->cbs.on_down(a->ud, reason);
 }
 
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    conn *c = ac->data;
-    if (c->ac != ac)
-        return;
-    if (status == REDIS_OK) {
-        c->connected = true;
-        return;
-    }
-    c->ac = NULL; /* hiredis frees it when we return */
-    session_fail(c->a, "cannot reach redis %s: %s", c->a->address, ac->c.errstr);
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    conn *c = ac->data;
-    sg_rasync *a = c->a;
-    if (c->ac != ac)
-        return; /* the link dropped it */
-    assert(a->live && !a->stopping);
-    c->ac = NULL;
-    c->connected = false;
-    const char *why = status == REDIS_OK ? "connection closed" : ac->c.errstr;
-    if (a->cbs.on_lost &&
-        a->cbs.on_lost(a->ud, (int)(c - a->conns), why, ac->c.err == REDIS_ERR_OTHER))
-        return;
-    session_fail(a, "lost the %s to redis %s: %s", c->name, a->address, why);
-}
-
-static bool open_conn(sg_rasync *a, conn *c, const char *host)
-{
-    redisAsyncContext *ac =
-        a->url.path ? redisAsyncConnectUnix(a->url.path) : redisAsyncConnect(host, a->url.port);
-    if (!ac) {
-        session_fail(a, "connecting to redis %s: out of memory", a->address);
-        return false;
-    }
-    if (ac->c.err) {
-        char why[128];
-        snprintf(why, sizeof why, "%s", ac->c.errstr);
-        redisAsyncFree(ac); /* not attached, no callbacks: freed at once */
-        session_fail(a, "cannot reach redis %s: %s", a->address, why);
-        return false;
-    }
-    if (!a->url.path && redisEnableKeepAlive(&ac->c) != REDIS_OK) {
-        char why[128];
-        snprintf(why, sizeof why, "%s", ac->c.errstr);
-        redisAsyncFree(ac);
-        session_fail(a, "setting TCP keepalive for redis %s: %s", a->address, why);
-        return false;
-    }
-    ac->data = c;
-    int rc = ev_attach(a, ac);
-    if (rc != 0) {
-        redisAsyncFree(ac);
-        session_fail(a, "watching the socket of redis %s: %s", a->address, uv_strerror(rc));
-        return false;
-    }
-    c->ac = ac;
-    c->connected = false;
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    return true;
-}
-
-static void on_auth(redisAsyncContext *ac, void *r, void *pd)
+static void on_auth(void *pd, const redisReply *reply)
 {
     sg_rasync *a = pd;
-    redisReply *reply = r;
     if (!reply || a->stopping || reply->type != REDIS_REPLY_ERROR)
         return;
     session_fail(a, "authenticating to redis %s as user '%s': %s", a->address,
                  a->url.user ? a->url.user : "default", reply->str);
 }
 
-static void on_select(redisAsyncContext *ac, void *r, void *pd)
+static void on_select(void *pd, const redisReply *reply)
 {
     sg_rasync *a = pd;
-    redisReply *reply = r;
     if (!reply || a->stopping || reply->type != REDIS_REPLY_ERROR)
         return;
     session_fail(a, "selecting database %d on redis %s: %s", a->url.db, a->address, reply->str);
 }
 
-/* Queues AUTH on a new connection if the URL or environment gave a password. */
-static bool queue_auth(sg_rasync *a, conn *c)
+/* Queues AUTH (if the URL or environment gave a password) and SELECT on a
+ * new connection; they go out once it is connected. */
+static void queue_handshake(sg_rasync *a, conn *c)
 {
-    if (!a->url.password)
-        return true;
-    const char *argv[] = {"AUTH", a->url.user ? a->url.user : a->url.password, a->url.password};
-    return redisAsyncCommandArgv(c->ac, on_auth, a, a->url.user ? 3 : 2, argv, NULL) == REDIS_OK;
+    if (a->url.password) {
+        const char *argv[] = {"AUTH", a->url.user ? a->url.user : a->url.password, a->url.password};
+        sock_queue(c->s, on_auth, a, false, a->url.user ? 3 : 2, argv, NULL);
+    }
+    if (a->url.db && !c->no_select) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", a->url.db);
+        const char *argv[] = {"SELECT", db};
+        sock_queue(c->s, on_select, a, false, 2, argv, NULL);
+    }
 }
 
-static bool queue_select(sg_rasync *a, conn *c)
-{
-    if (!a->url.db || c->no_select)
-        return true;
-    char db[16];
-    snprintf(db, sizeof db, "%d", a->url.db);
-    const char *argv[] = {"SELECT", db};
-    return redisAsyncCommandArgv(c->ac, on_select, a, 2, argv, NULL) == REDIS_OK;
-}
-
-/* Opens every connection and queues its handshake; hiredis writes it once
- * connected. Then the owner queues its own. */
-static void open_session(sg_rasync *a, const char *host)
+/* Opens every connection to sa (NULL: the unix socket) and queues its
+ * handshake. Then the owner queues its own. */
+static void open_session(sg_rasync *a, const struct sockaddr *sa, socklen_t salen)
 {
     for (int i = 0; i < a->nconns; i++)
-        if (!open_conn(a, &a->conns[i], host))
+        if (!sock_open(a, &a->conns[i], sa, salen))
             return;
-    bool ok = true;
-    for (int i = 0; i < a->nconns && ok; i++)
-        ok = queue_auth(a, &a->conns[i]);
-    for (int i = 0; i < a->nconns && ok; i++)
-        ok = queue_select(a, &a->conns[i]);
-    if (!ok) {
-        session_fail(a, "queueing the handshake for redis %s failed", a->address);
-        return;
-    }
+    for (int i = 0; i < a->nconns; i++)
+        queue_handshake(a, &a->conns[i]);
     a->cbs.on_open(a->ud);
+}
+
+/* Opens the session to a numeric address. */
+static void open_numeric(sg_rasync *a, const char *ip)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (strchr(ip, ':')) {
+        uv_ip6_addr(ip, a->url.port, (struct sockaddr_in6 *)&ss);
+        len = sizeof(struct sockaddr_in6);
+    } else {
+        uv_ip4_addr(ip, a->url.port, (struct sockaddr_in *)&ss);
+        len = sizeof(struct sockaddr_in);
+    }
+    open_session(a, (struct sockaddr *)&ss, len);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -392,7 +549,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         session_fail(a, "resolving redis host %s: no IPv4 or IPv6 address", a->url.host);
         return;
     }
-    open_session(a, ip);
+    open_numeric(a, ip);
 }
 
 static void on_attempt_timeout(uv_timer_t *t)
@@ -400,10 +557,15 @@ static void on_attempt_timeout(uv_timer_t *t)
     sg_rasync *a = t->data;
     bool connecting = false;
     for (int i = 0; i < a->nconns; i++)
-        connecting |= a->conns[i].ac && !a->conns[i].connected;
+        connecting |= a->conns[i].s && !a->conns[i].connected;
     if (a->resolving)
         session_fail(a, "resolving redis host %s took longer than %d ms", a->url.host,
                      a->timeout_ms);
+    else if (connecting && a->tls)
+        session_fail(a,
+                     "cannot reach redis %s: no connection and TLS handshake within %d ms (a "
+                     "plain port answers no TLS handshake: redis://, without --tls)",
+                     a->address, a->timeout_ms);
     else if (connecting)
         session_fail(a, "cannot reach redis %s: connect timed out after %d ms", a->address,
                      a->timeout_ms);
@@ -422,11 +584,15 @@ static void attempt(sg_rasync *a)
 {
     assert(!a->live && !a->stopping);
     for (int i = 0; i < a->nconns; i++)
-        assert(!a->conns[i].ac);
+        assert(!a->conns[i].s);
     a->live = true;
     uv_timer_start(&a->timer, on_attempt_timeout, (uint64_t)a->timeout_ms, 0);
-    if (a->url.path || is_numeric_host(a->url.host)) {
-        open_session(a, a->url.host);
+    if (a->url.path) {
+        open_session(a, NULL, 0);
+        return;
+    }
+    if (is_numeric_host(a->url.host)) {
+        open_numeric(a, a->url.host);
         return;
     }
     resolve *r = sg_xcalloc(1, sizeof *r);
@@ -448,64 +614,31 @@ static void attempt(sg_rasync *a)
 
 /* ---- commands ---- */
 
-/* A command's callback and its data, for the one call hiredis makes. */
-typedef struct cmd {
-    sg_rasync_reply_fn fn;
-    void *pd;
-} cmd;
-
-static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
-{
-    cmd c = *(cmd *)privdata;
-    free(privdata);
-    c.fn(c.pd, r);
-}
-
-static void on_message(redisAsyncContext *ac, void *r, void *privdata)
-{
-    sub *s = privdata;
-    s->fn(s->pd, r);
-}
-
-static redisAsyncContext *open_context(sg_rasync *a, int index)
+static sock *open_sock(sg_rasync *a, int index)
 {
     assert(index >= 0 && index < a->nconns);
-    return a->stopping ? NULL : a->conns[index].ac;
+    sock *s = a->stopping ? NULL : a->conns[index].s;
+    return s && !s->closing ? s : NULL;
 }
 
 int sg_rasync_command(sg_rasync *a, int index, sg_rasync_reply_fn fn, void *pd, int argc,
                       const char **argv, const size_t *argvlen)
 {
-    redisAsyncContext *ac = open_context(a, index);
-    if (!ac)
+    sock *s = open_sock(a, index);
+    if (!s)
         return SG_EREDIS;
-    cmd *c = sg_xmalloc(sizeof *c);
-    c->fn = fn;
-    c->pd = pd;
-    if (redisAsyncCommandArgv(ac, on_reply, c, argc, argv, argvlen) != REDIS_OK) {
-        free(c);
-        return SG_EREDIS;
-    }
+    sock_queue(s, fn, pd, false, argc, argv, argvlen);
     return 0;
 }
 
 int sg_rasync_subscribe(sg_rasync *a, int index, const char *channel, sg_rasync_reply_fn fn,
                         void *pd)
 {
-    redisAsyncContext *ac = open_context(a, index);
-    if (!ac)
+    sock *s = open_sock(a, index);
+    if (!s)
         return SG_EREDIS;
-    sub *s = sg_xmalloc(sizeof *s);
-    s->fn = fn;
-    s->pd = pd;
     const char *argv[] = {"SUBSCRIBE", channel};
-    if (redisAsyncCommandArgv(ac, on_message, s, 2, argv, NULL) != REDIS_OK) {
-        free(s);
-        return SG_EREDIS;
-    }
-    uvev *e = ac->ev.data;
-    s->next = e->subs;
-    e->subs = s;
+    sock_queue(s, fn, pd, true, 2, argv, NULL);
     return 0;
 }
 
@@ -549,7 +682,12 @@ int sg_rasync_start(uv_loop_t *loop, const sg_rasync_opts *o, const sg_rasync_cb
                             "redis URL names user '%s' but no password was given (URL, "
                             "STORMGUARD_REDIS_PASSWORD or REDISCLI_AUTH)",
                             o->url->user);
+    struct ssl_ctx_st *tls = NULL;
+    int rc = sg_tx_tls_new(o->url, &tls, err);
+    if (rc)
+        return rc;
     sg_rasync *a = sg_xcalloc(1, sizeof *a);
+    a->tls = tls;
     a->loop = loop;
     sg_redis_url_copy(&a->url, o->url);
     a->address = sg_redis_url_address(o->url);
@@ -582,9 +720,10 @@ static void maybe_stopped(sg_rasync *a)
     void (*done)(void *) = a->done;
     void *ud = a->done_ud;
     for (int i = 0; i < a->nconns; i++) {
-        assert(!a->conns[i].ac);
+        assert(!a->conns[i].s);
         free(a->conns[i].name);
     }
+    sg_tx_tls_free(a->tls);
     sg_redis_url_close(&a->url);
     free(a->address);
     free(a);

@@ -1,4 +1,6 @@
-/* Synchronous hiredis connection for the one-shot subcommands (rconn.h). */
+/* The blocking Redis connection of the one-shot subcommands (rconn.h):
+ * hiredis's reader parses, transport.h moves the bytes, and every wait is
+ * bounded by a deadline. */
 #include "stormguard/redis/rconn.h"
 
 #include <ctype.h>
@@ -11,20 +13,33 @@
 #include "stormguard/base/util.h"
 #include "stormguard/redis/reply.h"
 
-/* Long enough for a DUMP of a big key or a page of a slow SCAN. */
+/* Bytes read from the server at once: a page of SCAN or a pipeline of DUMP
+ * replies arrives in a few reads. */
+#define READ_CHUNK 65536
 
-static int io_error(sg_rconn *c, sg_error *err, const char *doing)
+/* What a server closing a plain connection at once, or answering in TLS
+ * records, most likely means. */
+static const char *tls_hint(const sg_rconn *c)
 {
-    int e = errno;
-    if (c->ctx->err == REDIS_ERR_IO && (e == EAGAIN || e == EWOULDBLOCK))
-        return sg_error_set(err, SG_EREDIS,
-                            "redis %s did not answer %s within %d ms ([redis] timeout, "
-                            "--timeout): it accepts connections but does not reply",
-                            c->address, c->waiting[0] ? c->waiting : "a command", c->command_ms);
-    const char *why = c->ctx->errstr[0] ? c->ctx->errstr : strerror(e);
-    if (c->ctx->err == REDIS_ERR_EOF)
-        why = "connection closed by the server";
-    return sg_error_set(err, SG_EREDIS, "%s redis %s: %s", doing, c->address, why);
+    return !c->url.tls.enabled && !c->tx.received
+               ? " (if this is a TLS port, use rediss:// or --tls)"
+               : "";
+}
+
+/* An error of the transport while doing something: the message names the
+ * address; a peer that closed says so. */
+static int io_error(sg_rconn *c, sg_error *err, const char *doing, const char *why)
+{
+    return sg_error_set(err, SG_EREDIS, "%s redis %s: %s%s", doing, c->address, why,
+                        c->tx.eof ? tls_hint(c) : "");
+}
+
+static int timed_out(sg_rconn *c, sg_error *err)
+{
+    return sg_error_set(err, SG_EREDIS,
+                        "redis %s did not answer %s within %d ms ([redis] timeout, "
+                        "--timeout): it accepts connections but does not reply",
+                        c->address, c->waiting[0] ? c->waiting : "a command", c->command_ms);
 }
 
 /* Remembers which command the connection now waits on (upper case). */
@@ -33,6 +48,108 @@ static void waiting_for(sg_rconn *c, const char *name, size_t len)
     snprintf(c->waiting, sizeof c->waiting, "%.*s", (int)len, name);
     for (char *p = c->waiting; *p; p++)
         *p = (char)toupper((unsigned char)*p);
+}
+
+/* Sends what it can of the queued output without waiting: 0, or an error.
+ * *want is set when the transport must wait before sending more. */
+static int send_some(sg_rconn *c, int *want, sg_error *err)
+{
+    while (c->out_pos < c->out_len) {
+        sg_error e;
+        ssize_t n = sg_tx_write(&c->tx, c->out + c->out_pos, c->out_len - c->out_pos, want, &e);
+        if (n < 0)
+            return io_error(c, err, "writing to", e.msg);
+        if (n == 0)
+            return 0;
+        c->out_pos += (size_t)n;
+    }
+    c->out_pos = c->out_len = 0;
+    return 0;
+}
+
+int sg_rconn_flush(sg_rconn *c, sg_error *err)
+{
+    int64_t deadline = sg_tx_now_ms() + c->command_ms;
+    while (c->out_len) {
+        int want = 0, rc = send_some(c, &want, err);
+        if (rc)
+            return rc;
+        if (c->out_len && (rc = sg_tx_wait(&c->tx, want, deadline, err)))
+            return rc == 1 ? timed_out(c, err) : rc;
+    }
+    return 0;
+}
+
+/* The reader's parse error, in words: a TLS record where RESP belongs is a
+ * TLS port spoken to in plain text. */
+static int protocol_error(sg_rconn *c, sg_error *err)
+{
+    redisReader *r = c->reader;
+    bool tls_record = r->len > 0 && (r->buf[0] == 0x15 || r->buf[0] == 0x16);
+    if (tls_record && !c->url.tls.enabled)
+        return sg_error_set(err, SG_EREDIS,
+                            "redis %s answered in TLS: use rediss:// or --tls for this port",
+                            c->address);
+    return sg_error_set(err, SG_EREDIS, "redis %s sent a reply that is not RESP: %s", c->address,
+                        r->errstr);
+}
+
+int sg_rconn_read(sg_rconn *c, redisReply **out, sg_error *err)
+{
+    int64_t deadline = sg_tx_now_ms() + c->command_ms;
+    char buf[READ_CHUNK];
+    for (;;) {
+        void *reply = NULL;
+        if (redisReaderGetReply(c->reader, &reply) != REDIS_OK)
+            return protocol_error(c, err);
+        if (reply) {
+            *out = reply;
+            return 0;
+        }
+        /* queued commands go out while the reply is awaited: a pipeline
+         * longer than the socket buffers would otherwise stall both ends */
+        int want_out = 0, want_in = 0, rc = send_some(c, &want_out, err);
+        if (rc)
+            return rc;
+        sg_error e;
+        ssize_t n = sg_tx_read(&c->tx, buf, sizeof buf, &want_in, &e);
+        if (n < 0)
+            return io_error(c, err, "reading from", e.msg);
+        if (n > 0) {
+            if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK)
+                return protocol_error(c, err);
+            continue;
+        }
+        if ((rc = sg_tx_wait(&c->tx, want_in | (c->out_len ? want_out : 0), deadline, err)))
+            return rc == 1 ? timed_out(c, err) : rc;
+    }
+}
+
+int sg_rconn_read_raw(sg_rconn *c, void *buf, size_t cap, size_t *got, int idle_ms, sg_error *err)
+{
+    *got = 0;
+    redisReader *r = c->reader;
+    if (r->len > r->pos) {
+        size_t n = r->len - r->pos < cap ? r->len - r->pos : cap;
+        memcpy(buf, r->buf + r->pos, n);
+        r->pos += n;
+        *got = n;
+        return 0;
+    }
+    for (;;) {
+        int want = 0;
+        sg_error e;
+        ssize_t n = sg_tx_read(&c->tx, buf, cap, &want, &e);
+        if (n > 0) {
+            *got = (size_t)n;
+            return 0;
+        }
+        if (n < 0)
+            return c->tx.eof ? 0 : io_error(c, err, "reading from", e.msg);
+        int rc = sg_tx_wait(&c->tx, want, sg_tx_now_ms() + idle_ms, err);
+        if (rc)
+            return rc;
+    }
 }
 
 int sg_rconn_reply_error(sg_rconn *c, const char *command, const redisReply *r, sg_error *err)
@@ -55,16 +172,16 @@ int sg_rconn_reply_error(sg_rconn *c, const char *command, const redisReply *r, 
 int sg_rconn_command(sg_rconn *c, redisReply **out, sg_error *err, int argc, const char **argv,
                      const size_t *argvlen)
 {
-    waiting_for(c, argv[0], argvlen ? argvlen[0] : strlen(argv[0]));
-    redisReply *r = redisCommandArgv(c->ctx, argc, argv, argvlen);
-    if (!r)
-        return io_error(c, err, "talking to");
+    redisReply *r = NULL;
+    int rc = sg_rconn_append(c, err, argc, argv, argvlen);
+    if (rc || (rc = sg_rconn_read(c, &r, err)))
+        return rc;
     if (r->type == REDIS_REPLY_ERROR) {
         char name[32];
         snprintf(name, sizeof name, "%.*s", (int)(argvlen ? argvlen[0] : strlen(argv[0])), argv[0]);
         for (char *p = name; *p; p++)
             *p = (char)toupper((unsigned char)*p);
-        int rc = sg_rconn_reply_error(c, name, r, err);
+        rc = sg_rconn_reply_error(c, name, r, err);
         freeReplyObject(r);
         return rc;
     }
@@ -87,18 +204,32 @@ static char *put_count(char *p, char type, size_t n)
     return p;
 }
 
-/* The command in RESP, written in one pass into one buffer: hiredis's own
- * formatting (sdscatfmt, an allocation per argument) was a tenth of a
- * snapshot's CPU time, which pipelines two commands per key. */
+/* The command in RESP, written in one pass straight into the output buffer:
+ * hiredis's own formatting (sdscatfmt, an allocation per argument) was a
+ * tenth of a snapshot's CPU time, which pipelines two commands per key. */
 int sg_rconn_append(sg_rconn *c, sg_error *err, int argc, const char **argv, const size_t *argvlen)
 {
     waiting_for(c, argv[0], argvlen ? argvlen[0] : strlen(argv[0]));
     size_t total = 24 + 2;
     for (int i = 0; i < argc; i++)
         total += 24 + 2 + (argvlen ? argvlen[i] : strlen(argv[i])) + 2;
-    char stack[1024];
-    char *buf = total <= sizeof stack ? stack : sg_xmalloc(total);
-    char *p = put_count(buf, '*', (size_t)argc);
+    if (c->out_pos && c->out_pos == c->out_len)
+        c->out_pos = c->out_len = 0;
+    if (c->out_len + total > c->out_cap) {
+        if (c->out_pos) { /* what was sent makes room first */
+            memmove(c->out, c->out + c->out_pos, c->out_len - c->out_pos);
+            c->out_len -= c->out_pos;
+            c->out_pos = 0;
+        }
+        size_t cap = c->out_cap ? c->out_cap : 16384;
+        while (cap < c->out_len + total)
+            cap *= 2;
+        if (cap != c->out_cap) {
+            c->out = sg_xrealloc(c->out, cap);
+            c->out_cap = cap;
+        }
+    }
+    char *p = put_count(c->out + c->out_len, '*', (size_t)argc);
     for (int i = 0; i < argc; i++) {
         size_t n = argvlen ? argvlen[i] : strlen(argv[i]);
         p = put_count(p, '$', n);
@@ -107,29 +238,8 @@ int sg_rconn_append(sg_rconn *c, sg_error *err, int argc, const char **argv, con
         *p++ = '\r';
         *p++ = '\n';
     }
-    int rc = redisAppendFormattedCommand(c->ctx, buf, (size_t)(p - buf));
-    if (buf != stack)
-        free(buf);
-    if (rc != REDIS_OK)
-        return io_error(c, err, "queueing a command for");
-    return 0;
-}
-
-int sg_rconn_read(sg_rconn *c, redisReply **out, sg_error *err)
-{
-    void *r = NULL;
-    if (redisGetReply(c->ctx, &r) != REDIS_OK || !r)
-        return io_error(c, err, "reading from");
-    *out = r;
-    return 0;
-}
-
-int sg_rconn_flush(sg_rconn *c, sg_error *err)
-{
-    int done = 0;
-    while (!done)
-        if (redisBufferWrite(c->ctx, &done) != REDIS_OK)
-            return io_error(c, err, "writing to");
+    c->out_len = (size_t)(p - c->out);
+    (void)err; /* queueing cannot fail: the buffer grows */
     return 0;
 }
 
@@ -156,41 +266,26 @@ int sg_rconn_select(sg_rconn *c, int db, sg_error *err)
 int sg_rconn_open(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int command_ms, sg_error *err)
 {
     memset(c, 0, sizeof *c);
+    c->tx.fd = -1;
     sg_redis_url_copy(&c->url, u);
     c->timeout_ms = timeout_ms;
     c->command_ms = command_ms > 0 ? command_ms : SG_REDIS_TIMEOUT_MS;
     c->address = sg_redis_url_address(u);
     c->redacted = sg_redis_url_redacted(u);
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    c->ctx = u->path ? redisConnectUnixWithTimeout(u->path, tv)
-                     : redisConnectWithTimeout(u->host, u->port, tv);
-    if (!c->ctx) {
-        sg_error_set(err, SG_EREDIS, "cannot reach redis %s: out of memory", c->address);
-        sg_rconn_close(c);
-        return SG_EREDIS;
-    }
-    if (c->ctx->err) {
-        sg_error_set(err, SG_EREDIS, "cannot reach redis %s: %s", c->address, c->ctx->errstr);
-        sg_rconn_close(c);
-        return SG_EREDIS;
-    }
-    struct timeval cmd = {c->command_ms / 1000, (c->command_ms % 1000) * 1000};
-    redisSetTimeout(c->ctx, cmd);
-
-    int rc = 0;
-    if (u->password) {
+    c->reader = redisReaderCreate();
+    int rc = sg_tx_tls_new(u, &c->tls, err);
+    if (rc == 0)
+        rc = sg_tx_connect(&c->tx, u, c->tls, timeout_ms, err);
+    if (rc == 0 && u->password) {
         const char *argv[] = {"AUTH", u->user ? u->user : u->password, u->password};
-        waiting_for(c, "AUTH", 4);
-        redisReply *r = redisCommandArgv(c->ctx, u->user ? 3 : 2, argv, NULL);
-        if (!r) {
-            rc = io_error(c, err, "authenticating to");
-        } else if (r->type == REDIS_REPLY_ERROR) {
+        redisReply *r = NULL;
+        rc = sg_rconn_append(c, err, u->user ? 3 : 2, argv, NULL);
+        if (rc == 0 && (rc = sg_rconn_read(c, &r, err)) == 0 && r->type == REDIS_REPLY_ERROR)
             rc = sg_error_set(err, SG_EREDIS, "authenticating to redis %s as user '%s': %s",
                               c->address, u->user ? u->user : "default", r->str);
-        }
         if (r)
             freeReplyObject(r);
-    } else if (u->user) {
+    } else if (rc == 0 && u->user) {
         rc = sg_error_set(err, SG_EUSAGE,
                           "redis URL names user '%s' but no password was given (URL, "
                           "STORMGUARD_REDIS_PASSWORD or REDISCLI_AUTH)",
@@ -212,8 +307,12 @@ int sg_rconn_open(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int comman
 
 void sg_rconn_close(sg_rconn *c)
 {
-    if (c->ctx)
-        redisFree(c->ctx);
+    if (c->address) /* opened (a zeroed c has fd 0, not a connection) */
+        sg_tx_close(&c->tx);
+    sg_tx_tls_free(c->tls);
+    if (c->reader)
+        redisReaderFree(c->reader);
+    free(c->out);
     free(c->address);
     free(c->redacted);
     sg_redis_url_close(&c->url);

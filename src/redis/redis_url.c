@@ -88,14 +88,15 @@ int sg_redis_url_parse(const char *url, sg_redis_url *out, sg_error *err)
         return fail(out, err, url, "empty");
     if (!strncmp(url, "unix://", 7))
         return parse_unix(url, out, err);
-    if (!strncmp(url, "rediss://", 9))
-        return fail(out, err, url,
-                    "rediss:// (TLS) is not supported by this build's hiredis 0.14; "
-                    "use a local TLS tunnel and redis://");
-    if (strncmp(url, "redis://", 8))
-        return fail(out, err, url, "must start with redis:// or unix://");
-
-    const char *p = url + 8;
+    const char *p;
+    if (!strncmp(url, "rediss://", 9)) {
+        out->tls.enabled = true;
+        p = url + 9;
+    } else if (!strncmp(url, "redis://", 8)) {
+        p = url + 8;
+    } else {
+        return fail(out, err, url, "must start with redis://, rediss:// or unix://");
+    }
     const char *end_auth = strpbrk(p, "/?");
     size_t hostpart_len = end_auth ? (size_t)(end_auth - p) : strlen(p);
     const char *at = memrchr(p, '@', hostpart_len);
@@ -203,8 +204,8 @@ char *sg_redis_url_redacted(const sg_redis_url *u)
                      : sg_xasprintf("unix://%s", u->path);
     const char *lb = strchr(u->host, ':') ? "[" : "", *rb = *lb ? "]" : "";
     char *user = u->user ? pct_encode(u->user) : NULL;
-    char *url = sg_xasprintf("redis://%s%s%s%s%s:%d/%d", user ? user : "", user ? "@" : "", lb,
-                             u->host, rb, u->port, u->db);
+    char *url = sg_xasprintf("%s://%s%s%s%s%s:%d/%d", u->tls.enabled ? "rediss" : "redis",
+                             user ? user : "", user ? "@" : "", lb, u->host, rb, u->port, u->db);
     free(user);
     return url;
 }
@@ -222,8 +223,40 @@ static char *dup_or_null(const char *s)
     return s ? sg_xstrdup(s) : NULL;
 }
 
+static void replace(char **field, const char *value)
+{
+    if (!value)
+        return;
+    free(*field);
+    *field = sg_xstrdup(value);
+}
+
+int sg_redis_url_set_tls(sg_redis_url *u, const sg_redis_tls *tls, sg_error *err)
+{
+    if (tls) {
+        u->tls.enabled |= tls->enabled;
+        u->tls.insecure |= tls->insecure;
+        replace(&u->tls.cacert, tls->cacert);
+        replace(&u->tls.cacertdir, tls->cacertdir);
+        replace(&u->tls.cert, tls->cert);
+        replace(&u->tls.key, tls->key);
+        replace(&u->tls.sni, tls->sni);
+    }
+    if (u->path && u->tls.enabled)
+        return sg_error_set(err, SG_EUSAGE,
+                            "TLS ([redis] tls, --tls) over a unix socket: Redis offers TLS on "
+                            "TCP ports only");
+    return 0;
+}
+
 void sg_redis_url_copy(sg_redis_url *out, const sg_redis_url *u)
 {
+    out->tls = (sg_redis_tls){.enabled = u->tls.enabled, .insecure = u->tls.insecure};
+    replace(&out->tls.cacert, u->tls.cacert);
+    replace(&out->tls.cacertdir, u->tls.cacertdir);
+    replace(&out->tls.cert, u->tls.cert);
+    replace(&out->tls.key, u->tls.key);
+    replace(&out->tls.sni, u->tls.sni);
     out->host = dup_or_null(u->host);
     out->port = u->port;
     out->path = dup_or_null(u->path);
@@ -237,6 +270,11 @@ void sg_redis_url_close(sg_redis_url *u)
     free(u->host);
     free(u->path);
     free(u->user);
+    free(u->tls.cacert);
+    free(u->tls.cacertdir);
+    free(u->tls.cert);
+    free(u->tls.key);
+    free(u->tls.sni);
     if (u->password) {
         /* do not leave the secret in freed memory */
         volatile char *p = u->password;

@@ -1,4 +1,4 @@
-/* Wipe detection on the loop with async hiredis (watch.h).
+/* Wipe detection on the loop with the async Redis link (watch.h).
  *
  * A session is two connections to the same server, opened by the Redis link
  * (async.h): it resolves, connects, authenticates, selects the database,
@@ -301,9 +301,9 @@ static void on_down(void *ud, const char *reason)
     session_down(ud, reason);
 }
 
-/* An error reply to SUBSCRIBE (an ACL without the channel) has no callback
- * to go to in hiredis 0.14: it closes the connection with the server's
- * message. That only costs us tracking; any other loss ends the session. */
+/* An error reply to SUBSCRIBE (an ACL without the channel) closes the
+ * tracking connection with the server's message (async.h). That only costs
+ * us tracking; any other loss ends the session. */
 static bool on_lost(void *ud, int conn, const char *why, bool error_reply)
 {
     sg_watch *w = ud;
@@ -621,6 +621,8 @@ int sg_watch_start(uv_loop_t *loop, const sg_watch_opts *o, sg_wipe_fn on_wipe, 
     assert(on_wipe);
     sg_redis_url url;
     int rc = sg_redis_url_parse(o->redis_url, &url, err);
+    if (rc == 0 && (rc = sg_redis_url_set_tls(&url, o->tls, err)))
+        sg_redis_url_close(&url);
     if (rc)
         return rc;
     sg_redis_url_password_from_env(&url);

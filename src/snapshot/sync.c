@@ -11,9 +11,9 @@
  * store's write lock is not held meanwhile; sg_snap_sync_keys then reads it. */
 #include <errno.h>
 #include <hiredis/hiredis.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "snapshot_int.h"
@@ -29,7 +29,7 @@
 #define SYNC_IDLE_MS 90000
 
 typedef struct sync_src {
-    int fd;
+    sg_rconn *r;
     int64_t left; /* bytes of a "$<len>" transfer still to come; -1: end mark */
     const char *address;
     sg_store *store; /* once the snapshot's transaction runs: slices end on time */
@@ -48,27 +48,16 @@ static int sync_read(void *ud, void *buf, size_t cap, size_t *got, sg_error *err
     int rc = src->store ? sg_store_snapshot_yield(src->store, err) : 0;
     if (rc)
         return rc;
-    for (;;) {
-        struct pollfd pfd = {.fd = src->fd, .events = POLLIN};
-        int ready = poll(&pfd, 1, SYNC_IDLE_MS);
-        if (ready < 0 && errno == EINTR)
-            continue;
-        if (ready == 0)
-            return sg_error_set(err, SG_EREDIS,
-                                "redis %s sent nothing for %d s during the RDB "
-                                "transfer",
-                                src->address, SYNC_IDLE_MS / 1000);
-        ssize_t n = ready < 0 ? -1 : read(src->fd, buf, cap);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return sg_error_set(err, SG_EREDIS, "reading the RDB from redis %s: %s", src->address,
-                                strerror(errno));
-        *got = (size_t)n;
-        if (src->left > 0)
-            src->left -= n;
-        return 0;
-    }
+    rc = sg_rconn_read_raw(src->r, buf, cap, got, SYNC_IDLE_MS, err);
+    if (rc == 1)
+        return sg_error_set(err, SG_EREDIS,
+                            "redis %s sent nothing for %d s during the RDB transfer", src->address,
+                            SYNC_IDLE_MS / 1000);
+    if (rc)
+        return rc;
+    if (src->left > 0)
+        src->left -= (int64_t)*got;
+    return 0;
 }
 
 /* Reads SYNC's preamble: newlines while the server prepares the RDB, then
@@ -102,6 +91,13 @@ static int sync_preamble(sync_src *src, char mark[40], bool *has_mark, sg_error 
         n--;
     line[n] = '\0';
     if (line[0] == '-') {
+        /* managed Redis renames SYNC away (DOMAIN.md section 8) */
+        if (!strncasecmp(line + 1, "ERR unknown command", 19))
+            return sg_error_set(err, SG_EREDIS,
+                                "redis %s does not offer SYNC (renamed or disabled, as managed "
+                                "Redis services do): use --method scan, which needs only SCAN "
+                                "and DUMP (%s)",
+                                src->address, line + 1);
         bool acl = !strncmp(line + 1, "NOPERM", 6);
         return sg_error_set(err, SG_EREDIS, "redis %s refused SYNC: %s%s", src->address, line + 1,
                             acl ? " (the sync method needs a user allowed SYNC and REPLCONF; "
@@ -227,7 +223,7 @@ static int sync_start(sg_snap *sn, sg_snap_sync *sc, sg_error *err)
         freeReplyObject(reply);
     if (rc == 0 && (rc = sg_rconn_append(&sc->r, err, 1, sync, NULL)) == 0)
         rc = sg_rconn_flush(&sc->r, err);
-    sc->src = (sync_src){.fd = sc->r.ctx->fd, .left = -1, .address = sc->r.address};
+    sc->src = (sync_src){.r = &sc->r, .left = -1, .address = sc->r.address};
     return rc ? rc : sync_preamble(&sc->src, sc->mark, &sc->has_mark, err);
 }
 

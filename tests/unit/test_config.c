@@ -21,7 +21,7 @@ static char temps[MAX_TEMPS][64];
 static size_t ntemps;
 
 /* Configs made by a test; closed by the teardown even if it fails. */
-static sg_config cfgs[64];
+static sg_config cfgs[128];
 static size_t ncfgs;
 
 static sg_config *new_config(void)
@@ -326,7 +326,7 @@ static void load_guard_and_storm(void **state)
 static void error_bad_url(void **state)
 {
     (void)state;
-    check_load_error("[redis]\nurl = rediss://u:" SECRET "@host\n", 2, "TLS");
+    check_load_error("[redis]\nurl = rediss://u:" SECRET "@host:0\n", 2, "port");
     check_load_error("[redis]\nconnect_timeout = 10\n\nurl = redis://u:" SECRET "@host:70000\n", 4,
                      "port");
     /* the key, as every other value error names it ("[section] key: ...") */
@@ -484,6 +484,9 @@ static void flag_at_table(void **state)
         /* every flag maps back to a config key */
         assert_true(sg_config_flag(f, &sections[n], &keys[n], &is_list));
         flags[n] = f;
+        /* the flags that take no value are TLS's two, as redis-cli names them */
+        bool is_switch = !strcmp(f, "tls") || !strcmp(f, "insecure");
+        assert_int_equal(sg_config_flag_is_switch(n), is_switch);
         for (size_t j = 0; j < n; j++) {
             assert_true(strcmp(flags[j], f) != 0); /* each flag once */
             assert_true(strcmp(sections[j], sections[n]) || strcmp(keys[j], keys[n]));

@@ -179,8 +179,8 @@ static void bad_urls(void **state)
     check_bad("", "empty");
     check_bad(NULL, "empty");
     check_bad("http://host:6379", "redis://");
-    check_bad("rediss://host:6380", "TLS");
-    check_bad("rediss://u:" SECRET "@host:6380", "TLS");
+    check_bad("rediss//host:6380", "rediss://");
+    check_bad("rediss://u:" SECRET "@host:0", "port");
     check_bad("redis://host:0", "port");
     check_bad("redis://host:70000", "port");
     check_bad("redis://host:65536", "port");
@@ -266,7 +266,8 @@ static void check_roundtrip(const char *url)
         bool same_user = (!u.user && !v.user) || (u.user && v.user && !strcmp(u.user, v.user));
         bool same_place =
             u.host ? v.host && !strcmp(u.host, v.host) : v.path && !strcmp(u.path, v.path);
-        if (!same_user || v.password || !same_place || u.port != v.port || u.db != v.db)
+        if (!same_user || v.password || !same_place || u.port != v.port || u.db != v.db ||
+            u.tls.enabled != v.tls.enabled)
             snprintf(why, sizeof why,
                      "redacted(%s) = '%s' reparses as user '%s' password %s host '%s' port %d "
                      "db %d",
@@ -288,6 +289,7 @@ static void redacted_roundtrips(void **state)
     check_roundtrip("redis://[x]:6390/5"); /* brackets without a ':' */
     check_roundtrip("redis://a[b]c:7/1");
     check_roundtrip("unix:///tmp/r.sock?db=4");
+    check_roundtrip("rediss://admin:" SECRET "@cache.example:6380/1");
 }
 
 static void redacted_roundtrips_encoded_user(void **state)
@@ -318,6 +320,60 @@ static void address(void **state)
         free(a);
         sg_redis_url_close(&u);
     }
+}
+
+/* rediss:// is the same URL with TLS on; [redis] tls and its files join
+ * it, a setting given replacing the URL's, and a unix socket takes none. */
+static void tls_urls(void **state)
+{
+    (void)state;
+    sg_redis_url u;
+    parse_ok("rediss://u:" SECRET "@cache.example:6380/2", &u);
+    assert_true(u.tls.enabled);
+    assert_false(u.tls.insecure);
+    assert_string_equal(u.host, "cache.example");
+    assert_int_equal(u.port, 6380);
+    assert_int_equal(u.db, 2);
+    char *r = sg_redis_url_redacted(&u);
+    assert_string_equal(r, "rediss://u@cache.example:6380/2");
+    free(r);
+    sg_redis_url_close(&u);
+
+    parse_ok("redis://cache.example", &u);
+    assert_false(u.tls.enabled);
+    sg_redis_tls t = {.enabled = true, .cacert = "/etc/ca.pem", .sni = "name.example"};
+    sg_error err = {0};
+    assert_int_equal(sg_redis_url_set_tls(&u, &t, &err), 0);
+    assert_true(u.tls.enabled);
+    assert_string_equal(u.tls.cacert, "/etc/ca.pem");
+    assert_ptr_not_equal(u.tls.cacert, t.cacert);
+    assert_string_equal(u.tls.sni, "name.example");
+    assert_null(u.tls.cert);
+    sg_redis_url c;
+    memset(&c, 0x5a, sizeof c);
+    sg_redis_url_copy(&c, &u);
+    sg_redis_url_close(&u);
+    assert_true(c.tls.enabled);
+    assert_string_equal(c.tls.cacert, "/etc/ca.pem");
+    assert_string_equal(c.tls.sni, "name.example");
+    assert_null(c.tls.key);
+    r = sg_redis_url_redacted(&c);
+    assert_string_equal(r, "rediss://cache.example:6379/0");
+    free(r);
+    sg_redis_url_close(&c);
+
+    /* the settings without TLS on change nothing but the files */
+    parse_ok("redis://h", &u);
+    sg_redis_tls off = {.cacert = "/ca"};
+    assert_int_equal(sg_redis_url_set_tls(&u, &off, &err), 0);
+    assert_false(u.tls.enabled);
+    assert_int_equal(sg_redis_url_set_tls(&u, NULL, &err), 0);
+    sg_redis_url_close(&u);
+
+    parse_ok("unix:///tmp/r.sock", &u);
+    assert_int_equal(sg_redis_url_set_tls(&u, &t, &err), SG_EUSAGE);
+    assert_non_null(strstr(err.msg, "unix socket"));
+    sg_redis_url_close(&u);
 }
 
 static void copy_is_deep(void **state)
@@ -436,6 +492,7 @@ int main(void)
         cmocka_unit_test(redacted_roundtrips_encoded_user),
         cmocka_unit_test(address),
         cmocka_unit_test(copy_is_deep),
+        cmocka_unit_test(tls_urls),
         cmocka_unit_test_setup_teardown(env_stormguard_first, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(env_rediscli_auth, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(env_url_password_wins, clear_env, clear_env),

@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "stormguard/base/error.h"
+#include "stormguard/redis/redis_url.h"
 #include "stormguard/snapshot/profile.h"
 #include "stormguard/store/store.h"
 #include "stormguard/base/util.h"
@@ -27,6 +28,7 @@ typedef struct sg_config {
     bool watch;                /* the daemon watches Redis for wipes */
     char *canary;              /* key the daemon owns to confirm wipes */
     int64_t check_interval_ms; /* wipe check period, fallback to tracking */
+    sg_redis_tls redis_tls;    /* tls, insecure, cacert ... (a rediss:// URL also turns TLS on) */
     /* [store] */
     char *db_path;
     sg_sync_mode synchronous;
@@ -118,6 +120,9 @@ int sg_config_blame(const sg_config *c, const char *section, const char *key, sg
 
 /* The i-th config key's flag name; NULL past the last. */
 const char *sg_config_flag_at(size_t i);
+
+/* Whether the i-th flag takes no value (--tls, --insecure: "yes"). */
+bool sg_config_flag_is_switch(size_t i);
 
 /* One line per config key of the sections named (space-separated; "*":
  * all) with its flag and meaning, for --help. */

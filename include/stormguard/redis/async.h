@@ -1,7 +1,8 @@
-/* An asynchronous link to one Redis server on the caller's libuv loop
- * (hiredis 0.14's async API under a fixed libuv adapter). It never blocks the
- * loop and never logs: the owner hears of every failure and decides what to
- * report. rconn.h is its blocking counterpart for the one-shot commands.
+/* An asynchronous link to one Redis server on the caller's libuv loop, over
+ * TCP, TLS or a unix socket (transport.h; hiredis only parses the replies).
+ * It never blocks the loop and never logs: the owner hears of every failure
+ * and decides what to report. rconn.h is its blocking counterpart for the
+ * one-shot commands.
  *
  * The link works in sessions. An attempt resolves the host once (with
  * uv_getaddrinfo, off the loop thread), opens the same few connections to
@@ -12,8 +13,8 @@
  * closed, because connections of one session may share server state (client
  * tracking's REDIRECT names another connection's id), and the next attempt
  * follows after a capped exponential backoff, which sg_rasync_up resets. A
- * later transport (TLS, a Sentinel that names the master, a Cluster node)
- * belongs in the attempt: every session starts from a fresh resolution.
+ * later discovery (a Sentinel that names the master, a Cluster node) belongs
+ * in the attempt: every session starts from a fresh resolution.
  *
  * Callbacks. All run on the loop thread. on_open, on_down and on_lost never
  * run inside a call into this module (sg_rasync_start schedules the first
@@ -21,7 +22,7 @@
  * code, not a callback); only NULL replies do, as described below. From any
  * callback the owner may call every function here, sg_rasync_stop included.
  * - on_open: an attempt's connections exist with AUTH and SELECT queued
- *   (hiredis sends them once connected). Once per attempt that gets this
+ *   (the link sends them once connected). Once per attempt that gets this
  *   far, which is not yet a connection: a refused connect may follow as
  *   on_down, and the commands queued meanwhile get NULL.
  * - on_down: the attempt or session failed (reason names the action, the
@@ -39,10 +40,10 @@
  *   away: the callback releases what pd holds, and a command it queues on
  *   that connection fails. A subscription's callback runs for the
  *   confirmation and every message, and once with NULL when its connection
- *   closes. The reply belongs to hiredis and is valid during the call only.
+ *   closes. The reply belongs to the link and is valid during the call only.
  * When the connection closes outside any of its callbacks, the NULL replies
  * run before the closing call returns; when it closes from inside one of its
- * own reply callbacks (hiredis defers the free), right after that callback
+ * own reply callbacks (the close is deferred), right after that callback
  * returns. Either way before the done callback of sg_rasync_stop. */
 #ifndef STORMGUARD_ASYNC_H
 #define STORMGUARD_ASYNC_H
@@ -80,7 +81,7 @@ typedef struct sg_rasync_opts {
 typedef struct sg_rasync_cbs {
     void (*on_open)(void *ud);
     void (*on_down)(void *ud, const char *reason);
-    /* error_reply: hiredis closed the connection on an error reply that no
+    /* error_reply: the link closed the connection on an error reply that no
      * command was waiting for (an error reply to SUBSCRIBE, "max number of
      * clients reached", LOADING); why is the server's message. May be NULL. */
     bool (*on_lost)(void *ud, int conn, const char *why, bool error_reply);
@@ -105,7 +106,7 @@ int sg_rasync_command(sg_rasync *a, int conn, sg_rasync_reply_fn fn, void *pd, i
 
 /* SUBSCRIBE channel on connection conn; fn(pd, reply) runs for the
  * confirmation and for every message, and with NULL when the connection
- * closes. A refused SUBSCRIBE closes the connection (hiredis 0.14): on_lost
+ * closes. A refused SUBSCRIBE closes the connection: on_lost
  * with error_reply. Returns SG_EREDIS, and fn never runs, as for
  * sg_rasync_command. */
 int sg_rasync_subscribe(sg_rasync *a, int conn, const char *channel, sg_rasync_reply_fn fn,

@@ -12,27 +12,33 @@
 
 #include "stormguard/base/error.h"
 #include "stormguard/redis/redis_url.h"
+#include "stormguard/redis/transport.h"
 
-struct redisContext;
+struct redisReader;
 struct redisReply;
 
 /* A command's reply waits at most this by default ([redis] timeout). */
 #define SG_REDIS_TIMEOUT_MS 30000
 
 typedef struct sg_rconn {
-    struct redisContext *ctx;
+    sg_tx tx;                   /* plain, unix or TLS (transport.h) */
+    struct ssl_ctx_st *tls;     /* NULL without TLS; shared with clones */
+    struct redisReader *reader; /* replies (hiredis's RESP parser) */
+    char *out;                  /* commands queued, not yet sent: [out_pos, out_len) */
+    size_t out_pos, out_len, out_cap;
     char *address;    /* for messages */
     char *redacted;   /* URL without password */
     int db;           /* currently selected */
     sg_redis_url url; /* to open a second connection (sg_rconn_clone) */
     int timeout_ms;   /* connecting */
-    int command_ms;   /* each read or write of a command waits at most this */
+    int command_ms;   /* a reply (from the call that waits for it) or a send waits at most this */
     char waiting[32]; /* the command last sent, for a timeout's message */
 } sg_rconn;
 
-/* Connects, authenticates and selects u->db, waiting at most timeout_ms for
- * the connection and command_ms for each command's reply ([redis] timeout:
- * a server that accepts and never answers is an error naming the address
+/* Connects (TLS when u says so), authenticates and selects u->db, waiting
+ * at most timeout_ms for the connection and its TLS handshake, and
+ * command_ms for each command's whole reply ([redis] timeout: a server that
+ * accepts and never answers, or trickles, is an error naming the address
  * and the command, not a hang). On failure nothing needs closing. */
 int sg_rconn_open(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int command_ms,
                   sg_error *err);
@@ -54,6 +60,13 @@ int sg_rconn_read(sg_rconn *c, struct redisReply **out, sg_error *err);
 /* Sends what is queued without waiting for replies (so the server works while
  * the caller does). */
 int sg_rconn_flush(sg_rconn *c, sg_error *err);
+
+/* Reads raw bytes after the last reply (SYNC's RDB stream): what the reply
+ * parser already holds first, then the connection, waiting at most idle_ms
+ * for each read. 0 with *got bytes (0: the server closed the connection),
+ * 1 when idle_ms passed in silence, or an error. No reply may be read after
+ * this. */
+int sg_rconn_read_raw(sg_rconn *c, void *buf, size_t cap, size_t *got, int idle_ms, sg_error *err);
 
 /* Value of field in the INFO section (e.g. "server", "redis_version"); NULL if
  * absent. Caller frees. */

@@ -1,10 +1,25 @@
-/* Redis addresses: redis://[user[:password]@]host[:port][/db] and
- * unix:///path[?db=N]. The password lives only in memory: the redacted form
- * used for logs, output and the store never contains it. */
+/* Redis addresses: redis://[user[:password]@]host[:port][/db], the same
+ * with rediss:// for TLS, and unix:///path[?db=N]. The password lives only
+ * in memory: the redacted form used for logs, output and the store never
+ * contains it. */
 #ifndef STORMGUARD_REDIS_URL_H
 #define STORMGUARD_REDIS_URL_H
 
+#include <stdbool.h>
+
 #include "stormguard/base/error.h"
+
+/* How to speak TLS to the server ([redis] tls ..., the flags redis-cli
+ * names alike). The chain and the host name are verified unless insecure. */
+typedef struct sg_redis_tls {
+    bool enabled;    /* rediss://, --tls or [redis] tls */
+    bool insecure;   /* --insecure: neither chain nor host name is checked */
+    char *cacert;    /* PEM file of trusted CAs; NULL with cacertdir NULL: the system's */
+    char *cacertdir; /* directory of hashed CA certificates (openssl rehash) */
+    char *cert;      /* client certificate chain (PEM), for servers that ask */
+    char *key;       /* its private key */
+    char *sni;       /* name sent as SNI and verified; NULL: the URL's host */
+} sg_redis_tls;
 
 typedef struct sg_redis_url {
     char *host;     /* NULL for a unix socket */
@@ -13,16 +28,24 @@ typedef struct sg_redis_url {
     char *user;     /* NULL: default user */
     char *password; /* NULL: no AUTH */
     int db;
+    sg_redis_tls tls;
 } sg_redis_url;
 
 /* Parses url into out (zeroed first). On error returns SG_EUSAGE and err
  * says what part of the URL is wrong; out then holds nothing to free. */
 int sg_redis_url_parse(const char *url, sg_redis_url *out, sg_error *err);
 
+/* Adds the TLS settings of the configuration to u (strings copied):
+ * enabled if either says so; a file or name given in tls replaces u's. NULL
+ * is none. A unix socket with TLS is SG_EUSAGE (Redis offers TLS on TCP
+ * only). */
+int sg_redis_url_set_tls(sg_redis_url *u, const sg_redis_tls *tls, sg_error *err);
+
 /* Fills a missing password from STORMGUARD_REDIS_PASSWORD, then REDISCLI_AUTH. */
 void sg_redis_url_password_from_env(sg_redis_url *u);
 
-/* The URL without its password ("redis://admin@10.0.0.5:6379/0"); caller frees. */
+/* The URL without its password ("redis://admin@10.0.0.5:6379/0", rediss://
+ * with TLS); caller frees. */
 char *sg_redis_url_redacted(const sg_redis_url *u);
 
 /* "10.0.0.5:6379" or the socket path, for error messages; caller frees. */

@@ -15,6 +15,7 @@
 
 #include "stormguard/base/clock.h"
 #include "stormguard/base/error.h"
+#include "stormguard/redis/redis_url.h"
 #include "stormguard/redis/wipe.h"
 
 struct uv_loop_s;
@@ -25,6 +26,7 @@ typedef struct sg_watch_opts {
     /* redis://[user[:pw]@]host[:port][/db] or unix:///path[?db=N]; a missing
      * password is taken from STORMGUARD_REDIS_PASSWORD or REDISCLI_AUTH. */
     const char *redis_url;
+    const sg_redis_tls *tls; /* TLS settings besides the URL's ([redis] tls ...); may be NULL */
     /* A key the watcher owns in that database ("stormguard:canary"); it is
      * created when missing and re-created after each wipe. Give each watcher
      * of one Redis its own canary. */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "stormguard/base/error.h"
+#include "stormguard/redis/redis_url.h"
 #include "stormguard/snapshot/profile.h"
 #include "stormguard/base/clock.h"
 #include "stormguard/snapshot/snapshot.h"
@@ -20,8 +21,9 @@ struct uv_loop_s;
 /* What a job works on. The call copies everything it needs: the strings may
  * go away as soon as it returns. */
 typedef struct sg_sidecar_opts {
-    const char *redis_url; /* password from the URL, else STORMGUARD_REDIS_PASSWORD,
-                              else REDISCLI_AUTH (read at the call) */
+    const char *redis_url;   /* password from the URL, else STORMGUARD_REDIS_PASSWORD,
+                                else REDISCLI_AUTH (read at the call) */
+    const sg_redis_tls *tls; /* [redis] tls ... besides the URL's; may be NULL */
     int connect_timeout_ms;
     int command_timeout_ms;  /* [redis] timeout; 0: SG_REDIS_TIMEOUT_MS */
     const char *db_path;     /* the store */
