@@ -153,7 +153,8 @@ int sg_cli_connect(sg_cli *cli, sg_rconn *conn)
     int rc = sg_redis_url_parse(cli->cfg.redis_url, &u, &cli->err);
     if (rc)
         return rc;
-    if ((rc = sg_redis_url_set_tls(&u, &cli->cfg.redis_tls, &cli->err))) {
+    if ((rc = sg_redis_url_configure(&u, &cli->cfg.redis_tls, cli->cfg.sentinel_password,
+                                     &cli->err))) {
         sg_redis_url_close(&u);
         return rc;
     }

@@ -39,7 +39,8 @@ typedef struct key_spec {
 
 static const key_spec keys[] = {
     {"redis", "url", "redis", T_URL, F(redis_url), 0, 0,
-     "redis://[user[:password]@]host[:port][/db], rediss://... (TLS) or unix:///path[?db=N]"},
+     "redis://[user[:password]@]host[:port][/db], rediss://... (TLS), "
+     "redis-sentinel://[password@]host[:port][,host[:port]...][/db]#master or unix:///path[?db=N]"},
     {"redis", "connect_timeout", "connect-timeout", T_INT, F(connect_timeout_ms), 1, 600000,
      "milliseconds to wait for a connection (default 5000)"},
     {"redis", "timeout", "timeout", T_DURATION, F(redis_timeout_s), 1, 3600,
@@ -57,6 +58,9 @@ static const key_spec keys[] = {
      "server name to send and to verify the certificate against (default: the URL's host)"},
     {"redis", "insecure", "insecure", T_SWITCH, F(redis_tls.insecure), 0, 0,
      "TLS without verifying the certificate or its name (logged as a warning; for tests)"},
+    {"redis", "sentinel_password", "sentinel-password", T_OPTIONAL, F(sentinel_password), 0, 0,
+     "the sentinels' own password, when they have one (redis-sentinel:// URLs; better "
+     "STORMGUARD_SENTINEL_PASSWORD)"},
     {"redis", "watch", "watch", T_BOOL, F(watch), 0, 0,
      "stormguard run watches Redis for wipes (default on)"},
     {"redis", "canary", "canary", T_STRING, F(canary), 0, 0,
@@ -267,7 +271,8 @@ void sg_config_close(sg_config *c)
                         &c->redis_tls.cacertdir,
                         &c->redis_tls.cert,
                         &c->redis_tls.key,
-                        &c->redis_tls.sni};
+                        &c->redis_tls.sni,
+                        &c->sentinel_password};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         free(*strings[i]);
     free(c->origin_line);
@@ -652,7 +657,7 @@ static void dump_value(const key_spec *k, const void *field, sg_buf *v)
     case T_POINTER:
     case T_OPTIONAL: {
         const char *s = *(char *const *)field;
-        if (k->offset == F(admin_token) && s)
+        if ((k->offset == F(admin_token) || k->offset == F(sentinel_password)) && s)
             s = "(set)"; /* a secret: never printed */
         sg_buf_printf(v, "%s", s ? s : "");
         break;
@@ -721,7 +726,8 @@ static void dump_key(void *ud, const char *section, const char *key, const char 
         fprintf(d->out, "; %s (not set)\n", key);
         return;
     }
-    if (!strcmp(section, "admin") && !strcmp(key, "token")) {
+    if ((!strcmp(section, "admin") && !strcmp(key, "token")) ||
+        (!strcmp(section, "redis") && !strcmp(key, "sentinel_password"))) {
         /* a comment: the dump read back as a file must not make "(set)"
          * the token */
         fprintf(d->out, "; %s = %s, not shown\n", key, value);

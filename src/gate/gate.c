@@ -230,6 +230,7 @@ static void sidecar_opts(const sg_gate *g, sg_sidecar_opts *o)
     const sg_config *c = g->cfg;
     *o = (sg_sidecar_opts){.redis_url = c->redis_url,
                            .tls = &c->redis_tls,
+                           .sentinel_password = c->sentinel_password,
                            .connect_timeout_ms = (int)c->connect_timeout_ms,
                            .command_timeout_ms = (int)(c->redis_timeout_s * 1000),
                            .db_path = c->db_path,
@@ -635,6 +636,7 @@ static int start_watch(sg_gate *g, sg_error *err)
         return 0;
     sg_watch_opts wo = {.redis_url = c->redis_url,
                         .tls = &c->redis_tls,
+                        .sentinel_password = c->sentinel_password,
                         .canary = c->canary,
                         .check_ms = (int)c->check_interval_ms,
                         .connect_timeout_ms = (int)c->connect_timeout_ms,

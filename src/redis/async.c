@@ -26,9 +26,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netdb.h>
 #include <uv.h>
 
 #include "stormguard/base/util.h"
+#include "stormguard/redis/rconn.h"
 #include "stormguard/redis/transport.h"
 
 #define BACKOFF_MIN_MS 100
@@ -81,13 +83,31 @@ typedef struct resolve {
     bool abandoned;
 } resolve;
 
+typedef struct discover {
+    uv_work_t req;
+    struct sg_rasync *a;
+    bool abandoned;
+    sg_redis_url url; /* a copy: the work runs off the loop thread */
+    int timeout_ms;
+    int rc;
+    sg_error err;
+    sg_redis_url master;
+    int which; /* the sentinel that answered */
+    struct sockaddr_storage sentinel_addr;
+    socklen_t sentinel_len; /* 0: its address did not resolve (no subscription) */
+} discover;
+
 struct sg_rasync {
     uv_loop_t *loop;
-    sg_redis_url url;
-    char *address;
+    sg_redis_url url;       /* as given */
+    sg_redis_url srv;       /* the server of this attempt: url, or the master the
+                             * sentinels named (host set) */
+    char *address;          /* srv's, for messages */
     struct ssl_ctx_st *tls; /* NULL without TLS */
     int nconns;
     conn conns[SG_RASYNC_MAX_CONNS];
+    conn sentinel;                /* Sentinel: subscribed to +switch-master */
+    struct discover *discovering; /* Sentinel: the master is being asked for */
     int timeout_ms, backoff_min_ms, backoff_max_ms, backoff_ms;
     sg_rasync_cbs cbs;
     void *ud;
@@ -170,6 +190,8 @@ static void sock_lost(sock *s, const char *why, bool error_reply)
     char reason[512];
     snprintf(reason, sizeof reason, "%s", why);
     drop_conn(c);
+    if (c == &a->sentinel)
+        return; /* only the early word of a failover is lost: ROLE and the checks remain */
     if (a->stopping || !a->live)
         return;
     if (a->cbs.on_lost && a->cbs.on_lost(a->ud, (int)(c - a->conns), reason, error_reply))
@@ -341,12 +363,15 @@ static void on_poll(uv_poll_t *h, int status, int events)
         update_events(s);
 }
 
-static bool sock_open(sg_rasync *a, conn *c, const struct sockaddr *sa, socklen_t salen)
+/* Opens c's connection to sa (NULL: u's unix socket); u gives the name TLS
+ * verifies. */
+static bool sock_open_url(sg_rasync *a, conn *c, const sg_redis_url *u, const struct sockaddr *sa,
+                          socklen_t salen)
 {
     sock *s = sg_xcalloc(1, sizeof *s);
     sg_error e;
-    if (sg_tx_start(&s->tx, &a->url, sa, salen, a->tls, &e) ||
-        (!a->url.path && sg_tx_keepalive(&s->tx, &e))) {
+    if (sg_tx_start(&s->tx, u, sa, salen, a->tls, &e) ||
+        (!u->path && sg_tx_keepalive(&s->tx, &e))) {
         sg_tx_close(&s->tx);
         free(s);
         session_fail(a, "%s", e.msg);
@@ -369,6 +394,11 @@ static bool sock_open(sg_rasync *a, conn *c, const struct sockaddr *sa, socklen_
     c->s = s;
     c->connected = false;
     return true;
+}
+
+static bool sock_open(sg_rasync *a, conn *c, const struct sockaddr *sa, socklen_t salen)
+{
+    return sock_open_url(a, c, &a->srv, sa, salen);
 }
 
 /* Formats a command into s's output and queues its callback. */
@@ -428,6 +458,12 @@ static void end_session(sg_rasync *a)
         uv_cancel((uv_req_t *)&a->resolving->req); /* fails if it already runs: fine */
         a->resolving = NULL;
     }
+    if (a->discovering) {
+        a->discovering->abandoned = true;
+        uv_cancel((uv_req_t *)&a->discovering->req);
+        a->discovering = NULL;
+    }
+    drop_conn(&a->sentinel);
     for (int i = 0; i < a->nconns; i++)
         drop_conn(&a->conns[i]);
     if (a->stopping)
@@ -459,6 +495,15 @@ static void on_auth(void *pd, const redisReply *reply)
     session_fail(a, "authenticating to redis %s as user '%s': %s", a->address,
                  a->url.user ? a->url.user : "default", reply->str);
 }
+
+static void on_auth_sentinel(void *pd, const redisReply *reply)
+{
+    sg_rasync *a = pd;
+    if (reply && !a->stopping && reply->type == REDIS_REPLY_ERROR)
+        drop_conn(&a->sentinel); /* the session goes on without the early word */
+}
+
+static void on_role(void *pd, const redisReply *r);
 
 static void on_select(void *pd, const redisReply *reply)
 {
@@ -493,6 +538,10 @@ static void open_session(sg_rasync *a, const struct sockaddr *sa, socklen_t sale
             return;
     for (int i = 0; i < a->nconns; i++)
         queue_handshake(a, &a->conns[i]);
+    if (a->url.master_name) {
+        const char *argv[] = {"ROLE"};
+        sock_queue(a->conns[0].s, on_role, a, false, 1, argv, NULL);
+    }
     a->cbs.on_open(a->ud);
 }
 
@@ -502,10 +551,10 @@ static void open_numeric(sg_rasync *a, const char *ip)
     struct sockaddr_storage ss;
     socklen_t len;
     if (strchr(ip, ':')) {
-        uv_ip6_addr(ip, a->url.port, (struct sockaddr_in6 *)&ss);
+        uv_ip6_addr(ip, a->srv.port, (struct sockaddr_in6 *)&ss);
         len = sizeof(struct sockaddr_in6);
     } else {
-        uv_ip4_addr(ip, a->url.port, (struct sockaddr_in *)&ss);
+        uv_ip4_addr(ip, a->srv.port, (struct sockaddr_in *)&ss);
         len = sizeof(struct sockaddr_in);
     }
     open_session(a, (struct sockaddr *)&ss, len);
@@ -526,7 +575,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     a->resolving = NULL;
     if (status != 0) {
         uv_freeaddrinfo(res);
-        session_fail(a, "resolving redis host %s: %s", a->url.host, uv_strerror(status));
+        session_fail(a, "resolving redis host %s: %s", a->srv.host, uv_strerror(status));
         return;
     }
     /* IPv4 first, as hiredis itself prefers */
@@ -546,7 +595,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         uv_ip6_name((const struct sockaddr_in6 *)pick->ai_addr, ip, sizeof ip);
     uv_freeaddrinfo(res);
     if (!ip[0]) {
-        session_fail(a, "resolving redis host %s: no IPv4 or IPv6 address", a->url.host);
+        session_fail(a, "resolving redis host %s: no IPv4 or IPv6 address", a->srv.host);
         return;
     }
     open_numeric(a, ip);
@@ -558,8 +607,11 @@ static void on_attempt_timeout(uv_timer_t *t)
     bool connecting = false;
     for (int i = 0; i < a->nconns; i++)
         connecting |= a->conns[i].s && !a->conns[i].connected;
-    if (a->resolving)
-        session_fail(a, "resolving redis host %s took longer than %d ms", a->url.host,
+    if (a->discovering)
+        session_fail(a, "the sentinels of master %s named no master within %d ms",
+                     a->url.master_name, a->timeout_ms);
+    else if (a->resolving)
+        session_fail(a, "resolving redis host %s took longer than %d ms", a->srv.host,
                      a->timeout_ms);
     else if (connecting && a->tls)
         session_fail(a,
@@ -580,19 +632,159 @@ static bool is_numeric_host(const char *host)
     return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
+/* ---- Sentinel ----
+ *
+ * An attempt on a redis-sentinel:// URL first asks the sentinels for the
+ * master, on the thread pool: the blocking discovery of rconn.h, bounded
+ * by the attempt's timeout, so every attempt (every reconnect) resolves
+ * afresh. The session then checks ROLE on the answer and keeps a
+ * connection to the sentinel that answered, subscribed to +switch-master:
+ * a failover ends the session at once, and the next attempt asks again. */
+
+static void connect_to_server(sg_rasync *a);
+
+static void discover_work(uv_work_t *req)
+{
+    discover *d = req->data;
+    d->rc = sg_rconn_resolve_master(&d->url, d->timeout_ms, d->timeout_ms, &d->master, &d->which,
+                                    &d->err);
+    if (d->rc)
+        return;
+    char port[8];
+    snprintf(port, sizeof port, "%d", d->url.sentinels[d->which].port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(d->url.sentinels[d->which].host, port, &hints, &res) == 0 && res) {
+        memcpy(&d->sentinel_addr, res->ai_addr, res->ai_addrlen);
+        d->sentinel_len = res->ai_addrlen;
+    }
+    if (res)
+        freeaddrinfo(res);
+}
+
+static void on_switch(void *pd, const redisReply *r)
+{
+    sg_rasync *a = pd;
+    if (!r || a->stopping || !is_kind(r, "message") || r->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    /* "<name> <old-ip> <old-port> <new-ip> <new-port>" */
+    char name[256], oldip[64], newip[64];
+    int oldport, newport;
+    if (sscanf(r->element[2]->str, "%255s %63s %d %63s %d", name, oldip, &oldport, newip,
+               &newport) != 5 ||
+        strcmp(name, a->url.master_name))
+        return;
+    session_fail(a, "the sentinels moved master %s from %s:%d to %s:%d (+switch-master)", name,
+                 oldip, oldport, newip, newport);
+}
+
+static void on_role(void *pd, const redisReply *r)
+{
+    sg_rasync *a = pd;
+    if (!r || a->stopping)
+        return;
+    const char *role =
+        r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING
+            ? r->element[0]->str
+        : r->type == REDIS_REPLY_ERROR ? r->str
+                                       : "?";
+    if (strcmp(role, "master"))
+        session_fail(a,
+                     "redis %s, which the sentinels name the master %s, says it is a %s (a "
+                     "failover under way?): asking the sentinels again",
+                     a->address, a->url.master_name, role);
+}
+
+/* The sentinel's connection of the session: AUTH, then +switch-master. */
+static void watch_sentinel(sg_rasync *a, const discover *d)
+{
+    if (!d->sentinel_len)
+        return;
+    sg_redis_url s = {.host = a->url.sentinels[d->which].host,
+                      .port = a->url.sentinels[d->which].port,
+                      .tls = a->url.tls};
+    if (!sock_open_url(a, &a->sentinel, &s, (const struct sockaddr *)&d->sentinel_addr,
+                       d->sentinel_len))
+        return;
+    if (a->url.sentinel_password) {
+        const char *argv[] = {"AUTH", a->url.sentinel_password};
+        sock_queue(a->sentinel.s, on_auth_sentinel, a, false, 2, argv, NULL);
+    }
+    const char *argv[] = {"SUBSCRIBE", "+switch-master"};
+    sock_queue(a->sentinel.s, on_switch, a, true, 2, argv, NULL);
+}
+
+static void discover_done(uv_work_t *req, int status)
+{
+    discover *d = req->data;
+    sg_rasync *a = d->a;
+    a->pending--;
+    if (!d->abandoned && status == 0 && d->rc) {
+        a->discovering = NULL;
+        session_fail(a, "%s", d->err.msg);
+    } else if (!d->abandoned && status == 0) {
+        a->discovering = NULL;
+        sg_redis_url_close(&a->srv);
+        a->srv = d->master;
+        memset(&d->master, 0, sizeof d->master);
+        free(a->address);
+        a->address = sg_redis_url_address(&a->srv);
+        watch_sentinel(a, d);
+        if (a->live)
+            connect_to_server(a);
+    }
+    if (d->rc == 0)
+        sg_redis_url_close(&d->master);
+    sg_redis_url_close(&d->url);
+    free(d);
+    maybe_stopped(a);
+}
+
+static void discover_master(sg_rasync *a)
+{
+    discover *d = sg_xcalloc(1, sizeof *d);
+    d->a = a;
+    d->req.data = d;
+    d->rc = SG_EREDIS;
+    sg_redis_url_copy(&d->url, &a->url);
+    /* every sentinel gets its share of the attempt, so that an attempt
+     * timed out leaves no discovery running long after it */
+    d->timeout_ms = a->timeout_ms / (2 * a->url.nsentinels);
+    if (d->timeout_ms < 200)
+        d->timeout_ms = 200;
+    int rc = uv_queue_work(a->loop, &d->req, discover_work, discover_done);
+    if (rc != 0) {
+        sg_redis_url_close(&d->url);
+        free(d);
+        session_fail(a, "asking the sentinels of %s: %s", a->url.master_name, uv_strerror(rc));
+        return;
+    }
+    a->discovering = d;
+    a->pending++;
+}
+
 static void attempt(sg_rasync *a)
 {
     assert(!a->live && !a->stopping);
     for (int i = 0; i < a->nconns; i++)
         assert(!a->conns[i].s);
+    assert(!a->sentinel.s);
     a->live = true;
     uv_timer_start(&a->timer, on_attempt_timeout, (uint64_t)a->timeout_ms, 0);
-    if (a->url.path) {
+    if (a->url.master_name)
+        discover_master(a);
+    else
+        connect_to_server(a);
+}
+
+/* Opens the session to srv: resolved here, or at once if numeric. */
+static void connect_to_server(sg_rasync *a)
+{
+    if (a->srv.path) {
         open_session(a, NULL, 0);
         return;
     }
-    if (is_numeric_host(a->url.host)) {
-        open_numeric(a, a->url.host);
+    if (is_numeric_host(a->srv.host)) {
+        open_numeric(a, a->srv.host);
         return;
     }
     resolve *r = sg_xcalloc(1, sizeof *r);
@@ -602,10 +794,10 @@ static void attempt(sg_rasync *a)
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    int rc = uv_getaddrinfo(a->loop, &r->req, on_resolved, a->url.host, NULL, &hints);
+    int rc = uv_getaddrinfo(a->loop, &r->req, on_resolved, a->srv.host, NULL, &hints);
     if (rc != 0) {
         free(r);
-        session_fail(a, "resolving redis host %s: %s", a->url.host, uv_strerror(rc));
+        session_fail(a, "resolving redis host %s: %s", a->srv.host, uv_strerror(rc));
         return;
     }
     a->resolving = r;
@@ -690,7 +882,9 @@ int sg_rasync_start(uv_loop_t *loop, const sg_rasync_opts *o, const sg_rasync_cb
     a->tls = tls;
     a->loop = loop;
     sg_redis_url_copy(&a->url, o->url);
+    sg_redis_url_copy(&a->srv, o->url);
     a->address = sg_redis_url_address(o->url);
+    a->sentinel = (conn){.a = a, .name = sg_xstrdup("sentinel connection"), .no_select = true};
     a->nconns = o->nconns;
     for (int i = 0; i < o->nconns; i++)
         a->conns[i] = (conn){.a = a,
@@ -723,8 +917,11 @@ static void maybe_stopped(sg_rasync *a)
         assert(!a->conns[i].s);
         free(a->conns[i].name);
     }
+    assert(!a->sentinel.s);
+    free(a->sentinel.name);
     sg_tx_tls_free(a->tls);
     sg_redis_url_close(&a->url);
+    sg_redis_url_close(&a->srv);
     free(a->address);
     free(a);
     if (done)
@@ -752,6 +949,12 @@ void sg_rasync_stop(sg_rasync *a, void (*done)(void *ud), void *ud)
         uv_cancel((uv_req_t *)&a->resolving->req);
         a->resolving = NULL;
     }
+    if (a->discovering) {
+        a->discovering->abandoned = true;
+        uv_cancel((uv_req_t *)&a->discovering->req);
+        a->discovering = NULL;
+    }
+    drop_conn(&a->sentinel);
     for (int i = 0; i < a->nconns; i++)
         drop_conn(&a->conns[i]);
 }

@@ -21,9 +21,13 @@
  * records, most likely means. */
 static const char *tls_hint(const sg_rconn *c)
 {
-    return !c->url.tls.enabled && !c->tx.received
-               ? " (if this is a TLS port, use rediss:// or --tls)"
-               : "";
+    if (c->tx.received)
+        return "";
+    /* TLS 1.3 refuses a missing client certificate after the handshake:
+     * the first write or read then meets the closed connection */
+    return c->url.tls.enabled ? " (a server that wants a client certificate closes the "
+                                "connection like this: --cert FILE --key FILE)"
+                              : " (if this is a TLS port, use rediss:// or --tls)";
 }
 
 /* An error of the transport while doing something: the message names the
@@ -263,7 +267,103 @@ int sg_rconn_select(sg_rconn *c, int db, sg_error *err)
     return rc;
 }
 
+/* Asks one sentinel for the master's address. */
+static int ask_sentinel(const sg_redis_url *u, int i, int timeout_ms, int command_ms, char **host,
+                        int *port, sg_error *err)
+{
+    sg_redis_url s = {.host = u->sentinels[i].host,
+                      .port = u->sentinels[i].port,
+                      .password = u->sentinel_password,
+                      .tls = u->tls};
+    sg_rconn c;
+    int rc = sg_rconn_open(&c, &s, timeout_ms, command_ms, err);
+    if (rc)
+        return rc;
+    const char *argv[] = {"SENTINEL", "get-master-addr-by-name", u->master_name};
+    redisReply *r = NULL;
+    rc = sg_rconn_command(&c, &r, err, 3, argv, NULL);
+    int64_t p = 0;
+    if (rc == 0 && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING &&
+        sg_parse_int64(r->element[1]->str, 1, 65535, &p) == 0) {
+        *host = sg_xstrdup(r->element[0]->str);
+        *port = (int)p;
+    } else if (rc == 0) {
+        rc = sg_error_set(err, SG_EREDIS, "it knows no master named %s%s", u->master_name,
+                          r->type == REDIS_REPLY_NIL ? "" : " (an unexpected reply)");
+    }
+    if (r)
+        freeReplyObject(r);
+    sg_rconn_close(&c);
+    return rc;
+}
+
+int sg_rconn_resolve_master(const sg_redis_url *u, int timeout_ms, int command_ms,
+                            sg_redis_url *out, int *which, sg_error *err)
+{
+    sg_buf why = {0};
+    for (int i = 0; i < u->nsentinels; i++) {
+        char *host = NULL;
+        int port = 0;
+        sg_error e = {0};
+        if (ask_sentinel(u, i, timeout_ms, command_ms, &host, &port, &e) == 0) {
+            sg_buf_free(&why);
+            sg_redis_url_copy(out, u);
+            out->host = host;
+            out->port = port;
+            if (which)
+                *which = i;
+            return 0;
+        }
+        sg_buf_printf(&why, "%s%s:%d: %s", i ? "; " : "", u->sentinels[i].host,
+                      u->sentinels[i].port, e.msg);
+    }
+    int rc = sg_error_set(err, SG_EREDIS, "no sentinel named the master %s: %s", u->master_name,
+                          why.p ? why.p : "no sentinels");
+    sg_buf_free(&why);
+    return rc;
+}
+
+int sg_rconn_check_master(sg_rconn *c, sg_error *err)
+{
+    const char *argv[] = {"ROLE"};
+    redisReply *r = NULL;
+    int rc = sg_rconn_command(c, &r, err, 1, argv, NULL);
+    if (rc)
+        return rc;
+    const char *role =
+        r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING
+            ? r->element[0]->str
+            : "?";
+    if (strcmp(role, "master"))
+        rc = sg_error_set(err, SG_EREDIS,
+                          "redis %s, which the sentinels name the master %s, says it is a %s "
+                          "(a failover under way? try again)",
+                          c->address, c->url.master_name ? c->url.master_name : "", role);
+    freeReplyObject(r);
+    return rc;
+}
+
+static int open_server(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int command_ms,
+                       sg_error *err);
+
 int sg_rconn_open(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int command_ms, sg_error *err)
+{
+    if (!u->master_name || u->host)
+        return open_server(c, u, timeout_ms, command_ms, err);
+    sg_redis_url m;
+    int rc = sg_rconn_resolve_master(u, timeout_ms, command_ms, &m, NULL, err);
+    if (rc)
+        return rc;
+    rc = open_server(c, &m, timeout_ms, command_ms, err);
+    sg_redis_url_close(&m);
+    if (rc == 0 && (rc = sg_rconn_check_master(c, err)))
+        sg_rconn_close(c);
+    return rc;
+}
+
+static int open_server(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int command_ms,
+                       sg_error *err)
 {
     memset(c, 0, sizeof *c);
     c->tx.fd = -1;

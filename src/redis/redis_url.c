@@ -63,6 +63,9 @@ static int fail(sg_redis_url *out, sg_error *err, const char *url, const char *w
     return sg_error_set(err, SG_EUSAGE, "bad redis URL: %s", why);
 }
 
+static int parse_rest(const char *p, bool sentinel, const char *url, sg_redis_url *out,
+                      sg_error *err);
+
 static int parse_unix(const char *url, sg_redis_url *out, sg_error *err)
 {
     const char *path = url + strlen("unix://");
@@ -80,6 +83,45 @@ static int parse_unix(const char *url, sg_redis_url *out, sg_error *err)
     return 0;
 }
 
+/* host[:port] in s[0..n), the host maybe an [IPv6] literal; *port keeps
+ * its default when none is given. NULL, or what is wrong. */
+static const char *parse_hostport(const char *p, size_t n, char **host, int *port)
+{
+    const char *host_end, *rest = p + n;
+    if (*p == '[') {
+        const char *rb = memchr(p, ']', n);
+        if (!rb)
+            return "unterminated [ in an IPv6 address";
+        /* the redacted form would lose the brackets of one without a ':'
+         * ("[[x]" becomes "[x"), and [x does not parse */
+        if (memchr(p + 1, '[', (size_t)(rb - p - 1)))
+            return "a [ inside the brackets of an IPv6 address";
+        *host = sg_xstrndup(p + 1, (size_t)(rb - p - 1));
+        host_end = rb + 1;
+    } else {
+        const char *colon = memchr(p, ':', n);
+        host_end = colon ? colon : rest;
+        *host = sg_xstrndup(p, (size_t)(host_end - p));
+    }
+    if (!**host)
+        return "no host";
+    if (host_end < rest) {
+        if (*host_end != ':')
+            return "unexpected text after the host";
+        char buf[8];
+        size_t len = (size_t)(rest - host_end - 1);
+        int64_t v;
+        if (len == 0 || len >= sizeof buf)
+            return "port must be a number from 1 to 65535";
+        memcpy(buf, host_end + 1, len);
+        buf[len] = '\0';
+        if (sg_parse_int64(buf, 1, 65535, &v))
+            return "port must be a number from 1 to 65535";
+        *port = (int)v;
+    }
+    return NULL;
+}
+
 int sg_redis_url_parse(const char *url, sg_redis_url *out, sg_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -89,14 +131,42 @@ int sg_redis_url_parse(const char *url, sg_redis_url *out, sg_error *err)
     if (!strncmp(url, "unix://", 7))
         return parse_unix(url, out, err);
     const char *p;
+    bool sentinel = false;
     if (!strncmp(url, "rediss://", 9)) {
         out->tls.enabled = true;
         p = url + 9;
     } else if (!strncmp(url, "redis://", 8)) {
         p = url + 8;
+    } else if (!strncmp(url, "redis-sentinel://", 17)) {
+        sentinel = true;
+        p = url + 17;
     } else {
-        return fail(out, err, url, "must start with redis://, rediss:// or unix://");
+        return fail(out, err, url,
+                    "must start with redis://, rediss://, redis-sentinel:// or unix://");
     }
+    /* redis-sentinel://...#master-name (Lettuce's convention) */
+    const char *hash = sentinel ? strrchr(p, '#') : NULL;
+    if (sentinel && !hash)
+        return fail(out, err, url,
+                    "redis-sentinel:// needs the master's name after a # "
+                    "(redis-sentinel://host:26379#mymaster)");
+    char *body = sg_xstrndup(p, hash ? (size_t)(hash - p) : strlen(p));
+    if (hash) {
+        out->master_name = pct_decode(hash + 1, strlen(hash + 1));
+        if (!out->master_name || !*out->master_name) {
+            free(body);
+            return fail(out, err, url, "the master's name after # is empty or badly escaped");
+        }
+    }
+    int rc = parse_rest(body, sentinel, url, out, err);
+    free(body);
+    return rc;
+}
+
+/* What follows the scheme (and precedes a #): [userinfo@]hosts[/db][?db=N]. */
+static int parse_rest(const char *p, bool sentinel, const char *url, sg_redis_url *out,
+                      sg_error *err)
+{
     const char *end_auth = strpbrk(p, "/?");
     size_t hostpart_len = end_auth ? (size_t)(end_auth - p) : strlen(p);
     const char *at = memrchr(p, '@', hostpart_len);
@@ -121,38 +191,29 @@ int sg_redis_url_parse(const char *url, sg_redis_url *out, sg_error *err)
         p = at + 1;
     }
 
-    const char *host_end;
-    if (*p == '[') {
-        const char *rb = memchr(p, ']', hostpart_len);
-        if (!rb)
-            return fail(out, err, url, "unterminated [ in an IPv6 address");
-        /* the redacted form would lose the brackets of one without a ':'
-         * ("[[x]" becomes "[x"), and [x does not parse */
-        if (memchr(p + 1, '[', (size_t)(rb - p - 1)))
-            return fail(out, err, url, "a [ inside the brackets of an IPv6 address");
-        out->host = sg_xstrndup(p + 1, (size_t)(rb - p - 1));
-        host_end = rb + 1;
-    } else {
-        const char *colon = memchr(p, ':', hostpart_len);
-        host_end = colon ? colon : p + hostpart_len;
-        out->host = sg_xstrndup(p, (size_t)(host_end - p));
-    }
-    if (!*out->host)
-        return fail(out, err, url, "no host");
     const char *rest = p + hostpart_len;
-    if (host_end < rest) {
-        if (*host_end != ':')
-            return fail(out, err, url, "unexpected text after the host");
-        char buf[8];
-        size_t n = (size_t)(rest - host_end - 1);
-        int64_t port;
-        if (n == 0 || n >= sizeof buf)
-            return fail(out, err, url, "port must be a number from 1 to 65535");
-        memcpy(buf, host_end + 1, n);
-        buf[n] = '\0';
-        if (sg_parse_int64(buf, 1, 65535, &port))
-            return fail(out, err, url, "port must be a number from 1 to 65535");
-        out->port = (int)port;
+    if (sentinel) {
+        /* host[:port] items separated by commas, each a sentinel */
+        for (const char *item = p; item < rest;) {
+            const char *comma = memchr(item, ',', (size_t)(rest - item));
+            const char *end = comma ? comma : rest;
+            out->sentinels =
+                sg_xrealloc(out->sentinels, (size_t)(out->nsentinels + 1) * sizeof *out->sentinels);
+            sg_redis_sentinel *sn = &out->sentinels[out->nsentinels++];
+            *sn = (sg_redis_sentinel){NULL, SG_SENTINEL_PORT};
+            const char *why = parse_hostport(item, (size_t)(end - item), &sn->host, &sn->port);
+            if (why)
+                return fail(out, err, url, why);
+            item = comma ? comma + 1 : rest;
+            if (comma && item == rest)
+                return fail(out, err, url, "a comma without a sentinel after it");
+        }
+        if (!out->nsentinels)
+            return fail(out, err, url, "no sentinel host");
+    } else {
+        const char *why = parse_hostport(p, hostpart_len, &out->host, &out->port);
+        if (why)
+            return fail(out, err, url, why);
     }
     if (*rest == '/') {
         rest++;
@@ -172,6 +233,9 @@ int sg_redis_url_parse(const char *url, sg_redis_url *out, sg_error *err)
 
 void sg_redis_url_password_from_env(sg_redis_url *u)
 {
+    const char *spw = getenv("STORMGUARD_SENTINEL_PASSWORD");
+    if (u->master_name && !u->sentinel_password && spw && *spw)
+        u->sentinel_password = sg_xstrdup(spw);
     if (u->password)
         return;
     const char *pw = getenv("STORMGUARD_REDIS_PASSWORD");
@@ -197,8 +261,31 @@ static char *pct_encode(const char *s)
     return out;
 }
 
+/* "h1:26379,[::1]:26380" */
+static char *sentinel_list(const sg_redis_url *u)
+{
+    sg_buf b = {0};
+    for (int i = 0; i < u->nsentinels; i++) {
+        const char *h = u->sentinels[i].host;
+        bool v6 = strchr(h, ':') != NULL;
+        sg_buf_printf(&b, "%s%s%s%s:%d", i ? "," : "", v6 ? "[" : "", h, v6 ? "]" : "",
+                      u->sentinels[i].port);
+    }
+    return b.p ? b.p : sg_xstrdup("");
+}
+
 char *sg_redis_url_redacted(const sg_redis_url *u)
 {
+    if (u->master_name) {
+        char *list = sentinel_list(u), *name = pct_encode(u->master_name);
+        char *user = u->user ? pct_encode(u->user) : NULL;
+        char *url = sg_xasprintf("redis-sentinel://%s%s%s/%d#%s", user ? user : "", user ? "@" : "",
+                                 list, u->db, name);
+        free(user);
+        free(list);
+        free(name);
+        return url;
+    }
     if (u->path)
         return u->db ? sg_xasprintf("unix://%s?db=%d", u->path, u->db)
                      : sg_xasprintf("unix://%s", u->path);
@@ -212,6 +299,12 @@ char *sg_redis_url_redacted(const sg_redis_url *u)
 
 char *sg_redis_url_address(const sg_redis_url *u)
 {
+    if (u->master_name && !u->host) {
+        char *list = sentinel_list(u);
+        char *a = sg_xasprintf("master %s (sentinels %s)", u->master_name, list);
+        free(list);
+        return a;
+    }
     if (u->path)
         return sg_xstrdup(u->path);
     const char *lb = strchr(u->host, ':') ? "[" : "", *rb = *lb ? "]" : "";
@@ -223,6 +316,17 @@ static char *dup_or_null(const char *s)
     return s ? sg_xstrdup(s) : NULL;
 }
 
+/* Frees a secret, leaving no copy in freed memory. */
+static void wipe_free(char *secret)
+{
+    if (!secret)
+        return;
+    volatile char *p = secret;
+    while (*p)
+        *p++ = 0;
+    free(secret);
+}
+
 static void replace(char **field, const char *value)
 {
     if (!value)
@@ -231,8 +335,13 @@ static void replace(char **field, const char *value)
     *field = sg_xstrdup(value);
 }
 
-int sg_redis_url_set_tls(sg_redis_url *u, const sg_redis_tls *tls, sg_error *err)
+int sg_redis_url_configure(sg_redis_url *u, const sg_redis_tls *tls, const char *sentinel_password,
+                           sg_error *err)
 {
+    if (sentinel_password && *sentinel_password) {
+        wipe_free(u->sentinel_password);
+        u->sentinel_password = sg_xstrdup(sentinel_password);
+    }
     if (tls) {
         u->tls.enabled |= tls->enabled;
         u->tls.insecure |= tls->insecure;
@@ -263,6 +372,13 @@ void sg_redis_url_copy(sg_redis_url *out, const sg_redis_url *u)
     out->user = dup_or_null(u->user);
     out->password = dup_or_null(u->password);
     out->db = u->db;
+    out->master_name = dup_or_null(u->master_name);
+    out->sentinel_password = dup_or_null(u->sentinel_password);
+    out->nsentinels = u->nsentinels;
+    out->sentinels = u->nsentinels ? sg_xcalloc((size_t)u->nsentinels, sizeof *u->sentinels) : NULL;
+    for (int i = 0; i < u->nsentinels; i++)
+        out->sentinels[i] =
+            (sg_redis_sentinel){sg_xstrdup(u->sentinels[i].host), u->sentinels[i].port};
 }
 
 void sg_redis_url_close(sg_redis_url *u)
@@ -275,12 +391,11 @@ void sg_redis_url_close(sg_redis_url *u)
     free(u->tls.cert);
     free(u->tls.key);
     free(u->tls.sni);
-    if (u->password) {
-        /* do not leave the secret in freed memory */
-        volatile char *p = u->password;
-        while (*p)
-            *p++ = 0;
-        free(u->password);
-    }
+    free(u->master_name);
+    for (int i = 0; i < u->nsentinels; i++)
+        free(u->sentinels[i].host);
+    free(u->sentinels);
+    wipe_free(u->password);
+    wipe_free(u->sentinel_password);
     memset(u, 0, sizeof *u);
 }

@@ -621,7 +621,7 @@ int sg_watch_start(uv_loop_t *loop, const sg_watch_opts *o, sg_wipe_fn on_wipe, 
     assert(on_wipe);
     sg_redis_url url;
     int rc = sg_redis_url_parse(o->redis_url, &url, err);
-    if (rc == 0 && (rc = sg_redis_url_set_tls(&url, o->tls, err)))
+    if (rc == 0 && (rc = sg_redis_url_configure(&url, o->tls, o->sentinel_password, err)))
         sg_redis_url_close(&url);
     if (rc)
         return rc;

@@ -209,7 +209,7 @@ static int submit(struct uv_loop_s *loop, job_kind kind, const sg_sidecar_opts *
         return sg_error_set(err, SG_EUSAGE, "the sidecar needs a redis URL and a store path");
     job *j = sg_xcalloc(1, sizeof *j);
     int rc = sg_redis_url_parse(o->redis_url, &j->url, err);
-    if (rc == 0 && (rc = sg_redis_url_set_tls(&j->url, o->tls, err)))
+    if (rc == 0 && (rc = sg_redis_url_configure(&j->url, o->tls, o->sentinel_password, err)))
         sg_redis_url_close(&j->url);
     if (rc) {
         free(j);

@@ -21,9 +21,15 @@ static bool same(const char *a, const char *b)
 
 static void check_parsed(const char *url, const sg_redis_url *u)
 {
-    if (!u->host == !u->path || (u->host && !*u->host) || u->port < 1 || u->port > 65535 ||
-        u->db < 0 || (u->password && !*u->password))
+    /* one kind of place: a host, a socket path, or sentinels and a name */
+    int places = !!u->host + !!u->path + !!u->master_name;
+    if (places != 1 || (u->host && !*u->host) || u->port < 1 || u->port > 65535 || u->db < 0 ||
+        (u->password && !*u->password) || !u->master_name != !u->nsentinels ||
+        (u->master_name && !*u->master_name))
         abort();
+    for (int i = 0; i < u->nsentinels; i++)
+        if (!*u->sentinels[i].host || u->sentinels[i].port < 1 || u->sentinels[i].port > 65535)
+            abort();
     char *red = sg_redis_url_redacted(u);
     sg_redis_url bare;
     sg_redis_url_copy(&bare, u);
@@ -40,8 +46,14 @@ static void check_parsed(const char *url, const sg_redis_url *u)
         fprintf(stderr, "%s redacts to %s, which does not parse: %s\n", url, red, err.msg);
         abort();
     }
+    bool same_sentinels =
+        again.nsentinels == u->nsentinels && same(again.master_name, u->master_name);
+    for (int i = 0; same_sentinels && i < u->nsentinels; i++)
+        same_sentinels = same(again.sentinels[i].host, u->sentinels[i].host) &&
+                         again.sentinels[i].port == u->sentinels[i].port;
     if (!same(again.host, u->host) || !same(again.path, u->path) || !same(again.user, u->user) ||
-        again.port != u->port || again.db != u->db || again.password) {
+        again.port != u->port || again.db != u->db || again.password || !same_sentinels ||
+        again.tls.enabled != u->tls.enabled) {
         fprintf(stderr, "%s redacts to %s, which names another server\n", url, red);
         abort();
     }
@@ -61,7 +73,7 @@ static void check_parsed(const char *url, const sg_redis_url *u)
  * password: its messages are a small fixed set, whatever the input. */
 static void fixed_message(const char *msg)
 {
-    static char seen[32][SG_ERRMSG_MAX];
+    static char seen[64][SG_ERRMSG_MAX];
     static size_t n;
     for (size_t i = 0; i < n; i++)
         if (!strcmp(seen[i], msg))

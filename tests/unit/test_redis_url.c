@@ -264,8 +264,10 @@ static void check_roundtrip(const char *url)
         snprintf(why, sizeof why, "redacted(%s) = '%s' does not parse: %s", url, r, err.msg);
     } else {
         bool same_user = (!u.user && !v.user) || (u.user && v.user && !strcmp(u.user, v.user));
-        bool same_place =
-            u.host ? v.host && !strcmp(u.host, v.host) : v.path && !strcmp(u.path, v.path);
+        bool same_place = u.host   ? v.host && !strcmp(u.host, v.host)
+                          : u.path ? v.path && !strcmp(u.path, v.path)
+                                   : v.master_name && !strcmp(u.master_name, v.master_name) &&
+                                         v.nsentinels == u.nsentinels;
         if (!same_user || v.password || !same_place || u.port != v.port || u.db != v.db ||
             u.tls.enabled != v.tls.enabled)
             snprintf(why, sizeof why,
@@ -343,7 +345,7 @@ static void tls_urls(void **state)
     assert_false(u.tls.enabled);
     sg_redis_tls t = {.enabled = true, .cacert = "/etc/ca.pem", .sni = "name.example"};
     sg_error err = {0};
-    assert_int_equal(sg_redis_url_set_tls(&u, &t, &err), 0);
+    assert_int_equal(sg_redis_url_configure(&u, &t, NULL, &err), 0);
     assert_true(u.tls.enabled);
     assert_string_equal(u.tls.cacert, "/etc/ca.pem");
     assert_ptr_not_equal(u.tls.cacert, t.cacert);
@@ -365,15 +367,69 @@ static void tls_urls(void **state)
     /* the settings without TLS on change nothing but the files */
     parse_ok("redis://h", &u);
     sg_redis_tls off = {.cacert = "/ca"};
-    assert_int_equal(sg_redis_url_set_tls(&u, &off, &err), 0);
+    assert_int_equal(sg_redis_url_configure(&u, &off, NULL, &err), 0);
     assert_false(u.tls.enabled);
-    assert_int_equal(sg_redis_url_set_tls(&u, NULL, &err), 0);
+    assert_int_equal(sg_redis_url_configure(&u, NULL, NULL, &err), 0);
     sg_redis_url_close(&u);
 
     parse_ok("unix:///tmp/r.sock", &u);
-    assert_int_equal(sg_redis_url_set_tls(&u, &t, &err), SG_EUSAGE);
+    assert_int_equal(sg_redis_url_configure(&u, &t, NULL, &err), SG_EUSAGE);
     assert_non_null(strstr(err.msg, "unix socket"));
     sg_redis_url_close(&u);
+}
+
+/* redis-sentinel://[password@]host[:port][,host[:port]...][/db]#name:
+ * sentinels with their ports (26379 by default), the master's name, and no
+ * host until the sentinels are asked. */
+static void sentinel_urls(void **state)
+{
+    (void)state;
+    sg_redis_url u;
+    parse_ok("redis-sentinel://:" SECRET "@s1,s2:26380,[::1]/3#my%20master", &u);
+    assert_null(u.host);
+    assert_null(u.path);
+    assert_string_equal(u.password, SECRET);
+    assert_string_equal(u.master_name, "my master");
+    assert_int_equal(u.nsentinels, 3);
+    assert_string_equal(u.sentinels[0].host, "s1");
+    assert_int_equal(u.sentinels[0].port, 26379);
+    assert_string_equal(u.sentinels[1].host, "s2");
+    assert_int_equal(u.sentinels[1].port, 26380);
+    assert_string_equal(u.sentinels[2].host, "::1");
+    assert_int_equal(u.db, 3);
+    char *r = sg_redis_url_redacted(&u);
+    assert_string_equal(r, "redis-sentinel://s1:26379,s2:26380,[::1]:26379/3#my%20master");
+    free(r);
+    char *a = sg_redis_url_address(&u);
+    assert_non_null(strstr(a, "master my master"));
+    assert_null(strstr(a, SECRET));
+    free(a);
+    sg_redis_url c;
+    memset(&c, 0x5a, sizeof c);
+    sg_redis_url_copy(&c, &u);
+    sg_redis_url_close(&u);
+    assert_int_equal(c.nsentinels, 3);
+    assert_string_equal(c.sentinels[2].host, "::1");
+    assert_string_equal(c.master_name, "my master");
+    sg_error err = {0};
+    assert_int_equal(sg_redis_url_configure(&c, NULL, "sentinel-pw", &err), 0);
+    assert_string_equal(c.sentinel_password, "sentinel-pw");
+    sg_redis_url_close(&c);
+
+    check_roundtrip("redis-sentinel://10.0.0.1:26379,10.0.0.2:26379#mymaster");
+    check_roundtrip("redis-sentinel://admin:" SECRET "@h/2#m");
+    /* a # in a plain URL's password is no master's name */
+    parse_ok("redis://:pa#ss@host", &u);
+    assert_string_equal(u.password, "pa#ss");
+    assert_null(u.master_name);
+    sg_redis_url_close(&u);
+
+    check_bad("redis-sentinel://s1:26379", "#");
+    check_bad("redis-sentinel://s1#", "master");
+    check_bad("redis-sentinel://s1,#m", "comma");
+    check_bad("redis-sentinel://s1,,s2#m", "host");
+    check_bad("redis-sentinel://s1:0#m", "port");
+    check_bad("redis-sentinel://:" SECRET "@s1:x#m", "port");
 }
 
 static void copy_is_deep(void **state)
@@ -493,6 +549,7 @@ int main(void)
         cmocka_unit_test(address),
         cmocka_unit_test(copy_is_deep),
         cmocka_unit_test(tls_urls),
+        cmocka_unit_test(sentinel_urls),
         cmocka_unit_test_setup_teardown(env_stormguard_first, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(env_rediscli_auth, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(env_url_password_wins, clear_env, clear_env),

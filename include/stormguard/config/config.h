@@ -29,6 +29,7 @@ typedef struct sg_config {
     char *canary;              /* key the daemon owns to confirm wipes */
     int64_t check_interval_ms; /* wipe check period, fallback to tracking */
     sg_redis_tls redis_tls;    /* tls, insecure, cacert ... (a rediss:// URL also turns TLS on) */
+    char *sentinel_password;   /* the sentinels' own (a secret: never printed) */
     /* [store] */
     char *db_path;
     sg_sync_mode synchronous;

@@ -35,7 +35,8 @@ typedef struct sg_rconn {
     char waiting[32]; /* the command last sent, for a timeout's message */
 } sg_rconn;
 
-/* Connects (TLS when u says so), authenticates and selects u->db, waiting
+/* Connects (TLS when u says so; to the master the sentinels name for a
+ * redis-sentinel:// URL, checking its ROLE), authenticates and selects u->db, waiting
  * at most timeout_ms for the connection and its TLS handshake, and
  * command_ms for each command's whole reply ([redis] timeout: a server that
  * accepts and never answers, or trickles, is an error naming the address
@@ -43,6 +44,20 @@ typedef struct sg_rconn {
 int sg_rconn_open(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int command_ms,
                   sg_error *err);
 void sg_rconn_close(sg_rconn *c);
+
+/* The master of a redis-sentinel:// URL, as the Sentinel client guidelines
+ * say: each sentinel in turn is asked SENTINEL get-master-addr-by-name
+ * (with the sentinels' password if any, TLS as the URL says), the first
+ * answer wins. *out is a copy of u with host and port set to the master's.
+ * Each sentinel waits at most timeout_ms to connect and command_ms to
+ * answer; the error names every sentinel and why it gave no answer.
+ * *which (may be NULL) is the index of the sentinel that answered. */
+int sg_rconn_resolve_master(const sg_redis_url *u, int timeout_ms, int command_ms,
+                            sg_redis_url *out, int *which, sg_error *err);
+
+/* Whether the server c is connected to says it is a master (ROLE): 0, or
+ * SG_EREDIS naming what it is instead. */
+int sg_rconn_check_master(sg_rconn *c, sg_error *err);
 
 /* Opens another connection to the same server and database as c. */
 int sg_rconn_clone(const sg_rconn *c, sg_rconn *out, sg_error *err);

@@ -27,6 +27,7 @@ typedef struct sg_watch_opts {
      * password is taken from STORMGUARD_REDIS_PASSWORD or REDISCLI_AUTH. */
     const char *redis_url;
     const sg_redis_tls *tls; /* TLS settings besides the URL's ([redis] tls ...); may be NULL */
+    const char *sentinel_password; /* [redis] sentinel_password; may be NULL */
     /* A key the watcher owns in that database ("stormguard:canary"); it is
      * created when missing and re-created after each wipe. Give each watcher
      * of one Redis its own canary. */

@@ -21,9 +21,10 @@ struct uv_loop_s;
 /* What a job works on. The call copies everything it needs: the strings may
  * go away as soon as it returns. */
 typedef struct sg_sidecar_opts {
-    const char *redis_url;   /* password from the URL, else STORMGUARD_REDIS_PASSWORD,
-                                else REDISCLI_AUTH (read at the call) */
-    const sg_redis_tls *tls; /* [redis] tls ... besides the URL's; may be NULL */
+    const char *redis_url;         /* password from the URL, else STORMGUARD_REDIS_PASSWORD,
+                                      else REDISCLI_AUTH (read at the call) */
+    const sg_redis_tls *tls;       /* [redis] tls ... besides the URL's; may be NULL */
+    const char *sentinel_password; /* [redis] sentinel_password; may be NULL */
     int connect_timeout_ms;
     int command_timeout_ms;  /* [redis] timeout; 0: SG_REDIS_TIMEOUT_MS */
     const char *db_path;     /* the store */
