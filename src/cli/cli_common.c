@@ -161,6 +161,8 @@ int sg_cli_connect(sg_cli *cli, sg_rconn *conn)
     sg_redis_url_password_from_env(&u);
     rc = sg_rconn_open(conn, &u, (int)cli->cfg.connect_timeout_ms,
                        (int)(cli->cfg.redis_timeout_s * 1000), &cli->err);
+    if (rc == 0 && (rc = sg_rconn_check_standalone(conn, &cli->err)))
+        sg_rconn_close(conn);
     sg_redis_url_close(&u);
     return rc;
 }

@@ -324,6 +324,22 @@ int sg_rconn_resolve_master(const sg_redis_url *u, int timeout_ms, int command_m
     return rc;
 }
 
+int sg_rconn_check_standalone(const sg_rconn *c, sg_error *err)
+{
+    if (!strcmp(c->mode, "cluster"))
+        return sg_error_set(err, SG_EREFUSED,
+                            "redis %s is a node of a Redis Cluster, which stormguard does not "
+                            "cover yet: acting on this node would reach only its share of the "
+                            "keys; nothing was done",
+                            c->address);
+    if (!strcmp(c->mode, "sentinel"))
+        return sg_error_set(err, SG_EUSAGE,
+                            "redis %s is a Sentinel, not a Redis server: name the master through "
+                            "it, redis-sentinel://%s#<master-name>",
+                            c->address, c->address);
+    return 0;
+}
+
 int sg_rconn_check_master(sg_rconn *c, sg_error *err)
 {
     const char *argv[] = {"ROLE"};
@@ -395,7 +411,12 @@ static int open_server(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int c
         const char *ping[] = {"PING"};
         rc = simple(c, err, 1, ping);
     }
-    if (rc == 0 && u->db)
+    char *mode = NULL;
+    if (rc == 0 && (rc = sg_rconn_info_field(c, "server", "redis_mode", &mode, err)) == 0) {
+        snprintf(c->mode, sizeof c->mode, "%s", mode ? mode : "standalone");
+        free(mode);
+    }
+    if (rc == 0 && u->db && strcmp(c->mode, "sentinel"))
         rc = sg_rconn_select(c, u->db, err);
     if (rc) {
         sg_rconn_close(c);

@@ -68,7 +68,7 @@ enum { CMD, TRK, NCONNS };
 
 /* Server facts from INFO; empty strings when absent. */
 typedef struct facts {
-    char *run_id, *role, *master_replid, *version;
+    char *run_id, *role, *master_replid, *version, *mode;
     int64_t uptime_s;
 } facts;
 
@@ -149,6 +149,7 @@ static void facts_free(facts *f)
     free(f->role);
     free(f->master_replid);
     free(f->version);
+    free(f->mode);
     memset(f, 0, sizeof *f);
 }
 
@@ -363,6 +364,7 @@ static void store_reply(check *c, int what, const redisReply *r)
     case Q_SERVER: {
         c->f.run_id = info_field(r->str, "run_id");
         c->f.version = info_field(r->str, "redis_version");
+        c->f.mode = info_field(r->str, "redis_mode");
         char *up = info_field(r->str, "uptime_in_seconds");
         if (sg_parse_int64(up, 0, INT64_MAX, &c->f.uptime_s) != 0)
             c->f.uptime_s = -1;
@@ -523,7 +525,13 @@ static void on_check_reply(void *pd, const redisReply *r)
     if (w->check == c)
         w->check = NULL;
     if (live(w)) {
-        if (!c->failed)
+        if (!c->failed && c->f.mode && !strcmp(c->f.mode, "cluster"))
+            /* one node's canary and keys would stand for the whole data */
+            session_fail(w,
+                         "redis %s is a node of a Redis Cluster, which stormguard does not "
+                         "watch yet (a FLUSHALL on another node would go unseen)",
+                         w->address);
+        else if (!c->failed)
             evaluate(w, c);
         else if (c->error)
             check_failed(w, c->error);

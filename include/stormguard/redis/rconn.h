@@ -33,6 +33,7 @@ typedef struct sg_rconn {
     int timeout_ms;   /* connecting */
     int command_ms;   /* a reply (from the call that waits for it) or a send waits at most this */
     char waiting[32]; /* the command last sent, for a timeout's message */
+    char mode[16];    /* INFO server's redis_mode: standalone, cluster or sentinel */
 } sg_rconn;
 
 /* Connects (TLS when u says so; to the master the sentinels name for a
@@ -58,6 +59,13 @@ int sg_rconn_resolve_master(const sg_redis_url *u, int timeout_ms, int command_m
 /* Whether the server c is connected to says it is a master (ROLE): 0, or
  * SG_EREDIS naming what it is instead. */
 int sg_rconn_check_master(sg_rconn *c, sg_error *err);
+
+/* Whether c's server is one stormguard can act on alone: a standalone
+ * server (a master or a replica). A node of a Redis Cluster is
+ * SG_EREFUSED: a command on it would cover that node's share of the keys
+ * only and report success. A Sentinel is SG_EUSAGE, naming the
+ * redis-sentinel:// URL to use instead. */
+int sg_rconn_check_standalone(const sg_rconn *c, sg_error *err);
 
 /* Opens another connection to the same server and database as c. */
 int sg_rconn_clone(const sg_rconn *c, sg_rconn *out, sg_error *err);
