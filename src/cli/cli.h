@@ -19,7 +19,8 @@ typedef struct sg_cli {
     const char *command;
     sg_config cfg;
     bool json;
-    int nargs; /* positional arguments left after the options */
+    bool cluster; /* the command covers a Redis Cluster (its spec says so) */
+    int nargs;    /* positional arguments left after the options */
     char **args;
     sg_error err;
 } sg_cli;
@@ -50,6 +51,10 @@ typedef struct sg_cli_spec {
      * is accepted by every command all the same (one file serves all). */
     const char *sections;
     const char *examples; /* for --help: lines "stormguard ...  # what", or NULL */
+    /* The command covers every master of a Redis Cluster; without this
+     * sg_cli_connect refuses a Cluster node (rconn.h,
+     * sg_rconn_check_standalone). */
+    bool cluster;
 } sg_cli_spec;
 
 /* run's defaults: the Igor profile (the gate snapshots Igor's keys). */
@@ -62,7 +67,8 @@ void sg_cli_run_defaults(sg_config *cfg);
 int sg_cli_parse(sg_cli *cli, const sg_cli_spec *spec, int argc, char **argv);
 void sg_cli_close(sg_cli *cli);
 
-/* Connects to the configured Redis (password from URL or environment). */
+/* Connects to the configured Redis (password from URL or environment); a
+ * Cluster node only for a command whose spec covers Cluster. */
 int sg_cli_connect(sg_cli *cli, sg_rconn *conn);
 /* Opens the configured store read-write (migrating it). */
 int sg_cli_open_store(sg_cli *cli, sg_store **store);

@@ -62,6 +62,7 @@ int sg_cli_parse(sg_cli *cli, const sg_cli_spec *spec, int argc, char **argv)
 {
     memset(cli, 0, sizeof *cli);
     cli->command = spec->command;
+    cli->cluster = spec->cluster;
     sg_config_init(&cli->cfg);
     if (spec->defaults)
         spec->defaults(&cli->cfg);
@@ -161,7 +162,8 @@ int sg_cli_connect(sg_cli *cli, sg_rconn *conn)
     sg_redis_url_password_from_env(&u);
     rc = sg_rconn_open(conn, &u, (int)cli->cfg.connect_timeout_ms,
                        (int)(cli->cfg.redis_timeout_s * 1000), &cli->err);
-    if (rc == 0 && (rc = sg_rconn_check_standalone(conn, &cli->err)))
+    if (rc == 0 && !(cli->cluster && !strcmp(conn->mode, "cluster")) &&
+        (rc = sg_rconn_check_standalone(conn, &cli->err)))
         sg_rconn_close(conn);
     sg_redis_url_close(&u);
     return rc;

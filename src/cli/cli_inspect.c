@@ -41,17 +41,20 @@ static void print_result(const sg_cli *cli, const sg_inspect_result *r, const ch
                           ns->keys ? (double)ns->with_ttl / (double)ns->keys : 0.0, "sampled",
                           (json_int_t)ns->sampled, "memory_estimate", (json_int_t)estimate(ns)));
         }
-        sg_json_print(json_pack("{s:s,s:{s:s,s:I,s:I,s:s},s:i,s:I,s:f,s:o}", "redis", redis,
+        sg_json_print(json_pack("{s:s,s:{s:s,s:I,s:I,s:s},s:i,s:i,s:I,s:f,s:o}", "redis", redis,
                                 "server", "redis_version", r->redis_version, "used_memory",
                                 (json_int_t)r->used_memory, "maxmemory", (json_int_t)r->maxmemory,
                                 "maxmemory_policy", r->maxmemory_policy ? r->maxmemory_policy : "",
-                                "db", r->db, "keys", (json_int_t)r->keys, "seconds", r->seconds,
-                                "namespaces", arr),
+                                "db", r->db, "nodes", r->nodes, "keys", (json_int_t)r->keys,
+                                "seconds", r->seconds, "namespaces", arr),
                       stdout);
         return;
     }
     char used[32], max[32];
-    printf("%s: redis %s, db %d, %lld keys; memory %s used of %s, policy %s\n", redis,
+    char cluster[48] = "";
+    if (r->nodes > 1)
+        snprintf(cluster, sizeof cluster, " (a Cluster: %d masters)", r->nodes);
+    printf("%s%s: redis %s, db %d, %lld keys; memory %s used of %s, policy %s\n", redis, cluster,
            r->redis_version, r->db, (long long)r->keys,
            sg_human_bytes(r->used_memory, used, sizeof used),
            r->maxmemory ? sg_human_bytes(r->maxmemory, max, sizeof max) : "no limit",
@@ -91,6 +94,7 @@ int sg_cmd_inspect(int argc, char **argv)
         .opts = opts,
         .on_opt = on_opt,
         .ud = &samples,
+        .cluster = true,
     };
     sg_cli cli;
     int rc = sg_cli_parse(&cli, &spec, argc, argv);

@@ -100,6 +100,7 @@ int sg_cmd_snapshot(int argc, char **argv)
         .opts = opts,
         .on_opt = on_opt,
         .ud = &a,
+        .cluster = true,
     };
     sg_cli cli;
     int rc = sg_cli_parse(&cli, &spec, argc, argv);

@@ -13,6 +13,9 @@
 #include "stormguard/base/util.h"
 #include "stormguard/redis/reply.h"
 
+static int open_server(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int command_ms,
+                       sg_error *err);
+
 /* Bytes read from the server at once: a page of SCAN or a pipeline of DUMP
  * replies arrives in a few reads. */
 #define READ_CHUNK 65536
@@ -340,6 +343,128 @@ int sg_rconn_check_standalone(const sg_rconn *c, sg_error *err)
     return 0;
 }
 
+/* One master of CLUSTER SLOTS: its address and first slot. */
+typedef struct cluster_master {
+    char *host;
+    int port;
+    int64_t first_slot;
+} cluster_master;
+
+static int by_first_slot(const void *a, const void *b)
+{
+    const cluster_master *x = a, *y = b;
+    return x->first_slot < y->first_slot ? -1 : x->first_slot > y->first_slot;
+}
+
+/* Reads CLUSTER SLOTS: the distinct masters (by address) and the layout,
+ * "start-end host:port" per range in the server's order. */
+static int cluster_slots(sg_rconn *c, cluster_master **out, int *n, char **layout, sg_error *err)
+{
+    const char *argv[] = {"CLUSTER", "SLOTS"};
+    redisReply *r = NULL;
+    int rc = sg_rconn_command(c, &r, err, 2, argv, NULL);
+    if (rc)
+        return rc;
+    cluster_master *m = NULL;
+    int count = 0;
+    sg_buf lay = {0};
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        const redisReply *range = r->element[i];
+        /* [start, end, [ip, port, id, ...] (the master), replicas...] */
+        if (range->type != REDIS_REPLY_ARRAY || range->elements < 3 ||
+            range->element[0]->type != REDIS_REPLY_INTEGER ||
+            range->element[1]->type != REDIS_REPLY_INTEGER ||
+            range->element[2]->type != REDIS_REPLY_ARRAY || range->element[2]->elements < 2 ||
+            range->element[2]->element[0]->type != REDIS_REPLY_STRING ||
+            range->element[2]->element[1]->type != REDIS_REPLY_INTEGER) {
+            rc = sg_error_set(err, SG_EREDIS, "redis %s answered CLUSTER SLOTS in a form not known",
+                              c->address);
+            break;
+        }
+        const char *host = range->element[2]->element[0]->str;
+        int port = (int)range->element[2]->element[1]->integer;
+        /* an empty host means the node itself, as the client reached it */
+        if (!*host)
+            host = c->url.host;
+        sg_buf_printf(&lay, "%lld-%lld %s:%d\n", (long long)range->element[0]->integer,
+                      (long long)range->element[1]->integer, host, port);
+        int j = 0;
+        while (j < count && (m[j].port != port || strcmp(m[j].host, host)))
+            j++;
+        if (j == count) {
+            m = sg_xrealloc(m, (size_t)(count + 1) * sizeof *m);
+            m[count++] = (cluster_master){sg_xstrdup(host), port, range->element[0]->integer};
+        } else if (range->element[0]->integer < m[j].first_slot) {
+            m[j].first_slot = range->element[0]->integer;
+        }
+    }
+    freeReplyObject(r);
+    if (rc == 0 && count == 0)
+        rc = sg_error_set(err, SG_EREDIS,
+                          "redis %s is a Cluster node that serves no slots yet "
+                          "(CLUSTER SLOTS is empty)",
+                          c->address);
+    if (rc) {
+        for (int j = 0; j < count; j++)
+            free(m[j].host);
+        free(m);
+        sg_buf_free(&lay);
+        return rc;
+    }
+    qsort(m, (size_t)count, sizeof *m, by_first_slot);
+    *out = m;
+    *n = count;
+    *layout = lay.p;
+    return 0;
+}
+
+int sg_rconn_cluster_layout(sg_rconn *c, char **layout, sg_error *err)
+{
+    cluster_master *m = NULL;
+    int n = 0;
+    int rc = cluster_slots(c, &m, &n, layout, err);
+    for (int i = 0; i < n; i++)
+        free(m[i].host);
+    free(m);
+    return rc;
+}
+
+int sg_rconn_cluster_masters(sg_rconn *c, sg_rconn **out, int *n, char **layout, sg_error *err)
+{
+    cluster_master *m = NULL;
+    int count = 0;
+    int rc = cluster_slots(c, &m, &count, layout, err);
+    if (rc)
+        return rc;
+    sg_rconn *nodes = sg_xcalloc((size_t)count, sizeof *nodes);
+    int opened = 0;
+    for (; rc == 0 && opened < count; opened++) {
+        sg_redis_url u;
+        sg_redis_url_copy(&u, &c->url);
+        free(u.host);
+        u.host = sg_xstrdup(m[opened].host);
+        u.port = m[opened].port;
+        rc = open_server(&nodes[opened], &u, c->timeout_ms, c->command_ms, err);
+        sg_redis_url_close(&u);
+        if (rc)
+            break;
+    }
+    for (int i = 0; i < count; i++)
+        free(m[i].host);
+    free(m);
+    if (rc) {
+        for (int i = 0; i < opened; i++)
+            sg_rconn_close(&nodes[i]);
+        free(nodes);
+        free(*layout);
+        *layout = NULL;
+        return rc;
+    }
+    *out = nodes;
+    *n = count;
+    return 0;
+}
+
 int sg_rconn_check_master(sg_rconn *c, sg_error *err)
 {
     const char *argv[] = {"ROLE"};
@@ -359,9 +484,6 @@ int sg_rconn_check_master(sg_rconn *c, sg_error *err)
     freeReplyObject(r);
     return rc;
 }
-
-static int open_server(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int command_ms,
-                       sg_error *err);
 
 int sg_rconn_open(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int command_ms, sg_error *err)
 {

@@ -525,7 +525,9 @@ static void on_check_reply(void *pd, const redisReply *r)
     if (w->check == c)
         w->check = NULL;
     if (live(w)) {
-        if (!c->failed && c->f.mode && !strcmp(c->f.mode, "cluster"))
+        /* before any other failure: a multi-key EXISTS of the sample fails
+         * there with CROSSSLOT, which would hide the reason */
+        if (c->f.mode && !strcmp(c->f.mode, "cluster"))
             /* one node's canary and keys would stand for the whole data */
             session_fail(w,
                          "redis %s is a node of a Redis Cluster, which stormguard does not "

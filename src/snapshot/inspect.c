@@ -69,24 +69,17 @@ static int inspect_page(sg_rconn *c, sg_nstally *t, const sg_keypage *page, int6
     return rc;
 }
 
-int sg_inspect_run(sg_rconn *c, int64_t scan_count, int64_t samples, sg_inspect_result *out,
-                   sg_error *err)
+/* Adds one server's memory figures and keys to out and t. */
+static int inspect_node(sg_rconn *c, sg_nstally *t, int64_t scan_count, int64_t samples,
+                        sg_inspect_result *out, sg_error *err)
 {
-    memset(out, 0, sizeof *out);
-    double started = sg_mono_s();
     int rc;
-    if ((rc = sg_rconn_info_field(c, "server", "redis_version", &out->redis_version, err)))
-        return rc;
-    out->used_memory = info_int(c, "used_memory", err, &rc);
-    if (rc == 0)
-        out->maxmemory = info_int(c, "maxmemory", err, &rc);
-    if (rc == 0)
-        rc = sg_rconn_info_field(c, "memory", "maxmemory_policy", &out->maxmemory_policy, err);
+    int64_t used = info_int(c, "used_memory", err, &rc);
+    int64_t max = rc == 0 ? info_int(c, "maxmemory", err, &rc) : 0;
     if (rc)
         return rc;
-    out->db = c->db;
-
-    sg_nstally *t = sg_nstally_new();
+    out->used_memory += used;
+    out->maxmemory += max;
     sg_keyscan ks;
     sg_keyscan_init(&ks, c, NULL, scan_count);
     while ((rc = sg_keyscan_request(&ks, err)) == 0) {
@@ -100,6 +93,50 @@ int sg_inspect_run(sg_rconn *c, int64_t scan_count, int64_t samples, sg_inspect_
             break;
     }
     sg_keyscan_close(&ks);
+    return rc < 0 ? rc : 0;
+}
+
+/* Every master of c's Cluster in turn; the layout must not change meanwhile. */
+static int inspect_cluster(sg_rconn *c, sg_nstally *t, int64_t scan_count, int64_t samples,
+                           sg_inspect_result *out, sg_error *err)
+{
+    sg_rconn *nodes = NULL;
+    int n = 0;
+    char *before = NULL, *after = NULL;
+    int rc = sg_rconn_cluster_masters(c, &nodes, &n, &before, err);
+    if (rc)
+        return rc;
+    out->nodes = n;
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = inspect_node(&nodes[i], t, scan_count, samples, out, err);
+    if (rc == 0 && (rc = sg_rconn_cluster_layout(c, &after, err)) == 0 && strcmp(before, after))
+        rc = sg_error_set(err, SG_EREDIS,
+                          "the Cluster's slots moved while it was walked (resharding or a "
+                          "failover): the counts would be off; run it again");
+    for (int i = 0; i < n; i++)
+        sg_rconn_close(&nodes[i]);
+    free(nodes);
+    free(before);
+    free(after);
+    return rc;
+}
+
+int sg_inspect_run(sg_rconn *c, int64_t scan_count, int64_t samples, sg_inspect_result *out,
+                   sg_error *err)
+{
+    memset(out, 0, sizeof *out);
+    double started = sg_mono_s();
+    int rc;
+    if ((rc = sg_rconn_info_field(c, "server", "redis_version", &out->redis_version, err)) ||
+        (rc = sg_rconn_info_field(c, "memory", "maxmemory_policy", &out->maxmemory_policy, err)))
+        return rc;
+    out->db = c->db;
+    out->nodes = 1;
+    sg_nstally *t = sg_nstally_new();
+    if (!strcmp(c->mode, "cluster"))
+        rc = inspect_cluster(c, t, scan_count, samples, out, err);
+    else
+        rc = inspect_node(c, t, scan_count, samples, out, err);
     sg_nstally_take(t, &out->namespaces, &out->namespace_count);
     sg_nstally_free(t);
     out->seconds = sg_mono_s() - started;

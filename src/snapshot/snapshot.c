@@ -215,9 +215,36 @@ static int judge(sg_store *s, const sg_snapshot_opts *o, const sg_snapshot_info 
     return 0;
 }
 
+/* The SCAN method over every master of a Cluster, one after another, into
+ * the one transaction; the slots must not move meanwhile, or a key could be
+ * missed (scanned on its new node before it came, on its old one after it
+ * left) or taken twice. */
+static int scan_nodes(sg_snap *sn, sg_rconn *nodes, int n, const char *layout,
+                      const sg_strlist *patterns, const int *dbs, int ndb, sg_error *err)
+{
+    sg_rconn *seed = sn->c;
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        sn->c = &nodes[i];
+        rc = sg_snap_scan(sn, patterns, dbs, ndb, err);
+    }
+    sn->c = seed;
+    char *after = NULL;
+    if (rc == 0 && (rc = sg_rconn_cluster_layout(seed, &after, err)) == 0 && strcmp(layout, after))
+        rc = sg_error_set(err, SG_EREDIS,
+                          "the Cluster's slots moved during the snapshot (resharding or a "
+                          "failover): it could miss keys or take some twice, so it is not kept; "
+                          "take it again");
+    free(after);
+    return rc;
+}
+
 int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_snapshot_result *out,
                      sg_error *err)
 {
+    sg_rconn *nodes = NULL;
+    int nnodes = 0;
+    char *layout = NULL;
     sg_snapshot_result res = {0};
     sg_snap sn = {.c = c,
                   .s = s,
@@ -242,6 +269,20 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
     const int *dbs = o->dbs ? o->dbs : one_db;
     int ndb = o->dbs ? o->db_count : 1;
     sg_snap_sync *sync = NULL;
+    if (!strcmp(c->mode, "cluster")) {
+        /* a Cluster has database 0 only; each master's own SYNC would be
+         * a cut of its own moment, not one of the whole */
+        if (o->method == SG_SNAPSHOT_SYNC) {
+            rc = sg_error_set(err, SG_EUSAGE,
+                              "--method sync reads one server's RDB; on a Redis Cluster use "
+                              "--method scan, which covers every master");
+            goto done;
+        }
+        ndb = 1;
+        dbs = one_db;
+        if ((rc = sg_rconn_cluster_masters(c, &nodes, &nnodes, &layout, err)))
+            goto done;
+    }
     if (o->method == SG_SNAPSHOT_SYNC && (rc = sg_snap_sync_new(&sn, &sync, err)))
         goto done;
     sg_snapshot_info meta = {
@@ -260,6 +301,8 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
             break;
         if (sync)
             rc = sg_snap_sync_keys(&sn, sync, &patterns, dbs, ndb, err);
+        else if (nodes)
+            rc = scan_nodes(&sn, nodes, nnodes, layout, &patterns, dbs, ndb, err);
         else
             rc = sg_snap_scan(&sn, &patterns, dbs, ndb, err);
         if (rc == 0 && c->db != home)
@@ -299,6 +342,10 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
         goto done;
     *out = res;
 done:
+    for (int i = 0; i < nnodes; i++)
+        sg_rconn_close(&nodes[i]);
+    free(nodes);
+    free(layout);
     free(profile_pattern);
     free(version);
     sg_strlist_clear(&patterns);

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # A Redis Cluster of three masters (redis-cli --cluster create on free
-# 127.0.0.1 ports) with keys on every node, Igor's among them. stormguard
-# does not cover Cluster yet, so it must never act on one node as if it
-# were the whole: snapshot, inspect, restore and flush each refuse (exit 3,
-# naming the Cluster) and change nothing on any node; the daemon does not
-# watch one node as if it were the data (its link stays down, saying why);
-# pointing redis:// at a sentinel names the redis-sentinel:// URL instead.
+# 127.0.0.1 ports) with 10,000 keys across the slots, Igor's among them.
+# inspect and snapshot (scan) cover every master: every key counted and
+# taken, whichever node the URL names; --method sync says to use scan.
+# What does not cover Cluster yet must never act on one node as if it were
+# the whole: restore and flush refuse (exit 3, naming the Cluster) and
+# change nothing on any node; the daemon does not watch (its link stays
+# down, saying why). Pointing redis:// at a sentinel names the
+# redis-sentinel:// URL instead.
 source "$SG_TESTS/lib.sh"
 
 NODES=()
@@ -25,8 +27,9 @@ wait_for 20 "the cluster is ok" cluster_ok
 PORT=${NODES[0]}
 "$PY" - "${NODES[0]}" <<'PY' | redis-cli -c -p "${NODES[0]}" >/dev/null
 import sys
-for i in range(300):
+for i in range(9000):
     print("SET cache:%d v" % i)
+for i in range(1000):
     print("HSET igor:jenkins-prod:TEAM-A/SVC-%d:team-a/svc-%d lastPollCycleTimestamp %d" % (i, i, 1526030000000 + i))
 PY
 sizes() { local p; for p in "${NODES[@]}"; do redis-cli -p "$p" dbsize; done | tr '\n' ' '; }
@@ -36,8 +39,27 @@ for n in $BEFORE; do
 done
 echo "# keys per node: $BEFORE"
 
-echo "# every one-shot command refuses, nothing changes"
-for cmd in "snapshot" "inspect" "restore latest" "flush --no-announce --match cache:*" "flush --no-announce --flushdb"; do
+echo "# inspect and snapshot cover every master"
+for p in "${NODES[@]}"; do
+    run sg inspect --json --redis "redis://127.0.0.1:$p"
+    assert_rc 0 "inspect through the node on $p"
+    assert_eq 10000 "$(json_get "$OUT" "d['keys']")" "inspect through $p counts every key"
+    assert_eq 3 "$(json_get "$OUT" "d['nodes']")" "of the three masters"
+done
+run sg inspect
+assert_contains "$OUT" "a Cluster: 3 masters" "inspect says it walked a Cluster"
+run sg snapshot --json
+assert_rc 0 "snapshot of the Cluster"
+assert_eq 10000 "$(json_get "$OUT" "d['keys']")" "every key of every master"
+run sg snapshot --json --profile igor --redis "redis://127.0.0.1:${NODES[2]}"
+assert_rc 0 "snapshot of the Cluster's Igor keys, through another node"
+assert_eq 1000 "$(json_get "$OUT" "d['profile_keys']")" "every Igor key of every master"
+run sg snapshot --method sync
+assert_rc 2 "--method sync on a Cluster"
+assert_contains "$ERR" "--method scan" "points to scan"
+
+echo "# what does not cover Cluster refuses, nothing changes"
+for cmd in "restore latest" "flush --no-announce --match cache:*" "flush --no-announce --flushdb"; do
     # shellcheck disable=SC2086
     run sg $cmd
     assert_rc 3 "$cmd on a Cluster node is refused"
@@ -47,7 +69,7 @@ done
 assert_eq "$BEFORE" "$(sizes)" "no node lost a key"
 run sg snapshots --json
 assert_rc 0 "snapshots"
-assert_eq 0 "$(json_get "$OUT" "len(d['snapshots'])")" "no partial snapshot was stored"
+assert_eq 2 "$(json_get "$OUT" "len(d['snapshots'])")" "the two snapshots; none from the refusals"
 
 echo "# the daemon does not watch one node as the whole"
 start_sink
@@ -60,11 +82,23 @@ assert_eq 0 "$(redis-cli -c -p "$PORT" exists stormguard:canary)" "no canary wri
 stop_gate
 
 echo "# redis:// to a sentinel"
-SP=$(_sg_free_port)
-printf '%s\n' "port $SP" "bind 127.0.0.1" "dir $TMP" >"$TMP/sentinel.conf"
-redis-server "$TMP/sentinel.conf" --sentinel --logfile "$TMP/sentinel.log" </dev/null >/dev/null 2>&1 &
-bg_track "$!"
-wait_for 5 "the sentinel answers" sh -c "redis-cli -p $SP ping | grep -q PONG"
+# a free port may be taken by the time the sentinel binds it (the Cluster's
+# bus ports are port + 10000): another one then
+for attempt in 1 2 3 4 5; do
+    SP=$(_sg_free_port)
+    printf '%s\n' "port $SP" "bind 127.0.0.1" "dir $TMP" >"$TMP/sentinel.conf"
+    redis-server "$TMP/sentinel.conf" --sentinel --logfile "$TMP/sentinel-$SP.log" \
+        </dev/null >/dev/null 2>&1 &
+    SPID=$!
+    bg_track "$SPID"
+    for i in $(seq 1 30); do
+        redis-cli -p "$SP" ping 2>/dev/null | grep -q PONG && break 2
+        kill -0 "$SPID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill "$SPID" 2>/dev/null || true
+done
+redis-cli -p "$SP" ping | grep -q PONG || fail "no sentinel started"
 run sg inspect --redis "redis://127.0.0.1:$SP"
 assert_rc 2 "a sentinel is no Redis server"
 assert_contains "$ERR" "redis-sentinel://127.0.0.1:$SP#" "names the URL to use"

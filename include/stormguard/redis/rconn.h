@@ -67,6 +67,17 @@ int sg_rconn_check_master(sg_rconn *c, sg_error *err);
  * redis-sentinel:// URL to use instead. */
 int sg_rconn_check_standalone(const sg_rconn *c, sg_error *err);
 
+/* The masters of the Redis Cluster c's server is a node of (CLUSTER
+ * SLOTS), in the order of their first slot, each opened as c was (its URL,
+ * TLS and timeouts, another host and port); the caller closes each and
+ * frees the array. *layout (caller frees) describes who serves which
+ * slots, to compare before and after a walk over the nodes: a change means
+ * slots moved (resharding, a failover) meanwhile. */
+int sg_rconn_cluster_masters(sg_rconn *c, sg_rconn **out, int *n, char **layout, sg_error *err);
+
+/* The CLUSTER SLOTS layout alone, as sg_rconn_cluster_masters gives it. */
+int sg_rconn_cluster_layout(sg_rconn *c, char **layout, sg_error *err);
+
 /* Opens another connection to the same server and database as c. */
 int sg_rconn_clone(const sg_rconn *c, sg_rconn *out, sg_error *err);
 

@@ -15,14 +15,17 @@ typedef struct sg_inspect_result {
     int64_t used_memory, maxmemory;
     char *maxmemory_policy;
     int db;
+    int nodes; /* masters walked: 1, or each master of a Redis Cluster */
     int64_t keys;
     sg_ns_stats *namespaces; /* sorted by key count, descending */
     size_t namespace_count;
     double seconds;
 } sg_inspect_result;
 
-/* Walks the connection's database. samples: keys per namespace whose memory
- * is measured. */
+/* Walks the connection's database; on a Redis Cluster node, every master of
+ * the Cluster, its memory figures summed, and fails if slots moved during
+ * the walk. samples: keys per namespace (per master) whose memory is
+ * measured. */
 int sg_inspect_run(sg_rconn *c, int64_t scan_count, int64_t samples, sg_inspect_result *out,
                    sg_error *err);
 void sg_inspect_result_close(sg_inspect_result *r);
