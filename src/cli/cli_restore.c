@@ -102,6 +102,7 @@ int sg_cmd_restore(int argc, char **argv)
         .max_args = 1,
         .on_opt = on_opt,
         .ud = &a,
+        .cluster = true,
     };
     sg_cli cli;
     int64_t id = 0;

@@ -12,6 +12,7 @@
 
 #include "stormguard/base/util.h"
 #include "stormguard/redis/reply.h"
+#include "stormguard/redis/slot.h"
 
 static int open_server(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int command_ms,
                        sg_error *err);
@@ -357,8 +358,10 @@ static int by_first_slot(const void *a, const void *b)
 }
 
 /* Reads CLUSTER SLOTS: the distinct masters (by address) and the layout,
- * "start-end host:port" per range in the server's order. */
-static int cluster_slots(sg_rconn *c, cluster_master **out, int *n, char **layout, sg_error *err)
+ * "start-end host:port" per range in the server's order; owner (may be
+ * NULL) maps each slot to its master's index in *out. */
+static int cluster_slots(sg_rconn *c, cluster_master **out, int *n, char **layout, int16_t *owner,
+                         sg_error *err)
 {
     const char *argv[] = {"CLUSTER", "SLOTS"};
     redisReply *r = NULL;
@@ -368,6 +371,9 @@ static int cluster_slots(sg_rconn *c, cluster_master **out, int *n, char **layou
     cluster_master *m = NULL;
     int count = 0;
     sg_buf lay = {0};
+    int16_t *by_first = owner ? sg_xmalloc(SG_CLUSTER_SLOTS * sizeof *by_first) : NULL;
+    for (int i = 0; by_first && i < SG_CLUSTER_SLOTS; i++)
+        by_first[i] = -1;
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
         const redisReply *range = r->element[i];
         /* [start, end, [ip, port, id, ...] (the master), replicas...] */
@@ -397,6 +403,11 @@ static int cluster_slots(sg_rconn *c, cluster_master **out, int *n, char **layou
         } else if (range->element[0]->integer < m[j].first_slot) {
             m[j].first_slot = range->element[0]->integer;
         }
+        /* the index before sorting, mapped to the sorted one below */
+        for (int64_t s = range->element[0]->integer;
+             by_first && s <= range->element[1]->integer && s < SG_CLUSTER_SLOTS; s++)
+            if (s >= 0)
+                by_first[s] = (int16_t)j;
     }
     freeReplyObject(r);
     if (rc == 0 && count == 0)
@@ -408,8 +419,22 @@ static int cluster_slots(sg_rconn *c, cluster_master **out, int *n, char **layou
         for (int j = 0; j < count; j++)
             free(m[j].host);
         free(m);
+        free(by_first);
         sg_buf_free(&lay);
         return rc;
+    }
+    if (by_first) {
+        /* sort by first slot, keeping where each master was */
+        int16_t *rank = sg_xmalloc((size_t)count * sizeof *rank);
+        for (int j = 0; j < count; j++) {
+            rank[j] = 0;
+            for (int k = 0; k < count; k++)
+                rank[j] += m[k].first_slot < m[j].first_slot;
+        }
+        for (int s = 0; s < SG_CLUSTER_SLOTS; s++)
+            owner[s] = by_first[s] < 0 ? -1 : rank[by_first[s]];
+        free(rank);
+        free(by_first);
     }
     qsort(m, (size_t)count, sizeof *m, by_first_slot);
     *out = m;
@@ -422,7 +447,7 @@ int sg_rconn_cluster_layout(sg_rconn *c, char **layout, sg_error *err)
 {
     cluster_master *m = NULL;
     int n = 0;
-    int rc = cluster_slots(c, &m, &n, layout, err);
+    int rc = cluster_slots(c, &m, &n, layout, NULL, err);
     for (int i = 0; i < n; i++)
         free(m[i].host);
     free(m);
@@ -431,9 +456,15 @@ int sg_rconn_cluster_layout(sg_rconn *c, char **layout, sg_error *err)
 
 int sg_rconn_cluster_masters(sg_rconn *c, sg_rconn **out, int *n, char **layout, sg_error *err)
 {
+    return sg_rconn_cluster_map(c, out, n, layout, NULL, err);
+}
+
+int sg_rconn_cluster_map(sg_rconn *c, sg_rconn **out, int *n, char **layout, int16_t *owner,
+                         sg_error *err)
+{
     cluster_master *m = NULL;
     int count = 0;
-    int rc = cluster_slots(c, &m, &count, layout, err);
+    int rc = cluster_slots(c, &m, &count, layout, owner, err);
     if (rc)
         return rc;
     sg_rconn *nodes = sg_xcalloc((size_t)count, sizeof *nodes);

@@ -3,9 +3,10 @@
 # 127.0.0.1 ports) with 10,000 keys across the slots, Igor's among them.
 # inspect and snapshot (scan) cover every master: every key counted and
 # taken, whichever node the URL names; --method sync says to use scan.
-# What does not cover Cluster yet must never act on one node as if it were
-# the whole: restore and flush refuse (exit 3, naming the Cluster) and
-# change nothing on any node; the daemon does not watch (its link stays
+# restore sends each key to the master of its slot, following ASK for a
+# slot being migrated. What does not cover Cluster yet must never act on
+# one node as if it were the whole: flush refuses (exit 3, naming the
+# Cluster) and changes nothing on any node; the daemon does not watch (its link stays
 # down, saying why). Pointing redis:// at a sentinel names the
 # redis-sentinel:// URL instead.
 source "$SG_TESTS/lib.sh"
@@ -58,8 +59,40 @@ run sg snapshot --method sync
 assert_rc 2 "--method sync on a Cluster"
 assert_contains "$ERR" "--method scan" "points to scan"
 
+echo "# restore puts every key back on the master of its slot"
+sg snapshot --json >/dev/null
+# one slot half migrated from its master to the next: its keys, gone from
+# the source, are ASKed to the target (CLUSTER SETSLOT MIGRATING/IMPORTING)
+SLOT=$(redis-cli -p "$PORT" cluster keyslot cache:1)
+SRC= DST=
+for p in "${NODES[@]}"; do
+    if [ "$(redis-cli -p "$p" exists cache:1)" = 1 ]; then SRC=$p; fi
+done
+for p in "${NODES[@]}"; do
+    if [ "$p" != "$SRC" ]; then DST=$p; break; fi
+done
+redis-cli -p "$DST" cluster setslot "$SLOT" importing "$(redis-cli -p "$SRC" cluster myid)" >/dev/null
+redis-cli -p "$SRC" cluster setslot "$SLOT" migrating "$(redis-cli -p "$DST" cluster myid)" >/dev/null
+for p in "${NODES[@]}"; do redis-cli -p "$p" flushall >/dev/null; done
+run sg restore --json latest
+assert_rc 0 "restore into the emptied Cluster"
+assert_eq 10000 "$(json_get "$OUT" "d['restored']")" "every key restored"
+assert_eq 0 "$(json_get "$OUT" "d['failed']")" "none failed"
+assert_contains "$(redis-cli -p "$SRC" exists cache:1)" "ASK" \
+    "the migrating slot's key is not on its old master (which ASKs for it)"
+assert_contains "$(printf 'ASKING\r\nEXISTS cache:1\r\n' | redis-cli -p "$DST")" "1" \
+    "it went where ASK sent it"
+# the migration ends: the slot is the target's, with the keys ASK put there
+DST_ID=$(redis-cli -p "$DST" cluster myid)
+for p in "${NODES[@]}"; do redis-cli -p "$p" cluster setslot "$SLOT" node "$DST_ID" >/dev/null; done
+wait_for 10 "every node agrees the slot moved" \
+    sh -c "for p in ${NODES[*]}; do redis-cli -p \$p cluster slots | grep -q . || exit 1; done; [ \$(redis-cli -c -p $SRC exists cache:1) = 1 ]"
+run sg restore --json latest
+assert_eq 10000 "$(json_get "$OUT" "d['skipped_existing']")" "a second restore finds every key in place"
+BEFORE=$(sizes)
+
 echo "# what does not cover Cluster refuses, nothing changes"
-for cmd in "restore latest" "flush --no-announce --match cache:*" "flush --no-announce --flushdb"; do
+for cmd in "flush --no-announce --match cache:*" "flush --no-announce --flushdb"; do
     # shellcheck disable=SC2086
     run sg $cmd
     assert_rc 3 "$cmd on a Cluster node is refused"
@@ -69,7 +102,7 @@ done
 assert_eq "$BEFORE" "$(sizes)" "no node lost a key"
 run sg snapshots --json
 assert_rc 0 "snapshots"
-assert_eq 2 "$(json_get "$OUT" "len(d['snapshots'])")" "the two snapshots; none from the refusals"
+assert_eq 3 "$(json_get "$OUT" "len(d['snapshots'])")" "the three snapshots; none from the refusals"
 
 echo "# the daemon does not watch one node as the whole"
 start_sink

@@ -75,6 +75,11 @@ int sg_rconn_check_standalone(const sg_rconn *c, sg_error *err);
  * slots moved (resharding, a failover) meanwhile. */
 int sg_rconn_cluster_masters(sg_rconn *c, sg_rconn **out, int *n, char **layout, sg_error *err);
 
+/* As sg_rconn_cluster_masters, and owner[slot] (SG_CLUSTER_SLOTS entries)
+ * is the index of the master serving it, or -1 for a slot no one serves. */
+int sg_rconn_cluster_map(sg_rconn *c, sg_rconn **out, int *n, char **layout, int16_t *owner,
+                         sg_error *err);
+
 /* The CLUSTER SLOTS layout alone, as sg_rconn_cluster_masters gives it. */
 int sg_rconn_cluster_layout(sg_rconn *c, char **layout, sg_error *err);
 
