@@ -327,6 +327,7 @@ int sg_cmd_flush(int argc, char **argv)
         .opts = opts,
         .on_opt = on_opt,
         .ud = &a,
+        .cluster = true,
     };
     sg_cli cli;
     int rc = sg_cli_parse(&cli, &spec, argc, argv);

@@ -1,4 +1,10 @@
-/* The safe flush (flush.h): plan, refuse, snapshot, delete, verify. */
+/* The safe flush (flush.h): plan, refuse, snapshot, delete, verify.
+ *
+ * Every step runs on each server of the flush: the one server, or every
+ * master of a Redis Cluster (a flush that counted, deleted or verified one
+ * node would report success for its share of the keys). On a Cluster keys
+ * of different slots cannot share a command (CROSSSLOT): each key gets its
+ * own UNLINK, pipelined to the master of its slot. */
 #include "stormguard/snapshot/flush.h"
 
 #include <hiredis/hiredis.h>
@@ -7,6 +13,7 @@
 
 #include "stormguard/redis/keyscan.h"
 #include "stormguard/redis/reply.h"
+#include "stormguard/redis/slot.h"
 #include "stormguard/store/episodes.h"
 #include "stormguard/store/snapshots.h"
 #include "stormguard/base/clock.h"
@@ -58,14 +65,50 @@ static int dbsize(sg_rconn *c, int64_t *out, sg_error *err)
     return 0;
 }
 
+/* The servers a flush acts on: the one, or every master of a Cluster. */
+typedef struct servers {
+    sg_rconn *c; /* the caller's connection */
+    sg_rconn *nodes;
+    int n;
+    int16_t *owner; /* Cluster: slot -> node; NULL: one server */
+    char *layout;
+} servers;
+
+static sg_rconn *server(servers *sv, int i)
+{
+    return sv->owner ? &sv->nodes[i] : sv->c;
+}
+
+static int servers_open(sg_rconn *c, servers *sv, sg_error *err)
+{
+    *sv = (servers){.c = c, .n = 1};
+    if (strcmp(c->mode, "cluster"))
+        return 0;
+    sv->owner = sg_xmalloc(SG_CLUSTER_SLOTS * sizeof *sv->owner);
+    return sg_rconn_cluster_map(c, &sv->nodes, &sv->n, &sv->layout, sv->owner, err);
+}
+
+static void servers_close(servers *sv)
+{
+    for (int i = 0; sv->owner && sv->nodes && i < sv->n; i++)
+        sg_rconn_close(&sv->nodes[i]);
+    free(sv->nodes);
+    free(sv->owner);
+    free(sv->layout);
+}
+
 /* Counts what the flush would delete, per namespace and protected pattern. */
-static int make_plan(sg_rconn *c, const sg_flush_opts *o, const sg_strlist *select,
+static int make_plan(servers *sv, const sg_flush_opts *o, const sg_strlist *select,
                      sg_flush_result *res, sg_error *err)
 {
     plan p = {.o = o, .res = res, .tally = sg_nstally_new()};
     res->protected_counts = sg_xcalloc(o->protect->len, sizeof *res->protected_counts);
+    sg_rconn *c = sv->c;
     int home = c->db, rc = 0;
-    if (o->mode == SG_FLUSH_ALL) {
+    if (o->mode == SG_FLUSH_ALL && sv->owner) {
+        res->dbs = sg_xcalloc(1, sizeof *res->dbs); /* a Cluster has database 0 only */
+        res->db_count = 1;
+    } else if (o->mode == SG_FLUSH_ALL) {
         rc = sg_rconn_nonempty_dbs(c, &res->dbs, &res->db_count, err);
     } else {
         res->dbs = sg_xmalloc(sizeof *res->dbs);
@@ -75,10 +118,12 @@ static int make_plan(sg_rconn *c, const sg_flush_opts *o, const sg_strlist *sele
     for (int i = 0; i < res->db_count && rc == 0; i++) {
         if (res->dbs[i] != c->db && (rc = sg_rconn_select(c, res->dbs[i], err)))
             break;
-        sg_keyscan ks;
-        sg_keyscan_init(&ks, c, select, o->scan_count);
-        rc = sg_keyscan_each(&ks, plan_key, &p, err);
-        sg_keyscan_close(&ks);
+        for (int n = 0; n < sv->n && rc == 0; n++) {
+            sg_keyscan ks;
+            sg_keyscan_init(&ks, server(sv, n), select, o->scan_count);
+            rc = sg_keyscan_each(&ks, plan_key, &p, err);
+            sg_keyscan_close(&ks);
+        }
     }
     if (rc == 0 && c->db != home)
         rc = sg_rconn_select(c, home, err);
@@ -117,6 +162,61 @@ static int unlink_flush(unlinker *u, sg_error *err)
     return 0;
 }
 
+/* A Cluster's deletes: one UNLINK per key, pipelined to its slot's master,
+ * replies read a batch at a time. A redirect (the slot moved since the
+ * flush began) stops the flush: its count says how far it got. */
+typedef struct cluster_unlinker {
+    servers *sv;
+    size_t *pending; /* per node */
+    int64_t *deleted;
+} cluster_unlinker;
+
+static int cluster_drain(cluster_unlinker *u, int n, sg_error *err)
+{
+    sg_rconn *c = server(u->sv, n);
+    int rc = u->pending[n] ? sg_rconn_flush(c, err) : 0;
+    for (; rc == 0 && u->pending[n]; u->pending[n]--) {
+        redisReply *r = NULL;
+        if ((rc = sg_rconn_read(c, &r, err)))
+            break;
+        if (r->type == REDIS_REPLY_INTEGER)
+            *u->deleted += r->integer > 0;
+        else if (r->type == REDIS_REPLY_ERROR &&
+                 (!strncmp(r->str, "MOVED ", 6) || !strncmp(r->str, "ASK ", 4)))
+            rc = sg_error_set(err, SG_EREDIS,
+                              "redis %s answered UNLINK with %s: the Cluster's slots moved "
+                              "during the flush",
+                              c->address, r->str);
+        else if (r->type == REDIS_REPLY_ERROR)
+            rc = sg_rconn_reply_error(c, "UNLINK", r, err);
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+static int cluster_unlink_key(void *ud, const char *key, size_t len, sg_error *err)
+{
+    cluster_unlinker *u = ud;
+    int n = u->sv->owner[sg_cluster_slot(key, len)];
+    if (n < 0)
+        return sg_error_set(err, SG_EREDIS, "no master of the Cluster serves slot %d",
+                            sg_cluster_slot(key, len));
+    const char *argv[] = {"UNLINK", key};
+    size_t lens[] = {6, len};
+    int rc = sg_rconn_append(server(u->sv, n), err, 2, argv, lens);
+    if (rc == 0 && ++u->pending[n] == UNLINK_BATCH)
+        rc = cluster_drain(u, n, err);
+    return rc;
+}
+
+static int cluster_drain_all(cluster_unlinker *u, sg_error *err)
+{
+    int rc = 0;
+    for (int n = 0; n < u->sv->n && rc == 0; n++)
+        rc = cluster_drain(u, n, err);
+    return rc;
+}
+
 static int unlink_key(void *ud, const char *key, size_t len, sg_error *err)
 {
     unlinker *u = ud;
@@ -128,8 +228,8 @@ static int unlink_key(void *ud, const char *key, size_t len, sg_error *err)
 }
 
 /* Deletes exactly the keys the pre-flush snapshot holds, so nothing is
- * deleted that is not in the snapshot. */
-static int unlink_snapshot(unlinker *u, sg_store *s, int64_t id, sg_error *err)
+ * deleted that is not in the snapshot: each row goes to each(ud, key). */
+static int unlink_snapshot(sg_store *s, int64_t id, sg_keyscan_fn each, void *ud, sg_error *err)
 {
     sg_key_iter *it;
     int rc = sg_store_keys_open(s, id, &it, err);
@@ -137,40 +237,76 @@ static int unlink_snapshot(unlinker *u, sg_store *s, int64_t id, sg_error *err)
         return rc;
     sg_key_row row;
     while ((rc = sg_key_iter_next(it, &row, err)) == 1)
-        if ((rc = unlink_key(u, row.key, row.key_len, err)))
+        if ((rc = each(ud, row.key, row.key_len, err)))
             break;
     sg_key_iter_free(it);
-    return rc ? rc : unlink_flush(u, err);
+    return rc;
 }
 
-static int delete_keys(sg_rconn *c, sg_store *s, const sg_flush_opts *o, const sg_strlist *select,
+/* FLUSHDB or FLUSHALL on every server, counting what each held first. */
+static int flush_whole(servers *sv, const sg_flush_opts *o, sg_flush_result *res, sg_error *err)
+{
+    int rc = 0;
+    for (int s = 0; s < sv->n && rc == 0; s++) {
+        sg_rconn *c = server(sv, s);
+        for (int i = 0; i < res->db_count && rc == 0; i++) {
+            int64_t n = 0;
+            if (o->mode == SG_FLUSH_ALL && !sv->owner &&
+                (rc = sg_rconn_select(c, res->dbs[i], err)))
+                break;
+            if ((rc = dbsize(c, &n, err)))
+                break;
+            res->deleted += n;
+        }
+        if (rc == 0 && o->mode == SG_FLUSH_ALL && !sv->owner)
+            rc = sg_rconn_select(c, res->dbs[0], err);
+        const char *argv[] = {o->mode == SG_FLUSH_ALL ? "FLUSHALL" : "FLUSHDB", "ASYNC"};
+        redisReply *r = NULL;
+        if (rc == 0 && (rc = sg_rconn_command(c, &r, err, 2, argv, NULL)) == 0)
+            freeReplyObject(r);
+    }
+    return rc;
+}
+
+static int cluster_delete(servers *sv, sg_store *s, const sg_flush_opts *o,
+                          const sg_strlist *select, sg_flush_result *res, sg_error *err)
+{
+    cluster_unlinker u = {.sv = sv, .deleted = &res->deleted};
+    u.pending = sg_xcalloc((size_t)sv->n, sizeof *u.pending);
+    int rc = 0;
+    if (res->snapshot.id) {
+        rc = unlink_snapshot(s, res->snapshot.id, cluster_unlink_key, &u, err);
+    } else {
+        for (int n = 0; n < sv->n && rc == 0; n++) {
+            sg_keyscan ks;
+            sg_keyscan_init(&ks, server(sv, n), select, o->scan_count);
+            rc = sg_keyscan_each(&ks, cluster_unlink_key, &u, err);
+            sg_keyscan_close(&ks);
+        }
+    }
+    if (rc == 0)
+        rc = cluster_drain_all(&u, err);
+    free(u.pending);
+    return rc;
+}
+
+static int delete_keys(servers *sv, sg_store *s, const sg_flush_opts *o, const sg_strlist *select,
                        sg_flush_result *res, sg_error *err)
 {
     int rc;
-    if (o->mode != SG_FLUSH_MATCH) {
-        for (int i = 0; i < res->db_count; i++) {
-            int64_t n = 0;
-            if (o->mode == SG_FLUSH_ALL && (rc = sg_rconn_select(c, res->dbs[i], err)))
-                return rc;
-            if ((rc = dbsize(c, &n, err)))
-                return rc;
-            res->deleted += n;
-        }
-        if (o->mode == SG_FLUSH_ALL && (rc = sg_rconn_select(c, res->dbs[0], err)))
-            return rc;
-        const char *argv[] = {o->mode == SG_FLUSH_ALL ? "FLUSHALL" : "FLUSHDB", "ASYNC"};
-        redisReply *r = NULL;
-        if ((rc = sg_rconn_command(c, &r, err, 2, argv, NULL)))
-            return rc;
-        freeReplyObject(r);
-        return 0;
-    }
+    sg_rconn *c = sv->c;
+    if (o->mode != SG_FLUSH_MATCH)
+        return flush_whole(sv, o, res, err);
+    if (sv->owner)
+        return cluster_delete(sv, s, o, select, res, err);
     unlinker u = {.c = c, .deleted = &res->deleted};
     u.argv = sg_xmalloc((UNLINK_BATCH + 1) * sizeof *u.argv);
     u.lens = sg_xmalloc((UNLINK_BATCH + 1) * sizeof *u.lens);
     u.owned = sg_xmalloc(UNLINK_BATCH * sizeof *u.owned);
     if (res->snapshot.id) {
-        rc = unlink_snapshot(&u, s, res->snapshot.id, err);
+        rc = unlink_snapshot(s, res->snapshot.id, unlink_key, &u, err);
+        if (rc == 0)
+            rc = unlink_flush(&u, err);
     } else {
         sg_keyscan ks;
         sg_keyscan_init(&ks, c, select, o->scan_count);
@@ -196,18 +332,18 @@ static int count_key(void *ud, const char *key, size_t len, sg_error *err)
     return 0;
 }
 
-static int verify(sg_rconn *c, const sg_flush_opts *o, const sg_strlist *select,
-                  sg_flush_result *res, sg_error *err)
+/* Every server answers, and counts what is left of the selection. */
+static int verify_server(sg_rconn *c, const sg_flush_opts *o, const sg_strlist *select,
+                         sg_flush_result *res, bool *alive, sg_error *err)
 {
     const char *ping[] = {"PING"};
     redisReply *r = NULL;
     int rc = sg_rconn_command(c, &r, err, 1, ping, NULL);
     if (rc)
-        return sg_error_prefix(err, "verifying the flush");
-    res->verified = r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "PONG");
+        return rc;
+    *alive = r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "PONG");
     freeReplyObject(r);
     int home = c->db;
-    res->remaining = 0;
     for (int i = 0; i < res->db_count && rc == 0; i++) {
         if (res->dbs[i] != c->db && (rc = sg_rconn_select(c, res->dbs[i], err)))
             break;
@@ -224,6 +360,20 @@ static int verify(sg_rconn *c, const sg_flush_opts *o, const sg_strlist *select,
     }
     if (rc == 0 && c->db != home)
         rc = sg_rconn_select(c, home, err);
+    return rc;
+}
+
+static int verify(servers *sv, const sg_flush_opts *o, const sg_strlist *select,
+                  sg_flush_result *res, sg_error *err)
+{
+    int rc = 0;
+    res->remaining = 0;
+    res->verified = true;
+    for (int n = 0; n < sv->n && rc == 0; n++) {
+        bool alive = false;
+        rc = verify_server(server(sv, n), o, select, res, &alive, err);
+        res->verified &= alive;
+    }
     return rc ? sg_error_prefix(err, "verifying the flush") : 0;
 }
 
@@ -243,6 +393,10 @@ static void refusal(const sg_flush_opts *o, const sg_flush_result *res, sg_error
                  (long long)res->protected_total, res->protected_total == 1 ? "" : "s", list);
 }
 
+static int flush_servers(servers *sv, sg_store *s, const sg_snapshot_opts *snap,
+                         const sg_flush_opts *o, const sg_strlist *select, sg_flush_result *out,
+                         double started, sg_error *err);
+
 int sg_flush_run(sg_rconn *c, sg_store *s, const sg_snapshot_opts *snap, const sg_flush_opts *o,
                  sg_flush_result *out, sg_error *err)
 {
@@ -253,7 +407,20 @@ int sg_flush_run(sg_rconn *c, sg_store *s, const sg_snapshot_opts *snap, const s
     if (o->mode == SG_FLUSH_MATCH && (!o->match || !o->match->len))
         return sg_error_set(err, SG_EUSAGE, "flush --match needs at least one pattern");
 
-    int rc = make_plan(c, o, select, out, err);
+    servers sv;
+    int rc = servers_open(c, &sv, err);
+    if (rc == 0)
+        rc = flush_servers(&sv, s, snap, o, select, out, started, err);
+    servers_close(&sv);
+    return rc;
+}
+
+static int flush_servers(servers *sv, sg_store *s, const sg_snapshot_opts *snap,
+                         const sg_flush_opts *o, const sg_strlist *select, sg_flush_result *out,
+                         double started, sg_error *err)
+{
+    sg_rconn *c = sv->c;
+    int rc = make_plan(sv, o, select, out, err);
     if (rc)
         return sg_error_prefix(err, "planning the flush");
     if (out->protected_total && !o->force) {
@@ -278,7 +445,7 @@ int sg_flush_run(sg_rconn *c, sg_store *s, const sg_snapshot_opts *snap, const s
             return sg_error_prefix(err,
                                    "nothing was deleted because the pre-flush snapshot failed");
     }
-    if ((rc = delete_keys(c, s, o, select, out, err))) {
+    if ((rc = delete_keys(sv, s, o, select, out, err))) {
         /* how far it got, and how to undo it: the operator must know */
         if (o->mode == SG_FLUSH_MATCH && out->snapshot.id)
             return sg_error_prefix(err,
@@ -292,7 +459,7 @@ int sg_flush_run(sg_rconn *c, sg_store *s, const sg_snapshot_opts *snap, const s
                                    c->redacted, (long long)out->deleted, (long long)out->planned);
         return sg_error_prefix(err, "flushing %s", c->redacted);
     }
-    rc = verify(c, o, select, out, err);
+    rc = verify(sv, o, select, out, err);
     out->seconds = sg_mono_s() - started;
     if (s) {
         char *detail =

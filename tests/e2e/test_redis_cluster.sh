@@ -4,11 +4,11 @@
 # inspect and snapshot (scan) cover every master: every key counted and
 # taken, whichever node the URL names; --method sync says to use scan.
 # restore sends each key to the master of its slot, following ASK for a
-# slot being migrated. What does not cover Cluster yet must never act on
-# one node as if it were the whole: flush refuses (exit 3, naming the
-# Cluster) and changes nothing on any node; the daemon does not watch (its link stays
-# down, saying why). Pointing redis:// at a sentinel names the
-# redis-sentinel:// URL instead.
+# slot being migrated. flush plans, refuses, snapshots, deletes (one
+# UNLINK per key, no CROSSSLOT) and verifies on every master. The daemon,
+# which does not cover Cluster yet, must not watch one node as if it were
+# the whole: its link stays down, saying why. Pointing redis:// at a
+# sentinel names the redis-sentinel:// URL instead.
 source "$SG_TESTS/lib.sh"
 
 NODES=()
@@ -91,18 +91,34 @@ run sg restore --json latest
 assert_eq 10000 "$(json_get "$OUT" "d['skipped_existing']")" "a second restore finds every key in place"
 BEFORE=$(sizes)
 
-echo "# what does not cover Cluster refuses, nothing changes"
-for cmd in "flush --no-announce --match cache:*" "flush --no-announce --flushdb"; do
-    # shellcheck disable=SC2086
-    run sg $cmd
-    assert_rc 3 "$cmd on a Cluster node is refused"
-    assert_contains "$ERR" "Redis Cluster" "$cmd names the Cluster"
-    assert_contains "$ERR" "127.0.0.1:$PORT" "$cmd names the node"
+echo "# flush covers every master"
+rcli() { redis-cli -c -p "$PORT" "$@"; }
+for i in 1 2 3 4 5; do rcli set "session:$i" x >/dev/null; done
+run sg flush --no-announce --match 'session:*' --match 'cache:*'
+assert_rc 3 "a flush that would take protected keys is refused"
+assert_contains "$ERR" "session:* 5" "it counts the protected keys of every master"
+assert_eq "$(($(echo "$BEFORE" | tr ' ' '+' | sed 's/+$//') + 5))" \
+    "$(($(sizes | tr ' ' '+' | sed 's/+$//')))" "nothing was deleted"
+run sg flush --no-announce --match 'cache:*' --json
+assert_rc 0 "flush --match cache:* on the Cluster"
+assert_eq 9000 "$(json_get "$OUT" "d['deleted']")" "deleted the cache keys of every master"
+assert_eq 0 "$(json_get "$OUT" "d['remaining']")" "none remain on any master"
+assert_eq true "$(json_get "$OUT" "d['verified']")" "every master answered"
+for p in "${NODES[@]}"; do
+    assert_eq "" "$(redis-cli -p "$p" --scan --pattern 'cache:*' | head -1)" "no cache key left on $p"
 done
-assert_eq "$BEFORE" "$(sizes)" "no node lost a key"
-run sg snapshots --json
-assert_rc 0 "snapshots"
-assert_eq 3 "$(json_get "$OUT" "len(d['snapshots'])")" "the three snapshots; none from the refusals"
+assert_eq 1000 "$(($(for p in "${NODES[@]}"; do redis-cli -p "$p" --scan --pattern 'igor:*' | wc -l; done | paste -sd+)))" \
+    "the Igor keys are all still there"
+run sg restore --json latest --match 'cache:*'
+assert_rc 0 "the pre-flush snapshot restores the cache keys"
+assert_eq 9000 "$(json_get "$OUT" "d['restored']")" "all 9000 of them"
+run sg flush --no-announce --flushdb --force --json
+assert_rc 0 "flush --flushdb --force on the Cluster"
+assert_eq 10005 "$(json_get "$OUT" "d['deleted']")" "counts what every master held"
+assert_eq "0 0 0 " "$(sizes)" "every master is empty"
+run sg restore --json
+assert_rc 0 "restore of the pre-flush snapshot"
+assert_eq 10005 "$(json_get "$OUT" "d['restored']")" "puts every key back"
 
 echo "# the daemon does not watch one node as the whole"
 start_sink
