@@ -1,4 +1,5 @@
 /* stormguard: dispatches to the subcommands (cli_*.c). */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -41,6 +42,11 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    /* A peer that closed makes a write fail with EPIPE, which every caller
+     * handles; OpenSSL writes to its sockets with write(), which would
+     * raise SIGPIPE instead and end the process (a Redis or a downstream
+     * dropping a TLS connection). */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -31,6 +31,7 @@
 
 #include "stormguard/base/util.h"
 #include "stormguard/redis/rconn.h"
+#include "stormguard/redis/reply.h"
 #include "stormguard/redis/transport.h"
 
 #define BACKOFF_MIN_MS 100
@@ -492,8 +493,11 @@ static void on_auth(void *pd, const redisReply *reply)
     sg_rasync *a = pd;
     if (!reply || a->stopping || reply->type != REDIS_REPLY_ERROR)
         return;
+    char why[256];
+    /* never reply->str as is: a server without AUTH echoes its arguments */
     session_fail(a, "authenticating to redis %s as user '%s': %s", a->address,
-                 a->url.user ? a->url.user : "default", reply->str);
+                 a->url.user ? a->url.user : "default",
+                 sg_reply_error_no_args(reply->str, why, sizeof why));
 }
 
 static void on_auth_sentinel(void *pd, const redisReply *reply)

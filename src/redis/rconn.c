@@ -549,9 +549,12 @@ static int open_server(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int c
         const char *argv[] = {"AUTH", u->user ? u->user : u->password, u->password};
         redisReply *r = NULL;
         rc = sg_rconn_append(c, err, u->user ? 3 : 2, argv, NULL);
+        char why[256];
+        /* never r->str as is: a server without AUTH echoes its arguments */
         if (rc == 0 && (rc = sg_rconn_read(c, &r, err)) == 0 && r->type == REDIS_REPLY_ERROR)
             rc = sg_error_set(err, SG_EREDIS, "authenticating to redis %s as user '%s': %s",
-                              c->address, u->user ? u->user : "default", r->str);
+                              c->address, u->user ? u->user : "default",
+                              sg_reply_error_no_args(r->str, why, sizeof why));
         if (r)
             freeReplyObject(r);
     } else if (rc == 0 && u->user) {

@@ -99,3 +99,10 @@ sg_invalidation sg_reply_invalidation(const redisReply *r)
     /* a nil payload: "everything" */
     return r->element[2]->type == REDIS_REPLY_NIL ? SG_INVALIDATION_FLUSH : SG_INVALIDATION_KEYS;
 }
+
+const char *sg_reply_error_no_args(const char *msg, char *buf, size_t cap)
+{
+    const char *cut = strstr(msg, ", with args");
+    snprintf(buf, cap, "%.*s", (int)(cut ? (size_t)(cut - msg) : strlen(msg)), msg);
+    return buf;
+}

@@ -164,4 +164,18 @@ run sg restore --redis "redis://127.0.0.1:$DEAD"
 assert_rc 1 "restore against a closed port exits 1"
 assert_contains "$ERR" "cannot reach redis 127.0.0.1:$DEAD" "restore names the address"
 
+echo "# a server without AUTH echoes its arguments: the message must not"
+RCLI_AUTH=
+start_redis --rename-command AUTH ""
+run sg snapshot --redis "redis://:$PW_URL@127.0.0.1:$PORT"
+assert_rc 1 "a password for a server without AUTH"
+assert_contains "$ERR" "unknown command 'AUTH'" "says AUTH is unknown there"
+no_leak "$ERR" "the AUTH error of the one-shot commands"
+start_sink
+start_gate --redis "redis://:$PW_URL@127.0.0.1:$PORT" --check-interval-ms 200
+wait_for 10 "the watcher reports the AUTH failure" grep -q "authenticating" "$GATE_LOG"
+no_leak "$(cat "$GATE_LOG")" "the daemon's log"
+no_leak "$(gate_status)" "the daemon's status"
+stop_gate
+
 finish

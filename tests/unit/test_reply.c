@@ -156,6 +156,21 @@ static void config_value(void **state)
     }
 }
 
+static void error_no_args(void **state)
+{
+    (void)state;
+    char buf[64];
+    assert_string_equal(
+        sg_reply_error_no_args("ERR unknown command 'AUTH', with args beginning with: 'pw' ", buf,
+                               sizeof buf),
+        "ERR unknown command 'AUTH'");
+    assert_string_equal(
+        sg_reply_error_no_args("WRONGPASS invalid username-password pair", buf, sizeof buf),
+        "WRONGPASS invalid username-password pair");
+    /* cut to the buffer, never past it */
+    assert_string_equal(sg_reply_error_no_args("0123456789", buf, 5), "0123");
+}
+
 static void invalidation(void **state)
 {
     (void)state;
@@ -183,9 +198,10 @@ static void invalidation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(info_field),   cmocka_unit_test(info_keyspace),
-        cmocka_unit_test(pttl),         cmocka_unit_test(count),
-        cmocka_unit_test(config_value), cmocka_unit_test(invalidation),
+        cmocka_unit_test(info_field),    cmocka_unit_test(info_keyspace),
+        cmocka_unit_test(pttl),          cmocka_unit_test(count),
+        cmocka_unit_test(config_value),  cmocka_unit_test(invalidation),
+        cmocka_unit_test(error_no_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

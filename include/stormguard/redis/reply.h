@@ -7,6 +7,7 @@
 #ifndef STORMGUARD_REPLY_H
 #define STORMGUARD_REPLY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct redisReply;
@@ -14,6 +15,12 @@ struct redisReply;
 /* The value of field in INFO text (lines "field:value", CRLF separated), or
  * NULL when no line names it. Caller frees. */
 char *sg_reply_info_field(const char *info, const char *field);
+
+/* An error reply's message without the arguments Redis 7 echoes ("ERR
+ * unknown command 'AUTH', with args beginning with: 'pw'" becomes "ERR
+ * unknown command 'AUTH'"), for a command whose arguments are secret; into
+ * buf, which it returns. */
+const char *sg_reply_error_no_args(const char *msg, char *buf, size_t cap);
 
 /* The databases INFO keyspace lists (lines "dbN:keys=...,expires=..."), in
  * its order (ascending); a line whose N is not a number from 0 to INT_MAX

@@ -9,7 +9,8 @@
  * URL's tls.insecure says not to; SNI is sent for a host name (or tls.sni).
  * TLS 1.2 or newer. A TLS library may hold decrypted bytes the socket no
  * longer shows as readable: sg_tx_read must be called until it says it
- * waits, never only when the socket polls readable. */
+ * waits, never only when the socket polls readable. OpenSSL writes with
+ * write(): the process must ignore SIGPIPE (main does). */
 #ifndef STORMGUARD_TRANSPORT_H
 #define STORMGUARD_TRANSPORT_H
 
