@@ -58,8 +58,9 @@ typedef struct sock {
     struct conn *owner; /* NULL once let go */
     sg_tx tx;
     uv_poll_t poll;
-    int events;      /* UV_READABLE | UV_WRITABLE asked of poll */
-    bool want_write; /* the transport must write before it can go on */
+    int events;            /* UV_READABLE | UV_WRITABLE asked of poll; 0: not polling */
+    bool want_write;       /* the handshake or a write waits for the socket to take more */
+    bool read_wants_write; /* a TLS read must write first (a key update) */
     redisReader *reader;
     char *out; /* queued output: [out_pos, out_len) */
     size_t out_pos, out_len, out_cap;
@@ -255,7 +256,9 @@ static void dispatch(sock *s, const redisReply *r)
 
 static void on_poll(uv_poll_t *h, int status, int events);
 
-static void update_events(sock *s)
+/* Polls for what the connection waits for; a libuv error (which only a
+ * socket gone bad gives) or 0. */
+static int update_events(sock *s)
 {
     int ev;
     if (s->tx.state == SG_TX_CONNECTING)
@@ -263,11 +266,13 @@ static void update_events(sock *s)
     else if (s->tx.state == SG_TX_HANDSHAKE)
         ev = s->want_write ? UV_WRITABLE : UV_READABLE;
     else
-        ev = UV_READABLE | (s->out_len > s->out_pos || s->want_write ? UV_WRITABLE : 0);
+        ev = UV_READABLE |
+             (s->out_len > s->out_pos || s->want_write || s->read_wants_write ? UV_WRITABLE : 0);
     if (ev == s->events)
-        return;
-    s->events = ev;
-    uv_poll_start(&s->poll, ev, on_poll);
+        return 0;
+    int rc = uv_poll_start(&s->poll, ev, on_poll);
+    s->events = rc ? 0 : ev;
+    return rc;
 }
 
 /* Writes what it can; false when the connection broke (s let go). */
@@ -321,8 +326,7 @@ static bool sock_read(sock *s)
             return false;
         }
         if (n == 0) {
-            if (want == SG_TX_WANT_WRITE)
-                s->want_write = true;
+            s->read_wants_write = want == SG_TX_WANT_WRITE;
             return true;
         }
         if (redisReaderFeed(s->reader, buf, (size_t)n) != REDIS_OK) {
@@ -338,6 +342,11 @@ static void on_poll(uv_poll_t *h, int status, int events)
     conn *c = s->owner;
     if (!c)
         return;
+    /* libuv stopped the handle on a socket error (status < 0, no events):
+     * the I/O below meets the error, and polling starts again if it does
+     * not */
+    if (status < 0)
+        s->events = 0;
     if (s->tx.state != SG_TX_OPEN) {
         sg_error e;
         int rc = sg_tx_handshake(&s->tx, &e);
@@ -347,7 +356,8 @@ static void on_poll(uv_poll_t *h, int status, int events)
         }
         if (rc > 0) {
             s->want_write = rc == SG_TX_WANT_WRITE;
-            update_events(s);
+            if ((rc = update_events(s)))
+                sock_lost(s, uv_strerror(rc), false);
             return;
         }
         c->connected = true;
@@ -360,8 +370,9 @@ static void on_poll(uv_poll_t *h, int status, int events)
         sock_finish(s);
         return;
     }
-    if (ok && s->owner)
-        update_events(s);
+    int rc;
+    if (ok && s->owner && (rc = update_events(s)))
+        sock_lost(s, uv_strerror(rc), false);
 }
 
 /* Opens c's connection to sa (NULL: u's unix socket); u gives the name TLS
@@ -390,9 +401,12 @@ static bool sock_open_url(sg_rasync *a, conn *c, const sg_redis_url *u, const st
     s->owner = c;
     s->poll.data = s;
     s->reader = redisReaderCreate();
-    s->events = UV_WRITABLE;
-    uv_poll_start(&s->poll, UV_WRITABLE, on_poll);
     c->s = s;
+    if ((rc = update_events(s))) {
+        drop_conn(c);
+        session_fail(a, "watching the socket of redis %s: %s", a->address, uv_strerror(rc));
+        return false;
+    }
     c->connected = false;
     return true;
 }
@@ -437,8 +451,11 @@ static void sock_queue(sock *s, sg_rasync_reply_fn fn, void *pd, bool subscribe,
     else
         s->head = p;
     s->tail = p;
+    /* written when the socket says so: never a callback from here. Should
+     * polling fail, the command's reply never comes and the owner's own
+     * timeout for it ends the session. */
     if (s->tx.state == SG_TX_OPEN && !s->in_callback)
-        update_events(s); /* written when the socket says so: never a callback from here */
+        (void)update_events(s);
 }
 
 /* ---- sessions ---- */

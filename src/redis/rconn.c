@@ -4,12 +4,14 @@
 #include "stormguard/redis/rconn.h"
 
 #include <ctype.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "stormguard/base/log.h"
 #include "stormguard/base/util.h"
 #include "stormguard/redis/reply.h"
 #include "stormguard/redis/slot.h"
@@ -34,20 +36,49 @@ static const char *tls_hint(const sg_rconn *c)
                               : " (if this is a TLS port, use rediss:// or --tls)";
 }
 
+/* The connection's sticky failure, if it has one, into err. */
+static int still_broken(const sg_rconn *c, sg_error *err)
+{
+    if (!c->broken.code)
+        return 0;
+    if (err)
+        *err = c->broken;
+    return c->broken.code;
+}
+
+/* Records c's failure (c->broken, already written) for every later call. */
+static int broke(sg_rconn *c, sg_error *err)
+{
+    if (err)
+        *err = c->broken;
+    return c->broken.code;
+}
+
 /* An error of the transport while doing something: the message names the
  * address; a peer that closed says so. */
 static int io_error(sg_rconn *c, sg_error *err, const char *doing, const char *why)
 {
-    return sg_error_set(err, SG_EREDIS, "%s redis %s: %s%s", doing, c->address, why,
-                        c->tx.eof ? tls_hint(c) : "");
+    sg_error_set(&c->broken, SG_EREDIS, "%s redis %s: %s%s", doing, c->address, why,
+                 c->tx.eof ? tls_hint(c) : "");
+    return broke(c, err);
 }
 
-static int timed_out(sg_rconn *c, sg_error *err)
+/* got: bytes of the awaited reply that did arrive (a reply too slow, not a
+ * silent server). */
+static int timed_out(sg_rconn *c, size_t got, sg_error *err)
 {
-    return sg_error_set(err, SG_EREDIS,
-                        "redis %s did not answer %s within %d ms ([redis] timeout, "
-                        "--timeout): it accepts connections but does not reply",
-                        c->address, c->waiting[0] ? c->waiting : "a command", c->command_ms);
+    const char *what = c->waiting[0] ? c->waiting : "a command";
+    if (got)
+        sg_error_set(&c->broken, SG_EREDIS,
+                     "redis %s did not finish answering %s within %d ms ([redis] timeout, "
+                     "--timeout): %zu bytes of the reply came, then it was too slow",
+                     c->address, what, c->command_ms, got);
+    else
+        sg_error_set(&c->broken, SG_EREDIS,
+                     "redis %s did not answer %s within %d ms ([redis] timeout, --timeout): "
+                     "it accepts connections but does not reply",
+                     c->address, what, c->command_ms);
+    return broke(c, err);
 }
 
 /* Remembers which command the connection now waits on (upper case). */
@@ -77,15 +108,16 @@ static int send_some(sg_rconn *c, int *want, sg_error *err)
 
 int sg_rconn_flush(sg_rconn *c, sg_error *err)
 {
+    int rc = still_broken(c, err);
     int64_t deadline = sg_tx_now_ms() + c->command_ms;
-    while (c->out_len) {
-        int want = 0, rc = send_some(c, &want, err);
-        if (rc)
-            return rc;
-        if (c->out_len && (rc = sg_tx_wait(&c->tx, want, deadline, err)))
-            return rc == 1 ? timed_out(c, err) : rc;
+    while (rc == 0 && c->out_len) {
+        int want = 0;
+        if ((rc = send_some(c, &want, err)))
+            break;
+        if (c->out_len && (rc = sg_tx_wait(&c->tx, want, deadline, &c->broken)))
+            rc = rc == 1 ? timed_out(c, 0, err) : broke(c, err);
     }
-    return 0;
+    return rc;
 }
 
 /* The reader's parse error, in words: a TLS record where RESP belongs is a
@@ -95,16 +127,21 @@ static int protocol_error(sg_rconn *c, sg_error *err)
     redisReader *r = c->reader;
     bool tls_record = r->len > 0 && (r->buf[0] == 0x15 || r->buf[0] == 0x16);
     if (tls_record && !c->url.tls.enabled)
-        return sg_error_set(err, SG_EREDIS,
-                            "redis %s answered in TLS: use rediss:// or --tls for this port",
-                            c->address);
-    return sg_error_set(err, SG_EREDIS, "redis %s sent a reply that is not RESP: %s", c->address,
-                        r->errstr);
+        sg_error_set(&c->broken, SG_EREDIS,
+                     "redis %s answered in TLS: use rediss:// or --tls for this port", c->address);
+    else
+        sg_error_set(&c->broken, SG_EREDIS, "redis %s sent a reply that is not RESP: %s",
+                     c->address, r->errstr);
+    return broke(c, err);
 }
 
 int sg_rconn_read(sg_rconn *c, redisReply **out, sg_error *err)
 {
+    int rc = still_broken(c, err);
+    if (rc)
+        return rc;
     int64_t deadline = sg_tx_now_ms() + c->command_ms;
+    size_t got = 0;
     char buf[READ_CHUNK];
     for (;;) {
         void *reply = NULL;
@@ -116,25 +153,29 @@ int sg_rconn_read(sg_rconn *c, redisReply **out, sg_error *err)
         }
         /* queued commands go out while the reply is awaited: a pipeline
          * longer than the socket buffers would otherwise stall both ends */
-        int want_out = 0, want_in = 0, rc = send_some(c, &want_out, err);
-        if (rc)
+        int want_out = 0, want_in = 0;
+        if ((rc = send_some(c, &want_out, err)))
             return rc;
         sg_error e;
         ssize_t n = sg_tx_read(&c->tx, buf, sizeof buf, &want_in, &e);
         if (n < 0)
             return io_error(c, err, "reading from", e.msg);
         if (n > 0) {
+            got += (size_t)n;
             if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK)
                 return protocol_error(c, err);
             continue;
         }
-        if ((rc = sg_tx_wait(&c->tx, want_in | (c->out_len ? want_out : 0), deadline, err)))
-            return rc == 1 ? timed_out(c, err) : rc;
+        if ((rc = sg_tx_wait(&c->tx, want_in | (c->out_len ? want_out : 0), deadline, &c->broken)))
+            return rc == 1 ? timed_out(c, got, err) : broke(c, err);
     }
 }
 
 int sg_rconn_read_raw(sg_rconn *c, void *buf, size_t cap, size_t *got, int idle_ms, sg_error *err)
 {
+    int rc = still_broken(c, err);
+    if (rc)
+        return rc;
     *got = 0;
     redisReader *r = c->reader;
     if (r->len > r->pos) {
@@ -152,11 +193,11 @@ int sg_rconn_read_raw(sg_rconn *c, void *buf, size_t cap, size_t *got, int idle_
             *got = (size_t)n;
             return 0;
         }
+        /* the end of the stream is no failure here; a reset is */
         if (n < 0)
-            return c->tx.eof ? 0 : io_error(c, err, "reading from", e.msg);
-        int rc = sg_tx_wait(&c->tx, want, sg_tx_now_ms() + idle_ms, err);
-        if (rc)
-            return rc;
+            return c->tx.eof && !c->tx.reset ? 0 : io_error(c, err, "reading from", e.msg);
+        if ((rc = sg_tx_wait(&c->tx, want, sg_tx_now_ms() + idle_ms, &c->broken)))
+            return rc == 1 ? 1 : broke(c, err);
     }
 }
 
@@ -217,6 +258,9 @@ static char *put_count(char *p, char type, size_t n)
  * tenth of a snapshot's CPU time, which pipelines two commands per key. */
 int sg_rconn_append(sg_rconn *c, sg_error *err, int argc, const char **argv, const size_t *argvlen)
 {
+    int rc = still_broken(c, err);
+    if (rc)
+        return rc;
     waiting_for(c, argv[0], argvlen ? argvlen[0] : strlen(argv[0]));
     size_t total = 24 + 2;
     for (int i = 0; i < argc; i++)
@@ -247,7 +291,6 @@ int sg_rconn_append(sg_rconn *c, sg_error *err, int argc, const char **argv, con
         *p++ = '\n';
     }
     c->out_len = (size_t)(p - c->out);
-    (void)err; /* queueing cannot fail: the buffer grows */
     return 0;
 }
 
@@ -543,6 +586,12 @@ static int open_server(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int c
     c->redacted = sg_redis_url_redacted(u);
     c->reader = redisReaderCreate();
     int rc = sg_tx_tls_new(u, &c->tls, err);
+    static atomic_flag warned = ATOMIC_FLAG_INIT;
+    if (rc == 0 && u->tls.insecure && !atomic_flag_test_and_set(&warned))
+        sg_log(SG_LOG_WARN, "redis",
+               "TLS to redis %s without verifying its certificate or name (--insecure, "
+               "[redis] insecure): anyone on the path can pose as the server",
+               c->address);
     if (rc == 0)
         rc = sg_tx_connect(&c->tx, u, c->tls, timeout_ms, err);
     if (rc == 0 && u->password) {

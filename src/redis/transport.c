@@ -10,15 +10,14 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "stormguard/base/log.h"
 #include "stormguard/base/util.h"
 
 int64_t sg_tx_now_ms(void)
@@ -68,6 +67,13 @@ static int tls_setup(SSL_CTX *ctx, const sg_redis_tls *t, sg_error *err)
     int rc;
     if (t->cacert && (rc = readable(t->cacert, "[redis] cacert (--cacert)", err)))
         return rc;
+    struct stat st;
+    if (t->cacertdir && stat(t->cacertdir, &st) != 0)
+        return sg_error_set(err, SG_EUSAGE, "reading [redis] cacertdir (--cacertdir) %s: %s",
+                            t->cacertdir, strerror(errno));
+    if (t->cacertdir && !S_ISDIR(st.st_mode))
+        return sg_error_set(err, SG_EUSAGE, "[redis] cacertdir (--cacertdir) %s is not a directory",
+                            t->cacertdir);
     if (t->cacert || t->cacertdir) {
         if (SSL_CTX_load_verify_locations(ctx, t->cacert, t->cacertdir) != 1)
             return sg_error_set(err, SG_EUSAGE, "loading the CA certificates of %s %s: %s",
@@ -120,15 +126,6 @@ int sg_tx_tls_new(const sg_redis_url *u, SSL_CTX **out, sg_error *err)
                             ssl_reason(why, sizeof why));
     }
     int rc = tls_setup(ctx, &u->tls, err);
-    static atomic_flag warned = ATOMIC_FLAG_INIT;
-    if (rc == 0 && u->tls.insecure && !atomic_flag_test_and_set(&warned)) {
-        char *address = sg_redis_url_address(u);
-        sg_log(SG_LOG_WARN, "redis",
-               "TLS to redis %s without verifying its certificate or name (--insecure, "
-               "[redis] insecure): anyone on the path can pose as the server",
-               address);
-        free(address);
-    }
     if (rc) {
         ERR_clear_error();
         SSL_CTX_free(ctx);
@@ -228,9 +225,13 @@ int sg_tx_start(sg_tx *t, const sg_redis_url *u, const struct sockaddr *sa, sock
 /* A handshake that failed: why, in the words an operator can act on. */
 static int tls_failed(sg_tx *t, int ret, sg_error *err)
 {
+    t->fatal = true;
     int e = SSL_get_error(t->ssl, ret);
     int saved = errno;
-    long v = SSL_get_verify_result(t->ssl);
+    /* without verification OpenSSL still records what it found wrong with
+     * the chain: that is no reason for a failure then */
+    long v =
+        SSL_get_verify_mode(t->ssl) == SSL_VERIFY_NONE ? X509_V_OK : SSL_get_verify_result(t->ssl);
     char why[256];
     if (v != X509_V_OK) {
         const char *hint = "";
@@ -267,6 +268,14 @@ static int tls_failed(sg_tx *t, int ret, sg_error *err)
     }
     unsigned long code = ERR_peek_last_error();
     int reason = ERR_GET_REASON(code);
+    if (reason == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        ERR_clear_error();
+        return sg_error_set(err, SG_EREDIS,
+                            "TLS with redis %s: the server closed the connection during the "
+                            "handshake: is this a plain port (redis://, without --tls), or "
+                            "does it want a client certificate (--cert, --key)?",
+                            t->address);
+    }
     ssl_reason(why, sizeof why);
     const char *hint = "";
     if (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_PACKET_LENGTH_TOO_LONG ||
@@ -311,9 +320,10 @@ int sg_tx_handshake(sg_tx *t, sg_error *err)
 
 /* ---- bytes ---- */
 
-static ssize_t closed(sg_tx *t, const char *why, sg_error *err)
+static ssize_t closed(sg_tx *t, bool reset, const char *why, sg_error *err)
 {
     t->eof = true;
+    t->reset = reset;
     return sg_error_set(err, SG_EREDIS, "%s", why);
 }
 
@@ -330,14 +340,22 @@ static ssize_t ssl_io(sg_tx *t, int ret, int *want, sg_error *err)
         *want = SG_TX_WANT_WRITE;
         return 0;
     case SSL_ERROR_ZERO_RETURN:
-        return closed(t, "connection closed by the server", err);
+        return closed(t, false, "connection closed by the server", err);
     case SSL_ERROR_SYSCALL:
         ERR_clear_error();
+        t->fatal = true;
         if (ret == 0 || errno == 0 || errno == ECONNRESET || errno == EPIPE)
-            return closed(t, errno && ret ? strerror(errno) : "connection closed by the server",
-                          err);
+            return closed(t, errno == ECONNRESET || errno == EPIPE,
+                          errno && ret ? strerror(errno) : "connection closed by the server", err);
         return sg_error_set(err, SG_EREDIS, "%s", strerror(errno));
     default:
+        t->fatal = true;
+        /* OpenSSL 3 reports a peer gone without close_notify (a crash, a
+         * kill -9) as this error, not as SSL_ERROR_SYSCALL */
+        if (ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            ERR_clear_error();
+            return closed(t, false, "connection closed by the server", err);
+        }
         ssl_reason(why, sizeof why);
         /* TLS 1.3 sends the server's refusal of the client after the
          * handshake: it arrives with the first reply */
@@ -368,7 +386,7 @@ ssize_t sg_tx_read(sg_tx *t, void *buf, size_t cap, int *want, sg_error *err)
             return n;
         }
         if (n == 0)
-            return closed(t, "connection closed by the server", err);
+            return closed(t, false, "connection closed by the server", err);
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -376,7 +394,7 @@ ssize_t sg_tx_read(sg_tx *t, void *buf, size_t cap, int *want, sg_error *err)
             return 0;
         }
         if (errno == ECONNRESET)
-            return closed(t, strerror(errno), err);
+            return closed(t, true, strerror(errno), err);
         return sg_error_set(err, SG_EREDIS, "%s", strerror(errno));
     }
 }
@@ -401,7 +419,7 @@ ssize_t sg_tx_write(sg_tx *t, const void *buf, size_t len, int *want, sg_error *
             return 0;
         }
         if (errno == ECONNRESET || errno == EPIPE)
-            return closed(t, strerror(errno), err);
+            return closed(t, true, strerror(errno), err);
         return sg_error_set(err, SG_EREDIS, "%s", strerror(errno));
     }
 }
@@ -425,8 +443,10 @@ int sg_tx_keepalive(sg_tx *t, sg_error *err)
 void sg_tx_close(sg_tx *t)
 {
     if (t->ssl) {
-        if (t->state == SG_TX_OPEN && !t->eof)
-            SSL_shutdown(t->ssl); /* one try: close_notify if it fits, never a wait */
+        /* one try: close_notify if it fits, never a wait; none after a
+         * fatal error, which OpenSSL forbids */
+        if (t->state == SG_TX_OPEN && !t->eof && !t->fatal)
+            SSL_shutdown(t->ssl);
         SSL_free(t->ssl);
         ERR_clear_error();
     }
@@ -509,14 +529,19 @@ int sg_tx_connect(sg_tx *t, const sg_redis_url *u, SSL_CTX *tls, int timeout_ms,
         free(address);
         return SG_EREDIS;
     }
+    /* IPv4 addresses first, as hiredis (and async.c) prefer, then the
+     * rest; another address of the host may answer where one did not, a
+     * TLS failure would not be different there */
     int rc = SG_EREDIS;
-    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        rc = connect_one(t, u, ai->ai_addr, ai->ai_addrlen, tls, deadline, timeout_ms, &unreachable,
-                         err);
-        /* another address of the host may answer; a TLS failure would not
-         * be different there */
-        if (rc == 0 || !unreachable || sg_tx_now_ms() >= deadline)
-            break;
+    bool done = false;
+    for (int pass = 0; pass < 2 && !done; pass++) {
+        for (const struct addrinfo *ai = res; ai && !done; ai = ai->ai_next) {
+            if ((ai->ai_family == AF_INET) != (pass == 0))
+                continue;
+            rc = connect_one(t, u, ai->ai_addr, ai->ai_addrlen, tls, deadline, timeout_ms,
+                             &unreachable, err);
+            done = rc == 0 || !unreachable || sg_tx_now_ms() >= deadline;
+        }
     }
     freeaddrinfo(res);
     return rc;

@@ -636,6 +636,10 @@ int sg_watch_start(uv_loop_t *loop, const sg_watch_opts *o, sg_wipe_fn on_wipe, 
     if (rc)
         return rc;
     sg_redis_url_password_from_env(&url);
+    if (url.tls.enabled && url.tls.insecure)
+        sg_log(SG_LOG_WARN, "watch",
+               "TLS to redis without verifying its certificate or name (--insecure, [redis] "
+               "insecure): anyone on the path can pose as the server");
     sg_watch *w = sg_xcalloc(1, sizeof *w);
     w->timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : DEFAULT_TIMEOUT_MS;
     const sg_rasync_opts ro = {

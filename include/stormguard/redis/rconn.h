@@ -22,7 +22,7 @@ struct redisReply;
 
 typedef struct sg_rconn {
     sg_tx tx;                   /* plain, unix or TLS (transport.h) */
-    struct ssl_ctx_st *tls;     /* NULL without TLS; shared with clones */
+    struct ssl_ctx_st *tls;     /* NULL without TLS; each connection loads its own */
     struct redisReader *reader; /* replies (hiredis's RESP parser) */
     char *out;                  /* commands queued, not yet sent: [out_pos, out_len) */
     size_t out_pos, out_len, out_cap;
@@ -34,6 +34,10 @@ typedef struct sg_rconn {
     int command_ms;   /* a reply (from the call that waits for it) or a send waits at most this */
     char waiting[32]; /* the command last sent, for a timeout's message */
     char mode[16];    /* INFO server's redis_mode: standalone, cluster or sentinel */
+    /* Sticky: once a read or write failed or timed out, the stream is out
+     * of step (a late reply would be taken for the next command's), so
+     * every later call fails with this. */
+    sg_error broken;
 } sg_rconn;
 
 /* Connects (TLS when u says so; to the master the sentinels name for a

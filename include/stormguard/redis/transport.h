@@ -37,6 +37,8 @@ typedef struct sg_tx {
     struct ssl_st *ssl;
     sg_tx_state state;
     bool eof;      /* the last error was the peer closing the connection */
+    bool reset;    /* ... by a reset (or a write into a closed one): not a clean end */
+    bool fatal;    /* TLS failed: no close_notify may be sent */
     bool received; /* a byte came from the server: a plain port closing at
                     * once hints at TLS */
     char *address; /* for messages: "10.0.0.5:6380" or the socket path */
