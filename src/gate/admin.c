@@ -137,11 +137,11 @@ static json_t *string_or_null(const char *s)
 static json_t *watch_json(const sg_watch_report *w)
 {
     json_t *st = json_pack(
-        "{s:s,s:s,s:s,s:o,s:o,s:o,s:b,s:b,s:o,s:o,s:I,s:o,s:I}", "link",
-        sg_watch_link_name(w->link), "address", w->address, "canary", w->canary, "run_id",
-        string_or_null(w->run_id), "role", string_or_null(w->role), "redis_version",
-        string_or_null(w->redis_version), "tracking", w->tracking, "armed", w->armed, "last_check",
-        time_or_null(w->last_check_ms), "dbsize",
+        "{s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:b,s:b,s:o,s:o,s:I,s:o,s:I}", "link",
+        sg_watch_link_name(w->link), "address", w->address, "server", w->server, "canary",
+        w->canary, "run_id", string_or_null(w->run_id), "role", string_or_null(w->role),
+        "redis_version", string_or_null(w->redis_version), "tracking", w->tracking, "armed",
+        w->armed, "last_check", time_or_null(w->last_check_ms), "dbsize",
         w->last_check_ms ? json_integer(w->dbsize) : json_null(), "sample", (json_int_t)w->sample,
         "last_error", string_or_null(w->last_error), "wipes", (json_int_t)w->wipes);
     return st;

@@ -874,6 +874,11 @@ void sg_rasync_fail(sg_rasync *a)
         end_session(a);
 }
 
+const char *sg_rasync_server(const sg_rasync *a)
+{
+    return a->address;
+}
+
 bool sg_rasync_live(const sg_rasync *a)
 {
     return a->live;

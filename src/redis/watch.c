@@ -700,6 +700,7 @@ void sg_watch_report_get(const sg_watch *w, sg_watch_report *out)
                                           [LINK_DOWN] = SG_WATCH_DOWN};
     *out = (sg_watch_report){.link = links[w->link],
                              .address = w->address,
+                             .server = w->redis ? sg_rasync_server(w->redis) : w->address,
                              .canary = w->canary,
                              .run_id = set_or_null(w->known.run_id),
                              .role = set_or_null(w->known.role),

@@ -90,6 +90,7 @@ redis-cli -p "$S" sentinel failover mymaster >/dev/null
 wait_for 20 "the sentinels promote a replica" sh -c "[ \$(redis-cli -p $S sentinel get-master-addr-by-name mymaster | sed -n 2p) != $M0 ]"
 M1=$(master_port)
 wait_for 10 "the watcher follows to the new master $M1" on_master
+assert_eq "127.0.0.1:$M1" "$(st "d['redis']['server']")" "the status names the master watched now"
 assert_contains "$(cat "$GATE_LOG")" "+switch-master" "the log says the sentinels moved the master"
 assert_eq normal "$(st "d['mode']")" "a failover that kept the data is no wipe"
 assert_eq 0 "$(st "d['wipes']")" "no wipe counted"

@@ -125,6 +125,11 @@ void sg_rasync_up(sg_rasync *a);
  * owner knows. A no-op when no attempt is live. */
 void sg_rasync_fail(sg_rasync *a);
 
+/* The server of the current (or last) attempt: the URL's address, or the
+ * master the sentinels named ("10.0.0.7:6379"); before the first answer,
+ * the Sentinel URL's description. Valid until the next attempt starts. */
+const char *sg_rasync_server(const sg_rasync *a);
+
 /* An attempt or session is under way: false between a failure and the next
  * attempt, and after sg_rasync_stop. */
 bool sg_rasync_live(const sg_rasync *a);

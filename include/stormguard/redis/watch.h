@@ -74,6 +74,7 @@ typedef enum sg_watch_link { SG_WATCH_CONNECTING, SG_WATCH_UP, SG_WATCH_DOWN } s
 typedef struct sg_watch_report {
     sg_watch_link link;
     const char *address, *canary;
+    const char *server; /* the server watched: address, or the master a Sentinel named */
     const char *run_id, *role, *redis_version; /* NULL until the first check */
     bool tracking;                             /* client tracking on (the link is up) */
     bool armed;                                /* the canary is confirmed: a flush would be seen */
