@@ -4,16 +4,17 @@
 # one-shot commands reach the current master through a
 # redis-sentinel://...#mymaster URL (a dead sentinel first in the list is
 # passed over, an unknown master name is named); the daemon follows a
-# SENTINEL FAILOVER (+switch-master) without calling it a wipe, then a
-# kill -9 of the master once the sentinels agree, and each time watches the
-# new master: a FLUSHALL there turns guard mode on.
+# SENTINEL FAILOVER (+switch-master) without calling it a wipe, calls a
+# failover to a replica that was emptied one (guard mode, cause failover),
+# and follows a kill -9 of the master once the sentinels agree.
 source "$SG_TESTS/lib.sh"
 
 start_redis
 M0=$PORT
 start_redis --replicaof 127.0.0.1 "$M0"
 R1=$PORT
-start_redis --replicaof 127.0.0.1 "$M0"
+# never promoted: each failover below has one replica to choose
+start_redis --replicaof 127.0.0.1 "$M0" --replica-priority 0
 R2=$PORT
 PORT=$M0
 
@@ -94,14 +95,24 @@ assert_eq "127.0.0.1:$M1" "$(st "d['redis']['server']")" "the status names the m
 assert_contains "$(cat "$GATE_LOG")" "+switch-master" "the log says the sentinels moved the master"
 assert_eq normal "$(st "d['mode']")" "a failover that kept the data is no wipe"
 assert_eq 0 "$(st "d['wipes']")" "no wipe counted"
-redis-cli -p "$M1" flushall >/dev/null
-wait_for 5 "a FLUSHALL on the new master is noticed" mode_is guard
+
+echo "# a failover to a replica that was emptied is a wipe"
+# the old master, now a replica, loses its data on its own (a replica that
+# restarted empty and is promoted before it synced, as one might)
+redis-cli -p "$M0" config set replica-read-only no >/dev/null
+redis-cli -p "$M0" flushall >/dev/null
+redis-cli -p "$S" sentinel failover mymaster >/dev/null
+wait_for 20 "the sentinels promote the emptied replica" sh -c "[ \$(redis-cli -p $S sentinel get-master-addr-by-name mymaster | sed -n 2p) = $M0 ]"
+wait_for 10 "the watcher follows to $M0" on_master
+wait_for 5 "the wipe is noticed" mode_is guard
+assert_eq 1 "$(st "d['wipes']")" "one wipe counted"
+assert_contains "$(st "d['guard']['reason']")" "failover" "the guard reason names the failover"
 
 echo "# kill -9 of the master: follows once the sentinels agree"
 for i in "${!_SG_PORTS[@]}"; do
-    [ "${_SG_PORTS[$i]}" = "$M1" ] && kill -9 "${_SG_PIDS[$i]}"
+    if [ "${_SG_PORTS[$i]}" = "$M0" ]; then kill -9 "${_SG_PIDS[$i]}"; fi
 done
-wait_for 30 "the sentinels replace the dead master" sh -c "[ \$(redis-cli -p $S sentinel get-master-addr-by-name mymaster | sed -n 2p) != $M1 ]"
+wait_for 30 "the sentinels replace the dead master" sh -c "[ \$(redis-cli -p $S sentinel get-master-addr-by-name mymaster | sed -n 2p) != $M0 ]"
 M2=$(master_port)
 wait_for 15 "the watcher follows to $M2" on_master
 stop_gate
