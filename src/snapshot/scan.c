@@ -12,6 +12,7 @@
  * commands and the SCAN for page k+2, then store page k. Memory stays flat:
  * at most two pages are in flight. */
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -230,5 +231,207 @@ int sg_snap_scan(sg_snap *sn, const sg_strlist *patterns, const int *dbs, int nd
         rc = snapshot_db(sn, &scan, patterns, err);
     }
     sg_rconn_close(&scan);
+    return rc;
+}
+
+/* ---- several servers at once (a Cluster's masters) ----
+ *
+ * One reader thread per server walks its keys on that server's own
+ * connection: a SCAN page, then the page's pipelined PTTL and DUMP, read
+ * back whole. It hands the page with its replies to the caller's thread,
+ * which alone writes the store (SQLite has one writer): the servers work in
+ * parallel while the store takes what they send. Each reader has at most
+ * QUEUED_PER_READER pages waiting, so memory stays flat; a failure anywhere
+ * stops every reader (a reader blocked on Redis returns within [redis]
+ * timeout). */
+
+#define QUEUED_PER_READER 2
+
+typedef struct queued {
+    struct queued *next;
+    page p;
+    int node;
+} queued;
+
+typedef struct hub {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    queued *head, *tail;
+    int *waiting; /* per reader: its pages in the queue */
+    int running;  /* readers not yet done */
+    bool abort;
+    int rc; /* the first reader's failure */
+    sg_error err;
+} hub;
+
+typedef struct reader {
+    hub *h;
+    sg_snap sn; /* the caller's, on this server's connection */
+    const sg_strlist *patterns;
+    int node;
+    pthread_t thread;
+} reader;
+
+/* Waits for room, then queues p; false when the run is aborted. */
+static bool hub_put(hub *h, int node, page *p)
+{
+    pthread_mutex_lock(&h->mu);
+    while (!h->abort && h->waiting[node] >= QUEUED_PER_READER)
+        pthread_cond_wait(&h->cv, &h->mu);
+    bool ok = !h->abort;
+    if (ok) {
+        queued *q = sg_xcalloc(1, sizeof *q);
+        q->p = *p;
+        q->node = node;
+        if (h->tail)
+            h->tail->next = q;
+        else
+            h->head = q;
+        h->tail = q;
+        h->waiting[node]++;
+        memset(p, 0, sizeof *p);
+        pthread_cond_broadcast(&h->cv);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return ok;
+}
+
+static void hub_fail(hub *h, int rc, const sg_error *err)
+{
+    pthread_mutex_lock(&h->mu);
+    if (!h->rc) {
+        h->rc = rc;
+        h->err = *err;
+    }
+    h->abort = true;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void *read_server(void *arg)
+{
+    reader *r = arg;
+    sg_error err = {0};
+    sg_keyscan ks;
+    sg_keyscan_init(&ks, r->sn.c, r->patterns, r->sn.o->scan_count);
+    int rc;
+    while ((rc = sg_keyscan_request(&ks, &err)) == 0) {
+        page p = {0};
+        if ((rc = sg_keyscan_receive(&ks, &p.keys, &err)) || (rc = send_page(&r->sn, &p, &err)) ||
+            (rc = read_page(&r->sn, &p, &err))) {
+            page_close(&p);
+            break;
+        }
+        if (!hub_put(r->h, r->node, &p)) {
+            page_close(&p);
+            rc = 0;
+            break;
+        }
+    }
+    sg_keyscan_close(&ks);
+    if (rc < 0)
+        hub_fail(r->h, rc, &err);
+    pthread_mutex_lock(&r->h->mu);
+    r->h->running--;
+    pthread_cond_broadcast(&r->h->cv);
+    pthread_mutex_unlock(&r->h->mu);
+    return NULL;
+}
+
+/* The next page from any reader; NULL when all are done or the run aborted. */
+static queued *hub_take(hub *h)
+{
+    pthread_mutex_lock(&h->mu);
+    while (!h->abort && !h->head && h->running > 0)
+        pthread_cond_wait(&h->cv, &h->mu);
+    queued *q = h->abort ? NULL : h->head;
+    if (q) {
+        h->head = q->next;
+        if (!h->head)
+            h->tail = NULL;
+        h->waiting[q->node]--;
+        pthread_cond_broadcast(&h->cv);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return q;
+}
+
+static int scan_servers(sg_snap *sn, sg_rconn *nodes, int n, const sg_strlist *patterns,
+                        sg_error *err)
+{
+    hub h = {.running = n};
+    h.waiting = sg_xcalloc((size_t)n, sizeof *h.waiting);
+    pthread_mutex_init(&h.mu, NULL);
+    pthread_cond_init(&h.cv, NULL);
+    reader *readers = sg_xcalloc((size_t)n, sizeof *readers);
+    int started = 0, rc = 0;
+    for (; started < n; started++) {
+        reader *r = &readers[started];
+        *r = (reader){.h = &h, .sn = *sn, .patterns = patterns, .node = started};
+        r->sn.c = &nodes[started];
+        if (pthread_create(&r->thread, NULL, read_server, r)) {
+            pthread_mutex_lock(&h.mu);
+            h.running -= n - started; /* those never started */
+            pthread_mutex_unlock(&h.mu);
+            rc = sg_error_set(err, SG_EIO, "starting a reader thread for redis %s failed",
+                              nodes[started].address);
+            hub_fail(&h, rc, err);
+            break;
+        }
+    }
+    for (queued *q; rc == 0 && (q = hub_take(&h));) {
+        sg_snap on = *sn; /* the store's side, naming the page's server */
+        on.c = &nodes[q->node];
+        rc = store_page(&on, &q->p, err);
+        if (rc == 0)
+            rc = sg_store_snapshot_yield(sn->s, err);
+        page_close(&q->p);
+        free(q);
+        sg_snap_progress_tick(&sn->progress, sn->res->keys, false);
+        if (rc)
+            hub_fail(&h, rc, err);
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(readers[i].thread, NULL);
+    if (rc == 0 && h.rc) {
+        rc = h.rc;
+        *err = h.err;
+    }
+    while (h.head) {
+        queued *q = h.head;
+        h.head = q->next;
+        page_close(&q->p);
+        free(q);
+    }
+    pthread_cond_destroy(&h.cv);
+    pthread_mutex_destroy(&h.mu);
+    free(h.waiting);
+    free(readers);
+    return rc;
+}
+
+int sg_snap_scan_servers(sg_snap *sn, sg_rconn *nodes, int n, const sg_strlist *patterns,
+                         sg_error *err)
+{
+    /* PTTL as in snapshot_db, judged over every server */
+    ttl_look *before = sg_xcalloc((size_t)(n > 0 ? n : 1), sizeof *before), after;
+    bool ttl_was = sn->with_ttl;
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0 && !ttl_was; i++) {
+        rc = look_ttl(&nodes[i], &before[i], err);
+        if (rc == 0 && (before[i].expires > 0 || before[i].expired < 0))
+            sn->with_ttl = true;
+    }
+    sn->db = 0;
+    if (rc == 0)
+        rc = scan_servers(sn, nodes, n, patterns, err);
+    for (int i = 0; i < n && rc == 0 && !sn->with_ttl; i++) {
+        if ((rc = look_ttl(&nodes[i], &after, err)) == 0 &&
+            (after.expires > 0 || after.expired != before[i].expired)) {
+            sn->with_ttl = true;
+            rc = SG_SNAP_AGAIN;
+        }
+    }
+    free(before);
     return rc;
 }

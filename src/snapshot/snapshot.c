@@ -215,20 +215,15 @@ static int judge(sg_store *s, const sg_snapshot_opts *o, const sg_snapshot_info 
     return 0;
 }
 
-/* The SCAN method over every master of a Cluster, one after another, into
- * the one transaction; the slots must not move meanwhile, or a key could be
- * missed (scanned on its new node before it came, on its old one after it
- * left) or taken twice. */
+/* The SCAN method over every master of a Cluster at once, into the one
+ * transaction; the slots must not move meanwhile, or a key could be missed
+ * (scanned on its new node before it came, on its old one after it left)
+ * or taken twice. */
 static int scan_nodes(sg_snap *sn, sg_rconn *nodes, int n, const char *layout,
-                      const sg_strlist *patterns, const int *dbs, int ndb, sg_error *err)
+                      const sg_strlist *patterns, sg_error *err)
 {
     sg_rconn *seed = sn->c;
-    int rc = 0;
-    for (int i = 0; i < n && rc == 0; i++) {
-        sn->c = &nodes[i];
-        rc = sg_snap_scan(sn, patterns, dbs, ndb, err);
-    }
-    sn->c = seed;
+    int rc = sg_snap_scan_servers(sn, nodes, n, patterns, err);
     char *after = NULL;
     if (rc == 0 && (rc = sg_rconn_cluster_layout(seed, &after, err)) == 0 && strcmp(layout, after))
         rc = sg_error_set(err, SG_EREDIS,
@@ -302,7 +297,7 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
         if (sync)
             rc = sg_snap_sync_keys(&sn, sync, &patterns, dbs, ndb, err);
         else if (nodes)
-            rc = scan_nodes(&sn, nodes, nnodes, layout, &patterns, dbs, ndb, err);
+            rc = scan_nodes(&sn, nodes, nnodes, layout, &patterns, err);
         else
             rc = sg_snap_scan(&sn, &patterns, dbs, ndb, err);
         if (rc == 0 && c->db != home)

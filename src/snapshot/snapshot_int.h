@@ -64,6 +64,12 @@ int sg_snap_take_key(sg_snap *sn, const char *key, size_t klen, int64_t expire_a
 #define SG_SNAP_AGAIN (-1000)
 int sg_snap_scan(sg_snap *sn, const sg_strlist *patterns, const int *dbs, int ndb, sg_error *err);
 
+/* The SCAN method on servers nodes[0..n) at once, database 0 (a Cluster's
+ * masters): a reader thread per server, the store written by the caller's
+ * thread alone. SG_SNAP_AGAIN as for sg_snap_scan. */
+int sg_snap_scan_servers(sg_snap *sn, sg_rconn *nodes, int n, const sg_strlist *patterns,
+                         sg_error *err);
+
 /* The sync method (sync.c), in two steps. sg_snap_sync_new asks the server
  * for the RDB a replica would get and returns once the transfer begins,
  * before the snapshot's transaction starts; sg_snap_sync_keys reads it
