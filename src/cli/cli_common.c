@@ -24,6 +24,10 @@ typedef struct flag_value {
 static void print_help(const sg_cli_spec *spec, FILE *out)
 {
     fprintf(out, "usage: stormguard %s %s\n\n%s\n", spec->command, spec->usage, spec->summary);
+    if (spec->cluster)
+        fputs("Redis over TLS (rediss://, --tls), a Sentinel's master (redis-sentinel://...#name)\n"
+              "and a Redis Cluster (every master, whichever node the URL names) work alike.\n",
+              out);
     if (spec->opts && spec->opts[0].name) {
         fputs("\noptions:\n", out);
         for (const sg_cli_opt *o = spec->opts; o->name; o++) {
