@@ -7,7 +7,25 @@
 #include "stormguard/base/util.h"
 #include "stormguard/store/snapshots.h"
 
-static void print_list(const sg_cli *cli, const sg_snapshot_info *list, size_t n)
+/* A Cluster snapshot's masters: [{node, address, slots, keys}], NULL for
+ * one server (or if they cannot be read: the listing goes on). */
+static json_t *nodes_json(sg_store *store, int64_t id)
+{
+    sg_snapshot_node *nodes = NULL;
+    size_t n = 0;
+    sg_error err;
+    if (sg_store_snapshot_nodes(store, id, &nodes, &n, &err) || n == 0)
+        return NULL;
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_pack("{s:i,s:s,s:s,s:I}", "node", nodes[i].node, "address",
+                                             nodes[i].address, "slots", nodes[i].slots, "keys",
+                                             (json_int_t)nodes[i].keys));
+    sg_snapshot_nodes_free(nodes, n);
+    return arr;
+}
+
+static void print_list(const sg_cli *cli, sg_store *store, const sg_snapshot_info *list, size_t n)
 {
     char when[40], size[32], keys[24], id[24];
     if (cli->json) {
@@ -24,6 +42,9 @@ static void print_list(const sg_cli *cli, const sg_snapshot_info *list, size_t n
                 list[i].suspect_reason);
             if (list[i].profile_keys >= 0)
                 json_object_set_new(row, "profile_keys", json_integer(list[i].profile_keys));
+            json_t *nodes = nodes_json(store, list[i].id);
+            if (nodes)
+                json_object_set_new(row, "nodes", nodes);
             json_array_append_new(arr, row);
         }
         sg_json_print(json_pack("{s:o}", "snapshots", arr), stdout);
@@ -54,6 +75,19 @@ static void print_list(const sg_cli *cli, const sg_snapshot_info *list, size_t n
     for (size_t i = 0; i < n; i++)
         if (list[i].suspect_reason)
             printf("snapshot %lld is suspect: %s\n", (long long)list[i].id, list[i].suspect_reason);
+    for (size_t i = 0; i < n; i++) {
+        sg_snapshot_node *nodes = NULL;
+        size_t count = 0;
+        sg_error err;
+        if (sg_store_snapshot_nodes(store, list[i].id, &nodes, &count, &err) || !count)
+            continue;
+        printf("snapshot %lld read a Cluster of %zu masters:", (long long)list[i].id, count);
+        for (size_t j = 0; j < count; j++)
+            printf("%s %s (slots %s) %lld keys", j ? ";" : "", nodes[j].address, nodes[j].slots,
+                   (long long)nodes[j].keys);
+        printf("\n");
+        sg_snapshot_nodes_free(nodes, count);
+    }
 }
 
 int sg_cmd_snapshots(int argc, char **argv)
@@ -64,7 +98,9 @@ int sg_cmd_snapshots(int argc, char **argv)
         .examples = "  stormguard snapshots --db /var/lib/stormguard/stormguard.db",
         .usage = "[--db PATH] [--json]",
         .summary = "Lists the snapshots in the store, newest first. A suspect snapshot (far\n"
-                   "fewer profile keys than the last good one) is listed with its reason.",
+                   "fewer profile keys than the last good one) is listed with its reason; a\n"
+                   "snapshot of a Redis Cluster with its masters, their slots and keys (a key\n"
+                   "came from the master whose slots hold its own).",
     };
     sg_cli cli;
     int rc = sg_cli_parse(&cli, &spec, argc, argv);
@@ -78,7 +114,7 @@ int sg_cmd_snapshots(int argc, char **argv)
         size_t n;
         rc = sg_store_snapshot_list(store, &list, &n, &cli.err);
         if (rc == 0) {
-            print_list(&cli, list, n);
+            print_list(&cli, store, list, n);
             sg_snapshot_list_free(list, n);
         }
     }

@@ -435,8 +435,10 @@ static int cluster_slots(sg_rconn *c, cluster_master **out, int *n, char **layou
         /* an empty host means the node itself, as the client reached it */
         if (!*host)
             host = c->url.host;
-        sg_buf_printf(&lay, "%lld-%lld %s:%d\n", (long long)range->element[0]->integer,
-                      (long long)range->element[1]->integer, host, port);
+        bool v6 = strchr(host, ':') != NULL; /* as sg_redis_url_address writes it */
+        sg_buf_printf(&lay, "%lld-%lld %s%s%s:%d\n", (long long)range->element[0]->integer,
+                      (long long)range->element[1]->integer, v6 ? "[" : "", host, v6 ? "]" : "",
+                      port);
         int j = 0;
         while (j < count && (m[j].port != port || strcmp(m[j].host, host)))
             j++;

@@ -357,7 +357,7 @@ static queued *hub_take(hub *h)
 }
 
 static int scan_servers(sg_snap *sn, sg_rconn *nodes, int n, const sg_strlist *patterns,
-                        sg_error *err)
+                        int64_t *node_keys, sg_error *err)
 {
     hub h = {.running = n};
     h.waiting = sg_xcalloc((size_t)n, sizeof *h.waiting);
@@ -382,7 +382,9 @@ static int scan_servers(sg_snap *sn, sg_rconn *nodes, int n, const sg_strlist *p
     for (queued *q; rc == 0 && (q = hub_take(&h));) {
         sg_snap on = *sn; /* the store's side, naming the page's server */
         on.c = &nodes[q->node];
+        int64_t before = sn->res->keys;
         rc = store_page(&on, &q->p, err);
+        node_keys[q->node] += sn->res->keys - before;
         if (rc == 0)
             rc = sg_store_snapshot_yield(sn->s, err);
         page_close(&q->p);
@@ -411,8 +413,9 @@ static int scan_servers(sg_snap *sn, sg_rconn *nodes, int n, const sg_strlist *p
 }
 
 int sg_snap_scan_servers(sg_snap *sn, sg_rconn *nodes, int n, const sg_strlist *patterns,
-                         sg_error *err)
+                         int64_t *node_keys, sg_error *err)
 {
+    memset(node_keys, 0, (size_t)n * sizeof *node_keys);
     /* PTTL as in snapshot_db, judged over every server */
     ttl_look *before = sg_xcalloc((size_t)(n > 0 ? n : 1), sizeof *before), after;
     bool ttl_was = sn->with_ttl;
@@ -424,7 +427,7 @@ int sg_snap_scan_servers(sg_snap *sn, sg_rconn *nodes, int n, const sg_strlist *
     }
     sn->db = 0;
     if (rc == 0)
-        rc = scan_servers(sn, nodes, n, patterns, err);
+        rc = scan_servers(sn, nodes, n, patterns, node_keys, err);
     for (int i = 0; i < n && rc == 0 && !sn->with_ttl; i++) {
         if ((rc = look_ttl(&nodes[i], &after, err)) == 0 &&
             (after.expires > 0 || after.expired != before[i].expired)) {

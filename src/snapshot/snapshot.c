@@ -219,18 +219,42 @@ static int judge(sg_store *s, const sg_snapshot_opts *o, const sg_snapshot_info 
  * transaction; the slots must not move meanwhile, or a key could be missed
  * (scanned on its new node before it came, on its old one after it left)
  * or taken twice. */
+/* The slot ranges layout gives address ("0-5460,6000-6100"); caller frees. */
+static char *slots_of(const char *layout, const char *address)
+{
+    sg_buf b = {0};
+    size_t alen = strlen(address);
+    for (const char *line = layout; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        const char *sp = memchr(line, ' ', len);
+        if (sp && (size_t)(line + len - sp - 1) == alen && !memcmp(sp + 1, address, alen))
+            sg_buf_printf(&b, "%s%.*s", b.len ? "," : "", (int)(sp - line), line);
+        line += len + (end ? 1 : 0);
+    }
+    return b.p ? b.p : sg_xstrdup("");
+}
+
 static int scan_nodes(sg_snap *sn, sg_rconn *nodes, int n, const char *layout,
                       const sg_strlist *patterns, sg_error *err)
 {
     sg_rconn *seed = sn->c;
-    int rc = sg_snap_scan_servers(sn, nodes, n, patterns, err);
+    int64_t *keys = sg_xcalloc((size_t)n, sizeof *keys);
+    int rc = sg_snap_scan_servers(sn, nodes, n, patterns, keys, err);
     char *after = NULL;
     if (rc == 0 && (rc = sg_rconn_cluster_layout(seed, &after, err)) == 0 && strcmp(layout, after))
         rc = sg_error_set(err, SG_EREDIS,
                           "the Cluster's slots moved during the snapshot (resharding or a "
                           "failover): it could miss keys or take some twice, so it is not kept; "
                           "take it again");
+    /* which master each key came from: the one whose slots hold its slot */
+    for (int i = 0; i < n && rc == 0; i++) {
+        char *slots = slots_of(layout, nodes[i].address);
+        rc = sg_store_snapshot_add_node(sn->s, i, nodes[i].address, slots, keys[i], err);
+        free(slots);
+    }
     free(after);
+    free(keys);
     return rc;
 }
 

@@ -66,9 +66,10 @@ int sg_snap_scan(sg_snap *sn, const sg_strlist *patterns, const int *dbs, int nd
 
 /* The SCAN method on servers nodes[0..n) at once, database 0 (a Cluster's
  * masters): a reader thread per server, the store written by the caller's
- * thread alone. SG_SNAP_AGAIN as for sg_snap_scan. */
+ * thread alone; node_keys[i] counts the keys taken from nodes[i].
+ * SG_SNAP_AGAIN as for sg_snap_scan. */
 int sg_snap_scan_servers(sg_snap *sn, sg_rconn *nodes, int n, const sg_strlist *patterns,
-                         sg_error *err);
+                         int64_t *node_keys, sg_error *err);
 
 /* The sync method (sync.c), in two steps. sg_snap_sync_new asks the server
  * for the RDB a replica would get and returns once the transfer begins,

@@ -392,6 +392,66 @@ int sg_store_index_docker(sg_store *s, const char *account, size_t account_len,
     return rc ? rc : snapshot_slice(s, err);
 }
 
+int sg_store_snapshot_add_node(sg_store *s, int node, const char *address, const char *slots,
+                               int64_t keys, sg_error *err)
+{
+    assert(s->snapshot_id);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT INTO snapshot_node(snapshot_id, node, address, slots, keys) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sg_store_db_error(s, err, "preparing a statement on");
+    sqlite3_bind_int64(st, 1, s->snapshot_id);
+    sqlite3_bind_int(st, 2, node);
+    sqlite3_bind_text(st, 3, address, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, slots, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, keys);
+    int rc = sg_store_step_done(s, st, err, "writing a snapshot's Cluster node to");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int sg_store_snapshot_nodes(sg_store *s, int64_t id, sg_snapshot_node **out, size_t *count,
+                            sg_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT node, address, slots, keys FROM snapshot_node "
+                           "WHERE snapshot_id = ?1 ORDER BY node",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sg_store_db_error(s, err, "preparing a statement on");
+    sqlite3_bind_int64(st, 1, id);
+    sg_snapshot_node *v = NULL;
+    size_t n = 0;
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        v = sg_xrealloc(v, (n + 1) * sizeof *v);
+        v[n++] = (sg_snapshot_node){.node = sqlite3_column_int(st, 0),
+                                    .address = sg_xstrdup((const char *)sqlite3_column_text(st, 1)),
+                                    .slots = sg_xstrdup((const char *)sqlite3_column_text(st, 2)),
+                                    .keys = sqlite3_column_int64(st, 3)};
+    }
+    int rc = step == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "reading snapshot nodes from");
+    sqlite3_finalize(st);
+    if (rc) {
+        sg_snapshot_nodes_free(v, n);
+        return rc;
+    }
+    *out = v;
+    *count = n;
+    return 0;
+}
+
+void sg_snapshot_nodes_free(sg_snapshot_node *nodes, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        free(nodes[i].address);
+        free(nodes[i].slots);
+    }
+    free(nodes);
+}
+
 int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *err)
 {
     assert(s->snapshot_id);

@@ -52,6 +52,16 @@ assert_contains "$OUT" "a Cluster: 3 masters" "inspect says it walked a Cluster"
 run sg snapshot --json
 assert_rc 0 "snapshot of the Cluster"
 assert_eq 10000 "$(json_get "$OUT" "d['keys']")" "every key of every master"
+run sg snapshots --json
+assert_eq 3 "$(json_get "$OUT" "len(d['snapshots'][0]['nodes'])")" "the snapshot records its 3 masters"
+assert_eq 10000 "$(json_get "$OUT" "sum(n['keys'] for n in d['snapshots'][0]['nodes'])")" \
+    "and the keys taken from each"
+for p in "${NODES[@]}"; do
+    assert_eq "$(redis-cli -p "$p" dbsize)" \
+        "$(json_get "$OUT" "[n['keys'] for n in d['snapshots'][0]['nodes'] if n['address'] == '127.0.0.1:$p'][0]")" \
+        "the keys recorded for 127.0.0.1:$p are the ones it holds"
+done
+assert_eq "0-5460" "$(json_get "$OUT" "d['snapshots'][0]['nodes'][0]['slots']")" "with the slots each served"
 run sg snapshot --json --profile igor --redis "redis://127.0.0.1:${NODES[2]}"
 assert_rc 0 "snapshot of the Cluster's Igor keys, through another node"
 assert_eq 1000 "$(json_get "$OUT" "d['profile_keys']")" "every Igor key of every master"

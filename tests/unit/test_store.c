@@ -949,6 +949,47 @@ static void abort_leaves_nothing(void **state)
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot_key"), 1);
 }
 
+/* A Cluster snapshot's masters come back in node order, with their slots
+ * and keys; a snapshot of one server has none; pruning takes them along. */
+static void snapshot_nodes(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t one = quick_snapshot(s, sg_now_ms() - 1000, NULL);
+    sg_snapshot_info m = meta(sg_now_ms(), "manual");
+    int64_t id = 0;
+    assert_int_equal(sg_store_snapshot_begin(s, &m, &id, &err), 0);
+    assert_int_equal(sg_store_snapshot_add_node(s, 1, "10.0.0.8:6379", "5461-10922", 7, &err), 0);
+    assert_int_equal(sg_store_snapshot_add_node(s, 0, "10.0.0.7:6379", "0-5460", 5, &err), 0);
+    sg_snapshot_info t = {.key_count = 12, .state = "complete"};
+    assert_int_equal(sg_store_snapshot_commit(s, &t, &err), 0);
+    sg_snapshot_node *nodes = NULL;
+    size_t n = 99;
+    assert_int_equal(sg_store_snapshot_nodes(s, id, &nodes, &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(nodes[0].node, 0);
+    assert_string_equal(nodes[0].address, "10.0.0.7:6379");
+    assert_string_equal(nodes[0].slots, "0-5460");
+    assert_int_equal(nodes[0].keys, 5);
+    assert_string_equal(nodes[1].slots, "5461-10922");
+    assert_int_equal(nodes[1].keys, 7);
+    sg_snapshot_nodes_free(nodes, n);
+    n = 99;
+    assert_int_equal(sg_store_snapshot_nodes(s, one, &nodes, &n, &err), 0);
+    assert_int_equal(n, 0);
+    sg_snapshot_nodes_free(nodes, n);
+    /* pruned with its snapshot: only the newest may stay */
+    quick_snapshot(s, sg_now_ms(), NULL);
+    int64_t pruned = 0;
+    assert_int_equal(sg_store_snapshot_prune(s, 1, 0, sg_now_ms(), &pruned, &err), 0);
+    n = 99;
+    assert_int_equal(sg_store_snapshot_nodes(s, id, &nodes, &n, &err), 0);
+    assert_int_equal(n, 0);
+    sg_snapshot_nodes_free(nodes, n);
+    sg_store_free(s);
+}
+
 /* ---- tests: prune ---- */
 
 static void prune_keeps_latest_complete(void **state)
@@ -1958,6 +1999,7 @@ int main(void)
         T(open_creates_directory),
         T(second_open_keeps_locks),
         T(migrate_from_empty),
+        T(snapshot_nodes),
         T(migrate_from_each_version),
         T(migration_005_keeps_events),
         T(newer_version_refused),

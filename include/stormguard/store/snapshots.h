@@ -69,6 +69,10 @@ int sg_store_index_posted(sg_store *s, const char *source, size_t source_len, co
 int sg_store_index_docker(sg_store *s, const char *account, size_t account_len,
                           const char *repository, size_t repository_len, const char *tag,
                           size_t tag_len, const char *digest, size_t digest_len, sg_error *err);
+/* One master of a Cluster the open snapshot read: its address, the slots
+ * it served ("0-5460") and the keys taken from it; strings borrowed. */
+int sg_store_snapshot_add_node(sg_store *s, int node, const char *address, const char *slots,
+                               int64_t keys, sg_error *err);
 /* Finishes the snapshot row with the totals (key_count, bytes, vanished,
  * seconds, state, and for a snapshot begun with a profile_pattern,
  * profile_keys and suspect_reason), and commits. */
@@ -83,6 +87,17 @@ typedef struct sg_index_counts {
 } sg_index_counts;
 /* Counts the build index rows of a snapshot into *out. */
 int sg_store_index_counts(sg_store *s, int64_t snapshot_id, sg_index_counts *out, sg_error *err);
+
+/* The masters of a Cluster snapshot id, in node order (none for one
+ * server); caller frees with sg_snapshot_nodes_free. */
+typedef struct sg_snapshot_node {
+    int node;
+    char *address, *slots;
+    int64_t keys;
+} sg_snapshot_node;
+int sg_store_snapshot_nodes(sg_store *s, int64_t id, sg_snapshot_node **out, size_t *count,
+                            sg_error *err);
+void sg_snapshot_nodes_free(sg_snapshot_node *nodes, size_t count);
 
 /* Lists snapshots newest first; caller frees with sg_snapshot_list_free. */
 int sg_store_snapshot_list(sg_store *s, sg_snapshot_info **out, size_t *count, sg_error *err);
