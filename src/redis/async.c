@@ -386,14 +386,16 @@ static bool sock_open_url(sg_rasync *a, conn *c, const sg_redis_url *u, const st
         (!u->path && sg_tx_keepalive(&s->tx, &e))) {
         sg_tx_close(&s->tx);
         free(s);
-        session_fail(a, "%s", e.msg);
+        if (c != &a->sentinel) /* the sentinel's connection is optional */
+            session_fail(a, "%s", e.msg);
         return false;
     }
     int rc = uv_poll_init(a->loop, &s->poll, s->tx.fd);
     if (rc != 0) {
         sg_tx_close(&s->tx);
         free(s);
-        session_fail(a, "watching the socket of redis %s: %s", a->address, uv_strerror(rc));
+        if (c != &a->sentinel)
+            session_fail(a, "watching the socket of redis %s: %s", a->address, uv_strerror(rc));
         return false;
     }
     a->pending++;
@@ -404,7 +406,8 @@ static bool sock_open_url(sg_rasync *a, conn *c, const sg_redis_url *u, const st
     c->s = s;
     if ((rc = update_events(s))) {
         drop_conn(c);
-        session_fail(a, "watching the socket of redis %s: %s", a->address, uv_strerror(rc));
+        if (c != &a->sentinel)
+            session_fail(a, "watching the socket of redis %s: %s", a->address, uv_strerror(rc));
         return false;
     }
     c->connected = false;

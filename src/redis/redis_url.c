@@ -172,7 +172,11 @@ static int parse_rest(const char *p, bool sentinel, const char *url, sg_redis_ur
     const char *at = memrchr(p, '@', hostpart_len);
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
-        size_t ulen = colon ? (size_t)(colon - p) : (size_t)(at - p);
+        /* Lettuce's redis-sentinel://password@...: without a ':' the
+         * userinfo is the password, never a user name (which is printed) */
+        if (sentinel && !colon)
+            colon = p - 1;
+        size_t ulen = !colon ? (size_t)(at - p) : colon >= p ? (size_t)(colon - p) : 0;
         if (ulen) {
             out->user = pct_decode(p, ulen);
             if (!out->user)
@@ -279,8 +283,9 @@ char *sg_redis_url_redacted(const sg_redis_url *u)
     if (u->master_name) {
         char *list = sentinel_list(u), *name = pct_encode(u->master_name);
         char *user = u->user ? pct_encode(u->user) : NULL;
-        char *url = sg_xasprintf("redis-sentinel://%s%s%s/%d#%s", user ? user : "", user ? "@" : "",
-                                 list, u->db, name);
+        /* "user:@": a user without ':' would read back as the password */
+        char *url = sg_xasprintf("redis-sentinel://%s%s%s/%d#%s", user ? user : "",
+                                 user ? ":@" : "", list, u->db, name);
         free(user);
         free(list);
         free(name);

@@ -171,27 +171,30 @@ typedef struct cluster_unlinker {
     int64_t *deleted;
 } cluster_unlinker;
 
+/* Reads node n's pending UNLINK replies. After an error reply the rest are
+ * still read and counted (those keys are gone), so the count of what was
+ * deleted stays true; the first error is returned. */
 static int cluster_drain(cluster_unlinker *u, int n, sg_error *err)
 {
     sg_rconn *c = server(u->sv, n);
-    int rc = u->pending[n] ? sg_rconn_flush(c, err) : 0;
+    int rc = u->pending[n] ? sg_rconn_flush(c, err) : 0, first = 0;
     for (; rc == 0 && u->pending[n]; u->pending[n]--) {
         redisReply *r = NULL;
         if ((rc = sg_rconn_read(c, &r, err)))
             break;
         if (r->type == REDIS_REPLY_INTEGER)
             *u->deleted += r->integer > 0;
-        else if (r->type == REDIS_REPLY_ERROR &&
+        else if (!first && r->type == REDIS_REPLY_ERROR &&
                  (!strncmp(r->str, "MOVED ", 6) || !strncmp(r->str, "ASK ", 4)))
-            rc = sg_error_set(err, SG_EREDIS,
-                              "redis %s answered UNLINK with %s: the Cluster's slots moved "
-                              "during the flush",
-                              c->address, r->str);
-        else if (r->type == REDIS_REPLY_ERROR)
-            rc = sg_rconn_reply_error(c, "UNLINK", r, err);
+            first = sg_error_set(err, SG_EREDIS,
+                                 "redis %s answered UNLINK with %s: the Cluster's slots moved "
+                                 "during the flush",
+                                 c->address, r->str);
+        else if (!first && r->type == REDIS_REPLY_ERROR)
+            first = sg_rconn_reply_error(c, "UNLINK", r, err);
         freeReplyObject(r);
     }
-    return rc;
+    return rc ? rc : first;
 }
 
 static int cluster_unlink_key(void *ud, const char *key, size_t len, sg_error *err)
@@ -277,11 +280,17 @@ static int cluster_delete(servers *sv, sg_store *s, const sg_flush_opts *o,
     if (res->snapshot.id) {
         rc = unlink_snapshot(s, res->snapshot.id, cluster_unlink_key, &u, err);
     } else {
+        /* SCAN on a connection of its own: the UNLINKs pipelined on the
+         * node's connection must not come between SCAN and its reply */
         for (int n = 0; n < sv->n && rc == 0; n++) {
+            sg_rconn scan;
+            if ((rc = sg_rconn_clone(server(sv, n), &scan, err)))
+                break;
             sg_keyscan ks;
-            sg_keyscan_init(&ks, server(sv, n), select, o->scan_count);
+            sg_keyscan_init(&ks, &scan, select, o->scan_count);
             rc = sg_keyscan_each(&ks, cluster_unlink_key, &u, err);
             sg_keyscan_close(&ks);
+            sg_rconn_close(&scan);
         }
     }
     if (rc == 0)
@@ -374,6 +383,16 @@ static int verify(servers *sv, const sg_flush_opts *o, const sg_strlist *select,
         rc = verify_server(server(sv, n), o, select, res, &alive, err);
         res->verified &= alive;
     }
+    /* slots that moved to a master not planned for would keep their keys
+     * out of every count above */
+    char *now = NULL;
+    if (rc == 0 && sv->owner && (rc = sg_rconn_cluster_layout(sv->c, &now, err)) == 0 &&
+        strcmp(now, sv->layout))
+        rc = sg_error_set(err, SG_EREDIS,
+                          "the Cluster's slots moved during the flush (resharding or a "
+                          "failover): keys may remain on a master it did not cover; run it "
+                          "again");
+    free(now);
     return rc ? sg_error_prefix(err, "verifying the flush") : 0;
 }
 

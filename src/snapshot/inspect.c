@@ -79,7 +79,9 @@ static int inspect_node(sg_rconn *c, sg_nstally *t, int64_t scan_count, int64_t 
     if (rc)
         return rc;
     out->used_memory += used;
-    out->maxmemory += max;
+    /* 0 is no limit: one unlimited master makes the whole unlimited (a
+     * negative sum marks that until the walk ends) */
+    out->maxmemory = max == 0 || out->maxmemory < 0 ? -1 : out->maxmemory + max;
     sg_keyscan ks;
     sg_keyscan_init(&ks, c, NULL, scan_count);
     while ((rc = sg_keyscan_request(&ks, err)) == 0) {
@@ -137,6 +139,8 @@ int sg_inspect_run(sg_rconn *c, int64_t scan_count, int64_t samples, sg_inspect_
         rc = inspect_cluster(c, t, scan_count, samples, out, err);
     else
         rc = inspect_node(c, t, scan_count, samples, out, err);
+    if (out->maxmemory < 0)
+        out->maxmemory = 0;
     sg_nstally_take(t, &out->namespaces, &out->namespace_count);
     sg_nstally_free(t);
     out->seconds = sg_mono_s() - started;

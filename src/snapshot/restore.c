@@ -143,10 +143,19 @@ static int redirect(restore *rs, lane *from, pend *p, const char *msg, sg_error 
         slot >= SG_CLUSTER_SLOTS)
         return sg_error_set(err, SG_EREDIS, "redis %s answered RESTORE with '%s'", from->c->address,
                             msg);
+    /* "host:port" as Redis writes it: IPv6 without brackets, an empty
+     * host for the node that answered */
+    char *colon = strrchr(where, ':');
+    int port = colon ? atoi(colon + 1) : 0;
+    if (colon)
+        *colon = '\0';
+    const char *host = colon && *where ? where : from->c->url.host;
     int to = -1;
     for (int i = 0; i < rs->nlanes && to < 0; i++)
-        if (!strcmp(rs->lanes[i].c->address, where))
+        if (rs->lanes[i].c->url.port == port && !strcmp(rs->lanes[i].c->url.host, host))
             to = i;
+    if (colon)
+        *colon = ':';
     if (to < 0)
         return sg_error_set(err, SG_EREDIS,
                             "redis %s sent key slot %d to %s, which was no master when the "

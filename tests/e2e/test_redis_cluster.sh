@@ -122,6 +122,12 @@ assert_eq 1000 "$(($(for p in "${NODES[@]}"; do redis-cli -p "$p" --scan --patte
 run sg restore --json latest --match 'cache:*'
 assert_rc 0 "the pre-flush snapshot restores the cache keys"
 assert_eq 9000 "$(json_get "$OUT" "d['restored']")" "all 9000 of them"
+run sg flush --no-announce --no-snapshot --match 'cache:*' --json
+assert_rc 0 "flush --match without a snapshot (SCAN and UNLINK on every master)"
+assert_eq 9000 "$(json_get "$OUT" "d['deleted']")" "deleted every cache key"
+assert_eq 0 "$(json_get "$OUT" "d['remaining']")" "none remain"
+run sg restore --json latest --match 'cache:*'
+assert_eq 9000 "$(json_get "$OUT" "d['restored']")" "the cache keys are back"
 run sg flush --no-announce --flushdb --force --json
 assert_rc 0 "flush --flushdb --force on the Cluster"
 assert_eq 10005 "$(json_get "$OUT" "d['deleted']")" "counts what every master held"

@@ -416,6 +416,14 @@ static void sentinel_urls(void **state)
     assert_string_equal(c.sentinel_password, "sentinel-pw");
     sg_redis_url_close(&c);
 
+    /* Lettuce's form: the userinfo without ':' is the password */
+    parse_ok("redis-sentinel://" SECRET "@s1#m", &u);
+    assert_null(u.user);
+    assert_string_equal(u.password, SECRET);
+    r = sg_redis_url_redacted(&u);
+    assert_null(strstr(r, SECRET));
+    free(r);
+    sg_redis_url_close(&u);
     check_roundtrip("redis-sentinel://10.0.0.1:26379,10.0.0.2:26379#mymaster");
     check_roundtrip("redis-sentinel://admin:" SECRET "@h/2#m");
     /* a # in a plain URL's password is no master's name */
