@@ -62,8 +62,7 @@ typedef struct sock {
     bool want_write;       /* the handshake or a write waits for the socket to take more */
     bool read_wants_write; /* a TLS read must write first (a key update) */
     redisReader *reader;
-    char *out; /* queued output: [out_pos, out_len) */
-    size_t out_pos, out_len, out_cap;
+    sg_txbuf out; /* commands queued, not yet sent */
     pending *head, *tail;
     sub *subs;
     int in_callback;
@@ -162,7 +161,7 @@ static void sock_finish(sock *s)
     uv_close((uv_handle_t *)&s->poll, sock_closed); /* stops polling before the fd closes */
     sg_tx_close(&s->tx);
     redisReaderFree(s->reader);
-    free(s->out);
+    sg_txbuf_free(&s->out);
 }
 
 /* Lets go of c's connection and closes it (after the running callback, if
@@ -267,7 +266,7 @@ static int update_events(sock *s)
         ev = s->want_write ? UV_WRITABLE : UV_READABLE;
     else
         ev = UV_READABLE |
-             (s->out_len > s->out_pos || s->want_write || s->read_wants_write ? UV_WRITABLE : 0);
+             (sg_txbuf_pending(&s->out) || s->want_write || s->read_wants_write ? UV_WRITABLE : 0);
     if (ev == s->events)
         return 0;
     int rc = uv_poll_start(&s->poll, ev, on_poll);
@@ -278,22 +277,13 @@ static int update_events(sock *s)
 /* Writes what it can; false when the connection broke (s let go). */
 static bool sock_write(sock *s)
 {
-    s->want_write = false;
-    while (s->out_pos < s->out_len) {
-        int want = 0;
-        sg_error e;
-        ssize_t n = sg_tx_write(&s->tx, s->out + s->out_pos, s->out_len - s->out_pos, &want, &e);
-        if (n < 0) {
-            sock_lost(s, e.msg, false);
-            return false;
-        }
-        if (n == 0) {
-            s->want_write = want == SG_TX_WANT_WRITE;
-            return true;
-        }
-        s->out_pos += (size_t)n;
+    int want = 0;
+    sg_error e;
+    if (sg_txbuf_send(&s->out, &s->tx, &want, &e)) {
+        sock_lost(s, e.msg, false);
+        return false;
     }
-    s->out_pos = s->out_len = 0;
+    s->want_write = want == SG_TX_WANT_WRITE;
     return true;
 }
 
@@ -423,30 +413,7 @@ static bool sock_open(sg_rasync *a, conn *c, const struct sockaddr *sa, socklen_
 static void sock_queue(sock *s, sg_rasync_reply_fn fn, void *pd, bool subscribe, int argc,
                        const char **argv, const size_t *argvlen)
 {
-    size_t total = 32;
-    for (int i = 0; i < argc; i++)
-        total += 32 + (argvlen ? argvlen[i] : strlen(argv[i]));
-    if (s->out_len + total > s->out_cap) {
-        if (s->out_pos) {
-            memmove(s->out, s->out + s->out_pos, s->out_len - s->out_pos);
-            s->out_len -= s->out_pos;
-            s->out_pos = 0;
-        }
-        while (s->out_len + total > s->out_cap)
-            s->out_cap = s->out_cap ? s->out_cap * 2 : 1024;
-        s->out = sg_xrealloc(s->out, s->out_cap);
-    }
-    char *o = s->out + s->out_len;
-    o += sprintf(o, "*%d\r\n", argc);
-    for (int i = 0; i < argc; i++) {
-        size_t n = argvlen ? argvlen[i] : strlen(argv[i]);
-        o += sprintf(o, "$%zu\r\n", n);
-        memcpy(o, argv[i], n);
-        o += n;
-        *o++ = '\r';
-        *o++ = '\n';
-    }
-    s->out_len = (size_t)(o - s->out);
+    sg_txbuf_command(&s->out, argc, argv, argvlen);
     pending *p = sg_xmalloc(sizeof *p);
     *p = (pending){.fn = fn, .pd = pd, .subscribe = subscribe};
     if (s->tail)

@@ -93,28 +93,19 @@ static void waiting_for(sg_rconn *c, const char *name, size_t len)
  * *want is set when the transport must wait before sending more. */
 static int send_some(sg_rconn *c, int *want, sg_error *err)
 {
-    while (c->out_pos < c->out_len) {
-        sg_error e;
-        ssize_t n = sg_tx_write(&c->tx, c->out + c->out_pos, c->out_len - c->out_pos, want, &e);
-        if (n < 0)
-            return io_error(c, err, "writing to", e.msg);
-        if (n == 0)
-            return 0;
-        c->out_pos += (size_t)n;
-    }
-    c->out_pos = c->out_len = 0;
-    return 0;
+    sg_error e;
+    return sg_txbuf_send(&c->out, &c->tx, want, &e) ? io_error(c, err, "writing to", e.msg) : 0;
 }
 
 int sg_rconn_flush(sg_rconn *c, sg_error *err)
 {
     int rc = still_broken(c, err);
     int64_t deadline = sg_tx_now_ms() + c->command_ms;
-    while (rc == 0 && c->out_len) {
+    while (rc == 0 && sg_txbuf_pending(&c->out)) {
         int want = 0;
         if ((rc = send_some(c, &want, err)))
             break;
-        if (c->out_len && (rc = sg_tx_wait(&c->tx, want, deadline, &c->broken)))
+        if (want && (rc = sg_tx_wait(&c->tx, want, deadline, &c->broken)))
             rc = rc == 1 ? timed_out(c, 0, err) : broke(c, err);
     }
     return rc;
@@ -166,7 +157,7 @@ int sg_rconn_read(sg_rconn *c, redisReply **out, sg_error *err)
                 return protocol_error(c, err);
             continue;
         }
-        if ((rc = sg_tx_wait(&c->tx, want_in | (c->out_len ? want_out : 0), deadline, &c->broken)))
+        if ((rc = sg_tx_wait(&c->tx, want_in | want_out, deadline, &c->broken)))
             return rc == 1 ? timed_out(c, got, err) : broke(c, err);
     }
 }
@@ -238,59 +229,14 @@ int sg_rconn_command(sg_rconn *c, redisReply **out, sg_error *err, int argc, con
     return 0;
 }
 
-static char *put_count(char *p, char type, size_t n)
-{
-    char digits[24];
-    int i = 0;
-    do
-        digits[i++] = (char)('0' + n % 10);
-    while ((n /= 10));
-    *p++ = type;
-    while (i)
-        *p++ = digits[--i];
-    *p++ = '\r';
-    *p++ = '\n';
-    return p;
-}
-
-/* The command in RESP, written in one pass straight into the output buffer:
- * hiredis's own formatting (sdscatfmt, an allocation per argument) was a
- * tenth of a snapshot's CPU time, which pipelines two commands per key. */
+/* Queues the command; the connection's read or flush sends it. */
 int sg_rconn_append(sg_rconn *c, sg_error *err, int argc, const char **argv, const size_t *argvlen)
 {
     int rc = still_broken(c, err);
     if (rc)
         return rc;
     waiting_for(c, argv[0], argvlen ? argvlen[0] : strlen(argv[0]));
-    size_t total = 24 + 2;
-    for (int i = 0; i < argc; i++)
-        total += 24 + 2 + (argvlen ? argvlen[i] : strlen(argv[i])) + 2;
-    if (c->out_pos && c->out_pos == c->out_len)
-        c->out_pos = c->out_len = 0;
-    if (c->out_len + total > c->out_cap) {
-        if (c->out_pos) { /* what was sent makes room first */
-            memmove(c->out, c->out + c->out_pos, c->out_len - c->out_pos);
-            c->out_len -= c->out_pos;
-            c->out_pos = 0;
-        }
-        size_t cap = c->out_cap ? c->out_cap : 16384;
-        while (cap < c->out_len + total)
-            cap *= 2;
-        if (cap != c->out_cap) {
-            c->out = sg_xrealloc(c->out, cap);
-            c->out_cap = cap;
-        }
-    }
-    char *p = put_count(c->out + c->out_len, '*', (size_t)argc);
-    for (int i = 0; i < argc; i++) {
-        size_t n = argvlen ? argvlen[i] : strlen(argv[i]);
-        p = put_count(p, '$', n);
-        memcpy(p, argv[i], n);
-        p += n;
-        *p++ = '\r';
-        *p++ = '\n';
-    }
-    c->out_len = (size_t)(p - c->out);
+    sg_txbuf_command(&c->out, argc, argv, argvlen);
     return 0;
 }
 
@@ -640,7 +586,7 @@ void sg_rconn_close(sg_rconn *c)
     sg_tx_tls_free(c->tls);
     if (c->reader)
         redisReaderFree(c->reader);
-    free(c->out);
+    sg_txbuf_free(&c->out);
     free(c->address);
     free(c->redacted);
     sg_redis_url_close(&c->url);

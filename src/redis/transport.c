@@ -424,6 +424,80 @@ ssize_t sg_tx_write(sg_tx *t, const void *buf, size_t len, int *want, sg_error *
     }
 }
 
+/* ---- the output queue ---- */
+
+static char *put_count(char *p, char type, size_t n)
+{
+    char digits[24];
+    int i = 0;
+    do
+        digits[i++] = (char)('0' + n % 10);
+    while ((n /= 10));
+    *p++ = type;
+    while (i)
+        *p++ = digits[--i];
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+/* hiredis's own formatting (sdscatfmt, an allocation per argument) was a
+ * tenth of a snapshot's CPU time, which pipelines two commands per key. */
+void sg_txbuf_command(sg_txbuf *b, int argc, const char **argv, const size_t *argvlen)
+{
+    size_t total = 24 + 2;
+    for (int i = 0; i < argc; i++)
+        total += 24 + 2 + (argvlen ? argvlen[i] : strlen(argv[i])) + 2;
+    if (b->pos && b->pos == b->len)
+        b->pos = b->len = 0;
+    if (b->len + total > b->cap) {
+        if (b->pos) {
+            memmove(b->p, b->p + b->pos, b->len - b->pos);
+            b->len -= b->pos;
+            b->pos = 0;
+        }
+        size_t cap = b->cap ? b->cap : 16384;
+        while (cap < b->len + total)
+            cap *= 2;
+        if (cap != b->cap) {
+            b->p = sg_xrealloc(b->p, cap);
+            b->cap = cap;
+        }
+    }
+    char *p = put_count(b->p + b->len, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        size_t n = argvlen ? argvlen[i] : strlen(argv[i]);
+        p = put_count(p, '$', n);
+        memcpy(p, argv[i], n);
+        p += n;
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    b->len = (size_t)(p - b->p);
+}
+
+int sg_txbuf_send(sg_txbuf *b, sg_tx *t, int *want, sg_error *err)
+{
+    *want = 0;
+    while (b->pos < b->len) {
+        ssize_t n = sg_tx_write(t, b->p + b->pos, b->len - b->pos, want, err);
+        if (n < 0)
+            return (int)n;
+        if (n == 0)
+            return 0;
+        b->pos += (size_t)n;
+    }
+    b->pos = b->len = 0;
+    *want = 0;
+    return 0;
+}
+
+void sg_txbuf_free(sg_txbuf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
 int sg_tx_keepalive(sg_tx *t, sg_error *err)
 {
     struct sockaddr_storage ss;

@@ -24,13 +24,12 @@ typedef struct sg_rconn {
     sg_tx tx;                   /* plain, unix or TLS (transport.h) */
     struct ssl_ctx_st *tls;     /* NULL without TLS; each connection loads its own */
     struct redisReader *reader; /* replies (hiredis's RESP parser) */
-    char *out;                  /* commands queued, not yet sent: [out_pos, out_len) */
-    size_t out_pos, out_len, out_cap;
-    char *address;    /* for messages */
-    char *redacted;   /* URL without password */
-    int db;           /* currently selected */
-    sg_redis_url url; /* to open a second connection (sg_rconn_clone) */
-    int timeout_ms;   /* connecting */
+    sg_txbuf out;               /* commands queued, not yet sent */
+    char *address;              /* for messages */
+    char *redacted;             /* URL without password */
+    int db;                     /* currently selected */
+    sg_redis_url url;           /* to open a second connection (sg_rconn_clone) */
+    int timeout_ms;             /* connecting */
     int command_ms;   /* a reply (from the call that waits for it) or a send waits at most this */
     char waiting[32]; /* the command last sent, for a timeout's message */
     char mode[16];    /* INFO server's redis_mode: standalone, cluster or sentinel */

@@ -78,6 +78,29 @@ int sg_tx_keepalive(sg_tx *t, sg_error *err);
  * for); a closed or zeroed-and-fd=-1 t is a no-op. */
 void sg_tx_close(sg_tx *t);
 
+/* Commands queued for a connection, in RESP: [pos, len) of p is not sent
+ * yet. Zero-initialise; both the blocking and the loop connection use it. */
+typedef struct sg_txbuf {
+    char *p;
+    size_t pos, len, cap;
+} sg_txbuf;
+
+/* Appends a command (argvlen NULL: NUL-terminated arguments), written in
+ * one pass straight into the buffer; what was sent makes room first. */
+void sg_txbuf_command(sg_txbuf *b, int argc, const char **argv, const size_t *argvlen);
+
+/* Whether some of b is not sent yet. */
+static inline bool sg_txbuf_pending(const sg_txbuf *b)
+{
+    return b->pos < b->len;
+}
+
+/* Sends what t takes now: 0 with *want 0 when all went, with *want set
+ * when t must wait first; or sg_tx_write's error. */
+int sg_txbuf_send(sg_txbuf *b, sg_tx *t, int *want, sg_error *err);
+
+void sg_txbuf_free(sg_txbuf *b);
+
 /* Blocking helpers for the one-shot commands. */
 
 /* Resolves u's host, connects to its addresses in turn and completes the
