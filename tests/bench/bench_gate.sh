@@ -15,12 +15,8 @@ cd "$(dirname "$0")/../.."
 DURATION=${1:-20}
 CONNS=${2:-32}
 RSS_SECONDS=${RSS_SECONDS:-60}
-scripts/setup.sh --bench
-# one configuration for every benchmark sharing build-bench (SG_TESTS=ON
-# builds the drivers the others need): switching it would rebuild the tree
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DSG_TESTS=ON >/dev/null
-cmake --build build-bench -j"$(nproc)" --target stormguard >/dev/null
-sg=$PWD/build-bench/stormguard
+source tests/bench/lib.sh
+bench_build
 lua=$PWD/tests/bench/igor_post.lua
 
 source scripts/redis-helpers.sh

@@ -36,7 +36,7 @@ rcli() { redis-cli -p "$port" "$@"; }
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.3f", b - a}'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+source tests/bench/lib.sh
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 # seed_file N: the HSET commands of N Igor jobs, as RESP, in $work/seed-N.resp

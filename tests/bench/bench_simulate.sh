@@ -14,12 +14,8 @@
 # usage: tests/bench/bench_simulate.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-scripts/setup.sh --bench
-# one configuration for every benchmark sharing build-bench (SG_TESTS=ON
-# builds the drivers the others need): switching it would rebuild the tree
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DSG_TESTS=ON >/dev/null
-cmake --build build-bench -j"$(nproc)" --target stormguard >/dev/null
-sg=$PWD/build-bench/stormguard
+source tests/bench/lib.sh
+bench_build
 JOBS=${SG_JOBS:-100000} MASTERS=${SG_MASTERS:-10} HISTORY=${SG_HISTORY:-10}
 DURATION=${SG_DURATION:-4h} DEADLINE=${SG_DEADLINE:-1200}
 work=$(mktemp -d /tmp/sg-bench-sim-XXXXXX)

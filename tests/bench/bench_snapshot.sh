@@ -18,12 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-1000000}
 REPS=${2:-3}
-scripts/setup.sh --bench
-# one configuration for every benchmark sharing build-bench (SG_TESTS=ON
-# builds the drivers the others need): switching it would rebuild the tree
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DSG_TESTS=ON >/dev/null
-cmake --build build-bench -j"$(nproc)" --target stormguard >/dev/null
-sg=$PWD/build-bench/stormguard
+source tests/bench/lib.sh
+bench_build
 
 source scripts/redis-helpers.sh
 work=$(mktemp -d)
@@ -38,17 +34,6 @@ populate() {
   [[ $(rcli dbsize) == "$N" ]] || { echo "populate failed" >&2; exit 1; }
 }
 
-# time_cmd OUTVAR CMD...: wall seconds of CMD; also sets PEAK_KB (max RSS).
-time_cmd() {
-  local var=$1
-  shift
-  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out" 2>"$work/err" ||
-    { cat "$work/err" >&2; exit 1; }
-  read -r secs PEAK_KB <"$work/time"
-  printf -v "$var" '%s' "$secs"
-}
-
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
 echo "populating $N keys of 100 bytes..."
 populate
