@@ -617,12 +617,6 @@ static void on_attempt_timeout(uv_timer_t *t)
                      a->timeout_ms);
 }
 
-static bool is_numeric_host(const char *host)
-{
-    unsigned char buf[sizeof(struct in6_addr)];
-    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
-}
-
 /* ---- Sentinel ----
  *
  * An attempt on a redis-sentinel:// URL first asks the sentinels for the
@@ -774,7 +768,7 @@ static void connect_to_server(sg_rasync *a)
         open_session(a, NULL, 0);
         return;
     }
-    if (is_numeric_host(a->srv.host)) {
+    if (sg_tx_is_ip(a->srv.host)) {
         open_numeric(a, a->srv.host);
         return;
     }

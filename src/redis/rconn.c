@@ -564,10 +564,18 @@ static int open_server(sg_rconn *c, const sg_redis_url *u, int timeout_ms, int c
         const char *ping[] = {"PING"};
         rc = simple(c, err, 1, ping);
     }
-    char *mode = NULL;
-    if (rc == 0 && (rc = sg_rconn_info_field(c, "server", "redis_mode", &mode, err)) == 0) {
+    /* what the server is, read once for every command on the connection */
+    const char *info[] = {"INFO", "server"};
+    redisReply *r = NULL;
+    if (rc == 0 && (rc = sg_rconn_command(c, &r, err, 2, info, NULL)) == 0) {
+        const char *text = r->type == REDIS_REPLY_STRING ? r->str : "";
+        char *mode = sg_reply_info_field(text, "redis_mode");
+        char *version = sg_reply_info_field(text, "redis_version");
         snprintf(c->mode, sizeof c->mode, "%s", mode ? mode : "standalone");
+        snprintf(c->version, sizeof c->version, "%s", version ? version : "");
         free(mode);
+        free(version);
+        freeReplyObject(r);
     }
     if (rc == 0 && u->db && strcmp(c->mode, "sentinel"))
         rc = sg_rconn_select(c, u->db, err);

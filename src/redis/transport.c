@@ -143,7 +143,7 @@ void sg_tx_tls_free(SSL_CTX *tls)
 
 /* ---- connecting ---- */
 
-static bool is_ip(const char *host)
+bool sg_tx_is_ip(const char *host)
 {
     unsigned char buf[sizeof(struct in6_addr)];
     return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
@@ -159,7 +159,7 @@ static int tls_session(sg_tx *t, const sg_redis_url *u, SSL_CTX *tls, sg_error *
         return sg_error_set(err, SG_EIO, "starting TLS with redis %s: %s", t->address,
                             ssl_reason(why, sizeof why));
     const char *name = u->tls.sni ? u->tls.sni : u->host;
-    bool ip = is_ip(name);
+    bool ip = sg_tx_is_ip(name);
     /* RFC 6066: SNI carries host names only, never an address */
     if (!ip && SSL_set_tlsext_host_name(t->ssl, name) != 1)
         return sg_error_set(err, SG_EIO, "setting TLS SNI %s for redis %s: %s", name, t->address,

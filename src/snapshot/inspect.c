@@ -129,8 +129,8 @@ int sg_inspect_run(sg_rconn *c, int64_t scan_count, int64_t samples, sg_inspect_
     memset(out, 0, sizeof *out);
     double started = sg_mono_s();
     int rc;
-    if ((rc = sg_rconn_info_field(c, "server", "redis_version", &out->redis_version, err)) ||
-        (rc = sg_rconn_info_field(c, "memory", "maxmemory_policy", &out->maxmemory_policy, err)))
+    out->redis_version = sg_xstrdup(c->version);
+    if ((rc = sg_rconn_info_field(c, "memory", "maxmemory_policy", &out->maxmemory_policy, err)))
         return rc;
     out->db = c->db;
     out->nodes = 1;

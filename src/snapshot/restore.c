@@ -342,13 +342,7 @@ int sg_restore_run(sg_rconn *c, sg_store *s, int64_t id, const sg_restore_opts *
     int rc = sg_store_snapshot_get(s, id, &info, err);
     if (rc)
         return rc;
-    char *version = NULL;
-    if ((rc = sg_rconn_info_field(c, "server", "redis_version", &version, err))) {
-        sg_snapshot_info_close(&info);
-        return rc;
-    }
-    int max_rdb = sg_rdb_version_for_redis(version);
-    free(version);
+    int max_rdb = sg_rdb_version_for_redis(c->version);
 
     restore rs = {.o = o, .res = out};
     sg_rconn *nodes = NULL;

@@ -278,10 +278,7 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
     sn.count_profile = profile_pattern != NULL;
     if (!profile_pattern)
         res.profile_keys = -1;
-    char *version = NULL;
-    int rc = sg_rconn_info_field(c, "server", "redis_version", &version, err);
-    if (rc)
-        goto done;
+    int rc = 0;
 
     int home = c->db;
     int one_db[1] = {home};
@@ -308,7 +305,7 @@ int sg_snapshot_take(sg_rconn *c, sg_store *s, const sg_snapshot_opts *o, sg_sna
         .taken_at_ms = sg_clock_ms(sn.clock),
         .reason = (char *)(o->reason ? o->reason : "manual"),
         .redis = c->redacted,
-        .redis_version = version,
+        .redis_version = c->version,
         .profile = (char *)sg_profile_kind_name(o->profile),
         .db = ndb == 1 ? dbs[0] : -1,
     };
@@ -366,7 +363,6 @@ done:
     free(nodes);
     free(layout);
     free(profile_pattern);
-    free(version);
     sg_strlist_clear(&patterns);
     if (rc)
         sg_error_prefix(err, "snapshot of %s", c->redacted);

@@ -33,6 +33,7 @@ typedef struct sg_rconn {
     int command_ms;   /* a reply (from the call that waits for it) or a send waits at most this */
     char waiting[32]; /* the command last sent, for a timeout's message */
     char mode[16];    /* INFO server's redis_mode: standalone, cluster or sentinel */
+    char version[32]; /* INFO server's redis_version ("" if it gives none) */
     /* Sticky: once a read or write failed or timed out, the stream is out
      * of step (a late reply would be taken for the next command's), so
      * every later call fails with this. */

@@ -108,6 +108,9 @@ void sg_txbuf_free(sg_txbuf *b);
 int sg_tx_connect(sg_tx *t, const sg_redis_url *u, struct ssl_ctx_st *tls, int timeout_ms,
                   sg_error *err);
 
+/* Whether host is a numeric IPv4 or IPv6 address (no lookup needed, no SNI). */
+bool sg_tx_is_ip(const char *host);
+
 /* Now on the scale of the deadlines below (CLOCK_MONOTONIC, ms). */
 int64_t sg_tx_now_ms(void);
 
