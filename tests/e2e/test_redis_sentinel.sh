@@ -18,26 +18,43 @@ start_redis --replicaof 127.0.0.1 "$M0" --replica-priority 0
 R2=$PORT
 PORT=$M0
 
-# start_sentinel: a sentinel of mymaster on a free port; appends to SENTINELS
+# Sentinel learns of replicas from the master's INFO, which it reads when it
+# connects and then every 10 s: both replicas are online before the
+# sentinels start, so the first INFO names them.
+replicas_online() { [ "$(redis-cli -p "$M0" info replication | grep -c 'state=online')" = 2 ]; }
+wait_for 20 "both replicas are online" replicas_online
+
+# start_sentinel: a sentinel of mymaster on a free port; appends to
+# SENTINELS. A port taken between the choice and the bind (tests run in
+# parallel) is retried on another.
 SENTINELS=()
 start_sentinel() {
-    local port conf i
-    port=$(_sg_free_port)
-    conf=$TMP/sentinel-$port.conf
-    printf '%s\n' "port $port" "bind 127.0.0.1" "dir $TMP" \
-        "sentinel monitor mymaster 127.0.0.1 $M0 2" \
-        "sentinel down-after-milliseconds mymaster 1000" \
-        "sentinel failover-timeout mymaster 6000" \
-        "sentinel parallel-syncs mymaster 2" >"$conf"
-    redis-server "$conf" --sentinel --logfile "$TMP/sentinel-$port.log" </dev/null >/dev/null 2>&1 &
-    bg_track "$!"
-    _sg_watchdog $$ "$!" </dev/null >/dev/null 2>&1 &
-    bg_track "$!"
-    for i in $(seq 1 50); do
-        redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break
-        sleep 0.1
+    local port conf i try pid
+    for try in 1 2 3 4 5; do
+        port=$(_sg_free_port)
+        conf=$TMP/sentinel-$port.conf
+        printf '%s\n' "port $port" "bind 127.0.0.1" "dir $TMP" \
+            "sentinel monitor mymaster 127.0.0.1 $M0 2" \
+            "sentinel down-after-milliseconds mymaster 1000" \
+            "sentinel failover-timeout mymaster 6000" \
+            "sentinel parallel-syncs mymaster 2" >"$conf"
+        redis-server "$conf" --sentinel --logfile "$TMP/sentinel-$port.log" </dev/null >/dev/null 2>&1 &
+        pid=$!
+        bg_track "$pid"
+        _sg_watchdog $$ "$pid" </dev/null >/dev/null 2>&1 &
+        bg_track "$!"
+        for i in $(seq 1 50); do
+            if redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; then
+                SENTINELS+=("$port")
+                return 0
+            fi
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null
+        echo "# sentinel on port $port did not start (try $try): $(tail -n 2 "$TMP/sentinel-$port.log" 2>/dev/null)"
     done
-    SENTINELS+=("$port")
+    fail "no sentinel started in 5 tries"
 }
 start_sentinel
 start_sentinel
@@ -46,7 +63,7 @@ S=${SENTINELS[0]}
 master_port() { redis-cli -p "$S" sentinel get-master-addr-by-name mymaster | sed -n 2p; }
 replicas_known() { [ "$(redis-cli -p "$S" sentinel master mymaster | sed -n '/^num-slaves$/{n;p}')" = 2 ]; }
 others_known() { [ "$(redis-cli -p "$S" sentinel master mymaster | sed -n '/^num-other-sentinels$/{n;p}')" = 2 ]; }
-wait_for 20 "the sentinels see both replicas" replicas_known
+wait_for 30 "the sentinels see both replicas" replicas_known
 wait_for 20 "the sentinels see each other" others_known
 
 seed_igor 20
