@@ -12,6 +12,7 @@
 #include "stormguard/gate/classify.h"
 #include "stormguard/gate/core.h"
 #include "stormguard/redis/watch.h"
+#include "stormguard/redis/watchset.h"
 #include "stormguard/store/events.h"
 #include "stormguard/store/held.h"
 
@@ -133,17 +134,37 @@ static json_t *string_or_null(const char *s)
     return s ? json_string(s) : json_null();
 }
 
-/* The watcher's report as /v1/status shows it (README: "redis"). */
+/* A watcher's report as /v1/status shows it (README: "redis"). */
 static json_t *watch_json(const sg_watch_report *w)
 {
     json_t *st = json_pack(
-        "{s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:b,s:b,s:o,s:o,s:I,s:o,s:I}", "link",
+        "{s:s,s:s?,s:s?,s:s?,s:o,s:o,s:o,s:b,s:b,s:o,s:o,s:I,s:o,s:I}", "link",
         sg_watch_link_name(w->link), "address", w->address, "server", w->server, "canary",
         w->canary, "run_id", string_or_null(w->run_id), "role", string_or_null(w->role),
         "redis_version", string_or_null(w->redis_version), "tracking", w->tracking, "armed",
         w->armed, "last_check", time_or_null(w->last_check_ms), "dbsize",
         w->last_check_ms ? json_integer(w->dbsize) : json_null(), "sample", (json_int_t)w->sample,
         "last_error", string_or_null(w->last_error), "wipes", (json_int_t)w->wipes);
+    return st;
+}
+
+/* The watched Redis; for a Cluster also each master ("masters"). */
+static json_t *redis_json(const sg_gate_info *gi)
+{
+    json_t *st = watch_json(&gi->watch);
+    size_t n = sg_watchset_masters(gi->watchset);
+    if (!n)
+        return st;
+    json_t *masters = json_array();
+    for (size_t i = 0; i < n; i++) {
+        sg_watch_report r;
+        const char *slots;
+        sg_watchset_master_report(gi->watchset, i, &r, &slots);
+        json_t *m = watch_json(&r);
+        json_object_set_new(m, "slots", json_string(slots));
+        json_array_append_new(masters, m);
+    }
+    json_object_set_new(st, "masters", masters);
     return st;
 }
 
@@ -167,6 +188,7 @@ static void guard_status(json_t *doc, const sg_guard_report *gr, int64_t held)
     json_object_set_new(doc, "wipes", json_integer((json_int_t)gr->wipes));
     json_object_set_new(doc, "storm_signals", json_integer((json_int_t)gr->storm_signals));
     json_object_set_new(doc, "rewarms", json_integer((json_int_t)gr->rewarms));
+    json_object_set_new(doc, "redis_changes", json_integer((json_int_t)gr->server_changes));
     json_object_set_new(doc, "held", json_integer(held));
 }
 
@@ -218,8 +240,7 @@ static json_t *status_doc(sg_admin *a)
         json_object_set_new(journal, "low_space",
                             json_boolean(st.free_bytes < SG_JOURNAL_HEADROOM_BYTES));
     }
-    json_object_set_new(doc, "redis",
-                        gi.watched ? watch_json(&gi.watch) : json_string("not watched"));
+    json_object_set_new(doc, "redis", gi.watched ? redis_json(&gi) : json_string("not watched"));
     guard_status(doc, &gr, sg_core_held(core));
     return doc;
 }
@@ -414,6 +435,9 @@ static void metrics(sg_admin *a, sg_buf *b)
     sg_metric_sample(b, "stormguard_storm_signals_total", "", (double)gr.storm_signals);
     sg_metric_family(b, "stormguard_rewarms_total", "counter", "Rewarms after a wipe");
     sg_metric_sample(b, "stormguard_rewarms_total", "", (double)gr.rewarms);
+    sg_metric_family(b, "stormguard_redis_changes_total", "counter",
+                     "Restarts and failovers of the watched Redis that kept the data");
+    sg_metric_sample(b, "stormguard_redis_changes_total", "", (double)gr.server_changes);
     sg_metric_family(b, "stormguard_redis_up", "gauge", "1 while the watched Redis answers");
     sg_metric_sample(b, "stormguard_redis_up", "", gi.watched && gi.redis_up);
     sg_metric_family(b, "stormguard_forward_inflight", "gauge", "Deliveries in flight");

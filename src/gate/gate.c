@@ -30,7 +30,7 @@
 #include "stormguard/gate/forward.h"
 #include "stormguard/gate/http.h"
 #include "stormguard/gate/storm.h"
-#include "stormguard/redis/watch.h"
+#include "stormguard/redis/watchset.h"
 #include "stormguard/snapshot/sidecar.h"
 #include "stormguard/store/events.h"
 #include "stormguard/store/store.h"
@@ -44,7 +44,7 @@ struct sg_gate {
     sg_core *core;
     sg_http *http; /* the poller's listener */
     sg_forward *fwd;
-    sg_watch *watch;
+    sg_watchset *watch;
     uint64_t refused; /* the listener's refusals, kept once it stopped */
     bool redis_up, snapshotting;
     int64_t last_snapshot_at;
@@ -76,7 +76,8 @@ void sg_gate_info_get(const sg_gate *g, sg_gate_info *out)
                           .watched = g->watch != NULL,
                           .redis_up = g->redis_up};
     if (g->watch)
-        sg_watch_report_get(g->watch, &out->watch);
+        sg_watchset_report_get(g->watch, &out->watch);
+    out->watchset = g->watch;
     out->snapshot_good_at_ms = g->good_snapshot_at;
     out->snapshot_good_keys = g->good_snapshot_keys;
     /* the periodic snapshots need a profile and the watcher's link (on_tick) */
@@ -249,7 +250,7 @@ static void on_sample(void *ud, int64_t snapshot_id, const char *const *keys, si
     sg_gate *g = ud;
     (void)snapshot_id;
     if (g->watch)
-        sg_watch_set_sample(g->watch, keys, n);
+        sg_watchset_set_sample(g->watch, keys, n);
 }
 
 /* Hands the watcher keys of snapshot id to look for (a wipe of the poller's
@@ -396,6 +397,14 @@ static void on_wipe(void *ud, sg_wipe_cause cause, const char *detail, int64_t d
         sg_log(SG_LOG_ERROR, "guard", "cannot start the rewarm: %s", err.msg);
 }
 
+/* A restart or failover that kept the data: recorded, nothing changes. */
+static void on_change(void *ud, sg_wipe_cause cause, const char *detail)
+{
+    sg_gate *g = ud;
+    if (!g->stopping)
+        sg_guard_server_changed(sg_core_guard(g->core), sg_wipe_cause_name(cause), detail);
+}
+
 static void on_link(void *ud, bool up, const char *detail)
 {
     sg_gate *g = ud;
@@ -506,7 +515,7 @@ void sg_gate_stop(sg_gate *g, void (*stopped)(void *ud), void *ud)
     if (g->tick.loop)
         uv_close((uv_handle_t *)&g->tick, NULL);
     if (g->watch) {
-        sg_watch_stop(g->watch, NULL, NULL); /* not to be used after this call */
+        sg_watchset_stop(g->watch, NULL, NULL); /* not to be used after this call */
         g->watch = NULL;
     }
     g->stop_waits = 1 + (g->fwd != NULL) + (g->http != NULL);
@@ -641,8 +650,9 @@ static int start_watch(sg_gate *g, sg_error *err)
                         .check_ms = (int)c->check_interval_ms,
                         .connect_timeout_ms = (int)c->connect_timeout_ms,
                         .count_pattern = c->profile == SG_PROFILE_NONE ? NULL : g->sample_glob,
-                        .clock = g->clock};
-    int rc = sg_watch_start(g->loop, &wo, on_wipe, on_link, g, &g->watch, err);
+                        .clock = g->clock,
+                        .on_change = on_change};
+    int rc = sg_watchset_start(g->loop, &wo, on_wipe, on_link, g, &g->watch, err);
     if (rc)
         return sg_error_prefix(err, "watching Redis");
     sg_core_stats st;

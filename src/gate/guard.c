@@ -16,6 +16,7 @@
 #include "stormguard/base/util.h"
 
 #define EXPECT_WIPE_MS (10 * 60 * 1000)
+#define EXPECT_MORE_WIPES_MS 5000 /* after an announced flush's first wipe */
 
 struct sg_guard {
     sg_guard_opts o;
@@ -25,7 +26,7 @@ struct sg_guard {
     void *ud;
     int64_t expect_wipe_until, last_wipe_at;
     int64_t episode_id; /* the open episode, 0 if none (or not yet committed) */
-    uint64_t wipes, storms, rewarms;
+    uint64_t wipes, storms, rewarms, server_changes;
     int pending_episodes; /* submitted, not yet done: they hold a pointer to g */
     bool freed;           /* sg_guard_free ran while some were pending */
 };
@@ -41,6 +42,7 @@ typedef struct episode_op {
     sg_jop op;
     sg_guard *g;
     char *cause, *detail;
+    bool apart; /* an episode of its own: the open one stays the current */
 } episode_op;
 
 static void guard_release(sg_guard *g)
@@ -57,7 +59,7 @@ static void on_episode_done(sg_jop *op)
     if (op->status)
         sg_log(SG_LOG_ERROR, "guard", "recording episode (%s) failed: %s",
                e->cause ? e->cause : "update", op->errmsg);
-    else if (e->cause)
+    else if (e->cause && !e->apart)
         g->episode_id = op->episode_id;
     free(e->cause);
     free(e->detail);
@@ -66,8 +68,10 @@ static void on_episode_done(sg_jop *op)
         guard_release(g);
 }
 
-/* Opens an episode (cause set) or appends to the current one. */
-static void episode(sg_guard *g, const char *cause, const char *detail, int64_t ended_at)
+/* Opens an episode (cause set) or appends to the current one; apart: an
+ * episode that ends as it opens (ended_at) and leaves the current one be. */
+static void episode_op_submit(sg_guard *g, const char *cause, const char *detail, int64_t ended_at,
+                              bool apart)
 {
     if (!g->o.journal || (!cause && !g->episode_id))
         return;
@@ -83,10 +87,16 @@ static void episode(sg_guard *g, const char *cause, const char *detail, int64_t 
     e->op.detail = e->detail;
     e->op.done = on_episode_done;
     e->op.ud = e;
-    if (cause)
+    e->apart = apart;
+    if (cause && !apart)
         g->episode_id = 0; /* set when committed */
     g->pending_episodes++;
     sg_journal_submit(g->o.journal, &e->op);
+}
+
+static void episode(sg_guard *g, const char *cause, const char *detail, int64_t ended_at)
+{
+    episode_op_submit(g, cause, detail, ended_at, false);
 }
 
 /* ---- modes ---- */
@@ -189,7 +199,13 @@ bool sg_guard_wipe(sg_guard *g, const char *cause, const char *detail, int64_t d
 {
     int64_t now = now_ms(g);
     bool expected = g->expect_wipe_until > now;
-    g->expect_wipe_until = 0;
+    /* A flush wipes every master of a Redis Cluster, each seen apart, in
+     * a moment: the wipes that follow the first closely are the same flush.
+     * Any later one is not. */
+    if (expected && g->expect_wipe_until > now + EXPECT_MORE_WIPES_MS)
+        g->expect_wipe_until = now + EXPECT_MORE_WIPES_MS;
+    else if (!expected)
+        g->expect_wipe_until = 0;
     g->wipes++;
     g->last_wipe_at = detected_at_ms;
     sg_log(SG_LOG_WARN, "guard", "Redis wiped (%s): %s%s", cause, detail,
@@ -199,6 +215,16 @@ bool sg_guard_wipe(sg_guard *g, const char *cause, const char *detail, int64_t d
     sg_modes_guard(&g->modes, now, g->o.guard_ms, reason);
     episode(g, cause, detail, 0);
     return expected;
+}
+
+void sg_guard_server_changed(sg_guard *g, const char *cause, const char *detail)
+{
+    g->server_changes++;
+    sg_log(SG_LOG_INFO, "guard", "Redis %s without a wipe: %s", cause, detail);
+    char what[64];
+    snprintf(what, sizeof what, "%s, data kept", cause);
+    int64_t now = now_ms(g);
+    episode_op_submit(g, what, detail, now, true);
 }
 
 void sg_guard_rewarmed(sg_guard *g, const char *detail)
@@ -247,5 +273,6 @@ void sg_guard_report_get(const sg_guard *g, sg_guard_report *out)
     out->wipes = g->wipes;
     out->storm_signals = g->storms;
     out->rewarms = g->rewarms;
+    out->server_changes = g->server_changes;
     out->last_wipe_at_ms = g->last_wipe_at;
 }

@@ -426,8 +426,12 @@ static int apply_one(sg_journal *j, sg_jop *op, sg_error *err)
                                      &op->pruned, &op->more, err);
     }
     case SG_JOP_EPISODE:
-        if (op->episode_id == 0)
-            return sg_store_episode_open(s, op->at, op->cause, op->detail, &op->episode_id, err);
+        if (op->episode_id == 0) {
+            int rc = sg_store_episode_open(s, op->at, op->cause, op->detail, &op->episode_id, err);
+            if (rc == 0 && op->ended_at) /* one that ends as it opens */
+                rc = sg_store_episode_update(s, op->episode_id, op->ended_at, NULL, err);
+            return rc;
+        }
         return sg_store_episode_update(s, op->episode_id, op->ended_at, op->detail, err);
     }
     return sg_error_set(err, SG_EINVAL, "unknown journal operation %d", (int)op->type);

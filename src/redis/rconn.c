@@ -333,31 +333,22 @@ int sg_rconn_check_standalone(const sg_rconn *c, sg_error *err)
     return 0;
 }
 
-/* One master of CLUSTER SLOTS: its address and first slot. */
-typedef struct cluster_master {
-    char *host;
-    int port;
-    int64_t first_slot;
-} cluster_master;
-
 static int by_first_slot(const void *a, const void *b)
 {
-    const cluster_master *x = a, *y = b;
+    const sg_cluster_master *x = a, *y = b;
     return x->first_slot < y->first_slot ? -1 : x->first_slot > y->first_slot;
 }
 
-/* Reads CLUSTER SLOTS: the distinct masters (by address) and the layout,
- * "start-end host:port" per range in the server's order; owner (may be
- * NULL) maps each slot to its master's index in *out. */
-static int cluster_slots(sg_rconn *c, cluster_master **out, int *n, char **layout, int16_t *owner,
-                         sg_error *err)
+/* The layout is "start-end host:port" per range, in the server's order. */
+int sg_rconn_cluster_slots(sg_rconn *c, sg_cluster_master **out, int *n, char **layout,
+                           int16_t *owner, sg_error *err)
 {
     const char *argv[] = {"CLUSTER", "SLOTS"};
     redisReply *r = NULL;
     int rc = sg_rconn_command(c, &r, err, 2, argv, NULL);
     if (rc)
         return rc;
-    cluster_master *m = NULL;
+    sg_cluster_master *m = NULL;
     int count = 0;
     sg_buf lay = {0};
     int16_t *by_first = owner ? sg_xmalloc(SG_CLUSTER_SLOTS * sizeof *by_first) : NULL;
@@ -390,7 +381,7 @@ static int cluster_slots(sg_rconn *c, cluster_master **out, int *n, char **layou
             j++;
         if (j == count) {
             m = sg_xrealloc(m, (size_t)(count + 1) * sizeof *m);
-            m[count++] = (cluster_master){sg_xstrdup(host), port, range->element[0]->integer};
+            m[count++] = (sg_cluster_master){sg_xstrdup(host), port, range->element[0]->integer};
         } else if (range->element[0]->integer < m[j].first_slot) {
             m[j].first_slot = range->element[0]->integer;
         }
@@ -436,13 +427,18 @@ static int cluster_slots(sg_rconn *c, cluster_master **out, int *n, char **layou
 
 int sg_rconn_cluster_layout(sg_rconn *c, char **layout, sg_error *err)
 {
-    cluster_master *m = NULL;
+    sg_cluster_master *m = NULL;
     int n = 0;
-    int rc = cluster_slots(c, &m, &n, layout, NULL, err);
+    int rc = sg_rconn_cluster_slots(c, &m, &n, layout, NULL, err);
+    sg_cluster_masters_free(m, n);
+    return rc;
+}
+
+void sg_cluster_masters_free(sg_cluster_master *m, int n)
+{
     for (int i = 0; i < n; i++)
         free(m[i].host);
     free(m);
-    return rc;
 }
 
 int sg_rconn_cluster_masters(sg_rconn *c, sg_rconn **out, int *n, char **layout, sg_error *err)
@@ -453,9 +449,9 @@ int sg_rconn_cluster_masters(sg_rconn *c, sg_rconn **out, int *n, char **layout,
 int sg_rconn_cluster_map(sg_rconn *c, sg_rconn **out, int *n, char **layout, int16_t *owner,
                          sg_error *err)
 {
-    cluster_master *m = NULL;
+    sg_cluster_master *m = NULL;
     int count = 0;
-    int rc = cluster_slots(c, &m, &count, layout, owner, err);
+    int rc = sg_rconn_cluster_slots(c, &m, &count, layout, owner, err);
     if (rc)
         return rc;
     sg_rconn *nodes = sg_xcalloc((size_t)count, sizeof *nodes);
@@ -471,9 +467,7 @@ int sg_rconn_cluster_map(sg_rconn *c, sg_rconn **out, int *n, char **layout, int
         if (rc)
             break;
     }
-    for (int i = 0; i < count; i++)
-        free(m[i].host);
-    free(m);
+    sg_cluster_masters_free(m, count);
     if (rc) {
         for (int i = 0; i < opened; i++)
             sg_rconn_close(&nodes[i]);

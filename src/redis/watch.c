@@ -76,6 +76,10 @@ enum { Q_EXISTS, Q_DBSIZE, Q_SERVER, Q_REPLICATION, Q_SAMPLE, Q_COUNT };
 
 typedef struct check check;
 
+/* The replies a check waits for: one per Q_*, and with a Cluster master's
+ * sample one EXISTS per key (Q_SAMPLE and the slots after it). */
+#define CHECK_SLOTS (Q_COUNT + SAMPLE_MAX - 1)
+
 typedef struct slot {
     check *c;
     int what; /* Q_* */
@@ -84,9 +88,10 @@ typedef struct slot {
 /* One pipelined check; freed when its last reply (or NULL) came. */
 struct check {
     struct sg_watch *w;
-    slot slots[Q_COUNT];
+    slot slots[CHECK_SLOTS];
     int pending;
     bool failed;
+    bool moved;  /* an error reply said MOVED: a Cluster master's slots went elsewhere */
     char *error; /* an error reply, for the log */
     sg_wipe_trigger why;
     int64_t at;    /* epoch ms of the trigger */
@@ -108,6 +113,13 @@ struct sg_watch {
     sg_wipe_fn on_wipe;
     sg_link_fn on_link;
     void *ud;
+    void (*on_change)(void *ud, sg_wipe_cause cause, const char *detail);
+    void (*on_cluster)(void *ud);
+    void (*on_moved)(void *ud);
+    bool cluster_node;   /* one master of a Cluster: keys asked about one by one */
+    char *predecessor;   /* until the first good check: wipe.h predecessor */
+    bool cluster_told;   /* on_cluster was called */
+    bool follows_master; /* a Sentinel's master or a Cluster master: not one address */
 
     sg_rasync *redis;       /* NULL once stopped */
     uv_timer_t check_timer; /* periodic check while up */
@@ -340,12 +352,15 @@ static void store_reply(check *c, int what, const redisReply *r)
     /* counts of what was asked about: a sample count beyond the sample
      * would make evaluate's arithmetic overflow */
     bool want_int = what == Q_EXISTS || what == Q_DBSIZE || what == Q_SAMPLE;
-    int64_t max = what == Q_EXISTS   ? 1
-                  : what == Q_SAMPLE ? (int64_t)c->sample_n
-                                     : SG_REDIS_KEYS_MAX;
+    int64_t max = what == Q_EXISTS                         ? 1
+                  : what == Q_SAMPLE && c->w->cluster_node ? 1
+                  : what == Q_SAMPLE                       ? (int64_t)c->sample_n
+                                                           : SG_REDIS_KEYS_MAX;
     int64_t n = 0;
     if (want_int ? sg_reply_count(r, max, &n) != 0 : r->type != REDIS_REPLY_STRING) {
         c->failed = true;
+        if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "MOVED ", 6))
+            c->moved = true;
         if (!c->error)
             c->error = sg_xasprintf("%s: %s", check_names[what],
                                     r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
@@ -359,7 +374,7 @@ static void store_reply(check *c, int what, const redisReply *r)
         c->dbsize = n;
         break;
     case Q_SAMPLE:
-        c->sample_present = n;
+        c->sample_present += n;
         break;
     case Q_SERVER: {
         c->f.run_id = info_field(r->str, "run_id");
@@ -442,7 +457,8 @@ static void evaluate(sg_watch *w, check *c)
                              .role = w->known.role,
                              .master_replid = w->known.master_replid,
                              .checked_at_ms = w->known_at,
-                             .sample_gen = w->sample_gen};
+                             .sample_gen = w->sample_gen,
+                             .predecessor = w->predecessor};
     const sg_wipe_obs o = {.trigger = c->why,
                            .now_ms = now,
                            .canary = c->exists,
@@ -457,12 +473,17 @@ static void evaluate(sg_watch *w, check *c)
     sg_wipe_result r;
     sg_wipe_judge(&k, &o, &r);
     bool wipe = r.verdict == SG_VERDICT_WIPED;
+    /* A master a Sentinel or a Cluster demoted: the master that took its
+     * place is where the change is told, once, by the check that finds it */
+    bool told_elsewhere = w->follows_master && !strcmp(c->f.role, "slave");
     if (r.note[0])
         sg_log(SG_LOG_INFO, "watch", "redis %s: %s", w->address, r.note);
     facts_free(&w->known);
     w->known = c->f;
     memset(&c->f, 0, sizeof c->f);
     w->known_at = w->last_check = now;
+    free(w->predecessor); /* the server's own facts are known now */
+    w->predecessor = NULL;
     w->dbsize = c->dbsize;
     w->canary_known = c->exists;
     if (wipe) {
@@ -485,6 +506,10 @@ static void evaluate(sg_watch *w, check *c)
         sg_log(SG_LOG_WARN, "watch", "wipe (%s) on redis %s: %s", sg_wipe_cause_name(r.cause),
                w->address, r.detail);
         w->on_wipe(w->ud, r.cause, r.detail, c->at);
+        if (w->stopping)
+            return;
+    } else if (r.kept && w->on_change && !told_elsewhere) {
+        w->on_change(w->ud, r.kept_cause, r.note);
         if (w->stopping)
             return;
     }
@@ -527,7 +552,15 @@ static void on_check_reply(void *pd, const redisReply *r)
     if (live(w)) {
         /* before any other failure: a multi-key EXISTS of the sample fails
          * there with CROSSSLOT, which would hide the reason */
-        if (c->f.mode && !strcmp(c->f.mode, "cluster"))
+        if (c->f.mode && !strcmp(c->f.mode, "cluster") && !w->cluster_node && w->on_cluster) {
+            /* the owner watches every master instead */
+            if (!w->cluster_told) {
+                w->cluster_told = true;
+                uv_timer_stop(&w->check_timer);
+                w->ready = false;
+                w->on_cluster(w->ud);
+            }
+        } else if (c->f.mode && !strcmp(c->f.mode, "cluster") && !w->cluster_node)
             /* one node's canary and keys would stand for the whole data */
             session_fail(w,
                          "redis %s is a node of a Redis Cluster, which stormguard does not "
@@ -537,13 +570,15 @@ static void on_check_reply(void *pd, const redisReply *r)
             evaluate(w, c);
         else if (c->error)
             check_failed(w, c->error);
+        if (c->moved && w->cluster_node && w->on_moved && live(w))
+            w->on_moved(w->ud);
     }
     check_free(c);
 }
 
 static void start_check(sg_watch *w, sg_wipe_trigger why, int64_t at)
 {
-    if (!live(w) || !w->ready)
+    if (!live(w) || !w->ready || w->cluster_told)
         return;
     if (w->check) {
         /* Its replies may predate the event: it reports what it finds, under
@@ -574,21 +609,30 @@ static void start_check(sg_watch *w, sg_wipe_trigger why, int64_t at)
     sample[0] = "EXISTS";
     for (size_t i = 0; i < c->sample_n; i++)
         sample[i + 1] = w->sample.items[i];
+    /* a Cluster master's keys may be in different slots: one EXISTS each */
+    size_t per_key = w->cluster_node ? c->sample_n : 0;
     struct {
         int argc;
         const char **argv;
-    } q[Q_COUNT] = {{2, exists},
-                    {1, dbsize},
-                    {2, server},
-                    {2, repl},
-                    {c->sample_n ? (int)c->sample_n + 1 : 0, sample}};
+    } q[CHECK_SLOTS] = {{2, exists},
+                        {1, dbsize},
+                        {2, server},
+                        {2, repl},
+                        {c->sample_n && !per_key ? (int)c->sample_n + 1 : 0, sample}};
+    const char *one[SAMPLE_MAX][2];
+    for (size_t i = 0; i < per_key; i++) {
+        one[i][0] = "EXISTS";
+        one[i][1] = w->sample.items[i];
+        q[Q_SAMPLE + i].argc = 2;
+        q[Q_SAMPLE + i].argv = one[i];
+    }
     int wanted = 0;
-    for (int i = 0; i < Q_COUNT; i++) {
+    for (int i = 0; i < CHECK_SLOTS; i++) {
         if (!q[i].argc)
             continue;
         wanted++;
         c->slots[i].c = c;
-        c->slots[i].what = i;
+        c->slots[i].what = i < Q_SAMPLE ? i : Q_SAMPLE;
         if (send_command(w, CMD, on_check_reply, &c->slots[i], q[i].argc, q[i].argv))
             c->pending++;
     }
@@ -636,6 +680,13 @@ int sg_watch_start(uv_loop_t *loop, const sg_watch_opts *o, sg_wipe_fn on_wipe, 
     if (rc)
         return rc;
     sg_redis_url_password_from_env(&url);
+    if (o->node_host) {
+        free(url.host);
+        url.host = sg_xstrdup(o->node_host);
+        url.port = o->node_port;
+        free(url.path); /* a Cluster node named by a unix socket: its peers by TCP */
+        url.path = NULL;
+    }
     if (url.tls.enabled && url.tls.insecure)
         sg_log(SG_LOG_WARN, "watch",
                "TLS to redis without verifying its certificate or name (--insecure, [redis] "
@@ -657,6 +708,7 @@ int sg_watch_start(uv_loop_t *loop, const sg_watch_opts *o, sg_wipe_fn on_wipe, 
     }
     w->loop = loop;
     w->address = sg_redis_url_address(&url);
+    w->follows_master = o->node_host || url.master_name;
     sg_redis_url_close(&url);
     w->canary = sg_xstrdup(o->canary);
     w->count_pattern = o->count_pattern ? sg_xstrdup(o->count_pattern) : NULL;
@@ -664,6 +716,14 @@ int sg_watch_start(uv_loop_t *loop, const sg_watch_opts *o, sg_wipe_fn on_wipe, 
     w->clock = o->clock ? o->clock : &sg_clock_real;
     w->on_wipe = on_wipe;
     w->on_link = on_link;
+    w->on_change = o->on_change;
+    w->on_cluster = o->on_cluster;
+    w->on_moved = o->on_moved;
+    w->cluster_node = o->node_host != NULL;
+    if (o->predecessor) {
+        w->predecessor = sg_xstrdup(o->predecessor);
+        w->canary_known = true; /* inherited: its absence is a wipe */
+    }
     w->ud = ud;
     w->link = LINK_CONNECTING;
     /* uv_timer_init cannot fail on Unix (libuv 1.x returns 0) */
@@ -707,6 +767,7 @@ void sg_watch_report_get(const sg_watch *w, sg_watch_report *out)
                              .redis_version = set_or_null(w->known.version),
                              .tracking = w->link == LINK_UP && w->tracking,
                              .armed = w->link == LINK_UP && w->canary_known,
+                             .canary_seen = w->canary_known,
                              .last_check_ms = w->last_check,
                              .dbsize = w->dbsize,
                              .sample = w->sample.len,
@@ -726,6 +787,7 @@ static void maybe_stopped(sg_watch *w)
     free(w->count_pattern);
     free(w->tracking_note);
     free(w->last_error);
+    free(w->predecessor);
     facts_free(&w->known);
     sg_strlist_clear(&w->sample);
     free(w);

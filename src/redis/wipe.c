@@ -45,13 +45,22 @@ static bool replication_change(const sg_wipe_known *k, const sg_wipe_obs *o, cha
     return true;
 }
 
-/* Names what made the canary vanish, from what changed since the last good
- * check. A new run_id is a restart when the server is younger than our last
- * look at the old one, else another server took over the address. */
-static sg_wipe_cause canary_cause(const sg_wipe_known *k, const sg_wipe_obs *o, char *what,
-                                  size_t size)
+/* What changed about the server since the last good check that could
+ * explain lost data: a restart (a new run_id, the server no older than our
+ * last look at the old one), another server at the address (a new run_id
+ * otherwise), a failover (a new role, or a replica following another
+ * master), or, with no check of this server yet, a Cluster master that took
+ * over the slots a predecessor served. what names it; -1 if none did. */
+static int server_change(const sg_wipe_known *k, const sg_wipe_obs *o, char *what, size_t size)
 {
-    if (k->run_id && strcmp(k->run_id, o->run_id)) {
+    if (!k->run_id) {
+        if (!k->predecessor)
+            return -1;
+        snprintf(what, size, "failover: %s took over from %s (run_id %.12s, up %lld s, %s)",
+                 k->address, k->predecessor, o->run_id, (long long)o->uptime_s, o->role);
+        return SG_WIPE_FAILOVER;
+    }
+    if (strcmp(k->run_id, o->run_id)) {
         long long away_s = (long long)((o->now_ms - k->checked_at_ms) / 1000);
         if (o->uptime_s >= 0 && o->uptime_s <= away_s + 1) {
             snprintf(what, size, "redis restarted (run_id %.12s -> %.12s, up %lld s)", k->run_id,
@@ -62,16 +71,26 @@ static sg_wipe_cause canary_cause(const sg_wipe_known *k, const sg_wipe_obs *o, 
                  k->address, k->run_id, o->run_id, (long long)o->uptime_s, o->role);
         return SG_WIPE_FAILOVER;
     }
-    /* A new role, or a replica following another master, is a failover. A
-     * master that only got a new master_replid started a replication history:
-     * Redis does that when it creates a backlog for a replica (or for a
-     * snapshot with --method sync) and when it frees an idle one. */
+    /* A master that only got a new master_replid started a replication
+     * history: Redis does that when it creates a backlog for a replica (or
+     * for a snapshot with --method sync) and when it frees an idle one. */
     char change[256];
-    if (k->run_id && replication_change(k, o, change, sizeof change) &&
+    if (replication_change(k, o, change, sizeof change) &&
         (strcmp(k->role, o->role) || strcmp(o->role, "master"))) {
         snprintf(what, size, "failover (%s)", change);
         return SG_WIPE_FAILOVER;
     }
+    return -1;
+}
+
+/* Names what made the canary vanish: a change of the server, else a flush
+ * worded by what made the check run. */
+static sg_wipe_cause canary_cause(const sg_wipe_known *k, const sg_wipe_obs *o, char *what,
+                                  size_t size)
+{
+    int change = server_change(k, o, what, size);
+    if (change >= 0)
+        return (sg_wipe_cause)change;
     switch (o->trigger) {
     case SG_WIPE_TRIGGER_FLUSH:
         snprintf(what, size, "FLUSHALL/FLUSHDB");
@@ -89,19 +108,29 @@ static sg_wipe_cause canary_cause(const sg_wipe_known *k, const sg_wipe_obs *o, 
     return SG_WIPE_FLUSH;
 }
 
-/* Changes of the server worth a log line whether or not they cost data. */
-static void note_changes(const sg_wipe_known *k, const sg_wipe_obs *o, char *note, size_t size)
+/* Changes of the server worth a log line whether or not they cost data; a
+ * restart or failover the data survived is also told in kept. */
+static void note_changes(const sg_wipe_known *k, const sg_wipe_obs *o, sg_wipe_result *out)
 {
-    char change[256];
-    note[0] = '\0';
+    char change[256], what[512];
+    out->note[0] = '\0';
+    out->kept = false;
+    int c;
+    if (out->verdict == SG_VERDICT_INTACT && o->canary &&
+        (c = server_change(k, o, what, sizeof what)) >= 0) {
+        out->kept = true;
+        out->kept_cause = (sg_wipe_cause)c;
+        snprintf(out->note, sizeof out->note, "%.480s, canary kept: data survived", what);
+        return;
+    }
     if (!k->run_id)
         return;
     const char *canary = o->canary ? "kept: data survived" : "absent";
     if (strcmp(k->run_id, o->run_id))
-        snprintf(note, size, "new run_id %.12s (was %.12s), canary %s", o->run_id, k->run_id,
-                 canary);
+        snprintf(out->note, sizeof out->note, "new run_id %.12s (was %.12s), canary %s", o->run_id,
+                 k->run_id, canary);
     else if (replication_change(k, o, change, sizeof change))
-        snprintf(note, size, "%s, canary %s", change, canary);
+        snprintf(out->note, sizeof out->note, "%s, canary %s", change, canary);
 }
 
 void sg_wipe_judge(const sg_wipe_known *k, const sg_wipe_obs *o, sg_wipe_result *out)
@@ -129,5 +158,5 @@ void sg_wipe_judge(const sg_wipe_known *k, const sg_wipe_obs *o, sg_wipe_result 
             out->verdict = SG_VERDICT_WIPED;
         }
     }
-    note_changes(k, o, out->note, sizeof out->note);
+    note_changes(k, o, out);
 }

@@ -68,9 +68,10 @@ static int job_open(job *j, sg_store **store, sg_rconn *conn)
     int rc = sg_store_open(j->db_path, NULL, store, err);
     if (rc)
         return rc;
+    /* a Cluster node is fine: snapshot and restore cover every master */
     if ((rc = sg_rconn_open(conn, &j->url, j->connect_timeout_ms, j->command_timeout_ms, err)) ==
             0 &&
-        (rc = sg_rconn_check_standalone(conn, err)))
+        strcmp(conn->mode, "cluster") && (rc = sg_rconn_check_standalone(conn, err)))
         sg_rconn_close(conn);
     if (rc) {
         sg_store_free(*store);

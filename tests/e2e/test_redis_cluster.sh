@@ -5,9 +5,8 @@
 # taken, whichever node the URL names; --method sync says to use scan.
 # restore sends each key to the master of its slot, following ASK for a
 # slot being migrated. flush plans, refuses, snapshots, deletes (one
-# UNLINK per key, no CROSSSLOT) and verifies on every master. The daemon,
-# which does not cover Cluster yet, must not watch one node as if it were
-# the whole: its link stays down, saying why. Pointing redis:// at a
+# UNLINK per key, no CROSSSLOT) and verifies on every master (the daemon's
+# watch of a Cluster is test_redis_cluster_watch). Pointing redis:// at a
 # sentinel names the redis-sentinel:// URL instead.
 source "$SG_TESTS/lib.sh"
 
@@ -135,16 +134,6 @@ assert_eq "0 0 0 " "$(sizes)" "every master is empty"
 run sg restore --json
 assert_rc 0 "restore of the pre-flush snapshot"
 assert_eq 10005 "$(json_get "$OUT" "d['restored']")" "puts every key back"
-
-echo "# the daemon does not watch one node as the whole"
-start_sink
-start_gate --redis "redis://127.0.0.1:$PORT" --profile igor --check-interval-ms 200 \
-    --snapshot-interval 0
-down_for_cluster() { grep -q "Redis Cluster" "$GATE_LOG"; }
-wait_for 10 "the watcher says why it does not watch" down_for_cluster
-assert_ne up "$(json_get "$(gate_status)" "d['redis']['link']")" "the link is not up"
-assert_eq 0 "$(redis-cli -c -p "$PORT" exists stormguard:canary)" "no canary written"
-stop_gate
 
 echo "# redis:// to a sentinel"
 # a free port may be taken by the time the sentinel binds it (the Cluster's

@@ -4,7 +4,8 @@
 # one-shot commands reach the current master through a
 # redis-sentinel://...#mymaster URL (a dead sentinel first in the list is
 # passed over, an unknown master name is named); the daemon follows a
-# SENTINEL FAILOVER (+switch-master) without calling it a wipe, calls a
+# SENTINEL FAILOVER (+switch-master) without calling it a wipe (an episode
+# records the failover that kept the data), calls a
 # failover to a replica that was emptied one (guard mode, cause failover),
 # and follows a kill -9 of the master once the sentinels agree.
 source "$SG_TESTS/lib.sh"
@@ -112,6 +113,10 @@ assert_eq "127.0.0.1:$M1" "$(st "d['redis']['server']")" "the status names the m
 assert_contains "$(cat "$GATE_LOG")" "+switch-master" "the log says the sentinels moved the master"
 assert_eq normal "$(st "d['mode']")" "a failover that kept the data is no wipe"
 assert_eq 0 "$(st "d['wipes']")" "no wipe counted"
+changed() { [ "$(st "d['redis_changes']")" = 1 ]; }
+wait_for 5 "the failover is recorded" changed
+assert_eq 1 "$(sqlite3 "$SG_DB" "SELECT count(*) FROM episode WHERE cause = 'failover, data kept' AND ended_at IS NOT NULL")" \
+    "as an episode of its own, ended as it opened"
 
 echo "# a failover to a replica that was emptied is a wipe"
 # the old master, now a replica, loses its data on its own (a replica that

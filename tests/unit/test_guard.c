@@ -97,7 +97,9 @@ static void operator_on_and_off(void **state)
     sg_guard_free(g);
 }
 
-/* An announce makes the next wipe expected, for ten minutes only. */
+/* An announce makes the next wipe expected, for ten minutes only, and the
+ * wipes that follow it within 5 s (one flush of a Cluster's masters, each
+ * seen apart); a wipe after that is not the flush. */
 static void announce_expects_the_wipe(void **state)
 {
     (void)state;
@@ -105,11 +107,35 @@ static void announce_expects_the_wipe(void **state)
     sg_guard *g = make(&f, false);
     sg_guard_announce(g, "flush announced");
     assert_int_equal(sg_guard_mode(g, NULL), SG_MODE_GUARD);
-    assert_true(sg_guard_wipe(g, "flush", "canary gone", T0 + 1000));
-    assert_false(sg_guard_wipe(g, "flush", "again", T0 + 2000)); /* one wipe per announce */
+    tick_at(&f, 1000);
+    assert_true(sg_guard_wipe(g, "flush", "master 1", T0 + 1000));
+    tick_at(&f, 1010);
+    assert_true(sg_guard_wipe(g, "flush", "master 2", T0 + 1010));
+    tick_at(&f, 5999);
+    assert_true(sg_guard_wipe(g, "flush", "master 3", T0 + 5999));
+    tick_at(&f, 6001);
+    assert_false(sg_guard_wipe(g, "flush", "again", T0 + 6001)); /* not the announced flush */
+    tick_at(&f, 6002);
+    assert_false(sg_guard_wipe(g, "flush", "and again", T0 + 6002));
     sg_guard_announce(g, "flush announced");
-    tick_at(&f, 2000 + 10 * 60 * 1000 + 1);
+    tick_at(&f, 6002 + 10 * 60 * 1000 + 1);
     assert_false(sg_guard_wipe(g, "flush", "late", T0 + 700000));
+    sg_guard_free(g);
+}
+
+/* A restart or failover that kept the data is counted and changes no mode. */
+static void server_change_keeps_the_mode(void **state)
+{
+    (void)state;
+    fixture f;
+    sg_guard *g = make(&f, false);
+    sg_guard_server_changed(g, "failover", "another server answers, canary kept");
+    assert_int_equal(sg_guard_mode(g, NULL), SG_MODE_NORMAL);
+    assert_int_equal(f.started, 0);
+    sg_guard_report r;
+    sg_guard_report_get(g, &r);
+    assert_int_equal(r.server_changes, 1);
+    assert_int_equal(r.wipes, 0);
     sg_guard_free(g);
 }
 
@@ -165,6 +191,7 @@ int main(void)
         cmocka_unit_test(wipe_guards_for_its_duration),
         cmocka_unit_test(operator_on_and_off),
         cmocka_unit_test(announce_expects_the_wipe),
+        cmocka_unit_test(server_change_keeps_the_mode),
         cmocka_unit_test(storm_per_source_and_cooldown),
         cmocka_unit_test(bad_storm_options),
     };

@@ -235,6 +235,7 @@ static void no_history_is_a_flush(void **state)
     (void)state;
     sg_wipe_known k = known_master();
     k.run_id = NULL;
+    k.predecessor = NULL;
     poison(&k.role, sizeof k.role);
     poison(&k.master_replid, sizeof k.master_replid);
     poison(&k.checked_at_ms, sizeof k.checked_at_ms);
@@ -250,6 +251,34 @@ static void no_history_is_a_flush(void **state)
     o.canary = true;
     r = JUDGE(&k, &o, SG_VERDICT_INTACT);
     assert_string_equal(r.note, "");
+}
+
+/* A Cluster master seen for the first time that took over another's slots
+ * (the watcher set names the predecessor): its canary gone is a failover
+ * to an empty replica, its canary kept a failover the data survived. */
+static void predecessor_is_failover(void **state)
+{
+    (void)state;
+    sg_wipe_known k = known_master();
+    k.run_id = NULL;
+    k.predecessor = "10.0.0.6:6379";
+    poison(&k.role, sizeof k.role);
+    poison(&k.master_replid, sizeof k.master_replid);
+    poison(&k.checked_at_ms, sizeof k.checked_at_ms);
+    sg_wipe_obs o = obs_emptied(SG_WIPE_TRIGGER_FIRST);
+    o.run_id = RUN_B;
+    o.uptime_s = 600;
+    EXPECT_WIPE(&k, &o, SG_WIPE_FAILOVER,
+                "failover: " ADDRESS " took over from 10.0.0.6:6379 (run_id b2b2b2b2b2b2, up 600 "
+                "s, master): canary " CANARY " gone, dbsize 0");
+    sg_wipe_result r = JUDGE(&k, &o, SG_VERDICT_WIPED);
+    assert_false(r.kept);
+    o.canary = true;
+    r = JUDGE(&k, &o, SG_VERDICT_INTACT);
+    assert_true(r.kept);
+    assert_int_equal(r.kept_cause, SG_WIPE_FAILOVER);
+    assert_string_equal(r.note, "failover: " ADDRESS " took over from 10.0.0.6:6379 (run_id "
+                                "b2b2b2b2b2b2, up 600 s, master), canary kept: data survived");
 }
 
 /* ---- a new run_id ---- */
@@ -309,8 +338,10 @@ static void new_run_id_with_canary_is_intact(void **state)
     o.uptime_s = 2;
     o.master_replid = REPL_B;
     sg_wipe_result r = JUDGE(&k, &o, SG_VERDICT_INTACT);
-    assert_string_equal(r.note,
-                        "new run_id b2b2b2b2b2b2 (was a1a1a1a1a1a1), canary kept: data survived");
+    assert_true(r.kept);
+    assert_int_equal(r.kept_cause, SG_WIPE_RESTART);
+    assert_string_equal(r.note, "redis restarted (run_id a1a1a1a1a1a1 -> b2b2b2b2b2b2, up 2 s), "
+                                "canary kept: data survived");
 }
 
 /* ---- replication ---- */
@@ -374,6 +405,7 @@ static void master_new_replid_is_not_failover(void **state)
     assert_string_equal(r.note, "master_replid 111111111111 -> 222222222222, canary absent");
     o.canary = true;
     r = JUDGE(&k, &o, SG_VERDICT_INTACT);
+    assert_false(r.kept); /* no failover: nothing to record */
     assert_string_equal(r.note,
                         "master_replid 111111111111 -> 222222222222, canary kept: data survived");
 }
@@ -386,7 +418,9 @@ static void role_change_with_canary_is_intact(void **state)
     sg_wipe_obs o = obs_same(SG_WIPE_TRIGGER_FLUSH);
     o.role = "slave";
     sg_wipe_result r = JUDGE(&k, &o, SG_VERDICT_INTACT);
-    assert_string_equal(r.note, "role master -> slave, canary kept: data survived");
+    assert_true(r.kept);
+    assert_int_equal(r.kept_cause, SG_WIPE_FAILOVER);
+    assert_string_equal(r.note, "failover (role master -> slave), canary kept: data survived");
 }
 
 /* ---- the key sample ---- */
@@ -477,6 +511,7 @@ int main(void)
         cmocka_unit_test(dbsize_decides_nothing),
         cmocka_unit_test(canary_never_seen_is_unarmed),
         cmocka_unit_test(no_history_is_a_flush),
+        cmocka_unit_test(predecessor_is_failover),
         cmocka_unit_test(new_run_id_young_is_restart),
         cmocka_unit_test(new_run_id_old_is_another_server),
         cmocka_unit_test(new_run_id_with_canary_is_intact),

@@ -17,7 +17,7 @@
 #include "stormguard/base/procstat.h"
 #include "stormguard/gate/core.h"
 
-struct sg_watch;
+struct sg_watchset;
 struct uv_loop_s;
 
 typedef struct sg_gate sg_gate;
@@ -59,11 +59,12 @@ sg_core *sg_gate_core(sg_gate *g);
 
 typedef struct sg_gate_info {
     bool stopping;
-    const char *downstream;   /* the notifier's URL */
-    size_t inflight, backlog; /* the forwarder's */
-    uint64_t refused;         /* requests the listener refused (http.h) */
-    bool watched;             /* false: Redis not watched (or no longer: stopping) */
-    sg_watch_report watch;    /* when watched: its strings valid until the loop turns */
+    const char *downstream;             /* the notifier's URL */
+    size_t inflight, backlog;           /* the forwarder's */
+    uint64_t refused;                   /* requests the listener refused (http.h) */
+    bool watched;                       /* false: Redis not watched (or no longer: stopping) */
+    sg_watch_report watch;              /* when watched: its strings valid until the loop turns */
+    const struct sg_watchset *watchset; /* when watched: its Cluster masters (watchset.h) */
     bool redis_up;
     /* the newest snapshot the gate took that is good (complete, not
      * suspect): when it began (epoch ms) and its keys; 0 if none yet */

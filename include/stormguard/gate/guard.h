@@ -68,9 +68,16 @@ void sg_guard_replayed(sg_guard *g, int64_t observed_ms, const char *source);
 
 /* Redis was wiped (cause "flush", "restart", ...; detail the evidence).
  * Opens an episode and turns guard mode on. Returns true if the wipe was
- * announced (a flush stormguard performs, within expect_wipe_ms): the
- * operator meant it, so the owner does not rewarm. */
+ * announced (a flush stormguard performs, within expect_wipe_ms, and the
+ * wipes that follow its first within 5 s: a Cluster's masters are each
+ * flushed and seen apart): the operator meant it, so the owner does not
+ * rewarm. */
 bool sg_guard_wipe(sg_guard *g, const char *cause, const char *detail, int64_t detected_at_ms);
+/* Redis restarted or failed over and kept the data (cause "restart" or
+ * "failover", detail the evidence): an episode of its own ("failover, data
+ * kept"), opened and ended at once; the mode and the open episode stay as
+ * they were. */
+void sg_guard_server_changed(sg_guard *g, const char *cause, const char *detail);
 /* A rewarm after the last wipe finished (detail says how): appended to its
  * episode. */
 void sg_guard_rewarmed(sg_guard *g, const char *detail);
@@ -95,6 +102,7 @@ typedef struct sg_guard_report {
     size_t nstorms; /* storms on (the first SG_GUARD_MAX_STORMS below) */
     sg_mode_storm_info storms[SG_GUARD_MAX_STORMS];
     uint64_t wipes, storm_signals, rewarms;
+    uint64_t server_changes; /* restarts and failovers that kept the data */
     int64_t last_wipe_at_ms; /* 0: none since the start */
 } sg_guard_report;
 void sg_guard_report_get(const sg_guard *g, sg_guard_report *out);

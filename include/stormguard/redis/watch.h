@@ -41,6 +41,31 @@ typedef struct sg_watch_opts {
      * compare it with the last check); NULL: the real clock. The reconnect
      * backoff and check period run on the loop's timers. */
     const sg_clock *clock;
+
+    /* A restart or failover the data survived (wipe.h kept: cause
+     * SG_WIPE_RESTART or SG_WIPE_FAILOVER, the note as detail, valid during
+     * the call); may be NULL. Runs on the loop with the start's ud. */
+    void (*on_change)(void *ud, sg_wipe_cause cause, const char *detail);
+
+    /* One master of a Redis Cluster (watchset.h): host and port replace the
+     * URL's (its credentials and TLS settings stay), the canary should carry
+     * a hash tag of one of the master's slots, and the sample keys must
+     * all be the master's (each is asked about alone: no CROSSSLOT).
+     * predecessor, if not NULL, is the master that served those slots
+     * before, whose canary this one inherited: the canary is taken as seen
+     * and its absence is a failover (wipe.h). */
+    const char *node_host;
+    int node_port;
+    const char *predecessor;
+    /* A check of that master was answered MOVED (its slots are served
+     * elsewhere now: a failover, a resharding): on_moved(ud), after the
+     * failure is logged; may be NULL. */
+    void (*on_moved)(void *ud);
+    /* A server that turns out to be a Cluster node without node_host set:
+     * on_cluster(ud) is called once, from the loop, and the watcher then
+     * waits for sg_watch_stop (no wipe can be told from one node). NULL:
+     * the session fails with the reason and reconnects. */
+    void (*on_cluster)(void *ud);
 } sg_watch_opts;
 
 /* One call per wipe. detail names the evidence with numbers ("FLUSHALL/FLUSHDB:
@@ -78,10 +103,11 @@ typedef struct sg_watch_report {
     const char *run_id, *role, *redis_version; /* NULL until the first check */
     bool tracking;                             /* client tracking on (the link is up) */
     bool armed;                                /* the canary is confirmed: a flush would be seen */
-    int64_t last_check_ms;                     /* epoch ms of the last good check, 0: none yet */
-    int64_t dbsize;                            /* at the last check */
-    size_t sample;                             /* keys in the sample */
-    const char *last_error;                    /* NULL: none */
+    bool canary_seen; /* the canary existed at the last look or was set since, link up or not */
+    int64_t last_check_ms;  /* epoch ms of the last good check, 0: none yet */
+    int64_t dbsize;         /* at the last check */
+    size_t sample;          /* keys in the sample */
+    const char *last_error; /* NULL: none */
     int64_t wipes;
 } sg_watch_report;
 void sg_watch_report_get(const sg_watch *w, sg_watch_report *out);

@@ -42,7 +42,11 @@ typedef struct sg_wipe_known {
      * role and master_replid are not read). */
     const char *run_id, *role, *master_replid;
     int64_t checked_at_ms; /* epoch ms of that check */
-    uint64_t sample_gen;   /* generation of the current key sample */
+    /* With no check of this server yet (run_id NULL): the Cluster master
+     * whose slots it took over ("10.0.0.5:6379"), or NULL. A canary gone is
+     * then a failover, a canary kept a failover the data survived. */
+    const char *predecessor;
+    uint64_t sample_gen; /* generation of the current key sample */
 } sg_wipe_known;
 
 /* One check's replies. The strings are "" when INFO lacks the field, never
@@ -79,6 +83,12 @@ typedef struct sg_wipe_result {
      * 1a2b.. (was 3c4d..), canary kept: data survived"), for the log; "" if
      * none. Set whatever the verdict. */
     char note[SG_WIPE_NOTE_MAX];
+    /* Intact, and the server restarted or another took over (the rules of
+     * a wipe's cause): a change the data survived, which the note words
+     * ("redis restarted (...), canary kept: data survived"). kept_cause
+     * (SG_WIPE_RESTART or SG_WIPE_FAILOVER) is written only when kept. */
+    bool kept;
+    sg_wipe_cause kept_cause;
 } sg_wipe_result;
 
 /* Judges one check against what was known:

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The daemon watching a Redis Cluster of three masters, each with a replica
+# (redis-cli --cluster create on free 127.0.0.1 ports), named by one node's
+# redis:// URL. It watches every master with a canary of that master's
+# slots; its periodic snapshot covers every master. A manual failover
+# (CLUSTER FAILOVER on a replica) is followed: the promoted replica's
+# watcher finds the canary it inherited, which is a failover that kept the
+# data (an episode, redis_changes), no wipe. A FLUSHALL on one master is a
+# wipe naming that master: guard mode, and the rewarm puts that master's
+# keys back. An announced flush of every master is one operator's flush:
+# no rewarm.
+source "$SG_TESTS/lib.sh"
+
+NODES=()
+for i in 1 2 3 4 5 6; do
+    start_redis --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 1000
+    NODES+=("$PORT")
+done
+redis-cli --cluster create "${NODES[@]/#/127.0.0.1:}" --cluster-replicas 1 --cluster-yes \
+    >"$TMP/create.log" 2>&1 || { cat "$TMP/create.log" >&2; fail "redis-cli --cluster create"; }
+cluster_ok() {
+    local p
+    for p in "${NODES[@]}"; do
+        redis-cli -p "$p" cluster info | grep -q "cluster_state:ok" || return 1
+    done
+}
+wait_for 30 "the cluster is ok" cluster_ok
+PORT=${NODES[0]}
+URL="redis://127.0.0.1:$PORT"
+# the ports of the masters now, by first slot
+masters() {
+    redis-cli -p "$PORT" cluster nodes | awk '$3 ~ /master/ && $3 !~ /fail/ && $9 != "" {
+        split($2, a, "@"); n = split(a[1], b, ":"); split($9, s, "-"); print s[1], b[n] }' |
+        sort -n | awk '{print $2}'
+}
+MASTERS=($(masters))
+[ "${#MASTERS[@]}" = 3 ] || fail "three masters: ${MASTERS[*]}"
+"$PY" - <<'PY' | redis-cli -c -p "$PORT" >/dev/null
+for i in range(600):
+    print("HSET igor:jenkins-prod:TEAM-A/SVC-%d:team-a/svc-%d lastPollCycleTimestamp %d" % (i, i, 1526030000000 + i))
+PY
+igor_on() { redis-cli -p "$1" --scan --pattern 'igor:*' | wc -l; }
+
+start_sink
+start_gate --redis "$URL" --profile igor --check-interval-ms 200 --guard-duration 1h \
+    --snapshot-interval 1h --rewarm yes --connect-timeout 1000
+st() { json_get "$(gate_status)" "$1"; }
+all_armed() {
+    [ "$(st "d['redis']['link']")" = up ] &&
+        [ "$(st "len(d['redis']['masters'])")" = 3 ] &&
+        [ "$(st "all(m['armed'] for m in d['redis']['masters'])")" = true ]
+}
+wait_for 15 "every master is watched and armed" all_armed
+assert_eq "Redis Cluster, 3 masters" "$(st "d['redis']['server']")" "the status names the Cluster"
+assert_eq "0-5460" "$(st "d['redis']['masters'][0]['slots']")" "and each master's slots"
+for p in "${MASTERS[@]}"; do
+    assert_eq 1 "$(redis-cli -p "$p" --scan --pattern 'stormguard:canary{*}' | wc -l)" \
+        "one canary on master $p, in its own slots"
+done
+good_snapshot() { [ "$(st "d['snapshot'] and d['snapshot']['keys']")" = 600 ]; }
+wait_for 15 "the periodic snapshot covers every master" good_snapshot
+
+echo "# a manual failover keeps the data: no wipe"
+M0=${MASTERS[0]}
+REPLICA=$(redis-cli -p "$PORT" cluster nodes | awk -v id="$(redis-cli -p "$M0" cluster myid)" \
+    '$4 == id { split($2, a, "@"); n = split(a[1], b, ":"); print b[n] }')
+[ -n "$REPLICA" ] || fail "master $M0 has a replica"
+wait_for 10 "the replica holds the master's keys" \
+    sh -c "[ \$(redis-cli -p $REPLICA dbsize) = \$(redis-cli -p $M0 dbsize) ]"
+redis-cli -p "$REPLICA" cluster failover >/dev/null
+wait_for 15 "the replica is master" sh -c "redis-cli -p $REPLICA role | head -1 | grep -q master"
+follows() { [ "$(st "d['redis']['masters'][0]['address']")" = "127.0.0.1:$REPLICA" ] &&
+    [ "$(st "d['redis']['masters'][0]['armed']")" = true ]; }
+wait_for 15 "the watcher follows to the promoted replica" follows
+changed() { [ "$(st "d['redis_changes']")" = 1 ]; }
+wait_for 5 "the failover is recorded" changed
+assert_eq normal "$(st "d['mode']")" "a failover that kept the data is no wipe"
+assert_eq 0 "$(st "d['wipes']")" "no wipe counted"
+assert_eq 1 "$(sqlite3 "$SG_DB" "SELECT count(*) FROM episode WHERE cause = 'failover, data kept' AND ended_at IS NOT NULL AND detail LIKE '%127.0.0.1:$REPLICA%took over from 127.0.0.1:$M0%'")" \
+    "an episode says the promoted replica took over and kept the data"
+
+echo "# FLUSHALL on one master is a wipe, rewarmed"
+M1=${MASTERS[1]}
+N1=$(igor_on "$M1")
+redis-cli -p "$M1" flushall >/dev/null
+mode_is() { [ "$(st "d['mode']")" = "$1" ]; }
+wait_for 5 "the wipe is noticed" mode_is guard
+assert_eq 1 "$(st "d['wipes']")" "one wipe"
+assert_contains "$(st "d['guard']['reason']")" "master 127.0.0.1:$M1" "the wipe names the master"
+rewarmed() { [ "$(igor_on "$M1")" = "$N1" ]; }
+wait_for 15 "the rewarm puts that master's $N1 Igor keys back" rewarmed
+wait_for 5 "the rewarm is logged" grep -q "rewarmed $N1 keys" "$GATE_LOG"
+
+echo "# an announced flush of every master is the operator's: no rewarm"
+run sg flush --flushdb --force --redis "$URL" --admin "$ADMIN" --json
+assert_rc 0 "flush --flushdb through the daemon"
+three_wipes() { [ "$(st "d['wipes']")" = 4 ]; }
+wait_for 5 "each master's flush is seen" three_wipes
+assert_eq 3 "$(grep -c "announced by stormguard flush" "$GATE_LOG")" \
+    "all three are the announced flush"
+sleep 2
+for p in $(masters); do
+    assert_eq 0 "$(igor_on "$p")" "no rewarm on master $p"
+done
+stop_gate
+finish
