@@ -68,6 +68,34 @@ run sg snapshot --method sync
 assert_rc 2 "--method sync on a Cluster"
 assert_contains "$ERR" "--method scan" "points to scan"
 
+echo "# slots that move during a snapshot make it fail, not half-kept"
+# the third master stalls (CLIENT PAUSE) while the snapshot has read the
+# slots and waits for it; meanwhile an empty slot of the first master is
+# given to the second (CLUSTER SETSLOT NODE, as a resharding ends)
+EMPTY=
+for s in $(seq 100 5000); do
+    if [ "$(redis-cli -p "${NODES[0]}" cluster countkeysinslot "$s")" = 0 ]; then EMPTY=$s; break; fi
+done
+[ -n "$EMPTY" ] || fail "an empty slot on the first master"
+run sg snapshots --json
+COMPLETE=$(json_get "$OUT" "len([x for x in d['snapshots'] if x['state'] == 'complete'])")
+redis-cli -p "${NODES[2]}" client pause 3000 ALL >/dev/null
+sg snapshot --json --redis "redis://127.0.0.1:${NODES[0]}" >"$TMP/moving.out" 2>"$TMP/moving.err" &
+SNAP=$!
+sleep 0.8
+TO=$(redis-cli -p "${NODES[1]}" cluster myid)
+redis-cli -p "${NODES[1]}" cluster setslot "$EMPTY" node "$TO" >/dev/null
+redis-cli -p "${NODES[0]}" cluster setslot "$EMPTY" node "$TO" >/dev/null
+SNAP_RC=0
+wait "$SNAP" || SNAP_RC=$?
+assert_eq 1 "$SNAP_RC" "the snapshot fails"
+assert_contains "$(cat "$TMP/moving.err")" "slots moved during the snapshot" "saying the slots moved"
+run sg snapshots --json
+assert_eq "$COMPLETE" "$(json_get "$OUT" "len([x for x in d['snapshots'] if x['state'] == 'complete'])")" \
+    "the snapshot it began is not kept as complete"
+wait_for 10 "every node agrees where the slot is" \
+    sh -c "for p in ${NODES[*]}; do [ \$(redis-cli -p \$p cluster countkeysinslot $EMPTY) = 0 ] || exit 1; done"
+
 echo "# restore puts every key back on the master of its slot"
 sg snapshot --json >/dev/null
 # one slot half migrated from its master to the next: its keys, gone from

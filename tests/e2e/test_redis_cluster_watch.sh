@@ -3,12 +3,13 @@
 # (redis-cli --cluster create on free 127.0.0.1 ports), named by one node's
 # redis:// URL. It watches every master with a canary of that master's
 # slots; its periodic snapshot covers every master. A manual failover
-# (CLUSTER FAILOVER on a replica) is followed: the promoted replica's
-# watcher finds the canary it inherited, which is a failover that kept the
-# data (an episode, redis_changes), no wipe. A FLUSHALL on one master is a
-# wipe naming that master: guard mode, and the rewarm puts that master's
-# keys back. An announced flush of every master is one operator's flush:
-# no rewarm.
+# (CLUSTER FAILOVER on a replica) and a kill -9 of a master are followed:
+# the promoted replica's watcher finds the canary it inherited, which is a
+# failover that kept the data (an episode, redis_changes), no wipe. A
+# replica emptied and then promoted is a wipe (cause failover), rewarmed. A
+# FLUSHALL on one master is a wipe naming that master: guard mode, and the
+# rewarm puts that master's keys back. An announced flush of every master
+# is one operator's flush: no rewarm.
 source "$SG_TESTS/lib.sh"
 
 NODES=()
@@ -79,14 +80,58 @@ assert_eq 0 "$(st "d['wipes']")" "no wipe counted"
 assert_eq 1 "$(sqlite3 "$SG_DB" "SELECT count(*) FROM episode WHERE cause = 'failover, data kept' AND ended_at IS NOT NULL AND detail LIKE '%127.0.0.1:$REPLICA%took over from 127.0.0.1:$M0%'")" \
     "an episode says the promoted replica took over and kept the data"
 
+echo "# kill -9 of a master: its replica takes over, the data kept"
+M2=${MASTERS[2]}
+replica_of() {
+    redis-cli -p "$PORT" cluster nodes | awk -v id="$(redis-cli -p "$1" cluster myid)" \
+        '$4 == id { split($2, a, "@"); n = split(a[1], b, ":"); print b[n] }'
+}
+R2=$(replica_of "$M2")
+[ -n "$R2" ] || fail "master $M2 has a replica"
+wait_for 10 "the replica holds the master's keys" \
+    sh -c "[ \$(redis-cli -p $R2 dbsize) = \$(redis-cli -p $M2 dbsize) ]"
+for i in "${!_SG_PORTS[@]}"; do
+    if [ "${_SG_PORTS[$i]}" = "$M2" ]; then kill -9 "${_SG_PIDS[$i]}"; fi
+done
+link_down() { [ "$(st "d['redis']['link']")" = down ]; }
+wait_for 5 "the link is down while a master is" link_down
+follows2() { [ "$(st "d['redis']['masters'][2]['address']")" = "127.0.0.1:$R2" ] &&
+    [ "$(st "d['redis']['link']")" = up ]; }
+wait_for 20 "the watcher follows to the replica promoted by the Cluster" follows2
+changed2() { [ "$(st "d['redis_changes']")" = 2 ]; }
+wait_for 5 "that failover is recorded too" changed2
+assert_eq normal "$(st "d['mode']")" "still no wipe"
+assert_eq 0 "$(st "d['wipes']")" "none counted"
+PORT=${MASTERS[1]} # a node that is up, for the cluster's view
+
+echo "# a failover to a replica that was emptied is a wipe"
+M0=$REPLICA
+R0=$(replica_of "$M0")
+wait_for 10 "the old master is the new one's replica" \
+    sh -c "[ \$(redis-cli -p $R0 dbsize) = \$(redis-cli -p $M0 dbsize) ]"
+# the replica loses its data on its own (as one that restarted empty and
+# is promoted before it synced might)
+redis-cli -p "$R0" config set replica-read-only no >/dev/null
+redis-cli -p "$R0" flushall >/dev/null
+assert_eq 0 "$(redis-cli -p "$R0" dbsize)" "the replica is empty"
+redis-cli -p "$R0" cluster failover force >/dev/null
+mode_is() { [ "$(st "d['mode']")" = "$1" ]; }
+wait_for 20 "the promotion of the empty replica is a wipe" mode_is guard
+assert_eq "127.0.0.1:$R0" "$(st "d['redis']['masters'][0]['address']")" "watched in its master's place"
+assert_eq 1 "$(st "d['wipes']")" "one wipe"
+assert_contains "$(st "d['guard']['reason']")" "failover" "the guard reason names the failover"
+assert_contains "$(st "d['guard']['reason']")" "took over from 127.0.0.1:$M0" "and the master it replaced"
+MASTERS=($(masters))
+all_igor() { [ "$(($(for p in "${MASTERS[@]}"; do igor_on "$p"; done | paste -sd+)))" = 600 ]; }
+wait_for 15 "the rewarm puts every Igor key back" all_igor
+
 echo "# FLUSHALL on one master is a wipe, rewarmed"
 M1=${MASTERS[1]}
 N1=$(igor_on "$M1")
 redis-cli -p "$M1" flushall >/dev/null
-mode_is() { [ "$(st "d['mode']")" = "$1" ]; }
-wait_for 5 "the wipe is noticed" mode_is guard
-assert_eq 1 "$(st "d['wipes']")" "one wipe"
-assert_contains "$(st "d['guard']['reason']")" "master 127.0.0.1:$M1" "the wipe names the master"
+wipes_are() { [ "$(st "d['wipes']")" = "$1" ]; }
+wait_for 5 "the wipe is noticed" wipes_are 2
+assert_contains "$(cat "$GATE_LOG")" "Redis wiped (flush): master 127.0.0.1:$M1 " "the wipe names the master"
 rewarmed() { [ "$(igor_on "$M1")" = "$N1" ]; }
 wait_for 15 "the rewarm puts that master's $N1 Igor keys back" rewarmed
 wait_for 5 "the rewarm is logged" grep -q "rewarmed $N1 keys" "$GATE_LOG"
@@ -94,7 +139,7 @@ wait_for 5 "the rewarm is logged" grep -q "rewarmed $N1 keys" "$GATE_LOG"
 echo "# an announced flush of every master is the operator's: no rewarm"
 run sg flush --flushdb --force --redis "$URL" --admin "$ADMIN" --json
 assert_rc 0 "flush --flushdb through the daemon"
-three_wipes() { [ "$(st "d['wipes']")" = 4 ]; }
+three_wipes() { [ "$(st "d['wipes']")" = 5 ]; }
 wait_for 5 "each master's flush is seen" three_wipes
 assert_eq 3 "$(grep -c "announced by stormguard flush" "$GATE_LOG")" \
     "all three are the announced flush"
