@@ -47,6 +47,7 @@ struct sg_gate {
     sg_watchset *watch;
     uint64_t refused; /* the listener's refusals, kept once it stopped */
     bool redis_up, snapshotting;
+    bool rewarming, rewarm_again; /* one rewarm at a time; another wipe meanwhile: once more */
     int64_t last_snapshot_at;
     int64_t good_snapshot_at, good_snapshot_keys; /* the newest good one taken here */
     struct proc_job *proc_job;                    /* a read of /proc on the thread pool */
@@ -358,9 +359,12 @@ static int take_snapshot(sg_gate *g, const char *reason, announce *a, sg_error *
     return 0;
 }
 
+static void start_rewarm(sg_gate *g);
+
 static void on_rewarm_done(void *ud, const sg_sidecar_result *r)
 {
     sg_gate *g = ud;
+    g->rewarming = false;
     char detail[SG_ERRMSG_MAX + 128];
     if (r->rc) {
         snprintf(detail, sizeof detail, "rewarm failed: %s", r->err.msg);
@@ -377,6 +381,27 @@ static void on_rewarm_done(void *ud, const sg_sidecar_result *r)
     }
     if (!g->stopping)
         sg_guard_rewarmed(sg_core_guard(g->core), detail);
+    if (g->rewarm_again && !g->stopping) {
+        g->rewarm_again = false;
+        start_rewarm(g); /* another wipe came while it ran (a Cluster's other master) */
+    }
+}
+
+/* Restores the profile's missing keys from the last good snapshot, on the
+ * thread pool; a wipe while one runs has it run once more after. */
+static void start_rewarm(sg_gate *g)
+{
+    if (g->rewarming) {
+        g->rewarm_again = true;
+        return;
+    }
+    sg_sidecar_opts o;
+    sidecar_opts(g, &o);
+    sg_error err;
+    if (sg_sidecar_rewarm(g->loop, &o, 0, on_rewarm_done, g, &err))
+        sg_log(SG_LOG_ERROR, "guard", "cannot start the rewarm: %s", err.msg);
+    else
+        g->rewarming = true;
 }
 
 static void on_wipe(void *ud, sg_wipe_cause cause, const char *detail, int64_t detected_at)
@@ -390,11 +415,7 @@ static void on_wipe(void *ud, sg_wipe_cause cause, const char *detail, int64_t d
      * are the ones that come */
     if (!g->cfg->rewarm || expected || !strcmp(g->cfg->gate_mode, "observe"))
         return;
-    sg_sidecar_opts o;
-    sidecar_opts(g, &o);
-    sg_error err;
-    if (sg_sidecar_rewarm(g->loop, &o, 0, on_rewarm_done, g, &err))
-        sg_log(SG_LOG_ERROR, "guard", "cannot start the rewarm: %s", err.msg);
+    start_rewarm(g);
 }
 
 /* A restart or failover that kept the data: recorded, nothing changes. */
@@ -604,6 +625,12 @@ int sg_gate_check(const sg_config *c, sg_error *err)
                                : c->job_pointer  ? "job_pointer"
                                                  : "number_pointer",
                                err);
+    }
+    if (c->watch && strchr(c->canary, '{')) {
+        /* in a Redis Cluster each master's canary gets a hash tag of its
+         * slots: one of the name's own would put them all in one slot */
+        sg_error_set(err, SG_EUSAGE, "the canary key %s may not contain '{'", c->canary);
+        return sg_config_blame(c, "redis", "canary", err);
     }
     sg_core_opts co;
     if ((rc = sg_gate_core_opts(c, &co, err)))

@@ -25,7 +25,8 @@ struct sg_guard {
     sg_guard_mode_fn on_mode;
     void *ud;
     int64_t expect_wipe_until, last_wipe_at;
-    int64_t episode_id; /* the open episode, 0 if none (or not yet committed) */
+    int64_t expect_wipe_deadline; /* the announce's window: expect_wipe_until never passes it */
+    int64_t episode_id;           /* the open episode, 0 if none (or not yet committed) */
     uint64_t wipes, storms, rewarms, server_changes;
     int pending_episodes; /* submitted, not yet done: they hold a pointer to g */
     bool freed;           /* sg_guard_free ran while some were pending */
@@ -199,13 +200,14 @@ bool sg_guard_wipe(sg_guard *g, const char *cause, const char *detail, int64_t d
 {
     int64_t now = now_ms(g);
     bool expected = g->expect_wipe_until > now;
-    /* A flush wipes every master of a Redis Cluster, each seen apart, in
-     * a moment: the wipes that follow the first closely are the same flush.
-     * Any later one is not. */
-    if (expected && g->expect_wipe_until > now + EXPECT_MORE_WIPES_MS)
-        g->expect_wipe_until = now + EXPECT_MORE_WIPES_MS;
-    else if (!expected)
-        g->expect_wipe_until = 0;
+    /* A flush wipes every master of a Redis Cluster in turn, each seen
+     * apart: a wipe within 5 s of the announced flush's last one is the same
+     * flush, until the announce's own window ends. Any later one is not. */
+    g->expect_wipe_until = 0;
+    if (expected)
+        g->expect_wipe_until = now + EXPECT_MORE_WIPES_MS < g->expect_wipe_deadline
+                                   ? now + EXPECT_MORE_WIPES_MS
+                                   : g->expect_wipe_deadline;
     g->wipes++;
     g->last_wipe_at = detected_at_ms;
     sg_log(SG_LOG_WARN, "guard", "Redis wiped (%s): %s%s", cause, detail,
@@ -249,7 +251,7 @@ void sg_guard_announce(sg_guard *g, const char *reason)
     int64_t now = now_ms(g);
     sg_modes_guard(&g->modes, now, g->o.guard_ms, reason);
     /* the wipe this flush causes is the operator's intent */
-    g->expect_wipe_until = now + g->o.expect_wipe_ms;
+    g->expect_wipe_until = g->expect_wipe_deadline = now + g->o.expect_wipe_ms;
 }
 
 void sg_guard_tick(sg_guard *g)

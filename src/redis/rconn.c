@@ -335,12 +335,12 @@ int sg_rconn_check_standalone(const sg_rconn *c, sg_error *err)
 
 static int by_first_slot(const void *a, const void *b)
 {
-    const sg_cluster_master *x = a, *y = b;
+    const sg_rconn_cluster_master *x = a, *y = b;
     return x->first_slot < y->first_slot ? -1 : x->first_slot > y->first_slot;
 }
 
 /* The layout is "start-end host:port" per range, in the server's order. */
-int sg_rconn_cluster_slots(sg_rconn *c, sg_cluster_master **out, int *n, char **layout,
+int sg_rconn_cluster_slots(sg_rconn *c, sg_rconn_cluster_master **out, int *n, char **layout,
                            int16_t *owner, sg_error *err)
 {
     const char *argv[] = {"CLUSTER", "SLOTS"};
@@ -348,7 +348,7 @@ int sg_rconn_cluster_slots(sg_rconn *c, sg_cluster_master **out, int *n, char **
     int rc = sg_rconn_command(c, &r, err, 2, argv, NULL);
     if (rc)
         return rc;
-    sg_cluster_master *m = NULL;
+    sg_rconn_cluster_master *m = NULL;
     int count = 0;
     sg_buf lay = {0};
     int16_t *by_first = owner ? sg_xmalloc(SG_CLUSTER_SLOTS * sizeof *by_first) : NULL;
@@ -381,7 +381,8 @@ int sg_rconn_cluster_slots(sg_rconn *c, sg_cluster_master **out, int *n, char **
             j++;
         if (j == count) {
             m = sg_xrealloc(m, (size_t)(count + 1) * sizeof *m);
-            m[count++] = (sg_cluster_master){sg_xstrdup(host), port, range->element[0]->integer};
+            m[count++] =
+                (sg_rconn_cluster_master){sg_xstrdup(host), port, range->element[0]->integer};
         } else if (range->element[0]->integer < m[j].first_slot) {
             m[j].first_slot = range->element[0]->integer;
         }
@@ -427,14 +428,14 @@ int sg_rconn_cluster_slots(sg_rconn *c, sg_cluster_master **out, int *n, char **
 
 int sg_rconn_cluster_layout(sg_rconn *c, char **layout, sg_error *err)
 {
-    sg_cluster_master *m = NULL;
+    sg_rconn_cluster_master *m = NULL;
     int n = 0;
     int rc = sg_rconn_cluster_slots(c, &m, &n, layout, NULL, err);
-    sg_cluster_masters_free(m, n);
+    sg_rconn_cluster_masters_free(m, n);
     return rc;
 }
 
-void sg_cluster_masters_free(sg_cluster_master *m, int n)
+void sg_rconn_cluster_masters_free(sg_rconn_cluster_master *m, int n)
 {
     for (int i = 0; i < n; i++)
         free(m[i].host);
@@ -449,7 +450,7 @@ int sg_rconn_cluster_masters(sg_rconn *c, sg_rconn **out, int *n, char **layout,
 int sg_rconn_cluster_map(sg_rconn *c, sg_rconn **out, int *n, char **layout, int16_t *owner,
                          sg_error *err)
 {
-    sg_cluster_master *m = NULL;
+    sg_rconn_cluster_master *m = NULL;
     int count = 0;
     int rc = sg_rconn_cluster_slots(c, &m, &count, layout, owner, err);
     if (rc)
@@ -467,7 +468,7 @@ int sg_rconn_cluster_map(sg_rconn *c, sg_rconn **out, int *n, char **layout, int
         if (rc)
             break;
     }
-    sg_cluster_masters_free(m, count);
+    sg_rconn_cluster_masters_free(m, count);
     if (rc) {
         for (int i = 0; i < opened; i++)
             sg_rconn_close(&nodes[i]);

@@ -91,8 +91,9 @@ struct check {
     slot slots[CHECK_SLOTS];
     int pending;
     bool failed;
-    bool moved;  /* an error reply said MOVED: a Cluster master's slots went elsewhere */
-    char *error; /* an error reply, for the log */
+    bool moved; /* an error reply said MOVED: a Cluster master's slots went elsewhere */
+    size_t sample_elsewhere; /* sample keys a Cluster master redirected (MOVED, ASK) */
+    char *error;             /* an error reply, for the log */
     sg_wipe_trigger why;
     int64_t at;    /* epoch ms of the trigger */
     uint64_t sent; /* uv_now when sent */
@@ -357,6 +358,15 @@ static void store_reply(check *c, int what, const redisReply *r)
                   : what == Q_SAMPLE                       ? (int64_t)c->sample_n
                                                            : SG_REDIS_KEYS_MAX;
     int64_t n = 0;
+    if (what == Q_SAMPLE && c->w->cluster_node && r->type == REDIS_REPLY_ERROR &&
+        (!strncmp(r->str, "MOVED ", 6) || !strncmp(r->str, "ASK ", 4) ||
+         !strncmp(r->str, "TRYAGAIN", 8))) {
+        /* a key of a slot being moved (resharding, a failover): not this
+         * master's to judge now; the canary and the other keys still are */
+        c->sample_elsewhere++;
+        c->moved = c->moved || r->str[0] != 'T';
+        return;
+    }
     if (want_int ? sg_reply_count(r, max, &n) != 0 : r->type != REDIS_REPLY_STRING) {
         c->failed = true;
         if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "MOVED ", 6))
@@ -467,7 +477,7 @@ static void evaluate(sg_watch *w, check *c)
                            .role = c->f.role,
                            .master_replid = c->f.master_replid,
                            .uptime_s = c->f.uptime_s,
-                           .sample_n = c->sample_n,
+                           .sample_n = c->sample_n - c->sample_elsewhere,
                            .sample_present = c->sample_present,
                            .sample_gen = c->sample_gen};
     sg_wipe_result r;
@@ -570,7 +580,7 @@ static void on_check_reply(void *pd, const redisReply *r)
             evaluate(w, c);
         else if (c->error)
             check_failed(w, c->error);
-        if (c->moved && w->cluster_node && w->on_moved && live(w))
+        if (c->moved && w->cluster_node && w->on_moved && live(w) && !w->stopping)
             w->on_moved(w->ud);
     }
     check_free(c);

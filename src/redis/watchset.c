@@ -41,9 +41,10 @@ typedef struct master {
     sg_watch *w; /* NULL if it could not be started */
     char *host;
     int port;
-    char *address; /* "host:port" */
-    char *canary;  /* base{tag} */
-    char *slots;   /* "0-5460,10923" */
+    char *address;   /* "host:port" */
+    char *canary;    /* base{tag} */
+    int canary_slot; /* the slot of its tag */
+    char *slots;     /* "0-5460,10923" */
     bool up;
 } master;
 
@@ -57,7 +58,7 @@ typedef struct discovery {
     int timeout_ms;
     int rc;
     sg_error err;
-    sg_cluster_master *m;
+    sg_rconn_cluster_master *m;
     int n;
     char *layout;
     int16_t *owner;
@@ -70,7 +71,7 @@ struct sg_watchset {
     void (*on_change)(void *ud, sg_wipe_cause cause, const char *detail);
     void *ud;
     /* the options, for the watchers started later */
-    char *redis_url, *canary, *count_pattern, *sentinel_password;
+    char *redis_url, *canary, *count_pattern;
     sg_redis_url url; /* parsed and configured: the masters' TLS, CLUSTER SLOTS's seed */
     int check_ms, timeout_ms;
     const sg_clock *clock;
@@ -109,7 +110,6 @@ static void maybe_done(sg_watchset *ws)
     free(ws->redis_url);
     free(ws->canary);
     free(ws->count_pattern);
-    free(ws->sentinel_password);
     free(ws->address);
     free(ws->layout);
     free(ws->owner);
@@ -159,17 +159,29 @@ static void set_refresh(sg_watchset *ws, bool fast)
         return;
     ws->refresh_fast = fast;
     uint64_t every = fast ? REFRESH_DOWN_MS : REFRESH_MS;
-    uv_timer_start(&ws->refresh, on_refresh, every, every);
+    /* fails only for a closing handle or no callback: neither here */
+    (void)uv_timer_start(&ws->refresh, on_refresh, every, every);
 }
 
 /* Tells the owner up once every master is up, down (with why) when one is
- * not; each only on a change. */
+ * not; each only on a change. A failed CLUSTER SLOTS read alone changes
+ * nothing while every master is watched and up: the watchers are what
+ * sees a wipe, and the next read comes soon. */
 static void link_update(sg_watchset *ws, const char *why)
 {
-    bool all_up = ws->n > 0 && !ws->error;
-    for (size_t i = 0; i < ws->n; i++)
+    bool all_up = ws->n > 0;
+    char unwatched[512] = "";
+    for (size_t i = 0; i < ws->n; i++) {
         all_up = all_up && ws->masters[i]->up;
-    set_refresh(ws, !all_up);
+        if (!ws->masters[i]->w && !unwatched[0])
+            snprintf(unwatched, sizeof unwatched,
+                     "master %s (slots %s) of the Redis Cluster is not watched: its watcher "
+                     "could not be started",
+                     ws->masters[i]->address, ws->masters[i]->slots);
+    }
+    if (!why && unwatched[0])
+        why = unwatched;
+    set_refresh(ws, !all_up || ws->error);
     if (ws->stopping || !ws->on_link)
         return;
     if (all_up && !(ws->told && ws->told_up)) {
@@ -191,9 +203,30 @@ static void link_update(sg_watchset *ws, const char *why)
 
 /* ---- one master's watcher ---- */
 
+/* The keys of master m's slots leave the set's sample: they are gone with
+ * its data, and handing them to it again (a later reconcile) would report
+ * the wipe a second time. A new sample comes after the rewarm. */
+static void forget_sample_of(sg_watchset *ws, const master *m)
+{
+    size_t idx = 0;
+    while (idx < ws->n && ws->masters[idx] != m)
+        idx++;
+    if (idx == ws->n || !ws->owner)
+        return;
+    sg_strlist kept = {0};
+    for (size_t j = 0; j < ws->sample.len; j++) {
+        const char *key = ws->sample.items[j];
+        if (ws->owner[sg_cluster_slot(key, strlen(key))] != (int16_t)idx)
+            sg_strlist_push(&kept, key);
+    }
+    sg_strlist_clear(&ws->sample);
+    ws->sample = kept;
+}
+
 static void m_on_wipe(void *ud, sg_wipe_cause cause, const char *detail, int64_t at)
 {
     master *m = ud;
+    forget_sample_of(m->ws, m);
     char what[SG_WIPE_DETAIL_MAX + 256];
     snprintf(what, sizeof what, "master %s (slots %s) of the Redis Cluster: %s", m->address,
              m->slots, detail);
@@ -278,7 +311,7 @@ static void discovery_free(discovery *d)
         free(d->hosts[i]);
     free(d->hosts);
     free(d->ports);
-    sg_cluster_masters_free(d->m, d->n);
+    sg_rconn_cluster_masters_free(d->m, d->n);
     free(d->layout);
     free(d->owner);
     free(d);
@@ -340,17 +373,80 @@ static char *slots_of(const int16_t *owner, int i)
     return b.p ? b.p : sg_xstrdup("none");
 }
 
-/* The canary of master i: base{tag}, tag the smallest number whose slot i
- * serves; NULL if none is found (a master with no slots). */
-static char *canary_of(const sg_watchset *ws, const int16_t *owner, int i)
+/* The smallest number whose slot master i serves, as the hash tag of a
+ * new canary; -1 if none is found (a master with no slots). */
+static int canary_tag(const int16_t *owner, int i)
 {
     char tag[16];
     for (int t = 0; t < MAX_TAG; t++) {
         int n = snprintf(tag, sizeof tag, "%d", t);
         if (owner[sg_cluster_slot(tag, (size_t)n)] == i)
-            return sg_xasprintf("%s{%s}", ws->canary, tag);
+            return t;
     }
-    return NULL;
+    return -1;
+}
+
+static bool is_master(const sg_rconn_cluster_master *m, int n, const master *old)
+{
+    for (int i = 0; i < n; i++)
+        if (m[i].port == old->port && !strcmp(m[i].host, old->host))
+            return true;
+    return false;
+}
+
+/* A watcher for master i of the read: the one it had, if its canary's slot
+ * is still its own; else one whose canary is that of a master gone from the
+ * masters (a failover: the promoted replica serves the slots and holds the
+ * canary, replicated to it), which knows the canary should be there; else
+ * one with a new canary. A watcher whose canary's slot moved to another
+ * master (a resharding) is replaced: the canary it watched went with the
+ * slot. */
+static master *master_for(sg_watchset *ws, const discovery *d, int i)
+{
+    const char *host = d->m[i].host;
+    int port = d->m[i].port;
+    for (size_t j = 0; j < ws->n; j++) {
+        master *old = ws->masters[j];
+        if (old && old->canary && old->port == port && !strcmp(old->host, host) &&
+            d->owner[old->canary_slot] == i) {
+            ws->masters[j] = NULL;
+            if (!old->w)
+                master_start(ws, old, NULL); /* it could not be started before */
+            return old;
+        }
+    }
+    master *m = sg_xcalloc(1, sizeof *m);
+    m->ws = ws;
+    m->host = sg_xstrdup(host);
+    m->port = port;
+    m->address =
+        strchr(host, ':') ? sg_xasprintf("[%s]:%d", host, port) : sg_xasprintf("%s:%d", host, port);
+    const char *predecessor = NULL;
+    for (size_t j = 0; j < ws->n && !m->canary; j++) {
+        master *old = ws->masters[j];
+        sg_watch_report r;
+        if (!old || !old->canary || !old->w || d->owner[old->canary_slot] != i ||
+            is_master(d->m, d->n, old))
+            continue;
+        sg_watch_report_get(old->w, &r);
+        if (!r.canary_seen)
+            continue;
+        m->canary = sg_xstrdup(old->canary);
+        m->canary_slot = old->canary_slot;
+        predecessor = old->address;
+    }
+    int tag = m->canary ? 0 : canary_tag(d->owner, i);
+    if (!m->canary && tag >= 0) {
+        m->canary = sg_xasprintf("%s{%d}", ws->canary, tag);
+        char t[16];
+        m->canary_slot = sg_cluster_slot(t, (size_t)snprintf(t, sizeof t, "%d", tag));
+    }
+    if (m->canary)
+        master_start(ws, m, predecessor);
+    else /* cannot happen for a master CLUSTER SLOTS lists */
+        sg_log(SG_LOG_ERROR, "watch",
+               "master %s of the Redis Cluster: no canary name found for its slots", m->address);
+    return m;
 }
 
 /* Applies a good CLUSTER SLOTS read: keeps, replaces and adds watchers. */
@@ -359,56 +455,24 @@ static void reconcile(sg_watchset *ws, discovery *d)
     free(ws->error);
     ws->error = NULL;
     if (ws->layout && !strcmp(ws->layout, d->layout)) {
+        for (size_t i = 0; i < ws->n; i++)
+            if (!ws->masters[i]->w && ws->masters[i]->canary)
+                master_start(ws, ws->masters[i], NULL); /* failed before: again */
         link_update(ws, NULL);
         return;
     }
     master **now = sg_xcalloc((size_t)d->n, sizeof *now);
-    size_t kept = 0;
     for (int i = 0; i < d->n; i++) {
-        char *canary = canary_of(ws, d->owner, i);
-        char *slots = slots_of(d->owner, i);
-        master *m = NULL;
-        const char *predecessor = NULL;
-        for (size_t j = 0; canary && !m && j < ws->n; j++) {
-            master *old = ws->masters[j];
-            if (!old || !old->canary || strcmp(old->canary, canary))
-                continue;
-            if (old->port == d->m[i].port && !strcmp(old->host, d->m[i].host)) {
-                m = old; /* the same master: its watcher keeps what it knows */
-                ws->masters[j] = NULL;
-                free(m->slots);
-                m->slots = slots;
-                free(canary);
-                break;
-            }
-            sg_watch_report r;
-            if (old->w && (sg_watch_report_get(old->w, &r), r.canary_seen))
-                predecessor = old->address;
-        }
-        if (!m) {
-            m = sg_xcalloc(1, sizeof *m);
-            m->ws = ws;
-            m->host = sg_xstrdup(d->m[i].host);
-            m->port = d->m[i].port;
-            m->address = strchr(m->host, ':') ? sg_xasprintf("[%s]:%d", m->host, m->port)
-                                              : sg_xasprintf("%s:%d", m->host, m->port);
-            m->slots = slots;
-            m->canary = canary;
-            if (m->canary)
-                master_start(ws, m, predecessor);
-            else /* cannot happen for a master CLUSTER SLOTS lists */
-                sg_log(SG_LOG_ERROR, "watch",
-                       "master %s of the Redis Cluster: no canary name found for its slots",
-                       m->address);
-        }
-        now[kept++] = m;
+        now[i] = master_for(ws, d, i);
+        free(now[i]->slots);
+        now[i]->slots = slots_of(d->owner, i);
     }
     for (size_t j = 0; j < ws->n; j++)
         if (ws->masters[j])
             master_drop(ws, ws->masters[j]);
     free(ws->masters);
     ws->masters = now;
-    ws->n = kept;
+    ws->n = (size_t)d->n;
     free(ws->layout);
     ws->layout = d->layout;
     d->layout = NULL;
@@ -434,7 +498,9 @@ static void discover_done(uv_work_t *req, int status)
     sg_watchset *ws = d->ws;
     ws->discovering = NULL;
     ws->pending--;
-    if (!ws->stopping && status == 0 && d->rc == 0) {
+    if (status == UV_ECANCELED) {
+        /* stopping: it never ran */
+    } else if (!ws->stopping && status == 0 && d->rc == 0) {
         reconcile(ws, d);
     } else if (!ws->stopping) {
         const char *msg = status ? uv_strerror(status) : d->err.msg;
@@ -459,13 +525,16 @@ static void start_discovery(sg_watchset *ws)
     d->ws = ws;
     sg_redis_url_copy(&d->url, &ws->url);
     d->timeout_ms = ws->timeout_ms;
-    /* the masters known first, then the URL's node */
+    /* the masters that are up first, then the others, then the URL's node */
     d->hosts = sg_xcalloc(ws->n + 1, sizeof *d->hosts);
     d->ports = sg_xcalloc(ws->n + 1, sizeof *d->ports);
-    for (size_t i = 0; i < ws->n; i++) {
-        d->hosts[d->nseeds] = sg_xstrdup(ws->masters[i]->host);
-        d->ports[d->nseeds++] = ws->masters[i]->port;
-    }
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < ws->n; i++) {
+            if (ws->masters[i]->up != (pass == 0))
+                continue;
+            d->hosts[d->nseeds] = sg_xstrdup(ws->masters[i]->host);
+            d->ports[d->nseeds++] = ws->masters[i]->port;
+        }
     d->hosts[d->nseeds] = NULL;
     d->ports[d->nseeds++] = 0;
     int rc = uv_queue_work(ws->loop, &d->req, discover_work, discover_done);
@@ -527,7 +596,7 @@ static void s_on_cluster(void *ud)
     ws->cluster = true;
     snprintf(ws->server, sizeof ws->server, "Redis Cluster");
     ws->refresh_fast = true;
-    uv_timer_start(&ws->refresh, on_refresh, REFRESH_DOWN_MS, REFRESH_DOWN_MS);
+    (void)uv_timer_start(&ws->refresh, on_refresh, REFRESH_DOWN_MS, REFRESH_DOWN_MS);
     start_discovery(ws);
 }
 
@@ -536,21 +605,28 @@ static void s_on_cluster(void *ud)
 int sg_watchset_start(uv_loop_t *loop, const sg_watch_opts *o, sg_wipe_fn on_wipe,
                       sg_link_fn on_link, void *ud, sg_watchset **out, sg_error *err)
 {
-    assert(!o->node_host && !o->predecessor && !o->on_cluster);
+    assert(!o->node_host && !o->predecessor && !o->on_cluster && !o->on_moved);
+    if (o->canary && strchr(o->canary, '{'))
+        /* a hash tag of its own would put every master's canary in one slot */
+        return sg_error_set(err, SG_EUSAGE, "watch: the canary key %s may not contain '{'",
+                            o->canary);
     sg_watchset *ws = sg_xcalloc(1, sizeof *ws);
-    sg_watch_opts wo = *o;
-    wo.on_change = s_on_change;
-    wo.on_cluster = s_on_cluster;
-    int rc = sg_watch_start(loop, &wo, s_on_wipe, s_on_link, ws, &ws->single, err);
+    int rc = sg_redis_url_parse(o->redis_url ? o->redis_url : "", &ws->url, err);
+    if (rc == 0 && (rc = sg_redis_url_configure(&ws->url, o->tls, o->sentinel_password, err)))
+        sg_redis_url_close(&ws->url);
     if (rc) {
         free(ws);
         return rc;
     }
-    /* parsed again: sg_watch_start has checked it */
-    sg_error ignored;
-    if (sg_redis_url_parse(o->redis_url, &ws->url, &ignored) == 0 &&
-        sg_redis_url_configure(&ws->url, o->tls, o->sentinel_password, &ignored) == 0)
-        sg_redis_url_password_from_env(&ws->url);
+    sg_redis_url_password_from_env(&ws->url);
+    sg_watch_opts wo = *o;
+    wo.on_change = s_on_change;
+    wo.on_cluster = s_on_cluster;
+    if ((rc = sg_watch_start(loop, &wo, s_on_wipe, s_on_link, ws, &ws->single, err))) {
+        sg_redis_url_close(&ws->url);
+        free(ws);
+        return rc;
+    }
     ws->loop = loop;
     ws->on_wipe = on_wipe;
     ws->on_link = on_link;
@@ -571,14 +647,13 @@ int sg_watchset_start(uv_loop_t *loop, const sg_watch_opts *o, sg_wipe_fn on_wip
 
 void sg_watchset_set_sample(sg_watchset *ws, const char *const *keys, size_t n)
 {
-    if (ws->single) {
-        sg_watch_set_sample(ws->single, keys, n);
-        return;
-    }
+    /* kept: a Cluster found later splits it among its masters */
     sg_strlist_clear(&ws->sample);
     for (size_t i = 0; i < n; i++)
         sg_strlist_push(&ws->sample, keys[i]);
-    if (ws->owner)
+    if (ws->single)
+        sg_watch_set_sample(ws->single, keys, n);
+    else if (ws->owner)
         split_sample(ws);
 }
 
@@ -660,6 +735,10 @@ void sg_watchset_stop(sg_watchset *ws, void (*done)(void *ud), void *ud)
     for (size_t i = 0; i < ws->n; i++)
         master_drop(ws, ws->masters[i]);
     ws->n = 0;
+    /* a read not yet started is cancelled; one under way ends within the
+     * timeouts of the nodes it asks */
+    if (ws->discovering)
+        (void)uv_cancel((uv_req_t *)&ws->discovering->req);
     ws->pending++;
     uv_close((uv_handle_t *)&ws->refresh, on_refresh_closed);
 }

@@ -164,6 +164,9 @@ config_error "TLS without its key" "TLS needs both tls_cert and tls_key" \
     --downstream "$DOWN" --tls-cert "$TMP/cert.pem"
 config_error "TLS files missing" "loading TLS certificate $TMP/cert.pem and key $TMP/key.pem" \
     --downstream "$DOWN" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem"
+config_error "a canary with a hash tag of its own" \
+    "[redis] canary (--canary): the canary key stormguard:{x} may not contain '{'" \
+    --downstream "$DOWN" --canary 'stormguard:{x}'
 if command -v openssl >/dev/null; then
     openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
         -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null

@@ -36,21 +36,34 @@ masters() {
 }
 MASTERS=($(masters))
 [ "${#MASTERS[@]}" = 3 ] || fail "three masters: ${MASTERS[*]}"
+# 30 Igor keys: fewer than the watcher's sample, so every one is in it
+N=30
 "$PY" - <<'PY' | redis-cli -c -p "$PORT" >/dev/null
-for i in range(600):
+for i in range(30):
     print("HSET igor:jenkins-prod:TEAM-A/SVC-%d:team-a/svc-%d lastPollCycleTimestamp %d" % (i, i, 1526030000000 + i))
 PY
 igor_on() { redis-cli -p "$1" --scan --pattern 'igor:*' | wc -l; }
 
-start_sink
-start_gate --redis "$URL" --profile igor --check-interval-ms 200 --guard-duration 1h \
-    --snapshot-interval 1h --rewarm yes --connect-timeout 1000
 st() { json_get "$(gate_status)" "$1"; }
 all_armed() {
     [ "$(st "d['redis']['link']")" = up ] &&
         [ "$(st "len(d['redis']['masters'])")" = 3 ] &&
         [ "$(st "all(m['armed'] for m in d['redis']['masters'])")" = true ]
 }
+start_sink
+
+echo "# a daemon started on a store with a snapshot watches its keys on every master"
+run sg snapshot --profile igor --redis "$URL"
+assert_rc 0 "a snapshot of the Cluster's Igor keys"
+start_gate --redis "$URL" --profile igor --check-interval-ms 200 --snapshot-interval 0 \
+    --connect-timeout 1000
+wait_for 15 "every master is watched and armed" all_armed
+assert_eq "$N" "$(st "sum(m['sample'] for m in d['redis']['masters'])")" \
+    "the baseline's keys are split among the masters that hold them"
+stop_gate
+
+start_gate --redis "$URL" --profile igor --check-interval-ms 200 --guard-duration 1h \
+    --snapshot-interval 1h --rewarm yes --connect-timeout 1000
 wait_for 15 "every master is watched and armed" all_armed
 assert_eq "Redis Cluster, 3 masters" "$(st "d['redis']['server']")" "the status names the Cluster"
 assert_eq "0-5460" "$(st "d['redis']['masters'][0]['slots']")" "and each master's slots"
@@ -58,7 +71,8 @@ for p in "${MASTERS[@]}"; do
     assert_eq 1 "$(redis-cli -p "$p" --scan --pattern 'stormguard:canary{*}' | wc -l)" \
         "one canary on master $p, in its own slots"
 done
-good_snapshot() { [ "$(st "d['snapshot'] and d['snapshot']['keys']")" = 600 ]; }
+good_snapshot() { [ "$(st "d['snapshot'] and d['snapshot']['keys']")" = "$N" ] &&
+    [ "$(st "d['snapshot']['reason']")" != manual ]; }
 wait_for 15 "the periodic snapshot covers every master" good_snapshot
 
 echo "# a manual failover keeps the data: no wipe"
@@ -122,7 +136,7 @@ assert_eq 1 "$(st "d['wipes']")" "one wipe"
 assert_contains "$(st "d['guard']['reason']")" "failover" "the guard reason names the failover"
 assert_contains "$(st "d['guard']['reason']")" "took over from 127.0.0.1:$M0" "and the master it replaced"
 MASTERS=($(masters))
-all_igor() { [ "$(($(for p in "${MASTERS[@]}"; do igor_on "$p"; done | paste -sd+)))" = 600 ]; }
+all_igor() { [ "$(($(for p in "${MASTERS[@]}"; do igor_on "$p"; done | paste -sd+)))" = "$N" ]; }
 wait_for 15 "the rewarm puts every Igor key back" all_igor
 
 echo "# FLUSHALL on one master is a wipe, rewarmed"
@@ -136,10 +150,34 @@ rewarmed() { [ "$(igor_on "$M1")" = "$N1" ]; }
 wait_for 15 "the rewarm puts that master's $N1 Igor keys back" rewarmed
 wait_for 5 "the rewarm is logged" grep -q "rewarmed $N1 keys" "$GATE_LOG"
 
+echo "# a FLUSHALL during a slot migration is seen"
+# one Igor key of a master moves to the next master, its slot left
+# MIGRATING: the watcher's EXISTS of it is answered ASK
+MX=${MASTERS[0]} MY=${MASTERS[1]}
+CSLOT=$(redis-cli -p "$MX" cluster keyslot "$(st "d['redis']['masters'][0]['canary']")")
+K=
+for key in $(redis-cli -p "$MX" --scan --pattern 'igor:*'); do
+    if [ "$(redis-cli -p "$MX" cluster keyslot "$key")" != "$CSLOT" ]; then K=$key; break; fi
+done
+[ -n "$K" ] || fail "an Igor key on $MX outside its canary's slot"
+KSLOT=$(redis-cli -p "$MX" cluster keyslot "$K")
+redis-cli -p "$MY" cluster setslot "$KSLOT" importing "$(redis-cli -p "$MX" cluster myid)" >/dev/null
+redis-cli -p "$MX" cluster setslot "$KSLOT" migrating "$(redis-cli -p "$MY" cluster myid)" >/dev/null
+assert_eq OK "$(redis-cli -p "$MX" migrate 127.0.0.1 "$MY" "$K" 0 5000)" "the key migrated"
+assert_contains "$(redis-cli -p "$MX" exists "$K")" "ASK" "its old master ASKs for it"
+sleep 0.5 # a check or two meet the ASK
+redis-cli -p "$MX" flushall >/dev/null
+wait_for 5 "the wipe is noticed though a sample key is elsewhere" wipes_are 3
+assert_contains "$(cat "$GATE_LOG")" "Redis wiped (flush): master 127.0.0.1:$MX " "on that master"
+for p in "${MASTERS[@]}"; do
+    redis-cli -p "$p" cluster setslot "$KSLOT" node "$(redis-cli -p "$MY" cluster myid)" >/dev/null
+done
+wait_for 15 "the rewarm puts every Igor key back" all_igor
+
 echo "# an announced flush of every master is the operator's: no rewarm"
 run sg flush --flushdb --force --redis "$URL" --admin "$ADMIN" --json
 assert_rc 0 "flush --flushdb through the daemon"
-three_wipes() { [ "$(st "d['wipes']")" = 5 ]; }
+three_wipes() { [ "$(st "d['wipes']")" = 6 ]; }
 wait_for 5 "each master's flush is seen" three_wipes
 assert_eq 3 "$(grep -c "announced by stormguard flush" "$GATE_LOG")" \
     "all three are the announced flush"

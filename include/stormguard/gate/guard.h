@@ -68,10 +68,10 @@ void sg_guard_replayed(sg_guard *g, int64_t observed_ms, const char *source);
 
 /* Redis was wiped (cause "flush", "restart", ...; detail the evidence).
  * Opens an episode and turns guard mode on. Returns true if the wipe was
- * announced (a flush stormguard performs, within expect_wipe_ms, and the
- * wipes that follow its first within 5 s: a Cluster's masters are each
- * flushed and seen apart): the operator meant it, so the owner does not
- * rewarm. */
+ * announced (a flush stormguard performs, within expect_wipe_ms, and each
+ * wipe within 5 s of the one before it, inside that window: a Cluster's
+ * masters are flushed in turn and seen apart): the operator meant it, so
+ * the owner does not rewarm. */
 bool sg_guard_wipe(sg_guard *g, const char *cause, const char *detail, int64_t detected_at_ms);
 /* Redis restarted or failed over and kept the data (cause "restart" or
  * "failover", detail the evidence): an episode of its own ("failover, data

@@ -85,19 +85,19 @@ int sg_rconn_cluster_map(sg_rconn *c, sg_rconn **out, int *n, char **layout, int
                          sg_error *err);
 
 /* One master of CLUSTER SLOTS: its address and first slot. */
-typedef struct sg_cluster_master {
+typedef struct sg_rconn_cluster_master {
     char *host;
     int port;
     int64_t first_slot;
-} sg_cluster_master;
+} sg_rconn_cluster_master;
 
 /* Reads CLUSTER SLOTS without opening anything: the distinct masters (by
  * address) in the order of their first slot (caller frees with
- * sg_cluster_masters_free), the layout as sg_rconn_cluster_masters gives
+ * sg_rconn_cluster_masters_free), the layout as sg_rconn_cluster_masters gives
  * it, and owner (may be NULL) as sg_rconn_cluster_map. */
-int sg_rconn_cluster_slots(sg_rconn *c, sg_cluster_master **out, int *n, char **layout,
+int sg_rconn_cluster_slots(sg_rconn *c, sg_rconn_cluster_master **out, int *n, char **layout,
                            int16_t *owner, sg_error *err);
-void sg_cluster_masters_free(sg_cluster_master *m, int n);
+void sg_rconn_cluster_masters_free(sg_rconn_cluster_master *m, int n);
 
 /* The CLUSTER SLOTS layout alone, as sg_rconn_cluster_masters gives it. */
 int sg_rconn_cluster_layout(sg_rconn *c, char **layout, sg_error *err);

@@ -27,10 +27,13 @@ struct uv_loop_s;
 
 typedef struct sg_watchset sg_watchset;
 
-/* As sg_watch_start, with o->node_host, predecessor and on_cluster unset
- * (the set's own); o->canary is the base name of every master's canary.
- * on_link tells up once every master watched is up, down when any goes
- * down or CLUSTER SLOTS cannot be read, each with its reason. */
+/* As sg_watch_start, with o->node_host, predecessor, on_cluster and
+ * on_moved unset (the set's own); o->canary is the base name of every
+ * master's canary and may not contain '{' (SG_EUSAGE). on_link tells up
+ * once every master is watched and up, down when one goes down, cannot be
+ * watched, or CLUSTER SLOTS cannot be read before any master is known,
+ * each with its reason. The callbacks run on the loop and may call
+ * sg_watchset_set_sample, _report_get and _stop. */
 int sg_watchset_start(struct uv_loop_s *loop, const sg_watch_opts *o, sg_wipe_fn on_wipe,
                       sg_link_fn on_link, void *ud, sg_watchset **out, sg_error *err);
 
@@ -52,8 +55,9 @@ size_t sg_watchset_masters(const sg_watchset *ws);
 void sg_watchset_master_report(const sg_watchset *ws, size_t i, sg_watch_report *out,
                                const char **slots);
 
-/* As sg_watch_stop, for every watcher of the set; a CLUSTER SLOTS read in
- * flight is waited for (bounded by the connect timeout). */
+/* As sg_watch_stop, for every watcher of the set. A CLUSTER SLOTS read not
+ * yet started is cancelled; one under way is waited for, each node it asks
+ * bounded by the connect timeout (masters that are up are asked first). */
 void sg_watchset_stop(sg_watchset *ws, void (*done)(void *ud), void *ud);
 
 #endif
