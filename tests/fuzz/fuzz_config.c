@@ -1,7 +1,7 @@
 /* libFuzzer target: the configuration (config.h) from arbitrary text. The
  * input is read as an INI file: an error names a line the text has, and a
  * file that loads dumps to INI that loads again to the same dump (the admin
- * token aside: it dumps as a comment). Then the
+ * token and the sentinels' password aside: they dump as comments). Then the
  * input's NUL-separated fields set keys as flags do (section, key, value, in
  * threes) and the result is dumped. Built and run by tests/fuzz/run.sh
  * config. */
@@ -62,10 +62,13 @@ static void load(const uint8_t *data, size_t size)
         fprintf(stderr, "the dump does not load: %s\n%s", err.msg, d1);
         abort();
     }
-    /* the token is dumped as a comment (never a value a dump read back
-     * could set): the reloaded configuration has none until given one */
+    /* the secrets (the admin token, the sentinels' password) are dumped
+     * as comments (never a value a dump read back could set): the reloaded
+     * configuration has none until given one */
     if (a.admin_token && !b.admin_token)
         b.admin_token = sg_xstrdup("x");
+    if (a.sentinel_password && !b.sentinel_password)
+        b.sentinel_password = sg_xstrdup("x");
     char *d2 = dump(&b, &len2);
     if (len1 != len2 || memcmp(d1, d2, len1)) {
         fprintf(stderr, "the dump loads to another configuration:\n%s\n----\n%s", d1, d2);
