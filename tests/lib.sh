@@ -780,7 +780,7 @@ _sg_launch_gate() {
     [ $have_redis = 1 ] || defaults+=(--watch off)
     # nor does it meet the storm detector unless it sets a --storm-* flag:
     # tests of other features post several builds of one job in a second
-    [ $have_storm = 1 ] || defaults+=(--storm-same-job 0 --storm-first-seen 0
+    [ $have_storm = 1 ] || defaults+=(--storm-same-job 0 --storm-first-seen 0 --storm-first-seen-tags 0
         --storm-replay-share 0 --storm-rate-factor 0)
     _SG_GATE_N=$((_SG_GATE_N + 1))
     GATE_LOG=$TMP/gate-$_SG_GATE_N.log

@@ -98,6 +98,21 @@ uint64_t sg_hash_build(const char *source, const char *job, int64_t number)
     return hash_parts(source, job, &number);
 }
 
+uint64_t sg_hash_docker_tag(const char *account, const char *repository, const char *tag)
+{
+    size_t la = strlen(account), lr = strlen(repository), lt = strlen(tag), n = la + lr + lt + 2;
+    unsigned char stack[512], *buf = n <= sizeof stack ? stack : sg_xmalloc(n);
+    memcpy(buf, account, la);
+    buf[la] = 0; /* names cannot hold NUL */
+    memcpy(buf + la + 1, repository, lr);
+    buf[la + 1 + lr] = 0;
+    memcpy(buf + la + lr + 2, tag, lt);
+    uint64_t h = sg_hash(buf, n);
+    if (buf != stack)
+        free(buf);
+    return h;
+}
+
 /* ---- set ---- */
 
 static size_t slot_of(uint64_t h, size_t cap)

@@ -64,19 +64,21 @@ static void print_text(json_t *doc)
         printf("no events\n");
         return;
     }
-    static const char *const head[] = {"ID",    "RECEIVED_AT", "KIND",
-                                       "STATE", "SOURCE",      "JOB",
-                                       "BUILD", "TRIES",       "REASON / LAST ERROR"};
+    static const char *const head[] = {"ID",        "RECEIVED_AT", "KIND",
+                                       "STATE",     "SOURCE",      "JOB",
+                                       "BUILD/TAG", "TRIES",       "REASON / LAST ERROR"};
     sg_table *t = sg_table_new(9, head, "rlllllrrl");
     size_t i;
     json_t *e;
     json_array_foreach(events, i, e)
     {
-        char id[24], number[24] = "", tries[24];
+        char id[24], number[SG_EVENT_NAME_MAX + 1] = "", tries[24];
         snprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(e, "id")));
         if (json_object_get(e, "number"))
             snprintf(number, sizeof number, "%lld",
                      (long long)json_integer_value(json_object_get(e, "number")));
+        else if (json_object_get(e, "tag")) /* a Docker event: its tag */
+            snprintf(number, sizeof number, "%s", str(e, "tag"));
         snprintf(tries, sizeof tries, "%lld",
                  (long long)json_integer_value(json_object_get(e, "attempts")));
         const char *why =

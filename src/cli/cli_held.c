@@ -49,8 +49,14 @@ static void print_held(json_t *doc)
     for (size_t i = 0; i < n; i++) {
         char count[24], oldest[24], newest[24];
         snprintf(count, sizeof count, "%lld", num(rows[i], "count"));
-        snprintf(oldest, sizeof oldest, "%lld", num(rows[i], "oldest"));
-        snprintf(newest, sizeof newest, "%lld", num(rows[i], "newest"));
+        /* 0: a Docker repository, whose tags have no numbers */
+        long long lo = num(rows[i], "oldest"), hi = num(rows[i], "newest");
+        snprintf(oldest, sizeof oldest, "%lld", lo);
+        snprintf(newest, sizeof newest, "%lld", hi);
+        if (!lo)
+            snprintf(oldest, sizeof oldest, "-");
+        if (!hi)
+            snprintf(newest, sizeof newest, "-");
         const char *row[] = {str(rows[i], "source"), str(rows[i], "job"), count, oldest, newest};
         sg_table_row(t, row);
     }
@@ -211,7 +217,9 @@ static void print_dropped(json_t *answer)
     {"all", NULL, OPT_ALL, "every held event"},                                                    \
         {"source", "SOURCE", OPT_SOURCE, "events of one source (Jenkins master, Travis, ...)"},    \
     {                                                                                              \
-        "job", "GLOB", OPT_JOB, "events of jobs matching GLOB (with --source: of that source)"     \
+        "job", "GLOB", OPT_JOB,                                                                    \
+            "events of jobs matching GLOB (Docker: repository:tag; with --source: of that "        \
+            "source)"                                                                              \
     }
 
 int sg_cmd_release(int argc, char **argv)
@@ -219,7 +227,8 @@ int sg_cmd_release(int argc, char **argv)
     static const sg_cli_opt opts[] = {
         SELECTOR_OPTS,
         {"newest-only", NULL, OPT_NEWEST_ONLY,
-         "per job, forward only the newest build; older ones are superseded"},
+         "per job, forward only the newest build (per Docker repository, the tag Igor posted "
+         "last); older ones are superseded"},
         {NULL, NULL, 0, NULL},
     };
     selection s = {0};
@@ -235,7 +244,9 @@ int sg_cmd_release(int argc, char **argv)
                    "source and/or a job glob; nothing is released implicitly. With\n"
                    "--newest-only only the newest build of each job is forwarded and the older\n"
                    "ones are marked superseded, so an environment never ends up on an older\n"
-                   "build that happened to be delivered last.",
+                   "build that happened to be delivered last. Docker events are held per\n"
+                   "account and repository: --job GLOB matches repository:tag, and\n"
+                   "--newest-only keeps the tag Igor posted last.",
         .opts = opts,
         .on_opt = on_opt,
         .ud = &s,

@@ -152,6 +152,10 @@ static const key_spec keys[] = {
      "builds of one job within the window that make a storm, 2 to 64 (default 3; 0 = off)"},
     {"storm", "first_seen_jobs", "storm-first-seen", T_INT, F(storm_first_seen), 0, 1000000,
      "first-seen jobs of one source within the window that make a storm (default 20; 0 = off)"},
+    {"storm", "first_seen_tags", "storm-first-seen-tags", T_INT, F(storm_first_seen_tags), 0,
+     1000000,
+     "Docker tags of one account seen for the first time within the window that make a storm "
+     "(default 20; 0 = off)"},
     {"storm", "replay_share", "storm-replay-share", T_INT, F(storm_replay_pct), 0, 100,
      "% of replays among a source's recent events that makes a storm (default 50; 0 = off)"},
     {"storm", "replay_min", "storm-replay-min", T_INT, F(storm_replay_min), 1, 1000000,
@@ -226,6 +230,7 @@ void sg_config_init(sg_config *c)
     c->storm_window_s = 60;
     c->storm_same_job = 3;
     c->storm_first_seen = 20;
+    c->storm_first_seen_tags = 20;
     c->storm_replay_pct = 50;
     c->storm_replay_min = 20;
     c->storm_rate_factor = 5;

@@ -488,6 +488,11 @@ static void on_events(void *ud, int status, const char *error, const sg_event_ro
         if (r->source) {
             json_object_set_new(o, "source", json_string(r->source));
             json_object_set_new(o, "job", json_string(r->job));
+        }
+        if (r->source && r->tag) { /* Docker: account, repository, tag, digest */
+            json_object_set_new(o, "tag", json_string(r->tag));
+            json_object_set_new(o, "digest", string_or_null(r->digest));
+        } else if (r->source) {
             json_object_set_new(o, "number", json_integer(r->number));
         }
         if (r->build_ts)

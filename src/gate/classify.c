@@ -42,6 +42,14 @@ const char *sg_reason_name(sg_reason r)
         return "ended after the wipe: not announced before it";
     case SG_REASON_NOT_A_BUILD:
         return "not a completed build";
+    case SG_REASON_DOCKER_TAG:
+        return "tag in the snapshot's Docker index";
+    case SG_REASON_DOCKER_DIGEST:
+        return "known tag with a new digest: pushed again";
+    case SG_REASON_DOCKER_NEW_TAG:
+        return "new tag of a known repository";
+    case SG_REASON_DOCKER_UNKNOWN:
+        return "repository unknown to snapshot and ledger";
     default:
         return "";
     }
@@ -51,20 +59,27 @@ void sg_index_init(sg_index *ix)
 {
     memset(ix, 0, sizeof *ix);
     sg_u64map_init(&ix->jobs, sizeof(sg_job_facts));
-    for (int g = 0; g < 2; g++)
+    sg_u64map_init(&ix->tags, sizeof(uint64_t));
+    for (int g = 0; g < 2; g++) {
         sg_u64map_init(&ix->kept[g].jobs, sizeof(sg_job_facts));
+        sg_u64map_init(&ix->kept[g].tags, sizeof(uint64_t));
+    }
 }
 
 static void kept_clear(sg_index_kept *k)
 {
     sg_u64map_clear(&k->jobs);
     sg_u64set_clear(&k->posted);
+    sg_u64map_clear(&k->tags);
+    sg_u64set_clear(&k->repos);
 }
 
 void sg_index_close(sg_index *ix)
 {
     sg_u64map_clear(&ix->jobs);
     sg_u64set_clear(&ix->posted);
+    sg_u64map_clear(&ix->tags);
+    sg_u64set_clear(&ix->repos);
     for (int g = 0; g < 2; g++)
         kept_clear(&ix->kept[g]);
 }
@@ -76,6 +91,21 @@ static void facts_fill(sg_job_facts *to, const sg_job_facts *from)
         to->cursor_ms = from->cursor_ms;
     if (!to->last_completed)
         to->last_completed = from->last_completed;
+}
+
+/* Puts into to the Docker tags of from that to lacks and own (may be NULL)
+ * does not have. */
+static void tags_missing(sg_u64map *to, const sg_u64map *from, const sg_u64map *own)
+{
+    for (size_t i = 0; i < from->cap; i++) {
+        uint64_t h = from->keys[i];
+        if (!h || (own && sg_u64map_get(own, h)))
+            continue;
+        bool created;
+        uint64_t *d = sg_u64map_put(to, h, &created);
+        if (created)
+            memcpy(d, from->vals + i * from->val_size, sizeof *d);
+    }
 }
 
 /* Adds the facts of from into to (a copy of a generation, or more of it). */
@@ -92,6 +122,10 @@ static void kept_merge(sg_index_kept *to, const sg_index_kept *from)
     for (size_t i = 0; i < from->posted.cap; i++)
         if (from->posted.slots[i])
             sg_u64set_add(&to->posted, from->posted.slots[i]);
+    tags_missing(&to->tags, &from->tags, NULL);
+    for (size_t i = 0; i < from->repos.cap; i++)
+        if (from->repos.slots[i])
+            sg_u64set_add(&to->repos, from->repos.slots[i]);
 }
 
 void sg_index_inherit(sg_index *ix, const sg_index *older, int64_t now_ms)
@@ -125,6 +159,14 @@ void sg_index_inherit(sg_index *ix, const sg_index *older, int64_t now_ms)
         uint64_t b = older->posted.slots[i];
         if (b && !sg_u64set_has(&ix->posted, b))
             sg_u64set_add(&ix->kept[0].posted, b);
+    }
+    /* Docker tags evicted from Igor's keys: their replays come while Igor
+     * re-caches them */
+    tags_missing(&ix->kept[0].tags, &older->tags, &ix->tags);
+    for (size_t i = 0; i < older->repos.cap; i++) {
+        uint64_t r = older->repos.slots[i];
+        if (r && !sg_u64set_has(&ix->repos, r))
+            sg_u64set_add(&ix->kept[0].repos, r);
     }
 }
 
@@ -173,14 +215,91 @@ void sg_index_posted(sg_index *ix, const char *source, const char *job, int64_t 
     sg_u64set_add(&ix->posted, sg_hash_build(source, job, number));
 }
 
+/* A digest as the maps keep it; 0 for none: NULL, "" or "~", how Igor
+ * stores a null digest (its Docker cache's EMPTY_DIGEST). */
+static uint64_t digest_hash(const char *digest)
+{
+    return digest && *digest && strcmp(digest, "~") ? sg_hash(digest, strlen(digest)) | 1 : 0;
+}
+
+void sg_index_docker(sg_index *ix, const char *account, const char *repository, const char *tag,
+                     const char *digest)
+{
+    bool created;
+    uint64_t *d = sg_u64map_put(&ix->tags, sg_hash_docker_tag(account, repository, tag), &created);
+    *d = digest_hash(digest);
+    sg_u64set_add(&ix->repos, sg_hash_job(account, repository));
+}
+
+/* The digest hash the index has for a tag (its own, else a kept one);
+ * false if none has the tag. */
+static bool tag_known(const sg_index *ix, uint64_t tag, uint64_t *digest)
+{
+    const uint64_t *d = sg_u64map_get(&ix->tags, tag);
+    if (!d)
+        d = sg_u64map_get(&ix->kept[0].tags, tag);
+    if (!d)
+        d = sg_u64map_get(&ix->kept[1].tags, tag);
+    if (d)
+        *digest = *d;
+    return d != NULL;
+}
+
+static bool repo_known(const sg_index *ix, uint64_t repo)
+{
+    return sg_u64set_has(&ix->repos, repo) || sg_u64set_has(&ix->kept[0].repos, repo) ||
+           sg_u64set_has(&ix->kept[1].repos, repo);
+}
+
+static sg_kind classify_docker(const sg_index *ix, const sg_ledger *l, const sg_event *e,
+                               sg_reason *why)
+{
+    uint64_t tag = sg_hash_docker_tag(e->source, e->job, e->tag), digest = digest_hash(e->digest);
+    uint64_t known;
+    bool indexed = tag_known(ix, tag, &known);
+    /* no digest on either side: the tag alone decides (Igor posts a cached
+     * tag again only when it read a new digest) */
+    if (indexed && (!digest || !known || digest == known)) {
+        *why = SG_REASON_DOCKER_TAG;
+        return SG_KIND_REPLAY;
+    }
+    const uint64_t *accepted = sg_u64map_get(&l->tags, tag);
+    if (accepted && (!digest || !*accepted || digest == *accepted)) {
+        *why = SG_REASON_LEDGER;
+        return SG_KIND_REPLAY;
+    }
+    if (indexed || accepted) {
+        *why = SG_REASON_DOCKER_DIGEST;
+        return SG_KIND_NEW;
+    }
+    uint64_t repo = sg_hash_job(e->source, e->job);
+    if (repo_known(ix, repo) || sg_u64set_has(&l->jobs, repo)) {
+        *why = SG_REASON_DOCKER_NEW_TAG;
+        return SG_KIND_NEW;
+    }
+    *why = SG_REASON_DOCKER_UNKNOWN;
+    return SG_KIND_UNKNOWN;
+}
+
 void sg_ledger_init(sg_ledger *l)
 {
     memset(l, 0, sizeof *l);
+    sg_u64map_init(&l->tags, sizeof(uint64_t));
 }
 
 void sg_ledger_close(sg_ledger *l)
 {
     sg_u64set_clear(&l->jobs);
+    sg_u64map_clear(&l->tags);
+}
+
+void sg_ledger_add_tag(sg_ledger *l, const char *account, const char *repository, const char *tag,
+                       const char *digest)
+{
+    bool created;
+    uint64_t *d = sg_u64map_put(&l->tags, sg_hash_docker_tag(account, repository, tag), &created);
+    *d = digest_hash(digest);
+    sg_u64set_add(&l->jobs, sg_hash_job(account, repository));
 }
 
 void sg_ledger_add(sg_ledger *l, const char *source, const char *job)
@@ -190,6 +309,8 @@ void sg_ledger_add(sg_ledger *l, const char *source, const char *job)
 
 sg_kind sg_classify(const sg_index *ix, const sg_ledger *l, const sg_event *e, sg_reason *why)
 {
+    if (e->type == SG_EVENT_DOCKER)
+        return classify_docker(ix, l, e, why);
     if (e->type != SG_EVENT_BUILD) {
         *why = SG_REASON_NOT_A_BUILD;
         return SG_KIND_PASSTHROUGH;

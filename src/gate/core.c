@@ -659,13 +659,21 @@ int sg_core_submit(sg_core *c, const sg_request *rq, sg_answer_fn answer, void *
     /* The storm detector sees each event as it arrives, so the event that
      * trips it is already held; a second delivery the journal will call a
      * replay is corrected once it does (on_incoming_done). */
-    if (in->kind != SG_KIND_PASSTHROUGH)
+    bool docker = in->ev.type == SG_EVENT_DOCKER;
+    if (docker)
+        /* a tag new to index and ledger counts towards first_seen_tags:
+         * many at once is what an evicted Docker index looks like */
+        sg_guard_observe_tag(c->guard, in->ev.source, in->ev.job, in->ev.tag, in->kind,
+                             why == SG_REASON_DOCKER_NEW_TAG || why == SG_REASON_DOCKER_UNKNOWN);
+    else if (in->kind != SG_KIND_PASSTHROUGH) {
         sg_guard_observe(c->guard, in->ev.source, in->ev.job, in->kind);
+    }
     /* In guard or storm mode only a snapshot makes a job known: the ledger
      * has no cursor, so an old build of a job it knows cannot be told from a
-     * new one, and the first build held would let the rest through. */
+     * new one, and the first build held would let the rest through. Alike,
+     * a Docker tag the index lacks may be one a wipe made Igor forget. */
     sg_mode mode = sg_guard_mode(c->guard, in->ev.source);
-    if (why == SG_REASON_LEDGER_JOB && mode != SG_MODE_NORMAL)
+    if ((why == SG_REASON_LEDGER_JOB || why == SG_REASON_DOCKER_NEW_TAG) && mode != SG_MODE_NORMAL)
         in->kind = SG_KIND_UNKNOWN;
     empty_poller(c, in, now);
     if (in->kind == SG_KIND_UNKNOWN && sg_guard_mode(c->guard, in->ev.source) != SG_MODE_NORMAL &&
@@ -687,8 +695,10 @@ int sg_core_submit(sg_core *c, const sg_request *rq, sg_answer_fn answer, void *
     r->received_at = now;
     r->source = in->ev.source;
     r->job = in->ev.job;
-    r->number = in->ev.number;
+    r->number = docker ? sg_docker_identity(in->ev.tag, in->ev.digest) : in->ev.number;
     r->build_ts = in->ev.build_ts;
+    r->tag = in->ev.tag;
+    r->digest = in->ev.digest;
     r->kind = sg_kind_name(in->kind);
     r->reason = sg_reason_name(why);
     r->state = sg_hold_state(c->hold, in->kind, in->ev.source, &r->last_error);
@@ -703,6 +713,8 @@ int sg_core_submit(sg_core *c, const sg_request *rq, sg_answer_fn answer, void *
     bool pending = r->state == SG_STATE_PENDING;
     if (forwardable(in->kind))
         sg_ledger_add(&c->ledger, in->ev.source, in->ev.job);
+    if (forwardable(in->kind) && docker)
+        sg_ledger_add_tag(&c->ledger, in->ev.source, in->ev.job, in->ev.tag, in->ev.digest);
     r->done_at = pending || r->state == SG_STATE_HELD ? 0 : now;
     r->qgen = pending ? c->qgen : 0;
     r->method = in->method;
@@ -737,7 +749,13 @@ static void ix_posted(void *ud, const char *s, const char *j, int64_t v)
     sg_index_posted(ud, s, j, v);
 }
 
-static const sg_index_visitor index_visitor = {ix_cursor, ix_completed, ix_posted};
+static void ix_docker(void *ud, const char *account, const char *repository, const char *tag,
+                      const char *digest)
+{
+    sg_index_docker(ud, account, repository, tag, digest);
+}
+
+static const sg_index_visitor index_visitor = {ix_cursor, ix_completed, ix_posted, ix_docker};
 
 typedef struct baseline {
     int64_t id;
@@ -1243,6 +1261,8 @@ static int events_row(void *ud, const sg_event_row *r)
     o->body_len = 0;
     o->last_error = keep(r->last_error);
     o->would = keep(r->would);
+    o->tag = keep(r->tag);
+    o->digest = keep(r->digest);
     return 0;
 }
 
@@ -1270,6 +1290,8 @@ static void events_done(read_job *j, int status)
         free((char *)r->path);
         free((char *)r->last_error);
         free((char *)r->would);
+        free((char *)r->tag);
+        free((char *)r->digest);
     }
     free(x->rows);
     free(x->kind);
@@ -1429,6 +1451,12 @@ static void ledger_add(void *ud, const char *source, const char *job)
     sg_ledger_add(ud, source, job);
 }
 
+static void ledger_add_tag(void *ud, const char *account, const char *repository, const char *tag,
+                           const char *digest)
+{
+    sg_ledger_add_tag(ud, account, repository, tag, digest);
+}
+
 int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_error *err)
 {
     sg_core *c = sg_xcalloc(1, sizeof *c);
@@ -1452,6 +1480,7 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
         (rc = sg_store_open(o->db_path, &ro, &c->reader, err)) ||
         (rc = sg_store_queue_gen(c->reader, &c->qgen, err)) ||
         (rc = sg_store_ledger_jobs(c->reader, ledger_add, &c->ledger, &c->ledger_builds, err)) ||
+        (rc = sg_store_ledger_docker(c->reader, ledger_add_tag, &c->ledger, err)) ||
         (rc = sg_store_event_counts(c->reader, count_events, c, err)))
         goto fail;
     c->held_stale = true; /* the first tick reads both ages */

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "stormguard/base/util.h"
 
@@ -19,10 +20,27 @@
 #define MIN_EPOCH_MS INT64_C(946684800000)
 #define MAX_EPOCH_MS INT64_C(32503680000000)
 
+int64_t sg_docker_identity(const char *tag, const char *digest)
+{
+    /* FNV-1a, 64 bits: stable across runs and versions (it is stored) */
+    uint64_t h = 0xcbf29ce484222325ULL;
+    const char *parts[2] = {tag, digest ? digest : ""};
+    for (int p = 0; p < 2; p++) {
+        for (const unsigned char *c = (const unsigned char *)parts[p]; *c; c++)
+            h = (h ^ *c) * 0x100000001b3ULL;
+        if (p == 0)
+            h = (h ^ 0) * 0x100000001b3ULL; /* the separator: names hold no NUL */
+    }
+    return (int64_t)(h % ((UINT64_C(1) << 53) - 1)) + 1;
+}
+
 void sg_event_close(sg_event *e)
 {
     free(e->source);
     free(e->job);
+    free(e->tag);
+    free(e->digest);
+    free(e->registry);
     memset(e, 0, sizeof *e);
 }
 
@@ -110,6 +128,11 @@ enum {
     F_BUILD_TIMESTAMP,
     F_NAME,
     F_URL, /* Notification */
+    F_ACCOUNT,
+    F_REGISTRY,
+    F_REPOSITORY,
+    F_TAG,
+    F_DIGEST, /* Docker */
     N_FIELDS
 };
 
@@ -138,6 +161,11 @@ static const struct {
     [F_BUILD_TIMESTAMP] = {F_BUILD, "timestamp"},
     [F_NAME] = {ROOT, "name"},
     [F_URL] = {ROOT, "url"},
+    [F_ACCOUNT] = {F_CONTENT, "account"},
+    [F_REGISTRY] = {F_CONTENT, "registry"},
+    [F_REPOSITORY] = {F_CONTENT, "repository"},
+    [F_TAG] = {F_CONTENT, "tag"},
+    [F_DIGEST] = {F_CONTENT, "digest"},
 };
 
 static bool is_str(const value *v, const char *lit)
@@ -644,6 +672,64 @@ static int parse_igor(const value *fv, sg_event *out, sg_error *err, bool *match
                 err);
 }
 
+static bool is_str_nocase(const value *v, const char *lit)
+{
+    size_t n = strlen(lit);
+    return v->type == V_STRING && v->len == n && !strncasecmp(v->s, lit, n);
+}
+
+/* A Docker name (account, repository, tag, digest) as fill checks a job's:
+ * 0, or SG_EINVAL naming which. */
+static int docker_name(const value *v, const char *what, bool optional, char **out, sg_error *err)
+{
+    size_t len;
+    const char *p = str_of(v, &len);
+    if (!p || !len) {
+        if (optional)
+            return 0;
+        return sg_error_set(err, SG_EINVAL, "igor Docker event without a %s", what);
+    }
+    if (len > SG_EVENT_NAME_MAX)
+        return sg_error_set(err, SG_EINVAL,
+                            "igor Docker event: the %s is %zu bytes, over the limit of %d", what,
+                            len, SG_EVENT_NAME_MAX);
+    if (memchr(p, '\0', len))
+        return sg_error_set(err, SG_EINVAL, "igor Docker event: a NUL character in the %s", what);
+    *out = sg_xstrndup(p, len);
+    return 0;
+}
+
+/* Igor's Docker monitor: details.type "docker" (Echo compares it without
+ * case) and content {account, registry, repository, tag, digest}
+ * (DOMAIN.md section 3). Echo triggers on account, repository and a
+ * non-empty tag (DockerEventHandler): an event without all three starts
+ * nothing and passes through, as anything else Echo takes. The digest is
+ * null when Igor could not read the manifest. */
+static int parse_docker(const value *fv, sg_event *out, sg_error *err, bool *matched)
+{
+    if (!is_str_nocase(&fv[F_DETAILS_TYPE], "docker") || fv[F_CONTENT].type != V_OBJECT)
+        return 0;
+    *matched = true;
+    size_t len;
+    if (!str_of(&fv[F_TAG], &len) || !len || !str_of(&fv[F_ACCOUNT], &len) || !len ||
+        !str_of(&fv[F_REPOSITORY], &len) || !len)
+        return 0;
+    int rc = docker_name(&fv[F_ACCOUNT], "account", false, &out->source, err);
+    if (rc == 0)
+        rc = docker_name(&fv[F_REPOSITORY], "repository", false, &out->job, err);
+    if (rc == 0)
+        rc = docker_name(&fv[F_TAG], "tag", false, &out->tag, err);
+    if (rc == 0)
+        rc = docker_name(&fv[F_DIGEST], "digest", true, &out->digest, err);
+    if (rc == 0)
+        rc = docker_name(&fv[F_REGISTRY], "registry", true, &out->registry, err);
+    if (rc)
+        return rc;
+    out->type = SG_EVENT_DOCKER;
+    out->shape = "igor-docker";
+    return 0;
+}
+
 /* "job/a/job/b/" -> "a/b"; NULL if url is not a job URL of that form. */
 static char *full_name(const char *url, size_t len)
 {
@@ -714,6 +800,8 @@ static int parse_fields(const value *fv, json_t *root, const sg_event_config *cf
 {
     bool matched = false;
     int rc = parse_igor(fv, out, err, &matched);
+    if (rc == 0 && !matched)
+        rc = parse_docker(fv, out, err, &matched);
     if (rc == 0 && !matched)
         rc = parse_notification(fv, cfg, out, err, &matched);
     if (rc == 0 && !matched && root && cfg && cfg->generic.source)

@@ -588,6 +588,7 @@ int sg_gate_core_opts(const sg_config *c, sg_core_opts *o, sg_error *err)
     so->window_ms = c->storm_window_s * 1000;
     so->same_job_builds = c->storm_same_job;
     so->first_seen_jobs = c->storm_first_seen;
+    so->first_seen_tags = c->storm_first_seen_tags;
     so->replay_share_pct = c->storm_replay_pct;
     so->replay_min = c->storm_replay_min;
     so->rate_factor = (double)c->storm_rate_factor;
@@ -641,8 +642,9 @@ int sg_gate_check(const sg_config *c, sg_error *err)
      * as it is read: what is left are the detector's own rules) */
     if (sg_storm_opts_check(&co.storm, err)) {
         err->code = SG_EUSAGE;
-        static const char *const storm_keys[] = {"same_job_builds", "first_seen_jobs", "replay_min",
-                                                 "rate_factor", "rate_floor"};
+        static const char *const storm_keys[] = {"same_job_builds", "first_seen_jobs",
+                                                 "first_seen_tags", "replay_min",
+                                                 "rate_factor",     "rate_floor"};
         for (size_t i = 0; i < sizeof storm_keys / sizeof *storm_keys; i++)
             if (strstr(err->msg, storm_keys[i]))
                 return sg_config_blame(c, "storm", storm_keys[i], err);

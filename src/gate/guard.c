@@ -187,6 +187,16 @@ void sg_guard_observe(sg_guard *g, const char *source, const char *job, sg_kind 
     on_triggers(g, now, t, sg_storm_observe(&g->storm, now, source, job, kind, t));
 }
 
+void sg_guard_observe_tag(sg_guard *g, const char *account, const char *repository, const char *tag,
+                          sg_kind kind, bool first_seen)
+{
+    sg_storm_trigger t[SG_STORM_NSIGNALS];
+    int64_t now = now_ms(g);
+    on_triggers(
+        g, now, t,
+        sg_storm_observe_tag(&g->storm, now, account, repository, tag, kind, first_seen, t));
+}
+
 void sg_guard_replayed(sg_guard *g, int64_t observed_ms, const char *source)
 {
     sg_storm_trigger t[SG_STORM_NSIGNALS];

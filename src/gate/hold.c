@@ -164,7 +164,7 @@ static char *describe(const sg_hold_filter *f, bool newest_only, const char *rea
     if (!f->all && f->job)
         sg_buf_printf(&b, "%sjob %s", f->source ? ", " : "", f->job);
     if (newest_only)
-        sg_buf_printf(&b, ", newest build per job only");
+        sg_buf_printf(&b, ", newest build per job (tag per repository) only");
     if (reason)
         sg_buf_printf(&b, "; reason: %s", reason);
     return b.p;

@@ -224,7 +224,7 @@ typedef struct job_state {
 #define SOURCE_BUCKETS 60
 
 typedef struct counts {
-    uint32_t total, replay, unknown;
+    uint32_t total, replay, unknown, tags; /* tags: Docker tags seen for the first time */
 } counts;
 
 typedef struct source_state {
@@ -247,6 +247,7 @@ void sg_storm_opts_default(sg_storm_opts *o)
     o->window_ms = 60 * 1000; /* Igor polls every 60 s by default: DOMAIN.md section 1 */
     o->same_job_builds = 3;
     o->first_seen_jobs = 20;
+    o->first_seen_tags = 20;
     o->replay_min = 20;
     o->replay_share_pct = 50;
     o->rate_factor = 5.0;
@@ -271,6 +272,8 @@ int sg_storm_opts_check(const sg_storm_opts *o, sg_error *err)
         return range_error(err, "same_job_builds", o->same_job_builds, "0 = off, or 2 to 64");
     if (o->first_seen_jobs < 0 || o->first_seen_jobs > UINT32_MAX)
         return range_error(err, "first_seen_jobs", o->first_seen_jobs, "0 = off, or more");
+    if (o->first_seen_tags < 0 || o->first_seen_tags > UINT32_MAX)
+        return range_error(err, "first_seen_tags", o->first_seen_tags, "0 = off, or more");
     if (o->replay_min < 0 || o->replay_min > UINT32_MAX)
         return range_error(err, "replay_min", o->replay_min, "0 or more");
     if (o->replay_share_pct < 0 || o->replay_share_pct > 100)
@@ -381,6 +384,7 @@ static void source_advance(const sg_storm *s, source_state *st, int64_t bucket)
             st->sum.total -= c->total;
             st->sum.replay -= c->replay;
             st->sum.unknown -= c->unknown;
+            st->sum.tags -= c->tags;
             memset(c, 0, sizeof *c);
         }
     }
@@ -408,6 +412,17 @@ static source_state *source_get(sg_storm *s, const char *source)
 static job_state *job_get(sg_storm *s, const char *source, const char *job)
 {
     uint64_t key = sg_hash_job(source, job);
+    uint32_t i = table_find(s->jobs, key);
+    if (i != NIL)
+        table_touch(s->jobs, i, s->now_ms);
+    else
+        i = table_add(s->jobs, key, s->now_ms);
+    return payload_of(s->jobs, i);
+}
+
+static job_state *tag_get(sg_storm *s, const char *account, const char *repository, const char *tag)
+{
+    uint64_t key = sg_hash_docker_tag(account, repository, tag);
     uint32_t i = table_find(s->jobs, key);
     if (i != NIL)
         table_touch(s->jobs, i, s->now_ms);
@@ -447,14 +462,18 @@ static void trigger_fill(const sg_storm *s, sg_storm_trigger *t, sg_storm_signal
 static size_t replay_share(sg_storm *s, source_state *st, const char *source,
                            sg_storm_trigger *out);
 
-static size_t observe_source(sg_storm *s, const char *source, const char *job, sg_kind kind,
-                             sg_storm_trigger *out)
+/* tag: a Docker event's (job is then its repository), NULL for a build;
+ * first_seen_tag: that tag is new to the index and the ledger. */
+static size_t observe_source(sg_storm *s, const char *source, const char *job, const char *tag,
+                             bool first_seen_tag, sg_kind kind, sg_storm_trigger *out)
 {
     const sg_storm_opts *o = &s->opts;
     size_t n = 0;
 
     source_state *st = source_get(s, source);
-    job_state *js = job_get(s, source, job);
+    /* a Docker tag is tracked as a job is: one tag posted again and again
+     * is what one job completing build after build is */
+    job_state *js = tag ? tag_get(s, source, job, tag) : job_get(s, source, job);
     counts *c = &st->b[st->bucket % s->nbuckets];
     c->total++;
     st->sum.total++;
@@ -463,19 +482,30 @@ static size_t observe_source(sg_storm *s, const char *source, const char *job, s
         st->sum.replay++;
     }
     /* first_seen counts jobs, not events: a wiped job posts many builds */
-    if (kind == SG_KIND_UNKNOWN && !js->unknown_counted) {
+    if (!tag && kind == SG_KIND_UNKNOWN && !js->unknown_counted) {
         js->unknown_counted = 1;
         c->unknown++;
         st->sum.unknown++;
+    }
+    /* and tags apart, once each */
+    if (tag && first_seen_tag && !js->unknown_counted) {
+        js->unknown_counted = 1;
+        c->tags++;
+        st->sum.tags++;
     }
 
     if (o->same_job_builds && job_stamp(s, js)) {
         sg_storm_trigger *t = &out[n++];
         trigger_fill(s, t, SG_STORM_SAME_JOB, source, o->same_job_builds, o->same_job_builds,
                      &st->reported[SG_STORM_SAME_JOB]);
-        snprintf(t->message, sizeof t->message,
-                 "job %s on %s completed %lld builds within %s (threshold %lld)", job, source,
-                 (long long)t->count, s->window_text, (long long)t->threshold);
+        if (tag)
+            snprintf(t->message, sizeof t->message,
+                     "tag %s:%s of account %s posted %lld times within %s (threshold %lld)", job,
+                     tag, source, (long long)t->count, s->window_text, (long long)t->threshold);
+        else
+            snprintf(t->message, sizeof t->message,
+                     "job %s on %s completed %lld builds within %s (threshold %lld)", job, source,
+                     (long long)t->count, s->window_text, (long long)t->threshold);
     }
     if (o->first_seen_jobs && st->sum.unknown >= o->first_seen_jobs) {
         sg_storm_trigger *t = &out[n++];
@@ -483,6 +513,14 @@ static size_t observe_source(sg_storm *s, const char *source, const char *job, s
                      &st->reported[SG_STORM_FIRST_SEEN]);
         snprintf(t->message, sizeof t->message,
                  "%lld jobs never seen before reported on %s within %s (threshold %lld)",
+                 (long long)t->count, source, s->window_text, (long long)t->threshold);
+    } else if (o->first_seen_tags && st->sum.tags >= o->first_seen_tags) {
+        sg_storm_trigger *t = &out[n++];
+        trigger_fill(s, t, SG_STORM_FIRST_SEEN, source, st->sum.tags, o->first_seen_tags,
+                     &st->reported[SG_STORM_FIRST_SEEN]);
+        snprintf(t->message, sizeof t->message,
+                 "%lld Docker tags never seen before posted for account %s within %s "
+                 "(threshold %lld)",
                  (long long)t->count, source, s->window_text, (long long)t->threshold);
     }
     return n + replay_share(s, st, source, out + n);
@@ -506,8 +544,9 @@ static size_t replay_share(sg_storm *s, source_state *st, const char *source, sg
     return 1;
 }
 
-size_t sg_storm_observe(sg_storm *s, int64_t now_ms, const char *source, const char *job,
-                        sg_kind kind, sg_storm_trigger out[SG_STORM_NSIGNALS])
+static size_t observe(sg_storm *s, int64_t now_ms, const char *source, const char *job,
+                      const char *tag, bool first_seen_tag, sg_kind kind,
+                      sg_storm_trigger out[SG_STORM_NSIGNALS])
 {
     if (now_ms > s->now_ms)
         s->now_ms = now_ms;
@@ -517,7 +556,8 @@ size_t sg_storm_observe(sg_storm *s, int64_t now_ms, const char *source, const c
     if (kind != SG_KIND_NEW && kind != SG_KIND_UNKNOWN && kind != SG_KIND_REPLAY)
         return 0;
 
-    size_t n = observe_source(s, source ? source : "", job ? job : "", kind, out);
+    size_t n =
+        observe_source(s, source ? source : "", job ? job : "", tag, first_seen_tag, kind, out);
 
     /* the backstop: only what would be forwarded counts */
     if (s->opts.rate_factor > 0 && kind != SG_KIND_REPLAY) {
@@ -537,6 +577,19 @@ size_t sg_storm_observe(sg_storm *s, int64_t now_ms, const char *source, const c
     }
     assert(n <= SG_STORM_NSIGNALS);
     return n;
+}
+
+size_t sg_storm_observe(sg_storm *s, int64_t now_ms, const char *source, const char *job,
+                        sg_kind kind, sg_storm_trigger out[SG_STORM_NSIGNALS])
+{
+    return observe(s, now_ms, source, job, NULL, false, kind, out);
+}
+
+size_t sg_storm_observe_tag(sg_storm *s, int64_t now_ms, const char *account,
+                            const char *repository, const char *tag, sg_kind kind, bool first_seen,
+                            sg_storm_trigger out[SG_STORM_NSIGNALS])
+{
+    return observe(s, now_ms, account, repository, tag ? tag : "", first_seen, kind, out);
 }
 
 size_t sg_storm_replayed(sg_storm *s, int64_t observed_ms, int64_t now_ms, const char *source,

@@ -12,9 +12,9 @@
 static const char *const statement_sql[ST_COUNT] = {
     [ST_EVENT_INSERT] = "INSERT INTO event(received_at, source, job, number, build_ts, kind, "
                         "reason, state, method, path, headers, body, next_attempt_at, done_at, "
-                        "qgen, last_error, would) "
+                        "qgen, last_error, would, tag, digest) "
                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
-                        "?16, ?17)",
+                        "?16, ?17, ?18, ?19)",
     [ST_EVENT_UPDATE] = "UPDATE event SET state = ?1, attempts = ?2, next_attempt_at = ?3, "
                         "last_error = ?4, done_at = ?5 WHERE id = ?6",
     [ST_LEDGER_ADD] = "INSERT OR IGNORE INTO ledger(source, job, number, accepted_at, event_id) "
@@ -55,7 +55,7 @@ int sg_event_state_parse(const char *name, sg_event_state *out)
 
 #define EVENT_COLUMNS                                                                              \
     "id, received_at, source, job, number, build_ts, kind, reason, state, method, path, "          \
-    "headers, body, attempts, next_attempt_at, last_error, done_at, qgen, would"
+    "headers, body, attempts, next_attempt_at, last_error, done_at, qgen, would, tag, digest"
 
 static void read_event(sqlite3_stmt *st, sg_event_row *r)
 {
@@ -81,6 +81,8 @@ static void read_event(sqlite3_stmt *st, sg_event_row *r)
     r->done_at = sqlite3_column_int64(st, 16);
     r->qgen = sqlite3_column_int64(st, 17);
     r->would = (const char *)sqlite3_column_text(st, 18);
+    r->tag = (const char *)sqlite3_column_text(st, 19);
+    r->digest = (const char *)sqlite3_column_text(st, 20);
 }
 
 static int each_event(sg_store *s, sqlite3_stmt *st, sg_event_fn fn, void *ud, sg_error *err)
@@ -119,6 +121,8 @@ int sg_store_event_insert(sg_store *s, sg_event_row *r, sg_error *err)
     sqlite3_bind_int64(st, 15, r->qgen);
     bind_text_or_null(st, 16, r->last_error);
     bind_text_or_null(st, 17, r->would);
+    bind_text_or_null(st, 18, r->tag);
+    bind_text_or_null(st, 19, r->digest);
     int rc = sg_store_step_done(s, st, err, "journaling an event in");
     if (rc == 0)
         r->id = sqlite3_last_insert_rowid(s->db);
@@ -346,6 +350,22 @@ int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds
         fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1));
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "reading the ledger in");
+}
+
+int sg_store_ledger_docker(sg_store *s, sg_ledger_tag_fn fn, void *ud, sg_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT source, job, tag, digest FROM event INDEXED BY event_docker "
+                           "WHERE tag IS NOT NULL AND kind IN ('new', 'unknown') ORDER BY id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sg_store_db_error(s, err, "reading the ledger's Docker tags in");
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn(ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+           (const char *)sqlite3_column_text(st, 2), (const char *)sqlite3_column_text(st, 3));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "reading the ledger's Docker tags in");
 }
 
 int sg_store_ledger_mark(sg_store *s, int64_t *upto, sg_error *err)

@@ -6,11 +6,20 @@
 
 #include "store_int.h"
 
-/* The selection of held events, bound as ?1 source, ?2 job glob and ?9 the
- * highest id (sg_hold_filter.max_id). */
+/* The selection of held events, bound as ?1 source, ?2 job glob (a Docker
+ * event's job is its repository:tag) and ?9 the highest id
+ * (sg_hold_filter.max_id). */
+#define JOB_MATCHES(t)                                                                             \
+    "(?2 IS NULL OR (CASE WHEN " t "tag IS NULL THEN " t "job ELSE " t "job || ':' || " t          \
+    "tag END) GLOB ?2)"
 #define HELD_WHERE                                                                                 \
-    "state = 'held' AND (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR job GLOB ?2) AND "          \
-    "(?9 IS NULL OR id <= ?9)"
+    "state = 'held' AND (?1 IS NULL OR source = ?1) AND " JOB_MATCHES(                             \
+        "") " AND "                                                                                \
+            "(?9 IS NULL OR id <= ?9)"
+
+/* The order of a job's builds: the number; of a repository's Docker tags,
+ * the order Igor posted them (the event's id). */
+#define RANK(t) "(CASE WHEN " t ".tag IS NULL THEN " t ".number ELSE " t ".id END)"
 
 /* (statements that do not name ?1 and ?2 but a higher parameter ignore
  * them) */
@@ -61,7 +70,11 @@ static int release_newest(sg_store *s, const sg_hold_filter *f, int64_t qgen, in
 {
     /* The chunk is the jobs of the oldest held events (so a job is handled
      * whole: its newest build is known); per job, every build below the
-     * newest held one is superseded and the newest released. */
+     * newest held one is superseded and the newest released. A Docker
+     * repository's newest is the tag Igor posted last: it posts a cycle's
+     * tags in the order of Clouddriver's answer (an unsorted cache set),
+     * no date order, but the last posted is the one a notifier without
+     * stormguard would have acted on last. */
     int64_t picked = 0, gone = 0, moved = 0;
     int rc;
     if ((rc = sg_store_exec(s,
@@ -72,21 +85,32 @@ static int release_newest(sg_store *s, const sg_hold_filter *f, int64_t qgen, in
                         "INSERT OR IGNORE INTO release_job SELECT source, job FROM event "
                         "WHERE " HELD_WHERE " ORDER BY id LIMIT ?3",
                         f, f->limit > 0 ? f->limit : -1, &picked, err)) ||
-        (rc = held_exec(s,
-                        "WITH newest AS (SELECT e.source, e.job, max(e.number) AS number "
-                        "FROM release_job r JOIN event e ON e.source = r.source "
-                        "AND e.job = r.job AND e.state = 'held' AND (?9 IS NULL OR e.id <= ?9) "
-                        "GROUP BY e.source, e.job) "
-                        "UPDATE event SET state = 'superseded', done_at = ?3, "
-                        "last_error = 'superseded by build ' || newest.number "
-                        "FROM newest WHERE event.state = 'held' AND event.source = newest.source "
-                        "AND event.job = newest.job AND event.number < newest.number "
-                        "AND (?9 IS NULL OR event.id <= ?9)",
-                        f, now, &gone, err)) ||
+        (rc = held_exec(
+             s,
+             "WITH newest AS (SELECT e.source, e.job, max(" RANK(
+                 "e") ") AS rank, "
+                      "e.number AS number, e.tag AS tag "
+                      "FROM release_job r JOIN event e ON e.source = r.source "
+                      "AND e.job = r.job AND e.state = 'held' AND (?9 IS NULL OR e.id <= ?9) "
+                      "AND " JOB_MATCHES(
+                          "e.") " GROUP BY e.source, e.job) "
+                                "UPDATE event SET state = 'superseded', done_at = ?3, "
+                                "last_error = 'superseded by ' || CASE WHEN newest.tag IS NULL "
+                                "THEN "
+                                "'build ' || newest.number ELSE 'tag ' || newest.tag END "
+                                "FROM newest WHERE event.state = 'held' AND event.source = "
+                                "newest.source "
+                                "AND event.job = newest.job AND " RANK(
+                                    "event") " < newest.rank "
+                                             "AND " JOB_MATCHES(
+                                                 "event.") " AND (?9 IS NULL OR event.id <= ?9)",
+             f, now, &gone, err)) ||
         (rc = held_exec(s,
                         "UPDATE event SET state = 'pending', qgen = ?3, next_attempt_at = NULL "
                         "WHERE state = 'held' AND (source, job) IN "
-                        "(SELECT source, job FROM release_job) AND (?9 IS NULL OR id <= ?9)",
+                        "(SELECT source, job FROM release_job) AND " JOB_MATCHES(
+                            "") " AND "
+                                "(?9 IS NULL OR id <= ?9)",
                         f, qgen, &moved, err)))
         return rc;
     *released = moved;
@@ -142,7 +166,9 @@ int sg_store_held_summary(sg_store *s, int64_t limit, sg_held_fn fn, void *ud, i
     /* one pass over the held rows' index; the totals ride on every row */
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
-                           "SELECT source, job, count(*), min(number), max(number), "
+                           /* a Docker repository's numbers are identities: no range */
+                           "SELECT source, job, count(*), min(CASE WHEN tag IS NULL THEN number "
+                           "END), max(CASE WHEN tag IS NULL THEN number END), "
                            "sum(count(*)) OVER (), count(*) OVER () FROM event "
                            "WHERE state = 'held' GROUP BY source, job "
                            "ORDER BY 3 DESC, source, job LIMIT ?1",

@@ -860,7 +860,22 @@ int sg_store_index_each(sg_store *s, int64_t id, const sg_index_visitor *v, void
         }
     }
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "reading the build index in");
+    if (rc != SQLITE_DONE)
+        return sg_store_db_error(s, err, "reading the build index in");
+    if (!v->docker)
+        return 0;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT account, repository, tag, digest FROM docker_tag "
+                           "WHERE snapshot_id = ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sg_store_db_error(s, err, "reading the Docker index in");
+    sqlite3_bind_int64(st, 1, id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        v->docker(
+            ud, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+            (const char *)sqlite3_column_text(st, 2), (const char *)sqlite3_column_text(st, 3));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "reading the Docker index in");
 }
 
 int sg_store_baseline(sg_store *s, int64_t *snapshot_id, sg_error *err)

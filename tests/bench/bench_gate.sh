@@ -6,8 +6,10 @@
 #   (b) stormguard run in front of the same sink, journaling every event in
 #       SQLite (synchronous=NORMAL) before answering
 # The sink is nginx answering 200. Every request is an Igor build event with
-# a distinct build number (igor_post.lua). Then, at a fixed ~1,000 req/s, the
-# p99 reply latency of stormguard, and its RSS sampled over a 60 s run.
+# a distinct build number (igor_post.lua). Then (c) the same gate with 30% of
+# the requests Igor Docker events, against (b). Then, at a fixed ~1,000
+# req/s, the p99 reply latency of stormguard, and its RSS sampled over a 60 s
+# run.
 #
 # usage: tests/bench/bench_gate.sh [SECONDS] [CONNECTIONS]
 set -euo pipefail
@@ -56,7 +58,8 @@ sg_start_nginx "$work" "
 # (tests/bench/bench_held_rss.sh measures that one).
 "$sg" run --db "$work/sg.db" --downstream "http://127.0.0.1:$sink_port" \
   --listen "127.0.0.1:$gate_port" --admin "127.0.0.1:$admin_port" --watch off \
-  --storm-same-job 0 --storm-first-seen 0 --storm-replay-share 0 --storm-rate-factor 0 \
+  --storm-same-job 0 --storm-first-seen 0 --storm-first-seen-tags 0 --storm-replay-share 0 \
+  --storm-rate-factor 0 \
   2>"$work/gate.log" &
 gate=$!
 pids+=("$gate")
@@ -81,7 +84,7 @@ wrk_run() {
 
 echo "throughput: wrk -t2 -c$CONNS -d${DURATION}s, distinct Igor build events"
 read -r n_rps n_err n_p50 n_p99 n_total < <(wrk_run nginx "$proxy_port" "$DURATION" "$CONNS")
-read -r s_rps s_err s_p50 s_p99 s_total < <(wrk_run gate "$gate_port" "$DURATION" "$CONNS")
+read -r s_rps s_err s_p50 s_p99 s_total < <(SG_RUN=1 wrk_run gate "$gate_port" "$DURATION" "$CONNS")
 journaled=$(curl -s "http://127.0.0.1:$admin_port/metrics" |
   awk '/^stormguard_events_received_total/ {s += $2} END {print s}')
 
@@ -92,13 +95,31 @@ printf 'ratio stormguard / nginx: %.2fx (target >= 0.5x); journaled %s of %s req
   "$(awk "BEGIN{print $s_rps / $n_rps}")" "$journaled" "$s_total"
 
 echo
+echo "Docker events take the builds' path: the same run with 30% Igor Docker events (distinct tags)"
+before=$(curl -s "http://127.0.0.1:$admin_port/metrics")
+read -r d_rps d_err d_p50 d_p99 d_total < <(SG_RUN=2 SG_DOCKER_PCT=30 wrk_run docker "$gate_port" "$DURATION" "$CONNS")
+after=$(curl -s "http://127.0.0.1:$admin_port/metrics")
+# builds only again, after it: the store has grown since (b); the mix is
+# judged against both
+read -r b2_rps b2_err b2_p50 b2_p99 b2_total < <(SG_RUN=3 wrk_run gate2 "$gate_port" "$DURATION" "$CONNS")
+printf '%-44s %12s %9s %9s %9s\n' "(b) builds only (above)" "$s_rps" "$s_err" "$s_p50" "$s_p99"
+printf '%-44s %12s %9s %9s %9s\n' "(c) stormguard, 30% Docker events" "$d_rps" "$d_err" "$d_p50" "$d_p99"
+printf '%-44s %12s %9s %9s %9s\n' "(b') builds only, after (c)" "$b2_rps" "$b2_err" "$b2_p50" "$b2_p99"
+printf 'ratio Docker mix / builds only: %.2fx against (b), %.2fx against (b'"'"') (target: no drop beyond noise)\n' \
+  "$(awk "BEGIN{print $d_rps / $s_rps}")" "$(awk "BEGIN{print $d_rps / $b2_rps}")"
+# what the mix was, as the gate classified it
+kinds() { awk '/^stormguard_events_received_total\{/ {split($1, a, "kind=\""); split(a[2], k, "\""); n[k[1]] += $2} END {for (x in n) printf "%s=%d ", x, n[x]}' <<<"$1"; }
+echo "  events by kind before (c): $(kinds "$before")"
+echo "  events by kind after (c):  $(kinds "$after")"
+
+echo
 echo "latency at ~1,000 req/s: 10 connections, each waiting 10 ms between requests, 20 s"
-read -r r_rps r_err r_p50 r_p99 r_total < <(SG_DELAY_MS=10 wrk_run rate "$gate_port" 20 10)
+read -r r_rps r_err r_p50 r_p99 r_total < <(SG_RUN=4 SG_DELAY_MS=10 wrk_run rate "$gate_port" 20 10)
 printf 'stormguard at %s req/s: p50 %s, p99 %s (target p99 < 5 ms)\n' "$r_rps" "$r_p50" "$r_p99"
 
 echo
 echo "RSS over ${RSS_SECONDS}s of full load (VmRSS of the gate, sampled every 5 s):"
-wrk -t2 -c"$CONNS" -d"${RSS_SECONDS}"s -s "$lua" "http://127.0.0.1:$gate_port/" >/dev/null 2>&1 &
+SG_RUN=5 wrk -t2 -c"$CONNS" -d"${RSS_SECONDS}"s -s "$lua" "http://127.0.0.1:$gate_port/" >/dev/null 2>&1 &
 load=$!
 pids+=("$load")
 samples=()

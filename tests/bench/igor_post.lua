@@ -1,6 +1,8 @@
 -- wrk script: POSTs Igor-shaped build events (DOMAIN.md section 3), each with
 -- a distinct build number, spread over 500 jobs. SG_DELAY_MS (environment)
 -- makes each connection wait between requests, for a fixed-rate run.
+-- SG_DOCKER_PCT (0 to 100) makes that share of the requests Igor Docker
+-- events instead, each a distinct tag of 200 repositories of 5 accounts.
 --
 -- wrk runs setup() in its main Lua state and each thread's script in a state
 -- of its own; thread:set(name, v) sets the GLOBAL name in the thread's state.
@@ -11,18 +13,34 @@
 local counter = 0
 local next_thread = 0
 local delay_ms = tonumber(os.getenv("SG_DELAY_MS") or "0")
+local docker_pct = tonumber(os.getenv("SG_DOCKER_PCT") or "0")
 
 function setup(thread)
   thread:set("thread_id", next_thread)
   next_thread = next_thread + 1
 end
 
+-- SG_RUN (environment): a run number, so that the runs of one gate post
+-- builds of their own instead of replaying the last run's
+local run = tonumber(os.getenv("SG_RUN") or "0")
+
 function init(args)
-  counter = thread_id * 100000000
+  counter = thread_id * 100000000 + run * 10000000
 end
 
 function request()
   counter = counter + 1
+  if counter % 100 < docker_pct then
+    local repo = "team/app-" .. (counter % 200)
+    local body = string.format(
+      '{"details":{"type":"docker","source":"igor"},"content":{"account":"acct-%d",' ..
+      '"registry":"registry.example","repository":"%s","tag":"v%d","digest":' ..
+      '"sha256:%s"},"artifact":{"type":"docker","name":"%s","version":"v%d",' ..
+      '"reference":"registry.example/%s:v%d"}}',
+      counter % 5, repo, counter, string.rep("0", 54) .. tostring(counter % 10000000000),
+      repo, counter, repo, counter)
+    return wrk.format("POST", "/", {["Content-Type"] = "application/json"}, body)
+  end
   local job = "team-" .. (counter % 50) .. "/service-" .. (counter % 500)
   local body = string.format(
     '{"details":{"type":"build","source":"igor","created":"1427237764257"},' ..

@@ -20,6 +20,8 @@
 
 #define T0 INT64_C(1526030000000) /* a build start, epoch ms */
 #define SEC INT64_C(1000)
+/* FNV-1a 64 of "v1\0sha256:aaa" mod 2^53 - 1, plus 1, computed apart (Python) */
+#define DOCKER_ID_V1_AAA INT64_C(1680384259324559)
 
 /* Each test gets an empty index and ledger, closed by the teardown (ASan
  * checks that closing frees everything). */
@@ -286,6 +288,144 @@ static void passthrough_event(void **state)
     sg_event_close(&e);
 }
 
+/* ---- Docker (Igor's DockerMonitor events) ---- */
+
+static sg_event docker_event(const char *account, const char *repo, const char *tag,
+                             const char *digest)
+{
+    sg_event e;
+    memset(&e, 0, sizeof e);
+    e.type = SG_EVENT_DOCKER;
+    e.shape = "igor-docker";
+    e.source = sg_xstrdup(account);
+    e.job = sg_xstrdup(repo);
+    e.tag = sg_xstrdup(tag);
+    e.digest = digest ? sg_xstrdup(digest) : NULL;
+    return e;
+}
+
+static void expect_docker_at(const sg_index *ix, const sg_ledger *l, const char *account,
+                             const char *repo, const char *tag, const char *digest, sg_kind kind,
+                             sg_reason reason, int line)
+{
+    sg_event e = docker_event(account, repo, tag, digest);
+    sg_reason why = (sg_reason)0x7777;
+    sg_kind got = sg_classify(ix, l, &e, &why);
+    if (got != kind || why != reason)
+        fail_msg("line %d: docker (%s, %s, %s, %s) classified %s (%s), want %s (%s)", line, account,
+                 repo, tag, digest ? digest : "null", sg_kind_name(got), sg_reason_name(why),
+                 sg_kind_name(kind), sg_reason_name(reason));
+    sg_event_close(&e);
+}
+
+#define EXPECT_DOCKER(ix, l, a, r, t, d, kind, reason)                                             \
+    expect_docker_at(ix, l, a, r, t, d, kind, reason, __LINE__)
+
+/* Each row of the Docker rules: a known tag with its digest, or without one
+ * said (by the event or the index), is a replay; a known tag with another
+ * digest was pushed again: new; a new tag of a repository the index or the
+ * ledger knows is new; a repository neither knows is unknown. Accounts and
+ * repositories are apart. */
+static void docker_rules(void **state)
+{
+    fixture *f = *state;
+    sg_index_docker(&f->ix, "hub", "lib/app", "v1", "sha256:aaa");
+    sg_index_docker(&f->ix, "hub", "lib/app", "v2", "~"); /* Igor's null digest */
+    sg_index_docker(&f->ix, "hub", "lib/web", "v1", NULL);
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/app", "v1", "sha256:aaa", SG_KIND_REPLAY,
+                  SG_REASON_DOCKER_TAG);
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/app", "v1", NULL, SG_KIND_REPLAY,
+                  SG_REASON_DOCKER_TAG);
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/app", "v2", "sha256:ccc", SG_KIND_REPLAY,
+                  SG_REASON_DOCKER_TAG);
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/web", "v1", "sha256:ddd", SG_KIND_REPLAY,
+                  SG_REASON_DOCKER_TAG);
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/app", "v1", "sha256:bbb", SG_KIND_NEW,
+                  SG_REASON_DOCKER_DIGEST);
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/app", "v3", "sha256:eee", SG_KIND_NEW,
+                  SG_REASON_DOCKER_NEW_TAG);
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/other", "v1", "sha256:aaa", SG_KIND_UNKNOWN,
+                  SG_REASON_DOCKER_UNKNOWN);
+    EXPECT_DOCKER(&f->ix, &f->l, "gcr", "lib/app", "v1", "sha256:aaa", SG_KIND_UNKNOWN,
+                  SG_REASON_DOCKER_UNKNOWN);
+    /* the tag "v1" of "lib/app" is not the tag "app:v1" of "lib" */
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib", "app:v1", "sha256:aaa", SG_KIND_UNKNOWN,
+                  SG_REASON_DOCKER_UNKNOWN);
+    /* the ledger makes a repository known */
+    sg_ledger_add(&f->l, "gcr", "team/svc");
+    EXPECT_DOCKER(&f->ix, &f->l, "gcr", "team/svc", "v9", "sha256:fff", SG_KIND_NEW,
+                  SG_REASON_DOCKER_NEW_TAG);
+    /* the ledger's tags judge as the index does; an event without a digest
+     * on its tag alone */
+    sg_ledger_add_tag(&f->l, "hub", "lib/led", "v1", "sha256:x");
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/led", "v1", "sha256:x", SG_KIND_REPLAY,
+                  SG_REASON_LEDGER);
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/led", "v1", NULL, SG_KIND_REPLAY, SG_REASON_LEDGER);
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/led", "v1", "sha256:y", SG_KIND_NEW,
+                  SG_REASON_DOCKER_DIGEST);
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/led", "v2", "sha256:y", SG_KIND_NEW,
+                  SG_REASON_DOCKER_NEW_TAG);
+    /* the index has v1 with aaa, the ledger accepted it pushed again as bbb */
+    sg_ledger_add_tag(&f->l, "hub", "lib/app", "v1", "sha256:bbb");
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/app", "v1", "sha256:bbb", SG_KIND_REPLAY,
+                  SG_REASON_LEDGER);
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/app", "v1", "sha256:ccc", SG_KIND_NEW,
+                  SG_REASON_DOCKER_DIGEST);
+    /* a Jenkins job of the same names is another thing */
+    sg_index_cursor(&f->ix, "jenkins", "build-me", T0);
+    EXPECT_DOCKER(&f->ix, &f->l, "jenkins", "build-me", "v1", "sha256:aaa", SG_KIND_UNKNOWN,
+                  SG_REASON_DOCKER_UNKNOWN);
+}
+
+/* Tags an older snapshot had and a newer lacks (evicted from Igor's keys)
+ * stay known, as jobs do. */
+static void docker_tags_inherited(void **state)
+{
+    fixture *f = *state;
+    sg_index older;
+    sg_index_init(&older);
+    sg_index_docker(&older, "hub", "lib/app", "v1", "sha256:aaa");
+    sg_index_docker(&older, "hub", "lib/gone", "v1", "sha256:bbb");
+    sg_index_docker(&f->ix, "hub", "lib/app", "v2", "sha256:ccc");
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/app", "v1", "sha256:aaa", SG_KIND_NEW,
+                  SG_REASON_DOCKER_NEW_TAG);
+    sg_index_inherit(&f->ix, &older, T0);
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/app", "v1", "sha256:aaa", SG_KIND_REPLAY,
+                  SG_REASON_DOCKER_TAG);
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/gone", "v1", "sha256:bbb", SG_KIND_REPLAY,
+                  SG_REASON_DOCKER_TAG);
+    EXPECT_DOCKER(&f->ix, &f->l, "hub", "lib/gone", "v2", "sha256:ddd", SG_KIND_NEW,
+                  SG_REASON_DOCKER_NEW_TAG);
+    /* a generation later, then another: forgotten */
+    sg_index newer, newest;
+    sg_index_init(&newer);
+    sg_index_init(&newest);
+    sg_index_inherit(&newer, &f->ix, T0 + SG_INDEX_KEEP_MS);
+    EXPECT_DOCKER(&newer, &f->l, "hub", "lib/gone", "v1", "sha256:bbb", SG_KIND_REPLAY,
+                  SG_REASON_DOCKER_TAG);
+    sg_index_inherit(&newest, &newer, T0 + 2 * SG_INDEX_KEEP_MS + 1);
+    EXPECT_DOCKER(&newest, &f->l, "hub", "lib/gone", "v1", "sha256:bbb", SG_KIND_UNKNOWN,
+                  SG_REASON_DOCKER_UNKNOWN);
+    sg_index_close(&older);
+    sg_index_close(&newer);
+    sg_index_close(&newest);
+}
+
+/* The ledger's identity of a Docker event: stable, tag and digest apart. */
+static void docker_identity(void **state)
+{
+    (void)state;
+    int64_t a = sg_docker_identity("v1", "sha256:aaa");
+    assert_true(a >= 1 && a < (INT64_C(1) << 53));
+    assert_int_equal(a, sg_docker_identity("v1", "sha256:aaa"));
+    assert_int_not_equal(a, sg_docker_identity("v1", "sha256:aab"));
+    assert_int_not_equal(a, sg_docker_identity("v1s", "ha256:aaa"));
+    assert_int_not_equal(sg_docker_identity("v1", NULL), a);
+    assert_int_equal(sg_docker_identity("v1", NULL), sg_docker_identity("v1", ""));
+    /* stored in the ledger: never to change (FNV-1a of "v1\0sha256:aaa") */
+    assert_int_equal(sg_docker_identity("v1", "sha256:aaa"), DOCKER_ID_V1_AAA);
+}
+
 static void jobs_separated_by_source(void **state)
 {
     fixture *f = *state;
@@ -508,9 +648,11 @@ static void kind_names(void **state)
 static void reason_names(void **state)
 {
     (void)state;
-    const sg_reason reasons[] = {SG_REASON_LEDGER,      SG_REASON_POSTED,    SG_REASON_CURSOR,
-                                 SG_REASON_NUMBER,      SG_REASON_BEYOND,    SG_REASON_UNKNOWN_JOB,
-                                 SG_REASON_NOT_A_BUILD, SG_REASON_AFTER_WIPE};
+    const sg_reason reasons[] = {
+        SG_REASON_LEDGER,        SG_REASON_POSTED,         SG_REASON_CURSOR,
+        SG_REASON_NUMBER,        SG_REASON_BEYOND,         SG_REASON_UNKNOWN_JOB,
+        SG_REASON_NOT_A_BUILD,   SG_REASON_AFTER_WIPE,     SG_REASON_DOCKER_TAG,
+        SG_REASON_DOCKER_DIGEST, SG_REASON_DOCKER_NEW_TAG, SG_REASON_DOCKER_UNKNOWN};
     const size_t n = sizeof reasons / sizeof reasons[0];
     for (size_t i = 0; i < n; i++) {
         const char *name = sg_reason_name(reasons[i]);
@@ -543,6 +685,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(job_known_only_from_ledger_is_new, setup, teardown),
         cmocka_unit_test_setup_teardown(job_in_neither_is_unknown, setup, teardown),
         cmocka_unit_test_setup_teardown(passthrough_event, setup, teardown),
+        cmocka_unit_test_setup_teardown(docker_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(docker_tags_inherited, setup, teardown),
+        cmocka_unit_test(docker_identity),
         cmocka_unit_test_setup_teardown(jobs_separated_by_source, setup, teardown),
         cmocka_unit_test_setup_teardown(many_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(classify_parsed_events, setup, teardown),

@@ -55,7 +55,9 @@ static int parse_both(const char *body, size_t len, bool build_path, const sg_ev
     if (rc != tree_rc || (rc && strcmp(err->msg, tree_err.msg)) || ev->type != tree.type ||
         !same_str(ev->shape, tree.shape) || !same_str(ev->source, tree.source) ||
         !same_str(ev->job, tree.job) || ev->number != tree.number ||
-        ev->build_ts != tree.build_ts || ev->ci_number_cursor != tree.ci_number_cursor)
+        ev->build_ts != tree.build_ts || ev->ci_number_cursor != tree.ci_number_cursor ||
+        !same_str(ev->tag, tree.tag) || !same_str(ev->digest, tree.digest) ||
+        !same_str(ev->registry, tree.registry))
         fail_msg("the scanner and jansson disagree on %.*s: rc %d/%d (%s / %s), job %s/%s, "
                  "number %lld/%lld",
                  (int)len, body, rc, tree_rc, err->msg, tree_err.msg, ev->job ? ev->job : "-",
@@ -264,19 +266,87 @@ static void echo_git_event_passes_through(void **state)
     expect_passthrough(git, false, NULL);
 }
 
-static void echo_docker_event_passes_through(void **state)
+/* Igor's DockerMonitor.postEvent body (DockerEvent: details, content of
+ * five fields; the artifact Echo drops), verbatim but for the names. */
+static const char IGOR_DOCKER[] =
+    "{\"details\": {\"type\": \"docker\", \"source\": \"igor\"},"
+    " \"content\": {\"account\": \"dockerhub\", \"registry\": \"index.docker.io\","
+    " \"repository\": \"team-a/service-17\", \"tag\": \"42\","
+    " \"digest\": \"sha256:00\"},"
+    " \"artifact\": {\"type\": \"docker\", \"name\": \"team-a/service-17\", \"version\": \"42\","
+    " \"reference\": \"index.docker.io/team-a/service-17:42\", \"fileName\": "
+    "\"team-a/service-17:42\","
+    " \"metadata\": {\"registry\": \"index.docker.io\"}, \"decorated\": false}}";
+
+static void expect_docker(const char *body, const char *account, const char *repo, const char *tag,
+                          const char *digest, const char *registry)
+{
+    sg_event ev;
+    sg_error err;
+    int rc = parse(body, true, NULL, &ev, &err);
+    if (rc != 0)
+        fail_msg("parse(%s) = %d (%s), want 0", body, rc, err.msg);
+    if (ev.type != SG_EVENT_DOCKER)
+        fail_msg("parse(%s): type %d, want SG_EVENT_DOCKER", body, (int)ev.type);
+    assert_string_equal(ev.shape, "igor-docker");
+    assert_string_equal(ev.source, account);
+    assert_string_equal(ev.job, repo);
+    assert_string_equal(ev.tag, tag);
+    if (!same_str(ev.digest, digest) || !same_str(ev.registry, registry))
+        fail_msg("parse(%s): digest %s, registry %s", body, ev.digest ? ev.digest : "NULL",
+                 ev.registry ? ev.registry : "NULL");
+    assert_int_equal(ev.number, 0);
+    sg_event_close(&ev);
+}
+
+/* A Docker tag event: the account as source, the repository as job, its tag
+ * and digest; a null or absent digest (Igor read no manifest) is NULL;
+ * unknown fields are ignored; details.type is compared without case, as
+ * Echo does. */
+static void igor_docker_event(void **state)
 {
     (void)state;
-    /* a docker event carries a master-like account and a number-like tag, but
-     * is not a build event */
-    const char *docker =
-        "{\"details\": {\"type\": \"docker\", \"source\": \"igor\"},"
-        " \"content\": {\"account\": \"registry\", \"registry\": \"index.docker.io\","
-        " \"repository\": \"team-a/service-17\", \"tag\": \"42\","
-        " \"digest\": \"sha256:00\"}}";
-    expect_passthrough(docker, true, NULL);
-    sg_event_config cfg = {.notification_source = "jenkins-prod"};
-    expect_passthrough(docker, true, &cfg);
+    expect_docker(IGOR_DOCKER, "dockerhub", "team-a/service-17", "42", "sha256:00",
+                  "index.docker.io");
+    expect_docker("{\"details\":{\"type\":\"DOCKER\"},\"content\":{\"account\":\"a\","
+                  "\"repository\":\"r\",\"tag\":\"t\",\"digest\":null,\"new\":[1,2]},"
+                  "\"more\":{}}",
+                  "a", "r", "t", NULL, NULL);
+    expect_docker("{\"details\":{\"type\":\"docker\"},\"content\":{\"account\":\"a\","
+                  "\"repository\":\"r\",\"tag\":\"t\"}}",
+                  "a", "r", "t", NULL, NULL);
+    /* a build event is still one */
+    expect_build(IGOR_JENKINS, NULL, "igor", "jenkins-prod", "team-a/service-17", 4242,
+                 1526030000000, false);
+}
+
+/* Echo starts nothing for a Docker event without a tag, an account or a
+ * repository: passed through. One with an absurd name is refused as a
+ * build event with one would be. */
+static void igor_docker_bad_events(void **state)
+{
+    (void)state;
+    expect_passthrough("{\"details\":{\"type\":\"docker\"},\"content\":{\"account\":"
+                       "\"a\",\"repository\":\"r\",\"tag\":\"\"}}",
+                       true, NULL);
+    expect_passthrough("{\"details\":{\"type\":\"docker\"},\"content\":{\"account\":"
+                       "\"a\",\"repository\":\"r\",\"tag\":null}}",
+                       true, NULL);
+    expect_passthrough("{\"details\":{\"type\":\"docker\"},\"content\":\"x\"}", true, NULL);
+    expect_passthrough("{\"details\":{\"type\":\"docker\"},\"content\":{\"repository\":"
+                       "\"r\",\"tag\":\"t\"}}",
+                       true, NULL);
+    expect_passthrough("{\"details\":{\"type\":\"docker\"},\"content\":{\"account\":\"a\","
+                       "\"repository\":7,\"tag\":\"t\"}}",
+                       true, NULL);
+    char big[SG_EVENT_NAME_MAX + 200];
+    int n = snprintf(big, sizeof big,
+                     "{\"details\":{\"type\":\"docker\"},\"content\":{\"account\":\"a\","
+                     "\"repository\":\"r\",\"tag\":\"");
+    memset(big + n, 'x', SG_EVENT_NAME_MAX + 1);
+    snprintf(big + n + SG_EVENT_NAME_MAX + 1, sizeof big - (size_t)n - SG_EVENT_NAME_MAX - 1,
+             "\"}}");
+    expect_einval(big, NULL, "Docker", "tag", "over the limit", NULL);
 }
 
 static void other_objects_pass_through(void **state)
@@ -660,6 +730,7 @@ static void scanner_agrees_with_jansson(void **state)
     (void)state;
     static const char *const bases[] = {
         IGOR_JENKINS,
+        IGOR_DOCKER,
         "{\"details\":{\"type\":\"build\"},\"content\":{\"master\":\"m\u00e9\",\"type\":"
         "\"travis\",\"project\":{\"name\":\"a/b\",\"lastBuild\":{\"number\":\"12\","
         "\"building\":false,\"timestamp\":1526030000000,\"x\":[1.5e3,-0,\"\\ud83d\\ude00\","
@@ -713,7 +784,8 @@ int main(void)
         cmocka_unit_test(igor_number_bounds),
         cmocka_unit_test(igor_building_passes_through),
         cmocka_unit_test(echo_git_event_passes_through),
-        cmocka_unit_test(echo_docker_event_passes_through),
+        cmocka_unit_test(igor_docker_event),
+        cmocka_unit_test(igor_docker_bad_events),
         cmocka_unit_test(other_objects_pass_through),
         cmocka_unit_test(notification_phases),
         cmocka_unit_test(notification_source),

@@ -452,11 +452,18 @@ static void migration_005_keeps_events(void **state)
     assert_string_equal(after, before);
     free(before);
     free(after);
-    /* 008_observe.sql adds would after them */
-    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM pragma_table_info('event')"), 19);
+    /* 008_observe.sql adds would after them, 010_docker_events.sql tag and
+     * digest */
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM pragma_table_info('event')"), 21);
     assert_int_equal(raw_int(f->db, "SELECT cid FROM pragma_table_info('event') "
                                     "WHERE name = 'would'"),
                      18);
+    assert_int_equal(raw_int(f->db, "SELECT cid FROM pragma_table_info('event') "
+                                    "WHERE name = 'tag'"),
+                     19);
+    assert_int_equal(raw_int(f->db, "SELECT cid FROM pragma_table_info('event') "
+                                    "WHERE name = 'digest'"),
+                     20);
     assert_int_equal(raw_int(f->db,
                              "SELECT sum(unicode(name) * cid + length(type) + \"notnull\" * 7 "
                              "+ coalesce(length(dflt_value), 0) * 11 + pk * 13) "

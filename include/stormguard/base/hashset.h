@@ -20,6 +20,8 @@ uint64_t sg_hash(const void *data, size_t len);
 /* The hash of a job (source, job) or a build (source, job, number). */
 uint64_t sg_hash_job(const char *source, const char *job);
 uint64_t sg_hash_build(const char *source, const char *job, int64_t number);
+/* A Docker tag of Igor's index: (account, repository, tag). */
+uint64_t sg_hash_docker_tag(const char *account, const char *repository, const char *tag);
 
 /* A set of hashes. */
 typedef struct sg_u64set {

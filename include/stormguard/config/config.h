@@ -73,6 +73,7 @@ typedef struct sg_config {
     /* [storm] */
     int64_t storm_window_s;
     int64_t storm_same_job, storm_first_seen, storm_replay_pct, storm_replay_min;
+    int64_t storm_first_seen_tags;
     int64_t storm_rate_factor, storm_rate_floor;
     int64_t storm_cooldown_s;
     char *on_storm;     /* hold | drain | drop */

@@ -34,11 +34,19 @@ typedef struct sg_job_facts {
 typedef struct sg_index_kept {
     sg_u64map jobs;   /* sg_hash_job -> the facts the newer lacked */
     sg_u64set posted; /* markers the newer lacked */
+    sg_u64map tags;   /* Docker tags the newer lacked (as sg_index.tags) */
+    sg_u64set repos;  /* Docker repositories the newer lacked */
 } sg_index_kept;
 
 typedef struct sg_index {
     sg_u64map jobs;   /* sg_hash_job -> sg_job_facts */
     sg_u64set posted; /* sg_hash_build of builds Igor marked POSTED */
+    /* Igor's Docker index (igor:dockerRegistry:v2:<account>:<repository>:<tag>,
+     * field digest): sg_hash_docker_tag -> sg_hash of the digest, 0 when
+     * Igor stored none; and sg_hash_job(account, repository) of its
+     * repositories */
+    sg_u64map tags;
+    sg_u64set repos;
     /* kept[0] began at kept_since_ms (the index's clock), kept[1] is the
      * generation before it */
     sg_index_kept kept[2];
@@ -59,6 +67,9 @@ void sg_index_close(sg_index *ix);
 void sg_index_cursor(sg_index *ix, const char *source, const char *job, int64_t cursor_ms);
 void sg_index_completed(sg_index *ix, const char *source, const char *job, int64_t number);
 void sg_index_posted(sg_index *ix, const char *source, const char *job, int64_t number);
+/* A tag of Igor's Docker index; digest NULL or "" when it stored none. */
+void sg_index_docker(sg_index *ix, const char *account, const char *repository, const char *tag,
+                     const char *digest);
 /* Keeps in ix what older knew and ix does not: the facts of every job ix
  * lacks (its cursor or last completed number, or the whole job), and every
  * posted marker, for SG_INDEX_KEEP_MS (now_ms: the time of ix). A snapshot
@@ -75,12 +86,19 @@ void sg_index_inherit(sg_index *ix, const sg_index *older, int64_t now_ms);
  * daemon's memory grows with the number of jobs, never with the number of
  * events. */
 typedef struct sg_ledger {
-    sg_u64set jobs; /* sg_hash_job of every accepted build's job */
+    sg_u64set jobs; /* sg_hash_job of every accepted build's job (a Docker repository) */
+    /* Docker: sg_hash_docker_tag -> the digest's hash (0: none) of the
+     * last accepted event of that tag; the journal keys on (tag, digest),
+     * this judges an event without a digest on its tag alone */
+    sg_u64map tags;
 } sg_ledger;
 
 void sg_ledger_init(sg_ledger *l);
 void sg_ledger_close(sg_ledger *l);
 void sg_ledger_add(sg_ledger *l, const char *source, const char *job);
+/* An accepted Docker event; digest NULL or "" when it had none. */
+void sg_ledger_add_tag(sg_ledger *l, const char *account, const char *repository, const char *tag,
+                       const char *digest);
 
 /* Why an event got its kind, for the journal and the logs. */
 typedef enum sg_reason {
@@ -93,13 +111,26 @@ typedef enum sg_reason {
     SG_REASON_LEDGER_JOB,  /* job in the ledger only: new, but no cursor to tell */
     SG_REASON_UNKNOWN_JOB, /* job in neither snapshot nor ledger */
     SG_REASON_NOT_A_BUILD,
-    SG_REASON_AFTER_WIPE, /* unknown job, but the build ended after the wipe (the gate's) */
+    SG_REASON_AFTER_WIPE,     /* unknown job, but the build ended after the wipe (the gate's) */
+    SG_REASON_DOCKER_TAG,     /* Docker: the tag is in the index with this digest (or none said) */
+    SG_REASON_DOCKER_DIGEST,  /* Docker: a known tag with another digest: pushed again */
+    SG_REASON_DOCKER_NEW_TAG, /* Docker: a new tag of a repository the index or ledger knows */
+    SG_REASON_DOCKER_UNKNOWN, /* Docker: a repository neither knows */
 } sg_reason;
 
 const char *sg_reason_name(sg_reason r);
 
 /* Classifies e. Never "number <= highest seen" for Jenkins: builds finish out
- * of order, so a long build 101 completing after 102 is genuine. */
+ * of order, so a long build 101 completing after 102 is genuine. A Docker
+ * event (issue rules, DOMAIN.md section 3) is a replay when the index has
+ * its (account, repository, tag) with its digest, or the event or the index
+ * has no digest (Igor posts a cached tag again only when its digest
+ * changed); new when the index has the tag with another digest (a re-pushed
+ * tag) or the repository is known (a new tag: the owner makes that unknown
+ * in guard or storm mode); unknown otherwise. The ledger's tags judge alike
+ * (a tag it accepted with that digest, or with none, or an event without
+ * one: a replay; with another: new); its verdict on the exact (tag,
+ * digest) also comes from the journal, as for builds. */
 sg_kind sg_classify(const sg_index *ix, const sg_ledger *l, const sg_event *e, sg_reason *why);
 
 #endif

@@ -19,6 +19,7 @@
 typedef enum sg_event_type {
     SG_EVENT_PASSTHROUGH = 0, /* not a completed build: forwarded untouched */
     SG_EVENT_BUILD,           /* a completed build: classified */
+    SG_EVENT_DOCKER,          /* a Docker image tag Igor found: classified */
 } sg_event_type;
 
 /* JSON pointers (RFC 6901) of a generic build event; all four or none. */
@@ -33,9 +34,11 @@ typedef struct sg_event_config {
 
 typedef struct sg_event {
     sg_event_type type;
-    const char *shape;     /* "igor", "jenkins-notification", "generic", "other" */
-    char *source;          /* Jenkins/Travis master (owned) */
-    char *job;             /* job name as the poller writes it (owned) */
+    const char *shape;     /* "igor", "igor-docker", "jenkins-notification", "generic", "other" */
+    char *source;          /* Jenkins/Travis master; Docker: the registry account (owned) */
+    char *job;             /* job name as the poller writes it; Docker: the repository (owned) */
+    char *tag, *digest;    /* Docker: the tag, its digest (NULL: Igor read none) (owned) */
+    char *registry;        /* Docker: the registry host, NULL if not given (owned) */
     int64_t number;        /* build number */
     int64_t build_ts;      /* build start, epoch ms; 0 when unknown */
     int64_t duration_ms;   /* how long it ran (Igor's lastBuild.duration); 0: unknown */
@@ -52,6 +55,14 @@ typedef struct sg_event {
 int sg_event_parse(const char *body, size_t len, bool build_path, const sg_event_config *cfg,
                    sg_event *out, sg_error *err);
 void sg_event_close(sg_event *e);
+
+/* A Docker event's identity in the ledger, its number: (tag, digest) as a
+ * number from 1 to 2^53 - 1 (FNV-1a of "tag\0digest", stored, so never to
+ * change). With the account as source and the repository as job, the
+ * ledger forwards each (account, repository, tag, digest) at most once; a
+ * collision within one repository (about 10^-8 among 10,000 tags) would take
+ * a re-pushed tag for one seen. */
+int64_t sg_docker_identity(const char *tag, const char *digest);
 /* The same, always through jansson's tree (sg_event_parse reads most bodies
  * without building one): tests compare the two. */
 int sg_event_parse_tree(const char *body, size_t len, bool build_path, const sg_event_config *cfg,

@@ -62,6 +62,9 @@ sg_mode sg_guard_mode(const sg_guard *g, const char *source);
 /* An event as classified (pass-through events count for nothing). The event
  * that trips a signal is judged in the mode it starts. */
 void sg_guard_observe(sg_guard *g, const char *source, const char *job, sg_kind kind);
+/* The same for an Igor Docker event (storm.h sg_storm_observe_tag). */
+void sg_guard_observe_tag(sg_guard *g, const char *account, const char *repository, const char *tag,
+                          sg_kind kind, bool first_seen);
 /* An event observed at observed_ms as new or unknown was a replay after all
  * (the journal found its build in the ledger). */
 void sg_guard_replayed(sg_guard *g, int64_t observed_ms, const char *source);

@@ -39,6 +39,7 @@ typedef struct sg_storm_opts {
     int64_t window_ms;        /* the sliding window of the per-source signals */
     int64_t same_job_builds;  /* builds of one job within the window; 0 or 2..64 */
     int64_t first_seen_jobs;  /* distinct jobs classified unknown within the window */
+    int64_t first_seen_tags;  /* distinct Docker tags of one account seen for the first time */
     int64_t replay_min;       /* events within the window before the share counts */
     int64_t replay_share_pct; /* replays among them, percent; 0..100 */
     double rate_factor;       /* a second above rate_factor x baseline trips */
@@ -49,7 +50,7 @@ typedef struct sg_storm_opts {
 } sg_storm_opts;
 
 /* The defaults: window 60 s (Igor's default poll interval), same_job 3,
- * first_seen 20, replay_min 20 at 50 %, rate 5 x baseline with a floor of 20/s
+ * first_seen 20 (jobs and tags), replay_min 20 at 50 %, rate 5 x baseline with a floor of 20/s
  * over a 5 min baseline, 50,000 jobs, 256 sources. */
 void sg_storm_opts_default(sg_storm_opts *o);
 
@@ -98,6 +99,15 @@ void sg_storm_close(sg_storm *s);
  * the names. An earlier now_ms than before is taken as the latest seen. */
 size_t sg_storm_observe(sg_storm *s, int64_t now_ms, const char *source, const char *job,
                         sg_kind kind, sg_storm_trigger out[SG_STORM_NSIGNALS]);
+
+/* As sg_storm_observe for an Igor Docker event of account (the source):
+ * same_job counts the repository's events, replay_share and the rate count
+ * it as any event, and a tag seen for the first time (first_seen: new to
+ * the index and the ledger) counts towards first_seen_tags, apart from the
+ * jobs. */
+size_t sg_storm_observe_tag(sg_storm *s, int64_t now_ms, const char *account,
+                            const char *repository, const char *tag, sg_kind kind, bool first_seen,
+                            sg_storm_trigger out[SG_STORM_NSIGNALS]);
 
 /* An event observed at observed_ms as new or unknown turned out to be a
  * replay (the journal found its build in the ledger): from now on it counts

@@ -60,6 +60,9 @@ typedef struct sg_event_row {
     int64_t qgen;      /* queue generation of a pending event (004_held.sql) */
     const char *would; /* observe mode: the state the gate would have given it, or NULL
                         * (008_observe.sql) */
+    /* A Docker event (010_docker_events.sql): source is the account, job
+     * the repository, number the identity of tag and digest; NULL else. */
+    const char *tag, *digest;
 } sg_event_row;
 
 /* Journals row (in the caller's transaction, if one is open) and sets
@@ -134,6 +137,12 @@ int sg_store_ledger_newest(sg_store *s, sg_ledger_newest_fn fn, void *ud, sg_err
  * of builds. */
 typedef void (*sg_ledger_fn)(void *ud, const char *source, const char *job);
 int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds, sg_error *err);
+/* The Docker tags the gate accepted for forwarding (events of kind new or
+ * unknown still journaled), oldest first: account, repository, tag and
+ * digest (NULL: none). */
+typedef void (*sg_ledger_tag_fn)(void *ud, const char *account, const char *repository,
+                                 const char *tag, const char *digest);
+int sg_store_ledger_docker(sg_store *s, sg_ledger_tag_fn fn, void *ud, sg_error *err);
 
 /* The ledger is written in bulk (journal.c, 006_ledger_mark.sql): every
  * event up to *upto that it should hold (kind new or unknown) is in it. The

@@ -43,7 +43,8 @@ int sg_store_held_release(sg_store *s, const sg_hold_filter *f, bool newest_only
 int sg_store_held_drop(sg_store *s, const sg_hold_filter *f, const char *reason, int64_t now,
                        int64_t *dropped, bool *more, sg_error *err);
 /* Calls fn for the (source, job) pairs with held events, most held first,
- * at most limit of them: count, lowest and highest build number. Strings
+ * at most limit of them: count, lowest and highest build number (0 for a
+ * Docker repository, whose events carry tags: events shows them). Strings
  * are valid during the call only. *held and *jobs (may be NULL) get the
  * totals over all pairs. */
 typedef void (*sg_held_fn)(void *ud, const char *source, const char *job, int64_t count,

@@ -158,6 +158,9 @@ typedef struct sg_index_visitor {
     void (*cursor)(void *ud, const char *source, const char *job, int64_t cursor_ms);
     void (*completed)(void *ud, const char *source, const char *job, int64_t number);
     void (*posted)(void *ud, const char *source, const char *job, int64_t number);
+    /* a tag of Igor's Docker index; digest NULL when Igor stored none */
+    void (*docker)(void *ud, const char *account, const char *repository, const char *tag,
+                   const char *digest);
 } sg_index_visitor;
 int sg_store_index_each(sg_store *s, int64_t snapshot_id, const sg_index_visitor *v, void *ud,
                         sg_error *err);
