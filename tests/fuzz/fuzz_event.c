@@ -27,7 +27,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (ra != rb || (ra && strcmp(ea.msg, eb.msg)) || a.type != b.type ||
             !same(a.shape, b.shape) || !same(a.source, b.source) || !same(a.job, b.job) ||
             a.number != b.number || a.build_ts != b.build_ts ||
-            a.ci_number_cursor != b.ci_number_cursor) {
+            a.ci_number_cursor != b.ci_number_cursor || !same(a.tag, b.tag) ||
+            !same(a.digest, b.digest) || !same(a.registry, b.registry)) {
             fprintf(stderr, "readers disagree: %d/%d %s / %s\n", ra, rb, ea.msg, eb.msg);
             abort();
         }
