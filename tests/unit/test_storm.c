@@ -36,6 +36,7 @@ static sg_storm_opts opts_off(void)
     sg_storm_opts_default(&o);
     o.same_job_builds = 0;
     o.first_seen_jobs = 0;
+    o.first_seen_tags = 0;
     o.replay_share_pct = 0;
     o.rate_factor = 0;
     return o;
@@ -60,6 +61,15 @@ static size_t feed(run *r, int64_t now, const char *source, const char *job, sg_
 {
     memset(r->out, 0x5a, sizeof r->out);
     r->n = sg_storm_observe(&r->s, now, source, job, kind, r->out);
+    assert_true(r->n <= SG_STORM_NSIGNALS);
+    return r->n;
+}
+
+static size_t feed_tag(run *r, int64_t now, const char *account, const char *repo, const char *tag,
+                       sg_kind kind, bool first_seen)
+{
+    memset(r->out, 0x5a, sizeof r->out);
+    r->n = sg_storm_observe_tag(&r->s, now, account, repo, tag, kind, first_seen, r->out);
     assert_true(r->n <= SG_STORM_NSIGNALS);
     return r->n;
 }
@@ -1057,6 +1067,66 @@ static void bucket_slow_and_stopped(void **state)
     assert_int_equal(sg_bucket_take(&b, T0 + 250, 5000), 250);
 }
 
+/* ---- Docker tags ---- */
+
+/* first_seen_tags counts the first-seen tags of one account, once each,
+ * apart from the jobs; tags known to index or ledger count for nothing. */
+static void first_seen_tags_per_account(void **state)
+{
+    (void)state;
+    run r;
+    char tag[32];
+    sg_storm_opts o = opts_off();
+    o.first_seen_tags = 20;
+    o.first_seen_jobs = 3; /* the jobs' signal does not count tags */
+    storm_init(&r.s, &o);
+    for (int i = 0; i < 19; i++) {
+        snprintf(tag, sizeof tag, "v%d", i);
+        assert_int_equal(feed_tag(&r, T0 + i * 100, "hub", "team/app", tag, SG_KIND_NEW, true), 0);
+    }
+    /* again the same tag, known tags, another account: no */
+    assert_int_equal(feed_tag(&r, T0 + 2 * SEC, "hub", "team/app", "v3", SG_KIND_NEW, true), 0);
+    assert_int_equal(feed_tag(&r, T0 + 2 * SEC, "hub", "team/app", "old", SG_KIND_NEW, false), 0);
+    assert_int_equal(feed_tag(&r, T0 + 2 * SEC, "hub", "team/web", "old", SG_KIND_REPLAY, false),
+                     0);
+    assert_int_equal(feed_tag(&r, T0 + 2 * SEC, "gcr", "team/app", "v19", SG_KIND_NEW, true), 0);
+    /* the same tag name in another repository is another tag */
+    assert_int_equal(feed_tag(&r, T0 + 3 * SEC, "hub", "team/web", "v1", SG_KIND_UNKNOWN, true), 1);
+    const sg_storm_trigger *t = fired(&r, SG_STORM_FIRST_SEEN);
+    assert_non_null(t);
+    assert_string_equal(t->scope, "hub");
+    assert_int_equal(t->count, 20);
+    assert_string_equal(t->message, "20 Docker tags never seen before posted for account hub "
+                                    "within 60 s (threshold 20)");
+    /* builds of the account's name are judged on jobs alone */
+    assert_int_equal(feed(&r, T0 + 3 * SEC, "hub", "job-1", SG_KIND_UNKNOWN), 1);
+    /* a window later the count is gone */
+    assert_int_equal(
+        feed_tag(&r, T0 + 3 * SEC + WINDOW + SEC, "hub", "team/app", "v99", SG_KIND_NEW, true), 0);
+    sg_storm_close(&r.s);
+}
+
+/* same_job for Docker: one tag posted again and again, not many tags of
+ * one repository. */
+static void same_tag_posted_again(void **state)
+{
+    (void)state;
+    run r;
+    sg_storm_opts o = opts_off();
+    o.same_job_builds = 3;
+    storm_init(&r.s, &o);
+    assert_int_equal(feed_tag(&r, T0, "hub", "team/app", "v1", SG_KIND_NEW, false), 0);
+    assert_int_equal(feed_tag(&r, T0 + 100, "hub", "team/app", "v2", SG_KIND_NEW, false), 0);
+    assert_int_equal(feed_tag(&r, T0 + 200, "hub", "team/app", "v3", SG_KIND_NEW, false), 0);
+    assert_int_equal(feed_tag(&r, T0 + 300, "hub", "team/app", "v1", SG_KIND_REPLAY, false), 0);
+    assert_int_equal(feed_tag(&r, T0 + 400, "hub", "team/app", "v1", SG_KIND_REPLAY, false), 1);
+    const sg_storm_trigger *t = fired(&r, SG_STORM_SAME_JOB);
+    assert_non_null(t);
+    assert_string_equal(t->message,
+                        "tag team/app:v1 of account hub posted 3 times within 60 s (threshold 3)");
+    sg_storm_close(&r.s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1067,6 +1137,8 @@ int main(void)
         cmocka_unit_test(repeat_suppression_per_window),
         cmocka_unit_test(first_seen_trips_at_threshold),
         cmocka_unit_test(first_seen_window_expiry),
+        cmocka_unit_test(first_seen_tags_per_account),
+        cmocka_unit_test(same_tag_posted_again),
         cmocka_unit_test(replay_share_trips_at_threshold),
         cmocka_unit_test(replay_share_below_and_scopes),
         cmocka_unit_test(replayed_corrects_share_and_rate),
