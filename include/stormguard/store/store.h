@@ -30,7 +30,11 @@
  * 3. The ledger in bulk (sg_store_ledger_mark, _set_mark, _catch_up): every
  *    event up to the mark that should be in the ledger is; on open the
  *    builds of the events after it are added. A backend that writes each
- *    build with its event keeps the mark at the last event.
+ *    build with its event keeps the mark at the last event. A Docker event
+ *    is a build to the ledger: account, repository and the identity of
+ *    (tag, digest) as its number (events.h, 010_docker_events.sql); the
+ *    gate reads the Docker tags it accepted when it starts
+ *    (sg_store_ledger_docker).
  * 4. Deliveries (sg_store_events_pending, sg_store_queue_gen,
  *    sg_store_event_update): the pending events in (qgen, id) order after a
  *    cursor, in pages; a delivery's outcome (forwarded, retried at a time,
@@ -38,8 +42,10 @@
  *    several gates would claim events under a lease, which this contract
  *    does not have yet.
  * 5. The held queue (held.h: sg_store_held_summary, _release, _drop): held
- *    events by job; release into a new queue generation behind what is
- *    queued (optionally only each job's newest, the rest superseded) and
+ *    events by job (a Docker repository's by repository, a job glob
+ *    matching repository:tag); release into a new queue generation behind
+ *    what is queued (optionally only each job's newest build, or a
+ *    repository's last posted tag, the rest superseded) and
  *    drop with a reason, both in bounded chunks acting only on events up
  *    to the id the command began at, each chunk its own transaction.
  * 6. Retention (sg_store_events_prune): bounded chunks of events done with
@@ -50,8 +56,9 @@
  *    of the backend; not part of this contract yet.
  * 8. The baseline index (snapshots.h: sg_store_baseline, sg_store_index_each,
  *    sg_store_sample_keys): the newest complete profile snapshot, its build
- *    index (cursor, last number, posted markers) visited row by row, and a
- *    sample of its keys for the watcher. Snapshots are written by the
+ *    index (cursor, last number, posted markers, Igor's Docker tags with
+ *    their digests) visited row by row, and a sample of its keys for the
+ *    watcher. Snapshots are written by the
  *    sidecar (snapshot/), not the gate.
  * 9. What operators read (sg_store_event_counts by kind, state and
  *    would, sg_store_events_query, sg_store_last_event_id) and whether
