@@ -52,8 +52,8 @@ start_sentinel() {
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -9 "$pid" 2>/dev/null
-        echo "# sentinel on port $port did not start (try $try): $(tail -n 2 "$TMP/sentinel-$port.log" 2>/dev/null)"
+        kill -9 "$pid" 2>/dev/null || true
+        echo "# sentinel on port $port did not start (try $try): $(tail -n 2 "$TMP/sentinel-$port.log" 2>/dev/null || true)"
     done
     fail "no sentinel started in 5 tries"
 }
