@@ -409,20 +409,10 @@ static source_state *source_get(sg_storm *s, const char *source)
     return st;
 }
 
-static job_state *job_get(sg_storm *s, const char *source, const char *job)
+/* The tracked entry of a job, or of a Docker tag (key: sg_hash_job or
+ * sg_hash_docker_tag), added if new. */
+static job_state *job_get(sg_storm *s, uint64_t key)
 {
-    uint64_t key = sg_hash_job(source, job);
-    uint32_t i = table_find(s->jobs, key);
-    if (i != NIL)
-        table_touch(s->jobs, i, s->now_ms);
-    else
-        i = table_add(s->jobs, key, s->now_ms);
-    return payload_of(s->jobs, i);
-}
-
-static job_state *tag_get(sg_storm *s, const char *account, const char *repository, const char *tag)
-{
-    uint64_t key = sg_hash_docker_tag(account, repository, tag);
     uint32_t i = table_find(s->jobs, key);
     if (i != NIL)
         table_touch(s->jobs, i, s->now_ms);
@@ -473,7 +463,8 @@ static size_t observe_source(sg_storm *s, const char *source, const char *job, c
     source_state *st = source_get(s, source);
     /* a Docker tag is tracked as a job is: one tag posted again and again
      * is what one job completing build after build is */
-    job_state *js = tag ? tag_get(s, source, job, tag) : job_get(s, source, job);
+    job_state *js =
+        job_get(s, tag ? sg_hash_docker_tag(source, job, tag) : sg_hash_job(source, job));
     counts *c = &st->b[st->bucket % s->nbuckets];
     c->total++;
     st->sum.total++;

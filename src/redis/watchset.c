@@ -223,35 +223,36 @@ static void forget_sample_of(sg_watchset *ws, const master *m)
     ws->sample = kept;
 }
 
+/* detail, prefixed with the master it is of, into buf. */
+static const char *of_master(const master *m, const char *detail, char *buf, size_t size)
+{
+    snprintf(buf, size, "master %s (slots %s) of the Redis Cluster: %s", m->address, m->slots,
+             detail);
+    return buf;
+}
+
 static void m_on_wipe(void *ud, sg_wipe_cause cause, const char *detail, int64_t at)
 {
     master *m = ud;
     forget_sample_of(m->ws, m);
-    char what[SG_WIPE_DETAIL_MAX + 256];
-    snprintf(what, sizeof what, "master %s (slots %s) of the Redis Cluster: %s", m->address,
-             m->slots, detail);
-    m->ws->on_wipe(m->ws->ud, cause, what, at);
+    char buf[SG_WIPE_DETAIL_MAX + 256];
+    m->ws->on_wipe(m->ws->ud, cause, of_master(m, detail, buf, sizeof buf), at);
 }
 
 static void m_on_change(void *ud, sg_wipe_cause cause, const char *detail)
 {
     master *m = ud;
-    if (!m->ws->on_change)
-        return;
-    char what[SG_WIPE_NOTE_MAX + 256];
-    snprintf(what, sizeof what, "master %s (slots %s) of the Redis Cluster: %s", m->address,
-             m->slots, detail);
-    m->ws->on_change(m->ws->ud, cause, what);
+    char buf[SG_WIPE_NOTE_MAX + 256];
+    if (m->ws->on_change)
+        m->ws->on_change(m->ws->ud, cause, of_master(m, detail, buf, sizeof buf));
 }
 
 static void m_on_link(void *ud, bool up, const char *detail)
 {
     master *m = ud;
     m->up = up;
-    char why[1024];
-    snprintf(why, sizeof why, "master %s (slots %s) of the Redis Cluster: %s", m->address, m->slots,
-             detail);
-    link_update(m->ws, up ? NULL : why);
+    char buf[1024];
+    link_update(m->ws, up ? NULL : of_master(m, detail, buf, sizeof buf));
 }
 
 /* The master's slots are elsewhere: read CLUSTER SLOTS now, not at the
