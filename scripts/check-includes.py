@@ -2,7 +2,8 @@
 """The module graph of stormguard's includes, and a check that it has no
 circle. A module is a source file and its header (src/gate/core.c with
 include/stormguard/gate/core.h), or, when a module's files share a private
-header (src/store/store_int.h), every source that includes it; module A
+header (src/store/store_int.h, and store_pg_int.h beside it), every source
+that includes it; module A
 depends on B when A's .c or .h includes B's header. Layers must depend downwards only (base <- redis <- store <- snapshot <-
 config <- gate <- sim <- cli), so a header of a lower layer including one
 of a higher layer fails the check too. Inside the gate, calls run one way
@@ -24,11 +25,19 @@ GATE_RANK = {"daemon": 6, "admin": 5, "gate": 4, "core": 3, "hold": 2, "guard": 
 INC = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
+def private_module(name):
+    """The module whose private half the header NAME is: X_int.h is X's;
+    X_Y_int.h is also X's, one more of its private headers (store_pg_int.h:
+    the store's PostgreSQL backend)."""
+    base = os.path.splitext(os.path.basename(name))[0][:-4]
+    return base.split("_")[0]
+
+
 def module_of(path):
     """(layer, name) of a source or header path relative to ROOT."""
     parts = path.split(os.sep)
     if path.endswith("_int.h"):
-        return parts[1], os.path.splitext(parts[2])[0][:-4]
+        return parts[1], private_module(parts[2])
     if parts[0] == "include":
         return parts[2], os.path.splitext(parts[3])[0]
     if parts[0] == "src" and len(parts) == 3:
@@ -49,7 +58,7 @@ def included_module(inc, src_dir):
     # private half, shared by the files that implement it
     layer = inc.split("/")[0] if "/" in inc else os.path.basename(src_dir)
     name = os.path.splitext(os.path.basename(inc))[0]
-    return layer, name[:-4] if name.endswith("_int") else name
+    return layer, private_module(inc) if name.endswith("_int") else name
 
 
 edges = {}

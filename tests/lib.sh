@@ -1,19 +1,28 @@
 # Shared helpers of the end-to-end tests (tests/e2e/test_*.sh).
 #
 # Sourced by every test. Each test gets its own temp dir ($TMP) and starts its
-# own redis-server(s) on free 127.0.0.1 ports; an EXIT trap stops every server
-# and background process the test started and removes $TMP on any exit
-# (success, failure, or a signal); a watchdog per server does the same if the
-# test's shell is killed outright (SIGKILL, a ctest timeout).
+# own redis-server(s) (and PostgreSQL, start_postgres) on free 127.0.0.1
+# ports; an EXIT trap stops every server and background process the test
+# started and removes $TMP on any exit (success, failure, or a signal); a
+# watchdog per server does the same if the test's shell is killed outright
+# (SIGKILL, a ctest timeout).
 #
 # Environment (set by tests/CMakeLists.txt):
 #   SG_BIN       path of the built stormguard binary
 #   SG_TESTS     path of the tests directory
 #   SG_KEEP_TMP  set to keep $TMP after the test (debugging)
+#   SG_STORE_BACKEND  pg: the store is a PostgreSQL started for the test
+#                (sg and start_gate pass --store $PG_URL; `sql` queries it)
+#   PG_BINDIR    (optional) PostgreSQL's programs (initdb, postgres, psql,
+#                pg_isready); default: pg_config --bindir, else the newest
+#                /usr/lib/postgresql/*/bin, else postgres's on PATH
 #
 # Variables: TMP, SG_DB (the store, $TMP/sg.db), PORT (current server),
 # SG_URL (when set, sg's default --redis), RCLI_AUTH (password for rcli/rpy),
-# PY (python3 interpreter), SEED_POSTED_PER_JOB.
+# PY (python3 interpreter), SEED_POSTED_PER_JOB; after start_postgres: PG_PORT,
+# PG_PID (the postmaster), PG_URL (postgresql://stormguard@127.0.0.1:PG_PORT/
+# stormguard), PG_SOCKDIR (its unix socket's directory, $TMP/pg), PG_LOG (its
+# log since the last start).
 #
 # Helpers:
 #   start_redis [args...]   start a redis-server, sets PORT (and REDIS_PID)
@@ -28,6 +37,10 @@
 #   pipe_py 'python expr'   send an iterable of commands (lists of bytes/str/
 #                           int) through redis-cli --pipe; fails on errors
 #   seed_igor N [master] [prefix]  N Igor Jenkins jobs (cursor + markers)
+#   sql QUERY               one query on the test's store, either backend
+#   sql_bytes EXPR, sql_newline  bytes and a newline in the store's SQL dialect
+#   new_store NAME          a fresh store from here on ($TMP/NAME.db, or a new
+#                           database NAME on the test's PostgreSQL)
 #   sg CMD ...              $SG_BIN CMD --db $SG_DB --redis $SG_URL ... (each
 #                           default only if the arguments do not give it)
 #   sgx ...                 $SG_BIN with no defaults
@@ -37,6 +50,15 @@
 #   assert_contains haystack needle msg, assert_not_contains,
 #   assert_rc expected msg  (checks $RC of the last `run`, shows its output)
 #   json_get json expr      evaluate a python expression on d = json.loads(json)
+#   start_postgres [postgres args...]  a fresh cluster in $TMP/pg/data
+#                           (superuser stormguard, trust, UTF8, C locale) on a
+#                           free port, with database stormguard; sets PG_* above
+#   stop_postgres           fast shutdown (SIGINT), waited for (<= 15 s)
+#   restart_postgres        stop_postgres, then the same port, data and args
+#   kill_postgres           SIGKILL the postmaster and its children (a crash;
+#                           restart_postgres recovers)
+#   psql_q SQL [psql args...]  psql -X -A -t -q -v ON_ERROR_STOP=1 on $PG_URL;
+#                           prints the rows ('|' between columns)
 #   bg_track PID            kill PID on exit too
 #   _port_in_use PORT       true if something listens on 127.0.0.1:PORT
 
@@ -64,6 +86,8 @@ PASSED=0
 _SG_PIDS=()     # redis-server pids
 _SG_PORTS=()    # their ports, same order
 _SG_BG=()       # other background processes
+_SG_PG_PIDS=()  # postmaster pids (stopped with SIGINT, a fast shutdown)
+_SG_PG_SHM=()   # their SysV segments ("key shmid"), removed if a SIGKILL left them
 
 _sg_cleanup() {
     local rc=$?
@@ -73,11 +97,15 @@ _sg_cleanup() {
     for pid in "${_SG_BG[@]}" "${_SG_PIDS[@]}"; do
         [ -n "$pid" ] && kill "$pid" 2>/dev/null
     done
+    # postgres's SIGTERM would wait for its clients to leave; SIGINT does not
+    for pid in "${_SG_PG_PIDS[@]}"; do
+        [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null
+    done
     # bounded wait (2 s), then SIGKILL whatever is left
     local i
     for i in $(seq 1 20); do
         local alive=0
-        for pid in "${_SG_BG[@]}" "${_SG_PIDS[@]}"; do
+        for pid in "${_SG_BG[@]}" "${_SG_PIDS[@]}" "${_SG_PG_PIDS[@]}"; do
             [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && alive=1
         done
         [ $alive = 0 ] && break
@@ -85,6 +113,19 @@ _sg_cleanup() {
     done
     for pid in "${_SG_BG[@]}" "${_SG_PIDS[@]}"; do
         [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+    done
+    # postgres gets 3 s more for its shutdown checkpoint (and bash does not
+    # tell about a job killed)
+    for pid in "${_SG_PG_PIDS[@]}"; do
+        [ -n "$pid" ] || continue
+        for i in $(seq 1 30); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        _sg_pg_kill "$pid"
+    done 2>/dev/null
+    for i in "${_SG_PG_SHM[@]}"; do
+        _sg_pg_ipcrm $i
     done
     wait 2>/dev/null
     if [ -n "${SG_KEEP_TMP:-}" ]; then
@@ -515,6 +556,437 @@ seed_igor() {
 "
 }
 
+# ---- postgresql -------------------------------------------------------------
+
+PG_BINDIR=${PG_BINDIR:-}
+PG_PORT=
+PG_PID=
+PG_URL=
+PG_SOCKDIR=
+PG_LOG=
+_SG_PG_ARGS=() # start_postgres's arguments, for restart_postgres
+_SG_PG_AS=()   # as root: setpriv to the user initdb and postgres run as
+_SG_PG_OWNER=  # that user:group
+_SG_PG_N=0     # starts so far (one log each)
+
+# _sg_pg_has DIR: DIR has the programs start_postgres runs.
+_sg_pg_has() {
+    [ -x "$1/initdb" ] && [ -x "$1/postgres" ] && [ -x "$1/psql" ] && [ -x "$1/pg_isready" ]
+}
+
+# _sg_pg_find: sets PG_BINDIR to a directory with the server's programs, or
+# fails the test: a test that needs PostgreSQL must not pass without it.
+_sg_pg_find() {
+    local d cands=()
+    if [ -n "$PG_BINDIR" ]; then
+        _sg_pg_has "$PG_BINDIR" && return 0
+        fail "PG_BINDIR=$PG_BINDIR lacks initdb, postgres, psql or pg_isready"
+    fi
+    # Debian's libpq-dev pg_config names its libpq's version, which may have
+    # no server installed; then the newest server there is
+    d=$(pg_config --bindir 2>/dev/null || true)
+    [ -z "$d" ] || cands+=("$d")
+    while IFS= read -r d; do
+        cands+=("$d")
+    done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -rV)
+    d=$(command -v postgres 2>/dev/null || true)
+    [ -z "$d" ] || cands+=("$(dirname "$(readlink -f "$d")")")
+    for d in "${cands[@]}"; do
+        if _sg_pg_has "$d"; then
+            PG_BINDIR=$d
+            return 0
+        fi
+    done
+    fail "PostgreSQL not found (initdb, postgres, psql, pg_isready: not in pg_config --bindir," \
+        "/usr/lib/postgresql/*/bin nor on PATH); install it (scripts/setup.sh) or set PG_BINDIR"
+}
+
+# _sg_pg_user: initdb and postgres refuse to run as root, so as root (a CI
+# container) they run as the postgres user (Debian's package makes it), else
+# as nobody; $TMP (0700) then lets them through to $TMP/pg.
+_sg_pg_user() {
+    local u
+    _SG_PG_AS=()
+    _SG_PG_OWNER=
+    [ "$(id -u)" = 0 ] || return 0
+    command -v setpriv >/dev/null || fail "running as root, and no setpriv to run PostgreSQL as another user"
+    for u in postgres nobody; do
+        id -u "$u" >/dev/null 2>&1 || continue
+        _SG_PG_AS=(setpriv --reuid="$(id -u "$u")" --regid="$(id -g "$u")" --clear-groups)
+        _SG_PG_OWNER=$(id -u "$u"):$(id -g "$u")
+        chmod go+x "$TMP"
+        return 0
+    done
+    fail "running as root, and no user postgres or nobody to run PostgreSQL as"
+}
+
+# _sg_pg_ipcrm KEY SHMID: removes the SysV segment a postmaster killed with
+# SIGKILL leaves behind (a clean one removes its own), if it still has that
+# key and nothing attached.
+_sg_pg_ipcrm() {
+    [ $# = 2 ] || return 0
+    awk -v k="$1" -v id="$2" '$1 == k && $2 == id && $7 == 0 { f = 1 } END { exit !f }' \
+        /proc/sysvipc/shm 2>/dev/null || return 0
+    ipcrm -m "$2" 2>/dev/null || true
+}
+
+# _sg_pg_kill PID: SIGKILL to the postmaster PID and its children (its
+# backends exit by themselves once it is gone, but not at once), waited for
+# (<= 5 s). A no-op if PID is not running.
+_sg_pg_kill() {
+    local pid=$1 kids i k alive
+    kill -0 "$pid" 2>/dev/null || return 0
+    kids=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null || true)
+    kill -9 "$pid" $kids 2>/dev/null || true
+    for i in $(seq 1 50); do
+        alive=0
+        for k in "$pid" $kids; do
+            # a child the kernel has not reaped yet (Z) is gone for us
+            [ -r "/proc/$k/stat" ] && [ "$(awk '{ print $3 }' "/proc/$k/stat" 2>/dev/null)" != Z ] && alive=1
+        done
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
+}
+
+# _sg_pg_watchdog PARENT PID KEY SHMID: a fast shutdown of the postmaster PID,
+# SIGKILL after 5 s, and $TMP removed, once PARENT (the test's shell) is gone.
+_sg_pg_watchdog() {
+    trap - ERR
+    set +e
+    while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do
+        sleep 0.5
+    done
+    kill -0 "$1" 2>/dev/null && exit 0 # the server stopped, the test goes on
+    kill -INT "$2" 2>/dev/null
+    local i
+    for i in $(seq 1 50); do
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.1
+    done
+    _sg_pg_kill "$2"
+    _sg_pg_ipcrm "$3" "$4"
+    rm -rf "$TMP"
+    exit 0
+}
+
+# _sg_pg_launch PORT: starts postgres on PORT with $TMP/pg/data and waits
+# (<= 30 s) until it accepts connections there. 0 when it does (PG_PID,
+# PG_PORT, PG_LOG set, a watchdog started); 1 if it exited (see PG_LOG);
+# fails the test if it stays silent.
+_sg_pg_launch() {
+    local port=$1 pid deadline st=() i
+    _SG_PG_N=$((_SG_PG_N + 1))
+    PG_LOG=$PG_SOCKDIR/postgres-$_SG_PG_N.log
+    # started here, not by pg_ctl, so that $! is the postmaster: exec all the
+    # way down (setpriv execs postgres)
+    (cd "$PG_SOCKDIR" && exec "${_SG_PG_AS[@]}" "$PG_BINDIR/postgres" -D "$PG_SOCKDIR/data" \
+        -p "$port" -k "$PG_SOCKDIR" -c listen_addresses=127.0.0.1 -c max_connections=100 \
+        -c shared_buffers=32MB -c dynamic_shared_memory_type=mmap "${_SG_PG_ARGS[@]}") \
+        </dev/null >"$PG_LOG" 2>&1 &
+    pid=$!
+    _SG_PG_PIDS+=("$pid")
+    deadline=$(($(date +%s) + 30))
+    while :; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid" 2>/dev/null || true
+            _sg_pg_forget "$pid"
+            return 1
+        fi
+        # its lock file says "ready" once it accepts connections; that it
+        # names this pid tells it from another server on the port
+        mapfile -t st 2>/dev/null <"$PG_SOCKDIR/data/postmaster.pid" || st=()
+        if [ "${st[0]:-}" = "$pid" ] && [[ ${st[7]:-} == ready* ]] &&
+            "$PG_BINDIR/pg_isready" -q -h 127.0.0.1 -p "$port" -U stormguard -d postgres -t 2; then
+            break
+        fi
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            _sg_pg_kill "$pid"
+            wait "$pid" 2>/dev/null || true
+            _sg_pg_forget "$pid"
+            tail -n 20 "$PG_LOG" >&2
+            fail "postgres did not accept connections on 127.0.0.1:$port within 30 s"
+        fi
+        sleep 0.1
+    done
+    # line 7: the SysV segment's key and id
+    _SG_PG_SHM+=("${st[6]:-}")
+    _sg_pg_watchdog $$ "$pid" ${st[6]:-} </dev/null >/dev/null 2>&1 &
+    _SG_BG+=("$!")
+    PG_PID=$pid
+    PG_PORT=$port
+    return 0
+}
+
+# _sg_pg_forget PID: no longer ours to stop (it is gone, its pid may be reused).
+_sg_pg_forget() {
+    local i
+    for i in "${!_SG_PG_PIDS[@]}"; do
+        [ "${_SG_PG_PIDS[$i]}" != "$1" ] || _SG_PG_PIDS[i]=
+    done
+}
+
+# start_postgres [postgres args...]: see the header; the arguments (e.g.
+# -c log_statement=all) go to postgres, here and in restart_postgres.
+start_postgres() {
+    local attempt port
+    [ -z "$PG_PID" ] || fail "start_postgres: postgres runs already (pid $PG_PID)"
+    [ ! -e "$TMP/pg/data" ] || fail "start_postgres: $TMP/pg/data exists (restart_postgres reuses it)"
+    _sg_pg_find
+    _sg_pg_user
+    _SG_PG_ARGS=("$@")
+    PG_SOCKDIR=$TMP/pg
+    mkdir -p "$PG_SOCKDIR"
+    [ -z "$_SG_PG_OWNER" ] || chown "$_SG_PG_OWNER" "$PG_SOCKDIR"
+    # --no-sync: the cluster is gone before the machine could crash
+    if ! (cd "$PG_SOCKDIR" && exec timeout -k 5 120 "${_SG_PG_AS[@]}" "$PG_BINDIR/initdb" \
+        -D "$PG_SOCKDIR/data" -U stormguard --auth=trust -E UTF8 --locale=C --no-sync) \
+        </dev/null >"$PG_SOCKDIR/initdb.log" 2>&1; then
+        tail -n 20 "$PG_SOCKDIR/initdb.log" >&2
+        fail "initdb ($PG_BINDIR/initdb) failed"
+    fi
+    for attempt in $(seq 1 20); do
+        port=$(_sg_free_port)
+        if _sg_pg_launch "$port"; then
+            PG_URL=postgresql://stormguard@127.0.0.1:$PG_PORT/stormguard
+            if ! PGCONNECT_TIMEOUT=10 timeout -k 5 60 "$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 \
+                -d "postgresql://stormguard@127.0.0.1:$PG_PORT/postgres" \
+                -c 'CREATE DATABASE stormguard' </dev/null >/dev/null; then
+                fail "could not create database stormguard"
+            fi
+            echo "# postgres pid $PG_PID on 127.0.0.1:$PG_PORT ($PG_BINDIR), log $PG_LOG"
+            return 0
+        fi
+        # another process took the port between the probe and the bind
+        grep -q "Address already in use" "$PG_LOG" 2>/dev/null && continue
+        tail -n 20 "$PG_LOG" >&2
+        fail "postgres $* did not start"
+    done
+    fail "no free port for postgres after 20 attempts"
+}
+
+# stop_postgres: a fast shutdown (SIGINT: clients are disconnected, then a
+# checkpoint), waited for (<= 15 s); fails the test (after SIGKILL) if it
+# takes longer. A no-op when it is not running.
+stop_postgres() {
+    local pid=$PG_PID i
+    [ -n "$pid" ] || return 0
+    PG_PID=
+    kill -INT "$pid" 2>/dev/null || true
+    for i in $(seq 1 150); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        _sg_pg_kill "$pid"
+        wait "$pid" 2>/dev/null || true
+        _sg_pg_forget "$pid"
+        tail -n 20 "$PG_LOG" >&2
+        fail "postgres did not stop within 15 s of SIGINT"
+    fi
+    wait "$pid" 2>/dev/null || true
+    _sg_pg_forget "$pid"
+}
+
+# restart_postgres: stop_postgres (if it runs), then postgres again on the
+# same port with the same data and arguments; waits as start_postgres does.
+restart_postgres() {
+    [ -n "$PG_PORT" ] || fail "restart_postgres: no start_postgres before"
+    stop_postgres
+    if ! _sg_pg_launch "$PG_PORT"; then
+        tail -n 20 "$PG_LOG" >&2
+        fail "postgres did not start again on 127.0.0.1:$PG_PORT"
+    fi
+    echo "# postgres pid $PG_PID on 127.0.0.1:$PG_PORT again, log $PG_LOG"
+}
+
+# kill_postgres: SIGKILL to the postmaster and its children, waited for: a
+# crash (restart_postgres recovers). A no-op when it is not running.
+kill_postgres() {
+    local pid=$PG_PID
+    [ -n "$pid" ] || return 0
+    PG_PID=
+    # (and no "Killed" line from bash about its job)
+    {
+        _sg_pg_kill "$pid"
+        wait "$pid" || true
+    } 2>/dev/null
+    _sg_pg_forget "$pid"
+}
+
+# psql_q SQL [psql args...]: SQL on $PG_URL; prints the rows unaligned,
+# without headers, '|' between columns; fails on the first error.
+psql_q() {
+    [ -n "$PG_URL" ] || fail "psql_q: no start_postgres before"
+    PGCONNECT_TIMEOUT=10 "$PG_BINDIR/psql" -X -A -t -q -v ON_ERROR_STOP=1 -d "$PG_URL" \
+        -c "$1" "${@:2}" </dev/null
+}
+
+# ---- a stream of build posts (the crash and fault tests) ----------------------
+
+# stream_start N JOBS P: P posters in the background post N Igor build events,
+# poster K the events i = K, K+P, K+2P...; event i is build 1000 + i/JOBS of
+# team-a/service-(i%JOBS + 1), started after the job's cursor (new), retried
+# every 0.1 s until answered 200 (at most 300 tries), as Igor retries. One
+# line per attempt in $TMP/postsK.tsv: i, HTTP status, answer.
+stream_start() {
+    STREAM_N=$1 STREAM_JOBS=$2 STREAM_P=$3
+    local k
+    for k in $(seq 0 $((STREAM_P - 1))); do
+        : >"$TMP/posts$k.tsv"
+        _stream_poster "$k" </dev/null >/dev/null 2>&1 &
+        bg_track $!
+    done
+}
+
+_stream_poster() {
+    trap - ERR
+    set +e
+    local k=$1 i job num ts try code
+    for i in $(seq "$k" "$STREAM_P" $((STREAM_N - 1))); do
+        job=team-a/service-$((i % STREAM_JOBS + 1))
+        num=$((1000 + i / STREAM_JOBS))
+        ts=$((1526030000000 + (i % STREAM_JOBS + 1) * 1000 + 10000 + i))
+        igor_event "$job" "$num" "$ts" >"$TMP/poster$k.body"
+        for try in $(seq 1 300); do
+            code=$(curl -s -o "$TMP/poster$k.reply" -w '%{http_code}' --max-time 5 -X POST \
+                -H 'Content-Type: application/json' --data-binary "@$TMP/poster$k.body" \
+                "$GATE_URL/")
+            printf '%s\t%s\t%s\n' "$i" "${code:-000}" "$(cat "$TMP/poster$k.reply" 2>/dev/null)" \
+                >>"$TMP/posts$k.tsv"
+            rm -f "$TMP/poster$k.reply"
+            [ "$code" = 200 ] && break
+            sleep 0.1
+        done
+    done
+    echo done >"$TMP/poster$k.done"
+}
+
+_stream_done() { [ "$(ls "$TMP"/poster?.done 2>/dev/null | wc -l)" = "$STREAM_P" ]; }
+
+# gate_pending0: whether the gate has no event left to deliver.
+gate_pending0() { [ "$(json_get "$(gate_status)" "d['pending']")" = 0 ]; }
+
+# stream_accepted: the attempts answered 200 so far; stream_has_accepted M:
+# whether at least M were.
+stream_accepted() { cat "$TMP"/posts?.tsv | awk -F'\t' '$2 == 200' | wc -l; }
+stream_has_accepted() { [ "$(stream_accepted)" -ge "$1" ]; }
+
+# stream_finish SECS: waits for the posters, then for every pending event to
+# be delivered; $TMP/posts.tsv gets every attempt and $TMP/events.json the
+# journal's events.
+stream_finish() {
+    wait_for "$1" "the posters finished" _stream_done
+    cat "$TMP"/posts?.tsv >"$TMP/posts.tsv"
+    wait_for 30 "every pending event delivered" gate_pending0
+    sleep 0.5
+    admin_get "/v1/events?limit=10000"
+    [ "$HTTP_STATUS" = 200 ] || fail "/v1/events after the stream: $HTTP_STATUS"
+    echo "$REPLY" >"$TMP/events.json"
+}
+
+# stream_verify: after stream_finish, "ok" when every event was answered 200,
+# each build accepted as new once, journaled, forwarded and at the sink, and
+# duplicates at the sink only as re-deliveries of one event id; else what
+# broke. A summary goes to stderr.
+stream_verify() {
+    sink_py '
+tmp, n, jobs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+attempts = [l.rstrip("\n").split("\t", 2) for l in open(tmp + "/posts.tsv")]
+events = {e["id"]: e for e in json.load(open(tmp + "/events.json"))["events"]}
+errors, info = [], []
+accepted = {}   # i -> list of answers 200
+for i, code, reply in attempts:
+    if code == "200":
+        accepted.setdefault(int(i), []).append(json.loads(reply))
+missing = [i for i in range(n) if i not in accepted]
+if missing:
+    errors.append("never answered 200: %r" % missing[:20])
+def build_of(body):
+    b = json.loads(body)
+    return (b["content"]["project"]["name"], b["content"]["project"]["lastBuild"]["number"])
+delivered = {}  # build -> set of event ids
+for r in ok:
+    delivered.setdefault(build_of(r["body"]), set()).add(r["event_id"])
+replays = 0
+for i, answers in sorted(accepted.items()):
+    job, num = "team-a/service-%d" % (i % jobs + 1), 1000 + i // jobs
+    for a in answers:
+        id_ = a["id"]
+        if a["kind"] == "replay":
+            replays += 1
+            continue
+        if a["kind"] != "new":
+            errors.append("event %d answered %r" % (i, a))
+            continue
+        e = events.get(id_)
+        if not e:
+            errors.append("event %d (id %d) answered 200 but not in the journal" % (i, id_))
+        elif (e["job"], e["number"]) != (job, num) or e["state"] != "forwarded":
+            errors.append("journal row %d: %r" % (id_, e))
+        if str(id_) not in by_id:
+            errors.append("event %d (id %d) answered 200 but never reached the sink" % (i, id_))
+    if (job, num) not in delivered:
+        errors.append("build %s #%d lost: never reached the sink" % (job, num))
+    if len(answers) > 1 and sum(a["kind"] == "new" for a in answers) > 1:
+        errors.append("build %s #%d accepted as new twice: %r" % (job, num, answers))
+for b, ids in delivered.items():
+    if len(ids) != 1:
+        errors.append("build %r reached the sink as different events %r" % (b, sorted(ids)))
+redelivered = sum(len(v) - 1 for v in by_id.values())
+if len(delivered) != n:
+    errors.append("the sink got %d distinct builds, expected %d" % (len(delivered), n))
+print("\n".join(errors) or "ok")
+print("# %d re-deliveries of the same event id, %d retried posts answered replay, %d non-2xx at the sink"
+      % (redelivered, replays, len(recs) - len(ok)), file=sys.stderr)
+' "$TMP" "$STREAM_N" "$STREAM_JOBS"
+}
+
+# ---- the store's backend -----------------------------------------------------
+
+# With SG_STORE_BACKEND=pg (the e2e_*_pg variants, tests/CMakeLists.txt) the
+# test's store is a PostgreSQL started for it when lib.sh is sourced (below):
+# sg and start_gate give --store $PG_URL instead of --db $SG_DB.
+
+# store_flags: the flags naming the test's store, one per line.
+store_flags() {
+    if [ "${SG_STORE_BACKEND:-}" = pg ]; then
+        printf '%s\n' --store "$PG_URL"
+    else
+        printf '%s\n' --db "$SG_DB"
+    fi
+}
+
+# new_store NAME: the test's store becomes a fresh one: $TMP/NAME.db, or a
+# new database NAME on the test's PostgreSQL.
+new_store() {
+    SG_DB=$TMP/$1.db
+    if [ "${SG_STORE_BACKEND:-}" = pg ]; then
+        psql_q "CREATE DATABASE $1"
+        PG_URL=postgresql://stormguard@127.0.0.1:$PG_PORT/$1
+    fi
+}
+
+# sql_bytes EXPR: EXPR as the store's bytes, for the columns that hold what
+# a client sent (PostgreSQL's are bytea, which takes no text); sql_newline:
+# a newline in either dialect.
+sql_bytes() {
+    if [ "${SG_STORE_BACKEND:-}" = pg ]; then echo "convert_to($1, 'UTF8')"; else echo "$1"; fi
+}
+sql_newline() {
+    if [ "${SG_STORE_BACKEND:-}" = pg ]; then echo 'chr(10)'; else echo 'char(10)'; fi
+}
+
+# sql QUERY: one query on the test's store (sqlite3 on $SG_DB, or psql on
+# $PG_URL with bytea shown as text), rows on stdout, '|' between columns.
+sql() {
+    if [ "${SG_STORE_BACKEND:-}" = pg ]; then
+        PGOPTIONS='-c bytea_output=escape' psql_q "$1"
+    else
+        sqlite3 "$SG_DB" "$1"
+    fi
+}
+
 # ---- stormguard -------------------------------------------------------------
 
 # sg CMD [args...]: the binary with --db $SG_DB and --redis $SG_URL (default
@@ -529,12 +1001,12 @@ sg() {
     shift
     for a in "$@"; do
         case "$a" in
-        --db | --db=*) have_db=1 ;;
+        --db | --db=* | --store | --store=*) have_db=1 ;;
         --redis | --redis=*) have_redis=1 ;;
         esac
     done
     local defaults=()
-    [ $have_db = 1 ] || defaults+=(--db "$SG_DB")
+    [ $have_db = 1 ] || mapfile -t -O ${#defaults[@]} defaults < <(store_flags)
     [ $have_redis = 1 ] || defaults+=(--redis "${SG_URL:-redis://127.0.0.1:$PORT}")
     [ -z "${SG_METHOD:-}" ] || defaults+=(--method "$SG_METHOD")
     "$SG_BIN" "$cmd" "${defaults[@]}" "$@"
@@ -758,7 +1230,7 @@ _sg_launch_gate() {
         --admin) admin=$a ;;
         esac
         case "$a" in
-        --db | --db=*) have_db=1 ;;
+        --db | --db=* | --store | --store=*) have_db=1 ;;
         --downstream | --downstream=*) have_down=1 ;;
         --read-timeout | --read-timeout=*) have_rt=1 ;;
         --listen) have_listen=1 ;;
@@ -771,7 +1243,7 @@ _sg_launch_gate() {
         prev=$a
     done
     local defaults=()
-    [ $have_db = 1 ] || defaults+=(--db "$SG_DB")
+    [ $have_db = 1 ] || mapfile -t defaults < <(store_flags)
     [ $have_down = 1 ] || defaults+=(--downstream "$SINK_URL")
     [ $have_rt = 1 ] || defaults+=(--read-timeout 2s)
     [ $have_listen = 1 ] || defaults+=(--listen "127.0.0.1:$GATE_PORT")
@@ -925,3 +1397,8 @@ igor_event() {
     printf '{"details":{"type":"build","source":"igor","created":"1427237764257"},"content":{"master":"%s"%s,"project":{"name":"%s","lastBuild":{"number":%s,"result":"SUCCESS","building":false,"timestamp":"%s","duration":93000,"url":"https://jenkins/job/%s/%s/"}}}}' \
         "${4:-jenkins-prod}" "$type" "$1" "$2" "$3" "$1" "${2//\"/}"
 }
+
+# the e2e_*_pg variants: the store on a PostgreSQL of the test's own
+if [ "${SG_STORE_BACKEND:-}" = pg ]; then
+    start_postgres
+fi

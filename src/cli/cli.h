@@ -123,5 +123,6 @@ int sg_cmd_drop(int argc, char **argv);
 int sg_cmd_guard(int argc, char **argv);
 int sg_cmd_simulate(int argc, char **argv);
 int sg_cmd_config(int argc, char **argv);
+int sg_cmd_store(int argc, char **argv);
 
 #endif

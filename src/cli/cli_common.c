@@ -176,7 +176,7 @@ int sg_cli_connect(sg_cli *cli, sg_rconn *conn)
 int sg_cli_open_store(sg_cli *cli, sg_store **store)
 {
     sg_store_options opt = {.synchronous = cli->cfg.synchronous};
-    return sg_store_open(cli->cfg.db_path, &opt, store, &cli->err);
+    return sg_store_open(sg_config_store(&cli->cfg), &opt, store, &cli->err);
 }
 
 int sg_cli_fail(sg_cli *cli, int rc)

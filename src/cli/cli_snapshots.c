@@ -51,7 +51,7 @@ static void print_list(const sg_cli *cli, sg_store *store, const sg_snapshot_inf
         return;
     }
     if (n == 0) {
-        printf("no snapshots in %s\n", cli->cfg.db_path);
+        printf("no snapshots in %s\n", sg_store_path(store));
         return;
     }
     static const char *const head[] = {"ID",    "TAKEN_AT", "REASON",   "KEYS",
@@ -107,7 +107,7 @@ int sg_cmd_snapshots(int argc, char **argv)
     sg_store *store = NULL;
     if (rc == 0) {
         sg_store_options opt = {.readonly = true};
-        rc = sg_store_open(cli.cfg.db_path, &opt, &store, &cli.err);
+        rc = sg_store_open(sg_config_store(&cli.cfg), &opt, &store, &cli.err);
     }
     if (rc == 0) {
         sg_snapshot_info *list;

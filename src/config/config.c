@@ -4,6 +4,7 @@
 #include "stormguard/config/config.h"
 #include "stormguard/redis/rconn.h"
 #include "stormguard/redis/redis_url.h"
+#include "stormguard/store/store.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -21,10 +22,11 @@ typedef enum {
     T_SYNC,
     T_PROFILE,
     T_URL,
-    T_CHOICE,  /* one of the words in choices, "a|b|c" */
-    T_BOOL,    /* on/off, true/false, yes/no, 1/0 */
-    T_SWITCH,  /* a T_BOOL whose flag takes no value: --tls is tls = yes */
-    T_POINTER, /* a JSON pointer */
+    T_STORE_URL, /* a postgresql:// URL (store.h) */
+    T_CHOICE,    /* one of the words in choices, "a|b|c" */
+    T_BOOL,      /* on/off, true/false, yes/no, 1/0 */
+    T_SWITCH,    /* a T_BOOL whose flag takes no value: --tls is tls = yes */
+    T_POINTER,   /* a JSON pointer */
 } key_type;
 
 typedef struct key_spec {
@@ -69,6 +71,9 @@ static const key_spec keys[] = {
      "wipe check period in ms, the fallback to client tracking (default 1000)"},
     {"store", "path", "db", T_STRING, F(db_path), 0, 0,
      "SQLite database file (default " SG_DEFAULT_DB_PATH ")"},
+    {"store", "url", "store", T_STORE_URL, F(store_url), 0, 0,
+     "postgresql://[user@]host[:port]/db: the store on PostgreSQL instead of path (the password "
+     "from PGPASSWORD or PGPASSFILE, better than in the URL)"},
     {"store", "synchronous", "synchronous", T_SYNC, F(synchronous), 0, 0,
      "normal (survives a crash of the process) or full (survives power loss)"},
     {"store", "keep_events", "keep-events", T_DURATION, F(keep_events_s), 0, 0,
@@ -248,6 +253,7 @@ void sg_config_close(sg_config *c)
 {
     free(c->redis_url);
     free(c->db_path);
+    free(c->store_url);
     free(c->prefix);
     sg_strlist_clear(&c->match);
     sg_strlist_clear(&c->protect);
@@ -341,6 +347,13 @@ static int set_value(sg_config *c, const key_spec *k, const char *value, bool ap
             return SG_EUSAGE;
         sg_redis_url_close(&u);
     }
+        /* fall through */
+    case T_STORE_URL:
+        if (k->type == T_STORE_URL && !sg_store_is_url(value))
+            return sg_error_set(err, SG_EUSAGE,
+                                "must be a postgresql:// URL (an SQLite file is [store] path)");
+        if (k->type == T_STORE_URL && sg_store_url_check(value, err))
+            return SG_EUSAGE;
         /* fall through */
     case T_STRING:
     case T_OPTIONAL:
@@ -657,6 +670,13 @@ static void dump_value(const key_spec *k, const void *field, sg_buf *v)
         }
         break;
     }
+    case T_STORE_URL: {
+        const char *url = *(char *const *)field;
+        char *red = url ? sg_store_url_redacted(url) : NULL;
+        sg_buf_printf(v, "%s", red ? red : "");
+        free(red);
+        break;
+    }
     case T_STRING:
     case T_CHOICE:
     case T_POINTER:
@@ -703,7 +723,8 @@ void sg_config_each(const sg_config *c, sg_config_each_fn fn, void *ud)
     for (size_t i = 0; i < NKEYS; i++) {
         const key_spec *k = &keys[i];
         const void *field = (const char *)c + k->offset;
-        if ((k->type == T_OPTIONAL || k->type == T_POINTER) && !*(char *const *)field) {
+        if ((k->type == T_OPTIONAL || k->type == T_POINTER || k->type == T_STORE_URL) &&
+            !*(char *const *)field) {
             fn(ud, k->section, k->key, NULL);
             continue;
         }
@@ -758,6 +779,11 @@ static char *trimmed(const char *s)
     while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
         n--;
     return sg_xstrndup(s, n);
+}
+
+const char *sg_config_store(const sg_config *c)
+{
+    return c->store_url ? c->store_url : c->db_path;
 }
 
 int sg_config_admin_token(const sg_config *c, char **out, sg_error *err)

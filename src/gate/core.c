@@ -94,6 +94,8 @@ struct sg_core {
     sg_histogram commit_hist, forward_hist;
     bool journal_ok;
     char journal_error[256];
+    struct fwd_update *unrecorded; /* delivery outcomes whose write failed, for the
+                                      journal's return */
     sg_jop probe;
     bool probing;
     int64_t next_probe_at;
@@ -380,6 +382,8 @@ static void on_moved(void *ud, const sg_hold_moved *m)
  * of one page can succeed where the events that failed cannot: it is made
  * only once a measurement taken after the failure finds room for twice the
  * largest failed request and 1 MiB more. */
+static void record_again(sg_core *c);
+
 static void journal_writable(sg_core *c)
 {
     c->failed_bytes = 0;
@@ -387,6 +391,7 @@ static void journal_writable(sg_core *c)
         return;
     sg_log(SG_LOG_INFO, "journal", "journal writable again");
     c->journal_ok = true;
+    record_again(c);
 }
 
 static void journal_failed(sg_core *c, const char *why, size_t bytes)
@@ -439,11 +444,28 @@ static void maybe_probe(sg_core *c, int64_t now)
 typedef struct fwd_update {
     sg_jop op;
     char *error;
+    sg_core *c;
+    struct fwd_update *next; /* on c->unrecorded */
 } fwd_update;
 
+/* A delivery's outcome that could not be written (the disk, the store's
+ * server gone) is written again once the journal takes writes: else the
+ * event would stay pending in the store, delivered once more only after a
+ * restart. While it waits, the deliverer has it as done. */
 static void on_update_done(sg_jop *op)
 {
     fwd_update *u = op->ud;
+    sg_core *c = u->c;
+    if (op->status && !c->stopping) {
+        sg_log(SG_LOG_ERROR, "journal",
+               "recording the delivery of event %lld failed (%s): written again once the "
+               "journal takes writes",
+               (long long)op->row.id, op->errmsg);
+        journal_failed(c, op->errmsg, 0);
+        u->next = c->unrecorded;
+        c->unrecorded = u;
+        return;
+    }
     if (op->status)
         sg_log(SG_LOG_ERROR, "journal",
                "recording the delivery of event %lld failed (%s): it stays pending and is "
@@ -451,6 +473,34 @@ static void on_update_done(sg_jop *op)
                (long long)op->row.id, op->errmsg);
     free(u->error);
     free(u);
+}
+
+static void record_again(sg_core *c)
+{
+    if (c->stopping) /* unrecorded_free tells what stays pending */
+        return;
+    fwd_update *list = c->unrecorded;
+    c->unrecorded = NULL;
+    while (list) {
+        fwd_update *u = list;
+        list = u->next;
+        u->next = NULL;
+        sg_journal_submit(c->journal, &u->op);
+    }
+}
+
+static void unrecorded_free(sg_core *c)
+{
+    while (c->unrecorded) {
+        fwd_update *u = c->unrecorded;
+        c->unrecorded = u->next;
+        sg_log(SG_LOG_ERROR, "journal",
+               "the delivery of event %lld was never recorded: it stays pending and is "
+               "delivered again after a restart",
+               (long long)u->op.row.id);
+        free(u->error);
+        free(u);
+    }
 }
 
 void sg_core_delivered(sg_core *c, sg_fwd_item *it, sg_fwd_outcome outcome, long status,
@@ -474,6 +524,7 @@ void sg_core_delivered(sg_core *c, sg_fwd_item *it, sg_fwd_outcome outcome, long
      * results are journaled (one the downstream took must not go again
      * after the restart) */
     fwd_update *u = sg_xcalloc(1, sizeof *u);
+    u->c = c;
     u->error = error ? sg_xstrdup(error) : NULL;
     u->op.type = SG_JOP_UPDATE;
     u->op.at = now;
@@ -1059,7 +1110,8 @@ static void space_done(uv_work_t *w, int status)
 
 static void measure_space(sg_core *c)
 {
-    if (c->measuring || c->stopping)
+    /* a PostgreSQL store's disk is its server's, not this machine's */
+    if (c->measuring || c->stopping || sg_store_is_url(c->o.db_path))
         return;
     space_job *j = sg_xcalloc(1, sizeof *j);
     j->c = c;
@@ -1569,6 +1621,7 @@ void sg_core_free(sg_core *c)
 {
     if (!c)
         return;
+    unrecorded_free(c);
     sg_store_free(c->reader);
     sg_hold_free(c->hold);
     sg_guard_free(c->guard);

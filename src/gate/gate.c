@@ -51,7 +51,7 @@ struct sg_gate {
     int64_t last_snapshot_at;
     int64_t good_snapshot_at, good_snapshot_keys; /* the newest good one taken here */
     struct proc_job *proc_job;                    /* a read of /proc on the thread pool */
-    int store_lock; /* one daemon per store (sg_store_lock); -1 until taken */
+    sg_store_claim *store_claim;                  /* one daemon per store; NULL until taken */
     sg_procstat proc;
     bool proc_known, proc_failed;
     char sample_glob[256]; /* the profile's keys, for the watcher's sample */
@@ -235,7 +235,7 @@ static void sidecar_opts(const sg_gate *g, sg_sidecar_opts *o)
                            .sentinel_password = c->sentinel_password,
                            .connect_timeout_ms = (int)c->connect_timeout_ms,
                            .command_timeout_ms = (int)(c->redis_timeout_s * 1000),
-                           .db_path = c->db_path,
+                           .db_path = sg_config_store(c),
                            .profile = c->profile,
                            .prefix = c->prefix,
                            .scan_count = c->scan_count,
@@ -569,7 +569,7 @@ bool sg_gate_stopping(const sg_gate *g)
 
 int sg_gate_core_opts(const sg_config *c, sg_core_opts *o, sg_error *err)
 {
-    *o = (sg_core_opts){.db_path = c->db_path,
+    *o = (sg_core_opts){.db_path = sg_config_store(c),
                         .synchronous = c->synchronous,
                         .clock = &sg_clock_real,
                         .build_paths = &c->build_paths,
@@ -694,7 +694,8 @@ static int start(sg_gate *g, sg_error *err)
 {
     const sg_config *c = g->cfg;
     int rc;
-    if ((rc = sg_gate_check(c, err)) || (rc = sg_store_lock(c->db_path, &g->store_lock, err)))
+    if ((rc = sg_gate_check(c, err)) ||
+        (rc = sg_store_claim_new(sg_config_store(c), &g->store_claim, err)))
         return rc;
     sg_core_opts co;
     if ((rc = sg_gate_core_opts(c, &co, err)))
@@ -708,13 +709,18 @@ static int start(sg_gate *g, sg_error *err)
      * lost by stopping: every event answered 200 is committed. So one clear
      * line and exit 1, for the supervisor to restart the daemon once the
      * store is back, instead of a crash report. */
-    char *bus = sg_xasprintf(
-        "the store %s could not be read or written through its memory map (SIGBUS; the "
-        "WAL index %s-shm or the database on a file system that failed, went read-only or "
-        "was removed): exiting; every event answered 200 is committed and resumes at the "
-        "next start",
-        c->db_path, c->db_path);
-    sg_log_fatal_signal(SIGBUS, "store", bus);
+    char *bus =
+        c->store_url
+            ? NULL
+            : sg_xasprintf(
+                  "the store %s could not be read or written through its memory map (SIGBUS; the "
+                  "WAL index %s-shm or the database on a file system that failed, went read-only "
+                  "or "
+                  "was removed): exiting; every event answered 200 is committed and resumes at the "
+                  "next start",
+                  c->db_path, c->db_path);
+    if (bus) /* a PostgreSQL store maps nothing */
+        sg_log_fatal_signal(SIGBUS, "store", bus);
     free(bus);
 
     sg_forward_opts fo = {.downstream = c->downstream,
@@ -748,7 +754,6 @@ int sg_gate_start(uv_loop_t *loop, const sg_config *cfg, sg_gate **out, sg_error
     g->loop = loop;
     g->cfg = cfg;
     g->clock = &sg_clock_real;
-    g->store_lock = -1;
     *out = g;
     int rc = start(g, err);
     if (rc) {
@@ -766,7 +771,6 @@ void sg_gate_free(sg_gate *g)
     if (g->proc_job)
         g->proc_job->g = NULL;
     sg_core_free(g->core);
-    if (g->store_lock >= 0)
-        close(g->store_lock); /* the store is free for the next daemon */
+    sg_store_claim_free(g->store_claim); /* the store is free for the next daemon */
     free(g);
 }

@@ -710,7 +710,7 @@ static void *checkpointer(void *arg)
             break;
         pthread_mutex_unlock(&j->lock);
         sg_error err;
-        if (sg_store_checkpoint(j->ckpt_store, SG_CHECKPOINT_PASSIVE, NULL, &err))
+        if (j->ckpt_store && sg_store_checkpoint(j->ckpt_store, SG_CHECKPOINT_PASSIVE, NULL, &err))
             sg_log_limited(&j->ckpt_log, SG_LOG_WARN, "journal",
                            "checkpoint (copying the WAL into the database): %s", err.msg);
         pthread_mutex_lock(&j->lock);
@@ -719,7 +719,8 @@ static void *checkpointer(void *arg)
     pthread_mutex_unlock(&j->lock);
     sg_error err;
     /* the writer has stopped: leave an empty WAL behind */
-    sg_store_checkpoint(j->ckpt_store, SG_CHECKPOINT_TRUNCATE, NULL, &err);
+    if (j->ckpt_store)
+        sg_store_checkpoint(j->ckpt_store, SG_CHECKPOINT_TRUNCATE, NULL, &err);
     return NULL;
 }
 
@@ -812,9 +813,11 @@ int sg_journal_start(uv_loop_t *loop, const char *path, const sg_journal_opts *o
         free(j);
         return rc;
     }
+    /* a shared store (PostgreSQL) checkpoints by itself: no second
+     * connection, and the checkpointer thread only waits for the stop */
     sg_store_options ckpt = {
         .synchronous = sync, .checkpoint_pages = -1, .wal_limit_kib = WAL_RESET_FRAMES * 4};
-    if ((rc = sg_store_open(path, &ckpt, &j->ckpt_store, err))) {
+    if (!sg_store_shared(j->store) && (rc = sg_store_open(path, &ckpt, &j->ckpt_store, err))) {
         sg_u64map_clear(&j->newest);
         sg_store_free(j->store);
         free(j);

@@ -5,11 +5,14 @@
 #include <sqlite3.h>
 
 #include "stormguard/base/util.h"
+#include "store_pg_int.h"
 #include "store_int.h"
 
 int sg_store_episode_open(sg_store *s, int64_t at, const char *cause, const char *detail,
                           int64_t *id, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_episode_open(s->pg, at, cause, detail, id, err);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "INSERT INTO episode(started_at, cause, detail) VALUES (?, ?, ?)",
                            -1, &st, NULL) != SQLITE_OK)
@@ -28,6 +31,8 @@ int sg_store_episode_open(sg_store *s, int64_t at, const char *cause, const char
 int sg_store_episode_update(sg_store *s, int64_t id, int64_t ended_at, const char *detail,
                             sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_episode_update(s->pg, id, ended_at, detail, err);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "UPDATE episode SET ended_at = coalesce(?2, ended_at), "
@@ -45,6 +50,8 @@ int sg_store_episode_update(sg_store *s, int64_t id, int64_t ended_at, const cha
 int sg_store_audit(sg_store *s, int64_t at_ms, const char *actor, const char *action,
                    const char *detail, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_audit(s->pg, at_ms, actor, action, detail, err);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "INSERT INTO audit(at, actor, action, detail) VALUES (?,?,?,?)",
                            -1, &st, NULL) != SQLITE_OK)

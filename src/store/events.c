@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "stormguard/base/util.h"
+#include "store_pg_int.h"
 #include "store_int.h"
 
 static const char *const statement_sql[ST_COUNT] = {
@@ -101,6 +102,8 @@ static int each_event(sg_store *s, sqlite3_stmt *st, sg_event_fn fn, void *ud, s
 
 int sg_store_event_insert(sg_store *s, sg_event_row *r, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_event_insert(s->pg, r, err);
     sqlite3_stmt *st = stmt(s, ST_EVENT_INSERT, err);
     if (!st)
         return SG_ESTORE;
@@ -133,6 +136,9 @@ int sg_store_event_update(sg_store *s, int64_t id, sg_event_state state, int64_t
                           int64_t next_attempt_at, const char *last_error, int64_t done_at,
                           sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_event_update(s->pg, id, state, attempts, next_attempt_at, last_error, done_at,
+                                  err);
     sqlite3_stmt *st = stmt(s, ST_EVENT_UPDATE, err);
     if (!st)
         return SG_ESTORE;
@@ -148,6 +154,8 @@ int sg_store_event_update(sg_store *s, int64_t id, sg_event_state state, int64_t
 int sg_store_events_pending(sg_store *s, int64_t after_gen, int64_t after_id, int limit,
                             sg_event_fn fn, void *ud, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_events_pending(s->pg, after_gen, after_id, limit, fn, ud, err);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "SELECT " EVENT_COLUMNS " FROM event WHERE state = 'pending' AND "
@@ -162,6 +170,8 @@ int sg_store_events_pending(sg_store *s, int64_t after_gen, int64_t after_id, in
 
 int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_queue_gen(s->pg, gen, err);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "SELECT coalesce(max(qgen), 0) FROM event WHERE state = 'pending'", -1,
@@ -177,6 +187,8 @@ int sg_store_queue_gen(sg_store *s, int64_t *gen, sg_error *err)
 int sg_store_events_query(sg_store *s, const sg_event_state *state, const char *kind,
                           const char *job, int limit, sg_event_fn fn, void *ud, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_events_query(s->pg, state, kind, job, limit, fn, ud, err);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "SELECT " EVENT_COLUMNS " FROM event WHERE (?1 IS NULL OR state = ?1) "
@@ -193,6 +205,8 @@ int sg_store_events_query(sg_store *s, const sg_event_state *state, const char *
 
 int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_event_counts(s->pg, fn, ud, err);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "SELECT kind, state, would, count(*) FROM event "
@@ -212,6 +226,8 @@ int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err)
 
 int sg_store_oldest_pending(sg_store *s, int64_t *received_at, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_oldest_pending(s->pg, received_at, err);
     /* a skip-scan of event_open by hand: SQLite has none for min() per group */
     return sg_store_query_int(
         s,
@@ -228,6 +244,8 @@ int sg_store_oldest_pending(sg_store *s, int64_t *received_at, sg_error *err)
 
 int sg_store_oldest_held(sg_store *s, int64_t *received_at, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_oldest_held(s->pg, received_at, err);
     return sg_store_query_int(s,
                               "SELECT coalesce((SELECT received_at FROM event WHERE id = "
                               "(SELECT min(id) FROM event INDEXED BY event_held WHERE "
@@ -237,12 +255,16 @@ int sg_store_oldest_held(sg_store *s, int64_t *received_at, sg_error *err)
 
 int sg_store_last_event_id(sg_store *s, int64_t *id, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_last_event_id(s->pg, id, err);
     return sg_store_query_int(s, "SELECT coalesce(max(id), 0) FROM event", 0, id, err);
 }
 
 int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *cursor,
                           int64_t *deleted, bool *more, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_events_prune(s->pg, before, limit, cursor, deleted, more, err);
     /* the chunk: the next `limit` ids (the table's own b-tree, no index),
      * its last id and whether its newest event is still too young */
     sqlite3_stmt *st;
@@ -287,6 +309,8 @@ int sg_store_events_prune(sg_store *s, int64_t before, int64_t limit, int64_t *c
 int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_t number,
                         int64_t event_id, int64_t accepted_at, bool *added, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_ledger_add(s->pg, source, job, number, event_id, accepted_at, added, err);
     /* OR IGNORE would skip a row with a NULL key just as silently as a
      * duplicate; build events always have both (event.c refuses others) */
     assert(source && job);
@@ -306,6 +330,8 @@ int sg_store_ledger_add(sg_store *s, const char *source, const char *job, int64_
 int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_t number, bool *has,
                         sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_ledger_has(s->pg, source, job, number, has, err);
     sqlite3_stmt *st = stmt(s, ST_LEDGER_HAS, err);
     if (!st)
         return SG_ESTORE;
@@ -323,6 +349,8 @@ int sg_store_ledger_has(sg_store *s, const char *source, const char *job, int64_
 
 int sg_store_ledger_newest(sg_store *s, sg_ledger_newest_fn fn, void *ud, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_ledger_newest(s->pg, fn, ud, err);
     sqlite3_stmt *st;
     /* the primary key's order: one pass, no sort */
     if (sqlite3_prepare_v2(s->db,
@@ -339,6 +367,8 @@ int sg_store_ledger_newest(sg_store *s, sg_ledger_newest_fn fn, void *ud, sg_err
 
 int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_ledger_jobs(s->pg, fn, ud, builds, err);
     int rc = sg_store_query_int(s, "SELECT count(*) FROM ledger", 0, builds, err);
     if (rc)
         return rc;
@@ -354,6 +384,8 @@ int sg_store_ledger_jobs(sg_store *s, sg_ledger_fn fn, void *ud, int64_t *builds
 
 int sg_store_ledger_docker(sg_store *s, sg_ledger_tag_fn fn, void *ud, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_ledger_docker(s->pg, fn, ud, err);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "SELECT source, job, tag, digest FROM event INDEXED BY event_docker "
@@ -370,11 +402,15 @@ int sg_store_ledger_docker(sg_store *s, sg_ledger_tag_fn fn, void *ud, sg_error 
 
 int sg_store_ledger_mark(sg_store *s, int64_t *upto, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_ledger_mark(s->pg, upto, err);
     return sg_store_query_int(s, "SELECT upto FROM ledger_mark WHERE id = 1", 0, upto, err);
 }
 
 int sg_store_ledger_set_mark(sg_store *s, int64_t upto, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_ledger_set_mark(s->pg, upto, err);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "UPDATE ledger_mark SET upto = ?1 WHERE id = 1", -1, &st, NULL) !=
         SQLITE_OK)
@@ -387,6 +423,8 @@ int sg_store_ledger_set_mark(sg_store *s, int64_t upto, sg_error *err)
 
 int sg_store_ledger_catch_up(sg_store *s, int64_t *added, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_ledger_catch_up(s->pg, added, err);
     int64_t upto = 0, last = 0;
     int rc;
     if ((rc = sg_store_ledger_mark(s, &upto, err)) || (rc = sg_store_last_event_id(s, &last, err)))

@@ -4,6 +4,7 @@
 
 #include <sqlite3.h>
 
+#include "store_pg_int.h"
 #include "store_int.h"
 
 /* The selection of held events, bound as ?1 source, ?2 job glob (a Docker
@@ -123,6 +124,9 @@ int sg_store_held_release(sg_store *s, const sg_hold_filter *f, bool newest_only
                           int64_t now, int64_t *released, int64_t *superseded, bool *more,
                           sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_held_release(s->pg, f, newest_only, qgen, now, released, superseded, more,
+                                  err);
     *released = *superseded = 0;
     *more = false;
     if (newest_only)
@@ -144,6 +148,8 @@ int sg_store_held_release(sg_store *s, const sg_hold_filter *f, bool newest_only
 int sg_store_held_drop(sg_store *s, const sg_hold_filter *f, const char *reason, int64_t now,
                        int64_t *dropped, bool *more, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_held_drop(s->pg, f, reason, now, dropped, more, err);
     *dropped = 0;
     sqlite3_stmt *st = held_stmt(s,
                                  "UPDATE event SET state = 'dropped', done_at = ?3, "
@@ -163,6 +169,8 @@ int sg_store_held_drop(sg_store *s, const sg_hold_filter *f, const char *reason,
 int sg_store_held_summary(sg_store *s, int64_t limit, sg_held_fn fn, void *ud, int64_t *held,
                           int64_t *jobs, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_held_summary(s->pg, limit, fn, ud, held, jobs, err);
     /* one pass over the held rows' index; the totals ride on every row */
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,

@@ -13,6 +13,7 @@
 
 #include "stormguard/base/clock.h"
 #include "stormguard/base/util.h"
+#include "store_pg_int.h"
 #include "store_int.h"
 
 static const char *const statement_sql[ST_COUNT] = {
@@ -45,6 +46,7 @@ static const char *const statement_sql[ST_COUNT] = {
 struct sg_key_iter {
     sg_store *store;
     sqlite3_stmt *st;
+    pg_key_iter *pg; /* a PostgreSQL store's instead */
 };
 
 /* The cached statement i, reset and with its bindings cleared. */
@@ -200,6 +202,8 @@ static int flush_pending(sg_store *s, sg_error *err)
 
 int sg_store_snapshot_yield(sg_store *s, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_snapshot_yield(s->pg, err);
     assert(s->snapshot_id);
     s->snap_rows = 0;
     double now = sg_mono_s();
@@ -240,6 +244,8 @@ static int snapshot_slice(sg_store *s, sg_error *err)
 
 int sg_store_snapshot_begin(sg_store *s, const sg_snapshot_info *m, int64_t *id, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_snapshot_begin(s->pg, m, id, err);
     assert(s->snapshot_id == 0);
     s->eager = true; /* never miss the gaps the journal leaves (restore_sync undoes it) */
     sg_store_set_busy(s, true);
@@ -289,6 +295,9 @@ int sg_store_snapshot_add_key(sg_store *s, int db, const void *key, size_t key_l
                               int64_t expire_at_ms, const void *payload, size_t payload_len,
                               sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_snapshot_add_key(s->pg, db, key, key_len, expire_at_ms, payload, payload_len,
+                                      err);
     assert(s->snapshot_id);
     if (s->key_seq > KEY_ID_MAX_SEQ)
         return sg_error_set(err, SG_ESTORE, "snapshot holds more keys than a store can (%lld)",
@@ -341,12 +350,16 @@ static int index_row(sg_store *s, int which, const char *a, size_t alen, const c
 int sg_store_index_cursor(sg_store *s, const char *source, size_t source_len, const char *job,
                           size_t job_len, int64_t cursor_ms, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_index_cursor(s->pg, source, source_len, job, job_len, cursor_ms, err);
     return index_row(s, ST_CURSOR, source, source_len, job, job_len, cursor_ms, err);
 }
 
 int sg_store_index_ci(sg_store *s, const char *source, size_t source_len, const char *job,
                       size_t job_len, bool running, int64_t number, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_index_ci(s->pg, source, source_len, job, job_len, running, number, err);
     return index_row(s, running ? ST_CI_RUNNING : ST_CI_COMPLETED, source, source_len, job, job_len,
                      number, err);
 }
@@ -354,6 +367,8 @@ int sg_store_index_ci(sg_store *s, const char *source, size_t source_len, const 
 int sg_store_index_posted(sg_store *s, const char *source, size_t source_len, const char *job,
                           size_t job_len, int64_t number, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_index_posted(s->pg, source, source_len, job, job_len, number, err);
     assert(s->snapshot_id);
     struct pending_posted *p = &s->posted;
     bool same = p->n && p->source.len == source_len && p->job.len == job_len &&
@@ -378,6 +393,9 @@ int sg_store_index_docker(sg_store *s, const char *account, size_t account_len,
                           const char *repository, size_t repository_len, const char *tag,
                           size_t tag_len, const char *digest, size_t digest_len, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_index_docker(s->pg, account, account_len, repository, repository_len, tag,
+                                  tag_len, digest, digest_len, err);
     assert(s->snapshot_id);
     sqlite3_stmt *st = stmt(s, ST_DOCKER, err);
     if (!st)
@@ -395,6 +413,8 @@ int sg_store_index_docker(sg_store *s, const char *account, size_t account_len,
 int sg_store_snapshot_add_node(sg_store *s, int node, const char *address, const char *slots,
                                int64_t keys, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_snapshot_add_node(s->pg, node, address, slots, keys, err);
     assert(s->snapshot_id);
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db,
@@ -415,6 +435,8 @@ int sg_store_snapshot_add_node(sg_store *s, int node, const char *address, const
 int sg_store_snapshot_nodes(sg_store *s, int64_t id, sg_snapshot_node **out, size_t *count,
                             sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_snapshot_nodes(s->pg, id, out, count, err);
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db,
                            "SELECT node, address, slots, keys FROM snapshot_node "
@@ -454,6 +476,8 @@ void sg_snapshot_nodes_free(sg_snapshot_node *nodes, size_t count)
 
 int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_snapshot_commit(s->pg, t, err);
     assert(s->snapshot_id);
     /* A snapshot is what a flush deletes against: its last commit reaches
      * the disk (WAL fsync, which covers the slices before it) whatever the
@@ -499,6 +523,10 @@ int sg_store_snapshot_commit(sg_store *s, const sg_snapshot_info *t, sg_error *e
 
 void sg_store_snapshot_abort(sg_store *s)
 {
+    if (s->pg) {
+        sg_pg_snapshot_abort(s->pg);
+        return;
+    }
     if (!s->snapshot_id)
         return;
     for (int i = 0; i < ST_COUNT; i++)
@@ -520,6 +548,8 @@ void sg_store_snapshot_abort(sg_store *s)
 
 int sg_store_index_counts(sg_store *s, int64_t id, sg_index_counts *out, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_index_counts(s->pg, id, out, err);
     int rc;
     if ((rc = sg_store_query_int(s, "SELECT count(*) FROM build_index WHERE snapshot_id = ?", id,
                                  &out->jobs, err)) ||
@@ -566,6 +596,8 @@ static void read_info(sqlite3_stmt *st, sg_snapshot_info *i)
 
 int sg_store_snapshot_list(sg_store *s, sg_snapshot_info **out, size_t *count, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_snapshot_list(s->pg, out, count, err);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "SELECT " SNAPSHOT_COLUMNS " FROM snapshot ORDER BY id DESC", -1,
                            &st, NULL) != SQLITE_OK)
@@ -597,6 +629,8 @@ void sg_snapshot_list_free(sg_snapshot_info *list, size_t count)
 
 int sg_store_snapshot_get(sg_store *s, int64_t id, sg_snapshot_info *out, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_snapshot_get(s->pg, id, out, err);
     sqlite3_stmt *st;
     const char *sql = id ? "SELECT " SNAPSHOT_COLUMNS " FROM snapshot WHERE id = ?"
                          : "SELECT " SNAPSHOT_COLUMNS " FROM snapshot WHERE state = 'complete' "
@@ -623,6 +657,8 @@ int sg_store_snapshot_get(sg_store *s, int64_t id, sg_snapshot_info *out, sg_err
 int sg_store_last_good(sg_store *s, const char *redis, int db, const char *profile_pattern,
                        int64_t *id, int64_t *profile_keys, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_last_good(s->pg, redis, db, profile_pattern, id, profile_keys, err);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "SELECT id, profile_keys FROM snapshot WHERE state = 'complete' AND "
@@ -705,6 +741,8 @@ static int delete_snapshot(sg_store *s, int64_t id, sg_error *err)
 int sg_store_snapshot_prune(sg_store *s, int keep, int64_t max_age_s, int64_t now_ms,
                             int64_t *pruned, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_snapshot_prune(s->pg, keep, max_age_s, now_ms, pruned, err);
     /* Never the latest complete snapshot (what `restore latest` takes) nor the
      * latest complete one with a profile (the index baseline, sg_store_baseline):
      * a suspect or partial snapshot is neither, however new. */
@@ -750,6 +788,15 @@ int sg_store_keys_open(sg_store *s, int64_t snapshot_id, sg_key_iter **out, sg_e
 {
     sg_key_iter *it = sg_xcalloc(1, sizeof *it);
     it->store = s;
+    if (s->pg) {
+        int rc = sg_pg_keys_open(s->pg, snapshot_id, &it->pg, err);
+        if (rc) {
+            free(it);
+            return rc;
+        }
+        *out = it;
+        return 0;
+    }
     if (sqlite3_prepare_v2(s->db,
                            "SELECT db, key, expire_at_ms, payload FROM snapshot_key "
                            "WHERE id BETWEEN ?1 AND ?2 ORDER BY id",
@@ -765,6 +812,8 @@ int sg_store_keys_open(sg_store *s, int64_t snapshot_id, sg_key_iter **out, sg_e
 
 int sg_key_iter_next(sg_key_iter *it, sg_key_row *row, sg_error *err)
 {
+    if (it->pg)
+        return sg_pg_key_iter_next(it->pg, row, err);
     int rc = sqlite3_step(it->st);
     if (rc == SQLITE_DONE)
         return 0;
@@ -785,6 +834,7 @@ void sg_key_iter_free(sg_key_iter *it)
 {
     if (!it)
         return;
+    sg_pg_key_iter_free(it->pg);
     sqlite3_finalize(it->st);
     free(it);
 }
@@ -822,6 +872,8 @@ static bool posted_each(const char *p, const sg_index_visitor *v, void *ud, cons
 
 int sg_store_index_each(sg_store *s, int64_t id, const sg_index_visitor *v, void *ud, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_index_each(s->pg, id, v, ud, err);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "SELECT source, job, cursor_ms, last_completed FROM build_index "
@@ -880,6 +932,8 @@ int sg_store_index_each(sg_store *s, int64_t id, const sg_index_visitor *v, void
 
 int sg_store_baseline(sg_store *s, int64_t *snapshot_id, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_baseline(s->pg, snapshot_id, err);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
                            "SELECT coalesce(max(id), 0) FROM snapshot WHERE state = 'complete' "
@@ -896,6 +950,8 @@ int sg_store_baseline(sg_store *s, int64_t *snapshot_id, sg_error *err)
 int sg_store_sample_keys(sg_store *s, int64_t snapshot_id, const char *glob, int n, sg_key_fn fn,
                          void *ud, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_sample_keys(s->pg, snapshot_id, glob, n, fn, ud, err);
     /* point lookups of every step-th key, so the sample spreads over the
      * snapshot without reading it: 4n candidates for n keys that qualify */
     sqlite3_stmt *st;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "stormguard/base/util.h"
+#include "store_pg_int.h"
 #include "store_int.h"
 
 int sg_sync_mode_parse(const char *s, sg_sync_mode *out)
@@ -70,6 +71,8 @@ static int pragma_int(sg_store *s, const char *sql, int *out, sg_error *err)
 
 int sg_store_schema_version(sg_store *s)
 {
+    if (s->pg)
+        return sg_pg_schema_version(s->pg);
     int v = -1;
     pragma_int(s, "PRAGMA user_version", &v, NULL);
     return v;
@@ -77,7 +80,7 @@ int sg_store_schema_version(sg_store *s)
 
 const char *sg_store_path(const sg_store *s)
 {
-    return s->path;
+    return s->pg ? s->pg->where : s->path;
 }
 
 /* Creates the directory of path (one level, 0700) and the file with mode
@@ -108,7 +111,51 @@ static int create_file(const char *path, sg_error *err)
     return 0;
 }
 
-int sg_store_lock(const char *path, int *fd_out, sg_error *err)
+bool sg_store_is_url(const char *where)
+{
+    return sg_pg_is_url(where);
+}
+
+int sg_store_url_check(const char *url, sg_error *err)
+{
+    return sg_pg_url_check(url, err);
+}
+
+char *sg_store_url_redacted(const char *url)
+{
+    return sg_pg_redact(url);
+}
+
+struct sg_store_claim {
+    int fd;       /* SQLite: the lock file, flocked */
+    PGconn *conn; /* PostgreSQL: the session holding the advisory lock */
+};
+
+static int lock_file(const char *path, int *fd_out, sg_error *err);
+
+int sg_store_claim_new(const char *where, sg_store_claim **out, sg_error *err)
+{
+    sg_store_claim c = {.fd = -1};
+    int rc = sg_pg_is_url(where) ? sg_pg_claim(where, &c.conn, err) : lock_file(where, &c.fd, err);
+    if (rc)
+        return rc;
+    *out = sg_xmalloc(sizeof c);
+    **out = c;
+    return 0;
+}
+
+void sg_store_claim_free(sg_store_claim *c)
+{
+    if (!c)
+        return;
+    if (c->fd >= 0)
+        close(c->fd);
+    if (c->conn)
+        PQfinish(c->conn);
+    free(c);
+}
+
+static int lock_file(const char *path, int *fd_out, sg_error *err)
 {
     if (create_file(path, err))
         return SG_ESTORE;
@@ -226,6 +273,15 @@ int sg_store_open(const char *path, const sg_store_options *opt, sg_store **out,
     if (!opt)
         opt = &defaults;
     int rc;
+    if (sg_pg_is_url(path)) {
+        sg_pg *pg;
+        if ((rc = sg_pg_open(path, opt, &pg, err)))
+            return rc;
+        sg_store *s = sg_xcalloc(1, sizeof *s);
+        s->pg = pg;
+        *out = s;
+        return 0;
+    }
     if (!opt->readonly && (rc = create_file(path, err)))
         return rc;
 
@@ -296,6 +352,8 @@ void sg_store_free(sg_store *s)
 {
     if (!s)
         return;
+    sg_pg_free(s->pg);
+    s->pg = NULL;
     sg_store_snapshot_abort(s);
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->st[i]);
@@ -349,6 +407,11 @@ int sg_store_query_int(sg_store *s, const char *sql, int64_t id, int64_t *out, s
 
 /* ---- transactions and the WAL ---- */
 
+bool sg_store_shared(const sg_store *s)
+{
+    return s->pg != NULL;
+}
+
 int sg_store_wal_frames(const sg_store *s)
 {
     return s->wal_frames;
@@ -356,6 +419,11 @@ int sg_store_wal_frames(const sg_store *s)
 
 int sg_store_checkpoint(sg_store *s, sg_checkpoint_mode mode, int *wal_frames, sg_error *err)
 {
+    if (s->pg) { /* PostgreSQL checkpoints by itself */
+        if (wal_frames)
+            *wal_frames = 0;
+        return 0;
+    }
     int frames = -1, done = -1;
     static const int modes[] = {[SG_CHECKPOINT_PASSIVE] = SQLITE_CHECKPOINT_PASSIVE,
                                 [SG_CHECKPOINT_RESTART] = SQLITE_CHECKPOINT_RESTART,
@@ -375,16 +443,24 @@ int sg_store_checkpoint(sg_store *s, sg_checkpoint_mode mode, int *wal_frames, s
 
 int sg_store_begin(sg_store *s, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_begin(s->pg, err);
     return sg_store_exec(s, "BEGIN IMMEDIATE", err, "starting a transaction in");
 }
 
 int sg_store_commit(sg_store *s, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_commit(s->pg, err);
     return sg_store_exec(s, "COMMIT", err, "committing to");
 }
 
 void sg_store_rollback(sg_store *s)
 {
+    if (s->pg) {
+        sg_pg_rollback(s->pg);
+        return;
+    }
     for (int i = 0; i < ST_COUNT; i++)
         if (s->st[i])
             sqlite3_reset(s->st[i]);
@@ -394,6 +470,8 @@ void sg_store_rollback(sg_store *s)
 
 int sg_store_probe_write(sg_store *s, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_probe_write(s->pg, err);
     return sg_store_exec(s, "UPDATE ledger_mark SET upto = upto WHERE id = 1", err,
                          "writing a probe row in");
 }

@@ -1,7 +1,8 @@
 /* The store's connection state and the helpers its files share: store.c
  * (open, migrate, transactions, checkpoints) and the table families
  * snapshots.c, events.c, held.c and episodes.c. Private to src/store:
- * nothing else includes it, and only these files include sqlite3.h. */
+ * nothing else includes it, and only these files include sqlite3.h (the
+ * PostgreSQL backend's own are store_pg_int.h and pg*.c). */
 #ifndef STORMGUARD_STORE_INT_H
 #define STORMGUARD_STORE_INT_H
 
@@ -39,7 +40,13 @@ enum {
 #define KEY_BATCH 32
 #define KEY_BATCH_BYTES (1 << 20)
 
+struct sg_pg;
+
+/* An SQLite store, or a PostgreSQL one when pg is set: then every public
+ * function hands the call to its sg_pg_ twin (store_pg_int.h) and the SQLite
+ * fields stay unused. */
 struct sg_store {
+    struct sg_pg *pg;
     sqlite3 *db;
     char *path;
     sqlite3_stmt *st[ST_COUNT];

@@ -19,113 +19,20 @@ start_sink
 sink_set 200 30 # slow-ish: deliveries are in flight when the gate dies
 start_gate
 
-# poster K: events i = K, K+P, K+2P... (P posters in parallel); event i is
-# build 1000 + i/JOBS of service-(i%JOBS + 1), started after the job's cursor
-# (new); retried every 0.1 s until answered 200 (at most 300 tries). One line
-# per attempt: i, HTTP status, answer.
-P=3
-poster() {
-    trap - ERR
-    set +e
-    local k=$1 i job num ts try code
-    for i in $(seq "$k" $P $((N - 1))); do
-        job=team-a/service-$((i % JOBS + 1))
-        num=$((1000 + i / JOBS))
-        ts=$((1526030000000 + (i % JOBS + 1) * 1000 + 10000 + i))
-        igor_event "$job" "$num" "$ts" >"$TMP/poster$k.body"
-        for try in $(seq 1 300); do
-            code=$(curl -s -o "$TMP/poster$k.reply" -w '%{http_code}' --max-time 5 -X POST \
-                -H 'Content-Type: application/json' --data-binary "@$TMP/poster$k.body" \
-                "$GATE_URL/")
-            printf '%s\t%s\t%s\n' "$i" "${code:-000}" "$(cat "$TMP/poster$k.reply" 2>/dev/null)" \
-                >>"$TMP/posts$k.tsv"
-            rm -f "$TMP/poster$k.reply"
-            [ "$code" = 200 ] && break
-            sleep 0.1
-        done
-    done
-    echo done >"$TMP/poster$k.done"
-}
-for k in $(seq 0 $((P - 1))); do
-    : >"$TMP/posts$k.tsv"
-    poster "$k" </dev/null >/dev/null 2>&1 &
-    bg_track $!
-done
-
-n200() { cat "$TMP"/posts?.tsv | awk -F'\t' '$2 == 200' | wc -l; }
-has_accepted() { [ "$(n200)" -ge "$1" ]; }
-wait_for 30 "the gate accepted 120 events" has_accepted 120
+stream_start $N $JOBS 3
+wait_for 30 "the gate accepted 120 events" stream_has_accepted 120
 ST=$(gate_status || echo '{}')
 kill_gate
-BEFORE=$(n200)
+BEFORE=$(stream_accepted)
 echo "# kill -9 after $BEFORE events answered 200; in flight then: $(json_get "$ST" "d.get('downstream', {}).get('inflight')"), pending $(json_get "$ST" "d.get('pending')")"
 sleep 0.5
 restart_gate
 grep -q "events pending" "$GATE_LOG" && echo "# $(grep -o 'ledger [0-9]* builds of [0-9]* jobs, [0-9]* events pending' "$GATE_LOG")"
 
-posters_done() { [ "$(ls "$TMP"/poster?.done 2>/dev/null | wc -l)" = $P ]; }
-wait_for 60 "the posters finished" posters_done
-cat "$TMP"/posts?.tsv >"$TMP/posts.tsv"
+stream_finish 60
 AFTER_KILL=$(awk -F'\t' '$2 != 200' "$TMP/posts.tsv" | wc -l)
 echo "# $AFTER_KILL attempts were not answered 200 (the gate was down)"
-pending0() { [ "$(json_get "$(gate_status)" "d['pending']")" = 0 ]; }
-wait_for 30 "every pending event delivered" pending0
-sleep 0.5
-
-admin_get "/v1/events?limit=10000"
-assert_eq 200 "$HTTP_STATUS" "/v1/events after the restart"
-echo "$REPLY" >"$TMP/events.json"
-
-sink_py '
-tmp, n = sys.argv[1], int(sys.argv[2])
-attempts = [l.rstrip("\n").split("\t", 2) for l in open(tmp + "/posts.tsv")]
-events = {e["id"]: e for e in json.load(open(tmp + "/events.json"))["events"]}
-errors, info = [], []
-accepted = {}   # i -> list of answers 200
-for i, code, reply in attempts:
-    if code == "200":
-        accepted.setdefault(int(i), []).append(json.loads(reply))
-missing = [i for i in range(n) if i not in accepted]
-if missing:
-    errors.append("never answered 200: %r" % missing[:20])
-def build_of(body):
-    b = json.loads(body)
-    return (b["content"]["project"]["name"], b["content"]["project"]["lastBuild"]["number"])
-delivered = {}  # build -> set of event ids
-for r in ok:
-    delivered.setdefault(build_of(r["body"]), set()).add(r["event_id"])
-replays = 0
-for i, answers in sorted(accepted.items()):
-    job, num = "team-a/service-%d" % (i % 20 + 1), 1000 + i // 20
-    for a in answers:
-        id_ = a["id"]
-        if a["kind"] == "replay":
-            replays += 1
-            continue
-        if a["kind"] != "new":
-            errors.append("event %d answered %r" % (i, a))
-            continue
-        e = events.get(id_)
-        if not e:
-            errors.append("event %d (id %d) answered 200 but not in the journal" % (i, id_))
-        elif (e["job"], e["number"]) != (job, num) or e["state"] != "forwarded":
-            errors.append("journal row %d: %r" % (id_, e))
-        if str(id_) not in by_id:
-            errors.append("event %d (id %d) answered 200 but never reached the sink" % (i, id_))
-    if (job, num) not in delivered:
-        errors.append("build %s #%d lost: never reached the sink" % (job, num))
-    if len(answers) > 1 and sum(a["kind"] == "new" for a in answers) > 1:
-        errors.append("build %s #%d accepted as new twice: %r" % (job, num, answers))
-for b, ids in delivered.items():
-    if len(ids) != 1:
-        errors.append("build %r reached the sink as different events %r" % (b, sorted(ids)))
-redelivered = sum(len(v) - 1 for v in by_id.values())
-if len(delivered) != n:
-    errors.append("the sink got %d distinct builds, expected %d" % (len(delivered), n))
-print("\n".join(errors) or "ok")
-print("# %d re-deliveries of the same event id, %d retried posts answered replay, %d non-2xx at the sink"
-      % (redelivered, replays, len(recs) - len(ok)), file=sys.stderr)
-' "$TMP" "$N" >"$TMP/verify.out"
+stream_verify >"$TMP/verify.out"
 assert_eq ok "$(cat "$TMP/verify.out")" "all $N builds accepted, journaled, delivered; duplicates only as re-deliveries of one event id"
 
 ST=$(gate_status)
@@ -149,7 +56,7 @@ wait_for 10 "the sink refused a delivery" has_failures
 kill_gate
 sink_set 200
 restart_gate
-wait_for 15 "the 4 pending events delivered after the restart" pending0
+wait_for 15 "the 4 pending events delivered after the restart" gate_pending0
 sink_py '
 want = set(str(x) for x in sys.argv[1:])
 got = [r for r in ok if r["path"] == "/" and json.loads(r["body"])["content"]["project"]["lastBuild"]["number"] > 5000]

@@ -112,7 +112,7 @@ run sg release --admin "$ADMIN" --all --newest-only
 assert_rc 0 "release --newest-only"
 assert_contains "$OUT" "released 1 event" "one tag of the unknown repository released"
 assert_contains "$OUT" "2 older build" "the other two superseded"
-run sqlite3 "$SG_DB" "SELECT tag, state, last_error FROM event WHERE job = 'team/unknown' AND state IN ('superseded', 'pending', 'forwarded') ORDER BY id"
+run sql "SELECT tag, state, last_error FROM event WHERE job = 'team/unknown' AND state IN ('superseded', 'pending', 'forwarded') ORDER BY id"
 assert_contains "$OUT" "a|superseded|superseded by tag c" "the first superseded by the last posted"
 assert_contains "$OUT" "b|superseded|superseded by tag c" "and the second"
 echo "# many first-seen tags of one account: a storm for that account alone"

@@ -168,7 +168,7 @@ echo "# --forward-max-age 2s with the downstream unreachable"
 stop_gate
 assert_eq 0 "$GATE_RC" "SIGTERM: exit 0"
 DOWN=$(_sg_free_port) # nothing listens there
-SG_DB=$TMP/aged.db
+new_store aged
 start_gate --downstream "http://127.0.0.1:$DOWN" --forward-max-age 2s \
     --retry-base-ms 100 --retry-max 1s
 for i in 1 2 3; do

@@ -51,9 +51,9 @@ wait_for 10 "build 3 of team-q/late reaches the sink" sh -c "[ \"\$(curl -sf htt
 GOT=$(delivered team-q/late)
 assert_contains " $GOT" " 3" "the newest build, 3, was delivered"
 assert_eq "$(echo "$GOT" | tr ' ' '\n' | sort | uniq -d)" "" "no build was delivered twice"
-run sqlite3 "$SG_DB" "SELECT count(*) FROM event WHERE job = 'team-q/late' AND state = 'superseded'"
+run sql "SELECT count(*) FROM event WHERE job = 'team-q/late' AND state = 'superseded'"
 assert_eq $((3 - $(echo "$GOT" | wc -w))) "$OUT" "the builds not delivered were superseded"
-run sqlite3 "$SG_DB" "SELECT count(*) FROM audit WHERE action = 'drain'"
+run sql "SELECT count(*) FROM audit WHERE action = 'drain'"
 [ "$OUT" -ge 1 ] || fail "the drain is audited"
 ok "the drain is audited"
 
@@ -76,7 +76,7 @@ stop_gate
 start_gate --watch off --on-storm drop
 "$SG_BIN" guard on --admin "$ADMIN" --reason test >/dev/null || fail "guard on"
 post "$(igor_event team-d/dropped 1 1526040000000)" unknown dropped "guard mode, on_storm = drop: dropped"
-run sqlite3 "$SG_DB" "SELECT last_error FROM event WHERE job = 'team-d/dropped'"
+run sql "SELECT last_error FROM event WHERE job = 'team-d/dropped'"
 assert_contains "$OUT" "on_storm = drop" "the event says why it was dropped"
 stop_gate
 
@@ -84,13 +84,14 @@ echo "# periodic snapshots; one taken after the keys vanished is suspect, never 
 start_gate --redis "redis://127.0.0.1:$PORT" --profile igor --snapshot-interval 1s --check-interval-ms 200
 wait_for 15 "a periodic snapshot becomes the baseline" sh -c "[ \"\$(curl -sf http://$ADMIN/v1/status | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"snapshot\"][\"id\"])')\" != $SNAP1 ]"
 rcli --scan --pattern 'igor:*' | xargs redis-cli -p "$PORT" unlink >/dev/null
-wait_for 15 "a suspect snapshot is taken" sh -c "sqlite3 '$SG_DB' \"SELECT count(*) FROM snapshot WHERE state = 'suspect'\" | grep -qv '^0$'"
+suspect_taken() { [ "$(sql "SELECT count(*) FROM snapshot WHERE state = 'suspect'")" != 0 ]; }
+wait_for 15 "a suspect snapshot is taken" suspect_taken
 sleep 6 # the baseline is looked for every 5 s
 BASE=$(json_get "$(gate_status)" "d['snapshot']['id']")
-run sqlite3 "$SG_DB" "SELECT state FROM snapshot WHERE id = $BASE"
+run sql "SELECT state FROM snapshot WHERE id = $BASE"
 assert_eq complete "$OUT" "the baseline is a complete snapshot"
-run sqlite3 "$SG_DB" "SELECT max(id) > $BASE FROM snapshot WHERE state = 'suspect'"
-assert_eq 1 "$OUT" "the newer suspect snapshots did not become the baseline"
+run sql "SELECT count(*) FROM snapshot WHERE state = 'suspect' AND id > $BASE"
+assert_ne 0 "$OUT" "the newer suspect snapshots did not become the baseline"
 assert_contains "$(cat "$GATE_LOG")" "is suspect and not a baseline" "the log says so"
 stop_gate
 assert_eq 0 "$GATE_RC" "SIGTERM: exit 0"

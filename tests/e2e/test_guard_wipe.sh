@@ -109,7 +109,7 @@ assert_contains "$OUT" "1" "one dropped"
 sleep 0.5
 assert_eq $((NFWD + 2)) "$(sink_count)" "the drop forwarded nothing"
 assert_eq 0 "$(json_get "$(gate_status)" "d['held']")" "nothing held any more"
-run sqlite3 "$SG_DB" "SELECT action || ':' || actor FROM audit WHERE action IN ('release', 'drop') ORDER BY id"
+run sql "SELECT action || ':' || actor FROM audit WHERE action IN ('release', 'drop') ORDER BY id"
 assert_contains "$OUT" "release:" "the release is audited"
 assert_contains "$OUT" "drop:" "the drop is audited"
 
@@ -123,7 +123,7 @@ post "$(igor_event team-y/other 7 1526040000000)" replay suppressed "a dropped b
 run op guard on --reason "maintenance"
 assert_rc 0 "guard on"
 assert_eq guard "$(mode)" "guard mode again"
-run sqlite3 "$SG_DB" "SELECT count(*) FROM audit WHERE action IN ('guard on', 'guard off')"
+run sql "SELECT count(*) FROM audit WHERE action IN ('guard on', 'guard off')"
 assert_eq 2 "$OUT" "both guard changes are audited"
 run op guard off
 

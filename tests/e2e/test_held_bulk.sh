@@ -12,13 +12,13 @@ stop_gate # the store now has the daemon's schema
 
 # held_rows JOB FROM TO: held events of JOB, builds FROM..TO, in build order
 held_rows() {
-    sqlite3 "$SG_DB" "WITH RECURSIVE n(i) AS (SELECT $2 UNION ALL SELECT i + 1 FROM n WHERE i < $3)
+    sql "WITH RECURSIVE n(i) AS (SELECT $2 UNION ALL SELECT i + 1 FROM n WHERE i < $3)
         INSERT INTO event(received_at, source, job, number, build_ts, kind, reason, state, method,
                           path, headers, body)
         SELECT 1700000000000 + i, 'jenkins-prod', '$1', i, 1700000000000 + i, 'unknown',
-               'job unknown to snapshot and ledger', 'held', 'POST', '/',
-               'content-type: application/json' || char(10),
-               '{\"details\":{\"type\":\"build\"},\"job\":\"$1\",\"number\":' || i || '}'
+               'job unknown to snapshot and ledger', 'held', 'POST', $(sql_bytes "'/'"),
+               $(sql_bytes "'content-type: application/json' || $(sql_newline)"),
+               $(sql_bytes "'{\"details\":{\"type\":\"build\"},\"job\":\"$1\",\"number\":' || i || '}'")
         FROM n;
         INSERT INTO ledger(source, job, number, accepted_at, event_id)
         SELECT source, job, number, received_at, id FROM event WHERE job = '$1';"
@@ -61,11 +61,11 @@ assert_rc 0 "drop --all"
 assert_eq 12000 "$(json_get "$OUT" "d['dropped']")" "12,000 dropped"
 wait "$POSTER"
 assert_eq 0 "$(json_get "$(gate_status)" "d['held']")" "nothing held any more"
-assert_eq 12000 "$(sqlite3 "$SG_DB" "SELECT count(*) FROM event WHERE state = 'dropped' AND last_error = 'stale after the storm'")" \
+assert_eq 12000 "$(sql "SELECT count(*) FROM event WHERE state = 'dropped' AND last_error = 'stale after the storm'")" \
     "every dropped event carries the reason"
-assert_eq "release drop" "$(sqlite3 "$SG_DB" "SELECT group_concat(action, ' ') FROM (SELECT action FROM audit WHERE action IN ('release', 'drop') ORDER BY id)")" \
+assert_eq "release drop" "$(sql "SELECT action FROM audit WHERE action IN ('release', 'drop') ORDER BY id" | paste -sd ' ')" \
     "one audit row per command, not per chunk"
-assert_eq 20 "$(sqlite3 "$SG_DB" "SELECT count(*) FROM event WHERE job = 'team-d/fresh'")" \
+assert_eq 20 "$(sql "SELECT count(*) FROM event WHERE job = 'team-d/fresh'")" \
     "the gate journaled the posts made during the drop"
 stop_gate
 assert_eq 0 "$GATE_RC" "SIGTERM: exit 0"

@@ -13,13 +13,15 @@ OLD=1600000000000 # 2020
 NOW=$(($(date +%s) * 1000))
 # rows N STATE RECEIVED_AT JOB
 rows() {
-    sqlite3 "$SG_DB" "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
+    sql "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
         INSERT INTO event(received_at, source, job, number, build_ts, kind, reason, state, method,
                           path, headers, body, done_at)
-        SELECT $3 + i, 'jenkins-prod', '$4', i, $3 + i, 'new', 'test', '$2', 'POST', '/', '',
-               '{}', CASE WHEN '$2' IN ('held', 'pending') THEN NULL ELSE $3 + i END FROM n;
-        INSERT OR IGNORE INTO ledger(source, job, number, accepted_at, event_id)
-        SELECT source, job, number, received_at, id FROM event WHERE job = '$4';"
+        SELECT $3 + i, 'jenkins-prod', '$4', i, $3 + i, 'new', 'test', '$2', 'POST',
+               $(sql_bytes "'/'"), $(sql_bytes "''"), $(sql_bytes "'{}'"),
+               CASE WHEN '$2' IN ('held', 'pending') THEN NULL ELSE $3 + i END FROM n;
+        INSERT INTO ledger(source, job, number, accepted_at, event_id)
+        SELECT source, job, number, received_at, id FROM event WHERE job = '$4'
+        ON CONFLICT DO NOTHING;"
 }
 rows 12000 forwarded $OLD team-a/old   # more than two chunks
 rows 5 suppressed $OLD team-b/old
@@ -29,14 +31,14 @@ rows 4 forwarded $NOW team-e/recent
 
 GATE_ARGS=(--keep-events 30d)
 restart_gate
-count() { sqlite3 "$SG_DB" "SELECT count(*) FROM event WHERE job = '$1'"; }
+count() { sql "SELECT count(*) FROM event WHERE job = '$1'"; }
 wait_for 30 "the first retention pass" grep -q "pruned 12005 events older than 2592000s" "$GATE_LOG"
 assert_eq 0 "$(count team-a/old)" "old forwarded events are gone"
 assert_eq 0 "$(count team-b/old)" "old suppressed events are gone"
 assert_eq 3 "$(count team-c/held)" "held events stay, however old"
 assert_eq 2 "$(count team-d/dead)" "dead events stay"
 assert_eq 4 "$(count team-e/recent)" "recent events stay"
-assert_eq 12014 "$(sqlite3 "$SG_DB" "SELECT count(*) FROM ledger")" "the ledger keeps every build"
+assert_eq 12014 "$(sql "SELECT count(*) FROM ledger")" "the ledger keeps every build"
 gate_post / "$(igor_event team-a/old 7 1600000000007)"
 assert_eq "replay/suppressed" "$(json_get "$REPLY" "d['kind'] + '/' + d['state']")" \
     "a pruned build's second delivery is still a replay"

@@ -1,4 +1,7 @@
-/* Tests store.h on real SQLite files: migrations, errors, snapshots, index, prune, audit. */
+/* Tests store.h on real SQLite files: migrations, errors, snapshots, index,
+ * prune, audit. Built again as test_store_pg (SG_TEST_PG): the tests of the
+ * contract itself, not of SQLite's files, on a real PostgreSQL that the
+ * test starts (pg_fixture.h), each in a database of its own. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -27,10 +30,30 @@
 #include "stormguard/store/snapshots.h"
 #include "stormguard/base/util.h"
 
-/* Each test gets a fresh mkdtemp directory, removed by the teardown. */
+#ifdef SG_TEST_PG
+/* the tests of SQLite's own files are compiled but not run */
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include <libpq-fe.h>
+
+#include "pg_fixture.h"
+
+static pg_fixture g_pg;
+static int g_pg_databases;
+#endif
+
+/* The schema's latest version, on the backend under test. */
+#ifdef SG_TEST_PG
+#define SCHEMA_VERSIONS sg_pg_migration_count
+#else
+#define SCHEMA_VERSIONS sg_migration_count
+#endif
+
+/* Each test gets a fresh mkdtemp directory, removed by the teardown; on
+ * PostgreSQL also a fresh database, whose URL is db. */
 typedef struct fixture {
     char dir[64];
-    char db[128];
+    char db[256];
+    char dbname[32];
 } fixture;
 
 static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
@@ -53,6 +76,21 @@ static int setup(void **state)
         return -1;
     }
     snprintf(f->db, sizeof f->db, "%s/sg.db", f->dir);
+#ifdef SG_TEST_PG
+    snprintf(f->dbname, sizeof f->dbname, "t%d", ++g_pg_databases);
+    char sql[96];
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", f->dbname);
+    PGconn *c = PQconnectdb(g_pg.url);
+    PGresult *r = PQexec(c, sql);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    if (!ok)
+        return -1;
+    snprintf(f->db, sizeof f->db, "postgresql://stormguard@127.0.0.1:%d/%s", g_pg.port, f->dbname);
+#endif
     *state = f;
     return 0;
 }
@@ -60,6 +98,13 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
+#ifdef SG_TEST_PG
+    char sql[96];
+    snprintf(sql, sizeof sql, "DROP DATABASE %s WITH (FORCE)", f->dbname);
+    PGconn *c = PQconnectdb(g_pg.url);
+    PQclear(PQexec(c, sql));
+    PQfinish(c);
+#endif
     chmod(f->dir, 0700);
     nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(f);
@@ -98,6 +143,31 @@ static int open_fails(const char *path, const sg_store_options *opt, sg_error *e
 
 /* ---- raw SQLite access, to check what the store wrote ---- */
 
+#ifdef SG_TEST_PG
+/* On PostgreSQL the same SQL through libpq: the tests that share it ask
+ * what both schemas answer alike. */
+static int64_t raw_int(const char *url, const char *sql)
+{
+    PGconn *c = PQconnectdb(url);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    int64_t v = PQgetisnull(r, 0, 0) ? 0 : strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
+
+static void raw_exec(const char *url, const char *sql)
+{
+    PGconn *c = PQconnectdb(url);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
+#else
 static int64_t raw_int(const char *path, const char *sql)
 {
     sqlite3 *db;
@@ -121,6 +191,7 @@ static void raw_exec(const char *path, const char *sql)
         fail_msg("%s: %s", sql, msg);
     sqlite3_close(db);
 }
+#endif
 
 static const char *const tables[] = {"snapshot",      "snapshot_key", "build_index",
                                      "posted_builds", "docker_tag",   "audit"};
@@ -268,7 +339,7 @@ static void open_creates_private_file(void **state)
 
     /* WAL side files hold snapshot data too: never readable by others */
     quick_snapshot(s, sg_now_ms(), NULL);
-    char side[160];
+    char side[300];
     snprintf(side, sizeof side, "%s-wal", f->db);
     if (stat(side, &st) == 0)
         assert_int_equal(st.st_mode & 077, 0);
@@ -597,11 +668,11 @@ static void corrupt_file(void **state)
 static void lock_is_one_daemon_per_store(void **state)
 {
     fixture *f = *state;
-    int fd = -1, fd2 = -1;
+    sg_store_claim *c = NULL, *c2 = NULL;
     sg_error err = {0};
-    assert_int_equal(sg_store_lock(f->db, &fd, &err), 0);
-    assert_true(fd >= 0);
-    char lock[192], pid[32], text[32] = "";
+    assert_int_equal(sg_store_claim_new(f->db, &c, &err), 0);
+    assert_non_null(c);
+    char lock[300], pid[32], text[32] = "";
     snprintf(lock, sizeof lock, "%s.lock", f->db);
     snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
     int r = open(lock, O_RDONLY);
@@ -610,8 +681,8 @@ static void lock_is_one_daemon_per_store(void **state)
     close(r);
     assert_string_equal(text, pid);
 
-    assert_int_equal(sg_store_lock(f->db, &fd2, &err), SG_ESTORE);
-    assert_int_equal(fd2, -1);
+    assert_int_equal(sg_store_claim_new(f->db, &c2, &err), SG_ESTORE);
+    assert_null(c2);
     char want[64];
     snprintf(want, sizeof want, "(pid %ld)", (long)getpid());
     assert_non_null(strstr(err.msg, want));
@@ -620,14 +691,14 @@ static void lock_is_one_daemon_per_store(void **state)
     char alias[192];
     snprintf(alias, sizeof alias, "%s/alias.db", f->dir);
     assert_int_equal(symlink(f->db, alias), 0);
-    assert_int_equal(sg_store_lock(alias, &fd2, &err), SG_ESTORE);
+    assert_int_equal(sg_store_claim_new(alias, &c2, &err), SG_ESTORE);
     assert_non_null(strstr(err.msg, want));
     /* the store itself opens alongside: the one-shot commands share it */
     sg_store_free(open_ok(f->db, NULL));
 
-    close(fd);
-    assert_int_equal(sg_store_lock(f->db, &fd2, &err), 0);
-    close(fd2);
+    sg_store_claim_free(c);
+    assert_int_equal(sg_store_claim_new(f->db, &c2, &err), 0);
+    sg_store_claim_free(c2);
 }
 
 static void open_under_a_file_fails(void **state)
@@ -676,7 +747,7 @@ static void readonly_open(void **state)
     sg_store_free(s);
 
     s = open_ok(f->db, &ro);
-    assert_int_equal(sg_store_schema_version(s), sg_migration_count);
+    assert_int_equal(sg_store_schema_version(s), SCHEMA_VERSIONS);
     sg_snapshot_info info;
     memset(&err, 0, sizeof err);
     assert_int_equal(sg_store_snapshot_get(s, 0, &info, &err), 0);
@@ -1995,8 +2066,116 @@ static void second_open_keeps_locks(void **state)
     assert_false(shared_lock_visible(f->db));
 }
 
+#ifdef SG_TEST_PG
+/* A database without tables gets the whole schema; every later open finds
+ * it at the latest version and changes nothing. */
+static void migrate_from_empty_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    assert_int_equal(sg_store_schema_version(s), sg_pg_migration_count);
+    assert_true(sg_store_shared(s));
+    assert_non_null(strstr(sg_store_path(s), f->dbname));
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM stormguard_schema"),
+                     sg_pg_migration_count);
+    s = open_ok(f->db, NULL);
+    sg_store_free(s);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM stormguard_schema"),
+                     sg_pg_migration_count);
+    /* a store from a newer stormguard is refused, naming both versions */
+    raw_exec(f->db, "INSERT INTO stormguard_schema(version, name) VALUES (999, '999_future')");
+    sg_error err;
+    assert_int_equal(open_fails(f->db, NULL, &err), SG_EVERSION);
+    assert_non_null(strstr(err.msg, "999"));
+}
+
+/* One daemon per store: the second claim names the first's pid; the
+ * claim's end frees the store for the next. */
+static void lock_is_one_daemon_per_store_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store_free(open_ok(f->db, NULL));
+    sg_store_claim *c = NULL, *c2 = NULL;
+    sg_error err = {0};
+    assert_int_equal(sg_store_claim_new(f->db, &c, &err), 0);
+    assert_int_equal(sg_store_claim_new(f->db, &c2, &err), SG_ESTORE);
+    assert_null(c2);
+    char want[64];
+    snprintf(want, sizeof want, "stormguard run %ld@", (long)getpid());
+    assert_non_null(strstr(err.msg, want));
+    assert_non_null(strstr(err.msg, "in use by another stormguard run"));
+    sg_store_free(open_ok(f->db, NULL)); /* the one-shot commands share it */
+    sg_store_claim_free(c);
+    assert_int_equal(sg_store_claim_new(f->db, &c2, &err), 0);
+    sg_store_claim_free(c2);
+}
+
+/* Errors name the store by its URL without the password, never with it. */
+static void url_errors_name_no_password(void **state)
+{
+    fixture *f = *state;
+    char url[320];
+    /* a server that is not there */
+    snprintf(url, sizeof url, "postgresql://stormguard:s3cret-pw@127.0.0.1:1/%s", f->dbname);
+    sg_store *s = NULL;
+    sg_error err = {0};
+    assert_int_equal(sg_store_open(url, NULL, &s, &err), SG_ESTORE);
+    assert_null(s);
+    assert_null(strstr(err.msg, "s3cret-pw"));
+    assert_non_null(strstr(err.msg, "postgresql://stormguard@127.0.0.1:1/"));
+    /* a URL libpq cannot parse, with a password in it */
+    assert_int_equal(sg_store_url_check("postgresql://u:s3cret-pw%zz@h/db", &err), SG_EUSAGE);
+    assert_null(strstr(err.msg, "s3cret-pw"));
+    char *red = sg_store_url_redacted("postgresql://u:s3cret-pw@h:5/db?sslmode=require");
+    assert_string_equal(red, "postgresql://u@h:5/db");
+    free(red);
+    /* a database that does not exist */
+    snprintf(url, sizeof url, "postgresql://stormguard@127.0.0.1:%d/nosuchdb", g_pg.port);
+    assert_int_equal(sg_store_open(url, NULL, &s, &err), SG_ESTORE);
+    assert_non_null(strstr(err.msg, "nosuchdb"));
+    assert_non_null(strstr(err.msg, "connecting to"));
+}
+#endif
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
+#ifdef SG_TEST_PG
+int main(void)
+{
+    /* the contract's own tests; those of SQLite's files, locks and
+     * migrations stay with test_store */
+    const struct CMUnitTest tests[] = {
+        T(migrate_from_empty_pg),
+        T(readonly_open),
+        T(snapshot_roundtrip),
+        T(snapshots_are_separate),
+        T(no_complete_snapshot),
+        T(abort_leaves_nothing),
+        T(snapshot_nodes),
+        T(prune_keeps_latest_complete),
+        T(prune_by_count),
+        T(prune_then_snapshot_again),
+        T(suspect_is_never_baseline),
+        T(last_good_reference),
+        T(prune_never_keeps_suspect_as_good),
+        T(audit),
+        T(event_states),
+        T(held_release_order),
+        T(held_release_chunks),
+        T(events_prune),
+        T(episodes),
+        T(sample_keys),
+        T(lock_is_one_daemon_per_store_pg),
+        T(url_errors_name_no_password),
+    };
+    if (pg_fixture_start(&g_pg) != 0)
+        return 1;
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    pg_fixture_stop(&g_pg);
+    return failed;
+}
+#else
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2041,3 +2220,4 @@ int main(void)
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
+#endif

@@ -31,7 +31,8 @@ typedef struct sg_config {
     sg_redis_tls redis_tls;    /* tls, insecure, cacert ... (a rediss:// URL also turns TLS on) */
     char *sentinel_password;   /* the sentinels' own (a secret: never printed) */
     /* [store] */
-    char *db_path;
+    char *db_path;   /* the SQLite file */
+    char *store_url; /* a PostgreSQL store instead (postgresql://...), or NULL */
     sg_sync_mode synchronous;
     int64_t keep_events_s; /* finished events older than this are deleted, 0 = never */
     /* [profile] */
@@ -134,6 +135,10 @@ void sg_config_print_flags(FILE *out, const char *sections);
  * token_file, without surrounding whitespace; *out is NULL when neither is
  * set (free it). A token file that cannot be read or holds no token is
  * SG_EUSAGE, naming the file. */
+/* Where the store is: [store] url when set, else [store] path. What
+ * sg_store_open and sg_store_claim_new take. */
+const char *sg_config_store(const sg_config *c);
+
 int sg_config_admin_token(const sg_config *c, char **out, sg_error *err);
 
 /* Writes the effective configuration as INI (passwords never included). */

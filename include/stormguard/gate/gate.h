@@ -23,7 +23,7 @@ struct uv_loop_s;
 typedef struct sg_gate sg_gate;
 
 /* Starts the gate on loop with cfg (borrowed for its life): after
- * sg_gate_check, the claim on the store (sg_store_lock: another daemon on
+ * sg_gate_check, the claim on the store (sg_store_claim_new: another daemon on
  * it is an error naming its pid; sg_gate_free lets go), the core, the
  * listener, the forwarder, the watcher. *out is set either way: on error
  * (a bad downstream, the store, the listen address) what started is being

@@ -1,0 +1,588 @@
+/* The PostgreSQL store (store_pg_int.h): connecting to a postgresql:// URL with
+ * libpq, the embedded migrations of schema/pg/, transactions, the
+ * daemon's claim on the store, and the helpers the table families share:
+ * parameters, prepared statements, binary results and error messages.
+ *
+ * A URL's password (or PGPASSWORD, or a PGPASSFILE entry, both read by
+ * libpq) reaches libpq only: messages name the store by `where`, the URL
+ * rebuilt without it, and libpq's own messages never contain it. */
+#include "store_pg_int.h"
+
+#include <endian.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "stormguard/base/util.h"
+
+bool sg_pg_is_url(const char *where)
+{
+    return where && (!strncmp(where, "postgresql://", 13) || !strncmp(where, "postgres://", 11));
+}
+
+/* ---- messages ---- */
+
+/* libpq's message on one line: "ERROR:  x\nDETAIL:  y\n" becomes "x; y". */
+static void one_line(const char *msg, char *out, size_t cap)
+{
+    size_t n = 0;
+    if (!strncmp(msg, "ERROR:  ", 8))
+        msg += 8;
+    for (const char *p = msg; *p && n + 1 < cap; p++) {
+        if (*p == '\n') {
+            while (p[1] == '\n')
+                p++;
+            if (!p[1])
+                break;
+            if (n + 2 < cap) {
+                out[n++] = ';';
+                out[n++] = ' ';
+            }
+            continue;
+        }
+        out[n++] = *p;
+    }
+    while (n && out[n - 1] == ' ')
+        n--;
+    out[n] = '\0';
+}
+
+static int conn_error(sg_pg *pg, const PGresult *r, sg_error *err, const char *doing)
+{
+    char line[768];
+    const char *msg = r ? PQresultErrorMessage(r) : "";
+    if (!*msg)
+        msg = pg->conn ? PQerrorMessage(pg->conn) : "out of memory";
+    one_line(*msg ? msg : "no reason given", line, sizeof line);
+    return sg_error_set(err, SG_ESTORE, "%s %s: %s", doing, pg->where, line);
+}
+
+/* ---- parameters ---- */
+
+void pgp_str(pg_params *p, const char *s)
+{
+    pgp_bytes(p, s, s ? strlen(s) : 0);
+}
+
+void pgp_bytes(pg_params *p, const void *b, size_t n)
+{
+    int i = p->n++;
+    if (i >= PG_MAX_PARAMS) {
+        fprintf(stderr, "stormguard: a statement with more than %d parameters\n", PG_MAX_PARAMS);
+        abort();
+    }
+    p->values[i] = b ? (n ? b : "") : NULL;
+    p->lengths[i] = (int)n;
+    p->formats[i] = 1;
+}
+
+void pgp_int(pg_params *p, int64_t v)
+{
+    int i = p->n++;
+    if (i >= PG_MAX_PARAMS) {
+        fprintf(stderr, "stormguard: a statement with more than %d parameters\n", PG_MAX_PARAMS);
+        abort();
+    }
+    snprintf(p->num[i], sizeof p->num[i], "%" PRId64, v);
+    p->values[i] = p->num[i];
+    p->lengths[i] = 0;
+    p->formats[i] = 0;
+}
+
+void pgp_int_or_null(pg_params *p, int64_t v)
+{
+    if (v) {
+        pgp_int(p, v);
+    } else {
+        pgp_bytes(p, NULL, 0);
+        p->formats[p->n - 1] = 0;
+    }
+}
+
+void pgp_double(pg_params *p, double v)
+{
+    pgp_int(p, 0);
+    snprintf(p->num[p->n - 1], sizeof p->num[0], "%.17g", v);
+}
+
+/* ---- results ---- */
+
+int64_t sg_pg_int(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    const char *v = PQgetvalue(r, row, col);
+    switch (PQgetlength(r, row, col)) {
+    case 1:
+        return (unsigned char)v[0];
+    case 2: {
+        uint16_t x;
+        memcpy(&x, v, 2);
+        return (int16_t)be16toh(x);
+    }
+    case 4: {
+        uint32_t x;
+        memcpy(&x, v, 4);
+        return (int32_t)be32toh(x);
+    }
+    case 8: {
+        uint64_t x;
+        memcpy(&x, v, 8);
+        return (int64_t)be64toh(x);
+    }
+    default:
+        return 0;
+    }
+}
+
+const char *sg_pg_str(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+size_t sg_pg_len(const PGresult *r, int row, int col)
+{
+    return (size_t)PQgetlength(r, row, col);
+}
+
+double sg_pg_double(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != 8)
+        return 0;
+    uint64_t x;
+    memcpy(&x, PQgetvalue(r, row, col), 8);
+    x = be64toh(x);
+    double d;
+    memcpy(&d, &x, sizeof d);
+    return d;
+}
+
+bool sg_pg_bool(const PGresult *r, int row, int col)
+{
+    return sg_pg_int(r, row, col) != 0;
+}
+
+/* ---- statements ---- */
+
+/* After a (re)connect: the session's settings, and no statement prepared. */
+static int session_setup(sg_pg *pg, sg_error *err)
+{
+    pg->prepared = 0;
+    const char *sql = pg->readonly    ? "SET default_transaction_read_only = on"
+                      : pg->sync_full ? "SET synchronous_commit = on"
+                                      : NULL;
+    if (!sql)
+        return 0;
+    PGresult *r = PQexec(pg->conn, sql);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : conn_error(pg, r, err, "setting up");
+    PQclear(r);
+    return rc;
+}
+
+/* A connection the server or the network dropped is reset once, between
+ * transactions (inside one, the transaction is lost with it: its caller
+ * rolls back and answers 503, and the next one reconnects). */
+static int ensure_connected(sg_pg *pg, sg_error *err)
+{
+    if (PQstatus(pg->conn) == CONNECTION_OK)
+        return 0;
+    if (pg->in_txn)
+        return sg_error_set(err, SG_ESTORE, "store %s: the connection was lost", pg->where);
+    PQreset(pg->conn);
+    if (PQstatus(pg->conn) != CONNECTION_OK)
+        return conn_error(pg, NULL, err, "connecting to");
+    return session_setup(pg, err);
+}
+
+PGresult *sg_pg_query(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,
+                      const char *doing)
+{
+    if (ensure_connected(pg, err))
+        return NULL;
+    int n = p ? p->n : 0;
+    const char *const *values = p ? p->values : NULL;
+    const int *lengths = p ? p->lengths : NULL, *formats = p ? p->formats : NULL;
+    PGresult *r;
+    if (slot >= 0) {
+        char name[16];
+        snprintf(name, sizeof name, "sg%d", slot);
+        if (!(pg->prepared & (1u << slot))) {
+            r = PQprepare(pg->conn, name, sql, n, NULL);
+            if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+                conn_error(pg, r, err, doing);
+                PQclear(r);
+                return NULL;
+            }
+            PQclear(r);
+            pg->prepared |= 1u << slot;
+        }
+        r = PQexecPrepared(pg->conn, name, n, values, lengths, formats, 1);
+    } else {
+        r = PQexecParams(pg->conn, sql, n, NULL, values, lengths, formats, 1);
+    }
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        conn_error(pg, r, err, doing);
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+int sg_pg_exec(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,
+               const char *doing)
+{
+    PGresult *r = sg_pg_query(pg, slot, sql, p, err, doing);
+    if (!r)
+        return SG_ESTORE;
+    PQclear(r);
+    return 0;
+}
+
+int sg_pg_query_int(sg_pg *pg, const char *sql, const pg_params *p, int64_t *out, sg_error *err,
+                    const char *doing)
+{
+    PGresult *r = sg_pg_query(pg, -1, sql, p, err, doing);
+    if (!r)
+        return SG_ESTORE;
+    if (PQntuples(r) < 1) {
+        PQclear(r);
+        return sg_error_set(err, SG_ESTORE, "%s %s: no row", doing, pg->where);
+    }
+    *out = sg_pg_int(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+/* Runs sql (one or more statements, no parameters) by the simple protocol. */
+static int exec_simple(sg_pg *pg, const char *sql, sg_error *err, const char *doing)
+{
+    PGresult *r = PQexec(pg->conn, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : conn_error(pg, r, err, doing);
+    PQclear(r);
+    return rc;
+}
+
+/* ---- transactions ---- */
+
+int sg_pg_begin(sg_pg *pg, sg_error *err)
+{
+    if (ensure_connected(pg, err))
+        return SG_ESTORE;
+    if (exec_simple(pg, "BEGIN", err, "beginning a transaction in"))
+        return SG_ESTORE;
+    pg->in_txn = true;
+    return 0;
+}
+
+int sg_pg_commit(sg_pg *pg, sg_error *err)
+{
+    PGresult *r = PQexec(pg->conn, "COMMIT");
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        rc = conn_error(pg, r, err, "committing to");
+    else if (strcmp(PQcmdStatus(r), "COMMIT") != 0) /* the transaction had failed */
+        rc = sg_error_set(err, SG_ESTORE, "committing to %s: the transaction was rolled back",
+                          pg->where);
+    PQclear(r);
+    pg->in_txn = false;
+    return rc;
+}
+
+void sg_pg_rollback(sg_pg *pg)
+{
+    if (pg->in_txn && PQstatus(pg->conn) == CONNECTION_OK)
+        PQclear(PQexec(pg->conn, "ROLLBACK"));
+    pg->in_txn = false;
+}
+
+int sg_pg_probe_write(sg_pg *pg, sg_error *err)
+{
+    return sg_pg_exec(pg, -1, "UPDATE ledger_mark SET upto = upto WHERE id = 1", NULL, err,
+                      "writing to");
+}
+
+/* ---- migrations ---- */
+
+/* Every replica migrates on start: the advisory lock makes the second wait
+ * for the first, then find nothing left to do. */
+#define MIGRATE_LOCK "SELECT pg_advisory_lock(7301163522301)"
+#define MIGRATE_UNLOCK "SELECT pg_advisory_unlock(7301163522301)"
+
+int sg_pg_schema_version(sg_pg *pg)
+{
+    int64_t v;
+    sg_error err;
+    if (sg_pg_query_int(pg,
+                        "SELECT CASE WHEN to_regclass('stormguard_schema') IS NULL THEN 0 "
+                        "ELSE (SELECT coalesce(max(version), 0) FROM stormguard_schema) END",
+                        NULL, &v, &err, "reading the schema version of"))
+        return -1;
+    return (int)v;
+}
+
+static int migrate(sg_pg *pg, int target, sg_error *err)
+{
+    int rc = exec_simple(pg,
+                         "CREATE TABLE IF NOT EXISTS stormguard_schema ("
+                         "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                         "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                         err, "creating the schema table in");
+    if (rc)
+        return rc;
+    int current = sg_pg_schema_version(pg);
+    if (current < 0)
+        return sg_error_set(err, SG_ESTORE, "reading the schema version of %s", pg->where);
+    if (current > sg_pg_migration_count)
+        return sg_error_set(err, SG_EVERSION,
+                            "store %s has schema version %d, newer than this stormguard "
+                            "knows (%d): upgrade stormguard",
+                            pg->where, current, sg_pg_migration_count);
+    for (int v = current + 1; v <= target; v++) {
+        const sg_migration *m = &sg_pg_migrations[v - 1];
+        char record[160];
+        snprintf(record, sizeof record,
+                 "INSERT INTO stormguard_schema(version, name) VALUES (%d, '%s')", v, m->name);
+        if ((rc = exec_simple(pg, "BEGIN", err, "migrating")) ||
+            (rc = exec_simple(pg, m->sql, err, "migrating")) ||
+            (rc = exec_simple(pg, record, err, "migrating")) ||
+            (rc = exec_simple(pg, "COMMIT", err, "migrating"))) {
+            PQclear(PQexec(pg->conn, "ROLLBACK"));
+            return sg_error_prefix(err, "applying schema %s", m->name);
+        }
+    }
+    return 0;
+}
+
+/* ---- connecting ---- */
+
+/* The URL without its password: postgresql://user@host:port/db. */
+char *sg_pg_redact(const char *url)
+{
+    char *msg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &msg);
+    if (!opts) {
+        PQfreemem(msg);
+        return sg_xstrdup("postgresql://(unparsable URL)");
+    }
+    const char *user = NULL, *host = NULL, *port = NULL, *db = NULL;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val || !*o->val)
+            continue;
+        if (!strcmp(o->keyword, "user"))
+            user = o->val;
+        else if (!strcmp(o->keyword, "host"))
+            host = o->val;
+        else if (!strcmp(o->keyword, "port"))
+            port = o->val;
+        else if (!strcmp(o->keyword, "dbname"))
+            db = o->val;
+    }
+    char *out = sg_xasprintf("postgresql://%s%s%s%s%s/%s", user ? user : "", user ? "@" : "",
+                             host ? host : "", port ? ":" : "", port ? port : "", db ? db : "");
+    PQconninfoFree(opts);
+    return out;
+}
+
+/* Whether url's authority has a password (user:password@host). */
+static bool has_password(const char *url)
+{
+    const char *a = strstr(url, "://");
+    a = a ? a + 3 : url;
+    size_t n = strcspn(a, "/?#");
+    const char *at = memrchr(a, '@', n);
+    return at && memchr(a, ':', (size_t)(at - a));
+}
+
+int sg_pg_url_check(const char *url, sg_error *err)
+{
+    char *msg = NULL;
+    PQconninfoOption *parsed = PQconninfoParse(url, &msg);
+    if (!parsed && has_password(url)) {
+        /* libpq's reason may quote the bad part, which may be the password */
+        PQfreemem(msg);
+        return sg_error_set(err, SG_EUSAGE,
+                            "the store URL cannot be parsed (libpq's reason is not shown: the URL "
+                            "holds a password; PGPASSWORD or PGPASSFILE keep it out of the URL)");
+    }
+    if (!parsed) {
+        char line[512];
+        one_line(msg ? msg : "out of memory", line, sizeof line);
+        PQfreemem(msg);
+        return sg_error_set(err, SG_EUSAGE, "the store URL: %s", line);
+    }
+    PQconninfoFree(parsed);
+    return 0;
+}
+
+/* A connection to url: libpq's defaults, a bounded connect, keepalives that
+ * notice a server gone within about 20 s, and a name in pg_stat_activity.
+ * Keywords before dbname are overridden by what the URL says. */
+static PGconn *connect_url(const char *url, const char *app)
+{
+    const char *keys[] = {
+        "connect_timeout",  "keepalives_idle", "keepalives_interval",       "keepalives_count",
+        "tcp_user_timeout", "dbname",          "fallback_application_name", NULL};
+    const char *vals[] = {"5", "10", "5", "2", "20000", url, app, NULL};
+    return PQconnectdbParams(keys, vals, 1);
+}
+
+int sg_pg_open(const char *url, const sg_store_options *opt, sg_pg **out, sg_error *err)
+{
+    static const sg_store_options defaults = {0};
+    opt = opt ? opt : &defaults;
+    int rc = sg_pg_url_check(url, err);
+    if (rc)
+        return rc;
+    sg_pg *pg = sg_xcalloc(1, sizeof *pg);
+    pg->where = sg_pg_redact(url);
+    pg->readonly = opt->readonly;
+    pg->sync_full = opt->synchronous == SG_SYNC_FULL;
+    pg->conn = connect_url(url, "stormguard");
+    if (!pg->conn || PQstatus(pg->conn) != CONNECTION_OK)
+        rc = conn_error(pg, NULL, err, "connecting to");
+    if (rc == 0 && !opt->readonly) {
+        int target = opt->migrate_to > 0 && opt->migrate_to < sg_pg_migration_count
+                         ? opt->migrate_to
+                         : sg_pg_migration_count;
+        if ((rc = exec_simple(pg, MIGRATE_LOCK, err, "locking the schema of")) == 0) {
+            rc = migrate(pg, target, err);
+            sg_error spare;
+            if (exec_simple(pg, MIGRATE_UNLOCK, &spare, "unlocking the schema of") && rc == 0) {
+                *err = spare;
+                rc = SG_ESTORE;
+            }
+        }
+    } else if (rc == 0) {
+        int v = sg_pg_schema_version(pg);
+        if (v == 0)
+            rc = sg_error_set(err, SG_ESTORE,
+                              "store %s has no stormguard schema: run stormguard store migrate",
+                              pg->where);
+        else if (v < 0)
+            rc = sg_error_set(err, SG_ESTORE, "reading the schema version of %s", pg->where);
+        else if (v != sg_pg_migration_count)
+            rc = sg_error_set(err, SG_EVERSION,
+                              "store %s has schema version %d, this stormguard needs %d: run "
+                              "stormguard store migrate",
+                              pg->where, v, sg_pg_migration_count);
+    }
+    if (rc == 0)
+        rc = session_setup(pg, err);
+    if (rc) {
+        sg_pg_free(pg);
+        return rc;
+    }
+    *out = pg;
+    return 0;
+}
+
+void sg_pg_free(sg_pg *pg)
+{
+    if (!pg)
+        return;
+    sg_pg_snapshot_abort(pg);
+    if (pg->conn)
+        PQfinish(pg->conn);
+    free(pg->where);
+    free(pg);
+}
+
+/* ---- the daemon's claim ---- */
+
+/* One daemon per store until several share one: the first holds a session
+ * advisory lock on a connection of its own, named in pg_stat_activity by
+ * its pid and host so that a second can name it. */
+#define CLAIM_KEY "7301163522302"
+
+int sg_pg_claim(const char *url, PGconn **out, sg_error *err)
+{
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    char app[320];
+    snprintf(app, sizeof app, "stormguard run %ld@%s", (long)getpid(), host);
+    sg_pg tmp = {.where = sg_pg_redact(url)};
+    tmp.conn = connect_url(url, app);
+    int rc = 0;
+    if (!tmp.conn || PQstatus(tmp.conn) != CONNECTION_OK) {
+        rc = conn_error(&tmp, NULL, err, "connecting to");
+    } else {
+        int64_t got = 0;
+        rc = sg_pg_query_int(&tmp, "SELECT pg_try_advisory_lock(" CLAIM_KEY ")::int", NULL, &got,
+                             err, "claiming");
+        if (rc == 0 && !got) {
+            PGresult *r =
+                sg_pg_query(&tmp, -1,
+                            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a "
+                            "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND "
+                            "l.objid = (" CLAIM_KEY "::bigint & 4294967295)::oid LIMIT 1",
+                            NULL, err, "claiming");
+            const char *who = r && PQntuples(r) ? sg_pg_str(r, 0, 0) : NULL;
+            rc = sg_error_set(err, SG_ESTORE,
+                              "the store %s is in use by another stormguard run (%s): stop it "
+                              "first, or give this one a store of its own (--store)",
+                              tmp.where, who && *who ? who : "unknown");
+            PQclear(r);
+        }
+    }
+    free(tmp.where);
+    if (rc) {
+        if (tmp.conn)
+            PQfinish(tmp.conn);
+        return rc;
+    }
+    *out = tmp.conn;
+    return 0;
+}
+
+/* ---- globs ---- */
+
+/* Appends c to b escaped as a literal of a regular expression: letters,
+ * digits and bytes past ASCII as they are, the rest behind a backslash (in
+ * PostgreSQL's regexes a backslash before a letter would be an escape). */
+static void regex_literal(sg_buf *b, unsigned char c)
+{
+    bool plain =
+        c >= 0x80 || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    char two[2] = {'\\', (char)c};
+    sg_buf_append(b, plain ? two + 1 : two, plain ? 1 : 2);
+}
+
+char *sg_pg_glob_regex(const char *glob)
+{
+    sg_buf b = {0};
+    sg_buf_append(&b, "^", 1);
+    for (const char *p = glob; *p; p++) {
+        if (*p == '*') {
+            sg_buf_append(&b, ".*", 2);
+            continue;
+        }
+        if (*p == '?') {
+            sg_buf_append(&b, ".", 1);
+            continue;
+        }
+        /* a set ([abc], [a-z], [^x] or [!x]; a ']' first in it is one of
+         * it, as in SQLite's GLOB), or a '[' nothing closes: a literal */
+        const char *q = p + 1;
+        bool negated = *p == '[' && (*q == '^' || *q == '!');
+        q += negated;
+        const char *close = *p == '[' ? strchr(*q == ']' ? q + 1 : q, ']') : NULL;
+        if (!close) {
+            regex_literal(&b, (unsigned char)*p);
+            continue;
+        }
+        sg_buf_append(&b, negated ? "[^" : "[", negated ? 2 : 1);
+        for (; q < close; q++) {
+            if (*q == '\\' || *q == '[' || *q == ']')
+                sg_buf_append(&b, "\\", 1);
+            sg_buf_append(&b, q, 1);
+        }
+        sg_buf_append(&b, "]", 1);
+        p = close;
+    }
+    sg_buf_append(&b, "$", 2); /* with the terminating NUL */
+    return b.p;
+}

@@ -1,0 +1,438 @@
+/* The gate's journal, the ledger, episodes and the audit log on PostgreSQL
+ * (store_pg_int.h; schema/pg/001_gate.sql): each function has the contract of
+ * its sg_store_ twin in events.h and episodes.h, whose SQLite versions
+ * (events.c, episodes.c) are the reference. */
+#include "store_pg_int.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stormguard/base/util.h"
+
+static const char *const statement_sql[PG_SLOT_COUNT] = {
+    [PG_EVENT_INSERT] = "INSERT INTO event(received_at, source, job, number, build_ts, kind, "
+                        "reason, state, method, path, headers, body, next_attempt_at, done_at, "
+                        "qgen, last_error, would, tag, digest) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
+                        "$16, $17, $18, $19) RETURNING id",
+    [PG_EVENT_UPDATE] = "UPDATE event SET state = $1, attempts = $2, next_attempt_at = $3, "
+                        "last_error = $4, done_at = $5 WHERE id = $6",
+    [PG_LEDGER_ADD] = "INSERT INTO ledger(source, job, number, accepted_at, event_id) "
+                      "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    [PG_LEDGER_HAS] = "SELECT 1 FROM ledger WHERE source = $1 AND job = $2 AND number = $3",
+};
+
+#define EVENT_COLUMNS                                                                              \
+    "id, received_at, source, job, number, build_ts, kind, reason, state, method, path, "          \
+    "headers, body, attempts, next_attempt_at, last_error, done_at, qgen, would, tag, digest"
+
+static void read_event(const PGresult *r, int i, sg_event_row *e)
+{
+    memset(e, 0, sizeof *e);
+    e->id = sg_pg_int(r, i, 0);
+    e->received_at = sg_pg_int(r, i, 1);
+    e->source = sg_pg_str(r, i, 2);
+    e->job = sg_pg_str(r, i, 3);
+    e->number = sg_pg_int(r, i, 4);
+    e->build_ts = sg_pg_int(r, i, 5);
+    e->kind = sg_pg_str(r, i, 6);
+    e->reason = sg_pg_str(r, i, 7);
+    /* the table's CHECK admits the names only */
+    sg_event_state_parse(sg_pg_str(r, i, 8), &e->state);
+    e->method = sg_pg_str(r, i, 9);
+    e->path = sg_pg_str(r, i, 10);
+    e->headers = sg_pg_str(r, i, 11);
+    e->body = sg_pg_str(r, i, 12);
+    e->body_len = sg_pg_len(r, i, 12);
+    e->attempts = sg_pg_int(r, i, 13);
+    e->next_attempt_at = sg_pg_int(r, i, 14);
+    e->last_error = sg_pg_str(r, i, 15);
+    e->done_at = sg_pg_int(r, i, 16);
+    e->qgen = sg_pg_int(r, i, 17);
+    e->would = sg_pg_str(r, i, 18);
+    e->tag = sg_pg_str(r, i, 19);
+    e->digest = sg_pg_str(r, i, 20);
+}
+
+/* Rows an INSERT, UPDATE or DELETE changed. */
+static int64_t changed(PGresult *r)
+{
+    return strtoll(PQcmdTuples(r), NULL, 10);
+}
+
+static int each_event(PGresult *r, sg_event_fn fn, void *ud)
+{
+    if (!r)
+        return SG_ESTORE;
+    for (int i = 0, n = PQntuples(r); i < n; i++) {
+        sg_event_row e;
+        read_event(r, i, &e);
+        if (fn(ud, &e))
+            break;
+    }
+    PQclear(r);
+    return 0;
+}
+
+int sg_pg_event_insert(sg_pg *pg, sg_event_row *e, sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_int(&p, e->received_at);
+    pgp_str(&p, e->source);
+    pgp_str(&p, e->job);
+    pgp_int_or_null(&p, e->number);
+    pgp_int_or_null(&p, e->build_ts);
+    pgp_str(&p, e->kind);
+    pgp_str(&p, e->reason);
+    pgp_str(&p, sg_event_state_name(e->state));
+    pgp_str(&p, e->method);
+    pgp_str(&p, e->path);
+    pgp_str(&p, e->headers);
+    pgp_bytes(&p, e->body ? e->body : "", e->body_len);
+    pgp_int_or_null(&p, e->next_attempt_at);
+    pgp_int_or_null(&p, e->done_at);
+    pgp_int(&p, e->qgen);
+    pgp_str(&p, e->last_error);
+    pgp_str(&p, e->would);
+    pgp_str(&p, e->tag);
+    pgp_str(&p, e->digest);
+    PGresult *r = sg_pg_query(pg, PG_EVENT_INSERT, statement_sql[PG_EVENT_INSERT], &p, err,
+                              "journaling an event in");
+    if (!r)
+        return SG_ESTORE;
+    e->id = sg_pg_int(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+int sg_pg_event_update(sg_pg *pg, int64_t id, sg_event_state state, int64_t attempts,
+                       int64_t next_attempt_at, const char *last_error, int64_t done_at,
+                       sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_str(&p, sg_event_state_name(state));
+    pgp_int(&p, attempts);
+    pgp_int_or_null(&p, next_attempt_at);
+    pgp_str(&p, last_error);
+    pgp_int_or_null(&p, done_at);
+    pgp_int(&p, id);
+    return sg_pg_exec(pg, PG_EVENT_UPDATE, statement_sql[PG_EVENT_UPDATE], &p, err,
+                      "updating an event in");
+}
+
+int sg_pg_events_pending(sg_pg *pg, int64_t after_gen, int64_t after_id, int limit, sg_event_fn fn,
+                         void *ud, sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_int(&p, after_gen);
+    pgp_int(&p, after_id);
+    pgp_int(&p, limit);
+    return each_event(sg_pg_query(pg, PG_EVENTS_PENDING,
+                                  "SELECT " EVENT_COLUMNS " FROM event WHERE state = 'pending' "
+                                  "AND (qgen, id) > ($1, $2) ORDER BY qgen, id LIMIT $3",
+                                  &p, err, "reading events in"),
+                      fn, ud);
+}
+
+int sg_pg_queue_gen(sg_pg *pg, int64_t *gen, sg_error *err)
+{
+    return sg_pg_query_int(pg, "SELECT coalesce(max(qgen), 0) FROM event WHERE state = 'pending'",
+                           NULL, gen, err, "reading the delivery queue in");
+}
+
+int sg_pg_events_query(sg_pg *pg, const sg_event_state *state, const char *kind, const char *job,
+                       int limit, sg_event_fn fn, void *ud, sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_str(&p, state ? sg_event_state_name(*state) : NULL);
+    pgp_str(&p, kind);
+    pgp_str(&p, job);
+    pgp_int(&p, limit);
+    return each_event(sg_pg_query(pg, -1,
+                                  "SELECT " EVENT_COLUMNS " FROM event WHERE ($1::text IS NULL "
+                                  "OR state = $1) AND ($2::text IS NULL OR kind = $2) AND "
+                                  "($3::text IS NULL OR job = $3) ORDER BY id DESC LIMIT $4",
+                                  &p, err, "reading events in"),
+                      fn, ud);
+}
+
+int sg_pg_event_counts(sg_pg *pg, sg_count_fn fn, void *ud, sg_error *err)
+{
+    PGresult *r = sg_pg_query(pg, -1,
+                              "SELECT kind, state, would, count(*) FROM event "
+                              "GROUP BY kind, state, would",
+                              NULL, err, "counting events in");
+    if (!r)
+        return SG_ESTORE;
+    for (int i = 0, n = PQntuples(r); i < n; i++) {
+        sg_event_state state;
+        if (sg_event_state_parse(sg_pg_str(r, i, 1), &state) == 0)
+            fn(ud, sg_pg_str(r, i, 0), state, sg_pg_str(r, i, 2), sg_pg_int(r, i, 3));
+    }
+    PQclear(r);
+    return 0;
+}
+
+int sg_pg_oldest_pending(sg_pg *pg, int64_t *received_at, sg_error *err)
+{
+    /* the first event of each queue generation through event_open (a skip
+     * scan by recursion, as events.c explains) */
+    return sg_pg_query_int(
+        pg,
+        "WITH RECURSIVE g(q) AS ("
+        " SELECT (SELECT qgen FROM event WHERE state = 'pending' ORDER BY qgen, id LIMIT 1)"
+        " UNION ALL"
+        " SELECT (SELECT qgen FROM event WHERE state = 'pending' AND qgen > g.q"
+        "         ORDER BY qgen, id LIMIT 1) FROM g WHERE g.q IS NOT NULL)"
+        " SELECT coalesce(min((SELECT received_at FROM event WHERE state = 'pending' AND"
+        "                      qgen = g.q ORDER BY qgen, id LIMIT 1)), 0)"
+        " FROM g WHERE g.q IS NOT NULL",
+        NULL, received_at, err, "reading the delivery queue in");
+}
+
+int sg_pg_oldest_held(sg_pg *pg, int64_t *received_at, sg_error *err)
+{
+    return sg_pg_query_int(pg,
+                           "SELECT coalesce((SELECT received_at FROM event WHERE state = 'held' "
+                           "ORDER BY id LIMIT 1), 0)",
+                           NULL, received_at, err, "reading the held queue in");
+}
+
+int sg_pg_last_event_id(sg_pg *pg, int64_t *id, sg_error *err)
+{
+    return sg_pg_query_int(pg, "SELECT coalesce(max(id), 0) FROM event", NULL, id, err,
+                           "reading events in");
+}
+
+int sg_pg_events_prune(sg_pg *pg, int64_t before, int64_t limit, int64_t *cursor, int64_t *deleted,
+                       bool *more, sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_int(&p, *cursor);
+    pgp_int(&p, limit);
+    PGresult *r = sg_pg_query(pg, -1,
+                              "SELECT max(id), max(received_at) FROM (SELECT id, received_at "
+                              "FROM event WHERE id > $1 ORDER BY id LIMIT $2) c",
+                              &p, err, "pruning the journal in");
+    if (!r)
+        return SG_ESTORE;
+    bool empty = PQgetisnull(r, 0, 0);
+    int64_t last = sg_pg_int(r, 0, 0), newest = sg_pg_int(r, 0, 1);
+    PQclear(r);
+    *deleted = 0;
+    *more = false;
+    if (empty)
+        return 0;
+    pgp_reset(&p);
+    pgp_int(&p, *cursor);
+    pgp_int(&p, last);
+    pgp_int(&p, before);
+    r = sg_pg_query(pg, -1,
+                    "DELETE FROM event WHERE id > $1 AND id <= $2 AND received_at < $3 "
+                    "AND state IN ('forwarded', 'suppressed', 'dropped', 'superseded')",
+                    &p, err, "pruning the journal in");
+    if (!r)
+        return SG_ESTORE;
+    *deleted = changed(r);
+    PQclear(r);
+    *cursor = last;
+    *more = newest < before;
+    return 0;
+}
+
+/* ---- the ledger ---- */
+
+int sg_pg_ledger_add(sg_pg *pg, const char *source, const char *job, int64_t number,
+                     int64_t event_id, int64_t accepted_at, bool *added, sg_error *err)
+{
+    assert(source && job);
+    pg_params p;
+    pgp_reset(&p);
+    pgp_str(&p, source);
+    pgp_str(&p, job);
+    pgp_int(&p, number);
+    pgp_int(&p, accepted_at);
+    pgp_int(&p, event_id);
+    /* the primary key decides, also between gates writing at once: the
+     * second waits for the first's commit and adds nothing */
+    PGresult *r = sg_pg_query(pg, PG_LEDGER_ADD, statement_sql[PG_LEDGER_ADD], &p, err,
+                              "writing the ledger in");
+    if (!r)
+        return SG_ESTORE;
+    *added = changed(r) > 0;
+    PQclear(r);
+    return 0;
+}
+
+int sg_pg_ledger_has(sg_pg *pg, const char *source, const char *job, int64_t number, bool *has,
+                     sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_str(&p, source);
+    pgp_str(&p, job);
+    pgp_int(&p, number);
+    PGresult *r = sg_pg_query(pg, PG_LEDGER_HAS, statement_sql[PG_LEDGER_HAS], &p, err,
+                              "reading the ledger in");
+    if (!r)
+        return SG_ESTORE;
+    *has = PQntuples(r) > 0;
+    PQclear(r);
+    return 0;
+}
+
+int sg_pg_ledger_newest(sg_pg *pg, sg_ledger_newest_fn fn, void *ud, sg_error *err)
+{
+    PGresult *r =
+        sg_pg_query(pg, -1, "SELECT source, job, max(number) FROM ledger GROUP BY source, job",
+                    NULL, err, "reading the ledger in");
+    if (!r)
+        return SG_ESTORE;
+    for (int i = 0, n = PQntuples(r); i < n; i++)
+        fn(ud, sg_pg_str(r, i, 0), sg_pg_str(r, i, 1), sg_pg_int(r, i, 2));
+    PQclear(r);
+    return 0;
+}
+
+int sg_pg_ledger_jobs(sg_pg *pg, sg_ledger_fn fn, void *ud, int64_t *builds, sg_error *err)
+{
+    PGresult *r =
+        sg_pg_query(pg, -1, "SELECT source, job, count(*) FROM ledger GROUP BY source, job", NULL,
+                    err, "reading the ledger in");
+    if (!r)
+        return SG_ESTORE;
+    int64_t total = 0;
+    for (int i = 0, n = PQntuples(r); i < n; i++) {
+        fn(ud, sg_pg_str(r, i, 0), sg_pg_str(r, i, 1));
+        total += sg_pg_int(r, i, 2);
+    }
+    PQclear(r);
+    *builds = total;
+    return 0;
+}
+
+int sg_pg_ledger_docker(sg_pg *pg, sg_ledger_tag_fn fn, void *ud, sg_error *err)
+{
+    PGresult *r = sg_pg_query(pg, -1,
+                              "SELECT source, job, tag, digest FROM event WHERE tag IS NOT NULL "
+                              "AND kind IN ('new', 'unknown') ORDER BY id",
+                              NULL, err, "reading the ledger's Docker tags in");
+    if (!r)
+        return SG_ESTORE;
+    for (int i = 0, n = PQntuples(r); i < n; i++)
+        fn(ud, sg_pg_str(r, i, 0), sg_pg_str(r, i, 1), sg_pg_str(r, i, 2), sg_pg_str(r, i, 3));
+    PQclear(r);
+    return 0;
+}
+
+int sg_pg_ledger_mark(sg_pg *pg, int64_t *upto, sg_error *err)
+{
+    return sg_pg_query_int(pg, "SELECT upto FROM ledger_mark WHERE id = 1", NULL, upto, err,
+                           "reading the ledger mark in");
+}
+
+int sg_pg_ledger_set_mark(sg_pg *pg, int64_t upto, sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_int(&p, upto);
+    return sg_pg_exec(pg, -1, "UPDATE ledger_mark SET upto = $1 WHERE id = 1", &p, err,
+                      "writing the ledger mark in");
+}
+
+int sg_pg_ledger_catch_up(sg_pg *pg, int64_t *added, sg_error *err)
+{
+    int64_t upto = 0, last = 0;
+    int rc;
+    if ((rc = sg_pg_ledger_mark(pg, &upto, err)) || (rc = sg_pg_last_event_id(pg, &last, err)))
+        return rc;
+    *added = 0;
+    if (last <= upto)
+        return 0;
+    if ((rc = sg_pg_begin(pg, err)))
+        return rc;
+    pg_params p;
+    pgp_reset(&p);
+    pgp_int(&p, upto);
+    /* the events the ledger should hold: kinds new and unknown (the journal
+     * turns a second delivery into a replay) */
+    PGresult *r = sg_pg_query(pg, -1,
+                              "INSERT INTO ledger(source, job, number, accepted_at, event_id) "
+                              "SELECT source, job, number, received_at, id FROM event "
+                              "WHERE id > $1 AND kind IN ('new', 'unknown') "
+                              "ORDER BY source, job, number ON CONFLICT DO NOTHING",
+                              &p, err, "catching the ledger up in");
+    int64_t n = 0;
+    if (!r) {
+        rc = SG_ESTORE;
+    } else {
+        n = changed(r);
+        PQclear(r);
+    }
+    if (rc == 0)
+        rc = sg_pg_ledger_set_mark(pg, last, err);
+    if (rc == 0)
+        rc = sg_pg_commit(pg, err);
+    if (rc) {
+        sg_pg_rollback(pg);
+        return rc;
+    }
+    *added = n;
+    return 0;
+}
+
+/* ---- episodes and the audit log ---- */
+
+int sg_pg_episode_open(sg_pg *pg, int64_t at, const char *cause, const char *detail, int64_t *id,
+                       sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_int(&p, at);
+    pgp_str(&p, cause);
+    pgp_str(&p, detail);
+    PGresult *r = sg_pg_query(pg, -1,
+                              "INSERT INTO episode(started_at, cause, detail) "
+                              "VALUES ($1, $2, $3) RETURNING id",
+                              &p, err, "recording an episode in");
+    if (!r)
+        return SG_ESTORE;
+    *id = sg_pg_int(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+int sg_pg_episode_update(sg_pg *pg, int64_t id, int64_t ended_at, const char *detail, sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_int_or_null(&p, ended_at);
+    pgp_str(&p, detail);
+    pgp_int(&p, id);
+    /* the detail appended after "; ", as episodes.c does */
+    return sg_pg_exec(pg, -1,
+                      "UPDATE episode SET ended_at = coalesce($1, ended_at), detail = "
+                      "coalesce(detail || '; '::bytea || $2::bytea, $2::bytea, detail) "
+                      "WHERE id = $3",
+                      &p, err, "updating an episode in");
+}
+
+int sg_pg_audit(sg_pg *pg, int64_t at_ms, const char *actor, const char *action, const char *detail,
+                sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_int(&p, at_ms);
+    pgp_str(&p, actor);
+    pgp_str(&p, action);
+    pgp_str(&p, detail);
+    return sg_pg_exec(pg, -1,
+                      "INSERT INTO audit(at, actor, action, detail) VALUES ($1, $2, $3, $4)", &p,
+                      err, "writing the audit log in");
+}
