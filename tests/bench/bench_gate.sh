@@ -68,20 +68,6 @@ for _ in $(seq 1 50); do
   sleep 0.1
 done
 
-# wrk_run NAME PORT SECONDS CONNS: prints "req/s non2xx p50 p99 total"
-wrk_run() {
-  local out
-  out=$(wrk -t2 -c"$4" -d"$3"s --latency -s "$lua" "http://127.0.0.1:$2/" 2>&1)
-  echo "$out" >"$work/wrk-$1.txt"
-  local rps non2xx p50 p99 total
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  total=$(awk '/requests in/ {print $1}' <<<"$out")
-  echo "$rps ${non2xx:-0} $p50 $p99 $total"
-}
-
 echo "throughput: wrk -t2 -c$CONNS -d${DURATION}s, distinct Igor build events"
 read -r n_rps n_err n_p50 n_p99 n_total < <(wrk_run nginx "$proxy_port" "$DURATION" "$CONNS")
 read -r s_rps s_err s_p50 s_p99 s_total < <(SG_RUN=1 wrk_run gate "$gate_port" "$DURATION" "$CONNS")

@@ -64,20 +64,6 @@ stop() {
   wait "$gate" 2>/dev/null || true
 }
 
-# wrk_run NAME PORT SECONDS CONNS: prints "req/s non2xx p50 p99 total"
-wrk_run() {
-  local out
-  out=$(wrk -t2 -c"$4" -d"$3"s --latency -s "$lua" "http://127.0.0.1:$2/" 2>&1)
-  echo "$out" >"$work/wrk-$1.txt"
-  local rps non2xx p50 p99 total
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  total=$(awk '/requests in/ {print $1}' <<<"$out")
-  echo "$rps ${non2xx:-0} $p50 $p99 $total"
-}
-
 echo "throughput: wrk -t2 -c$CONNS -d${DURATION}s, distinct Igor build events"
 start sqlite --db "$work/sg.db"
 read -r a_rps a_err a_p50 a_p99 _ < <(SG_RUN=1 wrk_run sqlite "$gate_port" "$DURATION" "$CONNS")
