@@ -828,7 +828,9 @@ psql_q() {
 # poster K the events i = K, K+P, K+2P...; event i is build 1000 + i/JOBS of
 # team-a/service-(i%JOBS + 1), started after the job's cursor (new), retried
 # every 0.1 s until answered 200 (at most 300 tries), as Igor retries. One
-# line per attempt in $TMP/postsK.tsv: i, HTTP status, answer.
+# line per attempt in $TMP/postsK.tsv: i, HTTP status, answer. With
+# STREAM_URLS (gate URLs, space-separated) the posts go round robin over
+# them, a retry to the next one; else to $GATE_URL.
 stream_start() {
     STREAM_N=$1 STREAM_JOBS=$2 STREAM_P=$3
     local k
@@ -842,16 +844,19 @@ stream_start() {
 _stream_poster() {
     trap - ERR
     set +e
-    local k=$1 i job num ts try code
+    local k=$1 i job num ts try code url urls
+    read -r -a urls <<<"${STREAM_URLS:-$GATE_URL}"
     for i in $(seq "$k" "$STREAM_P" $((STREAM_N - 1))); do
         job=team-a/service-$((i % STREAM_JOBS + 1))
         num=$((1000 + i / STREAM_JOBS))
         ts=$((1526030000000 + (i % STREAM_JOBS + 1) * 1000 + 10000 + i))
         igor_event "$job" "$num" "$ts" >"$TMP/poster$k.body"
         for try in $(seq 1 300); do
+            # round robin over STREAM_URLS; a retry goes to the next one
+            url=${urls[$(((i + try) % ${#urls[@]}))]}
             code=$(curl -s -o "$TMP/poster$k.reply" -w '%{http_code}' --max-time 5 -X POST \
                 -H 'Content-Type: application/json' --data-binary "@$TMP/poster$k.body" \
-                "$GATE_URL/")
+                "$url/")
             printf '%s\t%s\t%s\n' "$i" "${code:-000}" "$(cat "$TMP/poster$k.reply" 2>/dev/null)" \
                 >>"$TMP/posts$k.tsv"
             rm -f "$TMP/poster$k.reply"
@@ -1302,6 +1307,17 @@ start_gate() {
         fail "stormguard run $* exited with $GATE_RC at startup"
     done
     fail "no free ports for stormguard run after 10 attempts"
+}
+
+# Several gates at once (replicas on one PostgreSQL store): replica_save N
+# keeps the last started gate's pid, URLs and log as replica N; replica_use
+# N makes replica N the one the helpers above (gate_post, gate_status,
+# stop_gate, kill_gate...) act on.
+replica_save() {
+    R_PID[$1]=$GATE_PID R_URL[$1]=$GATE_URL R_ADMIN[$1]=$ADMIN R_LOG[$1]=$GATE_LOG
+}
+replica_use() {
+    GATE_PID=${R_PID[$1]} GATE_URL=${R_URL[$1]} ADMIN=${R_ADMIN[$1]} GATE_LOG=${R_LOG[$1]}
 }
 
 # restart_gate: same ports and arguments as the last start_gate.

@@ -12,7 +12,13 @@
  * in queue order (qgen, id) after the last event handed over. A refill
  * runs on the thread pool; events committed meanwhile are not pushed (that
  * would jump the queue) but make the refill run again once it is back,
- * since it may have read the journal before they were in it. */
+ * since it may have read the journal before they were in it.
+ *
+ * On a store other gates share (o.replica), the store is always the queue:
+ * a commit, a delivery's end and the tick each start a claim of the heads
+ * of the jobs' queues (replicas.h), which runs again while it finds some,
+ * and the claimed events go to the deliverer. The tick renews the
+ * replica's lease and hands the claims of replicas gone to everyone. */
 #include "stormguard/gate/core.h"
 
 #include <assert.h>
@@ -28,6 +34,7 @@
 #include "stormguard/base/log.h"
 #include "stormguard/store/events.h"
 #include "stormguard/store/held.h"
+#include "stormguard/store/replicas.h"
 #include "stormguard/store/snapshots.h"
 
 #define SPILL_AT 4096 /* deliverer backlog held in memory at most */
@@ -84,6 +91,9 @@ struct sg_core {
     sg_deliverer deliverer;
     bool has_deliverer;
     bool spilled, refilling, refill_again;
+    bool shared;                 /* deliveries are claimed (o.replica) */
+    bool renewing, renew_failed; /* the replica's lease */
+    int64_t next_renew_at;
     int64_t qgen;                  /* generation new pending events join */
     int64_t loaded_gen, loaded_id; /* the last event handed to the deliverer */
 
@@ -260,8 +270,11 @@ static int refill_row(void *ud, const sg_event_row *r)
 static void refill_run(read_job *j, sg_store *s)
 {
     refill_job *f = (refill_job *)j;
-    j->rc =
-        sg_store_events_pending(s, f->after_gen, f->after_id, REFILL_BATCH, refill_row, f, &j->err);
+    if (j->c->shared)
+        j->rc = sg_store_events_claim(s, j->c->o.replica, REFILL_BATCH, refill_row, f, &j->err);
+    else
+        j->rc = sg_store_events_pending(s, f->after_gen, f->after_id, REFILL_BATCH, refill_row, f,
+                                        &j->err);
 }
 
 static void refill(sg_core *c);
@@ -284,15 +297,22 @@ static void refill_done(read_job *j, int status)
         }
         c->deliverer.push(c->deliverer.ud, it);
     }
-    if (ok && f->n) {
-        c->loaded_gen = f->last_gen;
-        c->loaded_id = f->last_id;
+    bool again = ok;
+    if (c->shared) {
+        /* the store stays the queue; claiming a head may have made its
+         * job's next one claimable */
+        again = ok && (f->n || c->refill_again);
+    } else {
+        if (ok && f->n) {
+            c->loaded_gen = f->last_gen;
+            c->loaded_id = f->last_id;
+        }
+        /* caught up with the journal, unless events came in while it read */
+        if (ok && f->n < REFILL_BATCH && !c->refill_again)
+            c->spilled = false;
     }
-    /* caught up with the journal, unless events came in while it read */
-    if (ok && f->n < REFILL_BATCH && !c->refill_again)
-        c->spilled = false;
     free(f);
-    if (ok)
+    if (again)
         refill(c);
 }
 
@@ -559,7 +579,10 @@ void sg_core_delivered(sg_core *c, sg_fwd_item *it, sg_fwd_outcome outcome, long
         c->counts[it->tag][outcome == SG_FWD_DELIVERED ? SG_STATE_FORWARDED : SG_STATE_DEAD]++;
         sg_fwd_item_free(it);
     }
-    refill(c);
+    if (c->shared && outcome != SG_FWD_RETRY)
+        spill(c); /* the job's next event may be another replica's */
+    else
+        refill(c);
 }
 
 /* ---- incoming events ---- */
@@ -626,7 +649,7 @@ static void on_incoming_done(sg_jop *op)
     in->answer(in->ud,
                &(sg_answer){.status = 200, .id = op->row.id, .kind = in->kind, .state = st});
     if (st == SG_STATE_PENDING && !c->stopping) { /* else the next run delivers it */
-        if (!c->spilled && c->has_deliverer && backlog(c) < SPILL_AT) {
+        if (!c->shared && !c->spilled && c->has_deliverer && backlog(c) < SPILL_AT) {
             sg_fwd_item *it = sg_xcalloc(1, sizeof *it);
             it->id = op->row.id;
             it->lane = forwardable(in->kind) ? sg_hash_job(in->ev.source, in->ev.job) : 0;
@@ -1123,21 +1146,92 @@ static void measure_space(sg_core *c)
         free(j);
 }
 
+/* ---- the replica's lease ---- */
+
+typedef struct renew_job {
+    read_job rj;
+    int64_t released;
+} renew_job;
+
+static void renew_run(read_job *j, sg_store *s)
+{
+    renew_job *x = (renew_job *)j;
+    j->rc = sg_store_replica_renew(s, j->c->o.replica, SG_REPLICA_LEASE_MS, &x->released, &j->err);
+}
+
+static void renew_done(read_job *j, int status)
+{
+    renew_job *x = (renew_job *)j;
+    sg_core *c = j->c;
+    c->renewing = false;
+    if (status || j->rc) {
+        /* one line a failure, not one a second */
+        if (!c->renew_failed)
+            sg_log(SG_LOG_ERROR, "store",
+                   "renewing the lease of replica %s: %s (its deliveries go on; past %d s "
+                   "without a renewal the other replicas may deliver its claims again)",
+                   c->o.replica, status ? uv_strerror(status) : j->err.msg,
+                   SG_REPLICA_LEASE_MS / 1000);
+        c->renew_failed = true;
+    } else {
+        if (c->renew_failed)
+            sg_log(SG_LOG_INFO, "store", "replica %s renews its lease again", c->o.replica);
+        c->renew_failed = false;
+        if (x->released) {
+            sg_log(SG_LOG_WARN, "forward",
+                   "%lld events claimed by replicas whose lease ran out are up for delivery "
+                   "again",
+                   (long long)x->released);
+            spill(c);
+        }
+    }
+    free(x);
+}
+
+static void maybe_renew(sg_core *c, int64_t now)
+{
+    if (!c->shared || c->renewing || now < c->next_renew_at)
+        return;
+    c->next_renew_at = now + SG_REPLICA_RENEW_MS;
+    renew_job *x = sg_xcalloc(1, sizeof *x);
+    x->rj.run = renew_run;
+    x->rj.done = renew_done;
+    c->renewing = true;
+    read_submit(c, &x->rj, true);
+}
+
 /* ---- the oldest pending and held events ---- */
 
 typedef struct ages_job {
     read_job rj;
     bool pending, held; /* which to read */
     int64_t pending_at, held_at;
+    bool counts; /* a shared store: the whole set's counts too */
+    int64_t n[SG_CORE_KINDS][SG_STATE_COUNT];
+    int64_t would[SG_STATE_COUNT];
 } ages_job;
+
+static void count_into(void *ud, const char *kind, sg_event_state state, const char *would,
+                       int64_t n)
+{
+    ages_job *x = ud;
+    sg_kind k;
+    sg_event_state w;
+    if (sg_kind_parse(kind, &k) == 0)
+        x->n[k][state] += n;
+    if (would && sg_event_state_parse(would, &w) == 0)
+        x->would[w] += n;
+}
 
 static void ages_run(read_job *j, sg_store *s)
 {
     ages_job *x = (ages_job *)j;
     if (x->pending && (j->rc = sg_store_oldest_pending(s, &x->pending_at, &j->err)))
         return;
-    if (x->held)
-        j->rc = sg_store_oldest_held(s, &x->held_at, &j->err);
+    if (x->held && (j->rc = sg_store_oldest_held(s, &x->held_at, &j->err)))
+        return;
+    if (x->counts)
+        j->rc = sg_store_event_counts(s, count_into, x, &j->err);
 }
 
 static void ages_done(read_job *j, int status)
@@ -1158,6 +1252,10 @@ static void ages_done(read_job *j, int status)
             c->oldest_held = x->held_at;
             lower(&c->oldest_held, c->seen_held);
         }
+        if (x->counts) { /* what the other replicas did since the last read */
+            memcpy(c->counts, x->n, sizeof c->counts);
+            memcpy(c->would, x->would, sizeof c->would);
+        }
     }
     free(x);
 }
@@ -1167,13 +1265,15 @@ static void ages_done(read_job *j, int status)
  * the held one when releases and drops made it stale. */
 static void read_ages(sg_core *c)
 {
-    bool pending = open_count(c, SG_STATE_PENDING) > 0;
-    bool held = c->held_stale && open_count(c, SG_STATE_HELD) > 0;
+    /* on a shared store the other replicas change both at any time */
+    bool pending = c->shared || open_count(c, SG_STATE_PENDING) > 0;
+    bool held = c->shared || (c->held_stale && open_count(c, SG_STATE_HELD) > 0);
     if (!pending && !held)
         return;
     ages_job *x = sg_xcalloc(1, sizeof *x);
     x->pending = pending;
     x->held = held;
+    x->counts = c->shared;
     x->rj.run = ages_run;
     x->rj.done = ages_done;
     c->aging = true;
@@ -1190,6 +1290,7 @@ void sg_core_tick(sg_core *c)
     sg_guard_tick(c->guard);
     sg_hold_tick(c->hold, c->counts[SG_KIND_UNKNOWN][SG_STATE_HELD]);
     refill(c);
+    maybe_renew(c, now);
     maybe_probe(c, now);
     maybe_prune(c, now);
     if (now >= c->next_space_at) {
@@ -1523,10 +1624,12 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
     c->next_reload_at = c->started_at + RELOAD_EVERY_MS;
     c->next_summary_at = c->started_at + SUMMARY_EVERY_MS;
     c->spilled = true; /* resume what the last run left pending */
+    c->shared = o->replica != NULL;
     sg_index_init(&c->index);
     sg_ledger_init(&c->ledger);
     int rc;
-    sg_store_options ro = {.readonly = true};
+    /* a replica's reader claims deliveries and renews its lease */
+    sg_store_options ro = {.readonly = !c->shared};
     sg_journal_opts jo = {.sync = o->synchronous, .clock = c->clock, .no_linger = o->one_at_a_time};
     if ((rc = sg_journal_start(loop, o->db_path, &jo, &c->journal, err)) ||
         (rc = sg_store_open(o->db_path, &ro, &c->reader, err)) ||

@@ -701,6 +701,7 @@ static int start(sg_gate *g, sg_error *err)
     if ((rc = sg_gate_core_opts(c, &co, err)))
         return rc;
     co.clock = g->clock;
+    co.replica = sg_store_claim_name(g->store_claim);
     if ((rc = sg_core_start(g->loop, &co, &g->core, err)))
         return rc;
     /* SQLite maps the WAL's index (<db>-shm) into memory: when its file

@@ -21,7 +21,9 @@
  * event the ledger is complete. Written at once, 16k builds held every
  * answer for 30 to 120 ms. A crash loses only the memory: opening the
  * journal adds the builds of the events after the mark from the event
- * table.
+ * table. On a store that other gates write too (PostgreSQL replicas), one
+ * writer's memory tells nothing of theirs: each build goes into the ledger
+ * with its event, and the ledger's key decides (insert_shared).
  *
  * Times. What the writer records comes with the op (op->at, stamped by the
  * submitter's clock on the loop thread: virtual time in the simulator);
@@ -124,6 +126,7 @@ struct sg_journal {
     sg_store *store;
     pthread_t checkpointer;
     sg_store *ckpt_store;
+    bool shared; /* other gates write the store too (insert_shared) */
     /* writer thread only: builds accepted since the ledger was last written */
     recent_build *recent;
     names recent_names; /* their source and job strings */
@@ -360,6 +363,45 @@ static void ledger_idle_work(sg_journal *j)
 
 /* ---- applying writes ---- */
 
+/* The event of op is a second delivery of a build the ledger has. */
+static void as_replay(sg_jop *op, int64_t now)
+{
+    sg_event_row *r = &op->row;
+    op->duplicate = true;
+    r->kind = sg_kind_name(SG_KIND_REPLAY);
+    r->reason = sg_reason_name(SG_REASON_LEDGER);
+    r->last_error = NULL;
+    if (op->observe) { /* forwarded all the same, as if the gate were not there */
+        r->would = sg_event_state_name(SG_STATE_SUPPRESSED);
+    } else {
+        r->state = SG_STATE_SUPPRESSED;
+        r->next_attempt_at = 0;
+        r->done_at = now;
+        r->qgen = 0;
+    }
+}
+
+/* On a store other gates write too, the memory of one writer tells
+ * nothing: the ledger's key decides, in this transaction. An add that
+ * meets another replica's uncommitted row waits for its commit (then loses)
+ * or rollback (then wins), so two replicas that take one build at the same
+ * moment forward it once. The loser's event becomes a replay. */
+static int insert_shared(sg_journal *j, sg_jop *op, sg_error *err)
+{
+    sg_event_row *r = &op->row;
+    bool added = false;
+    int rc;
+    if ((rc = sg_store_event_insert(j->store, r, err)) ||
+        (rc = sg_store_ledger_add(j->store, r->source, r->job, r->number, r->id, r->received_at,
+                                  &added, err)))
+        return rc;
+    j->last_id = r->id;
+    if (added)
+        return 0;
+    as_replay(op, op->at);
+    return sg_store_event_replayed(j->store, r, err);
+}
+
 static int apply_one(sg_journal *j, sg_jop *op, sg_error *err)
 {
     sg_store *s = j->store;
@@ -371,24 +413,14 @@ static int apply_one(sg_journal *j, sg_jop *op, sg_error *err)
          * second delivery of a build is caught here, also when both ride in
          * one batch, and goes in as a suppressed replay. */
         op->duplicate = false;
+        if (op->ledger && j->shared)
+            return insert_shared(j, op, err);
         bool seen = false;
         int rc = op->ledger ? ledger_seen(j, r, &seen, err) : 0;
         if (rc)
             return rc;
-        if (seen) {
-            op->duplicate = true;
-            r->kind = sg_kind_name(SG_KIND_REPLAY);
-            r->reason = sg_reason_name(SG_REASON_LEDGER);
-            r->last_error = NULL;
-            if (op->observe) { /* forwarded all the same, as if the gate were not there */
-                r->would = sg_event_state_name(SG_STATE_SUPPRESSED);
-            } else {
-                r->state = SG_STATE_SUPPRESSED;
-                r->next_attempt_at = 0;
-                r->done_at = now;
-                r->qgen = 0;
-            }
-        }
+        if (seen)
+            as_replay(op, now);
         if ((rc = sg_store_event_insert(s, r, err)))
             return rc;
         j->last_id = r->id;
@@ -792,7 +824,10 @@ int sg_journal_start(uv_loop_t *loop, const char *path, const sg_journal_opts *o
         free(j);
         return rc;
     }
-    /* builds of events a crash kept out of the ledger (see above) */
+    j->shared = sg_store_shared(j->store);
+    /* builds of events a crash kept out of the ledger (see above); a
+     * shared store's are written with their events, but an earlier
+     * version's single daemon wrote them in bulk */
     int64_t added;
     if ((rc = sg_store_ledger_catch_up(j->store, &added, err)) ||
         (rc = sg_store_last_event_id(j->store, &j->last_id, err))) {
@@ -807,7 +842,7 @@ int sg_journal_start(uv_loop_t *loop, const char *path, const sg_journal_opts *o
                (long long)added);
     sg_u64map_init(&j->recent_ix, sizeof(size_t));
     sg_u64map_init(&j->newest, sizeof(int64_t));
-    if ((rc = sg_store_ledger_newest(j->store, remember_newest, j, err))) {
+    if (!j->shared && (rc = sg_store_ledger_newest(j->store, remember_newest, j, err))) {
         sg_u64map_clear(&j->newest);
         sg_store_free(j->store);
         free(j);

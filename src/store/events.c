@@ -18,6 +18,9 @@ static const char *const statement_sql[ST_COUNT] = {
                         "?16, ?17, ?18, ?19)",
     [ST_EVENT_UPDATE] = "UPDATE event SET state = ?1, attempts = ?2, next_attempt_at = ?3, "
                         "last_error = ?4, done_at = ?5 WHERE id = ?6",
+    [ST_EVENT_REPLAYED] = "UPDATE event SET kind = ?1, reason = ?2, state = ?3, would = ?4, "
+                          "next_attempt_at = ?5, done_at = ?6, qgen = ?7, last_error = ?8 "
+                          "WHERE id = ?9",
     [ST_LEDGER_ADD] = "INSERT OR IGNORE INTO ledger(source, job, number, accepted_at, event_id) "
                       "VALUES (?1, ?2, ?3, ?4, ?5)",
     [ST_LEDGER_HAS] = "SELECT 1 FROM ledger WHERE source = ?1 AND job = ?2 AND number = ?3",
@@ -149,6 +152,25 @@ int sg_store_event_update(sg_store *s, int64_t id, sg_event_state state, int64_t
     bind_int_or_null(st, 5, done_at);
     sqlite3_bind_int64(st, 6, id);
     return sg_store_step_done(s, st, err, "updating an event in");
+}
+
+int sg_store_event_replayed(sg_store *s, const sg_event_row *row, sg_error *err)
+{
+    if (s->pg)
+        return sg_pg_event_replayed(s->pg, row, err);
+    sqlite3_stmt *st = stmt(s, ST_EVENT_REPLAYED, err);
+    if (!st)
+        return SG_ESTORE;
+    sqlite3_bind_text(st, 1, row->kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, row->reason, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, sg_event_state_name(row->state), -1, SQLITE_STATIC);
+    bind_text_or_null(st, 4, row->would);
+    bind_int_or_null(st, 5, row->next_attempt_at);
+    bind_int_or_null(st, 6, row->done_at);
+    sqlite3_bind_int64(st, 7, row->qgen);
+    bind_text_or_null(st, 8, row->last_error);
+    sqlite3_bind_int64(st, 9, row->id);
+    return sg_store_step_done(s, st, err, "journaling a replay in");
 }
 
 int sg_store_events_pending(sg_store *s, int64_t after_gen, int64_t after_id, int limit,

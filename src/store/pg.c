@@ -1,6 +1,6 @@
 /* The PostgreSQL store (store_pg_int.h): connecting to a postgresql:// URL with
- * libpq, the embedded migrations of schema/pg/, transactions, the
- * daemon's claim on the store, and the helpers the table families share:
+ * libpq, the embedded migrations of schema/pg/, transactions, and the
+ * helpers the table families share:
  * parameters, prepared statements, binary results and error messages.
  *
  * A URL's password (or PGPASSWORD, or a PGPASSFILE entry, both read by
@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "stormguard/base/util.h"
 
@@ -418,6 +417,12 @@ int sg_pg_url_check(const char *url, sg_error *err)
     return 0;
 }
 
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 /* A connection to url: libpq's defaults, a bounded connect, keepalives that
  * notice a server gone within about 20 s, and a name in pg_stat_activity.
  * Keywords before dbname are overridden by what the URL says. */
@@ -427,7 +432,12 @@ static PGconn *connect_url(const char *url, const char *app)
         "connect_timeout",  "keepalives_idle", "keepalives_interval",       "keepalives_count",
         "tcp_user_timeout", "dbname",          "fallback_application_name", NULL};
     const char *vals[] = {"5", "10", "5", "2", "20000", url, app, NULL};
-    return PQconnectdbParams(keys, vals, 1);
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    /* the server's notices ("relation ... already exists, skipping" of
+     * an idempotent migration) are not errors: libpq would print them */
+    if (conn)
+        PQsetNoticeProcessor(conn, ignore_notice, NULL);
+    return conn;
 }
 
 int sg_pg_open(const char *url, const sg_store_options *opt, sg_pg **out, sg_error *err)
@@ -489,53 +499,6 @@ void sg_pg_free(sg_pg *pg)
         PQfinish(pg->conn);
     free(pg->where);
     free(pg);
-}
-
-/* ---- the daemon's claim ---- */
-
-/* One daemon per store until several share one: the first holds a session
- * advisory lock on a connection of its own, named in pg_stat_activity by
- * its pid and host so that a second can name it. */
-#define CLAIM_KEY "7301163522302"
-
-int sg_pg_claim(const char *url, PGconn **out, sg_error *err)
-{
-    char host[256] = "";
-    gethostname(host, sizeof host - 1);
-    char app[320];
-    snprintf(app, sizeof app, "stormguard run %ld@%s", (long)getpid(), host);
-    sg_pg tmp = {.where = sg_pg_redact(url)};
-    tmp.conn = connect_url(url, app);
-    int rc = 0;
-    if (!tmp.conn || PQstatus(tmp.conn) != CONNECTION_OK) {
-        rc = conn_error(&tmp, NULL, err, "connecting to");
-    } else {
-        int64_t got = 0;
-        rc = sg_pg_query_int(&tmp, "SELECT pg_try_advisory_lock(" CLAIM_KEY ")::int", NULL, &got,
-                             err, "claiming");
-        if (rc == 0 && !got) {
-            PGresult *r =
-                sg_pg_query(&tmp, -1,
-                            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a "
-                            "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND "
-                            "l.objid = (" CLAIM_KEY "::bigint & 4294967295)::oid LIMIT 1",
-                            NULL, err, "claiming");
-            const char *who = r && PQntuples(r) ? sg_pg_str(r, 0, 0) : NULL;
-            rc = sg_error_set(err, SG_ESTORE,
-                              "the store %s is in use by another stormguard run (%s): stop it "
-                              "first, or give this one a store of its own (--store)",
-                              tmp.where, who && *who ? who : "unknown");
-            PQclear(r);
-        }
-    }
-    free(tmp.where);
-    if (rc) {
-        if (tmp.conn)
-            PQfinish(tmp.conn);
-        return rc;
-    }
-    *out = tmp.conn;
-    return 0;
 }
 
 /* ---- globs ---- */

@@ -20,14 +20,13 @@ static const char *const statement_sql[PG_SLOT_COUNT] = {
                         "last_error = $4, done_at = $5 WHERE id = $6",
     [PG_LEDGER_ADD] = "INSERT INTO ledger(source, job, number, accepted_at, event_id) "
                       "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    [PG_EVENT_REPLAYED] = "UPDATE event SET kind = $1, reason = $2, state = $3, would = $4, "
+                          "next_attempt_at = $5, done_at = $6, qgen = $7, last_error = $8 "
+                          "WHERE id = $9",
     [PG_LEDGER_HAS] = "SELECT 1 FROM ledger WHERE source = $1 AND job = $2 AND number = $3",
 };
 
-#define EVENT_COLUMNS                                                                              \
-    "id, received_at, source, job, number, build_ts, kind, reason, state, method, path, "          \
-    "headers, body, attempts, next_attempt_at, last_error, done_at, qgen, would, tag, digest"
-
-static void read_event(const PGresult *r, int i, sg_event_row *e)
+void sg_pg_read_event(const PGresult *r, int i, sg_event_row *e)
 {
     memset(e, 0, sizeof *e);
     e->id = sg_pg_int(r, i, 0);
@@ -67,7 +66,7 @@ static int each_event(PGresult *r, sg_event_fn fn, void *ud)
         return SG_ESTORE;
     for (int i = 0, n = PQntuples(r); i < n; i++) {
         sg_event_row e;
-        read_event(r, i, &e);
+        sg_pg_read_event(r, i, &e);
         if (fn(ud, &e))
             break;
     }
@@ -123,6 +122,23 @@ int sg_pg_event_update(sg_pg *pg, int64_t id, sg_event_state state, int64_t atte
                       "updating an event in");
 }
 
+int sg_pg_event_replayed(sg_pg *pg, const sg_event_row *e, sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_str(&p, e->kind);
+    pgp_str(&p, e->reason);
+    pgp_str(&p, sg_event_state_name(e->state));
+    pgp_str(&p, e->would);
+    pgp_int_or_null(&p, e->next_attempt_at);
+    pgp_int_or_null(&p, e->done_at);
+    pgp_int(&p, e->qgen);
+    pgp_str(&p, e->last_error);
+    pgp_int(&p, e->id);
+    return sg_pg_exec(pg, PG_EVENT_REPLAYED, statement_sql[PG_EVENT_REPLAYED], &p, err,
+                      "journaling a replay in");
+}
+
 int sg_pg_events_pending(sg_pg *pg, int64_t after_gen, int64_t after_id, int limit, sg_event_fn fn,
                          void *ud, sg_error *err)
 {
@@ -132,7 +148,7 @@ int sg_pg_events_pending(sg_pg *pg, int64_t after_gen, int64_t after_id, int lim
     pgp_int(&p, after_id);
     pgp_int(&p, limit);
     return each_event(sg_pg_query(pg, PG_EVENTS_PENDING,
-                                  "SELECT " EVENT_COLUMNS " FROM event WHERE state = 'pending' "
+                                  "SELECT " PG_EVENT_COLUMNS " FROM event WHERE state = 'pending' "
                                   "AND (qgen, id) > ($1, $2) ORDER BY qgen, id LIMIT $3",
                                   &p, err, "reading events in"),
                       fn, ud);
@@ -154,7 +170,7 @@ int sg_pg_events_query(sg_pg *pg, const sg_event_state *state, const char *kind,
     pgp_str(&p, job);
     pgp_int(&p, limit);
     return each_event(sg_pg_query(pg, -1,
-                                  "SELECT " EVENT_COLUMNS " FROM event WHERE ($1::text IS NULL "
+                                  "SELECT " PG_EVENT_COLUMNS " FROM event WHERE ($1::text IS NULL "
                                   "OR state = $1) AND ($2::text IS NULL OR kind = $2) AND "
                                   "($3::text IS NULL OR job = $3) ORDER BY id DESC LIMIT $4",
                                   &p, err, "reading events in"),

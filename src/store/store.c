@@ -18,7 +18,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "stormguard/base/log.h"
 #include "stormguard/base/util.h"
+#include "stormguard/store/replicas.h"
 #include "store_pg_int.h"
 #include "store_int.h"
 
@@ -127,8 +129,9 @@ char *sg_store_url_redacted(const char *url)
 }
 
 struct sg_store_claim {
-    int fd;       /* SQLite: the lock file, flocked */
-    PGconn *conn; /* PostgreSQL: the session holding the advisory lock */
+    int fd;     /* SQLite: the lock file, flocked */
+    sg_pg *pg;  /* PostgreSQL: the replica's own connection */
+    char *name; /* PostgreSQL: the replica's name */
 };
 
 static int lock_file(const char *path, int *fd_out, sg_error *err);
@@ -136,12 +139,18 @@ static int lock_file(const char *path, int *fd_out, sg_error *err);
 int sg_store_claim_new(const char *where, sg_store_claim **out, sg_error *err)
 {
     sg_store_claim c = {.fd = -1};
-    int rc = sg_pg_is_url(where) ? sg_pg_claim(where, &c.conn, err) : lock_file(where, &c.fd, err);
+    int rc = sg_pg_is_url(where) ? sg_pg_claim(where, &c.pg, &c.name, err)
+                                 : lock_file(where, &c.fd, err);
     if (rc)
         return rc;
     *out = sg_xmalloc(sizeof c);
     **out = c;
     return 0;
+}
+
+const char *sg_store_claim_name(const sg_store_claim *c)
+{
+    return c ? c->name : NULL;
 }
 
 void sg_store_claim_free(sg_store_claim *c)
@@ -150,9 +159,45 @@ void sg_store_claim_free(sg_store_claim *c)
         return;
     if (c->fd >= 0)
         close(c->fd);
-    if (c->conn)
-        PQfinish(c->conn);
+    if (c->pg) {
+        sg_error err = {0};
+        if (sg_pg_replica_leave(c->pg, c->name, &err))
+            sg_log(SG_LOG_WARN, "store",
+                   "%s (the other replicas take its claims once its lease runs out)", err.msg);
+        sg_pg_free(c->pg);
+    }
+    free(c->name);
     free(c);
+}
+
+/* ---- replicas (replicas.h) ---- */
+
+static int not_shared(const sg_store *s, sg_error *err)
+{
+    return sg_error_set(err, SG_EINVAL, "the store %s is not shared: it has no replicas",
+                        sg_store_path(s));
+}
+
+int sg_store_replica_renew(sg_store *s, const char *name, int64_t lease_ms, int64_t *released,
+                           sg_error *err)
+{
+    return s->pg ? sg_pg_replica_renew(s->pg, name, lease_ms, released, err) : not_shared(s, err);
+}
+
+int sg_store_replica_leave(sg_store *s, const char *name, sg_error *err)
+{
+    return s->pg ? sg_pg_replica_leave(s->pg, name, err) : not_shared(s, err);
+}
+
+int sg_store_events_claim(sg_store *s, const char *name, int limit, sg_event_fn fn, void *ud,
+                          sg_error *err)
+{
+    return s->pg ? sg_pg_events_claim(s->pg, name, limit, fn, ud, err) : not_shared(s, err);
+}
+
+int sg_store_replicas(sg_store *s, sg_replica_fn fn, void *ud, sg_error *err)
+{
+    return s->pg ? sg_pg_replicas(s->pg, fn, ud, err) : not_shared(s, err);
 }
 
 static int lock_file(const char *path, int *fd_out, sg_error *err)

@@ -27,6 +27,7 @@ enum {
     /* events.c */
     ST_EVENT_INSERT,
     ST_EVENT_UPDATE,
+    ST_EVENT_REPLAYED,
     ST_LEDGER_ADD,
     ST_LEDGER_HAS,
     ST_COUNT

@@ -24,6 +24,7 @@
 #include "stormguard/store/episodes.h"
 #include "stormguard/store/events.h"
 #include "stormguard/store/held.h"
+#include "stormguard/store/replicas.h"
 #include "stormguard/store/snapshots.h"
 #include "stormguard/store/store.h"
 
@@ -35,6 +36,8 @@ enum {
     PG_LEDGER_ADD,
     PG_LEDGER_HAS,
     PG_EVENTS_PENDING,
+    PG_EVENTS_CLAIM,
+    PG_EVENT_REPLAYED,
     PG_SNAP_KEYS,
     PG_SNAP_CURSOR,
     PG_SNAP_POSTED,
@@ -128,10 +131,10 @@ int sg_pg_commit(sg_pg *pg, sg_error *err);
 void sg_pg_rollback(sg_pg *pg);
 
 int sg_pg_schema_version(sg_pg *pg);
-/* The daemon's claim on the store at url (sg_store_claim_new): a
- * connection holding its advisory lock, in *out; another daemon holding it
- * is SG_ESTORE naming it. */
-int sg_pg_claim(const char *url, PGconn **out, sg_error *err);
+/* The replica's claim on the store at url (sg_store_claim_new): its own
+ * connection, named in pg_stat_activity, and its name in the replica
+ * table (pg_replicas.c); the caller frees both. */
+int sg_pg_claim(const char *url, sg_pg **out, char **name, sg_error *err);
 int sg_pg_probe_write(sg_pg *pg, sg_error *err);
 
 /* ---- the table families, each with the contract of its sg_store_ twin ---- */
@@ -140,6 +143,14 @@ int sg_pg_event_insert(sg_pg *pg, sg_event_row *row, sg_error *err);
 int sg_pg_event_update(sg_pg *pg, int64_t id, sg_event_state state, int64_t attempts,
                        int64_t next_attempt_at, const char *last_error, int64_t done_at,
                        sg_error *err);
+int sg_pg_event_replayed(sg_pg *pg, const sg_event_row *row, sg_error *err);
+/* The columns of an event, in the order sg_pg_read_event reads them. */
+#define PG_EVENT_COLUMNS                                                                           \
+    "id, received_at, source, job, number, build_ts, kind, reason, state, method, path, "          \
+    "headers, body, attempts, next_attempt_at, last_error, done_at, qgen, would, tag, digest"
+/* The event of row i of a result whose columns are
+ * PG_EVENT_COLUMNS. */
+void sg_pg_read_event(const PGresult *r, int i, sg_event_row *e);
 int sg_pg_events_pending(sg_pg *pg, int64_t after_gen, int64_t after_id, int limit, sg_event_fn fn,
                          void *ud, sg_error *err);
 int sg_pg_queue_gen(sg_pg *pg, int64_t *gen, sg_error *err);
@@ -161,6 +172,14 @@ int sg_pg_ledger_docker(sg_pg *pg, sg_ledger_tag_fn fn, void *ud, sg_error *err)
 int sg_pg_ledger_mark(sg_pg *pg, int64_t *upto, sg_error *err);
 int sg_pg_ledger_set_mark(sg_pg *pg, int64_t upto, sg_error *err);
 int sg_pg_ledger_catch_up(sg_pg *pg, int64_t *added, sg_error *err);
+
+int sg_pg_replica_join(sg_pg *pg, const char *name, int64_t lease_ms, sg_error *err);
+int sg_pg_replica_renew(sg_pg *pg, const char *name, int64_t lease_ms, int64_t *released,
+                        sg_error *err);
+int sg_pg_replica_leave(sg_pg *pg, const char *name, sg_error *err);
+int sg_pg_replicas(sg_pg *pg, sg_replica_fn fn, void *ud, sg_error *err);
+int sg_pg_events_claim(sg_pg *pg, const char *name, int limit, sg_event_fn fn, void *ud,
+                       sg_error *err);
 
 int sg_pg_episode_open(sg_pg *pg, int64_t at, const char *cause, const char *detail, int64_t *id,
                        sg_error *err);

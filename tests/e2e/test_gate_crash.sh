@@ -69,8 +69,8 @@ assert_eq "1 PUT /artifacts/upload?name=a%20b&n=1 100000 $BIN_SHA application/oc
     "the binary PUT reached the sink once after the restart: method, path, query, body and type intact"
 
 echo "# builds accepted just before a kill -9 are known after the restart"
-# the journal writes the ledger about once a second: these are in its memory
-# only when the gate dies; the restart adds them from the journal
+# on SQLite the journal writes the ledger about once a second: these are in
+# its memory only when the gate dies; the restart adds them from the journal
 # (posted in one burst: the kill must come within that second)
 for n in 1 2 3 4 5; do igor_event team-a/service-$n 9000 1526050000000 >"$TMP/late$n.json"; done
 "$PY" -c '
@@ -85,8 +85,14 @@ for n in range(1, 6):
 kill_gate
 assert_eq "$(printf '200 new\n%.0s' 1 2 3 4 5)" "$(cat "$TMP/late.out")" "the 5 late builds accepted as new"
 restart_gate
-assert_contains "$(cat "$GATE_LOG")" "added 5 builds to the ledger" \
-    "the restart says it added the 5 builds the kill kept out of the ledger"
+if [ "${SG_STORE_BACKEND:-}" = pg ]; then
+    # replicas share the ledger: each build went into it with its event
+    assert_not_contains "$(cat "$GATE_LOG")" "builds to the ledger" \
+        "on PostgreSQL the kill kept no build out of the ledger"
+else
+    assert_contains "$(cat "$GATE_LOG")" "added 5 builds to the ledger" \
+        "the restart says it added the 5 builds the kill kept out of the ledger"
+fi
 for n in 1 2 3 4 5; do
     gate_post / "$(igor_event team-a/service-$n 9000 1526050000000)"
     assert_eq replay "$(json_get "$REPLY" "d['kind']")" "late build $n posted again: a replay"

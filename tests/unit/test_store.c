@@ -27,6 +27,7 @@
 #include "stormguard/store/episodes.h"
 #include "stormguard/store/events.h"
 #include "stormguard/store/held.h"
+#include "stormguard/store/replicas.h"
 #include "stormguard/store/snapshots.h"
 #include "stormguard/base/util.h"
 
@@ -2090,25 +2091,182 @@ static void migrate_from_empty_pg(void **state)
     assert_non_null(strstr(err.msg, "999"));
 }
 
-/* One daemon per store: the second claim names the first's pid; the
- * claim's end frees the store for the next. */
-static void lock_is_one_daemon_per_store_pg(void **state)
+typedef struct replicas_seen {
+    char names[4][320];
+    bool live[4];
+    int64_t claimed[4];
+    int n;
+} replicas_seen;
+
+static void collect_replica(void *ud, const sg_replica_row *r)
+{
+    replicas_seen *x = ud;
+    assert_true(x->n < 4);
+    snprintf(x->names[x->n], sizeof x->names[0], "%s", r->name);
+    x->live[x->n] = r->live;
+    x->claimed[x->n++] = r->claimed;
+}
+
+static replicas_seen replicas_of(sg_store *s)
+{
+    replicas_seen x = {0};
+    sg_error err = {0};
+    if (sg_store_replicas(s, collect_replica, &x, &err))
+        fail_msg("replicas: %s", err.msg);
+    return x;
+}
+
+/* Any number of daemons share a PostgreSQL store: each claim is a replica
+ * under a name of its own (pid@host#run), and freeing it leaves. */
+static void claims_are_replicas_pg(void **state)
 {
     fixture *f = *state;
-    sg_store_free(open_ok(f->db, NULL));
+    sg_store *s = open_ok(f->db, NULL);
     sg_store_claim *c = NULL, *c2 = NULL;
     sg_error err = {0};
     assert_int_equal(sg_store_claim_new(f->db, &c, &err), 0);
-    assert_int_equal(sg_store_claim_new(f->db, &c2, &err), SG_ESTORE);
-    assert_null(c2);
-    char want[64];
-    snprintf(want, sizeof want, "stormguard run %ld@", (long)getpid());
-    assert_non_null(strstr(err.msg, want));
-    assert_non_null(strstr(err.msg, "in use by another stormguard run"));
-    sg_store_free(open_ok(f->db, NULL)); /* the one-shot commands share it */
-    sg_store_claim_free(c);
     assert_int_equal(sg_store_claim_new(f->db, &c2, &err), 0);
+    char want[64];
+    snprintf(want, sizeof want, "%ld@", (long)getpid());
+    assert_non_null(strstr(sg_store_claim_name(c), want));
+    assert_string_not_equal(sg_store_claim_name(c), sg_store_claim_name(c2));
+    replicas_seen x = replicas_of(s);
+    assert_int_equal(x.n, 2);
+    assert_true(x.live[0] && x.live[1]);
+    /* named in pg_stat_activity, for an operator's look at the server */
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'stormguard run %s'",
+             sg_store_claim_name(c));
+    assert_int_equal(raw_int(f->db, sql), 1);
+    sg_store_claim_free(c);
+    x = replicas_of(s);
+    assert_int_equal(x.n, 1);
+    assert_string_equal(x.names[0], sg_store_claim_name(c2));
     sg_store_claim_free(c2);
+    assert_int_equal(replicas_of(s).n, 0);
+    sg_store_free(s);
+}
+
+typedef struct claimed_seen {
+    int64_t ids[16];
+    int n;
+} claimed_seen;
+
+static int collect_claimed(void *ud, const sg_event_row *r)
+{
+    claimed_seen *x = ud;
+    assert_true(x->n < 16);
+    x->ids[x->n++] = r->id;
+    return 0;
+}
+
+static claimed_seen claim(sg_store *s, const char *name)
+{
+    claimed_seen x = {0};
+    sg_error err = {0};
+    if (sg_store_events_claim(s, name, 10, collect_claimed, &x, &err))
+        fail_msg("claim: %s", err.msg);
+    return x;
+}
+
+static void forwarded(sg_store *s, int64_t id)
+{
+    sg_error err = {0};
+    assert_int_equal(sg_store_event_update(s, id, SG_STATE_FORWARDED, 1, 0, NULL, 5000, &err), 0);
+}
+
+/* A replica claims the heads of the jobs' queues in queue order: never an
+ * event behind one another replica (or none) has, so one job's events are
+ * delivered by one replica at a time, in order. */
+static void claims_take_heads_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_store_claim *c1 = NULL, *c2 = NULL;
+    sg_error err = {0};
+    assert_int_equal(sg_store_claim_new(f->db, &c1, &err), 0);
+    assert_int_equal(sg_store_claim_new(f->db, &c2, &err), 0);
+    const char *r1 = sg_store_claim_name(c1), *r2 = sg_store_claim_name(c2);
+    int64_t a1 = put_event(s, "pending", "a", 1, 0), a2 = put_event(s, "pending", "a", 2, 0);
+    int64_t b1 = put_event(s, "pending", "b", 1, 0);
+    int64_t held = put_event(s, "held", "c", 1, 0);
+    int64_t a3 = put_event(s, "pending", "a", 3, 0);
+    (void)held;
+    claimed_seen x = claim(s, r1);
+    assert_int_equal(x.n, 2); /* a1 and b1; a2 waits for a1's claim */
+    assert_int_equal(x.ids[0], a1);
+    assert_int_equal(x.ids[1], b1);
+    x = claim(s, r2);
+    assert_int_equal(x.n, 0); /* a2 is behind r1's a1 */
+    x = claim(s, r1);
+    assert_int_equal(x.n, 1); /* behind its own a1: r1 delivers it next */
+    assert_int_equal(x.ids[0], a2);
+    x = claim(s, r1);
+    assert_int_equal(x.n, 1);
+    assert_int_equal(x.ids[0], a3);
+    assert_int_equal(claim(s, r1).n, 0);
+    /* a release puts an event of a in a later generation: behind a3 */
+    int64_t a0 = put_event(s, "pending", "a", 0, 1);
+    assert_int_equal(claim(s, r2).n, 0);
+    forwarded(s, a1);
+    forwarded(s, a2);
+    forwarded(s, a3);
+    x = claim(s, r2);
+    assert_int_equal(x.n, 1); /* the queue of a is empty before it: r2's */
+    assert_int_equal(x.ids[0], a0);
+    replicas_seen rs = replicas_of(s);
+    assert_int_equal(rs.n, 2);
+    assert_int_equal(rs.claimed[0] + rs.claimed[1], 2); /* b1 and a0 */
+    /* leaving gives the claims back at once */
+    sg_store_claim_free(c1);
+    sg_store_claim_free(c2);
+    x = claim(s, "another");
+    assert_int_equal(x.n, 2);
+    assert_int_equal(x.ids[0], b1);
+    assert_int_equal(x.ids[1], a0);
+    sg_store_free(s);
+}
+
+/* A replica that stops renewing its lease loses its claims to the others
+ * once the lease ran out, and a renewal joins it again. */
+static void leases_run_out_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_store_claim *c1 = NULL, *c2 = NULL;
+    sg_error err = {0};
+    assert_int_equal(sg_store_claim_new(f->db, &c1, &err), 0);
+    assert_int_equal(sg_store_claim_new(f->db, &c2, &err), 0);
+    const char *r1 = sg_store_claim_name(c1), *r2 = sg_store_claim_name(c2);
+    int64_t e1 = put_event(s, "pending", "a", 1, 0), e2 = put_event(s, "pending", "b", 1, 0);
+    assert_int_equal(claim(s, r1).n, 2);
+    int64_t released = -1;
+    assert_int_equal(sg_store_replica_renew(s, r2, 5000, &released, &err), 0);
+    assert_int_equal(released, 0); /* r1's lease runs */
+    assert_int_equal(claim(s, r2).n, 0);
+    /* r1's lease runs out */
+    char sql[512];
+    snprintf(sql, sizeof sql, "UPDATE replica SET lease_until = 1 WHERE name = '%s'", r1);
+    raw_exec(f->db, sql);
+    assert_int_equal(sg_store_replica_renew(s, r2, 5000, &released, &err), 0);
+    assert_int_equal(released, 2);
+    claimed_seen x = claim(s, r2);
+    assert_int_equal(x.n, 2);
+    assert_int_equal(x.ids[0], e1);
+    assert_int_equal(x.ids[1], e2);
+    /* a replica gone for a minute is removed; its renewal joins it again */
+    raw_exec(f->db, "UPDATE replica SET lease_until = 0");
+    assert_int_equal(sg_store_replica_renew(s, r2, 5000, &released, &err), 0);
+    assert_int_equal(released, 0); /* r2 renewed itself before the look */
+    replicas_seen rs = replicas_of(s);
+    assert_int_equal(rs.n, 1);
+    assert_string_equal(rs.names[0], r2);
+    assert_int_equal(sg_store_replica_renew(s, r1, 5000, &released, &err), 0);
+    assert_int_equal(replicas_of(s).n, 2);
+    sg_store_claim_free(c1);
+    sg_store_claim_free(c2);
+    sg_store_free(s);
 }
 
 /* Errors name the store by its URL without the password, never with it. */
@@ -2138,6 +2296,51 @@ static void url_errors_name_no_password(void **state)
 }
 #endif
 
+/* A replay told after the insert (the ledger's key lost to another
+ * replica's) is rewritten in place: kind, reason, state and times. */
+static void event_replayed(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t id = put_event(s, "pending", "a", 7, 3);
+    sg_event_row r = {.id = id,
+                      .kind = "replay",
+                      .reason = "ledger",
+                      .state = SG_STATE_SUPPRESSED,
+                      .done_at = 4242};
+    assert_int_equal(sg_store_event_replayed(s, &r, &err), 0);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM event WHERE id = %lld AND kind = 'replay' AND reason = "
+             "'ledger' AND state = 'suppressed' AND done_at = 4242 AND qgen = 0 AND "
+             "next_attempt_at IS NULL AND would IS NULL",
+             (long long)id);
+    assert_int_equal(raw_int(f->db, sql), 1);
+    pending_seen p = {0};
+    assert_int_equal(sg_store_events_pending(s, 0, 0, 10, collect_pending, &p, &err), 0);
+    assert_int_equal(p.n, 0);
+    sg_store_free(s);
+}
+
+/* Replicas are a shared store's: an SQLite store has none, and says so. */
+static void replicas_not_on_sqlite(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    pending_seen x = {0};
+    assert_int_equal(sg_store_events_claim(s, "r", 10, collect_pending, &x, &err), SG_EINVAL);
+    assert_non_null(strstr(err.msg, "is not shared"));
+    int64_t released;
+    assert_int_equal(sg_store_replica_renew(s, "r", 5000, &released, &err), SG_EINVAL);
+    sg_store_claim *c = NULL;
+    assert_int_equal(sg_store_claim_new(f->db, &c, &err), 0);
+    assert_null(sg_store_claim_name(c));
+    sg_store_claim_free(c);
+    sg_store_free(s);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 #ifdef SG_TEST_PG
@@ -2166,7 +2369,10 @@ int main(void)
         T(events_prune),
         T(episodes),
         T(sample_keys),
-        T(lock_is_one_daemon_per_store_pg),
+        T(claims_are_replicas_pg),
+        T(claims_take_heads_pg),
+        T(leases_run_out_pg),
+        T(event_replayed),
         T(url_errors_name_no_password),
     };
     if (pg_fixture_start(&g_pg) != 0)
@@ -2217,6 +2423,8 @@ int main(void)
         T(prune_beside_a_busy_journal),
         T(episodes),
         T(sample_keys),
+        T(replicas_not_on_sqlite),
+        T(event_replayed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

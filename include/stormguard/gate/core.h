@@ -67,6 +67,13 @@ typedef struct sg_core_opts {
      * the gate were not there; what it would have suppressed, held or
      * dropped is journaled (sg_event_row.would) and counted (would). */
     bool observe;
+    /* On a shared store (replicas.h): this gate's replica name, the
+     * sg_store_claim_name of its claim. Its deliveries are then claimed
+     * from the store (the heads of the jobs' queues, under a lease renewed
+     * every tick) instead of pushed as they commit, and the counts of
+     * events are the whole set's, read with the ages. NULL: the gate
+     * delivers its own queue. */
+    const char *replica;
 } sg_core_opts;
 
 /* Where deliveries go: the forwarder, or the simulator's notifier. push

@@ -75,6 +75,13 @@ int sg_store_event_update(sg_store *s, int64_t id, sg_event_state state, int64_t
                           int64_t next_attempt_at, const char *last_error, int64_t done_at,
                           sg_error *err);
 
+/* Rewrites the classification of the event row->id, journaled in the
+ * open transaction, as row says: kind, reason, state, would, next attempt,
+ * done_at and qgen (0 = NULL as on insert), last error. A gate sharing its
+ * store learns that an event is a replay only once its ledger row lost to
+ * another replica's (sg_store_ledger_add), after the insert. */
+int sg_store_event_replayed(sg_store *s, const sg_event_row *row, sg_error *err);
+
 /* Pending events after (after_gen, after_id) in queue order (qgen, id), at
  * most limit; the row's pointers are valid during the call only, and fn
  * returns non-zero to stop. */

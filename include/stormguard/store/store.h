@@ -28,7 +28,9 @@
  *    most once, ever. Within one writer the journal's memory tells the
  *    builds not written yet; the store tells the rest. A backend written by
  *    several gates at once must make the check and the add one atomic step
- *    (a unique key; "added" says who won), or two gates forward one build.
+ *    (a unique key; "added" says who won), or two gates forward one build;
+ *    the loser's event is then journaled a replay (sg_store_event_replayed)
+ *    in the same transaction.
  * 3. The ledger in bulk (sg_store_ledger_mark, _set_mark, _catch_up): every
  *    event up to the mark that should be in the ledger is; on open the
  *    builds of the events after it are added. A backend that writes each
@@ -40,9 +42,9 @@
  * 4. Deliveries (sg_store_events_pending, sg_store_queue_gen,
  *    sg_store_event_update): the pending events in (qgen, id) order after a
  *    cursor, in pages; a delivery's outcome (forwarded, retried at a time,
- *    dead) as one update of that event. One gate delivers its own queue;
- *    several gates would claim events under a lease, which this contract
- *    does not have yet.
+ *    dead) as one update of that event. One gate on SQLite delivers its
+ *    own queue; gates sharing a store claim the heads of the jobs' queues
+ *    under a lease instead (replicas.h).
  * 5. The held queue (held.h: sg_store_held_summary, _release, _drop): held
  *    events by job (a Docker repository's by repository, a job glob
  *    matching repository:tag); release into a new queue generation behind
@@ -67,9 +69,9 @@
  *    writes are taken again after a failure (sg_store_probe_write: a write
  *    that changes nothing). An event's would (observe mode) is written with
  *    it and never changes.
- * 10. One daemon per store (sg_store_claim_new): a second is refused,
- *    naming the first. Several daemons on one PostgreSQL store would
- *    replace this with claims of their own: not part of this contract yet.
+ * 10. Who runs on the store (sg_store_claim_new): on SQLite one daemon,
+ *    a second refused naming the first; on PostgreSQL any number of
+ *    replicas, each with a lease (replicas.h).
  * Checkpoints and the WAL (sg_store_checkpoint, sg_store_wal_frames) are
  * SQLite's own: another backend needs no counterpart. */
 #ifndef STORMGUARD_STORE_H
@@ -134,14 +136,18 @@ int sg_store_url_check(const char *url, sg_error *err);
 char *sg_store_url_redacted(const char *url);
 
 /* The daemon's claim on the store at where (a path or a postgresql://
- * URL), held until sg_store_claim_free or the process exits. SQLite: an
- * exclusive flock on "PATH.lock", which then holds its pid. PostgreSQL: a
- * session advisory lock on a connection of its own, named in
- * pg_stat_activity by pid and host. Another daemon holding it is
- * SG_ESTORE naming it. One-shot commands take no claim: they share the
- * store with a running daemon. */
+ * URL), held until sg_store_claim_free or the process exits. SQLite: one
+ * daemon per store, an exclusive flock on "PATH.lock", which then holds
+ * its pid; another daemon holding it is SG_ESTORE naming it. PostgreSQL:
+ * any number of daemons, each a replica (replicas.h) joined under a name
+ * unique to this run, with a connection of its own named in
+ * pg_stat_activity ("stormguard run NAME"); freeing the claim leaves, and
+ * the replica's delivery claims go back to the others at once. One-shot
+ * commands take no claim: they share the store with a running daemon. */
 typedef struct sg_store_claim sg_store_claim;
 int sg_store_claim_new(const char *where, sg_store_claim **out, sg_error *err);
+/* The replica's name (PostgreSQL), NULL for an SQLite store's claim. */
+const char *sg_store_claim_name(const sg_store_claim *c);
 void sg_store_claim_free(sg_store_claim *c);
 /* Closes the connection, rolling back a snapshot still being written
  * (sg_store_snapshot_abort). Accepts NULL. */

@@ -1,0 +1,59 @@
+/* Gates sharing one store: the replicas of a PostgreSQL store and their
+ * delivery claims (schema/pg/003_replicas.sql). Each running gate is a
+ * replica with a name unique to its run (sg_store_claim_name) and a lease
+ * it renews every second by the server's clock; a pending event is
+ * delivered by the replica that claimed it. A replica claims only the
+ * head of each job's pending queue, so a job's events go out in queue
+ * order whichever replica journaled them; the claims of a replica whose
+ * lease ran out (it died, or lost the store for longer) go back to none
+ * and the others deliver them again, with the same event id. Only a
+ * shared store (sg_store_shared) has replicas: on an SQLite store these
+ * fail with SG_EINVAL, as one daemon there delivers its own queue
+ * (events.h, sg_store_events_pending). Callers include
+ * stormguard/store/store.h. */
+#ifndef STORMGUARD_STORE_REPLICAS_H
+#define STORMGUARD_STORE_REPLICAS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "stormguard/base/error.h"
+#include "stormguard/store/events.h"
+
+typedef struct sg_store sg_store;
+
+/* How long a replica's claims outlive its last renewal; renewed every
+ * SG_REPLICA_RENEW_MS. */
+#define SG_REPLICA_LEASE_MS 5000
+#define SG_REPLICA_RENEW_MS 1000
+
+/* Renews the lease of the replica name (joining again if it was found
+ * dead meanwhile) and gives the claims of replicas whose lease ran out
+ * back to none; *released counts those. */
+int sg_store_replica_renew(sg_store *s, const char *name, int64_t lease_ms, int64_t *released,
+                           sg_error *err);
+/* The replica leaves: its claims go back to none at once. */
+int sg_store_replica_leave(sg_store *s, const char *name, sg_error *err);
+
+/* Claims for the replica name up to limit pending events that are the
+ * heads of their jobs' queues (or of no job: pass-through) and passes
+ * them to fn in queue order (qgen, id), as sg_store_events_pending does.
+ * An event another replica is claiming at the same moment is skipped,
+ * never waited for. */
+int sg_store_events_claim(sg_store *s, const char *name, int limit, sg_event_fn fn, void *ud,
+                          sg_error *err);
+
+/* One replica: times are epoch ms by the server's clock; live while its
+ * lease runs; claimed counts its pending claims. */
+typedef struct sg_replica_row {
+    const char *name;
+    int64_t started_at, lease_until;
+    bool live;
+    int64_t claimed;
+} sg_replica_row;
+typedef void (*sg_replica_fn)(void *ud, const sg_replica_row *row);
+/* Every replica known to the store, oldest first; the strings are valid
+ * during the call only. */
+int sg_store_replicas(sg_store *s, sg_replica_fn fn, void *ud, sg_error *err);
+
+#endif

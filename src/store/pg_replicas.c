@@ -1,0 +1,162 @@
+/* Gates sharing one PostgreSQL store (replicas.h; schema/pg/003_replicas.sql):
+ * the replica rows and their leases, and the delivery claims.
+ *
+ * Leases are kept by the server's clock (NOW_MS), never a replica's: two
+ * machines' clocks may disagree by more than a lease. */
+#include "store_pg_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "stormguard/base/util.h"
+
+#define NOW_MS "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
+int sg_pg_replica_join(sg_pg *pg, const char *name, int64_t lease_ms, sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_str(&p, name);
+    pgp_int(&p, lease_ms);
+    return sg_pg_exec(pg, -1,
+                      "INSERT INTO replica(name, started_at, lease_until) VALUES ($1, " NOW_MS
+                      ", " NOW_MS " + $2) ON CONFLICT (name) DO UPDATE SET lease_until = "
+                      "EXCLUDED.lease_until",
+                      &p, err, "joining the replicas of");
+}
+
+int sg_pg_replica_renew(sg_pg *pg, const char *name, int64_t lease_ms, int64_t *released,
+                        sg_error *err)
+{
+    *released = 0;
+    pg_params p;
+    pgp_reset(&p);
+    pgp_str(&p, name);
+    pgp_int(&p, lease_ms);
+    /* a replica found dead and removed while it could not reach the store
+     * (its claims gone to the others) joins again: it delivers what it
+     * still holds, the window the crash guarantee already has */
+    int rc = sg_pg_replica_join(pg, name, lease_ms, err);
+    if (rc)
+        return rc;
+    PGresult *r = sg_pg_query(pg, -1,
+                              "UPDATE event e SET claimed_by = NULL WHERE e.state = 'pending' AND "
+                              "e.claimed_by IS NOT NULL AND NOT EXISTS (SELECT 1 FROM replica r "
+                              "WHERE r.name = e.claimed_by AND r.lease_until >= " NOW_MS ")",
+                              NULL, err, "releasing the claims of replicas gone from");
+    if (!r)
+        return SG_ESTORE;
+    *released = strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    /* a replica gone for a minute is gone: its claims were released above */
+    return sg_pg_exec(pg, -1, "DELETE FROM replica WHERE lease_until < " NOW_MS " - 60000", NULL,
+                      err, "removing replicas gone from");
+}
+
+int sg_pg_replica_leave(sg_pg *pg, const char *name, sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_str(&p, name);
+    int rc = sg_pg_exec(pg, -1,
+                        "UPDATE event SET claimed_by = NULL WHERE state = 'pending' AND "
+                        "claimed_by = $1",
+                        &p, err, "releasing this replica's claims in");
+    return rc ? rc
+              : sg_pg_exec(pg, -1, "DELETE FROM replica WHERE name = $1", &p, err,
+                           "leaving the replicas of");
+}
+
+int sg_pg_replicas(sg_pg *pg, sg_replica_fn fn, void *ud, sg_error *err)
+{
+    PGresult *r = sg_pg_query(
+        pg, -1,
+        "SELECT r.name, r.started_at, r.lease_until, r.lease_until >= " NOW_MS
+        ", (SELECT count(*) FROM event e WHERE e.state = 'pending' AND e.claimed_by = r.name) "
+        "FROM replica r ORDER BY r.started_at, r.name",
+        NULL, err, "listing the replicas of");
+    if (!r)
+        return SG_ESTORE;
+    for (int i = 0, n = PQntuples(r); i < n; i++) {
+        sg_replica_row row = {.name = sg_pg_str(r, i, 0),
+                              .started_at = sg_pg_int(r, i, 1),
+                              .lease_until = sg_pg_int(r, i, 2),
+                              .live = sg_pg_bool(r, i, 3),
+                              .claimed = sg_pg_int(r, i, 4)};
+        fn(ud, &row);
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* Claims the heads: an unclaimed pending event none of whose job's earlier
+ * pending events is claimed by another replica or by none. An event
+ * another replica is claiming right now is locked (skipped) and still
+ * unclaimed in this statement's snapshot, so it holds its job's later
+ * events back here too: two replicas never split one job's queue. The
+ * rows claimed come back in queue order. */
+int sg_pg_events_claim(sg_pg *pg, const char *name, int limit, sg_event_fn fn, void *ud,
+                       sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_str(&p, name);
+    pgp_int(&p, limit);
+    PGresult *r = sg_pg_query(
+        pg, PG_EVENTS_CLAIM,
+        "WITH c AS (SELECT e.id FROM event e WHERE e.state = 'pending' AND e.claimed_by IS NULL "
+        "AND NOT EXISTS (SELECT 1 FROM event q WHERE q.state = 'pending' AND q.source = e.source "
+        "AND q.job = e.job AND (q.qgen, q.id) < (e.qgen, e.id) AND q.claimed_by IS DISTINCT FROM "
+        "$1) ORDER BY e.qgen, e.id LIMIT $2 FOR UPDATE OF e SKIP LOCKED), "
+        "u AS (UPDATE event SET claimed_by = $1 FROM c WHERE event.id = c.id RETURNING event.*) "
+        "SELECT " PG_EVENT_COLUMNS " FROM u ORDER BY qgen, id",
+        &p, err, "claiming events in");
+    if (!r)
+        return SG_ESTORE;
+    for (int i = 0, n = PQntuples(r); i < n; i++) {
+        sg_event_row e;
+        sg_pg_read_event(r, i, &e);
+        if (fn(ud, &e))
+            break;
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* ---- the replica's claim on the store ---- */
+
+int sg_pg_claim(const char *url, sg_pg **out, char **name, sg_error *err)
+{
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    /* unique per run: a container's gate is pid 1 at every start, and a
+     * name met again would inherit claims its memory never had */
+    char *nm = sg_xasprintf("%ld@%s#%llx", (long)getpid(), host,
+                            (unsigned long long)ts.tv_sec * 1000000ULL +
+                                (unsigned long long)ts.tv_nsec / 1000);
+    sg_pg *pg = NULL;
+    int rc = sg_pg_open(url, NULL, &pg, err);
+    if (rc == 0) {
+        char *set = sg_xasprintf("SET application_name = 'stormguard run %s'", nm);
+        for (char *q = set + 30; q[1]; q++) /* a host name holds no quote, but */
+            if (*q == '\'')
+                *q = '_';
+        rc = sg_pg_exec(pg, -1, set, NULL, err, "naming the connection to");
+        free(set);
+    }
+    if (rc == 0)
+        rc = sg_pg_replica_join(pg, nm, SG_REPLICA_LEASE_MS, err);
+    if (rc) {
+        sg_pg_free(pg);
+        free(nm);
+        return rc;
+    }
+    *out = pg;
+    *name = nm;
+    return 0;
+}
