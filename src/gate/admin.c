@@ -240,7 +240,10 @@ static json_t *status_doc(sg_admin *a)
         json_object_set_new(journal, "low_space",
                             json_boolean(st.free_bytes < SG_JOURNAL_HEADROOM_BYTES));
     }
-    json_object_set_new(doc, "redis", gi.watched ? redis_json(&gi) : json_string("not watched"));
+    json_object_set_new(doc, "redis",
+                        gi.watched             ? redis_json(&gi)
+                        : gi.watched_elsewhere ? json_string("watched by another replica")
+                                               : json_string("not watched"));
     guard_status(doc, &gr, sg_core_held(core));
     return doc;
 }
@@ -283,7 +286,7 @@ static void degraded(sg_admin *a, json_t *reasons)
                                   (long long)(SG_JOURNAL_HEADROOM_BYTES >> 20)));
     sg_gate_info gi;
     sg_gate_info_get(a->gate, &gi);
-    if (!gi.watched && !gi.stopping)
+    if (!gi.watched && !gi.watched_elsewhere && !gi.stopping)
         json_array_append_new(reasons, json_string("Redis not watched ([redis] watch = no): no "
                                                    "snapshots are taken and wipes go unnoticed; "
                                                    "the gate has its ledger only"));

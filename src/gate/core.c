@@ -55,6 +55,7 @@ struct read_job {
     uv_work_t work;
     sg_core *c;
     bool serial;
+    bool bare;                             /* runs without a store connection (s NULL) */
     void (*run)(read_job *j, sg_store *s); /* on the thread pool */
     void (*done)(read_job *j, int status); /* on the loop; frees j */
     int rc;
@@ -94,6 +95,17 @@ struct sg_core {
     bool shared;                 /* deliveries are claimed (o.replica) */
     bool renewing, renew_failed; /* the replica's lease */
     int64_t next_renew_at;
+
+    /* guard and storm mode across replicas (shared) */
+    sg_store_listener *listener;
+    uv_poll_t listen_poll;
+    bool listen_polling, listen_connecting, listen_failed;
+    int64_t next_listen_at;
+    bool adopting; /* the guard changes for another replica: nothing to publish */
+    bool modes_reading, modes_again;
+    int64_t last_off;         /* the latest operator's off adopted */
+    struct known_mode *known; /* each scope's until as the store has it */
+    size_t nknown;
     int64_t qgen;                  /* generation new pending events join */
     int64_t loaded_gen, loaded_id; /* the last event handed to the deliverer */
 
@@ -147,6 +159,7 @@ static int64_t now_ms(const sg_core *c)
 }
 
 static void maybe_close(sg_core *c);
+static void shared_modes_tick(sg_core *c, int64_t now);
 
 /* ---- reading the store off the loop ---- */
 
@@ -154,6 +167,10 @@ static void read_work(uv_work_t *w)
 {
     read_job *j = w->data;
     sg_store *s = j->c->reader;
+    if (j->bare) {
+        j->run(j, NULL);
+        return;
+    }
     if (!j->serial) {
         sg_store_options ro = {.readonly = true};
         if ((j->rc = sg_store_open(j->c->o.db_path, &ro, &s, &j->err)))
@@ -1291,6 +1308,7 @@ void sg_core_tick(sg_core *c)
     sg_hold_tick(c->hold, c->counts[SG_KIND_UNKNOWN][SG_STATE_HELD]);
     refill(c);
     maybe_renew(c, now);
+    shared_modes_tick(c, now);
     maybe_probe(c, now);
     maybe_prune(c, now);
     if (now >= c->next_space_at) {
@@ -1311,11 +1329,313 @@ void sg_core_tick(sg_core *c)
     }
 }
 
+/* ---- guard and storm mode across replicas ----
+ *
+ * On a shared store a mode this replica starts goes into the store's
+ * gate_mode table and is told at once (NOTIFY, for a start or an
+ * operator's off only); its extensions are written by the tick, a
+ * second apart at most. Each replica LISTENs on a connection of its own,
+ * watched by the loop, and reads the table when told and at every tick
+ * (a notice lost with a connection is caught up by then), adopting what
+ * the others started: the wipe one replica's watcher saw, the storm one
+ * replica's detector tripped, an operator's guard on or off at any. */
+
+#define LISTEN_RETRY_MS 5000
+#define EXTEND_STEP_MS 1000 /* an extension shorter than this waits */
+
+typedef struct known_mode {
+    char *scope; /* "" guard mode, "*" a storm everywhere, else the source */
+    int64_t until;
+} known_mode;
+
+static const char *mode_key(bool storm, const char *scope)
+{
+    return !storm ? "" : scope ? scope : "*";
+}
+
+/* The until the store holds for key, as last written or read here. */
+static int64_t *known_until(sg_core *c, const char *key)
+{
+    for (size_t i = 0; i < c->nknown; i++)
+        if (!strcmp(c->known[i].scope, key))
+            return &c->known[i].until;
+    c->known = sg_xrealloc(c->known, (c->nknown + 1) * sizeof *c->known);
+    c->known[c->nknown] = (known_mode){sg_xstrdup(key), 0};
+    return &c->known[c->nknown++].until;
+}
+
+typedef struct publish_job {
+    read_job rj;
+    sg_mode_row row;
+    char *scope, *reason;
+    bool notify, off;
+} publish_job;
+
+static void publish_run(read_job *j, sg_store *s)
+{
+    publish_job *x = (publish_job *)j;
+    j->rc = x->off ? sg_store_mode_off(s, x->row.replica, x->row.until_ms, &j->err)
+                   : sg_store_mode_publish(s, &x->row, x->notify, &j->err);
+}
+
+static void publish_done(read_job *j, int status)
+{
+    publish_job *x = (publish_job *)j;
+    if (status || j->rc)
+        sg_log(SG_LOG_ERROR, "guard", "telling the other replicas of %s: %s",
+               x->off        ? "guard mode off"
+               : x->scope[0] ? "a storm"
+                             : "guard mode",
+               status ? uv_strerror(status) : j->err.msg);
+    free(x->scope);
+    free(x->reason);
+    free(x);
+}
+
+static void publish(sg_core *c, const char *key, int64_t since, int64_t until, const char *reason,
+                    bool notify, bool off)
+{
+    if (c->close_begun)
+        return;
+    publish_job *x = sg_xcalloc(1, sizeof *x);
+    x->scope = sg_xstrdup(key);
+    x->reason = sg_xstrdup(reason ? reason : "");
+    x->row = (sg_mode_row){.scope = *key ? x->scope : NULL,
+                           .since_ms = since,
+                           .until_ms = until,
+                           .reason = x->reason,
+                           .replica = c->o.replica};
+    x->notify = notify;
+    x->off = off;
+    x->rj.run = publish_run;
+    x->rj.done = publish_done;
+    if (!off)
+        *known_until(c, key) = until;
+    read_submit(c, &x->rj, true);
+}
+
+/* Writes the extensions of this replica's modes the store lags behind. */
+static void publish_extensions(sg_core *c)
+{
+    sg_guard_report r;
+    sg_guard_report_get(c->guard, &r);
+    if (r.guard && r.guard_until_ms > *known_until(c, "") + EXTEND_STEP_MS)
+        publish(c, "", r.guard_since_ms, r.guard_until_ms, r.guard_reason, false, false);
+    for (size_t i = 0; i < r.nstorms && i < SG_GUARD_MAX_STORMS; i++) {
+        const sg_mode_storm_info *st = &r.storms[i];
+        const char *key = mode_key(true, st->scope);
+        if (st->until_ms > *known_until(c, key) + EXTEND_STEP_MS)
+            publish(c, key, st->since_ms, st->until_ms, st->message, false, false);
+    }
+}
+
+typedef struct modes_job {
+    read_job rj;
+    sg_mode_row *rows;
+    size_t n;
+} modes_job;
+
+static void keep_mode(void *ud, const sg_mode_row *m)
+{
+    modes_job *x = ud;
+    x->rows = sg_xrealloc(x->rows, (x->n + 1) * sizeof *x->rows);
+    sg_mode_row *r = &x->rows[x->n++];
+    *r = *m;
+    r->scope = m->scope ? sg_xstrdup(m->scope) : NULL;
+    r->reason = sg_xstrdup(m->reason ? m->reason : "");
+    r->replica = sg_xstrdup(m->replica ? m->replica : "");
+}
+
+static void modes_run(read_job *j, sg_store *s)
+{
+    modes_job *x = (modes_job *)j;
+    j->rc = sg_store_modes(s, now_ms(j->c) - 60000, keep_mode, x, &j->err);
+}
+
+static void read_modes(sg_core *c);
+
+/* What another replica started, or an operator turned off there. */
+static void adopt(sg_core *c, const sg_mode_row *m, int64_t now)
+{
+    bool storm = m->scope != NULL;
+    const char *scope = storm && strcmp(m->scope, "*") ? m->scope : NULL;
+    int64_t *known = known_until(c, mode_key(storm, scope));
+    if (m->until_ms > *known)
+        *known = m->until_ms;
+    if (!strcmp(m->replica, c->o.replica))
+        return;
+    sg_guard_report r;
+    sg_guard_report_get(c->guard, &r);
+    c->adopting = true;
+    if (!storm && m->off_at > c->last_off) {
+        c->last_off = m->off_at;
+        if (r.guard && r.guard_since_ms <= m->off_at) {
+            char why[400];
+            snprintf(why, sizeof why, "turned off at replica %s", m->replica);
+            sg_guard_off(c->guard, why);
+        }
+    } else if (m->until_ms > now) {
+        char why[768];
+        snprintf(why, sizeof why, "%s (from replica %s)", m->reason, m->replica);
+        sg_guard_adopt(c->guard, scope, storm, m->until_ms, why);
+    }
+    c->adopting = false;
+}
+
+static void modes_done(read_job *j, int status)
+{
+    modes_job *x = (modes_job *)j;
+    sg_core *c = j->c;
+    c->modes_reading = false;
+    if (status || j->rc)
+        sg_log(SG_LOG_ERROR, "guard", "reading the other replicas' modes: %s",
+               status ? uv_strerror(status) : j->err.msg);
+    int64_t now = now_ms(c);
+    for (size_t i = 0; i < x->n; i++) {
+        if (!c->stopping)
+            adopt(c, &x->rows[i], now);
+        free((char *)x->rows[i].scope);
+        free((char *)x->rows[i].reason);
+        free((char *)x->rows[i].replica);
+    }
+    free(x->rows);
+    free(x);
+    if (c->modes_again) {
+        c->modes_again = false;
+        read_modes(c);
+    }
+}
+
+static void read_modes(sg_core *c)
+{
+    if (c->stopping || c->close_begun)
+        return;
+    if (c->modes_reading) {
+        c->modes_again = true;
+        return;
+    }
+    modes_job *x = sg_xcalloc(1, sizeof *x);
+    x->rj.run = modes_run;
+    x->rj.done = modes_done;
+    c->modes_reading = true;
+    read_submit(c, &x->rj, true);
+}
+
+static void listener_close(sg_core *c);
+
+static void on_listen_readable(uv_poll_t *p, int status, int events)
+{
+    sg_core *c = p->data;
+    (void)events;
+    bool notified = false;
+    sg_error err = {0};
+    if (status < 0 || sg_store_listener_read(c->listener, &notified, &err)) {
+        sg_log(SG_LOG_WARN, "guard",
+               "%s: listening again in %d s (the modes are read every second meanwhile)",
+               status < 0 ? uv_strerror(status) : err.msg, LISTEN_RETRY_MS / 1000);
+        listener_close(c);
+        c->next_listen_at = now_ms(c) + LISTEN_RETRY_MS;
+        return;
+    }
+    if (notified)
+        read_modes(c);
+}
+
+static void on_listen_closed(uv_handle_t *h)
+{
+    sg_core *c = h->data;
+    sg_store_listener_free(c->listener);
+    c->listener = NULL;
+    c->listen_polling = false;
+    maybe_close(c);
+}
+
+static void listener_close(sg_core *c)
+{
+    if (c->listen_polling && !uv_is_closing((uv_handle_t *)&c->listen_poll))
+        uv_close((uv_handle_t *)&c->listen_poll, on_listen_closed);
+}
+
+typedef struct listen_job {
+    read_job rj;
+    sg_store_listener *l;
+} listen_job;
+
+static void listen_run(read_job *j, sg_store *s)
+{
+    (void)s;
+    listen_job *x = (listen_job *)j;
+    j->rc = sg_store_listen(j->c->o.db_path, &x->l, &j->err);
+}
+
+static void listen_done(read_job *j, int status)
+{
+    listen_job *x = (listen_job *)j;
+    sg_core *c = j->c;
+    c->listen_connecting = false;
+    if (status || j->rc) {
+        if (!c->listen_failed)
+            sg_log(SG_LOG_WARN, "guard", "cannot listen for the other replicas' modes: %s",
+                   status ? uv_strerror(status) : j->err.msg);
+        c->listen_failed = true;
+        c->next_listen_at = now_ms(c) + LISTEN_RETRY_MS;
+        free(x);
+        return;
+    }
+    if (c->stopping) {
+        sg_store_listener_free(x->l);
+        free(x);
+        return;
+    }
+    if (c->listen_failed)
+        sg_log(SG_LOG_INFO, "guard", "listening for the other replicas' modes again");
+    c->listen_failed = false;
+    c->listener = x->l;
+    free(x);
+    uv_poll_init(c->loop, &c->listen_poll, sg_store_listener_fd(c->listener));
+    c->listen_poll.data = c;
+    c->listen_polling = true;
+    uv_poll_start(&c->listen_poll, UV_READABLE, on_listen_readable);
+    read_modes(c); /* what changed before it listened */
+}
+
+/* The tick's share: listening, the table read, the extensions. */
+static void shared_modes_tick(sg_core *c, int64_t now)
+{
+    if (!c->shared)
+        return;
+    if (!c->listener && !c->listen_connecting && !c->listen_polling && now >= c->next_listen_at) {
+        listen_job *x = sg_xcalloc(1, sizeof *x);
+        x->rj.run = listen_run;
+        x->rj.done = listen_done;
+        x->rj.bare = true;
+        c->listen_connecting = true;
+        read_submit(c, &x->rj, false);
+    }
+    read_modes(c);
+    publish_extensions(c);
+}
+
 /* ---- the guard's mode changes ---- */
 
 static void on_mode(void *ud, const sg_mode_change *ch)
 {
     sg_core *c = ud;
+    if (c->shared && !c->adopting) {
+        sg_guard_report r;
+        sg_guard_report_get(c->guard, &r);
+        if (ch->started && ch->mode == SG_MODE_GUARD && r.guard)
+            publish(c, "", ch->since_ms, r.guard_until_ms, ch->detail, true, false);
+        for (size_t i = 0;
+             ch->started && ch->mode == SG_MODE_STORM && i < r.nstorms && i < SG_GUARD_MAX_STORMS;
+             i++)
+            if (!r.storms[i].scope == !ch->scope &&
+                (!ch->scope || !strcmp(ch->scope, r.storms[i].scope)))
+                publish(c, mode_key(true, ch->scope), ch->since_ms, r.storms[i].until_ms,
+                        ch->detail, true, false);
+        if (!ch->started && ch->forced && ch->mode == SG_MODE_GUARD)
+            publish(c, "", ch->since_ms, ch->until_ms, NULL, false, true);
+    }
     if (ch->started || sg_guard_mode(c->guard, NULL) != SG_MODE_NORMAL)
         return;
     int64_t held = c->counts[SG_KIND_UNKNOWN][SG_STATE_HELD];
@@ -1681,6 +2001,7 @@ void sg_core_set_deliverer(sg_core *c, const sg_deliverer *d)
 void sg_core_stop(sg_core *c)
 {
     c->stopping = true;
+    listener_close(c);
     sg_hold_stop(c->hold);
 }
 
@@ -1702,7 +2023,7 @@ static void on_journal_stopped(void *ud)
  * no read uses it. */
 static void maybe_close(sg_core *c)
 {
-    if (!c->closing || c->readers || c->measuring || !c->journal)
+    if (!c->closing || c->readers || c->measuring || !c->journal || c->listen_polling)
         return;
     sg_store_free(c->reader);
     c->reader = NULL;
@@ -1731,5 +2052,8 @@ void sg_core_free(sg_core *c)
     sg_index_close(&c->index);
     sg_ledger_close(&c->ledger);
     free(c->baseline_reason);
+    for (size_t i = 0; i < c->nknown; i++)
+        free(c->known[i].scope);
+    free(c->known);
     free(c);
 }

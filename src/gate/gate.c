@@ -52,6 +52,9 @@ struct sg_gate {
     int64_t good_snapshot_at, good_snapshot_keys; /* the newest good one taken here */
     struct proc_job *proc_job;                    /* a read of /proc on the thread pool */
     sg_store_claim *store_claim;                  /* one daemon per store; NULL until taken */
+    struct watcher_job *watcher_job;              /* asking for the watcher's lock */
+    int64_t next_watcher_at;
+    bool replica_watches; /* replicas: [redis] watch is on, the lock decides who */
     sg_procstat proc;
     bool proc_known, proc_failed;
     char sample_glob[256]; /* the profile's keys, for the watcher's sample */
@@ -75,6 +78,7 @@ void sg_gate_info_get(const sg_gate *g, sg_gate_info *out)
                           .backlog = sg_forward_backlog(g->fwd),
                           .refused = g->http ? sg_http_refused(g->http) : g->refused,
                           .watched = g->watch != NULL,
+                          .watched_elsewhere = g->replica_watches && !g->watch,
                           .redis_up = g->redis_up};
     if (g->watch)
         sg_watchset_report_get(g->watch, &out->watch);
@@ -479,6 +483,82 @@ void sg_gate_flush_announce(sg_gate *g, const char *actor, const char *reason, i
     }
 }
 
+/* ---- the watcher among replicas ----
+ *
+ * Of replicas sharing a store only one watches Redis and takes the
+ * periodic snapshots: the holder of the store's watcher lock (store.h,
+ * sg_store_claim_watcher). The others ask for it every WATCHER_EVERY_MS,
+ * and the holder checks that it still holds it (it goes with the claim's
+ * connection): a watcher that died is followed within a few seconds. */
+
+#define WATCHER_EVERY_MS 2000
+
+typedef struct watcher_job {
+    uv_work_t work;
+    sg_gate *g; /* NULL once the gate was freed: the job frees itself */
+    sg_store_claim *claim;
+    int rc;
+    bool held;
+    sg_error err;
+} watcher_job;
+
+static int start_watch(sg_gate *g, sg_error *err);
+
+static void watcher_work(uv_work_t *w)
+{
+    watcher_job *j = w->data;
+    j->rc = sg_store_claim_watcher(j->claim, &j->held, &j->err);
+}
+
+static void watcher_done(uv_work_t *w, int status)
+{
+    watcher_job *j = w->data;
+    sg_gate *g = j->g;
+    if (g)
+        g->watcher_job = NULL;
+    bool held = !status && !j->rc && j->held;
+    if (!g || g->stopping) {
+        /* nothing to change */
+    } else if (status || j->rc) {
+        /* the store unreachable says nothing of who holds it: a watcher
+         * goes on watching (its lock, if the connection is gone, is lost
+         * and the next look tells) */
+        sg_log(SG_LOG_WARN, "guard", "asking for the watcher's lock: %s",
+               status ? uv_strerror(status) : j->err.msg);
+    } else if (held && !g->watch) {
+        sg_log(SG_LOG_INFO, "guard",
+               "this replica holds the watcher's lock: it watches Redis and takes the periodic "
+               "snapshots");
+        sg_error err;
+        if (start_watch(g, &err))
+            sg_log(SG_LOG_ERROR, "guard", "%s", err.msg);
+    } else if (!held && g->watch) {
+        sg_log(SG_LOG_WARN, "guard",
+               "this replica lost the watcher's lock with its connection: another replica "
+               "watches Redis now");
+        sg_watchset_stop(g->watch, NULL, NULL);
+        g->watch = NULL;
+        g->redis_up = false;
+    }
+    free(j);
+}
+
+static void maybe_watch(sg_gate *g, int64_t now)
+{
+    if (!g->replica_watches || g->watcher_job || g->stopping || now < g->next_watcher_at)
+        return;
+    g->next_watcher_at = now + WATCHER_EVERY_MS;
+    watcher_job *j = sg_xcalloc(1, sizeof *j);
+    j->g = g;
+    j->claim = g->store_claim;
+    j->work.data = j;
+    if (uv_queue_work(g->loop, &j->work, watcher_work, watcher_done)) {
+        free(j);
+        return;
+    }
+    g->watcher_job = j;
+}
+
 /* ---- the tick: the core's, and periodic snapshots ---- */
 
 static void on_tick(uv_timer_t *t)
@@ -486,6 +566,7 @@ static void on_tick(uv_timer_t *t)
     sg_gate *g = t->data;
     sg_core_tick(g->core);
     sample_process(g);
+    maybe_watch(g, sg_clock_ms(g->clock));
     int64_t now = sg_clock_ms(g->clock);
     int64_t every = g->cfg->snapshot_interval_s * 1000;
     if (every && g->cfg->profile != SG_PROFILE_NONE && g->redis_up && !g->snapshotting &&
@@ -737,7 +818,9 @@ static int start(sg_gate *g, sg_error *err)
     listener_opts(c, &ho);
     if ((rc = sg_http_start(g->loop, &ho, on_request, g, &g->http, err)))
         return sg_error_prefix(err, "gate");
-    if ((rc = start_watch(g, err)))
+    /* replicas: the one holding the watcher's lock watches (maybe_watch) */
+    g->replica_watches = c->watch && sg_store_claim_name(g->store_claim);
+    if (!g->replica_watches && (rc = start_watch(g, err)))
         return rc;
     sg_core_on_baseline(g->core, on_baseline, g);
     uv_timer_init(g->loop, &g->tick);
@@ -771,6 +854,8 @@ void sg_gate_free(sg_gate *g)
         return;
     if (g->proc_job)
         g->proc_job->g = NULL;
+    if (g->watcher_job) /* the loop ran to its end: only if it was left early */
+        g->watcher_job->g = NULL;
     sg_core_free(g->core);
     sg_store_claim_free(g->store_claim); /* the store is free for the next daemon */
     free(g);

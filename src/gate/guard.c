@@ -29,6 +29,7 @@ struct sg_guard {
     int64_t episode_id;           /* the open episode, 0 if none (or not yet committed) */
     uint64_t wipes, storms, rewarms, server_changes;
     int pending_episodes; /* submitted, not yet done: they hold a pointer to g */
+    bool adopting;        /* in sg_guard_adopt: another replica's mode, its episode */
     bool freed;           /* sg_guard_free ran while some were pending */
 };
 
@@ -117,7 +118,7 @@ static void on_mode_change(const sg_mode_change *c, void *ud)
                  c->scope ? " for " : "", c->scope ? c->scope : "",
                  (long long)((c->until_ms - c->since_ms) / 1000), c->forced ? " (turned off)" : "");
     sg_log(c->started ? SG_LOG_WARN : SG_LOG_INFO, "guard", "%s", what);
-    if (c->started && c->mode == SG_MODE_STORM)
+    if (c->started && c->mode == SG_MODE_STORM && !g->adopting)
         episode(g, "storm", what, 0);
     if (!c->started && sg_modes_overall(&g->modes, c->until_ms) == SG_MODE_NORMAL)
         episode(g, NULL, what, c->until_ms);
@@ -254,6 +255,20 @@ void sg_guard_off(sg_guard *g, const char *reason)
 {
     sg_modes_guard_off(&g->modes, now_ms(g));
     sg_log(SG_LOG_INFO, "guard", "guard mode %s", reason);
+}
+
+void sg_guard_adopt(sg_guard *g, const char *scope, bool storm, int64_t until_ms,
+                    const char *reason)
+{
+    int64_t now = now_ms(g);
+    if (until_ms <= now)
+        return;
+    g->adopting = true;
+    if (storm)
+        sg_modes_storm(&g->modes, now, scope, until_ms - now, reason);
+    else
+        sg_modes_guard(&g->modes, now, until_ms - now, reason);
+    g->adopting = false;
 }
 
 void sg_guard_announce(sg_guard *g, const char *reason)

@@ -160,3 +160,159 @@ int sg_pg_claim(const char *url, sg_pg **out, char **name, sg_error *err)
     *name = nm;
     return 0;
 }
+
+/* ---- the watcher's lock ---- */
+
+/* Whether this session holds the lock, else an attempt to take it (the
+ * lock stacks per session: taken once, never again while held). */
+#define WATCHER_KEY "7301163522303"
+#define WATCHER_HELD                                                                               \
+    "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = "            \
+    "pg_backend_pid() AND classid = (" WATCHER_KEY                                                 \
+    "::bigint >> 32)::oid AND objid = (" WATCHER_KEY                                               \
+    "::bigint & 4294967295)::oid AND objsubid = 1)"
+
+int sg_pg_watcher(sg_pg *pg, bool *held, sg_error *err)
+{
+    int64_t got = 0;
+    int rc = sg_pg_query_int(pg,
+                             "SELECT (CASE WHEN " WATCHER_HELD
+                             " THEN true ELSE pg_try_advisory_lock(" WATCHER_KEY ") END)::int",
+                             NULL, &got, err, "taking the watcher's lock of");
+    if (rc == 0)
+        *held = got != 0;
+    return rc;
+}
+
+/* ---- guard and storm mode ---- */
+
+#define MODE_CHANNEL "stormguard_mode"
+
+/* An operator's off after the mode began wins over its extension; a mode
+ * that begins after the row's ended (or was turned off) is a new one. */
+#define MODE_NEW "(gate_mode.until_ms < EXCLUDED.since_ms OR gate_mode.off_at < EXCLUDED.since_ms)"
+#define MODE_OFF "(gate_mode.off_at >= EXCLUDED.since_ms)"
+
+int sg_pg_mode_publish(sg_pg *pg, const sg_mode_row *m, bool notify, sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_str(&p, m->scope ? m->scope : "");
+    pgp_int(&p, m->since_ms);
+    pgp_int(&p, m->until_ms);
+    pgp_str(&p, m->reason ? m->reason : "");
+    pgp_str(&p, m->replica);
+    int rc = sg_pg_exec(
+        pg, -1,
+        "INSERT INTO gate_mode(scope, since_ms, until_ms, reason, replica) VALUES ($1, $2, $3, "
+        "$4, $5) ON CONFLICT (scope) DO UPDATE SET "
+        "since_ms = CASE WHEN " MODE_NEW " THEN EXCLUDED.since_ms ELSE gate_mode.since_ms END, "
+        "reason = CASE WHEN " MODE_NEW " THEN EXCLUDED.reason ELSE gate_mode.reason END, "
+        "until_ms = CASE WHEN " MODE_OFF " THEN gate_mode.until_ms WHEN " MODE_NEW
+        " THEN EXCLUDED.until_ms ELSE GREATEST(gate_mode.until_ms, EXCLUDED.until_ms) END, "
+        "off_at = CASE WHEN " MODE_OFF " THEN gate_mode.off_at END, "
+        "replica = EXCLUDED.replica",
+        &p, err, "publishing a mode in");
+    if (rc || !notify)
+        return rc;
+    return sg_pg_exec(pg, -1, "NOTIFY " MODE_CHANNEL, NULL, err, "telling the replicas of");
+}
+
+int sg_pg_mode_off(sg_pg *pg, const char *replica, int64_t at_ms, sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_int(&p, at_ms);
+    pgp_str(&p, replica);
+    int rc = sg_pg_exec(pg, -1,
+                        "UPDATE gate_mode SET until_ms = LEAST(until_ms, $1), off_at = $1, "
+                        "replica = $2 WHERE scope = ''",
+                        &p, err, "turning guard mode off in");
+    return rc ? rc
+              : sg_pg_exec(pg, -1, "NOTIFY " MODE_CHANNEL, NULL, err, "telling the replicas of");
+}
+
+int sg_pg_modes(sg_pg *pg, int64_t after_ms, sg_mode_row_fn fn, void *ud, sg_error *err)
+{
+    pg_params p;
+    pgp_reset(&p);
+    pgp_int(&p, after_ms);
+    PGresult *r = sg_pg_query(pg, -1,
+                              "SELECT scope, since_ms, until_ms, coalesce(off_at, 0), reason, "
+                              "replica FROM gate_mode WHERE until_ms > $1 OR off_at > $1 "
+                              "ORDER BY scope",
+                              &p, err, "reading the modes in");
+    if (!r)
+        return SG_ESTORE;
+    for (int i = 0, n = PQntuples(r); i < n; i++) {
+        const char *scope = sg_pg_str(r, i, 0);
+        sg_mode_row m = {.scope = scope && *scope ? scope : NULL,
+                         .since_ms = sg_pg_int(r, i, 1),
+                         .until_ms = sg_pg_int(r, i, 2),
+                         .off_at = sg_pg_int(r, i, 3),
+                         .reason = sg_pg_str(r, i, 4),
+                         .replica = sg_pg_str(r, i, 5)};
+        fn(ud, &m);
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* ---- the listener ---- */
+
+struct sg_store_listener {
+    sg_pg *pg;
+};
+
+int sg_store_listen(const char *url, sg_store_listener **out, sg_error *err)
+{
+    if (!sg_pg_is_url(url))
+        return sg_error_set(err, SG_EINVAL, "an SQLite store has no replicas to listen to");
+    sg_store_options ro = {.readonly = true};
+    sg_pg *pg = NULL;
+    int rc = sg_pg_open(url, &ro, &pg, err);
+    if (rc == 0)
+        rc = sg_pg_exec(pg, -1, "LISTEN " MODE_CHANNEL, NULL, err, "listening to");
+    if (rc == 0 && PQsetnonblocking(pg->conn, 1) != 0)
+        rc = sg_error_set(err, SG_ESTORE,
+                          "listening to %s: cannot make the connection non-blocking", pg->where);
+    if (rc) {
+        sg_pg_free(pg);
+        return rc;
+    }
+    *out = sg_xmalloc(sizeof **out);
+    (*out)->pg = pg;
+    return 0;
+}
+
+int sg_store_listener_fd(const sg_store_listener *l)
+{
+    return PQsocket(l->pg->conn);
+}
+
+int sg_store_listener_read(sg_store_listener *l, bool *notified, sg_error *err)
+{
+    *notified = false;
+    PGconn *conn = l->pg->conn;
+    if (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK) {
+        char line[512];
+        snprintf(line, sizeof line, "%s", PQerrorMessage(conn));
+        line[strcspn(line, "\n")] = '\0';
+        return sg_error_set(err, SG_ESTORE, "listening to %s: %s", l->pg->where,
+                            *line ? line : "the connection was closed");
+    }
+    PGnotify *n;
+    while ((n = PQnotifies(conn))) {
+        *notified = true;
+        PQfreemem(n);
+    }
+    return 0;
+}
+
+void sg_store_listener_free(sg_store_listener *l)
+{
+    if (!l)
+        return;
+    sg_pg_free(l->pg);
+    free(l);
+}

@@ -200,6 +200,30 @@ int sg_store_replicas(sg_store *s, sg_replica_fn fn, void *ud, sg_error *err)
     return s->pg ? sg_pg_replicas(s->pg, fn, ud, err) : not_shared(s, err);
 }
 
+int sg_store_mode_publish(sg_store *s, const sg_mode_row *m, bool notify, sg_error *err)
+{
+    return s->pg ? sg_pg_mode_publish(s->pg, m, notify, err) : not_shared(s, err);
+}
+
+int sg_store_mode_off(sg_store *s, const char *replica, int64_t at_ms, sg_error *err)
+{
+    return s->pg ? sg_pg_mode_off(s->pg, replica, at_ms, err) : not_shared(s, err);
+}
+
+int sg_store_modes(sg_store *s, int64_t after_ms, sg_mode_row_fn fn, void *ud, sg_error *err)
+{
+    return s->pg ? sg_pg_modes(s->pg, after_ms, fn, ud, err) : not_shared(s, err);
+}
+
+int sg_store_claim_watcher(sg_store_claim *c, bool *held, sg_error *err)
+{
+    if (!c->pg) { /* SQLite: one daemon, the watcher */
+        *held = true;
+        return 0;
+    }
+    return sg_pg_watcher(c->pg, held, err);
+}
+
 static int lock_file(const char *path, int *fd_out, sg_error *err)
 {
     if (create_file(path, err))

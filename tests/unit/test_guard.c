@@ -174,6 +174,35 @@ static void storm_per_source_and_cooldown(void **state)
     sg_guard_free(g);
 }
 
+/* Another replica's modes: on until the time it gives, not guard_ms or
+ * the cooldown; told to the owner; a mode already over is not adopted. */
+static void adopted_modes_last_until_given(void **state)
+{
+    (void)state;
+    fixture f;
+    sg_guard *g = make(&f, false);
+    sg_guard_adopt(g, NULL, false, T0 - 1, "over");
+    assert_int_equal(sg_guard_mode(g, NULL), SG_MODE_NORMAL);
+    assert_int_equal(f.started, 0);
+    sg_guard_adopt(g, NULL, false, T0 + 5000, "wipe (flush) (from replica r2)");
+    assert_int_equal(sg_guard_mode(g, NULL), SG_MODE_GUARD);
+    assert_int_equal(f.started, 1);
+    sg_guard_report r;
+    sg_guard_report_get(g, &r);
+    assert_int_equal(r.guard_until_ms, T0 + 5000);
+    assert_string_equal(r.guard_reason, "wipe (flush) (from replica r2)");
+    assert_int_equal(r.wipes, 0); /* the wipe was the other replica's */
+    sg_guard_adopt(g, "m1", true, T0 + 3000, "first_seen (from replica r2)");
+    assert_int_equal(sg_guard_mode(g, "m1"), SG_MODE_STORM);
+    assert_int_equal(sg_guard_mode(g, "m2"), SG_MODE_GUARD);
+    tick_at(&f, 3001);
+    assert_int_equal(sg_guard_mode(g, "m1"), SG_MODE_GUARD);
+    tick_at(&f, 5001);
+    assert_int_equal(sg_guard_mode(g, NULL), SG_MODE_NORMAL);
+    assert_int_equal(f.ended, 2);
+    sg_guard_free(g);
+}
+
 /* A threshold out of range is a configuration error naming [storm]. */
 static void bad_storm_options(void **state)
 {
@@ -198,6 +227,7 @@ int main(void)
         cmocka_unit_test(announce_expects_the_wipe),
         cmocka_unit_test(server_change_keeps_the_mode),
         cmocka_unit_test(storm_per_source_and_cooldown),
+        cmocka_unit_test(adopted_modes_last_until_given),
         cmocka_unit_test(bad_storm_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdbool.h>
@@ -2269,6 +2270,130 @@ static void leases_run_out_pg(void **state)
     sg_store_free(s);
 }
 
+typedef struct modes_seen {
+    int n;
+    int64_t since, until, off;
+    char reason[64], scope[32];
+} modes_seen;
+
+static void collect_mode(void *ud, const sg_mode_row *m)
+{
+    modes_seen *x = ud;
+    x->n++;
+    x->since = m->since_ms;
+    x->until = m->until_ms;
+    x->off = m->off_at;
+    snprintf(x->reason, sizeof x->reason, "%s", m->reason);
+    snprintf(x->scope, sizeof x->scope, "%s", m->scope ? m->scope : "(guard)");
+}
+
+static modes_seen modes_of(sg_store *s)
+{
+    modes_seen x = {0};
+    sg_error err = {0};
+    if (sg_store_modes(s, 0, collect_mode, &x, &err))
+        fail_msg("modes: %s", err.msg);
+    return x;
+}
+
+static void publish_mode(sg_store *s, const char *scope, int64_t since, int64_t until,
+                         const char *reason)
+{
+    sg_mode_row m = {
+        .scope = scope, .since_ms = since, .until_ms = until, .reason = reason, .replica = "r1"};
+    sg_error err = {0};
+    if (sg_store_mode_publish(s, &m, false, &err))
+        fail_msg("publish: %s", err.msg);
+}
+
+/* A mode's row keeps the later until of its episode; an operator's off
+ * wins over an extension of what it turned off; a mode that starts after
+ * it is a new one. */
+static void modes_published_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    publish_mode(s, NULL, 100, 1000, "wipe");
+    modes_seen x = modes_of(s);
+    assert_int_equal(x.n, 1);
+    assert_string_equal(x.scope, "(guard)");
+    assert_int_equal(x.until, 1000);
+    publish_mode(s, NULL, 100, 2000, "wipe");
+    publish_mode(s, NULL, 100, 500, "wipe");
+    x = modes_of(s);
+    assert_int_equal(x.until, 2000);
+    assert_int_equal(sg_store_mode_off(s, "r2", 1500, &err), 0);
+    x = modes_of(s);
+    assert_int_equal(x.until, 1500);
+    assert_int_equal(x.off, 1500);
+    publish_mode(s, NULL, 100, 3000, "wipe"); /* an extension the off overtook */
+    assert_int_equal(modes_of(s).until, 1500);
+    publish_mode(s, NULL, 1600, 4000, "operator"); /* a new guard mode */
+    x = modes_of(s);
+    assert_int_equal(x.since, 1600);
+    assert_int_equal(x.until, 4000);
+    assert_int_equal(x.off, 0);
+    assert_string_equal(x.reason, "operator");
+    publish_mode(s, "jenkins-prod", 10, 20, "same_job");
+    x = (modes_seen){0};
+    assert_int_equal(sg_store_modes(s, 1000, collect_mode, &x, &err), 0);
+    assert_int_equal(x.n, 1); /* the storm ended at 20, before 1000 */
+    sg_store_free(s);
+}
+
+/* A mode published with notify wakes a listener on another connection. */
+static void listener_hears_modes_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_store_listener *l = NULL;
+    sg_error err = {0};
+    assert_int_equal(sg_store_listen(f->db, &l, &err), 0);
+    bool notified = true;
+    assert_int_equal(sg_store_listener_read(l, &notified, &err), 0);
+    assert_false(notified);
+    sg_mode_row m = {.since_ms = 1, .until_ms = 2, .reason = "wipe", .replica = "r1"};
+    assert_int_equal(sg_store_mode_publish(s, &m, true, &err), 0);
+    struct pollfd p = {.fd = sg_store_listener_fd(l), .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    assert_int_equal(sg_store_listener_read(l, &notified, &err), 0);
+    assert_true(notified);
+    /* the server gone: the read says so, naming the store */
+    raw_exec(f->db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE "
+                    "'LISTEN%'");
+    int rc = 0;
+    for (int i = 0; i < 3 && rc == 0; i++) /* the server's farewell, then the end */
+        if (poll(&p, 1, 5000) == 1)
+            rc = sg_store_listener_read(l, &notified, &err);
+    assert_int_equal(rc, SG_ESTORE);
+    assert_non_null(strstr(err.msg, "listening to postgresql://"));
+    sg_store_listener_free(l);
+    sg_store_free(s);
+}
+
+/* One replica holds the watcher's lock at a time; it goes with the claim. */
+static void watcher_lock_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store_free(open_ok(f->db, NULL));
+    sg_store_claim *c1 = NULL, *c2 = NULL;
+    sg_error err = {0};
+    assert_int_equal(sg_store_claim_new(f->db, &c1, &err), 0);
+    assert_int_equal(sg_store_claim_new(f->db, &c2, &err), 0);
+    bool held = false;
+    assert_int_equal(sg_store_claim_watcher(c1, &held, &err), 0);
+    assert_true(held);
+    assert_int_equal(sg_store_claim_watcher(c2, &held, &err), 0);
+    assert_false(held);
+    assert_int_equal(sg_store_claim_watcher(c1, &held, &err), 0);
+    assert_true(held); /* still its */
+    sg_store_claim_free(c1);
+    assert_int_equal(sg_store_claim_watcher(c2, &held, &err), 0);
+    assert_true(held);
+    sg_store_claim_free(c2);
+}
+
 /* Errors name the store by its URL without the password, never with it. */
 static void url_errors_name_no_password(void **state)
 {
@@ -2372,6 +2497,9 @@ int main(void)
         T(claims_are_replicas_pg),
         T(claims_take_heads_pg),
         T(leases_run_out_pg),
+        T(modes_published_pg),
+        T(listener_hears_modes_pg),
+        T(watcher_lock_pg),
         T(event_replayed),
         T(url_errors_name_no_password),
     };

@@ -63,6 +63,7 @@ typedef struct sg_gate_info {
     size_t inflight, backlog;           /* the forwarder's */
     uint64_t refused;                   /* requests the listener refused (http.h) */
     bool watched;                       /* false: Redis not watched (or no longer: stopping) */
+    bool watched_elsewhere;             /* replicas: another holds the watcher's lock */
     sg_watch_report watch;              /* when watched: its strings valid until the loop turns */
     const struct sg_watchset *watchset; /* when watched: its Cluster masters (watchset.h) */
     bool redis_up;

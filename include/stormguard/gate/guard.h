@@ -88,6 +88,12 @@ void sg_guard_rewarmed(sg_guard *g, const char *detail);
  * and why. */
 void sg_guard_on(sg_guard *g, const char *reason);
 void sg_guard_off(sg_guard *g, const char *reason);
+/* Another replica of the gate's mode (a shared store): guard mode, or a
+ * storm of scope (NULL: every source), on until until_ms at least. The
+ * mode is logged and told to the owner as any start, but its episode is
+ * the other replica's: none is opened here. */
+void sg_guard_adopt(sg_guard *g, const char *scope, bool storm, int64_t until_ms,
+                    const char *reason);
 /* A flush is coming: guard mode on, and the wipe it causes is expected. */
 void sg_guard_announce(sg_guard *g, const char *reason);
 

@@ -56,4 +56,40 @@ typedef void (*sg_replica_fn)(void *ud, const sg_replica_row *row);
  * during the call only. */
 int sg_store_replicas(sg_store *s, sg_replica_fn fn, void *ud, sg_error *err);
 
+/* ---- guard and storm mode across replicas (004_modes.sql) ---- */
+
+/* A mode on (or lately on) in some replica: scope NULL is guard mode,
+ * "*" a storm of every source, else the source in storm; times are epoch
+ * ms; off_at is when an operator turned guard mode off (0: never). */
+typedef struct sg_mode_row {
+    const char *scope;
+    int64_t since_ms, until_ms, off_at;
+    const char *reason, *replica;
+} sg_mode_row;
+
+/* Publishes a mode the replica m->replica started or extended: the row
+ * keeps the later until (an earlier off no longer counts once a mode
+ * starts after it); notify tells the other replicas at once, for a start
+ * only (never per extension). */
+int sg_store_mode_publish(sg_store *s, const sg_mode_row *m, bool notify, sg_error *err);
+/* An operator turned guard mode off at at_ms, from replica: told to the
+ * others at once. */
+int sg_store_mode_off(sg_store *s, const char *replica, int64_t at_ms, sg_error *err);
+/* Every mode row whose until or off is after after_ms; strings valid
+ * during the call only. */
+typedef void (*sg_mode_row_fn)(void *ud, const sg_mode_row *m);
+int sg_store_modes(sg_store *s, int64_t after_ms, sg_mode_row_fn fn, void *ud, sg_error *err);
+
+/* A connection of its own that LISTENs for mode changes: its socket for
+ * the loop to watch (sg_store_listener_fd), and what arrived on it read
+ * without blocking (sg_store_listener_read: *notified once a change was
+ * told). SG_ESTORE once the connection is gone: free it and listen anew
+ * (the changes missed meanwhile are in sg_store_modes). Connecting blocks:
+ * off the loop. */
+typedef struct sg_store_listener sg_store_listener;
+int sg_store_listen(const char *url, sg_store_listener **out, sg_error *err);
+int sg_store_listener_fd(const sg_store_listener *l);
+int sg_store_listener_read(sg_store_listener *l, bool *notified, sg_error *err);
+void sg_store_listener_free(sg_store_listener *l);
+
 #endif
