@@ -227,6 +227,20 @@ static json_t *status_doc(sg_admin *a)
         "last_error", st.downstream_error, "snapshot", snapshot, "ledger",
         (json_int_t)st.ledger_builds);
     json_object_set_new(doc, "gate_mode", json_string(st.observe ? "observe" : "enforce"));
+    if (st.replica)
+        json_object_set_new(doc, "replica", json_string(st.replica));
+    if (st.nreplicas) { /* a shared store's: every replica, this one too */
+        json_t *reps = json_array();
+        for (size_t i = 0; i < st.nreplicas; i++) {
+            const sg_replica_row *r = &st.replicas[i];
+            json_array_append_new(reps,
+                                  json_pack("{s:s,s:o,s:o,s:b,s:I}", "name", r->name, "started_at",
+                                            time_or_null(r->started_at), "lease_until",
+                                            time_or_null(r->lease_until), "live", r->live,
+                                            "claimed", (json_int_t)r->claimed));
+        }
+        json_object_set_new(doc, "replicas", reps);
+    }
     json_object_set_new(doc, "would",
                         json_pack("{s:I,s:I,s:I}", "suppressed",
                                   (json_int_t)st.would[SG_STATE_SUPPRESSED], "held",

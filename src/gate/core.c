@@ -106,6 +106,8 @@ struct sg_core {
     int64_t last_off;         /* the latest operator's off adopted */
     struct known_mode *known; /* each scope's until as the store has it */
     size_t nknown;
+    sg_replica_row *replicas; /* as last read with the ages (names owned) */
+    size_t nreplicas;
     int64_t qgen;                  /* generation new pending events join */
     int64_t loaded_gen, loaded_id; /* the last event handed to the deliverer */
 
@@ -1223,10 +1225,27 @@ typedef struct ages_job {
     read_job rj;
     bool pending, held; /* which to read */
     int64_t pending_at, held_at;
-    bool counts; /* a shared store: the whole set's counts too */
+    bool counts; /* a shared store: the whole set's counts and replicas too */
     int64_t n[SG_CORE_KINDS][SG_STATE_COUNT];
     int64_t would[SG_STATE_COUNT];
+    sg_replica_row *replicas;
+    size_t nreplicas;
 } ages_job;
+
+static void keep_replica(void *ud, const sg_replica_row *r)
+{
+    ages_job *x = ud;
+    x->replicas = sg_xrealloc(x->replicas, (x->nreplicas + 1) * sizeof *x->replicas);
+    x->replicas[x->nreplicas] = *r;
+    x->replicas[x->nreplicas++].name = sg_xstrdup(r->name);
+}
+
+static void replicas_free(sg_replica_row *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free((char *)r[i].name);
+    free(r);
+}
 
 static void count_into(void *ud, const char *kind, sg_event_state state, const char *would,
                        int64_t n)
@@ -1247,8 +1266,8 @@ static void ages_run(read_job *j, sg_store *s)
         return;
     if (x->held && (j->rc = sg_store_oldest_held(s, &x->held_at, &j->err)))
         return;
-    if (x->counts)
-        j->rc = sg_store_event_counts(s, count_into, x, &j->err);
+    if (x->counts && (j->rc = sg_store_event_counts(s, count_into, x, &j->err)) == 0)
+        j->rc = sg_store_replicas(s, keep_replica, x, &j->err);
 }
 
 static void ages_done(read_job *j, int status)
@@ -1272,8 +1291,14 @@ static void ages_done(read_job *j, int status)
         if (x->counts) { /* what the other replicas did since the last read */
             memcpy(c->counts, x->n, sizeof c->counts);
             memcpy(c->would, x->would, sizeof c->would);
+            replicas_free(c->replicas, c->nreplicas);
+            c->replicas = x->replicas;
+            c->nreplicas = x->nreplicas;
+            x->replicas = NULL;
+            x->nreplicas = 0;
         }
     }
+    replicas_free(x->replicas, x->nreplicas); /* of a failed read */
     free(x);
 }
 
@@ -1875,6 +1900,9 @@ void sg_core_stats_get(const sg_core *c, sg_core_stats *out)
     out->baseline_taken_at_ms = c->baseline_taken_at;
     out->baseline_keys = c->baseline_keys;
     out->baseline_reason = c->baseline_reason;
+    out->replicas = c->replicas;
+    out->nreplicas = c->nreplicas;
+    out->replica = c->o.replica;
     out->baseline_jobs = c->index.jobs.len;
     out->fwd_attempts = c->fwd_attempts;
     out->fwd_failures = c->fwd_failures;
@@ -2052,6 +2080,7 @@ void sg_core_free(sg_core *c)
     sg_index_close(&c->index);
     sg_ledger_close(&c->ledger);
     free(c->baseline_reason);
+    replicas_free(c->replicas, c->nreplicas);
     for (size_t i = 0; i < c->nknown; i++)
         free(c->known[i].scope);
     free(c->known);

@@ -22,6 +22,12 @@ replica_save 2
 assert_ne "${R_URL[1]}" "${R_URL[2]}" "two replicas on one store"
 run sql "SELECT count(*) FROM replica"
 assert_eq 2 "$OUT" "both joined the replica table"
+two_listed() { [ "$(json_get "$(gate_status)" "len(d['replicas'])")" = 2 ]; }
+wait_for 10 "/v1/status lists both replicas" two_listed
+ST=$(gate_status)
+assert_contains "$(json_get "$ST" "[r['name'] for r in d['replicas']]")" "$(json_get "$ST" "d['replica']")" \
+    "the status names this replica among them"
+assert_eq "[true, true]" "$(json_get "$ST" "[r['live'] for r in d['replicas']]")" "both live"
 
 echo "# the same build to both replicas at once, 40 times: forwarded once each"
 for n in $(seq 1 40); do

@@ -43,6 +43,7 @@
 #include "stormguard/store/store.h"
 #include "stormguard/store/events.h"
 #include "stormguard/store/held.h"
+#include "stormguard/store/replicas.h"
 
 struct uv_loop_s;
 
@@ -203,6 +204,11 @@ typedef struct sg_core_stats {
      * 0 when there is none, or until the store was read (within 5 s of a
      * start or a release). An event that left is noticed within 5 s. */
     int64_t oldest_pending_ms, oldest_held_ms;
+    /* A shared store's replicas (replicas.h), as last read with the ages;
+     * valid until the loop turns. None on SQLite. */
+    const sg_replica_row *replicas;
+    size_t nreplicas;
+    const char *replica; /* this one's name (sg_core_opts.replica), or NULL */
 } sg_core_stats;
 void sg_core_stats_get(const sg_core *c, sg_core_stats *out);
 

@@ -56,8 +56,9 @@
  *    and older than a time; the ledger keeps its rows.
  * 7. The guard's record (episodes.h: episodes opened and ended, the audit
  *    log). The guard's mode itself lives in the gate's memory: a restarted
- *    gate starts calm. Gates sharing a store would share it through a row
- *    of the backend; not part of this contract yet.
+ *    gate on SQLite starts calm. Gates sharing a store share it through
+ *    the backend's mode rows, told by a notice (replicas.h: a replica
+ *    joining adopts the modes still on).
  * 8. The baseline index (snapshots.h: sg_store_baseline, sg_store_index_each,
  *    sg_store_sample_keys): the newest complete profile snapshot, its build
  *    index (cursor, last number, posted markers, Igor's Docker tags with
