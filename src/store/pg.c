@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "stormguard/base/util.h"
 
@@ -180,18 +181,44 @@ static int session_setup(sg_pg *pg, sg_error *err)
     return rc;
 }
 
-/* A connection the server or the network dropped is reset once, between
+/* A connection the server or the network dropped is reset between
  * transactions (inside one, the transaction is lost with it: its caller
- * rolls back and answers 503, and the next one reconnects). */
+ * rolls back and answers 503, and the next one reconnects). A reset that
+ * failed is tried again only after a backoff, 100 ms doubling to 5 s: in
+ * between every call fails at once with the last reason, instead of each
+ * batch of a busy gate waiting on a connect of its own. */
+#define RESET_FIRST_MS 100
+#define RESET_MAX_MS 5000
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int ensure_connected(sg_pg *pg, sg_error *err)
 {
     if (PQstatus(pg->conn) == CONNECTION_OK)
         return 0;
     if (pg->in_txn)
         return sg_error_set(err, SG_ESTORE, "store %s: the connection was lost", pg->where);
+    int64_t now = mono_ms();
+    if (pg->down[0] && now < pg->retry_at)
+        return sg_error_set(err, SG_ESTORE, "%s (connecting again in %lld ms)", pg->down,
+                            (long long)(pg->retry_at - now));
     PQreset(pg->conn);
-    if (PQstatus(pg->conn) != CONNECTION_OK)
-        return conn_error(pg, NULL, err, "connecting to");
+    if (PQstatus(pg->conn) != CONNECTION_OK) {
+        int rc = conn_error(pg, NULL, err, "connecting to");
+        pg->backoff_ms = pg->backoff_ms ? pg->backoff_ms * 2 : RESET_FIRST_MS;
+        if (pg->backoff_ms > RESET_MAX_MS)
+            pg->backoff_ms = RESET_MAX_MS;
+        pg->retry_at = mono_ms() + pg->backoff_ms;
+        snprintf(pg->down, sizeof pg->down, "%s", err->msg);
+        return rc;
+    }
+    pg->down[0] = '\0';
+    pg->backoff_ms = 0;
     return session_setup(pg, err);
 }
 

@@ -49,12 +49,15 @@ typedef struct pg_snap pg_snap; /* a snapshot being written (pg_snapshots.c) */
 
 typedef struct sg_pg {
     PGconn *conn;
-    char *where;       /* the URL without its password, for messages and sg_store_path */
-    char *conninfo;    /* what PQconnectdb was given (may hold a password: never printed) */
-    bool readonly;     /* default_transaction_read_only */
-    bool sync_full;    /* synchronous_commit = on whatever the server's default */
-    bool in_txn;       /* between sg_pg_begin and commit or rollback */
-    uint32_t prepared; /* bit per slot prepared on this connection */
+    char *where;              /* the URL without its password, for messages and sg_store_path */
+    char *conninfo;           /* what PQconnectdb was given (may hold a password: never printed) */
+    bool readonly;            /* default_transaction_read_only */
+    bool sync_full;           /* synchronous_commit = on whatever the server's default */
+    bool in_txn;              /* between sg_pg_begin and commit or rollback */
+    uint32_t prepared;        /* bit per slot prepared on this connection */
+    char down[SG_ERRMSG_MAX]; /* why the last reset failed ("" while connected) */
+    int64_t retry_at;         /* monotonic ms: the next reset, not before */
+    int backoff_ms;           /* the wait after the last failed reset */
     pg_snap *snap;
 } sg_pg;
 
