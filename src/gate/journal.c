@@ -126,7 +126,9 @@ struct sg_journal {
     sg_store *store;
     pthread_t checkpointer;
     sg_store *ckpt_store;
-    bool shared; /* other gates write the store too (insert_shared) */
+    bool shared;          /* other gates write the store too (insert_shared) */
+    sg_event_insert *ins; /* insert_shared's batch */
+    size_t capins;
     /* writer thread only: builds accepted since the ledger was last written */
     recent_build *recent;
     names recent_names; /* their source and job strings */
@@ -385,21 +387,30 @@ static void as_replay(sg_jop *op, int64_t now)
  * nothing: the ledger's key decides, in this transaction. An add that
  * meets another replica's uncommitted row waits for its commit (then loses)
  * or rollback (then wins), so two replicas that take one build at the same
- * moment forward it once. The loser's event becomes a replay. */
-static int insert_shared(sg_journal *j, sg_jop *op, sg_error *err)
+ * moment forward it once. The loser's event becomes a replay. A run of
+ * events goes to the store together (sg_store_events_journal: one round
+ * trip to PostgreSQL for the whole run). */
+static int insert_shared(sg_journal *j, sg_jop *first, size_t n, sg_error *err)
 {
-    sg_event_row *r = &op->row;
-    bool added = false;
-    int rc;
-    if ((rc = sg_store_event_insert(j->store, r, err)) ||
-        (rc = sg_store_ledger_add(j->store, r->source, r->job, r->number, r->id, r->received_at,
-                                  &added, err)))
-        return rc;
-    j->last_id = r->id;
-    if (added)
-        return 0;
-    as_replay(op, op->at);
-    return sg_store_event_replayed(j->store, r, err);
+    if (n > j->capins) {
+        j->capins = n > BATCH_MAX ? n : BATCH_MAX;
+        j->ins = sg_xrealloc(j->ins, j->capins * sizeof *j->ins);
+    }
+    sg_jop *op = first;
+    for (size_t i = 0; i < n; i++, op = op->next) {
+        op->duplicate = false;
+        j->ins[i] = (sg_event_insert){.row = &op->row, .ledger = op->ledger};
+    }
+    int rc = sg_store_events_journal(j->store, j->ins, n, err);
+    op = first;
+    for (size_t i = 0; rc == 0 && i < n; i++, op = op->next) {
+        j->last_id = op->row.id;
+        if (!op->ledger || j->ins[i].added)
+            continue;
+        as_replay(op, op->at);
+        rc = sg_store_event_replayed(j->store, &op->row, err);
+    }
+    return rc;
 }
 
 static int apply_one(sg_journal *j, sg_jop *op, sg_error *err)
@@ -413,8 +424,8 @@ static int apply_one(sg_journal *j, sg_jop *op, sg_error *err)
          * second delivery of a build is caught here, also when both ride in
          * one batch, and goes in as a suppressed replay. */
         op->duplicate = false;
-        if (op->ledger && j->shared)
-            return insert_shared(j, op, err);
+        if (j->shared)
+            return insert_shared(j, op, 1, err);
         bool seen = false;
         int rc = op->ledger ? ledger_seen(j, r, &seen, err) : 0;
         if (rc)
@@ -504,12 +515,29 @@ static void txn_begin(sg_journal *j, txn *t)
 
 /* Applies a list of ops (after a failure, only collects them: they fail with
  * the transaction). */
+static bool plain_insert(const sg_jop *op)
+{
+    return op && op->type == SG_JOP_INSERT && !op->action;
+}
+
 static void txn_apply(sg_journal *j, txn *t, sg_jop *ops)
 {
     *t->tail = ops;
-    for (sg_jop *op = ops; op; op = op->next) {
-        apply(j, op, &t->err, &t->rc);
-        t->tail = &op->next;
+    for (sg_jop *op = ops; op;) {
+        size_t n = 0;
+        for (sg_jop *o = op; j->shared && plain_insert(o) && n < BATCH_MAX; o = o->next)
+            n++;
+        if (n > 1) { /* a run of events, in one go */
+            if (t->rc == 0)
+                t->rc = insert_shared(j, op, n, &t->err);
+        } else {
+            apply(j, op, &t->err, &t->rc);
+            n = 1;
+        }
+        while (n--) {
+            t->tail = &op->next;
+            op = op->next;
+        }
     }
 }
 
@@ -764,6 +792,7 @@ static void on_closed(uv_handle_t *h)
     pthread_mutex_destroy(&j->lock);
     pthread_cond_destroy(&j->wake);
     pthread_cond_destroy(&j->ckpt_wake);
+    free(j->ins);
     free(j);
     if (stopped)
         stopped(ud);

@@ -154,6 +154,23 @@ int sg_store_event_update(sg_store *s, int64_t id, sg_event_state state, int64_t
     return sg_store_step_done(s, st, err, "updating an event in");
 }
 
+int sg_store_events_journal(sg_store *s, sg_event_insert *ins, size_t n, sg_error *err)
+{
+    if (s->pg)
+        return sg_pg_events_journal(s->pg, ins, n, err);
+    for (size_t i = 0; i < n; i++) {
+        sg_event_row *r = ins[i].row;
+        int rc = sg_store_event_insert(s, r, err);
+        ins[i].added = false;
+        if (rc == 0 && ins[i].ledger)
+            rc = sg_store_ledger_add(s, r->source, r->job, r->number, r->id, r->received_at,
+                                     &ins[i].added, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 int sg_store_event_replayed(sg_store *s, const sg_event_row *row, sg_error *err)
 {
     if (s->pg)

@@ -222,6 +222,22 @@ static int ensure_connected(sg_pg *pg, sg_error *err)
     return session_setup(pg, err);
 }
 
+/* Prepares the statement of slot on this connection once; its name in
+ * name. */
+static int prepare_slot(sg_pg *pg, int slot, const char *sql, int nparams, char name[16],
+                        sg_error *err, const char *doing)
+{
+    snprintf(name, 16, "sg%d", slot);
+    if (pg->prepared & (1u << slot))
+        return 0;
+    PGresult *r = PQprepare(pg->conn, name, sql, nparams, NULL);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : conn_error(pg, r, err, doing);
+    PQclear(r);
+    if (rc == 0)
+        pg->prepared |= 1u << slot;
+    return rc;
+}
+
 PGresult *sg_pg_query(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,
                       const char *doing)
 {
@@ -233,17 +249,8 @@ PGresult *sg_pg_query(sg_pg *pg, int slot, const char *sql, const pg_params *p, 
     PGresult *r;
     if (slot >= 0) {
         char name[16];
-        snprintf(name, sizeof name, "sg%d", slot);
-        if (!(pg->prepared & (1u << slot))) {
-            r = PQprepare(pg->conn, name, sql, n, NULL);
-            if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-                conn_error(pg, r, err, doing);
-                PQclear(r);
-                return NULL;
-            }
-            PQclear(r);
-            pg->prepared |= 1u << slot;
-        }
+        if (prepare_slot(pg, slot, sql, n, name, err, doing))
+            return NULL;
         r = PQexecPrepared(pg->conn, name, n, values, lengths, formats, 1);
     } else {
         r = PQexecParams(pg->conn, sql, n, NULL, values, lengths, formats, 1);
@@ -255,6 +262,58 @@ PGresult *sg_pg_query(sg_pg *pg, int slot, const char *sql, const pg_params *p, 
         return NULL;
     }
     return r;
+}
+
+int sg_pg_pipeline(sg_pg *pg, int slot, const char *sql, int nparams, size_t n,
+                   void (*fill)(void *ud, size_t i, pg_params *p),
+                   void (*take)(void *ud, size_t i, const PGresult *r), void *ud, sg_error *err,
+                   const char *doing)
+{
+    char name[16];
+    if (ensure_connected(pg, err) || prepare_slot(pg, slot, sql, nparams, name, err, doing))
+        return SG_ESTORE;
+    if (!PQenterPipelineMode(pg->conn))
+        return conn_error(pg, NULL, err, doing);
+    int rc = 0;
+    size_t sent = 0;
+    for (; sent < n; sent++) {
+        pg_params p;
+        pgp_reset(&p);
+        fill(ud, sent, &p); /* libpq copies the values into its buffer */
+        if (!PQsendQueryPrepared(pg->conn, name, p.n, p.values, p.lengths, p.formats, 1)) {
+            rc = conn_error(pg, NULL, err, doing);
+            break;
+        }
+    }
+    if (!PQpipelineSync(pg->conn) && rc == 0)
+        rc = conn_error(pg, NULL, err, doing);
+    /* every statement's results up to the sync, a NULL after each; after
+     * a failure the rest come back aborted */
+    for (size_t i = 0; i < sent; i++) {
+        PGresult *r;
+        while ((r = PQgetResult(pg->conn))) {
+            ExecStatusType st = PQresultStatus(r);
+            if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+                if (rc == 0)
+                    take(ud, i, r);
+            } else if (rc == 0) {
+                rc = conn_error(pg, st == PGRES_PIPELINE_ABORTED ? NULL : r, err, doing);
+            }
+            PQclear(r);
+        }
+        if (PQstatus(pg->conn) != CONNECTION_OK)
+            break;
+    }
+    PGresult *r;
+    while (PQstatus(pg->conn) == CONNECTION_OK && (r = PQgetResult(pg->conn))) {
+        bool synced = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        PQclear(r);
+        if (synced)
+            break;
+    }
+    if (!PQexitPipelineMode(pg->conn) && rc == 0)
+        rc = conn_error(pg, NULL, err, doing);
+    return rc;
 }
 
 int sg_pg_exec(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,

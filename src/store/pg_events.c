@@ -74,29 +74,35 @@ static int each_event(PGresult *r, sg_event_fn fn, void *ud)
     return 0;
 }
 
+/* The parameters $1 to $19 of an event row, in the insert's order. */
+static void event_params(pg_params *p, const sg_event_row *e)
+{
+    pgp_int(p, e->received_at);
+    pgp_str(p, e->source);
+    pgp_str(p, e->job);
+    pgp_int_or_null(p, e->number);
+    pgp_int_or_null(p, e->build_ts);
+    pgp_str(p, e->kind);
+    pgp_str(p, e->reason);
+    pgp_str(p, sg_event_state_name(e->state));
+    pgp_str(p, e->method);
+    pgp_str(p, e->path);
+    pgp_str(p, e->headers);
+    pgp_bytes(p, e->body ? e->body : "", e->body_len);
+    pgp_int_or_null(p, e->next_attempt_at);
+    pgp_int_or_null(p, e->done_at);
+    pgp_int(p, e->qgen);
+    pgp_str(p, e->last_error);
+    pgp_str(p, e->would);
+    pgp_str(p, e->tag);
+    pgp_str(p, e->digest);
+}
+
 int sg_pg_event_insert(sg_pg *pg, sg_event_row *e, sg_error *err)
 {
     pg_params p;
     pgp_reset(&p);
-    pgp_int(&p, e->received_at);
-    pgp_str(&p, e->source);
-    pgp_str(&p, e->job);
-    pgp_int_or_null(&p, e->number);
-    pgp_int_or_null(&p, e->build_ts);
-    pgp_str(&p, e->kind);
-    pgp_str(&p, e->reason);
-    pgp_str(&p, sg_event_state_name(e->state));
-    pgp_str(&p, e->method);
-    pgp_str(&p, e->path);
-    pgp_str(&p, e->headers);
-    pgp_bytes(&p, e->body ? e->body : "", e->body_len);
-    pgp_int_or_null(&p, e->next_attempt_at);
-    pgp_int_or_null(&p, e->done_at);
-    pgp_int(&p, e->qgen);
-    pgp_str(&p, e->last_error);
-    pgp_str(&p, e->would);
-    pgp_str(&p, e->tag);
-    pgp_str(&p, e->digest);
+    event_params(&p, e);
     PGresult *r = sg_pg_query(pg, PG_EVENT_INSERT, statement_sql[PG_EVENT_INSERT], &p, err,
                               "journaling an event in");
     if (!r)
@@ -104,6 +110,37 @@ int sg_pg_event_insert(sg_pg *pg, sg_event_row *e, sg_error *err)
     e->id = sg_pg_int(r, 0, 0);
     PQclear(r);
     return 0;
+}
+
+/* One statement per event: the row, and its build into the ledger unless
+ * the key has it already ($20 = 1: it goes into the ledger). */
+#define EVENTS_JOURNAL_SQL                                                                         \
+    "WITH e AS (INSERT INTO event(received_at, source, job, number, build_ts, kind, reason, "      \
+    "state, method, path, headers, body, next_attempt_at, done_at, qgen, last_error, would, tag, " \
+    "digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, " \
+    "$18, $19) RETURNING id), "                                                                    \
+    "l AS (INSERT INTO ledger(source, job, number, accepted_at, event_id) SELECT $2, $3, $4, $1, " \
+    "id FROM e WHERE $20 = 1 ON CONFLICT DO NOTHING RETURNING 1) "                                 \
+    "SELECT id, EXISTS (SELECT 1 FROM l) FROM e"
+
+static void journal_fill(void *ud, size_t i, pg_params *p)
+{
+    const sg_event_insert *in = (const sg_event_insert *)ud + i;
+    event_params(p, in->row);
+    pgp_int(p, in->ledger);
+}
+
+static void journal_take(void *ud, size_t i, const PGresult *r)
+{
+    sg_event_insert *in = (sg_event_insert *)ud + i;
+    in->row->id = sg_pg_int(r, 0, 0);
+    in->added = in->ledger && sg_pg_bool(r, 0, 1);
+}
+
+int sg_pg_events_journal(sg_pg *pg, sg_event_insert *ins, size_t n, sg_error *err)
+{
+    return sg_pg_pipeline(pg, PG_EVENTS_JOURNAL, EVENTS_JOURNAL_SQL, 20, n, journal_fill,
+                          journal_take, ins, err, "journaling events in");
 }
 
 int sg_pg_event_update(sg_pg *pg, int64_t id, sg_event_state state, int64_t attempts,

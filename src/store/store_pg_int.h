@@ -37,6 +37,7 @@ enum {
     PG_LEDGER_HAS,
     PG_EVENTS_PENDING,
     PG_EVENTS_CLAIM,
+    PG_EVENTS_JOURNAL,
     PG_EVENT_REPLAYED,
     PG_SNAP_KEYS,
     PG_SNAP_CURSOR,
@@ -109,6 +110,17 @@ void pgp_double(pg_params *p, double v);
  * connection found broken outside a transaction is reset first, once. */
 PGresult *sg_pg_query(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,
                       const char *doing);
+/* Runs the prepared statement of slot (sql, nparams parameters) n times
+ * in one pipeline (libpq's pipeline mode): every execution goes out, the
+ * parameters of execution i built by fill(ud, i, p), then one sync, so
+ * one round trip brings every result, handed to take(ud, i, r) (cleared
+ * after). The first failure is err, "<doing> <where>: <server's
+ * message>", and the executions after it are discarded by the server; in
+ * a transaction, the caller rolls back. */
+int sg_pg_pipeline(sg_pg *pg, int slot, const char *sql, int nparams, size_t n,
+                   void (*fill)(void *ud, size_t i, pg_params *p),
+                   void (*take)(void *ud, size_t i, const PGresult *r), void *ud, sg_error *err,
+                   const char *doing);
 /* sg_pg_query without the result. */
 int sg_pg_exec(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,
                const char *doing);
@@ -147,6 +159,7 @@ int sg_pg_event_update(sg_pg *pg, int64_t id, sg_event_state state, int64_t atte
                        int64_t next_attempt_at, const char *last_error, int64_t done_at,
                        sg_error *err);
 int sg_pg_event_replayed(sg_pg *pg, const sg_event_row *row, sg_error *err);
+int sg_pg_events_journal(sg_pg *pg, sg_event_insert *ins, size_t n, sg_error *err);
 /* The columns of an event, in the order sg_pg_read_event reads them. */
 #define PG_EVENT_COLUMNS                                                                           \
     "id, received_at, source, job, number, build_ts, kind, reason, state, method, path, "          \

@@ -25,6 +25,7 @@
 #include "stormguard/base/clock.h"
 #include "stormguard/base/error.h"
 #include "stormguard/store/store.h"
+#include "stormguard/store/copy.h"
 #include "stormguard/store/episodes.h"
 #include "stormguard/store/events.h"
 #include "stormguard/store/held.h"
@@ -194,6 +195,19 @@ static void raw_exec(const char *path, const char *sql)
     sqlite3_close(db);
 }
 #endif
+
+/* sql on the SQLite file at path (created if need be), whichever the
+ * backend under test: the source of a store copy. */
+static void sqlite_exec(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL),
+                     SQLITE_OK);
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg);
+    sqlite3_close(db);
+}
 
 static const char *const tables[] = {"snapshot",      "snapshot_key", "build_index",
                                      "posted_builds", "docker_tag",   "audit"};
@@ -2455,7 +2469,289 @@ static void url_errors_name_no_password(void **state)
     assert_non_null(strstr(err.msg, "nosuchdb"));
     assert_non_null(strstr(err.msg, "connecting to"));
 }
+
+/* ---- store copy: SQLite into PostgreSQL ---- */
+
+/* An SQLite event of state_name; *id its id. Strings borrowed. */
+static int64_t copy_event(sg_store *s, const char *state_name, const char *kind, const char *job,
+                          int64_t number, const char *tag, const void *body, size_t body_len)
+{
+    sg_event_state state;
+    assert_int_equal(sg_event_state_parse(state_name, &state), 0);
+    sg_event_row r = {.received_at = 1700000000000 + number,
+                      .source = job ? "jenkins-prod" : NULL,
+                      .job = job,
+                      .number = number,
+                      .build_ts = job ? 1600000000000 + number : 0,
+                      .kind = kind,
+                      .reason = "a reason",
+                      .state = state,
+                      .method = "POST",
+                      .path = "/webhooks/x?y=1",
+                      .headers = "content-type: application/json\n",
+                      .body = body,
+                      .body_len = body_len,
+                      .next_attempt_at = state == SG_STATE_PENDING ? 1700000009999 : 0,
+                      .qgen = state == SG_STATE_PENDING ? 3 : 0,
+                      .tag = tag,
+                      .digest = tag ? "sha256:abc" : NULL};
+    sg_error err = {0};
+    if (sg_store_event_insert(s, &r, &err))
+        fail_msg("insert: %s", err.msg);
+    if (job && (!strcmp(kind, "new") || !strcmp(kind, "unknown"))) {
+        bool added;
+        assert_int_equal(
+            sg_store_ledger_add(s, r.source, job, number, r.id, r.received_at, &added, &err), 0);
+    }
+    return r.id;
+}
+
+/* An SQLite store with what a copy takes and what it leaves: every kind
+ * of open event (a held one with a body of several COPY chunks), Docker
+ * events, a ledger of BULK_LEDGER builds more whose events were pruned, a
+ * build after the ledger's mark, a profile snapshot. Returns the held
+ * event's id; *last the highest event id. */
+#define BULK_LEDGER 30000
+#define BIG_BODY (3u << 20)
+static int64_t copy_source(const char *path, int64_t *last, int64_t *snapshot)
+{
+    sg_store *s = open_ok(path, NULL);
+    sg_error err = {0};
+    char *big = malloc(BIG_BODY);
+    assert_non_null(big);
+    for (size_t i = 0; i < BIG_BODY; i++)
+        big[i] = (char)(i * 7 + (i >> 11)); /* every byte value, NUL included */
+    copy_event(s, "forwarded", "new", "done", 1, NULL, "{}", 2);
+    int64_t held = copy_event(s, "held", "unknown", "held", 1, NULL, big, BIG_BODY);
+    copy_event(s, "held", "new", "held", 2, NULL, "", 0);
+    int64_t pend = copy_event(s, "pending", "new", "pend", 1, NULL, "{\"a\":1}", 7);
+    assert_int_equal(sg_store_event_update(s, pend, SG_STATE_PENDING, 2, 1700000005555,
+                                           "503 from the downstream", 0, &err),
+                     0);
+    copy_event(s, "dead", "new", "refused", 1, NULL, "{}", 2);
+    copy_event(s, "forwarded", "unknown", "lib/app", 77, "v1", "{}", 2); /* Docker, accepted */
+    copy_event(s, "suppressed", "replay", "lib/app", 77, "v1", "{}", 2); /* Docker, a replay */
+    copy_event(s, "forwarded", "passthrough", NULL, 0, NULL, "x", 1);
+    free(big);
+    int64_t mark = 0;
+    assert_int_equal(sg_store_last_event_id(s, &mark, &err), 0);
+    assert_int_equal(sg_store_ledger_set_mark(s, mark, &err), 0);
+    /* accepted after the mark, its ledger row not written (a crash) */
+    sg_event_row r = {.received_at = 1700000100000,
+                      .source = "jenkins-prod",
+                      .job = "late",
+                      .number = 5,
+                      .kind = "new",
+                      .reason = "after the cursor",
+                      .state = SG_STATE_FORWARDED,
+                      .method = "POST",
+                      .path = "/",
+                      .headers = "",
+                      .body = "{}",
+                      .body_len = 2};
+    assert_int_equal(sg_store_event_insert(s, &r, &err), 0);
+    *last = r.id;
+
+    sg_snapshot_info m = meta(1700000000000, "periodic");
+    m.profile_pattern = "igor:*";
+    assert_int_equal(sg_store_snapshot_begin(s, &m, snapshot, &err), 0);
+    assert_int_equal(sg_store_snapshot_add_key(s, 0, "igor:a", 6, 0, "v1", 2, &err), 0);
+    assert_int_equal(sg_store_snapshot_add_key(s, 0, "igor:b", 6, 1800000000000, "\0\1\2", 3, &err),
+                     0);
+    assert_int_equal(sg_store_index_cursor(s, "jenkins-prod", 12, "job", 3, 1600000000000, &err),
+                     0);
+    assert_int_equal(sg_store_index_ci(s, "travis", 6, "org/lib", 7, false, 41, &err), 0);
+    assert_int_equal(sg_store_index_ci(s, "travis", 6, "org/lib", 7, true, 42, &err), 0);
+    assert_int_equal(sg_store_index_posted(s, "jenkins-prod", 12, "job", 3, 10, &err), 0);
+    assert_int_equal(sg_store_index_posted(s, "jenkins-prod", 12, "job", 3, 11, &err), 0);
+    assert_int_equal(
+        sg_store_index_docker(s, "hub", 3, "lib/app", 7, "v1", 2, "sha256:abc", 10, &err), 0);
+    assert_int_equal(sg_store_index_docker(s, "hub", 3, "lib/app", 7, "v0", 2, NULL, 0, &err), 0);
+    assert_int_equal(sg_store_snapshot_add_node(s, 0, "10.0.0.7:6379", "0-16383", 2, &err), 0);
+    sg_snapshot_info t = {.key_count = 2, .bytes = 5, .state = "complete", .profile_keys = 2};
+    assert_int_equal(sg_store_snapshot_commit(s, &t, &err), 0);
+    sg_store_free(s);
+    /* the ledger of builds whose events were pruned long ago */
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %d) "
+             "INSERT INTO ledger(source, job, number, accepted_at, event_id) "
+             "SELECT 'jenkins-old', 'team/job-' || (i %% 97), i, 1600000000000 + i, 1 FROM n",
+             BULK_LEDGER);
+    sqlite_exec(path, sql);
+    return held;
+}
+
+/* Everything a gate needs goes over in one transaction; the copied events
+ * get new ids above the source's, the ledger's rows follow them; a second
+ * copy is refused. */
+static void copy_into_postgresql_pg(void **state)
+{
+    fixture *f = *state;
+    char src[96];
+    snprintf(src, sizeof src, "%s/src.db", f->dir);
+    int64_t last = 0, snap = 0;
+    int64_t held = copy_source(src, &last, &snap);
+    sg_store_copy_stats st;
+    memset(&st, 0x5a, sizeof st);
+    sg_error err = {0};
+    if (sg_store_copy(src, f->db, "tester@host", &st, &err))
+        fail_msg("copy: %s", err.msg);
+    assert_int_equal(st.ledger, BULK_LEDGER + 7);
+    assert_int_equal(st.caught_up, 1);
+    assert_int_equal(st.held, 2);
+    assert_int_equal(st.pending, 1);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.docker, 1);
+    assert_int_equal(st.first_id, last + 1);
+    assert_int_equal(st.last_id, last + 5);
+    assert_int_equal(st.snapshot_from, snap);
+    assert_int_equal(st.snapshot_keys, 2);
+    assert_int_equal(st.baseline_kept, 0);
+
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event"), 5);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM ledger"), BULK_LEDGER + 7);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM ledger WHERE event_id = 1"),
+                     BULK_LEDGER + 1); /* 'done' 1 was event 1, not copied: kept */
+    /* the ledger's rows of copied events name their new ids */
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM ledger l JOIN event e ON "
+                                    "e.id = l.event_id AND e.job = l.job AND "
+                                    "e.number = l.number"),
+                     5);
+    /* the first held event: the source's order, every byte of its body */
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT id FROM event WHERE job = 'held' AND number = 1");
+    assert_int_equal(raw_int(f->db, sql), last + 1);
+    (void)held;
+    assert_int_equal(raw_int(f->db, "SELECT octet_length(body) FROM event WHERE job = 'held' "
+                                    "AND number = 1"),
+                     BIG_BODY);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE job = 'held' AND number = 1 "
+                                    "AND get_byte(body, 0) = 0 AND get_byte(body, 1) = 7 AND "
+                                    "get_byte(body, 3145727) = (3145727 * 7 + 1535) % 256"),
+                     1);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE job = 'pend' AND "
+                                    "state = 'pending' AND qgen = 3 AND attempts = 2 AND "
+                                    "next_attempt_at = 1700000005555 AND last_error = "
+                                    "'503 from the downstream'::bytea AND build_ts = "
+                                    "1600000000001 AND path = '/webhooks/x?y=1'::bytea AND "
+                                    "claimed_by IS NULL"),
+                     1);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE tag = 'v1' AND "
+                                    "digest = 'sha256:abc' AND kind = 'unknown'"),
+                     1);
+    /* identity and mark past the copied ids */
+    assert_int_equal(raw_int(f->db, "SELECT upto FROM ledger_mark"), last + 5);
+    assert_int_equal(raw_int(f->db, "SELECT nextval(pg_get_serial_sequence('event', 'id'))"),
+                     last + 6);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM audit WHERE action = 'copy' AND "
+                                    "actor = 'tester@host'"),
+                     1);
+
+    /* the baseline, its index (the running build too), its node */
+    sg_store *to = open_ok(f->db, NULL);
+    assert_int_equal(baseline(to), st.snapshot_id);
+    sg_index_counts c;
+    assert_int_equal(sg_store_index_counts(to, st.snapshot_id, &c, &err), 0);
+    assert_int_equal(c.jobs, 2);
+    assert_int_equal(c.posted, 2);
+    assert_int_equal(c.docker_tags, 2);
+    assert_int_equal(raw_int(f->db, "SELECT last_running FROM build_index WHERE "
+                                    "job = 'org/lib'::bytea"),
+                     42);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM docker_tag WHERE tag = 'v0'::bytea "
+                                    "AND digest IS NULL"),
+                     1);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot_key WHERE expire_at_ms = "
+                                    "1800000000000 AND payload = '\\x000102'::bytea"),
+                     1);
+    assert_int_equal(raw_int(f->db, "SELECT keys FROM snapshot_node"), 2);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot WHERE state = 'complete' AND "
+                                    "profile_keys = 2 AND key_count = 2 AND taken_at = "
+                                    "1700000000000"),
+                     1);
+    sg_store_free(to);
+
+    /* the source: its ledger caught up, nothing else */
+    sg_store *from = open_ok(src, NULL);
+    int64_t mark = 0, n = 0;
+    assert_int_equal(sg_store_ledger_mark(from, &mark, &err), 0);
+    assert_int_equal(mark, last);
+    assert_int_equal(sg_store_last_event_id(from, &n, &err), 0);
+    assert_int_equal(n, last);
+    sg_store_free(from);
+
+    /* into a store that is not empty: refused, nothing added */
+    memset(&st, 0x5a, sizeof st);
+    sg_store_copy_stats untouched = st;
+    assert_int_equal(sg_store_copy(src, f->db, NULL, &st, &err), SG_EREFUSED);
+    assert_non_null(strstr(err.msg, "5 events and"));
+    assert_non_null(strstr(err.msg, f->dbname));
+    assert_memory_equal(&st, &untouched, sizeof st);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event"), 5);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot"), 1);
+}
+
+/* A copy that fails half-way leaves nothing in the destination: a job
+ * name PostgreSQL's UTF-8 refuses, in the ledger copied after the
+ * events. */
+static void copy_fails_whole_pg(void **state)
+{
+    fixture *f = *state;
+    char src[96];
+    snprintf(src, sizeof src, "%s/src.db", f->dir);
+    int64_t last = 0, snap = 0;
+    copy_source(src, &last, &snap);
+    sqlite_exec(src, "INSERT INTO ledger(source, job, number, accepted_at, event_id) "
+                     "VALUES ('jenkins-prod', CAST(x'ff' AS TEXT), 1, 1, 1)");
+    sg_store_copy_stats st;
+    sg_error err = {0};
+    assert_int_equal(sg_store_copy(src, f->db, NULL, &st, &err), SG_ESTORE);
+    if (!strstr(err.msg, "copying the ledger into postgresql://stormguard@"))
+        fail_msg("%s", err.msg);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event"), 0);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM ledger"), 0);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM snapshot"), 0);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM audit"), 0);
+    /* and the store takes a copy afterwards (the connection was left idle) */
+    sqlite_exec(src, "DELETE FROM ledger WHERE number = 1 AND source = 'jenkins-prod' AND "
+                     "job = CAST(x'ff' AS TEXT)");
+    assert_int_equal(sg_store_copy(src, f->db, NULL, &st, &err), 0);
+    assert_int_equal(st.held, 2);
+}
 #endif
+
+/* store copy's arguments: an SQLite source that exists, a postgresql://
+ * destination; a missing source is not created. */
+static void copy_arguments(void **state)
+{
+    fixture *f = *state;
+    sg_store_copy_stats st;
+    sg_error err = {0};
+    assert_int_equal(
+        sg_store_copy("postgresql://u:pw@h/db", "postgresql://u@h/db", NULL, &st, &err), SG_EUSAGE);
+    assert_null(strstr(err.msg, "pw"));
+    assert_int_equal(sg_store_copy(f->db, f->db, NULL, &st, &err), SG_EUSAGE);
+    char missing[96];
+    snprintf(missing, sizeof missing, "%s/missing.db", f->dir);
+    assert_int_equal(sg_store_copy(missing, "postgresql://u@127.0.0.1:1/db", NULL, &st, &err),
+                     SG_ENOTFOUND);
+    assert_non_null(strstr(err.msg, missing));
+    assert_int_equal(access(missing, F_OK), -1);
+    /* an SQLite file that is no store */
+    sqlite_exec(f->db, "CREATE TABLE t(x)");
+    assert_int_equal(sg_store_copy(f->db, "postgresql://u@127.0.0.1:1/db", NULL, &st, &err),
+                     SG_EUSAGE);
+    assert_non_null(strstr(err.msg, "no stormguard store"));
+    /* a store, but the destination unreachable: named without its password */
+    remove(f->db);
+    sg_store_free(open_ok(f->db, NULL));
+    assert_int_equal(
+        sg_store_copy(f->db, "postgresql://u:s3cret-pw@127.0.0.1:1/db", NULL, &st, &err),
+        SG_ESTORE);
+    assert_null(strstr(err.msg, "s3cret-pw"));
+    assert_non_null(strstr(err.msg, "postgresql://u@127.0.0.1:1/db"));
+}
 
 /* A replay told after the insert (the ledger's key lost to another
  * replica's) is rewritten in place: kind, reason, state and times. */
@@ -2481,6 +2777,61 @@ static void event_replayed(void **state)
     pending_seen p = {0};
     assert_int_equal(sg_store_events_pending(s, 0, 0, 10, collect_pending, &p, &err), 0);
     assert_int_equal(p.n, 0);
+    sg_store_free(s);
+}
+
+/* A batch journaled in one go: ids in order, each build into the ledger
+ * unless it was there; a row the schema refuses fails the whole batch. */
+static void events_journal_batch(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    bool added;
+    assert_int_equal(sg_store_ledger_add(s, "jenkins-prod", "a", 2, 0, 1000, &added, &err), 0);
+    sg_event_row rows[4];
+    for (int i = 0; i < 4; i++)
+        rows[i] = (sg_event_row){.received_at = 2000 + i,
+                                 .source = "jenkins-prod",
+                                 .job = "a",
+                                 .number = 1 + i,
+                                 .kind = "new",
+                                 .reason = "after-cursor",
+                                 .state = SG_STATE_PENDING,
+                                 .method = "POST",
+                                 .path = "/",
+                                 .headers = "",
+                                 .body = "{}",
+                                 .body_len = 2};
+    sg_event_insert ins[4] = {{&rows[0], true, false},
+                              {&rows[1], true, true},
+                              {&rows[2], false, true},
+                              {&rows[3], true, false}};
+    assert_int_equal(sg_store_begin(s, &err), 0);
+    assert_int_equal(sg_store_events_journal(s, ins, 4, &err), 0);
+    assert_int_equal(sg_store_commit(s, &err), 0);
+    assert_true(rows[0].id > 0 && rows[1].id > rows[0].id && rows[2].id > rows[1].id &&
+                rows[3].id > rows[2].id);
+    assert_true(ins[0].added);
+    assert_false(ins[1].added); /* build 2 was in the ledger */
+    assert_false(ins[2].added); /* not for the ledger */
+    assert_true(ins[3].added);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM ledger"), 3);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event"), 4);
+    /* one bad row: none of the batch stays */
+    rows[1].kind = "bogus";
+    rows[0].number = rows[1].number = 10;
+    assert_int_equal(sg_store_begin(s, &err), 0);
+    assert_int_equal(sg_store_events_journal(s, ins, 2, &err), SG_ESTORE);
+    sg_store_rollback(s);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event"), 4);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM ledger"), 3);
+    /* and the connection takes the next batch */
+    rows[0].number = 11;
+    assert_int_equal(sg_store_begin(s, &err), 0);
+    assert_int_equal(sg_store_events_journal(s, ins, 1, &err), 0);
+    assert_int_equal(sg_store_commit(s, &err), 0);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event"), 5);
     sg_store_free(s);
 }
 
@@ -2538,7 +2889,10 @@ int main(void)
         T(watcher_lock_pg),
         T(reconnect_backs_off_pg),
         T(event_replayed),
+        T(events_journal_batch),
         T(url_errors_name_no_password),
+        T(copy_into_postgresql_pg),
+        T(copy_fails_whole_pg),
     };
     if (pg_fixture_start(&g_pg) != 0)
         return 1;
@@ -2590,6 +2944,8 @@ int main(void)
         T(sample_keys),
         T(replicas_not_on_sqlite),
         T(event_replayed),
+        T(events_journal_batch),
+        T(copy_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

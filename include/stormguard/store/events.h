@@ -75,6 +75,21 @@ int sg_store_event_update(sg_store *s, int64_t id, sg_event_state state, int64_t
                           int64_t next_attempt_at, const char *last_error, int64_t done_at,
                           sg_error *err);
 
+/* A batch of events to journal on a store other gates write too: each
+ * row goes in as by sg_store_event_insert (row->id set) and, with ledger,
+ * its build into the ledger in the same statement; added says whether the
+ * build was new to the ledger (false: another event had it, and the
+ * caller journals this one a replay, sg_store_event_replayed). On
+ * PostgreSQL the batch goes out in one pipeline and its results come back
+ * after one round trip; on SQLite one statement after another. In the
+ * caller's transaction; a failure fails the whole batch. */
+typedef struct sg_event_insert {
+    sg_event_row *row;
+    bool ledger;
+    bool added;
+} sg_event_insert;
+int sg_store_events_journal(sg_store *s, sg_event_insert *ins, size_t n, sg_error *err);
+
 /* Rewrites the classification of the event row->id, journaled in the
  * open transaction, as row says: kind, reason, state, would, next attempt,
  * done_at and qgen (0 = NULL as on insert), last error. A gate sharing its
