@@ -108,6 +108,7 @@ struct sg_core {
     size_t nknown;
     sg_replica_row *replicas; /* as last read with the ages (names owned) */
     size_t nreplicas;
+    int64_t accepted_seen;         /* the other replicas' accepted builds read up to this event */
     int64_t qgen;                  /* generation new pending events join */
     int64_t loaded_gen, loaded_id; /* the last event handed to the deliverer */
 
@@ -1230,7 +1231,26 @@ typedef struct ages_job {
     int64_t would[SG_STATE_COUNT];
     sg_replica_row *replicas;
     size_t nreplicas;
+    int64_t accepted_after, accepted_last;
+    char **accepted; /* 4 strings a build: source, job, tag, digest (NULL: none) */
+    size_t naccepted;
 } ages_job;
+
+/* Events read again below the last one seen: a transaction that took an
+ * id before the last may commit after it. */
+#define ACCEPTED_AGAIN 1024
+#define ACCEPTED_LIMIT 10000
+
+static void keep_accepted(void *ud, const char *source, const char *job, const char *tag,
+                          const char *digest)
+{
+    ages_job *x = ud;
+    x->accepted = sg_xrealloc(x->accepted, (x->naccepted + 1) * 4 * sizeof *x->accepted);
+    const char *v[4] = {source, job, tag, digest};
+    for (int i = 0; i < 4; i++)
+        x->accepted[x->naccepted * 4 + i] = v[i] ? sg_xstrdup(v[i]) : NULL;
+    x->naccepted++;
+}
 
 static void keep_replica(void *ud, const sg_replica_row *r)
 {
@@ -1266,8 +1286,10 @@ static void ages_run(read_job *j, sg_store *s)
         return;
     if (x->held && (j->rc = sg_store_oldest_held(s, &x->held_at, &j->err)))
         return;
-    if (x->counts && (j->rc = sg_store_event_counts(s, count_into, x, &j->err)) == 0)
-        j->rc = sg_store_replicas(s, keep_replica, x, &j->err);
+    if (x->counts && (j->rc = sg_store_event_counts(s, count_into, x, &j->err)) == 0 &&
+        (j->rc = sg_store_replicas(s, keep_replica, x, &j->err)) == 0)
+        j->rc = sg_store_accepted_since(s, x->accepted_after, ACCEPTED_LIMIT, keep_accepted, x,
+                                        &x->accepted_last, &j->err);
 }
 
 static void ages_done(read_job *j, int status)
@@ -1296,8 +1318,22 @@ static void ages_done(read_job *j, int status)
             c->nreplicas = x->nreplicas;
             x->replicas = NULL;
             x->nreplicas = 0;
+            /* the jobs and tags the other replicas accepted, for the
+             * classifier (its own are added as they commit) */
+            for (size_t i = 0; i < x->naccepted; i++) {
+                char **b = &x->accepted[i * 4];
+                if (b[0] && b[1] && b[2])
+                    sg_ledger_add_tag(&c->ledger, b[0], b[1], b[2], b[3]);
+                else if (b[0] && b[1])
+                    sg_ledger_add(&c->ledger, b[0], b[1]);
+            }
+            if (x->accepted_last > c->accepted_seen)
+                c->accepted_seen = x->accepted_last;
         }
     }
+    for (size_t i = 0; i < x->naccepted * 4; i++)
+        free(x->accepted[i]);
+    free(x->accepted);
     replicas_free(x->replicas, x->nreplicas); /* of a failed read */
     free(x);
 }
@@ -1316,6 +1352,7 @@ static void read_ages(sg_core *c)
     x->pending = pending;
     x->held = held;
     x->counts = c->shared;
+    x->accepted_after = c->accepted_seen > ACCEPTED_AGAIN ? c->accepted_seen - ACCEPTED_AGAIN : 0;
     x->rj.run = ages_run;
     x->rj.done = ages_done;
     c->aging = true;
@@ -1984,7 +2021,8 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
         (rc = sg_store_queue_gen(c->reader, &c->qgen, err)) ||
         (rc = sg_store_ledger_jobs(c->reader, ledger_add, &c->ledger, &c->ledger_builds, err)) ||
         (rc = sg_store_ledger_docker(c->reader, ledger_add_tag, &c->ledger, err)) ||
-        (rc = sg_store_event_counts(c->reader, count_events, c, err)))
+        (rc = sg_store_event_counts(c->reader, count_events, c, err)) ||
+        (c->shared && (rc = sg_store_last_event_id(c->reader, &c->accepted_seen, err))))
         goto fail;
     c->held_stale = true; /* the first tick reads both ages */
     baseline b = {0};

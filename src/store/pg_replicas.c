@@ -161,6 +161,28 @@ int sg_pg_claim(const char *url, sg_pg **out, char **name, sg_error *err)
     return 0;
 }
 
+int sg_pg_accepted_since(sg_pg *pg, int64_t after_id, int limit, sg_ledger_tag_fn fn, void *ud,
+                         int64_t *last, sg_error *err)
+{
+    *last = after_id;
+    pg_params p;
+    pgp_reset(&p);
+    pgp_int(&p, after_id);
+    pgp_int(&p, limit);
+    PGresult *r = sg_pg_query(pg, -1,
+                              "SELECT id, source, job, tag, digest FROM event WHERE id > $1 AND "
+                              "kind IN ('new', 'unknown') ORDER BY id LIMIT $2",
+                              &p, err, "reading the builds the replicas accepted in");
+    if (!r)
+        return SG_ESTORE;
+    for (int i = 0, n = PQntuples(r); i < n; i++) {
+        *last = sg_pg_int(r, i, 0);
+        fn(ud, sg_pg_str(r, i, 1), sg_pg_str(r, i, 2), sg_pg_str(r, i, 3), sg_pg_str(r, i, 4));
+    }
+    PQclear(r);
+    return 0;
+}
+
 /* ---- the watcher's lock ---- */
 
 /* Whether this session holds the lock, else an attempt to take it (the

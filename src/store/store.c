@@ -200,6 +200,13 @@ int sg_store_replicas(sg_store *s, sg_replica_fn fn, void *ud, sg_error *err)
     return s->pg ? sg_pg_replicas(s->pg, fn, ud, err) : not_shared(s, err);
 }
 
+int sg_store_accepted_since(sg_store *s, int64_t after_id, int limit, sg_ledger_tag_fn fn, void *ud,
+                            int64_t *last, sg_error *err)
+{
+    return s->pg ? sg_pg_accepted_since(s->pg, after_id, limit, fn, ud, last, err)
+                 : not_shared(s, err);
+}
+
 int sg_store_mode_publish(sg_store *s, const sg_mode_row *m, bool notify, sg_error *err)
 {
     return s->pg ? sg_pg_mode_publish(s->pg, m, notify, err) : not_shared(s, err);

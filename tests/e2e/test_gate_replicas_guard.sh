@@ -51,6 +51,13 @@ post() {
     assert_eq "$3/$4" "$(json_get "$REPLY" "d['kind'] + '/' + d['state']")" "$5"
 }
 
+echo "# a job first seen at replica $W is known to replica $O (its storm detector counts it as seen)"
+post $W "$(igor_event team-n/fresh 1 1526040000000)" unknown pending \
+    "team-n/fresh build 1 at replica $W: unknown, forwarded in normal mode"
+sleep 5.5 # replica $O reads what the others accepted with its ages, every 5 s
+post $O "$(igor_event team-n/fresh 2 1526040001000)" new pending \
+    "team-n/fresh build 2 at replica $O: new, not first seen (its ledger knows the job from replica $W)"
+
 echo "# a wipe the watcher notices: the other replica in guard mode within 1 s"
 assert_eq normal "$(mode_of $O)" "replica $O: normal before the wipe"
 rcli flushall >/dev/null
