@@ -61,8 +61,8 @@ int sg_store_replicas(sg_store *s, sg_replica_fn fn, void *ud, sg_error *err);
  * kind new or unknown with an id above after_id, at most limit, oldest
  * first, as fn(ud, source, job, tag, digest) (tag and digest NULL but for
  * a Docker event); *last is the highest id passed (after_id if none). */
-int sg_store_accepted_since(sg_store *s, int64_t after_id, int limit, sg_ledger_tag_fn fn,
-                            void *ud, int64_t *last, sg_error *err);
+int sg_store_accepted_since(sg_store *s, int64_t after_id, int limit, sg_ledger_tag_fn fn, void *ud,
+                            int64_t *last, sg_error *err);
 
 /* ---- guard and storm mode across replicas (004_modes.sql) ---- */
 
