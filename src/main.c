@@ -24,7 +24,7 @@ static const struct {
     {"inspect", sg_cmd_inspect, "keyspace by namespace, memory and eviction policy"},
     {"simulate", sg_cmd_simulate,
      "replay a storm scenario against stormguard and today's defences"},
-    {"store", sg_cmd_store, "migrate the store's schema (SQLite or PostgreSQL)"},
+    {"store", sg_cmd_store, "migrate the store's schema, or copy an SQLite store into PostgreSQL"},
     {"config", sg_cmd_config, "check the configuration as run would and print it"},
     {"version", sg_cmd_version, "print versions"},
 };
