@@ -399,7 +399,7 @@ int sg_pg_probe_write(sg_pg *pg, sg_error *err)
 
 int sg_pg_schema_version(sg_pg *pg)
 {
-    int64_t v;
+    int64_t v = 0;
     sg_error err;
     if (sg_pg_query_int(pg,
                         "SELECT CASE WHEN to_regclass('stormguard_schema') IS NULL THEN 0 "
