@@ -24,17 +24,14 @@ lua=$PWD/tests/bench/igor_post.lua
 source scripts/redis-helpers.sh
 source tests/bench/nginx.sh
 work=$(mktemp -d)
-pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  bench_stop_all
   sg_stop_nginx "$work"
-  wait 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 sink_port=$(sg_free_port) proxy_port=$(sg_free_port)
-gate_port=$(sg_free_port) admin_port=$(sg_free_port)
 sg_start_nginx "$work" "
   limit_req_zone \$binary_remote_addr zone=igor:10m rate=1000000r/s;
   upstream sink { server 127.0.0.1:$sink_port; keepalive 64; }
@@ -52,29 +49,14 @@ sg_start_nginx "$work" "
     }
   }"
 
-# No Redis to watch here, and the storm detector stays off: a benchmark
-# posting thousands of first-seen jobs a second is a storm by every signal
-# and would measure the held queue instead of the gate's forwarding path
-# (tests/bench/bench_held_rss.sh measures that one).
-"$sg" run --db "$work/sg.db" --downstream "http://127.0.0.1:$sink_port" \
-  --listen "127.0.0.1:$gate_port" --admin "127.0.0.1:$admin_port" --watch off \
-  --storm-same-job 0 --storm-first-seen 0 --storm-first-seen-tags 0 --storm-replay-share 0 \
-  --storm-rate-factor 0 \
-  2>"$work/gate.log" &
-gate=$!
-pids+=("$gate")
-for _ in $(seq 1 50); do
-  curl -sf "http://127.0.0.1:$admin_port/healthz" >/dev/null && break
-  sleep 0.1
-done
+gate_start sqlite "$sink_port" --db "$work/sg.db"
 
 echo "throughput: wrk -t2 -c$CONNS -d${DURATION}s, distinct Igor build events"
 read -r n_rps n_err n_p50 n_p99 n_total < <(wrk_run nginx "$proxy_port" "$DURATION" "$CONNS")
 read -r s_rps s_err s_p50 s_p99 s_total < <(SG_RUN=1 wrk_run gate "$gate_port" "$DURATION" "$CONNS")
-journaled=$(curl -s "http://127.0.0.1:$admin_port/metrics" |
-  awk '/^stormguard_events_received_total/ {s += $2} END {print s}')
+journaled=$(metric_sum "$admin_port" stormguard_events_received_total)
 
-printf '\n%-44s %12s %9s %9s %9s\n' "" "accepted/s" "non-2xx" "p50" "p99"
+printf '\n%-44s %12s %9s %9s %9s\n' "" "accepted/s" "failed" "p50" "p99"
 printf '%-44s %12s %9s %9s %9s\n' "(a) nginx proxy_pass + limit_req -> sink" "$n_rps" "$n_err" "$n_p50" "$n_p99"
 printf '%-44s %12s %9s %9s %9s\n' "(b) stormguard (journal, NORMAL) -> sink" "$s_rps" "$s_err" "$s_p50" "$s_p99"
 printf 'ratio stormguard / nginx: %.2fx (target >= 0.5x); journaled %s of %s requests\n' \
@@ -107,15 +89,11 @@ echo
 echo "RSS over ${RSS_SECONDS}s of full load (VmRSS of the gate, sampled every 5 s):"
 SG_RUN=5 wrk -t2 -c"$CONNS" -d"${RSS_SECONDS}"s -s "$lua" "http://127.0.0.1:$gate_port/" >/dev/null 2>&1 &
 load=$!
-pids+=("$load")
-samples=()
-for _ in $(seq 0 5 "$RSS_SECONDS"); do
-  samples+=("$(awk '/VmRSS/ {print $2}' "/proc/$gate/status")")
-  sleep 5
-done
+bench_pids+=("$load")
+read -r -a samples < <(rss_samples "$RSS_SECONDS" "$gate")
 wait "$load" || true
+bench_forget "$load"
 echo "  KiB: ${samples[*]}"
 printf '  first %s KiB, last %s KiB, growth %s KiB over %s events journaled in total\n' \
   "${samples[0]}" "${samples[-1]}" "$((samples[-1] - samples[0]))" \
-  "$(curl -s "http://127.0.0.1:$admin_port/metrics" |
-    awk '/^stormguard_events_received_total/ {s += $2} END {print s}')"
+  "$(metric_sum "$admin_port" stormguard_events_received_total)"

@@ -1,21 +1,38 @@
 #!/usr/bin/env bash
-# The gate with its store on PostgreSQL against the same gate on SQLite,
-# side by side in one run: same nginx sink, same wrk load, distinct Igor
-# build events (igor_post.lua), storm detector off (as bench_gate.sh says
-# why). PostgreSQL 15 runs on this machine, started for the run (fsync on,
-# synchronous_commit on: an event is answered once its commit is durable),
-# so the gate, its store's server, wrk and nginx share its cores. Prints
-#   (a) SQLite (synchronous = normal) and (b) PostgreSQL: accepted req/s and
-#       p99 at full load, and the ratio b/a (target >= 0.5x);
-#   p99 of each at ~1,000 req/s;
-#   the PostgreSQL gate's RSS sampled over a 60 s run at full load.
+# The gate's store backends side by side in one run, same nginx sink, same
+# wrk load of distinct Igor build events (igor_post.lua), storm detector off
+# (tests/bench/lib.sh gate_start says why), each on a store of its own:
+#   (a) one gate on SQLite (synchronous = normal);
+#   (b) one gate on PostgreSQL 15;
+#   (c) two gates on one PostgreSQL database: replicas. Two wrk, one per
+#       replica, each with half the connections and one thread (the same two
+#       wrk threads as (a) and (b) have), each posting builds of its own of
+#       the same 500 jobs (SG_PART): req/s summed, p50 and p99 the worse.
+# Prints accepted req/s (and forwarded/s: deliveries may fall behind the
+# answers) and p99 at full load, the ratios b/a (target >= 0.5x) and c/b
+# (target > 1); p99 at ~1,000 req/s (as bench_gate.sh: 10
+# connections each waiting 10 ms between requests, so the rate stays below
+# 1,000 by the reply time; wrk2 is not in Debian); what each full-load run
+# left for the forwarder, and where the CPU went: the gates, PostgreSQL,
+# wrk and nginx share this machine's cores (and whatever else runs on it
+# shows as "rest"); last, the RSS of both replicas of (c) sampled every 5 s
+# over RSS_SECONDS (60) of full load.
+#
+# PostgreSQL runs on this machine, started for the run by tests/lib.sh
+# (fsync on, synchronous_commit on: an event is answered once its commit is
+# durable; SQLite's normal does not wait for the disk at each commit).
 #
 # usage: tests/bench/bench_gate_pg.sh [SECONDS] [CONNECTIONS]
+#   (defaults 20 and 32; RATE_SECONDS, default 20, for the ~1,000 req/s runs;
+#   RSS_SECONDS, default 60; DRAIN_SECONDS, default 120: the longest wait
+#   for a full load's pending deliveries before the ~1,000 req/s run)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${1:-20}
 CONNS=${2:-32}
+RATE_SECONDS=${RATE_SECONDS:-20}
 RSS_SECONDS=${RSS_SECONDS:-60}
+DRAIN_SECONDS=${DRAIN_SECONDS:-120}
 source tests/bench/lib.sh
 bench_build
 lua=$PWD/tests/bench/igor_post.lua
@@ -24,80 +41,191 @@ lua=$PWD/tests/bench/igor_post.lua
 SG_BIN=$sg SG_TESTS=$PWD/tests source tests/lib.sh
 set +E
 trap - ERR
+source scripts/redis-helpers.sh
 source tests/bench/nginx.sh
 work=$TMP
 bench_cleanup() {
+  local rc=$?
+  bench_stop_all
   sg_stop_nginx "$work"
+  (exit $rc)
   _sg_cleanup
 }
 trap bench_cleanup EXIT
 
 start_postgres
-sink_port=$(_sg_free_port)
+pg_base=postgresql://stormguard@127.0.0.1:$PG_PORT
+sink_port=$(sg_free_port)
 sg_start_nginx "$work" "
   server {
     listen 127.0.0.1:$sink_port;
     location / { return 200 'ok'; }
   }"
+cores=$(nproc)
+hz=$(getconf CLK_TCK)
 
-# start NAME STORE-FLAGS...: a gate in front of the sink; sets gate_port,
-# admin_port, gate (its pid)
-start() {
-  local name=$1
+# store_q SQL: one query on the store of the configuration being measured
+store_q() {
+  if [[ $backend == sqlite ]]; then sqlite3 "$work/sg.db" "$1"; else psql_q "$1"; fi
+}
+# pg_counters: "commits wal-syncs" of the current database and the server
+pg_counters() {
+  psql_q "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
+                 (SELECT wal_sync FROM pg_stat_wal)" | tr '|' ' '
+}
+
+# measure KEY PORT...: the full-load run and the ~1,000 req/s run of the
+# gate(s) listening on PORT... (pids in $gates), on a fresh store; sets
+# KEY_rps, KEY_fwd (events forwarded per second of the full load), KEY_err,
+# KEY_p50, KEY_p99, KEY_rrps, KEY_rp50, KEY_rp99, and KEY_cpu, KEY_store
+# (lines for the report). Between the two runs it waits (<= DRAIN_SECONDS)
+# for the deliveries the full load left pending.
+measure() {
+  local key=$1
   shift
-  gate_port=$(_sg_free_port) admin_port=$(_sg_free_port)
-  "$sg" run "$@" --downstream "http://127.0.0.1:$sink_port" \
-    --listen "127.0.0.1:$gate_port" --admin "127.0.0.1:$admin_port" --watch off \
-    --storm-same-job 0 --storm-first-seen 0 --storm-first-seen-tags 0 --storm-replay-share 0 \
-    --storm-rate-factor 0 2>"$work/gate-$name.log" &
-  gate=$!
-  bg_track "$gate"
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$admin_port/healthz" >/dev/null && return 0
-    sleep 0.1
+  local rps err p50 p99 total t0 t1 m0 m1 g0 g1 pg0 pg1 n0 n1 c0=0 c1=0 s0=0 s1=0
+  [[ $backend == sqlite ]] || read -r c0 s0 < <(pg_counters)
+  t0=$(date +%s.%N) m0=$(machine_ticks) g0=$(proc_ticks $gates)
+  pg0=$(proc_ticks "$PG_PID") n0=$(proc_ticks "$(cat "$work/nginx.pid")")
+  read -r rps err p50 p99 total < <(SG_RUN=1 wrk_spread "$key" "$DURATION" "$CONNS" "$@")
+  t1=$(date +%s.%N) m1=$(machine_ticks) g1=$(proc_ticks $gates)
+  pg1=$(proc_ticks "$PG_PID") n1=$(proc_ticks "$(cat "$work/nginx.pid")")
+  [[ $backend == sqlite ]] || read -r c1 s1 < <(pg_counters)
+  local wall wrk_s
+  wall=$(awk "BEGIN {print $t1 - $t0}") wrk_s=$(wrk_cpu "$key")
+  printf -v "${key}_rps" %s "$rps"
+  printf -v "${key}_err" %s "$err"
+  printf -v "${key}_p50" %s "$p50"
+  printf -v "${key}_p99" %s "$p99"
+  # cores busy: ticks / hz / wall; the rest is the machine's busy time
+  # that none of ours took (this script's own curl and awk are in it)
+  printf -v "${key}_cpu" '%s' "$(awk -v hz="$hz" -v w="$wall" -v g=$((g1 - g0)) \
+    -v pg=$((pg1 - pg0)) -v n=$((n1 - n0)) -v wrk="$wrk_s" -v cores="$cores" \
+    -v m0="$m0" -v m1="$m1" 'BEGIN {
+      split(m0, a, " "); split(m1, b, " ")
+      busy = (b[1] - a[1]) / (b[2] - a[2]) * cores
+      g /= hz * w; pg /= hz * w; n /= hz * w; wrk /= w
+      rest = busy - g - pg - wrk - n
+      printf "gate %.2f, postgres %.2f, wrk %.2f, nginx %.2f, rest %.2f: busy %.2f of %d cores%s",
+        g, pg, wrk, n, rest, busy, cores,
+        (rest > 0.25 ? " (disturbed: other processes took a share)" : "") }')"
+  # what the forwarder had done and left when the load stopped, and how
+  # long it took to deliver the rest
+  local q="SELECT count(*), sum(CASE WHEN state = 'pending' THEN 1 ELSE 0 END),
+                  sum(CASE WHEN state = 'forwarded' THEN 1 ELSE 0 END),
+                  sum(CASE WHEN kind = 'replay' THEN 1 ELSE 0 END) FROM event"
+  local n pending fwd replays left drained d0 deadline
+  IFS='|' read -r n pending fwd replays < <(store_q "$q")
+  printf -v "${key}_fwd" %.2f "$(awk "BEGIN {print $fwd / $wall}")"
+  d0=$(date +%s.%N) deadline=$(($(date +%s) + DRAIN_SECONDS))
+  while (($(date +%s) < deadline)); do
+    left=$(store_q "SELECT count(*) FROM event WHERE state = 'pending'")
+    if ((left == 0)); then
+      drained="all forwarded $(awk "BEGIN {printf \"%.1f\", $(date +%s.%N) - $d0}") s later"
+      break
+    fi
+    sleep 0.2
   done
-  cat "$work/gate-$name.log" >&2
-  exit 1
+  : "${drained:=$left still pending $DRAIN_SECONDS s later, when the ~1,000 req/s run began}"
+  local line
+  line="$n events journaled ($total replies counted by wrk), $replays replays; $pending pending when the load stopped, $drained"
+  if [[ $backend != sqlite ]]; then
+    line+=$(awk -v c=$((c1 - c0)) -v s=$((s1 - s0)) -v w="$wall" -v e="$total" \
+      'BEGIN {printf "; %.0f commits/s, %.0f WAL fsyncs/s, %.1f requests per commit", c / w, s / w, (c ? e / c : 0)}')
+  fi
+  printf -v "${key}_store" %s "$line"
+  read -r rps err p50 p99 total < <(SG_RUN=2 SG_DELAY_MS=10 wrk_spread "$key-rate" "$RATE_SECONDS" 10 "$@")
+  printf -v "${key}_rrps" %s "$rps"
+  printf -v "${key}_rp50" %s "$p50"
+  printf -v "${key}_rp99" %s "$p99"
 }
-stop() {
-  kill "$gate"
-  wait "$gate" 2>/dev/null || true
-}
 
-echo "throughput: wrk -t2 -c$CONNS -d${DURATION}s, distinct Igor build events"
-start sqlite --db "$work/sg.db"
-read -r a_rps a_err a_p50 a_p99 _ < <(SG_RUN=1 wrk_run sqlite "$gate_port" "$DURATION" "$CONNS")
-read -r ar_rps _ ar_p50 ar_p99 _ < <(SG_RUN=2 SG_DELAY_MS=10 wrk_run sqlite-rate "$gate_port" 20 10)
-stop
-start pg --store "$PG_URL"
-read -r b_rps b_err b_p50 b_p99 _ < <(SG_RUN=1 wrk_run pg "$gate_port" "$DURATION" "$CONNS")
-read -r br_rps _ br_p50 br_p99 _ < <(SG_RUN=2 SG_DELAY_MS=10 wrk_run pg-rate "$gate_port" 20 10)
-journaled=$(psql_q "SELECT count(*) FROM event")
+echo "full load: wrk -c$CONNS -d${DURATION}s (two threads in all), distinct Igor build events;" \
+  "~1,000 req/s: 10 connections, each waiting 10 ms between requests, ${RATE_SECONDS}s"
 
-printf '\n%-40s %12s %9s %9s %9s\n' "" "accepted/s" "non-2xx" "p50" "p99"
-printf '%-40s %12s %9s %9s %9s\n' "(a) stormguard, SQLite (normal)" "$a_rps" "$a_err" "$a_p50" "$a_p99"
-printf '%-40s %12s %9s %9s %9s\n' "(b) stormguard, PostgreSQL 15 (local)" "$b_rps" "$b_err" "$b_p50" "$b_p99"
-printf 'ratio PostgreSQL / SQLite: %.2fx (target >= 0.5x); %s events in PostgreSQL\n' \
-  "$(awk "BEGIN{print $b_rps / $a_rps}")" "$journaled"
+a_label="(a) SQLite (normal), one gate"
+b_label="(b) PostgreSQL 15, one replica"
+c_label="(c) PostgreSQL 15, two replicas"
+echo "$a_label ..."
+backend=sqlite
+gate_start sqlite "$sink_port" --db "$work/sg.db"
+gates=$gate
+measure a "$gate_port"
+gate_stop $gates
+
+echo "$b_label ..."
+backend=pg
+psql_q "CREATE DATABASE one"
+PG_URL=$pg_base/one
+gate_start pg "$sink_port" --store "$PG_URL"
+gates=$gate
+measure b "$gate_port"
+gate_stop $gates
+
+echo "$c_label ..."
+psql_q "CREATE DATABASE two"
+PG_URL=$pg_base/two
+gate_start pg1 "$sink_port" --store "$PG_URL"
+r1=$gate r1_port=$gate_port
+gate_start pg2 "$sink_port" --store "$PG_URL"
+r2=$gate r2_port=$gate_port
+gates="$r1 $r2"
+measure c "$r1_port" "$r2_port"
+read -r r1_rps r1_err _ r1_p99 _ < <(wrk_parse "$work/wrk-c.0.txt")
+read -r r2_rps r2_err _ r2_p99 _ < <(wrk_parse "$work/wrk-c.1.txt")
+
+row() { printf '%-33s %10s %11s %7s %8s %8s  %8s %8s %8s\n' "$@"; }
 echo
-echo "latency at ~1,000 req/s: 10 connections, each waiting 10 ms between requests, 20 s"
-printf '  SQLite:     %s req/s, p50 %s, p99 %s\n' "$ar_rps" "$ar_p50" "$ar_p99"
-printf '  PostgreSQL: %s req/s, p50 %s, p99 %s\n' "$br_rps" "$br_p50" "$br_p99"
-
-echo
-echo "RSS of the PostgreSQL gate over ${RSS_SECONDS}s of full load (VmRSS, every 5 s):"
-SG_RUN=3 wrk -t2 -c"$CONNS" -d"${RSS_SECONDS}"s -s "$lua" "http://127.0.0.1:$gate_port/" \
-  >/dev/null 2>&1 &
-load=$!
-bg_track "$load"
-samples=()
-for _ in $(seq 0 5 "$RSS_SECONDS"); do
-  samples+=("$(awk '/VmRSS/ {print $2}' "/proc/$gate/status")")
-  sleep 5
+# span TEXT WIDTH: TEXT centred in dashes
+span() { awk -v t=" $1 " -v w="$2" 'BEGIN {l = int((w - length(t)) / 2); r = w - length(t) - l
+  while (l-- > 0) printf "-"; printf "%s", t; while (r-- > 0) printf "-"}'; }
+printf '%-33s %s  %s\n' "" "$(span "full load" 48)" "$(span "~1,000 req/s" 26)"
+row "" "accepted/s" "forwarded/s" "failed" "p50" "p99" "req/s" "p50" "p99"
+v() { local n=${k}_$1; echo "${!n}"; } # v FIELD: KEY_FIELD of the row $k
+for k in a b c; do
+  row "$(v label)" "$(v rps)" "$(v fwd)" "$(v err)" "$(v p50)" "$(v p99)" "$(v rrps)" "$(v rp50)" "$(v rp99)"
 done
-wait "$load" || true
-echo "  KiB: ${samples[*]}"
-printf '  first %s KiB, last %s KiB, growth %s KiB; %s events in PostgreSQL\n' \
-  "${samples[0]}" "${samples[-1]}" "$((samples[-1] - samples[0]))" \
-  "$(psql_q "SELECT count(*) FROM event")"
-stop
+ratio() { awk "BEGIN {printf \"%.2f\", $1 / $2}"; }
+echo "(failed: non-2xx replies, socket errors and timeouts, wrk's 2 s, which p50 and p99 leave out)"
+printf 'ratio b/a (one PostgreSQL replica / SQLite): %sx accepted (target >= 0.5x), %sx forwarded\n' \
+  "$(ratio "$b_rps" "$a_rps")" "$(ratio "$b_fwd" "$a_fwd")"
+printf 'ratio c/b (two replicas / one): %sx accepted (target > 1), %sx forwarded\n' \
+  "$(ratio "$c_rps" "$b_rps")" "$(ratio "$c_fwd" "$b_fwd")"
+echo
+echo "the store after each full-load run:"
+echo "  (a) $a_store"
+echo "  (b) $b_store"
+echo "  (c) $c_store"
+echo "      replica 1: $r1_rps req/s, $r1_err failed, p99 $r1_p99; replica 2: $r2_rps req/s, $r2_err failed, p99 $r2_p99"
+echo
+echo "CPU at full load, in cores of this machine's $cores (rest: other processes on it, this script's"
+echo "curl and awk, the kernel's own threads):"
+echo "  (a) $a_cpu"
+echo "  (b) $b_cpu"
+echo "  (c) $c_cpu"
+echo "  The gates, PostgreSQL (its backends, WAL writer, checkpointer), wrk and nginx share"
+echo "  these $cores cores. Once they are busy, a second replica adds a process but no"
+echo "  core: it can beat one replica only by working while the other waits for its"
+echo "  commits, and the ratios measure this machine's CPU as much as the gate."
+echo "  PostgreSQL's commits also wait for this disk's fsync (WAL fsyncs/s above)."
+
+echo
+echo "RSS of the two replicas of (c) over ${RSS_SECONDS}s of full load (VmRSS, every 5 s):"
+rss_samples "$RSS_SECONDS" "$r1" "$r2" >"$work/rss" &
+sampler=$!
+bench_pids+=("$sampler")
+read -r l_rps l_err _ l_p99 l_total < <(SG_RUN=3 wrk_spread rss "$RSS_SECONDS" "$CONNS" "$r1_port" "$r2_port")
+wait "$sampler"
+bench_forget "$sampler"
+i=0
+while read -r -a s; do
+  i=$((i + 1))
+  echo "  replica $i, KiB: ${s[*]}"
+  printf '    first %s KiB, last %s KiB, growth %s KiB (%+.1f%%)\n' "${s[0]}" "${s[-1]}" \
+    "$((s[-1] - s[0]))" "$(awk "BEGIN {print (${s[-1]} - ${s[0]}) * 100 / ${s[0]}}")"
+done <"$work/rss"
+IFS='|' read -r l_n l_pending < <(psql_q "SELECT count(*),
+  sum(CASE WHEN state = 'pending' THEN 1 ELSE 0 END) FROM event")
+printf '  meanwhile %s req/s (%s failed, p99 %s), %s replies; %s events in PostgreSQL, %s pending\n' \
+  "$l_rps" "$l_err" "$l_p99" "$l_total" "$l_n" "$l_pending"
+gate_stop $gates

@@ -20,12 +20,17 @@ function setup(thread)
   next_thread = next_thread + 1
 end
 
--- SG_RUN (environment): a run number, so that the runs of one gate post
--- builds of their own instead of replaying the last run's
+-- SG_RUN (environment): a run number (0 to 9), so that the runs of one gate
+-- post builds of their own instead of replaying the last run's; SG_PART (0
+-- to 9): the wrk process among several posting at once (to the replicas of
+-- one gate, tests/bench/lib.sh wrk_spread), each with builds of its own of
+-- the same jobs. Each thread of a run and part numbers up to 10 million
+-- builds of its own.
 local run = tonumber(os.getenv("SG_RUN") or "0")
+local part = tonumber(os.getenv("SG_PART") or "0")
 
 function init(args)
-  counter = thread_id * 100000000 + run * 10000000
+  counter = part * 1000000000 + thread_id * 100000000 + run * 10000000
 end
 
 function request()
