@@ -520,9 +520,29 @@ static bool plain_insert(const sg_jop *op)
     return op && op->type == SG_JOP_INSERT && !op->action;
 }
 
+/* A shared store's transaction locks the jobs of all its events first,
+ * in one go (sg_store_events_lock_jobs: once a transaction). */
+static int lock_jobs(sg_journal *j, sg_jop *ops, sg_error *err)
+{
+    size_t n = 0;
+    for (sg_jop *o = ops; o; o = o->next)
+        n += o->type == SG_JOP_INSERT;
+    if (n > j->capins) {
+        j->capins = n;
+        j->ins = sg_xrealloc(j->ins, j->capins * sizeof *j->ins);
+    }
+    n = 0;
+    for (sg_jop *o = ops; o; o = o->next)
+        if (o->type == SG_JOP_INSERT)
+            j->ins[n++] = (sg_event_insert){.row = &o->row};
+    return n ? sg_store_events_lock_jobs(j->store, j->ins, n, err) : 0;
+}
+
 static void txn_apply(sg_journal *j, txn *t, sg_jop *ops)
 {
     *t->tail = ops;
+    if (j->shared && t->rc == 0)
+        t->rc = lock_jobs(j, ops, &t->err);
     for (sg_jop *op = ops; op;) {
         size_t n = 0;
         for (sg_jop *o = op; j->shared && plain_insert(o) && n < BATCH_MAX; o = o->next)
@@ -688,8 +708,17 @@ static void *writer(void *arg)
         pthread_mutex_unlock(&j->lock);
         txn t;
         txn_begin(j, &t);
+        /* a shared store's ops are applied together, at the end: its jobs'
+         * locks are taken once, all in one order (lock_jobs) */
+        sg_jop *gathered = NULL, **gtail = &gathered;
         for (;;) {
-            txn_apply(j, &t, ops);
+            if (j->shared) {
+                *gtail = ops;
+                while (*gtail)
+                    gtail = &(*gtail)->next;
+            } else {
+                txn_apply(j, &t, ops);
+            }
             total += n;
             pthread_mutex_lock(&j->lock);
             if (t.rc || total >= BATCH_MAX || j->stopping)
@@ -713,6 +742,8 @@ static void *writer(void *arg)
             pthread_mutex_unlock(&j->lock);
         }
         pthread_mutex_unlock(&j->lock);
+        if (gathered)
+            txn_apply(j, &t, gathered);
         txn_end(j, &t);
 
         pthread_mutex_lock(&j->lock);

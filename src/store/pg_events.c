@@ -137,6 +137,58 @@ static void journal_take(void *ud, size_t i, const PGresult *r)
     in->added = in->ledger && sg_pg_bool(r, 0, 1);
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The key of a job's lock: the same in every replica (FNV-1a of source,
+ * a unit separator and job; sg_hash_job is seeded per process). */
+static uint64_t job_key(const char *source, const char *job)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const char *p = source; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    h = (h ^ 0x1f) * 1099511628211ULL;
+    for (const char *p = job; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return h;
+}
+
+int sg_pg_events_lock_jobs(sg_pg *pg, const sg_event_insert *ins, size_t n, sg_error *err)
+{
+    uint64_t *h = sg_xmalloc((n ? n : 1) * sizeof *h);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ins[i].row->source && ins[i].row->job)
+            h[m++] = job_key(ins[i].row->source, ins[i].row->job);
+    int rc = 0;
+    if (m) {
+        qsort(h, m, sizeof *h, cmp_u64);
+        sg_buf keys = {0};
+        sg_buf_append(&keys, "{", 1);
+        for (size_t i = 0; i < m; i++) {
+            if (i && h[i] == h[i - 1])
+                continue;
+            char k[24];
+            int len = snprintf(k, sizeof k, "%s%lld", keys.len > 1 ? "," : "", (long long)h[i]);
+            sg_buf_append(&keys, k, (size_t)len);
+        }
+        sg_buf_append(&keys, "}", 2); /* with the NUL */
+        pg_params p;
+        pgp_reset(&p);
+        pgp_str(&p, keys.p);
+        p.formats[0] = 0; /* an array literal, as text */
+        rc = sg_pg_exec(pg, PG_JOB_LOCKS,
+                        "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k", &p,
+                        err, "locking the jobs of a batch in");
+        free(keys.p);
+    }
+    free(h);
+    return rc;
+}
+
 int sg_pg_events_journal(sg_pg *pg, sg_event_insert *ins, size_t n, sg_error *err)
 {
     return sg_pg_pipeline(pg, PG_EVENTS_JOURNAL, EVENTS_JOURNAL_SQL, 20, n, journal_fill,

@@ -58,6 +58,46 @@ assert_eq "40 40" "$GOT" "the sink got each of the 40 builds exactly once"
 run sql "SELECT count(*) FROM ledger WHERE number > 500"
 assert_eq 40 "$OUT" "the ledger holds each once"
 
+echo "# the same 60 builds to both replicas at once, in opposite orders, 8 posts at a time each"
+# batches of several builds meet the other replica's in the other order:
+# the jobs' locks are taken in one order, so no batch deadlocks (a 503)
+"$PY" - "${R_URL[1]}" "${R_URL[2]}" "$TMP" <<'PY' >"$TMP/burst.out"
+import json, sys, threading, urllib.request, urllib.error
+urls, tmp = sys.argv[1:3], sys.argv[3]
+builds = [("team-a/service-%d" % (1 + i % 6), 800 + i) for i in range(60)]
+def body(job, n):
+    return json.dumps({"details": {"type": "build", "source": "igor"}, "content": {
+        "master": "jenkins-prod", "project": {"name": job, "lastBuild": {
+            "number": n, "result": "SUCCESS", "building": False,
+            "timestamp": str(1526033000000 + n), "duration": 1000}}}}).encode()
+codes, kinds, lock = [], [], threading.Lock()
+def poster(url, order, k):
+    for job, n in order[k::8]:
+        req = urllib.request.Request(url + "/", body(job, n), {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=20) as r:
+                code, kind = r.status, json.loads(r.read())["kind"]
+        except Exception as e:  # a 503 (HTTPError) or a dropped connection
+            code, kind = getattr(e, "code", 0), None
+        with lock:
+            codes.append(code)
+            kinds.append(kind)
+ts = [threading.Thread(target=poster, args=(urls[r], builds if r == 0 else builds[::-1], k))
+      for r in (0, 1) for k in range(8)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(len(codes), sum(c == 200 for c in codes), kinds.count("new"), kinds.count("replay"))
+PY
+assert_eq "120 120 60 60" "$(cat "$TMP/burst.out")" \
+    "120 posts, all answered 200: each build new at one replica, a replay at the other"
+burst_at_sink() { [ "$(sink_py 'print(sum(1 for r in ok if 800 <= json.loads(r["body"])["content"]["project"]["lastBuild"]["number"] < 860))')" -ge 60 ]; }
+wait_for 20 "the 60 builds reach the sink" burst_at_sink
+sleep 1
+assert_eq "60 60" "$(sink_py '
+n = [json.loads(r["body"])["content"]["project"]["lastBuild"]["number"] for r in ok]
+n = [x for x in n if 800 <= x < 860]
+print(len(n), len(set(n)))')" "each of the 60 builds reached the sink once"
+
 echo "# one job's builds alternately to the replicas: delivered in order"
 # the downstream refuses for a while: every replica's deliveries wait on
 # their own retry timers, which would let a later build overtake an earlier
@@ -72,36 +112,85 @@ for n in $(seq 1 24); do
 done
 sleep 1.5
 sink_set 200 10
-order() { sink_py 'print(" ".join(str(json.loads(r["body"])["content"]["project"]["lastBuild"]["number"]) for r in ok if json.loads(r["body"])["content"]["project"]["name"] == "team-a/service-2"))'; }
+order() { sink_py 'print(" ".join(str(json.loads(r["body"])["content"]["project"]["lastBuild"]["number"]) for r in ok if json.loads(r["body"])["content"]["project"]["name"] == "team-a/service-2" and 700 < json.loads(r["body"])["content"]["project"]["lastBuild"]["number"] < 800))'; }
 order_done() { [ "$(order | wc -w)" -ge 24 ]; }
 wait_for 30 "the 24 builds of team-a/service-2 reach the sink" order_done
 assert_eq "$(seq 701 724 | tr '\n' ' ' | sed 's/ $//')" "$(order)" \
     "team-a/service-2's builds reached the downstream in the order they were posted"
 sink_set 200 0
 
-echo "# SIGKILL of replica 1 while builds stream in over both"
+echo "# two jobs' builds posted to both replicas at once: each job's go out in journal order"
+sink_set 503
+"$PY" - "${R_URL[1]}" "${R_URL[2]}" <<'PY' >"$TMP/conc.out"
+import json, sys, threading, urllib.request
+urls = sys.argv[1:3]
+def post(url, job, n):
+    b = json.dumps({"details": {"type": "build", "source": "igor"}, "content": {
+        "master": "jenkins-prod", "project": {"name": job, "lastBuild": {
+            "number": n, "result": "SUCCESS", "building": False,
+            "timestamp": str(1526034000000 + n), "duration": 1000}}}}).encode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url + "/", b,
+                {"Content-Type": "application/json"}), timeout=20) as r:
+            return r.status
+    except Exception as e:  # a 503 or a dropped connection counts, not kills the poster
+        return getattr(e, "code", 0)
+bad = []
+def poster(r):
+    for n in range(900 + r, 940, 2):
+        for job in ("team-a/service-5", "team-a/service-6"):
+            if post(urls[r], job, n) != 200:
+                bad.append(n)
+ts = [threading.Thread(target=poster, args=(r,)) for r in (0, 1)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(len(bad))
+PY
+assert_eq 0 "$(cat "$TMP/conc.out")" "80 concurrent posts answered 200"
+sleep 1.5
+sink_set 200 5
+conc_done() { [ "$(sink_py 'print(sum(1 for r in ok if json.loads(r["body"])["content"]["project"]["lastBuild"]["number"] >= 900))')" -ge 80 ]; }
+wait_for 30 "the 80 builds reach the sink" conc_done
+assert_eq ok "$(sink_py '
+by_job = {}
+for r in ok:
+    b = json.loads(r["body"])["content"]["project"]
+    if b["lastBuild"]["number"] >= 900:
+        by_job.setdefault(b["name"], []).append(int(r["event_id"]))
+bad = {j: ids for j, ids in by_job.items() if ids != sorted(ids) or len(ids) != 40}
+print("ok" if len(by_job) == 2 and not bad else "out of journal order: %r" % bad)')" \
+    "each job's builds reached the downstream in the order the store journaled them"
+
+echo "# SIGKILL of a replica while builds stream in over both"
 : >"$SINK_LOG"
 STREAM_URLS="${R_URL[1]} ${R_URL[2]}"
-sink_set 200 150 # slow: replica 1 dies with deliveries claimed and in flight
+sink_set 200 150 # slow: the replica killed dies with deliveries claimed and in flight
 stream_start 300 20 3
 wait_for 60 "100 builds accepted" stream_has_accepted 100
-replica_use 1
+# the one holding the most claims dies (a job's queue stays with the
+# replica that claimed its head)
+name_of() { replica_use "$1"; json_get "$(gate_status)" "d['replica']"; }
+N1=$(name_of 1) N2=$(name_of 2)
+TOP=$(sql "SELECT claimed_by FROM event WHERE state = 'pending' AND claimed_by IS NOT NULL
+           GROUP BY claimed_by ORDER BY count(*) DESC LIMIT 1")
+if [ "$TOP" = "$N2" ]; then K=2 L=1; else K=1 L=2; fi
+replica_use $K
 kill_gate
-echo "# replica 1 killed after $(stream_accepted) posts answered 200"
-replica_use 2
+echo "# replica $K killed after $(stream_accepted) posts answered 200"
+replica_use $L
 stream_finish 120
 stream_verify >"$TMP/verify.out"
 assert_eq ok "$(cat "$TMP/verify.out")" \
     "every build answered 200 reached the sink once; duplicates only as re-deliveries of one event id"
 run sql "SELECT count(*) FROM event WHERE state = 'pending'"
-assert_eq 0 "$OUT" "nothing is left pending: replica 2 delivered replica 1's claims"
-assert_contains "$(cat "${R_LOG[2]}")" "claimed by replicas whose lease ran out" \
-    "replica 2 says it took over claims"
-run sql "SELECT count(*) FROM replica WHERE lease_until >= (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-assert_eq 1 "$OUT" "one replica is live"
+assert_eq 0 "$OUT" "nothing is left pending: replica $L delivered replica $K's claims"
+assert_contains "$(cat "${R_LOG[$L]}")" "claimed by replicas whose lease ran out" \
+    "replica $L says it took over claims"
+run sql "SELECT name FROM replica WHERE lease_until >= (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+assert_eq "$(name_of $L)" "$OUT" "replica $L alone is live"
 
 stop_gate
-assert_eq 0 "$GATE_RC" "replica 2: SIGTERM, exit 0"
-run sql "SELECT count(*) FROM replica"
-assert_eq 1 "$OUT" "replica 2 left the table on its way out (replica 1's row waits out its minute)"
+assert_eq 0 "$GATE_RC" "replica $L: SIGTERM, exit 0"
+run sql "SELECT count(*) FROM replica WHERE name = '$(if [ $L = 1 ]; then echo "$N1"; else echo "$N2"; fi)'"
+assert_eq 0 "$OUT" "replica $L left the table on its way out"
 finish

@@ -89,6 +89,15 @@ typedef struct sg_event_insert {
     bool added;
 } sg_event_insert;
 int sg_store_events_journal(sg_store *s, sg_event_insert *ins, size_t n, sg_error *err);
+/* Takes, for the rest of the open transaction, a lock on each job (source
+ * and job) of the rows, every gate in the same order; call it once a
+ * transaction, before its events. Gates journaling events of one job then
+ * take turns: within a job, id order is commit order (a claim never meets
+ * a job's later event committed before its earlier one, replicas.h), and
+ * their ledger rows never wait for each other crosswise (a deadlock the
+ * server would break by failing a whole batch). SQLite has one writer:
+ * nothing to take. */
+int sg_store_events_lock_jobs(sg_store *s, const sg_event_insert *ins, size_t n, sg_error *err);
 
 /* Rewrites the classification of the event row->id, journaled in the
  * open transaction, as row says: kind, reason, state, would, next attempt,
