@@ -669,7 +669,9 @@ static void on_incoming_done(sg_jop *op)
     in->answer(in->ud,
                &(sg_answer){.status = 200, .id = op->row.id, .kind = in->kind, .state = st});
     if (st == SG_STATE_PENDING && !c->stopping) { /* else the next run delivers it */
-        if (!c->shared && !c->spilled && c->has_deliverer && backlog(c) < SPILL_AT) {
+        /* a replica's claimed event is its own to deliver: in memory, past
+         * SPILL_AT by what was in the journal when the room was judged */
+        if (c->shared ? op->claimed : !c->spilled && c->has_deliverer && backlog(c) < SPILL_AT) {
             sg_fwd_item *it = sg_xcalloc(1, sizeof *it);
             it->id = op->row.id;
             it->lane = forwardable(in->kind) ? sg_hash_job(in->ev.source, in->ev.job) : 0;
@@ -820,6 +822,9 @@ int sg_core_submit(sg_core *c, const sg_request *rq, sg_answer_fn answer, void *
     in->op.at = now;
     in->op.ledger = forwardable(in->kind);
     in->op.observe = c->o.observe;
+    /* a replica delivers what it journals itself while it has room, if
+     * it is its job's head (the journal claims it as it goes in) */
+    in->op.claim = c->shared && c->has_deliverer && backlog(c) < SPILL_AT / 2;
     in->op.done = on_incoming_done;
     in->op.ud = in;
     sg_journal_submit(c->journal, &in->op);
@@ -2015,7 +2020,10 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
     int rc;
     /* a replica's reader claims deliveries and renews its lease */
     sg_store_options ro = {.readonly = !c->shared};
-    sg_journal_opts jo = {.sync = o->synchronous, .clock = c->clock, .no_linger = o->one_at_a_time};
+    sg_journal_opts jo = {.sync = o->synchronous,
+                          .clock = c->clock,
+                          .no_linger = o->one_at_a_time,
+                          .replica = o->replica};
     if ((rc = sg_journal_start(loop, o->db_path, &jo, &c->journal, err)) ||
         (rc = sg_store_open(o->db_path, &ro, &c->reader, err)) ||
         (rc = sg_store_queue_gen(c->reader, &c->qgen, err)) ||

@@ -52,6 +52,7 @@
 #include "stormguard/store/episodes.h"
 #include "stormguard/store/events.h"
 #include "stormguard/store/held.h"
+#include "stormguard/store/replicas.h"
 
 #define LINGER_US 250    /* longest a write waits for company */
 #define LINGER_UNTIL 64  /* no lingering once this many writes wait */
@@ -127,6 +128,7 @@ struct sg_journal {
     pthread_t checkpointer;
     sg_store *ckpt_store;
     bool shared;          /* other gates write the store too (insert_shared) */
+    const char *replica;  /* sg_journal_opts.replica */
     sg_event_insert *ins; /* insert_shared's batch */
     size_t capins;
     /* writer thread only: builds accepted since the ledger was last written */
@@ -398,16 +400,19 @@ static int insert_shared(sg_journal *j, sg_jop *first, size_t n, sg_error *err)
     }
     sg_jop *op = first;
     for (size_t i = 0; i < n; i++, op = op->next) {
-        op->duplicate = false;
-        j->ins[i] = (sg_event_insert){.row = &op->row, .ledger = op->ledger};
+        op->duplicate = op->claimed = false;
+        j->ins[i] = (sg_event_insert){
+            .row = &op->row, .ledger = op->ledger, .claimer = op->claim ? j->replica : NULL};
     }
     int rc = sg_store_events_journal(j->store, j->ins, n, err);
     op = first;
     for (size_t i = 0; rc == 0 && i < n; i++, op = op->next) {
         j->last_id = op->row.id;
+        op->claimed = j->ins[i].claimed;
         if (!op->ledger || j->ins[i].added)
             continue;
         as_replay(op, op->at);
+        op->claimed = op->claimed && op->observe; /* suppressed: nothing to deliver */
         rc = sg_store_event_replayed(j->store, &op->row, err);
     }
     return rc;
@@ -871,6 +876,7 @@ int sg_journal_start(uv_loop_t *loop, const char *path, const sg_journal_opts *o
     sg_journal *j = sg_xcalloc(1, sizeof *j);
     j->clock = o->clock ? o->clock : &sg_clock_real;
     j->linger = !o->no_linger;
+    j->replica = o->replica;
     /* A bigger cache lets the many small commits of a busy gate rewrite hot
      * pages (the table's tail, the ledger) in memory; checkpoints are the
      * checkpointer thread's. */
@@ -885,6 +891,7 @@ int sg_journal_start(uv_loop_t *loop, const char *path, const sg_journal_opts *o
         return rc;
     }
     j->shared = sg_store_shared(j->store);
+    sg_store_set_replica(j->store, o->replica);
     /* builds of events a crash kept out of the ledger (see above); a
      * shared store's are written with their events, but an earlier
      * version's single daemon wrote them in bulk */

@@ -161,7 +161,7 @@ int sg_store_events_journal(sg_store *s, sg_event_insert *ins, size_t n, sg_erro
     for (size_t i = 0; i < n; i++) {
         sg_event_row *r = ins[i].row;
         int rc = sg_store_event_insert(s, r, err);
-        ins[i].added = false;
+        ins[i].added = ins[i].claimed = false; /* one daemon: nothing to claim */
         if (rc == 0 && ins[i].ledger)
             rc = sg_store_ledger_add(s, r->source, r->job, r->number, r->id, r->received_at,
                                      &ins[i].added, err);

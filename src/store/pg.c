@@ -584,6 +584,7 @@ void sg_pg_free(sg_pg *pg)
     if (pg->conn)
         PQfinish(pg->conn);
     free(pg->where);
+    free(pg->replica);
     free(pg);
 }
 

@@ -17,7 +17,8 @@ static const char *const statement_sql[PG_SLOT_COUNT] = {
                         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
                         "$16, $17, $18, $19) RETURNING id",
     [PG_EVENT_UPDATE] = "UPDATE event SET state = $1, attempts = $2, next_attempt_at = $3, "
-                        "last_error = $4, done_at = $5 WHERE id = $6",
+                        "last_error = $4, done_at = $5 WHERE id = $6 AND ($7::text IS NULL OR "
+                        "claimed_by IS NULL OR claimed_by = $7)",
     [PG_LEDGER_ADD] = "INSERT INTO ledger(source, job, number, accepted_at, event_id) "
                       "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
     [PG_EVENT_REPLAYED] = "UPDATE event SET kind = $1, reason = $2, state = $3, would = $4, "
@@ -117,17 +118,20 @@ int sg_pg_event_insert(sg_pg *pg, sg_event_row *e, sg_error *err)
 #define EVENTS_JOURNAL_SQL                                                                         \
     "WITH e AS (INSERT INTO event(received_at, source, job, number, build_ts, kind, reason, "      \
     "state, method, path, headers, body, next_attempt_at, done_at, qgen, last_error, would, tag, " \
-    "digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, " \
-    "$18, $19) RETURNING id), "                                                                    \
+    "digest, claimed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "    \
+    "$15, $16, $17, $18, $19, CASE WHEN $21::text IS NOT NULL AND $8 = 'pending' AND NOT EXISTS "  \
+    "(SELECT 1 FROM event q WHERE q.state = 'pending' AND q.source = $2 AND q.job = $3 AND "       \
+    "q.claimed_by IS DISTINCT FROM $21) THEN $21 END) RETURNING id, claimed_by), "                 \
     "l AS (INSERT INTO ledger(source, job, number, accepted_at, event_id) SELECT $2, $3, $4, $1, " \
     "id FROM e WHERE $20 = 1 ON CONFLICT DO NOTHING RETURNING 1) "                                 \
-    "SELECT id, EXISTS (SELECT 1 FROM l) FROM e"
+    "SELECT id, EXISTS (SELECT 1 FROM l), claimed_by IS NOT NULL FROM e"
 
 static void journal_fill(void *ud, size_t i, pg_params *p)
 {
     const sg_event_insert *in = (const sg_event_insert *)ud + i;
     event_params(p, in->row);
     pgp_int(p, in->ledger);
+    pgp_str(p, in->claimer);
 }
 
 static void journal_take(void *ud, size_t i, const PGresult *r)
@@ -135,6 +139,7 @@ static void journal_take(void *ud, size_t i, const PGresult *r)
     sg_event_insert *in = (sg_event_insert *)ud + i;
     in->row->id = sg_pg_int(r, 0, 0);
     in->added = in->ledger && sg_pg_bool(r, 0, 1);
+    in->claimed = sg_pg_bool(r, 0, 2);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -191,7 +196,7 @@ int sg_pg_events_lock_jobs(sg_pg *pg, const sg_event_insert *ins, size_t n, sg_e
 
 int sg_pg_events_journal(sg_pg *pg, sg_event_insert *ins, size_t n, sg_error *err)
 {
-    return sg_pg_pipeline(pg, PG_EVENTS_JOURNAL, EVENTS_JOURNAL_SQL, 20, n, journal_fill,
+    return sg_pg_pipeline(pg, PG_EVENTS_JOURNAL, EVENTS_JOURNAL_SQL, 21, n, journal_fill,
                           journal_take, ins, err, "journaling events in");
 }
 
@@ -207,6 +212,7 @@ int sg_pg_event_update(sg_pg *pg, int64_t id, sg_event_state state, int64_t atte
     pgp_str(&p, last_error);
     pgp_int_or_null(&p, done_at);
     pgp_int(&p, id);
+    pgp_str(&p, pg->replica);
     return sg_pg_exec(pg, PG_EVENT_UPDATE, statement_sql[PG_EVENT_UPDATE], &p, err,
                       "updating an event in");
 }

@@ -189,6 +189,14 @@ int sg_store_replica_leave(sg_store *s, const char *name, sg_error *err)
     return s->pg ? sg_pg_replica_leave(s->pg, name, err) : not_shared(s, err);
 }
 
+void sg_store_set_replica(sg_store *s, const char *name)
+{
+    if (!s->pg)
+        return;
+    free(s->pg->replica);
+    s->pg->replica = name ? sg_xstrdup(name) : NULL;
+}
+
 int sg_store_events_claim(sg_store *s, const char *name, int limit, sg_event_fn fn, void *ud,
                           sg_error *err)
 {

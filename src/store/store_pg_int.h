@@ -58,6 +58,7 @@ typedef struct sg_pg {
     bool in_txn;              /* between sg_pg_begin and commit or rollback */
     uint32_t prepared;        /* bit per slot prepared on this connection */
     char down[SG_ERRMSG_MAX]; /* why the last reset failed ("" while connected) */
+    char *replica;            /* sg_store_set_replica: its outcomes are fenced */
     int64_t retry_at;         /* monotonic ms: the next reset, not before */
     int backoff_ms;           /* the wait after the last failed reset */
     pg_snap *snap;

@@ -2386,6 +2386,76 @@ static void listener_hears_modes_pg(void **state)
     sg_store_free(s);
 }
 
+/* A replica claims what it journals when it is its job's head: not an
+ * event behind another replica's (or nobody's) pending one, nor a held
+ * one; two of one job in a batch are both its. */
+static void events_journal_claims_heads_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t other = put_event(s, "pending", "b", 1, 0);
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE event SET claimed_by = 'r2' WHERE id = %lld",
+             (long long)other);
+    raw_exec(f->db, sql);
+    sg_event_row rows[4];
+    const char *jobs[4] = {"a", "a", "b", "c"};
+    for (int i = 0; i < 4; i++)
+        rows[i] = (sg_event_row){.received_at = 2000 + i,
+                                 .source = "jenkins-prod",
+                                 .job = jobs[i],
+                                 .number = 10 + i,
+                                 .kind = "new",
+                                 .reason = "after-cursor",
+                                 .state = i == 3 ? SG_STATE_HELD : SG_STATE_PENDING,
+                                 .method = "POST",
+                                 .path = "/",
+                                 .headers = "",
+                                 .body = "{}",
+                                 .body_len = 2};
+    sg_event_insert ins[4];
+    for (int i = 0; i < 4; i++)
+        ins[i] = (sg_event_insert){.row = &rows[i], .ledger = true, .claimer = "r1"};
+    assert_int_equal(sg_store_begin(s, &err), 0);
+    assert_int_equal(sg_store_events_lock_jobs(s, ins, 4, &err), 0);
+    assert_int_equal(sg_store_events_journal(s, ins, 4, &err), 0);
+    assert_int_equal(sg_store_commit(s, &err), 0);
+    assert_true(ins[0].claimed);  /* a's head */
+    assert_true(ins[1].claimed);  /* behind r1's own */
+    assert_false(ins[2].claimed); /* behind r2's b */
+    assert_false(ins[3].claimed); /* held */
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE claimed_by = 'r1'"), 2);
+    sg_store_free(s);
+}
+
+/* A replica's outcomes change its own claims and unclaimed events, never
+ * one another replica claimed after its lease ran out. */
+static void outcomes_fenced_by_claims_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t mine = put_event(s, "pending", "a", 1, 0), theirs = put_event(s, "pending", "b", 1, 0);
+    int64_t none = put_event(s, "pending", "c", 1, 0);
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "UPDATE event SET claimed_by = CASE id WHEN %lld THEN 'r1' WHEN %lld THEN 'r2' END",
+             (long long)mine, (long long)theirs);
+    raw_exec(f->db, sql);
+    sg_store_set_replica(s, "r1");
+    for (int64_t id = mine; id <= none; id++)
+        assert_int_equal(sg_store_event_update(s, id, SG_STATE_FORWARDED, 1, 0, NULL, 9, &err), 0);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'forwarded'"), 2);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM event WHERE id = %lld AND state = 'pending'",
+             (long long)theirs);
+    assert_int_equal(raw_int(f->db, sql), 1);
+    sg_store_set_replica(s, NULL); /* unfenced again */
+    assert_int_equal(sg_store_event_update(s, theirs, SG_STATE_DEAD, 1, 0, NULL, 9, &err), 0);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'dead'"), 1);
+    sg_store_free(s);
+}
+
 /* One replica holds the watcher's lock at a time; it goes with the claim. */
 static void watcher_lock_pg(void **state)
 {
@@ -2803,10 +2873,10 @@ static void events_journal_batch(void **state)
                                  .headers = "",
                                  .body = "{}",
                                  .body_len = 2};
-    sg_event_insert ins[4] = {{&rows[0], true, false},
-                              {&rows[1], true, true},
-                              {&rows[2], false, true},
-                              {&rows[3], true, false}};
+    sg_event_insert ins[4] = {{.row = &rows[0], .ledger = true},
+                              {.row = &rows[1], .ledger = true, .added = true},
+                              {.row = &rows[2], .added = true},
+                              {.row = &rows[3], .ledger = true}};
     assert_int_equal(sg_store_begin(s, &err), 0);
     assert_int_equal(sg_store_events_journal(s, ins, 4, &err), 0);
     assert_int_equal(sg_store_commit(s, &err), 0);
@@ -2887,6 +2957,8 @@ int main(void)
         T(modes_published_pg),
         T(listener_hears_modes_pg),
         T(watcher_lock_pg),
+        T(events_journal_claims_heads_pg),
+        T(outcomes_fenced_by_claims_pg),
         T(reconnect_backs_off_pg),
         T(event_replayed),
         T(events_journal_batch),

@@ -46,6 +46,9 @@ struct sg_jop {
                        * row went in as a suppressed replay instead */
     bool observe;     /* INSERT, observe mode: a duplicate stays pending, would
                        * "suppressed" */
+    bool claim;       /* INSERT, a shared store: claim the event for this replica
+                       * if it is its job's head (sg_journal_opts.replica) */
+    bool claimed;     /* after commit: it was (the submitter delivers it) */
     /* RELEASE, DROP: which events, how; results after commit */
     sg_hold_filter hold;
     bool newest_only;
@@ -84,6 +87,10 @@ typedef struct sg_journal_opts {
      * before its next write (the simulator's one poller) sets no_linger:
      * nothing ever comes behind, and the moment would only be lost. */
     bool no_linger;
+    /* On a shared store, the replica's name (replicas.h): the events it
+     * journals with op->claim are claimed as they go in, when they are
+     * the heads of their jobs' queues. Borrowed for the journal's life. */
+    const char *replica;
 } sg_journal_opts;
 
 /* Opens the store at path for writing on a new thread; o may be NULL (all

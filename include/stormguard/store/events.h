@@ -87,6 +87,12 @@ typedef struct sg_event_insert {
     sg_event_row *row;
     bool ledger;
     bool added;
+    /* a shared store's replica that claims the event as it goes in, if
+     * pending and its job's head (no earlier pending event of the job is
+     * claimed by another or by none: replicas.h); NULL: none. claimed
+     * says whether it did. */
+    const char *claimer;
+    bool claimed;
 } sg_event_insert;
 int sg_store_events_journal(sg_store *s, sg_event_insert *ins, size_t n, sg_error *err);
 /* Takes, for the rest of the open transaction, a lock on each job (source

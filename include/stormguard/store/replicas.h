@@ -35,6 +35,12 @@ int sg_store_replica_renew(sg_store *s, const char *name, int64_t lease_ms, int6
 /* The replica leaves: its claims go back to none at once. */
 int sg_store_replica_leave(sg_store *s, const char *name, sg_error *err);
 
+/* The replica this connection writes for (NULL: none): a delivery's
+ * outcome it records (sg_store_event_update) changes an event claimed by
+ * this replica or by none, never one another replica claimed since (this
+ * one's lease ran out and the other delivers it now). A no-op on SQLite. */
+void sg_store_set_replica(sg_store *s, const char *name);
+
 /* Claims for the replica name up to limit pending events that are the
  * heads of their jobs' queues (or of no job: pass-through) and passes
  * them to fn in queue order (qgen, id), as sg_store_events_pending does.
