@@ -9,7 +9,9 @@ CREATE TABLE gate_mode (
     until_ms BIGINT NOT NULL,      -- on until then (or until off_at)
     reason   TEXT   NOT NULL,
     replica  TEXT   NOT NULL,      -- who wrote it last
-    off_at   BIGINT                -- turned off by an operator then
+    off_at   BIGINT,               -- turned off by an operator then
+    wipe_at  BIGINT,               -- guard mode: the last wipe seen, when one caused it
+    expect_until BIGINT            -- guard mode: a flush announced, its wipe expected until then
 );
 
 -- Only one replica watches Redis and takes the periodic snapshots: the

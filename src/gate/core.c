@@ -1413,6 +1413,7 @@ void sg_core_tick(sg_core *c)
 typedef struct known_mode {
     char *scope; /* "" guard mode, "*" a storm everywhere, else the source */
     int64_t until;
+    int64_t wipe, expect; /* guard mode: its last wipe, an announce's window */
 } known_mode;
 
 static const char *mode_key(bool storm, const char *scope)
@@ -1420,15 +1421,20 @@ static const char *mode_key(bool storm, const char *scope)
     return !storm ? "" : scope ? scope : "*";
 }
 
-/* The until the store holds for key, as last written or read here. */
-static int64_t *known_until(sg_core *c, const char *key)
+/* What the store holds for key, as last written or read here. */
+static known_mode *known(sg_core *c, const char *key)
 {
     for (size_t i = 0; i < c->nknown; i++)
         if (!strcmp(c->known[i].scope, key))
-            return &c->known[i].until;
+            return &c->known[i];
     c->known = sg_xrealloc(c->known, (c->nknown + 1) * sizeof *c->known);
-    c->known[c->nknown] = (known_mode){sg_xstrdup(key), 0};
-    return &c->known[c->nknown++].until;
+    c->known[c->nknown] = (known_mode){.scope = sg_xstrdup(key)};
+    return &c->known[c->nknown++];
+}
+
+static int64_t *known_until(sg_core *c, const char *key)
+{
+    return &known(c, key)->until;
 }
 
 typedef struct publish_job {
@@ -1436,6 +1442,8 @@ typedef struct publish_job {
     sg_mode_row row;
     char *scope, *reason;
     bool notify, off;
+    sg_core_done_fn done; /* once written (sg_core_announce), or NULL */
+    void *done_ud;
 } publish_job;
 
 static void publish_run(read_job *j, sg_store *s)
@@ -1454,16 +1462,18 @@ static void publish_done(read_job *j, int status)
                : x->scope[0] ? "a storm"
                              : "guard mode",
                status ? uv_strerror(status) : j->err.msg);
+    if (x->done)
+        x->done(x->done_ud, status ? SG_ESTORE : j->rc, status ? uv_strerror(status) : j->err.msg);
     free(x->scope);
     free(x->reason);
     free(x);
 }
 
-static void publish(sg_core *c, const char *key, int64_t since, int64_t until, const char *reason,
-                    bool notify, bool off)
+static publish_job *publish(sg_core *c, const char *key, int64_t since, int64_t until,
+                            const char *reason, bool notify, bool off)
 {
     if (c->close_begun)
-        return;
+        return NULL;
     publish_job *x = sg_xcalloc(1, sizeof *x);
     x->scope = sg_xstrdup(key);
     x->reason = sg_xstrdup(reason ? reason : "");
@@ -1472,6 +1482,16 @@ static void publish(sg_core *c, const char *key, int64_t since, int64_t until, c
                            .until_ms = until,
                            .reason = x->reason,
                            .replica = c->o.replica};
+    if (!*key && !off) { /* guard mode: the wipes it knows of go with it */
+        sg_guard_report r;
+        sg_guard_report_get(c->guard, &r);
+        known_mode *k = known(c, "");
+        x->row.wipe_at_ms = r.last_wipe_at_ms;
+        x->row.expect_until_ms = r.expect_wipe_until_ms;
+        /* what the row holds from now: the later of each (never lowered) */
+        k->wipe = r.last_wipe_at_ms > k->wipe ? r.last_wipe_at_ms : k->wipe;
+        k->expect = r.expect_wipe_until_ms > k->expect ? r.expect_wipe_until_ms : k->expect;
+    }
     x->notify = notify;
     x->off = off;
     x->rj.run = publish_run;
@@ -1479,6 +1499,7 @@ static void publish(sg_core *c, const char *key, int64_t since, int64_t until, c
     if (!off)
         *known_until(c, key) = until;
     read_submit(c, &x->rj, true);
+    return x;
 }
 
 /* Writes the extensions of this replica's modes the store lags behind. */
@@ -1486,7 +1507,9 @@ static void publish_extensions(sg_core *c)
 {
     sg_guard_report r;
     sg_guard_report_get(c->guard, &r);
-    if (r.guard && r.guard_until_ms > *known_until(c, "") + EXTEND_STEP_MS)
+    known_mode *g = known(c, "");
+    if (r.guard && (r.guard_until_ms > g->until + EXTEND_STEP_MS || r.last_wipe_at_ms > g->wipe ||
+                    r.expect_wipe_until_ms > g->expect))
         publish(c, "", r.guard_since_ms, r.guard_until_ms, r.guard_reason, false, false);
     for (size_t i = 0; i < r.nstorms && i < SG_GUARD_MAX_STORMS; i++) {
         const sg_mode_storm_info *st = &r.storms[i];
@@ -1500,6 +1523,9 @@ typedef struct modes_job {
     read_job rj;
     sg_mode_row *rows;
     size_t n;
+    int64_t after;          /* rows ending after this time, by the loop's clock */
+    void (*then)(void *ud); /* after adopting them (sg_core_read_modes), or NULL */
+    void *then_ud;
 } modes_job;
 
 static void keep_mode(void *ud, const sg_mode_row *m)
@@ -1516,7 +1542,7 @@ static void keep_mode(void *ud, const sg_mode_row *m)
 static void modes_run(read_job *j, sg_store *s)
 {
     modes_job *x = (modes_job *)j;
-    j->rc = sg_store_modes(s, now_ms(j->c) - 60000, keep_mode, x, &j->err);
+    j->rc = sg_store_modes(s, x->after, keep_mode, x, &j->err);
 }
 
 static void read_modes(sg_core *c);
@@ -1526,9 +1552,20 @@ static void adopt(sg_core *c, const sg_mode_row *m, int64_t now)
 {
     bool storm = m->scope != NULL;
     const char *scope = storm && strcmp(m->scope, "*") ? m->scope : NULL;
-    int64_t *known = known_until(c, mode_key(storm, scope));
-    if (m->until_ms > *known)
-        *known = m->until_ms;
+    known_mode *k = known(c, mode_key(storm, scope));
+    if (m->until_ms > k->until)
+        k->until = m->until_ms;
+    /* the last wipe and an announced flush, whatever the mode: each once,
+     * when it changed (the watcher narrows an announce's window once its
+     * wipe came; the row keeps the first) */
+    int64_t wipe = !storm && m->wipe_at_ms > k->wipe ? m->wipe_at_ms : 0;
+    int64_t expect = !storm && m->expect_until_ms > k->expect ? m->expect_until_ms : 0;
+    if (wipe)
+        k->wipe = wipe;
+    if (expect)
+        k->expect = expect;
+    if (wipe || expect) /* whoever wrote the row last: it may be this one */
+        sg_guard_adopt_wipes(c->guard, wipe, expect);
     if (!strcmp(m->replica, c->o.replica))
         return;
     sg_guard_report r;
@@ -1553,7 +1590,8 @@ static void modes_done(read_job *j, int status)
 {
     modes_job *x = (modes_job *)j;
     sg_core *c = j->c;
-    c->modes_reading = false;
+    if (!x->then)
+        c->modes_reading = false;
     if (status || j->rc)
         sg_log(SG_LOG_ERROR, "guard", "reading the other replicas' modes: %s",
                status ? uv_strerror(status) : j->err.msg);
@@ -1566,11 +1604,23 @@ static void modes_done(read_job *j, int status)
         free((char *)x->rows[i].replica);
     }
     free(x->rows);
+    if (x->then)
+        x->then(x->then_ud);
+    bool tick = !x->then;
     free(x);
-    if (c->modes_again) {
+    if (tick && c->modes_again) {
         c->modes_again = false;
         read_modes(c);
     }
+}
+
+static modes_job *modes_job_new(sg_core *c)
+{
+    modes_job *x = sg_xcalloc(1, sizeof *x);
+    x->after = now_ms(c) - 60000;
+    x->rj.run = modes_run;
+    x->rj.done = modes_done;
+    return x;
 }
 
 static void read_modes(sg_core *c)
@@ -1581,11 +1631,36 @@ static void read_modes(sg_core *c)
         c->modes_again = true;
         return;
     }
-    modes_job *x = sg_xcalloc(1, sizeof *x);
-    x->rj.run = modes_run;
-    x->rj.done = modes_done;
     c->modes_reading = true;
+    read_submit(c, &modes_job_new(c)->rj, true);
+}
+
+void sg_core_read_modes(sg_core *c, void (*then)(void *ud), void *ud)
+{
+    if (!c->shared || c->close_begun) {
+        then(ud);
+        return;
+    }
+    modes_job *x = modes_job_new(c);
+    x->then = then;
+    x->then_ud = ud;
     read_submit(c, &x->rj, true);
+}
+
+void sg_core_announce(sg_core *c, const char *reason, sg_core_done_fn done, void *ud)
+{
+    sg_guard_announce(c->guard, reason);
+    sg_guard_report r;
+    sg_guard_report_get(c->guard, &r);
+    publish_job *x =
+        c->shared ? publish(c, "", r.guard_since_ms, r.guard_until_ms, r.guard_reason, true, false)
+                  : NULL;
+    if (!x) {
+        done(ud, 0, NULL);
+        return;
+    }
+    x->done = done;
+    x->done_ud = ud;
 }
 
 static void listener_close(sg_core *c);

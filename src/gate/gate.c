@@ -287,10 +287,46 @@ typedef struct announce {
 /* The announce is confirmed: guard mode on, the wipe it causes expected, an
  * audit row. Only now: a refused or failed announce leaves the gate as it
  * was, so the next wipe is not taken for the flush that never came. */
-static void confirm_announce(sg_gate *g, const announce *a)
+static void announce_finish(announce *a, const sg_announce_result *res)
 {
-    sg_guard_announce(sg_core_guard(g->core), a->why);
-    (void)sg_core_audit(g->core, a->actor, "flush announced", a->why, NULL, NULL);
+    if (a->done)
+        a->done(a->ud, res);
+    free(a->actor);
+    free(a->why);
+    free(a);
+}
+
+typedef struct confirming {
+    announce *a;
+    sg_announce_result res;
+} confirming;
+
+static void on_announced(void *ud, int status, const char *error)
+{
+    confirming *k = ud;
+    announce *a = k->a;
+    if (status) {
+        /* the replica that watches Redis would take the flush for a wipe */
+        k->res.status = status;
+        snprintf(k->res.error, sizeof k->res.error,
+                 "the other replicas could not be told of the flush: %s", error ? error : "");
+        sg_log(SG_LOG_ERROR, "guard", "flush announce by %s not confirmed: %s", a->actor,
+               k->res.error);
+    } else {
+        (void)sg_core_audit(a->g->core, a->actor, "flush announced", a->why, NULL, NULL);
+    }
+    announce_finish(a, &k->res);
+    free(k);
+}
+
+/* Guard mode on and the wipe expected, told to the other replicas first
+ * when the store is shared; then the answer. */
+static void confirm_announce(sg_gate *g, announce *a, const sg_announce_result *res)
+{
+    confirming *k = sg_xcalloc(1, sizeof *k);
+    k->a = a;
+    k->res = *res;
+    sg_core_announce(g->core, a->why, on_announced, k);
 }
 
 static void on_snapshot_done(void *ud, const sg_sidecar_result *r)
@@ -332,14 +368,11 @@ static void on_snapshot_done(void *ud, const sg_sidecar_result *r)
             sg_log(SG_LOG_WARN, "guard", "flush announce by %s not confirmed: %s", a->actor,
                    res.error);
         } else {
-            confirm_announce(g, a);
+            confirm_announce(g, a, &res);
+            return;
         }
     }
-    if (a->done)
-        a->done(a->ud, &res);
-    free(a->actor);
-    free(a->why);
-    free(a);
+    announce_finish(a, &res);
 }
 
 /* Starts a snapshot; a (a flush announce's, or NULL for a periodic one) is
@@ -408,6 +441,20 @@ static void start_rewarm(sg_gate *g)
         g->rewarming = true;
 }
 
+static void rewarm_unless_announced(void *ud)
+{
+    sg_gate *g = ud;
+    sg_guard_report r;
+    sg_guard_report_get(sg_core_guard(g->core), &r);
+    if (g->stopping)
+        return;
+    if (r.expect_wipe_until_ms) {
+        sg_log(SG_LOG_INFO, "guard", "the wipe is a flush announced at another replica: no rewarm");
+        return;
+    }
+    start_rewarm(g);
+}
+
 static void on_wipe(void *ud, sg_wipe_cause cause, const char *detail, int64_t detected_at)
 {
     sg_gate *g = ud;
@@ -419,6 +466,12 @@ static void on_wipe(void *ud, sg_wipe_cause cause, const char *detail, int64_t d
      * are the ones that come */
     if (!g->cfg->rewarm || expected || !strcmp(g->cfg->gate_mode, "observe"))
         return;
+    /* one of several replicas: the flush may have been announced to
+     * another, which told the store before it answered */
+    if (g->replica_watches) {
+        sg_core_read_modes(g->core, rewarm_unless_announced, g);
+        return;
+    }
     start_rewarm(g);
 }
 

@@ -271,12 +271,24 @@ void sg_guard_adopt(sg_guard *g, const char *scope, bool storm, int64_t until_ms
     g->adopting = false;
 }
 
+void sg_guard_adopt_wipes(sg_guard *g, int64_t wipe_at_ms, int64_t expect_until_ms)
+{
+    if (wipe_at_ms > g->last_wipe_at)
+        g->last_wipe_at = wipe_at_ms;
+    if (expect_until_ms > g->expect_wipe_until) {
+        g->expect_wipe_until = expect_until_ms;
+        if (expect_until_ms > g->expect_wipe_deadline)
+            g->expect_wipe_deadline = expect_until_ms;
+    }
+}
+
 void sg_guard_announce(sg_guard *g, const char *reason)
 {
     int64_t now = now_ms(g);
-    sg_modes_guard(&g->modes, now, g->o.guard_ms, reason);
-    /* the wipe this flush causes is the operator's intent */
+    /* the wipe this flush causes is the operator's intent (known before
+     * the mode starts: its owner may tell others of both at once) */
     g->expect_wipe_until = g->expect_wipe_deadline = now + g->o.expect_wipe_ms;
+    sg_modes_guard(&g->modes, now, g->o.guard_ms, reason);
 }
 
 void sg_guard_tick(sg_guard *g)
@@ -302,4 +314,5 @@ void sg_guard_report_get(const sg_guard *g, sg_guard_report *out)
     out->rewarms = g->rewarms;
     out->server_changes = g->server_changes;
     out->last_wipe_at_ms = g->last_wipe_at;
+    out->expect_wipe_until_ms = g->expect_wipe_until > now ? g->expect_wipe_until : 0;
 }

@@ -224,15 +224,19 @@ int sg_pg_mode_publish(sg_pg *pg, const sg_mode_row *m, bool notify, sg_error *e
     pgp_int(&p, m->until_ms);
     pgp_str(&p, m->reason ? m->reason : "");
     pgp_str(&p, m->replica);
+    pgp_int_or_null(&p, m->wipe_at_ms);
+    pgp_int_or_null(&p, m->expect_until_ms);
     int rc = sg_pg_exec(
         pg, -1,
-        "INSERT INTO gate_mode(scope, since_ms, until_ms, reason, replica) VALUES ($1, $2, $3, "
-        "$4, $5) ON CONFLICT (scope) DO UPDATE SET "
+        "INSERT INTO gate_mode(scope, since_ms, until_ms, reason, replica, wipe_at, expect_until) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (scope) DO UPDATE SET "
         "since_ms = CASE WHEN " MODE_NEW " THEN EXCLUDED.since_ms ELSE gate_mode.since_ms END, "
         "reason = CASE WHEN " MODE_NEW " THEN EXCLUDED.reason ELSE gate_mode.reason END, "
         "until_ms = CASE WHEN " MODE_OFF " THEN gate_mode.until_ms WHEN " MODE_NEW
         " THEN EXCLUDED.until_ms ELSE GREATEST(gate_mode.until_ms, EXCLUDED.until_ms) END, "
         "off_at = CASE WHEN " MODE_OFF " THEN gate_mode.off_at END, "
+        "wipe_at = GREATEST(gate_mode.wipe_at, EXCLUDED.wipe_at), "
+        "expect_until = GREATEST(gate_mode.expect_until, EXCLUDED.expect_until), "
         "replica = EXCLUDED.replica",
         &p, err, "publishing a mode in");
     if (rc || !notify)
@@ -261,8 +265,8 @@ int sg_pg_modes(sg_pg *pg, int64_t after_ms, sg_mode_row_fn fn, void *ud, sg_err
     pgp_int(&p, after_ms);
     PGresult *r = sg_pg_query(pg, -1,
                               "SELECT scope, since_ms, until_ms, coalesce(off_at, 0), reason, "
-                              "replica FROM gate_mode WHERE until_ms > $1 OR off_at > $1 "
-                              "ORDER BY scope",
+                              "replica, coalesce(wipe_at, 0), coalesce(expect_until, 0) FROM "
+                              "gate_mode WHERE until_ms > $1 OR off_at > $1 ORDER BY scope",
                               &p, err, "reading the modes in");
     if (!r)
         return SG_ESTORE;
@@ -273,7 +277,9 @@ int sg_pg_modes(sg_pg *pg, int64_t after_ms, sg_mode_row_fn fn, void *ud, sg_err
                          .until_ms = sg_pg_int(r, i, 2),
                          .off_at = sg_pg_int(r, i, 3),
                          .reason = sg_pg_str(r, i, 4),
-                         .replica = sg_pg_str(r, i, 5)};
+                         .replica = sg_pg_str(r, i, 5),
+                         .wipe_at_ms = sg_pg_int(r, i, 6),
+                         .expect_until_ms = sg_pg_int(r, i, 7)};
         fn(ud, &m);
     }
     PQclear(r);

@@ -17,7 +17,7 @@ run sg snapshot --profile igor
 assert_rc 0 "snapshot --profile igor of 5 jobs"
 start_sink
 
-ARGS=(--redis "redis://127.0.0.1:$PORT" --profile igor --rewarm off --check-interval-ms 200
+ARGS=(--redis "redis://127.0.0.1:$PORT" --profile igor --rewarm on --check-interval-ms 200
     --guard-duration 1h --snapshot-interval 0 --storm-same-job 0 --storm-first-seen 4
     --storm-first-seen-tags 0 --storm-replay-share 0 --storm-rate-factor 0 --storm-cooldown 1h)
 start_gate "${ARGS[@]}"
@@ -152,6 +152,28 @@ rcli flushall >/dev/null
 more_wipes() { [ "$(json_get "$(gate_status)" "d['wipes']")" -gt "$WIPES" ]; }
 wait_for 5 "replica $O notices the next wipe" more_wipes
 
-stop_gate
-assert_eq 0 "$GATE_RC" "replica $O: SIGTERM, exit 0"
+echo "# a flush announced to a replica that does not watch: the watcher does not rewarm it"
+wait_for 10 "the rewarm after that wipe brings the igor keys back" \
+    sh -c "[ \$(redis-cli -p $PORT --scan --pattern 'igor:*' | wc -l) -gt 0 ]"
+start_gate "${ARGS[@]}"
+replica_save 3
+sleep 2.5 # it asks for the watcher's lock, and is refused
+watched 3 && fail "replica 3 took the lock replica $O holds"
+run sg flush --match 'igor:*' --admin "${R_ADMIN[3]}" --reason "runbook" --json
+assert_rc 0 "stormguard flush announced to replica 3, then done"
+replica_use $O
+more_wipes2() { [ "$(json_get "$(gate_status)" "d['wipes']")" -gt $((WIPES + 1)) ]; }
+wait_for 5 "replica $O notices the flush" more_wipes2
+sleep 2
+assert_eq 0 "$(rcli --scan --pattern 'igor:*' | wc -l)" "the flushed keys stay flushed: no rewarm"
+# told before the wipe came (the notice) or read when it came (the table)
+grep -Eq "announced by stormguard flush|flush announced at another replica: no rewarm" "${R_LOG[$O]}" ||
+    fail "replica $O does not say the wipe was announced: $(tail -5 "${R_LOG[$O]}")"
+ok "replica $O took the wipe for the announced flush"
+
+for r in 3 $O; do
+    replica_use $r
+    stop_gate
+    assert_eq 0 "$GATE_RC" "replica $r: SIGTERM, exit 0"
+done
 finish

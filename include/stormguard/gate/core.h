@@ -139,6 +139,18 @@ void sg_core_reload(sg_core *c);
 
 /* The guard and the held queue, for the front end's wipes and operators. */
 sg_guard *sg_core_guard(sg_core *c);
+
+/* A flush is announced (sg_guard_announce), and on a shared store told to
+ * the other replicas (its guard mode and the window its wipe is expected
+ * in) before done(ud, 0, NULL): the one that
+ * watches Redis must know it before the flush comes. The status and error
+ * say why it could not be told. */
+typedef void (*sg_core_done_fn)(void *ud, int status, const char *error);
+void sg_core_announce(sg_core *c, const char *reason, sg_core_done_fn done, void *ud);
+/* Reads the other replicas' modes now (a shared store; else at once) and
+ * adopts them before then(ud): a wipe just seen may be the flush another
+ * replica announced. */
+void sg_core_read_modes(sg_core *c, void (*then)(void *ud), void *ud);
 sg_hold *sg_core_hold(sg_core *c);
 /* Events held now. */
 int64_t sg_core_held(const sg_core *c);
@@ -147,7 +159,6 @@ int64_t sg_core_held(const sg_core *c);
  * status, error) (done may be NULL) once it committed (status 0) or failed
  * (SG_ESTORE). Returns SG_EBUSY once the core is stopping (done is not
  * called), else 0. */
-typedef void (*sg_core_done_fn)(void *ud, int status, const char *error);
 int sg_core_audit(sg_core *c, const char *actor, const char *action, const char *detail,
                   sg_core_done_fn done, void *ud);
 

@@ -94,6 +94,12 @@ void sg_guard_off(sg_guard *g, const char *reason);
  * the other replica's: none is opened here. */
 void sg_guard_adopt(sg_guard *g, const char *scope, bool storm, int64_t until_ms,
                     const char *reason);
+/* What another replica knows of the wipes: the last one it saw (epoch ms,
+ * 0: none), the builds ending after it are no replays here either; and
+ * until when a flush announced to it expects its wipe (0: none), so that
+ * this replica, should it watch Redis, takes that wipe as announced (no
+ * rewarm). Either only ever moves later. */
+void sg_guard_adopt_wipes(sg_guard *g, int64_t wipe_at_ms, int64_t expect_until_ms);
 /* A flush is coming: guard mode on, and the wipe it causes is expected. */
 void sg_guard_announce(sg_guard *g, const char *reason);
 
@@ -111,8 +117,9 @@ typedef struct sg_guard_report {
     size_t nstorms; /* storms on (the first SG_GUARD_MAX_STORMS below) */
     sg_mode_storm_info storms[SG_GUARD_MAX_STORMS];
     uint64_t wipes, storm_signals, rewarms;
-    uint64_t server_changes; /* restarts and failovers that kept the data */
-    int64_t last_wipe_at_ms; /* 0: none since the start */
+    uint64_t server_changes;      /* restarts and failovers that kept the data */
+    int64_t last_wipe_at_ms;      /* 0: none since the start */
+    int64_t expect_wipe_until_ms; /* an announced flush's wipe is expected until then (0: none) */
 } sg_guard_report;
 void sg_guard_report_get(const sg_guard *g, sg_guard_report *out);
 

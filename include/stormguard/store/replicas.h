@@ -79,6 +79,10 @@ typedef struct sg_mode_row {
     const char *scope;
     int64_t since_ms, until_ms, off_at;
     const char *reason, *replica;
+    /* guard mode: when the last wipe was seen (0: none), and until when a
+     * flush announced to some replica expects its wipe (0: none), for the
+     * replica that watches Redis not to rewarm what the operator meant */
+    int64_t wipe_at_ms, expect_until_ms;
 } sg_mode_row;
 
 /* Publishes a mode the replica m->replica started or extended: the row
