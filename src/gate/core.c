@@ -102,7 +102,8 @@ struct sg_core {
     bool listen_polling, listen_connecting, listen_failed;
     int64_t next_listen_at;
     bool adopting; /* the guard changes for another replica: nothing to publish */
-    bool modes_reading, modes_again;
+    bool modes_reading, modes_again, modes_failed;
+    bool refill_failed;       /* the last refill (a claim) failed: logged once */
     int64_t last_off;         /* the latest operator's off adopted */
     struct known_mode *known; /* each scope's until as the store has it */
     size_t nknown;
@@ -305,9 +306,15 @@ static void refill_done(read_job *j, int status)
     sg_core *c = j->c;
     c->refilling = false;
     bool ok = status == 0 && j->rc == 0;
-    if (!ok)
-        sg_log(SG_LOG_ERROR, "forward", "reading pending events: %s",
+    /* a replica claims after every delivery and every second: one line a
+     * failure, and one when it works again */
+    if (!ok && !c->refill_failed)
+        sg_log(SG_LOG_ERROR, "forward", "%s pending events: %s", c->shared ? "claiming" : "reading",
                status ? uv_strerror(status) : j->err.msg);
+    else if (ok && c->refill_failed)
+        sg_log(SG_LOG_INFO, "forward", "%s pending events again",
+               c->shared ? "claiming" : "reading");
+    c->refill_failed = !ok;
     for (sg_fwd_item *it = f->items, *next; it; it = next) {
         next = it->next;
         it->next = NULL;
@@ -1592,9 +1599,11 @@ static void modes_done(read_job *j, int status)
     sg_core *c = j->c;
     if (!x->then)
         c->modes_reading = false;
-    if (status || j->rc)
+    bool failed = status || j->rc;
+    if (failed && !c->modes_failed) /* read every second: once a failure */
         sg_log(SG_LOG_ERROR, "guard", "reading the other replicas' modes: %s",
                status ? uv_strerror(status) : j->err.msg);
+    c->modes_failed = failed;
     int64_t now = now_ms(c);
     for (size_t i = 0; i < x->n; i++) {
         if (!c->stopping)
@@ -1671,13 +1680,25 @@ static void on_listen_readable(uv_poll_t *p, int status, int events)
     (void)events;
     bool notified = false;
     sg_error err = {0};
+    /* libpq closes the socket of a connection it finds gone, and libuv
+     * must not poll a closed descriptor: the poll stops before the read */
+    uv_poll_stop(p);
     if (status < 0 || sg_store_listener_read(c->listener, &notified, &err)) {
         sg_log(SG_LOG_WARN, "guard",
-               "%s: listening again in %d s (the modes are read every second meanwhile)",
+               "listening for the other replicas' modes: %s: listening again in %d s (the "
+               "modes are read every second meanwhile)",
                status < 0 ? uv_strerror(status) : err.msg, LISTEN_RETRY_MS / 1000);
         listener_close(c);
         c->next_listen_at = now_ms(c) + LISTEN_RETRY_MS;
         return;
+    }
+    int r = uv_poll_start(p, UV_READABLE, on_listen_readable);
+    if (r) {
+        sg_log(SG_LOG_WARN, "guard",
+               "listening for the other replicas' modes: %s: listening again in %d s",
+               uv_strerror(r), LISTEN_RETRY_MS / 1000);
+        listener_close(c);
+        c->next_listen_at = now_ms(c) + LISTEN_RETRY_MS;
     }
     if (notified)
         read_modes(c);
@@ -1734,10 +1755,26 @@ static void listen_done(read_job *j, int status)
     c->listen_failed = false;
     c->listener = x->l;
     free(x);
-    uv_poll_init(c->loop, &c->listen_poll, sg_store_listener_fd(c->listener));
+    int r = uv_poll_init(c->loop, &c->listen_poll, sg_store_listener_fd(c->listener));
+    if (r) {
+        sg_log(SG_LOG_WARN, "guard",
+               "listening for the other replicas' modes: %s: listening again in %d s",
+               uv_strerror(r), LISTEN_RETRY_MS / 1000);
+        sg_store_listener_free(c->listener);
+        c->listener = NULL;
+        c->next_listen_at = now_ms(c) + LISTEN_RETRY_MS;
+        return;
+    }
     c->listen_poll.data = c;
     c->listen_polling = true;
-    uv_poll_start(&c->listen_poll, UV_READABLE, on_listen_readable);
+    if ((r = uv_poll_start(&c->listen_poll, UV_READABLE, on_listen_readable))) {
+        sg_log(SG_LOG_WARN, "guard",
+               "listening for the other replicas' modes: %s: listening again in %d s",
+               uv_strerror(r), LISTEN_RETRY_MS / 1000);
+        listener_close(c);
+        c->next_listen_at = now_ms(c) + LISTEN_RETRY_MS;
+        return;
+    }
     read_modes(c); /* what changed before it listened */
 }
 

@@ -121,6 +121,16 @@ wait_for 5 "replica $W back to normal" in_normal $W
 echo "# replica $W normal $(($(ms) - T0)) ms after the off at replica $O"
 assert_le $(($(ms) - T0)) 1500 "within a second (and a status read)"
 
+echo "# the listening connections killed: each replica listens again"
+listening() { [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")" = "$1" ]; }
+wait_for 5 "both replicas listen" listening 2
+run sql "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
+wait_for 15 "both replicas listen again" listening 2
+for r in 1 2; do
+    assert_contains "$(cat "${R_LOG[$r]}")" "listening for the other replicas' modes: " \
+        "replica $r says its listening connection went"
+done
+
 echo "# a storm one replica's detector trips: held at the other"
 in_storm() { [ "$(mode_of "$1")" = storm ]; }
 for n in $(seq 1 8); do # first-seen jobs, to replica W only, until its detector trips
