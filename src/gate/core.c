@@ -109,7 +109,11 @@ struct sg_core {
     size_t nknown;
     sg_replica_row *replicas; /* as last read with the ages (names owned) */
     size_t nreplicas;
-    int64_t accepted_seen;         /* the other replicas' accepted builds read up to this event */
+    int64_t accepted_seen; /* the other replicas' accepted builds read up to this event */
+    /* claimed events held back (deliver_in_order): their job has an event
+     * this replica claims as it goes in still in the journal */
+    sg_u64map claiming; /* lane -> inserts in the journal asking to claim */
+    sg_fwd_item *held_back, **held_back_tail;
     int64_t qgen;                  /* generation new pending events join */
     int64_t loaded_gen, loaded_id; /* the last event handed to the deliverer */
 
@@ -300,6 +304,45 @@ static void refill_run(read_job *j, sg_store *s)
 
 static void refill(sg_core *c);
 
+/* A replica claims an event as it goes in only when it is alone in its
+ * job's queue; what its claims from the table bring is behind such an
+ * event if its job has one still in the journal, whose commit pushes it
+ * (on_incoming_done): those wait for it, so that a job's lane gets its
+ * events in queue order. */
+static size_t *claiming(sg_core *c, uint64_t lane)
+{
+    return sg_u64map_get(&c->claiming, lane);
+}
+
+static void deliver_in_order(sg_core *c, sg_fwd_item *it)
+{
+    size_t *n = it->lane ? claiming(c, it->lane) : NULL;
+    if (!c->held_back && (!n || !*n)) {
+        c->deliverer.push(c->deliverer.ud, it);
+        return;
+    }
+    it->next = NULL;
+    *c->held_back_tail = it;
+    c->held_back_tail = &it->next;
+}
+
+/* After an insert asking to claim left the journal: what waited for it. */
+static void release_held_back(sg_core *c)
+{
+    sg_fwd_item *list = c->held_back;
+    c->held_back = NULL;
+    c->held_back_tail = &c->held_back;
+    while (list) {
+        sg_fwd_item *it = list;
+        list = it->next;
+        it->next = NULL;
+        if (c->stopping)
+            sg_fwd_item_free(it);
+        else
+            deliver_in_order(c, it);
+    }
+}
+
 static void refill_done(read_job *j, int status)
 {
     refill_job *f = (refill_job *)j;
@@ -322,7 +365,7 @@ static void refill_done(read_job *j, int status)
             sg_fwd_item_free(it);
             continue;
         }
-        c->deliverer.push(c->deliverer.ud, it);
+        deliver_in_order(c, it);
     }
     bool again = ok;
     if (c->shared) {
@@ -621,6 +664,7 @@ typedef struct incoming {
     void *ud;
     sg_event ev;
     sg_kind kind;
+    uint64_t lane; /* its job's delivery lane (0: none) */
     char *method, *path, *headers, *body;
     size_t body_len;
 } incoming;
@@ -644,6 +688,9 @@ static void on_incoming_done(sg_jop *op)
 {
     incoming *in = op->ud;
     sg_core *c = in->c;
+    size_t *claims = op->claim && in->lane ? claiming(c, in->lane) : NULL;
+    if (claims && *claims)
+        --*claims;
     if (op->status) {
         journal_failed(c, op->errmsg, in->body_len);
         c->unavailable++;
@@ -681,7 +728,7 @@ static void on_incoming_done(sg_jop *op)
         if (c->shared ? op->claimed : !c->spilled && c->has_deliverer && backlog(c) < SPILL_AT) {
             sg_fwd_item *it = sg_xcalloc(1, sizeof *it);
             it->id = op->row.id;
-            it->lane = forwardable(in->kind) ? sg_hash_job(in->ev.source, in->ev.job) : 0;
+            it->lane = in->lane;
             it->method = in->method;
             it->path = in->path;
             it->headers = in->headers;
@@ -697,6 +744,8 @@ static void on_incoming_done(sg_jop *op)
             spill(c);
         }
     }
+    if (claims)
+        release_held_back(c);
     incoming_free(in);
     maybe_close(c);
 }
@@ -832,6 +881,12 @@ int sg_core_submit(sg_core *c, const sg_request *rq, sg_answer_fn answer, void *
     /* a replica delivers what it journals itself while it has room, if
      * it is its job's head (the journal claims it as it goes in) */
     in->op.claim = c->shared && c->has_deliverer && backlog(c) < SPILL_AT / 2;
+    in->lane = forwardable(in->kind) ? sg_hash_job(in->ev.source, in->ev.job) : 0;
+    if (in->op.claim && in->lane) {
+        bool fresh;
+        size_t *n = sg_u64map_put(&c->claiming, in->lane, &fresh);
+        *n = fresh ? 1 : *n + 1;
+    }
     in->op.done = on_incoming_done;
     in->op.ud = in;
     sg_journal_submit(c->journal, &in->op);
@@ -2129,6 +2184,8 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
     c->shared = o->replica != NULL;
     sg_index_init(&c->index);
     sg_ledger_init(&c->ledger);
+    sg_u64map_init(&c->claiming, sizeof(size_t));
+    c->held_back_tail = &c->held_back;
     int rc;
     /* a replica's reader claims deliveries and renews its lease */
     sg_store_options ro = {.readonly = !c->shared};
@@ -2239,6 +2296,12 @@ void sg_core_free(sg_core *c)
     sg_ledger_close(&c->ledger);
     free(c->baseline_reason);
     replicas_free(c->replicas, c->nreplicas);
+    while (c->held_back) {
+        sg_fwd_item *it = c->held_back;
+        c->held_back = it->next;
+        sg_fwd_item_free(it);
+    }
+    sg_u64map_clear(&c->claiming);
     for (size_t i = 0; i < c->nknown; i++)
         free(c->known[i].scope);
     free(c->known);

@@ -525,10 +525,13 @@ static bool plain_insert(const sg_jop *op)
     return op && op->type == SG_JOP_INSERT && !op->action;
 }
 
-/* A shared store's transaction locks the jobs of all its events first,
- * in one go (sg_store_events_lock_jobs: once a transaction). */
-static int lock_jobs(sg_journal *j, sg_jop *ops, sg_error *err)
+/* A shared store's transaction locks the jobs of its first events first,
+ * waiting for them in one order; the events it takes on later lock theirs
+ * without waiting (sg_store_events_lock_jobs), *got false if one was
+ * another transaction's. */
+static int lock_jobs(sg_journal *j, sg_jop *ops, bool wait, bool *got, sg_error *err)
 {
+    *got = true;
     size_t n = 0;
     for (sg_jop *o = ops; o; o = o->next)
         n += o->type == SG_JOP_INSERT;
@@ -540,14 +543,17 @@ static int lock_jobs(sg_journal *j, sg_jop *ops, sg_error *err)
     for (sg_jop *o = ops; o; o = o->next)
         if (o->type == SG_JOP_INSERT)
             j->ins[n++] = (sg_event_insert){.row = &o->row};
-    return n ? sg_store_events_lock_jobs(j->store, j->ins, n, err) : 0;
+    return n ? sg_store_events_lock_jobs(j->store, j->ins, n, wait, got, err) : 0;
 }
 
-static void txn_apply(sg_journal *j, txn *t, sg_jop *ops)
+/* Applies ops (a shared store's, their jobs locked already but for the
+ * first ops of the transaction: lock). */
+static void txn_apply(sg_journal *j, txn *t, sg_jop *ops, bool lock)
 {
     *t->tail = ops;
-    if (j->shared && t->rc == 0)
-        t->rc = lock_jobs(j, ops, &t->err);
+    bool got;
+    if (j->shared && lock && t->rc == 0)
+        t->rc = lock_jobs(j, ops, true, &got, &t->err);
     for (sg_jop *op = ops; op;) {
         size_t n = 0;
         for (sg_jop *o = op; j->shared && plain_insert(o) && n < BATCH_MAX; o = o->next)
@@ -713,17 +719,31 @@ static void *writer(void *arg)
         pthread_mutex_unlock(&j->lock);
         txn t;
         txn_begin(j, &t);
-        /* a shared store's ops are applied together, at the end: its jobs'
-         * locks are taken once, all in one order (lock_jobs) */
-        sg_jop *gathered = NULL, **gtail = &gathered;
+        /* a shared store's first ops wait for their jobs' locks, in one
+         * order; the ops it takes on lock theirs without waiting, and go
+         * back to the queue's front for the next transaction when one is
+         * another's (lock_jobs): no two transactions wait for each other */
+        bool first = true;
         for (;;) {
-            if (j->shared) {
-                *gtail = ops;
-                while (*gtail)
-                    gtail = &(*gtail)->next;
-            } else {
-                txn_apply(j, &t, ops);
+            bool got = true;
+            if (j->shared && !first && t.rc == 0) {
+                int rc = lock_jobs(j, ops, false, &got, &t.err);
+                t.rc = rc ? rc : t.rc;
             }
+            if (!got) {
+                pthread_mutex_lock(&j->lock);
+                sg_jop *last = ops;
+                while (last->next)
+                    last = last->next;
+                last->next = j->queue;
+                if (!j->queue)
+                    j->queue_tail = &last->next;
+                j->queue = ops;
+                j->queued += n;
+                break;
+            }
+            txn_apply(j, &t, ops, first);
+            first = false;
             total += n;
             pthread_mutex_lock(&j->lock);
             if (t.rc || total >= BATCH_MAX || j->stopping)
@@ -747,8 +767,6 @@ static void *writer(void *arg)
             pthread_mutex_unlock(&j->lock);
         }
         pthread_mutex_unlock(&j->lock);
-        if (gathered)
-            txn_apply(j, &t, gathered);
         txn_end(j, &t);
 
         pthread_mutex_lock(&j->lock);

@@ -171,9 +171,11 @@ int sg_store_events_journal(sg_store *s, sg_event_insert *ins, size_t n, sg_erro
     return 0;
 }
 
-int sg_store_events_lock_jobs(sg_store *s, const sg_event_insert *ins, size_t n, sg_error *err)
+int sg_store_events_lock_jobs(sg_store *s, const sg_event_insert *ins, size_t n, bool wait,
+                              bool *got, sg_error *err)
 {
-    return s->pg ? sg_pg_events_lock_jobs(s->pg, ins, n, err) : 0;
+    *got = true;
+    return s->pg ? sg_pg_events_lock_jobs(s->pg, ins, n, wait, got, err) : 0;
 }
 
 int sg_store_event_replayed(sg_store *s, const sg_event_row *row, sg_error *err)

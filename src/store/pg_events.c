@@ -120,8 +120,8 @@ int sg_pg_event_insert(sg_pg *pg, sg_event_row *e, sg_error *err)
     "state, method, path, headers, body, next_attempt_at, done_at, qgen, last_error, would, tag, " \
     "digest, claimed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "    \
     "$15, $16, $17, $18, $19, CASE WHEN $21::text IS NOT NULL AND $8 = 'pending' AND NOT EXISTS "  \
-    "(SELECT 1 FROM event q WHERE q.state = 'pending' AND q.source = $2 AND q.job = $3 AND "       \
-    "q.claimed_by IS DISTINCT FROM $21) THEN $21 END) RETURNING id, claimed_by), "                 \
+    "(SELECT 1 FROM event q WHERE q.state = 'pending' AND q.source = $2 AND q.job = $3) THEN $21 " \
+    "END) RETURNING id, claimed_by), "                                                             \
     "l AS (INSERT INTO ledger(source, job, number, accepted_at, event_id) SELECT $2, $3, $4, $1, " \
     "id FROM e WHERE $20 = 1 ON CONFLICT DO NOTHING RETURNING 1) "                                 \
     "SELECT id, EXISTS (SELECT 1 FROM l), claimed_by IS NOT NULL FROM e"
@@ -161,8 +161,10 @@ static uint64_t job_key(const char *source, const char *job)
     return h;
 }
 
-int sg_pg_events_lock_jobs(sg_pg *pg, const sg_event_insert *ins, size_t n, sg_error *err)
+int sg_pg_events_lock_jobs(sg_pg *pg, const sg_event_insert *ins, size_t n, bool wait, bool *got,
+                           sg_error *err)
 {
+    *got = true;
     uint64_t *h = sg_xmalloc((n ? n : 1) * sizeof *h);
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
@@ -185,9 +187,16 @@ int sg_pg_events_lock_jobs(sg_pg *pg, const sg_event_insert *ins, size_t n, sg_e
         pgp_reset(&p);
         pgp_str(&p, keys.p);
         p.formats[0] = 0; /* an array literal, as text */
-        rc = sg_pg_exec(pg, PG_JOB_LOCKS,
-                        "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k", &p,
-                        err, "locking the jobs of a batch in");
+        int64_t all = 1;
+        rc = wait ? sg_pg_exec(pg, PG_JOB_LOCKS,
+                               "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) "
+                               "AS k",
+                               &p, err, "locking the jobs of a batch in")
+                  : sg_pg_query_int(pg,
+                                    "SELECT bool_and(pg_try_advisory_xact_lock(k))::int FROM "
+                                    "unnest($1::bigint[]) AS k",
+                                    &p, &all, err, "locking the jobs of a batch in");
+        *got = all != 0;
         free(keys.p);
     }
     free(h);

@@ -162,7 +162,8 @@ int sg_pg_event_update(sg_pg *pg, int64_t id, sg_event_state state, int64_t atte
                        sg_error *err);
 int sg_pg_event_replayed(sg_pg *pg, const sg_event_row *row, sg_error *err);
 int sg_pg_events_journal(sg_pg *pg, sg_event_insert *ins, size_t n, sg_error *err);
-int sg_pg_events_lock_jobs(sg_pg *pg, const sg_event_insert *ins, size_t n, sg_error *err);
+int sg_pg_events_lock_jobs(sg_pg *pg, const sg_event_insert *ins, size_t n, bool wait, bool *got,
+                           sg_error *err);
 /* The columns of an event, in the order sg_pg_read_event reads them. */
 #define PG_EVENT_COLUMNS                                                                           \
     "id, received_at, source, job, number, build_ts, kind, reason, state, method, path, "          \

@@ -2386,9 +2386,10 @@ static void listener_hears_modes_pg(void **state)
     sg_store_free(s);
 }
 
-/* A replica claims what it journals when it is its job's head: not an
- * event behind another replica's (or nobody's) pending one, nor a held
- * one; two of one job in a batch are both its. */
+/* A replica claims what it journals when it is alone in its job's queue:
+ * not an event behind another pending one (another replica's, nobody's,
+ * or its own earlier one in the batch: those it claims from the table, in
+ * order), nor a held one. */
 static void events_journal_claims_heads_pg(void **state)
 {
     fixture *f = *state;
@@ -2418,14 +2419,16 @@ static void events_journal_claims_heads_pg(void **state)
     for (int i = 0; i < 4; i++)
         ins[i] = (sg_event_insert){.row = &rows[i], .ledger = true, .claimer = "r1"};
     assert_int_equal(sg_store_begin(s, &err), 0);
-    assert_int_equal(sg_store_events_lock_jobs(s, ins, 4, &err), 0);
+    bool got = false;
+    assert_int_equal(sg_store_events_lock_jobs(s, ins, 4, true, &got, &err), 0);
+    assert_true(got);
     assert_int_equal(sg_store_events_journal(s, ins, 4, &err), 0);
     assert_int_equal(sg_store_commit(s, &err), 0);
     assert_true(ins[0].claimed);  /* a's head */
-    assert_true(ins[1].claimed);  /* behind r1's own */
+    assert_false(ins[1].claimed); /* behind r1's own: claimed from the table */
     assert_false(ins[2].claimed); /* behind r2's b */
     assert_false(ins[3].claimed); /* held */
-    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE claimed_by = 'r1'"), 2);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE claimed_by = 'r1'"), 1);
     sg_store_free(s);
 }
 
@@ -2454,6 +2457,33 @@ static void outcomes_fenced_by_claims_pg(void **state)
     assert_int_equal(sg_store_event_update(s, theirs, SG_STATE_DEAD, 1, 0, NULL, 9, &err), 0);
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'dead'"), 1);
     sg_store_free(s);
+}
+
+/* A job's lock held by one transaction: another waits for it only when
+ * asked to; without waiting it is told, and takes the free ones. */
+static void job_locks_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store *s1 = open_ok(f->db, NULL), *s2 = open_ok(f->db, NULL);
+    sg_error err = {0};
+    sg_event_row a = {.source = "jenkins-prod", .job = "a"},
+                 b = {.source = "jenkins-prod", .job = "b"};
+    sg_event_insert ia = {.row = &a}, ib = {.row = &b};
+    bool got = false;
+    assert_int_equal(sg_store_begin(s1, &err), 0);
+    assert_int_equal(sg_store_events_lock_jobs(s1, &ia, 1, true, &got, &err), 0);
+    assert_true(got);
+    assert_int_equal(sg_store_begin(s2, &err), 0);
+    assert_int_equal(sg_store_events_lock_jobs(s2, &ia, 1, false, &got, &err), 0);
+    assert_false(got); /* s1's */
+    assert_int_equal(sg_store_events_lock_jobs(s2, &ib, 1, false, &got, &err), 0);
+    assert_true(got);
+    sg_store_rollback(s1); /* a's lock goes with s1's transaction */
+    assert_int_equal(sg_store_events_lock_jobs(s2, &ia, 1, false, &got, &err), 0);
+    assert_true(got);
+    sg_store_rollback(s2);
+    sg_store_free(s1);
+    sg_store_free(s2);
 }
 
 /* One replica holds the watcher's lock at a time; it goes with the claim. */
@@ -2958,6 +2988,7 @@ int main(void)
         T(listener_hears_modes_pg),
         T(watcher_lock_pg),
         T(events_journal_claims_heads_pg),
+        T(job_locks_pg),
         T(outcomes_fenced_by_claims_pg),
         T(reconnect_backs_off_pg),
         T(event_replayed),

@@ -88,22 +88,25 @@ typedef struct sg_event_insert {
     bool ledger;
     bool added;
     /* a shared store's replica that claims the event as it goes in, if
-     * pending and its job's head (no earlier pending event of the job is
-     * claimed by another or by none: replicas.h); NULL: none. claimed
+     * pending and alone in its job's queue (replicas.h: events behind
+     * others are claimed from the table, in order); NULL: none. claimed
      * says whether it did. */
     const char *claimer;
     bool claimed;
 } sg_event_insert;
 int sg_store_events_journal(sg_store *s, sg_event_insert *ins, size_t n, sg_error *err);
 /* Takes, for the rest of the open transaction, a lock on each job (source
- * and job) of the rows, every gate in the same order; call it once a
- * transaction, before its events. Gates journaling events of one job then
- * take turns: within a job, id order is commit order (a claim never meets
- * a job's later event committed before its earlier one, replicas.h), and
- * their ledger rows never wait for each other crosswise (a deadlock the
- * server would break by failing a whole batch). SQLite has one writer:
- * nothing to take. */
-int sg_store_events_lock_jobs(sg_store *s, const sg_event_insert *ins, size_t n, sg_error *err);
+ * and job) of the rows, every gate in the same order. Gates journaling
+ * events of one job then take turns: within a job, id order is commit
+ * order (a claim never meets a job's later event committed before its
+ * earlier one, replicas.h), and their ledger rows never wait for each
+ * other crosswise (a deadlock the server would break by failing a whole
+ * batch). With wait, once a transaction, before its first events; later
+ * ones take more without waiting: *got says whether every lock was free
+ * (if not, those events go in another transaction). SQLite has one
+ * writer: nothing to take, *got is true. */
+int sg_store_events_lock_jobs(sg_store *s, const sg_event_insert *ins, size_t n, bool wait,
+                              bool *got, sg_error *err);
 
 /* Rewrites the classification of the event row->id, journaled in the
  * open transaction, as row says: kind, reason, state, would, next attempt,
