@@ -117,33 +117,6 @@ static void column_bytes(sg_buf *b, sqlite3_stmt *st, int i)
     field_bytes(b, p, (size_t)sqlite3_column_bytes(st, i));
 }
 
-/* An error of the server or the connection, on one line: "<doing> <where>:
- * <message>", as sg_pg_query words them (a COPY runs on the connection
- * itself, outside those helpers). */
-static int pg_error(sg_pg *pg, const PGresult *r, sg_error *err, const char *doing)
-{
-    const char *msg = r ? PQresultErrorMessage(r) : "";
-    if (!*msg)
-        msg = PQerrorMessage(pg->conn);
-    if (!strncmp(msg, "ERROR:  ", 8))
-        msg += 8;
-    char line[768];
-    size_t n = 0;
-    for (const char *p = msg; *p && n + 3 < sizeof line; p++) {
-        if (*p != '\n') {
-            line[n++] = *p;
-        } else if (p[1] && p[1] != '\n') {
-            line[n++] = ';';
-            line[n++] = ' ';
-        }
-    }
-    while (n && (line[n - 1] == ' ' || line[n - 1] == ';'))
-        n--;
-    line[n] = '\0';
-    return sg_error_set(err, SG_ESTORE, "%s %s: %s", doing, pg->where,
-                        n ? line : "no reason given");
-}
-
 /* Starts `sql`, a COPY ... FROM STDIN WITH (FORMAT binary), and its data's
  * header; c->pg is set once it runs. */
 static int copy_start(copy_in *c, sg_pg *pg, const char *sql, const char *doing, sg_error *err)
@@ -152,7 +125,7 @@ static int copy_start(copy_in *c, sg_pg *pg, const char *sql, const char *doing,
         return sg_error_set(err, SG_ESTORE, "%s %s: the connection was lost", doing, pg->where);
     PGresult *r = PQexec(pg->conn, sql);
     if (PQresultStatus(r) != PGRES_COPY_IN) {
-        int rc = pg_error(pg, r, err, doing);
+        int rc = sg_pg_error(pg, r, err, doing);
         PQclear(r);
         return rc;
     }
@@ -172,7 +145,7 @@ static int copy_send(copy_in *c, bool all, sg_error *err)
     if (!c->buf.len || (!all && c->buf.len < COPY_CHUNK))
         return 0;
     if (PQputCopyData(c->pg->conn, c->buf.p, (int)c->buf.len) != 1)
-        return pg_error(c->pg, NULL, err, c->doing);
+        return sg_pg_error(c->pg, NULL, err, c->doing);
     c->buf.len = 0;
     return 0;
 }
@@ -192,7 +165,7 @@ static int copy_end(copy_in *c, bool ok, sg_error *err)
     }
     const char *failed = ok && rc == 0 ? NULL : "stormguard store copy stopped";
     if (PQputCopyEnd(c->pg->conn, failed) != 1 && rc == 0)
-        rc = pg_error(c->pg, NULL, e, c->doing);
+        rc = sg_pg_error(c->pg, NULL, e, c->doing);
     /* the COPY's result, then NULL; should libpq still be in COPY IN (an
      * end it could not send), it is told once more, then left */
     PGresult *r;
@@ -204,7 +177,7 @@ static int copy_end(copy_in *c, bool ok, sg_error *err)
                 break;
             }
         } else if (st != PGRES_COMMAND_OK && rc == 0) {
-            rc = pg_error(c->pg, r, e, c->doing);
+            rc = sg_pg_error(c->pg, r, e, c->doing);
         }
     }
     c->buf.len = 0;

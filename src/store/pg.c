@@ -49,7 +49,7 @@ static void one_line(const char *msg, char *out, size_t cap)
     out[n] = '\0';
 }
 
-static int conn_error(sg_pg *pg, const PGresult *r, sg_error *err, const char *doing)
+int sg_pg_error(sg_pg *pg, const PGresult *r, sg_error *err, const char *doing)
 {
     char line[768];
     const char *msg = r ? PQresultErrorMessage(r) : "";
@@ -176,7 +176,7 @@ static int session_setup(sg_pg *pg, sg_error *err)
     if (!sql)
         return 0;
     PGresult *r = PQexec(pg->conn, sql);
-    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : conn_error(pg, r, err, "setting up");
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : sg_pg_error(pg, r, err, "setting up");
     PQclear(r);
     return rc;
 }
@@ -209,7 +209,7 @@ static int ensure_connected(sg_pg *pg, sg_error *err)
                             (long long)(pg->retry_at - now));
     PQreset(pg->conn);
     if (PQstatus(pg->conn) != CONNECTION_OK) {
-        int rc = conn_error(pg, NULL, err, "connecting to");
+        int rc = sg_pg_error(pg, NULL, err, "connecting to");
         pg->backoff_ms = pg->backoff_ms ? pg->backoff_ms * 2 : RESET_FIRST_MS;
         if (pg->backoff_ms > RESET_MAX_MS)
             pg->backoff_ms = RESET_MAX_MS;
@@ -231,7 +231,7 @@ static int prepare_slot(sg_pg *pg, int slot, const char *sql, int nparams, char 
     if (pg->prepared & (1u << slot))
         return 0;
     PGresult *r = PQprepare(pg->conn, name, sql, nparams, NULL);
-    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : conn_error(pg, r, err, doing);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : sg_pg_error(pg, r, err, doing);
     PQclear(r);
     if (rc == 0)
         pg->prepared |= 1u << slot;
@@ -257,7 +257,7 @@ PGresult *sg_pg_query(sg_pg *pg, int slot, const char *sql, const pg_params *p, 
     }
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        conn_error(pg, r, err, doing);
+        sg_pg_error(pg, r, err, doing);
         PQclear(r);
         return NULL;
     }
@@ -273,7 +273,7 @@ int sg_pg_pipeline(sg_pg *pg, int slot, const char *sql, int nparams, size_t n,
     if (ensure_connected(pg, err) || prepare_slot(pg, slot, sql, nparams, name, err, doing))
         return SG_ESTORE;
     if (!PQenterPipelineMode(pg->conn))
-        return conn_error(pg, NULL, err, doing);
+        return sg_pg_error(pg, NULL, err, doing);
     int rc = 0;
     size_t sent = 0;
     for (; sent < n; sent++) {
@@ -281,12 +281,12 @@ int sg_pg_pipeline(sg_pg *pg, int slot, const char *sql, int nparams, size_t n,
         pgp_reset(&p);
         fill(ud, sent, &p); /* libpq copies the values into its buffer */
         if (!PQsendQueryPrepared(pg->conn, name, p.n, p.values, p.lengths, p.formats, 1)) {
-            rc = conn_error(pg, NULL, err, doing);
+            rc = sg_pg_error(pg, NULL, err, doing);
             break;
         }
     }
     if (!PQpipelineSync(pg->conn) && rc == 0)
-        rc = conn_error(pg, NULL, err, doing);
+        rc = sg_pg_error(pg, NULL, err, doing);
     /* every statement's results up to the sync, a NULL after each; after
      * a failure the rest come back aborted */
     for (size_t i = 0; i < sent; i++) {
@@ -297,7 +297,7 @@ int sg_pg_pipeline(sg_pg *pg, int slot, const char *sql, int nparams, size_t n,
                 if (rc == 0)
                     take(ud, i, r);
             } else if (rc == 0) {
-                rc = conn_error(pg, st == PGRES_PIPELINE_ABORTED ? NULL : r, err, doing);
+                rc = sg_pg_error(pg, st == PGRES_PIPELINE_ABORTED ? NULL : r, err, doing);
             }
             PQclear(r);
         }
@@ -312,7 +312,7 @@ int sg_pg_pipeline(sg_pg *pg, int slot, const char *sql, int nparams, size_t n,
             break;
     }
     if (!PQexitPipelineMode(pg->conn) && rc == 0)
-        rc = conn_error(pg, NULL, err, doing);
+        rc = sg_pg_error(pg, NULL, err, doing);
     return rc;
 }
 
@@ -346,7 +346,7 @@ static int exec_simple(sg_pg *pg, const char *sql, sg_error *err, const char *do
 {
     PGresult *r = PQexec(pg->conn, sql);
     ExecStatusType st = PQresultStatus(r);
-    int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : conn_error(pg, r, err, doing);
+    int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : sg_pg_error(pg, r, err, doing);
     PQclear(r);
     return rc;
 }
@@ -368,7 +368,7 @@ int sg_pg_commit(sg_pg *pg, sg_error *err)
     PGresult *r = PQexec(pg->conn, "COMMIT");
     int rc = 0;
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        rc = conn_error(pg, r, err, "committing to");
+        rc = sg_pg_error(pg, r, err, "committing to");
     else if (strcmp(PQcmdStatus(r), "COMMIT") != 0) /* the transaction had failed */
         rc = sg_error_set(err, SG_ESTORE, "committing to %s: the transaction was rolled back",
                           pg->where);
@@ -539,7 +539,7 @@ int sg_pg_open(const char *url, const sg_store_options *opt, sg_pg **out, sg_err
     pg->sync_full = opt->synchronous == SG_SYNC_FULL;
     pg->conn = connect_url(url, "stormguard");
     if (!pg->conn || PQstatus(pg->conn) != CONNECTION_OK)
-        rc = conn_error(pg, NULL, err, "connecting to");
+        rc = sg_pg_error(pg, NULL, err, "connecting to");
     if (rc == 0 && !opt->readonly) {
         int target = opt->migrate_to > 0 && opt->migrate_to < sg_pg_migration_count
                          ? opt->migrate_to

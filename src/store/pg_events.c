@@ -61,7 +61,7 @@ static int64_t changed(PGresult *r)
     return strtoll(PQcmdTuples(r), NULL, 10);
 }
 
-static int each_event(PGresult *r, sg_event_fn fn, void *ud)
+int sg_pg_each_event(PGresult *r, sg_event_fn fn, void *ud)
 {
     if (!r)
         return SG_ESTORE;
@@ -251,11 +251,12 @@ int sg_pg_events_pending(sg_pg *pg, int64_t after_gen, int64_t after_id, int lim
     pgp_int(&p, after_gen);
     pgp_int(&p, after_id);
     pgp_int(&p, limit);
-    return each_event(sg_pg_query(pg, PG_EVENTS_PENDING,
-                                  "SELECT " PG_EVENT_COLUMNS " FROM event WHERE state = 'pending' "
-                                  "AND (qgen, id) > ($1, $2) ORDER BY qgen, id LIMIT $3",
-                                  &p, err, "reading events in"),
-                      fn, ud);
+    return sg_pg_each_event(sg_pg_query(pg, PG_EVENTS_PENDING,
+                                        "SELECT " PG_EVENT_COLUMNS
+                                        " FROM event WHERE state = 'pending' "
+                                        "AND (qgen, id) > ($1, $2) ORDER BY qgen, id LIMIT $3",
+                                        &p, err, "reading events in"),
+                            fn, ud);
 }
 
 int sg_pg_queue_gen(sg_pg *pg, int64_t *gen, sg_error *err)
@@ -273,12 +274,13 @@ int sg_pg_events_query(sg_pg *pg, const sg_event_state *state, const char *kind,
     pgp_str(&p, kind);
     pgp_str(&p, job);
     pgp_int(&p, limit);
-    return each_event(sg_pg_query(pg, -1,
-                                  "SELECT " PG_EVENT_COLUMNS " FROM event WHERE ($1::text IS NULL "
-                                  "OR state = $1) AND ($2::text IS NULL OR kind = $2) AND "
-                                  "($3::text IS NULL OR job = $3) ORDER BY id DESC LIMIT $4",
-                                  &p, err, "reading events in"),
-                      fn, ud);
+    return sg_pg_each_event(sg_pg_query(pg, -1,
+                                        "SELECT " PG_EVENT_COLUMNS
+                                        " FROM event WHERE ($1::text IS NULL "
+                                        "OR state = $1) AND ($2::text IS NULL OR kind = $2) AND "
+                                        "($3::text IS NULL OR job = $3) ORDER BY id DESC LIMIT $4",
+                                        &p, err, "reading events in"),
+                            fn, ud);
 }
 
 int sg_pg_event_counts(sg_pg *pg, sg_count_fn fn, void *ud, sg_error *err)

@@ -114,16 +114,7 @@ int sg_pg_events_claim(sg_pg *pg, const char *name, int limit, sg_event_fn fn, v
         "u AS (UPDATE event SET claimed_by = $1 FROM c WHERE event.id = c.id RETURNING event.*) "
         "SELECT " PG_EVENT_COLUMNS " FROM u ORDER BY qgen, id",
         &p, err, "claiming events in");
-    if (!r)
-        return SG_ESTORE;
-    for (int i = 0, n = PQntuples(r); i < n; i++) {
-        sg_event_row e;
-        sg_pg_read_event(r, i, &e);
-        if (fn(ud, &e))
-            break;
-    }
-    PQclear(r);
-    return 0;
+    return sg_pg_each_event(r, fn, ud);
 }
 
 /* ---- the replica's claim on the store ---- */

@@ -364,33 +364,6 @@ static void copy_row_middle(sg_buf *b, int64_t expire_at_ms, size_t payload_len)
     put32(b, (uint32_t)payload_len);
 }
 
-/* An error of the COPY, which runs on the connection itself (the helpers
- * know no COPY): "<doing> <where>: <server's message>", as sg_pg_query
- * words them, on one line. */
-static int copy_error(sg_pg *pg, const PGresult *r, sg_error *err, const char *doing)
-{
-    const char *msg = r ? PQresultErrorMessage(r) : "";
-    if (!*msg)
-        msg = PQerrorMessage(pg->conn);
-    if (!strncmp(msg, "ERROR:  ", 8))
-        msg += 8;
-    char line[768];
-    size_t n = 0;
-    for (const char *p = msg; *p && n + 3 < sizeof line; p++) {
-        if (*p != '\n') {
-            line[n++] = *p;
-        } else if (p[1] && p[1] != '\n') {
-            line[n++] = ';';
-            line[n++] = ' ';
-        }
-    }
-    while (n && (line[n - 1] == ' ' || line[n - 1] == ';'))
-        n--;
-    line[n] = '\0';
-    return sg_error_set(err, SG_ESTORE, "%s %s: %s", doing, pg->where,
-                        n ? line : "no reason given");
-}
-
 /* Writes the parts, which together are whole COPY data, by one COPY. The
  * connection is idle again afterwards, also after an error (the server's,
  * which the transaction has then failed with, or the connection's). */
@@ -402,7 +375,7 @@ static int copy_keys(sg_pg *pg, const sg_slice *parts, int nparts, sg_error *err
         return sg_error_set(err, SG_ESTORE, "%s %s: the connection was lost", doing, pg->where);
     PGresult *r = PQexec(pg->conn, COPY_SQL);
     if (PQresultStatus(r) != PGRES_COPY_IN) { /* the connection is idle */
-        int rc = copy_error(pg, r, err, doing);
+        int rc = sg_pg_error(pg, r, err, doing);
         PQclear(r);
         return rc;
     }
@@ -417,7 +390,7 @@ static int copy_keys(sg_pg *pg, const sg_slice *parts, int nparts, sg_error *err
     /* a COPY that could not send it all is failed by the server; the
      * error is the connection's */
     if (PQputCopyEnd(pg->conn, sent ? NULL : "stormguard could not send every key") != 1 || !sent)
-        rc = copy_error(pg, NULL, err, doing);
+        rc = sg_pg_error(pg, NULL, err, doing);
     /* the COPY's result, then NULL; should libpq still be in COPY IN (an
      * end it could not send), it is told to end it once more, then left */
     for (int copy_in = 0; (r = PQgetResult(pg->conn)); PQclear(r)) {
@@ -428,7 +401,7 @@ static int copy_keys(sg_pg *pg, const sg_slice *parts, int nparts, sg_error *err
                 break;
             }
         } else if (st != PGRES_COMMAND_OK && rc == 0) {
-            rc = copy_error(pg, r, err, doing);
+            rc = sg_pg_error(pg, r, err, doing);
         }
     }
     return rc;

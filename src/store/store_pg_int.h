@@ -112,6 +112,12 @@ void pgp_double(pg_params *p, double v);
  * connection found broken outside a transaction is reset first, once. */
 PGresult *sg_pg_query(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,
                       const char *doing);
+/* err = "<doing> <where>: <the server's or libpq's message, on one line>"
+ * (SG_ESTORE), of r or else of the connection; returns SG_ESTORE. */
+int sg_pg_error(sg_pg *pg, const PGresult *r, sg_error *err, const char *doing);
+/* Passes each row of r (PG_EVENT_COLUMNS) to fn until it returns non-zero,
+ * and clears r; NULL (a failed query) is SG_ESTORE. */
+int sg_pg_each_event(PGresult *r, sg_event_fn fn, void *ud);
 /* Runs the prepared statement of slot (sql, nparams parameters) n times
  * in one pipeline (libpq's pipeline mode): every execution goes out, the
  * parameters of execution i built by fill(ud, i, p), then one sync, so
