@@ -25,7 +25,9 @@
 # usage: tests/bench/bench_gate_pg.sh [SECONDS] [CONNECTIONS]
 #   (defaults 20 and 32; RATE_SECONDS, default 20, for the ~1,000 req/s runs;
 #   RSS_SECONDS, default 60; DRAIN_SECONDS, default 120: the longest wait
-#   for a full load's pending deliveries before the ~1,000 req/s run)
+#   for a full load's pending deliveries before the ~1,000 req/s run;
+#   ONLY, default "abc": the configurations to run, "b" say, for a quick
+#   look at one of them; ratios and RSS need theirs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${1:-20}
@@ -33,6 +35,8 @@ CONNS=${2:-32}
 RATE_SECONDS=${RATE_SECONDS:-20}
 RSS_SECONDS=${RSS_SECONDS:-60}
 DRAIN_SECONDS=${DRAIN_SECONDS:-120}
+ONLY=${ONLY:-abc}
+runs() { [[ $ONLY == *$1* ]]; }
 source tests/bench/lib.sh
 bench_build
 lua=$PWD/tests/bench/igor_post.lua
@@ -146,33 +150,40 @@ echo "full load: wrk -c$CONNS -d${DURATION}s (two threads in all), distinct Igor
 a_label="(a) SQLite (normal), one gate"
 b_label="(b) PostgreSQL 15, one replica"
 c_label="(c) PostgreSQL 15, two replicas"
-echo "$a_label ..."
-backend=sqlite
-gate_start sqlite "$sink_port" --db "$work/sg.db"
-gates=$gate
-measure a "$gate_port"
-gate_stop $gates
+if runs a; then
+  echo "$a_label ..."
+  backend=sqlite
+  gate_start sqlite "$sink_port" --db "$work/sg.db"
+  gates=$gate
+  measure a "$gate_port"
+  gate_stop $gates
+fi
 
-echo "$b_label ..."
-backend=pg
-psql_q "CREATE DATABASE one"
-PG_URL=$pg_base/one
-gate_start pg "$sink_port" --store "$PG_URL"
-gates=$gate
-measure b "$gate_port"
-gate_stop $gates
+if runs b; then
+  echo "$b_label ..."
+  backend=pg
+  psql_q "CREATE DATABASE one"
+  PG_URL=$pg_base/one
+  gate_start pg "$sink_port" --store "$PG_URL"
+  gates=$gate
+  measure b "$gate_port"
+  gate_stop $gates
+fi
 
-echo "$c_label ..."
-psql_q "CREATE DATABASE two"
-PG_URL=$pg_base/two
-gate_start pg1 "$sink_port" --store "$PG_URL"
-r1=$gate r1_port=$gate_port
-gate_start pg2 "$sink_port" --store "$PG_URL"
-r2=$gate r2_port=$gate_port
-gates="$r1 $r2"
-measure c "$r1_port" "$r2_port"
-read -r r1_rps r1_err _ r1_p99 _ < <(wrk_parse "$work/wrk-c.0.txt")
-read -r r2_rps r2_err _ r2_p99 _ < <(wrk_parse "$work/wrk-c.1.txt")
+if runs c; then
+  echo "$c_label ..."
+  backend=pg
+  psql_q "CREATE DATABASE two"
+  PG_URL=$pg_base/two
+  gate_start pg1 "$sink_port" --store "$PG_URL"
+  r1=$gate r1_port=$gate_port
+  gate_start pg2 "$sink_port" --store "$PG_URL"
+  r2=$gate r2_port=$gate_port
+  gates="$r1 $r2"
+  measure c "$r1_port" "$r2_port"
+  read -r r1_rps r1_err _ r1_p99 _ < <(wrk_parse "$work/wrk-c.0.txt")
+  read -r r2_rps r2_err _ r2_p99 _ < <(wrk_parse "$work/wrk-c.1.txt")
+fi
 
 row() { printf '%-33s %10s %11s %7s %8s %8s  %8s %8s %8s\n' "$@"; }
 echo
@@ -183,32 +194,40 @@ printf '%-33s %s  %s\n' "" "$(span "full load" 48)" "$(span "~1,000 req/s" 26)"
 row "" "accepted/s" "forwarded/s" "failed" "p50" "p99" "req/s" "p50" "p99"
 v() { local n=${k}_$1; echo "${!n}"; } # v FIELD: KEY_FIELD of the row $k
 for k in a b c; do
+  runs $k || continue
   row "$(v label)" "$(v rps)" "$(v fwd)" "$(v err)" "$(v p50)" "$(v p99)" "$(v rrps)" "$(v rp50)" "$(v rp99)"
 done
 ratio() { awk "BEGIN {printf \"%.2f\", $1 / $2}"; }
 echo "(failed: non-2xx replies, socket errors and timeouts, wrk's 2 s, which p50 and p99 leave out)"
-printf 'ratio b/a (one PostgreSQL replica / SQLite): %sx accepted (target >= 0.5x), %sx forwarded\n' \
-  "$(ratio "$b_rps" "$a_rps")" "$(ratio "$b_fwd" "$a_fwd")"
-printf 'ratio c/b (two replicas / one): %sx accepted (target > 1), %sx forwarded\n' \
-  "$(ratio "$c_rps" "$b_rps")" "$(ratio "$c_fwd" "$b_fwd")"
+if runs a && runs b; then
+  printf 'ratio b/a (one PostgreSQL replica / SQLite): %sx accepted (target >= 0.5x), %sx forwarded\n' \
+    "$(ratio "$b_rps" "$a_rps")" "$(ratio "$b_fwd" "$a_fwd")"
+fi
+if runs b && runs c; then
+  printf 'ratio c/b (two replicas / one): %sx accepted (target > 1), %sx forwarded\n' \
+    "$(ratio "$c_rps" "$b_rps")" "$(ratio "$c_fwd" "$b_fwd")"
+fi
 echo
 echo "the store after each full-load run:"
-echo "  (a) $a_store"
-echo "  (b) $b_store"
-echo "  (c) $c_store"
-echo "      replica 1: $r1_rps req/s, $r1_err failed, p99 $r1_p99; replica 2: $r2_rps req/s, $r2_err failed, p99 $r2_p99"
+for k in a b c; do
+  if runs $k; then echo "  ($k) $(v store)"; fi
+done
+if runs c; then
+  echo "      replica 1: $r1_rps req/s, $r1_err failed, p99 $r1_p99; replica 2: $r2_rps req/s, $r2_err failed, p99 $r2_p99"
+fi
 echo
 echo "CPU at full load, in cores of this machine's $cores (rest: other processes on it, this script's"
 echo "curl and awk, the kernel's own threads):"
-echo "  (a) $a_cpu"
-echo "  (b) $b_cpu"
-echo "  (c) $c_cpu"
+for k in a b c; do
+  if runs $k; then echo "  ($k) $(v cpu)"; fi
+done
 echo "  The gates, PostgreSQL (its backends, WAL writer, checkpointer), wrk and nginx share"
 echo "  these $cores cores. Once they are busy, a second replica adds a process but no"
 echo "  core: it can beat one replica only by working while the other waits for its"
 echo "  commits, and the ratios measure this machine's CPU as much as the gate."
 echo "  PostgreSQL's commits also wait for this disk's fsync (WAL fsyncs/s above)."
 
+runs c || exit 0
 echo
 echo "RSS of the two replicas of (c) over ${RSS_SECONDS}s of full load (VmRSS, every 5 s):"
 rss_samples "$RSS_SECONDS" "$r1" "$r2" >"$work/rss" &
