@@ -131,6 +131,8 @@ struct sg_journal {
     const char *replica;  /* sg_journal_opts.replica */
     sg_event_insert *ins; /* insert_shared's batch */
     size_t capins;
+    sg_event_outcome *outs; /* update_run's batch */
+    size_t capouts;
     /* writer thread only: builds accepted since the ledger was last written */
     recent_build *recent;
     names recent_names; /* their source and job strings */
@@ -385,6 +387,15 @@ static void as_replay(sg_jop *op, int64_t now)
     }
 }
 
+/* An array of *cap elements of size, grown to hold n (BATCH_MAX at least). */
+static void *reserve(void *p, size_t *cap, size_t n, size_t size)
+{
+    if (n <= *cap)
+        return p;
+    *cap = n > BATCH_MAX ? n : BATCH_MAX;
+    return sg_xrealloc(p, *cap * size);
+}
+
 /* On a store other gates write too, the memory of one writer tells
  * nothing: the ledger's key decides, in this transaction. An add that
  * meets another replica's uncommitted row waits for its commit (then loses)
@@ -394,10 +405,7 @@ static void as_replay(sg_jop *op, int64_t now)
  * trip to PostgreSQL for the whole run). */
 static int insert_shared(sg_journal *j, sg_jop *first, size_t n, sg_error *err)
 {
-    if (n > j->capins) {
-        j->capins = n > BATCH_MAX ? n : BATCH_MAX;
-        j->ins = sg_xrealloc(j->ins, j->capins * sizeof *j->ins);
-    }
+    j->ins = reserve(j->ins, &j->capins, n, sizeof *j->ins);
     sg_jop *op = first;
     for (size_t i = 0; i < n; i++, op = op->next) {
         op->duplicate = op->claimed = false;
@@ -525,6 +533,30 @@ static bool plain_insert(const sg_jop *op)
     return op && op->type == SG_JOP_INSERT && !op->action;
 }
 
+static bool plain_update(const sg_jop *op)
+{
+    return op && op->type == SG_JOP_UPDATE && !op->action;
+}
+
+/* A run of n delivery outcomes from first, in one go (sg_store_events_update:
+ * one statement on PostgreSQL, where one per outcome was the writer's
+ * largest cost at full load). */
+static int update_run(sg_journal *j, sg_jop *first, size_t n, sg_error *err)
+{
+    j->outs = reserve(j->outs, &j->capouts, n, sizeof *j->outs);
+    sg_jop *op = first;
+    for (size_t i = 0; i < n; i++, op = op->next) {
+        const sg_event_row *r = &op->row;
+        j->outs[i] = (sg_event_outcome){.id = r->id,
+                                        .state = r->state,
+                                        .attempts = r->attempts,
+                                        .next_attempt_at = r->next_attempt_at,
+                                        .done_at = r->done_at,
+                                        .last_error = r->last_error};
+    }
+    return sg_store_events_update(j->store, j->outs, n, err);
+}
+
 /* A shared store's transaction locks the jobs of its first events first,
  * waiting for them in one order; the events it takes on later lock theirs
  * without waiting (sg_store_events_lock_jobs), *got false if one was
@@ -535,10 +567,7 @@ static int lock_jobs(sg_journal *j, sg_jop *ops, bool wait, bool *got, sg_error 
     size_t n = 0;
     for (sg_jop *o = ops; o; o = o->next)
         n += o->type == SG_JOP_INSERT;
-    if (n > j->capins) {
-        j->capins = n;
-        j->ins = sg_xrealloc(j->ins, j->capins * sizeof *j->ins);
-    }
+    j->ins = reserve(j->ins, &j->capins, n, sizeof *j->ins);
     n = 0;
     for (sg_jop *o = ops; o; o = o->next)
         if (o->type == SG_JOP_INSERT)
@@ -555,12 +584,18 @@ static void txn_apply(sg_journal *j, txn *t, sg_jop *ops, bool lock)
     if (j->shared && lock && t->rc == 0)
         t->rc = lock_jobs(j, ops, true, &got, &t->err);
     for (sg_jop *op = ops; op;) {
-        size_t n = 0;
+        size_t n = 0, m = 0;
         for (sg_jop *o = op; j->shared && plain_insert(o) && n < BATCH_MAX; o = o->next)
             n++;
+        for (sg_jop *o = op; plain_update(o) && m < BATCH_MAX; o = o->next)
+            m++;
         if (n > 1) { /* a run of events, in one go */
             if (t->rc == 0)
                 t->rc = insert_shared(j, op, n, &t->err);
+        } else if (m > 1) { /* a run of outcomes likewise */
+            if (t->rc == 0)
+                t->rc = update_run(j, op, m, &t->err);
+            n = m;
         } else {
             apply(j, op, &t->err, &t->rc);
             n = 1;
@@ -847,6 +882,7 @@ static void on_closed(uv_handle_t *h)
     pthread_cond_destroy(&j->wake);
     pthread_cond_destroy(&j->ckpt_wake);
     free(j->ins);
+    free(j->outs);
     free(j);
     if (stopped)
         stopped(ud);

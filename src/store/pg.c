@@ -294,7 +294,7 @@ int sg_pg_pipeline(sg_pg *pg, int slot, const char *sql, int nparams, size_t n,
         while ((r = PQgetResult(pg->conn))) {
             ExecStatusType st = PQresultStatus(r);
             if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-                if (rc == 0)
+                if (rc == 0 && take)
                     take(ud, i, r);
             } else if (rc == 0) {
                 rc = sg_pg_error(pg, st == PGRES_PIPELINE_ABORTED ? NULL : r, err, doing);

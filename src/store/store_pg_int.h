@@ -122,9 +122,9 @@ int sg_pg_each_event(PGresult *r, sg_event_fn fn, void *ud);
  * in one pipeline (libpq's pipeline mode): every execution goes out, the
  * parameters of execution i built by fill(ud, i, p), then one sync, so
  * one round trip brings every result, handed to take(ud, i, r) (cleared
- * after). The first failure is err, "<doing> <where>: <server's
- * message>", and the executions after it are discarded by the server; in
- * a transaction, the caller rolls back. */
+ * after; take NULL: none wanted). The first failure is err, "<doing>
+ * <where>: <server's message>", and the executions after it are discarded
+ * by the server; in a transaction, the caller rolls back. */
 int sg_pg_pipeline(sg_pg *pg, int slot, const char *sql, int nparams, size_t n,
                    void (*fill)(void *ud, size_t i, pg_params *p),
                    void (*take)(void *ud, size_t i, const PGresult *r), void *ud, sg_error *err,
@@ -163,6 +163,7 @@ int sg_pg_probe_write(sg_pg *pg, sg_error *err);
 /* ---- the table families, each with the contract of its sg_store_ twin ---- */
 
 int sg_pg_event_insert(sg_pg *pg, sg_event_row *row, sg_error *err);
+int sg_pg_events_update(sg_pg *pg, const sg_event_outcome *outs, size_t n, sg_error *err);
 int sg_pg_event_update(sg_pg *pg, int64_t id, sg_event_state state, int64_t attempts,
                        int64_t next_attempt_at, const char *last_error, int64_t done_at,
                        sg_error *err);

@@ -2453,9 +2453,16 @@ static void outcomes_fenced_by_claims_pg(void **state)
     snprintf(sql, sizeof sql, "SELECT count(*) FROM event WHERE id = %lld AND state = 'pending'",
              (long long)theirs);
     assert_int_equal(raw_int(f->db, sql), 1);
+    /* in one batch, likewise */
+    sg_event_outcome outs[3];
+    for (int i = 0; i < 3; i++)
+        outs[i] = (sg_event_outcome){.id = mine + i, .state = SG_STATE_DEAD, .attempts = 2};
+    assert_int_equal(sg_store_events_update(s, outs, 3, &err), 0);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'dead'"), 2);
+    assert_int_equal(raw_int(f->db, sql), 1);
     sg_store_set_replica(s, NULL); /* unfenced again */
     assert_int_equal(sg_store_event_update(s, theirs, SG_STATE_DEAD, 1, 0, NULL, 9, &err), 0);
-    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'dead'"), 1);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE state = 'dead'"), 3);
     sg_store_free(s);
 }
 
@@ -2880,6 +2887,77 @@ static void event_replayed(void **state)
     sg_store_free(s);
 }
 
+typedef struct outcome_seen {
+    sg_event_state state;
+    int64_t attempts, next_attempt_at, done_at;
+    char error[64];
+    bool error_null;
+} outcome_seen;
+
+static int read_outcome(void *ud, const sg_event_row *r)
+{
+    outcome_seen *o = ud;
+    o->state = r->state;
+    o->attempts = r->attempts;
+    o->next_attempt_at = r->next_attempt_at;
+    o->done_at = r->done_at;
+    o->error_null = !r->last_error;
+    snprintf(o->error, sizeof o->error, "%s", r->last_error ? r->last_error : "");
+    return 1;
+}
+
+static outcome_seen outcome_of(sg_store *s, const char *job)
+{
+    outcome_seen o = {0};
+    sg_error err = {0};
+    assert_int_equal(sg_store_events_query(s, NULL, NULL, job, 1, read_outcome, &o, &err), 0);
+    return o;
+}
+
+/* Outcomes in one call are each recorded as sg_store_event_update records
+ * one, the last of an event's winning; an error's bytes (quotes, braces,
+ * commas, backslashes, a byte no UTF-8 has) come back as they went. */
+static void events_update_batch(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t a = put_event(s, "pending", "a", 1, 0), b = put_event(s, "pending", "b", 1, 0);
+    int64_t c = put_event(s, "pending", "c", 1, 0);
+    const char *odd = "502 \"bad\", {x} \\ \xff end";
+    sg_event_outcome outs[] = {
+        {.id = a,
+         .state = SG_STATE_PENDING,
+         .attempts = 1,
+         .next_attempt_at = 5000,
+         .last_error = "first try"},
+        {.id = b, .state = SG_STATE_FORWARDED, .attempts = 1, .done_at = 6000},
+        {.id = c,
+         .state = SG_STATE_PENDING,
+         .attempts = 3,
+         .next_attempt_at = 7000,
+         .last_error = odd},
+        {.id = a, .state = SG_STATE_FORWARDED, .attempts = 2, .done_at = 8000},
+    };
+    assert_int_equal(sg_store_begin(s, &err), 0);
+    assert_int_equal(sg_store_events_update(s, outs, 4, &err), 0);
+    assert_int_equal(sg_store_commit(s, &err), 0);
+    outcome_seen oa = outcome_of(s, "a"), ob = outcome_of(s, "b"), oc = outcome_of(s, "c");
+    assert_int_equal(oa.state, SG_STATE_FORWARDED);
+    assert_int_equal(oa.attempts, 2);
+    assert_int_equal(oa.next_attempt_at, 0);
+    assert_int_equal(oa.done_at, 8000);
+    assert_true(oa.error_null);
+    assert_int_equal(ob.state, SG_STATE_FORWARDED);
+    assert_int_equal(ob.done_at, 6000);
+    assert_int_equal(oc.state, SG_STATE_PENDING);
+    assert_int_equal(oc.attempts, 3);
+    assert_int_equal(oc.next_attempt_at, 7000);
+    assert_int_equal(oc.done_at, 0);
+    assert_string_equal(oc.error, odd);
+    sg_store_free(s);
+}
+
 /* A batch journaled in one go: ids in order, each build into the ledger
  * unless it was there; a row the schema refuses fails the whole batch. */
 static void events_journal_batch(void **state)
@@ -2993,6 +3071,7 @@ int main(void)
         T(reconnect_backs_off_pg),
         T(event_replayed),
         T(events_journal_batch),
+        T(events_update_batch),
         T(url_errors_name_no_password),
         T(copy_into_postgresql_pg),
         T(copy_fails_whole_pg),
@@ -3048,6 +3127,7 @@ int main(void)
         T(replicas_not_on_sqlite),
         T(event_replayed),
         T(events_journal_batch),
+        T(events_update_batch),
         T(copy_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -75,6 +75,18 @@ int sg_store_event_update(sg_store *s, int64_t id, sg_event_state state, int64_t
                           int64_t next_attempt_at, const char *last_error, int64_t done_at,
                           sg_error *err);
 
+/* A delivery attempt's outcome, as sg_store_event_update takes it. */
+typedef struct sg_event_outcome {
+    int64_t id;
+    sg_event_state state;
+    int64_t attempts, next_attempt_at, done_at; /* 0 = NULL */
+    const char *last_error;                     /* borrowed for the call */
+} sg_event_outcome;
+/* Records n outcomes, in order, each as sg_store_event_update (and fenced
+ * as it is, replicas.h). On PostgreSQL in one pipeline, one round trip for
+ * them all; on SQLite one after another. In the caller's transaction. */
+int sg_store_events_update(sg_store *s, const sg_event_outcome *outs, size_t n, sg_error *err);
+
 /* A batch of events to journal on a store other gates write too: each
  * row goes in as by sg_store_event_insert (row->id set) and, with ledger,
  * its build into the ledger in the same statement; added says whether the
