@@ -68,6 +68,13 @@ struct sg_core {
     sg_core_opts o;
     const sg_clock *clock;
     sg_journal *journal;
+    /* A replica's delivery outcomes: a journal of their own, on a connection
+     * of their own, so that they commit beside the events' transactions
+     * instead of between them (NULL on SQLite, whose one writer is the
+     * journal's). An outcome is written after its event's commit, whichever
+     * journal: delivery waits for that commit. */
+    sg_journal *outcomes;
+    bool outcomes_stopping;
     sg_guard *guard;
     sg_hold *hold;
     sg_store *reader; /* the serial read jobs' connection */
@@ -472,6 +479,11 @@ static void on_moved(void *ud, const sg_hold_moved *m)
  * of one page can succeed where the events that failed cannot: it is made
  * only once a measurement taken after the failure finds room for twice the
  * largest failed request and 1 MiB more. */
+static sg_journal *outcome_journal(const sg_core *c)
+{
+    return c->outcomes ? c->outcomes : c->journal;
+}
+
 static void record_again(sg_core *c);
 
 static void journal_writable(sg_core *c)
@@ -575,7 +587,7 @@ static void record_again(sg_core *c)
         fwd_update *u = list;
         list = u->next;
         u->next = NULL;
-        sg_journal_submit(c->journal, &u->op);
+        sg_journal_submit(outcome_journal(c), &u->op);
     }
 }
 
@@ -643,7 +655,7 @@ void sg_core_delivered(sg_core *c, sg_fwd_item *it, sg_fwd_outcome outcome, long
                error ? error : "?");
         break;
     }
-    sg_journal_submit(c->journal, &u->op);
+    sg_journal_submit(outcome_journal(c), &u->op);
     if (outcome != SG_FWD_RETRY) {
         c->counts[it->tag][SG_STATE_PENDING]--;
         c->counts[it->tag][outcome == SG_FWD_DELIVERED ? SG_STATE_FORWARDED : SG_STATE_DEAD]++;
@@ -2099,7 +2111,8 @@ void sg_core_stats_get(const sg_core *c, sg_core_stats *out)
     }
     out->journal_ok = c->journal_ok;
     out->journal_error = c->journal_ok ? NULL : c->journal_error;
-    out->journal_depth = c->journal ? sg_journal_depth(c->journal) : 0;
+    out->journal_depth = (c->journal ? sg_journal_depth(c->journal) : 0) +
+                         (c->outcomes ? sg_journal_depth(c->outcomes) : 0);
     out->reads = c->readers;
     out->free_bytes = c->free_bytes;
     out->store_bytes = c->store_bytes;
@@ -2194,6 +2207,7 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
                           .no_linger = o->one_at_a_time,
                           .replica = o->replica};
     if ((rc = sg_journal_start(loop, o->db_path, &jo, &c->journal, err)) ||
+        (c->shared && (rc = sg_journal_start(loop, o->db_path, &jo, &c->outcomes, err))) ||
         (rc = sg_store_open(o->db_path, &ro, &c->reader, err)) ||
         (rc = sg_store_queue_gen(c->reader, &c->qgen, err)) ||
         (rc = sg_store_ledger_jobs(c->reader, ledger_add, &c->ledger, &c->ledger_builds, err)) ||
@@ -2227,9 +2241,11 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
     return 0;
 fail:
     /* the journal stops on the loop: the caller runs it to the end */
+    if (c->outcomes)
+        sg_journal_stop(c->outcomes, NULL, NULL);
     if (c->journal)
         sg_journal_stop(c->journal, NULL, NULL);
-    c->journal = NULL;
+    c->journal = c->outcomes = NULL;
     sg_core_free(c);
     return rc;
 }
@@ -2261,13 +2277,29 @@ static void on_journal_stopped(void *ud)
         c->closed(c->closed_ud);
 }
 
+static void maybe_close(sg_core *c);
+
+static void on_outcomes_stopped(void *ud)
+{
+    sg_core *c = ud;
+    c->outcomes = NULL;
+    maybe_close(c);
+}
+
 /* The journal's read-write connections close last: only such a last
  * connection checkpoints and removes the WAL; the reader goes first, once
- * no read uses it. */
+ * no read uses it, and the outcomes' journal before the events' one. */
 static void maybe_close(sg_core *c)
 {
     if (!c->closing || c->readers || c->measuring || !c->journal || c->listen_polling)
         return;
+    if (c->outcomes) {
+        if (!c->outcomes_stopping) {
+            c->outcomes_stopping = true;
+            sg_journal_stop(c->outcomes, on_outcomes_stopped, c);
+        }
+        return;
+    }
     sg_store_free(c->reader);
     c->reader = NULL;
     sg_journal *j = c->journal;
