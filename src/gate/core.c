@@ -99,8 +99,12 @@ struct sg_core {
     sg_deliverer deliverer;
     bool has_deliverer;
     bool spilled, refilling, refill_again;
-    bool shared;                 /* deliveries are claimed (o.replica) */
-    bool renewing, renew_failed; /* the replica's lease */
+    bool shared; /* deliveries are claimed (o.replica) */
+    /* the replica's lease: renewed on a connection of its own, never
+     * behind a read of the reader's queue (one a locked table keeps waiting
+     * would let the lease run out, and the others deliver its claims) */
+    sg_store *lease;
+    bool renewing, renew_failed;
     int64_t next_renew_at;
 
     /* guard and storm mode across replicas (shared) */
@@ -1254,8 +1258,10 @@ typedef struct renew_job {
 
 static void renew_run(read_job *j, sg_store *s)
 {
+    (void)s; /* a bare job: the lease's own connection */
     renew_job *x = (renew_job *)j;
-    j->rc = sg_store_replica_renew(s, j->c->o.replica, SG_REPLICA_LEASE_MS, &x->released, &j->err);
+    j->rc = sg_store_replica_renew(j->c->lease, j->c->o.replica, SG_REPLICA_LEASE_MS, &x->released,
+                                   &j->err);
 }
 
 static void renew_done(read_job *j, int status)
@@ -1295,8 +1301,9 @@ static void maybe_renew(sg_core *c, int64_t now)
     renew_job *x = sg_xcalloc(1, sizeof *x);
     x->rj.run = renew_run;
     x->rj.done = renew_done;
+    x->rj.bare = true;
     c->renewing = true;
-    read_submit(c, &x->rj, true);
+    read_submit(c, &x->rj, false);
 }
 
 /* ---- the oldest pending and held events ---- */
@@ -2209,6 +2216,7 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
     if ((rc = sg_journal_start(loop, o->db_path, &jo, &c->journal, err)) ||
         (c->shared && (rc = sg_journal_start(loop, o->db_path, &jo, &c->outcomes, err))) ||
         (rc = sg_store_open(o->db_path, &ro, &c->reader, err)) ||
+        (c->shared && (rc = sg_store_open(o->db_path, &ro, &c->lease, err))) ||
         (rc = sg_store_queue_gen(c->reader, &c->qgen, err)) ||
         (rc = sg_store_ledger_jobs(c->reader, ledger_add, &c->ledger, &c->ledger_builds, err)) ||
         (rc = sg_store_ledger_docker(c->reader, ledger_add_tag, &c->ledger, err)) ||
@@ -2301,7 +2309,8 @@ static void maybe_close(sg_core *c)
         return;
     }
     sg_store_free(c->reader);
-    c->reader = NULL;
+    sg_store_free(c->lease);
+    c->reader = c->lease = NULL;
     sg_journal *j = c->journal;
     c->closing = false;
     sg_journal_stop(j, on_journal_stopped, c);
@@ -2322,6 +2331,7 @@ void sg_core_free(sg_core *c)
         return;
     unrecorded_free(c);
     sg_store_free(c->reader);
+    sg_store_free(c->lease);
     sg_hold_free(c->hold);
     sg_guard_free(c->guard);
     sg_index_close(&c->index);
