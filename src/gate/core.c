@@ -1251,6 +1251,8 @@ static void measure_space(sg_core *c)
 
 /* ---- the replica's lease ---- */
 
+#define LEASE_STATEMENT_MS 2000 /* well inside SG_REPLICA_LEASE_MS */
+
 typedef struct renew_job {
     read_job rj;
     int64_t released;
@@ -2209,6 +2211,9 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
     int rc;
     /* a replica's reader claims deliveries and renews its lease */
     sg_store_options ro = {.readonly = !c->shared};
+    /* a renewal that waits (its release of lapsed claims on a locked
+     * table) gives up before the lease is gone: the next one renews */
+    sg_store_options lo = {.statement_timeout_ms = LEASE_STATEMENT_MS};
     sg_journal_opts jo = {.sync = o->synchronous,
                           .clock = c->clock,
                           .no_linger = o->one_at_a_time,
@@ -2216,7 +2221,7 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
     if ((rc = sg_journal_start(loop, o->db_path, &jo, &c->journal, err)) ||
         (c->shared && (rc = sg_journal_start(loop, o->db_path, &jo, &c->outcomes, err))) ||
         (rc = sg_store_open(o->db_path, &ro, &c->reader, err)) ||
-        (c->shared && (rc = sg_store_open(o->db_path, &ro, &c->lease, err))) ||
+        (c->shared && (rc = sg_store_open(o->db_path, &lo, &c->lease, err))) ||
         (rc = sg_store_queue_gen(c->reader, &c->qgen, err)) ||
         (rc = sg_store_ledger_jobs(c->reader, ledger_add, &c->ledger, &c->ledger_builds, err)) ||
         (rc = sg_store_ledger_docker(c->reader, ledger_add_tag, &c->ledger, err)) ||

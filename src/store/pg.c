@@ -170,15 +170,23 @@ bool sg_pg_bool(const PGresult *r, int row, int col)
 static int session_setup(sg_pg *pg, sg_error *err)
 {
     pg->prepared = 0;
-    const char *sql = pg->readonly    ? "SET default_transaction_read_only = on"
-                      : pg->sync_full ? "SET synchronous_commit = on"
-                                      : NULL;
-    if (!sql)
-        return 0;
-    PGresult *r = PQexec(pg->conn, sql);
-    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : sg_pg_error(pg, r, err, "setting up");
-    PQclear(r);
-    return rc;
+    char timeout[64] = "";
+    if (pg->timeout_ms > 0)
+        snprintf(timeout, sizeof timeout, "SET statement_timeout = %d", pg->timeout_ms);
+    const char *sql[] = {pg->readonly    ? "SET default_transaction_read_only = on"
+                         : pg->sync_full ? "SET synchronous_commit = on"
+                                         : NULL,
+                         timeout[0] ? timeout : NULL};
+    for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {
+        if (!sql[i])
+            continue;
+        PGresult *r = PQexec(pg->conn, sql[i]);
+        int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : sg_pg_error(pg, r, err, "setting up");
+        PQclear(r);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 /* A connection the server or the network dropped is reset between
@@ -537,6 +545,7 @@ int sg_pg_open(const char *url, const sg_store_options *opt, sg_pg **out, sg_err
     pg->where = sg_pg_redact(url);
     pg->readonly = opt->readonly;
     pg->sync_full = opt->synchronous == SG_SYNC_FULL;
+    pg->timeout_ms = opt->statement_timeout_ms;
     pg->conn = connect_url(url, "stormguard");
     if (!pg->conn || PQstatus(pg->conn) != CONNECTION_OK)
         rc = sg_pg_error(pg, NULL, err, "connecting to");

@@ -55,6 +55,7 @@ typedef struct sg_pg {
     char *conninfo;           /* what PQconnectdb was given (may hold a password: never printed) */
     bool readonly;            /* default_transaction_read_only */
     bool sync_full;           /* synchronous_commit = on whatever the server's default */
+    int timeout_ms;           /* statement_timeout, 0: the server's */
     bool in_txn;              /* between sg_pg_begin and commit or rollback */
     uint32_t prepared;        /* bit per slot prepared on this connection */
     char down[SG_ERRMSG_MAX]; /* why the last reset failed ("" while connected) */

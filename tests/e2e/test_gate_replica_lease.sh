@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# A replica's lease is renewed on a connection of its own: a read of the
-# reader's queue that the store keeps waiting (here a table the mode reads
-# use, locked by another session for longer than the lease) does not let
-# the lease run out, so the other replicas do not deliver its claims again.
+# A replica's lease is renewed on a connection of its own, whose statements
+# give up after 2 s: neither a read of the reader's queue that the store
+# keeps waiting (a table the mode reads use, locked by another session for
+# longer than the lease) nor a renewal waiting itself (the event table
+# locked likewise) lets the lease run out, so the other replicas do not
+# deliver its claims again.
 source "$SG_TESTS/lib.sh"
 SG_STORE_BACKEND=pg
 start_postgres
@@ -17,29 +19,41 @@ lease_live() {
 wait_for 10 "the replica's lease is live" lease_live
 
 LOCK_S=9
-PGCONNECT_TIMEOUT=10 "$PG_BINDIR/psql" -X -q -d "$PG_URL" -c "BEGIN" \
-    -c "LOCK TABLE gate_mode IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep($LOCK_S)" \
-    -c "COMMIT" </dev/null >"$TMP/lock.log" 2>&1 &
-locker=$!
-locked() {
-    run sql "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-             WHERE c.relname = 'gate_mode' AND l.mode = 'AccessExclusiveLock' AND l.granted"
-    [ "$OUT" = 1 ]
+# lock_past_lease TABLE WAITER: another session holds TABLE locked for
+# LOCK_S s; once a statement of the replica matching WAITER (SQL LIKE)
+# waits for it, and 6.5 s later (past the 5 s lease, the lock still held),
+# the lease must be live
+lock_past_lease() {
+    local table=$1 waiter=$2 locker
+    PGCONNECT_TIMEOUT=10 "$PG_BINDIR/psql" -X -q -d "$PG_URL" -c "BEGIN" \
+        -c "LOCK TABLE $table IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep($LOCK_S)" \
+        -c "COMMIT" </dev/null >"$TMP/lock-$table.log" 2>&1 &
+    locker=$!
+    locked() {
+        run sql "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE c.relname = '$table' AND l.mode = 'AccessExclusiveLock' AND l.granted"
+        [ "$OUT" = 1 ]
+    }
+    wait_for 5 "another session locks $table" locked
+    stuck() {
+        run sql "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND \
+                 query LIKE '$waiter'"
+        [ "$OUT" -ge 1 ]
+    }
+    wait_for 5 "a statement of the replica waits for the lock on $table" stuck
+    sleep 6.5
+    kill -0 "$locker" 2>/dev/null || fail "the locking session ended before the check"
+    locked || fail "$table is no longer locked at the check"
+    lease_live || fail "the lease ran out while $table was locked: $(sql 'SELECT * FROM replica')"
+    ok "the lease stayed live 6.5 s into a wait for the lock on $table"
+    wait "$locker" || fail "the locking session failed: $(cat "$TMP/lock-$table.log")"
 }
-wait_for 5 "another session locks gate_mode" locked
-stuck() {
-    run sql "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND \
-             query LIKE '%gate_mode%'"
-    [ "$OUT" -ge 1 ]
-}
-wait_for 5 "the replica's mode read waits for the lock" stuck
-# past the 5 s lease, the lock still held
-sleep 6.5
-kill -0 "$locker" 2>/dev/null || fail "the locking session ended before the check"
-locked || fail "gate_mode is no longer locked at the check"
-lease_live || fail "the lease ran out while a read waited: $(sql 'SELECT * FROM replica')"
-ok "the lease stayed live 6.5 s into a read waiting for a lock"
-wait "$locker" || fail "the locking session failed: $(cat "$TMP/lock.log")"
+# a mode read of the reader's queue waits: the lease has its own connection
+lock_past_lease gate_mode '%gate_mode%'
+# the renewal itself waits (its release of lapsed claims): it gives up
+# after 2 s, and the next one renews
+lock_past_lease event '%claimed_by = NULL%'
+assert_contains "$(cat "$GATE_LOG")" "statement timeout" "the renewal that waited gave up"
 
 # the read went through once the lock went: the replica works on
 body=$(igor_event team-a/lease 7 1526031000000)

@@ -107,16 +107,18 @@ const char *sg_sync_mode_name(sg_sync_mode m);
 
 typedef struct sg_store_options {
     sg_sync_mode synchronous;
-    bool readonly;        /* open an existing database for reading only */
-    int migrate_to;       /* 0: latest; tests stop at an earlier version */
-    int cache_kib;        /* page cache; 0: SQLite's default (2 MiB) */
-    int checkpoint_pages; /* WAL auto-checkpoint interval; 0: SQLite's default (1000),
-                             -1: never (someone calls sg_store_checkpoint and
-                             watches sg_store_wal_frames) */
-    bool eager_wait;      /* poll for another connection's lock every 0.2 ms (the
-                             journal: never miss a snapshot's pause) */
-    int wal_limit_kib;    /* journal_size_limit: a WAL starting over is cut to
-                             this; 0: never cut */
+    bool readonly;            /* open an existing database for reading only */
+    int migrate_to;           /* 0: latest; tests stop at an earlier version */
+    int cache_kib;            /* page cache; 0: SQLite's default (2 MiB) */
+    int checkpoint_pages;     /* WAL auto-checkpoint interval; 0: SQLite's default (1000),
+                                 -1: never (someone calls sg_store_checkpoint and
+                                 watches sg_store_wal_frames) */
+    bool eager_wait;          /* poll for another connection's lock every 0.2 ms (the
+                                 journal: never miss a snapshot's pause) */
+    int wal_limit_kib;        /* journal_size_limit: a WAL starting over is cut to
+                                 this; 0: never cut */
+    int statement_timeout_ms; /* PostgreSQL: a statement running longer fails;
+                                 0: the server's setting */
 } sg_store_options;
 
 /* Opens (creating with mode 0600 and its directory if needed) and migrates
