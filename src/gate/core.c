@@ -483,11 +483,6 @@ static void on_moved(void *ud, const sg_hold_moved *m)
  * of one page can succeed where the events that failed cannot: it is made
  * only once a measurement taken after the failure finds room for twice the
  * largest failed request and 1 MiB more. */
-static sg_journal *outcome_journal(const sg_core *c)
-{
-    return c->outcomes ? c->outcomes : c->journal;
-}
-
 static void record_again(sg_core *c);
 
 static void journal_writable(sg_core *c)
@@ -579,6 +574,11 @@ static void on_update_done(sg_jop *op)
                (long long)op->row.id, op->errmsg);
     free(u->error);
     free(u);
+}
+
+static sg_journal *outcome_journal(const sg_core *c)
+{
+    return c->outcomes ? c->outcomes : c->journal;
 }
 
 static void record_again(sg_core *c)
@@ -2209,7 +2209,8 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
     sg_u64map_init(&c->claiming, sizeof(size_t));
     c->held_back_tail = &c->held_back;
     int rc;
-    /* a replica's reader claims deliveries and renews its lease */
+    /* a replica's reader claims deliveries; its lease has a connection of
+     * its own (maybe_renew) */
     sg_store_options ro = {.readonly = !c->shared};
     /* a renewal that waits (its release of lapsed claims on a locked
      * table) gives up before the lease is gone: the next one renews */

@@ -539,7 +539,7 @@ static bool plain_update(const sg_jop *op)
 }
 
 /* A run of n delivery outcomes from first, in one go (sg_store_events_update:
- * one statement on PostgreSQL, where one per outcome was the writer's
+ * one round trip to PostgreSQL, where one per outcome was the writer's
  * largest cost at full load). */
 static int update_run(sg_journal *j, sg_jop *first, size_t n, sg_error *err)
 {
