@@ -27,7 +27,9 @@
 #   RSS_SECONDS, default 60; DRAIN_SECONDS, default 120: the longest wait
 #   for a full load's pending deliveries before the ~1,000 req/s run;
 #   ONLY, default "abc": the configurations to run, "b" say, for a quick
-#   look at one of them; ratios and RSS need theirs)
+#   look at one of them; ratios and RSS need theirs; STATEMENTS=1: also the
+#   statements PostgreSQL spent the most time in during each full load, from
+#   pg_stat_statements, which contrib of the postgresql package has)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${1:-20}
@@ -57,7 +59,12 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 
-start_postgres
+STATEMENTS=${STATEMENTS:-}
+if [[ -n $STATEMENTS ]]; then
+  start_postgres -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all
+else
+  start_postgres
+fi
 pg_base=postgresql://stormguard@127.0.0.1:$PG_PORT
 sink_port=$(sg_free_port)
 sg_start_nginx "$work" "
@@ -78,6 +85,17 @@ pg_counters() {
                  (SELECT wal_sync FROM pg_stat_wal)" | tr '|' ' '
 }
 
+# statements: the ten statements of the current database with the most
+# execution time since the last reset (STATEMENTS=1)
+statements() {
+  psql_q "SELECT lpad(round(total_exec_time)::text, 7) || ' ms ' || lpad(calls::text, 8) ||
+                 ' calls ' || lpad(round((total_exec_time / calls * 1000)::numeric, 1)::text, 7) ||
+                 ' us/call  ' || left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+          FROM pg_stat_statements
+          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+          ORDER BY total_exec_time DESC LIMIT 10"
+}
+
 # measure KEY PORT...: the full-load run and the ~1,000 req/s run of the
 # gate(s) listening on PORT... (pids in $gates), on a fresh store; sets
 # KEY_rps, KEY_fwd (events forwarded per second of the full load), KEY_err,
@@ -91,7 +109,9 @@ measure() {
   [[ $backend == sqlite ]] || read -r c0 s0 < <(pg_counters)
   t0=$(date +%s.%N) m0=$(machine_ticks) g0=$(proc_ticks $gates)
   pg0=$(proc_ticks "$PG_PID") n0=$(proc_ticks "$(cat "$work/nginx.pid")")
+  [[ -z $STATEMENTS ]] || psql_q "SELECT pg_stat_statements_reset()" >/dev/null
   read -r rps err p50 p99 total < <(SG_RUN=1 wrk_spread "$key" "$DURATION" "$CONNS" "$@")
+  [[ -z $STATEMENTS ]] || statements >"$work/statements-$key"
   t1=$(date +%s.%N) m1=$(machine_ticks) g1=$(proc_ticks $gates)
   pg1=$(proc_ticks "$PG_PID") n1=$(proc_ticks "$(cat "$work/nginx.pid")")
   [[ $backend == sqlite ]] || read -r c1 s1 < <(pg_counters)
@@ -164,6 +184,7 @@ if runs b; then
   backend=pg
   psql_q "CREATE DATABASE one"
   PG_URL=$pg_base/one
+  [[ -z $STATEMENTS ]] || psql_q "CREATE EXTENSION pg_stat_statements"
   gate_start pg "$sink_port" --store "$PG_URL"
   gates=$gate
   measure b "$gate_port"
@@ -175,6 +196,7 @@ if runs c; then
   backend=pg
   psql_q "CREATE DATABASE two"
   PG_URL=$pg_base/two
+  [[ -z $STATEMENTS ]] || psql_q "CREATE EXTENSION pg_stat_statements"
   gate_start pg1 "$sink_port" --store "$PG_URL"
   r1=$gate r1_port=$gate_port
   gate_start pg2 "$sink_port" --store "$PG_URL"
@@ -214,6 +236,14 @@ for k in a b c; do
 done
 if runs c; then
   echo "      replica 1: $r1_rps req/s, $r1_err failed, p99 $r1_p99; replica 2: $r2_rps req/s, $r2_err failed, p99 $r2_p99"
+fi
+if [[ -n $STATEMENTS ]]; then
+  for k in b c; do
+    runs $k || continue
+    echo
+    echo "($k): PostgreSQL's busiest statements during the full load (pg_stat_statements):"
+    sed 's/^/  /' "$work/statements-$k"
+  done
 fi
 echo
 echo "CPU at full load, in cores of this machine's $cores (rest: other processes on it, this script's"
