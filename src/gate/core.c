@@ -99,7 +99,8 @@ struct sg_core {
     sg_deliverer deliverer;
     bool has_deliverer;
     bool spilled, refilling, refill_again;
-    bool shared; /* deliveries are claimed (o.replica) */
+    bool shared;  /* deliveries are claimed (o.replica) */
+    bool leading; /* drains held events (sg_core_set_leading) */
     /* the replica's lease: renewed on a connection of its own, never
      * behind a read of the reader's queue (one a locked table keeps waiting
      * would let the lease run out, and the others deliver its claims) */
@@ -1455,7 +1456,8 @@ void sg_core_tick(sg_core *c)
         return;
     int64_t now = now_ms(c);
     sg_guard_tick(c->guard);
-    sg_hold_tick(c->hold, c->counts[SG_KIND_UNKNOWN][SG_STATE_HELD]);
+    if (c->leading)
+        sg_hold_tick(c->hold, c->counts[SG_KIND_UNKNOWN][SG_STATE_HELD]);
     refill(c);
     maybe_renew(c, now);
     shared_modes_tick(c, now);
@@ -2204,6 +2206,7 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
     c->next_summary_at = c->started_at + SUMMARY_EVERY_MS;
     c->spilled = true; /* resume what the last run left pending */
     c->shared = o->replica != NULL;
+    c->leading = !c->shared;
     sg_index_init(&c->index);
     sg_ledger_init(&c->ledger);
     sg_u64map_init(&c->claiming, sizeof(size_t));
@@ -2262,6 +2265,11 @@ fail:
     c->journal = c->outcomes = NULL;
     sg_core_free(c);
     return rc;
+}
+
+void sg_core_set_leading(sg_core *c, bool leading)
+{
+    c->leading = leading || !c->shared;
 }
 
 void sg_core_set_deliverer(sg_core *c, const sg_deliverer *d)

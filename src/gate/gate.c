@@ -54,7 +54,9 @@ struct sg_gate {
     sg_store_claim *store_claim;                  /* one daemon per store; NULL until taken */
     struct watcher_job *watcher_job;              /* asking for the watcher's lock */
     int64_t next_watcher_at;
-    bool replica_watches; /* replicas: [redis] watch is on, the lock decides who */
+    bool replica_leads;   /* replicas: the watcher's lock decides which one leads */
+    bool replica_watches; /* replicas: [redis] watch is on, the leader watches */
+    bool leading;         /* replicas: this one holds the lock */
     sg_procstat proc;
     bool proc_known, proc_failed;
     char sample_glob[256]; /* the profile's keys, for the watcher's sample */
@@ -538,9 +540,10 @@ void sg_gate_flush_announce(sg_gate *g, const char *actor, const char *reason, i
 
 /* ---- the watcher among replicas ----
  *
- * Of replicas sharing a store only one watches Redis and takes the
- * periodic snapshots: the holder of the store's watcher lock (store.h,
- * sg_store_claim_watcher). The others ask for it every WATCHER_EVERY_MS,
+ * Of replicas sharing a store only one leads: it watches Redis, takes the
+ * periodic snapshots and runs the drain (sg_core_set_leading). It is the
+ * holder of the store's watcher lock (store.h, sg_store_claim_watcher),
+ * asked for also with [redis] watch off. The others ask every WATCHER_EVERY_MS,
  * and the holder checks that it still holds it (it goes with the claim's
  * connection): a watcher that died is followed within a few seconds. */
 
@@ -578,27 +581,37 @@ static void watcher_done(uv_work_t *w, int status)
          * and the next look tells) */
         sg_log(SG_LOG_WARN, "guard", "asking for the watcher's lock: %s",
                status ? uv_strerror(status) : j->err.msg);
-    } else if (held && !g->watch) {
-        sg_log(SG_LOG_INFO, "guard",
-               "this replica holds the watcher's lock: it watches Redis and takes the periodic "
-               "snapshots");
-        sg_error err;
-        if (start_watch(g, &err))
-            sg_log(SG_LOG_ERROR, "guard", "%s", err.msg);
-    } else if (!held && g->watch) {
-        sg_log(SG_LOG_WARN, "guard",
-               "this replica lost the watcher's lock with its connection: another replica "
-               "watches Redis now");
-        sg_watchset_stop(g->watch, NULL, NULL);
-        g->watch = NULL;
-        g->redis_up = false;
+    } else {
+        if (held != g->leading) {
+            g->leading = held;
+            sg_core_set_leading(g->core, held);
+            if (held)
+                sg_log(SG_LOG_INFO, "guard", "this replica holds the watcher's lock: it %s",
+                       g->replica_watches
+                           ? "watches Redis, takes the periodic snapshots and runs the drain"
+                           : "runs the drain");
+            else
+                sg_log(SG_LOG_WARN, "guard",
+                       "this replica lost the watcher's lock with its connection: another "
+                       "replica %s now",
+                       g->replica_watches ? "watches Redis" : "runs the drain");
+        }
+        if (held && g->replica_watches && !g->watch) {
+            sg_error err;
+            if (start_watch(g, &err))
+                sg_log(SG_LOG_ERROR, "guard", "%s", err.msg);
+        } else if (!held && g->watch) {
+            sg_watchset_stop(g->watch, NULL, NULL);
+            g->watch = NULL;
+            g->redis_up = false;
+        }
     }
     free(j);
 }
 
 static void maybe_watch(sg_gate *g, int64_t now)
 {
-    if (!g->replica_watches || g->watcher_job || g->stopping || now < g->next_watcher_at)
+    if (!g->replica_leads || g->watcher_job || g->stopping || now < g->next_watcher_at)
         return;
     g->next_watcher_at = now + WATCHER_EVERY_MS;
     watcher_job *j = sg_xcalloc(1, sizeof *j);
@@ -871,8 +884,10 @@ static int start(sg_gate *g, sg_error *err)
     listener_opts(c, &ho);
     if ((rc = sg_http_start(g->loop, &ho, on_request, g, &g->http, err)))
         return sg_error_prefix(err, "gate");
-    /* replicas: the one holding the watcher's lock watches (maybe_watch) */
-    g->replica_watches = c->watch && sg_store_claim_name(g->store_claim);
+    /* replicas: the one holding the watcher's lock leads: it watches and
+     * drains (maybe_watch) */
+    g->replica_leads = sg_store_claim_name(g->store_claim) != NULL;
+    g->replica_watches = c->watch && g->replica_leads;
     if (!g->replica_watches && (rc = start_watch(g, err)))
         return rc;
     sg_core_on_baseline(g->core, on_baseline, g);

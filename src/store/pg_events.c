@@ -114,17 +114,23 @@ int sg_pg_event_insert(sg_pg *pg, sg_event_row *e, sg_error *err)
 }
 
 /* One statement per event: the row, and its build into the ledger unless
- * the key has it already ($20 = 1: it goes into the ledger). */
+ * the key has it already ($20 = 1: it goes into the ledger). A pending
+ * event joins its job's queue behind what is pending of the job already:
+ * its queue generation is at least the newest of theirs, which a release
+ * at another replica may have raised above this replica's ($15). It is
+ * claimed by $21 when nothing of its job is pending. */
 #define EVENTS_JOURNAL_SQL                                                                         \
-    "WITH e AS (INSERT INTO event(received_at, source, job, number, build_ts, kind, reason, "      \
-    "state, method, path, headers, body, next_attempt_at, done_at, qgen, last_error, would, tag, " \
-    "digest, claimed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "    \
-    "$15, $16, $17, $18, $19, CASE WHEN $21::text IS NOT NULL AND $8 = 'pending' AND NOT EXISTS "  \
-    "(SELECT 1 FROM event q WHERE q.state = 'pending' AND q.source = $2 AND q.job = $3) THEN $21 " \
-    "END) RETURNING id, claimed_by), "                                                             \
+    "WITH h AS (SELECT max(q.qgen) AS g FROM event q WHERE q.state = 'pending' AND q.source = $2 " \
+    "AND q.job = $3), "                                                                            \
+    "e AS (INSERT INTO event(received_at, source, job, number, build_ts, kind, reason, state, "    \
+    "method, path, headers, body, next_attempt_at, done_at, qgen, last_error, would, tag, "        \
+    "digest, claimed_by) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "     \
+    "CASE WHEN $8 = 'pending' THEN greatest($15::bigint, h.g) ELSE $15 END, $16, $17, $18, $19, "  \
+    "CASE WHEN $21::text IS NOT NULL AND $8 = 'pending' AND h.g IS NULL THEN $21 END FROM h "      \
+    "RETURNING id, claimed_by, qgen), "                                                            \
     "l AS (INSERT INTO ledger(source, job, number, accepted_at, event_id) SELECT $2, $3, $4, $1, " \
     "id FROM e WHERE $20 = 1 ON CONFLICT DO NOTHING RETURNING 1) "                                 \
-    "SELECT id, EXISTS (SELECT 1 FROM l), claimed_by IS NOT NULL FROM e"
+    "SELECT id, EXISTS (SELECT 1 FROM l), claimed_by IS NOT NULL, qgen FROM e"
 
 static void journal_fill(void *ud, size_t i, pg_params *p)
 {
@@ -140,6 +146,7 @@ static void journal_take(void *ud, size_t i, const PGresult *r)
     in->row->id = sg_pg_int(r, 0, 0);
     in->added = in->ledger && sg_pg_bool(r, 0, 1);
     in->claimed = sg_pg_bool(r, 0, 2);
+    in->row->qgen = sg_pg_int(r, 0, 3);
 }
 
 static int cmp_u64(const void *a, const void *b)

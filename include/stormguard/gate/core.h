@@ -96,6 +96,12 @@ typedef struct sg_deliverer {
  * but sg_core_free may be called, sg_core_delivered included. */
 int sg_core_start(struct uv_loop_s *loop, const sg_core_opts *o, sg_core **out, sg_error *err);
 void sg_core_set_deliverer(sg_core *c, const sg_deliverer *d);
+/* Of replicas sharing a store (o.replica), one leads: the holder of the
+ * store's watcher lock (store.h, sg_store_claim_watcher), told by its owner.
+ * Only the leader drains held events (on_storm = drain), so the whole set
+ * drains at drain_rate, not at drain_rate times the replicas. A gate of its
+ * own store always leads. */
+void sg_core_set_leading(sg_core *c, bool leading);
 
 /* One request as the front end received it. Strings are borrowed for the
  * call: the core copies what it keeps. headers are the lines the

@@ -28,7 +28,9 @@ typedef struct sg_hold_filter {
     int64_t max_id; /* > 0: only events up to this id (those journaled before the command) */
 } sg_hold_filter;
 
-/* Held events of f become pending in queue generation qgen. With
+/* Held events of f become pending in queue generation qgen (on a store
+ * several gates share: qgen or one more than any pending event's, whichever
+ * is greater, so a release is behind what another gate queued). With
  * newest_only, the held builds of each job below its newest held build are
  * superseded (never forwarded) and only the newest released. Counts go to
  * *released, *superseded. With f->limit, one chunk: the limit oldest held
