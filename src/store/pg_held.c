@@ -22,12 +22,13 @@
  * the order Igor posted them (the event's id). */
 #define RANK(t) "(CASE WHEN " t ".tag IS NULL THEN " t ".number ELSE " t ".id END)"
 
-/* The queue generation released events go into: behind everything pending
- * (held.c's contract), whichever replica journaled it; the gate's own
- * count g may be behind another replica's releases. */
-#define QUEUE_BEHIND(g)                                                                            \
-    "greatest(" g "::bigint, (SELECT coalesce(max(q.qgen), 0) + 1 FROM event q "                   \
-    "WHERE q.state = 'pending'))"
+/* What a release sets: pending, in the queue generation $4 or one more
+ * than any pending event's, whichever is greater (held.h): behind
+ * everything pending, whichever replica journaled it, though this gate's
+ * own count may lag another replica's releases. */
+#define RELEASE_SET                                                                                \
+    "UPDATE event SET state = 'pending', next_attempt_at = NULL, qgen = greatest($4::bigint, "     \
+    "(SELECT coalesce(max(q.qgen), 0) + 1 FROM event q WHERE q.state = 'pending')) "
 
 typedef struct selection {
     pg_params p;
@@ -112,10 +113,8 @@ static int release_newest(sg_pg *pg, const sg_hold_filter *f, int64_t qgen, int6
     if (rc == 0) {
         pgp_int(&s.p, qgen);
         rc = select_exec(pg, &s,
-                         "UPDATE event SET state = 'pending', qgen = " QUEUE_BEHIND(
-                             "$4") ", next_attempt_at = NULL "
-                                   "WHERE (source, job) IN (SELECT source, job FROM release_job) "
-                                   "AND " HELD_WHERE,
+                         RELEASE_SET "WHERE (source, job) IN (SELECT source, job FROM release_job) "
+                                     "AND " HELD_WHERE,
                          &moved, err);
     }
     free(s.regex);
@@ -140,10 +139,8 @@ int sg_pg_held_release(sg_pg *pg, const sg_hold_filter *f, bool newest_only, int
     pgp_int(&s.p, qgen);
     pgp_int(&s.p, limit_of(f));
     int rc = select_exec(pg, &s,
-                         "UPDATE event SET state = 'pending', qgen = " QUEUE_BEHIND(
-                             "$4") ", next_attempt_at = NULL "
-                                   "WHERE id IN (SELECT id FROM event WHERE " HELD_WHERE
-                                   " ORDER BY id LIMIT $5)",
+                         RELEASE_SET "WHERE id IN (SELECT id FROM event WHERE " HELD_WHERE
+                                     " ORDER BY id LIMIT $5)",
                          released, err);
     free(s.regex);
     *more = rc == 0 && f->limit > 0 && *released == f->limit;

@@ -72,7 +72,8 @@ start_gate "${ARGS[@]}" "${DRAIN[@]}"
 replica_save 1
 start_gate "${ARGS[@]}" "${DRAIN[@]}"
 replica_save 2
-leads() { grep -l "runs the drain" "${R_LOG[1]}" "${R_LOG[2]}" 2>/dev/null | wc -l; }
+LEADS="holds the watcher's lock: it runs the drain"
+leads() { grep -l "$LEADS" "${R_LOG[1]}" "${R_LOG[2]}" 2>/dev/null | wc -l; }
 one_leads() { [ "$(leads)" = 1 ]; }
 wait_for 10 "one replica leads" one_leads
 run sg guard on --admin "${R_ADMIN[1]}" --reason "drain test"
@@ -96,11 +97,11 @@ assert_eq 1 "$(leads)" "one replica says it runs the drain"
 
 echo "# the leader stops: the other takes the lock and drains the rest"
 L=1
-grep -q "runs the drain" "${R_LOG[2]}" && L=2
+grep -q "$LEADS" "${R_LOG[2]}" && L=2
 O=$((3 - L))
 replica_use $L
 stop_gate
-drains_now() { grep -q "runs the drain" "${R_LOG[$O]}"; }
+drains_now() { grep -q "$LEADS" "${R_LOG[$O]}"; }
 wait_for 10 "replica $O takes the lock" drains_now
 left() { [ "$(sql "SELECT count(*) FROM event WHERE job LIKE 'team-d/%' AND state = 'held'")" = 0 ]; }
 wait_for 30 "replica $O drains the rest" left

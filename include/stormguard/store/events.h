@@ -94,9 +94,10 @@ int sg_store_events_update(sg_store *s, const sg_event_outcome *outs, size_t n, 
  * caller journals this one a replay, sg_store_event_replayed). A pending
  * row joins its job's queue behind what is pending of the job already:
  * its qgen is raised to theirs if below (another gate's release), and
- * row->qgen says the one it got. On PostgreSQL the batch goes out in one pipeline and its results
- * come back after one round trip; on SQLite one statement after another. In the caller's
- * transaction; a failure fails the whole batch. */
+ * row->qgen says the one it got. On PostgreSQL the batch goes out in one
+ * pipeline and its results come back after one round trip; on SQLite one
+ * statement after another. In the caller's transaction; a failure fails
+ * the whole batch. */
 typedef struct sg_event_insert {
     sg_event_row *row;
     bool ledger;
