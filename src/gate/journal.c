@@ -554,7 +554,11 @@ static int update_run(sg_journal *j, sg_jop *first, size_t n, sg_error *err)
                                         .done_at = r->done_at,
                                         .last_error = r->last_error};
     }
-    return sg_store_events_update(j->store, j->outs, n, err);
+    int rc = sg_store_events_update(j->store, j->outs, n, err);
+    op = first;
+    for (size_t i = 0; i < n; i++, op = op->next)
+        op->followers = rc == 0 && j->outs[i].followers;
+    return rc;
 }
 
 /* A shared store's transaction locks the jobs of its first events first,
@@ -592,7 +596,7 @@ static void txn_apply(sg_journal *j, txn *t, sg_jop *ops, bool lock)
         if (n > 1) { /* a run of events, in one go */
             if (t->rc == 0)
                 t->rc = insert_shared(j, op, n, &t->err);
-        } else if (m > 1) { /* a run of outcomes likewise */
+        } else if (m > 1 || (m == 1 && j->shared)) { /* outcomes likewise (shared: followers) */
             if (t->rc == 0)
                 t->rc = update_run(j, op, m, &t->err);
             n = m;

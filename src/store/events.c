@@ -154,12 +154,13 @@ int sg_store_event_update(sg_store *s, int64_t id, sg_event_state state, int64_t
     return sg_store_step_done(s, st, err, "updating an event in");
 }
 
-int sg_store_events_update(sg_store *s, const sg_event_outcome *outs, size_t n, sg_error *err)
+int sg_store_events_update(sg_store *s, sg_event_outcome *outs, size_t n, sg_error *err)
 {
     if (s->pg)
         return sg_pg_events_update(s->pg, outs, n, err);
     for (size_t i = 0; i < n; i++) {
-        const sg_event_outcome *o = &outs[i];
+        sg_event_outcome *o = &outs[i];
+        o->followers = false; /* one daemon: nothing to claim */
         int rc = sg_store_event_update(s, o->id, o->state, o->attempts, o->next_attempt_at,
                                        o->last_error, o->done_at, err);
         if (rc)

@@ -8,6 +8,7 @@
  * rebuilt without it, and libpq's own messages never contain it. */
 #include "store_pg_int.h"
 
+#include <assert.h>
 #include <endian.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -272,56 +273,71 @@ PGresult *sg_pg_query(sg_pg *pg, int slot, const char *sql, const pg_params *p, 
     return r;
 }
 
-int sg_pg_pipeline(sg_pg *pg, int slot, const char *sql, int nparams, size_t n,
-                   void (*fill)(void *ud, size_t i, pg_params *p),
-                   void (*take)(void *ud, size_t i, const PGresult *r), void *ud, sg_error *err,
-                   const char *doing)
+/* The element types of sg_pg_arrays (pg_type's OIDs). */
+#define PG_INT8_OID 20
+#define PG_TEXT_OID 25
+#define PG_BYTEA_OID 17
+
+/* An array of n elements in PostgreSQL's binary format: a header (one
+ * dimension, the null flag, the element type, its length and lower bound
+ * 1) and each element as its length (-1: NULL) and bytes. */
+static void array_start(sg_buf *b, uint32_t oid, size_t n)
 {
-    char name[16];
-    if (ensure_connected(pg, err) || prepare_slot(pg, slot, sql, nparams, name, err, doing))
-        return SG_ESTORE;
-    if (!PQenterPipelineMode(pg->conn))
-        return sg_pg_error(pg, NULL, err, doing);
-    int rc = 0;
-    size_t sent = 0;
-    for (; sent < n; sent++) {
-        pg_params p;
-        pgp_reset(&p);
-        fill(ud, sent, &p); /* libpq copies the values into its buffer */
-        if (!PQsendQueryPrepared(pg->conn, name, p.n, p.values, p.lengths, p.formats, 1)) {
-            rc = sg_pg_error(pg, NULL, err, doing);
-            break;
-        }
+    uint32_t head[5] = {htobe32(1), 0, htobe32(oid), htobe32((uint32_t)n), htobe32(1)};
+    b->len = 0;
+    sg_buf_append(b, head, sizeof head);
+}
+
+static void array_add(sg_buf *b, char type, const char *v, int len)
+{
+    if (!v) {
+        uint32_t null = htobe32(UINT32_MAX);
+        sg_buf_append(b, &null, 4);
+        uint32_t flag = htobe32(1);
+        memcpy(b->p + 4, &flag, 4);
+        return;
     }
-    if (!PQpipelineSync(pg->conn) && rc == 0)
-        rc = sg_pg_error(pg, NULL, err, doing);
-    /* every statement's results up to the sync, a NULL after each; after
-     * a failure the rest come back aborted */
-    for (size_t i = 0; i < sent; i++) {
-        PGresult *r;
-        while ((r = PQgetResult(pg->conn))) {
-            ExecStatusType st = PQresultStatus(r);
-            if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-                if (rc == 0 && take)
-                    take(ud, i, r);
-            } else if (rc == 0) {
-                rc = sg_pg_error(pg, st == PGRES_PIPELINE_ABORTED ? NULL : r, err, doing);
-            }
-            PQclear(r);
-        }
-        if (PQstatus(pg->conn) != CONNECTION_OK)
-            break;
+    if (type == 'i') { /* built as decimal text (pgp_int); strings and bytes raw */
+        uint32_t size = htobe32(8);
+        uint64_t x = htobe64((uint64_t)strtoll(v, NULL, 10));
+        sg_buf_append(b, &size, 4);
+        sg_buf_append(b, &x, 8);
+        return;
     }
-    PGresult *r;
-    while (PQstatus(pg->conn) == CONNECTION_OK && (r = PQgetResult(pg->conn))) {
-        bool synced = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
-        PQclear(r);
-        if (synced)
-            break;
+    uint32_t size = htobe32((uint32_t)len);
+    sg_buf_append(b, &size, 4);
+    sg_buf_append(b, v, (size_t)len);
+}
+
+PGresult *sg_pg_arrays(sg_pg *pg, int slot, const char *sql, const char *types, size_t n,
+                       void (*fill)(void *ud, size_t i, pg_params *p), void *ud, sg_error *err,
+                       const char *doing)
+{
+    int cols = (int)strlen(types);
+    assert(cols <= PG_MAX_PARAMS && n > 0 && n <= INT32_MAX);
+    sg_buf arr[PG_MAX_PARAMS] = {{0}};
+    for (int k = 0; k < cols; k++)
+        array_start(&arr[k],
+                    types[k] == 'i'   ? PG_INT8_OID
+                    : types[k] == 't' ? PG_TEXT_OID
+                                      : PG_BYTEA_OID,
+                    n);
+    for (size_t i = 0; i < n; i++) {
+        pg_params row;
+        pgp_reset(&row);
+        fill(ud, i, &row);
+        assert(row.n == cols);
+        for (int k = 0; k < cols; k++)
+            array_add(&arr[k], types[k], row.values[k], row.lengths[k]);
     }
-    if (!PQexitPipelineMode(pg->conn) && rc == 0)
-        rc = sg_pg_error(pg, NULL, err, doing);
-    return rc;
+    pg_params p;
+    pgp_reset(&p);
+    for (int k = 0; k < cols; k++)
+        pgp_bytes(&p, arr[k].p, arr[k].len);
+    PGresult *r = sg_pg_query(pg, slot, sql, &p, err, doing);
+    for (int k = 0; k < cols; k++)
+        free(arr[k].p);
+    return r;
 }
 
 int sg_pg_exec(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,

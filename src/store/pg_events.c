@@ -113,24 +113,42 @@ int sg_pg_event_insert(sg_pg *pg, sg_event_row *e, sg_error *err)
     return 0;
 }
 
-/* One statement per event: the row, and its build into the ledger unless
- * the key has it already ($20 = 1: it goes into the ledger). A pending
- * event joins its job's queue behind what is pending of the job already:
- * its queue generation is at least the newest of theirs, which a release
- * at another replica may have raised above this replica's ($15). It is
- * claimed by $21 when nothing of its job is pending. */
+/* A batch of events in one statement: $k is the array of every event's
+ * k-th value (sg_pg_arrays), in event_params' order, then $20 (1: its
+ * build goes into the ledger, unless the key has it already) and $21 (the
+ * replica that claims it). The ids come from the table's sequence in the
+ * batch's order, so that the queue's order (qgen, id) is the order the
+ * events came in. A pending event joins its job's queue behind what is
+ * pending of the job already (g), in the table or earlier in the batch
+ * (b): its queue generation is at least the newest of theirs, which a
+ * release at another replica may have raised above this replica's. It is
+ * claimed when nothing of its job is pending (an event without a job,
+ * pass-through, always). */
 #define EVENTS_JOURNAL_SQL                                                                         \
-    "WITH h AS (SELECT max(q.qgen) AS g FROM event q WHERE q.state = 'pending' AND q.source = $2 " \
-    "AND q.job = $3), "                                                                            \
-    "e AS (INSERT INTO event(received_at, source, job, number, build_ts, kind, reason, state, "    \
-    "method, path, headers, body, next_attempt_at, done_at, qgen, last_error, would, tag, "        \
-    "digest, claimed_by) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "     \
-    "CASE WHEN $8 = 'pending' THEN greatest($15::bigint, h.g) ELSE $15 END, $16, $17, $18, $19, "  \
-    "CASE WHEN $21::text IS NOT NULL AND $8 = 'pending' AND h.g IS NULL THEN $21 END FROM h "      \
-    "RETURNING id, claimed_by, qgen), "                                                            \
-    "l AS (INSERT INTO ledger(source, job, number, accepted_at, event_id) SELECT $2, $3, $4, $1, " \
-    "id FROM e WHERE $20 = 1 ON CONFLICT DO NOTHING RETURNING 1) "                                 \
-    "SELECT id, EXISTS (SELECT 1 FROM l), claimed_by IS NOT NULL, qgen FROM e"
+    "WITH v AS (SELECT nextval('event_id_seq') AS id, u.* FROM (SELECT * FROM unnest("             \
+    "$1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::text[], "   \
+    "$8::text[], $9::text[], $10::bytea[], $11::bytea[], $12::bytea[], $13::bigint[], "            \
+    "$14::bigint[], $15::bigint[], $16::bytea[], $17::text[], $18::text[], $19::text[], "          \
+    "$20::bigint[], $21::text[]) WITH ORDINALITY AS u(received_at, source, job, number, "          \
+    "build_ts, kind, reason, state, method, path, headers, body, next_attempt_at, done_at, qgen, " \
+    "last_error, would, tag, digest, ledger, claimer, ord) ORDER BY ord) u), "                     \
+    "h AS (SELECT v.*, (SELECT max(q.qgen) FROM event q WHERE q.state = 'pending' AND "            \
+    "q.source = v.source AND q.job = v.job) AS g, CASE WHEN v.source IS NOT NULL AND v.job IS "    \
+    "NOT NULL THEN max(CASE WHEN v.state = 'pending' THEN v.qgen END) OVER (PARTITION BY "         \
+    "v.source, v.job ORDER BY v.ord ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) END AS b "   \
+    "FROM v), "                                                                                    \
+    "x AS (SELECT h.*, CASE WHEN h.state = 'pending' THEN greatest(h.qgen, h.g, h.b) ELSE h.qgen " \
+    "END AS gen, CASE WHEN h.state = 'pending' AND h.g IS NULL AND h.b IS NULL THEN h.claimer "    \
+    "END AS claim FROM h), "                                                                       \
+    "e AS (INSERT INTO event(id, received_at, source, job, number, build_ts, kind, reason, "       \
+    "state, method, path, headers, body, next_attempt_at, done_at, qgen, last_error, would, tag, " \
+    "digest, claimed_by) SELECT id, received_at, source, job, number, build_ts, kind, reason, "    \
+    "state, method, path, headers, body, next_attempt_at, done_at, gen, last_error, would, tag, "  \
+    "digest, claim FROM x ORDER BY ord), "                                                         \
+    "l AS (INSERT INTO ledger(source, job, number, accepted_at, event_id) SELECT source, job, "    \
+    "number, received_at, id FROM x WHERE ledger = 1 ORDER BY ord ON CONFLICT DO NOTHING "         \
+    "RETURNING event_id) "                                                                         \
+    "SELECT id, id IN (SELECT event_id FROM l), claim IS NOT NULL, gen FROM x ORDER BY ord"
 
 static void journal_fill(void *ud, size_t i, pg_params *p)
 {
@@ -138,15 +156,6 @@ static void journal_fill(void *ud, size_t i, pg_params *p)
     event_params(p, in->row);
     pgp_int(p, in->ledger);
     pgp_str(p, in->claimer);
-}
-
-static void journal_take(void *ud, size_t i, const PGresult *r)
-{
-    sg_event_insert *in = (sg_event_insert *)ud + i;
-    in->row->id = sg_pg_int(r, 0, 0);
-    in->added = in->ledger && sg_pg_bool(r, 0, 1);
-    in->claimed = sg_pg_bool(r, 0, 2);
-    in->row->qgen = sg_pg_int(r, 0, 3);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -212,8 +221,21 @@ int sg_pg_events_lock_jobs(sg_pg *pg, const sg_event_insert *ins, size_t n, bool
 
 int sg_pg_events_journal(sg_pg *pg, sg_event_insert *ins, size_t n, sg_error *err)
 {
-    return sg_pg_pipeline(pg, PG_EVENTS_JOURNAL, EVENTS_JOURNAL_SQL, 21, n, journal_fill,
-                          journal_take, ins, err, "journaling events in");
+    if (n == 0)
+        return 0;
+    PGresult *r = sg_pg_arrays(pg, PG_EVENTS_JOURNAL, EVENTS_JOURNAL_SQL, "ittiittttbbbiiibtttit",
+                               n, journal_fill, ins, err, "journaling events in");
+    if (!r)
+        return SG_ESTORE;
+    assert((size_t)PQntuples(r) == n);
+    for (size_t i = 0; i < n; i++) {
+        ins[i].row->id = sg_pg_int(r, (int)i, 0);
+        ins[i].added = ins[i].ledger && sg_pg_bool(r, (int)i, 1);
+        ins[i].claimed = sg_pg_bool(r, (int)i, 2);
+        ins[i].row->qgen = sg_pg_int(r, (int)i, 3);
+    }
+    PQclear(r);
+    return 0;
 }
 
 /* The parameters of sg_pg_event_update's statement, $1 to $7. */
@@ -239,15 +261,43 @@ static void outcome_fill(void *ud, size_t i, pg_params *p)
     outcome_params(p, &o->outs[i], o->replica);
 }
 
-/* One update a row in one pipeline: each finds its row by the primary
- * key whatever the plan cache holds (one statement for all of them, a
- * join on arrays of ids, got a generic plan that scanned the table while
- * it was young: 5 ms a batch). */
-int sg_pg_events_update(sg_pg *pg, const sg_event_outcome *outs, size_t n, sg_error *err)
+/* The outcomes in one statement (sg_pg_arrays), each row found by its
+ * primary key; of two outcomes of one event, the later. Planned for each
+ * batch: a generic plan, made while the table was young, joined the
+ * arrays to a scan of the whole table (12 ms a batch once it had grown).
+ * Each updated row says whether its job has unclaimed pending events: a
+ * lookup in event_lane here spares the replica a claim after every
+ * delivery. */
+int sg_pg_events_update(sg_pg *pg, sg_event_outcome *outs, size_t n, sg_error *err)
 {
+    if (n == 0)
+        return 0;
     outcomes o = {outs, pg->replica};
-    return sg_pg_pipeline(pg, PG_EVENT_UPDATE, statement_sql[PG_EVENT_UPDATE], 7, n, outcome_fill,
-                          NULL, &o, err, "updating events in");
+    PGresult *r = sg_pg_arrays(
+        pg, -1,
+        "UPDATE event SET state = o.state, attempts = o.attempts, next_attempt_at = "
+        "o.next_attempt_at, last_error = o.last_error, done_at = o.done_at FROM (SELECT DISTINCT "
+        "ON (id) * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bigint[], "
+        "$6::bigint[], $7::text[]) WITH ORDINALITY AS u(state, attempts, next_attempt_at, "
+        "last_error, done_at, id, replica, ord) ORDER BY id, ord DESC) o WHERE event.id = o.id "
+        "AND (o.replica IS NULL OR event.claimed_by IS NULL OR event.claimed_by = o.replica) "
+        "RETURNING event.id, EXISTS (SELECT 1 FROM event q WHERE q.state = 'pending' AND "
+        "q.source = event.source AND q.job = event.job AND q.claimed_by IS NULL)",
+        "tiibiit", n, outcome_fill, &o, err, "updating events in");
+    if (!r)
+        return SG_ESTORE;
+    for (size_t i = 0; i < n; i++)
+        outs[i].followers = false;
+    /* the rows come back in no order; a batch is at most a few hundred */
+    for (int k = 0, rows = PQntuples(r); k < rows; k++) {
+        if (!sg_pg_bool(r, k, 1))
+            continue;
+        int64_t id = sg_pg_int(r, k, 0);
+        for (size_t i = 0; i < n; i++)
+            outs[i].followers = outs[i].followers || outs[i].id == id;
+    }
+    PQclear(r);
+    return 0;
 }
 
 int sg_pg_event_update(sg_pg *pg, int64_t id, sg_event_state state, int64_t attempts,

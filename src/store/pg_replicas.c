@@ -97,7 +97,13 @@ int sg_pg_replicas(sg_pg *pg, sg_replica_fn fn, void *ud, sg_error *err)
  * another replica is claiming right now is locked (skipped) and still
  * unclaimed in this statement's snapshot, so it holds its job's later
  * events back here too: two replicas never split one job's queue. The
- * rows claimed come back in queue order. */
+ * rows claimed come back in queue order.
+ *
+ * The look for an earlier event is a subquery per candidate (a scalar
+ * one, which the planner cannot turn into a join) and the statement is
+ * planned at each call: prepared, its plan was made while the table was
+ * young, and with thousands of events pending an anti-join of it ran for
+ * minutes, holding every claim back. */
 int sg_pg_events_claim(sg_pg *pg, const char *name, int limit, sg_event_fn fn, void *ud,
                        sg_error *err)
 {
@@ -106,11 +112,11 @@ int sg_pg_events_claim(sg_pg *pg, const char *name, int limit, sg_event_fn fn, v
     pgp_str(&p, name);
     pgp_int(&p, limit);
     PGresult *r = sg_pg_query(
-        pg, PG_EVENTS_CLAIM,
+        pg, -1,
         "WITH c AS (SELECT e.id FROM event e WHERE e.state = 'pending' AND e.claimed_by IS NULL "
-        "AND NOT EXISTS (SELECT 1 FROM event q WHERE q.state = 'pending' AND q.source = e.source "
-        "AND q.job = e.job AND (q.qgen, q.id) < (e.qgen, e.id) AND q.claimed_by IS DISTINCT FROM "
-        "$1) ORDER BY e.qgen, e.id LIMIT $2 FOR UPDATE OF e SKIP LOCKED), "
+        "AND (SELECT q.id FROM event q WHERE q.state = 'pending' AND q.source = e.source AND "
+        "q.job = e.job AND (q.qgen, q.id) < (e.qgen, e.id) AND q.claimed_by IS DISTINCT FROM $1 "
+        "LIMIT 1) IS NULL ORDER BY e.qgen, e.id LIMIT $2 FOR UPDATE OF e SKIP LOCKED), "
         "u AS (UPDATE event SET claimed_by = $1 FROM c WHERE event.id = c.id RETURNING event.*) "
         "SELECT " PG_EVENT_COLUMNS " FROM u ORDER BY qgen, id",
         &p, err, "claiming events in");

@@ -36,7 +36,6 @@ enum {
     PG_LEDGER_ADD,
     PG_LEDGER_HAS,
     PG_EVENTS_PENDING,
-    PG_EVENTS_CLAIM,
     PG_EVENTS_JOURNAL,
     PG_JOB_LOCKS,
     PG_EVENT_REPLAYED,
@@ -119,17 +118,16 @@ int sg_pg_error(sg_pg *pg, const PGresult *r, sg_error *err, const char *doing);
 /* Passes each row of r (PG_EVENT_COLUMNS) to fn until it returns non-zero,
  * and clears r; NULL (a failed query) is SG_ESTORE. */
 int sg_pg_each_event(PGresult *r, sg_event_fn fn, void *ud);
-/* Runs the prepared statement of slot (sql, nparams parameters) n times
- * in one pipeline (libpq's pipeline mode): every execution goes out, the
- * parameters of execution i built by fill(ud, i, p), then one sync, so
- * one round trip brings every result, handed to take(ud, i, r) (cleared
- * after; take NULL: none wanted). The first failure is err, "<doing>
- * <where>: <server's message>", and the executions after it are discarded
- * by the server; in a transaction, the caller rolls back. */
-int sg_pg_pipeline(sg_pg *pg, int slot, const char *sql, int nparams, size_t n,
-                   void (*fill)(void *ud, size_t i, pg_params *p),
-                   void (*take)(void *ud, size_t i, const PGresult *r), void *ud, sg_error *err,
-                   const char *doing);
+/* Runs sql once for n rows (n > 0): its parameter $k is the array of the
+ * k-th value of every row, fill(ud, i, p) building row i's as for a single
+ * statement, of element type types[k-1]: 'i' bigint (pgp_int), 't' text,
+ * 'b' bytea. One round trip, one execution: the per-statement work
+ * (planning, checks, executor start) is done once for the batch, where a
+ * pipeline of a statement per row did it for each. Unprepared, so planned
+ * for these arrays' sizes. Returns as sg_pg_query does. */
+PGresult *sg_pg_arrays(sg_pg *pg, int slot, const char *sql, const char *types, size_t n,
+                       void (*fill)(void *ud, size_t i, pg_params *p), void *ud, sg_error *err,
+                       const char *doing);
 /* sg_pg_query without the result. */
 int sg_pg_exec(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,
                const char *doing);
@@ -164,7 +162,7 @@ int sg_pg_probe_write(sg_pg *pg, sg_error *err);
 /* ---- the table families, each with the contract of its sg_store_ twin ---- */
 
 int sg_pg_event_insert(sg_pg *pg, sg_event_row *row, sg_error *err);
-int sg_pg_events_update(sg_pg *pg, const sg_event_outcome *outs, size_t n, sg_error *err);
+int sg_pg_events_update(sg_pg *pg, sg_event_outcome *outs, size_t n, sg_error *err);
 int sg_pg_event_update(sg_pg *pg, int64_t id, sg_event_state state, int64_t attempts,
                        int64_t next_attempt_at, const char *last_error, int64_t done_at,
                        sg_error *err);

@@ -61,7 +61,8 @@ trap bench_cleanup EXIT
 
 STATEMENTS=${STATEMENTS:-}
 if [[ -n $STATEMENTS ]]; then
-  start_postgres -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all
+  start_postgres -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all \
+    -c pg_stat_statements.track_planning=on
 else
   start_postgres
 fi
@@ -86,14 +87,16 @@ pg_counters() {
 }
 
 # statements: the ten statements of the current database with the most
-# execution time since the last reset (STATEMENTS=1)
+# execution and planning time since the last reset (STATEMENTS=1)
 statements() {
-  psql_q "SELECT lpad(round(total_exec_time)::text, 7) || ' ms ' || lpad(calls::text, 8) ||
-                 ' calls ' || lpad(round((total_exec_time / calls * 1000)::numeric, 1)::text, 7) ||
-                 ' us/call  ' || left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+  psql_q "SELECT lpad(round(total_exec_time + total_plan_time)::text, 7) || ' ms ' ||
+                 lpad(calls::text, 8) || ' calls ' ||
+                 lpad(round((total_exec_time / calls * 1000)::numeric, 1)::text, 7) ||
+                 ' us exec ' || lpad(round((total_plan_time / calls * 1000)::numeric, 1)::text, 6) ||
+                 ' us plan  ' || left(regexp_replace(query, '\s+', ' ', 'g'), 80)
           FROM pg_stat_statements
           WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-          ORDER BY total_exec_time DESC LIMIT 10"
+          ORDER BY total_exec_time + total_plan_time DESC LIMIT 10"
 }
 
 # measure KEY PORT...: the full-load run and the ~1,000 req/s run of the

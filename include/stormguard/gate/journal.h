@@ -49,6 +49,8 @@ struct sg_jop {
     bool claim;       /* INSERT, a shared store: claim the event for this replica
                        * if it is its job's head (sg_journal_opts.replica) */
     bool claimed;     /* after commit: it was (the submitter delivers it) */
+    bool followers;   /* UPDATE, a shared store, after commit: the event's job
+                       * has unclaimed pending events (sg_event_outcome) */
     /* RELEASE, DROP: which events, how; results after commit */
     sg_hold_filter hold;
     bool newest_only;

@@ -81,11 +81,15 @@ typedef struct sg_event_outcome {
     sg_event_state state;
     int64_t attempts, next_attempt_at, done_at; /* 0 = NULL */
     const char *last_error;                     /* borrowed for the call */
+    /* set by the call on a store other gates share: the event's job has
+     * unclaimed pending events (behind it; replicas.h), which a claim can
+     * take now that it is done */
+    bool followers;
 } sg_event_outcome;
 /* Records n outcomes, in order, each as sg_store_event_update (and fenced
- * as it is, replicas.h). On PostgreSQL in one pipeline, one round trip for
- * them all; on SQLite one after another. In the caller's transaction. */
-int sg_store_events_update(sg_store *s, const sg_event_outcome *outs, size_t n, sg_error *err);
+ * as it is, replicas.h). On PostgreSQL in one statement, one round trip
+ * for them all; on SQLite one after another. In the caller's transaction. */
+int sg_store_events_update(sg_store *s, sg_event_outcome *outs, size_t n, sg_error *err);
 
 /* A batch of events to journal on a store other gates write too: each
  * row goes in as by sg_store_event_insert (row->id set) and, with ledger,
