@@ -10,7 +10,7 @@ packages=(
   libhiredis-dev libsqlite3-dev libjansson-dev libcmocka-dev
   libuv1-dev libh2o-dev libssl-dev libcurl4-openssl-dev libsystemd-dev
   redis-server redis-tools python3 curl sqlite3 openssl clang-format
-  postgresql libpq-dev
+  postgresql libpq-dev faketime
   clang gnuplot-nox chromium
   prometheus python3-yaml
 )

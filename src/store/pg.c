@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "stormguard/base/clock.h"
 #include "stormguard/base/util.h"
 
 bool sg_pg_is_url(const char *where)
@@ -167,10 +168,42 @@ bool sg_pg_bool(const PGresult *r, int row, int col)
 
 /* ---- statements ---- */
 
-/* After a (re)connect: the session's settings, and no statement prepared. */
+int64_t sg_pg_to_server(const sg_pg *pg, int64_t local_ms)
+{
+    return local_ms ? local_ms + pg->skew_ms : 0;
+}
+
+int64_t sg_pg_from_server(const sg_pg *pg, int64_t server_ms)
+{
+    return server_ms ? server_ms - pg->skew_ms : 0;
+}
+
+/* The server's clock against this machine's, at the middle of a round
+ * trip (within half of it: a millisecond on a LAN). */
+static int measure_skew(sg_pg *pg, sg_error *err)
+{
+    int64_t t0 = sg_now_ms();
+    PGresult *r =
+        PQexecParams(pg->conn, "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint", 0,
+                     NULL, NULL, NULL, NULL, 1);
+    int64_t t1 = sg_now_ms();
+    int rc = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                 ? 0
+                 : sg_pg_error(pg, r, err, "reading the clock of");
+    if (rc == 0)
+        pg->skew_ms = sg_pg_int(r, 0, 0) - (t0 + t1) / 2;
+    PQclear(r);
+    return rc;
+}
+
+/* After a (re)connect: the session's settings, the clocks' skew, and no
+ * statement prepared. */
 static int session_setup(sg_pg *pg, sg_error *err)
 {
     pg->prepared = 0;
+    int rc = measure_skew(pg, err);
+    if (rc)
+        return rc;
     char timeout[64] = "";
     if (pg->timeout_ms > 0)
         snprintf(timeout, sizeof timeout, "SET statement_timeout = %d", pg->timeout_ms);
@@ -182,7 +215,7 @@ static int session_setup(sg_pg *pg, sg_error *err)
         if (!sql[i])
             continue;
         PGresult *r = PQexec(pg->conn, sql[i]);
-        int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : sg_pg_error(pg, r, err, "setting up");
+        rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : sg_pg_error(pg, r, err, "setting up");
         PQclear(r);
         if (rc)
             return rc;

@@ -217,12 +217,12 @@ int sg_pg_mode_publish(sg_pg *pg, const sg_mode_row *m, bool notify, sg_error *e
     pg_params p;
     pgp_reset(&p);
     pgp_str(&p, m->scope ? m->scope : "");
-    pgp_int(&p, m->since_ms);
-    pgp_int(&p, m->until_ms);
+    pgp_int(&p, sg_pg_to_server(pg, m->since_ms));
+    pgp_int(&p, sg_pg_to_server(pg, m->until_ms));
     pgp_str(&p, m->reason ? m->reason : "");
     pgp_str(&p, m->replica);
-    pgp_int_or_null(&p, m->wipe_at_ms);
-    pgp_int_or_null(&p, m->expect_until_ms);
+    pgp_int_or_null(&p, sg_pg_to_server(pg, m->wipe_at_ms));
+    pgp_int_or_null(&p, sg_pg_to_server(pg, m->expect_until_ms));
     int rc = sg_pg_exec(
         pg, -1,
         "INSERT INTO gate_mode(scope, since_ms, until_ms, reason, replica, wipe_at, expect_until) "
@@ -245,7 +245,7 @@ int sg_pg_mode_off(sg_pg *pg, const char *replica, int64_t at_ms, sg_error *err)
 {
     pg_params p;
     pgp_reset(&p);
-    pgp_int(&p, at_ms);
+    pgp_int(&p, sg_pg_to_server(pg, at_ms));
     pgp_str(&p, replica);
     int rc = sg_pg_exec(pg, -1,
                         "UPDATE gate_mode SET until_ms = LEAST(until_ms, $1), off_at = $1, "
@@ -259,7 +259,7 @@ int sg_pg_modes(sg_pg *pg, int64_t after_ms, sg_mode_row_fn fn, void *ud, sg_err
 {
     pg_params p;
     pgp_reset(&p);
-    pgp_int(&p, after_ms);
+    pgp_int(&p, sg_pg_to_server(pg, after_ms));
     PGresult *r = sg_pg_query(pg, -1,
                               "SELECT scope, since_ms, until_ms, coalesce(off_at, 0), reason, "
                               "replica, coalesce(wipe_at, 0), coalesce(expect_until, 0) FROM "
@@ -270,13 +270,13 @@ int sg_pg_modes(sg_pg *pg, int64_t after_ms, sg_mode_row_fn fn, void *ud, sg_err
     for (int i = 0, n = PQntuples(r); i < n; i++) {
         const char *scope = sg_pg_str(r, i, 0);
         sg_mode_row m = {.scope = scope && *scope ? scope : NULL,
-                         .since_ms = sg_pg_int(r, i, 1),
-                         .until_ms = sg_pg_int(r, i, 2),
-                         .off_at = sg_pg_int(r, i, 3),
+                         .since_ms = sg_pg_from_server(pg, sg_pg_int(r, i, 1)),
+                         .until_ms = sg_pg_from_server(pg, sg_pg_int(r, i, 2)),
+                         .off_at = sg_pg_from_server(pg, sg_pg_int(r, i, 3)),
                          .reason = sg_pg_str(r, i, 4),
                          .replica = sg_pg_str(r, i, 5),
-                         .wipe_at_ms = sg_pg_int(r, i, 6),
-                         .expect_until_ms = sg_pg_int(r, i, 7)};
+                         .wipe_at_ms = sg_pg_from_server(pg, sg_pg_int(r, i, 6)),
+                         .expect_until_ms = sg_pg_from_server(pg, sg_pg_int(r, i, 7))};
         fn(ud, &m);
     }
     PQclear(r);

@@ -60,9 +60,18 @@ typedef struct sg_pg {
     char down[SG_ERRMSG_MAX]; /* why the last reset failed ("" while connected) */
     char *replica;            /* sg_store_set_replica: its outcomes are fenced */
     int64_t retry_at;         /* monotonic ms: the next reset, not before */
+    int64_t skew_ms;          /* the server's clock minus this machine's, measured at
+                               * each connect (sg_pg_to_server) */
     int backoff_ms;           /* the wait after the last failed reset */
     pg_snap *snap;
 } sg_pg;
+
+/* Times the replicas compare (the modes' since and until): stored in the
+ * server's clock, so that a replica whose clock is off by seconds reads
+ * another's guard mode as lasting as long as it does there. 0 stays 0 (no
+ * time). */
+int64_t sg_pg_to_server(const sg_pg *pg, int64_t local_ms);
+int64_t sg_pg_from_server(const sg_pg *pg, int64_t server_ms);
 
 /* Opens a connection to the database at url (postgresql:// or postgres://)
  * and migrates its schema up to opt->migrate_to (0: latest) unless
