@@ -227,8 +227,14 @@ static json_t *status_doc(sg_admin *a)
         "last_error", st.downstream_error, "snapshot", snapshot, "ledger",
         (json_int_t)st.ledger_builds);
     json_object_set_new(doc, "gate_mode", json_string(st.observe ? "observe" : "enforce"));
-    if (st.replica)
+    if (st.replica) {
         json_object_set_new(doc, "replica", json_string(st.replica));
+        /* the whole set's counts, as of a read of the store */
+        json_object_set_new(doc, "counted",
+                            json_pack("{s:o,s:I,s:o}", "at", time_or_null(st.counted_at_ms),
+                                      "took_ms", (json_int_t)st.count_ms, "next",
+                                      time_or_null(st.next_count_ms)));
+    }
     if (st.nreplicas) { /* a shared store's: every replica, this one too */
         json_t *reps = json_array();
         for (size_t i = 0; i < st.nreplicas; i++) {

@@ -50,6 +50,7 @@
 #define PRUNE_FIRST_MS 10000   /* the retention's first pass after the start */
 #define PRUNE_EVERY_MS (3600 * 1000LL)
 #define AGES_EVERY_MS 5000 /* the oldest pending and held events, read again */
+#define COUNTS_COST 100    /* a count of the set's events waits 100 times its duration */
 
 /* A read of the store off the loop. Serial ones share the core's reader
  * connection, one at a time, in order; the others (operators' queries that
@@ -171,6 +172,12 @@ struct sg_core {
     int64_t oldest_pending, oldest_held, seen_pending, seen_held;
     bool held_stale, aging;
     int64_t next_ages_at;
+    /* A replica's count of the whole set's events (sg_store_event_counts:
+     * a scan of the journal, which its retention may make millions of
+     * rows): read with the ages, but no more often than COUNTS_COST times
+     * its last duration, so that it never takes more than 1% of the
+     * store's time whatever the journal's size. */
+    int64_t next_counts_at, counted_at, count_ms;
 
     bool stopping, closing;
     bool close_begun; /* sg_core_close was called: no more reads */
@@ -1324,7 +1331,9 @@ typedef struct ages_job {
     read_job rj;
     bool pending, held; /* which to read */
     int64_t pending_at, held_at;
-    bool counts; /* a shared store: the whole set's counts and replicas too */
+    bool set;    /* a shared store: the replicas and what the others accepted */
+    bool counts; /* and the whole set's counts (next_counts_at) */
+    double counts_s;
     int64_t n[SG_CORE_KINDS][SG_STATE_COUNT];
     int64_t would[SG_STATE_COUNT];
     sg_replica_row *replicas;
@@ -1384,8 +1393,11 @@ static void ages_run(read_job *j, sg_store *s)
         return;
     if (x->held && (j->rc = sg_store_oldest_held(s, &x->held_at, &j->err)))
         return;
-    if (x->counts && (j->rc = sg_store_event_counts(s, count_into, x, &j->err)) == 0 &&
-        (j->rc = sg_store_replicas(s, keep_replica, x, &j->err)) == 0)
+    double t0 = sg_mono_s(); /* what the count costs the store: real time */
+    if (x->counts && (j->rc = sg_store_event_counts(s, count_into, x, &j->err)))
+        return;
+    x->counts_s = sg_mono_s() - t0;
+    if (x->set && (j->rc = sg_store_replicas(s, keep_replica, x, &j->err)) == 0)
         j->rc = sg_store_accepted_since(s, x->accepted_after, ACCEPTED_LIMIT, keep_accepted, x,
                                         &x->accepted_last, &j->err);
 }
@@ -1411,6 +1423,12 @@ static void ages_done(read_job *j, int status)
         if (x->counts) { /* what the other replicas did since the last read */
             memcpy(c->counts, x->n, sizeof c->counts);
             memcpy(c->would, x->would, sizeof c->would);
+            c->count_ms = (int64_t)(x->counts_s * 1000);
+            c->counted_at = now_ms(c);
+            int64_t wait = c->count_ms * COUNTS_COST;
+            c->next_counts_at = c->counted_at + (wait > AGES_EVERY_MS ? wait : 0);
+        }
+        if (x->set) {
             replicas_free(c->replicas, c->nreplicas);
             c->replicas = x->replicas;
             c->nreplicas = x->nreplicas;
@@ -1449,7 +1467,8 @@ static void read_ages(sg_core *c)
     ages_job *x = sg_xcalloc(1, sizeof *x);
     x->pending = pending;
     x->held = held;
-    x->counts = c->shared;
+    x->set = c->shared;
+    x->counts = c->shared && now_ms(c) >= c->next_counts_at;
     x->accepted_after = c->accepted_seen > ACCEPTED_AGAIN ? c->accepted_seen - ACCEPTED_AGAIN : 0;
     x->rj.run = ages_run;
     x->rj.done = ages_done;
@@ -2121,6 +2140,11 @@ void sg_core_stats_get(const sg_core *c, sg_core_stats *out)
     memset(out, 0, sizeof *out);
     memcpy(out->counts, c->counts, sizeof out->counts);
     out->observe = c->o.observe;
+    out->counted_at_ms = c->counted_at;
+    out->count_ms = c->count_ms;
+    /* with the ages (every AGES_EVERY_MS) once its pause is over */
+    int64_t next = c->counted_at + AGES_EVERY_MS;
+    out->next_count_ms = !c->counted_at ? 0 : c->next_counts_at > next ? c->next_counts_at : next;
     memcpy(out->would, c->would, sizeof out->would);
     memcpy(out->received, c->received, sizeof out->received);
     out->rejected = c->rejected;
