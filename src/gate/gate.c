@@ -54,9 +54,10 @@ struct sg_gate {
     sg_store_claim *store_claim;                  /* one daemon per store; NULL until taken */
     struct watcher_job *watcher_job;              /* asking for the watcher's lock */
     int64_t next_watcher_at;
-    bool replica_leads;   /* replicas: the watcher's lock decides which one leads */
-    bool replica_watches; /* replicas: [redis] watch is on, the leader watches */
-    bool leading;         /* replicas: this one holds the lock */
+    bool replica_leads;      /* replicas: the watcher's lock decides which one leads */
+    bool replica_watches;    /* replicas: [redis] watch is on, the leader watches */
+    bool leading;            /* replicas: this one holds the lock */
+    int64_t unwatched_since; /* replicas: the leader's watch has had no Redis link since (0: up) */
     sg_procstat proc;
     bool proc_known, proc_failed;
     char sample_glob[256]; /* the profile's keys, for the watcher's sample */
@@ -545,16 +546,23 @@ void sg_gate_flush_announce(sg_gate *g, const char *actor, const char *reason, i
  * holder of the store's watcher lock (store.h, sg_store_claim_watcher),
  * asked for also with [redis] watch off. The others ask every WATCHER_EVERY_MS,
  * and the holder checks that it still holds it (it goes with the claim's
- * connection): a watcher that died is followed within a few seconds. */
+ * connection): a watcher that died is followed within a few seconds. A
+ * watcher that cannot reach Redis for HANDOVER_MS (its network, its
+ * DNS, a firewall the others do not have) gives the lock up and asks again
+ * only HANDOVER_PAUSE_MS later, so that a replica that reaches Redis
+ * watches meanwhile; were Redis down for every replica, the lock goes
+ * round and each tries. */
 
 #define WATCHER_EVERY_MS 2000
+#define HANDOVER_MS 10000
+#define HANDOVER_PAUSE_MS (3 * WATCHER_EVERY_MS)
 
 typedef struct watcher_job {
     uv_work_t work;
     sg_gate *g; /* NULL once the gate was freed: the job frees itself */
     sg_store_claim *claim;
     int rc;
-    bool held;
+    bool give_up, held;
     sg_error err;
 } watcher_job;
 
@@ -563,7 +571,7 @@ static int start_watch(sg_gate *g, sg_error *err);
 static void watcher_work(uv_work_t *w)
 {
     watcher_job *j = w->data;
-    j->rc = sg_store_claim_watcher(j->claim, &j->held, &j->err);
+    j->rc = sg_store_claim_watcher(j->claim, j->give_up, &j->held, &j->err);
 }
 
 static void watcher_done(uv_work_t *w, int status)
@@ -590,6 +598,11 @@ static void watcher_done(uv_work_t *w, int status)
                        g->replica_watches
                            ? "watches Redis, takes the periodic snapshots and runs the drain"
                            : "runs the drain");
+            else if (j->give_up)
+                sg_log(SG_LOG_WARN, "guard",
+                       "Redis unreachable from this replica for %d s: it gives the watcher's "
+                       "lock up for another replica to watch (it asks again in %d s)",
+                       HANDOVER_MS / 1000, HANDOVER_PAUSE_MS / 1000);
             else
                 sg_log(SG_LOG_WARN, "guard",
                        "this replica lost the watcher's lock with its connection: another "
@@ -611,10 +624,20 @@ static void watcher_done(uv_work_t *w, int status)
 
 static void maybe_watch(sg_gate *g, int64_t now)
 {
-    if (!g->replica_leads || g->watcher_job || g->stopping || now < g->next_watcher_at)
+    if (!g->replica_leads || g->watcher_job || g->stopping)
         return;
-    g->next_watcher_at = now + WATCHER_EVERY_MS;
+    bool watching = g->leading && g->watch;
+    if (!watching || g->redis_up)
+        g->unwatched_since = 0;
+    else if (!g->unwatched_since)
+        g->unwatched_since = now;
+    bool give_up = watching && g->unwatched_since && now - g->unwatched_since >= HANDOVER_MS;
+    if (now < g->next_watcher_at && !give_up)
+        return;
+    g->next_watcher_at = now + (give_up ? HANDOVER_PAUSE_MS : WATCHER_EVERY_MS);
+    g->unwatched_since = give_up ? 0 : g->unwatched_since;
     watcher_job *j = sg_xcalloc(1, sizeof *j);
+    j->give_up = give_up;
     j->g = g;
     j->claim = g->store_claim;
     j->work.data = j;

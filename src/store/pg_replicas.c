@@ -191,15 +191,21 @@ int sg_pg_accepted_since(sg_pg *pg, int64_t after_id, int limit, sg_ledger_tag_f
     "::bigint >> 32)::oid AND objid = (" WATCHER_KEY                                               \
     "::bigint & 4294967295)::oid AND objsubid = 1)"
 
-int sg_pg_watcher(sg_pg *pg, bool *held, sg_error *err)
+int sg_pg_watcher(sg_pg *pg, bool give_up, bool *held, sg_error *err)
 {
     int64_t got = 0;
-    int rc = sg_pg_query_int(pg,
-                             "SELECT (CASE WHEN " WATCHER_HELD
-                             " THEN true ELSE pg_try_advisory_lock(" WATCHER_KEY ") END)::int",
-                             NULL, &got, err, "taking the watcher's lock of");
+    /* held once at most (above): one unlock lets it go */
+    int rc =
+        give_up ? sg_pg_query_int(pg,
+                                  "SELECT (CASE WHEN " WATCHER_HELD
+                                  " THEN pg_advisory_unlock(" WATCHER_KEY ") END)::int",
+                                  NULL, &got, err, "giving up the watcher's lock of")
+                : sg_pg_query_int(pg,
+                                  "SELECT (CASE WHEN " WATCHER_HELD
+                                  " THEN true ELSE pg_try_advisory_lock(" WATCHER_KEY ") END)::int",
+                                  NULL, &got, err, "taking the watcher's lock of");
     if (rc == 0)
-        *held = got != 0;
+        *held = !give_up && got != 0;
     return rc;
 }
 

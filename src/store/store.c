@@ -230,13 +230,13 @@ int sg_store_modes(sg_store *s, int64_t after_ms, sg_mode_row_fn fn, void *ud, s
     return s->pg ? sg_pg_modes(s->pg, after_ms, fn, ud, err) : not_shared(s, err);
 }
 
-int sg_store_claim_watcher(sg_store_claim *c, bool *held, sg_error *err)
+int sg_store_claim_watcher(sg_store_claim *c, bool give_up, bool *held, sg_error *err)
 {
     if (!c->pg) { /* SQLite: one daemon, the watcher */
         *held = true;
         return 0;
     }
-    return sg_pg_watcher(c->pg, held, err);
+    return sg_pg_watcher(c->pg, give_up, held, err);
 }
 
 static int lock_file(const char *path, int *fd_out, sg_error *err)

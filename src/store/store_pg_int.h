@@ -214,7 +214,7 @@ int sg_pg_replica_renew(sg_pg *pg, const char *name, int64_t lease_ms, int64_t *
 int sg_pg_replica_leave(sg_pg *pg, const char *name, sg_error *err);
 int sg_pg_replicas(sg_pg *pg, sg_replica_fn fn, void *ud, sg_error *err);
 /* sg_store_claim_watcher on the claim's connection. */
-int sg_pg_watcher(sg_pg *pg, bool *held, sg_error *err);
+int sg_pg_watcher(sg_pg *pg, bool give_up, bool *held, sg_error *err);
 int sg_pg_accepted_since(sg_pg *pg, int64_t after_id, int limit, sg_ledger_tag_fn fn, void *ud,
                          int64_t *last, sg_error *err);
 int sg_pg_mode_publish(sg_pg *pg, const sg_mode_row *m, bool notify, sg_error *err);

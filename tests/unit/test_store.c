@@ -2606,17 +2606,29 @@ static void watcher_lock_pg(void **state)
     assert_int_equal(sg_store_claim_new(f->db, &c1, &err), 0);
     assert_int_equal(sg_store_claim_new(f->db, &c2, &err), 0);
     bool held = false;
-    assert_int_equal(sg_store_claim_watcher(c1, &held, &err), 0);
+    assert_int_equal(sg_store_claim_watcher(c1, false, &held, &err), 0);
     assert_true(held);
-    assert_int_equal(sg_store_claim_watcher(c2, &held, &err), 0);
+    assert_int_equal(sg_store_claim_watcher(c2, false, &held, &err), 0);
     assert_false(held);
-    assert_int_equal(sg_store_claim_watcher(c1, &held, &err), 0);
+    assert_int_equal(sg_store_claim_watcher(c1, false, &held, &err), 0);
     assert_true(held); /* still its */
+    /* given up (Redis unreachable from it), the other takes it at once */
+    assert_int_equal(sg_store_claim_watcher(c1, true, &held, &err), 0);
+    assert_false(held);
+    assert_int_equal(sg_store_claim_watcher(c2, false, &held, &err), 0);
+    assert_true(held);
+    assert_int_equal(sg_store_claim_watcher(c1, true, &held, &err), 0); /* not its: nothing */
+    assert_false(held);
+    assert_int_equal(sg_store_claim_watcher(c1, false, &held, &err), 0);
+    assert_false(held);
+    assert_int_equal(sg_store_claim_watcher(c2, true, &held, &err), 0);
+    assert_int_equal(sg_store_claim_watcher(c1, false, &held, &err), 0);
+    assert_true(held);
     sg_store_claim_free(c1);
     /* the server lets go of a closed session's locks a moment later */
     held = false;
     for (int i = 0; i < 100 && !held; i++) {
-        assert_int_equal(sg_store_claim_watcher(c2, &held, &err), 0);
+        assert_int_equal(sg_store_claim_watcher(c2, false, &held, &err), 0);
         if (!held)
             usleep(20 * 1000);
     }

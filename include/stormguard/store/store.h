@@ -154,9 +154,11 @@ const char *sg_store_claim_name(const sg_store_claim *c);
 /* Whether the claim's daemon is the one that watches Redis and takes the
  * periodic snapshots: SQLite's always is; of a PostgreSQL store's
  * replicas, the one holding a session advisory lock on its claim's
- * connection, taken here when free (and lost with the connection). Asks
- * the server: off the loop. */
-int sg_store_claim_watcher(sg_store_claim *c, bool *held, sg_error *err);
+ * connection, taken here when free (and lost with the connection). With
+ * give_up, a holder that cannot do the watcher's work (Redis unreachable
+ * from it) lets the lock go for another replica to take: *held is false
+ * (SQLite's daemon stays the watcher). Asks the server: off the loop. */
+int sg_store_claim_watcher(sg_store_claim *c, bool give_up, bool *held, sg_error *err);
 void sg_store_claim_free(sg_store_claim *c);
 /* Closes the connection, rolling back a snapshot still being written
  * (sg_store_snapshot_abort). Accepts NULL. */
