@@ -176,8 +176,11 @@ struct sg_core {
      * a scan of the journal, which its retention may make millions of
      * rows): read with the ages, but no more often than COUNTS_COST times
      * its last duration, so that it never takes more than 1% of the
-     * store's time whatever the journal's size. */
-    int64_t next_counts_at, counted_at, count_ms;
+     * store's time whatever the journal's size; the open events' (pending,
+     * held, dead: their partial indexes) at every read, for the drain. */
+    double next_count_s; /* monotonic: the pause is about the store's time */
+    int64_t counted_at, count_ms;
+    sg_log_limit count_log;
 
     bool stopping, closing;
     bool close_begun; /* sg_core_close was called: no more reads */
@@ -373,7 +376,7 @@ static void refill_done(read_job *j, int status)
     sg_core *c = j->c;
     c->refilling = false;
     bool ok = status == 0 && j->rc == 0;
-    /* a replica claims after every delivery and every second: one line a
+    /* a replica claims many times a second under load, and every second: one line a
      * failure, and one when it works again */
     if (!ok && !c->refill_failed)
         sg_log(SG_LOG_ERROR, "forward", "%s pending events: %s", c->shared ? "claiming" : "reading",
@@ -1331,8 +1334,10 @@ typedef struct ages_job {
     read_job rj;
     bool pending, held; /* which to read */
     int64_t pending_at, held_at;
-    bool set;    /* a shared store: the replicas and what the others accepted */
-    bool counts; /* and the whole set's counts (next_counts_at) */
+    bool set;    /* a shared store: the replicas, what the others accepted, the open counts */
+    bool counts; /* and all the whole set's counts (next_count_s) */
+    int counts_rc;
+    sg_error counts_err;
     double counts_s;
     int64_t n[SG_CORE_KINDS][SG_STATE_COUNT];
     int64_t would[SG_STATE_COUNT];
@@ -1393,13 +1398,17 @@ static void ages_run(read_job *j, sg_store *s)
         return;
     if (x->held && (j->rc = sg_store_oldest_held(s, &x->held_at, &j->err)))
         return;
-    double t0 = sg_mono_s(); /* what the count costs the store: real time */
-    if (x->counts && (j->rc = sg_store_event_counts(s, count_into, x, &j->err)))
-        return;
-    x->counts_s = sg_mono_s() - t0;
     if (x->set && (j->rc = sg_store_replicas(s, keep_replica, x, &j->err)) == 0)
         j->rc = sg_store_accepted_since(s, x->accepted_after, ACCEPTED_LIMIT, keep_accepted, x,
                                         &x->accepted_last, &j->err);
+    if (j->rc || !x->set)
+        return;
+    /* the open events every time (the leader's drain counts the held);
+     * all of them when the pause is over, failed or not, paced alike (a
+     * count that ran into statement_timeout must not run again at once) */
+    double t0 = sg_mono_s(); /* what the count costs the store: real time */
+    x->counts_rc = sg_store_event_counts(s, !x->counts, count_into, x, &x->counts_err);
+    x->counts_s = sg_mono_s() - t0;
 }
 
 static void ages_done(read_job *j, int status)
@@ -1420,13 +1429,26 @@ static void ages_done(read_job *j, int status)
             c->oldest_held = x->held_at;
             lower(&c->oldest_held, c->seen_held);
         }
-        if (x->counts) { /* what the other replicas did since the last read */
-            memcpy(c->counts, x->n, sizeof c->counts);
-            memcpy(c->would, x->would, sizeof c->would);
+        if (x->set && x->counts_rc == 0) {
+            /* what the other replicas did since the last read */
+            static const sg_event_state open[] = {SG_STATE_PENDING, SG_STATE_HELD, SG_STATE_DEAD};
+            if (x->counts) {
+                memcpy(c->counts, x->n, sizeof c->counts);
+                memcpy(c->would, x->would, sizeof c->would);
+                c->counted_at = now_ms(c);
+            }
+            for (size_t i = 0; !x->counts && i < sizeof open / sizeof *open; i++)
+                for (int k = 0; k < SG_CORE_KINDS; k++)
+                    c->counts[k][open[i]] = x->n[k][open[i]];
+        }
+        if (x->set && x->counts) {
             c->count_ms = (int64_t)(x->counts_s * 1000);
-            c->counted_at = now_ms(c);
-            int64_t wait = c->count_ms * COUNTS_COST;
-            c->next_counts_at = c->counted_at + (wait > AGES_EVERY_MS ? wait : 0);
+            double wait = x->counts_s * COUNTS_COST;
+            c->next_count_s = sg_mono_s() + (wait > AGES_EVERY_MS / 1000.0 ? wait : 0);
+            if (x->counts_rc)
+                sg_log_limited(&c->count_log, SG_LOG_WARN, "journal",
+                               "counting the replicas' events: %s (counted again in %.0f s)",
+                               x->counts_err.msg, wait > 5 ? wait : 5);
         }
         if (x->set) {
             replicas_free(c->replicas, c->nreplicas);
@@ -1468,7 +1490,7 @@ static void read_ages(sg_core *c)
     x->pending = pending;
     x->held = held;
     x->set = c->shared;
-    x->counts = c->shared && now_ms(c) >= c->next_counts_at;
+    x->counts = c->shared && sg_mono_s() >= c->next_count_s;
     x->accepted_after = c->accepted_seen > ACCEPTED_AGAIN ? c->accepted_seen - ACCEPTED_AGAIN : 0;
     x->rj.run = ages_run;
     x->rj.done = ages_done;
@@ -2143,8 +2165,11 @@ void sg_core_stats_get(const sg_core *c, sg_core_stats *out)
     out->counted_at_ms = c->counted_at;
     out->count_ms = c->count_ms;
     /* with the ages (every AGES_EVERY_MS) once its pause is over */
-    int64_t next = c->counted_at + AGES_EVERY_MS;
-    out->next_count_ms = !c->counted_at ? 0 : c->next_counts_at > next ? c->next_counts_at : next;
+    int64_t pause = (int64_t)((c->next_count_s - sg_mono_s()) * 1000);
+    int64_t next = now_ms(c) + (pause > 0 ? pause : 0);
+    out->next_count_ms = !c->counted_at                         ? 0
+                         : next > c->counted_at + AGES_EVERY_MS ? next
+                                                                : c->counted_at + AGES_EVERY_MS;
     memcpy(out->would, c->would, sizeof out->would);
     memcpy(out->received, c->received, sizeof out->received);
     out->rejected = c->rejected;
@@ -2262,7 +2287,7 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
         (rc = sg_store_queue_gen(c->reader, &c->qgen, err)) ||
         (rc = sg_store_ledger_jobs(c->reader, ledger_add, &c->ledger, &c->ledger_builds, err)) ||
         (rc = sg_store_ledger_docker(c->reader, ledger_add_tag, &c->ledger, err)) ||
-        (rc = sg_store_event_counts(c->reader, count_events, c, err)) ||
+        (rc = sg_store_event_counts(c->reader, false, count_events, c, err)) ||
         (c->shared && (rc = sg_store_last_event_id(c->reader, &c->accepted_seen, err))))
         goto fail;
     c->held_stale = true; /* the first tick reads both ages */

@@ -160,11 +160,11 @@ int sg_store_events_update(sg_store *s, sg_event_outcome *outs, size_t n, sg_err
         return sg_pg_events_update(s->pg, outs, n, err);
     for (size_t i = 0; i < n; i++) {
         sg_event_outcome *o = &outs[i];
-        o->followers = false; /* one daemon: nothing to claim */
         int rc = sg_store_event_update(s, o->id, o->state, o->attempts, o->next_attempt_at,
                                        o->last_error, o->done_at, err);
         if (rc)
             return rc;
+        o->followers = false; /* one daemon: nothing to claim */
     }
     return 0;
 }
@@ -264,14 +264,17 @@ int sg_store_events_query(sg_store *s, const sg_event_state *state, const char *
     return each_event(s, st, fn, ud, err);
 }
 
-int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err)
+int sg_store_event_counts(sg_store *s, bool open_only, sg_count_fn fn, void *ud, sg_error *err)
 {
     if (s->pg)
-        return sg_pg_event_counts(s->pg, fn, ud, err);
+        return sg_pg_event_counts(s->pg, open_only, fn, ud, err);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db,
-                           "SELECT kind, state, would, count(*) FROM event "
-                           "GROUP BY kind, state, would",
+                           open_only ? "SELECT kind, state, would, count(*) FROM event WHERE "
+                                       "state IN ('pending', 'held', 'dead') "
+                                       "GROUP BY kind, state, would"
+                                     : "SELECT kind, state, would, count(*) FROM event "
+                                       "GROUP BY kind, state, would",
                            -1, &st, NULL) != SQLITE_OK)
         return sg_store_db_error(s, err, "counting events in");
     int rc;

@@ -178,10 +178,14 @@ int64_t sg_pg_from_server(const sg_pg *pg, int64_t server_ms)
     return server_ms ? server_ms - pg->skew_ms : 0;
 }
 
+static int64_t mono_ms(void);
+static int ensure_connected(sg_pg *pg, sg_error *err);
+
 /* The server's clock against this machine's, at the middle of a round
  * trip (within half of it: a millisecond on a LAN). */
 static int measure_skew(sg_pg *pg, sg_error *err)
 {
+    pg->skew_at = mono_ms();
     int64_t t0 = sg_now_ms();
     PGresult *r =
         PQexecParams(pg->conn, "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint", 0,
@@ -201,9 +205,7 @@ static int measure_skew(sg_pg *pg, sg_error *err)
 static int session_setup(sg_pg *pg, sg_error *err)
 {
     pg->prepared = 0;
-    int rc = measure_skew(pg, err);
-    if (rc)
-        return rc;
+    int rc = 0;
     char timeout[64] = "";
     if (pg->timeout_ms > 0)
         snprintf(timeout, sizeof timeout, "SET statement_timeout = %d", pg->timeout_ms);
@@ -220,7 +222,18 @@ static int session_setup(sg_pg *pg, sg_error *err)
         if (rc)
             return rc;
     }
-    return 0;
+    return measure_skew(pg, err);
+}
+
+/* The skew measured again a minute on: a clock stepped by NTP after the
+ * connect (a machine just booted) is followed. */
+#define SKEW_EVERY_MS 60000
+
+int sg_pg_follow_clock(sg_pg *pg, sg_error *err)
+{
+    if (ensure_connected(pg, err))
+        return SG_ESTORE;
+    return mono_ms() - pg->skew_at < SKEW_EVERY_MS || pg->in_txn ? 0 : measure_skew(pg, err);
 }
 
 /* A connection the server or the network dropped is reset between
@@ -306,7 +319,7 @@ PGresult *sg_pg_query(sg_pg *pg, int slot, const char *sql, const pg_params *p, 
     return r;
 }
 
-/* The element types of sg_pg_arrays (pg_type's OIDs). */
+/* The element types of sg_pg_query_arrays (pg_type's OIDs). */
 #define PG_INT8_OID 20
 #define PG_TEXT_OID 25
 #define PG_BYTEA_OID 17
@@ -321,7 +334,7 @@ static void array_start(sg_buf *b, uint32_t oid, size_t n)
     sg_buf_append(b, head, sizeof head);
 }
 
-static void array_add(sg_buf *b, char type, const char *v, int len)
+static void array_add(sg_buf *b, char type, const char *v, int len, int format)
 {
     if (!v) {
         uint32_t null = htobe32(UINT32_MAX);
@@ -331,20 +344,22 @@ static void array_add(sg_buf *b, char type, const char *v, int len)
         return;
     }
     if (type == 'i') { /* built as decimal text (pgp_int); strings and bytes raw */
+        assert(format == 0);
         uint32_t size = htobe32(8);
         uint64_t x = htobe64((uint64_t)strtoll(v, NULL, 10));
         sg_buf_append(b, &size, 4);
         sg_buf_append(b, &x, 8);
         return;
     }
+    assert(format == 1);
     uint32_t size = htobe32((uint32_t)len);
     sg_buf_append(b, &size, 4);
     sg_buf_append(b, v, (size_t)len);
 }
 
-PGresult *sg_pg_arrays(sg_pg *pg, int slot, const char *sql, const char *types, size_t n,
-                       void (*fill)(void *ud, size_t i, pg_params *p), void *ud, sg_error *err,
-                       const char *doing)
+PGresult *sg_pg_query_arrays(sg_pg *pg, int slot, const char *sql, const char *types, size_t n,
+                             void (*fill)(void *ud, size_t i, pg_params *p), void *ud,
+                             sg_error *err, const char *doing)
 {
     int cols = (int)strlen(types);
     assert(cols <= PG_MAX_PARAMS && n > 0 && n <= INT32_MAX);
@@ -361,7 +376,7 @@ PGresult *sg_pg_arrays(sg_pg *pg, int slot, const char *sql, const char *types, 
         fill(ud, i, &row);
         assert(row.n == cols);
         for (int k = 0; k < cols; k++)
-            array_add(&arr[k], types[k], row.values[k], row.lengths[k]);
+            array_add(&arr[k], types[k], row.values[k], row.lengths[k], row.formats[k]);
     }
     pg_params p;
     pgp_reset(&p);

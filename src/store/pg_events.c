@@ -114,7 +114,7 @@ int sg_pg_event_insert(sg_pg *pg, sg_event_row *e, sg_error *err)
 }
 
 /* A batch of events in one statement: $k is the array of every event's
- * k-th value (sg_pg_arrays), in event_params' order, then $20 (1: its
+ * k-th value (sg_pg_query_arrays), in event_params' order, then $20 (1: its
  * build goes into the ledger, unless the key has it already) and $21 (the
  * replica that claims it). The ids come from the table's sequence in the
  * batch's order, so that the queue's order (qgen, id) is the order the
@@ -219,22 +219,37 @@ int sg_pg_events_lock_jobs(sg_pg *pg, const sg_event_insert *ins, size_t n, bool
     return rc;
 }
 
+/* A statement's arrays hold at most this much of the events' requests
+ * (more go in the next statement of the transaction, which sees these):
+ * a batch of big bodies would pass the server's 1 GB limit of a value. */
+#define JOURNAL_BYTES (64u << 20)
+
+static size_t request_bytes(const sg_event_row *e)
+{
+    return e->body_len + (e->headers ? strlen(e->headers) : 0) + (e->path ? strlen(e->path) : 0);
+}
+
 int sg_pg_events_journal(sg_pg *pg, sg_event_insert *ins, size_t n, sg_error *err)
 {
-    if (n == 0)
-        return 0;
-    PGresult *r = sg_pg_arrays(pg, PG_EVENTS_JOURNAL, EVENTS_JOURNAL_SQL, "ittiittttbbbiiibtttit",
-                               n, journal_fill, ins, err, "journaling events in");
-    if (!r)
-        return SG_ESTORE;
-    assert((size_t)PQntuples(r) == n);
-    for (size_t i = 0; i < n; i++) {
-        ins[i].row->id = sg_pg_int(r, (int)i, 0);
-        ins[i].added = ins[i].ledger && sg_pg_bool(r, (int)i, 1);
-        ins[i].claimed = sg_pg_bool(r, (int)i, 2);
-        ins[i].row->qgen = sg_pg_int(r, (int)i, 3);
+    for (size_t done = 0, m; done < n; done += m) {
+        size_t bytes = request_bytes(ins[done].row);
+        for (m = 1; done + m < n && bytes + request_bytes(ins[done + m].row) <= JOURNAL_BYTES; m++)
+            bytes += request_bytes(ins[done + m].row);
+        PGresult *r =
+            sg_pg_query_arrays(pg, PG_EVENTS_JOURNAL, EVENTS_JOURNAL_SQL, "ittiittttbbbiiibtttit",
+                               m, journal_fill, ins + done, err, "journaling events in");
+        if (!r)
+            return SG_ESTORE;
+        assert((size_t)PQntuples(r) == m);
+        for (size_t i = 0; i < m; i++) {
+            sg_event_insert *in = &ins[done + i];
+            in->row->id = sg_pg_int(r, (int)i, 0);
+            in->added = in->ledger && sg_pg_bool(r, (int)i, 1);
+            in->claimed = sg_pg_bool(r, (int)i, 2);
+            in->row->qgen = sg_pg_int(r, (int)i, 3);
+        }
+        PQclear(r);
     }
-    PQclear(r);
     return 0;
 }
 
@@ -261,7 +276,7 @@ static void outcome_fill(void *ud, size_t i, pg_params *p)
     outcome_params(p, &o->outs[i], o->replica);
 }
 
-/* The outcomes in one statement (sg_pg_arrays), each row found by its
+/* The outcomes in one statement (sg_pg_query_arrays), each row found by its
  * primary key; of two outcomes of one event, the later. Planned for each
  * batch: a generic plan, made while the table was young, joined the
  * arrays to a scan of the whole table (12 ms a batch once it had grown).
@@ -273,7 +288,7 @@ int sg_pg_events_update(sg_pg *pg, sg_event_outcome *outs, size_t n, sg_error *e
     if (n == 0)
         return 0;
     outcomes o = {outs, pg->replica};
-    PGresult *r = sg_pg_arrays(
+    PGresult *r = sg_pg_query_arrays(
         pg, -1,
         "UPDATE event SET state = o.state, attempts = o.attempts, next_attempt_at = "
         "o.next_attempt_at, last_error = o.last_error, done_at = o.done_at FROM (SELECT DISTINCT "
@@ -374,11 +389,16 @@ int sg_pg_events_query(sg_pg *pg, const sg_event_state *state, const char *kind,
                             fn, ud);
 }
 
-int sg_pg_event_counts(sg_pg *pg, sg_count_fn fn, void *ud, sg_error *err)
+int sg_pg_event_counts(sg_pg *pg, bool open_only, sg_count_fn fn, void *ud, sg_error *err)
 {
+    /* the states as literals: the planner matches them to the partial
+     * indexes (event_open, event_held) */
     PGresult *r = sg_pg_query(pg, -1,
-                              "SELECT kind, state, would, count(*) FROM event "
-                              "GROUP BY kind, state, would",
+                              open_only ? "SELECT kind, state, would, count(*) FROM event WHERE "
+                                          "state IN ('pending', 'held', 'dead') "
+                                          "GROUP BY kind, state, would"
+                                        : "SELECT kind, state, would, count(*) FROM event "
+                                          "GROUP BY kind, state, would",
                               NULL, err, "counting events in");
     if (!r)
         return SG_ESTORE;

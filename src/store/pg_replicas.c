@@ -220,6 +220,8 @@ int sg_pg_watcher(sg_pg *pg, bool give_up, bool *held, sg_error *err)
 
 int sg_pg_mode_publish(sg_pg *pg, const sg_mode_row *m, bool notify, sg_error *err)
 {
+    if (sg_pg_follow_clock(pg, err))
+        return SG_ESTORE;
     pg_params p;
     pgp_reset(&p);
     pgp_str(&p, m->scope ? m->scope : "");
@@ -249,6 +251,8 @@ int sg_pg_mode_publish(sg_pg *pg, const sg_mode_row *m, bool notify, sg_error *e
 
 int sg_pg_mode_off(sg_pg *pg, const char *replica, int64_t at_ms, sg_error *err)
 {
+    if (sg_pg_follow_clock(pg, err))
+        return SG_ESTORE;
     pg_params p;
     pgp_reset(&p);
     pgp_int(&p, sg_pg_to_server(pg, at_ms));
@@ -263,6 +267,8 @@ int sg_pg_mode_off(sg_pg *pg, const char *replica, int64_t at_ms, sg_error *err)
 
 int sg_pg_modes(sg_pg *pg, int64_t after_ms, sg_mode_row_fn fn, void *ud, sg_error *err)
 {
+    if (sg_pg_follow_clock(pg, err))
+        return SG_ESTORE;
     pg_params p;
     pgp_reset(&p);
     pgp_int(&p, sg_pg_to_server(pg, after_ms));

@@ -62,6 +62,7 @@ typedef struct sg_pg {
     int64_t retry_at;         /* monotonic ms: the next reset, not before */
     int64_t skew_ms;          /* the server's clock minus this machine's, measured at
                                * each connect (sg_pg_to_server) */
+    int64_t skew_at;          /* monotonic ms: when it was measured */
     int backoff_ms;           /* the wait after the last failed reset */
     pg_snap *snap;
 } sg_pg;
@@ -72,6 +73,9 @@ typedef struct sg_pg {
  * time). */
 int64_t sg_pg_to_server(const sg_pg *pg, int64_t local_ms);
 int64_t sg_pg_from_server(const sg_pg *pg, int64_t server_ms);
+/* Connects if need be, and measures the skew again if a minute passed
+ * (outside a transaction): before the times of a statement convert. */
+int sg_pg_follow_clock(sg_pg *pg, sg_error *err);
 
 /* Opens a connection to the database at url (postgresql:// or postgres://)
  * and migrates its schema up to opt->migrate_to (0: latest) unless
@@ -132,11 +136,14 @@ int sg_pg_each_event(PGresult *r, sg_event_fn fn, void *ud);
  * statement, of element type types[k-1]: 'i' bigint (pgp_int), 't' text,
  * 'b' bytea. One round trip, one execution: the per-statement work
  * (planning, checks, executor start) is done once for the batch, where a
- * pipeline of a statement per row did it for each. Unprepared, so planned
- * for these arrays' sizes. Returns as sg_pg_query does. */
-PGresult *sg_pg_arrays(sg_pg *pg, int slot, const char *sql, const char *types, size_t n,
-                       void (*fill)(void *ud, size_t i, pg_params *p), void *ud, sg_error *err,
-                       const char *doing);
+ * pipeline of a statement per row did it for each. slot as for
+ * sg_pg_query: prepared, its generic plan takes the arrays for 100 rows,
+ * which suits a statement that looks each row up by itself; one that
+ * joins the arrays to a table passes -1, planned for these arrays' sizes.
+ * Returns as sg_pg_query does. */
+PGresult *sg_pg_query_arrays(sg_pg *pg, int slot, const char *sql, const char *types, size_t n,
+                             void (*fill)(void *ud, size_t i, pg_params *p), void *ud,
+                             sg_error *err, const char *doing);
 /* sg_pg_query without the result. */
 int sg_pg_exec(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,
                const char *doing);
@@ -191,7 +198,7 @@ int sg_pg_events_pending(sg_pg *pg, int64_t after_gen, int64_t after_id, int lim
 int sg_pg_queue_gen(sg_pg *pg, int64_t *gen, sg_error *err);
 int sg_pg_events_query(sg_pg *pg, const sg_event_state *state, const char *kind, const char *job,
                        int limit, sg_event_fn fn, void *ud, sg_error *err);
-int sg_pg_event_counts(sg_pg *pg, sg_count_fn fn, void *ud, sg_error *err);
+int sg_pg_event_counts(sg_pg *pg, bool open_only, sg_count_fn fn, void *ud, sg_error *err);
 int sg_pg_oldest_pending(sg_pg *pg, int64_t *received_at, sg_error *err);
 int sg_pg_oldest_held(sg_pg *pg, int64_t *received_at, sg_error *err);
 int sg_pg_last_event_id(sg_pg *pg, int64_t *id, sg_error *err);

@@ -1514,24 +1514,33 @@ static void audit(void **state)
 
 /* ---- the held queue ---- */
 
+/* A pending event of kind new of jenkins-prod's job, build number, with
+ * body (borrowed). */
+static sg_event_row new_pending(const char *job, int64_t number, const char *body, size_t len)
+{
+    return (sg_event_row){.received_at = 2000 + number,
+                          .source = "jenkins-prod",
+                          .job = job,
+                          .number = number,
+                          .kind = "new",
+                          .reason = "after-cursor",
+                          .state = SG_STATE_PENDING,
+                          .method = "POST",
+                          .path = "/",
+                          .headers = "",
+                          .body = body,
+                          .body_len = len};
+}
+
 static int64_t put_event(sg_store *s, const char *state_name, const char *job, int64_t number,
                          int64_t qgen)
 {
-    sg_event_state state;
-    assert_int_equal(sg_event_state_parse(state_name, &state), 0);
-    sg_event_row r = {.received_at = 1000 + number,
-                      .source = "jenkins-prod",
-                      .job = job,
-                      .number = number,
-                      .kind = "unknown",
-                      .reason = "unknown-job",
-                      .state = state,
-                      .method = "POST",
-                      .path = "/",
-                      .headers = "",
-                      .body = "{}",
-                      .body_len = 2,
-                      .qgen = qgen};
+    sg_event_row r = new_pending(job, number, "{}", 2);
+    assert_int_equal(sg_event_state_parse(state_name, &r.state), 0);
+    r.received_at = 1000 + number;
+    r.kind = "unknown";
+    r.reason = "unknown-job";
+    r.qgen = qgen;
     sg_error err = {0};
     if (sg_store_event_insert(s, &r, &err))
         fail_msg("insert: %s", err.msg);
@@ -2459,6 +2468,23 @@ static void events_journal_claims_heads_pg(void **state)
     assert_false(in2[2].claimed);
     assert_int_equal(more[0].qgen, 1);
     assert_int_equal(more[2].qgen, 7);
+    /* two events of a job nothing is pending of, in one batch: the later
+     * joins the queue behind the first, whose generation is higher */
+    for (int i = 0; i < 2; i++) {
+        more[i].source = "jenkins-prod";
+        more[i].job = "z";
+        more[i].kind = "new";
+        more[i].number = 30 + i;
+        more[i].qgen = i == 0 ? 5 : 1;
+        in2[i] = (sg_event_insert){.row = &more[i], .claimer = "r1", .claimed = i == 1};
+    }
+    assert_int_equal(sg_store_begin(s, &err), 0);
+    assert_int_equal(sg_store_events_journal(s, in2, 2, &err), 0);
+    assert_int_equal(sg_store_commit(s, &err), 0);
+    assert_true(in2[0].claimed);
+    assert_false(in2[1].claimed);
+    assert_int_equal(more[0].qgen, 5);
+    assert_int_equal(more[1].qgen, 5);
     sg_store_free(s);
 }
 
@@ -2469,6 +2495,36 @@ static void set_claimed(const char *db, int64_t id, const char *by)
     snprintf(sql, sizeof sql, "UPDATE event SET claimed_by = '%s' WHERE id = %lld", by,
              (long long)id);
     raw_exec(db, sql);
+}
+
+/* A batch of requests bigger than one statement's arrays take (64 MiB)
+ * goes in as several statements of one transaction, in order, the later
+ * ones behind the earlier in their job's queue. */
+static void events_journal_big_batch_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    size_t big = 30u << 20;
+    char *body = sg_xmalloc(big);
+    memset(body, 'x', big);
+    sg_event_row rows[3];
+    sg_event_insert ins[3];
+    for (int i = 0; i < 3; i++) {
+        rows[i] = new_pending("big", 1 + i, body, big);
+        ins[i] =
+            (sg_event_insert){.row = &rows[i], .ledger = true, .claimer = "r1", .claimed = i > 0};
+    }
+    assert_int_equal(sg_store_begin(s, &err), 0);
+    assert_int_equal(sg_store_events_journal(s, ins, 3, &err), 0);
+    assert_int_equal(sg_store_commit(s, &err), 0);
+    free(body);
+    assert_true(rows[0].id > 0 && rows[1].id > rows[0].id && rows[2].id > rows[1].id);
+    assert_true(ins[0].claimed && ins[0].added && ins[2].added);
+    assert_false(ins[1].claimed); /* behind the first, in the statement before */
+    assert_false(ins[2].claimed);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE length(body) = 31457280"), 3);
+    sg_store_free(s);
 }
 
 /* A delivery's record says whether its job has unclaimed events behind
@@ -3084,18 +3140,7 @@ static void events_journal_batch(void **state)
     assert_int_equal(sg_store_ledger_add(s, "jenkins-prod", "a", 2, 0, 1000, &added, &err), 0);
     sg_event_row rows[4];
     for (int i = 0; i < 4; i++)
-        rows[i] = (sg_event_row){.received_at = 2000 + i,
-                                 .source = "jenkins-prod",
-                                 .job = "a",
-                                 .number = 1 + i,
-                                 .kind = "new",
-                                 .reason = "after-cursor",
-                                 .state = SG_STATE_PENDING,
-                                 .method = "POST",
-                                 .path = "/",
-                                 .headers = "",
-                                 .body = "{}",
-                                 .body_len = 2};
+        rows[i] = new_pending("a", 1 + i, "{}", 2);
     sg_event_insert ins[4] = {{.row = &rows[0], .ledger = true},
                               {.row = &rows[1], .ledger = true, .added = true},
                               {.row = &rows[2], .added = true},
@@ -3128,7 +3173,8 @@ static void events_journal_batch(void **state)
     /* the same build twice in one batch: the first goes into the ledger */
     rows[0].number = rows[1].number = 20;
     rows[1].kind = "new";
-    ins[1].added = false;
+    ins[0].added = false; /* the opposite of what the call must write */
+    ins[1].added = true;
     assert_int_equal(sg_store_begin(s, &err), 0);
     assert_int_equal(sg_store_events_journal(s, ins, 2, &err), 0);
     assert_int_equal(sg_store_commit(s, &err), 0);
@@ -3192,6 +3238,7 @@ int main(void)
         T(watcher_lock_pg),
         T(events_journal_claims_heads_pg),
         T(outcomes_tell_followers_pg),
+        T(events_journal_big_batch_pg),
         T(claims_quick_on_a_backlog_pg),
         T(job_locks_pg),
         T(outcomes_fenced_by_claims_pg),

@@ -98,8 +98,8 @@ int sg_store_events_update(sg_store *s, sg_event_outcome *outs, size_t n, sg_err
  * caller journals this one a replay, sg_store_event_replayed). A pending
  * row joins its job's queue behind what is pending of the job already:
  * its qgen is raised to theirs if below (another gate's release), and
- * row->qgen says the one it got. On PostgreSQL the batch goes out in one
- * pipeline and its results come back after one round trip; on SQLite one
+ * row->qgen says the one it got. On PostgreSQL the batch is one statement
+ * (64 MiB of requests a statement at most), one round trip; on SQLite one
  * statement after another. In the caller's transaction; a failure fails
  * the whole batch. */
 typedef struct sg_event_insert {
@@ -150,10 +150,11 @@ int sg_store_events_query(sg_store *s, const sg_event_state *state, const char *
 
 /* Calls fn(ud, kind, state, would, count) for every (kind, state, would)
  * present (would NULL but in observe mode); the strings are valid during
- * the call only. */
+ * the call only. open_only: of the events still open (pending, held,
+ * dead), which their partial indexes count without a scan of the journal. */
 typedef void (*sg_count_fn)(void *ud, const char *kind, sg_event_state state, const char *would,
                             int64_t count);
-int sg_store_event_counts(sg_store *s, sg_count_fn fn, void *ud, sg_error *err);
+int sg_store_event_counts(sg_store *s, bool open_only, sg_count_fn fn, void *ud, sg_error *err);
 
 /* The arrival time (received_at, epoch ms; 0 if none) of the oldest
  * pending event and of the oldest held one, for the gate's age gauges.
