@@ -477,7 +477,8 @@ static void refused_is_down(void **state)
     finish(f);
 }
 
-/* Stop while the host name is being resolved on the thread pool. */
+/* Stop while the host name is being resolved on the thread pool: nothing
+ * is reported after the stop, and the loop closes. */
 static void stop_while_resolving(void **state)
 {
     fx *f = *state;
@@ -485,8 +486,12 @@ static void stop_while_resolving(void **state)
     snprintf(url, sizeof url, "redis://localhost:%d", g_srv.port);
     start_url(f, url, 1, 2000);
     uv_run(&f->loop, UV_RUN_NOWAIT); /* the first attempt starts */
+    /* 0 while it resolves; 1 when the thread pool resolved localhost before
+     * that iteration's poll (seen on a loaded machine): then this stops a
+     * session whose sockets are connecting, which must end as quietly */
+    int opened = f->opens;
     finish(f);
-    assert_int_equal(f->opens, 0);
+    assert_int_equal(f->opens, opened);
     assert_int_equal(f->downs, 0);
 }
 
