@@ -3,7 +3,7 @@
 -- when told (NOTIFY stormguard_mode, sent with a start or an operator's
 -- off only: a NOTIFY takes a lock of the whole server at commit) and
 -- every second. Times are epoch ms by the server's clock (each replica
--- converts its own, measured against the server's at connect: store_pg_int.h).
+-- converts its own, measured against the server's: store_pg_int.h).
 CREATE TABLE gate_mode (
     scope    TEXT   PRIMARY KEY,   -- '': guard mode; '*': a storm of every source; else the source in storm
     since_ms BIGINT NOT NULL,

@@ -61,7 +61,7 @@ typedef struct sg_pg {
     char *replica;            /* sg_store_set_replica: its outcomes are fenced */
     int64_t retry_at;         /* monotonic ms: the next reset, not before */
     int64_t skew_ms;          /* the server's clock minus this machine's, measured at
-                               * each connect (sg_pg_to_server) */
+                               * each connect and each minute (sg_pg_to_server) */
     int64_t skew_at;          /* monotonic ms: when it was measured */
     int backoff_ms;           /* the wait after the last failed reset */
     pg_snap *snap;

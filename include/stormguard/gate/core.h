@@ -226,9 +226,9 @@ typedef struct sg_core_stats {
     const sg_replica_row *replicas;
     size_t nreplicas;
     const char *replica; /* this one's name (sg_core_opts.replica), or NULL */
-    /* a shared store: when counts were last read from it (epoch ms, 0:
-     * not yet), how long that took, and when they are read next (at
-     * least 100 times that later: next_counts_at) */
+    /* a shared store: when all its counts were last read (epoch ms, 0:
+     * not yet), how long that took, and when they are read next (100
+     * times that later, 5 s at least; the open events' at every 5 s) */
     int64_t counted_at_ms, count_ms, next_count_ms;
 } sg_core_stats;
 void sg_core_stats_get(const sg_core *c, sg_core_stats *out);
