@@ -2280,8 +2280,10 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
                           .clock = c->clock,
                           .no_linger = o->one_at_a_time,
                           .replica = o->replica};
+    sg_journal_opts oo = jo;
+    oo.keyed = true;
     if ((rc = sg_journal_start(loop, o->db_path, &jo, &c->journal, err)) ||
-        (c->shared && (rc = sg_journal_start(loop, o->db_path, &jo, &c->outcomes, err))) ||
+        (c->shared && (rc = sg_journal_start(loop, o->db_path, &oo, &c->outcomes, err))) ||
         (rc = sg_store_open(o->db_path, &ro, &c->reader, err)) ||
         (c->shared && (rc = sg_store_open(o->db_path, &lo, &c->lease, err))) ||
         (rc = sg_store_queue_gen(c->reader, &c->qgen, err)) ||

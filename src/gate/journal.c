@@ -942,7 +942,8 @@ int sg_journal_start(uv_loop_t *loop, const char *path, const sg_journal_opts *o
                             .cache_kib = 8192,
                             .checkpoint_pages = -1,
                             .eager_wait = true,
-                            .wal_limit_kib = WAL_RESET_FRAMES * 4};
+                            .wal_limit_kib = WAL_RESET_FRAMES * 4,
+                            .keyed = o->keyed};
     int rc = sg_store_open(path, &opt, &j->store, err);
     if (rc) {
         free(j);

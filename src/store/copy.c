@@ -516,7 +516,7 @@ static int copy_journal(sg_store *from, sg_pg *pg, int64_t source_last, const ch
     pgp_reset(&p);
     pgp_int(&p, source_last);
     id_map map = {0};
-    rc = sg_pg_query_int(pg,
+    rc = sg_pg_query_int(pg, -1,
                          "SELECT greatest($1::bigint, coalesce(pg_sequence_last_value("
                          "pg_get_serial_sequence('event', 'id')::regclass), 0))",
                          &p, &map.base, err, "reading the event ids of");

@@ -212,7 +212,10 @@ static int session_setup(sg_pg *pg, sg_error *err)
     const char *sql[] = {pg->readonly    ? "SET default_transaction_read_only = on"
                          : pg->sync_full ? "SET synchronous_commit = on"
                                          : NULL,
-                         timeout[0] ? timeout : NULL};
+                         timeout[0] ? timeout : NULL,
+                         pg->keyed ? "SET enable_seqscan = off; SET enable_hashjoin = off; "
+                                     "SET enable_mergejoin = off"
+                                   : NULL};
     for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {
         if (!sql[i])
             continue;
@@ -398,10 +401,10 @@ int sg_pg_exec(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_erro
     return 0;
 }
 
-int sg_pg_query_int(sg_pg *pg, const char *sql, const pg_params *p, int64_t *out, sg_error *err,
-                    const char *doing)
+int sg_pg_query_int(sg_pg *pg, int slot, const char *sql, const pg_params *p, int64_t *out,
+                    sg_error *err, const char *doing)
 {
-    PGresult *r = sg_pg_query(pg, -1, sql, p, err, doing);
+    PGresult *r = sg_pg_query(pg, slot, sql, p, err, doing);
     if (!r)
         return SG_ESTORE;
     if (PQntuples(r) < 1) {
@@ -473,7 +476,7 @@ int sg_pg_schema_version(sg_pg *pg)
 {
     int64_t v = 0;
     sg_error err;
-    if (sg_pg_query_int(pg,
+    if (sg_pg_query_int(pg, -1,
                         "SELECT CASE WHEN to_regclass('stormguard_schema') IS NULL THEN 0 "
                         "ELSE (SELECT coalesce(max(version), 0) FROM stormguard_schema) END",
                         NULL, &v, &err, "reading the schema version of"))
@@ -610,6 +613,7 @@ int sg_pg_open(const char *url, const sg_store_options *opt, sg_pg **out, sg_err
     pg->readonly = opt->readonly;
     pg->sync_full = opt->synchronous == SG_SYNC_FULL;
     pg->timeout_ms = opt->statement_timeout_ms;
+    pg->keyed = opt->keyed;
     pg->conn = connect_url(url, "stormguard");
     if (!pg->conn || PQstatus(pg->conn) != CONNECTION_OK)
         rc = sg_pg_error(pg, NULL, err, "connecting to");

@@ -208,7 +208,7 @@ int sg_pg_events_lock_jobs(sg_pg *pg, const sg_event_insert *ins, size_t n, bool
                                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) "
                                "AS k",
                                &p, err, "locking the jobs of a batch in")
-                  : sg_pg_query_int(pg,
+                  : sg_pg_query_int(pg, PG_JOB_TRYLOCKS,
                                     "SELECT bool_and(pg_try_advisory_xact_lock(k))::int FROM "
                                     "unnest($1::bigint[]) AS k",
                                     &p, &all, err, "locking the jobs of a batch in");
@@ -277,19 +277,18 @@ static void outcome_fill(void *ud, size_t i, pg_params *p)
 }
 
 /* The outcomes in one statement (sg_pg_query_arrays), each row found by its
- * primary key; of two outcomes of one event, the later. Planned for each
- * batch: a generic plan, made while the table was young, joined the
- * arrays to a scan of the whole table (12 ms a batch once it had grown).
- * Each updated row says whether its job has unclaimed pending events: a
- * lookup in event_lane here spares the replica a claim after every
- * delivery. */
+ * primary key; of two outcomes of one event, the later. Prepared on a
+ * keyed connection (the outcomes' journal's), whose plans cannot join the
+ * arrays to a scan of the table; planned for each batch elsewhere. Each
+ * updated row says whether its job has unclaimed pending events: a lookup
+ * in event_lane here spares the replica a claim after every delivery. */
 int sg_pg_events_update(sg_pg *pg, sg_event_outcome *outs, size_t n, sg_error *err)
 {
     if (n == 0)
         return 0;
     outcomes o = {outs, pg->replica};
     PGresult *r = sg_pg_query_arrays(
-        pg, -1,
+        pg, pg->keyed ? PG_EVENTS_OUTCOMES : -1,
         "UPDATE event SET state = o.state, attempts = o.attempts, next_attempt_at = "
         "o.next_attempt_at, last_error = o.last_error, done_at = o.done_at FROM (SELECT DISTINCT "
         "ON (id) * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bigint[], "
@@ -367,8 +366,9 @@ int sg_pg_events_pending(sg_pg *pg, int64_t after_gen, int64_t after_id, int lim
 
 int sg_pg_queue_gen(sg_pg *pg, int64_t *gen, sg_error *err)
 {
-    return sg_pg_query_int(pg, "SELECT coalesce(max(qgen), 0) FROM event WHERE state = 'pending'",
-                           NULL, gen, err, "reading the delivery queue in");
+    return sg_pg_query_int(pg, -1,
+                           "SELECT coalesce(max(qgen), 0) FROM event WHERE state = 'pending'", NULL,
+                           gen, err, "reading the delivery queue in");
 }
 
 int sg_pg_events_query(sg_pg *pg, const sg_event_state *state, const char *kind, const char *job,
@@ -416,7 +416,7 @@ int sg_pg_oldest_pending(sg_pg *pg, int64_t *received_at, sg_error *err)
     /* the first event of each queue generation through event_open (a skip
      * scan by recursion, as events.c explains) */
     return sg_pg_query_int(
-        pg,
+        pg, -1,
         "WITH RECURSIVE g(q) AS ("
         " SELECT (SELECT qgen FROM event WHERE state = 'pending' ORDER BY qgen, id LIMIT 1)"
         " UNION ALL"
@@ -430,7 +430,7 @@ int sg_pg_oldest_pending(sg_pg *pg, int64_t *received_at, sg_error *err)
 
 int sg_pg_oldest_held(sg_pg *pg, int64_t *received_at, sg_error *err)
 {
-    return sg_pg_query_int(pg,
+    return sg_pg_query_int(pg, -1,
                            "SELECT coalesce((SELECT received_at FROM event WHERE state = 'held' "
                            "ORDER BY id LIMIT 1), 0)",
                            NULL, received_at, err, "reading the held queue in");
@@ -438,7 +438,7 @@ int sg_pg_oldest_held(sg_pg *pg, int64_t *received_at, sg_error *err)
 
 int sg_pg_last_event_id(sg_pg *pg, int64_t *id, sg_error *err)
 {
-    return sg_pg_query_int(pg, "SELECT coalesce(max(id), 0) FROM event", NULL, id, err,
+    return sg_pg_query_int(pg, -1, "SELECT coalesce(max(id), 0) FROM event", NULL, id, err,
                            "reading events in");
 }
 
@@ -566,7 +566,7 @@ int sg_pg_ledger_docker(sg_pg *pg, sg_ledger_tag_fn fn, void *ud, sg_error *err)
 
 int sg_pg_ledger_mark(sg_pg *pg, int64_t *upto, sg_error *err)
 {
-    return sg_pg_query_int(pg, "SELECT upto FROM ledger_mark WHERE id = 1", NULL, upto, err,
+    return sg_pg_query_int(pg, -1, "SELECT upto FROM ledger_mark WHERE id = 1", NULL, upto, err,
                            "reading the ledger mark in");
 }
 

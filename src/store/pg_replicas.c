@@ -196,11 +196,11 @@ int sg_pg_watcher(sg_pg *pg, bool give_up, bool *held, sg_error *err)
     int64_t got = 0;
     /* held once at most (above): one unlock lets it go */
     int rc =
-        give_up ? sg_pg_query_int(pg,
+        give_up ? sg_pg_query_int(pg, -1,
                                   "SELECT (CASE WHEN " WATCHER_HELD
                                   " THEN pg_advisory_unlock(" WATCHER_KEY ") END)::int",
                                   NULL, &got, err, "giving up the watcher's lock of")
-                : sg_pg_query_int(pg,
+                : sg_pg_query_int(pg, -1,
                                   "SELECT (CASE WHEN " WATCHER_HELD
                                   " THEN true ELSE pg_try_advisory_lock(" WATCHER_KEY ") END)::int",
                                   NULL, &got, err, "taking the watcher's lock of");

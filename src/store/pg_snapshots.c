@@ -986,7 +986,7 @@ int sg_pg_last_good(sg_pg *pg, const char *redis, int db, const char *profile_pa
 
 int sg_pg_baseline(sg_pg *pg, int64_t *snapshot_id, sg_error *err)
 {
-    return sg_pg_query_int(pg,
+    return sg_pg_query_int(pg, -1,
                            "SELECT coalesce(max(id), 0) FROM snapshot WHERE state = 'complete' "
                            "AND profile <> 'none'",
                            NULL, snapshot_id, err, "reading snapshots in");
@@ -1051,7 +1051,8 @@ static int still_there(sg_pg *pg, int64_t id, sg_error *err, const char *doing)
     pgp_reset(&p);
     pgp_int(&p, id);
     int64_t n;
-    int rc = sg_pg_query_int(pg, "SELECT count(*) FROM snapshot WHERE id = $1", &p, &n, err, doing);
+    int rc =
+        sg_pg_query_int(pg, -1, "SELECT count(*) FROM snapshot WHERE id = $1", &p, &n, err, doing);
     if (rc == 0 && n == 0)
         rc = sg_error_set(err, SG_ESTORE,
                           "%s %s: snapshot %lld was deleted while it was being read (pruned "

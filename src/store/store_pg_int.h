@@ -38,6 +38,8 @@ enum {
     PG_EVENTS_PENDING,
     PG_EVENTS_JOURNAL,
     PG_JOB_LOCKS,
+    PG_JOB_TRYLOCKS,
+    PG_EVENTS_OUTCOMES,
     PG_EVENT_REPLAYED,
     PG_SNAP_KEYS,
     PG_SNAP_CURSOR,
@@ -50,11 +52,19 @@ typedef struct pg_snap pg_snap; /* a snapshot being written (pg_snapshots.c) */
 
 typedef struct sg_pg {
     PGconn *conn;
-    char *where;              /* the URL without its password, for messages and sg_store_path */
-    char *conninfo;           /* what PQconnectdb was given (may hold a password: never printed) */
-    bool readonly;            /* default_transaction_read_only */
-    bool sync_full;           /* synchronous_commit = on whatever the server's default */
-    int timeout_ms;           /* statement_timeout, 0: the server's */
+    char *where;    /* the URL without its password, for messages and sg_store_path */
+    char *conninfo; /* what PQconnectdb was given (may hold a password: never printed) */
+    bool readonly;  /* default_transaction_read_only */
+    bool sync_full; /* synchronous_commit = on whatever the server's default */
+    int timeout_ms; /* statement_timeout, 0: the server's */
+    /* sg_store_options.keyed: the session plans with enable_seqscan,
+     * enable_hashjoin and enable_mergejoin off. Its prepared statements
+     * join a batch's arrays to a table by its key, and a generic plan is
+     * made once, for the table's size at that moment: made while the
+     * table was young, it joined the arrays to a scan of all of it (12 ms
+     * a batch once it had grown). Where no other plan exists a disabled
+     * one is still taken, only costed higher. */
+    bool keyed;
     bool in_txn;              /* between sg_pg_begin and commit or rollback */
     uint32_t prepared;        /* bit per slot prepared on this connection */
     char down[SG_ERRMSG_MAX]; /* why the last reset failed ("" while connected) */
@@ -148,9 +158,9 @@ PGresult *sg_pg_query_arrays(sg_pg *pg, int slot, const char *sql, const char *t
 int sg_pg_exec(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,
                const char *doing);
 /* *out = the integer in the first column of sql's first row (0 for NULL;
- * sql must give a row). */
-int sg_pg_query_int(sg_pg *pg, const char *sql, const pg_params *p, int64_t *out, sg_error *err,
-                    const char *doing);
+ * sql must give a row); slot as for sg_pg_query. */
+int sg_pg_query_int(sg_pg *pg, int slot, const char *sql, const pg_params *p, int64_t *out,
+                    sg_error *err, const char *doing);
 
 /* A binary result's value at (row, col): an integer column of any width
  * (0 for NULL), a string or bytes (NULL for NULL; NUL-terminated by

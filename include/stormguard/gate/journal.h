@@ -93,6 +93,9 @@ typedef struct sg_journal_opts {
      * journals with op->claim are claimed as they go in, when they are
      * the heads of their jobs' queues. Borrowed for the journal's life. */
     const char *replica;
+    /* Every op reaches rows by their keys (a replica's delivery outcomes):
+     * the store's connection is keyed (sg_store_options). */
+    bool keyed;
 } sg_journal_opts;
 
 /* Opens the store at path for writing on a new thread; o may be NULL (all

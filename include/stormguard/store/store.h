@@ -119,6 +119,9 @@ typedef struct sg_store_options {
                                  this; 0: never cut */
     int statement_timeout_ms; /* PostgreSQL: a statement running longer fails;
                                  0: the server's setting */
+    bool keyed;               /* PostgreSQL: every statement of this connection reaches
+                                 rows by their keys, so its plans take no sequential
+                                 scan nor hash or merge join (store_pg_int.h) */
 } sg_store_options;
 
 /* Opens (creating with mode 0600 and its directory if needed) and migrates
