@@ -123,6 +123,8 @@ static int copy_start(copy_in *c, sg_pg *pg, const char *sql, const char *doing,
 {
     if (PQstatus(pg->conn) != CONNECTION_OK)
         return sg_error_set(err, SG_ESTORE, "%s %s: the connection was lost", doing, pg->where);
+    if (sg_pg_send_begin(pg, err))
+        return SG_ESTORE;
     PGresult *r = PQexec(pg->conn, sql);
     if (PQresultStatus(r) != PGRES_COPY_IN) {
         int rc = sg_pg_error(pg, r, err, doing);

@@ -259,7 +259,7 @@ static int ensure_connected(sg_pg *pg, sg_error *err)
 {
     if (PQstatus(pg->conn) == CONNECTION_OK)
         return 0;
-    if (pg->in_txn)
+    if (pg->in_txn && !pg->begin_due) /* nothing of a due transaction was sent: reset */
         return sg_error_set(err, SG_ESTORE, "store %s: the connection was lost", pg->where);
     int64_t now = mono_ms();
     if (pg->down[0] && now < pg->retry_at)
@@ -296,11 +296,101 @@ static int prepare_slot(sg_pg *pg, int slot, const char *sql, int nparams, char 
     return rc;
 }
 
+static int exec_simple(sg_pg *pg, const char *sql, sg_error *err, const char *doing);
+
+/* The transaction's BEGIN, the statement's PREPARE if due, and the
+ * statement, in one round trip (libpq's pipeline mode); the statement's
+ * result, or NULL with err set after the first that failed. */
+static PGresult *pipelined(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,
+                           const char *doing)
+{
+    int n = p ? p->n : 0;
+    char name[16] = "";
+    bool prepare = slot >= 0 && !(pg->prepared & (1u << slot));
+    if (slot >= 0)
+        snprintf(name, sizeof name, "sg%d", slot);
+    bool sent = PQenterPipelineMode(pg->conn) &&
+                PQsendQueryParams(pg->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 1) &&
+                (!prepare || PQsendPrepare(pg->conn, name, sql, n, NULL)) &&
+                (slot >= 0 ? PQsendQueryPrepared(pg->conn, name, n, p ? p->values : NULL,
+                                                 p ? p->lengths : NULL, p ? p->formats : NULL, 1)
+                           : PQsendQueryParams(pg->conn, sql, n, NULL, p ? p->values : NULL,
+                                               p ? p->lengths : NULL, p ? p->formats : NULL, 1)) &&
+                PQpipelineSync(pg->conn);
+    if (!sent) {
+        sg_pg_error(pg, NULL, err, doing);
+        PQexitPipelineMode(pg->conn);
+        return NULL;
+    }
+    pg->begin_due = false; /* sent: the transaction is on the server now */
+    /* Each query's result then a NULL, the sync's result last; after an
+     * error the queries behind it are aborted. A connection lost gives
+     * NULLs only. */
+    PGresult *out = NULL;
+    bool failed = false, synced = false, prepared = false;
+    int queries = prepare ? 3 : 2;
+    for (int q = 0, nulls = 0; q <= queries + 1 && nulls <= queries + 1;) {
+        PGresult *r = PQgetResult(pg->conn);
+        if (!r) {
+            q++;
+            if (PQstatus(pg->conn) != CONNECTION_OK)
+                nulls++;
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            synced = true;
+            PQclear(r);
+            break;
+        }
+        if (prepare && q == 1 && st == PGRES_COMMAND_OK)
+            prepared = true; /* kept by the session whatever follows */
+        if (!failed && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            failed = true;
+            sg_pg_error(pg, r, err, q == 0 ? "beginning a transaction in" : doing);
+        } else if (!failed && q == queries - 1) {
+            PQclear(out);
+            out = r;
+            r = NULL;
+        }
+        PQclear(r);
+    }
+    if (!synced && !failed)
+        sg_pg_error(pg, NULL, err, doing);
+    failed = failed || !synced;
+    bool reset = !PQexitPipelineMode(pg->conn);
+    if (reset) {
+        /* results left unread: a new session (the server rolls this
+         * transaction back), set up as at a connect */
+        PQreset(pg->conn);
+        sg_error spare;
+        if (PQstatus(pg->conn) == CONNECTION_OK)
+            session_setup(pg, &spare);
+    }
+    if (prepared && PQstatus(pg->conn) == CONNECTION_OK && !reset)
+        pg->prepared |= 1u << slot;
+    if (failed) {
+        PQclear(out);
+        return NULL;
+    }
+    return out;
+}
+
+int sg_pg_send_begin(sg_pg *pg, sg_error *err)
+{
+    if (!pg->begin_due)
+        return 0;
+    pg->begin_due = false;
+    return exec_simple(pg, "BEGIN", err, "beginning a transaction in");
+}
+
 PGresult *sg_pg_query(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,
                       const char *doing)
 {
     if (ensure_connected(pg, err))
         return NULL;
+    if (pg->begin_due)
+        return pipelined(pg, slot, sql, p, err, doing);
     int n = p ? p->n : 0;
     const char *const *values = p ? p->values : NULL;
     const int *lengths = p ? p->lengths : NULL, *formats = p ? p->formats : NULL;
@@ -428,18 +518,24 @@ static int exec_simple(sg_pg *pg, const char *sql, sg_error *err, const char *do
 
 /* ---- transactions ---- */
 
+/* The BEGIN goes with the transaction's first statement (pipelined): a
+ * round trip of its own was 180 to 250 us of each batch's time at full
+ * load. A transaction that ran no statement sends nothing. */
 int sg_pg_begin(sg_pg *pg, sg_error *err)
 {
     if (ensure_connected(pg, err))
         return SG_ESTORE;
-    if (exec_simple(pg, "BEGIN", err, "beginning a transaction in"))
-        return SG_ESTORE;
     pg->in_txn = true;
+    pg->begin_due = true;
     return 0;
 }
 
 int sg_pg_commit(sg_pg *pg, sg_error *err)
 {
+    if (pg->begin_due) {
+        pg->in_txn = pg->begin_due = false;
+        return 0;
+    }
     PGresult *r = PQexec(pg->conn, "COMMIT");
     int rc = 0;
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
@@ -454,9 +550,9 @@ int sg_pg_commit(sg_pg *pg, sg_error *err)
 
 void sg_pg_rollback(sg_pg *pg)
 {
-    if (pg->in_txn && PQstatus(pg->conn) == CONNECTION_OK)
+    if (pg->in_txn && !pg->begin_due && PQstatus(pg->conn) == CONNECTION_OK)
         PQclear(PQexec(pg->conn, "ROLLBACK"));
-    pg->in_txn = false;
+    pg->in_txn = pg->begin_due = false;
 }
 
 int sg_pg_probe_write(sg_pg *pg, sg_error *err)

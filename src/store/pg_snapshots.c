@@ -373,6 +373,8 @@ static int copy_keys(sg_pg *pg, const sg_slice *parts, int nparts, sg_error *err
     snprintf(doing, sizeof doing, "writing the keys of snapshot %lld to", (long long)pg->snap->id);
     if (PQstatus(pg->conn) != CONNECTION_OK)
         return sg_error_set(err, SG_ESTORE, "%s %s: the connection was lost", doing, pg->where);
+    if (sg_pg_send_begin(pg, err))
+        return SG_ESTORE;
     PGresult *r = PQexec(pg->conn, COPY_SQL);
     if (PQresultStatus(r) != PGRES_COPY_IN) { /* the connection is idle */
         int rc = sg_pg_error(pg, r, err, doing);

@@ -66,6 +66,7 @@ typedef struct sg_pg {
      * one is still taken, only costed higher. */
     bool keyed;
     bool in_txn;              /* between sg_pg_begin and commit or rollback */
+    bool begin_due;           /* in_txn, its BEGIN not sent yet (sg_pg_begin) */
     uint32_t prepared;        /* bit per slot prepared on this connection */
     char down[SG_ERRMSG_MAX]; /* why the last reset failed ("" while connected) */
     char *replica;            /* sg_store_set_replica: its outcomes are fenced */
@@ -135,6 +136,10 @@ void pgp_double(pg_params *p, double v);
  * connection found broken outside a transaction is reset first, once. */
 PGresult *sg_pg_query(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,
                       const char *doing);
+/* Sends the BEGIN of the transaction sg_pg_begin opened, if it has not gone
+ * yet: before a statement that goes by another way than sg_pg_query (a
+ * COPY). */
+int sg_pg_send_begin(sg_pg *pg, sg_error *err);
 /* err = "<doing> <where>: <the server's or libpq's message, on one line>"
  * (SG_ESTORE), of r or else of the connection; returns SG_ESTORE. */
 int sg_pg_error(sg_pg *pg, const PGresult *r, sg_error *err, const char *doing);

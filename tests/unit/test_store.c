@@ -2593,6 +2593,55 @@ static void claims_quick_on_a_backlog_pg(void **state)
     sg_store_free(s);
 }
 
+/* A transaction's BEGIN goes with its first statement: one that ran none
+ * commits and rolls back as nothing; a first statement that fails (here
+ * at execution, its statement prepared in the same round trip) fails the
+ * transaction with the server's reason, and the next one runs it. */
+static void begin_with_first_statement_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    assert_int_equal(sg_store_begin(s, &err), 0);
+    assert_int_equal(sg_store_commit(s, &err), 0);
+    assert_int_equal(sg_store_begin(s, &err), 0);
+    sg_store_rollback(s);
+    sg_event_row r = new_pending("a", 1, "{}", 2);
+    r.received_at = 1000;
+    r.kind = "bogus";
+    sg_event_insert in = {.row = &r};
+    assert_int_equal(sg_store_begin(s, &err), 0);
+    assert_int_not_equal(sg_store_events_journal(s, &in, 1, &err), 0);
+    assert_non_null(strstr(err.msg, "journaling events in"));
+    assert_non_null(strstr(err.msg, "check constraint"));
+    sg_store_rollback(s);
+    r.kind = "unknown";
+    assert_int_equal(sg_store_begin(s, &err), 0);
+    if (sg_store_events_journal(s, &in, 1, &err))
+        fail_msg("journal: %s", err.msg);
+    assert_int_equal(sg_store_commit(s, &err), 0);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event"), 1);
+    /* the connection lost between the BEGIN and the first statement: that
+     * one fails, the next transaction connects again */
+    assert_int_equal(sg_store_begin(s, &err), 0);
+    raw_exec(f->db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                    "datname = current_database() AND pid <> pg_backend_pid()");
+    for (int i = 0; i < 500 && raw_int(f->db, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                              "datname = current_database() AND "
+                                              "pid <> pg_backend_pid()") > 0;
+         i++)
+        usleep(10000);
+    r.number = 2;
+    assert_int_not_equal(sg_store_events_journal(s, &in, 1, &err), 0);
+    assert_non_null(strstr(err.msg, "127.0.0.1"));
+    sg_store_rollback(s);
+    assert_int_equal(sg_store_begin(s, &err), 0);
+    if (sg_store_events_journal(s, &in, 1, &err) || sg_store_commit(s, &err))
+        fail_msg("after the connection was lost: %s", err.msg);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event"), 2);
+    sg_store_free(s);
+}
+
 /* A keyed connection's batch of outcomes stays quick however young the
  * table was when its statement was planned: prepared, the generic plan
  * made on a few rows joined the arrays to a scan of the whole table. */
@@ -3277,6 +3326,7 @@ int main(void)
         T(events_journal_big_batch_pg),
         T(claims_quick_on_a_backlog_pg),
         T(outcomes_quick_on_a_grown_table_pg),
+        T(begin_with_first_statement_pg),
         T(job_locks_pg),
         T(outcomes_fenced_by_claims_pg),
         T(reconnect_backs_off_pg),
