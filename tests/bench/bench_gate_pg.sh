@@ -80,10 +80,10 @@ hz=$(getconf CLK_TCK)
 store_q() {
   if [[ $backend == sqlite ]]; then sqlite3 "$work/sg.db" "$1"; else psql_q "$1"; fi
 }
-# pg_counters: "commits wal-syncs" of the current database and the server
+# pg_counters: "commits wal-syncs wal-bytes" of the current database and the server
 pg_counters() {
   psql_q "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
-                 (SELECT wal_sync FROM pg_stat_wal)" | tr '|' ' '
+                 (SELECT wal_sync FROM pg_stat_wal), (SELECT wal_bytes FROM pg_stat_wal)" | tr '|' ' '
 }
 
 # statements: the ten statements of the current database with the most
@@ -108,8 +108,8 @@ statements() {
 measure() {
   local key=$1
   shift
-  local rps err p50 p99 total t0 t1 m0 m1 g0 g1 pg0 pg1 n0 n1 c0=0 c1=0 s0=0 s1=0
-  [[ $backend == sqlite ]] || read -r c0 s0 < <(pg_counters)
+  local rps err p50 p99 total t0 t1 m0 m1 g0 g1 pg0 pg1 n0 n1 c0=0 c1=0 s0=0 s1=0 b0=0 b1=0
+  [[ $backend == sqlite ]] || read -r c0 s0 b0 < <(pg_counters)
   t0=$(date +%s.%N) m0=$(machine_ticks) g0=$(proc_ticks $gates)
   pg0=$(proc_ticks "$PG_PID") n0=$(proc_ticks "$(cat "$work/nginx.pid")")
   [[ -z $STATEMENTS ]] || psql_q "SELECT pg_stat_statements_reset()" >/dev/null
@@ -117,7 +117,7 @@ measure() {
   [[ -z $STATEMENTS ]] || statements >"$work/statements-$key"
   t1=$(date +%s.%N) m1=$(machine_ticks) g1=$(proc_ticks $gates)
   pg1=$(proc_ticks "$PG_PID") n1=$(proc_ticks "$(cat "$work/nginx.pid")")
-  [[ $backend == sqlite ]] || read -r c1 s1 < <(pg_counters)
+  [[ $backend == sqlite ]] || read -r c1 s1 b1 < <(pg_counters)
   local wall wrk_s
   wall=$(awk "BEGIN {print $t1 - $t0}") wrk_s=$(wrk_cpu "$key")
   printf -v "${key}_rps" %s "$rps"
@@ -157,8 +157,8 @@ measure() {
   local line
   line="$n events journaled ($total replies counted by wrk), $replays replays; $pending pending when the load stopped, $drained"
   if [[ $backend != sqlite ]]; then
-    line+=$(awk -v c=$((c1 - c0)) -v s=$((s1 - s0)) -v w="$wall" -v e="$total" \
-      'BEGIN {printf "; %.0f commits/s, %.0f WAL fsyncs/s, %.1f requests per commit", c / w, s / w, (c ? e / c : 0)}')
+    line+=$(awk -v c=$((c1 - c0)) -v s=$((s1 - s0)) -v b=$((b1 - b0)) -v w="$wall" -v e="$total" \
+      'BEGIN {printf "; %.0f commits/s, %.0f WAL fsyncs/s, %.1f requests per commit, %.1f KiB of WAL per request", c / w, s / w, (c ? e / c : 0), (e ? b / e / 1024 : 0)}')
   fi
   printf -v "${key}_store" %s "$line"
   read -r rps err p50 p99 total < <(SG_RUN=2 SG_DELAY_MS=10 wrk_spread "$key-rate" "$RATE_SECONDS" 10 "$@")
