@@ -296,7 +296,19 @@ static int prepare_slot(sg_pg *pg, int slot, const char *sql, int nparams, char 
     return rc;
 }
 
-static int exec_simple(sg_pg *pg, const char *sql, sg_error *err, const char *doing);
+/* Leaves pipeline mode; with results or queries left in it (a connection
+ * lost or a send that failed midway), on a new session (the server rolls
+ * the transaction back), set up as at a connect. Whether it reset. */
+static bool leave_pipeline(sg_pg *pg)
+{
+    if (PQexitPipelineMode(pg->conn))
+        return false;
+    PQreset(pg->conn);
+    sg_error spare;
+    if (PQstatus(pg->conn) == CONNECTION_OK)
+        session_setup(pg, &spare);
+    return true;
+}
 
 /* The transaction's BEGIN, the statement's PREPARE if due, and the
  * statement, in one round trip (libpq's pipeline mode); the statement's
@@ -319,22 +331,20 @@ static PGresult *pipelined(sg_pg *pg, int slot, const char *sql, const pg_params
                 PQpipelineSync(pg->conn);
     if (!sent) {
         sg_pg_error(pg, NULL, err, doing);
-        PQexitPipelineMode(pg->conn);
+        leave_pipeline(pg);
         return NULL;
     }
     pg->begin_due = false; /* sent: the transaction is on the server now */
     /* Each query's result then a NULL, the sync's result last; after an
      * error the queries behind it are aborted. A connection lost gives
-     * NULLs only. */
+     * NULLs only, which end the loop. */
     PGresult *out = NULL;
     bool failed = false, synced = false, prepared = false;
     int queries = prepare ? 3 : 2;
-    for (int q = 0, nulls = 0; q <= queries + 1 && nulls <= queries + 1;) {
+    for (int q = 0; q <= queries + 1;) {
         PGresult *r = PQgetResult(pg->conn);
         if (!r) {
             q++;
-            if (PQstatus(pg->conn) != CONNECTION_OK)
-                nulls++;
             continue;
         }
         ExecStatusType st = PQresultStatus(r);
@@ -358,15 +368,7 @@ static PGresult *pipelined(sg_pg *pg, int slot, const char *sql, const pg_params
     if (!synced && !failed)
         sg_pg_error(pg, NULL, err, doing);
     failed = failed || !synced;
-    bool reset = !PQexitPipelineMode(pg->conn);
-    if (reset) {
-        /* results left unread: a new session (the server rolls this
-         * transaction back), set up as at a connect */
-        PQreset(pg->conn);
-        sg_error spare;
-        if (PQstatus(pg->conn) == CONNECTION_OK)
-            session_setup(pg, &spare);
-    }
+    bool reset = leave_pipeline(pg);
     if (prepared && PQstatus(pg->conn) == CONNECTION_OK && !reset)
         pg->prepared |= 1u << slot;
     if (failed) {
@@ -374,14 +376,6 @@ static PGresult *pipelined(sg_pg *pg, int slot, const char *sql, const pg_params
         return NULL;
     }
     return out;
-}
-
-int sg_pg_send_begin(sg_pg *pg, sg_error *err)
-{
-    if (!pg->begin_due)
-        return 0;
-    pg->begin_due = false;
-    return exec_simple(pg, "BEGIN", err, "beginning a transaction in");
 }
 
 PGresult *sg_pg_query(sg_pg *pg, int slot, const char *sql, const pg_params *p, sg_error *err,
@@ -528,6 +522,14 @@ int sg_pg_begin(sg_pg *pg, sg_error *err)
     pg->in_txn = true;
     pg->begin_due = true;
     return 0;
+}
+
+int sg_pg_send_begin(sg_pg *pg, sg_error *err)
+{
+    if (!pg->begin_due)
+        return 0;
+    pg->begin_due = false;
+    return exec_simple(pg, "BEGIN", err, "beginning a transaction in");
 }
 
 int sg_pg_commit(sg_pg *pg, sg_error *err)
