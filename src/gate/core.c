@@ -110,6 +110,9 @@ struct sg_core {
      * behind a read of the reader's queue (one a locked table keeps waiting
      * would let the lease run out, and the others deliver its claims) */
     sg_store *lease;
+    /* a replica's claims (refill_run): a keyed connection of their own,
+     * on which the claim is prepared (sg_store_options.keyed) */
+    sg_store *claims;
     bool renewing, renew_failed;
     int64_t next_renew_at;
 
@@ -323,7 +326,8 @@ static void refill_run(read_job *j, sg_store *s)
 {
     refill_job *f = (refill_job *)j;
     if (j->c->shared)
-        j->rc = sg_store_events_claim(s, j->c->o.replica, REFILL_BATCH, refill_row, f, &j->err);
+        j->rc = sg_store_events_claim(j->c->claims, j->c->o.replica, REFILL_BATCH, refill_row, f,
+                                      &j->err);
     else
         j->rc = sg_store_events_pending(s, f->after_gen, f->after_id, REFILL_BATCH, refill_row, f,
                                         &j->err);
@@ -2270,12 +2274,13 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
     sg_u64map_init(&c->claiming, sizeof(size_t));
     c->held_back_tail = &c->held_back;
     int rc;
-    /* a replica's reader claims deliveries; its lease has a connection of
-     * its own (maybe_renew) */
+    /* a replica's reader publishes mode changes; its lease (maybe_renew)
+     * and its claims (refill_run) have connections of their own */
     sg_store_options ro = {.readonly = !c->shared};
     /* a renewal that waits (its release of lapsed claims on a locked
      * table) gives up before the lease is gone: the next one renews */
     sg_store_options lo = {.statement_timeout_ms = LEASE_STATEMENT_MS};
+    sg_store_options co = {.keyed = true};
     sg_journal_opts jo = {.sync = o->synchronous,
                           .clock = c->clock,
                           .no_linger = o->one_at_a_time,
@@ -2286,6 +2291,7 @@ int sg_core_start(uv_loop_t *loop, const sg_core_opts *o, sg_core **out, sg_erro
         (c->shared && (rc = sg_journal_start(loop, o->db_path, &oo, &c->outcomes, err))) ||
         (rc = sg_store_open(o->db_path, &ro, &c->reader, err)) ||
         (c->shared && (rc = sg_store_open(o->db_path, &lo, &c->lease, err))) ||
+        (c->shared && (rc = sg_store_open(o->db_path, &co, &c->claims, err))) ||
         (rc = sg_store_queue_gen(c->reader, &c->qgen, err)) ||
         (rc = sg_store_ledger_jobs(c->reader, ledger_add, &c->ledger, &c->ledger_builds, err)) ||
         (rc = sg_store_ledger_docker(c->reader, ledger_add_tag, &c->ledger, err)) ||
@@ -2384,7 +2390,8 @@ static void maybe_close(sg_core *c)
     }
     sg_store_free(c->reader);
     sg_store_free(c->lease);
-    c->reader = c->lease = NULL;
+    sg_store_free(c->claims);
+    c->reader = c->lease = c->claims = NULL;
     sg_journal *j = c->journal;
     c->closing = false;
     sg_journal_stop(j, on_journal_stopped, c);
@@ -2406,6 +2413,7 @@ void sg_core_free(sg_core *c)
     unrecorded_free(c);
     sg_store_free(c->reader);
     sg_store_free(c->lease);
+    sg_store_free(c->claims);
     sg_hold_free(c->hold);
     sg_guard_free(c->guard);
     sg_index_close(&c->index);
