@@ -1,9 +1,10 @@
 /* Tests the gate core (core.h) without sockets, as the simulator drives it:
  * a virtual clock, a real journal on a temporary SQLite file, a real libuv
- * loop, and a deliverer that records what it is handed. Each test names the
- * behaviour it would catch breaking: classification and the ledger, guard
- * and storm modes in virtual time, the held queue's release and drain, the
- * delivery queue's spill and refill order, refusals. */
+ * loop, and a deliverer that records what it is handed (core_driver.h).
+ * Each test names the behaviour it would catch breaking: classification
+ * and the ledger, guard and storm modes in virtual time, the held queue's
+ * release and drain, the delivery queue's spill and refill order,
+ * refusals. Replicas' cores: test_core_replicas.c. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -23,37 +24,19 @@
 #include "stormguard/store/events.h"
 #include "stormguard/store/snapshots.h"
 
+#include "core_driver.h"
+
 #define T0 1700000000000LL
-#define MAX_PUSHED 256
 
 typedef struct fixture {
     char dir[64], db[128];
     uv_loop_t loop;
     sg_vclock clock;
     sg_strlist build_paths;
-    sg_core *core;
-    sg_fwd_item *pushed[MAX_PUSHED];
-    size_t npushed, nreported;
-    bool full; /* the deliverer says its backlog is beyond the spill point */
-    sg_answer last;
-    bool answered;
+    driven d; /* the core, what its deliverer got, its last answer */
     sg_hold_result hold;
     bool hold_done;
-    bool closed;
 } fixture;
-
-static void push(void *ud, sg_fwd_item *it)
-{
-    fixture *f = ud;
-    assert_true(f->npushed < MAX_PUSHED);
-    f->pushed[f->npushed++] = it;
-}
-
-static size_t backlog(void *ud)
-{
-    fixture *f = ud;
-    return f->full ? 100000 : f->npushed - f->nreported;
-}
 
 static void settle(fixture *f);
 
@@ -75,10 +58,9 @@ static void start_core(fixture *f, sg_on_storm on_storm, int64_t drain_rate, boo
         o.storm.rate_factor = 0;
     }
     sg_error err;
-    if (sg_core_start(&f->loop, &o, &f->core, &err))
+    if (sg_core_start(&f->loop, &o, &f->d.core, &err))
         fail_msg("sg_core_start: %s", err.msg);
-    sg_deliverer d = {.push = push, .backlog = backlog, .ud = f};
-    sg_core_set_deliverer(f->core, &d);
+    driven_attach(&f->d);
     settle(f); /* the first refill (nothing pending) is back */
 }
 
@@ -98,22 +80,21 @@ static int setup(void **state)
 
 static void on_closed(void *ud)
 {
-    ((fixture *)ud)->closed = true;
+    ((driven *)ud)->closed = true;
 }
 
 static int teardown(void **state)
 {
     fixture *f = *state;
-    if (f->core) {
-        sg_core_stop(f->core);
-        sg_core_close(f->core, on_closed, f);
+    if (f->d.core) {
+        sg_core_stop(f->d.core);
+        sg_core_close(f->d.core, on_closed, &f->d);
         uv_run(&f->loop, UV_RUN_DEFAULT);
-        assert_true(f->closed);
-        sg_core_free(f->core);
+        assert_true(f->d.closed);
+        sg_core_free(f->d.core);
     }
     assert_int_equal(uv_loop_close(&f->loop), 0);
-    for (size_t i = 0; i < f->npushed; i++)
-        sg_fwd_item_free(f->pushed[i]);
+    driven_free(&f->d);
     sg_strlist_clear(&f->build_paths);
     char path[160];
     const char *suffix[] = {"", "-wal", "-shm"};
@@ -126,74 +107,40 @@ static int teardown(void **state)
     return 0;
 }
 
-static void on_answer(void *ud, const sg_answer *a)
-{
-    fixture *f = ud;
-    f->last = *a;
-    f->answered = true;
-}
-
-/* Runs the loop until the core has nothing left in the journal or the
- * thread pool (a refill, a reload). */
 static void settle(fixture *f)
 {
-    int quiet = 0;
-    for (int i = 0; i < 20000; i++) {
-        uv_run(&f->loop, UV_RUN_NOWAIT);
-        sg_core_stats st;
-        sg_core_stats_get(f->core, &st);
-        quiet = st.journal_depth == 0 && st.reads == 0 ? quiet + 1 : 0;
-        if (quiet == 3)
-            return;
-        usleep(500);
-    }
-    fail_msg("the core did not settle");
+    driven *d = &f->d;
+    driven_settle(&f->loop, &d, 1);
 }
 
-/* Posts an Igor build event of job (jenkins-prod) and waits for its answer. */
-static const sg_answer *post(fixture *f, const char *job, int64_t number)
+/* Posts an Igor build event of job (jenkins-prod) started at start_ms (its
+ * duration when duration_ms >= 0) and waits for its answer. */
+static const sg_answer *post_timed(fixture *f, const char *job, int64_t number, int64_t start_ms,
+                                   int64_t duration_ms)
 {
-    char body[512];
-    int n =
-        snprintf(body, sizeof body,
-                 "{\"details\":{\"type\":\"build\",\"source\":\"igor\"},\"content\":{\"master\":"
-                 "\"jenkins-prod\",\"project\":{\"name\":\"%s\",\"lastBuild\":{\"number\":%lld,"
-                 "\"result\":\"SUCCESS\",\"building\":false,\"timestamp\":\"%lld\"}}}}",
-                 job, (long long)number, (long long)(T0 - 86400000 + number));
-    sg_request rq = {.method = "POST",
-                     .method_len = 4,
-                     .path = "/",
-                     .path_len = 1,
-                     .headers = "content-type: application/json\n",
-                     .body = body,
-                     .body_len = (size_t)n};
-    memset(&f->last, 0, sizeof f->last);
-    f->answered = false;
-    sg_error err;
-    int rc = sg_core_submit(f->core, &rq, on_answer, f, &err);
-    if (rc)
-        fail_msg("submit: %s", err.msg);
-    while (!f->answered)
+    driven_submit(&f->d, job, number, start_ms, duration_ms);
+    while (!f->d.answered)
         uv_run(&f->loop, UV_RUN_ONCE);
     settle(f);
-    return &f->last;
+    return &f->d.last;
+}
+
+/* A build that started a day before T0. */
+static const sg_answer *post(fixture *f, const char *job, int64_t number)
+{
+    return post_timed(f, job, number, T0 - 86400000 + number, -1);
 }
 
 static void deliver_all(fixture *f)
 {
-    while (f->nreported < f->npushed) {
-        sg_fwd_item *it = f->pushed[f->nreported];
-        f->pushed[f->nreported++] = NULL; /* the core takes it */
-        it->attempts++;
-        sg_core_delivered(f->core, it, SG_FWD_DELIVERED, 200, NULL, 0.001);
-    }
+    driven_deliver_all(&f->d);
     settle(f);
 }
 
 static void advance(fixture *f, int64_t ms)
 {
     sg_vclock_set(&f->clock, f->clock.now_ms + ms);
-    sg_core_tick(f->core);
+    sg_core_tick(f->d.core);
     settle(f);
 }
 
@@ -214,15 +161,15 @@ static void unknown_forwarded_then_replay_suppressed(void **state)
     assert_int_equal(a->status, 200);
     assert_int_equal(a->kind, SG_KIND_UNKNOWN);
     assert_int_equal(a->state, SG_STATE_PENDING);
-    assert_int_equal(f->npushed, 1);
-    assert_int_equal(f->pushed[0]->id, a->id);
+    assert_int_equal(f->d.npushed, 1);
+    assert_int_equal(f->d.pushed[0]->id, a->id);
     deliver_all(f);
     a = post(f, "team-a/svc", 7);
     assert_int_equal(a->kind, SG_KIND_REPLAY);
     assert_int_equal(a->state, SG_STATE_SUPPRESSED);
-    assert_int_equal(f->npushed, 1);
+    assert_int_equal(f->d.npushed, 1);
     sg_core_stats st;
-    sg_core_stats_get(f->core, &st);
+    sg_core_stats_get(f->d.core, &st);
     assert_int_equal(st.counts[SG_KIND_UNKNOWN][SG_STATE_FORWARDED], 1); /* forwarded */
     assert_int_equal(st.counts[SG_KIND_REPLAY][SG_STATE_SUPPRESSED], 1); /* suppressed */
     assert_int_equal(st.ledger_builds, 1);
@@ -235,20 +182,20 @@ static void guard_holds_unknown_until_it_expires(void **state)
 {
     fixture *f = *state;
     start_core(f, SG_ON_STORM_HOLD, 0, false);
-    sg_guard *g = sg_core_guard(f->core);
+    sg_guard *g = sg_core_guard(f->d.core);
     bool expected = sg_guard_wipe(g, "flush", "canary gone", f->clock.now_ms);
     assert_false(expected);
     assert_int_equal(sg_guard_mode(g, "jenkins-prod"), SG_MODE_GUARD);
     const sg_answer *a = post(f, "team-b/svc", 1);
     assert_int_equal(a->state, SG_STATE_HELD);
-    assert_int_equal(f->npushed, 0);
-    assert_int_equal(sg_core_held(f->core), 1);
+    assert_int_equal(f->d.npushed, 0);
+    assert_int_equal(sg_core_held(f->d.core), 1);
     advance(f, 600001);
     assert_int_equal(sg_guard_mode(g, NULL), SG_MODE_NORMAL);
     a = post(f, "team-c/svc", 1);
     assert_int_equal(a->state, SG_STATE_PENDING);
-    assert_int_equal(f->npushed, 1);
-    assert_int_equal(sg_core_held(f->core), 1); /* leaving guard mode releases nothing */
+    assert_int_equal(f->d.npushed, 1);
+    assert_int_equal(sg_core_held(f->d.core), 1); /* leaving guard mode releases nothing */
 }
 
 /* A flush announced before the wipe: the wipe is expected (no rewarm), but
@@ -257,7 +204,7 @@ static void announced_wipe_is_expected_for_ten_minutes(void **state)
 {
     fixture *f = *state;
     start_core(f, SG_ON_STORM_HOLD, 0, false);
-    sg_guard *g = sg_core_guard(f->core);
+    sg_guard *g = sg_core_guard(f->d.core);
     sg_guard_announce(g, "flush announced by test");
     assert_true(sg_guard_wipe(g, "flush", "canary gone", f->clock.now_ms));
     sg_guard_announce(g, "flush announced by test");
@@ -274,28 +221,28 @@ static void release_newest_only(void **state)
 {
     fixture *f = *state;
     start_core(f, SG_ON_STORM_HOLD, 0, false);
-    sg_guard_on(sg_core_guard(f->core), "turned on by test");
+    sg_guard_on(sg_core_guard(f->d.core), "turned on by test");
     for (int n = 1; n <= 3; n++)
         assert_int_equal(post(f, "team-d/svc", n)->state, SG_STATE_HELD);
     assert_int_equal(post(f, "team-e/svc", 9)->state, SG_STATE_HELD);
     sg_hold_request r = {.filter = {.all = true}, .newest_only = true, .actor = "test"};
-    sg_hold_release(sg_core_hold(f->core), &r, on_hold, f);
+    sg_hold_release(sg_core_hold(f->d.core), &r, on_hold, f);
     while (!f->hold_done)
         uv_run(&f->loop, UV_RUN_ONCE);
     settle(f);
     assert_int_equal(f->hold.status, 0);
     assert_int_equal(f->hold.released, 2);
     assert_int_equal(f->hold.superseded, 2);
-    assert_int_equal(f->npushed, 2);
+    assert_int_equal(f->d.npushed, 2);
     int64_t numbers[2];
     for (int i = 0; i < 2; i++) {
-        const char *body = f->pushed[i]->body;
+        const char *body = f->d.pushed[i]->body;
         const char *at = strstr(body, "\"number\":");
         assert_non_null(at);
         numbers[i] = strtoll(at + 9, NULL, 10);
     }
     assert_true((numbers[0] == 3 && numbers[1] == 9) || (numbers[0] == 9 && numbers[1] == 3));
-    assert_int_equal(sg_core_held(f->core), 0);
+    assert_int_equal(sg_core_held(f->d.core), 0);
 }
 
 /* on_storm = drain at 2 a second: each tick releases at most 2 held builds
@@ -304,19 +251,19 @@ static void drain_releases_at_its_rate(void **state)
 {
     fixture *f = *state;
     start_core(f, SG_ON_STORM_DRAIN, 2, false);
-    sg_guard_on(sg_core_guard(f->core), "turned on by test");
+    sg_guard_on(sg_core_guard(f->d.core), "turned on by test");
     char job[32];
     for (int i = 0; i < 5; i++) {
         snprintf(job, sizeof job, "team-f/svc-%d", i);
         assert_int_equal(post(f, job, 1)->state, SG_STATE_HELD);
     }
     advance(f, 1000);
-    assert_int_equal(f->npushed, 2);
+    assert_int_equal(f->d.npushed, 2);
     advance(f, 1000);
-    assert_int_equal(f->npushed, 4);
+    assert_int_equal(f->d.npushed, 4);
     advance(f, 1000);
-    assert_int_equal(f->npushed, 5);
-    assert_int_equal(sg_core_held(f->core), 0);
+    assert_int_equal(f->d.npushed, 5);
+    assert_int_equal(sg_core_held(f->d.core), 0);
 }
 
 /* Past the spill point the journal is the queue: nothing is pushed while
@@ -326,23 +273,23 @@ static void spill_and_refill_in_order(void **state)
 {
     fixture *f = *state;
     start_core(f, SG_ON_STORM_HOLD, 0, false);
-    f->full = true;
+    f->d.full = true;
     int64_t ids[6];
     char job[32];
     for (int i = 0; i < 6; i++) {
         snprintf(job, sizeof job, "team-g/svc-%d", i % 3);
         ids[i] = post(f, job, i + 1)->id;
     }
-    assert_int_equal(f->npushed, 0);
-    f->full = false;
+    assert_int_equal(f->d.npushed, 0);
+    f->d.full = false;
     advance(f, 1000);
-    assert_int_equal(f->npushed, 6);
+    assert_int_equal(f->d.npushed, 6);
     for (int i = 0; i < 6; i++)
-        assert_int_equal(f->pushed[i]->id, ids[i]);
+        assert_int_equal(f->d.pushed[i]->id, ids[i]);
     /* caught up: the next one goes straight to the deliverer */
     int64_t id = post(f, "team-g/svc-9", 1)->id;
-    assert_int_equal(f->npushed, 7);
-    assert_int_equal(f->pushed[6]->id, id);
+    assert_int_equal(f->d.npushed, 7);
+    assert_int_equal(f->d.pushed[6]->id, id);
 }
 
 /* The storm detector in virtual time: the third build of one job within the
@@ -355,7 +302,7 @@ static void storm_signal_holds_then_cools_down(void **state)
     assert_int_equal(post(f, "team-h/svc", 1)->state, SG_STATE_PENDING);
     assert_int_equal(post(f, "team-h/svc", 2)->state, SG_STATE_PENDING);
     assert_int_equal(post(f, "team-h/svc", 3)->state, SG_STATE_HELD);
-    sg_guard *g = sg_core_guard(f->core);
+    sg_guard *g = sg_core_guard(f->d.core);
     assert_int_equal(sg_guard_mode(g, "jenkins-prod"), SG_MODE_STORM);
     assert_int_equal(sg_guard_mode(g, "jenkins-other"), SG_MODE_NORMAL);
     advance(f, 600001); /* past the cooldown (300 s) and the guard it extended (600 s) */
@@ -376,36 +323,36 @@ static void refusals(void **state)
                      .body = "{\"details\": oops",
                      .body_len = 16};
     sg_error err;
-    assert_int_equal(sg_core_submit(f->core, &rq, on_answer, f, &err), SG_EINVAL);
+    assert_int_equal(sg_core_submit(f->d.core, &rq, driven_on_answer, &f->d, &err), SG_EINVAL);
     assert_non_null(strstr(err.msg, "line 1"));
     settle(f);
     sg_core_stats st;
-    sg_core_stats_get(f->core, &st);
+    sg_core_stats_get(f->d.core, &st);
     assert_int_equal(st.rejected, 1);
     int64_t journaled = 0;
     for (int k = 0; k < SG_CORE_KINDS; k++)
         for (int s = 0; s < SG_STATE_COUNT; s++)
             journaled += st.counts[k][s];
     assert_int_equal(journaled, 0);
-    assert_false(f->answered);
-    sg_core_stop(f->core);
+    assert_false(f->d.answered);
+    sg_core_stop(f->d.core);
     rq.body = "{}";
     rq.body_len = 2;
-    assert_int_equal(sg_core_submit(f->core, &rq, on_answer, f, &err), SG_EBUSY);
+    assert_int_equal(sg_core_submit(f->d.core, &rq, driven_on_answer, &f->d, &err), SG_EBUSY);
     sg_hold_request r = {.filter = {.all = true}, .actor = "test"};
-    sg_hold_release(sg_core_hold(f->core), &r, on_hold, f);
+    sg_hold_release(sg_core_hold(f->d.core), &r, on_hold, f);
     assert_true(f->hold_done);
     assert_int_equal(f->hold.status, SG_EBUSY);
-    assert_int_equal(sg_core_audit(f->core, "test", "guard on", NULL, NULL, NULL), SG_EBUSY);
+    assert_int_equal(sg_core_audit(f->d.core, "test", "guard on", NULL, NULL, NULL), SG_EBUSY);
     /* reads go on while it stops, not once the close began (its reader goes) */
-    sg_core_close(f->core, on_closed, f);
-    assert_int_equal(sg_core_events(f->core, NULL, NULL, NULL, 10, NULL, NULL), SG_EBUSY);
-    assert_int_equal(sg_core_held_summary(f->core, 10, NULL, NULL), SG_EBUSY);
-    assert_int_equal(sg_core_sample(f->core, 1, NULL, NULL, NULL), SG_EBUSY);
+    sg_core_close(f->d.core, on_closed, &f->d);
+    assert_int_equal(sg_core_events(f->d.core, NULL, NULL, NULL, 10, NULL, NULL), SG_EBUSY);
+    assert_int_equal(sg_core_held_summary(f->d.core, 10, NULL, NULL), SG_EBUSY);
+    assert_int_equal(sg_core_sample(f->d.core, 1, NULL, NULL, NULL), SG_EBUSY);
     uv_run(&f->loop, UV_RUN_DEFAULT);
-    assert_true(f->closed);
-    sg_core_free(f->core);
-    f->core = NULL;
+    assert_true(f->d.closed);
+    sg_core_free(f->d.core);
+    f->d.core = NULL;
 }
 
 /* A profile snapshot taken at taken_at (virtual time) in which job has
@@ -443,61 +390,35 @@ static void no_baseline_from_a_replay_in_progress(void **state)
     int64_t first = snapshot(f, T0 - 60000, "team-x/svc", T0 - 86400000);
     start_core(f, SG_ON_STORM_HOLD, 0, false);
     sg_core_stats st;
-    sg_core_stats_get(f->core, &st);
+    sg_core_stats_get(f->d.core, &st);
     assert_int_equal(st.baseline_id, first);
     /* a snapshot taken before the wipe becomes the baseline even in guard mode */
     int64_t before = snapshot(f, T0 - 1000, "team-y/svc", T0 - 86400000);
-    sg_guard *g = sg_core_guard(f->core);
+    sg_guard *g = sg_core_guard(f->d.core);
     advance(f, 1000);
     assert_false(sg_guard_wipe(g, "flush", "canary gone", f->clock.now_ms));
-    sg_core_reload(f->core);
+    sg_core_reload(f->d.core);
     settle(f);
-    sg_core_stats_get(f->core, &st);
+    sg_core_stats_get(f->d.core, &st);
     assert_int_equal(st.baseline_id, before);
     /* one taken after the wipe waits while guard mode is on */
     int64_t after = snapshot(f, f->clock.now_ms + 1000, "team-z/svc", T0 - 86400000);
     advance(f, 5000);
-    sg_core_reload(f->core);
+    sg_core_reload(f->d.core);
     settle(f);
-    sg_core_stats_get(f->core, &st);
+    sg_core_stats_get(f->d.core, &st);
     assert_int_equal(st.baseline_id, before);
     /* team-z is no job of the baseline yet: unknown, held */
     assert_int_equal(post(f, "team-z/svc", 5)->state, SG_STATE_HELD);
     advance(f, 600001); /* guard over */
     assert_int_equal(sg_guard_mode(g, NULL), SG_MODE_NORMAL);
-    sg_core_reload(f->core);
+    sg_core_reload(f->d.core);
     settle(f);
-    sg_core_stats_get(f->core, &st);
+    sg_core_stats_get(f->d.core, &st);
     assert_int_equal(st.baseline_id, after);
 }
 
 /* Posts an Igor build of job that started at start_ms and ran duration_ms. */
-static const sg_answer *post_timed(fixture *f, const char *job, int64_t number, int64_t start_ms,
-                                   int64_t duration_ms)
-{
-    char body[512];
-    int n = snprintf(body, sizeof body,
-                     "{\"details\":{\"type\":\"build\"},\"content\":{\"master\":\"jenkins-prod\","
-                     "\"project\":{\"name\":\"%s\",\"lastBuild\":{\"number\":%lld,\"result\":"
-                     "\"SUCCESS\",\"building\":false,\"timestamp\":\"%lld\",\"duration\":%lld}}}}",
-                     job, (long long)number, (long long)start_ms, (long long)duration_ms);
-    sg_request rq = {.method = "POST",
-                     .method_len = 4,
-                     .path = "/",
-                     .path_len = 1,
-                     .headers = "",
-                     .body = body,
-                     .body_len = (size_t)n};
-    f->answered = false;
-    sg_error err;
-    if (sg_core_submit(f->core, &rq, on_answer, f, &err))
-        fail_msg("submit: %s", err.msg);
-    while (!f->answered)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    settle(f);
-    return &f->last;
-}
-
 /* A gate started after the wipe: its first snapshot finds none of the
  * poller's keys, and the poller posts builds: a wipe (guard mode), noticed
  * once. A build that ended after it is genuine and forwarded; one that
@@ -522,7 +443,7 @@ static void cold_start_empty_poller_is_a_wipe(void **state)
     assert_int_equal(sg_store_snapshot_commit(st, &t, &err), 0);
     sg_store_free(st);
     start_core(f, SG_ON_STORM_HOLD, 0, false);
-    sg_guard *g = sg_core_guard(f->core);
+    sg_guard *g = sg_core_guard(f->d.core);
     assert_int_equal(sg_guard_mode(g, NULL), SG_MODE_NORMAL);
     /* an old build, replayed: the first event notices the empty poller */
     const sg_answer *a = post_timed(f, "team-q/svc", 12, T0 - 86400000, 300000);
