@@ -82,7 +82,7 @@ struct sg_core {
     bool outcomes_stopping;
     sg_guard *guard;
     sg_hold *hold;
-    sg_store *reader; /* the serial read jobs' connection */
+    sg_store *reader; /* the serial read jobs' connection (not a replica's claims') */
     read_job *reads, **reads_tail;
     bool reading; /* a serial read job is on the thread pool */
     int readers;  /* read jobs not yet done, serial or not */
@@ -431,9 +431,12 @@ static void refill(sg_core *c)
     f->tail = &f->items;
     f->rj.run = refill_run;
     f->rj.done = refill_done;
+    /* a replica's claims have a connection of their own: they wait for no
+     * read in the reader's queue (c->refilling keeps them one at a time) */
+    f->rj.bare = c->shared;
     c->refilling = true;
     c->refill_again = false;
-    read_submit(c, &f->rj, true);
+    read_submit(c, &f->rj, !c->shared);
 }
 
 static void spill(sg_core *c)

@@ -48,6 +48,7 @@ enum {
     PG_SNAP_DOCKER,
     PG_SLOT_COUNT
 };
+_Static_assert(PG_SLOT_COUNT <= 32, "sg_pg.prepared has a bit per slot");
 
 typedef struct pg_snap pg_snap; /* a snapshot being written (pg_snapshots.c) */
 
