@@ -732,3 +732,34 @@ void pg_fixture_kill(pg_fixture *f)
     /* nothing is attached now; a restart would remove it too */
     drop_segment(c);
 }
+
+/* One statement on the server's "stormguard" database; false, with the
+ * server's reason on stderr, when it failed. */
+static bool admin_exec(const pg_fixture *f, const char *sql)
+{
+    PGconn *c = PQconnectdb(f->url);
+    PGresult *r = PQexec(c, sql);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        fprintf(stderr, "pg_fixture: %s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    return ok;
+}
+
+int pg_fixture_create_db(const pg_fixture *f, const char *name, char *url, size_t cap)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    if (!admin_exec(f, sql))
+        return -1;
+    snprintf(url, cap, "postgresql://stormguard@127.0.0.1:%d/%s", f->port, name);
+    return 0;
+}
+
+void pg_fixture_drop_db(const pg_fixture *f, const char *name)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "DROP DATABASE %s WITH (FORCE)", name);
+    admin_exec(f, sql);
+}

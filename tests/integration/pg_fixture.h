@@ -19,6 +19,7 @@
 #ifndef SG_TEST_PG_FIXTURE_H
 #define SG_TEST_PG_FIXTURE_H
 
+#include <stddef.h>
 #include <sys/types.h>
 
 typedef struct pg_fixture {
@@ -48,5 +49,13 @@ int pg_fixture_restart(pg_fixture *f);
 /* SIGKILL to the postmaster and its children, waited for: a crash. A no-op
  * when it is not running. */
 void pg_fixture_kill(pg_fixture *f);
+
+/* A fresh database name (letters, digits and _) on f's server; url =
+ * its postgresql:// URL (cap bytes). 0, or -1 with the server's reason on
+ * stderr. */
+int pg_fixture_create_db(const pg_fixture *f, const char *name, char *url, size_t cap);
+
+/* Drops the database name, cutting off its clients (a test's teardown). */
+void pg_fixture_drop_db(const pg_fixture *f, const char *name);
 
 #endif

@@ -13,7 +13,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,18 +46,6 @@ typedef struct fixture {
     replica r[2];
 } fixture;
 
-static bool exec_ok(const char *url, const char *sql)
-{
-    PGconn *c = PQconnectdb(url);
-    PGresult *res = PQexec(c, sql);
-    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok)
-        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
-    PQclear(res);
-    PQfinish(c);
-    return ok;
-}
-
 static void settle(fixture *f);
 
 static void start_replica(fixture *f, replica *r)
@@ -66,19 +53,11 @@ static void start_replica(fixture *f, replica *r)
     sg_error err;
     if (sg_store_claim_new(f->url, &r->claim, &err))
         fail_msg("claiming the store: %s", err.msg);
-    sg_core_opts o = {.db_path = f->url,
-                      .clock = &f->clock.clock,
-                      .build_paths = &f->build_paths,
-                      .guard_ms = 600000,
-                      .cooldown_ms = 300000,
-                      .on_storm = SG_ON_STORM_HOLD,
-                      .replica = sg_store_claim_name(r->claim)};
-    o.events.notification_source = "jenkins";
-    sg_storm_opts_default(&o.storm);
-    o.storm.same_job_builds = 0; /* no storm: what is tested is the queue */
-    o.storm.first_seen_jobs = 0;
-    o.storm.replay_share_pct = 0;
-    o.storm.rate_factor = 0;
+    sg_core_opts o;
+    /* no storm: what is tested is the queue */
+    driven_core_opts(&o, f->url, &f->clock.clock, &f->build_paths, false);
+    o.on_storm = SG_ON_STORM_HOLD;
+    o.replica = sg_store_claim_name(r->claim);
     if (sg_core_start(&f->loop, &o, &r->d.core, &err))
         fail_msg("sg_core_start: %s", err.msg);
     driven_attach(&r->d);
@@ -88,14 +67,10 @@ static int setup(void **state)
 {
     fixture *f = sg_xcalloc(1, sizeof *f);
     snprintf(f->dbname, sizeof f->dbname, "c%d", ++g_databases);
-    char sql[64];
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", f->dbname);
-    if (!exec_ok(g_pg.url, sql)) {
+    if (pg_fixture_create_db(&g_pg, f->dbname, f->url, sizeof f->url)) {
         free(f);
         return -1;
     }
-    snprintf(f->url, sizeof f->url, "postgresql://stormguard@127.0.0.1:%d/%s", g_pg.port,
-             f->dbname);
     uv_loop_init(&f->loop);
     sg_vclock_init(&f->clock, T0);
     sg_strlist_push(&f->build_paths, "/");
@@ -106,31 +81,16 @@ static int setup(void **state)
     return 0;
 }
 
-static void on_closed(void *ud)
-{
-    ((driven *)ud)->closed = true;
-}
-
 static int teardown(void **state)
 {
     fixture *f = *state;
-    for (int i = 0; i < 2; i++) {
-        sg_core_stop(f->r[i].d.core);
-        sg_core_close(f->r[i].d.core, on_closed, &f->r[i].d);
-    }
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    for (int i = 0; i < 2; i++) {
-        replica *r = &f->r[i];
-        assert_true(r->d.closed);
-        sg_core_free(r->d.core);
-        sg_store_claim_free(r->claim);
-        driven_free(&r->d);
-    }
+    driven *d[] = {&f->r[0].d, &f->r[1].d};
+    driven_close(&f->loop, d, 2); /* before the claims, whose names the cores borrow */
+    for (int i = 0; i < 2; i++)
+        sg_store_claim_free(f->r[i].claim);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     sg_strlist_clear(&f->build_paths);
-    char sql[64];
-    snprintf(sql, sizeof sql, "DROP DATABASE %s WITH (FORCE)", f->dbname);
-    exec_ok(g_pg.url, sql);
+    pg_fixture_drop_db(&g_pg, f->dbname);
     free(f);
     return 0;
 }

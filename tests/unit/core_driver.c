@@ -22,6 +22,24 @@ static size_t backlog(void *ud)
     return d->full ? 100000 : d->npushed - d->nreported;
 }
 
+void driven_core_opts(sg_core_opts *o, const char *db, const sg_clock *clock,
+                      const sg_strlist *build_paths, bool storms)
+{
+    *o = (sg_core_opts){.db_path = db,
+                        .clock = clock,
+                        .build_paths = build_paths,
+                        .guard_ms = 600000,
+                        .cooldown_ms = 300000};
+    o->events.notification_source = "jenkins";
+    sg_storm_opts_default(&o->storm);
+    if (!storms) {
+        o->storm.same_job_builds = 0;
+        o->storm.first_seen_jobs = 0;
+        o->storm.replay_share_pct = 0;
+        o->storm.rate_factor = 0;
+    }
+}
+
 void driven_attach(driven *d)
 {
     sg_deliverer del = {.push = push, .backlog = backlog, .ud = d};
@@ -92,9 +110,28 @@ void driven_deliver_all(driven *d)
     }
 }
 
-void driven_free(driven *d)
+void driven_on_closed(void *ud)
 {
-    for (size_t i = 0; i < d->npushed; i++)
-        sg_fwd_item_free(d->pushed[i]);
-    d->npushed = d->nreported = 0;
+    ((driven *)ud)->closed = true;
+}
+
+void driven_close(uv_loop_t *loop, driven *const *d, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        if (!d[k]->core)
+            continue;
+        sg_core_stop(d[k]->core);
+        sg_core_close(d[k]->core, driven_on_closed, d[k]);
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    for (size_t k = 0; k < n; k++) {
+        if (d[k]->core) {
+            assert_true(d[k]->closed);
+            sg_core_free(d[k]->core);
+            d[k]->core = NULL;
+        }
+        for (size_t i = 0; i < d[k]->npushed; i++)
+            sg_fwd_item_free(d[k]->pushed[i]);
+        d[k]->npushed = d[k]->nreported = 0;
+    }
 }

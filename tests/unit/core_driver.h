@@ -24,8 +24,22 @@ typedef struct driven {
     bool closed;
 } driven;
 
+/* The options of a core on db that the tests share: the virtual clock,
+ * the build paths, guard 10 min, cooldown 5 min, Igor's source "jenkins";
+ * the storm detector's default thresholds, or none of them (storms false). */
+void driven_core_opts(sg_core_opts *o, const char *db, const sg_clock *clock,
+                      const sg_strlist *build_paths, bool storms);
+
 /* d's recording deliverer, set on d->core. */
 void driven_attach(driven *d);
+
+/* The done callback of sg_core_close with ud d: d->closed. */
+void driven_on_closed(void *ud);
+
+/* Stops and closes each of the n cores that started (a close begun
+ * already is taken as it is), runs loop until they are closed, and frees
+ * them and what their deliverers kept. */
+void driven_close(uv_loop_t *loop, driven *const *d, size_t n);
 
 /* The answer callback of a submit with ud d: d->last and d->answered. */
 void driven_on_answer(void *ud, const sg_answer *a);
@@ -43,7 +57,5 @@ void driven_settle(uv_loop_t *loop, driven *const *d, size_t n);
 /* Reports every item d was handed and has not reported as delivered. */
 void driven_deliver_all(driven *d);
 
-/* Frees what d was handed and kept (at the end of a test). */
-void driven_free(driven *d);
 
 #endif

@@ -42,21 +42,10 @@ static void settle(fixture *f);
 
 static void start_core(fixture *f, sg_on_storm on_storm, int64_t drain_rate, bool storms)
 {
-    sg_core_opts o = {.db_path = f->db,
-                      .clock = &f->clock.clock,
-                      .build_paths = &f->build_paths,
-                      .guard_ms = 600000,
-                      .cooldown_ms = 300000,
-                      .on_storm = on_storm,
-                      .drain_rate = drain_rate};
-    o.events.notification_source = "jenkins";
-    sg_storm_opts_default(&o.storm);
-    if (!storms) {
-        o.storm.same_job_builds = 0;
-        o.storm.first_seen_jobs = 0;
-        o.storm.replay_share_pct = 0;
-        o.storm.rate_factor = 0;
-    }
+    sg_core_opts o;
+    driven_core_opts(&o, f->db, &f->clock.clock, &f->build_paths, storms);
+    o.on_storm = on_storm;
+    o.drain_rate = drain_rate;
     sg_error err;
     if (sg_core_start(&f->loop, &o, &f->d.core, &err))
         fail_msg("sg_core_start: %s", err.msg);
@@ -78,23 +67,12 @@ static int setup(void **state)
     return 0;
 }
 
-static void on_closed(void *ud)
-{
-    ((driven *)ud)->closed = true;
-}
-
 static int teardown(void **state)
 {
     fixture *f = *state;
-    if (f->d.core) {
-        sg_core_stop(f->d.core);
-        sg_core_close(f->d.core, on_closed, &f->d);
-        uv_run(&f->loop, UV_RUN_DEFAULT);
-        assert_true(f->d.closed);
-        sg_core_free(f->d.core);
-    }
+    driven *d = &f->d;
+    driven_close(&f->loop, &d, 1);
     assert_int_equal(uv_loop_close(&f->loop), 0);
-    driven_free(&f->d);
     sg_strlist_clear(&f->build_paths);
     char path[160];
     const char *suffix[] = {"", "-wal", "-shm"};
@@ -345,7 +323,7 @@ static void refusals(void **state)
     assert_int_equal(f->hold.status, SG_EBUSY);
     assert_int_equal(sg_core_audit(f->d.core, "test", "guard on", NULL, NULL, NULL), SG_EBUSY);
     /* reads go on while it stops, not once the close began (its reader goes) */
-    sg_core_close(f->d.core, on_closed, &f->d);
+    sg_core_close(f->d.core, driven_on_closed, &f->d);
     assert_int_equal(sg_core_events(f->d.core, NULL, NULL, NULL, 10, NULL, NULL), SG_EBUSY);
     assert_int_equal(sg_core_held_summary(f->d.core, 10, NULL, NULL), SG_EBUSY);
     assert_int_equal(sg_core_sample(f->d.core, 1, NULL, NULL, NULL), SG_EBUSY);

@@ -81,18 +81,8 @@ static int setup(void **state)
     snprintf(f->db, sizeof f->db, "%s/sg.db", f->dir);
 #ifdef SG_TEST_PG
     snprintf(f->dbname, sizeof f->dbname, "t%d", ++g_pg_databases);
-    char sql[96];
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", f->dbname);
-    PGconn *c = PQconnectdb(g_pg.url);
-    PGresult *r = PQexec(c, sql);
-    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok)
-        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
-    PQfinish(c);
-    if (!ok)
+    if (pg_fixture_create_db(&g_pg, f->dbname, f->db, sizeof f->db))
         return -1;
-    snprintf(f->db, sizeof f->db, "postgresql://stormguard@127.0.0.1:%d/%s", g_pg.port, f->dbname);
 #endif
     *state = f;
     return 0;
@@ -102,11 +92,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
 #ifdef SG_TEST_PG
-    char sql[96];
-    snprintf(sql, sizeof sql, "DROP DATABASE %s WITH (FORCE)", f->dbname);
-    PGconn *c = PQconnectdb(g_pg.url);
-    PQclear(PQexec(c, sql));
-    PQfinish(c);
+    pg_fixture_drop_db(&g_pg, f->dbname);
 #endif
     chmod(f->dir, 0700);
     nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
