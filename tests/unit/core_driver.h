@@ -57,5 +57,4 @@ void driven_settle(uv_loop_t *loop, driven *const *d, size_t n);
 /* Reports every item d was handed and has not reported as delivered. */
 void driven_deliver_all(driven *d);
 
-
 #endif
