@@ -8,6 +8,10 @@
 #       replica, each with half the connections and one thread (the same two
 #       wrk threads as (a) and (b) have), each posting builds of its own of
 #       the same 500 jobs (SG_PART): req/s summed, p50 and p99 the worse.
+# The configurations take turns, ROUNDS times (default 3), each round on
+# fresh stores, and every figure printed is the median of the rounds': on a
+# shared host a neighbour's load falls on one run or another, and a single
+# run of each swung the ratios by 2x here.
 # Prints accepted req/s (and forwarded/s: deliveries may fall behind the
 # answers) and p99 at full load, the ratios b/a (target >= 0.5x) and c/b
 # (target > 1); p99 at ~1,000 req/s (as bench_gate.sh: 10
@@ -24,7 +28,7 @@
 #
 # usage: tests/bench/bench_gate_pg.sh [SECONDS] [CONNECTIONS]
 #   (defaults 20 and 32; RATE_SECONDS, default 20, for the ~1,000 req/s runs;
-#   RSS_SECONDS, default 60; DRAIN_SECONDS, default 120: the longest wait
+#   RSS_SECONDS, default 60; ROUNDS, default 3; DRAIN_SECONDS, default 120: the longest wait
 #   for a full load's pending deliveries before the ~1,000 req/s run;
 #   ONLY, default "abc": the configurations to run, "b" say, for a quick
 #   look at one of them; ratios and RSS need theirs; STATEMENTS=1: also the
@@ -37,6 +41,8 @@ CONNS=${2:-32}
 RATE_SECONDS=${RATE_SECONDS:-20}
 RSS_SECONDS=${RSS_SECONDS:-60}
 DRAIN_SECONDS=${DRAIN_SECONDS:-120}
+ROUNDS=${ROUNDS:-3}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive whole number, not '$ROUNDS'" >&2; exit 2; }
 ONLY=${ONLY:-abc}
 runs() { [[ $ONLY == *$1* ]]; }
 source tests/bench/lib.sh
@@ -173,32 +179,53 @@ echo "full load: wrk -c$CONNS -d${DURATION}s (two threads in all), distinct Igor
 a_label="(a) SQLite (normal), one gate"
 b_label="(b) PostgreSQL 15, one replica"
 c_label="(c) PostgreSQL 15, two replicas"
-if runs a; then
-  echo "$a_label ..."
+FIELDS="rps fwd err p50 p99 rrps rp50 rp99"
+# keep KEY ROUND: this round's figures of KEY join KEY_all_FIELD (latencies
+# in ms), its CPU line KEY_cpus and its store's KEY_stores
+keep() {
+  local f n all
+  for f in $FIELDS; do
+    n=${1}_$f all=${1}_all_$f
+    case $f in p50 | p99 | rp50 | rp99) printf -v "$all" '%s %s' "${!all:-}" "$(latency_ms "${!n}")" ;;
+    *) printf -v "$all" '%s %s' "${!all:-}" "${!n}" ;;
+    esac
+  done
+  n=${1}_cpu all=${1}_cpus
+  printf -v "$all" '%s\n  (%s) round %s: %s' "${!all:-}" "$1" "$2" "${!n}"
+  n=${1}_store all=${1}_stores
+  printf -v "$all" '%s\n  (%s) round %s: %s' "${!all:-}" "$1" "$2" "${!n}"
+}
+
+run_a() {
+  echo "$a_label, round $1 ..."
   backend=sqlite
+  rm -f "$work"/sg.db*
   gate_start sqlite "$sink_port" --db "$work/sg.db"
   gates=$gate
   measure a "$gate_port"
   gate_stop $gates
-fi
+  keep a "$1"
+}
 
-if runs b; then
-  echo "$b_label ..."
+run_b() {
+  echo "$b_label, round $1 ..."
   backend=pg
-  psql_q "CREATE DATABASE one"
-  PG_URL=$pg_base/one
+  psql_q "CREATE DATABASE one$1"
+  PG_URL=$pg_base/one$1
   [[ -z $STATEMENTS ]] || psql_q "CREATE EXTENSION pg_stat_statements"
   gate_start pg "$sink_port" --store "$PG_URL"
   gates=$gate
   measure b "$gate_port"
   gate_stop $gates
-fi
+  keep b "$1"
+}
 
-if runs c; then
-  echo "$c_label ..."
+# the last round's two replicas stay up for the RSS run
+run_c() {
+  echo "$c_label, round $1 ..."
   backend=pg
-  psql_q "CREATE DATABASE two"
-  PG_URL=$pg_base/two
+  psql_q "CREATE DATABASE two$1"
+  PG_URL=$pg_base/two$1
   [[ -z $STATEMENTS ]] || psql_q "CREATE EXTENSION pg_stat_statements"
   gate_start pg1 "$sink_port" --store "$PG_URL"
   r1=$gate r1_port=$gate_port
@@ -208,7 +235,32 @@ if runs c; then
   measure c "$r1_port" "$r2_port"
   read -r r1_rps r1_err _ r1_p99 _ < <(wrk_parse "$work/wrk-c.0.txt")
   read -r r2_rps r2_err _ r2_p99 _ < <(wrk_parse "$work/wrk-c.1.txt")
-fi
+  keep c "$1"
+  (($1 == ROUNDS)) || gate_stop $gates
+}
+
+# the configurations take turns, round after round: what else runs on the
+# machine (a neighbour's load on a shared host) falls on every one of them
+for ((round = 1; round <= ROUNDS; round++)); do
+  for k in a b c; do
+    if runs $k; then run_$k "$round"; fi
+  done
+done
+
+# median VALUES...: the middle one (of an even count, the mean of the two)
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
+  printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# every figure of the table: the median of the rounds'
+for k in a b c; do
+  runs $k || continue
+  for f in $FIELDS; do
+    n=${k}_all_$f
+    # shellcheck disable=SC2086 # the rounds' figures, one word each
+    v=$(median ${!n})
+    case $f in p50 | p99 | rp50 | rp99) v=${v}ms ;; err) v=${v%.*} ;; esac
+    printf -v "${k}_$f" %s "$v"
+  done
+done
 
 row() { printf '%-33s %10s %11s %7s %8s %8s  %8s %8s %8s\n' "$@"; }
 echo
@@ -223,7 +275,14 @@ for k in a b c; do
   row "$(v label)" "$(v rps)" "$(v fwd)" "$(v err)" "$(v p50)" "$(v p99)" "$(v rrps)" "$(v rp50)" "$(v rp99)"
 done
 ratio() { awk "BEGIN {printf \"%.2f\", $1 / $2}"; }
-echo "(failed: non-2xx replies, socket errors and timeouts, wrk's 2 s, which p50 and p99 leave out)"
+echo "(each figure the median of $ROUNDS rounds; failed: non-2xx replies, socket errors and timeouts,"
+echo "wrk's 2 s, which p50 and p99 leave out)"
+if ((ROUNDS > 1)); then
+  echo "accepted/s at full load, round by round:"
+  for k in a b c; do
+    if runs $k; then n=${k}_all_rps && echo "  ($k)${!n}"; fi
+  done
+fi
 if runs a && runs b; then
   printf 'ratio b/a (one PostgreSQL replica / SQLite): %sx accepted (target >= 0.5x), %sx forwarded\n' \
     "$(ratio "$b_rps" "$a_rps")" "$(ratio "$b_fwd" "$a_fwd")"
@@ -235,10 +294,10 @@ fi
 echo
 echo "the store after each full-load run:"
 for k in a b c; do
-  if runs $k; then echo "  ($k) $(v store)"; fi
+  if runs $k; then n=${k}_stores && printf "%s\n" "${!n#$'\n'}"; fi
 done
 if runs c; then
-  echo "      replica 1: $r1_rps req/s, $r1_err failed, p99 $r1_p99; replica 2: $r2_rps req/s, $r2_err failed, p99 $r2_p99"
+  echo "      last round, replica 1: $r1_rps req/s, $r1_err failed, p99 $r1_p99; replica 2: $r2_rps req/s, $r2_err failed, p99 $r2_p99"
 fi
 if [[ -n $STATEMENTS ]]; then
   for k in b c; do
@@ -252,7 +311,7 @@ echo
 echo "CPU at full load, in cores of this machine's $cores (rest: other processes on it, this script's"
 echo "curl and awk, the kernel's own threads):"
 for k in a b c; do
-  if runs $k; then echo "  ($k) $(v cpu)"; fi
+  if runs $k; then n=${k}_cpus && printf "%s\n" "${!n#$'\n'}"; fi
 done
 echo "  The gates, PostgreSQL (its backends, WAL writer, checkpointer), wrk and nginx share"
 echo "  these $cores cores. Once they are busy, a second replica adds a process but no"
