@@ -184,6 +184,7 @@ struct sg_core {
     double next_count_s; /* monotonic: the pause is about the store's time */
     int64_t counted_at, count_ms;
     sg_log_limit count_log;
+    sg_log_limit analyze_log; /* sg_store_events_analyze failing, with the ages */
 
     bool stopping, closing;
     bool close_begun; /* sg_core_close was called: no more reads */
@@ -1346,6 +1347,10 @@ typedef struct ages_job {
     int counts_rc;
     sg_error counts_err;
     double counts_s;
+    int analyze_rc; /* sg_store_events_analyze's */
+    sg_error analyze_err;
+    int64_t analyzed; /* the changes it found, analyzed (0: none due) */
+    double analyze_s;
     int64_t n[SG_CORE_KINDS][SG_STATE_COUNT];
     int64_t would[SG_STATE_COUNT];
     sg_replica_row *replicas;
@@ -1416,6 +1421,9 @@ static void ages_run(read_job *j, sg_store *s)
     double t0 = sg_mono_s(); /* what the count costs the store: real time */
     x->counts_rc = sg_store_event_counts(s, !x->counts, count_into, x, &x->counts_err);
     x->counts_s = sg_mono_s() - t0;
+    t0 = sg_mono_s();
+    x->analyze_rc = sg_store_events_analyze(s, &x->analyzed, &x->analyze_err);
+    x->analyze_s = sg_mono_s() - t0;
 }
 
 static void ages_done(read_job *j, int status)
@@ -1448,6 +1456,13 @@ static void ages_done(read_job *j, int status)
                 for (int k = 0; k < SG_CORE_KINDS; k++)
                     c->counts[k][open[i]] = x->n[k][open[i]];
         }
+        if (x->set && x->analyze_rc)
+            sg_log_limited(&c->analyze_log, SG_LOG_WARN, "journal", "%s", x->analyze_err.msg);
+        else if (x->set && x->analyzed)
+            sg_log(SG_LOG_INFO, "journal",
+                   "renewed the planner's statistics of the event table (%lld rows changed "
+                   "since they were taken; %.0f ms)",
+                   (long long)x->analyzed, x->analyze_s * 1000);
         if (x->set && x->counts) {
             c->count_ms = (int64_t)(x->counts_s * 1000);
             double wait = x->counts_s * COUNTS_COST;

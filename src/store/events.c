@@ -288,6 +288,12 @@ int sg_store_event_counts(sg_store *s, bool open_only, sg_count_fn fn, void *ud,
     return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "counting events in");
 }
 
+int sg_store_events_analyze(sg_store *s, int64_t *changes, sg_error *err)
+{
+    *changes = 0;
+    return s->pg ? sg_pg_events_analyze(s->pg, changes, err) : 0;
+}
+
 int sg_store_oldest_pending(sg_store *s, int64_t *received_at, sg_error *err)
 {
     if (s->pg)

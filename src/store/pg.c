@@ -214,7 +214,7 @@ static int session_setup(sg_pg *pg, sg_error *err)
                                          : NULL,
                          timeout[0] ? timeout : NULL,
                          pg->keyed ? "SET enable_seqscan = off; SET enable_hashjoin = off; "
-                                     "SET enable_mergejoin = off"
+                                     "SET enable_mergejoin = off; SET jit = off"
                                    : NULL};
     for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {
         if (!sql[i])

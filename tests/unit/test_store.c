@@ -2590,6 +2590,107 @@ static void claims_quick_on_a_backlog_pg(void **state)
     }
 }
 
+/* A claim looks at the first 4 times its limit unclaimed events in queue
+ * order, not at the whole backlog: beyond them, an event waits for the
+ * front to move, which the replica holding the front's job moves. */
+static void claim_window_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store *s = open_ok(f->db, NULL);
+    sg_error err = {0};
+    int64_t head = put_event(s, "pending", "a", 1, 0);
+    set_claimed(f->db, head, "r2");
+    for (int i = 0; i < 8; i++) /* behind r2's head: 8 events, the window of a claim of 2 */
+        put_event(s, "pending", "a", 2 + i, 0);
+    int64_t b = put_event(s, "pending", "b", 1, 0);
+    claim_count x = {0};
+    assert_int_equal(sg_store_events_claim(s, "r1", 2, count_claimed, &x, &err), 0);
+    assert_int_equal(x.n, 0); /* b is past the window */
+    x.n = 0;
+    assert_int_equal(sg_store_events_claim(s, "r2", 2, count_claimed, &x, &err), 0);
+    assert_int_equal(x.n, 1); /* a's next, behind its head */
+    x.n = 0;
+    assert_int_equal(sg_store_events_claim(s, "r1", 2, count_claimed, &x, &err), 0);
+    assert_int_equal(x.n, 1);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM event WHERE id = %lld AND claimed_by = 'r1'",
+             (long long)b);
+    assert_int_equal(raw_int(f->db, sql), 1);
+    sg_store_free(s);
+}
+
+/* The changes PostgreSQL's statistics count on the event table since its
+ * last analyze, once they reach at least (a closed session's count
+ * arrives as it exits): waits up to 5 s. */
+static void wait_changes(const char *url, int64_t at_least)
+{
+    int64_t n = 0;
+    for (int i = 0; i < 500; i++) {
+        n = raw_int(url, "SELECT coalesce((SELECT n_mod_since_analyze FROM pg_stat_user_tables "
+                         "WHERE relname = 'event'), 0)");
+        if (n >= at_least)
+            return;
+        usleep(10000);
+    }
+    fail_msg("the event table's changes: %lld, not yet %lld", (long long)n, (long long)at_least);
+}
+
+/* sg_store_events_analyze renews the event table's statistics once it
+ * changed by as much as it holds, not before; then a claim whose plan was
+ * made on 200 rows without statistics (it looked for a job's earlier
+ * events among every pending one: minutes on a backlog) is quick. */
+static void analyze_once_grown_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store_options o = {.statement_timeout_ms = 20000, .keyed = true};
+    sg_store *s = open_ok(f->db, &o);
+    raw_exec(f->db, "ALTER TABLE event SET (autovacuum_enabled = off)");
+    sg_error err = {0};
+    int64_t changes = -1;
+    assert_int_equal(sg_store_events_analyze(s, &changes, &err), 0);
+    assert_int_equal(changes, 0);
+    raw_exec(f->db, "INSERT INTO event(received_at, source, job, number, kind, reason, state, "
+                    "method, path, headers, body, qgen, claimed_by) SELECT 1000 + n, "
+                    "'jenkins-prod', 'job-' || (n % 500), n, 'new', 'test', 'pending', 'POST', "
+                    "'/', '', '{}', 0, CASE WHEN n % 3 = 0 THEN 'r0' END "
+                    "FROM generate_series(1, 200) AS n");
+    raw_exec(f->db, "UPDATE event SET state = 'forwarded' WHERE id % 2 = 0");
+    wait_changes(f->db, 300);
+    assert_int_equal(sg_store_events_analyze(s, &changes, &err), 0);
+    assert_int_equal(changes, 0);  /* fewer than 1,000 */
+    for (int i = 0; i < 12; i++) { /* the claim's plan, made on these */
+        claim_count x = {0};
+        assert_int_equal(sg_store_events_claim(s, "r1", 512, count_claimed, &x, &err), 0);
+    }
+    /* a backlog: 20,000 pending of 500 jobs behind 40,000 forwarded */
+    raw_exec(f->db, "DELETE FROM event"); /* a TRUNCATE would have the plan made again */
+    raw_exec(f->db, "INSERT INTO event(received_at, source, job, number, kind, reason, state, "
+                    "method, path, headers, body, qgen) SELECT 1000 + n, 'jenkins-prod', "
+                    "'job-' || (n % 500), n, 'new', 'test', 'pending', 'POST', '/', '', '{}', 0 "
+                    "FROM generate_series(1, 60000) AS n");
+    raw_exec(f->db, "UPDATE event SET state = 'forwarded' WHERE number <= 40000");
+    wait_changes(f->db, 100000);
+    if (sg_store_events_analyze(s, &changes, &err))
+        fail_msg("analyze: %s", err.msg);
+    assert_true(changes >= 100000);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM pg_stat_user_tables WHERE relname = "
+                                    "'event' AND last_analyze IS NOT NULL"),
+                     1);
+    assert_int_equal(sg_store_events_analyze(s, &changes, &err), 0);
+    assert_int_equal(changes, 0); /* renewed: nothing changed since */
+    double t0 = sg_mono_s();
+    for (int round = 0; round < 2; round++) { /* each job's head, then its next */
+        claim_count x = {0};
+        if (sg_store_events_claim(s, "r1", 512, count_claimed, &x, &err))
+            fail_msg("claim %d: %s", round, err.msg);
+        assert_int_equal(x.n, 500);
+    }
+    double took = sg_mono_s() - t0;
+    if (took > 3.0)
+        fail_msg("two claims on 20,000 pending took %.0f ms", took * 1000);
+    sg_store_free(s);
+}
+
 /* A transaction's BEGIN goes with its first statement: one that ran none
  * commits and rolls back as nothing; a first statement that fails (here
  * at execution, its statement prepared in the same round trip) fails the
@@ -3322,6 +3423,8 @@ int main(void)
         T(outcomes_tell_followers_pg),
         T(events_journal_big_batch_pg),
         T(claims_quick_on_a_backlog_pg),
+        T(analyze_once_grown_pg),
+        T(claim_window_pg),
         T(outcomes_quick_on_a_grown_table_pg),
         T(begin_with_first_statement_pg),
         T(job_locks_pg),
