@@ -51,6 +51,7 @@
 #define PRUNE_EVERY_MS (3600 * 1000LL)
 #define AGES_EVERY_MS 5000 /* the oldest pending and held events, read again */
 #define COUNTS_COST 100    /* a count of the set's events waits 100 times its duration */
+#define ANALYZE_RETRY_S 60 /* an analyze that failed is tried again this much later */
 
 /* A read of the store off the loop. Serial ones share the core's reader
  * connection, one at a time, in order; the others (operators' queries that
@@ -184,7 +185,10 @@ struct sg_core {
     double next_count_s; /* monotonic: the pause is about the store's time */
     int64_t counted_at, count_ms;
     sg_log_limit count_log;
-    sg_log_limit analyze_log; /* sg_store_events_analyze failing, with the ages */
+    /* sg_store_events_analyze, with the ages: no more often than the
+     * counts (COUNTS_COST times its last duration) */
+    double next_analyze_s;
+    sg_log_limit analyze_log;
 
     bool stopping, closing;
     bool close_begun; /* sg_core_close was called: no more reads */
@@ -1347,6 +1351,7 @@ typedef struct ages_job {
     int counts_rc;
     sg_error counts_err;
     double counts_s;
+    bool analyze;   /* and renew the statistics if due (next_analyze_s) */
     int analyze_rc; /* sg_store_events_analyze's */
     sg_error analyze_err;
     int64_t analyzed; /* the changes it found, analyzed (0: none due) */
@@ -1421,6 +1426,8 @@ static void ages_run(read_job *j, sg_store *s)
     double t0 = sg_mono_s(); /* what the count costs the store: real time */
     x->counts_rc = sg_store_event_counts(s, !x->counts, count_into, x, &x->counts_err);
     x->counts_s = sg_mono_s() - t0;
+    if (!x->analyze)
+        return;
     t0 = sg_mono_s();
     x->analyze_rc = sg_store_events_analyze(s, &x->analyzed, &x->analyze_err);
     x->analyze_s = sg_mono_s() - t0;
@@ -1456,13 +1463,19 @@ static void ages_done(read_job *j, int status)
                 for (int k = 0; k < SG_CORE_KINDS; k++)
                     c->counts[k][open[i]] = x->n[k][open[i]];
         }
-        if (x->set && x->analyze_rc)
-            sg_log_limited(&c->analyze_log, SG_LOG_WARN, "journal", "%s", x->analyze_err.msg);
-        else if (x->set && x->analyzed)
-            sg_log(SG_LOG_INFO, "journal",
-                   "renewed the planner's statistics of the event table (%lld rows changed "
-                   "since they were taken; %.0f ms)",
-                   (long long)x->analyzed, x->analyze_s * 1000);
+        if (x->analyze) {
+            /* paced as the counts are, and a minute after a failure */
+            double wait = x->analyze_rc ? ANALYZE_RETRY_S : x->analyze_s * COUNTS_COST;
+            c->next_analyze_s = sg_mono_s() + wait;
+            if (x->analyze_rc)
+                sg_log_limited(&c->analyze_log, SG_LOG_WARN, "journal",
+                               "%s (tried again in %.0f s)", x->analyze_err.msg, wait);
+            else if (x->analyzed)
+                sg_log(SG_LOG_INFO, "journal",
+                       "renewed the planner's statistics of the event table (%lld rows changed "
+                       "since they were taken; %.0f ms)",
+                       (long long)x->analyzed, x->analyze_s * 1000);
+        }
         if (x->set && x->counts) {
             c->count_ms = (int64_t)(x->counts_s * 1000);
             double wait = x->counts_s * COUNTS_COST;
@@ -1513,6 +1526,7 @@ static void read_ages(sg_core *c)
     x->held = held;
     x->set = c->shared;
     x->counts = c->shared && sg_mono_s() >= c->next_count_s;
+    x->analyze = c->shared && sg_mono_s() >= c->next_analyze_s;
     x->accepted_after = c->accepted_seen > ACCEPTED_AGAIN ? c->accepted_seen - ACCEPTED_AGAIN : 0;
     x->rj.run = ages_run;
     x->rj.done = ages_done;

@@ -290,8 +290,10 @@ int sg_store_event_counts(sg_store *s, bool open_only, sg_count_fn fn, void *ud,
 
 int sg_store_events_analyze(sg_store *s, int64_t *changes, sg_error *err)
 {
+    if (s->pg)
+        return sg_pg_events_analyze(s->pg, changes, err);
     *changes = 0;
-    return s->pg ? sg_pg_events_analyze(s->pg, changes, err) : 0;
+    return 0;
 }
 
 int sg_store_oldest_pending(sg_store *s, int64_t *received_at, sg_error *err)

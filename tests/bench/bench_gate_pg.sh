@@ -210,7 +210,7 @@ run_a() {
 run_b() {
   echo "$b_label, round $1 ..."
   backend=pg
-  psql_q "CREATE DATABASE one$1"
+  PG_URL=$pg_base/stormguard psql_q "CREATE DATABASE one$1"
   PG_URL=$pg_base/one$1
   [[ -z $STATEMENTS ]] || psql_q "CREATE EXTENSION pg_stat_statements"
   gate_start pg "$sink_port" --store "$PG_URL"
@@ -218,13 +218,15 @@ run_b() {
   measure b "$gate_port"
   gate_stop $gates
   keep b "$1"
+  # its autovacuum and checkpoints must not run in the next runs
+  PG_URL=$pg_base/stormguard psql_q "DROP DATABASE one$1 WITH (FORCE)" >/dev/null
 }
 
 # the last round's two replicas stay up for the RSS run
 run_c() {
   echo "$c_label, round $1 ..."
   backend=pg
-  psql_q "CREATE DATABASE two$1"
+  PG_URL=$pg_base/stormguard psql_q "CREATE DATABASE two$1"
   PG_URL=$pg_base/two$1
   [[ -z $STATEMENTS ]] || psql_q "CREATE EXTENSION pg_stat_statements"
   gate_start pg1 "$sink_port" --store "$PG_URL"
@@ -236,7 +238,10 @@ run_c() {
   read -r r1_rps r1_err _ r1_p99 _ < <(wrk_parse "$work/wrk-c.0.txt")
   read -r r2_rps r2_err _ r2_p99 _ < <(wrk_parse "$work/wrk-c.1.txt")
   keep c "$1"
-  (($1 == ROUNDS)) || gate_stop $gates
+  if (($1 < ROUNDS)); then
+    gate_stop $gates
+    PG_URL=$pg_base/stormguard psql_q "DROP DATABASE two$1 WITH (FORCE)" >/dev/null
+  fi
 }
 
 # the configurations take turns, round after round: what else runs on the

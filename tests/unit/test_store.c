@@ -2577,11 +2577,13 @@ static void claims_quick_on_a_backlog_pg(void **state)
         claim_count x = {0};
         if (sg_store_events_claim(s, "r1", 512, count_claimed, &x, &err))
             fail_msg("%s claim: %s", keyed ? "keyed" : "planned", err.msg);
-        assert_int_equal(x.n, 100); /* each job's head */
-        /* each job's next one, now that its head is this replica's */
+        /* each job's head; the window giving less than a quarter of 512,
+         * the look at all of them then gives each job's next one */
+        assert_int_equal(x.n, 200);
+        /* the two after those, now that the first two are this replica's */
         x.n = 0;
         assert_int_equal(sg_store_events_claim(s, "r1", 512, count_claimed, &x, &err), 0);
-        assert_int_equal(x.n, 100);
+        assert_int_equal(x.n, 200);
         double took = sg_mono_s() - t0;
         if (took > 5.0)
             fail_msg("%s: two claims on 20,000 pending took %.0f ms", keyed ? "keyed" : "planned",
@@ -2590,32 +2592,49 @@ static void claims_quick_on_a_backlog_pg(void **state)
     }
 }
 
+/* The claimed_by of event id ("" for none). */
+static bool claimed_by(const char *db, int64_t id, const char *by)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM event WHERE id = %lld AND claimed_by %s",
+             (long long)id, by[0] ? "= 'r1'" : "IS NULL");
+    return raw_int(db, sql) == 1;
+}
+
 /* A claim looks at the first 4 times its limit unclaimed events in queue
- * order, not at the whole backlog: beyond them, an event waits for the
- * front to move, which the replica holding the front's job moves. */
+ * order, not at the whole backlog, when they give it a quarter of its
+ * limit; when they give less, at all of them: a long queue of one job at
+ * the front holds no other job back. */
 static void claim_window_pg(void **state)
 {
     fixture *f = *state;
     sg_store *s = open_ok(f->db, NULL);
     sg_error err = {0};
-    int64_t head = put_event(s, "pending", "a", 1, 0);
-    set_claimed(f->db, head, "r2");
-    for (int i = 0; i < 8; i++) /* behind r2's head: 8 events, the window of a claim of 2 */
+    /* the front: 8 events behind r2's head of job a, the window of a claim of 2 */
+    set_claimed(f->db, put_event(s, "pending", "a", 1, 0), "r2");
+    for (int i = 0; i < 8; i++)
         put_event(s, "pending", "a", 2 + i, 0);
     int64_t b = put_event(s, "pending", "b", 1, 0);
     claim_count x = {0};
     assert_int_equal(sg_store_events_claim(s, "r1", 2, count_claimed, &x, &err), 0);
-    assert_int_equal(x.n, 0); /* b is past the window */
-    x.n = 0;
-    assert_int_equal(sg_store_events_claim(s, "r2", 2, count_claimed, &x, &err), 0);
-    assert_int_equal(x.n, 1); /* a's next, behind its head */
+    assert_int_equal(x.n, 1); /* the window gave none: b, beyond it */
+    assert_true(claimed_by(f->db, b, "r1"));
+    raw_exec(f->db, "DELETE FROM event");
+    /* the front: c's head, then 7 events behind r2's head of job d */
+    set_claimed(f->db, put_event(s, "pending", "d", 1, 0), "r2");
+    int64_t c = put_event(s, "pending", "c", 1, 0);
+    for (int i = 0; i < 7; i++)
+        put_event(s, "pending", "d", 2 + i, 0);
+    int64_t e = put_event(s, "pending", "e", 1, 0);
     x.n = 0;
     assert_int_equal(sg_store_events_claim(s, "r1", 2, count_claimed, &x, &err), 0);
-    assert_int_equal(x.n, 1);
-    char sql[128];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM event WHERE id = %lld AND claimed_by = 'r1'",
-             (long long)b);
-    assert_int_equal(raw_int(f->db, sql), 1);
+    assert_int_equal(x.n, 1); /* c: half the limit, and e waits beyond the window */
+    assert_true(claimed_by(f->db, c, "r1"));
+    assert_true(claimed_by(f->db, e, ""));
+    x.n = 0;
+    assert_int_equal(sg_store_events_claim(s, "r1", 2, count_claimed, &x, &err), 0);
+    assert_int_equal(x.n, 1); /* the front moved: e is in the window */
+    assert_true(claimed_by(f->db, e, "r1"));
     sg_store_free(s);
 }
 
@@ -2644,10 +2663,11 @@ static void analyze_once_grown_pg(void **state)
     fixture *f = *state;
     sg_store_options o = {.statement_timeout_ms = 20000, .keyed = true};
     sg_store *s = open_ok(f->db, &o);
+    sg_store *r = open_ok(f->db, NULL); /* another session analyzes, as a replica's reader */
     raw_exec(f->db, "ALTER TABLE event SET (autovacuum_enabled = off)");
     sg_error err = {0};
     int64_t changes = -1;
-    assert_int_equal(sg_store_events_analyze(s, &changes, &err), 0);
+    assert_int_equal(sg_store_events_analyze(r, &changes, &err), 0);
     assert_int_equal(changes, 0);
     raw_exec(f->db, "INSERT INTO event(received_at, source, job, number, kind, reason, state, "
                     "method, path, headers, body, qgen, claimed_by) SELECT 1000 + n, "
@@ -2656,7 +2676,7 @@ static void analyze_once_grown_pg(void **state)
                     "FROM generate_series(1, 200) AS n");
     raw_exec(f->db, "UPDATE event SET state = 'forwarded' WHERE id % 2 = 0");
     wait_changes(f->db, 300);
-    assert_int_equal(sg_store_events_analyze(s, &changes, &err), 0);
+    assert_int_equal(sg_store_events_analyze(r, &changes, &err), 0);
     assert_int_equal(changes, 0);  /* fewer than 1,000 */
     for (int i = 0; i < 12; i++) { /* the claim's plan, made on these */
         claim_count x = {0};
@@ -2670,13 +2690,13 @@ static void analyze_once_grown_pg(void **state)
                     "FROM generate_series(1, 60000) AS n");
     raw_exec(f->db, "UPDATE event SET state = 'forwarded' WHERE number <= 40000");
     wait_changes(f->db, 100000);
-    if (sg_store_events_analyze(s, &changes, &err))
+    if (sg_store_events_analyze(r, &changes, &err))
         fail_msg("analyze: %s", err.msg);
     assert_true(changes >= 100000);
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM pg_stat_user_tables WHERE relname = "
                                     "'event' AND last_analyze IS NOT NULL"),
                      1);
-    assert_int_equal(sg_store_events_analyze(s, &changes, &err), 0);
+    assert_int_equal(sg_store_events_analyze(r, &changes, &err), 0);
     assert_int_equal(changes, 0); /* renewed: nothing changed since */
     double t0 = sg_mono_s();
     for (int round = 0; round < 2; round++) { /* each job's head, then its next */
@@ -2688,6 +2708,7 @@ static void analyze_once_grown_pg(void **state)
     double took = sg_mono_s() - t0;
     if (took > 3.0)
         fail_msg("two claims on 20,000 pending took %.0f ms", took * 1000);
+    sg_store_free(r);
     sg_store_free(s);
 }
 

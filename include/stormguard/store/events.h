@@ -157,17 +157,13 @@ typedef void (*sg_count_fn)(void *ud, const char *kind, sg_event_state state, co
 int sg_store_event_counts(sg_store *s, bool open_only, sg_count_fn fn, void *ud, sg_error *err);
 
 /* PostgreSQL: renews the planner's statistics of the event table
- * (ANALYZE) once it changed by as much as it holds since they were last
- * taken, and by 1,000 rows at least; *changes says by how much (0: not
- * needed, or on SQLite, whose plans do not depend on them). Autovacuum
- * analyzes a table a minute or more after it grew; until then every plan
- * made is made on a picture of the table as it was: of a young table
- * (no statistics, a few hundred rows), the look for a job's earlier
- * pending events took a scan of every pending event instead of the job's
- * own, and a replica's claim on a backlog of 45,000 events ran 5 to 18 s
- * (each claim takes one event per job: a drain of 25 events a second).
- * An analyze invalidates the plans every session made (the prepared ones
- * too), so each is made again on the table as it is. */
+ * (ANALYZE) once it changed by as many rows as it holds since they were
+ * taken (and by 1,000 at least), if this user owns it; *changes: the rows
+ * changed, 0 if it analyzed nothing (not due, not the owner, the table
+ * locked, or SQLite, whose plans do not depend on them). Autovacuum does
+ * it a minute or more after the table grew, and a plan made on the young
+ * table's picture makes every session's claims scan all pending events
+ * (README, "Scale out"); an analyze has every plan made again. */
 int sg_store_events_analyze(sg_store *s, int64_t *changes, sg_error *err);
 
 /* The arrival time (received_at, epoch ms; 0 if none) of the oldest
