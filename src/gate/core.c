@@ -185,9 +185,11 @@ struct sg_core {
     double next_count_s; /* monotonic: the pause is about the store's time */
     int64_t counted_at, count_ms;
     sg_log_limit count_log;
-    /* sg_store_events_analyze, with the ages: no more often than the
-     * counts (COUNTS_COST times its last duration) */
+    /* whether the event table's statistics are stale, read with the ages;
+     * renewed no more often than the counts (COUNTS_COST times the last
+     * analyze's duration; analyze_job) */
     double next_analyze_s;
+    bool analyzing;
     sg_log_limit analyze_log;
 
     bool stopping, closing;
@@ -1340,6 +1342,58 @@ static void maybe_renew(sg_core *c, int64_t now)
     read_submit(c, &x->rj, false);
 }
 
+/* ---- the planner's statistics of a shared store's event table ---- */
+
+/* An analyze on a connection of its own (a read job not serial): it may
+ * take a second on a big table, which the reader's reads (the modes
+ * another replica published, the ages) must not wait for. */
+typedef struct analyze_job {
+    read_job rj;
+    int64_t stale;
+    bool done;
+    double took;
+} analyze_job;
+
+static void analyze_run(read_job *j, sg_store *s)
+{
+    analyze_job *x = (analyze_job *)j;
+    double t0 = sg_mono_s(); /* what it costs the store: real time */
+    j->rc = sg_store_events_analyze(s, &x->done, &j->err);
+    x->took = sg_mono_s() - t0;
+}
+
+static void analyze_done(read_job *j, int status)
+{
+    analyze_job *x = (analyze_job *)j;
+    sg_core *c = j->c;
+    c->analyzing = false;
+    /* paced as the counts are, and a minute after a failure */
+    bool ok = status == 0 && j->rc == 0;
+    double wait = ok ? x->took * COUNTS_COST : ANALYZE_RETRY_S;
+    c->next_analyze_s = sg_mono_s() + wait;
+    if (!ok)
+        sg_log_limited(&c->analyze_log, SG_LOG_WARN, "journal", "%s (tried again in %.0f s)",
+                       status ? uv_strerror(status) : j->err.msg, wait);
+    else if (x->done)
+        sg_log(SG_LOG_INFO, "journal",
+               "renewed the planner's statistics of the event table (%lld rows changed since "
+               "they were taken; %.0f ms)",
+               (long long)x->stale, x->took * 1000);
+    free(x);
+}
+
+static void analyze(sg_core *c, int64_t stale)
+{
+    if (c->analyzing || c->stopping)
+        return;
+    analyze_job *x = sg_xcalloc(1, sizeof *x);
+    x->stale = stale;
+    x->rj.run = analyze_run;
+    x->rj.done = analyze_done;
+    c->analyzing = true;
+    read_submit(c, &x->rj, false);
+}
+
 /* ---- the oldest pending and held events ---- */
 
 typedef struct ages_job {
@@ -1351,11 +1405,10 @@ typedef struct ages_job {
     int counts_rc;
     sg_error counts_err;
     double counts_s;
-    bool analyze;   /* and renew the statistics if due (next_analyze_s) */
-    int analyze_rc; /* sg_store_events_analyze's */
-    sg_error analyze_err;
-    int64_t analyzed; /* the changes it found, analyzed (0: none due) */
-    double analyze_s;
+    bool analyze; /* and whether the statistics are stale (next_analyze_s) */
+    int stale_rc; /* sg_store_events_stale's */
+    sg_error stale_err;
+    int64_t stale; /* the rows changed since, if an analyze is due */
     int64_t n[SG_CORE_KINDS][SG_STATE_COUNT];
     int64_t would[SG_STATE_COUNT];
     sg_replica_row *replicas;
@@ -1426,11 +1479,8 @@ static void ages_run(read_job *j, sg_store *s)
     double t0 = sg_mono_s(); /* what the count costs the store: real time */
     x->counts_rc = sg_store_event_counts(s, !x->counts, count_into, x, &x->counts_err);
     x->counts_s = sg_mono_s() - t0;
-    if (!x->analyze)
-        return;
-    t0 = sg_mono_s();
-    x->analyze_rc = sg_store_events_analyze(s, &x->analyzed, &x->analyze_err);
-    x->analyze_s = sg_mono_s() - t0;
+    if (x->analyze)
+        x->stale_rc = sg_store_events_stale(s, &x->stale, &x->stale_err);
 }
 
 static void ages_done(read_job *j, int status)
@@ -1463,18 +1513,12 @@ static void ages_done(read_job *j, int status)
                 for (int k = 0; k < SG_CORE_KINDS; k++)
                     c->counts[k][open[i]] = x->n[k][open[i]];
         }
-        if (x->analyze) {
-            /* paced as the counts are, and a minute after a failure */
-            double wait = x->analyze_rc ? ANALYZE_RETRY_S : x->analyze_s * COUNTS_COST;
-            c->next_analyze_s = sg_mono_s() + wait;
-            if (x->analyze_rc)
-                sg_log_limited(&c->analyze_log, SG_LOG_WARN, "journal",
-                               "%s (tried again in %.0f s)", x->analyze_err.msg, wait);
-            else if (x->analyzed)
-                sg_log(SG_LOG_INFO, "journal",
-                       "renewed the planner's statistics of the event table (%lld rows changed "
-                       "since they were taken; %.0f ms)",
-                       (long long)x->analyzed, x->analyze_s * 1000);
+        if (x->analyze && x->stale_rc) {
+            c->next_analyze_s = sg_mono_s() + ANALYZE_RETRY_S;
+            sg_log_limited(&c->analyze_log, SG_LOG_WARN, "journal", "%s (read again in %d s)",
+                           x->stale_err.msg, ANALYZE_RETRY_S);
+        } else if (x->analyze && x->stale) {
+            analyze(c, x->stale);
         }
         if (x->set && x->counts) {
             c->count_ms = (int64_t)(x->counts_s * 1000);
@@ -1526,7 +1570,7 @@ static void read_ages(sg_core *c)
     x->held = held;
     x->set = c->shared;
     x->counts = c->shared && sg_mono_s() >= c->next_count_s;
-    x->analyze = c->shared && sg_mono_s() >= c->next_analyze_s;
+    x->analyze = c->shared && !c->analyzing && sg_mono_s() >= c->next_analyze_s;
     x->accepted_after = c->accepted_seen > ACCEPTED_AGAIN ? c->accepted_seen - ACCEPTED_AGAIN : 0;
     x->rj.run = ages_run;
     x->rj.done = ages_done;

@@ -417,33 +417,36 @@ int sg_pg_event_counts(sg_pg *pg, bool open_only, sg_count_fn fn, void *ud, sg_e
  * nothing but a warning). */
 #define ANALYZE_MIN_CHANGES 1000
 
-int sg_pg_events_analyze(sg_pg *pg, int64_t *changes, sg_error *err)
+int sg_pg_events_stale(sg_pg *pg, int64_t *changes, sg_error *err)
 {
     pg_params p;
     pgp_reset(&p);
     pgp_int(&p, ANALYZE_MIN_CHANGES);
-    int64_t due = 0, before = 0, after = 0;
-    int rc = sg_pg_query_int(pg, -1,
-                             "SELECT coalesce((SELECT n_mod_since_analyze FROM pg_stat_user_tables "
-                             "t JOIN pg_class c ON c.oid = t.relid WHERE t.relid = "
-                             "'event'::regclass AND n_mod_since_analyze >= greatest($1::bigint, "
-                             "n_live_tup) AND pg_has_role(c.relowner, 'USAGE')), 0)",
-                             &p, &due, err, "reading the event table's statistics in");
+    return sg_pg_query_int(pg, -1,
+                           "SELECT coalesce((SELECT n_mod_since_analyze FROM pg_stat_user_tables "
+                           "t JOIN pg_class c ON c.oid = t.relid WHERE t.relid = "
+                           "'event'::regclass AND n_mod_since_analyze >= greatest($1::bigint, "
+                           "n_live_tup) AND pg_has_role(c.relowner, 'USAGE')), 0)",
+                           &p, changes, err, "reading the event table's statistics in");
+}
+
+int sg_pg_events_analyze(sg_pg *pg, bool *done, sg_error *err)
+{
     static const char count_sql[] =
         "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = 'event'::regclass";
-    if (rc == 0 && due)
-        rc = sg_pg_query_int(pg, -1, count_sql, NULL, &before, err,
+    int64_t before = 0, after = 0;
+    int rc = sg_pg_query_int(pg, -1, count_sql, NULL, &before, err,
                              "reading the event table's statistics in");
     /* skipped, not failed, while another session holds the table's lock
      * (autovacuum's analyze or vacuum, another replica's analyze) */
-    if (rc == 0 && due)
+    if (rc == 0)
         rc = sg_pg_exec(pg, -1, "ANALYZE (SKIP_LOCKED) event", NULL, err,
                         "analyzing the event table in");
-    if (rc == 0 && due)
+    if (rc == 0)
         rc = sg_pg_query_int(pg, -1, count_sql, NULL, &after, err,
                              "reading the event table's statistics in");
     if (rc == 0)
-        *changes = after > before ? due : 0;
+        *done = after > before;
     return rc;
 }
 

@@ -219,7 +219,8 @@ int sg_pg_queue_gen(sg_pg *pg, int64_t *gen, sg_error *err);
 int sg_pg_events_query(sg_pg *pg, const sg_event_state *state, const char *kind, const char *job,
                        int limit, sg_event_fn fn, void *ud, sg_error *err);
 int sg_pg_event_counts(sg_pg *pg, bool open_only, sg_count_fn fn, void *ud, sg_error *err);
-int sg_pg_events_analyze(sg_pg *pg, int64_t *changes, sg_error *err);
+int sg_pg_events_stale(sg_pg *pg, int64_t *changes, sg_error *err);
+int sg_pg_events_analyze(sg_pg *pg, bool *done, sg_error *err);
 int sg_pg_oldest_pending(sg_pg *pg, int64_t *received_at, sg_error *err);
 int sg_pg_oldest_held(sg_pg *pg, int64_t *received_at, sg_error *err);
 int sg_pg_last_event_id(sg_pg *pg, int64_t *id, sg_error *err);

@@ -156,15 +156,17 @@ typedef void (*sg_count_fn)(void *ud, const char *kind, sg_event_state state, co
                             int64_t count);
 int sg_store_event_counts(sg_store *s, bool open_only, sg_count_fn fn, void *ud, sg_error *err);
 
-/* PostgreSQL: renews the planner's statistics of the event table
- * (ANALYZE) once it changed by as many rows as it holds since they were
- * taken (and by 1,000 at least), if this user owns it; *changes: the rows
- * changed, 0 if it analyzed nothing (not due, not the owner, the table
- * locked, or SQLite, whose plans do not depend on them). Autovacuum does
- * it a minute or more after the table grew, and a plan made on the young
- * table's picture makes every session's claims scan all pending events
- * (README, "Scale out"); an analyze has every plan made again. */
-int sg_store_events_analyze(sg_store *s, int64_t *changes, sg_error *err);
+/* PostgreSQL: the planner's statistics of the event table. *changes: the
+ * rows changed since they were taken, if as many as the table holds (and
+ * 1,000 at least) and this user owns it, else 0 (also on SQLite, whose
+ * plans do not depend on them). Autovacuum renews them a minute or more
+ * after the table grew, and a plan made on the young table's picture has a
+ * replica's claims scan every pending event (README, "Scale out"). */
+int sg_store_events_stale(sg_store *s, int64_t *changes, sg_error *err);
+/* Renews them (ANALYZE, which has every session's plans made again);
+ * *done false if PostgreSQL skipped it (the table locked by another
+ * session; SQLite). It may take a second on a big table. */
+int sg_store_events_analyze(sg_store *s, bool *done, sg_error *err);
 
 /* The arrival time (received_at, epoch ms; 0 if none) of the oldest
  * pending event and of the oldest held one, for the gate's age gauges.
