@@ -112,14 +112,29 @@ int sg_pg_replicas(sg_pg *pg, sg_replica_fn fn, void *ud, sg_error *err)
  * The statements are prepared on a keyed connection (a replica's claims
  * have one) and planned at each call elsewhere; their plans are only as
  * good as the table's statistics (sg_store_events_analyze). */
-#define CLAIM_WINDOW 4
+#define CLAIM_WINDOW 4 /* candidates: this many times limit */
+#define CLAIM_ENOUGH 4 /* a full window giving limit / CLAIM_ENOUGH or more suffices */
 
-#define CLAIM_SQL(candidates)                                                                      \
-    "c AS (SELECT e.id FROM event e WHERE " candidates " e.state = 'pending' AND e.claimed_by "    \
-    "IS NULL AND (SELECT q.id FROM event q WHERE q.state = 'pending' AND q.source = e.source AND " \
-    "q.job = e.job AND (q.qgen, q.id) < (e.qgen, e.id) AND q.claimed_by IS DISTINCT FROM $1 "      \
-    "LIMIT 1) IS NULL ORDER BY e.qgen, e.id LIMIT $2 FOR UPDATE OF e SKIP LOCKED), "               \
-    "u AS (UPDATE event SET claimed_by = $1 FROM c WHERE event.id = c.id RETURNING event.*) "
+/* The claim of the candidates: CLAIM_OF, a condition ending in AND (or
+ * none: every unclaimed event), CLAIM_REST. */
+#define CLAIM_OF "c AS (SELECT e.id FROM event e WHERE "
+#define CLAIM_REST                                                                                 \
+    "e.state = 'pending' AND e.claimed_by IS NULL AND (SELECT q.id FROM event q WHERE q.state = "  \
+    "'pending' AND q.source = e.source AND q.job = e.job AND (q.qgen, q.id) < (e.qgen, e.id) AND " \
+    "q.claimed_by IS DISTINCT FROM $1 LIMIT 1) IS NULL ORDER BY e.qgen, e.id LIMIT $2 FOR UPDATE " \
+    "OF e SKIP LOCKED), u AS (UPDATE event SET claimed_by = $1 FROM c WHERE event.id = c.id "      \
+    "RETURNING event.*) "
+
+/* Among the window's candidates ($3 of them): one row at least, its last
+ * column whether the window was full, beside the rows it gave. */
+#define CLAIM_WINDOW_SQL                                                                           \
+    "WITH w AS MATERIALIZED (SELECT id FROM event WHERE state = 'pending' AND claimed_by IS "      \
+    "NULL ORDER BY qgen, id LIMIT $3), " CLAIM_OF "e.id IN (SELECT id FROM w) AND " CLAIM_REST     \
+    "SELECT " PG_EVENT_COLUMNS ", full_window FROM (SELECT count(*) = $3 AS full_window FROM w) "  \
+    "s LEFT JOIN u ON true ORDER BY qgen, id"
+
+#define CLAIM_ALL_SQL                                                                              \
+    "WITH " CLAIM_OF CLAIM_REST "SELECT " PG_EVENT_COLUMNS " FROM u ORDER BY qgen, id"
 
 typedef struct claimed {
     sg_event_fn fn;
@@ -149,30 +164,21 @@ int sg_pg_events_claim(sg_pg *pg, const char *name, int limit, sg_event_fn fn, v
     pgp_str(&p, name);
     pgp_int(&p, limit);
     pgp_int(&p, (int64_t)limit * CLAIM_WINDOW);
-    /* one row at least: the window's fullness, beside what it gave */
-    PGresult *r = sg_pg_query(
-        pg, pg->keyed ? PG_EVENTS_CLAIM : -1,
-        "WITH w AS MATERIALIZED (SELECT id FROM event WHERE state = 'pending' AND claimed_by IS "
-        "NULL ORDER BY qgen, id LIMIT $3), " CLAIM_SQL(
-            "e.id IN (SELECT id FROM w) AND") "SELECT " PG_EVENT_COLUMNS
-                                              ", full_window FROM (SELECT count(*) = $3 AS "
-                                              "full_window "
-                                              "FROM w) s LEFT JOIN u ON true ORDER BY qgen, id",
-        &p, err, "claiming events in");
+    PGresult *r = sg_pg_query(pg, pg->keyed ? PG_EVENTS_CLAIM : -1, CLAIM_WINDOW_SQL, &p, err,
+                              "claiming events in");
     if (!r)
         return SG_ESTORE;
     claimed x = {fn, ud, 0, false};
-    bool full = PQntuples(r) > 0 && sg_pg_bool(r, 0, 21);
+    bool full = PQntuples(r) > 0 && sg_pg_bool(r, 0, PQnfields(r) - 1);
     pass_claimed(r, &x);
     PQclear(r);
-    if (x.stop || !full || x.n * 4 >= limit)
+    if (x.stop || !full || x.n * CLAIM_ENOUGH >= limit)
         return 0;
     pgp_reset(&p);
     pgp_str(&p, name);
     pgp_int(&p, limit - x.n);
-    r = sg_pg_query(pg, pg->keyed ? PG_EVENTS_CLAIM_ALL : -1,
-                    "WITH " CLAIM_SQL("") "SELECT " PG_EVENT_COLUMNS " FROM u ORDER BY qgen, id",
-                    &p, err, "claiming events in");
+    r = sg_pg_query(pg, pg->keyed ? PG_EVENTS_CLAIM_ALL : -1, CLAIM_ALL_SQL, &p, err,
+                    "claiming events in");
     if (!r)
         return SG_ESTORE;
     pass_claimed(r, &x);

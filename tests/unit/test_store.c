@@ -2552,6 +2552,24 @@ static int count_claimed(void *ud, const sg_event_row *r)
     return 0;
 }
 
+/* n pending events of `jobs` jobs in one statement: event i is build i of
+ * job-(i % jobs), received at 1000 + i, claimed by r0 if claimed_every
+ * divides i (0: none is). */
+static void put_many(const char *db, int n, int jobs, int claimed_every)
+{
+    char claim[64] = "NULL";
+    if (claimed_every)
+        snprintf(claim, sizeof claim, "CASE WHEN n %% %d = 0 THEN 'r0' END", claimed_every);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO event(received_at, source, job, number, kind, reason, state, method, "
+             "path, headers, body, qgen, claimed_by) SELECT 1000 + n, 'jenkins-prod', "
+             "'job-' || (n %% %d), n, 'new', 'test', 'pending', 'POST', '/', '', '{}', 0, %s "
+             "FROM generate_series(1, %d) AS n",
+             jobs, claim, n);
+    raw_exec(db, sql);
+}
+
 /* A claim on a backlog of thousands of events stays quick however young
  * the table was when the replica first claimed: a plan made then and kept
  * (a prepared statement's) ran for minutes on such a backlog. Planned at
@@ -2569,10 +2587,7 @@ static void claims_quick_on_a_backlog_pg(void **state)
             assert_int_equal(sg_store_events_claim(s, "r1", 512, count_claimed, &x, &err), 0);
             assert_int_equal(x.n, 0);
         }
-        raw_exec(f->db, "INSERT INTO event(received_at, source, job, number, kind, reason, "
-                        "state, method, path, headers, body, qgen) SELECT 1000 + n, "
-                        "'jenkins-prod', 'job-' || (n % 100), n, 'new', 'test', 'pending', "
-                        "'POST', '/', '', '{}', 0 FROM generate_series(1, 20000) AS n");
+        put_many(f->db, 20000, 100, 0);
         double t0 = sg_mono_s();
         claim_count x = {0};
         if (sg_store_events_claim(s, "r1", 512, count_claimed, &x, &err))
@@ -2592,12 +2607,12 @@ static void claims_quick_on_a_backlog_pg(void **state)
     }
 }
 
-/* The claimed_by of event id ("" for none). */
+/* Whether event id is claimed by `by` (NULL: by none). */
 static bool claimed_by(const char *db, int64_t id, const char *by)
 {
     char sql[160];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM event WHERE id = %lld AND claimed_by %s",
-             (long long)id, by[0] ? "= 'r1'" : "IS NULL");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM event WHERE id = %lld AND claimed_by %s%s%s",
+             (long long)id, by ? "= '" : "IS NULL", by ? by : "", by ? "'" : "");
     return raw_int(db, sql) == 1;
 }
 
@@ -2630,7 +2645,7 @@ static void claim_window_pg(void **state)
     assert_int_equal(sg_store_events_claim(s, "r1", 2, count_claimed, &x, &err), 0);
     assert_int_equal(x.n, 1); /* c: half the limit, and e waits beyond the window */
     assert_true(claimed_by(f->db, c, "r1"));
-    assert_true(claimed_by(f->db, e, ""));
+    assert_true(claimed_by(f->db, e, NULL));
     x.n = 0;
     assert_int_equal(sg_store_events_claim(s, "r1", 2, count_claimed, &x, &err), 0);
     assert_int_equal(x.n, 1); /* the front moved: e is in the window */
@@ -2670,11 +2685,7 @@ static void analyze_once_grown_pg(void **state)
     int64_t changes = -1;
     assert_int_equal(sg_store_events_stale(r, &changes, &err), 0);
     assert_int_equal(changes, 0);
-    raw_exec(f->db, "INSERT INTO event(received_at, source, job, number, kind, reason, state, "
-                    "method, path, headers, body, qgen, claimed_by) SELECT 1000 + n, "
-                    "'jenkins-prod', 'job-' || (n % 500), n, 'new', 'test', 'pending', 'POST', "
-                    "'/', '', '{}', 0, CASE WHEN n % 3 = 0 THEN 'r0' END "
-                    "FROM generate_series(1, 200) AS n");
+    put_many(f->db, 200, 500, 3);
     raw_exec(f->db, "UPDATE event SET state = 'forwarded' WHERE id % 2 = 0");
     wait_changes(f->db, 300);
     assert_int_equal(sg_store_events_stale(r, &changes, &err), 0);
@@ -2685,10 +2696,7 @@ static void analyze_once_grown_pg(void **state)
     }
     /* a backlog: 20,000 pending of 500 jobs behind 40,000 forwarded */
     raw_exec(f->db, "DELETE FROM event"); /* a TRUNCATE would have the plan made again */
-    raw_exec(f->db, "INSERT INTO event(received_at, source, job, number, kind, reason, state, "
-                    "method, path, headers, body, qgen) SELECT 1000 + n, 'jenkins-prod', "
-                    "'job-' || (n % 500), n, 'new', 'test', 'pending', 'POST', '/', '', '{}', 0 "
-                    "FROM generate_series(1, 60000) AS n");
+    put_many(f->db, 60000, 500, 0);
     raw_exec(f->db, "UPDATE event SET state = 'forwarded' WHERE number <= 40000");
     wait_changes(f->db, 100000);
     assert_int_equal(sg_store_events_stale(r, &changes, &err), 0);
@@ -2781,10 +2789,7 @@ static void outcomes_quick_on_a_grown_table_pg(void **state)
             outs[i] = (sg_event_outcome){.id = i + 1, .state = SG_STATE_FORWARDED, .attempts = 1};
         assert_int_equal(sg_store_events_update(s, outs, N, &err), 0);
     }
-    raw_exec(f->db, "INSERT INTO event(received_at, source, job, number, kind, reason, state, "
-                    "method, path, headers, body, qgen) SELECT 1000 + n, 'jenkins-prod', "
-                    "'job-' || (n % 100), n, 'new', 'test', 'pending', 'POST', '/', '', '{}', 0 "
-                    "FROM generate_series(1, 400000) AS n");
+    put_many(f->db, 400000, 100, 0);
     raw_exec(f->db, "UPDATE event SET state = 'forwarded' WHERE id > 2000");
     double t0 = sg_mono_s();
     for (int round = 0; round < 10; round++) {
