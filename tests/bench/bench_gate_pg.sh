@@ -12,9 +12,9 @@
 # fresh stores, and every figure printed is the median of the rounds': on a
 # shared host a neighbour's load falls on one run or another, and a single
 # run of each swung the ratios by 2x here.
-# Prints accepted req/s (and forwarded/s: deliveries may fall behind the
-# answers) and p99 at full load, the ratios b/a (target >= 0.5x) and c/b
-# (target > 1); p99 at ~1,000 req/s (as bench_gate.sh: 10
+# Prints accepted req/s (2xx answers, wrk_parse) and forwarded/s (deliveries may fall behind the answers) and p99 at full
+# load, the ratios b/a (target >= 0.5x) and c/b (target > 1); a round
+# with failed replies is named; p99 at ~1,000 req/s (as bench_gate.sh: 10
 # connections each waiting 10 ms between requests, so the rate stays below
 # 1,000 by the reply time; wrk2 is not in Debian); what each full-load run
 # left for the forwarder, and where the CPU went: the gates, PostgreSQL,
@@ -192,6 +192,10 @@ keep() {
   done
   n=${1}_cpu all=${1}_cpus
   printf -v "$all" '%s\n  (%s) round %s: %s' "${!all:-}" "$1" "$2" "${!n}"
+  n=${1}_err all=${1}_failed
+  # the rounds with non-2xx replies, socket errors or timeouts, named
+  # under the table: their accepted/s counts the 2xx only
+  ((${!n} == 0)) || printf -v "$all" '%s round %s: %s failed;' "${!all:-}" "$2" "${!n}"
   n=${1}_store all=${1}_stores
   printf -v "$all" '%s\n  (%s) round %s: %s' "${!all:-}" "$1" "$2" "${!n}"
 }
@@ -288,6 +292,12 @@ if ((ROUNDS > 1)); then
     if runs $k; then n=${k}_all_rps && echo "  ($k)${!n}"; fi
   done
 fi
+for k in a b c; do
+  n=${k}_failed
+  if runs $k && [[ -n ${!n:-} ]]; then
+    echo "  ($k) had failures (accepted/s counts the 2xx answers only):${!n%;}"
+  fi
+done
 if runs a && runs b; then
   printf 'ratio b/a (one PostgreSQL replica / SQLite): %sx accepted (target >= 0.5x), %sx forwarded\n' \
     "$(ratio "$b_rps" "$a_rps")" "$(ratio "$b_fwd" "$a_fwd")"
@@ -308,7 +318,7 @@ if [[ -n $STATEMENTS ]]; then
   for k in b c; do
     runs $k || continue
     echo
-    echo "($k): PostgreSQL's busiest statements during the full load (pg_stat_statements):"
+    echo "($k): PostgreSQL's busiest statements during the last round's full load (pg_stat_statements):"
     sed 's/^/  /' "$work/statements-$k"
   done
 fi

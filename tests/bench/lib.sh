@@ -9,10 +9,10 @@
 #   median X...              the median of the numbers
 #   wrk_run NAME PORT SECONDS CONNS  wrk -t2 with the script $lua against
 #                            127.0.0.1:PORT; prints "req/s failed p50 p99
-#                            total" (failed: non-2xx replies, socket errors
-#                            and timeouts, wrk's 2 s, which p50 and p99 do
-#                            not count), its output kept in
-#                            $work/wrk-NAME.txt
+#                            total" (req/s: 2xx answers; failed: non-2xx
+#                            replies, socket errors and timeouts, wrk's 2 s,
+#                            which p50 and p99 do not count), its output
+#                            kept in $work/wrk-NAME.txt
 #   wrk_spread NAME SECONDS CONNS PORT...  one wrk per PORT at once, the
 #                            CONNS and 2 threads shared out among them, the
 #                            i-th (from 0) with SG_PART=i (igor_post.lua:
@@ -63,7 +63,6 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)
 # wrk_parse FILE: "req/s failed p50 p99 total" of the wrk output in FILE
 wrk_parse() {
   local rps non2xx p50 p99 total
-  rps=$(awk '/Requests\/sec/ {print $2}' "$1")
   # "Non-2xx or 3xx responses: N", "Socket errors: connect N, read N,
   # write N, timeout N"
   non2xx=$(awk '/Non-2xx/ {n += $5} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10}
@@ -71,6 +70,10 @@ wrk_parse() {
   p50=$(awk '$1 == "50%" {print $2}' "$1")
   p99=$(awk '$1 == "99%" {print $2}' "$1")
   total=$(awk '/requests in/ {print $1}' "$1")
+  # the 2xx answers per second: wrk's Requests/sec counts every reply, a
+  # 503 too, and a run that failed must not look fast
+  rps=$(awk -v e="${non2xx:-0}" -v t="${total:-0}" '/Requests\/sec/ {
+    ok = t > 0 ? (t - e) / t : 0; printf "%.2f", $2 * (ok > 0 ? ok : 0) }' "$1")
   echo "$rps ${non2xx:-0} $p50 $p99 $total"
 }
 
