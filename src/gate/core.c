@@ -52,6 +52,10 @@
 #define AGES_EVERY_MS 5000 /* the oldest pending and held events, read again */
 #define COUNTS_COST 100    /* a count of the set's events waits 100 times its duration */
 #define ANALYZE_RETRY_S 60 /* an analyze that failed is tried again this much later */
+/* An analyze for a backlog the planner does not see waits only 10 times its
+ * duration: the backlog grows meanwhile (each such analyze needs 4 times
+ * the pending events of the last, sg_events_stale). */
+#define ANALYZE_BACKLOG_COST 10
 
 /* A read of the store off the loop. Serial ones share the core's reader
  * connection, one at a time, in order; the others (operators' queries that
@@ -185,10 +189,13 @@ struct sg_core {
     double next_count_s; /* monotonic: the pause is about the store's time */
     int64_t counted_at, count_ms;
     sg_log_limit count_log;
-    /* whether the event table's statistics are stale, read with the ages;
-     * renewed no more often than the counts (COUNTS_COST times the last
-     * analyze's duration; analyze_job) */
-    double next_analyze_s;
+    /* whether the event table's statistics are stale, read with the ages
+     * (a minute after a read that failed: next_stale_s); renewed for the
+     * rows changed no more often than the counts (COUNTS_COST times the
+     * last analyze's duration), for a backlog the planner does not see
+     * after ANALYZE_BACKLOG_COST times it, and a minute after a failure
+     * (analyze_job) */
+    double next_stale_s, next_analyze_s, next_backlog_s;
     bool analyzing;
     sg_log_limit analyze_log;
 
@@ -1349,7 +1356,8 @@ static void maybe_renew(sg_core *c, int64_t now)
  * another replica published, the ages) must not wait for. */
 typedef struct analyze_job {
     read_job rj;
-    int64_t stale;
+    sg_events_stale why;
+    int64_t counted; /* the pending events, when why.planned says the planner did not see them */
     bool done;
     double took;
 } analyze_job;
@@ -1367,27 +1375,33 @@ static void analyze_done(read_job *j, int status)
     analyze_job *x = (analyze_job *)j;
     sg_core *c = j->c;
     c->analyzing = false;
-    /* paced as the counts are, and a minute after a failure */
-    bool ok = status == 0 && j->rc == 0;
-    double wait = ok ? x->took * COUNTS_COST : ANALYZE_RETRY_S;
-    c->next_analyze_s = sg_mono_s() + wait;
+    bool ok = status == 0 && j->rc == 0, backlog = x->why.planned >= 0;
+    double now = sg_mono_s(), wait = ok ? x->took * COUNTS_COST : ANALYZE_RETRY_S;
+    c->next_analyze_s = now + wait;
+    c->next_backlog_s = now + (ok ? x->took * ANALYZE_BACKLOG_COST : ANALYZE_RETRY_S);
     if (!ok)
         sg_log_limited(&c->analyze_log, SG_LOG_WARN, "journal", "%s (tried again in %.0f s)",
                        status ? uv_strerror(status) : j->err.msg, wait);
+    else if (x->done && backlog)
+        sg_log(SG_LOG_INFO, "journal",
+               "renewed the planner's statistics of the event table (%lld events pending, where "
+               "they counted %lld; %.0f ms)",
+               (long long)x->counted, (long long)x->why.planned, x->took * 1000);
     else if (x->done)
         sg_log(SG_LOG_INFO, "journal",
                "renewed the planner's statistics of the event table (%lld rows changed since "
                "they were taken; %.0f ms)",
-               (long long)x->stale, x->took * 1000);
+               (long long)x->why.changes, x->took * 1000);
     free(x);
 }
 
-static void analyze(sg_core *c, int64_t stale)
+static void analyze(sg_core *c, const sg_events_stale *why, int64_t counted)
 {
     if (c->analyzing || c->stopping)
         return;
     analyze_job *x = sg_xcalloc(1, sizeof *x);
-    x->stale = stale;
+    x->why = *why;
+    x->counted = counted;
     x->rj.run = analyze_run;
     x->rj.done = analyze_done;
     c->analyzing = true;
@@ -1405,10 +1419,11 @@ typedef struct ages_job {
     int counts_rc;
     sg_error counts_err;
     double counts_s;
-    bool analyze; /* and whether the statistics are stale (next_analyze_s) */
+    bool analyze; /* and whether the statistics are stale (next_stale_s) */
     int stale_rc; /* sg_store_events_stale's */
     sg_error stale_err;
-    int64_t stale; /* the rows changed since, if an analyze is due */
+    sg_events_stale stale; /* why an analyze is due, if one is */
+    int64_t counted;       /* the pending events counted */
     int64_t n[SG_CORE_KINDS][SG_STATE_COUNT];
     int64_t would[SG_STATE_COUNT];
     sg_replica_row *replicas;
@@ -1479,8 +1494,11 @@ static void ages_run(read_job *j, sg_store *s)
     double t0 = sg_mono_s(); /* what the count costs the store: real time */
     x->counts_rc = sg_store_event_counts(s, !x->counts, count_into, x, &x->counts_err);
     x->counts_s = sg_mono_s() - t0;
+    for (int k = 0; k < SG_CORE_KINDS; k++)
+        x->counted += x->n[k][SG_STATE_PENDING];
     if (x->analyze)
-        x->stale_rc = sg_store_events_stale(s, &x->stale, &x->stale_err);
+        x->stale_rc =
+            sg_store_events_stale(s, x->counts_rc ? 0 : x->counted, &x->stale, &x->stale_err);
 }
 
 static void ages_done(read_job *j, int status)
@@ -1513,12 +1531,18 @@ static void ages_done(read_job *j, int status)
                 for (int k = 0; k < SG_CORE_KINDS; k++)
                     c->counts[k][open[i]] = x->n[k][open[i]];
         }
+        double now = sg_mono_s();
+        sg_events_stale why = x->stale;
+        if (now < c->next_backlog_s)
+            why.planned = -1;
+        if (why.changes > 0 && now < c->next_analyze_s)
+            why.changes = 0;
         if (x->analyze && x->stale_rc) {
-            c->next_analyze_s = sg_mono_s() + ANALYZE_RETRY_S;
+            c->next_stale_s = now + ANALYZE_RETRY_S;
             sg_log_limited(&c->analyze_log, SG_LOG_WARN, "journal", "%s (read again in %d s)",
                            x->stale_err.msg, ANALYZE_RETRY_S);
-        } else if (x->analyze && x->stale) {
-            analyze(c, x->stale);
+        } else if (x->analyze && (why.changes > 0 || why.planned >= 0)) {
+            analyze(c, &why, x->counted);
         }
         if (x->set && x->counts) {
             c->count_ms = (int64_t)(x->counts_s * 1000);
@@ -1570,7 +1594,7 @@ static void read_ages(sg_core *c)
     x->held = held;
     x->set = c->shared;
     x->counts = c->shared && sg_mono_s() >= c->next_count_s;
-    x->analyze = c->shared && !c->analyzing && sg_mono_s() >= c->next_analyze_s;
+    x->analyze = c->shared && !c->analyzing && sg_mono_s() >= c->next_stale_s;
     x->accepted_after = c->accepted_seen > ACCEPTED_AGAIN ? c->accepted_seen - ACCEPTED_AGAIN : 0;
     x->rj.run = ages_run;
     x->rj.done = ages_done;

@@ -288,11 +288,11 @@ int sg_store_event_counts(sg_store *s, bool open_only, sg_count_fn fn, void *ud,
     return rc == SQLITE_DONE ? 0 : sg_store_db_error(s, err, "counting events in");
 }
 
-int sg_store_events_stale(sg_store *s, int64_t *changes, sg_error *err)
+int sg_store_events_stale(sg_store *s, int64_t pending, sg_events_stale *out, sg_error *err)
 {
     if (s->pg)
-        return sg_pg_events_stale(s->pg, changes, err);
-    *changes = 0;
+        return sg_pg_events_stale(s->pg, pending, out, err);
+    *out = (sg_events_stale){.changes = 0, .planned = -1};
     return 0;
 }
 

@@ -41,7 +41,7 @@ enum {
     PG_JOB_TRYLOCKS,
     PG_EVENTS_OUTCOMES,
     PG_EVENTS_CLAIM,
-    PG_EVENTS_CLAIM_ALL,
+    PG_EVENTS_CLAIM_JOBS,
     PG_EVENT_REPLAYED,
     PG_SNAP_KEYS,
     PG_SNAP_CURSOR,
@@ -219,7 +219,7 @@ int sg_pg_queue_gen(sg_pg *pg, int64_t *gen, sg_error *err);
 int sg_pg_events_query(sg_pg *pg, const sg_event_state *state, const char *kind, const char *job,
                        int limit, sg_event_fn fn, void *ud, sg_error *err);
 int sg_pg_event_counts(sg_pg *pg, bool open_only, sg_count_fn fn, void *ud, sg_error *err);
-int sg_pg_events_stale(sg_pg *pg, int64_t *changes, sg_error *err);
+int sg_pg_events_stale(sg_pg *pg, int64_t pending, sg_events_stale *out, sg_error *err);
 int sg_pg_events_analyze(sg_pg *pg, bool *done, sg_error *err);
 int sg_pg_oldest_pending(sg_pg *pg, int64_t *received_at, sg_error *err);
 int sg_pg_oldest_held(sg_pg *pg, int64_t *received_at, sg_error *err);

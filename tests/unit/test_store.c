@@ -2653,6 +2653,41 @@ static void claim_window_pg(void **state)
     sg_store_free(s);
 }
 
+/* Two replicas behind a backlog: the window in front full of the jobs
+ * whose heads the other one holds, a claim finds this one's jobs further
+ * back job by job, as quick however long the backlog in front (the look
+ * at every unclaimed event walked it all, each call). */
+static void claims_past_another_replicas_jobs_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store_options o = {.statement_timeout_ms = 20000, .keyed = true};
+    sg_store *s = open_ok(f->db, &o);
+    sg_error err = {0};
+    /* in front: 100,000 events of 250 jobs whose heads are r0's */
+    put_many(f->db, 100000, 250, 0);
+    raw_exec(f->db, "UPDATE event SET claimed_by = 'r0' WHERE number <= 250");
+    /* behind them: 250 jobs of their own, 4 events each */
+    raw_exec(f->db, "INSERT INTO event(received_at, source, job, number, kind, reason, state, "
+                    "method, path, headers, body, qgen) SELECT 1000 + n, 'jenkins-prod', "
+                    "'late-' || (n % 250), n, 'new', 'test', 'pending', 'POST', '/', '', '{}', 0 "
+                    "FROM generate_series(1, 1000) AS n");
+    raw_exec(f->db, "ANALYZE event");
+    double t0 = sg_mono_s();
+    for (int round = 0; round < 2; round++) { /* the late jobs' heads, then their next */
+        claim_count x = {0};
+        if (sg_store_events_claim(s, "r1", 512, count_claimed, &x, &err))
+            fail_msg("claim %d: %s", round, err.msg);
+        assert_int_equal(x.n, 250);
+    }
+    double took = sg_mono_s() - t0;
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE claimed_by = 'r1' AND "
+                                    "job LIKE 'late-%'"),
+                     500);
+    if (took > 0.25) /* 36 ms here, 0.8 s looking at every unclaimed event */
+        fail_msg("two claims behind 100,000 blocked events took %.0f ms", took * 1000);
+    sg_store_free(s);
+}
+
 /* The changes PostgreSQL's statistics count on the event table since its
  * last analyze, once they reach at least (a closed session's count
  * arrives as it exits): waits up to 5 s. */
@@ -2682,15 +2717,16 @@ static void analyze_once_grown_pg(void **state)
     sg_store *r = open_ok(f->db, NULL); /* another session analyzes, as a replica's reader */
     raw_exec(f->db, "ALTER TABLE event SET (autovacuum_enabled = off)");
     sg_error err = {0};
-    int64_t changes = -1;
-    assert_int_equal(sg_store_events_stale(r, &changes, &err), 0);
-    assert_int_equal(changes, 0);
+    sg_events_stale st = {-1, 0};
+    assert_int_equal(sg_store_events_stale(r, 0, &st, &err), 0);
+    assert_int_equal(st.changes, 0);
+    assert_int_equal(st.planned, -1);
     put_many(f->db, 200, 500, 3);
     raw_exec(f->db, "UPDATE event SET state = 'forwarded' WHERE id % 2 = 0");
     wait_changes(f->db, 300);
-    assert_int_equal(sg_store_events_stale(r, &changes, &err), 0);
-    assert_int_equal(changes, 0);  /* fewer than 1,000 */
-    for (int i = 0; i < 12; i++) { /* the claim's plan, made on these */
+    assert_int_equal(sg_store_events_stale(r, 0, &st, &err), 0);
+    assert_int_equal(st.changes, 0); /* fewer than 1,000 */
+    for (int i = 0; i < 12; i++) {   /* the claim's plan, made on these */
         claim_count x = {0};
         assert_int_equal(sg_store_events_claim(s, "r1", 512, count_claimed, &x, &err), 0);
     }
@@ -2699,8 +2735,8 @@ static void analyze_once_grown_pg(void **state)
     put_many(f->db, 60000, 500, 0);
     raw_exec(f->db, "UPDATE event SET state = 'forwarded' WHERE number <= 40000");
     wait_changes(f->db, 100000);
-    assert_int_equal(sg_store_events_stale(r, &changes, &err), 0);
-    assert_true(changes >= 100000);
+    assert_int_equal(sg_store_events_stale(r, 0, &st, &err), 0);
+    assert_true(st.changes >= 100000);
     bool done = false;
     if (sg_store_events_analyze(r, &done, &err))
         fail_msg("analyze: %s", err.msg);
@@ -2708,8 +2744,9 @@ static void analyze_once_grown_pg(void **state)
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM pg_stat_user_tables WHERE relname = "
                                     "'event' AND last_analyze IS NOT NULL"),
                      1);
-    assert_int_equal(sg_store_events_stale(r, &changes, &err), 0);
-    assert_int_equal(changes, 0); /* renewed: nothing changed since */
+    assert_int_equal(sg_store_events_stale(r, 20000, &st, &err), 0);
+    assert_int_equal(st.changes, 0);  /* renewed: nothing changed since */
+    assert_int_equal(st.planned, -1); /* and the 20,000 pending counted */
     double t0 = sg_mono_s();
     for (int round = 0; round < 2; round++) { /* each job's head, then its next */
         claim_count x = {0};
@@ -2720,6 +2757,61 @@ static void analyze_once_grown_pg(void **state)
     double took = sg_mono_s() - t0;
     if (took > 3.0)
         fail_msg("two claims on 20,000 pending took %.0f ms", took * 1000);
+    sg_store_free(r);
+    sg_store_free(s);
+}
+
+/* An analyze of an idle table (nothing pending: autovacuum's, a quiet
+ * gate's) has the planner count every partial index on the pending events
+ * empty, whatever they grow to: a backlog behind it is stale statistics
+ * (sg_store_events_stale's planned) until renewed, and meanwhile a claim
+ * stays quick (on 270,000 pending events, half of the jobs' heads another
+ * replica's, it walked every unclaimed one: 1.9 s a call). */
+static void backlog_after_idle_analyze_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store_options o = {.statement_timeout_ms = 20000, .keyed = true};
+    sg_store *s = open_ok(f->db, &o);
+    sg_store *r = open_ok(f->db, NULL);
+    raw_exec(f->db, "ALTER TABLE event SET (autovacuum_enabled = off)");
+    sg_error err = {0};
+    put_many(f->db, 50000, 500, 0); /* an idle gate: every event forwarded */
+    raw_exec(f->db, "UPDATE event SET state = 'forwarded'");
+    bool done = false;
+    if (sg_store_events_analyze(r, &done, &err))
+        fail_msg("analyze: %s", err.msg);
+    assert_true(done);
+    for (int i = 0; i < 12; i++) { /* the claim's plan, made on that picture */
+        claim_count x = {0};
+        assert_int_equal(sg_store_events_claim(s, "r1", 512, count_claimed, &x, &err), 0);
+        assert_int_equal(x.n, 0);
+    }
+    /* the backlog: 150,000 pending of 500 jobs, half of the heads r0's */
+    put_many(f->db, 150000, 500, 0);
+    raw_exec(f->db, "UPDATE event SET claimed_by = 'r0' WHERE state = 'pending' AND number <= 500 "
+                    "AND number % 2 = 0");
+    sg_events_stale st = {0, 0};
+    assert_int_equal(sg_store_events_stale(r, 999, &st, &err), 0);
+    assert_int_equal(st.planned, -1); /* fewer than 1,000 counted: not looked at */
+    assert_int_equal(sg_store_events_stale(r, 150000, &st, &err), 0);
+    if (st.planned < 0 || st.planned * 4 > 150000)
+        fail_msg("150,000 pending, the planner counting %lld: not found stale",
+                 (long long)st.planned);
+    double t0 = sg_mono_s();
+    for (int round = 0; round < 2; round++) { /* the free jobs' heads, then their next */
+        claim_count x = {0};
+        if (sg_store_events_claim(s, "r1", 512, count_claimed, &x, &err))
+            fail_msg("claim %d: %s", round, err.msg);
+        assert_int_equal(x.n, 250);
+    }
+    double took = sg_mono_s() - t0;
+    if (took > 0.5) /* 40 ms here, 1.4 s when the lock went by event_unclaimed */
+        fail_msg("two claims on 150,000 pending after an idle analyze took %.0f ms", took * 1000);
+    if (sg_store_events_analyze(r, &done, &err))
+        fail_msg("analyze: %s", err.msg);
+    assert_true(done);
+    assert_int_equal(sg_store_events_stale(r, 150000, &st, &err), 0);
+    assert_int_equal(st.planned, -1); /* renewed: the planner counts them */
     sg_store_free(r);
     sg_store_free(s);
 }
@@ -3454,7 +3546,9 @@ int main(void)
         T(events_journal_big_batch_pg),
         T(claims_quick_on_a_backlog_pg),
         T(analyze_once_grown_pg),
+        T(backlog_after_idle_analyze_pg),
         T(claim_window_pg),
+        T(claims_past_another_replicas_jobs_pg),
         T(outcomes_quick_on_a_grown_table_pg),
         T(begin_with_first_statement_pg),
         T(job_locks_pg),

@@ -156,13 +156,25 @@ typedef void (*sg_count_fn)(void *ud, const char *kind, sg_event_state state, co
                             int64_t count);
 int sg_store_event_counts(sg_store *s, bool open_only, sg_count_fn fn, void *ud, sg_error *err);
 
-/* PostgreSQL: the planner's statistics of the event table. *changes: the
- * rows changed since they were taken, if as many as the table holds (and
- * 1,000 at least) and this user owns it, else 0 (also on SQLite, whose
- * plans do not depend on them). Autovacuum renews them a minute or more
- * after the table grew, and a plan made on the young table's picture has a
- * replica's claims scan every pending event (README, "Scale out"). */
-int sg_store_events_stale(sg_store *s, int64_t *changes, sg_error *err);
+/* PostgreSQL: whether the planner's statistics of the event table are
+ * stale, given the pending events counted (out: changes 0 and planned -1
+ * when not; always on SQLite, whose plans do not depend on them, and for
+ * a user that does not own the table, which may not renew them).
+ * Autovacuum renews them a minute or more after the table changed, and
+ * plans made on a wrong picture scan every pending event for each one
+ * they look at: on a young table, a replica's claims; after an analyze of
+ * an idle table (nothing pending, so every partial index on the pending
+ * events counted empty however big it grows), the claims, the outcomes
+ * and the release of lapsed claims, until deliveries all but stopped
+ * behind a backlog (README, "Scale out"). */
+typedef struct sg_events_stale {
+    int64_t changes; /* rows changed since, when as many as the table holds
+                        (and 1,000 at least); else 0 */
+    int64_t planned; /* the pending events the planner counts on, when the
+                        `pending` counted are 4 times as many or more (and
+                        1,000 at least); else -1 */
+} sg_events_stale;
+int sg_store_events_stale(sg_store *s, int64_t pending, sg_events_stale *out, sg_error *err);
 /* Renews them (ANALYZE, which has every session's plans made again);
  * *done false if PostgreSQL skipped it (the table locked by another
  * session; SQLite). It may take a second on a big table. */
