@@ -196,6 +196,11 @@ struct sg_core {
      * after ANALYZE_BACKLOG_COST times it, and a minute after a failure
      * (analyze_job) */
     double next_stale_s, next_analyze_s, next_backlog_s;
+    /* the planner's estimate a backlog's analyze began from, and when it
+     * ended: an estimate no higher after it (a sample of a huge table that
+     * missed the pending events) waits ANALYZE_RETRY_S for the next */
+    int64_t backlog_planned;
+    double backlog_done_s;
     bool analyzing;
     sg_log_limit analyze_log;
 
@@ -1379,6 +1384,10 @@ static void analyze_done(read_job *j, int status)
     double now = sg_mono_s(), wait = ok ? x->took * COUNTS_COST : ANALYZE_RETRY_S;
     c->next_analyze_s = now + wait;
     c->next_backlog_s = now + (ok ? x->took * ANALYZE_BACKLOG_COST : ANALYZE_RETRY_S);
+    if (ok && backlog) {
+        c->backlog_planned = x->why.planned;
+        c->backlog_done_s = now;
+    }
     if (!ok)
         sg_log_limited(&c->analyze_log, SG_LOG_WARN, "journal", "%s (tried again in %.0f s)",
                        status ? uv_strerror(status) : j->err.msg, wait);
@@ -1423,7 +1432,7 @@ typedef struct ages_job {
     int stale_rc; /* sg_store_events_stale's */
     sg_error stale_err;
     sg_events_stale stale; /* why an analyze is due, if one is */
-    int64_t counted;       /* the pending events counted */
+    int64_t counted;       /* the pending events, as last counted (and since delivered) */
     int64_t n[SG_CORE_KINDS][SG_STATE_COUNT];
     int64_t would[SG_STATE_COUNT];
     sg_replica_row *replicas;
@@ -1488,17 +1497,17 @@ static void ages_run(read_job *j, sg_store *s)
                                         &x->accepted_last, &j->err);
     if (j->rc || !x->set)
         return;
+    /* before the counts, so that nothing comes between their read and
+     * their use (a count read as a drop's last chunk commits puts back
+     * for a moment what it took away) */
+    if (x->analyze)
+        x->stale_rc = sg_store_events_stale(s, x->counted, &x->stale, &x->stale_err);
     /* the open events every time (the leader's drain counts the held);
      * all of them when the pause is over, failed or not, paced alike (a
      * count that ran into statement_timeout must not run again at once) */
     double t0 = sg_mono_s(); /* what the count costs the store: real time */
     x->counts_rc = sg_store_event_counts(s, !x->counts, count_into, x, &x->counts_err);
     x->counts_s = sg_mono_s() - t0;
-    for (int k = 0; k < SG_CORE_KINDS; k++)
-        x->counted += x->n[k][SG_STATE_PENDING];
-    if (x->analyze)
-        x->stale_rc =
-            sg_store_events_stale(s, x->counts_rc ? 0 : x->counted, &x->stale, &x->stale_err);
 }
 
 static void ages_done(read_job *j, int status)
@@ -1533,7 +1542,8 @@ static void ages_done(read_job *j, int status)
         }
         double now = sg_mono_s();
         sg_events_stale why = x->stale;
-        if (now < c->next_backlog_s)
+        if (now < c->next_backlog_s ||
+            (why.planned <= c->backlog_planned && now < c->backlog_done_s + ANALYZE_RETRY_S))
             why.planned = -1;
         if (why.changes > 0 && now < c->next_analyze_s)
             why.changes = 0;
@@ -1595,6 +1605,8 @@ static void read_ages(sg_core *c)
     x->set = c->shared;
     x->counts = c->shared && sg_mono_s() >= c->next_count_s;
     x->analyze = c->shared && !c->analyzing && sg_mono_s() >= c->next_stale_s;
+    for (int k = 0; k < SG_CORE_KINDS; k++)
+        x->counted += c->counts[k][SG_STATE_PENDING];
     x->accepted_after = c->accepted_seen > ACCEPTED_AGAIN ? c->accepted_seen - ACCEPTED_AGAIN : 0;
     x->rj.run = ages_run;
     x->rj.done = ages_done;

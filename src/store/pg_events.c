@@ -438,7 +438,7 @@ static int64_t plan_rows(const char *line)
 
 int sg_pg_events_stale(sg_pg *pg, int64_t pending, sg_events_stale *out, sg_error *err)
 {
-    *out = (sg_events_stale){.changes = 0, .planned = -1};
+    sg_events_stale st = {.changes = 0, .planned = -1};
     PGresult *r = sg_pg_query(pg, -1,
                               "SELECT pg_has_role(c.relowner, 'USAGE')::int, "
                               "coalesce(t.n_mod_since_analyze, 0), coalesce(t.n_live_tup, 0) "
@@ -450,12 +450,12 @@ int sg_pg_events_stale(sg_pg *pg, int64_t pending, sg_events_stale *out, sg_erro
     bool owner = PQntuples(r) == 1 && sg_pg_int(r, 0, 0) != 0;
     int64_t changes = owner ? sg_pg_int(r, 0, 1) : 0, live = owner ? sg_pg_int(r, 0, 2) : 0;
     PQclear(r);
-    if (!owner)
+    if (owner && changes >= ANALYZE_MIN_CHANGES && changes >= live)
+        st.changes = changes;
+    if (!owner || pending < ANALYZE_MIN_CHANGES) {
+        *out = st;
         return 0;
-    if (changes >= ANALYZE_MIN_CHANGES && changes >= live)
-        out->changes = changes;
-    if (pending < ANALYZE_MIN_CHANGES)
-        return 0;
+    }
     /* the state as a literal: the planner's estimate of that value */
     r = sg_pg_query(pg, -1, "EXPLAIN SELECT 1 FROM event WHERE state = 'pending'", NULL, err,
                     "reading the planner's estimate of the pending events in");
@@ -464,7 +464,8 @@ int sg_pg_events_stale(sg_pg *pg, int64_t pending, sg_events_stale *out, sg_erro
     int64_t planned = PQntuples(r) > 0 ? plan_rows(sg_pg_str(r, 0, 0)) : -1;
     PQclear(r);
     if (planned >= 0 && pending >= ANALYZE_PENDING_FACTOR * planned)
-        out->planned = planned;
+        st.planned = planned;
+    *out = st;
     return 0;
 }
 

@@ -127,6 +127,19 @@ int sg_pg_replicas(sg_pg *pg, sg_replica_fn fn, void *ud, sg_error *err)
     ".id) AND q.claimed_by IS DISTINCT FROM $1 "                                                   \
     "LIMIT 1) IS NULL"
 
+/* The first $2 of the heads k that no other claim holds: locked in queue
+ * order through the primary key, those another replica is locking
+ * skipped (not counted), and rechecked once locked. The condition is on
+ * the claim alone, not the state (CLAIM_UPDATE checks that): one on the
+ * pending unclaimed events let the planner drive the lock by
+ * event_unclaimed and match each of its rows to the heads, which on
+ * statistics taken while nothing was pending (the index counted empty)
+ * walked the whole backlog, 1.9 s a call on 270,000
+ * (sg_store_events_stale). */
+#define CLAIM_LOCK                                                                                 \
+    "c AS (SELECT e.id, e.state, e.claimed_by FROM event e WHERE e.id IN (SELECT id FROM k) AND "  \
+    "e.claimed_by IS NULL ORDER BY e.qgen, e.id LIMIT $2 FOR UPDATE OF e SKIP LOCKED), "
+
 /* The claim of the rows c locked: those still pending and unclaimed. */
 #define CLAIM_UPDATE                                                                               \
     "u AS (UPDATE event SET claimed_by = $1 FROM c WHERE event.id = c.id AND c.state = "           \
@@ -134,25 +147,19 @@ int sg_pg_replicas(sg_pg *pg, sg_replica_fn fn, void *ud, sg_error *err)
 
 /* Among the window's candidates ($3 of them): one row at least, its last
  * column whether the window was full, beside the rows it gave. The heads
- * among them (k) are told apart on the window alone, and their rows are
- * locked through the primary key only, with no condition on the state
- * (the claim checks the rows it locked): a condition on the pending
- * unclaimed events let the planner drive the lock by event_unclaimed and
- * match each of its rows to the heads, which on statistics taken while
- * nothing was pending (the index counted empty) walked the whole backlog,
- * 1.9 s a call on 270,000 (sg_store_events_stale). */
+ * among them (k) are told apart on the window alone. */
 #define CLAIM_WINDOW_SQL                                                                           \
     "WITH w AS MATERIALIZED (SELECT id, source, job, qgen FROM event WHERE state = 'pending' AND " \
     "claimed_by IS NULL ORDER BY qgen, id LIMIT $3), k AS MATERIALIZED (SELECT w.id FROM w "       \
-    "WHERE " CLAIM_HEAD("w") " ORDER BY w.qgen, w.id LIMIT $2), c AS (SELECT e.id, e.state, "      \
-                             "e.claimed_by FROM event e WHERE e.id IN (SELECT id FROM k) FOR "     \
-                             "UPDATE OF e SKIP LOCKED), " CLAIM_UPDATE "SELECT " PG_EVENT_COLUMNS  \
-                             ", full_window FROM (SELECT count(*) = $3 AS "                        \
-                             "full_window FROM w) s LEFT JOIN u ON true ORDER BY qgen, id"
+    "WHERE " CLAIM_HEAD("w") "), " CLAIM_LOCK CLAIM_UPDATE "SELECT " PG_EVENT_COLUMNS              \
+                             ", full_window "                                                      \
+                             "FROM (SELECT count(*) = $3 AS full_window FROM w) s LEFT JOIN u ON " \
+                             "true ORDER BY qgen, id"
 
 /* Job by job (j: every job with pending events, by skips through
  * event_lane), the first pending event not $1's: a head when unclaimed
- * (all before it are $1's). Events without a job are the window's. */
+ * (all before it are $1's); and the unclaimed events without a job
+ * (event_unclaimed_bare), each its own head. */
 #define CLAIM_JOBS_SQL                                                                             \
     "WITH RECURSIVE j(source, job) AS ((SELECT source, job FROM event WHERE state = 'pending' "    \
     "AND source IS NOT NULL AND job IS NOT NULL ORDER BY source, job LIMIT 1) UNION ALL SELECT "   \
@@ -160,10 +167,10 @@ int sg_pg_replicas(sg_pg *pg, sg_replica_fn fn, void *ud, sg_error *err)
     "'pending' AND (source, job) > (j.source, j.job) ORDER BY source, job LIMIT 1) n), w AS "      \
     "MATERIALIZED (SELECT f.* FROM j CROSS JOIN LATERAL (SELECT e.id, e.qgen, e.claimed_by FROM "  \
     "event e WHERE e.state = 'pending' AND e.source = j.source AND e.job = j.job AND "             \
-    "e.claimed_by IS DISTINCT FROM $1 ORDER BY e.qgen, e.id LIMIT 1) f), k AS MATERIALIZED "       \
-    "(SELECT w.id FROM w WHERE w.claimed_by IS NULL ORDER BY w.qgen, w.id LIMIT $2), c AS "        \
-    "(SELECT e.id, e.state, e.claimed_by FROM event e WHERE e.id IN (SELECT id FROM k) FOR "       \
-    "UPDATE OF e SKIP LOCKED), " CLAIM_UPDATE "SELECT " PG_EVENT_COLUMNS                           \
+    "e.claimed_by IS DISTINCT FROM $1 ORDER BY e.qgen, e.id LIMIT 1) f UNION ALL (SELECT id, "     \
+    "qgen, claimed_by FROM event WHERE state = 'pending' AND claimed_by IS NULL AND (source IS "   \
+    "NULL OR job IS NULL) ORDER BY qgen, id LIMIT $2)), k AS MATERIALIZED (SELECT w.id FROM w "    \
+    "WHERE w.claimed_by IS NULL), " CLAIM_LOCK CLAIM_UPDATE "SELECT " PG_EVENT_COLUMNS             \
     " FROM u ORDER BY qgen, id"
 
 typedef struct claimed {

@@ -2650,6 +2650,21 @@ static void claim_window_pg(void **state)
     assert_int_equal(sg_store_events_claim(s, "r1", 2, count_claimed, &x, &err), 0);
     assert_int_equal(x.n, 1); /* the front moved: e is in the window */
     assert_true(claimed_by(f->db, e, "r1"));
+    raw_exec(f->db, "DELETE FROM event");
+    /* the front: 8 events behind r2's head of job g, then a pass-through
+     * event whose replica's lease lapsed (no job: a head of its own) */
+    set_claimed(f->db, put_event(s, "pending", "g", 1, 0), "r2");
+    for (int i = 0; i < 8; i++)
+        put_event(s, "pending", "g", 2 + i, 0);
+    raw_exec(f->db, "INSERT INTO event(received_at, kind, reason, state, method, path, headers, "
+                    "body, qgen) VALUES (2000, 'passthrough', 'not-a-build', 'pending', 'POST', "
+                    "'/', '', '{}', 0)");
+    x.n = 0;
+    assert_int_equal(sg_store_events_claim(s, "r1", 2, count_claimed, &x, &err), 0);
+    assert_int_equal(x.n, 1); /* the window gave none: the look job by job took it */
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE job IS NULL AND "
+                                    "claimed_by = 'r1'"),
+                     1);
     sg_store_free(s);
 }
 
@@ -2686,6 +2701,39 @@ static void claims_past_another_replicas_jobs_pg(void **state)
     if (took > 0.25) /* 36 ms here, 0.8 s looking at every unclaimed event */
         fail_msg("two claims behind 100,000 blocked events took %.0f ms", took * 1000);
     sg_store_free(s);
+}
+
+/* Two replicas claiming at once: the heads the other one is locking are
+ * skipped, not counted, and this claim takes the next ones up to its
+ * limit (counted before the lock, it found the same first heads locked
+ * and took none). */
+static void claims_beside_another_claim_pg(void **state)
+{
+    fixture *f = *state;
+    sg_store *s0 = open_ok(f->db, NULL), *s1 = open_ok(f->db, NULL);
+    sg_error err = {0};
+    put_many(f->db, 6000, 2000, 0); /* 2,000 jobs, 3 events each */
+    assert_int_equal(sg_store_begin(s0, &err), 0);
+    claim_count x0 = {0};
+    if (sg_store_events_claim(s0, "r0", 512, count_claimed, &x0, &err))
+        fail_msg("r0's claim: %s", err.msg);
+    assert_int_equal(x0.n, 512); /* locked until r0 commits */
+    claim_count x1 = {0};
+    if (sg_store_events_claim(s1, "r1", 512, count_claimed, &x1, &err))
+        fail_msg("r1's claim: %s", err.msg);
+    assert_int_equal(x1.n, 512);
+    assert_int_equal(sg_store_commit(s0, &err), 0);
+    /* no job split: each job's head went to one of them, none claimed twice */
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE claimed_by IS NOT NULL"),
+                     1024);
+    assert_int_equal(raw_int(f->db, "SELECT count(DISTINCT job) FROM event WHERE claimed_by IS "
+                                    "NOT NULL"),
+                     1024);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE claimed_by IS NOT NULL AND "
+                                    "number > 2000"),
+                     0);
+    sg_store_free(s1);
+    sg_store_free(s0);
 }
 
 /* The changes PostgreSQL's statistics count on the event table since its
@@ -3549,6 +3597,7 @@ int main(void)
         T(backlog_after_idle_analyze_pg),
         T(claim_window_pg),
         T(claims_past_another_replicas_jobs_pg),
+        T(claims_beside_another_claim_pg),
         T(outcomes_quick_on_a_grown_table_pg),
         T(begin_with_first_statement_pg),
         T(job_locks_pg),
