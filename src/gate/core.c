@@ -1417,6 +1417,20 @@ static void analyze(sg_core *c, const sg_events_stale *why, int64_t counted)
     read_submit(c, &x->rj, false);
 }
 
+/* Analyzes for what sg_store_events_stale found, each reason once its
+ * pause is over. */
+static void analyze_if_due(sg_core *c, sg_events_stale why, int64_t counted)
+{
+    double now = sg_mono_s();
+    if (now < c->next_backlog_s ||
+        (why.planned <= c->backlog_planned && now < c->backlog_done_s + ANALYZE_RETRY_S))
+        why.planned = -1;
+    if (now < c->next_analyze_s)
+        why.changes = 0;
+    if (why.changes > 0 || why.planned >= 0)
+        analyze(c, &why, counted);
+}
+
 /* ---- the oldest pending and held events ---- */
 
 typedef struct ages_job {
@@ -1540,19 +1554,12 @@ static void ages_done(read_job *j, int status)
                 for (int k = 0; k < SG_CORE_KINDS; k++)
                     c->counts[k][open[i]] = x->n[k][open[i]];
         }
-        double now = sg_mono_s();
-        sg_events_stale why = x->stale;
-        if (now < c->next_backlog_s ||
-            (why.planned <= c->backlog_planned && now < c->backlog_done_s + ANALYZE_RETRY_S))
-            why.planned = -1;
-        if (why.changes > 0 && now < c->next_analyze_s)
-            why.changes = 0;
         if (x->analyze && x->stale_rc) {
-            c->next_stale_s = now + ANALYZE_RETRY_S;
+            c->next_stale_s = sg_mono_s() + ANALYZE_RETRY_S;
             sg_log_limited(&c->analyze_log, SG_LOG_WARN, "journal", "%s (read again in %d s)",
                            x->stale_err.msg, ANALYZE_RETRY_S);
-        } else if (x->analyze && (why.changes > 0 || why.planned >= 0)) {
-            analyze(c, &why, x->counted);
+        } else if (x->analyze) {
+            analyze_if_due(c, x->stale, x->counted);
         }
         if (x->set && x->counts) {
             c->count_ms = (int64_t)(x->counts_s * 1000);

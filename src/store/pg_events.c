@@ -450,7 +450,7 @@ int sg_pg_events_stale(sg_pg *pg, int64_t pending, sg_events_stale *out, sg_erro
     bool owner = PQntuples(r) == 1 && sg_pg_int(r, 0, 0) != 0;
     int64_t changes = owner ? sg_pg_int(r, 0, 1) : 0, live = owner ? sg_pg_int(r, 0, 2) : 0;
     PQclear(r);
-    if (owner && changes >= ANALYZE_MIN_CHANGES && changes >= live)
+    if (changes >= ANALYZE_MIN_CHANGES && changes >= live)
         st.changes = changes;
     if (!owner || pending < ANALYZE_MIN_CHANGES) {
         *out = st;

@@ -101,8 +101,8 @@ int sg_pg_replicas(sg_pg *pg, sg_replica_fn fn, void *ud, sg_error *err)
  * a subquery per candidate (a scalar one, which the planner cannot turn
  * into a join).
  *
- * A claim takes one event per job, and looked at every unclaimed event:
- * on a backlog of 40,000 of 500 jobs, 280 ms a call. It looks first at
+ * Each statement takes one event per job; a claim looked at every
+ * unclaimed event: on a backlog of 40,000 of 500 jobs, 280 ms a call. It looks first at
  * the CLAIM_WINDOW times limit first ones in queue order (22 ms there),
  * and job by job only when those were that many and gave less than a
  * quarter of limit: the front may be one job's long queue (a release), or
@@ -122,10 +122,9 @@ int sg_pg_replicas(sg_pg *pg, sg_replica_fn fn, void *ud, sg_error *err)
 
 /* Whether x, an unclaimed pending event, is a head ($1: the replica). */
 #define CLAIM_HEAD(x)                                                                              \
-    "(SELECT q.id FROM event q WHERE q.state = 'pending' AND q.source = " x                        \
-    ".source AND q.job = " x ".job AND (q.qgen, q.id) < (" x ".qgen, " x                           \
-    ".id) AND q.claimed_by IS DISTINCT FROM $1 "                                                   \
-    "LIMIT 1) IS NULL"
+    "(SELECT q.id FROM event q WHERE q.state = 'pending' AND q.source = " x ".source AND "         \
+    "q.job = " x ".job AND (q.qgen, q.id) < (" x ".qgen, " x ".id) AND q.claimed_by IS "           \
+    "DISTINCT FROM $1 LIMIT 1) IS NULL"
 
 /* The first $2 of the heads k that no other claim holds: locked in queue
  * order through the primary key, those another replica is locking
@@ -152,9 +151,8 @@ int sg_pg_replicas(sg_pg *pg, sg_replica_fn fn, void *ud, sg_error *err)
     "WITH w AS MATERIALIZED (SELECT id, source, job, qgen FROM event WHERE state = 'pending' AND " \
     "claimed_by IS NULL ORDER BY qgen, id LIMIT $3), k AS MATERIALIZED (SELECT w.id FROM w "       \
     "WHERE " CLAIM_HEAD("w") "), " CLAIM_LOCK CLAIM_UPDATE "SELECT " PG_EVENT_COLUMNS              \
-                             ", full_window "                                                      \
-                             "FROM (SELECT count(*) = $3 AS full_window FROM w) s LEFT JOIN u ON " \
-                             "true ORDER BY qgen, id"
+                             ", full_window FROM (SELECT count(*) = $3 AS full_window FROM w) "    \
+                             "s LEFT JOIN u ON true ORDER BY qgen, id"
 
 /* Job by job (j: every job with pending events, by skips through
  * event_lane), the first pending event not $1's: a head when unclaimed

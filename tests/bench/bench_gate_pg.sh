@@ -256,16 +256,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
   done
 done
 
-# median VALUES...: the middle one (of an even count, the mean of the two)
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
-  printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # every figure of the table: the median of the rounds'
 for k in a b c; do
   runs $k || continue
   for f in $FIELDS; do
     n=${k}_all_$f
     # shellcheck disable=SC2086 # the rounds' figures, one word each
-    v=$(median ${!n})
+    v=$(printf %.2f "$(median ${!n})")
     case $f in p50 | p99 | rp50 | rp99) v=${v}ms ;; err) v=${v%.*} ;; esac
     printf -v "${k}_$f" %s "$v"
   done

@@ -58,7 +58,9 @@ time_cmd() {
   printf -v "$var" '%s' "$secs"
 }
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+# (of an even count, the mean of the two middle ones)
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
+  if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # wrk_parse FILE: "req/s failed p50 p99 total" of the wrk output in FILE
 wrk_parse() {

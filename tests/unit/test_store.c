@@ -2570,6 +2570,21 @@ static void put_many(const char *db, int n, int jobs, int claimed_every)
     raw_exec(db, sql);
 }
 
+/* Two claims by r1 of s, each giving each events: how long they took
+ * (the first takes each job's head, the second its next). */
+static double two_claims(sg_store *s, int each)
+{
+    sg_error err = {0};
+    double t0 = sg_mono_s();
+    for (int round = 0; round < 2; round++) {
+        claim_count x = {0};
+        if (sg_store_events_claim(s, "r1", 512, count_claimed, &x, &err))
+            fail_msg("claim %d: %s", round, err.msg);
+        assert_int_equal(x.n, each);
+    }
+    return sg_mono_s() - t0;
+}
+
 /* A claim on a backlog of thousands of events stays quick however young
  * the table was when the replica first claimed: a plan made then and kept
  * (a prepared statement's) ran for minutes on such a backlog. Planned at
@@ -2677,7 +2692,6 @@ static void claims_past_another_replicas_jobs_pg(void **state)
     fixture *f = *state;
     sg_store_options o = {.statement_timeout_ms = 20000, .keyed = true};
     sg_store *s = open_ok(f->db, &o);
-    sg_error err = {0};
     /* in front: 100,000 events of 250 jobs whose heads are r0's */
     put_many(f->db, 100000, 250, 0);
     raw_exec(f->db, "UPDATE event SET claimed_by = 'r0' WHERE number <= 250");
@@ -2687,14 +2701,7 @@ static void claims_past_another_replicas_jobs_pg(void **state)
                     "'late-' || (n % 250), n, 'new', 'test', 'pending', 'POST', '/', '', '{}', 0 "
                     "FROM generate_series(1, 1000) AS n");
     raw_exec(f->db, "ANALYZE event");
-    double t0 = sg_mono_s();
-    for (int round = 0; round < 2; round++) { /* the late jobs' heads, then their next */
-        claim_count x = {0};
-        if (sg_store_events_claim(s, "r1", 512, count_claimed, &x, &err))
-            fail_msg("claim %d: %s", round, err.msg);
-        assert_int_equal(x.n, 250);
-    }
-    double took = sg_mono_s() - t0;
+    double took = two_claims(s, 250); /* the late jobs' heads, then their next */
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM event WHERE claimed_by = 'r1' AND "
                                     "job LIKE 'late-%'"),
                      500);
@@ -2795,14 +2802,7 @@ static void analyze_once_grown_pg(void **state)
     assert_int_equal(sg_store_events_stale(r, 20000, &st, &err), 0);
     assert_int_equal(st.changes, 0);  /* renewed: nothing changed since */
     assert_int_equal(st.planned, -1); /* and the 20,000 pending counted */
-    double t0 = sg_mono_s();
-    for (int round = 0; round < 2; round++) { /* each job's head, then its next */
-        claim_count x = {0};
-        if (sg_store_events_claim(s, "r1", 512, count_claimed, &x, &err))
-            fail_msg("claim %d: %s", round, err.msg);
-        assert_int_equal(x.n, 500);
-    }
-    double took = sg_mono_s() - t0;
+    double took = two_claims(s, 500); /* each job's head, then its next */
     if (took > 3.0)
         fail_msg("two claims on 20,000 pending took %.0f ms", took * 1000);
     sg_store_free(r);
@@ -2845,15 +2845,8 @@ static void backlog_after_idle_analyze_pg(void **state)
     if (st.planned < 0 || st.planned * 4 > 150000)
         fail_msg("150,000 pending, the planner counting %lld: not found stale",
                  (long long)st.planned);
-    double t0 = sg_mono_s();
-    for (int round = 0; round < 2; round++) { /* the free jobs' heads, then their next */
-        claim_count x = {0};
-        if (sg_store_events_claim(s, "r1", 512, count_claimed, &x, &err))
-            fail_msg("claim %d: %s", round, err.msg);
-        assert_int_equal(x.n, 250);
-    }
-    double took = sg_mono_s() - t0;
-    if (took > 0.5) /* 40 ms here, 1.4 s when the lock went by event_unclaimed */
+    double took = two_claims(s, 250); /* the free jobs' heads, then their next */
+    if (took > 0.5)                   /* 40 ms here, 1.4 s when the lock went by event_unclaimed */
         fail_msg("two claims on 150,000 pending after an idle analyze took %.0f ms", took * 1000);
     if (sg_store_events_analyze(r, &done, &err))
         fail_msg("analyze: %s", err.msg);
